@@ -1,0 +1,195 @@
+//! Records shared by oomtrace's eBPF programs and its userspace agent.
+//!
+//! Every type here is `#[repr(C)]` with explicit padding, so the two sides agree byte for byte
+//! without relying on the compiler's layout choices. Each ring-buffer record starts with a
+//! [`RecordHeader`] whose `kind` tells the agent which record follows.
+//!
+//! Nothing here knows a kernel struct layout: offsets are resolved from the running kernel's BTF
+//! by the agent at load time and handed to the programs in [`KernelOffsets`].
+#![no_std]
+
+/// Length of a task's `comm`, including the trailing NUL (`TASK_COMM_LEN`).
+pub const COMM_LEN: usize = 16;
+
+/// Bytes of the `oom:mark_victim` tracepoint record copied verbatim. The fixed fields end at
+/// offset 66 on 6.18 and the `comm` string follows; the agent decodes them with the offsets it
+/// read from the live tracefs `format` file.
+pub const TRACEPOINT_RAW_LEN: usize = 128;
+
+/// How many cgroup path components (kernfs names) are captured, leaf first.
+pub const CGROUP_PATH_DEPTH: usize = 8;
+
+/// Bytes kept of each component, NUL included: enough for `cri-containerd-<64 hex>.scope`.
+pub const CGROUP_NAME_LEN: usize = 96;
+
+/// Marks an offset that the running kernel's BTF does not have.
+pub const OFFSET_ABSENT: u32 = u32::MAX;
+
+/// Which record follows the header.
+pub mod record_kind {
+    /// [`crate::MarkVictimRecord`], from the `oom:mark_victim` tracepoint.
+    pub const MARK_VICTIM: u32 = 1;
+    /// [`crate::VictimTaskRecord`], from the BTF-enabled `mark_victim` tracepoint.
+    pub const VICTIM_TASK: u32 = 2;
+}
+
+/// Leads every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// One of [`record_kind`].
+    pub kind: u32,
+    /// The CPU the program ran on; with the victim pid it pairs the records of one kill.
+    pub cpu: u32,
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC at the moment of capture.
+    pub ktime_ns: u64,
+}
+
+/// A task as the helpers or `task_struct` give it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskIdentity {
+    /// Kernel task id (a thread id in userspace terms).
+    pub pid: u32,
+    /// Thread group id (the process id in userspace terms).
+    pub tgid: u32,
+    /// NUL-padded `comm`.
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Captured by the `oom:mark_victim` tracepoint program: the raw tracepoint record, plus the
+/// current task (the one whose allocation invoked the OOM killer) from helpers that need no BTF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct MarkVictimRecord {
+    pub header: RecordHeader,
+    pub trigger: TaskIdentity,
+    /// `bpf_get_current_cgroup_id()`: the trigger's cgroup2 id.
+    pub trigger_cgroup_id: u64,
+    /// Non-zero when `raw` holds the tracepoint record; zero when reading it failed.
+    pub raw_ok: u32,
+    pub _pad: u32,
+    /// The tracepoint record from offset 0 (common fields included).
+    pub raw: [u8; TRACEPOINT_RAW_LEN],
+}
+
+/// Flags of a [`CgroupCapture`].
+pub mod cgroup_flags {
+    /// The kernel walk read this cgroup.
+    pub const PRESENT: u32 = 1 << 0;
+    /// The hierarchy is deeper than [`crate::CGROUP_PATH_DEPTH`]: the top components are missing.
+    pub const TRUNCATED: u32 = 1 << 1;
+    /// A kernel read failed part way; `depth` components are still valid.
+    pub const READ_FAILED: u32 = 1 << 2;
+}
+
+/// A cgroup as captured in the kernel: its id and its path, read at the moment of the kill so the
+/// path survives the cgroup being removed right after.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CgroupCapture {
+    /// The kernfs node id, which is the cgroup directory's inode number.
+    pub id: u64,
+    /// [`cgroup_flags`].
+    pub flags: u32,
+    /// How many entries of `names` are valid.
+    pub depth: u32,
+    /// Path components, leaf first, each NUL-terminated. The hierarchy root is not included.
+    pub names: [[u8; CGROUP_NAME_LEN]; CGROUP_PATH_DEPTH],
+}
+
+/// Captured by the BTF (or raw) `mark_victim` tracepoint program from the victim's `task_struct`
+/// and the current task's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct VictimTaskRecord {
+    pub header: RecordHeader,
+    pub victim: TaskIdentity,
+    pub trigger: TaskIdentity,
+    /// The victim's cgroup2 (default hierarchy) cgroup.
+    pub victim_cgroup: CgroupCapture,
+    /// The victim's memory-controller cgroup: the v1 memcg on hybrid hosts, on v2 the nearest
+    /// ancestor with the memory controller enabled.
+    pub victim_memcg: CgroupCapture,
+    pub trigger_cgroup: CgroupCapture,
+    pub trigger_memcg: CgroupCapture,
+}
+
+/// Byte offsets into kernel structs, resolved by the agent from `/sys/kernel/btf/vmlinux` and
+/// handed to the programs as a read-only global. [`OFFSET_ABSENT`] marks a member the running
+/// kernel does not have.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_comm: u32,
+    pub task_cgroups: u32,
+    /// `css_set.dfl_cgrp`.
+    pub css_set_dfl_cgrp: u32,
+    /// `css_set.subsys[memory_cgrp_id]`: absent when the kernel has no memory controller.
+    pub css_set_memory_css: u32,
+    /// `cgroup_subsys_state.cgroup`.
+    pub css_cgroup: u32,
+    /// `cgroup.kn`.
+    pub cgroup_kn: u32,
+    /// `kernfs_node.id`.
+    pub kernfs_node_id: u32,
+    /// `kernfs_node.name`.
+    pub kernfs_node_name: u32,
+    /// `kernfs_node.parent` (`__parent` since 6.15).
+    pub kernfs_node_parent: u32,
+    pub _pad: u32,
+}
+
+impl KernelOffsets {
+    /// Every member absent: what the programs see until the agent overrides it.
+    pub const ABSENT: Self = Self {
+        task_pid: OFFSET_ABSENT,
+        task_tgid: OFFSET_ABSENT,
+        task_comm: OFFSET_ABSENT,
+        task_cgroups: OFFSET_ABSENT,
+        css_set_dfl_cgrp: OFFSET_ABSENT,
+        css_set_memory_css: OFFSET_ABSENT,
+        css_cgroup: OFFSET_ABSENT,
+        cgroup_kn: OFFSET_ABSENT,
+        kernfs_node_id: OFFSET_ABSENT,
+        kernfs_node_name: OFFSET_ABSENT,
+        kernfs_node_parent: OFFSET_ABSENT,
+        _pad: 0,
+    };
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain old data: `#[repr(C)]`, integers only, no implicit padding.
+    unsafe impl aya::Pod for super::KernelOffsets {}
+}
+
+#[cfg(test)]
+mod tests {
+    use core::mem::size_of;
+
+    use super::*;
+
+    // The layouts are a wire format between two compilers: pin them so that a change is a
+    // decision, not an accident.
+    #[test]
+    fn record_sizes_have_no_hidden_padding() {
+        assert_eq!(size_of::<RecordHeader>(), 16);
+        assert_eq!(size_of::<TaskIdentity>(), 24);
+        assert_eq!(
+            size_of::<MarkVictimRecord>(),
+            16 + 24 + 8 + 8 + TRACEPOINT_RAW_LEN
+        );
+        assert_eq!(
+            size_of::<CgroupCapture>(),
+            16 + CGROUP_PATH_DEPTH * CGROUP_NAME_LEN
+        );
+        assert_eq!(
+            size_of::<VictimTaskRecord>(),
+            16 + 2 * 24 + 4 * size_of::<CgroupCapture>()
+        );
+        assert_eq!(size_of::<KernelOffsets>(), 12 * 4);
+    }
+}

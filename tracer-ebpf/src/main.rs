@@ -1,0 +1,278 @@
+//! oomtrace's kernel side: what the OOM killer knows at the moment it marks a victim.
+//!
+//! * `mark_victim` (tracepoint `oom:mark_victim`) copies the raw tracepoint record; the agent
+//!   decodes it with the field offsets of the live tracefs `format` file. It also records the
+//!   current task, which is the one whose allocation invoked the OOM killer.
+//! * `mark_victim_btf` (`tp_btf`, or `mark_victim_raw` as `raw_tp` where tp_btf is refused) gets
+//!   the victim's `task_struct` and captures both parties' cgroup ids and paths before the cgroup
+//!   can be removed.
+//!
+//! Struct offsets come from [`KERNEL_OFFSETS`], which the agent fills from the running kernel's
+//! BTF: nothing here depends on the kernel it was built on.
+#![no_std]
+#![no_main]
+
+use core::{ffi::c_void, ptr::addr_of_mut};
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        generated::{bpf_probe_read_kernel as probe_read_raw, bpf_probe_read_kernel_str},
+    },
+    macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
+    maps::{PerCpuArray, RingBuf},
+    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
+};
+use aya_log_ebpf::warn;
+use tracer_common::{
+    CGROUP_NAME_LEN, CGROUP_PATH_DEPTH, CgroupCapture, KernelOffsets, MarkVictimRecord,
+    OFFSET_ABSENT, RecordHeader, TRACEPOINT_RAW_LEN, TaskIdentity, VictimTaskRecord, cgroup_flags,
+    record_kind,
+};
+
+/// Records for the agent. 1 MiB holds about 300 victims of one `memory.oom.group` kill.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// Records lost because `EVENTS` was full, per CPU; the agent sums and reports them.
+#[map]
+static DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Filled by the agent from the running kernel's BTF before loading.
+#[unsafe(no_mangle)]
+static KERNEL_OFFSETS: KernelOffsets = KernelOffsets::ABSENT;
+
+/// Errors, as negative numbers for the log: kernel errnos pass through unchanged.
+const ERR_RINGBUF_FULL: i64 = -1000;
+const ERR_OFFSET_ABSENT: i64 = -1001;
+const ERR_NULL_POINTER: i64 = -1002;
+
+#[tracepoint]
+pub fn mark_victim(ctx: TracePointContext) -> u32 {
+    if let Err(err) = try_mark_victim(&ctx) {
+        warn!(&ctx, "oom:mark_victim capture failed: {}", err);
+    }
+    0
+}
+
+#[btf_tracepoint(function = "mark_victim")]
+pub fn mark_victim_btf(ctx: BtfTracePointContext) -> i32 {
+    let victim: *const c_void = ctx.arg(0);
+    if let Err(err) = try_victim_task(victim as u64) {
+        warn!(&ctx, "tp_btf mark_victim capture failed: {}", err);
+    }
+    0
+}
+
+#[raw_tracepoint(tracepoint = "mark_victim")]
+pub fn mark_victim_raw(ctx: RawTracePointContext) -> i32 {
+    let victim: *const c_void = ctx.arg(0);
+    if let Err(err) = try_victim_task(victim as u64) {
+        warn!(&ctx, "raw_tp mark_victim capture failed: {}", err);
+    }
+    0
+}
+
+fn try_mark_victim(ctx: &TracePointContext) -> Result<(), i64> {
+    let Some(mut entry) = EVENTS.reserve::<MarkVictimRecord>(0) else {
+        count_drop();
+        return Err(ERR_RINGBUF_FULL);
+    };
+    let record = entry.as_mut_ptr();
+    // SAFETY: `record` points at a reserved entry of the right size; every field is written
+    // through raw pointers before submit.
+    unsafe {
+        (*record).header = header(record_kind::MARK_VICTIM);
+        (*record).trigger = current_task();
+        (*record).trigger_cgroup_id = bpf_get_current_cgroup_id();
+        let raw = addr_of_mut!((*record).raw).cast::<c_void>();
+        let read = probe_read_raw(raw, TRACEPOINT_RAW_LEN as u32, ctx.as_ptr().cast_const());
+        (*record).raw_ok = u32::from(read == 0);
+        (*record)._pad = 0;
+    }
+    entry.submit(0);
+    Ok(())
+}
+
+fn try_victim_task(victim: u64) -> Result<(), i64> {
+    let offsets = kernel_offsets();
+    let Some(mut entry) = EVENTS.reserve::<VictimTaskRecord>(0) else {
+        count_drop();
+        return Err(ERR_RINGBUF_FULL);
+    };
+    let record = entry.as_mut_ptr();
+    // SAFETY: as in `try_mark_victim`.
+    let filled = unsafe {
+        (*record).header = header(record_kind::VICTIM_TASK);
+        (*record).trigger = current_task();
+        match task_identity(victim, &offsets) {
+            Ok(identity) => {
+                (*record).victim = identity;
+                // Partial cgroup data is still worth sending: the flags say what is missing.
+                let trigger = bpf_get_current_task();
+                capture_task_cgroups(
+                    victim,
+                    addr_of_mut!((*record).victim_cgroup),
+                    addr_of_mut!((*record).victim_memcg),
+                    &offsets,
+                );
+                capture_task_cgroups(
+                    trigger,
+                    addr_of_mut!((*record).trigger_cgroup),
+                    addr_of_mut!((*record).trigger_memcg),
+                    &offsets,
+                );
+                Ok(())
+            }
+            Err(err) => Err(err),
+        }
+    };
+    match filled {
+        Ok(()) => entry.submit(0),
+        Err(_) => entry.discard(0),
+    }
+    filled
+}
+
+#[inline(always)]
+fn header(kind: u32) -> RecordHeader {
+    // SAFETY: plain helpers without arguments.
+    unsafe {
+        RecordHeader {
+            kind,
+            cpu: bpf_get_smp_processor_id(),
+            ktime_ns: bpf_ktime_get_ns(),
+        }
+    }
+}
+
+/// The current task from helpers alone, so it works without BTF.
+#[inline(always)]
+fn current_task() -> TaskIdentity {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    TaskIdentity {
+        pid: pid_tgid as u32,
+        tgid: (pid_tgid >> 32) as u32,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    }
+}
+
+#[inline(always)]
+fn kernel_offsets() -> KernelOffsets {
+    // SAFETY: a read-only global; volatile so the compiler cannot fold in the ABSENT default.
+    unsafe { core::ptr::read_volatile(&KERNEL_OFFSETS) }
+}
+
+#[inline(always)]
+fn count_drop() {
+    if let Some(dropped) = DROPPED.get_ptr_mut(0) {
+        // SAFETY: a per-CPU slot: no other writer while this program runs on this CPU.
+        unsafe { *dropped += 1 }
+    }
+}
+
+/// Reads a `T` at `base + offset` in kernel memory.
+#[inline(always)]
+unsafe fn read_at<T>(base: u64, offset: u32) -> Result<T, i64> {
+    if offset == OFFSET_ABSENT {
+        return Err(ERR_OFFSET_ABSENT);
+    }
+    if base == 0 {
+        return Err(ERR_NULL_POINTER);
+    }
+    // SAFETY: bpf_probe_read_kernel checks the address and fails instead of faulting.
+    unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }.map_err(i64::from)
+}
+
+#[inline(always)]
+unsafe fn task_identity(task: u64, offsets: &KernelOffsets) -> Result<TaskIdentity, i64> {
+    // SAFETY: see `read_at`.
+    unsafe {
+        Ok(TaskIdentity {
+            pid: read_at(task, offsets.task_pid)?,
+            tgid: read_at(task, offsets.task_tgid)?,
+            comm: read_at(task, offsets.task_comm)?,
+        })
+    }
+}
+
+/// Captures `task`'s cgroup2 cgroup and its memory-controller cgroup.
+#[inline(always)]
+unsafe fn capture_task_cgroups(
+    task: u64,
+    cgroup: *mut CgroupCapture,
+    memcg: *mut CgroupCapture,
+    offsets: &KernelOffsets,
+) {
+    // SAFETY: the callers pass pointers into a reserved ring-buffer entry.
+    unsafe {
+        for capture in [cgroup, memcg] {
+            (*capture).id = 0;
+            (*capture).flags = 0;
+            (*capture).depth = 0;
+        }
+        let Ok(css_set) = read_at::<u64>(task, offsets.task_cgroups) else {
+            (*cgroup).flags = cgroup_flags::READ_FAILED;
+            (*memcg).flags = cgroup_flags::READ_FAILED;
+            return;
+        };
+        if let Err(_) = read_at::<u64>(css_set, offsets.css_set_dfl_cgrp)
+            .and_then(|dfl_cgrp| capture_cgroup(dfl_cgrp, cgroup, offsets))
+        {
+            (*cgroup).flags |= cgroup_flags::READ_FAILED;
+        }
+        if let Err(_) = read_at::<u64>(css_set, offsets.css_set_memory_css)
+            .and_then(|css| read_at::<u64>(css, offsets.css_cgroup))
+            .and_then(|memcg_cgroup| capture_cgroup(memcg_cgroup, memcg, offsets))
+        {
+            (*memcg).flags |= cgroup_flags::READ_FAILED;
+        }
+    }
+}
+
+/// Fills `out` with the cgroup's id and its kernfs path, leaf first, up to the hierarchy root.
+#[inline(always)]
+unsafe fn capture_cgroup(
+    cgroup: u64,
+    out: *mut CgroupCapture,
+    offsets: &KernelOffsets,
+) -> Result<(), i64> {
+    // SAFETY: see `read_at`; `out` points into a reserved ring-buffer entry.
+    unsafe {
+        let mut node: u64 = read_at(cgroup, offsets.cgroup_kn)?;
+        (*out).id = read_at(node, offsets.kernfs_node_id)?;
+        (*out).flags = cgroup_flags::PRESENT;
+        for depth in 0..CGROUP_PATH_DEPTH {
+            let parent: u64 = read_at(node, offsets.kernfs_node_parent)?;
+            if parent == 0 {
+                // `node` is the hierarchy root, whose name is not part of the path.
+                return Ok(());
+            }
+            let name: u64 = read_at(node, offsets.kernfs_node_name)?;
+            let dst = addr_of_mut!((*out).names[depth]).cast::<c_void>();
+            let len = bpf_probe_read_kernel_str(dst, CGROUP_NAME_LEN as u32, name as *const c_void);
+            if len < 0 {
+                return Err(len);
+            }
+            (*out).depth = depth as u32 + 1;
+            node = parent;
+        }
+        if read_at::<u64>(node, offsets.kernfs_node_parent)? != 0 {
+            (*out).flags |= cgroup_flags::TRUNCATED;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+/// The helpers used here (probe_read_kernel, ringbuf) are GPL-only.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,619 @@
+//! A small reader for the kernel's BPF Type Format (BTF).
+//!
+//! Rust eBPF programs cannot emit CO-RE relocations, so the loader looks up the kernel struct
+//! member offsets the programs need in `/sys/kernel/btf/vmlinux` at load time. Only what that
+//! takes is implemented: the type and string sections of a little-endian, non-split BTF blob,
+//! struct/union member offsets and enum values. The format is described in the kernel's
+//! `Documentation/bpf/btf.rst`.
+
+use std::{collections::HashMap, fmt};
+
+use anyhow::Context as _;
+
+/// Where the running kernel exposes its own BTF.
+pub const VMLINUX_BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
+
+const BTF_MAGIC: u16 = 0xeb9f;
+const BTF_VERSION: u8 = 1;
+/// Size of `struct btf_header`. Writers may append fields, which `hdr_len` accounts for.
+const HEADER_LEN: usize = 24;
+/// Size of `struct btf_type`: name_off, info, size/type.
+const TYPE_HEADER_LEN: usize = 12;
+/// Bounds nesting of anonymous members and modifier chains, so that cyclic type graphs in
+/// malformed input end instead of overflowing the stack.
+const MAX_DEPTH: usize = 32;
+/// Bounds the member entries one lookup visits, so that malformed input sharing anonymous
+/// types many times over cannot make a lookup take exponential time.
+const MAX_MEMBER_VISITS: usize = 1 << 20;
+
+const KIND_INT: u32 = 1;
+const KIND_PTR: u32 = 2;
+const KIND_ARRAY: u32 = 3;
+const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+const KIND_ENUM: u32 = 6;
+const KIND_FWD: u32 = 7;
+const KIND_TYPEDEF: u32 = 8;
+const KIND_VOLATILE: u32 = 9;
+const KIND_CONST: u32 = 10;
+const KIND_RESTRICT: u32 = 11;
+const KIND_FUNC: u32 = 12;
+const KIND_FUNC_PROTO: u32 = 13;
+const KIND_VAR: u32 = 14;
+const KIND_DATASEC: u32 = 15;
+const KIND_FLOAT: u32 = 16;
+const KIND_DECL_TAG: u32 = 17;
+const KIND_TYPE_TAG: u32 = 18;
+const KIND_ENUM64: u32 = 19;
+
+/// Parsed BTF type and string sections.
+pub struct Btf {
+    /// The type section.
+    types: Vec<u8>,
+    /// Offset in `types` of each type's record, indexed by type id; entry 0 stands for void.
+    type_offsets: Vec<u32>,
+    /// The string section. Validated to start and end with NUL, so every in-range offset
+    /// names a terminated string.
+    strings: Vec<u8>,
+    /// Id of the first STRUCT/UNION with members, by name.
+    structs: HashMap<Vec<u8>, u32>,
+    /// Id of the first ENUM/ENUM64 with enumerators, by name.
+    enums: HashMap<Vec<u8>, u32>,
+}
+
+impl fmt::Debug for Btf {
+    // The sections are megabytes long; their sizes are what is worth showing.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Btf")
+            .field("types", &(self.type_offsets.len() - 1))
+            .field("string_bytes", &self.strings.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a BTF blob could not be parsed.
+#[derive(Debug)]
+pub enum BtfError {
+    /// The blob is shorter than the BTF header.
+    TruncatedHeader { len: usize },
+    /// The blob does not start with the BTF magic number.
+    BadMagic { magic: u16 },
+    /// The blob is big-endian BTF, which is not supported.
+    BigEndian,
+    /// The BTF version is not 1.
+    UnsupportedVersion { version: u8 },
+    /// `hdr_len` is shorter than the header or longer than the blob.
+    BadHeaderLength { hdr_len: u32 },
+    /// A section does not lie within the blob.
+    SectionOutOfBounds { section: &'static str, end: u64 },
+    /// The string section does not start and end with NUL.
+    BadStringSection,
+    /// A type record is truncated, of unknown kind, or names a string out of range.
+    BadTypeRecord { id: u32, reason: &'static str },
+}
+
+impl fmt::Display for BtfError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TruncatedHeader { len } => write!(f, "BTF blob of {len} bytes has no header"),
+            Self::BadMagic { magic } => write!(f, "bad BTF magic {magic:#06x}"),
+            Self::BigEndian => write!(f, "big-endian BTF is not supported"),
+            Self::UnsupportedVersion { version } => write!(f, "unsupported BTF version {version}"),
+            Self::BadHeaderLength { hdr_len } => write!(f, "bad BTF header length {hdr_len}"),
+            Self::SectionOutOfBounds { section, end } => {
+                write!(f, "BTF {section} section ends past the blob, at {end}")
+            }
+            Self::BadStringSection => write!(f, "BTF string section is not NUL-delimited"),
+            Self::BadTypeRecord { id, reason } => write!(f, "bad BTF type record {id}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for BtfError {}
+
+/// The fixed part of a type record (`struct btf_type`), decoded.
+#[derive(Clone, Copy)]
+struct TypeRecord {
+    name_off: u32,
+    kind: u32,
+    vlen: usize,
+    kind_flag: bool,
+    size_or_type: u32,
+    /// Offset in the type section of the kind-specific data that follows the record.
+    data: usize,
+}
+
+impl TypeRecord {
+    fn read(types: &[u8], at: usize) -> Option<Self> {
+        let info = le_u32(types, at.checked_add(4)?)?;
+        Some(Self {
+            name_off: le_u32(types, at)?,
+            kind: (info >> 24) & 0x1f,
+            vlen: (info & 0xffff) as usize,
+            kind_flag: info >> 31 == 1,
+            size_or_type: le_u32(types, at.checked_add(8)?)?,
+            data: at.checked_add(TYPE_HEADER_LEN)?,
+        })
+    }
+
+    /// Length of the kind-specific data, or `None` for a kind this reader does not know.
+    fn data_len(&self) -> Option<usize> {
+        Some(match self.kind {
+            KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
+            KIND_ARRAY => 12,
+            KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => 12 * self.vlen,
+            KIND_ENUM | KIND_FUNC_PROTO => 8 * self.vlen,
+            KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT
+            | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => 0,
+            _ => return None,
+        })
+    }
+
+    /// Size of one entry of the kind-specific data for kinds whose entries start with a name.
+    fn named_entry_len(&self) -> Option<usize> {
+        match self.kind {
+            KIND_STRUCT | KIND_UNION | KIND_ENUM64 => Some(12),
+            KIND_ENUM => Some(8),
+            _ => None,
+        }
+    }
+}
+
+/// One `struct btf_member`.
+struct Member {
+    name_off: u32,
+    type_id: u32,
+    offset: u32,
+}
+
+/// The `name` section: the `len` bytes at `start` in `bytes`, if they lie within it.
+fn section<'a>(
+    bytes: &'a [u8],
+    name: &'static str,
+    start: u64,
+    len: u32,
+) -> Result<&'a [u8], BtfError> {
+    let end = start + u64::from(len);
+    let range = usize::try_from(start).ok().zip(usize::try_from(end).ok());
+    let section = range.and_then(|(start, end)| bytes.get(start..end));
+    section.ok_or(BtfError::SectionOutOfBounds { section: name, end })
+}
+
+/// The NUL-terminated string at `offset` in `strings`, without the NUL.
+fn c_str(strings: &[u8], offset: u32) -> Option<&[u8]> {
+    let rest = strings.get(offset as usize..)?;
+    rest.get(..rest.iter().position(|&byte| byte == 0)?)
+}
+
+fn le_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    let word = bytes.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes(word.try_into().ok()?))
+}
+
+impl Btf {
+    /// Reads and parses the running kernel's BTF from [`VMLINUX_BTF_PATH`].
+    pub fn from_sys_fs() -> anyhow::Result<Self> {
+        let bytes = std::fs::read(VMLINUX_BTF_PATH)
+            .with_context(|| format!("failed to read {VMLINUX_BTF_PATH}"))?;
+        Self::parse(&bytes).with_context(|| format!("failed to parse {VMLINUX_BTF_PATH}"))
+    }
+
+    /// Parses a little-endian, non-split BTF blob, validating every type record.
+    pub fn parse(bytes: &[u8]) -> Result<Self, BtfError> {
+        let Some(header @ &[magic_low, magic_high, version, _flags, ..]) = bytes.get(..HEADER_LEN)
+        else {
+            return Err(BtfError::TruncatedHeader { len: bytes.len() });
+        };
+        // `header` holds HEADER_LEN bytes, so these reads cannot fail.
+        let field = |at| le_u32(header, at).unwrap_or_default();
+        let magic = u16::from_le_bytes([magic_low, magic_high]);
+        if magic == BTF_MAGIC.swap_bytes() {
+            return Err(BtfError::BigEndian);
+        }
+        if magic != BTF_MAGIC {
+            return Err(BtfError::BadMagic { magic });
+        }
+        if version != BTF_VERSION {
+            return Err(BtfError::UnsupportedVersion { version });
+        }
+        let hdr_len = field(4);
+        if (hdr_len as usize) < HEADER_LEN || hdr_len as usize > bytes.len() {
+            return Err(BtfError::BadHeaderLength { hdr_len });
+        }
+        // Section offsets are relative to the end of the header; u64 sums cannot overflow.
+        let section_start = |at| u64::from(hdr_len) + u64::from(field(at));
+        let types = section(bytes, "type", section_start(8), field(12))?;
+        let strings = section(bytes, "string", section_start(16), field(20))?;
+        if strings.first() != Some(&0) || strings.last() != Some(&0) {
+            return Err(BtfError::BadStringSection);
+        }
+
+        let mut btf = Self {
+            types: types.to_vec(),
+            type_offsets: vec![0],
+            strings: strings.to_vec(),
+            structs: HashMap::new(),
+            enums: HashMap::new(),
+        };
+        let mut at = 0;
+        while at < types.len() {
+            let id = btf.type_offsets.len() as u32;
+            let bad = |reason| BtfError::BadTypeRecord { id, reason };
+            let record = TypeRecord::read(types, at).ok_or(bad("truncated record"))?;
+            let data_len = record.data_len().ok_or(bad("unknown kind"))?;
+            // Cannot overflow: `data` is within 12 bytes of the section, `data_len` below 1 MiB.
+            let end = record.data + data_len;
+            if end > types.len() {
+                return Err(bad("record runs past the type section"));
+            }
+            let name =
+                c_str(strings, record.name_off).ok_or(bad("name past the string section"))?;
+            if let Some(entry_len) = record.named_entry_len() {
+                let mut entries = (record.data..end).step_by(entry_len);
+                // The section ends with NUL, so an offset within it is enough to name a string.
+                let named =
+                    |at| le_u32(types, at).is_some_and(|off| (off as usize) < strings.len());
+                if !entries.all(named) {
+                    return Err(bad("member name past the string section"));
+                }
+            }
+            let index = match record.kind {
+                KIND_STRUCT | KIND_UNION => Some(&mut btf.structs),
+                KIND_ENUM | KIND_ENUM64 => Some(&mut btf.enums),
+                _ => None,
+            };
+            // Skipping empty types makes forward declarations give way to definitions.
+            if let Some(index) = index
+                && record.vlen > 0
+                && !name.is_empty()
+            {
+                index.entry(name.to_vec()).or_insert(id);
+            }
+            btf.type_offsets.push(at as u32);
+            at = end;
+        }
+        Ok(btf)
+    }
+
+    /// Byte offset of `member` inside the struct or union named `struct_name`.
+    ///
+    /// Members of anonymous struct/union members are searched too, recursively, and their
+    /// offsets added. Returns `None` when the type or member does not exist, or the member is a
+    /// bitfield not starting on a byte boundary. If several types share the name, the first
+    /// STRUCT/UNION with members is used, skipping forward declarations.
+    pub fn member_offset(&self, struct_name: &str, member: &str) -> Option<u32> {
+        let id = *self.structs.get(struct_name.as_bytes())?;
+        let mut visits = MAX_MEMBER_VISITS;
+        self.find_member(id, member.as_bytes(), 0, &mut visits)
+    }
+
+    /// Value of `enumerator` in the enum named `enum_name` (ENUM or ENUM64).
+    ///
+    /// Unsigned 64-bit values above `i64::MAX` are returned with their bits reinterpreted.
+    pub fn enum_value(&self, enum_name: &str, enumerator: &str) -> Option<i64> {
+        let record = self.record(*self.enums.get(enum_name.as_bytes())?)?;
+        let entry_len = record.named_entry_len()?;
+        (0..record.vlen).find_map(|i| {
+            let at = record.data + i * entry_len;
+            if c_str(&self.strings, le_u32(&self.types, at)?)? != enumerator.as_bytes() {
+                return None;
+            }
+            let low = le_u32(&self.types, at + 4)?;
+            Some(match record.kind {
+                KIND_ENUM64 => {
+                    let high = le_u32(&self.types, at + 8)?;
+                    ((u64::from(high) << 32) | u64::from(low)) as i64
+                }
+                // For 32-bit enums kind_flag says the values are signed.
+                _ if record.kind_flag => i64::from(low as i32),
+                _ => i64::from(low),
+            })
+        })
+    }
+
+    fn record(&self, id: u32) -> Option<TypeRecord> {
+        let at = *self.type_offsets.get(id as usize).filter(|_| id != 0)?;
+        TypeRecord::read(&self.types, at as usize)
+    }
+
+    fn members(&self, record: &TypeRecord) -> impl Iterator<Item = Member> {
+        (0..record.vlen).map_while(move |i| {
+            let at = record.data.checked_add(i.checked_mul(12)?)?;
+            Some(Member {
+                name_off: le_u32(&self.types, at)?,
+                type_id: le_u32(&self.types, at.checked_add(4)?)?,
+                offset: le_u32(&self.types, at.checked_add(8)?)?,
+            })
+        })
+    }
+
+    /// Searches the struct or union `id` for `member`, descending into anonymous members.
+    fn find_member(&self, id: u32, member: &[u8], depth: usize, visits: &mut usize) -> Option<u32> {
+        let record = self.record(self.strip_modifiers(id)?)?;
+        if depth > MAX_DEPTH || !matches!(record.kind, KIND_STRUCT | KIND_UNION) {
+            return None;
+        }
+        for candidate in self.members(&record) {
+            *visits = visits.checked_sub(1)?;
+            // With kind_flag the top byte holds the bitfield size, not offset bits.
+            let offset_mask: u32 = if record.kind_flag { 0xff_ffff } else { !0 };
+            let bit_offset = candidate.offset & offset_mask;
+            let name = c_str(&self.strings, candidate.name_off)?;
+            if name == member {
+                return bit_offset.is_multiple_of(8).then_some(bit_offset / 8);
+            }
+            if name.is_empty()
+                && bit_offset.is_multiple_of(8)
+                && let Some(inner) = self.find_member(candidate.type_id, member, depth + 1, visits)
+            {
+                return (bit_offset / 8).checked_add(inner);
+            }
+        }
+        None
+    }
+
+    /// Follows typedefs and qualifiers from `id` to the type they name.
+    fn strip_modifiers(&self, mut id: u32) -> Option<u32> {
+        for _ in 0..MAX_DEPTH {
+            let record = self.record(id)?;
+            match record.kind {
+                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
+                    id = record.size_or_type
+                }
+                _ => return Some(id),
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use super::*;
+
+    /// Or'ed into a kind, sets the record's kind_flag (bit 31 of info, once shifted).
+    const FLAG: u32 = 0x80;
+
+    /// Builds synthetic little-endian BTF blobs.
+    #[derive(Default)]
+    struct Builder {
+        types: Vec<u32>,
+        /// The string section without its leading NUL, which `build` adds.
+        strings: Vec<u8>,
+        last_id: u32,
+    }
+
+    impl Builder {
+        fn str(&mut self, s: &str) -> u32 {
+            if s.is_empty() {
+                return 0;
+            }
+            let offset = self.strings.len() as u32 + 1;
+            self.strings.extend(s.bytes().chain([0]));
+            offset
+        }
+
+        /// Appends a type record (`vlen` is not checked against `data`) and returns its id.
+        fn add(&mut self, name: &str, kind: u32, vlen: usize, size: u32, data: &[u32]) -> u32 {
+            let name_off = self.str(name);
+            self.types
+                .extend([name_off, kind << 24 | vlen as u32, size]);
+            self.types.extend(data);
+            self.last_id += 1;
+            self.last_id
+        }
+
+        /// Adds a struct or union with `(name, type id, offset)` members.
+        fn composite(&mut self, kind: u32, name: &str, members: &[(&str, u32, u32)]) -> u32 {
+            let mut data = Vec::new();
+            for &(member, type_id, offset) in members {
+                data.extend([self.str(member), type_id, offset]);
+            }
+            self.add(name, kind, members.len(), 64, &data)
+        }
+
+        /// Adds an ENUM or ENUM64.
+        fn enumeration(&mut self, kind: u32, name: &str, values: &[(&str, i64)]) {
+            let mut data = Vec::new();
+            for &(enumerator, value) in values {
+                data.extend([self.str(enumerator), value as u32]);
+                data.extend((kind & 0x1f == KIND_ENUM64).then_some((value >> 32) as u32));
+            }
+            self.add(name, kind, values.len(), 8, &data);
+        }
+
+        fn build(&self) -> Vec<u8> {
+            let (type_len, str_len) = (self.types.len() as u32 * 4, self.strings.len() as u32);
+            // Magic, version 1 and flags 0 make up the first word.
+            let header = [0x0001_eb9f, 24, 0, type_len, type_len, str_len + 1];
+            let words = header.iter().chain(&self.types);
+            let mut blob: Vec<u8> = words.flat_map(|word| word.to_le_bytes()).collect();
+            blob.push(0);
+            blob.extend(&self.strings);
+            blob
+        }
+    }
+
+    fn synthetic() -> Vec<u8> {
+        let mut b = Builder::default();
+        let int = b.add("int", KIND_INT, 0, 4, &[32]);
+        b.add("task", KIND_FWD, 0, 0, &[]);
+        b.composite(KIND_STRUCT, "task", &[]);
+        let deep = b.composite(KIND_STRUCT, "", &[("pad", int, 0), ("deep", int, 32)]);
+        let const_deep = b.add("", KIND_CONST, 0, deep, &[]);
+        let anon = b.composite(KIND_UNION, "", &[("inner", int, 0), ("", const_deep, 0)]);
+        let (pid, tgid, tail) = (("pid", int, 0), ("tgid", int, 32), ("tail", int, 192));
+        b.composite(KIND_STRUCT, "task", &[pid, tgid, ("", anon, 64), tail]);
+        // With kind_flag the top byte of a member's offset is its bitfield size.
+        let (a, bit_b, c) = (("a", int, 3 << 24), ("b", int, 5 << 24 | 3), ("c", int, 32));
+        b.composite(KIND_STRUCT | FLAG, "bits", &[a, bit_b, c, ("", int, 40)]);
+        b.composite(KIND_UNION, "either", &[("x", int, 0), ("y", int, 0)]);
+        b.add("only_fwd", KIND_FWD, 0, 0, &[]);
+        b.enumeration(KIND_ENUM, "color", &[("red", 0), ("white", 0xffff_fffe)]);
+        b.enumeration(KIND_ENUM | FLAG, "delta", &[("down", -2), ("up", 1)]);
+        b.enumeration(KIND_ENUM64 | FLAG, "wide", &[("big", 1 << 40), ("neg", -5)]);
+        b.build()
+    }
+
+    #[test]
+    fn synthetic_offsets_and_values() {
+        let btf = Btf::parse(&synthetic()).expect("synthetic BTF parses");
+        let offsets = [
+            ("task", "pid", Some(0)),
+            ("task", "tgid", Some(4)),
+            ("task", "inner", Some(8)), // In an anonymous union.
+            ("task", "deep", Some(12)), // In an anonymous struct in that union.
+            ("task", "tail", Some(24)),
+            ("bits", "a", Some(0)), // A bitfield on a byte boundary.
+            ("bits", "b", None),    // A bitfield off a byte boundary.
+            ("bits", "c", Some(4)),
+            ("either", "y", Some(0)),
+            ("task", "nope", None),
+            ("nope", "pid", None),
+            ("only_fwd", "pid", None),
+            ("color", "red", None), // An enum is not a struct.
+        ];
+        for (name, member, offset) in offsets {
+            assert_eq!(btf.member_offset(name, member), offset, "{name}.{member}");
+        }
+        let values = [
+            ("color", "red", Some(0)),
+            ("color", "white", Some(0xffff_fffe)),
+            ("delta", "down", Some(-2)),
+            ("wide", "big", Some(1 << 40)),
+            ("wide", "neg", Some(-5)),
+            ("wide", "nope", None),
+            ("task", "pid", None), // A struct is not an enum.
+        ];
+        for (name, variant, value) in values {
+            assert_eq!(btf.enum_value(name, variant), value, "{name}::{variant}");
+        }
+    }
+
+    #[test]
+    fn malformed_input_is_rejected() {
+        let valid = synthetic();
+        let patched = |at: usize, bytes: &[u8]| {
+            let mut blob = valid.clone();
+            blob[at..at + bytes.len()].copy_from_slice(bytes);
+            blob
+        };
+        let with_types = |types: &[u32]| {
+            let mut b = Builder::default();
+            b.str("s");
+            b.types.extend(types);
+            b.build()
+        };
+        let (int, struct_) = (KIND_INT << 24, KIND_STRUCT << 24);
+        let cases = [
+            (Vec::new(), "blob of 0 bytes has no header"),
+            (valid[..10].to_vec(), "blob of 10 bytes has no header"),
+            (patched(0, &[0x7f, 0x45]), "bad BTF magic 0x457f"),
+            (patched(0, &[0xeb, 0x9f]), "big-endian BTF"),
+            (patched(2, &[2]), "unsupported BTF version 2"),
+            (patched(4, &[8]), "bad BTF header length 8"),
+            (patched(12, &[0xff; 4]), "type section ends past"),
+            // The blob ends with the string section's closing NUL.
+            (patched(valid.len() - 1, b"x"), "not NUL-delimited"),
+            (with_types(&[0, int]), "record 1: truncated"),
+            (with_types(&[1, struct_ | 5, 8, 0, 0, 0]), "runs past"),
+            (with_types(&[1000, int, 4, 32]), "record 1: name past"),
+            (with_types(&[1, struct_ | 1, 8, 1000, 1, 0]), "member name"),
+            (with_types(&[0, 31 << 24, 0]), "unknown kind"),
+        ];
+        for (blob, message) in cases {
+            let err = Btf::parse(&blob).expect_err(message);
+            assert!(err.to_string().contains(message), "{err} lacks {message:?}");
+        }
+    }
+
+    #[test]
+    fn prefixes_corruptions_and_cycles_do_not_panic() {
+        let valid = synthetic();
+        for len in 0..valid.len() {
+            Btf::parse(&valid[..len]).expect_err("a prefix parsed");
+        }
+        for bit in 0..valid.len() * 8 {
+            let mut blob = valid.clone();
+            blob[bit / 8] ^= 1 << (bit % 8);
+            if let Ok(btf) = Btf::parse(&blob) {
+                btf.member_offset("task", "deep");
+                btf.enum_value("wide", "neg");
+            }
+        }
+        let mut b = Builder::default();
+        // Type 1 is an anonymous struct whose only member is itself.
+        b.composite(KIND_STRUCT, "", &[("", 1, 0)]);
+        b.composite(KIND_STRUCT, "outer", &[("", 1, 0)]);
+        let btf = Btf::parse(&b.build()).expect("cyclic BTF parses");
+        assert_eq!(btf.member_offset("outer", "nope"), None);
+    }
+
+    /// `bits_offset` of `member` in the first STRUCT `struct_name` with members in a raw dump.
+    fn bpftool_bits_offset(raw: &str, struct_name: &str, member: &str) -> Option<u32> {
+        let heading = format!("STRUCT '{struct_name}' ");
+        let is_heading = |line: &str| line.contains(&heading) && !line.ends_with("vlen=0");
+        let mut lines = raw.lines().skip_while(|line| !is_heading(line)).skip(1);
+        let prefix = format!("\t'{member}' ");
+        let line = lines.find(|line| line.starts_with(&prefix) || !line.starts_with('\t'))?;
+        let (_, bits) = line.split_once("bits_offset=")?;
+        bits.split_whitespace().next()?.parse().ok()
+    }
+
+    #[test]
+    fn running_kernel() {
+        if !std::path::Path::new(VMLINUX_BTF_PATH).exists() {
+            eprintln!("skipping: {VMLINUX_BTF_PATH} does not exist (no CONFIG_DEBUG_INFO_BTF)");
+            return;
+        }
+        let btf = Btf::from_sys_fs().expect("kernel BTF parses");
+        let pid = btf.member_offset("task_struct", "pid");
+        assert_eq!(
+            btf.member_offset("task_struct", "tgid"),
+            pid.map(|pid| pid + 4)
+        );
+        let parent = match btf.member_offset("kernfs_node", "__parent") {
+            Some(_) => "__parent",
+            None => "parent",
+        };
+        let members = [
+            ("task_struct", "pid"),
+            ("kernfs_node", parent),
+            ("kernfs_node", "id"),
+            ("kernfs_node", "name"),
+            ("css_set", "subsys"),
+            ("css_set", "dfl_cgrp"),
+            ("cgroup", "kn"),
+            ("cgroup_subsys_state", "cgroup"),
+        ];
+        for (struct_name, member) in members {
+            let offset = btf.member_offset(struct_name, member);
+            assert!(offset.is_some(), "{struct_name}.{member} not found");
+        }
+        let memory_cgrp_id = btf.enum_value("cgroup_subsys_id", "memory_cgrp_id");
+        assert!(
+            memory_cgrp_id.is_some(),
+            "cgroup_subsys_id::memory_cgrp_id not found"
+        );
+
+        let args = ["btf", "dump", "file", VMLINUX_BTF_PATH, "format", "raw"];
+        let bpftools = ["/usr/sbin/bpftool", "bpftool"];
+        let dump = bpftools.into_iter().find_map(|bpftool| {
+            let output = Command::new(bpftool).args(args).output().ok()?;
+            output.status.success().then_some(output.stdout)
+        });
+        let Some(dump) = dump else {
+            return eprintln!("skipping the bpftool cross-check: bpftool is not available");
+        };
+        let raw = String::from_utf8_lossy(&dump);
+        // Direct members only: the dump does not flatten anonymous members.
+        for (struct_name, member) in members {
+            let bits = bpftool_bits_offset(&raw, struct_name, member);
+            let bits = bits.unwrap_or_else(|| panic!("bpftool lacks {struct_name}.{member}"));
+            let offset = btf.member_offset(struct_name, member);
+            assert_eq!(offset, Some(bits / 8), "{struct_name}.{member} vs bpftool");
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! Capture: load the eBPF programs into the running kernel, attach what the kernel allows, and
+//! hand out the raw records they emit.
+//!
+//! The programs are tried from the most to the least capable; the outcome is the capture
+//! [`Tier`], which the agent reports at startup and in every record.
+
+pub mod btf;
+pub mod offsets;
+pub mod privileges;
+pub mod ringbuf;
+pub mod tracefs;
+
+use std::fmt;
+
+use anyhow::{Context as _, anyhow};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray},
+    programs::{BtfTracePoint, ProgramError, RawTracePoint, TracePoint},
+};
+use aya_log::EbpfLogger;
+use tracer_common::KernelOffsets;
+
+use crate::decode::mark_victim::MarkVictimLayout;
+
+/// The compiled programs, embedded so the agent is one self-contained binary.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oomtrace"));
+
+const TRACEPOINT_CATEGORY: &str = "oom";
+const TRACEPOINT_NAME: &str = "mark_victim";
+
+/// How much of an OOM kill this kernel lets oomtrace see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tier {
+    /// The victim's task and both parties' cgroups via the BTF tracepoint, but no function
+    /// tracing (no fentry, no kprobes).
+    NoFunctionTracing,
+    /// Only the classic tracepoint: victim pid, comm and memory, the trigger's pid and cgroup2 id.
+    TracepointOnly,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::NoFunctionTracing => "no-function-tracing",
+            Tier::TracepointOnly => "tracepoint-only",
+        }
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which program reads the victim's `task_struct`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskHook {
+    TpBtf,
+    RawTp,
+}
+
+/// What was attached, and why that much.
+#[derive(Debug)]
+pub struct CapturePlan {
+    pub tier: Tier,
+    /// One sentence on why this tier and not a higher one.
+    pub reason: String,
+    pub task_hook: Option<TaskHook>,
+    /// How to decode the classic tracepoint's record on this kernel.
+    pub layout: MarkVictimLayout,
+}
+
+/// The loaded, attached programs. Dropping it detaches them.
+pub struct Capture {
+    ebpf: Ebpf,
+    pub plan: CapturePlan,
+}
+
+impl Capture {
+    /// Loads and attaches everything the running kernel allows.
+    pub fn attach() -> anyhow::Result<Self> {
+        privileges::check()?;
+        privileges::raise_memlock_limit();
+
+        let tracefs = tracefs::tracefs_root()?;
+        let format = tracefs::read_format(&tracefs, TRACEPOINT_CATEGORY, TRACEPOINT_NAME)?;
+        let layout = MarkVictimLayout::from_format(&format).map_err(|err| {
+            anyhow!("cannot decode tracepoint {TRACEPOINT_CATEGORY}:{TRACEPOINT_NAME}: {err}")
+        })?;
+        for skipped in layout.skipped() {
+            log::warn!("{TRACEPOINT_CATEGORY}:{TRACEPOINT_NAME}: {skipped}");
+        }
+
+        // Without BTF the task programs cannot know where anything is in `task_struct`.
+        let kernel_btf = match (btf::Btf::from_sys_fs(), aya::Btf::from_sys_fs()) {
+            (Ok(ours), Ok(ayas)) => match offsets::resolve(&ours) {
+                Ok(offsets) => Ok((offsets, ayas)),
+                Err(missing) => Err(missing.to_string()),
+            },
+            (Err(err), _) => Err(format!("{err:#}")),
+            (_, Err(err)) => Err(format!("reading kernel BTF: {err}")),
+        };
+        let offsets = kernel_btf
+            .as_ref()
+            .map_or(KernelOffsets::ABSENT, |(offsets, _)| *offsets);
+
+        let mut ebpf = EbpfLoader::new()
+            .btf(kernel_btf.as_ref().ok().map(|(_, btf)| btf))
+            .override_global("KERNEL_OFFSETS", &offsets, true)
+            .load(EBPF_OBJECT)
+            .context("loading oomtrace's eBPF object")?;
+
+        attach_tracepoint(&mut ebpf)?;
+
+        let (task_hook, reason) = match &kernel_btf {
+            Ok((_, btf)) => match attach_task_hook(&mut ebpf, btf) {
+                Ok(hook) => (
+                    Some(hook),
+                    "oom_kill_process is not hooked by this build, so the OOM domain and the \
+                     kernel's badness score are not captured"
+                        .to_owned(),
+                ),
+                Err(err) => (
+                    None,
+                    format!("no program could read the victim's task: {err:#}"),
+                ),
+            },
+            Err(err) => (None, format!("no usable kernel BTF: {err}")),
+        };
+        let tier = match task_hook {
+            Some(_) => Tier::NoFunctionTracing,
+            None => Tier::TracepointOnly,
+        };
+        let plan = CapturePlan {
+            tier,
+            reason,
+            task_hook,
+            layout,
+        };
+        Ok(Capture { ebpf, plan })
+    }
+
+    /// Starts forwarding the programs' `aya-log` messages; keep the logger alive and flush it
+    /// when its descriptor is readable.
+    pub fn logger(&mut self) -> Option<EbpfLogger<&'static dyn log::Log>> {
+        EbpfLogger::init(&mut self.ebpf)
+            .inspect_err(|err| log::warn!("eBPF log messages unavailable: {err}"))
+            .ok()
+    }
+
+    /// The records' ring buffer, readable through tokio.
+    pub fn records(&mut self) -> anyhow::Result<ringbuf::RecordReader> {
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .context("eBPF object has no EVENTS map")?;
+        ringbuf::RecordReader::new(map)
+    }
+
+    /// The per-CPU counter of records the kernel could not reserve room for.
+    pub fn drop_counter(&mut self) -> anyhow::Result<DropCounter> {
+        let map = self
+            .ebpf
+            .take_map("DROPPED")
+            .context("eBPF object has no DROPPED map")?;
+        Ok(DropCounter(PerCpuArray::try_from(map)?))
+    }
+}
+
+/// Records lost in the kernel because the ring buffer was full.
+pub struct DropCounter(PerCpuArray<MapData, u64>);
+
+impl DropCounter {
+    pub fn total(&self) -> u64 {
+        self.0
+            .get(&0, 0)
+            .map(|per_cpu| per_cpu.iter().sum())
+            .unwrap_or_else(|err| {
+                log::warn!("reading the drop counter: {err}");
+                0
+            })
+    }
+}
+
+/// The classic tracepoint is the floor: without it there is nothing to report.
+fn attach_tracepoint(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    let program: &mut TracePoint = program(ebpf, "mark_victim")?;
+    let what = format!("mark_victim (tracepoint {TRACEPOINT_CATEGORY}:{TRACEPOINT_NAME})");
+    program.load().map_err(|err| rejected(&what, err))?;
+    program
+        .attach(TRACEPOINT_CATEGORY, TRACEPOINT_NAME)
+        .map_err(|err| rejected(&what, err))?;
+    Ok(())
+}
+
+/// tp_btf where the kernel allows it, raw_tp otherwise: both see the victim's `task_struct`.
+fn attach_task_hook(ebpf: &mut Ebpf, btf: &aya::Btf) -> anyhow::Result<TaskHook> {
+    let tp_btf = (|| {
+        let what = "mark_victim_btf (tp_btf mark_victim)";
+        let program: &mut BtfTracePoint = program(ebpf, "mark_victim_btf")?;
+        program
+            .load(TRACEPOINT_NAME, btf)
+            .map_err(|err| rejected(what, err))?;
+        program.attach().map_err(|err| rejected(what, err))?;
+        anyhow::Ok(())
+    })();
+    let tp_btf_error = match tp_btf {
+        Ok(()) => return Ok(TaskHook::TpBtf),
+        Err(err) => err,
+    };
+    log::warn!("{tp_btf_error:#}; falling back to raw_tp");
+    let what = "mark_victim_raw (raw_tp mark_victim)";
+    let program: &mut RawTracePoint = program(ebpf, "mark_victim_raw")?;
+    program.load().map_err(|err| rejected(what, err))?;
+    program
+        .attach(TRACEPOINT_NAME)
+        .map_err(|err| rejected(what, err))?;
+    Ok(TaskHook::RawTp)
+}
+
+fn program<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut P>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let program = ebpf
+        .program_mut(name)
+        .with_context(|| format!("eBPF object has no program {name}"))?;
+    Ok(program.try_into()?)
+}
+
+/// Names the program and gives the kernel's reason: the errno and the verifier's last words.
+fn rejected(what: &str, err: ProgramError) -> anyhow::Error {
+    match err {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            let tail: Vec<&str> = log.lines().rev().take(3).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            if tail.is_empty() {
+                anyhow!("the kernel rejected program {what}: {io_error} (empty verifier log)")
+            } else {
+                anyhow!(
+                    "the kernel rejected program {what}: {io_error}; verifier: {}",
+                    tail.join(" | ")
+                )
+            }
+        }
+        other => anyhow!("attaching program {what} failed: {other}"),
+    }
+}

@@ -1,0 +1,120 @@
+//! Kernel struct offsets for the programs, resolved from the running kernel's BTF.
+
+use tracer_common::{KernelOffsets, OFFSET_ABSENT};
+
+use super::btf::Btf;
+
+/// Resolves every offset the `mark_victim` task programs read.
+///
+/// Errors list the members this kernel lacks among those the programs cannot do without; the
+/// memory controller alone is optional (a kernel without `CONFIG_MEMCG`).
+pub fn resolve(btf: &Btf) -> Result<KernelOffsets, MissingMembers> {
+    let mut missing = Vec::new();
+    let mut required = |struct_name: &'static str, members: &[&'static str]| {
+        let found = members
+            .iter()
+            .find_map(|member| btf.member_offset(struct_name, member));
+        found.unwrap_or_else(|| {
+            missing.push(format!("{struct_name}.{}", members.join("|")));
+            OFFSET_ABSENT
+        })
+    };
+    let mut offsets = KernelOffsets {
+        task_pid: required("task_struct", &["pid"]),
+        task_tgid: required("task_struct", &["tgid"]),
+        task_comm: required("task_struct", &["comm"]),
+        task_cgroups: required("task_struct", &["cgroups"]),
+        css_set_dfl_cgrp: required("css_set", &["dfl_cgrp"]),
+        css_set_memory_css: OFFSET_ABSENT,
+        css_cgroup: required("cgroup_subsys_state", &["cgroup"]),
+        cgroup_kn: required("cgroup", &["kn"]),
+        kernfs_node_id: required("kernfs_node", &["id"]),
+        kernfs_node_name: required("kernfs_node", &["name"]),
+        // Renamed to `__parent` in 6.15, when it became RCU-protected.
+        kernfs_node_parent: required("kernfs_node", &["parent", "__parent"]),
+        _pad: 0,
+    };
+    if !missing.is_empty() {
+        return Err(MissingMembers(missing));
+    }
+    offsets.css_set_memory_css = memory_css_offset(btf).unwrap_or(OFFSET_ABSENT);
+    Ok(offsets)
+}
+
+/// `css_set.subsys[memory_cgrp_id]`: the slot index is an enum value that depends on which
+/// controllers the kernel was built with.
+fn memory_css_offset(btf: &Btf) -> Option<u32> {
+    let subsys = btf.member_offset("css_set", "subsys")?;
+    let memory_id = btf.enum_value("cgroup_subsys_id", "memory_cgrp_id")?;
+    let slot = u32::try_from(memory_id).ok()?;
+    subsys.checked_add(slot.checked_mul(size_of::<u64>() as u32)?)
+}
+
+/// Struct members the running kernel's BTF does not have.
+#[derive(Debug)]
+pub struct MissingMembers(pub Vec<String>);
+
+impl std::fmt::Display for MissingMembers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "kernel BTF lacks {}", self.0.join(", "))
+    }
+}
+
+impl std::error::Error for MissingMembers {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Resolution against the BTF of the kernel these tests run on: what the agent will do.
+    #[test]
+    fn resolves_every_offset_on_the_running_kernel() {
+        let btf = match Btf::from_sys_fs() {
+            Ok(btf) => btf,
+            Err(err) => {
+                eprintln!("skipped: this kernel exposes no BTF ({err:#})");
+                return;
+            }
+        };
+        let offsets = resolve(&btf).expect("running kernel has every required member");
+        let KernelOffsets {
+            task_pid,
+            task_tgid,
+            task_comm,
+            task_cgroups,
+            css_set_dfl_cgrp,
+            css_set_memory_css,
+            css_cgroup,
+            cgroup_kn,
+            kernfs_node_id,
+            kernfs_node_name,
+            kernfs_node_parent,
+            _pad,
+        } = offsets;
+        // `pid_t pid; pid_t tgid;` have been adjacent in task_struct since 2.6.
+        assert_eq!(task_tgid, task_pid + 4);
+        assert_ne!(task_comm, OFFSET_ABSENT);
+        assert_ne!(task_cgroups, OFFSET_ABSENT);
+        for offset in [
+            css_set_dfl_cgrp,
+            css_cgroup,
+            cgroup_kn,
+            kernfs_node_id,
+            kernfs_node_name,
+            kernfs_node_parent,
+        ] {
+            assert_ne!(offset, OFFSET_ABSENT);
+            assert_eq!(offset % 4, 0, "misaligned offset {offset}");
+        }
+        // The `css` struct is the first member of `struct cgroup`, its `cgroup` pointer first in
+        // the css; the memory slot lies past the start of the `subsys` array.
+        let subsys = btf.member_offset("css_set", "subsys").unwrap();
+        if std::path::Path::new("/sys/fs/cgroup/memory").exists()
+            || std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
+                .is_ok_and(|c| c.contains("memory"))
+        {
+            assert!(css_set_memory_css >= subsys);
+            assert_eq!((css_set_memory_css - subsys) % 8, 0);
+        }
+    }
+}

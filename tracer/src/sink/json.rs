@@ -1,0 +1,319 @@
+//! JSON Lines: one object per line on stdout, schema in `docs/json-schema.md`.
+//!
+//! Field names follow OpenTelemetry's semantic conventions where one fits: nested objects here
+//! flatten with dots into the OTel attribute (`victim.process.pid` → `process.pid`).
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use super::{Context, Sink, Totals};
+use crate::capture::TaskHook;
+use crate::decode::{CgroupRef, Task};
+use crate::incident::{OomKill, Parts, Trigger, Victim};
+
+/// Bump on any change a consumer could notice; document it in `docs/json-schema.md`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+pub struct JsonSink<W: Write> {
+    out: W,
+}
+
+impl<W: Write> JsonSink<W> {
+    pub fn new(out: W) -> Self {
+        JsonSink { out }
+    }
+
+    fn write(&mut self, record: &impl Serialize) -> std::io::Result<()> {
+        serde_json::to_writer(&mut self.out, record)?;
+        self.out.write_all(b"\n")?;
+        // Each line is a complete event: consumers read it as it happens, not on exit.
+        self.out.flush()
+    }
+}
+
+impl<W: Write> Sink for JsonSink<W> {
+    fn started(&mut self, context: &Context<'_>) -> std::io::Result<()> {
+        let plan = context.plan;
+        self.write(&Envelope {
+            schema_version: SCHEMA_VERSION,
+            kind: "agent_started",
+            time: jiff::Timestamp::now().to_string(),
+            body: Started {
+                capture: CaptureInfo {
+                    tier: plan.tier.as_str(),
+                    reason: &plan.reason,
+                    task_hook: plan.task_hook.map(task_hook_name),
+                    tracepoint_fields: plan.layout.fields_present(),
+                },
+                agent: AgentInfo {
+                    version: env!("CARGO_PKG_VERSION"),
+                    pid: std::process::id(),
+                },
+            },
+        })
+    }
+
+    fn oom_kill(&mut self, kill: &OomKill, context: &Context<'_>) -> std::io::Result<()> {
+        let OomKill {
+            ktime_ns,
+            victim,
+            trigger,
+            parts,
+        } = kill;
+        let Parts { tracepoint, task } = parts;
+        let parts: Vec<&str> = [(*tracepoint, "tracepoint"), (*task, "task")]
+            .into_iter()
+            .filter_map(|(present, name)| present.then_some(name))
+            .collect();
+        self.write(&Envelope {
+            schema_version: SCHEMA_VERSION,
+            kind: "oom_kill",
+            time: context.clock.wall_time(*ktime_ns).to_string(),
+            body: Kill {
+                ktime_ns: *ktime_ns,
+                capture: KillCapture {
+                    tier: context.plan.tier.as_str(),
+                    parts,
+                    ringbuf_dropped_total: context.ringbuf_dropped_total,
+                },
+                victim: victim_json(victim),
+                trigger: trigger_json(trigger),
+            },
+        })
+    }
+
+    fn stopped(&mut self, totals: &Totals, context: &Context<'_>) -> std::io::Result<()> {
+        let Totals {
+            records,
+            oom_kills,
+            decode_errors,
+        } = *totals;
+        self.write(&Envelope {
+            schema_version: SCHEMA_VERSION,
+            kind: "agent_stopped",
+            time: jiff::Timestamp::now().to_string(),
+            body: Stopped {
+                records,
+                oom_kills,
+                decode_errors,
+                ringbuf_dropped_total: context.ringbuf_dropped_total,
+            },
+        })
+    }
+}
+
+fn task_hook_name(hook: TaskHook) -> &'static str {
+    match hook {
+        TaskHook::TpBtf => "tp_btf",
+        TaskHook::RawTp => "raw_tp",
+    }
+}
+
+#[derive(Serialize)]
+struct Envelope<B> {
+    schema_version: u32,
+    kind: &'static str,
+    /// RFC 3339, UTC.
+    time: String,
+    #[serde(flatten)]
+    body: B,
+}
+
+#[derive(Serialize)]
+struct Started<'a> {
+    capture: CaptureInfo<'a>,
+    agent: AgentInfo,
+}
+
+#[derive(Serialize)]
+struct CaptureInfo<'a> {
+    tier: &'static str,
+    reason: &'a str,
+    task_hook: Option<&'static str>,
+    tracepoint_fields: Vec<&'static str>,
+}
+
+#[derive(Serialize)]
+struct AgentInfo {
+    version: &'static str,
+    pid: u32,
+}
+
+#[derive(Serialize)]
+struct Stopped {
+    records: u64,
+    oom_kills: u64,
+    decode_errors: u64,
+    ringbuf_dropped_total: u64,
+}
+
+#[derive(Serialize)]
+struct Kill<'a> {
+    ktime_ns: u64,
+    capture: KillCapture,
+    victim: PartyJson<'a>,
+    trigger: PartyJson<'a>,
+}
+
+#[derive(Serialize)]
+struct KillCapture {
+    tier: &'static str,
+    parts: Vec<&'static str>,
+    ringbuf_dropped_total: u64,
+}
+
+/// The victim or the trigger. Unknown fields are left out rather than null.
+#[derive(Serialize)]
+struct PartyJson<'a> {
+    process: ProcessJson<'a>,
+    thread: ThreadJson,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup: Option<CgroupJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memcg: Option<CgroupJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct ProcessJson<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    executable: Option<ExecutableJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    real_user: Option<UserJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    oom_score_adj: Option<i16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory: Option<MemoryJson>,
+}
+
+#[derive(Serialize)]
+struct ExecutableJson<'a> {
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct UserJson {
+    id: u32,
+}
+
+#[derive(Serialize)]
+struct ThreadJson {
+    id: u32,
+}
+
+/// Bytes, as OpenTelemetry's `process.memory.*` metrics count them.
+#[derive(Serialize)]
+struct MemoryJson {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    virtual_bytes: Option<u64>,
+    /// anon + file + shmem RSS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    anon_rss_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file_rss_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shmem_rss_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    page_tables_bytes: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct CgroupJson<'a> {
+    id: u64,
+    path: &'a str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    truncated: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    incomplete: bool,
+}
+
+fn cgroup_json(cgroup: &CgroupRef) -> CgroupJson<'_> {
+    let CgroupRef {
+        id,
+        path,
+        truncated,
+        incomplete,
+    } = cgroup;
+    CgroupJson {
+        id: *id,
+        path,
+        truncated: *truncated,
+        incomplete: *incomplete,
+    }
+}
+
+fn victim_json(victim: &Victim) -> PartyJson<'_> {
+    let Victim {
+        pid,
+        tgid,
+        comm,
+        fields,
+        cgroup,
+        memcg,
+    } = victim;
+    let bytes = |kb: Option<u64>| kb.map(|kb| kb.saturating_mul(1024));
+    let memory = fields.as_ref().map(|fields| MemoryJson {
+        virtual_bytes: bytes(fields.total_vm_kb),
+        usage_bytes: bytes(
+            [fields.anon_rss_kb, fields.file_rss_kb, fields.shmem_rss_kb]
+                .into_iter()
+                .sum::<Option<u64>>(),
+        ),
+        anon_rss_bytes: bytes(fields.anon_rss_kb),
+        file_rss_bytes: bytes(fields.file_rss_kb),
+        shmem_rss_bytes: bytes(fields.shmem_rss_kb),
+        page_tables_bytes: bytes(fields.pgtables_kb),
+    });
+    PartyJson {
+        process: ProcessJson {
+            pid: Some(tgid.unwrap_or(*pid)),
+            executable: comm.as_deref().map(|name| ExecutableJson { name }),
+            real_user: fields
+                .as_ref()
+                .and_then(|fields| fields.uid)
+                .map(|id| UserJson { id }),
+            oom_score_adj: fields.as_ref().and_then(|fields| fields.oom_score_adj),
+            memory,
+        },
+        thread: ThreadJson { id: *pid },
+        cgroup: cgroup.as_ref().map(cgroup_json),
+        memcg: memcg.as_ref().map(cgroup_json),
+    }
+}
+
+fn trigger_json(trigger: &Trigger) -> PartyJson<'_> {
+    let Trigger {
+        task,
+        cgroup_id,
+        cgroup,
+        memcg,
+    } = trigger;
+    let Task { pid, tgid, comm } = task;
+    // Without BTF only the cgroup2 id is known: report it with an empty path.
+    let cgroup = match (cgroup, cgroup_id) {
+        (Some(cgroup), _) => Some(cgroup_json(cgroup)),
+        (None, Some(id)) => Some(CgroupJson {
+            id: *id,
+            path: "",
+            truncated: false,
+            incomplete: true,
+        }),
+        (None, None) => None,
+    };
+    PartyJson {
+        process: ProcessJson {
+            pid: Some(*tgid),
+            executable: Some(ExecutableJson { name: comm }),
+            real_user: None,
+            oom_score_adj: None,
+            memory: None,
+        },
+        thread: ThreadJson { id: *pid },
+        cgroup,
+        memcg: memcg.as_ref().map(cgroup_json),
+    }
+}

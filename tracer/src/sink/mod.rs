@@ -1,0 +1,30 @@
+//! Sinks: where a finished kill goes. The human log line is always written; JSON Lines on
+//! request.
+
+pub mod json;
+pub mod text;
+
+use crate::capture::CapturePlan;
+use crate::incident::OomKill;
+
+/// What every record carries about the agent itself.
+#[derive(Clone, Copy, Debug)]
+pub struct Context<'a> {
+    pub plan: &'a CapturePlan,
+    pub ringbuf_dropped_total: u64,
+    pub clock: crate::clock::KernelClock,
+}
+
+/// Totals for the shutdown record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub records: u64,
+    pub oom_kills: u64,
+    pub decode_errors: u64,
+}
+
+pub trait Sink {
+    fn started(&mut self, context: &Context<'_>) -> std::io::Result<()>;
+    fn oom_kill(&mut self, kill: &OomKill, context: &Context<'_>) -> std::io::Result<()>;
+    fn stopped(&mut self, totals: &Totals, context: &Context<'_>) -> std::io::Result<()>;
+}
