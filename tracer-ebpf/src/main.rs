@@ -218,14 +218,16 @@ unsafe fn capture_task_cgroups(
             (*memcg).flags = cgroup_flags::READ_FAILED;
             return;
         };
-        if let Err(_) = read_at::<u64>(css_set, offsets.css_set_dfl_cgrp)
+        if read_at::<u64>(css_set, offsets.css_set_dfl_cgrp)
             .and_then(|dfl_cgrp| capture_cgroup(dfl_cgrp, cgroup, offsets))
+            .is_err()
         {
             (*cgroup).flags |= cgroup_flags::READ_FAILED;
         }
-        if let Err(_) = read_at::<u64>(css_set, offsets.css_set_memory_css)
+        if read_at::<u64>(css_set, offsets.css_set_memory_css)
             .and_then(|css| read_at::<u64>(css, offsets.css_cgroup))
             .and_then(|memcg_cgroup| capture_cgroup(memcg_cgroup, memcg, offsets))
+            .is_err()
         {
             (*memcg).flags |= cgroup_flags::READ_FAILED;
         }

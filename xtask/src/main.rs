@@ -1,1 +1,50 @@
-fn main() {}
+//! Developer tasks. `cargo xtask run` and `cargo xtask test` install what is missing first, so a
+//! fresh machine needs nothing but these two commands.
+
+mod run;
+mod setup;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "oomtrace developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the eBPF toolchain (idempotent): Rust library sources and bpf-linker.
+    Setup,
+    /// Build the agent (with its embedded eBPF object) in release mode.
+    Build,
+    /// Build and run the tracer; arguments after `--` go to `oomtrace run`.
+    Run(run::Options),
+    /// Unit tests, then the privileged integration tests against the running kernel.
+    Test(test::Options),
+    /// rustfmt and clippy, as CI checks them.
+    Lint,
+}
+
+fn main() -> ExitCode {
+    let Cli { task } = Cli::parse();
+    let result = match task {
+        // Every task sets up first: it only installs what is missing.
+        Task::Setup => setup::setup().map(|_| ()),
+        Task::Build => setup::setup().and_then(|env| run::build(&env)),
+        Task::Run(options) => setup::setup().and_then(|env| run::run(&env, options)),
+        Task::Test(options) => setup::setup().and_then(|env| test::test(&env, options)),
+        Task::Lint => setup::setup().and_then(|env| test::lint(&env)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

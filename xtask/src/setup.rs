@@ -1,0 +1,219 @@
+//! Installs what building the eBPF programs needs, from Debian and crates.io only, and only
+//! what is missing:
+//!
+//! * a Rust toolchain with the `core` library sources (`-Z build-std=core` for the bpf target):
+//!   nightly with `rust-src` where a developer has it, else Debian's `rustc-web`, `cargo-web` and
+//!   `rust-web-src`, linked into rustup as `bpf-debian`;
+//! * `bpf-linker`, built against the LLVM major of that toolchain.
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+
+/// What `tracer/build.rs` looks for; keep the two in step.
+pub const DEBIAN_TOOLCHAIN: &str = "bpf-debian";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const DEBIAN_RUST_PACKAGES: [&str; 3] = ["rustc-web", "cargo-web", "rust-web-src"];
+
+/// The environment the other tasks run cargo in.
+pub struct Env {
+    /// PATH with cargo's bin directory first, so the installed bpf-linker is found.
+    pub path: std::ffi::OsString,
+}
+
+impl Env {
+    pub fn cargo(&self) -> Command {
+        let mut cargo = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        cargo.env("PATH", &self.path);
+        cargo
+    }
+}
+
+/// Installs whatever is missing; a no-op when everything is there.
+pub fn setup() -> anyhow::Result<Env> {
+    let path = path_with_cargo_bin()?;
+    let mut apt = Apt::default();
+    let toolchain = match find_toolchain() {
+        Some(toolchain) => toolchain,
+        None => install_debian_toolchain(&mut apt)?,
+    };
+    let llvm_major = llvm_major(&toolchain)?;
+    match bpf_linker_version(&path) {
+        Some(version) if version == BPF_LINKER_VERSION => {}
+        found => install_bpf_linker(&mut apt, &path, llvm_major, found.as_deref())?,
+    }
+    println!(
+        "xtask: eBPF toolchain `{toolchain}` (LLVM {llvm_major}), bpf-linker {BPF_LINKER_VERSION}"
+    );
+    Ok(Env { path })
+}
+
+fn path_with_cargo_bin() -> anyhow::Result<std::ffi::OsString> {
+    let cargo_home = match env::var_os("CARGO_HOME") {
+        Some(home) => PathBuf::from(home),
+        None => PathBuf::from(env::var_os("HOME").context("HOME is not set")?).join(".cargo"),
+    };
+    let mut dirs = vec![cargo_home.join("bin")];
+    dirs.extend(env::split_paths(&env::var_os("PATH").unwrap_or_default()));
+    Ok(env::join_paths(dirs)?)
+}
+
+/// Nightly with `rust-src` first (a developer's usual setup), then the Debian toolchain.
+fn find_toolchain() -> Option<String> {
+    ["nightly", DEBIAN_TOOLCHAIN]
+        .into_iter()
+        .find(|toolchain| has_library_sources(toolchain))
+        .map(str::to_owned)
+}
+
+fn has_library_sources(toolchain: &str) -> bool {
+    rustc_output(toolchain, &["--print", "sysroot"]).is_some_and(|sysroot| {
+        Path::new(sysroot.trim())
+            .join("lib/rustlib/src/rust/library/core/Cargo.toml")
+            .exists()
+    })
+}
+
+fn rustc_output(toolchain: &str, args: &[&str]) -> Option<String> {
+    let output = Command::new("rustup")
+        .args(["run", toolchain, "rustc"])
+        .args(args)
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn install_debian_toolchain(apt: &mut Apt) -> anyhow::Result<String> {
+    let sources = Path::new("/usr/lib/rustlib/src/rust/library/core/Cargo.toml");
+    if !sources.exists() {
+        apt.install(&DEBIAN_RUST_PACKAGES).context(
+            "no toolchain with the Rust library sources: install nightly with \
+             `rustup toolchain install nightly --component rust-src`, or on Debian \
+             `apt-get install rustc-web cargo-web rust-web-src`",
+        )?;
+    }
+    run(Command::new("rustup").args(["toolchain", "link", DEBIAN_TOOLCHAIN, "/usr"]))?;
+    if !has_library_sources(DEBIAN_TOOLCHAIN) {
+        bail!("linked /usr as `{DEBIAN_TOOLCHAIN}` but its rustc does not see the library sources");
+    }
+    Ok(DEBIAN_TOOLCHAIN.to_owned())
+}
+
+/// bpf-linker reads the bitcode rustc writes, so it must use the same LLVM major.
+fn llvm_major(toolchain: &str) -> anyhow::Result<u32> {
+    let verbose = rustc_output(toolchain, &["-vV"])
+        .with_context(|| format!("running `rustup run {toolchain} rustc -vV`"))?;
+    verbose
+        .lines()
+        .find_map(|line| line.strip_prefix("LLVM version: "))
+        .and_then(|version| version.split('.').next()?.parse().ok())
+        .with_context(|| format!("no LLVM version in `rustc -vV` of {toolchain}"))
+}
+
+fn bpf_linker_version(path: &std::ffi::OsStr) -> Option<String> {
+    let output = Command::new("bpf-linker")
+        .arg("--version")
+        .env("PATH", path)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    // "bpf-linker 0.13.0"
+    text.split_whitespace().nth(1).map(str::to_owned)
+}
+
+fn install_bpf_linker(
+    apt: &mut Apt,
+    path: &std::ffi::OsStr,
+    llvm_major: u32,
+    found: Option<&str>,
+) -> anyhow::Result<()> {
+    if let Some(found) = found {
+        println!("xtask: bpf-linker {found} found, {BPF_LINKER_VERSION} wanted: reinstalling");
+    }
+    let llvm_dir = PathBuf::from(format!("/usr/lib/llvm-{llvm_major}"));
+    if !llvm_dir.join("bin/llvm-config").exists() {
+        apt.install(&[
+            &format!("llvm-{llvm_major}-dev"),
+            &format!("libpolly-{llvm_major}-dev"),
+            "libzstd-dev",
+            "zlib1g-dev",
+        ])
+        .with_context(|| {
+            format!(
+                "bpf-linker needs LLVM {llvm_major}'s development files (llvm-config) in {}",
+                llvm_dir.display()
+            )
+        })?;
+    }
+    let mut dirs = vec![llvm_dir.join("bin")];
+    dirs.extend(env::split_paths(path));
+    run(
+        Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args(["install", "--locked", "--force"])
+            .arg(format!("bpf-linker@{BPF_LINKER_VERSION}"))
+            .args(["--no-default-features", "--features"])
+            .arg(format!("llvm-{llvm_major}"))
+            .env("PATH", env::join_paths(dirs)?),
+    )
+    .context("building bpf-linker")
+}
+
+/// apt-get, with `update` run once before the first install.
+#[derive(Default)]
+struct Apt {
+    updated: bool,
+}
+
+impl Apt {
+    fn install(&mut self, packages: &[&str]) -> anyhow::Result<()> {
+        if !Path::new("/usr/bin/apt-get").exists() {
+            bail!(
+                "apt-get is not available: install {} by hand",
+                packages.join(" ")
+            );
+        }
+        if !is_root() {
+            bail!(
+                "installing {} needs root: run `sudo apt-get install {}`, then try again",
+                packages.join(" "),
+                packages.join(" ")
+            );
+        }
+        if !self.updated {
+            run(Command::new("apt-get").args(["update", "-q"]))?;
+            self.updated = true;
+        }
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    }
+}
+
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("Uid:"))
+            .and_then(|uids| uids.split_whitespace().nth(1))
+            == Some("0")
+    })
+}
+
+/// Runs a command with inherited output; a failure names the command.
+pub fn run(command: &mut Command) -> anyhow::Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("starting {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    Ok(())
+}

@@ -1,0 +1,55 @@
+//! `test` and `lint`, as CI runs them.
+
+use crate::run::{agent_binary, build};
+use crate::setup::{Env, is_root, run};
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// Only the unit tests, which need neither root nor a particular kernel.
+    #[arg(long)]
+    unit: bool,
+}
+
+pub fn test(env: &Env, options: Options) -> anyhow::Result<()> {
+    let Options { unit } = options;
+    // Unit tests of the default members: agent, records, xtask.
+    run(env.cargo().arg("test"))?;
+    if unit {
+        return Ok(());
+    }
+    // The privileged tests drive the release agent the way a user runs it.
+    build(env)?;
+    let mut integration = env.cargo();
+    integration
+        .args(["test", "--package", "oomtrace-tests"])
+        .env("OOMTRACE_BIN", agent_binary());
+    if !is_root() {
+        integration.args(["--config", "target.'cfg(all())'.runner='sudo -E'"]);
+    }
+    run(&mut integration)
+}
+
+pub fn lint(env: &Env) -> anyhow::Result<()> {
+    run(env.cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(env.cargo().args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "tracer-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // The programs' bin cannot link for the host (no unwinding without std); its test build
+    // compiles the same code, which is what clippy needs.
+    run(env.cargo().args([
+        "clippy",
+        "--package",
+        "tracer-ebpf",
+        "--tests",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}
