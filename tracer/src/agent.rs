@@ -20,9 +20,9 @@ use crate::sink::{Context, Sink, Totals, json::JsonSink, text::LogSink};
 type Logger = EbpfLogger<&'static dyn log::Log>;
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let RunArgs { format } = args;
+    let RunArgs { format, max_tier } = args;
     let clock = KernelClock::now();
-    let mut capture = Capture::attach()?;
+    let mut capture = Capture::attach(max_tier)?;
     // Keep the logger alive for as long as the programs run: dropping it stops their messages.
     let mut logger = match capture.logger() {
         Some(logger) => Some(ringbuf::readable(logger)?),

@@ -2,6 +2,8 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::capture::Tier;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "oomtrace",
@@ -26,6 +28,11 @@ pub struct RunArgs {
     /// (schema: docs/json-schema.md).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+
+    /// Capture no more than this tier, even where the kernel allows more (to compare tiers, or
+    /// to avoid a program that misbehaves on some kernel).
+    #[arg(long, value_enum, default_value_t = Tier::NoFunctionTracing)]
+    pub max_tier: Tier,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -29,21 +29,21 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 const TRACEPOINT_CATEGORY: &str = "oom";
 const TRACEPOINT_NAME: &str = "mark_victim";
 
-/// How much of an OOM kill this kernel lets oomtrace see.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How much of an OOM kill this kernel lets oomtrace see, from least to most.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub enum Tier {
+    /// Only the classic tracepoint: victim pid, comm and memory, the trigger's pid and cgroup2 id.
+    TracepointOnly,
     /// The victim's task and both parties' cgroups via the BTF tracepoint, but no function
     /// tracing (no fentry, no kprobes).
     NoFunctionTracing,
-    /// Only the classic tracepoint: victim pid, comm and memory, the trigger's pid and cgroup2 id.
-    TracepointOnly,
 }
 
 impl Tier {
     pub fn as_str(self) -> &'static str {
         match self {
-            Tier::NoFunctionTracing => "no-function-tracing",
             Tier::TracepointOnly => "tracepoint-only",
+            Tier::NoFunctionTracing => "no-function-tracing",
         }
     }
 }
@@ -79,8 +79,8 @@ pub struct Capture {
 }
 
 impl Capture {
-    /// Loads and attaches everything the running kernel allows.
-    pub fn attach() -> anyhow::Result<Self> {
+    /// Loads and attaches everything the running kernel allows, up to `max_tier`.
+    pub fn attach(max_tier: Tier) -> anyhow::Result<Self> {
         privileges::check()?;
         privileges::raise_memlock_limit();
 
@@ -94,13 +94,17 @@ impl Capture {
         }
 
         // Without BTF the task programs cannot know where anything is in `task_struct`.
-        let kernel_btf = match (btf::Btf::from_sys_fs(), aya::Btf::from_sys_fs()) {
-            (Ok(ours), Ok(ayas)) => match offsets::resolve(&ours) {
-                Ok(offsets) => Ok((offsets, ayas)),
-                Err(missing) => Err(missing.to_string()),
-            },
-            (Err(err), _) => Err(format!("{err:#}")),
-            (_, Err(err)) => Err(format!("reading kernel BTF: {err}")),
+        let kernel_btf = if max_tier < Tier::NoFunctionTracing {
+            Err(format!("capped at {max_tier} by --max-tier"))
+        } else {
+            match (btf::Btf::from_sys_fs(), aya::Btf::from_sys_fs()) {
+                (Ok(ours), Ok(ayas)) => match offsets::resolve(&ours) {
+                    Ok(offsets) => Ok((offsets, ayas)),
+                    Err(missing) => Err(format!("no usable kernel BTF: {missing}")),
+                },
+                (Err(err), _) => Err(format!("no usable kernel BTF: {err:#}")),
+                (_, Err(err)) => Err(format!("no usable kernel BTF: {err}")),
+            }
         };
         let offsets = kernel_btf
             .as_ref()
@@ -127,7 +131,7 @@ impl Capture {
                     format!("no program could read the victim's task: {err:#}"),
                 ),
             },
-            Err(err) => (None, format!("no usable kernel BTF: {err}")),
+            Err(reason) => (None, reason.clone()),
         };
         let tier = match task_hook {
             Some(_) => Tier::NoFunctionTracing,

@@ -224,7 +224,8 @@ struct MemoryJson {
 #[derive(Serialize)]
 struct CgroupJson<'a> {
     id: u64,
-    path: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<&'a str>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     truncated: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -240,7 +241,7 @@ fn cgroup_json(cgroup: &CgroupRef) -> CgroupJson<'_> {
     } = cgroup;
     CgroupJson {
         id: *id,
-        path,
+        path: Some(path),
         truncated: *truncated,
         incomplete: *incomplete,
     }
@@ -293,14 +294,14 @@ fn trigger_json(trigger: &Trigger) -> PartyJson<'_> {
         memcg,
     } = trigger;
     let Task { pid, tgid, comm } = task;
-    // Without BTF only the cgroup2 id is known: report it with an empty path.
+    // Without BTF only the cgroup2 id is known, from a helper.
     let cgroup = match (cgroup, cgroup_id) {
         (Some(cgroup), _) => Some(cgroup_json(cgroup)),
         (None, Some(id)) => Some(CgroupJson {
             id: *id,
-            path: "",
+            path: None,
             truncated: false,
-            incomplete: true,
+            incomplete: false,
         }),
         (None, None) => None,
     };
@@ -315,5 +316,95 @@ fn trigger_json(trigger: &Trigger) -> PartyJson<'_> {
         thread: ThreadJson { id: *pid },
         cgroup,
         memcg: memcg.as_ref().map(cgroup_json),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::capture::{CapturePlan, Tier};
+    use crate::clock::KernelClock;
+    use crate::decode::tests::{as_bytes, layout_6_18, mark_victim_record, victim_task_record};
+    use crate::decode::{Part, decode};
+    use crate::incident::Joiner;
+
+    fn plan(tier: Tier) -> CapturePlan {
+        CapturePlan {
+            tier,
+            reason: "test".into(),
+            task_hook: (tier == Tier::NoFunctionTracing).then_some(TaskHook::TpBtf),
+            layout: layout_6_18(),
+        }
+    }
+
+    fn kill(parts: Vec<Part>, expect_task_parts: bool) -> OomKill {
+        let now = std::time::Instant::now();
+        let mut joiner = Joiner::new(expect_task_parts);
+        parts
+            .into_iter()
+            .find_map(|part| joiner.push(part, now))
+            .expect("the parts make a kill")
+    }
+
+    fn emit(kill: &OomKill, plan: &CapturePlan) -> Value {
+        let mut out = Vec::new();
+        let context = Context {
+            plan,
+            ringbuf_dropped_total: 3,
+            clock: KernelClock::now(),
+        };
+        JsonSink::new(&mut out).oom_kill(kill, &context).unwrap();
+        assert_eq!(out.last(), Some(&b'\n'), "one object per line");
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn a_joined_kill_has_both_parties_and_their_cgroups() {
+        let layout = layout_6_18();
+        let kill = kill(
+            vec![
+                decode(&as_bytes(&mark_victim_record(0, 42, 1000)), &layout).unwrap(),
+                decode(&as_bytes(&victim_task_record(0, 42)), &layout).unwrap(),
+            ],
+            true,
+        );
+        let record = emit(&kill, &plan(Tier::NoFunctionTracing));
+        assert_eq!(record["schema_version"], SCHEMA_VERSION);
+        assert_eq!(record["kind"], "oom_kill");
+        assert_eq!(
+            record["capture"],
+            json!({"tier": "no-function-tracing", "parts": ["tracepoint", "task"],
+                   "ringbuf_dropped_total": 3})
+        );
+        let victim = &record["victim"];
+        assert_eq!(victim["process"]["pid"], 42);
+        assert_eq!(victim["thread"]["id"], 42);
+        assert_eq!(victim["process"]["executable"]["name"], "hog");
+        assert_eq!(victim["process"]["memory"]["anon_rss_bytes"], 1000 * 1024);
+        assert_eq!(victim["process"]["memory"]["usage_bytes"], 1000 * 1024);
+        assert_eq!(
+            victim["memcg"],
+            json!({"id": 4242, "path": "/oomtrace-test-1"})
+        );
+        assert_eq!(victim["cgroup"], json!({"id": 1, "path": "/"}));
+        assert_eq!(record["trigger"]["memcg"]["id"], 4242);
+        assert!(record["time"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn tracepoint_only_leaves_unknowns_out() {
+        let layout = layout_6_18();
+        let kill = kill(
+            vec![decode(&as_bytes(&mark_victim_record(0, 42, 1000)), &layout).unwrap()],
+            false,
+        );
+        let record = emit(&kill, &plan(Tier::TracepointOnly));
+        assert_eq!(record["capture"]["parts"], json!(["tracepoint"]));
+        assert_eq!(record["victim"].get("cgroup"), None);
+        assert_eq!(record["victim"].get("memcg"), None);
+        // The trigger's cgroup2 id comes from a helper; its path needs BTF.
+        assert_eq!(record["trigger"]["cgroup"], json!({"id": 1}));
     }
 }
