@@ -256,3 +256,48 @@ fn rejected(what: &str, err: ProgramError) -> anyhow::Error {
         other => anyhow!("attaching program {what} failed: {other}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aya::programs::ProgramError;
+    use aya_obj::VerifierLog;
+
+    use super::rejected;
+
+    #[test]
+    fn a_rejection_names_the_program_and_the_kernels_reason() {
+        let err = rejected(
+            "mark_victim_btf (tp_btf mark_victim)",
+            ProgramError::LoadError {
+                io_error: std::io::Error::from_raw_os_error(libc::EACCES),
+                verifier_log: VerifierLog::new(
+                    "0: R1=ctx() R10=fp0\n1: (79) r6 = *(u64 *)(r1 +0)\n\
+                     invalid bpf_context access off=0 size=8\n\
+                     processed 2 insns (limit 1000000)\n"
+                        .into(),
+                ),
+            },
+        );
+        let message = format!("{err:#}");
+        assert!(!message.contains('\n'), "one line: {message}");
+        assert!(message.starts_with("the kernel rejected program mark_victim_btf"));
+        assert!(message.contains("Permission denied"), "{message}");
+        assert!(message.contains("invalid bpf_context access"), "{message}");
+    }
+
+    #[test]
+    fn an_empty_verifier_log_is_said_plainly() {
+        let err = rejected(
+            "mark_victim",
+            ProgramError::LoadError {
+                io_error: std::io::Error::from_raw_os_error(libc::EPERM),
+                verifier_log: VerifierLog::new(String::new()),
+            },
+        );
+        assert_eq!(
+            err.to_string(),
+            "the kernel rejected program mark_victim: Operation not permitted (os error 1) \
+             (empty verifier log)"
+        );
+    }
+}
