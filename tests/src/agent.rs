@@ -1,0 +1,252 @@
+//! The agent under test, run as a child process.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::{agent_binary, pretty, send_signal, wait_timeout};
+
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running `oomtrace run --format json`, its records read in the background.
+pub struct Agent {
+    child: Child,
+    /// One item per stdout line: the record, or the line itself if it is not JSON.
+    lines: Receiver<Result<Value, String>>,
+    /// Every record read so far, in order.
+    records: Vec<Value>,
+    stderr: Arc<Mutex<String>>,
+    stdout_reader: Option<JoinHandle<()>>,
+    stderr_reader: Option<JoinHandle<()>>,
+}
+
+/// What a stopped agent printed.
+pub struct Stopped {
+    /// Every record, `agent_started` first and `agent_stopped` last.
+    pub records: Vec<Value>,
+    pub stderr: String,
+}
+
+impl Agent {
+    /// Starts the agent and returns once it printed `agent_started` (its programs are attached).
+    pub fn start() -> Self {
+        let binary = agent_binary();
+        let mut child = Command::new(&binary)
+            .args(["run", "--format", "json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|err| panic!("spawning the agent {}: {err}", binary.display()));
+
+        let stdout = child.stdout.take().expect("the agent's stdout is piped");
+        let (sender, lines) = mpsc::channel();
+        let stdout_reader = thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let line = line.map_err(|err| format!("<unreadable line: {err}>"));
+                let record = line.and_then(|line| {
+                    serde_json::from_str(&line).map_err(|err| format!("{line} ({err})"))
+                });
+                if sender.send(record).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = child.stderr.take().expect("the agent's stderr is piped");
+        let stderr_text = Arc::new(Mutex::new(String::new()));
+        let stderr_reader = thread::spawn({
+            let stderr_text = Arc::clone(&stderr_text);
+            move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    // Shown with `--nocapture`, kept for failure messages either way.
+                    eprintln!("[oomtrace] {line}");
+                    let mut text = stderr_text
+                        .lock()
+                        .unwrap_or_else(|poison| poison.into_inner());
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            }
+        });
+
+        let mut agent = Self {
+            child,
+            lines,
+            records: Vec::new(),
+            stderr: stderr_text,
+            stdout_reader: Some(stdout_reader),
+            stderr_reader: Some(stderr_reader),
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        while let Some(record) = agent.next_record(deadline) {
+            if record["kind"] == "agent_started" {
+                return agent;
+            }
+        }
+        panic!(
+            "the agent printed no `agent_started` within {START_TIMEOUT:?}; {}",
+            agent.failure_context()
+        );
+    }
+
+    /// The `oom_kill` records whose victim is one of `victim_pids`, read so far or arriving
+    /// within `timeout`, until there is one per pid. The agent sees every OOM kill on the host,
+    /// so tests ask for their own processes only. Returns what it has: the caller asserts.
+    pub fn wait_for_kills(&mut self, victim_pids: &[u32], timeout: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut kills: Vec<Value> = self
+            .records
+            .iter()
+            .filter(|record| is_kill_of(record, victim_pids))
+            .cloned()
+            .collect();
+        while kills.len() < victim_pids.len() {
+            match self.next_record(deadline) {
+                Some(record) if is_kill_of(&record, victim_pids) => kills.push(record),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        kills
+    }
+
+    /// Freezes the agent (SIGSTOP): the kernel keeps queueing records, nobody reads them.
+    pub fn suspend(&self) {
+        send_signal(self.child.id(), libc::SIGSTOP).expect("sending SIGSTOP to the agent");
+    }
+
+    /// Lets a [`suspend`](Self::suspend)ed agent run again (SIGCONT).
+    pub fn resume(&self) {
+        send_signal(self.child.id(), libc::SIGCONT).expect("sending SIGCONT to the agent");
+    }
+
+    /// Stops the agent with SIGTERM, which must make it drain and exit 0, and returns every
+    /// record it printed.
+    pub fn stop(mut self) -> Stopped {
+        send_signal(self.child.id(), libc::SIGTERM).expect("sending SIGTERM to the agent");
+        let Some(status) = wait_timeout(&mut self.child, STOP_TIMEOUT) else {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            panic!(
+                "the agent did not exit within {STOP_TIMEOUT:?} of SIGTERM; its stderr:\n{}",
+                self.stderr()
+            );
+        };
+        for reader in [self.stdout_reader.take(), self.stderr_reader.take()]
+            .into_iter()
+            .flatten()
+        {
+            reader.join().expect("an agent output reader panicked");
+        }
+        while let Ok(line) = self.lines.try_recv() {
+            self.accept(line);
+        }
+        assert!(
+            status.success(),
+            "the agent should exit 0 after SIGTERM, it exited with {status}; its stderr:\n{}",
+            self.stderr()
+        );
+        Stopped {
+            records: std::mem::take(&mut self.records),
+            stderr: self.stderr(),
+        }
+    }
+
+    /// The next record before `deadline`, `None` on timeout; panics if the agent exited.
+    fn next_record(&mut self, deadline: Instant) -> Option<Value> {
+        match self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            Ok(line) => Some(self.accept(line)),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => {
+                panic!("the agent closed its stdout; {}", self.failure_context())
+            }
+        }
+    }
+
+    fn accept(&mut self, line: Result<Value, String>) -> Value {
+        let record = line.unwrap_or_else(|line| {
+            panic!(
+                "the agent printed a line that is not JSON: {line}\nits stderr:\n{}",
+                self.stderr()
+            )
+        });
+        self.records.push(record.clone());
+        record
+    }
+
+    /// Whether and how the agent ended, and its stderr, for failure messages.
+    fn failure_context(&mut self) -> String {
+        let state = match wait_timeout(&mut self.child, Duration::from_secs(2)) {
+            Some(status) => {
+                if let Some(reader) = self.stderr_reader.take() {
+                    let _ = reader.join();
+                }
+                format!("it exited with {status}")
+            }
+            None => "it is still running".to_owned(),
+        };
+        format!("{state}; its stderr:\n{}", self.stderr())
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        // A failing test must not leave programs attached: killing the agent detaches them.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Stopped {
+    /// Every `oom_kill` record, whoever the victim.
+    pub fn kills(&self) -> impl Iterator<Item = &Value> {
+        self.records
+            .iter()
+            .filter(|record| record["kind"] == "oom_kill")
+    }
+
+    /// The `oom_kill` records whose victim is `victim_pid`.
+    pub fn kills_of(&self, victim_pid: u32) -> Vec<&Value> {
+        self.kills()
+            .filter(|record| is_kill_of(record, &[victim_pid]))
+            .collect()
+    }
+
+    /// The last record, which must be `agent_stopped`.
+    pub fn agent_stopped(&self) -> &Value {
+        let last = self.records.last().expect("the agent printed no records");
+        assert!(
+            last["kind"] == "agent_stopped",
+            "the last record should be `agent_stopped`:\n{}",
+            pretty(last)
+        );
+        last
+    }
+}
+
+/// Whether `record` is an `oom_kill` whose victim is one of `victim_pids`.
+fn is_kill_of(record: &Value, victim_pids: &[u32]) -> bool {
+    record["kind"] == "oom_kill"
+        && record
+            .pointer("/victim/process/pid")
+            .and_then(Value::as_u64)
+            .is_some_and(|pid| victim_pids.iter().any(|&victim| u64::from(victim) == pid))
+}

@@ -1,0 +1,60 @@
+//! A memory hog for oomtrace's integration tests.
+//!
+//! It waits for one byte on stdin, so the test can move it into its cgroups before it charges
+//! any memory there, then allocates 1 MiB chunks and writes to every page of each (so they
+//! count as resident anonymous memory, not just address space) and keeps them all, until the
+//! OOM killer ends it. `--max-mib N` (default 1024) caps the total so that a cgroup limit that
+//! was not applied cannot eat the host: reaching it is a failure (exit status 3).
+
+use std::io::Read as _;
+use std::process::ExitCode;
+
+const MIB: usize = 1 << 20;
+
+fn main() -> ExitCode {
+    let max_mib = match parse_max_mib(std::env::args().skip(1)) {
+        Ok(max_mib) => max_mib,
+        Err(message) => {
+            eprintln!("oomtrace-hog: {message}");
+            return ExitCode::from(2);
+        }
+    };
+
+    let mut start = [0u8; 1];
+    if let Err(err) = std::io::stdin().read_exact(&mut start) {
+        // The test went away before releasing us: there is nothing to do.
+        eprintln!("oomtrace-hog: no start byte on stdin: {err}");
+        return ExitCode::from(2);
+    }
+
+    let mut chunks: Vec<Vec<u8>> = Vec::with_capacity(max_mib);
+    for _ in 0..max_mib {
+        // A non-zero fill writes every byte, so every page is faulted in and charged. A zero
+        // fill would not: it becomes a calloc that leaves fresh mmap pages untouched.
+        let chunk = vec![0xa5u8; MIB];
+        chunks.push(std::hint::black_box(chunk));
+    }
+    std::hint::black_box(&chunks);
+    eprintln!("oomtrace-hog: reached {max_mib} MiB without being OOM-killed");
+    ExitCode::from(3)
+}
+
+fn parse_max_mib(mut args: impl Iterator<Item = String>) -> Result<usize, String> {
+    let mut max_mib = 1024;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--max-mib" => {
+                let value = args.next().ok_or("--max-mib needs a value")?;
+                max_mib = value
+                    .parse()
+                    .map_err(|err| format!("--max-mib {value:?}: {err}"))?;
+            }
+            other => {
+                return Err(format!(
+                    "unexpected argument {other:?} (usage: oomtrace-hog [--max-mib N])"
+                ));
+            }
+        }
+    }
+    Ok(max_mib)
+}

@@ -1,0 +1,221 @@
+//! Throw-away memory cgroups, on cgroup v2, v1 or hybrid hosts.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::{POLL_INTERVAL, send_signal};
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+const EMPTY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A throw-away memory cgroup with a memory limit and no swap. On a cgroup v1 or hybrid host it
+/// is a v1 memory cgroup, plus a same-named cgroup2 cgroup if cgroup2 is mounted at
+/// `/sys/fs/cgroup/unified`, so that its processes have a known cgroup2 cgroup too.
+pub struct MemoryCgroup {
+    name: String,
+    limit_bytes: u64,
+    memcg_dir: PathBuf,
+    cgroup2_dir: Option<PathBuf>,
+    memcg_id: u64,
+    cgroup2_id: Option<u64>,
+    /// The directories made and not removed yet.
+    live_dirs: Vec<PathBuf>,
+}
+
+impl MemoryCgroup {
+    /// Makes `oomtrace-test-<pid>-<n>` with a memory limit of `limit_bytes`.
+    pub fn create(limit_bytes: u64) -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "oomtrace-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let root = Path::new(CGROUP_ROOT);
+        let pure_v2 = fs::read_to_string(root.join("cgroup.controllers"))
+            .is_ok_and(|controllers| controllers.split_whitespace().any(|c| c == "memory"));
+        let memcg_dir = if pure_v2 {
+            root.join(&name)
+        } else {
+            root.join("memory").join(&name)
+        };
+        assert!(
+            pure_v2 || root.join("memory/memory.limit_in_bytes").exists(),
+            "no memory controller: not in {CGROUP_ROOT}/cgroup.controllers, and no v1 hierarchy at {CGROUP_ROOT}/memory"
+        );
+        let mut cgroup = Self {
+            name,
+            limit_bytes,
+            memcg_dir: memcg_dir.clone(),
+            cgroup2_dir: None,
+            memcg_id: 0,
+            cgroup2_id: None,
+            live_dirs: Vec::new(),
+        };
+
+        if pure_v2 {
+            let subtree_control = root.join("cgroup.subtree_control");
+            let enabled = fs::read_to_string(&subtree_control).unwrap_or_default();
+            if !enabled.split_whitespace().any(|c| c == "memory") {
+                write_file(&subtree_control, "+memory");
+            }
+        }
+        cgroup.make_dir(&memcg_dir);
+        cgroup.memcg_id = inode(&memcg_dir);
+        if pure_v2 {
+            write_file(&memcg_dir.join("memory.max"), &limit_bytes.to_string());
+            let swap_max = memcg_dir.join("memory.swap.max");
+            if swap_max.exists() {
+                write_file(&swap_max, "0");
+            }
+            cgroup.cgroup2_dir = Some(memcg_dir);
+        } else {
+            write_file(
+                &memcg_dir.join("memory.limit_in_bytes"),
+                &limit_bytes.to_string(),
+            );
+            // Memory plus swap: the same limit means no swap. Set after the memory limit,
+            // which it may not be below.
+            let memsw_limit = memcg_dir.join("memory.memsw.limit_in_bytes");
+            if memsw_limit.exists() {
+                write_file(&memsw_limit, &limit_bytes.to_string());
+            }
+            let unified = root.join("unified");
+            if unified.join("cgroup.controllers").exists() {
+                let cgroup2_dir = unified.join(&cgroup.name);
+                cgroup.make_dir(&cgroup2_dir);
+                cgroup.cgroup2_dir = Some(cgroup2_dir);
+            }
+        }
+        cgroup.cgroup2_id = cgroup.cgroup2_dir.as_deref().map(inode);
+        cgroup
+    }
+
+    fn make_dir(&mut self, dir: &Path) {
+        fs::create_dir(dir).unwrap_or_else(|err| panic!("making cgroup {}: {err}", dir.display()));
+        self.live_dirs.push(dir.to_owned());
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The path as the kernel shows it, relative to its hierarchy's root: `/<name>`.
+    pub fn path(&self) -> String {
+        format!("/{}", self.name)
+    }
+
+    pub fn limit_bytes(&self) -> u64 {
+        self.limit_bytes
+    }
+
+    /// The memory cgroup's directory (v1 or v2).
+    pub fn memcg_dir(&self) -> &Path {
+        &self.memcg_dir
+    }
+
+    /// The cgroup2 directory: the memory cgroup itself on pure v2, else the one in `unified`.
+    pub fn cgroup2_dir(&self) -> Option<&Path> {
+        self.cgroup2_dir.as_deref()
+    }
+
+    /// The memory cgroup's id: the inode of its directory (still known after removal).
+    pub fn memcg_id(&self) -> u64 {
+        self.memcg_id
+    }
+
+    /// The cgroup2 cgroup's id (what `bpf_get_current_cgroup_id` returns for its processes).
+    pub fn cgroup2_id(&self) -> Option<u64> {
+        self.cgroup2_id
+    }
+
+    /// Moves process `pid` into the memory cgroup and the cgroup2 cgroup.
+    pub fn add(&self, pid: u32) {
+        for dir in &self.live_dirs {
+            write_file(&dir.join("cgroup.procs"), &pid.to_string());
+        }
+    }
+
+    /// SIGKILLs what is left in the cgroups and removes their directories; panics if it cannot.
+    /// Calling it again does nothing.
+    pub fn remove(&mut self) {
+        if let Err(err) = self.try_remove() {
+            panic!("removing cgroup {}: {err}", self.name);
+        }
+    }
+
+    fn try_remove(&mut self) -> Result<(), String> {
+        let mut errors = Vec::new();
+        self.live_dirs.retain(|dir| match empty_and_remove(dir) {
+            Ok(()) => false,
+            Err(err) => {
+                errors.push(err);
+                true
+            }
+        });
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        if let Err(err) = self.try_remove() {
+            eprintln!("warning: cleaning up cgroup {}: {err}", self.name);
+        }
+    }
+}
+
+fn empty_and_remove(dir: &Path) -> Result<(), String> {
+    let deadline = Instant::now() + EMPTY_TIMEOUT;
+    let procs = dir.join("cgroup.procs");
+    loop {
+        let listed = fs::read_to_string(&procs)
+            .map_err(|err| format!("reading {}: {err}", procs.display()))?;
+        let pids: Vec<u32> = listed
+            .lines()
+            .filter_map(|line| line.trim().parse().ok())
+            .collect();
+        if pids.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{} still lists {pids:?} after {EMPTY_TIMEOUT:?}",
+                procs.display()
+            ));
+        }
+        for pid in pids {
+            let _ = send_signal(pid, libc::SIGKILL);
+        }
+        thread::sleep(POLL_INTERVAL);
+    }
+    loop {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            // The last exit can take a moment to uncharge and unpopulate the cgroup.
+            Err(err) if err.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                thread::sleep(POLL_INTERVAL)
+            }
+            Err(err) => return Err(format!("rmdir {}: {err}", dir.display())),
+        }
+    }
+}
+
+fn write_file(path: &Path, value: &str) {
+    fs::write(path, value)
+        .unwrap_or_else(|err| panic!("writing {value:?} to {}: {err}", path.display()));
+}
+
+fn inode(path: &Path) -> u64 {
+    fs::metadata(path)
+        .unwrap_or_else(|err| panic!("stat {}: {err}", path.display()))
+        .ino()
+}

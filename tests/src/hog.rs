@@ -1,0 +1,74 @@
+//! The memory hog (`src/bin/oomtrace-hog.rs`), run in a cgroup.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use crate::{MemoryCgroup, wait_timeout};
+
+const MIB: u64 = 1 << 20;
+
+/// A running `oomtrace-hog`, which allocates until the OOM killer ends it.
+pub struct Hog {
+    child: Child,
+    /// Writing a byte here makes the hog start allocating.
+    start: Option<ChildStdin>,
+}
+
+impl Hog {
+    /// Spawns the hog at `binary` (tests pass `env!("CARGO_BIN_EXE_oomtrace-hog")`, which
+    /// cargo only sets for them) in `cgroup`, and releases it.
+    pub fn spawn_in(binary: impl AsRef<Path>, cgroup: &MemoryCgroup) -> Self {
+        let mut hog = Self::spawn_held_in(binary, cgroup);
+        hog.release();
+        hog
+    }
+
+    /// Spawns the hog in `cgroup` without letting it allocate yet: see [`release`](Self::release).
+    pub fn spawn_held_in(binary: impl AsRef<Path>, cgroup: &MemoryCgroup) -> Self {
+        // Well past the limit, so reaching it means the limit did not work; yet bounded.
+        let max_mib = (4 * cgroup.limit_bytes() / MIB).max(16);
+        let binary = binary.as_ref();
+        let mut child = Command::new(binary)
+            .args(["--max-mib", &max_mib.to_string()])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|err| panic!("spawning the hog {}: {err}", binary.display()));
+        let start = child.stdin.take();
+        let hog = Self { child, start };
+        cgroup.add(hog.pid());
+        hog
+    }
+
+    /// Lets the hog allocate.
+    pub fn release(&mut self) {
+        let mut start = self.start.take().expect("the hog is released only once");
+        start
+            .write_all(b"\n")
+            .expect("writing the start byte to the hog");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the hog to end; panics (after killing it) if it still runs after `timeout`.
+    pub fn wait(mut self, timeout: Duration) -> ExitStatus {
+        wait_timeout(&mut self.child, timeout).unwrap_or_else(|| {
+            panic!(
+                "the hog (pid {}) still runs after {timeout:?}: no OOM kill ended it",
+                self.pid()
+            )
+        })
+    }
+}
+
+impl Drop for Hog {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

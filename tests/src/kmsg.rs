@@ -1,0 +1,176 @@
+//! The kernel's own account of OOM kills, from `/dev/kmsg`.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read as _, Seek as _, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::POLL_INTERVAL;
+
+/// The kernel's "Killed process" line for one OOM kill.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KilledProcess {
+    pub pid: u32,
+    pub comm: String,
+    pub total_vm_kb: u64,
+    pub anon_rss_kb: u64,
+    pub file_rss_kb: u64,
+    pub shmem_rss_kb: u64,
+}
+
+/// A reader of the kernel log (`/dev/kmsg`) from the moment it was opened.
+pub struct Kmsg {
+    file: File,
+}
+
+impl Kmsg {
+    /// Opens `/dev/kmsg` positioned after the last record, so only new messages are read.
+    pub fn open_at_end() -> Self {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open("/dev/kmsg")
+            .expect("opening /dev/kmsg to read the kernel's own account of OOM kills");
+        file.seek(SeekFrom::End(0))
+            .expect("seeking /dev/kmsg to its end");
+        Self { file }
+    }
+
+    /// Reads the log until the OOM killer's "Killed process `pid` (" line; panics after `timeout`.
+    pub fn find_killed(&mut self, pid: u32, timeout: Duration) -> KilledProcess {
+        let deadline = Instant::now() + timeout;
+        // Each read returns one whole record; a buffer shorter than the record fails (EINVAL).
+        let mut buffer = vec![0u8; 16 * 1024];
+        loop {
+            match self.file.read(&mut buffer) {
+                Ok(len) if len > 0 => {
+                    let record = String::from_utf8_lossy(&buffer[..len]);
+                    if let Some(killed) = parse_killed_process(kmsg_message(&record))
+                        && killed.pid == pid
+                    {
+                        return killed;
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                // Records we had not read yet were overwritten: read on from the oldest one.
+                Err(err) if err.raw_os_error() == Some(libc::EPIPE) => continue,
+                Err(err) => panic!("reading /dev/kmsg: {err}"),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the kernel log has no \"Killed process {pid} (\" line within {timeout:?}"
+            );
+            thread::sleep(POLL_INTERVAL);
+        }
+    }
+}
+
+/// The message of a `/dev/kmsg` record `prio,seq,ts,flags;message` (without the ` KEY=value`
+/// continuation lines some records carry).
+fn kmsg_message(record: &str) -> &str {
+    let message = record
+        .split_once(';')
+        .map_or(record, |(_, message)| message);
+    message.lines().next().unwrap_or_default()
+}
+
+/// Parses the OOM killer's `Killed process <pid> (<comm>) total-vm:NkB, anon-rss:NkB, ...`.
+pub fn parse_killed_process(message: &str) -> Option<KilledProcess> {
+    let (_, rest) = message.split_once("Killed process ")?;
+    let (pid, rest) = rest.split_once(" (")?;
+    // A comm may hold ") " itself: the counters follow the last ") total-vm:".
+    let counters_at = rest.rfind(") total-vm:")?;
+    let counters = &rest[counters_at + 2..];
+    Some(KilledProcess {
+        pid: pid.parse().ok()?,
+        comm: rest[..counters_at].to_owned(),
+        total_vm_kb: kb_counter(counters, "total-vm")?,
+        anon_rss_kb: kb_counter(counters, "anon-rss")?,
+        file_rss_kb: kb_counter(counters, "file-rss")?,
+        shmem_rss_kb: kb_counter(counters, "shmem-rss")?,
+    })
+}
+
+/// The value of `name:NkB` among comma and space separated counters.
+fn kb_counter(counters: &str, name: &str) -> Option<u64> {
+    counters.split_whitespace().find_map(|counter| {
+        let (key, value) = counter.trim_end_matches(',').split_once(':')?;
+        if key != name {
+            return None;
+        }
+        value.strip_suffix("kB")?.parse().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_memcg_kill_line_of_a_recent_kernel() {
+        let line = "Memory cgroup out of memory: Killed process 16699 (python3) total-vm:75160kB, \
+                    anon-rss:65024kB, file-rss:6572kB, shmem-rss:0kB, UID:0 pgtables:184kB oom_score_adj:0";
+        let killed = parse_killed_process(line).expect("a Killed process line");
+        assert_eq!(
+            killed,
+            KilledProcess {
+                pid: 16699,
+                comm: "python3".to_owned(),
+                total_vm_kb: 75160,
+                anon_rss_kb: 65024,
+                file_rss_kb: 6572,
+                shmem_rss_kb: 0,
+            }
+        );
+    }
+
+    #[test]
+    fn parses_the_older_form() {
+        let line = "Killed process 1234 (java) total-vm:2000kB, anon-rss:1000kB, file-rss:0kB, shmem-rss:0kB";
+        let killed = parse_killed_process(line).expect("a Killed process line");
+        assert_eq!((killed.pid, killed.comm.as_str()), (1234, "java"));
+        assert_eq!(
+            (
+                killed.total_vm_kb,
+                killed.anon_rss_kb,
+                killed.file_rss_kb,
+                killed.shmem_rss_kb
+            ),
+            (2000, 1000, 0, 0)
+        );
+    }
+
+    #[test]
+    fn keeps_parentheses_and_spaces_in_the_comm() {
+        let line = "Out of memory: Killed process 7 (a) b (c) total-vm:1kB, anon-rss:2kB, file-rss:3kB, shmem-rss:4kB";
+        let killed = parse_killed_process(line).expect("a Killed process line");
+        assert_eq!(killed.comm, "a) b (c");
+        assert_eq!(killed.shmem_rss_kb, 4);
+    }
+
+    #[test]
+    fn ignores_other_oom_messages() {
+        assert_eq!(
+            parse_killed_process(
+                "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),task=python3,pid=16699,uid=0"
+            ),
+            None
+        );
+        assert_eq!(
+            parse_killed_process("oom_reaper: reaped process 16699 (python3), now anon-rss:0kB"),
+            None
+        );
+    }
+
+    #[test]
+    fn takes_the_message_out_of_a_kmsg_record() {
+        let record = "3,1890,1124479151,-;Memory cgroup out of memory: Killed process 5 (x) total-vm:1kB\n SUBSYSTEM=mem\n";
+        assert_eq!(
+            kmsg_message(record),
+            "Memory cgroup out of memory: Killed process 5 (x) total-vm:1kB"
+        );
+    }
+}

@@ -1,0 +1,133 @@
+//! One OOM kill in a memory cgroup, checked field by field against the kernel's own account.
+
+use std::os::unix::process::ExitStatusExt as _;
+use std::time::Duration;
+
+use oomtrace_tests::{Agent, Hog, Kmsg, MemoryCgroup, field_str, field_u64, require_root};
+
+const HOG: &str = env!("CARGO_BIN_EXE_oomtrace-hog");
+const LIMIT_BYTES: u64 = 64 << 20;
+/// The kernel keeps a task's comm in 16 bytes, NUL included.
+const TASK_COMM_LEN: usize = 15;
+
+#[test]
+fn memcg_oom_kill_is_reported_as_the_kernel_saw_it() {
+    require_root();
+    let cgroup = MemoryCgroup::create(LIMIT_BYTES);
+    let mut kmsg = Kmsg::open_at_end();
+    let mut agent = Agent::start();
+
+    let hog = Hog::spawn_in(HOG, &cgroup);
+    let hog_pid = hog.pid();
+    let status = hog.wait(Duration::from_secs(30));
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "the OOM killer should SIGKILL the hog, it ended with {status}"
+    );
+    let killed = kmsg.find_killed(hog_pid, Duration::from_secs(10));
+
+    let kills = agent.wait_for_kills(&[hog_pid], Duration::from_secs(30));
+    let [kill] = kills.as_slice() else {
+        panic!(
+            "expected one oom_kill record for the hog (pid {hog_pid}), got {}: {kills:#?}",
+            kills.len()
+        );
+    };
+    let context = || serde_json::to_string_pretty(kill).unwrap_or_default();
+
+    // Who was killed.
+    assert_eq!(
+        field_u64(kill, "victim.process.pid"),
+        u64::from(hog_pid),
+        "victim pid in {}",
+        context()
+    );
+    assert_eq!(
+        field_u64(kill, "victim.thread.id"),
+        u64::from(hog_pid),
+        "victim thread: the hog has one thread, in {}",
+        context()
+    );
+    let expected_comm: String = "oomtrace-hog".chars().take(TASK_COMM_LEN).collect();
+    assert_eq!(killed.comm, expected_comm, "the kernel's comm for the hog");
+    assert_eq!(
+        field_str(kill, "victim.process.executable.name"),
+        killed.comm,
+        "victim comm in {}",
+        context()
+    );
+
+    // How big it was: the kernel's anon-rss for this kill, within 10%.
+    let anon_rss_kb = field_u64(kill, "victim.process.memory.anon_rss_bytes") / 1024;
+    assert!(
+        anon_rss_kb.abs_diff(killed.anon_rss_kb) * 10 <= killed.anon_rss_kb,
+        "victim anon RSS {anon_rss_kb} kB should be within 10% of the kernel's {} kB; in {}",
+        killed.anon_rss_kb,
+        context()
+    );
+
+    // Where it lived.
+    assert_eq!(
+        field_str(kill, "victim.memcg.path"),
+        cgroup.path(),
+        "victim memcg path in {}",
+        context()
+    );
+    assert_eq!(
+        field_u64(kill, "victim.memcg.id"),
+        cgroup.memcg_id(),
+        "victim memcg id (inode of {}) in {}",
+        cgroup.memcg_dir().display(),
+        context()
+    );
+    if let Some(cgroup2_id) = cgroup.cgroup2_id() {
+        assert_eq!(
+            field_u64(kill, "victim.cgroup.id"),
+            cgroup2_id,
+            "victim cgroup2 id in {}",
+            context()
+        );
+        assert_eq!(
+            field_str(kill, "victim.cgroup.path"),
+            cgroup.path(),
+            "victim cgroup2 path in {}",
+            context()
+        );
+    }
+
+    // The hog's own allocation invoked the OOM killer: it is the trigger too.
+    assert_eq!(
+        field_u64(kill, "trigger.process.pid"),
+        u64::from(hog_pid),
+        "trigger pid in {}",
+        context()
+    );
+    assert_eq!(
+        field_u64(kill, "trigger.memcg.id"),
+        cgroup.memcg_id(),
+        "trigger memcg id in {}",
+        context()
+    );
+
+    assert_eq!(
+        field_u64(kill, "capture.ringbuf_dropped_total"),
+        0,
+        "records dropped before this kill, in {}",
+        context()
+    );
+
+    let stopped = agent.stop();
+    let hog_kills = stopped.kills_of(hog_pid);
+    assert_eq!(
+        hog_kills.len(),
+        1,
+        "exactly one oom_kill record for the hog (pid {hog_pid}), got {hog_kills:#?}"
+    );
+    let agent_stopped = stopped.agent_stopped();
+    assert_eq!(
+        field_u64(agent_stopped, "ringbuf_dropped_total"),
+        0,
+        "records dropped, per {agent_stopped:#}"
+    );
+}
