@@ -31,7 +31,14 @@ pub mod record_kind {
     pub const MARK_VICTIM: u32 = 1;
     /// [`crate::VictimTaskRecord`], from the BTF-enabled `mark_victim` tracepoint.
     pub const VICTIM_TASK: u32 = 2;
+    /// [`crate::OomContextRecord`], from the entry of `oom_kill_process`.
+    pub const OOM_CONTEXT: u32 = 3;
+    /// [`crate::OomContextEndRecord`], from the return of `oom_kill_process`.
+    pub const OOM_CONTEXT_END: u32 = 4;
 }
+
+/// Bytes kept of `oom_kill_process`'s `message` ("Out of memory", "Memory cgroup out of memory").
+pub const OOM_MESSAGE_LEN: usize = 64;
 
 /// Leads every ring-buffer record.
 #[repr(C)]
@@ -115,6 +122,54 @@ pub struct VictimTaskRecord {
     pub trigger_memcg: CgroupCapture,
 }
 
+/// Flags of an [`OomContextRecord`].
+pub mod oom_flags {
+    /// `oc->memcg` was NULL: the whole host ran out of memory, no cgroup limit was hit.
+    pub const HOST_WIDE: u32 = 1 << 0;
+    /// Reading `oc->chosen` failed: the victim fields are zero.
+    pub const VICTIM_READ_FAILED: u32 = 1 << 1;
+    /// Reading the `oom_control` scalars failed.
+    pub const CONTROL_READ_FAILED: u32 = 1 << 2;
+}
+
+/// Captured at the entry of `oom_kill_process(struct oom_control *oc, const char *message)`:
+/// what only the OOM killer's own state knows. The `mark_victim` records that follow on the same
+/// thread belong to this invocation, until its [`OomContextEndRecord`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OomContextRecord {
+    pub header: RecordHeader,
+    /// The current task: the one whose allocation invoked the OOM killer.
+    pub trigger: TaskIdentity,
+    /// `oc->chosen`.
+    pub victim_pid: u32,
+    pub victim_tgid: u32,
+    /// `oc->chosen_points`: the kernel's badness score of the victim.
+    pub chosen_points: i64,
+    /// `oc->totalpages`: the pages the badness is relative to.
+    pub totalpages: u64,
+    /// `oc->gfp_mask`.
+    pub gfp_mask: u32,
+    /// `oc->order`.
+    pub order: i32,
+    /// `oc->constraint` (`enum oom_constraint`).
+    pub constraint: u32,
+    /// [`oom_flags`].
+    pub flags: u32,
+    /// `oc->memcg`'s cgroup: the OOM domain whose limit was hit. Not PRESENT when host-wide.
+    pub domain: CgroupCapture,
+    /// `message`, NUL-terminated.
+    pub message: [u8; OOM_MESSAGE_LEN],
+}
+
+/// Captured at the return of `oom_kill_process`: the invocation's victims are all marked.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OomContextEndRecord {
+    pub header: RecordHeader,
+    pub trigger: TaskIdentity,
+}
+
 /// Byte offsets into kernel structs, resolved by the agent from `/sys/kernel/btf/vmlinux` and
 /// handed to the programs as a read-only global. [`OFFSET_ABSENT`] marks a member the running
 /// kernel does not have.
@@ -139,7 +194,17 @@ pub struct KernelOffsets {
     pub kernfs_node_name: u32,
     /// `kernfs_node.parent` (`__parent` since 6.15).
     pub kernfs_node_parent: u32,
-    pub _pad: u32,
+    /// `oom_control.memcg`, `.gfp_mask`, `.order`, `.totalpages`, `.chosen`, `.chosen_points`,
+    /// `.constraint`: absent where the kernel's BTF lacks them, which disables the full tier.
+    pub oom_control_memcg: u32,
+    pub oom_control_gfp_mask: u32,
+    pub oom_control_order: u32,
+    pub oom_control_totalpages: u32,
+    pub oom_control_chosen: u32,
+    pub oom_control_chosen_points: u32,
+    pub oom_control_constraint: u32,
+    /// `mem_cgroup.css`.
+    pub mem_cgroup_css: u32,
 }
 
 impl KernelOffsets {
@@ -156,7 +221,14 @@ impl KernelOffsets {
         kernfs_node_id: OFFSET_ABSENT,
         kernfs_node_name: OFFSET_ABSENT,
         kernfs_node_parent: OFFSET_ABSENT,
-        _pad: 0,
+        oom_control_memcg: OFFSET_ABSENT,
+        oom_control_gfp_mask: OFFSET_ABSENT,
+        oom_control_order: OFFSET_ABSENT,
+        oom_control_totalpages: OFFSET_ABSENT,
+        oom_control_chosen: OFFSET_ABSENT,
+        oom_control_chosen_points: OFFSET_ABSENT,
+        oom_control_constraint: OFFSET_ABSENT,
+        mem_cgroup_css: OFFSET_ABSENT,
     };
 }
 
@@ -190,6 +262,11 @@ mod tests {
             size_of::<VictimTaskRecord>(),
             16 + 2 * 24 + 4 * size_of::<CgroupCapture>()
         );
-        assert_eq!(size_of::<KernelOffsets>(), 12 * 4);
+        assert_eq!(
+            size_of::<OomContextRecord>(),
+            16 + 24 + 8 + 8 + 8 + 16 + size_of::<CgroupCapture>() + OOM_MESSAGE_LEN
+        );
+        assert_eq!(size_of::<OomContextEndRecord>(), 16 + 24);
+        assert_eq!(size_of::<KernelOffsets>(), 19 * 4);
     }
 }

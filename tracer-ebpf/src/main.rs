@@ -7,6 +7,10 @@
 //!   the victim's `task_struct` and captures both parties' cgroup ids and paths before the cgroup
 //!   can be removed.
 //!
+//! * `oom_kill_process_fentry`/`_fexit` (or `_kprobe`/`_kretprobe` where the kernel has no BPF
+//!   trampolines) capture what only the OOM killer's `oom_control` knows: the domain whose limit
+//!   was hit, the kernel's badness score, and the constraint; and mark where one invocation ends.
+//!
 //! Struct offsets come from [`KERNEL_OFFSETS`], which the agent fills from the running kernel's
 //! BTF: nothing here depends on the kernel it was built on.
 #![no_std]
@@ -21,15 +25,18 @@ use aya_ebpf::{
         bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
         generated::{bpf_probe_read_kernel as probe_read_raw, bpf_probe_read_kernel_str},
     },
-    macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
+    macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, map, raw_tracepoint, tracepoint},
     maps::{PerCpuArray, RingBuf},
-    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
+    programs::{
+        BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RawTracePointContext,
+        RetProbeContext, TracePointContext,
+    },
 };
 use aya_log_ebpf::warn;
 use tracer_common::{
     CGROUP_NAME_LEN, CGROUP_PATH_DEPTH, CgroupCapture, KernelOffsets, MarkVictimRecord,
-    OFFSET_ABSENT, RecordHeader, TRACEPOINT_RAW_LEN, TaskIdentity, VictimTaskRecord, cgroup_flags,
-    record_kind,
+    OFFSET_ABSENT, OOM_MESSAGE_LEN, OomContextEndRecord, OomContextRecord, RecordHeader,
+    TRACEPOINT_RAW_LEN, TaskIdentity, VictimTaskRecord, cgroup_flags, oom_flags, record_kind,
 };
 
 /// Records for the agent. 1 MiB holds about 300 victims of one `memory.oom.group` kill.
@@ -71,6 +78,42 @@ pub fn mark_victim_raw(ctx: RawTracePointContext) -> i32 {
     let victim: *const c_void = ctx.arg(0);
     if let Err(err) = try_victim_task(victim as u64) {
         warn!(&ctx, "raw_tp mark_victim capture failed: {}", err);
+    }
+    0
+}
+
+#[fentry(function = "oom_kill_process")]
+pub fn oom_kill_process_fentry(ctx: FEntryContext) -> i32 {
+    let oc: *const c_void = ctx.arg(0);
+    let message: *const c_void = ctx.arg(1);
+    if let Err(err) = try_oom_context(oc as u64, message as u64) {
+        warn!(&ctx, "fentry oom_kill_process capture failed: {}", err);
+    }
+    0
+}
+
+#[fexit(function = "oom_kill_process")]
+pub fn oom_kill_process_fexit(ctx: FExitContext) -> i32 {
+    if let Err(err) = try_oom_context_end() {
+        warn!(&ctx, "fexit oom_kill_process capture failed: {}", err);
+    }
+    0
+}
+
+#[kprobe]
+pub fn oom_kill_process_kprobe(ctx: ProbeContext) -> u32 {
+    let oc: u64 = ctx.arg(0).unwrap_or(0);
+    let message: u64 = ctx.arg(1).unwrap_or(0);
+    if let Err(err) = try_oom_context(oc, message) {
+        warn!(&ctx, "kprobe oom_kill_process capture failed: {}", err);
+    }
+    0
+}
+
+#[kretprobe]
+pub fn oom_kill_process_kretprobe(ctx: RetProbeContext) -> u32 {
+    if let Err(err) = try_oom_context_end() {
+        warn!(&ctx, "kretprobe oom_kill_process capture failed: {}", err);
     }
     0
 }
@@ -134,6 +177,111 @@ fn try_victim_task(victim: u64) -> Result<(), i64> {
         Err(_) => entry.discard(0),
     }
     filled
+}
+
+fn try_oom_context(oc: u64, message: u64) -> Result<(), i64> {
+    let offsets = kernel_offsets();
+    let Some(mut entry) = EVENTS.reserve::<OomContextRecord>(0) else {
+        count_drop();
+        return Err(ERR_RINGBUF_FULL);
+    };
+    let record = entry.as_mut_ptr();
+    // SAFETY: as in `try_mark_victim`.
+    unsafe {
+        (*record).header = header(record_kind::OOM_CONTEXT);
+        (*record).trigger = current_task();
+        (*record).flags = 0;
+        match read_oom_control(oc, &offsets) {
+            Ok((chosen_points, totalpages, gfp_mask, order, constraint)) => {
+                (*record).chosen_points = chosen_points;
+                (*record).totalpages = totalpages;
+                (*record).gfp_mask = gfp_mask;
+                (*record).order = order;
+                (*record).constraint = constraint;
+            }
+            Err(_) => {
+                (*record).chosen_points = 0;
+                (*record).totalpages = 0;
+                (*record).gfp_mask = 0;
+                (*record).order = 0;
+                (*record).constraint = 0;
+                (*record).flags |= oom_flags::CONTROL_READ_FAILED;
+            }
+        }
+        match read_at::<u64>(oc, offsets.oom_control_chosen)
+            .and_then(|chosen| task_identity(chosen, &offsets))
+        {
+            Ok(victim) => {
+                (*record).victim_pid = victim.pid;
+                (*record).victim_tgid = victim.tgid;
+            }
+            Err(_) => {
+                (*record).victim_pid = 0;
+                (*record).victim_tgid = 0;
+                (*record).flags |= oom_flags::VICTIM_READ_FAILED;
+            }
+        }
+        let domain = addr_of_mut!((*record).domain);
+        (*domain).id = 0;
+        (*domain).flags = 0;
+        (*domain).depth = 0;
+        match read_at::<u64>(oc, offsets.oom_control_memcg) {
+            // A NULL memcg: no cgroup limit was hit, the whole host is out of memory.
+            Ok(0) => (*record).flags |= oom_flags::HOST_WIDE,
+            Ok(memcg) => {
+                let css = memcg + u64::from(offsets.mem_cgroup_css);
+                if offsets.mem_cgroup_css == OFFSET_ABSENT
+                    || read_at::<u64>(css, offsets.css_cgroup)
+                        .and_then(|cgroup| capture_cgroup(cgroup, domain, &offsets))
+                        .is_err()
+                {
+                    (*domain).flags |= cgroup_flags::READ_FAILED;
+                }
+            }
+            Err(_) => (*domain).flags = cgroup_flags::READ_FAILED,
+        }
+        let dst = addr_of_mut!((*record).message).cast::<c_void>();
+        if message == 0
+            || bpf_probe_read_kernel_str(dst, OOM_MESSAGE_LEN as u32, message as *const c_void) < 0
+        {
+            (*record).message[0] = 0;
+        }
+    }
+    entry.submit(0);
+    Ok(())
+}
+
+fn try_oom_context_end() -> Result<(), i64> {
+    let Some(mut entry) = EVENTS.reserve::<OomContextEndRecord>(0) else {
+        count_drop();
+        return Err(ERR_RINGBUF_FULL);
+    };
+    let record = entry.as_mut_ptr();
+    // SAFETY: as in `try_mark_victim`.
+    unsafe {
+        (*record).header = header(record_kind::OOM_CONTEXT_END);
+        (*record).trigger = current_task();
+    }
+    entry.submit(0);
+    Ok(())
+}
+
+/// `oc->chosen_points`, `->totalpages`, `->gfp_mask`, `->order`, `->constraint`.
+#[inline(always)]
+unsafe fn read_oom_control(
+    oc: u64,
+    offsets: &KernelOffsets,
+) -> Result<(i64, u64, u32, i32, u32), i64> {
+    // SAFETY: see `read_at`.
+    unsafe {
+        Ok((
+            read_at(oc, offsets.oom_control_chosen_points)?,
+            read_at(oc, offsets.oom_control_totalpages)?,
+            read_at(oc, offsets.oom_control_gfp_mask)?,
+            read_at(oc, offsets.oom_control_order)?,
+            read_at(oc, offsets.oom_control_constraint)?,
+        ))
+    }
 }
 
 #[inline(always)]

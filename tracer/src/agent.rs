@@ -10,19 +10,26 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 
-use crate::capture::{Capture, CapturePlan, ringbuf};
+use crate::capture::{Capture, CaptureOptions, CapturePlan, ringbuf};
 use crate::cli::{Format, RunArgs};
 use crate::clock::KernelClock;
 use crate::decode;
-use crate::incident::{Joiner, OomKill};
+use crate::incident::{Event, Joiner};
 use crate::sink::{Context, Sink, Totals, json::JsonSink, text::LogSink};
 
 type Logger = EbpfLogger<&'static dyn log::Log>;
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let RunArgs { format, max_tier } = args;
+    let RunArgs {
+        format,
+        max_tier,
+        function_hook,
+    } = args;
     let clock = KernelClock::now();
-    let mut capture = Capture::attach(max_tier)?;
+    let mut capture = Capture::attach(CaptureOptions {
+        max_tier,
+        function_hook,
+    })?;
     // Keep the logger alive for as long as the programs run: dropping it stops their messages.
     let mut logger = match capture.logger() {
         Some(logger) => Some(ringbuf::readable(logger)?),
@@ -37,7 +44,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let mut pipeline = Pipeline {
         plan: &capture.plan,
-        joiner: Joiner::new(capture.plan.task_hook.is_some()),
+        joiner: Joiner::new(
+            capture.plan.task_hook.is_some(),
+            capture.plan.function_hook.is_some(),
+        ),
         sinks,
         clock,
         totals: Totals::default(),
@@ -56,8 +66,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             () = flush_logger(&mut logger) => {}
             () = sleep_until(deadline) => {
-                let kills = pipeline.joiner.expire(Instant::now());
-                pipeline.kills(kills, drops.total());
+                let events = pipeline.joiner.expire(Instant::now());
+                pipeline.events(events, drops.total());
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
@@ -67,8 +77,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Whatever the kernel already wrote is reported before exiting.
     records.read_now(&mut batch);
     pipeline.records(batch.drain(..), drops.total());
-    let kills = pipeline.joiner.flush();
-    pipeline.kills(kills, drops.total());
+    let events = pipeline.joiner.flush();
+    pipeline.events(events, drops.total());
     if let Some(logger) = &mut logger {
         logger.get_mut().flush();
     }
@@ -95,27 +105,34 @@ impl<'a> Pipeline<'a> {
 
     fn records(&mut self, records: impl Iterator<Item = Bytes>, dropped: u64) {
         let now = Instant::now();
-        let mut kills = Vec::new();
+        let mut events = Vec::new();
         for record in records {
             self.totals.records += 1;
             match decode::decode(&record, &self.plan.layout) {
-                Ok(part) => kills.extend(self.joiner.push(part, now)),
+                Ok(part) => events.extend(self.joiner.push(part, now)),
                 Err(err) => {
                     self.totals.decode_errors += 1;
                     log::error!("dropping an undecodable record: {err}");
                 }
             }
         }
-        self.kills(kills, dropped);
+        self.events(events, dropped);
     }
 
-    fn kills(&mut self, kills: Vec<OomKill>, dropped: u64) {
-        for kill in kills {
-            self.totals.oom_kills += 1;
-            let context = self.context(dropped);
+    fn events(&mut self, events: Vec<Event>, dropped: u64) {
+        let context = self.context(dropped);
+        for event in events {
+            match &event {
+                Event::Kill(kill) if !kill.marked_without_kill => self.totals.oom_kills += 1,
+                Event::Kill(_) | Event::Incident(_) => {}
+            }
             for sink in &mut self.sinks {
-                if let Err(err) = sink.oom_kill(&kill, &context) {
-                    log::error!("writing an OOM kill record: {err}");
+                let written = match &event {
+                    Event::Kill(kill) => sink.oom_kill(kill, &context),
+                    Event::Incident(incident) => sink.oom_incident(incident, &context),
+                };
+                if let Err(err) = written {
+                    log::error!("writing a record: {err}");
                 }
             }
         }

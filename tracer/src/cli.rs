@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::capture::Tier;
+use crate::capture::{FunctionHook, Tier};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,8 +31,12 @@ pub struct RunArgs {
 
     /// Capture no more than this tier, even where the kernel allows more (to compare tiers, or
     /// to avoid a program that misbehaves on some kernel).
-    #[arg(long, value_enum, default_value_t = Tier::NoFunctionTracing)]
+    #[arg(long, value_enum, default_value_t = Tier::Full)]
     pub max_tier: Tier,
+
+    /// How to hook `oom_kill_process` in the full tier: `auto` tries fentry, then kprobe.
+    #[arg(long, value_enum, default_value_t = FunctionHook::Auto)]
+    pub function_hook: FunctionHook,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -1,17 +1,61 @@
-//! Join: the parts that the programs capture for one victim become one [`OomKill`].
+//! Join: the parts that the programs capture for one victim become one [`OomKill`], and the
+//! kills of one `oom_kill_process` invocation one [`OomIncident`].
 //!
-//! Both programs fire inside the same `mark_victim` call on the same CPU, so `(cpu, victim pid)`
+//! Both `mark_victim` programs fire inside the same call on the same CPU, so `(cpu, victim pid)`
 //! pairs them whatever order their records arrive in. A part whose partner never comes (its
 //! reserve failed, or that program is not attached) is reported on its own after a short wait.
+//!
+//! Where `oom_kill_process` is hooked, its entry opens an incident for the trigger's thread and
+//! its return closes it; every victim marked on that thread in between belongs to it (one for a
+//! plain kill, every member for `memory.oom.group`). A victim marked with no incident open was
+//! not killed: the kernel gave an already exiting task access to memory reserves.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::decode::mark_victim::MarkVictimFields;
-use crate::decode::{CgroupRef, Part, Task, TaskPart, TracepointPart};
+use crate::decode::{
+    CgroupRef, ContextEndPart, ContextPart, Domain, OomControl, Part, Task, TaskPart,
+    TracepointPart,
+};
 
 /// How long a part waits for its partner. They are submitted microseconds apart, so this only
 /// matters when one was lost.
 pub const PARTNER_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// How long an incident stays open without its end record (lost to a full ring buffer).
+pub const INCIDENT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the join stage hands the sinks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Kill(Box<OomKill>),
+    Incident(OomIncident),
+}
+
+/// One invocation of the OOM killer, as `oom_kill_process` saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IncidentContext {
+    /// Unique per boot: `<ktime_ns of the entry>-<trigger tid>`.
+    pub id: String,
+    pub ktime_ns: u64,
+    pub trigger: Task,
+    /// `oc->chosen`: (pid, tgid).
+    pub chosen: Option<(u32, u32)>,
+    pub control: Option<OomControl>,
+    pub domain: Domain,
+    pub message: String,
+}
+
+/// An invocation and every victim it marked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OomIncident {
+    pub context: Arc<IncidentContext>,
+    /// Victim pids, in the order they were marked.
+    pub victims: Vec<u32>,
+    /// False when the end record never came and the incident timed out.
+    pub ended: bool,
+}
 
 /// One process killed by the OOM killer, and the task whose allocation set it off.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +66,11 @@ pub struct OomKill {
     pub trigger: Trigger,
     /// Which programs contributed: tells a consumer why a field is missing.
     pub parts: Parts,
+    /// The `oom_kill_process` invocation that killed it, where that function is hooked.
+    pub incident: Option<Arc<IncidentContext>>,
+    /// `oom_kill_process` is hooked, yet no invocation was open: the kernel marked an exiting
+    /// task so it can use memory reserves, and killed nothing.
+    pub marked_without_kill: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -53,11 +102,14 @@ pub struct Trigger {
     pub memcg: Option<CgroupRef>,
 }
 
-/// Pairs parts into kills.
+/// Pairs parts into kills, and kills into incidents.
 pub struct Joiner {
     /// Whether a task program is attached, so a tracepoint part should wait for its partner.
     expect_task_parts: bool,
+    /// Whether `oom_kill_process` is hooked, so kills belong to incidents.
+    expect_incidents: bool,
     pending: Vec<Pending>,
+    open: Vec<OpenIncident>,
 }
 
 struct Pending {
@@ -65,25 +117,116 @@ struct Pending {
     /// `None` when the tracepoint record could not be decoded.
     victim_pid: Option<u32>,
     since: Instant,
+    incident: Option<Arc<IncidentContext>>,
     tracepoint: Option<TracepointPart>,
     task: Option<TaskPart>,
 }
 
+struct OpenIncident {
+    since: Instant,
+    incident: OomIncident,
+}
+
 impl Joiner {
-    pub fn new(expect_task_parts: bool) -> Self {
+    pub fn new(expect_task_parts: bool, expect_incidents: bool) -> Self {
         Joiner {
             expect_task_parts,
+            expect_incidents,
             pending: Vec::new(),
+            open: Vec::new(),
         }
     }
 
-    /// Takes one part; returns the kill it completes, if any.
-    pub fn push(&mut self, part: Part, now: Instant) -> Option<OomKill> {
+    /// Takes one part; returns what it completes.
+    pub fn push(&mut self, part: Part, now: Instant) -> Vec<Event> {
+        match part {
+            Part::Context(context) => self.open_incident(*context, now),
+            Part::ContextEnd(end) => self.close_incident(&end),
+            Part::Tracepoint(_) | Part::Task(_) => self
+                .push_victim_part(part, now)
+                .map(|kill| Event::Kill(Box::new(kill)))
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    fn open_incident(&mut self, context: ContextPart, now: Instant) -> Vec<Event> {
+        let ContextPart {
+            cpu: _,
+            ktime_ns,
+            trigger,
+            chosen,
+            control,
+            domain,
+            message,
+        } = context;
+        // An incident still open on this thread lost its end record.
+        let events = self.take_open(trigger.pid, false);
+        let context = IncidentContext {
+            id: format!("{ktime_ns}-{}", trigger.pid),
+            ktime_ns,
+            trigger,
+            chosen,
+            control,
+            domain,
+            message,
+        };
+        self.open.push(OpenIncident {
+            since: now,
+            incident: OomIncident {
+                context: Arc::new(context),
+                victims: Vec::new(),
+                ended: false,
+            },
+        });
+        events
+    }
+
+    fn close_incident(&mut self, end: &ContextEndPart) -> Vec<Event> {
+        self.take_open(end.trigger.pid, true)
+    }
+
+    /// Removes the incident open on thread `tid`, if any, as an event.
+    fn take_open(&mut self, tid: u32, ended: bool) -> Vec<Event> {
+        match self
+            .open
+            .iter()
+            .position(|open| open.incident.context.trigger.pid == tid)
+        {
+            Some(index) => {
+                let mut incident = self.open.swap_remove(index).incident;
+                incident.ended = ended;
+                vec![Event::Incident(incident)]
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// The incident open on the trigger's thread, noting the victim in it.
+    fn incident_for(
+        &mut self,
+        trigger_tid: u32,
+        victim: Option<u32>,
+    ) -> Option<Arc<IncidentContext>> {
+        let open = self
+            .open
+            .iter_mut()
+            .find(|open| open.incident.context.trigger.pid == trigger_tid)?;
+        if let Some(victim) = victim
+            && !open.incident.victims.contains(&victim)
+        {
+            open.incident.victims.push(victim);
+        }
+        Some(Arc::clone(&open.incident.context))
+    }
+
+    fn push_victim_part(&mut self, part: Part, now: Instant) -> Option<OomKill> {
         match part {
             Part::Tracepoint(tracepoint) => {
                 let victim_pid = tracepoint.victim.as_ref().map(|victim| victim.pid);
                 if !self.expect_task_parts {
-                    return Some(join(Some(tracepoint), None));
+                    let incident = self.incident_for(tracepoint.trigger.pid, victim_pid);
+                    return Some(self.join(Some(tracepoint), None, incident));
                 }
                 let partner = self.pending.iter().position(|p| {
                     p.tracepoint.is_none()
@@ -93,13 +236,15 @@ impl Joiner {
                 match partner {
                     Some(index) => {
                         let pending = self.pending.swap_remove(index);
-                        Some(join(Some(tracepoint), pending.task))
+                        Some(self.join(Some(tracepoint), pending.task, pending.incident))
                     }
                     None => {
+                        let incident = self.incident_for(tracepoint.trigger.pid, victim_pid);
                         self.pending.push(Pending {
                             cpu: tracepoint.cpu,
                             victim_pid,
                             since: now,
+                            incident,
                             tracepoint: Some(tracepoint),
                             task: None,
                         });
@@ -116,13 +261,15 @@ impl Joiner {
                 match partner {
                     Some(index) => {
                         let pending = self.pending.swap_remove(index);
-                        Some(join(pending.tracepoint, Some(*task)))
+                        Some(self.join(pending.tracepoint, Some(*task), pending.incident))
                     }
                     None => {
+                        let incident = self.incident_for(task.trigger.pid, Some(task.victim.pid));
                         self.pending.push(Pending {
                             cpu: task.cpu,
                             victim_pid: Some(task.victim.pid),
                             since: now,
+                            incident,
                             tracepoint: None,
                             task: Some(*task),
                         });
@@ -130,32 +277,70 @@ impl Joiner {
                     }
                 }
             }
+            Part::Context(_) | Part::ContextEnd(_) => None,
         }
     }
 
-    /// When the oldest waiting part gives up on its partner.
+    /// When the oldest waiting part or incident gives up on its partner or end.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.pending.iter().map(|p| p.since + PARTNER_TIMEOUT).min()
+        let parts = self.pending.iter().map(|p| p.since + PARTNER_TIMEOUT);
+        let incidents = self.open.iter().map(|open| open.since + INCIDENT_TIMEOUT);
+        parts.chain(incidents).min()
     }
 
-    /// Reports the parts that waited [`PARTNER_TIMEOUT`] on their own.
-    pub fn expire(&mut self, now: Instant) -> Vec<OomKill> {
-        let (expired, waiting) = std::mem::take(&mut self.pending)
+    /// Reports the parts and incidents that waited too long on their own.
+    pub fn expire(&mut self, now: Instant) -> Vec<Event> {
+        let (expired, waiting): (Vec<_>, _) = std::mem::take(&mut self.pending)
             .into_iter()
             .partition(|p| now >= p.since + PARTNER_TIMEOUT);
         self.pending = waiting;
-        expired.into_iter().map(Pending::into_kill).collect()
+        let mut events: Vec<Event> = expired
+            .into_iter()
+            .map(|pending| Event::Kill(Box::new(self.pending_into_kill(pending))))
+            .collect();
+        let (expired, open): (Vec<_>, _) = std::mem::take(&mut self.open)
+            .into_iter()
+            .partition(|open| now >= open.since + INCIDENT_TIMEOUT);
+        self.open = open;
+        events.extend(
+            expired
+                .into_iter()
+                .map(|open| Event::Incident(open.incident)),
+        );
+        events
     }
 
-    /// Reports every waiting part: on shutdown, nothing is kept back.
-    pub fn flush(&mut self) -> Vec<OomKill> {
-        self.pending.drain(..).map(Pending::into_kill).collect()
+    /// Reports everything waiting: on shutdown, nothing is kept back.
+    pub fn flush(&mut self) -> Vec<Event> {
+        let pending = std::mem::take(&mut self.pending);
+        let mut events: Vec<Event> = pending
+            .into_iter()
+            .map(|pending| Event::Kill(Box::new(self.pending_into_kill(pending))))
+            .collect();
+        events.extend(
+            self.open
+                .drain(..)
+                .map(|open| Event::Incident(open.incident)),
+        );
+        events
     }
-}
 
-impl Pending {
-    fn into_kill(self) -> OomKill {
-        join(self.tracepoint, self.task)
+    fn pending_into_kill(&self, pending: Pending) -> OomKill {
+        self.join(pending.tracepoint, pending.task, pending.incident)
+    }
+
+    fn join(
+        &self,
+        tracepoint: Option<TracepointPart>,
+        task: Option<TaskPart>,
+        incident: Option<Arc<IncidentContext>>,
+    ) -> OomKill {
+        let marked_without_kill = self.expect_incidents && incident.is_none();
+        OomKill {
+            incident,
+            marked_without_kill,
+            ..join(tracepoint, task)
+        }
     }
 }
 
@@ -195,6 +380,8 @@ fn join(tracepoint: Option<TracepointPart>, task: Option<TaskPart>) -> OomKill {
                     memcg: trigger_memcg,
                 },
                 parts,
+                incident: None,
+                marked_without_kill: false,
             }
         }
         (Some(tracepoint), None) => {
@@ -222,6 +409,8 @@ fn join(tracepoint: Option<TracepointPart>, task: Option<TaskPart>) -> OomKill {
                     memcg: None,
                 },
                 parts,
+                incident: None,
+                marked_without_kill: false,
             }
         }
         (None, None) => unreachable!("a pending kill always holds a part"),
@@ -231,7 +420,10 @@ fn join(tracepoint: Option<TracepointPart>, task: Option<TaskPart>) -> OomKill {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::tests::{as_bytes, layout_6_18, mark_victim_record, victim_task_record};
+    use crate::decode::tests::{
+        as_bytes, context_end_record, context_record, layout_6_18, mark_victim_record,
+        victim_task_record,
+    };
     use crate::decode::{Part, decode};
 
     fn tracepoint(cpu: u32, pid: u32) -> Part {
@@ -246,6 +438,39 @@ mod tests {
         decode(&as_bytes(&victim_task_record(cpu, pid)), &layout_6_18()).unwrap()
     }
 
+    /// The test records' trigger is the victim itself, as in a self-inflicted memcg OOM.
+    fn context(trigger: u32, victim: u32) -> Part {
+        decode(
+            &as_bytes(&context_record(0, trigger, victim, Some(4242))),
+            &layout_6_18(),
+        )
+        .unwrap()
+    }
+
+    fn end(trigger: u32) -> Part {
+        decode(&as_bytes(&context_end_record(0, trigger)), &layout_6_18()).unwrap()
+    }
+
+    fn kills(events: Vec<Event>) -> Vec<OomKill> {
+        events
+            .into_iter()
+            .filter_map(|event| match event {
+                Event::Kill(kill) => Some(*kill),
+                Event::Incident(_) => None,
+            })
+            .collect()
+    }
+
+    fn incidents(events: Vec<Event>) -> Vec<OomIncident> {
+        events
+            .into_iter()
+            .filter_map(|event| match event {
+                Event::Incident(incident) => Some(incident),
+                Event::Kill(_) => None,
+            })
+            .collect()
+    }
+
     #[test]
     fn pairs_in_either_order() {
         let now = Instant::now();
@@ -253,9 +478,11 @@ mod tests {
             (tracepoint(0, 5), task(0, 5)),
             (task(0, 5), tracepoint(0, 5)),
         ] {
-            let mut joiner = Joiner::new(true);
-            assert_eq!(joiner.push(first, now), None);
-            let kill = joiner.push(second, now).expect("pair completes");
+            let mut joiner = Joiner::new(true, false);
+            assert_eq!(joiner.push(first, now), []);
+            let [kill] = kills(joiner.push(second, now))
+                .try_into()
+                .expect("pair completes");
             assert_eq!(kill.victim.pid, 5);
             assert_eq!(
                 kill.parts,
@@ -266,6 +493,7 @@ mod tests {
             );
             assert_eq!(kill.victim.fields.unwrap().anon_rss_kb, Some(100));
             assert_eq!(kill.victim.memcg.unwrap().path, "/oomtrace-test-1");
+            assert!(!kill.marked_without_kill && kill.incident.is_none());
             assert_eq!(joiner.next_deadline(), None);
         }
     }
@@ -273,8 +501,8 @@ mod tests {
     #[test]
     fn interleaved_group_victims_pair_by_pid_and_cpu() {
         let now = Instant::now();
-        let mut joiner = Joiner::new(true);
-        let mut kills = Vec::new();
+        let mut joiner = Joiner::new(true, false);
+        let mut all = Vec::new();
         for part in [
             tracepoint(0, 10),
             tracepoint(1, 20),
@@ -283,53 +511,158 @@ mod tests {
             task(1, 20),
             task(0, 10),
         ] {
-            kills.extend(joiner.push(part, now));
+            all.extend(kills(joiner.push(part, now)));
         }
-        let pids: Vec<u32> = kills.iter().map(|kill| kill.victim.pid).collect();
+        let pids: Vec<u32> = all.iter().map(|kill| kill.victim.pid).collect();
         assert_eq!(pids, [11, 20, 10]);
         assert!(
-            kills
-                .iter()
+            all.iter()
                 .all(|kill| kill.parts.tracepoint && kill.parts.task)
         );
         // The same pid on another CPU is another kill, not a partner.
-        assert_eq!(joiner.push(tracepoint(0, 30), now), None);
-        assert_eq!(joiner.push(task(1, 30), now), None);
+        assert_eq!(joiner.push(tracepoint(0, 30), now), []);
+        assert_eq!(joiner.push(task(1, 30), now), []);
     }
 
     #[test]
     fn a_lone_part_is_reported_after_the_timeout() {
         let start = Instant::now();
-        let mut joiner = Joiner::new(true);
-        assert_eq!(joiner.push(tracepoint(0, 5), start), None);
+        let mut joiner = Joiner::new(true, false);
+        assert_eq!(joiner.push(tracepoint(0, 5), start), []);
         assert_eq!(joiner.next_deadline(), Some(start + PARTNER_TIMEOUT));
         assert!(joiner.expire(start + PARTNER_TIMEOUT / 2).is_empty());
-        let kills = joiner.expire(start + PARTNER_TIMEOUT);
-        assert_eq!(kills.len(), 1);
+        let expired = kills(joiner.expire(start + PARTNER_TIMEOUT));
+        assert_eq!(expired.len(), 1);
         assert_eq!(
-            kills[0].parts,
+            expired[0].parts,
             Parts {
                 tracepoint: true,
                 task: false
             }
         );
-        assert_eq!(kills[0].trigger.cgroup_id, Some(1));
+        assert_eq!(expired[0].trigger.cgroup_id, Some(1));
         assert_eq!(joiner.next_deadline(), None);
     }
 
     #[test]
     fn tracepoint_only_tier_reports_at_once_and_flush_empties() {
         let now = Instant::now();
-        let mut joiner = Joiner::new(false);
-        let kill = joiner
-            .push(tracepoint(0, 5), now)
-            .expect("no partner expected");
+        let mut joiner = Joiner::new(false, false);
+        let [kill] = kills(joiner.push(tracepoint(0, 5), now))
+            .try_into()
+            .expect("no partner");
         assert_eq!(kill.victim.tgid, None);
-        let mut joiner = Joiner::new(true);
+        let mut joiner = Joiner::new(true, false);
         joiner.push(task(0, 6), now);
-        let flushed = joiner.flush();
+        let flushed = kills(joiner.flush());
         assert_eq!(flushed.len(), 1);
         assert_eq!(flushed[0].victim.pid, 6);
         assert!(joiner.flush().is_empty());
+    }
+
+    /// `memory.oom.group`: one invocation, several victims, all on the trigger's thread.
+    #[test]
+    fn a_group_kill_is_one_incident_with_every_victim() {
+        let now = Instant::now();
+        let mut joiner = Joiner::new(true, true);
+        let trigger = 7; // The test victims' trigger is themselves; use the first one.
+        let mut events = joiner.push(context(trigger, trigger), now);
+        for pid in [7, 8, 9] {
+            // Every member is marked by the trigger's thread: the test records say pid itself,
+            // so rewrite the trigger to the invoking thread as the kernel would report it.
+            for part in [tracepoint(0, pid), task(0, pid)] {
+                events.extend(joiner.push(with_trigger(part, trigger), now));
+            }
+        }
+        events.extend(joiner.push(end(trigger), now));
+        let all_kills = kills(events.clone());
+        assert_eq!(all_kills.len(), 3);
+        let ids: Vec<&str> = all_kills
+            .iter()
+            .map(|kill| kill.incident.as_ref().expect("in the incident").id.as_str())
+            .collect();
+        assert_eq!(ids, ["999-7"; 3]);
+        let [incident] = incidents(events).try_into().expect("one incident");
+        assert_eq!(incident.victims, [7, 8, 9]);
+        assert!(incident.ended);
+        assert_eq!(incident.context.chosen, Some((7, 7)));
+        assert_eq!(joiner.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_mark_outside_any_invocation_is_not_a_kill() {
+        let now = Instant::now();
+        let mut joiner = Joiner::new(true, true);
+        joiner.push(tracepoint(0, 5), now);
+        let [kill] = kills(joiner.push(task(0, 5), now))
+            .try_into()
+            .expect("a mark");
+        assert!(kill.marked_without_kill);
+        // Without the function hooks nothing can be said either way.
+        let mut joiner = Joiner::new(true, false);
+        joiner.push(tracepoint(0, 5), now);
+        let [kill] = kills(joiner.push(task(0, 5), now))
+            .try_into()
+            .expect("a kill");
+        assert!(!kill.marked_without_kill);
+    }
+
+    #[test]
+    fn an_incident_whose_end_is_lost_times_out_or_is_replaced() {
+        let start = Instant::now();
+        let mut joiner = Joiner::new(false, true);
+        joiner.push(context(5, 5), start);
+        joiner.push(tracepoint(0, 5), start);
+        assert_eq!(joiner.next_deadline(), Some(start + INCIDENT_TIMEOUT));
+        let [incident] = incidents(joiner.expire(start + INCIDENT_TIMEOUT))
+            .try_into()
+            .unwrap();
+        assert!(!incident.ended);
+        assert_eq!(incident.victims, [5]);
+
+        joiner.push(context(5, 5), start);
+        let [replaced] = incidents(joiner.push(context(5, 6), start))
+            .try_into()
+            .unwrap();
+        assert!(
+            !replaced.ended,
+            "a new invocation on the thread ends the old one"
+        );
+        let [open] = incidents(joiner.flush()).try_into().unwrap();
+        assert_eq!(open.context.chosen, Some((6, 6)));
+    }
+
+    /// A part is tied to its incident when it arrives, so a kill still waiting for its partner
+    /// when the end record comes stays in the incident.
+    #[test]
+    fn a_kill_completed_after_the_end_keeps_its_incident() {
+        let now = Instant::now();
+        let mut joiner = Joiner::new(true, true);
+        joiner.push(context(5, 5), now);
+        joiner.push(tracepoint(0, 5), now);
+        let [incident] = incidents(joiner.push(end(5), now)).try_into().unwrap();
+        assert_eq!(incident.victims, [5]);
+        let [kill] = kills(joiner.push(task(0, 5), now)).try_into().unwrap();
+        assert_eq!(kill.incident.unwrap().id, incident.context.id);
+        assert!(!kill.marked_without_kill);
+    }
+
+    fn with_trigger(part: Part, tid: u32) -> Part {
+        let trigger = Task {
+            pid: tid,
+            tgid: tid,
+            comm: "hog".into(),
+        };
+        match part {
+            Part::Tracepoint(mut tracepoint) => {
+                tracepoint.trigger = trigger;
+                Part::Tracepoint(tracepoint)
+            }
+            Part::Task(mut task) => {
+                task.trigger = trigger;
+                Part::Task(task)
+            }
+            other => other,
+        }
     }
 }

@@ -16,7 +16,7 @@ use anyhow::{Context as _, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray},
-    programs::{BtfTracePoint, ProgramError, RawTracePoint, TracePoint},
+    programs::{BtfTracePoint, FEntry, FExit, KProbe, ProgramError, RawTracePoint, TracePoint},
 };
 use aya_log::EbpfLogger;
 use tracer_common::KernelOffsets;
@@ -37,6 +37,9 @@ pub enum Tier {
     /// The victim's task and both parties' cgroups via the BTF tracepoint, but no function
     /// tracing (no fentry, no kprobes).
     NoFunctionTracing,
+    /// `oom_kill_process` is hooked too (fentry, or kprobe): the OOM domain, the kernel's own
+    /// badness score and the constraint are known, and kills group into incidents.
+    Full,
 }
 
 impl Tier {
@@ -44,6 +47,7 @@ impl Tier {
         match self {
             Tier::TracepointOnly => "tracepoint-only",
             Tier::NoFunctionTracing => "no-function-tracing",
+            Tier::Full => "full",
         }
     }
 }
@@ -52,6 +56,34 @@ impl fmt::Display for Tier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// How `oom_kill_process` is hooked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FunctionHook {
+    /// fentry/fexit where the kernel allows BPF trampolines, else kprobe/kretprobe.
+    Auto,
+    /// fentry/fexit only.
+    Fentry,
+    /// kprobe/kretprobe only.
+    Kprobe,
+}
+
+impl FunctionHook {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FunctionHook::Auto => "auto",
+            FunctionHook::Fentry => "fentry",
+            FunctionHook::Kprobe => "kprobe",
+        }
+    }
+}
+
+/// What the user asked for.
+#[derive(Clone, Copy, Debug)]
+pub struct CaptureOptions {
+    pub max_tier: Tier,
+    pub function_hook: FunctionHook,
 }
 
 /// Which program reads the victim's `task_struct`.
@@ -68,8 +100,20 @@ pub struct CapturePlan {
     /// One sentence on why this tier and not a higher one.
     pub reason: String,
     pub task_hook: Option<TaskHook>,
+    /// `Fentry` or `Kprobe` in the full tier.
+    pub function_hook: Option<FunctionHook>,
     /// How to decode the classic tracepoint's record on this kernel.
     pub layout: MarkVictimLayout,
+    /// `enum oom_constraint` as this kernel numbers it.
+    pub constraint_names: Vec<(u32, &'static str)>,
+}
+
+impl CapturePlan {
+    pub fn constraint_name(&self, value: u32) -> Option<&'static str> {
+        self.constraint_names
+            .iter()
+            .find_map(|(number, name)| (*number == value).then_some(*name))
+    }
 }
 
 /// The loaded, attached programs. Dropping it detaches them.
@@ -80,7 +124,11 @@ pub struct Capture {
 
 impl Capture {
     /// Loads and attaches everything the running kernel allows, up to `max_tier`.
-    pub fn attach(max_tier: Tier) -> anyhow::Result<Self> {
+    pub fn attach(options: CaptureOptions) -> anyhow::Result<Self> {
+        let CaptureOptions {
+            max_tier,
+            function_hook,
+        } = options;
         privileges::check()?;
         privileges::raise_memlock_limit();
 
@@ -99,7 +147,7 @@ impl Capture {
         } else {
             match (btf::Btf::from_sys_fs(), aya::Btf::from_sys_fs()) {
                 (Ok(ours), Ok(ayas)) => match offsets::resolve(&ours) {
-                    Ok(offsets) => Ok((offsets, ayas)),
+                    Ok(offsets) => Ok((offsets, ayas, offsets::oom_constraint_names(&ours))),
                     Err(missing) => Err(format!("no usable kernel BTF: {missing}")),
                 },
                 (Err(err), _) => Err(format!("no usable kernel BTF: {err:#}")),
@@ -108,40 +156,40 @@ impl Capture {
         };
         let offsets = kernel_btf
             .as_ref()
-            .map_or(KernelOffsets::ABSENT, |(offsets, _)| *offsets);
+            .map_or(KernelOffsets::ABSENT, |(offsets, _, _)| *offsets);
 
         let mut ebpf = EbpfLoader::new()
-            .btf(kernel_btf.as_ref().ok().map(|(_, btf)| btf))
+            .btf(kernel_btf.as_ref().ok().map(|(_, btf, _)| btf))
             .override_global("KERNEL_OFFSETS", &offsets, true)
             .load(EBPF_OBJECT)
             .context("loading oomtrace's eBPF object")?;
 
         attach_tracepoint(&mut ebpf)?;
 
-        let (task_hook, reason) = match &kernel_btf {
-            Ok((_, btf)) => match attach_task_hook(&mut ebpf, btf) {
-                Ok(hook) => (
-                    Some(hook),
-                    "oom_kill_process is not hooked by this build, so the OOM domain and the \
-                     kernel's badness score are not captured"
-                        .to_owned(),
-                ),
-                Err(err) => (
-                    None,
-                    format!("no program could read the victim's task: {err:#}"),
-                ),
-            },
-            Err(reason) => (None, reason.clone()),
+        let task_hook = match &kernel_btf {
+            Ok((_, btf, _)) => attach_task_hook(&mut ebpf, btf).map_err(|err| format!("{err:#}")),
+            Err(reason) => Err(reason.clone()),
         };
-        let tier = match task_hook {
-            Some(_) => Tier::NoFunctionTracing,
-            None => Tier::TracepointOnly,
+        let hooked_function = match &kernel_btf {
+            Ok(_) if max_tier < Tier::Full => Err(format!("capped at {max_tier} by --max-tier")),
+            Ok((offsets, btf, _)) => match offsets::missing_for_oom_context(offsets).as_slice() {
+                [] => attach_function_hooks(&mut ebpf, btf, function_hook),
+                missing => Err(format!("kernel BTF lacks {}", missing.join(", "))),
+            },
+            Err(reason) => Err(reason.clone()),
+        };
+        let (tier, reason) = match (&hooked_function, &task_hook) {
+            (Ok((_, how)), _) => (Tier::Full, how.clone()),
+            (Err(why), Ok(_)) => (Tier::NoFunctionTracing, format!("oom_kill_process: {why}")),
+            (_, Err(why)) => (Tier::TracepointOnly, why.clone()),
         };
         let plan = CapturePlan {
             tier,
             reason,
-            task_hook,
+            task_hook: task_hook.ok(),
+            function_hook: hooked_function.ok().map(|(hook, _)| hook),
             layout,
+            constraint_names: kernel_btf.map(|(_, _, names)| names).unwrap_or_default(),
         };
         Ok(Capture { ebpf, plan })
     }
@@ -224,6 +272,104 @@ fn attach_task_hook(ebpf: &mut Ebpf, btf: &aya::Btf) -> anyhow::Result<TaskHook>
     Ok(TaskHook::RawTp)
 }
 
+/// Hooks entry and return of `oom_kill_process`. Returns the hook and a sentence on how.
+fn attach_function_hooks(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    choice: FunctionHook,
+) -> Result<(FunctionHook, String), String> {
+    let mut fentry = || attach_fentry_pair(ebpf, btf).map_err(|err| format!("{err:#}"));
+    match choice {
+        FunctionHook::Fentry => fentry().map(|()| {
+            (
+                FunctionHook::Fentry,
+                "oom_kill_process hooked by fentry/fexit".into(),
+            )
+        }),
+        FunctionHook::Kprobe => attach_kprobe_pair(ebpf)
+            .map(|()| {
+                (
+                    FunctionHook::Kprobe,
+                    "oom_kill_process hooked by kprobe/kretprobe (as asked)".into(),
+                )
+            })
+            .map_err(|err| format!("{err:#}")),
+        FunctionHook::Auto => match fentry() {
+            Ok(()) => Ok((
+                FunctionHook::Fentry,
+                "oom_kill_process hooked by fentry/fexit".into(),
+            )),
+            Err(fentry_error) => match attach_kprobe_pair(ebpf) {
+                Ok(()) => Ok((
+                    FunctionHook::Kprobe,
+                    format!("oom_kill_process hooked by kprobe/kretprobe; fentry: {fentry_error}"),
+                )),
+                Err(kprobe_error) => {
+                    Err(format!("fentry: {fentry_error}; kprobe: {kprobe_error:#}"))
+                }
+            },
+        },
+    }
+}
+
+const OOM_KILL_PROCESS: &str = "oom_kill_process";
+
+/// fentry and fexit, both or neither: without the exit, incidents would never end.
+fn attach_fentry_pair(ebpf: &mut Ebpf, btf: &aya::Btf) -> anyhow::Result<()> {
+    let what = "oom_kill_process_fentry (fentry oom_kill_process)";
+    let entry: &mut FEntry = program(ebpf, "oom_kill_process_fentry")?;
+    entry
+        .load(OOM_KILL_PROCESS, btf)
+        .map_err(|err| rejected(what, err))?;
+    entry.attach().map_err(|err| rejected(what, err))?;
+    let exit = (|| {
+        let what = "oom_kill_process_fexit (fexit oom_kill_process)";
+        let exit: &mut FExit = program(ebpf, "oom_kill_process_fexit")?;
+        exit.load(OOM_KILL_PROCESS, btf)
+            .map_err(|err| rejected(what, err))?;
+        exit.attach().map_err(|err| rejected(what, err))?;
+        anyhow::Ok(())
+    })();
+    if exit.is_err() {
+        let entry: &mut FEntry = program(ebpf, "oom_kill_process_fentry")?;
+        let _ = entry.unload();
+    }
+    exit
+}
+
+/// kprobe and kretprobe, both or neither.
+fn attach_kprobe_pair(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    // aya creates kprobes through the perf PMU, or tracefs on kernels before 4.17.
+    let pmu = std::path::Path::new("/sys/bus/event_source/devices/kprobe");
+    let tracefs_events = std::path::Path::new("/sys/kernel/tracing/kprobe_events");
+    if !pmu.exists() && !tracefs_events.exists() {
+        anyhow::bail!(
+            "this kernel has no kprobes ({} and {} are missing: CONFIG_KPROBES is off)",
+            pmu.display(),
+            tracefs_events.display()
+        );
+    }
+    let what = "oom_kill_process_kprobe (kprobe oom_kill_process)";
+    let entry: &mut KProbe = program(ebpf, "oom_kill_process_kprobe")?;
+    entry.load().map_err(|err| rejected(what, err))?;
+    entry
+        .attach(OOM_KILL_PROCESS, 0)
+        .map_err(|err| rejected(what, err))?;
+    let exit = (|| {
+        let what = "oom_kill_process_kretprobe (kretprobe oom_kill_process)";
+        let exit: &mut KProbe = program(ebpf, "oom_kill_process_kretprobe")?;
+        exit.load().map_err(|err| rejected(what, err))?;
+        exit.attach(OOM_KILL_PROCESS, 0)
+            .map_err(|err| rejected(what, err))?;
+        anyhow::Ok(())
+    })();
+    if exit.is_err() {
+        let entry: &mut KProbe = program(ebpf, "oom_kill_process_kprobe")?;
+        let _ = entry.unload();
+    }
+    exit
+}
+
 fn program<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut P>
 where
     &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
@@ -253,7 +399,7 @@ fn rejected(what: &str, err: ProgramError) -> anyhow::Error {
                 )
             }
         }
-        other => anyhow!("attaching program {what} failed: {other}"),
+        other => anyhow::Error::new(other).context(format!("attaching program {what} failed")),
     }
 }
 

@@ -32,13 +32,63 @@ pub fn resolve(btf: &Btf) -> Result<KernelOffsets, MissingMembers> {
         kernfs_node_name: required("kernfs_node", &["name"]),
         // Renamed to `__parent` in 6.15, when it became RCU-protected.
         kernfs_node_parent: required("kernfs_node", &["parent", "__parent"]),
-        _pad: 0,
+        ..KernelOffsets::ABSENT
     };
     if !missing.is_empty() {
         return Err(MissingMembers(missing));
     }
     offsets.css_set_memory_css = memory_css_offset(btf).unwrap_or(OFFSET_ABSENT);
+    // Optional: only the oom_kill_process programs read these.
+    let optional = |struct_name, member| {
+        btf.member_offset(struct_name, member)
+            .unwrap_or(OFFSET_ABSENT)
+    };
+    offsets.oom_control_memcg = optional("oom_control", "memcg");
+    offsets.oom_control_gfp_mask = optional("oom_control", "gfp_mask");
+    offsets.oom_control_order = optional("oom_control", "order");
+    offsets.oom_control_totalpages = optional("oom_control", "totalpages");
+    offsets.oom_control_chosen = optional("oom_control", "chosen");
+    offsets.oom_control_chosen_points = optional("oom_control", "chosen_points");
+    offsets.oom_control_constraint = optional("oom_control", "constraint");
+    offsets.mem_cgroup_css = optional("mem_cgroup", "css");
     Ok(offsets)
+}
+
+/// The `oom_control` members this kernel's BTF lacks: any makes the oom_kill_process programs
+/// useless, so they are not attached.
+pub fn missing_for_oom_context(offsets: &KernelOffsets) -> Vec<&'static str> {
+    [
+        ("oom_control.memcg", offsets.oom_control_memcg),
+        ("oom_control.gfp_mask", offsets.oom_control_gfp_mask),
+        ("oom_control.order", offsets.oom_control_order),
+        ("oom_control.totalpages", offsets.oom_control_totalpages),
+        ("oom_control.chosen", offsets.oom_control_chosen),
+        (
+            "oom_control.chosen_points",
+            offsets.oom_control_chosen_points,
+        ),
+        ("oom_control.constraint", offsets.oom_control_constraint),
+        ("mem_cgroup.css", offsets.mem_cgroup_css),
+    ]
+    .into_iter()
+    .filter_map(|(name, offset)| (offset == OFFSET_ABSENT).then_some(name))
+    .collect()
+}
+
+/// `enum oom_constraint` as this kernel numbers it.
+pub fn oom_constraint_names(btf: &Btf) -> Vec<(u32, &'static str)> {
+    [
+        ("CONSTRAINT_NONE", "none"),
+        ("CONSTRAINT_CPUSET", "cpuset"),
+        ("CONSTRAINT_MEMORY_POLICY", "memory_policy"),
+        ("CONSTRAINT_MEMCG", "memcg"),
+    ]
+    .into_iter()
+    .filter_map(|(enumerator, name)| {
+        let value = btf.enum_value("oom_constraint", enumerator)?;
+        Some((u32::try_from(value).ok()?, name))
+    })
+    .collect()
 }
 
 /// `css_set.subsys[memory_cgrp_id]`: the slot index is an enum value that depends on which
@@ -89,7 +139,14 @@ mod tests {
             kernfs_node_id,
             kernfs_node_name,
             kernfs_node_parent,
-            _pad,
+            oom_control_memcg,
+            oom_control_gfp_mask,
+            oom_control_order,
+            oom_control_totalpages,
+            oom_control_chosen,
+            oom_control_chosen_points,
+            oom_control_constraint,
+            mem_cgroup_css,
         } = offsets;
         // `pid_t pid; pid_t tgid;` have been adjacent in task_struct since 2.6.
         assert_eq!(task_tgid, task_pid + 4);
@@ -106,6 +163,26 @@ mod tests {
             assert_ne!(offset, OFFSET_ABSENT);
             assert_eq!(offset % 4, 0, "misaligned offset {offset}");
         }
+        // Every kernel since 4.6 has these members of oom_control.
+        assert_eq!(missing_for_oom_context(&offsets), Vec::<&str>::new());
+        for offset in [
+            oom_control_memcg,
+            oom_control_gfp_mask,
+            oom_control_order,
+            oom_control_totalpages,
+            oom_control_chosen,
+            oom_control_chosen_points,
+            oom_control_constraint,
+        ] {
+            assert!(
+                offset < 256,
+                "oom_control is a small struct, got offset {offset}"
+            );
+        }
+        assert_eq!(mem_cgroup_css, 0, "css leads struct mem_cgroup");
+        let names = oom_constraint_names(&btf);
+        assert_eq!(names.len(), 4, "{names:?}");
+        assert!(names.contains(&(3, "memcg")), "{names:?}");
         // The `css` struct is the first member of `struct cgroup`, its `cgroup` pointer first in
         // the css; the memory slot lies past the start of the `subsys` array.
         let subsys = btf.member_offset("css_set", "subsys").unwrap();

@@ -7,7 +7,10 @@ pub mod mark_victim;
 
 use std::fmt;
 
-use tracer_common::{MarkVictimRecord, RecordHeader, TaskIdentity, VictimTaskRecord, record_kind};
+use tracer_common::{
+    MarkVictimRecord, OomContextEndRecord, OomContextRecord, RecordHeader, TaskIdentity,
+    VictimTaskRecord, cgroup_flags, oom_flags, record_kind,
+};
 
 pub use self::cgroup_path::CgroupRef;
 use self::mark_victim::{MarkVictimFields, MarkVictimLayout};
@@ -55,10 +58,57 @@ pub struct TaskPart {
     pub trigger_memcg: Option<CgroupRef>,
 }
 
+/// Whose memory ran out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Domain {
+    /// No cgroup limit was hit: the whole host is out of memory.
+    Host,
+    /// The memory cgroup whose limit was hit.
+    Cgroup(CgroupRef),
+    /// A limit was hit, but reading its cgroup failed.
+    Unknown,
+}
+
+/// What `oom_kill_process` knew on entry: the OOM killer's own view of the invocation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContextPart {
+    pub cpu: u32,
+    pub ktime_ns: u64,
+    pub trigger: Task,
+    /// `oc->chosen`: pid and tgid; `None` when reading it failed.
+    pub chosen: Option<(u32, u32)>,
+    /// `None` when reading `oom_control` failed.
+    pub control: Option<OomControl>,
+    pub domain: Domain,
+    pub message: String,
+}
+
+/// The scalars of `struct oom_control`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OomControl {
+    /// The kernel's badness score of the chosen victim.
+    pub chosen_points: i64,
+    pub totalpages: u64,
+    pub gfp_mask: u32,
+    pub order: i32,
+    /// `enum oom_constraint`, numbered as this kernel's BTF says.
+    pub constraint: u32,
+}
+
+/// `oom_kill_process` returned on this thread: its invocation has marked every victim.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContextEndPart {
+    pub cpu: u32,
+    pub ktime_ns: u64,
+    pub trigger: Task,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Part {
     Tracepoint(TracepointPart),
     Task(Box<TaskPart>),
+    Context(Box<ContextPart>),
+    ContextEnd(ContextEndPart),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -109,7 +159,61 @@ pub fn decode(bytes: &[u8], layout: &MarkVictimLayout) -> Result<Part, DecodeErr
             let record: VictimTaskRecord = read_record(bytes, Some(header.kind))?;
             Ok(Part::Task(Box::new(task_part(&record))))
         }
+        record_kind::OOM_CONTEXT => {
+            let record: OomContextRecord = read_record(bytes, Some(header.kind))?;
+            Ok(Part::Context(Box::new(context_part(&record))))
+        }
+        record_kind::OOM_CONTEXT_END => {
+            let record: OomContextEndRecord = read_record(bytes, Some(header.kind))?;
+            let OomContextEndRecord { header, trigger } = record;
+            Ok(Part::ContextEnd(ContextEndPart {
+                cpu: header.cpu,
+                ktime_ns: header.ktime_ns,
+                trigger: Task::from(&trigger),
+            }))
+        }
         kind => Err(DecodeError::UnknownKind { kind }),
+    }
+}
+
+fn context_part(record: &OomContextRecord) -> ContextPart {
+    let OomContextRecord {
+        header,
+        trigger,
+        victim_pid,
+        victim_tgid,
+        chosen_points,
+        totalpages,
+        gfp_mask,
+        order,
+        constraint,
+        flags,
+        domain,
+        message,
+    } = record;
+    let domain = if flags & oom_flags::HOST_WIDE != 0 {
+        Domain::Host
+    } else if domain.flags & cgroup_flags::READ_FAILED != 0
+        && domain.flags & cgroup_flags::PRESENT == 0
+    {
+        Domain::Unknown
+    } else {
+        CgroupRef::from_capture(domain).map_or(Domain::Unknown, Domain::Cgroup)
+    };
+    ContextPart {
+        cpu: header.cpu,
+        ktime_ns: header.ktime_ns,
+        trigger: Task::from(trigger),
+        chosen: (flags & oom_flags::VICTIM_READ_FAILED == 0).then_some((*victim_pid, *victim_tgid)),
+        control: (flags & oom_flags::CONTROL_READ_FAILED == 0).then_some(OomControl {
+            chosen_points: *chosen_points,
+            totalpages: *totalpages,
+            gfp_mask: *gfp_mask,
+            order: *order,
+            constraint: *constraint,
+        }),
+        domain,
+        message: c_string(message),
     }
 }
 
@@ -257,6 +361,53 @@ pub(crate) mod tests {
         capture
     }
 
+    pub(crate) fn context_record(
+        cpu: u32,
+        trigger: u32,
+        victim: u32,
+        memcg: Option<u64>,
+    ) -> OomContextRecord {
+        let mut message = [0; tracer_common::OOM_MESSAGE_LEN];
+        message[..27].copy_from_slice(b"Memory cgroup out of memory");
+        let (flags, domain) = match memcg {
+            Some(id) => (0, cgroup_capture(id, &["oomtrace-test-1"])),
+            None => {
+                let mut absent = cgroup_capture(0, &[]);
+                absent.flags = 0;
+                (oom_flags::HOST_WIDE, absent)
+            }
+        };
+        OomContextRecord {
+            header: RecordHeader {
+                kind: record_kind::OOM_CONTEXT,
+                cpu,
+                ktime_ns: 999,
+            },
+            trigger: task_identity(trigger, trigger, "builder"),
+            victim_pid: victim,
+            victim_tgid: victim,
+            chosen_points: 16_500,
+            totalpages: 16_384,
+            gfp_mask: 0xcc0,
+            order: 0,
+            constraint: 3,
+            flags,
+            domain,
+            message,
+        }
+    }
+
+    pub(crate) fn context_end_record(cpu: u32, trigger: u32) -> OomContextEndRecord {
+        OomContextEndRecord {
+            header: RecordHeader {
+                kind: record_kind::OOM_CONTEXT_END,
+                cpu,
+                ktime_ns: 1_100,
+            },
+            trigger: task_identity(trigger, trigger, "builder"),
+        }
+    }
+
     pub(crate) fn victim_task_record(cpu: u32, pid: u32) -> VictimTaskRecord {
         let memcg = cgroup_capture(4242, &["oomtrace-test-1"]);
         VictimTaskRecord {
@@ -309,6 +460,55 @@ pub(crate) mod tests {
         let memcg = part.victim_memcg.unwrap();
         assert_eq!((memcg.id, memcg.path.as_str()), (4242, "/oomtrace-test-1"));
         assert_eq!(part.victim_cgroup.unwrap().path, "/");
+    }
+
+    #[test]
+    fn decodes_oom_control_and_its_domain() {
+        let layout = layout_6_18();
+        let Part::Context(part) =
+            decode(&as_bytes(&context_record(1, 50, 60, Some(4242))), &layout).unwrap()
+        else {
+            panic!("wrong part");
+        };
+        assert_eq!(part.chosen, Some((60, 60)));
+        assert_eq!(part.trigger.comm, "builder");
+        assert_eq!(part.control.unwrap().chosen_points, 16_500);
+        assert_eq!(part.message, "Memory cgroup out of memory");
+        let Domain::Cgroup(domain) = &part.domain else {
+            panic!("a memcg OOM has a cgroup domain: {:?}", part.domain);
+        };
+        assert_eq!(
+            (domain.id, domain.path.as_str()),
+            (4242, "/oomtrace-test-1")
+        );
+
+        let Part::Context(host) =
+            decode(&as_bytes(&context_record(1, 50, 60, None)), &layout).unwrap()
+        else {
+            panic!("wrong part");
+        };
+        assert_eq!(host.domain, Domain::Host);
+
+        let mut failed = context_record(1, 50, 60, Some(1));
+        failed.flags = oom_flags::VICTIM_READ_FAILED | oom_flags::CONTROL_READ_FAILED;
+        failed.domain.flags = cgroup_flags::READ_FAILED;
+        let Part::Context(failed) = decode(&as_bytes(&failed), &layout).unwrap() else {
+            panic!("wrong part");
+        };
+        assert_eq!((failed.chosen, failed.control), (None, None));
+        assert_eq!(failed.domain, Domain::Unknown);
+    }
+
+    #[test]
+    fn decodes_the_end_of_an_invocation() {
+        let part = decode(&as_bytes(&context_end_record(0, 50)), &layout_6_18()).unwrap();
+        assert!(matches!(
+            part,
+            Part::ContextEnd(ContextEndPart {
+                trigger: Task { pid: 50, .. },
+                ..
+            })
+        ));
     }
 
     #[test]

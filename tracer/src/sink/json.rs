@@ -8,9 +8,9 @@ use std::io::Write;
 use serde::Serialize;
 
 use super::{Context, Sink, Totals};
-use crate::capture::TaskHook;
-use crate::decode::{CgroupRef, Task};
-use crate::incident::{OomKill, Parts, Trigger, Victim};
+use crate::capture::{CapturePlan, TaskHook};
+use crate::decode::{CgroupRef, Domain, Task};
+use crate::incident::{IncidentContext, OomIncident, OomKill, Parts, Trigger, Victim};
 
 /// Bump on any change a consumer could notice; document it in `docs/json-schema.md`.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -44,6 +44,7 @@ impl<W: Write> Sink for JsonSink<W> {
                     tier: plan.tier.as_str(),
                     reason: &plan.reason,
                     task_hook: plan.task_hook.map(task_hook_name),
+                    function_hook: plan.function_hook.map(|hook| hook.as_str()),
                     tracepoint_fields: plan.layout.fields_present(),
                 },
                 agent: AgentInfo {
@@ -60,6 +61,8 @@ impl<W: Write> Sink for JsonSink<W> {
             victim,
             trigger,
             parts,
+            incident,
+            marked_without_kill,
         } = kill;
         let Parts { tracepoint, task } = parts;
         let parts: Vec<&str> = [(*tracepoint, "tracepoint"), (*task, "task")]
@@ -68,7 +71,12 @@ impl<W: Write> Sink for JsonSink<W> {
             .collect();
         self.write(&Envelope {
             schema_version: SCHEMA_VERSION,
-            kind: "oom_kill",
+            // The same shape either way; the kind tells a consumer not to count it as a kill.
+            kind: if *marked_without_kill {
+                "oom_mark_exiting"
+            } else {
+                "oom_kill"
+            },
             time: context.clock.wall_time(*ktime_ns).to_string(),
             body: Kill {
                 ktime_ns: *ktime_ns,
@@ -79,6 +87,46 @@ impl<W: Write> Sink for JsonSink<W> {
                 },
                 victim: victim_json(victim),
                 trigger: trigger_json(trigger),
+                incident: incident
+                    .as_deref()
+                    .map(|incident| incident_json(incident, context.plan)),
+            },
+        })
+    }
+
+    fn oom_incident(
+        &mut self,
+        incident: &OomIncident,
+        context: &Context<'_>,
+    ) -> std::io::Result<()> {
+        let OomIncident {
+            context: incident_context,
+            victims,
+            ended,
+        } = incident;
+        self.write(&Envelope {
+            schema_version: SCHEMA_VERSION,
+            kind: "oom_incident",
+            time: context
+                .clock
+                .wall_time(incident_context.ktime_ns)
+                .to_string(),
+            body: IncidentRecord {
+                ktime_ns: incident_context.ktime_ns,
+                capture: KillCapture {
+                    tier: context.plan.tier.as_str(),
+                    parts: vec!["function"],
+                    ringbuf_dropped_total: context.ringbuf_dropped_total,
+                },
+                incident: incident_json(incident_context, context.plan),
+                victims: victims
+                    .iter()
+                    .map(|pid| VictimRef {
+                        process: PidJson { pid: *pid },
+                    })
+                    .collect(),
+                ended: *ended,
+                trigger: task_json(&incident_context.trigger),
             },
         })
     }
@@ -131,6 +179,7 @@ struct CaptureInfo<'a> {
     tier: &'static str,
     reason: &'a str,
     task_hook: Option<&'static str>,
+    function_hook: Option<&'static str>,
     tracepoint_fields: Vec<&'static str>,
 }
 
@@ -154,6 +203,64 @@ struct Kill<'a> {
     capture: KillCapture,
     victim: PartyJson<'a>,
     trigger: PartyJson<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    incident: Option<IncidentJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct IncidentRecord<'a> {
+    ktime_ns: u64,
+    capture: KillCapture,
+    incident: IncidentJson<'a>,
+    victims: Vec<VictimRef>,
+    /// False when the end of the invocation was not seen (its record was lost).
+    ended: bool,
+    trigger: PartyJson<'a>,
+}
+
+#[derive(Serialize)]
+struct VictimRef {
+    process: PidJson,
+}
+
+#[derive(Serialize)]
+struct PidJson {
+    pid: u32,
+}
+
+/// What `oom_kill_process` knew: the invocation every victim of it shares.
+#[derive(Serialize)]
+struct IncidentJson<'a> {
+    id: &'a str,
+    domain: DomainJson<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    badness: Option<BadnessJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    constraint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    order: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gfp_mask: Option<String>,
+    message: &'a str,
+}
+
+#[derive(Serialize)]
+struct DomainJson<'a> {
+    /// `cgroup`: a memory cgroup's limit was hit; `host`: no limit, the host ran out.
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup: Option<CgroupJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct BadnessJson {
+    /// `oc->chosen_points`: rss + swap + page tables (in pages) + oom_score_adj × totalpages/1000.
+    chosen_points: i64,
+    totalpages: u64,
+    /// chosen_points × 1000 / totalpages, as `oom_score` in /proc and the kernel's task dump.
+    score: i64,
+    /// False: the kernel's own figure.
+    estimated: bool,
 }
 
 #[derive(Serialize)]
@@ -232,6 +339,52 @@ struct CgroupJson<'a> {
     incomplete: bool,
 }
 
+fn incident_json<'a>(incident: &'a IncidentContext, plan: &CapturePlan) -> IncidentJson<'a> {
+    let IncidentContext {
+        id,
+        ktime_ns: _,
+        trigger: _,
+        chosen: _,
+        control,
+        domain,
+        message,
+    } = incident;
+    let domain = match domain {
+        Domain::Host => DomainJson {
+            kind: "host",
+            cgroup: None,
+        },
+        Domain::Cgroup(cgroup) => DomainJson {
+            kind: "cgroup",
+            cgroup: Some(cgroup_json(cgroup)),
+        },
+        Domain::Unknown => DomainJson {
+            kind: "unknown",
+            cgroup: None,
+        },
+    };
+    IncidentJson {
+        id,
+        domain,
+        badness: control.map(|control| BadnessJson {
+            chosen_points: control.chosen_points,
+            totalpages: control.totalpages,
+            score: match i64::try_from(control.totalpages) {
+                Ok(total) if total > 0 => control.chosen_points.saturating_mul(1000) / total,
+                _ => 0,
+            },
+            estimated: false,
+        }),
+        constraint: control.map(|control| {
+            plan.constraint_name(control.constraint)
+                .map_or_else(|| control.constraint.to_string(), str::to_owned)
+        }),
+        order: control.map(|control| control.order),
+        gfp_mask: control.map(|control| format!("{:#x}", control.gfp_mask)),
+        message,
+    }
+}
+
 fn cgroup_json(cgroup: &CgroupRef) -> CgroupJson<'_> {
     let CgroupRef {
         id,
@@ -293,7 +446,6 @@ fn trigger_json(trigger: &Trigger) -> PartyJson<'_> {
         cgroup,
         memcg,
     } = trigger;
-    let Task { pid, tgid, comm } = task;
     // Without BTF only the cgroup2 id is known, from a helper.
     let cgroup = match (cgroup, cgroup_id) {
         (Some(cgroup), _) => Some(cgroup_json(cgroup)),
@@ -306,6 +458,15 @@ fn trigger_json(trigger: &Trigger) -> PartyJson<'_> {
         (None, None) => None,
     };
     PartyJson {
+        cgroup,
+        memcg: memcg.as_ref().map(cgroup_json),
+        ..task_json(task)
+    }
+}
+
+fn task_json(task: &Task) -> PartyJson<'_> {
+    let Task { pid, tgid, comm } = task;
+    PartyJson {
         process: ProcessJson {
             pid: Some(*tgid),
             executable: Some(ExecutableJson { name: comm }),
@@ -314,8 +475,8 @@ fn trigger_json(trigger: &Trigger) -> PartyJson<'_> {
             memory: None,
         },
         thread: ThreadJson { id: *pid },
-        cgroup,
-        memcg: memcg.as_ref().map(cgroup_json),
+        cgroup: None,
+        memcg: None,
     }
 }
 
@@ -334,17 +495,23 @@ mod tests {
         CapturePlan {
             tier,
             reason: "test".into(),
-            task_hook: (tier == Tier::NoFunctionTracing).then_some(TaskHook::TpBtf),
+            task_hook: (tier >= Tier::NoFunctionTracing).then_some(TaskHook::TpBtf),
+            function_hook: (tier == Tier::Full).then_some(crate::capture::FunctionHook::Fentry),
             layout: layout_6_18(),
+            constraint_names: vec![(3, "memcg")],
         }
     }
 
     fn kill(parts: Vec<Part>, expect_task_parts: bool) -> OomKill {
         let now = std::time::Instant::now();
-        let mut joiner = Joiner::new(expect_task_parts);
+        let mut joiner = Joiner::new(expect_task_parts, false);
         parts
             .into_iter()
-            .find_map(|part| joiner.push(part, now))
+            .flat_map(|part| joiner.push(part, now))
+            .find_map(|event| match event {
+                crate::incident::Event::Kill(kill) => Some(*kill),
+                crate::incident::Event::Incident(_) => None,
+            })
             .expect("the parts make a kill")
     }
 

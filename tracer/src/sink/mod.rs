@@ -5,7 +5,7 @@ pub mod json;
 pub mod text;
 
 use crate::capture::CapturePlan;
-use crate::incident::OomKill;
+use crate::incident::{OomIncident, OomKill};
 
 /// What every record carries about the agent itself.
 #[derive(Clone, Copy, Debug)]
@@ -26,5 +26,11 @@ pub struct Totals {
 pub trait Sink {
     fn started(&mut self, context: &Context<'_>) -> std::io::Result<()>;
     fn oom_kill(&mut self, kill: &OomKill, context: &Context<'_>) -> std::io::Result<()>;
+    /// The end of one `oom_kill_process` invocation, in the full tier.
+    fn oom_incident(
+        &mut self,
+        incident: &OomIncident,
+        context: &Context<'_>,
+    ) -> std::io::Result<()>;
     fn stopped(&mut self, totals: &Totals, context: &Context<'_>) -> std::io::Result<()>;
 }

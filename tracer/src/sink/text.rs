@@ -3,8 +3,8 @@
 use std::fmt::Write as _;
 
 use super::{Context, Sink, Totals};
-use crate::decode::CgroupRef;
-use crate::incident::OomKill;
+use crate::decode::{CgroupRef, Domain};
+use crate::incident::{OomIncident, OomKill};
 
 /// Writes through `log` (env_logger on stderr).
 pub struct LogSink;
@@ -23,6 +23,26 @@ impl Sink for LogSink {
 
     fn oom_kill(&mut self, kill: &OomKill, _: &Context<'_>) -> std::io::Result<()> {
         log::warn!("{}", line(kill));
+        Ok(())
+    }
+
+    fn oom_incident(&mut self, incident: &OomIncident, _: &Context<'_>) -> std::io::Result<()> {
+        let OomIncident {
+            context,
+            victims,
+            ended,
+        } = incident;
+        // A plain kill is already one line; say more only for group kills and lost ends.
+        if victims.len() > 1 || !ended {
+            let pids: Vec<String> = victims.iter().map(u32::to_string).collect();
+            log::warn!(
+                "OOM incident {}: {} victims ({}){}",
+                context.id,
+                victims.len(),
+                pids.join(", "),
+                if *ended { "" } else { "; its end was not seen" }
+            );
+        }
         Ok(())
     }
 
@@ -49,9 +69,16 @@ pub fn line(kill: &OomKill) -> String {
         victim,
         trigger,
         parts: _,
+        incident,
+        marked_without_kill,
     } = kill;
     let mut line = format!(
-        "OOM kill: pid {} ({})",
+        "{}: pid {} ({})",
+        if *marked_without_kill {
+            "OOM, nothing killed: an exiting task was given memory reserves"
+        } else {
+            "OOM kill"
+        },
         victim.pid,
         victim.comm.as_deref().unwrap_or("?")
     );
@@ -70,6 +97,18 @@ pub fn line(kill: &OomKill) -> String {
         }
     }
     line.push_str(&cgroups(victim.memcg.as_ref(), victim.cgroup.as_ref()));
+    if let Some(incident) = incident {
+        match &incident.domain {
+            Domain::Host => line.push_str("; the host ran out of memory (no cgroup limit hit)"),
+            Domain::Cgroup(cgroup) => {
+                let _ = write!(line, "; the limit of memcg {} was hit", cgroup.path);
+            }
+            Domain::Unknown => line.push_str("; a cgroup limit was hit"),
+        }
+        if let Some(control) = &incident.control {
+            let _ = write!(line, ", badness {}", control.chosen_points);
+        }
+    }
     let same_task =
         victim.tgid.unwrap_or(victim.pid) == trigger.task.tgid || victim.pid == trigger.task.pid;
     if same_task {
@@ -118,18 +157,20 @@ mod tests {
 
     fn kill() -> OomKill {
         let now = std::time::Instant::now();
-        let mut joiner = Joiner::new(true);
+        let mut joiner = Joiner::new(true, false);
         let layout = layout_6_18();
         joiner.push(
             decode(&as_bytes(&mark_victim_record(0, 9, 65_500)), &layout).unwrap(),
             now,
         );
-        joiner
-            .push(
-                decode(&as_bytes(&victim_task_record(0, 9)), &layout).unwrap(),
-                now,
-            )
-            .unwrap()
+        let events = joiner.push(
+            decode(&as_bytes(&victim_task_record(0, 9)), &layout).unwrap(),
+            now,
+        );
+        match events.as_slice() {
+            [crate::incident::Event::Kill(kill)] => (**kill).clone(),
+            other => panic!("expected one kill, got {other:?}"),
+        }
     }
 
     #[test]
