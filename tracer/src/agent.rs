@@ -13,9 +13,9 @@ use tokio::{
 use crate::capture::{Capture, CaptureOptions, CapturePlan, ringbuf};
 use crate::cli::{Format, RunArgs};
 use crate::clock::KernelClock;
-use crate::decode;
 use crate::incident::{Event, Joiner};
 use crate::sink::{Context, Sink, Totals, json::JsonSink, text::LogSink};
+use crate::{badness, decode};
 
 type Logger = EbpfLogger<&'static dyn log::Log>;
 
@@ -44,10 +44,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let mut pipeline = Pipeline {
         plan: &capture.plan,
-        joiner: Joiner::new(
-            capture.plan.task_hook.is_some(),
-            capture.plan.function_hook.is_some(),
-        ),
+        joiner: {
+            let (host_totalpages, page_kb) = badness::host_totalpages();
+            Joiner::new(
+                capture.plan.task_hook.is_some(),
+                capture.plan.function_hook.is_some(),
+            )
+            .with_host_memory(host_totalpages, page_kb)
+        },
         sinks,
         clock,
         totals: Totals::default(),

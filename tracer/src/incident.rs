@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::badness::Badness;
 use crate::decode::mark_victim::MarkVictimFields;
 use crate::decode::{
     CgroupRef, ContextEndPart, ContextPart, Domain, OomControl, Part, Task, TaskPart,
@@ -71,6 +72,9 @@ pub struct OomKill {
     /// `oom_kill_process` is hooked, yet no invocation was open: the kernel marked an exiting
     /// task so it can use memory reserves, and killed nothing.
     pub marked_without_kill: bool,
+    /// The kernel's figure for the victim it chose; an estimate for other group members and in
+    /// the lower tiers.
+    pub badness: Option<Badness>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -110,6 +114,9 @@ pub struct Joiner {
     expect_incidents: bool,
     pending: Vec<Pending>,
     open: Vec<OpenIncident>,
+    /// The denominator of an estimated badness when no incident gives one: RAM + swap.
+    host_totalpages: u64,
+    page_kb: u64,
 }
 
 struct Pending {
@@ -134,7 +141,16 @@ impl Joiner {
             expect_incidents,
             pending: Vec::new(),
             open: Vec::new(),
+            host_totalpages: 0,
+            page_kb: 4,
         }
+    }
+
+    /// Sets what an estimated badness is relative to when no incident says.
+    pub fn with_host_memory(mut self, totalpages: u64, page_kb: u64) -> Self {
+        self.host_totalpages = totalpages;
+        self.page_kb = page_kb;
+        self
     }
 
     /// Takes one part; returns what it completes.
@@ -336,10 +352,27 @@ impl Joiner {
         incident: Option<Arc<IncidentContext>>,
     ) -> OomKill {
         let marked_without_kill = self.expect_incidents && incident.is_none();
+        let kill = join(tracepoint, task);
+        let chosen = incident.as_ref().and_then(|incident| {
+            let (pid, _) = incident.chosen?;
+            Some((pid, incident.control?))
+        });
+        let badness = match (chosen, &kill.victim.fields) {
+            (Some((pid, control)), _) if pid == kill.victim.pid => {
+                Some(Badness::from_kernel(&control))
+            }
+            // Another member of a group kill: same domain, so the same denominator.
+            (Some((_, control)), Some(fields)) => {
+                Badness::estimate(fields, control.totalpages, self.page_kb)
+            }
+            (None, Some(fields)) => Badness::estimate(fields, self.host_totalpages, self.page_kb),
+            (_, None) => None,
+        };
         OomKill {
             incident,
             marked_without_kill,
-            ..join(tracepoint, task)
+            badness,
+            ..kill
         }
     }
 }
@@ -382,6 +415,7 @@ fn join(tracepoint: Option<TracepointPart>, task: Option<TaskPart>) -> OomKill {
                 parts,
                 incident: None,
                 marked_without_kill: false,
+                badness: None,
             }
         }
         (Some(tracepoint), None) => {
@@ -411,6 +445,7 @@ fn join(tracepoint: Option<TracepointPart>, task: Option<TaskPart>) -> OomKill {
                 parts,
                 incident: None,
                 marked_without_kill: false,
+                badness: None,
             }
         }
         (None, None) => unreachable!("a pending kill always holds a part"),
@@ -582,6 +617,15 @@ mod tests {
             .map(|kill| kill.incident.as_ref().expect("in the incident").id.as_str())
             .collect();
         assert_eq!(ids, ["999-7"; 3]);
+        // The chosen victim has the kernel's badness; the other members an estimate.
+        let badness: Vec<(i64, bool)> = all_kills
+            .iter()
+            .map(|kill| {
+                let badness = kill.badness.expect("every member has a badness");
+                (badness.points, badness.estimated)
+            })
+            .collect();
+        assert_eq!(badness, [(16_500, false), (25, true), (25, true)]);
         let [incident] = incidents(events).try_into().expect("one incident");
         assert_eq!(incident.victims, [7, 8, 9]);
         assert!(incident.ended);

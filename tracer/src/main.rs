@@ -5,6 +5,7 @@
 //! [`sink`] writes the result; [`agent`] runs it.
 
 mod agent;
+mod badness;
 mod capture;
 mod cli;
 mod clock;

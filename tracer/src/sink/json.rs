@@ -8,6 +8,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use super::{Context, Sink, Totals};
+use crate::badness::Badness;
 use crate::capture::{CapturePlan, TaskHook};
 use crate::decode::{CgroupRef, Domain, Task};
 use crate::incident::{IncidentContext, OomIncident, OomKill, Parts, Trigger, Victim};
@@ -63,6 +64,7 @@ impl<W: Write> Sink for JsonSink<W> {
             parts,
             incident,
             marked_without_kill,
+            badness,
         } = kill;
         let Parts { tracepoint, task } = parts;
         let parts: Vec<&str> = [(*tracepoint, "tracepoint"), (*task, "task")]
@@ -85,7 +87,10 @@ impl<W: Write> Sink for JsonSink<W> {
                     parts,
                     ringbuf_dropped_total: context.ringbuf_dropped_total,
                 },
-                victim: victim_json(victim),
+                victim: PartyJson {
+                    badness: badness.map(badness_json),
+                    ..victim_json(victim)
+                },
                 trigger: trigger_json(trigger),
                 incident: incident
                     .as_deref()
@@ -254,13 +259,22 @@ struct DomainJson<'a> {
 
 #[derive(Serialize)]
 struct BadnessJson {
-    /// `oc->chosen_points`: rss + swap + page tables (in pages) + oom_score_adj × totalpages/1000.
-    chosen_points: i64,
+    /// rss + swap + page tables (in pages) + oom_score_adj × (totalpages / 1000).
+    points: i64,
     totalpages: u64,
     /// chosen_points × 1000 / totalpages, as `oom_score` in /proc and the kernel's task dump.
     score: i64,
-    /// False: the kernel's own figure.
+    /// False: the kernel's own figure (`oc->chosen_points`).
     estimated: bool,
+}
+
+fn badness_json(badness: Badness) -> BadnessJson {
+    BadnessJson {
+        points: badness.points,
+        totalpages: badness.totalpages,
+        score: badness.score(),
+        estimated: badness.estimated,
+    }
 }
 
 #[derive(Serialize)]
@@ -279,6 +293,9 @@ struct PartyJson<'a> {
     cgroup: Option<CgroupJson<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     memcg: Option<CgroupJson<'a>>,
+    /// Victim only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    badness: Option<BadnessJson>,
 }
 
 #[derive(Serialize)]
@@ -366,15 +383,7 @@ fn incident_json<'a>(incident: &'a IncidentContext, plan: &CapturePlan) -> Incid
     IncidentJson {
         id,
         domain,
-        badness: control.map(|control| BadnessJson {
-            chosen_points: control.chosen_points,
-            totalpages: control.totalpages,
-            score: match i64::try_from(control.totalpages) {
-                Ok(total) if total > 0 => control.chosen_points.saturating_mul(1000) / total,
-                _ => 0,
-            },
-            estimated: false,
-        }),
+        badness: control.map(|control| badness_json(Badness::from_kernel(&control))),
         constraint: control.map(|control| {
             plan.constraint_name(control.constraint)
                 .map_or_else(|| control.constraint.to_string(), str::to_owned)
@@ -436,6 +445,7 @@ fn victim_json(victim: &Victim) -> PartyJson<'_> {
         thread: ThreadJson { id: *pid },
         cgroup: cgroup.as_ref().map(cgroup_json),
         memcg: memcg.as_ref().map(cgroup_json),
+        badness: None,
     }
 }
 
@@ -477,6 +487,7 @@ fn task_json(task: &Task) -> PartyJson<'_> {
         thread: ThreadJson { id: *pid },
         cgroup: None,
         memcg: None,
+        badness: None,
     }
 }
 

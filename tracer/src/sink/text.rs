@@ -71,6 +71,7 @@ pub fn line(kill: &OomKill) -> String {
         parts: _,
         incident,
         marked_without_kill,
+        badness,
     } = kill;
     let mut line = format!(
         "{}: pid {} ({})",
@@ -105,9 +106,18 @@ pub fn line(kill: &OomKill) -> String {
             }
             Domain::Unknown => line.push_str("; a cgroup limit was hit"),
         }
-        if let Some(control) = &incident.control {
-            let _ = write!(line, ", badness {}", control.chosen_points);
-        }
+    }
+    if let Some(badness) = badness {
+        let _ = write!(
+            line,
+            "; badness {}{}",
+            badness.points,
+            if badness.estimated {
+                " (estimated)"
+            } else {
+                ""
+            }
+        );
     }
     let same_task =
         victim.tgid.unwrap_or(victim.pid) == trigger.task.tgid || victim.pid == trigger.task.pid;
@@ -178,7 +188,8 @@ mod tests {
         assert_eq!(
             line(&kill()),
             "OOM kill: pid 9 (hog) anon-rss 64.0 MiB file-rss 0 KiB shmem-rss 0 KiB \
-             oom_score_adj 0 in memcg /oomtrace-test-1 (cgroup /); triggered by itself"
+             oom_score_adj 0 in memcg /oomtrace-test-1 (cgroup /); badness 16375 (estimated); \
+             triggered by itself"
         );
     }
 
