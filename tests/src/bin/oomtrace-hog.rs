@@ -5,6 +5,9 @@
 //! count as resident anonymous memory, not just address space) and keeps them all, until the
 //! OOM killer ends it. `--max-mib N` (default 1024) caps the total so that a cgroup limit that
 //! was not applied cannot eat the host: reaching it is a failure (exit status 3).
+//!
+//! With `--hold`, reaching `--max-mib` is the point: the hog prints `held N MiB` on stdout and
+//! keeps its memory until it is killed, like a database with a steady working set.
 
 use std::io::Read as _;
 use std::process::ExitCode;
@@ -12,8 +15,8 @@ use std::process::ExitCode;
 const MIB: usize = 1 << 20;
 
 fn main() -> ExitCode {
-    let max_mib = match parse_max_mib(std::env::args().skip(1)) {
-        Ok(max_mib) => max_mib,
+    let Options { max_mib, hold } = match parse_options(std::env::args().skip(1)) {
+        Ok(options) => options,
         Err(message) => {
             eprintln!("oomtrace-hog: {message}");
             return ExitCode::from(2);
@@ -35,12 +38,24 @@ fn main() -> ExitCode {
         chunks.push(std::hint::black_box(chunk));
     }
     std::hint::black_box(&chunks);
+    if hold {
+        println!("held {max_mib} MiB");
+        loop {
+            std::thread::park();
+        }
+    }
     eprintln!("oomtrace-hog: reached {max_mib} MiB without being OOM-killed");
     ExitCode::from(3)
 }
 
-fn parse_max_mib(mut args: impl Iterator<Item = String>) -> Result<usize, String> {
+struct Options {
+    max_mib: usize,
+    hold: bool,
+}
+
+fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut max_mib = 1024;
+    let mut hold = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--max-mib" => {
@@ -49,12 +64,13 @@ fn parse_max_mib(mut args: impl Iterator<Item = String>) -> Result<usize, String
                     .parse()
                     .map_err(|err| format!("--max-mib {value:?}: {err}"))?;
             }
+            "--hold" => hold = true,
             other => {
                 return Err(format!(
-                    "unexpected argument {other:?} (usage: oomtrace-hog [--max-mib N])"
+                    "unexpected argument {other:?} (usage: oomtrace-hog [--max-mib N] [--hold])"
                 ));
             }
         }
     }
-    Ok(max_mib)
+    Ok(Options { max_mib, hold })
 }
