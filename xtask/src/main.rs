@@ -4,6 +4,7 @@
 mod run;
 mod setup;
 mod test;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -28,6 +29,9 @@ enum Task {
     Test(test::Options),
     /// rustfmt and clippy, as CI checks them.
     Lint,
+    /// The agent on other kernels: boots each under qemu (software emulation) and runs
+    /// OOM scenarios in it.
+    Vm(vm::Options),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +43,7 @@ fn main() -> ExitCode {
         Task::Run(options) => setup::setup().and_then(|env| run::run(&env, options)),
         Task::Test(options) => setup::setup().and_then(|env| test::test(&env, options)),
         Task::Lint => setup::setup().and_then(|env| test::lint(&env)),
+        Task::Vm(options) => setup::setup().and_then(|env| vm::vm(&env, options)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

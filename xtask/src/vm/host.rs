@@ -1,0 +1,109 @@
+//! What the host needs to build and boot the guests, installed from Debian when missing.
+
+use std::{path::Path, process::Command};
+
+use anyhow::{Context as _, bail};
+
+use crate::setup::{is_root, run};
+
+/// qemu for x86 guests; a busybox that runs without a libc, since the guest has none.
+/// (The initramfs is written by xtask itself, so no `cpio` is needed.)
+const TOOL_PACKAGES: [&str; 2] = ["qemu-system-x86", "busybox-static"];
+
+pub fn install_tools(apt: &mut Apt) -> anyhow::Result<()> {
+    let missing: Vec<&str> = TOOL_PACKAGES
+        .into_iter()
+        .filter(|package| !is_installed(package))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    apt.install(&missing)
+        .context("installing what the VM tests need")
+}
+
+/// Asks dpkg rather than looking for binaries: a dynamically linked `busybox` package also
+/// installs /bin/busybox, and that one cannot run in the guest.
+fn is_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["--show", "--showformat=${db:Status-Status}", package])
+        .output()
+        .is_ok_and(|output| output.status.success() && output.stdout == b"installed")
+}
+
+/// apt-get, with `update` run once, before the first install or when the package lists are
+/// stale (a package that is not found, or a download that fails).
+#[derive(Default)]
+pub struct Apt {
+    updated: bool,
+}
+
+impl Apt {
+    pub fn install(&mut self, packages: &[&str]) -> anyhow::Result<()> {
+        self.update()?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    }
+
+    /// Refreshes the package lists, once per xtask run; returns whether this call did it.
+    pub fn update(&mut self) -> anyhow::Result<bool> {
+        if self.updated {
+            return Ok(false);
+        }
+        require_root_apt()?;
+        run(Command::new("apt-get").args(["update", "-q"]))?;
+        self.updated = true;
+        Ok(true)
+    }
+
+    /// Package names matching an extended regular expression, from the local package lists.
+    pub fn search_names(&self, regex: &str) -> anyhow::Result<Vec<String>> {
+        let mut command = Command::new("apt-cache");
+        command.args(["search", "--names-only", regex]);
+        let output = command
+            .output()
+            .with_context(|| format!("starting {command:?}"))?;
+        if !output.status.success() {
+            bail!(
+                "{command:?} failed: {}: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        // "name - description"
+        Ok(String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| line.split_whitespace().next())
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// `apt-get download` into `dir`: the .deb only, without installing it.
+    pub fn download(&self, package: &str, dir: &Path) -> anyhow::Result<()> {
+        // The target directory is not the sandbox user's to write: download as root (apt
+        // warns and does so anyway otherwise).
+        run(Command::new("apt-get")
+            .args(["download", "-q", "-o", "APT::Sandbox::User=root", package])
+            .current_dir(dir))
+    }
+}
+
+/// Installing and updating need apt-get and root; searching and downloading need neither.
+fn require_root_apt() -> anyhow::Result<()> {
+    if !Path::new("/usr/bin/apt-get").exists() {
+        bail!(
+            "apt-get is not available: the VM tests need Debian's {} and kernel packages",
+            TOOL_PACKAGES.join(" ")
+        );
+    }
+    if !is_root() {
+        bail!(
+            "the VM tests install packages and fetch kernels with apt-get, which needs root: \
+             run `sudo apt-get install {}`, or run this task as root",
+            TOOL_PACKAGES.join(" ")
+        );
+    }
+    Ok(())
+}

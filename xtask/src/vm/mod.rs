@@ -1,0 +1,228 @@
+//! `vm`: the agent on other kernels, each booted under qemu with software emulation.
+//!
+//! Every kernel in [`kernel::KERNELS`] is fetched as a Debian package, every scenario in
+//! [`scenario::SCENARIOS`] runs in a fresh boot of it, and the scenario's check judges what the
+//! guest printed. One initramfs serves all boots: busybox, the statically linked agent and
+//! memory hog, a generated `/init` and every scenario script; the kernel command line names the
+//! scenario to run. Downloads, extractions and console logs live under `target/vm/`.
+//!
+//! TCG, not KVM: `/dev/kvm` exists on the CI machines but hangs, and emulation is fast enough for
+//! a boot to `/init` in a few seconds.
+
+mod guest;
+mod host;
+mod initramfs;
+mod kernel;
+mod qemu;
+mod scenario;
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{run::target_dir, setup::Env};
+
+use self::{
+    host::Apt,
+    kernel::{Kernel, KernelPackage},
+    qemu::Boot,
+    scenario::Scenario,
+};
+
+#[derive(clap::Args, Default)]
+pub struct Options {
+    /// Only the kernels whose name contains this, e.g. `6.1` (see `KERNELS` in xtask/src/vm/kernel.rs).
+    #[arg(long, value_name = "PATTERN")]
+    kernel: Option<String>,
+    /// Only this scenario, e.g. `memcg-oom`.
+    #[arg(long, value_name = "NAME")]
+    scenario: Option<String>,
+    /// Keep every run's console log under target/vm/runs, also of runs that pass.
+    #[arg(long)]
+    keep: bool,
+}
+
+/// Every kernel with every scenario: for `cargo xtask test`.
+#[allow(
+    dead_code,
+    reason = "for `cargo xtask test`, which does not call it yet"
+)]
+pub fn run_all(env: &Env) -> anyhow::Result<()> {
+    vm(env, Options::default())
+}
+
+pub fn vm(env: &Env, options: Options) -> anyhow::Result<()> {
+    let Options {
+        kernel: kernel_filter,
+        scenario: scenario_filter,
+        keep,
+    } = options;
+    let packages = kernel::select(kernel_filter.as_deref())?;
+    let scenarios = scenario::select(scenario_filter.as_deref())?;
+    let work_dir = target_dir().join("vm");
+    std::fs::create_dir_all(&work_dir)
+        .with_context(|| format!("creating {}", work_dir.display()))?;
+
+    let started = Instant::now();
+    let mut apt = Apt::default();
+    host::install_tools(&mut apt)?;
+    let kernels = fetch_kernels(&mut apt, &packages, &work_dir)?;
+    let binaries = guest::build_binaries(env)?;
+    let initrd = initramfs::write(&binaries, scenario::SCENARIOS, &work_dir)?;
+    println!(
+        "vm: ready to boot in {} s (tools, kernels, binaries, initramfs)",
+        started.elapsed().as_secs()
+    );
+
+    let mut results = Vec::new();
+    for kernel in &kernels {
+        for scenario in &scenarios {
+            let run_dir = work_dir
+                .join("runs")
+                .join(&kernel.version)
+                .join(scenario.name);
+            let result = run_scenario(kernel, scenario, &initrd, &run_dir, keep);
+            results.push(RunResult {
+                kernel: kernel.version.clone(),
+                scenario: scenario.name,
+                result,
+            });
+        }
+    }
+    summarize(&results, started.elapsed())
+}
+
+fn fetch_kernels(
+    apt: &mut Apt,
+    packages: &[&KernelPackage],
+    work_dir: &Path,
+) -> anyhow::Result<Vec<Kernel>> {
+    packages
+        .iter()
+        .map(|package| {
+            let started = Instant::now();
+            let kernel = kernel::fetch(apt, package, &work_dir.join("kernels"))?;
+            println!(
+                "vm: kernel {} from {} ({} s)",
+                kernel.version,
+                kernel.package,
+                started.elapsed().as_secs()
+            );
+            Ok(kernel)
+        })
+        .collect()
+}
+
+struct RunResult {
+    kernel: String,
+    scenario: &'static str,
+    result: anyhow::Result<Passed>,
+}
+
+struct Passed {
+    tier: String,
+    took: Duration,
+}
+
+/// One boot: run the scenario, parse what the guest printed, let the scenario judge it.
+fn run_scenario(
+    kernel: &Kernel,
+    scenario: &Scenario,
+    initrd: &Path,
+    run_dir: &Path,
+    keep: bool,
+) -> anyhow::Result<Passed> {
+    let started = Instant::now();
+    let boot = Boot {
+        kernel: &kernel.vmlinuz,
+        initrd,
+        scenario: scenario.name,
+        run_dir,
+    };
+    let result = boot.run().and_then(|console| {
+        let report = scenario::Report::parse(&console.text)?;
+        let checked = report
+            .check_common(&kernel.version)
+            .and_then(|()| (scenario.check)(&report));
+        match checked {
+            Ok(()) => Ok((report, console)),
+            Err(err) => bail!("{err:#}\n{}", report.dump()),
+        }
+    });
+    let took = started.elapsed();
+    let (report, console) = match result {
+        Ok(ok) => ok,
+        Err(err) => {
+            println!(
+                "vm: linux {} scenario {}: FAILED after {} s (console log in {})",
+                kernel.version,
+                scenario.name,
+                took.as_secs(),
+                run_dir.display()
+            );
+            eprintln!("vm: {err:#}");
+            return Err(err);
+        }
+    };
+    let tier = report.tier().unwrap_or_else(|| "none".to_owned());
+    println!(
+        "vm: linux {} scenario {} tier {tier}: ok ({} s; /init after {}, scenario {})",
+        kernel.version,
+        scenario.name,
+        took.as_secs(),
+        seconds(console.init_after),
+        seconds(report.scenario_time()),
+    );
+    if !keep {
+        remove_run_dir(run_dir);
+    }
+    Ok(Passed { tier, took })
+}
+
+fn seconds(duration: Option<Duration>) -> String {
+    match duration {
+        Some(duration) => format!("{:.1} s", duration.as_secs_f64()),
+        None => "? s".to_owned(),
+    }
+}
+
+/// A passing run's log is noise; failing to remove it is not worth failing the run for.
+fn remove_run_dir(run_dir: &Path) {
+    if let Err(err) = std::fs::remove_dir_all(run_dir) {
+        eprintln!("vm: warning: removing {}: {err}", run_dir.display());
+    }
+}
+
+fn summarize(results: &[RunResult], took: Duration) -> anyhow::Result<()> {
+    println!("vm: summary ({} s in all):", took.as_secs());
+    let mut failed = Vec::new();
+    for RunResult {
+        kernel,
+        scenario,
+        result,
+    } in results
+    {
+        match result {
+            Ok(Passed { tier, took }) => println!(
+                "vm:   ok     linux {kernel} {scenario} (tier {tier}, {} s)",
+                took.as_secs()
+            ),
+            Err(_) => {
+                println!("vm:   FAILED linux {kernel} {scenario}");
+                failed.push(format!("{kernel}/{scenario}"));
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} VM runs failed: {}",
+            failed.len(),
+            results.len(),
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,159 @@
+//! One boot of a guest under qemu, bounded in time, with the serial console captured.
+
+use std::{
+    fs,
+    path::Path,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use super::scenario::{DONE_MARKER, INIT_MARKER};
+
+/// Enough for the agent, a 64 MiB cgroup and the page cache of the initramfs.
+const MEMORY_MIB: u32 = 512;
+const CPUS: u32 = 2;
+/// The guest's /init stops a scenario after this and still prints its sections...
+const SCENARIO_TIMEOUT: Duration = Duration::from_secs(120);
+/// ...and the host kills qemu after this, for a guest that hangs before or after that.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How much of the console an error shows.
+const CONSOLE_TAIL_LINES: usize = 60;
+
+pub struct Boot<'a> {
+    pub kernel: &'a Path,
+    pub initrd: &'a Path,
+    pub scenario: &'a str,
+    /// Gets `console.log` (the guest's serial console) and `qemu.log` (qemu's own stderr).
+    pub run_dir: &'a Path,
+}
+
+/// What the guest printed.
+pub struct Console {
+    pub text: String,
+    /// From starting qemu to the guest's /init announcing itself, when seen.
+    pub init_after: Option<Duration>,
+}
+
+impl Boot<'_> {
+    pub fn run(&self) -> anyhow::Result<Console> {
+        fs::create_dir_all(self.run_dir)
+            .with_context(|| format!("creating {}", self.run_dir.display()))?;
+        let console_path = self.run_dir.join("console.log");
+        let qemu_log_path = self.run_dir.join("qemu.log");
+        let create = |path: &Path| {
+            fs::File::create(path).with_context(|| format!("creating {}", path.display()))
+        };
+        let mut command = self.command();
+        command
+            .stdin(Stdio::null())
+            .stdout(create(&console_path)?)
+            .stderr(create(&qemu_log_path)?);
+        let started = Instant::now();
+        let qemu = KillOnDrop(
+            command
+                .spawn()
+                .with_context(|| format!("starting {command:?}"))?,
+        );
+        let (status, init_after) = wait(qemu, started, &console_path)?;
+        let text = read_lossy(&console_path)?;
+        if !status.success() {
+            bail!(
+                "qemu failed ({status}): {}\n{}",
+                read_lossy(&qemu_log_path)?.trim(),
+                tail(&text)
+            );
+        }
+        if !text.contains(DONE_MARKER) {
+            bail!(
+                "the guest stopped without finishing its /init (see the console)\n{}",
+                tail(&text)
+            );
+        }
+        Ok(Console { text, init_after })
+    }
+
+    fn command(&self) -> Command {
+        let mut qemu = Command::new("qemu-system-x86_64");
+        qemu.args(["-accel", "tcg", "-cpu", "max"])
+            .args(["-m", &MEMORY_MIB.to_string(), "-smp", &CPUS.to_string()])
+            // No network card, VGA or drives: nothing to configure, no option ROMs to find.
+            .args(["-nodefaults", "-no-user-config", "-display", "none"])
+            .args(["-serial", "stdio", "-no-reboot"])
+            .arg("-kernel")
+            .arg(self.kernel)
+            .arg("-initrd")
+            .arg(self.initrd)
+            .arg("-append")
+            .arg(self.kernel_command_line());
+        qemu
+    }
+
+    /// `panic=-1` with `-no-reboot` makes a kernel panic end qemu at once; `oomtrace.*` is read
+    /// by the guest's /init.
+    fn kernel_command_line(&self) -> String {
+        format!(
+            "console=ttyS0 quiet panic=-1 oomtrace.scenario={} oomtrace.timeout={}",
+            self.scenario,
+            SCENARIO_TIMEOUT.as_secs()
+        )
+    }
+}
+
+/// Until qemu exits, or kills it at the deadline; notes when /init announced itself.
+fn wait(
+    mut qemu: KillOnDrop,
+    started: Instant,
+    console_path: &Path,
+) -> anyhow::Result<(std::process::ExitStatus, Option<Duration>)> {
+    let mut init_after = None;
+    loop {
+        if let Some(status) = qemu.0.try_wait().context("waiting for qemu")? {
+            return Ok((status, init_after));
+        }
+        if init_after.is_none() && read_lossy(console_path)?.contains(INIT_MARKER) {
+            init_after = Some(started.elapsed());
+        }
+        if started.elapsed() > BOOT_TIMEOUT {
+            drop(qemu);
+            bail!(
+                "the guest did not power off within {} s: killed qemu\n{}",
+                BOOT_TIMEOUT.as_secs(),
+                tail(&read_lossy(console_path)?)
+            );
+        }
+        thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// qemu must not outlive an error return (Ctrl-C reaches it directly: same process group).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// The console may carry bytes that are not UTF-8 (a garbled boot); they should not hide the rest.
+fn read_lossy(path: &Path) -> anyhow::Result<String> {
+    let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn tail(console: &str) -> String {
+    let lines: Vec<&str> = console.lines().collect();
+    let start = lines.len().saturating_sub(CONSOLE_TAIL_LINES);
+    let mut text = format!("--- last {} lines of the console ---", lines.len() - start);
+    for line in &lines[start..] {
+        text.push('\n');
+        text.push_str(line.trim_end_matches('\r'));
+    }
+    text
+}
