@@ -165,35 +165,37 @@ fn install_bpf_linker(
     .context("building bpf-linker")
 }
 
-/// apt-get, with `update` run once before the first install.
+/// apt-get, with `update` run once per xtask run, before the first install (or, in the VM
+/// tests, when a package is not found).
 #[derive(Default)]
-struct Apt {
+pub struct Apt {
     updated: bool,
 }
 
 impl Apt {
-    fn install(&mut self, packages: &[&str]) -> anyhow::Result<()> {
-        if !Path::new("/usr/bin/apt-get").exists() {
-            bail!(
-                "apt-get is not available: install {} by hand",
-                packages.join(" ")
-            );
-        }
-        if !is_root() {
-            bail!(
-                "installing {} needs root: run `sudo apt-get install {}`, then try again",
-                packages.join(" "),
-                packages.join(" ")
-            );
-        }
-        if !self.updated {
-            run(Command::new("apt-get").args(["update", "-q"]))?;
-            self.updated = true;
-        }
+    pub fn install(&mut self, packages: &[&str]) -> anyhow::Result<()> {
+        self.update()
+            .with_context(|| format!("installing {}", packages.join(" ")))?;
         run(Command::new("apt-get")
             .args(["install", "-y", "-q", "--no-install-recommends"])
             .args(packages)
             .env("DEBIAN_FRONTEND", "noninteractive"))
+    }
+
+    /// Refreshes the package lists once; returns whether this call did it.
+    pub fn update(&mut self) -> anyhow::Result<bool> {
+        if self.updated {
+            return Ok(false);
+        }
+        if !Path::new("/usr/bin/apt-get").exists() {
+            bail!("apt-get is not available: install the packages by hand");
+        }
+        if !is_root() {
+            bail!("apt-get needs root: run this task as root, or install the packages with sudo");
+        }
+        run(Command::new("apt-get").args(["update", "-q"]))?;
+        self.updated = true;
+        Ok(true)
     }
 }
 

@@ -8,11 +8,15 @@ pub struct Options {
     /// Only the unit tests, which need neither root nor a particular kernel.
     #[arg(long)]
     unit: bool,
+    /// Leave out the kernel matrix (`cargo xtask vm`), which boots other kernels under qemu.
+    #[arg(long)]
+    no_vm: bool,
 }
 
 pub fn test(env: &Env, options: Options) -> anyhow::Result<()> {
-    let Options { unit } = options;
-    // Unit tests of the default members: agent, records, xtask.
+    let Options { unit, no_vm } = options;
+    // Unit tests of the default members: agent, records, xtask. Then the privileged tests on
+    // the running kernel, then the kernel matrix in VMs.
     run(env.cargo().arg("test"))?;
     if unit {
         return Ok(());
@@ -26,7 +30,12 @@ pub fn test(env: &Env, options: Options) -> anyhow::Result<()> {
     if !is_root() {
         integration.args(["--config", "target.'cfg(all())'.runner='sudo -E'"]);
     }
-    run(&mut integration)
+    run(&mut integration)?;
+    // The same questions on other kernels, in the tiers they allow.
+    if !no_vm {
+        crate::vm::run_all(env)?;
+    }
+    Ok(())
 }
 
 pub fn lint(env: &Env) -> anyhow::Result<()> {

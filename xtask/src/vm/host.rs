@@ -4,7 +4,7 @@ use std::{path::Path, process::Command};
 
 use anyhow::{Context as _, bail};
 
-use crate::setup::{is_root, run};
+use crate::setup::{Apt, run};
 
 /// qemu for x86 guests; a busybox that runs without a libc, since the guest has none.
 /// (The initramfs is written by xtask itself, so no `cpio` is needed.)
@@ -31,33 +31,8 @@ fn is_installed(package: &str) -> bool {
         .is_ok_and(|output| output.status.success() && output.stdout == b"installed")
 }
 
-/// apt-get, with `update` run once, before the first install or when the package lists are
-/// stale (a package that is not found, or a download that fails).
-#[derive(Default)]
-pub struct Apt {
-    updated: bool,
-}
-
+/// What the VM tests ask of apt beyond installing.
 impl Apt {
-    pub fn install(&mut self, packages: &[&str]) -> anyhow::Result<()> {
-        self.update()?;
-        run(Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(packages)
-            .env("DEBIAN_FRONTEND", "noninteractive"))
-    }
-
-    /// Refreshes the package lists, once per xtask run; returns whether this call did it.
-    pub fn update(&mut self) -> anyhow::Result<bool> {
-        if self.updated {
-            return Ok(false);
-        }
-        require_root_apt()?;
-        run(Command::new("apt-get").args(["update", "-q"]))?;
-        self.updated = true;
-        Ok(true)
-    }
-
     /// Package names matching an extended regular expression, from the local package lists.
     pub fn search_names(&self, regex: &str) -> anyhow::Result<Vec<String>> {
         let mut command = Command::new("apt-cache");
@@ -88,22 +63,4 @@ impl Apt {
             .args(["download", "-q", "-o", "APT::Sandbox::User=root", package])
             .current_dir(dir))
     }
-}
-
-/// Installing and updating need apt-get and root; searching and downloading need neither.
-fn require_root_apt() -> anyhow::Result<()> {
-    if !Path::new("/usr/bin/apt-get").exists() {
-        bail!(
-            "apt-get is not available: the VM tests need Debian's {} and kernel packages",
-            TOOL_PACKAGES.join(" ")
-        );
-    }
-    if !is_root() {
-        bail!(
-            "the VM tests install packages and fetch kernels with apt-get, which needs root: \
-             run `sudo apt-get install {}`, or run this task as root",
-            TOOL_PACKAGES.join(" ")
-        );
-    }
-    Ok(())
 }

@@ -62,6 +62,11 @@ fn append_contents(
         let contents = fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
         archive.file(name, 0o755, &contents)?;
     }
+    archive.file(
+        "scenarios/lib.sh",
+        0o644,
+        super::scenario::LIB_SCRIPT.as_bytes(),
+    )?;
     for scenario in scenarios {
         let name = format!("scenarios/{}.sh", scenario.name);
         archive.file(&name, 0o644, scenario.script.as_bytes())?;

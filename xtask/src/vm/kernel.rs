@@ -11,7 +11,7 @@ use anyhow::{Context as _, bail};
 
 use crate::setup::run;
 
-use super::host::Apt;
+use crate::setup::Apt;
 
 /// A family of kernel packages; the newest package in the package lists is tested.
 pub struct KernelPackage {

@@ -23,10 +23,12 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{run::target_dir, setup::Env};
+use crate::{
+    run::target_dir,
+    setup::{Apt, Env},
+};
 
 use self::{
-    host::Apt,
     kernel::{Kernel, KernelPackage},
     qemu::Boot,
     scenario::Scenario,
@@ -46,10 +48,6 @@ pub struct Options {
 }
 
 /// Every kernel with every scenario: for `cargo xtask test`.
-#[allow(
-    dead_code,
-    reason = "for `cargo xtask test`, which does not call it yet"
-)]
 pub fn run_all(env: &Env) -> anyhow::Result<()> {
     vm(env, Options::default())
 }

@@ -13,7 +13,10 @@
 //!
 //! A new scenario is a script in `xtask/vm/scenarios/` plus an entry in [`SCENARIOS`].
 
+mod host_oom;
+mod kmsg;
 mod memcg_oom;
+mod oom_group;
 
 use std::{collections::BTreeMap, fmt::Write as _, str::FromStr, time::Duration};
 
@@ -35,7 +38,15 @@ pub struct Scenario {
     pub check: fn(&Report) -> anyhow::Result<()>,
 }
 
-pub const SCENARIOS: &[Scenario] = &[memcg_oom::SCENARIO];
+pub const SCENARIOS: &[Scenario] = &[
+    memcg_oom::SCENARIO,
+    memcg_oom::KPROBE_SCENARIO,
+    oom_group::SCENARIO,
+    host_oom::SCENARIO,
+];
+
+/// Helpers every scenario script sources.
+pub const LIB_SCRIPT: &str = include_str!("../../vm/scenarios/lib.sh");
 
 pub fn select(filter: Option<&str>) -> anyhow::Result<Vec<&'static Scenario>> {
     let Some(filter) = filter else {

@@ -1,14 +1,22 @@
 //! `memcg-oom`: one process outgrows its cgroup v2 `memory.max` and is OOM-killed; the agent
-//! must report exactly that kill, with the kernel's pids, cgroup and memory figures.
+//! must report exactly that kill, with the kernel's pids, cgroup, memory figures and badness.
+//! `memcg-oom-kprobe` is the same with `oom_kill_process` hooked by kprobe.
 
 use anyhow::{Context as _, ensure};
 
+use super::kmsg::{killed_anon_rss_kib, task_dump_badness};
 use super::{Report, Scenario, expect_field, field};
 
 pub const SCENARIO: Scenario = Scenario {
     name: "memcg-oom",
     script: include_str!("../../../vm/scenarios/memcg-oom.sh"),
-    check,
+    check: |report| check(report, "fentry"),
+};
+
+pub const KPROBE_SCENARIO: Scenario = Scenario {
+    name: "memcg-oom-kprobe",
+    script: include_str!("../../../vm/scenarios/memcg-oom-kprobe.sh"),
+    check: |report| check(report, "kprobe"),
 };
 
 /// The cgroup the script makes, relative to the cgroup2 root.
@@ -17,9 +25,9 @@ const CGROUP_PATH: &str = "/oomtrace-vm";
 /// same counters: they differ by what the process faulted in between, if anything.
 const RSS_TOLERANCE_PERCENT: u64 = 10;
 /// SIGKILL, as the shell reports it.
-const KILLED_STATUS: i32 = 128 + 9;
+pub const KILLED_STATUS: i32 = 128 + 9;
 
-fn check(report: &Report) -> anyhow::Result<()> {
+fn check(report: &Report, function_hook: &str) -> anyhow::Result<()> {
     let hog_pid: u64 = report.fact("hog_pid")?;
     let memcg_id: u64 = report.fact("memcg_id")?;
     let hog_status: i32 = report.fact("hog_status")?;
@@ -30,6 +38,11 @@ fn check(report: &Report) -> anyhow::Result<()> {
     );
 
     let records = report.agent_records()?;
+    let started = records.of_kind("agent_started");
+    let started = started.first().context("no agent_started record")?;
+    expect_field(started, "capture.tier", "full")?;
+    expect_field(started, "capture.function_hook", function_hook)?;
+
     let kills = records.of_kind("oom_kill");
     ensure!(
         kills.len() == 1,
@@ -43,9 +56,26 @@ fn check(report: &Report) -> anyhow::Result<()> {
     expect_field(kill, "victim.memcg.path", CGROUP_PATH)?;
     expect_field(kill, "capture.ringbuf_dropped_total", 0)?;
 
-    let anon_rss_bytes = field(kill, "victim.process.memory.anon_rss_bytes")?
-        .as_u64()
-        .context("`victim.process.memory.anon_rss_bytes` is not an unsigned integer")?;
+    // Whose limit: this cgroup's, as oom_control says.
+    expect_field(kill, "incident.domain.kind", "cgroup")?;
+    expect_field(kill, "incident.domain.cgroup.id", memcg_id)?;
+    expect_field(kill, "incident.domain.cgroup.path", CGROUP_PATH)?;
+    expect_field(kill, "incident.constraint", "memcg")?;
+
+    // The kernel's badness is what its own task dump says it computed from.
+    let totalpages = u64_field(kill, "incident.badness.totalpages")?;
+    let points = field(kill, "incident.badness.points")?
+        .as_i64()
+        .context("`incident.badness.points` is not an integer")?;
+    let recomputed = task_dump_badness(report.section("kmsg")?, hog_pid, totalpages)?;
+    ensure!(
+        points == recomputed,
+        "chosen_points is {points}, the task dump gives {recomputed}"
+    );
+    expect_field(kill, "victim.badness.points", points)?;
+    expect_field(kill, "victim.badness.estimated", false)?;
+
+    let anon_rss_bytes = u64_field(kill, "victim.process.memory.anon_rss_bytes")?;
     let agent_kib = anon_rss_bytes / 1024;
     let kernel_kib = killed_anon_rss_kib(report.section("kmsg")?, hog_pid)?;
     ensure!(
@@ -54,48 +84,47 @@ fn check(report: &Report) -> anyhow::Result<()> {
          more than {RSS_TOLERANCE_PERCENT}% apart"
     );
 
+    let incidents = records.of_kind("oom_incident");
+    ensure!(
+        incidents.len() == 1,
+        "expected one `oom_incident`, got {}",
+        incidents.len()
+    );
+    expect_field(incidents[0], "ended", true)?;
+    expect_field(
+        incidents[0],
+        "incident.id",
+        field(kill, "incident.id")?.clone(),
+    )?;
+    expect_field(
+        incidents[0],
+        "victims",
+        serde_json::json!([{"process": {"pid": hog_pid}}]),
+    )?;
+
+    expect_stopped_cleanly(report, 1)
+}
+
+pub fn u64_field(record: &serde_json::Value, path: &str) -> anyhow::Result<u64> {
+    field(record, path)?
+        .as_u64()
+        .with_context(|| format!("`{path}` is not an unsigned integer"))
+}
+
+/// The agent exited 0 after SIGTERM, wrote `agent_stopped` with `oom_kills` kills, lost nothing.
+pub fn expect_stopped_cleanly(report: &Report, oom_kills: u64) -> anyhow::Result<()> {
     let agent_status: i32 = report.fact("agent_status")?;
     ensure!(
         agent_status == 0,
         "the agent exited with status {agent_status} after SIGTERM"
     );
+    let records = report.agent_records()?;
     let stopped = records.of_kind("agent_stopped");
     ensure!(
         stopped.len() == 1,
         "expected one `agent_stopped` record after SIGTERM, got {}",
         stopped.len()
     );
-    expect_field(stopped[0], "oom_kills", 1)
-}
-
-/// The `anon-rss:NNNkB` of the kernel's `Killed process <pid> (...)` line.
-fn killed_anon_rss_kib(kmsg: &str, pid: u64) -> anyhow::Result<u64> {
-    let needle = format!("Killed process {pid} (");
-    let line = kmsg
-        .lines()
-        .find(|line| line.contains(&needle))
-        .with_context(|| format!("no `{needle}` line in the kernel log"))?;
-    let anon_rss = line
-        .split_once("anon-rss:")
-        .and_then(|(_, rest)| rest.split_once("kB"))
-        .map(|(kib, _)| kib)
-        .with_context(|| format!("no `anon-rss:NNNkB` in {line:?}"))?;
-    anon_rss
-        .parse()
-        .with_context(|| format!("anon-rss {anon_rss:?} in {line:?}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn anon_rss_comes_from_the_victims_line() {
-        let kmsg = "[ 9.1] oomtrace-hog invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL)\n\
-            [ 9.2] Memory cgroup out of memory: Killed process 81 (oomtrace-hog) \
-            total-vm:68024kB, anon-rss:64760kB, file-rss:1020kB, shmem-rss:0kB, UID:0 \
-            pgtables:172kB oom_score_adj:0\n";
-        assert_eq!(killed_anon_rss_kib(kmsg, 81).unwrap(), 64760);
-        assert!(killed_anon_rss_kib(kmsg, 8).is_err());
-    }
+    expect_field(stopped[0], "oom_kills", oom_kills)?;
+    expect_field(stopped[0], "ringbuf_dropped_total", 0)
 }

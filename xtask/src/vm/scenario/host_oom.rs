@@ -1,0 +1,46 @@
+//! `host-oom`: no cgroup limit anywhere. A "db" holds most of the memory, a "builder" in
+//! another cgroup allocates until the guest runs out: the db is killed, the builder is the
+//! trigger, and the domain is the host.
+
+use anyhow::ensure;
+
+use super::memcg_oom::{KILLED_STATUS, expect_stopped_cleanly};
+use super::{Report, Scenario, expect_field};
+
+pub const SCENARIO: Scenario = Scenario {
+    name: "host-oom",
+    script: include_str!("../../../vm/scenarios/host-oom.sh"),
+    check,
+};
+
+/// What the builder does once the db is gone: reach its cap, say so and exit 3.
+const BUILDER_DONE_STATUS: i32 = 3;
+
+fn check(report: &Report) -> anyhow::Result<()> {
+    let db: u64 = report.fact("db_pid")?;
+    let builder: u64 = report.fact("builder_pid")?;
+    let db_status: i32 = report.fact("db_status")?;
+    let builder_status: i32 = report.fact("builder_status")?;
+    ensure!(
+        db_status == KILLED_STATUS && builder_status == BUILDER_DONE_STATUS,
+        "expected the db killed ({KILLED_STATUS}) and the builder done ({BUILDER_DONE_STATUS}), \
+         got db {db_status} and builder {builder_status}"
+    );
+
+    let records = report.agent_records()?;
+    let kills = records.of_kind("oom_kill");
+    ensure!(
+        kills.len() == 1,
+        "expected one `oom_kill`, got {}",
+        kills.len()
+    );
+    let kill = kills[0];
+    expect_field(kill, "victim.process.pid", db)?;
+    expect_field(kill, "victim.cgroup.path", "/db")?;
+    expect_field(kill, "trigger.process.pid", builder)?;
+    expect_field(kill, "trigger.cgroup.path", "/builder")?;
+    expect_field(kill, "incident.domain.kind", "host")?;
+    expect_field(kill, "incident.constraint", "none")?;
+    expect_field(kill, "victim.badness.estimated", false)?;
+    expect_stopped_cleanly(report, 1)
+}

@@ -1,0 +1,74 @@
+# Shared by the scenario scripts: sourced, never run. Each scenario leaves in $OUT the sections
+# facts, agent-json and agent-log (xtask/src/vm/scenario.rs describes the protocol).
+
+set -u
+
+fact() {
+	echo "$1=$2" >>"$OUT/facts"
+}
+
+# Tries `$1` (a command) every 0.1 s for up to `$2` seconds.
+wait_until() {
+	tries=$(($2 * 10))
+	until eval "$1"; do
+		tries=$((tries - 1))
+		[ "$tries" -gt 0 ] || return 1
+		sleep 0.1
+	done
+}
+
+# Makes cgroup v2 `$1` under the root, with memory.max `$2` (or `max`) and no swap.
+make_cgroup() {
+	grep -q memory /sys/fs/cgroup/cgroup.subtree_control ||
+		echo +memory >/sys/fs/cgroup/cgroup.subtree_control || exit 1
+	mkdir "/sys/fs/cgroup/$1" || exit 1
+	echo "$2" >"/sys/fs/cgroup/$1/memory.max" || exit 1
+	if [ -e "/sys/fs/cgroup/$1/memory.swap.max" ]; then
+		echo 0 >"/sys/fs/cgroup/$1/memory.swap.max" || exit 1
+	fi
+}
+
+# Starts the agent with extra arguments `$@`, waits until it has attached, and sets $agent.
+# Like a production deployment it opts out of the OOM killer's choice.
+start_agent() {
+	oomtrace run --format json "$@" >"$OUT/agent-json" 2>"$OUT/agent-log" &
+	agent=$!
+	echo -1000 >"/proc/$agent/oom_score_adj"
+	# Under emulation the agent takes a few seconds to read the kernel's BTF and load.
+	if ! wait_until 'grep -q "\"kind\":\"agent_started\"" "$OUT/agent-json" || ! kill -0 $agent' 60; then
+		fact agent_start timeout
+		exit 1
+	fi
+	if ! kill -0 $agent 2>/dev/null; then
+		wait $agent
+		fact agent_status $?
+		fact agent_start exited
+		exit 1
+	fi
+}
+
+# Stops the agent: it writes everything captured before agent_stopped, then exits.
+stop_agent() {
+	# The last kill's records are in the ring buffer by now; let the agent write them first.
+	sleep 1
+	kill -TERM $agent
+	wait $agent
+	fact agent_status $?
+}
+
+# Starts a hog in cgroup `$1` with arguments `$2…`, held until `release_hog`; sets $hog.
+# The hog waits for a byte on stdin, so it joins the cgroup before it allocates anything.
+spawn_hog() {
+	cgroup=$1
+	shift
+	fifo=/tmp/hog-start-$$-$RANDOM
+	mkfifo "$fifo"
+	oomtrace-hog "$@" <"$fifo" >/dev/null &
+	hog=$!
+	echo $hog >"/sys/fs/cgroup/$cgroup/cgroup.procs" || exit 1
+	eval "hog_fifo_$hog=$fifo"
+}
+
+release_hog() {
+	eval "echo x >\$hog_fifo_$1"
+}
