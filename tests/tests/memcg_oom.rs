@@ -3,7 +3,7 @@
 use std::os::unix::process::ExitStatusExt as _;
 use std::time::Duration;
 
-use oomtrace_tests::{Agent, Hog, Kmsg, MemoryCgroup, field_str, field_u64, require_root};
+use oomtrace_tests::{Agent, Hog, Kmsg, MemoryCgroup, field, field_str, field_u64, require_root};
 
 const HOG: &str = env!("CARGO_BIN_EXE_oomtrace-hog");
 const LIMIT_BYTES: u64 = 64 << 20;
@@ -109,6 +109,50 @@ fn memcg_oom_kill_is_reported_as_the_kernel_saw_it() {
         "trigger memcg id in {}",
         context()
     );
+
+    // What this kernel's tier knows of the invocation. In the full tier: the kernel's own domain
+    // and badness. Below it: no incident, and a badness estimated from the reported memory.
+    match field_str(kill, "capture.tier") {
+        "full" => {
+            assert_eq!(
+                field_u64(kill, "incident.domain.cgroup.id"),
+                cgroup.memcg_id(),
+                "the OOM domain is the test cgroup, in {}",
+                context()
+            );
+            assert_eq!(
+                field(kill, "victim.badness.estimated"),
+                false,
+                "in {}",
+                context()
+            );
+        }
+        tier => {
+            assert_eq!(
+                kill.get("incident"),
+                None,
+                "no incident in tier {tier}: {}",
+                context()
+            );
+            assert_eq!(
+                field(kill, "victim.badness.estimated"),
+                true,
+                "in {}",
+                context()
+            );
+            let kb = |name: &str| field_u64(kill, &format!("victim.process.memory.{name}")) / 1024;
+            // oom_badness() with oom_score_adj 0 and no swap, in 4 KiB pages.
+            let expected = (kb("anon_rss_bytes") + kb("file_rss_bytes") + kb("shmem_rss_bytes"))
+                / 4
+                + kb("page_tables_bytes") / 4;
+            assert_eq!(
+                field_u64(kill, "victim.badness.points"),
+                expected,
+                "estimated badness in {}",
+                context()
+            );
+        }
+    }
 
     assert_eq!(
         field_u64(kill, "capture.ringbuf_dropped_total"),
