@@ -15,10 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::badness::Badness;
 use crate::decode::mark_victim::MarkVictimFields;
-use crate::decode::{
-    CgroupRef, ContextEndPart, ContextPart, Domain, OomControl, Part, Task, TaskPart,
-    TracepointPart,
-};
+use crate::decode::{CgroupRef, ContextEndPart, ContextPart, Part, Task, TaskPart, TracepointPart};
 
 /// How long a part waits for its partner. They are submitted microseconds apart, so this only
 /// matters when one was lost.
@@ -39,13 +36,8 @@ pub enum Event {
 pub struct IncidentContext {
     /// Unique per boot: `<ktime_ns of the entry>-<trigger tid>`.
     pub id: String,
-    pub ktime_ns: u64,
-    pub trigger: Task,
-    /// `oc->chosen`: (pid, tgid).
-    pub chosen: Option<(u32, u32)>,
-    pub control: Option<OomControl>,
-    pub domain: Domain,
-    pub message: String,
+    /// What the entry of `oom_kill_process` captured.
+    pub entry: ContextPart,
 }
 
 /// An invocation and every victim it marked.
@@ -166,26 +158,12 @@ impl Joiner {
         }
     }
 
-    fn open_incident(&mut self, context: ContextPart, now: Instant) -> Vec<Event> {
-        let ContextPart {
-            cpu: _,
-            ktime_ns,
-            trigger,
-            chosen,
-            control,
-            domain,
-            message,
-        } = context;
+    fn open_incident(&mut self, entry: ContextPart, now: Instant) -> Vec<Event> {
         // An incident still open on this thread lost its end record.
-        let events = self.take_open(trigger.pid, false);
+        let events = self.take_open(entry.trigger.pid, false);
         let context = IncidentContext {
-            id: format!("{ktime_ns}-{}", trigger.pid),
-            ktime_ns,
-            trigger,
-            chosen,
-            control,
-            domain,
-            message,
+            id: format!("{}-{}", entry.ktime_ns, entry.trigger.pid),
+            entry,
         };
         self.open.push(OpenIncident {
             since: now,
@@ -207,7 +185,7 @@ impl Joiner {
         match self
             .open
             .iter()
-            .position(|open| open.incident.context.trigger.pid == tid)
+            .position(|open| open.incident.context.entry.trigger.pid == tid)
         {
             Some(index) => {
                 let mut incident = self.open.swap_remove(index).incident;
@@ -227,7 +205,7 @@ impl Joiner {
         let open = self
             .open
             .iter_mut()
-            .find(|open| open.incident.context.trigger.pid == trigger_tid)?;
+            .find(|open| open.incident.context.entry.trigger.pid == trigger_tid)?;
         if let Some(victim) = victim
             && !open.incident.victims.contains(&victim)
         {
@@ -354,8 +332,8 @@ impl Joiner {
         let marked_without_kill = self.expect_incidents && incident.is_none();
         let kill = join(tracepoint, task);
         let chosen = incident.as_ref().and_then(|incident| {
-            let (pid, _) = incident.chosen?;
-            Some((pid, incident.control?))
+            let (pid, _) = incident.entry.chosen?;
+            Some((pid, incident.entry.control?))
         });
         let badness = match (chosen, &kill.victim.fields) {
             (Some((pid, control)), _) if pid == kill.victim.pid => {
@@ -629,7 +607,7 @@ mod tests {
         let [incident] = incidents(events).try_into().expect("one incident");
         assert_eq!(incident.victims, [7, 8, 9]);
         assert!(incident.ended);
-        assert_eq!(incident.context.chosen, Some((7, 7)));
+        assert_eq!(incident.context.entry.chosen, Some((7, 7)));
         assert_eq!(joiner.next_deadline(), None);
     }
 
@@ -673,7 +651,7 @@ mod tests {
             "a new invocation on the thread ends the old one"
         );
         let [open] = incidents(joiner.flush()).try_into().unwrap();
-        assert_eq!(open.context.chosen, Some((6, 6)));
+        assert_eq!(open.context.entry.chosen, Some((6, 6)));
     }
 
     /// A part is tied to its incident when it arrives, so a kill still waiting for its partner

@@ -220,14 +220,24 @@ pub fn read_format(root: &Path, category: &str, name: &str) -> anyhow::Result<Tr
     TracepointFormat::parse(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
+/// Saved `mark_victim` format files, for the parser's and the decoder's tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    /// The live file of a 6.18 kernel.
+    pub const LIVE_6_18: &str =
+        include_str!("../../tests/fixtures/tracefs/mark_victim-6.18.format");
+    /// Kernels before 6.9: `pid` only.
+    pub const PID_ONLY: &str =
+        include_str!("../../tests/fixtures/tracefs/mark_victim-pid-only.format");
+    /// Synthetic: `comm` as a fixed array and 4-byte longs, every offset moved.
+    pub const FIXED_COMM: &str =
+        include_str!("../../tests/fixtures/tracefs/mark_victim-fixed-comm.format");
+}
+
 #[cfg(test)]
 mod tests {
+    use super::fixtures::{FIXED_COMM, LIVE_6_18, PID_ONLY};
     use super::*;
-
-    const LIVE_6_18: &str = include_str!("../../tests/fixtures/tracefs/mark_victim-6.18.format");
-    const PID_ONLY: &str = include_str!("../../tests/fixtures/tracefs/mark_victim-pid-only.format");
-    const FIXED_COMM: &str =
-        include_str!("../../tests/fixtures/tracefs/mark_victim-fixed-comm.format");
 
     /// (name, c_type, offset, size, signed, data_loc) of every field.
     type Row = (&'static str, &'static str, usize, usize, bool, bool);

@@ -284,10 +284,7 @@ fn decode_comm(raw: &[u8], comm: CommSlot) -> Option<String> {
 mod tests {
     use super::*;
 
-    const LIVE_6_18: &str = include_str!("../../tests/fixtures/tracefs/mark_victim-6.18.format");
-    const PID_ONLY: &str = include_str!("../../tests/fixtures/tracefs/mark_victim-pid-only.format");
-    const FIXED_COMM: &str =
-        include_str!("../../tests/fixtures/tracefs/mark_victim-fixed-comm.format");
+    use crate::capture::tracefs::fixtures::{FIXED_COMM, LIVE_6_18, PID_ONLY};
     const ALL_FIELDS: &str =
         "pid comm total_vm anon_rss file_rss shmem_rss uid pgtables oom_score_adj";
 

@@ -302,10 +302,7 @@ pub(crate) mod tests {
     use crate::capture::tracefs::TracepointFormat;
 
     pub(crate) fn layout_6_18() -> MarkVictimLayout {
-        let format = TracepointFormat::parse(include_str!(
-            "../../tests/fixtures/tracefs/mark_victim-6.18.format"
-        ))
-        .unwrap();
+        let format = TracepointFormat::parse(crate::capture::tracefs::fixtures::LIVE_6_18).unwrap();
         MarkVictimLayout::from_format(&format).unwrap()
     }
 

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::{Context, Sink, Totals};
 use crate::badness::Badness;
 use crate::capture::{CapturePlan, TaskHook};
-use crate::decode::{CgroupRef, Domain, Task};
+use crate::decode::{CgroupRef, ContextPart, Domain, Task};
 use crate::incident::{IncidentContext, OomIncident, OomKill, Parts, Trigger, Victim};
 
 /// Bump on any change a consumer could notice; document it in `docs/json-schema.md`.
@@ -114,10 +114,10 @@ impl<W: Write> Sink for JsonSink<W> {
             kind: "oom_incident",
             time: context
                 .clock
-                .wall_time(incident_context.ktime_ns)
+                .wall_time(incident_context.entry.ktime_ns)
                 .to_string(),
             body: IncidentRecord {
-                ktime_ns: incident_context.ktime_ns,
+                ktime_ns: incident_context.entry.ktime_ns,
                 capture: KillCapture {
                     tier: context.plan.tier.as_str(),
                     parts: vec!["function"],
@@ -131,7 +131,7 @@ impl<W: Write> Sink for JsonSink<W> {
                     })
                     .collect(),
                 ended: *ended,
-                trigger: task_json(&incident_context.trigger),
+                trigger: task_json(&incident_context.entry.trigger),
             },
         })
     }
@@ -357,15 +357,16 @@ struct CgroupJson<'a> {
 }
 
 fn incident_json<'a>(incident: &'a IncidentContext, plan: &CapturePlan) -> IncidentJson<'a> {
-    let IncidentContext {
-        id,
+    let IncidentContext { id, entry } = incident;
+    let ContextPart {
+        cpu: _,
         ktime_ns: _,
         trigger: _,
         chosen: _,
         control,
         domain,
         message,
-    } = incident;
+    } = entry;
     let domain = match domain {
         Domain::Host => DomainJson {
             kind: "host",

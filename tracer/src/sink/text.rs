@@ -99,7 +99,7 @@ pub fn line(kill: &OomKill) -> String {
     }
     line.push_str(&cgroups(victim.memcg.as_ref(), victim.cgroup.as_ref()));
     if let Some(incident) = incident {
-        match &incident.domain {
+        match &incident.entry.domain {
             Domain::Host => line.push_str("; the host ran out of memory (no cgroup limit hit)"),
             Domain::Cgroup(cgroup) => {
                 let _ = write!(line, "; the limit of memcg {} was hit", cgroup.path);
