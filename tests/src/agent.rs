@@ -36,9 +36,15 @@ pub struct Stopped {
 impl Agent {
     /// Starts the agent and returns once it printed `agent_started` (its programs are attached).
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// As [`Agent::start`], with more arguments for `oomtrace run`.
+    pub fn start_with(extra_args: &[&str]) -> Self {
         let binary = agent_binary();
         let mut child = Command::new(&binary)
             .args(["run", "--format", "json"])
+            .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -1,0 +1,90 @@
+//! The lowest tier, as on a kernel without BTF: forced with `--max-tier tracepoint-only`, a memcg
+//! OOM kill is still reported with what the classic tracepoint and the helpers know.
+
+use std::os::unix::process::ExitStatusExt as _;
+use std::time::Duration;
+
+use oomtrace_tests::{Agent, Hog, Kmsg, MemoryCgroup, field, field_str, field_u64, require_root};
+
+const HOG: &str = env!("CARGO_BIN_EXE_oomtrace-hog");
+const LIMIT_BYTES: u64 = 64 << 20;
+
+#[test]
+fn tracepoint_only_tier_still_names_victim_memory_and_trigger() {
+    require_root();
+    let cgroup = MemoryCgroup::create(LIMIT_BYTES);
+    let mut kmsg = Kmsg::open_at_end();
+    let mut agent = Agent::start_with(&["--max-tier", "tracepoint-only"]);
+
+    let hog = Hog::spawn_in(HOG, &cgroup);
+    let hog_pid = hog.pid();
+    let status = hog.wait(Duration::from_secs(30));
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "the hog ended with {status}"
+    );
+    let killed = kmsg.find_killed(hog_pid, Duration::from_secs(10));
+
+    let kills = agent.wait_for_kills(&[hog_pid], Duration::from_secs(30));
+    let [kill] = kills.as_slice() else {
+        panic!("expected one oom_kill record for pid {hog_pid}, got {kills:#?}");
+    };
+    let context = || serde_json::to_string_pretty(kill).unwrap_or_default();
+
+    assert_eq!(
+        field_str(kill, "capture.tier"),
+        "tracepoint-only",
+        "in {}",
+        context()
+    );
+    assert_eq!(
+        field_u64(kill, "victim.process.pid"),
+        u64::from(hog_pid),
+        "in {}",
+        context()
+    );
+    assert_eq!(
+        field_str(kill, "victim.process.executable.name"),
+        killed.comm,
+        "in {}",
+        context()
+    );
+    let anon_rss_kb = field_u64(kill, "victim.process.memory.anon_rss_bytes") / 1024;
+    assert!(
+        anon_rss_kb.abs_diff(killed.anon_rss_kb) * 10 <= killed.anon_rss_kb,
+        "anon RSS {anon_rss_kb} kB vs the kernel's {} kB, in {}",
+        killed.anon_rss_kb,
+        context()
+    );
+    assert_eq!(
+        field(kill, "victim.badness.estimated"),
+        true,
+        "in {}",
+        context()
+    );
+    // Without BTF there is no task walk: no cgroup paths, but the trigger from helpers.
+    assert_eq!(kill["victim"].get("memcg"), None, "in {}", context());
+    assert_eq!(
+        field_u64(kill, "trigger.process.pid"),
+        u64::from(hog_pid),
+        "in {}",
+        context()
+    );
+    let trigger_cgroup = field_u64(kill, "trigger.cgroup.id");
+    if let Some(cgroup2_id) = cgroup.cgroup2_id() {
+        assert_eq!(
+            trigger_cgroup,
+            cgroup2_id,
+            "trigger cgroup2 id in {}",
+            context()
+        );
+    }
+
+    let stopped = agent.stop();
+    assert_eq!(stopped.kills_of(hog_pid).len(), 1);
+    assert_eq!(
+        field_u64(stopped.agent_stopped(), "ringbuf_dropped_total"),
+        0
+    );
+}
