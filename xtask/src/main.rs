@@ -1,6 +1,7 @@
 //! Developer tasks. `cargo xtask run` and `cargo xtask test` install what is missing first, so a
 //! fresh machine needs nothing but these two commands.
 
+mod bench;
 mod run;
 mod setup;
 mod test;
@@ -32,6 +33,9 @@ enum Task {
     /// The agent on other kernels: boots each under qemu (software emulation) and runs
     /// OOM scenarios in it.
     Vm(vm::Options),
+    /// Attach time, idle footprint, kill-to-output latency and per-event kernel cost of the
+    /// release agent, next to a bpftrace one-liner; writes bench/results/<date>-<kernel>.md.
+    Bench(bench::Options),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +48,7 @@ fn main() -> ExitCode {
         Task::Test(options) => setup::setup().and_then(|env| test::test(&env, options)),
         Task::Lint => setup::setup().and_then(|env| test::lint(&env)),
         Task::Vm(options) => setup::setup().and_then(|env| vm::vm(&env, options)),
+        Task::Bench(options) => setup::setup().and_then(|env| bench::bench(&env, options)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,334 @@
+//! `cargo xtask bench`: the release agent's attach time, idle footprint, kill-to-output latency
+//! and per-event kernel cost on this machine, next to a bpftrace one-liner doing the same job.
+//! Benchmarks print figures; nothing here asserts on timing.
+
+mod bpf_stats;
+mod kills;
+mod peer;
+mod report;
+mod stats;
+mod sys;
+mod watched;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+
+use crate::{
+    run::{agent_binary, build, target_dir, workspace_root},
+    setup::{Apt, Env, is_root, run as run_command},
+};
+use bpf_stats::{MatchedBy, ProgramStats, StatsEnabled};
+use kills::MemoryCgroup;
+use sys::Memory;
+use watched::{Line, Stream, Watched};
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// Runs per figure; each figure is the median, with min and max, over the runs.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// How long the agent sits idle while its CPU time is measured.
+    #[arg(long, default_value_t = 60)]
+    idle_seconds: u64,
+    /// OOM kills in the latency measurement.
+    #[arg(long, default_value_t = 200)]
+    kills: usize,
+}
+
+/// Past this much idle time in total, the idle CPU time is measured in the first run only.
+const IDLE_BUDGET: Duration = Duration::from_secs(120);
+/// Past this much projected kill time for the remaining runs, the latency is measured once.
+const LATENCY_BUDGET: Duration = Duration::from_secs(120);
+/// Kills in the short burst the bpftrace peer sees in every run.
+const PEER_BURST_KILLS: usize = 20;
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long after the last kill its output may still arrive.
+const OUTPUT_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn bench(env: &Env, options: Options) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!("the bench loads eBPF programs and makes cgroups: run it as root");
+    }
+    if options.runs == 0 || options.kills == 0 {
+        bail!("--runs and --kills must be at least 1");
+    }
+    let started = Instant::now();
+    let load_at_start = sys::load_average()?;
+    let binaries = build_binaries(env)?;
+    install_tools()?;
+    sys::catch_interrupts();
+    let cgroup = MemoryCgroup::create()?;
+    println!("xtask bench: OOM kills in {}", cgroup.dir().display());
+    let runs = measure_runs(&options, &binaries, &cgroup)?;
+    drop(cgroup);
+    let load = report::Load {
+        at_start: load_at_start,
+        at_end: sys::load_average()?,
+    };
+    let markdown = report::markdown(&options, &runs, &load, started.elapsed())?;
+    println!("\n{markdown}");
+    let path = write_results(&markdown)?;
+    println!("xtask bench: written to {}", path.display());
+    Ok(())
+}
+
+struct Binaries {
+    agent: PathBuf,
+    hog: PathBuf,
+}
+
+fn build_binaries(env: &Env) -> anyhow::Result<Binaries> {
+    build(env)?;
+    run_command(env.cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "oomtrace-tests",
+        "--bin",
+        "oomtrace-hog",
+    ]))?;
+    Ok(Binaries {
+        agent: agent_binary(),
+        hog: target_dir().join("release/oomtrace-hog"),
+    })
+}
+
+/// bpftool for the kernel-side cost, bpftrace as the peer: from Debian, if missing.
+fn install_tools() -> anyhow::Result<()> {
+    let missing: Vec<&str> = [("bpftool", "version"), ("bpftrace", "--version")]
+        .into_iter()
+        .filter(|(tool, arg)| {
+            Command::new(tool)
+                .arg(arg)
+                .output()
+                .is_err_and(|err| err.kind() == std::io::ErrorKind::NotFound)
+        })
+        .map(|(tool, _)| tool)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Apt::default().install(&missing)
+}
+
+/// What each run measures.
+struct Plan {
+    idle_cpu: bool,
+    latency: bool,
+}
+
+/// Everything one run measured.
+pub struct Run {
+    pub agent: AgentRun,
+    pub peer: peer::PeerRun,
+}
+
+pub struct AgentRun {
+    pub tier: String,
+    pub attach_ms: f64,
+    pub idle: Memory,
+    pub idle_cpu_ms: Option<f64>,
+    pub latency: Option<LatencyRun>,
+}
+
+pub struct LatencyRun {
+    pub kills: usize,
+    /// Per captured kill: read time minus the kernel's capture time.
+    pub latencies_ns: Vec<u64>,
+    pub kill_time: Duration,
+    pub after: Memory,
+    pub programs: Vec<ProgramStats>,
+    pub matched_by: MatchedBy,
+}
+
+/// The figures of all runs, and what was left out of which.
+pub struct Runs {
+    pub runs: Vec<Run>,
+    pub idle_cpu_every_run: bool,
+    pub latency_every_run: bool,
+}
+
+fn measure_runs(
+    options: &Options,
+    binaries: &Binaries,
+    cgroup: &MemoryCgroup,
+) -> anyhow::Result<Runs> {
+    let runs_u32 = u32::try_from(options.runs).unwrap_or(u32::MAX);
+    let total_idle = Duration::from_secs(options.idle_seconds).saturating_mul(runs_u32);
+    let idle_cpu_every_run = total_idle <= IDLE_BUDGET;
+    let mut latency_every_run = true;
+    let mut runs = Vec::new();
+    for index in 0..options.runs {
+        let plan = Plan {
+            idle_cpu: index == 0 || idle_cpu_every_run,
+            latency: index == 0 || latency_every_run,
+        };
+        println!("xtask bench: run {} of {}", index + 1, options.runs);
+        let agent = measure_agent(options, binaries, cgroup, &plan)
+            .with_context(|| format!("run {}: oomtrace", index + 1))?;
+        if let Some(latency) = agent.latency.as_ref().filter(|_| index == 0) {
+            // Repeat the kills only if they fit the budget, judged by how long they took here.
+            let remaining = latency.kill_time.saturating_mul(runs_u32 - 1);
+            latency_every_run = remaining <= LATENCY_BUDGET;
+        }
+        let peer = peer::measure(&binaries.hog, cgroup, PEER_BURST_KILLS)
+            .with_context(|| format!("run {}: bpftrace", index + 1))?;
+        runs.push(Run { agent, peer });
+    }
+    Ok(Runs {
+        runs,
+        idle_cpu_every_run,
+        latency_every_run,
+    })
+}
+
+fn measure_agent(
+    options: &Options,
+    binaries: &Binaries,
+    cgroup: &MemoryCgroup,
+    plan: &Plan,
+) -> anyhow::Result<AgentRun> {
+    let mut agent = Watched::spawn(
+        "oomtrace",
+        Command::new(&binaries.agent).args(["run", "--format", "json"]),
+    )?;
+    let started = agent.wait_for("agent_started line", ATTACH_TIMEOUT, |line| {
+        json_kind(line).is_some_and(|(kind, _)| kind == "agent_started")
+    })?;
+    let attach_ms = started.read_at_ns.saturating_sub(agent.spawned_at_ns) as f64 / 1e6;
+    let tier = json_kind(&started)
+        .and_then(|(_, value)| value["capture"]["tier"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned());
+    let idle = sys::memory(agent.pid())?;
+    let idle_cpu_ms = if plan.idle_cpu {
+        Some(idle_cpu(
+            agent.pid(),
+            Duration::from_secs(options.idle_seconds),
+        )?)
+    } else {
+        None
+    };
+    let latency = if plan.latency {
+        Some(measure_latency(
+            &mut agent,
+            binaries,
+            cgroup,
+            options.kills,
+        )?)
+    } else {
+        None
+    };
+    agent.stop()?;
+    Ok(AgentRun {
+        tier,
+        attach_ms,
+        idle,
+        idle_cpu_ms,
+        latency,
+    })
+}
+
+/// CPU time the process uses over `duration` while nothing happens.
+fn idle_cpu(pid: u32, duration: Duration) -> anyhow::Result<f64> {
+    let before = sys::cpu_ms(pid)?;
+    sys::sleep(duration)?;
+    Ok(sys::cpu_ms(pid)? - before)
+}
+
+fn measure_latency(
+    agent: &mut Watched,
+    binaries: &Binaries,
+    cgroup: &MemoryCgroup,
+    kills: usize,
+) -> anyhow::Result<LatencyRun> {
+    // Counted from here on only: the kills, not the attach.
+    let stats_enabled = StatsEnabled::enable()?;
+    let (victims, kill_time) = oom_kill_many(cgroup, &binaries.hog, kills)?;
+    let captured = collect_kill_lines(agent, &victims, agent_kill)?;
+    let (programs, matched_by) = bpf_stats::agent_programs(agent.pid())?;
+    drop(stats_enabled);
+    Ok(LatencyRun {
+        kills,
+        latencies_ns: captured,
+        kill_time,
+        after: sys::memory(agent.pid())?,
+        programs,
+        matched_by,
+    })
+}
+
+/// `count` OOM kills one after another; their victims' pids, and how long they all took.
+pub fn oom_kill_many(
+    cgroup: &MemoryCgroup,
+    hog: &Path,
+    count: usize,
+) -> anyhow::Result<(Vec<u32>, Duration)> {
+    let started = Instant::now();
+    let victims = (0..count)
+        .map(|_| cgroup.oom_kill_one(hog))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((victims, started.elapsed()))
+}
+
+/// The latencies (read time minus capture time) of the kills of `victims` the tool wrote,
+/// waiting up to OUTPUT_TIMEOUT for the last ones; missing kills are left out.
+pub fn collect_kill_lines(
+    tool: &mut Watched,
+    victims: &[u32],
+    parse: fn(&Line) -> Option<(u32, u64)>,
+) -> anyhow::Result<Vec<u64>> {
+    let mut pending: std::collections::HashSet<u32> = victims.iter().copied().collect();
+    let mut latencies = Vec::new();
+    while !pending.is_empty() {
+        let found = tool.wait_for("line for every kill", OUTPUT_TIMEOUT, |line| {
+            parse(line).is_some_and(|(pid, _)| pending.contains(&pid))
+        });
+        let Ok(line) = found else {
+            // A missed kill is a figure (captured of killed), not an error.
+            break;
+        };
+        if let Some((pid, ktime_ns)) = parse(&line) {
+            pending.remove(&pid);
+            latencies.push(line.read_at_ns.saturating_sub(ktime_ns));
+        }
+    }
+    // An interrupt also ends the wait above: it is the bench's end, not a missed kill.
+    sys::check_interrupted()?;
+    Ok(latencies)
+}
+
+/// An `oom_kill` JSON line: the victim's pid and the kernel's capture time.
+fn agent_kill(line: &Line) -> Option<(u32, u64)> {
+    let (kind, value) = json_kind(line)?;
+    if kind != "oom_kill" {
+        return None;
+    }
+    let pid = value["victim"]["process"]["pid"].as_u64()?;
+    Some((u32::try_from(pid).ok()?, value["ktime_ns"].as_u64()?))
+}
+
+fn json_kind(line: &Line) -> Option<(String, Value)> {
+    if line.stream != Stream::Stdout {
+        return None;
+    }
+    let value: Value = serde_json::from_str(&line.text).ok()?;
+    Some((value["kind"].as_str()?.to_owned(), value))
+}
+
+fn write_results(markdown: &str) -> anyhow::Result<PathBuf> {
+    let dir = workspace_root().join("bench/results");
+    std::fs::create_dir_all(&dir).with_context(|| format!("making {}", dir.display()))?;
+    let path = dir.join(format!(
+        "{}-{}.md",
+        sys::today_utc(),
+        sys::kernel_release()?
+    ));
+    std::fs::write(&path, markdown).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}

@@ -1,0 +1,349 @@
+//! The results as Markdown: a header about the machine, the tables, how each figure was taken,
+//! and what is not measured yet.
+
+use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
+
+use super::{
+    IDLE_BUDGET, LATENCY_BUDGET, Options, PEER_BURST_KILLS, Runs,
+    bpf_stats::MatchedBy,
+    stats::{Spread, percentile, ratio, show},
+    sys,
+    watched::Stream,
+};
+
+const KIB_PER_MIB: f64 = 1024.0;
+
+/// Load averages around the bench: another job on the machine shows in the latencies.
+pub struct Load {
+    pub at_start: String,
+    pub at_end: String,
+}
+
+pub fn markdown(
+    options: &Options,
+    runs: &Runs,
+    load: &Load,
+    elapsed: Duration,
+) -> anyhow::Result<String> {
+    let mut out = String::new();
+    header(&mut out, options, runs, load, elapsed)?;
+    side_by_side(&mut out, options, runs);
+    latency(&mut out, runs);
+    kernel_cost(&mut out, runs);
+    how_measured(&mut out, options, runs);
+    not_measured(&mut out);
+    Ok(out)
+}
+
+fn header(
+    out: &mut String,
+    options: &Options,
+    runs: &Runs,
+    load: &Load,
+    elapsed: Duration,
+) -> anyhow::Result<()> {
+    let machine = sys::machine()?;
+    let tier = runs
+        .runs
+        .first()
+        .map_or("unknown", |run| run.agent.tier.as_str());
+    let secs = elapsed.as_secs();
+    let _ = writeln!(out, "# oomtrace benchmarks\n");
+    let _ = writeln!(
+        out,
+        "- machine: {} CPUs, MemTotal {}",
+        machine.cpus, machine.mem_total
+    );
+    let _ = writeln!(out, "- kernel: {}", machine.kernel);
+    let _ = writeln!(
+        out,
+        "- load average (1, 5, 15 min): {} at start, {} at end",
+        load.at_start, load.at_end
+    );
+    let _ = writeln!(out, "- agent: release build, capture tier `{tier}`");
+    let _ = writeln!(out, "- date: {} (UTC)", sys::today_utc());
+    let _ = writeln!(
+        out,
+        "- command: `cargo xtask bench --runs {} --idle-seconds {} --kills {}`; bench time {}m{:02}s",
+        options.runs,
+        options.idle_seconds,
+        options.kills,
+        secs / 60,
+        secs % 60
+    );
+    let _ = writeln!(
+        out,
+        "\nEach figure: median (min–max) over the runs that measured it; a single value when one did.\n"
+    );
+    Ok(())
+}
+
+fn side_by_side(out: &mut String, options: &Options, runs: &Runs) {
+    let agent_attach = Spread::of(runs.runs.iter().map(|run| run.agent.attach_ms));
+    let peer_attach = Spread::of(runs.runs.iter().map(|run| run.peer.attach_ms));
+    let peer_ready = Spread::of(runs.runs.iter().map(|run| run.peer.ready_ms));
+    let mib = |kib: u64| kib as f64 / KIB_PER_MIB;
+    let agent_rss = Spread::of(runs.runs.iter().map(|run| mib(run.agent.idle.rss_kib)));
+    let peer_rss = Spread::of(runs.runs.iter().map(|run| mib(run.peer.idle.rss_kib)));
+    let agent_hwm = Spread::of(runs.runs.iter().map(|run| mib(run.agent.idle.hwm_kib)));
+    let peer_hwm = Spread::of(runs.runs.iter().map(|run| mib(run.peer.idle.hwm_kib)));
+    let idle_cpu = Spread::of(runs.runs.iter().filter_map(|run| run.agent.idle_cpu_ms));
+    let agent_p50 = Spread::of(latency_runs(runs).map(|latencies| micros(latencies, 50.0)));
+    let peer_p50 = Spread::of(
+        runs.runs
+            .iter()
+            .map(|run| micros(&run.peer.burst_latencies_ns, 50.0)),
+    );
+    let peer_captured: usize = runs
+        .runs
+        .iter()
+        .map(|run| run.peer.burst_latencies_ns.len())
+        .sum();
+    let peer_kills: usize = runs.runs.iter().map(|run| run.peer.burst_kills).sum();
+    let agent_captured: usize = latency_runs(runs).map(<[u64]>::len).sum();
+    let agent_kills: usize = runs
+        .runs
+        .iter()
+        .filter_map(|run| run.agent.latency.as_ref().map(|latency| latency.kills))
+        .sum();
+
+    let _ = writeln!(out, "## oomtrace and bpftrace side by side\n");
+    let _ = writeln!(out, "| figure | oomtrace | bpftrace | oomtrace/bpftrace |");
+    let _ = writeln!(out, "| --- | --- | --- | --- |");
+    row(out, "attach time (ms)", agent_attach, peer_attach, 1);
+    let _ = writeln!(
+        out,
+        "| bpftrace spawn to its BEGIN output (ms) | | {} | {} |",
+        show(peer_ready, 1),
+        ratio(agent_attach, peer_ready)
+    );
+    row(out, "idle VmRSS (MiB)", agent_rss, peer_rss, 1);
+    row(out, "idle VmHWM (MiB)", agent_hwm, peer_hwm, 1);
+    let idle_runs = if runs.idle_cpu_every_run {
+        "every run"
+    } else {
+        "first run only"
+    };
+    let _ = writeln!(
+        out,
+        "| idle CPU time over {} s, {idle_runs} (ms) | {} | not measured | |",
+        options.idle_seconds,
+        show(idle_cpu, 0)
+    );
+    row(out, "kill-to-output p50 (µs)", agent_p50, peer_p50, 0);
+    let _ = writeln!(
+        out,
+        "| kills captured | {agent_captured} of {agent_kills} | {peer_captured} of {peer_kills} | |\n"
+    );
+}
+
+fn row(
+    out: &mut String,
+    figure: &str,
+    ours: Option<Spread>,
+    theirs: Option<Spread>,
+    decimals: usize,
+) {
+    let _ = writeln!(
+        out,
+        "| {figure} | {} | {} | {} |",
+        show(ours, decimals),
+        show(theirs, decimals),
+        ratio(ours, theirs)
+    );
+}
+
+fn latency(out: &mut String, runs: &Runs) {
+    let measured: Vec<_> = runs
+        .runs
+        .iter()
+        .filter_map(|run| run.agent.latency.as_ref())
+        .collect();
+    let spread_of = |figure: &dyn Fn(&super::LatencyRun) -> f64| {
+        Spread::of(measured.iter().map(|latency| figure(latency)))
+    };
+    let mib = |kib: u64| kib as f64 / KIB_PER_MIB;
+    let _ = writeln!(
+        out,
+        "## Kill-to-output latency ({} run(s))\n",
+        measured.len()
+    );
+    let _ = writeln!(
+        out,
+        "| figure | attribution off (today) | attribution on (warm cache) |"
+    );
+    let _ = writeln!(out, "| --- | --- | --- |");
+    let rows: [(&str, Option<Spread>, usize); 6] = [
+        ("p50 (µs)", spread_of(&|l| micros(&l.latencies_ns, 50.0)), 0),
+        ("p99 (µs)", spread_of(&|l| micros(&l.latencies_ns, 99.0)), 0),
+        (
+            "max (µs)",
+            spread_of(&|l| micros(&l.latencies_ns, 100.0)),
+            0,
+        ),
+        (
+            "agent VmRSS after the kills (MiB)",
+            spread_of(&|l| mib(l.after.rss_kib)),
+            1,
+        ),
+        (
+            "agent VmHWM after the kills (MiB)",
+            spread_of(&|l| mib(l.after.hwm_kib)),
+            1,
+        ),
+        (
+            "time per kill, hog start to its reaping (ms)",
+            spread_of(&|l| l.kill_time.as_secs_f64() * 1e3 / l.kills as f64),
+            1,
+        ),
+    ];
+    for (figure, spread, decimals) in rows {
+        let _ = writeln!(
+            out,
+            "| {figure} | {} | not measurable yet |",
+            show(spread, decimals)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nThe \"attribution on\" column waits for container attribution, which does not exist yet.\n"
+    );
+}
+
+fn kernel_cost(out: &mut String, runs: &Runs) {
+    // Per program name: its type, run counts and ns per run over the latency runs.
+    let mut programs: BTreeMap<&str, (&str, Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    let mut matched_by = None;
+    for latency in runs
+        .runs
+        .iter()
+        .filter_map(|run| run.agent.latency.as_ref())
+    {
+        matched_by = Some(latency.matched_by);
+        for program in &latency.programs {
+            let entry = programs.entry(program.name.as_str()).or_insert((
+                program.kind.as_str(),
+                Vec::new(),
+                Vec::new(),
+            ));
+            entry.1.push(program.run_cnt as f64);
+            if program.run_cnt > 0 {
+                entry
+                    .2
+                    .push(program.run_time_ns as f64 / program.run_cnt as f64);
+            }
+        }
+    }
+    let how = match matched_by {
+        Some(MatchedBy::Pid) => "matched by the agent's pid in `bpftool -j prog show`",
+        Some(MatchedBy::Name) => "matched by name: this bpftool reports no owner pids",
+        None => "no latency run",
+    };
+    let _ = writeln!(out, "## Per-event kernel cost ({how})\n");
+    let _ = writeln!(out, "| program | type | run_cnt | run_time_ns / run_cnt |");
+    let _ = writeln!(out, "| --- | --- | --- | --- |");
+    for (name, (kind, counts, ns_per_run)) in &programs {
+        let _ = writeln!(
+            out,
+            "| `{name}` | {kind} | {} | {} |",
+            show(Spread::of(counts.iter().copied()), 0),
+            show(Spread::of(ns_per_run.iter().copied()), 0)
+        );
+    }
+    let _ = writeln!(out);
+}
+
+fn how_measured(out: &mut String, options: &Options, runs: &Runs) {
+    let attach_stream = runs
+        .runs
+        .first()
+        .map_or("?", |run| match run.peer.attach_stream {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        });
+    let latency_runs = if runs.latency_every_run {
+        format!("every run ({} kills each)", options.kills)
+    } else {
+        format!(
+            "the first run only: repeating its kills would have taken more than {} s",
+            LATENCY_BUDGET.as_secs()
+        )
+    };
+    let idle = if runs.idle_cpu_every_run {
+        "every run".to_owned()
+    } else {
+        format!(
+            "the first run only (runs × idle seconds is over {} s)",
+            IDLE_BUDGET.as_secs()
+        )
+    };
+    let lines = [
+        "- Attach time: CLOCK_MONOTONIC just before spawning `oomtrace run --format json` to the \
+         moment a reader thread read its `agent_started` line."
+            .to_owned(),
+        "- Idle VmRSS/VmHWM: /proc/<pid>/status right after attach. Idle CPU: utime + stime from \
+         /proc/<pid>/stat (clock-tick resolution, 10 ms) over the idle period, measured in "
+            .to_owned()
+            + &idle
+            + ".",
+        format!(
+            "- Latency: `oomtrace-hog` OOM-killed one after another in a memory cgroup limited to \
+             {} MiB without swap; each agent stdout line stamped with CLOCK_MONOTONIC when read; \
+             latency = read time − `ktime_ns` (bpf_ktime_get_ns at capture). Measured in {latency_runs}.",
+            super::kills::LIMIT_BYTES >> 20
+        ),
+        "- Kernel cost: `kernel.bpf_stats_enabled=1` during the kills only (old value restored), \
+         then `bpftool -j prog show` before the agent stops."
+            .to_owned(),
+        format!(
+            "- Peer, {}: a script on `tracepoint:oom:mark_victim` printing pid, comm, total_vm, \
+             anon_rss, file_rss, shmem_rss, uid, pgtables, oom_score_adj (and `nsecs`), run with \
+             `-B line`. Attach time is spawn to its \"Attaching N probes...\" line (on \
+             {attach_stream}), which bpftrace prints before attaching; its BEGIN output comes after. \
+             Each run ends with a burst of {PEER_BURST_KILLS} kills under bpftrace.",
+            peer_version()
+        ),
+        "- bcc's `oomkill` and bpftrace's `oomkill.bt` hook `oom_kill_process` with a kprobe; \
+         this kernel has no kprobes (CONFIG_KPROBES unset), so they cannot run here."
+            .to_owned(),
+    ];
+    let _ = writeln!(out, "## How measured\n");
+    for line in lines {
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = writeln!(out);
+}
+
+fn not_measured(out: &mut String) {
+    let _ = writeln!(out, "## Not measured yet\n");
+    for line in [
+        "- Latency with container attribution on (warm cache): attribution does not exist yet.",
+        "- A `memory.oom.group` burst of 100/500/1000 victims: needs a v2 memory controller, i.e. \
+         the VM harness (`cargo xtask vm`); this machine's memory controller is v1.",
+        "- The cost of a SIGKILL filter program: there is no such program yet.",
+    ] {
+        let _ = writeln!(out, "{line}");
+    }
+}
+
+/// The latencies of every run that measured them.
+fn latency_runs(runs: &Runs) -> impl Iterator<Item = &[u64]> {
+    runs.runs
+        .iter()
+        .filter_map(|run| run.agent.latency.as_ref())
+        .map(|latency| latency.latencies_ns.as_slice())
+}
+
+/// A percentile of nanosecond latencies, in microseconds; NaN when none was captured.
+fn micros(latencies_ns: &[u64], p: f64) -> f64 {
+    percentile(latencies_ns, p).map_or(f64::NAN, |ns| ns as f64 / 1e3)
+}
+
+fn peer_version() -> String {
+    std::process::Command::new("bpftrace")
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
