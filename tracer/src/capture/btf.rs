@@ -190,12 +190,18 @@ fn le_u32(bytes: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(word.try_into().ok()?))
 }
 
+/// The running kernel's BTF, as bytes: read once at startup, parsed by this reader for struct
+/// offsets and by aya for the programs' attach points.
+pub fn vmlinux_bytes() -> anyhow::Result<Vec<u8>> {
+    std::fs::read(VMLINUX_BTF_PATH).with_context(|| format!("failed to read {VMLINUX_BTF_PATH}"))
+}
+
 impl Btf {
     /// Reads and parses the running kernel's BTF from [`VMLINUX_BTF_PATH`].
+    #[cfg(test)]
     pub fn from_sys_fs() -> anyhow::Result<Self> {
-        let bytes = std::fs::read(VMLINUX_BTF_PATH)
-            .with_context(|| format!("failed to read {VMLINUX_BTF_PATH}"))?;
-        Self::parse(&bytes).with_context(|| format!("failed to parse {VMLINUX_BTF_PATH}"))
+        Self::parse(&vmlinux_bytes()?)
+            .with_context(|| format!("failed to parse {VMLINUX_BTF_PATH}"))
     }
 
     /// Parses a little-endian, non-split BTF blob, validating every type record.

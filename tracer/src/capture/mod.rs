@@ -145,18 +145,14 @@ impl Capture {
         let kernel_btf = if max_tier < Tier::NoFunctionTracing {
             Err(format!("capped at {max_tier} by --max-tier"))
         } else {
-            match (btf::Btf::from_sys_fs(), aya::Btf::from_sys_fs()) {
-                (Ok(ours), Ok(ayas)) => match offsets::resolve(&ours) {
-                    Ok(offsets) => Ok((offsets, ayas, offsets::oom_constraint_names(&ours))),
-                    Err(missing) => Err(format!("no usable kernel BTF: {missing}")),
-                },
-                (Err(err), _) => Err(format!("no usable kernel BTF: {err:#}")),
-                (_, Err(err)) => Err(format!("no usable kernel BTF: {err}")),
-            }
+            read_kernel_btf().and_then(|(ours, ayas)| match offsets::resolve(&ours) {
+                Ok(resolved) => Ok((resolved, ayas, offsets::oom_constraint_names(&ours))),
+                Err(missing) => Err(format!("no usable kernel BTF: {missing}")),
+            })
         };
         let offsets = kernel_btf
             .as_ref()
-            .map_or(KernelOffsets::ABSENT, |(offsets, _, _)| *offsets);
+            .map_or(KernelOffsets::ABSENT, |(resolved, _, _)| resolved.offsets);
 
         let mut ebpf = EbpfLoader::new()
             .btf(kernel_btf.as_ref().ok().map(|(_, btf, _)| btf))
@@ -172,7 +168,7 @@ impl Capture {
         };
         let hooked_function = match &kernel_btf {
             Ok(_) if max_tier < Tier::Full => Err(format!("capped at {max_tier} by --max-tier")),
-            Ok((offsets, btf, _)) => match offsets::missing_for_oom_context(offsets).as_slice() {
+            Ok((resolved, btf, _)) => match resolved.missing_for_oom_context.as_slice() {
                 [] => attach_function_hooks(&mut ebpf, btf, function_hook),
                 missing => Err(format!("kernel BTF lacks {}", missing.join(", "))),
             },
@@ -234,6 +230,21 @@ impl DropCounter {
                 0
             })
     }
+}
+
+/// The running kernel's BTF, read once and parsed by both readers: ours for struct offsets,
+/// aya's for the programs' attach points.
+fn read_kernel_btf() -> Result<(btf::Btf, aya::Btf), String> {
+    let bytes = btf::vmlinux_bytes().map_err(|err| format!("no usable kernel BTF: {err:#}"))?;
+    let ours = btf::Btf::parse(&bytes).map_err(|err| {
+        format!(
+            "no usable kernel BTF: parsing {}: {err}",
+            btf::VMLINUX_BTF_PATH
+        )
+    })?;
+    let ayas = aya::Btf::parse(&bytes, aya::Endianness::default())
+        .map_err(|err| format!("no usable kernel BTF: {err}"))?;
+    Ok((ours, ayas))
 }
 
 /// The classic tracepoint is the floor: without it there is nothing to report.

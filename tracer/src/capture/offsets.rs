@@ -4,11 +4,21 @@ use tracer_common::{KernelOffsets, OFFSET_ABSENT};
 
 use super::btf::Btf;
 
-/// Resolves every offset the `mark_victim` task programs read.
+/// The offsets for the programs, and what the optional ones lack.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    pub offsets: KernelOffsets,
+    /// The `oom_control`/`mem_cgroup` members this kernel's BTF lacks: any makes the
+    /// oom_kill_process programs useless, so they are not attached.
+    pub missing_for_oom_context: Vec<String>,
+}
+
+/// Resolves every offset the programs read.
 ///
-/// Errors list the members this kernel lacks among those the programs cannot do without; the
-/// memory controller alone is optional (a kernel without `CONFIG_MEMCG`).
-pub fn resolve(btf: &Btf) -> Result<KernelOffsets, MissingMembers> {
+/// Errors list the members this kernel lacks among those the `mark_victim` task programs cannot
+/// do without; the memory controller (a kernel without `CONFIG_MEMCG`) and the oom_kill_process
+/// members are optional.
+pub fn resolve(btf: &Btf) -> Result<Resolved, MissingMembers> {
     let mut missing = Vec::new();
     let mut required = |struct_name: &'static str, members: &[&'static str]| {
         let found = members
@@ -39,9 +49,12 @@ pub fn resolve(btf: &Btf) -> Result<KernelOffsets, MissingMembers> {
     }
     offsets.css_set_memory_css = memory_css_offset(btf).unwrap_or(OFFSET_ABSENT);
     // Optional: only the oom_kill_process programs read these.
-    let optional = |struct_name, member| {
-        btf.member_offset(struct_name, member)
-            .unwrap_or(OFFSET_ABSENT)
+    let mut missing_for_oom_context = Vec::new();
+    let mut optional = |struct_name: &str, member: &str| {
+        btf.member_offset(struct_name, member).unwrap_or_else(|| {
+            missing_for_oom_context.push(format!("{struct_name}.{member}"));
+            OFFSET_ABSENT
+        })
     };
     offsets.oom_control_memcg = optional("oom_control", "memcg");
     offsets.oom_control_gfp_mask = optional("oom_control", "gfp_mask");
@@ -51,28 +64,10 @@ pub fn resolve(btf: &Btf) -> Result<KernelOffsets, MissingMembers> {
     offsets.oom_control_chosen_points = optional("oom_control", "chosen_points");
     offsets.oom_control_constraint = optional("oom_control", "constraint");
     offsets.mem_cgroup_css = optional("mem_cgroup", "css");
-    Ok(offsets)
-}
-
-/// The `oom_control` members this kernel's BTF lacks: any makes the oom_kill_process programs
-/// useless, so they are not attached.
-pub fn missing_for_oom_context(offsets: &KernelOffsets) -> Vec<&'static str> {
-    [
-        ("oom_control.memcg", offsets.oom_control_memcg),
-        ("oom_control.gfp_mask", offsets.oom_control_gfp_mask),
-        ("oom_control.order", offsets.oom_control_order),
-        ("oom_control.totalpages", offsets.oom_control_totalpages),
-        ("oom_control.chosen", offsets.oom_control_chosen),
-        (
-            "oom_control.chosen_points",
-            offsets.oom_control_chosen_points,
-        ),
-        ("oom_control.constraint", offsets.oom_control_constraint),
-        ("mem_cgroup.css", offsets.mem_cgroup_css),
-    ]
-    .into_iter()
-    .filter_map(|(name, offset)| (offset == OFFSET_ABSENT).then_some(name))
-    .collect()
+    Ok(Resolved {
+        offsets,
+        missing_for_oom_context,
+    })
 }
 
 /// `enum oom_constraint` as this kernel numbers it.
@@ -126,7 +121,10 @@ mod tests {
                 return;
             }
         };
-        let offsets = resolve(&btf).expect("running kernel has every required member");
+        let Resolved {
+            offsets,
+            missing_for_oom_context,
+        } = resolve(&btf).expect("running kernel has every required member");
         let KernelOffsets {
             task_pid,
             task_tgid,
@@ -164,7 +162,7 @@ mod tests {
             assert_eq!(offset % 4, 0, "misaligned offset {offset}");
         }
         // Every kernel since 4.6 has these members of oom_control.
-        assert_eq!(missing_for_oom_context(&offsets), Vec::<&str>::new());
+        assert_eq!(missing_for_oom_context, Vec::<String>::new());
         for offset in [
             oom_control_memcg,
             oom_control_gfp_mask,
