@@ -1,6 +1,7 @@
 //! The memory hog (`src/bin/oomtrace-hog.rs`), run in a cgroup.
 
 use std::io::Write as _;
+use std::os::unix::process::ExitStatusExt as _;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::time::Duration;
@@ -61,6 +62,19 @@ impl Hog {
                 self.pid()
             )
         })
+    }
+
+    /// Waits up to `timeout` for the hog to end and panics unless the OOM killer's SIGKILL
+    /// ended it. Returns its pid.
+    pub fn wait_oom_killed(self, timeout: Duration) -> u32 {
+        let pid = self.pid();
+        let status = self.wait(timeout);
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "the OOM killer should SIGKILL hog {pid}, it ended with {status}"
+        );
+        pid
     }
 }
 

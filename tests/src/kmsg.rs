@@ -19,6 +19,20 @@ pub struct KilledProcess {
     pub shmem_rss_kb: u64,
 }
 
+impl KilledProcess {
+    /// Panics unless the agent's `oom_kill` record gives an anon RSS within 10% of what the
+    /// kernel logged for this kill.
+    pub fn assert_anon_rss_matches(&self, kill: &serde_json::Value) {
+        let anon_rss_kb = crate::field_u64(kill, "victim.process.memory.anon_rss_bytes") / 1024;
+        assert!(
+            anon_rss_kb.abs_diff(self.anon_rss_kb) * 10 <= self.anon_rss_kb,
+            "victim anon RSS {anon_rss_kb} kB should be within 10% of the kernel's {} kB; in {:#}",
+            self.anon_rss_kb,
+            kill
+        );
+    }
+}
+
 /// A reader of the kernel log (`/dev/kmsg`) from the moment it was opened.
 pub struct Kmsg {
     file: File,

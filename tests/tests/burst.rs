@@ -1,7 +1,6 @@
 //! Twenty OOM kills back to back, in twenty cgroups: none lost, none doubled, none mixed up.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::process::ExitStatusExt as _;
 use std::time::Duration;
 
 use oomtrace_tests::{Agent, Hog, MemoryCgroup, field_u64, require_root};
@@ -33,13 +32,7 @@ fn burst_of_kills_is_reported_once_each() {
         .collect();
     let hog_pids: Vec<u32> = hogs.iter().map(Hog::pid).collect();
     for hog in hogs {
-        let pid = hog.pid();
-        let status = hog.wait(Duration::from_secs(30));
-        assert_eq!(
-            status.signal(),
-            Some(libc::SIGKILL),
-            "the OOM killer should SIGKILL hog {pid}, it ended with {status}"
-        );
+        hog.wait_oom_killed(Duration::from_secs(30));
     }
 
     let kills = agent.wait_for_kills(&hog_pids, Duration::from_secs(60));

@@ -1,6 +1,5 @@
 //! One OOM kill in a memory cgroup, checked field by field against the kernel's own account.
 
-use std::os::unix::process::ExitStatusExt as _;
 use std::time::Duration;
 
 use oomtrace_tests::{Agent, Hog, Kmsg, MemoryCgroup, field, field_str, field_u64, require_root};
@@ -17,14 +16,7 @@ fn memcg_oom_kill_is_reported_as_the_kernel_saw_it() {
     let mut kmsg = Kmsg::open_at_end();
     let mut agent = Agent::start();
 
-    let hog = Hog::spawn_in(HOG, &cgroup);
-    let hog_pid = hog.pid();
-    let status = hog.wait(Duration::from_secs(30));
-    assert_eq!(
-        status.signal(),
-        Some(libc::SIGKILL),
-        "the OOM killer should SIGKILL the hog, it ended with {status}"
-    );
+    let hog_pid = Hog::spawn_in(HOG, &cgroup).wait_oom_killed(Duration::from_secs(30));
     let killed = kmsg.find_killed(hog_pid, Duration::from_secs(10));
 
     let kills = agent.wait_for_kills(&[hog_pid], Duration::from_secs(30));
@@ -59,13 +51,7 @@ fn memcg_oom_kill_is_reported_as_the_kernel_saw_it() {
     );
 
     // How big it was: the kernel's anon-rss for this kill, within 10%.
-    let anon_rss_kb = field_u64(kill, "victim.process.memory.anon_rss_bytes") / 1024;
-    assert!(
-        anon_rss_kb.abs_diff(killed.anon_rss_kb) * 10 <= killed.anon_rss_kb,
-        "victim anon RSS {anon_rss_kb} kB should be within 10% of the kernel's {} kB; in {}",
-        killed.anon_rss_kb,
-        context()
-    );
+    killed.assert_anon_rss_matches(kill);
 
     // Where it lived.
     assert_eq!(

@@ -1,7 +1,6 @@
 //! A kill whose memory cgroup is gone before the agent reads it: the agent must report the
 //! cgroup as it was at kill time, not look it up afterwards.
 
-use std::os::unix::process::ExitStatusExt as _;
 use std::time::Duration;
 
 use oomtrace_tests::{Agent, Hog, MemoryCgroup, field_str, field_u64, require_root};
@@ -20,14 +19,7 @@ fn kill_in_a_since_removed_cgroup_keeps_its_path_and_id() {
     // Frozen, the agent cannot read the kill before the cgroup is gone: the record waits in
     // the ring buffer, which makes the race this test is about certain rather than likely.
     agent.suspend();
-    let hog = Hog::spawn_in(HOG, &cgroup);
-    let hog_pid = hog.pid();
-    let status = hog.wait(Duration::from_secs(30));
-    assert_eq!(
-        status.signal(),
-        Some(libc::SIGKILL),
-        "the OOM killer should SIGKILL the hog, it ended with {status}"
-    );
+    let hog_pid = Hog::spawn_in(HOG, &cgroup).wait_oom_killed(Duration::from_secs(30));
 
     cgroup.remove();
     assert!(

@@ -1,7 +1,6 @@
 //! The lowest tier, as on a kernel without BTF: forced with `--max-tier tracepoint-only`, a memcg
 //! OOM kill is still reported with what the classic tracepoint and the helpers know.
 
-use std::os::unix::process::ExitStatusExt as _;
 use std::time::Duration;
 
 use oomtrace_tests::{Agent, Hog, Kmsg, MemoryCgroup, field, field_str, field_u64, require_root};
@@ -16,14 +15,7 @@ fn tracepoint_only_tier_still_names_victim_memory_and_trigger() {
     let mut kmsg = Kmsg::open_at_end();
     let mut agent = Agent::start_with(&["--max-tier", "tracepoint-only"]);
 
-    let hog = Hog::spawn_in(HOG, &cgroup);
-    let hog_pid = hog.pid();
-    let status = hog.wait(Duration::from_secs(30));
-    assert_eq!(
-        status.signal(),
-        Some(libc::SIGKILL),
-        "the hog ended with {status}"
-    );
+    let hog_pid = Hog::spawn_in(HOG, &cgroup).wait_oom_killed(Duration::from_secs(30));
     let killed = kmsg.find_killed(hog_pid, Duration::from_secs(10));
 
     let kills = agent.wait_for_kills(&[hog_pid], Duration::from_secs(30));
@@ -50,13 +42,7 @@ fn tracepoint_only_tier_still_names_victim_memory_and_trigger() {
         "in {}",
         context()
     );
-    let anon_rss_kb = field_u64(kill, "victim.process.memory.anon_rss_bytes") / 1024;
-    assert!(
-        anon_rss_kb.abs_diff(killed.anon_rss_kb) * 10 <= killed.anon_rss_kb,
-        "anon RSS {anon_rss_kb} kB vs the kernel's {} kB, in {}",
-        killed.anon_rss_kb,
-        context()
-    );
+    killed.assert_anon_rss_matches(kill);
     assert_eq!(
         field(kill, "victim.badness.estimated"),
         true,
