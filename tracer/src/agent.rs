@@ -1,4 +1,4 @@
-//! The agent: capture → decode → join → sinks, until a signal, then drain and stop.
+//! The agent: capture → decode → join → attribute → sinks, until a signal, then drain and stop.
 
 use std::time::Instant;
 
@@ -8,8 +8,10 @@ use bytes::Bytes;
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
+    sync::mpsc,
 };
 
+use crate::attribute::{AttributedEvent, AttributionOptions, Attributor, DEFAULT_SOCKETS};
 use crate::capture::{Capture, CaptureOptions, CapturePlan, ringbuf};
 use crate::cli::{Format, RunArgs};
 use crate::clock::KernelClock;
@@ -19,12 +21,20 @@ use crate::{badness, decode};
 
 type Logger = EbpfLogger<&'static dyn log::Log>;
 
+/// Joined events waiting for attribution. A burst of kills queues here while the first one
+/// waits for a runtime; past this, capture waits too and the ring buffer absorbs the rest.
+const EVENT_QUEUE: usize = 4096;
+
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let RunArgs {
         format,
         max_tier,
         function_hook,
+        runtime_sockets,
+        tombstone_ttl,
+        oom_score_adj,
     } = args;
+    crate::protect::set_oom_score_adj(oom_score_adj);
     let clock = KernelClock::now();
     let mut capture = Capture::attach(CaptureOptions {
         max_tier,
@@ -38,68 +48,128 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     release_startup_memory();
     let mut records = capture.records()?;
     let drops = capture.drop_counter()?;
+    let plan = &capture.plan;
 
+    let attributor = Attributor::start(AttributionOptions {
+        sockets: if runtime_sockets.is_empty() {
+            DEFAULT_SOCKETS.map(str::to_owned).to_vec()
+        } else {
+            runtime_sockets
+        },
+        tombstone_ttl: tombstone_ttl.into(),
+    });
     let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(LogSink)];
     if format == Format::Json {
         sinks.push(Box::new(JsonSink::new(std::io::stdout().lock())));
     }
-    let mut pipeline = Pipeline {
-        plan: &capture.plan,
-        joiner: {
-            let (host_totalpages, page_kb) = badness::host_totalpages();
-            Joiner::new(
-                capture.plan.task_hook.is_some(),
-                capture.plan.function_hook.is_some(),
-            )
-            .with_host_memory(host_totalpages, page_kb)
-        },
+    let mut output = Output {
+        plan,
         sinks,
         clock,
         totals: Totals::default(),
     };
+    let mut joiner = {
+        let (host_totalpages, page_kb) = badness::host_totalpages();
+        Joiner::new(plan.task_hook.is_some(), plan.function_hook.is_some())
+            .with_host_memory(host_totalpages, page_kb)
+    };
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
 
-    pipeline.started(drops.total());
-    let mut batch = Vec::new();
-    loop {
-        let deadline = pipeline.joiner.next_deadline();
-        tokio::select! {
-            read = records.read(&mut batch) => {
-                read.context("reading the ring buffer")?;
-                pipeline.records(batch.drain(..), drops.total());
-            }
-            () = flush_logger(&mut logger) => {}
-            () = sleep_until(deadline) => {
-                let events = pipeline.joiner.expire(Instant::now());
-                pipeline.events(events, drops.total());
-            }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+    output.started(drops.total());
+    let (events, mut joined) = mpsc::channel::<(Event, Instant)>(EVENT_QUEUE);
+    // Capture → decode → join on one side of the queue; attribute → sinks on the other, so a
+    // kill waiting for its container's name never holds up reading the ring buffer.
+    let capture_side = async move {
+        let mut counts = CaptureCounts::default();
+        let mut batch = Vec::new();
+        loop {
+            let deadline = joiner.next_deadline();
+            let joined_now = tokio::select! {
+                read = records.read(&mut batch) => {
+                    read.context("reading the ring buffer")?;
+                    join(&mut joiner, &plan.layout, batch.drain(..), &mut counts)
+                }
+                () = flush_logger(&mut logger) => Vec::new(),
+                () = sleep_until(deadline) => joiner.expire(Instant::now()),
+                _ = sigint.recv() => break,
+                _ = sigterm.recv() => break,
+            };
+            send(&events, joined_now).await;
         }
-    }
-
-    // Whatever the kernel already wrote is reported before exiting.
-    records.read_now(&mut batch);
-    pipeline.records(batch.drain(..), drops.total());
-    let events = pipeline.joiner.flush();
-    pipeline.events(events, drops.total());
-    if let Some(logger) = &mut logger {
-        logger.get_mut().flush();
-    }
-    pipeline.stopped(drops.total());
+        // Whatever the kernel already wrote is reported before exiting.
+        records.read_now(&mut batch);
+        let mut last = join(&mut joiner, &plan.layout, batch.drain(..), &mut counts);
+        last.extend(joiner.flush());
+        send(&events, last).await;
+        if let Some(logger) = &mut logger {
+            logger.get_mut().flush();
+        }
+        anyhow::Ok(counts)
+    };
+    let output_side = async {
+        while let Some((event, joined_at)) = joined.recv().await {
+            let event = attributor.event(event, joined_at).await;
+            output.event(&event, drops.total());
+        }
+    };
+    let (counts, ()) = tokio::join!(capture_side, output_side);
+    let CaptureCounts {
+        records,
+        decode_errors,
+    } = counts?;
+    output.totals.records = records;
+    output.totals.decode_errors = decode_errors;
+    output.stopped(drops.total());
     Ok(())
 }
 
-struct Pipeline<'a> {
+#[derive(Default)]
+struct CaptureCounts {
+    records: u64,
+    decode_errors: u64,
+}
+
+fn join(
+    joiner: &mut Joiner,
+    layout: &crate::decode::mark_victim::MarkVictimLayout,
+    records: impl Iterator<Item = Bytes>,
+    counts: &mut CaptureCounts,
+) -> Vec<Event> {
+    let now = Instant::now();
+    let mut events = Vec::new();
+    for record in records {
+        counts.records += 1;
+        match decode::decode(&record, layout) {
+            Ok(part) => events.extend(joiner.push(part, now)),
+            Err(err) => {
+                counts.decode_errors += 1;
+                log::error!("dropping an undecodable record: {err}");
+            }
+        }
+    }
+    events
+}
+
+async fn send(queue: &mpsc::Sender<(Event, Instant)>, events: Vec<Event>) {
+    let now = Instant::now();
+    for event in events {
+        // Only fails once the output side is gone, i.e. never before shutdown.
+        if queue.send((event, now)).await.is_err() {
+            log::error!("the output stage stopped; an event was not written");
+        }
+    }
+}
+
+/// Attributed events to every sink.
+struct Output<'a> {
     plan: &'a CapturePlan,
-    joiner: Joiner,
     sinks: Vec<Box<dyn Sink>>,
     clock: KernelClock,
     totals: Totals,
 }
 
-impl<'a> Pipeline<'a> {
+impl<'a> Output<'a> {
     fn context(&self, ringbuf_dropped_total: u64) -> Context<'a> {
         Context {
             plan: self.plan,
@@ -108,37 +178,21 @@ impl<'a> Pipeline<'a> {
         }
     }
 
-    fn records(&mut self, records: impl Iterator<Item = Bytes>, dropped: u64) {
-        let now = Instant::now();
-        let mut events = Vec::new();
-        for record in records {
-            self.totals.records += 1;
-            match decode::decode(&record, &self.plan.layout) {
-                Ok(part) => events.extend(self.joiner.push(part, now)),
-                Err(err) => {
-                    self.totals.decode_errors += 1;
-                    log::error!("dropping an undecodable record: {err}");
-                }
-            }
-        }
-        self.events(events, dropped);
-    }
-
-    fn events(&mut self, events: Vec<Event>, dropped: u64) {
+    fn event(&mut self, event: &AttributedEvent, dropped: u64) {
         let context = self.context(dropped);
-        for event in events {
-            match &event {
-                Event::Kill(kill) if !kill.marked_without_kill => self.totals.oom_kills += 1,
-                Event::Kill(_) | Event::Incident(_) => {}
+        match event {
+            AttributedEvent::Kill(kill) if !kill.kill.marked_without_kill => {
+                self.totals.oom_kills += 1;
             }
-            for sink in &mut self.sinks {
-                let written = match &event {
-                    Event::Kill(kill) => sink.oom_kill(kill, &context),
-                    Event::Incident(incident) => sink.oom_incident(incident, &context),
-                };
-                if let Err(err) = written {
-                    log::error!("writing a record: {err}");
-                }
+            AttributedEvent::Kill(_) | AttributedEvent::Incident(_) => {}
+        }
+        for sink in &mut self.sinks {
+            let written = match event {
+                AttributedEvent::Kill(kill) => sink.oom_kill(kill, &context),
+                AttributedEvent::Incident(incident) => sink.oom_incident(incident, &context),
+            };
+            if let Err(err) = written {
+                log::error!("writing a record: {err}");
             }
         }
     }

@@ -1,5 +1,8 @@
 //! Command line.
 
+use std::str::FromStr;
+use std::time::Duration;
+
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::capture::{FunctionHook, Tier};
@@ -37,10 +40,103 @@ pub struct RunArgs {
     /// How to hook `oom_kill_process` in the full tier: `auto` tries fentry, then kprobe.
     #[arg(long, value_enum, default_value_t = FunctionHook::Auto)]
     pub function_hook: FunctionHook,
+
+    /// A Docker Engine API socket (Docker's or podman's) to name containers by. Repeat for
+    /// several. When none is given: /var/run/docker.sock and /run/podman/podman.sock.
+    #[arg(long = "runtime-socket", value_name = "PATH")]
+    pub runtime_sockets: Vec<String>,
+
+    /// How long a removed container's name is kept for kills reported late, e.g. `24h`, `90m`.
+    #[arg(long, value_name = "DURATION", default_value = "24h")]
+    pub tombstone_ttl: HumanDuration,
+
+    /// The agent's own `oom_score_adj`: -1000, the default, means the OOM killer never picks
+    /// the agent itself.
+    #[arg(long, value_name = "ADJ", default_value_t = -1000, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i16).range(-1000..=1000))]
+    pub oom_score_adj: i16,
+}
+
+/// A duration as people write it: `90s`, `15m`, `24h`, `7d`, or a sum like `1h30m`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl From<HumanDuration> for Duration {
+    fn from(duration: HumanDuration) -> Self {
+        duration.0
+    }
+}
+
+impl FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let invalid = || format!("`{text}` is not a duration like 90s, 15m, 24h, 7d or 1h30m");
+        let mut total = Duration::ZERO;
+        let mut rest = text.trim();
+        if rest.is_empty() {
+            return Err(invalid());
+        }
+        while !rest.is_empty() {
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            let unit_end = rest[digits..]
+                .find(|c: char| c.is_ascii_digit())
+                .map_or(rest.len(), |end| digits + end);
+            let number: u64 = rest[..digits].parse().map_err(|_| invalid())?;
+            let unit_secs = match &rest[digits..unit_end] {
+                "s" => 1,
+                "m" => 60,
+                "h" => 60 * 60,
+                "d" => 24 * 60 * 60,
+                _ => return Err(invalid()),
+            };
+            let part = number.checked_mul(unit_secs).ok_or_else(invalid)?;
+            total = total
+                .checked_add(Duration::from_secs(part))
+                .ok_or_else(invalid)?;
+            rest = &rest[unit_end..];
+        }
+        Ok(HumanDuration(total))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Text,
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        let secs = |text: &str| text.parse::<HumanDuration>().map(|d| d.0.as_secs());
+        assert_eq!(secs("90s"), Ok(90));
+        assert_eq!(secs("15m"), Ok(900));
+        assert_eq!(secs("24h"), Ok(86_400));
+        assert_eq!(secs("7d"), Ok(604_800));
+        assert_eq!(secs("1h30m"), Ok(5_400));
+        assert_eq!(secs("0s"), Ok(0));
+    }
+
+    #[test]
+    fn bad_durations_say_what_is_expected() {
+        for bad in [
+            "",
+            "h",
+            "10",
+            "10x",
+            "-5m",
+            "1.5h",
+            "99999999999999999999d",
+            "5m junk",
+        ] {
+            let err = bad.parse::<HumanDuration>().unwrap_err();
+            assert!(err.contains("is not a duration"), "{bad}: {err}");
+        }
+    }
 }

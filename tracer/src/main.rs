@@ -1,16 +1,19 @@
 //! oomtrace: an eBPF tracer that explains OOM kills.
 //!
 //! The pipeline reads top to bottom: [`capture`] loads the programs and reads their records,
-//! [`decode`] turns bytes into typed parts, [`incident`] joins the parts of one kill, and
-//! [`sink`] writes the result; [`agent`] runs it.
+//! [`decode`] turns bytes into typed parts, [`incident`] joins the parts of one kill,
+//! [`attribute`] names the containers, pods and services involved, and [`sink`] writes the
+//! result; [`agent`] runs it.
 
 mod agent;
+mod attribute;
 mod badness;
 mod capture;
 mod cli;
 mod clock;
 mod decode;
 mod incident;
+mod protect;
 mod sink;
 
 use std::process::ExitCode;

@@ -1,11 +1,12 @@
-//! Sinks: where a finished kill goes. The human log line is always written; JSON Lines on
+//! Sinks: where a finished, attributed kill goes. The human log line is always written; JSON Lines on
 //! request.
 
 pub mod json;
 pub mod text;
 
+use crate::attribute::AttributedKill;
 use crate::capture::CapturePlan;
-use crate::incident::{OomIncident, OomKill};
+use crate::incident::OomIncident;
 
 /// What every record carries about the agent itself.
 #[derive(Clone, Copy, Debug)]
@@ -25,7 +26,7 @@ pub struct Totals {
 
 pub trait Sink {
     fn started(&mut self, context: &Context<'_>) -> std::io::Result<()>;
-    fn oom_kill(&mut self, kill: &OomKill, context: &Context<'_>) -> std::io::Result<()>;
+    fn oom_kill(&mut self, kill: &AttributedKill, context: &Context<'_>) -> std::io::Result<()>;
     /// The end of one `oom_kill_process` invocation, in the full tier.
     fn oom_incident(
         &mut self,

@@ -3,7 +3,8 @@
 use std::fmt::Write as _;
 
 use super::{Context, Sink, Totals};
-use crate::decode::{CgroupRef, Domain};
+use crate::attribute::{AttributedKill, Attribution, DomainKind, ResolvedDomain, Source};
+use crate::decode::CgroupRef;
 use crate::incident::{OomIncident, OomKill};
 
 /// Writes through `log` (env_logger on stderr).
@@ -21,7 +22,7 @@ impl Sink for LogSink {
         Ok(())
     }
 
-    fn oom_kill(&mut self, kill: &OomKill, _: &Context<'_>) -> std::io::Result<()> {
+    fn oom_kill(&mut self, kill: &AttributedKill, _: &Context<'_>) -> std::io::Result<()> {
         log::warn!("{}", line(kill));
         Ok(())
     }
@@ -61,18 +62,25 @@ impl Sink for LogSink {
     }
 }
 
-/// One line per kill, e.g. `OOM kill: pid 4242 (hog) anon-rss 63.9 MiB … in memcg /x;
-/// triggered by itself`.
-pub fn line(kill: &OomKill) -> String {
+/// One line per kill, e.g. `OOM kill: pid 4242 (hog) anon-rss 63.9 MiB … in container web
+/// (podman, localhost/web:1); the limit of container web (48.0 MiB) was hit; triggered by itself`.
+pub fn line(attributed: &AttributedKill) -> String {
+    let AttributedKill {
+        kill,
+        victim: victim_names,
+        trigger: trigger_names,
+        main_process,
+        domain,
+    } = attributed;
     let OomKill {
         ktime_ns: _,
         victim,
         trigger,
         parts: _,
-        incident,
+        incident: _,
         marked_without_kill,
         badness,
-    } = kill;
+    } = &**kill;
     let mut line = format!(
         "{}: pid {} ({})",
         if *marked_without_kill {
@@ -81,7 +89,7 @@ pub fn line(kill: &OomKill) -> String {
             "OOM kill"
         },
         victim.pid,
-        victim.comm.as_deref().unwrap_or("?")
+        printable(victim.comm.as_deref().unwrap_or("?"))
     );
     if let Some(fields) = &victim.fields {
         for (name, kb) in [
@@ -97,16 +105,15 @@ pub fn line(kill: &OomKill) -> String {
             let _ = write!(line, " oom_score_adj {adj}");
         }
     }
-    line.push_str(&cgroups(victim.memcg.as_ref(), victim.cgroup.as_ref()));
-    if let Some(incident) = incident {
-        match &incident.entry.domain {
-            Domain::Host => line.push_str("; the host ran out of memory (no cgroup limit hit)"),
-            Domain::Cgroup(cgroup) => {
-                let _ = write!(line, "; the limit of memcg {} was hit", cgroup.path);
-            }
-            Domain::Unknown => line.push_str("; a cgroup limit was hit"),
-        }
+    line.push_str(&place(
+        victim_names.as_ref(),
+        victim.memcg.as_ref(),
+        victim.cgroup.as_ref(),
+    ));
+    if *main_process == Some(false) {
+        line.push_str(", not its main process (the runtime will not report OOMKilled)");
     }
+    line.push_str(&domain_text(domain));
     if let Some(badness) = badness {
         let _ = write!(
             line,
@@ -127,25 +134,148 @@ pub fn line(kill: &OomKill) -> String {
         let _ = write!(
             line,
             "; triggered by pid {} ({})",
-            trigger.task.pid, trigger.task.comm
+            trigger.task.pid,
+            printable(&trigger.task.comm)
         );
-        line.push_str(&cgroups(trigger.memcg.as_ref(), trigger.cgroup.as_ref()));
-        if let (None, Some(id)) = (&trigger.cgroup, trigger.cgroup_id) {
+        line.push_str(&place(
+            trigger_names.as_ref(),
+            trigger.memcg.as_ref(),
+            trigger.cgroup.as_ref(),
+        ));
+        if let (None, None, Some(id)) = (&trigger.cgroup, trigger_names, trigger.cgroup_id) {
             let _ = write!(line, " in cgroup id {id}");
         }
     }
     line
 }
 
+/// ` in container web (podman, localhost/web:1)`, ` in pod shop/web-0`, ` in unit nginx.service`,
+/// else the cgroup paths.
+fn place(
+    names: Option<&Attribution>,
+    memcg: Option<&CgroupRef>,
+    cgroup: Option<&CgroupRef>,
+) -> String {
+    match names.and_then(name) {
+        Some(name) => format!(" in {name}"),
+        None => match names {
+            // Read from /proc: the kernel captured no path.
+            Some(names) if memcg.is_none() && cgroup.is_none() => {
+                format!(" in cgroup {}", printable(&names.path))
+            }
+            _ => cgroups(memcg, cgroup),
+        },
+    }
+}
+
+/// What a person calls the owner of a cgroup, if anything better than its path.
+fn name(names: &Attribution) -> Option<String> {
+    let Attribution {
+        path: _,
+        identity,
+        container,
+        source,
+        warning: _,
+    } = names;
+    if let Some(meta) = container {
+        let mut name = format!("container {}", printable(&meta.name));
+        let mut about = vec![meta.runtime.to_owned()];
+        about.extend(meta.image.as_deref().map(printable));
+        if let (Some(namespace), Some(pod)) = (&meta.k8s.namespace, &meta.k8s.pod_name) {
+            about.push(format!("pod {}/{}", printable(namespace), printable(pod)));
+        }
+        if *source == Source::Tombstone {
+            about.push("since removed".to_owned());
+        }
+        let _ = write!(name, " ({})", about.join(", "));
+        return Some(name);
+    }
+    if let Some(container) = &identity.container {
+        let runtime = container.runtime.map_or("", |runtime| runtime.as_str());
+        let id = container.id.get(..12).unwrap_or(&container.id);
+        return Some(
+            format!("{runtime} container {}", printable(id))
+                .trim_start()
+                .to_owned(),
+        );
+    }
+    // conmon and friends: not in the container, but there for it.
+    if let Some(container) = crate::attribute::cgroup_path::monitored_container(&names.path) {
+        let id = container.id.get(..12).unwrap_or(&container.id);
+        return Some(format!(
+            "the runtime monitor of container {}",
+            printable(id)
+        ));
+    }
+    if let Some(pod) = &identity.pod {
+        return Some(format!("pod {} ({})", pod.uid, pod.qos.as_str()));
+    }
+    identity
+        .systemd_unit
+        .as_deref()
+        .map(|unit| format!("unit {}", printable(unit)))
+}
+
+/// `container web`, else the longer [`name`].
+fn short_name(names: &Attribution) -> Option<String> {
+    match &names.container {
+        Some(meta) if !meta.name.is_empty() => Some(format!("container {}", printable(&meta.name))),
+        _ => name(names),
+    }
+}
+
+fn domain_text(domain: &ResolvedDomain) -> String {
+    let inferred = if domain.inferred() { " (inferred)" } else { "" };
+    match domain.kind {
+        DomainKind::Host => {
+            format!("; the host ran out of memory, no cgroup limit was hit{inferred}")
+        }
+        DomainKind::Unknown => String::new(),
+        DomainKind::Cgroup => {
+            // Short: the party it names is usually described in full just before.
+            let whose = match domain.attribution.as_ref().and_then(short_name) {
+                Some(name) => name,
+                None => format!(
+                    "memcg {}",
+                    domain.cgroup.as_ref().map_or("?", |c| c.path.as_str())
+                ),
+            };
+            let limit = domain
+                .limit_bytes
+                .map(|bytes| format!(" ({})", human_kb(bytes / 1024)))
+                .unwrap_or_default();
+            format!("; the limit of {whose}{limit} was hit{inferred}")
+        }
+    }
+}
+
+/// Names come from containers' owners and processes: never let them drive the terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
 /// ` in memcg /a (cgroup /b)`, collapsed when both are the same path.
 fn cgroups(memcg: Option<&CgroupRef>, cgroup: Option<&CgroupRef>) -> String {
     match (memcg, cgroup) {
         (Some(memcg), Some(cgroup)) if memcg.path == cgroup.path => {
-            format!(" in cgroup {}", memcg.path)
+            format!(" in cgroup {}", printable(&memcg.path))
         }
-        (Some(memcg), Some(cgroup)) => format!(" in memcg {} (cgroup {})", memcg.path, cgroup.path),
-        (Some(memcg), None) => format!(" in memcg {}", memcg.path),
-        (None, Some(cgroup)) => format!(" in cgroup {}", cgroup.path),
+        (Some(memcg), Some(cgroup)) => format!(
+            " in memcg {} (cgroup {})",
+            printable(&memcg.path),
+            printable(&cgroup.path)
+        ),
+        (Some(memcg), None) => format!(" in memcg {}", printable(&memcg.path)),
+        (None, Some(cgroup)) => format!(" in cgroup {}", printable(&cgroup.path)),
         (None, None) => String::new(),
     }
 }
@@ -186,7 +316,7 @@ mod tests {
     #[test]
     fn self_triggered_kill() {
         assert_eq!(
-            line(&kill()),
+            line(&AttributedKill::unattributed(kill())),
             "OOM kill: pid 9 (hog) anon-rss 64.0 MiB file-rss 0 KiB shmem-rss 0 KiB \
              oom_score_adj 0 in memcg /oomtrace-test-1 (cgroup /); badness 16375 (estimated); \
              triggered by itself"
@@ -202,10 +332,10 @@ mod tests {
             comm: "builder".into(),
         };
         kill.trigger.memcg = None;
+        let line = line(&AttributedKill::unattributed(kill));
         assert!(
-            line(&kill).ends_with("; triggered by pid 77 (builder) in cgroup /"),
-            "{}",
-            line(&kill)
+            line.ends_with("; triggered by pid 77 (builder) in cgroup /"),
+            "{line}"
         );
     }
 
@@ -214,5 +344,24 @@ mod tests {
         assert_eq!(human_kb(12), "12 KiB");
         assert_eq!(human_kb(1536), "1.5 MiB");
         assert_eq!(human_kb(3 * 1_048_576), "3.00 GiB");
+    }
+
+    #[test]
+    fn names_the_container_its_limit_and_that_it_was_a_child() {
+        let line = line(&crate::attribute::fixtures::in_web(kill()));
+        assert!(
+            line.contains(
+                "oom_score_adj 0 in container web (podman, localhost/web:1, pod shop/web-0), \
+                 not its main process (the runtime will not report OOMKilled); the limit of \
+                 container web (48.0 MiB) was hit (inferred)"
+            ),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        assert_eq!(printable("evil\x1b[2Jname\n"), "evil\\u{1b}[2Jname\\n");
+        assert_eq!(printable("plain-ünïcode"), "plain-ünïcode");
     }
 }

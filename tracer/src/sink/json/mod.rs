@@ -3,9 +3,14 @@
 //! Field names follow OpenTelemetry's semantic conventions where one fits: nested objects here
 //! flatten with dots into the OTel attribute (`victim.process.pid` → `process.pid`).
 
+mod names;
+
 use std::io::Write;
 
 use serde::Serialize;
+
+use self::names::{DomainJson, NamesJson, domain_json, names_json};
+use crate::attribute::AttributedKill;
 
 use super::{Context, Sink, Totals};
 use crate::badness::Badness;
@@ -56,7 +61,14 @@ impl<W: Write> Sink for JsonSink<W> {
         })
     }
 
-    fn oom_kill(&mut self, kill: &OomKill, context: &Context<'_>) -> std::io::Result<()> {
+    fn oom_kill(&mut self, kill: &AttributedKill, context: &Context<'_>) -> std::io::Result<()> {
+        let AttributedKill {
+            kill,
+            victim: victim_names,
+            trigger: trigger_names,
+            main_process,
+            domain,
+        } = kill;
         let OomKill {
             ktime_ns,
             victim,
@@ -65,7 +77,7 @@ impl<W: Write> Sink for JsonSink<W> {
             incident,
             marked_without_kill,
             badness,
-        } = kill;
+        } = &**kill;
         let Parts { tracepoint, task } = parts;
         let parts: Vec<&str> = [(*tracepoint, "tracepoint"), (*task, "task")]
             .into_iter()
@@ -89,9 +101,14 @@ impl<W: Write> Sink for JsonSink<W> {
                 },
                 victim: PartyJson {
                     badness: badness.map(badness_json),
+                    names: names_json(victim_names.as_ref(), *main_process),
                     ..victim_json(victim)
                 },
-                trigger: trigger_json(trigger),
+                trigger: PartyJson {
+                    names: names_json(trigger_names.as_ref(), None),
+                    ..trigger_json(trigger)
+                },
+                domain: domain_json(domain),
                 incident: incident
                     .as_deref()
                     .map(|incident| incident_json(incident, context.plan)),
@@ -208,6 +225,8 @@ struct Kill<'a> {
     capture: KillCapture,
     victim: PartyJson<'a>,
     trigger: PartyJson<'a>,
+    /// Whose limit was hit, known or inferred in every tier.
+    domain: DomainJson<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     incident: Option<IncidentJson<'a>>,
 }
@@ -237,7 +256,7 @@ struct PidJson {
 #[derive(Serialize)]
 struct IncidentJson<'a> {
     id: &'a str,
-    domain: DomainJson<'a>,
+    domain: IncidentDomainJson<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     badness: Option<BadnessJson>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -250,7 +269,7 @@ struct IncidentJson<'a> {
 }
 
 #[derive(Serialize)]
-struct DomainJson<'a> {
+struct IncidentDomainJson<'a> {
     /// `cgroup`: a memory cgroup's limit was hit; `host`: no limit, the host ran out.
     kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -296,6 +315,8 @@ struct PartyJson<'a> {
     /// Victim only.
     #[serde(skip_serializing_if = "Option::is_none")]
     badness: Option<BadnessJson>,
+    #[serde(flatten)]
+    names: NamesJson<'a>,
 }
 
 #[derive(Serialize)]
@@ -368,15 +389,15 @@ fn incident_json<'a>(incident: &'a IncidentContext, plan: &CapturePlan) -> Incid
         message,
     } = entry;
     let domain = match domain {
-        Domain::Host => DomainJson {
+        Domain::Host => IncidentDomainJson {
             kind: "host",
             cgroup: None,
         },
-        Domain::Cgroup(cgroup) => DomainJson {
+        Domain::Cgroup(cgroup) => IncidentDomainJson {
             kind: "cgroup",
             cgroup: Some(cgroup_json(cgroup)),
         },
-        Domain::Unknown => DomainJson {
+        Domain::Unknown => IncidentDomainJson {
             kind: "unknown",
             cgroup: None,
         },
@@ -447,6 +468,7 @@ fn victim_json(victim: &Victim) -> PartyJson<'_> {
         cgroup: cgroup.as_ref().map(cgroup_json),
         memcg: memcg.as_ref().map(cgroup_json),
         badness: None,
+        names: NamesJson::default(),
     }
 }
 
@@ -489,6 +511,7 @@ fn task_json(task: &Task) -> PartyJson<'_> {
         cgroup: None,
         memcg: None,
         badness: None,
+        names: NamesJson::default(),
     }
 }
 
@@ -528,6 +551,10 @@ mod tests {
     }
 
     fn emit(kill: &OomKill, plan: &CapturePlan) -> Value {
+        emit_attributed(&AttributedKill::unattributed(kill.clone()), plan)
+    }
+
+    fn emit_attributed(kill: &AttributedKill, plan: &CapturePlan) -> Value {
         let mut out = Vec::new();
         let context = Context {
             plan,
@@ -585,5 +612,60 @@ mod tests {
         assert_eq!(record["victim"].get("memcg"), None);
         // The trigger's cgroup2 id comes from a helper; its path needs BTF.
         assert_eq!(record["trigger"]["cgroup"], json!({"id": 1}));
+    }
+
+    #[test]
+    fn a_kill_in_a_container_names_it_and_the_limit_hit() {
+        let layout = layout_6_18();
+        let kill = kill(
+            vec![
+                decode(&as_bytes(&mark_victim_record(0, 42, 1000)), &layout).unwrap(),
+                decode(&as_bytes(&victim_task_record(0, 42)), &layout).unwrap(),
+            ],
+            true,
+        );
+        let record = emit_attributed(
+            &crate::attribute::fixtures::in_web(kill),
+            &plan(Tier::NoFunctionTracing),
+        );
+        let id = crate::attribute::fixtures::ID;
+        assert_eq!(
+            record["victim"]["container"],
+            json!({"id": id, "name": "web", "image": {"name": "localhost/web:1"},
+                   "runtime": "podman", "main_process": false,
+                   "memory_limit_bytes": 48 << 20})
+        );
+        assert_eq!(
+            record["victim"]["k8s"],
+            json!({"pod": {"name": "web-0"}, "namespace": {"name": "shop"}})
+        );
+        assert_eq!(
+            record["victim"]["attribution"],
+            json!({"source": "cache", "path": format!("/libpod_parent/libpod-{id}")})
+        );
+        assert_eq!(record["trigger"]["container"]["name"], "web");
+        assert_eq!(record["trigger"]["container"].get("main_process"), None);
+        let domain = &record["domain"];
+        assert_eq!(domain["kind"], "cgroup");
+        assert_eq!(domain["inferred"], true);
+        assert_eq!(domain["basis"], "counters");
+        assert_eq!(domain["memory"]["limit_bytes"], 48 << 20);
+        assert_eq!(domain["container"]["name"], "web");
+    }
+
+    #[test]
+    fn an_unknown_domain_still_says_so() {
+        let layout = layout_6_18();
+        let kill = kill(
+            vec![decode(&as_bytes(&mark_victim_record(0, 42, 1000)), &layout).unwrap()],
+            false,
+        );
+        let record = emit(&kill, &plan(Tier::TracepointOnly));
+        assert_eq!(
+            record["domain"],
+            json!({"kind": "unknown", "inferred": true, "basis": "none"})
+        );
+        assert_eq!(record["victim"].get("container"), None);
+        assert_eq!(record["victim"].get("attribution"), None);
     }
 }

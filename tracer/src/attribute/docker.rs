@@ -1,0 +1,338 @@
+//! The Docker Engine API over a unix socket, through `bollard`. podman serves the same API
+//! (`podman system service`), so one client covers both; `/version` says which one answered.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bollard::errors::Error as BollardError;
+use bollard::models::{ContainerInspectResponse, ContainerSummary, EventMessage};
+use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
+use bollard::{API_DEFAULT_VERSION, Docker};
+use futures_util::future::BoxFuture;
+use futures_util::stream::{self, BoxStream, StreamExt as _};
+
+use super::runtime::{
+    ContainerMetadata, ContainerRuntime, RuntimeError, RuntimeEvent, RuntimeResult,
+};
+
+/// bollard's own request timeout, in whole seconds; callers put tighter deadlines around
+/// the lookups that a kill waits for.
+const REQUEST_TIMEOUT_SECS: u64 = 5;
+
+pub struct DockerApi {
+    socket: String,
+    state: Mutex<Option<Connected>>,
+}
+
+#[derive(Clone)]
+struct Connected {
+    client: Docker,
+    engine: &'static str,
+}
+
+impl DockerApi {
+    pub fn new(socket: impl Into<String>) -> Self {
+        DockerApi {
+            socket: socket.into(),
+            state: Mutex::new(None),
+        }
+    }
+
+    fn connected(&self) -> RuntimeResult<Connected> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
+            .ok_or_else(|| RuntimeError::Unavailable("not connected".to_owned()))
+    }
+
+    async fn try_connect(&self) -> RuntimeResult<()> {
+        let client =
+            Docker::connect_with_unix(&self.socket, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
+                .map_err(classify)?;
+        // Speak the server's version when it is older than bollard's: podman 4 serves 1.41.
+        let client = client.negotiate_version().await.map_err(classify)?;
+        let version = client.version().await.map_err(classify)?;
+        let podman = version
+            .components
+            .unwrap_or_default()
+            .iter()
+            .any(|component| component.name.to_ascii_lowercase().contains("podman"));
+        let engine = if podman { "podman" } else { "docker" };
+        *self
+            .state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = Some(Connected { client, engine });
+        Ok(())
+    }
+}
+
+impl ContainerRuntime for DockerApi {
+    fn describe(&self) -> String {
+        match self.connected() {
+            Ok(connected) => format!("{} at {}", connected.engine, self.socket),
+            Err(_) => format!("the Docker API at {}", self.socket),
+        }
+    }
+
+    fn connect(&self) -> BoxFuture<'_, RuntimeResult<()>> {
+        Box::pin(self.try_connect())
+    }
+
+    fn list(&self) -> BoxFuture<'_, RuntimeResult<Vec<ContainerMetadata>>> {
+        Box::pin(async move {
+            let Connected { client, engine } = self.connected()?;
+            let options = ListContainersOptionsBuilder::default().all(true).build();
+            let summaries = client
+                .list_containers(Some(options))
+                .await
+                .map_err(classify)?;
+            Ok(summaries
+                .into_iter()
+                .filter_map(|summary| from_summary(summary, engine))
+                .collect())
+        })
+    }
+
+    fn inspect<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, RuntimeResult<Option<ContainerMetadata>>> {
+        Box::pin(async move {
+            let Connected { client, engine } = self.connected()?;
+            match client.inspect_container(id, None).await {
+                Ok(response) => from_inspect(response, engine).map(Some),
+                Err(BollardError::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => Ok(None),
+                Err(err) => Err(classify(err)),
+            }
+        })
+    }
+
+    fn events(&self) -> BoxStream<'_, RuntimeResult<RuntimeEvent>> {
+        let Connected { client, engine } = match self.connected() {
+            Ok(connected) => connected,
+            Err(err) => return stream::once(async { Err(err) }).boxed(),
+        };
+        let filters = HashMap::from([("type", vec!["container"])]);
+        let options = EventsOptionsBuilder::default().filters(&filters).build();
+        // The stream borrows nothing from `client`'s caller: it owns a clone.
+        let events = client.events(Some(options));
+        events
+            .filter_map(move |message| async move {
+                match message {
+                    Ok(message) => from_event(message, engine).map(Ok),
+                    Err(err) => Some(Err(classify(err))),
+                }
+            })
+            .boxed()
+    }
+}
+
+fn classify(err: BollardError) -> RuntimeError {
+    match err {
+        BollardError::SocketNotFoundError(path) => {
+            RuntimeError::Absent(format!("no socket at {path}"))
+        }
+        BollardError::JsonDataError { .. }
+        | BollardError::JsonSerdeError { .. }
+        | BollardError::APIVersionParseError {}
+        | BollardError::StrParseError { .. } => RuntimeError::Garbage(err.to_string()),
+        BollardError::RequestTimeoutError => {
+            RuntimeError::Unavailable(format!("no answer within {REQUEST_TIMEOUT_SECS} s"))
+        }
+        err => RuntimeError::Unavailable(err.to_string()),
+    }
+}
+
+fn from_summary(summary: ContainerSummary, engine: &'static str) -> Option<ContainerMetadata> {
+    let id = summary.id?;
+    let name = summary
+        .names
+        .unwrap_or_default()
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let mut meta = ContainerMetadata::new(&id, &name, engine, summary.labels.unwrap_or_default());
+    meta.image = summary.image.map(|image| super::runtime::bounded(&image));
+    Some(meta)
+}
+
+fn from_inspect(
+    response: ContainerInspectResponse,
+    engine: &'static str,
+) -> RuntimeResult<ContainerMetadata> {
+    let id = response
+        .id
+        .ok_or_else(|| RuntimeError::Garbage("a container without an id".to_owned()))?;
+    let config = response.config.unwrap_or_default();
+    let host_config = response.host_config.unwrap_or_default();
+    let mut meta = ContainerMetadata::new(
+        &id,
+        response.name.as_deref().unwrap_or_default(),
+        engine,
+        config.labels.unwrap_or_default(),
+    );
+    meta.image = config
+        .image
+        .or(response.image)
+        .map(|image| super::runtime::bounded(&image));
+    let state = response.state.unwrap_or_default();
+    // Pid 0 means not running.
+    meta.main_pid = state
+        .pid
+        .and_then(|pid| u32::try_from(pid).ok())
+        .filter(|&pid| pid > 0);
+    meta.memory_limit_bytes = host_config
+        .memory
+        .and_then(|bytes| u64::try_from(bytes).ok())
+        .filter(|&bytes| bytes > 0);
+    meta.restart_policy = host_config
+        .restart_policy
+        .and_then(|policy| policy.name)
+        .map(|name| name.to_string())
+        .filter(|name| !name.is_empty());
+    Ok(meta)
+}
+
+/// Container events that change what the agent knows; the rest (exec, attach, …) are ignored.
+fn from_event(message: EventMessage, engine: &'static str) -> Option<RuntimeEvent> {
+    let actor = message.actor?;
+    let id = actor.id?;
+    match message.action.as_deref()? {
+        "create" | "start" | "rename" | "update" | "restart" => {
+            // Docker and podman put the name and image in the event's attributes, next to the
+            // labels: enough to name a container that is gone before it could be inspected.
+            let mut attributes = actor.attributes.unwrap_or_default();
+            let name = attributes.remove("name");
+            let image = attributes.remove("image");
+            let known = name.map(|name| {
+                let mut meta = ContainerMetadata::new(&id, &name, engine, attributes);
+                meta.image = image.map(|image| super::runtime::bounded(&image));
+                Box::new(meta)
+            });
+            Some(RuntimeEvent::Changed { id, known })
+        }
+        // Docker says `destroy`; podman's compatible API says `remove`.
+        "destroy" | "remove" => Some(RuntimeEvent::Removed { id }),
+        _ => None,
+    }
+}
+
+/// How long a lookup that a kill waits for may take.
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_millis(400);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::EventActor;
+
+    fn event(action: &str, attributes: &[(&str, &str)]) -> EventMessage {
+        EventMessage {
+            action: Some(action.to_owned()),
+            actor: Some(EventActor {
+                id: Some("c0ffee".to_owned()),
+                attributes: Some(
+                    attributes
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                ),
+            }),
+            ..EventMessage::default()
+        }
+    }
+
+    #[test]
+    fn a_start_event_carries_name_image_and_labels() {
+        let message = event(
+            "start",
+            &[
+                ("name", "db"),
+                ("image", "localhost/pg:16"),
+                ("io.kubernetes.pod.name", "db-0"),
+            ],
+        );
+        let Some(RuntimeEvent::Changed {
+            id,
+            known: Some(meta),
+        }) = from_event(message, "podman")
+        else {
+            panic!("a start event is a change with what it carried");
+        };
+        assert_eq!(id, "c0ffee");
+        assert_eq!(meta.name, "db");
+        assert_eq!(meta.image.as_deref(), Some("localhost/pg:16"));
+        assert_eq!(meta.runtime, "podman");
+        assert_eq!(meta.k8s.pod_name.as_deref(), Some("db-0"));
+        assert!(!meta.labels.contains_key("name"));
+    }
+
+    #[test]
+    fn both_engines_removal_words_are_removals() {
+        for action in ["destroy", "remove"] {
+            assert_eq!(
+                from_event(event(action, &[]), "docker"),
+                Some(RuntimeEvent::Removed {
+                    id: "c0ffee".to_owned()
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn other_events_and_events_without_an_actor_are_ignored() {
+        assert_eq!(from_event(event("exec_start", &[]), "docker"), None);
+        assert_eq!(from_event(event("die", &[]), "docker"), None);
+        let message = EventMessage {
+            action: Some("start".to_owned()),
+            ..EventMessage::default()
+        };
+        assert_eq!(from_event(message, "docker"), None);
+    }
+
+    #[test]
+    fn inspect_gives_pid_limit_and_restart_policy() {
+        let response: ContainerInspectResponse = serde_json::from_value(serde_json::json!({
+            "Id": "c0ffee",
+            "Name": "/web",
+            "Image": "sha256:1234",
+            "State": {"Pid": 4242, "Running": true},
+            "Config": {"Image": "localhost/web:1", "Labels": {"app": "web"}},
+            "HostConfig": {"Memory": 50331648, "RestartPolicy": {"Name": "always"}}
+        }))
+        .expect("a valid inspect response");
+        let meta = from_inspect(response, "docker").expect("complete enough");
+        assert_eq!(meta.name, "web");
+        assert_eq!(meta.image.as_deref(), Some("localhost/web:1"));
+        assert_eq!(meta.main_pid, Some(4242));
+        assert_eq!(meta.memory_limit_bytes, Some(48 << 20));
+        assert_eq!(meta.restart_policy.as_deref(), Some("always"));
+    }
+
+    #[test]
+    fn a_stopped_container_without_limit_has_neither() {
+        let response: ContainerInspectResponse = serde_json::from_value(serde_json::json!({
+            "Id": "c0ffee",
+            "Name": "/batch",
+            "State": {"Pid": 0},
+            "HostConfig": {"Memory": 0, "RestartPolicy": {"Name": ""}}
+        }))
+        .expect("a valid inspect response");
+        let meta = from_inspect(response, "docker").expect("complete enough");
+        assert_eq!(meta.main_pid, None);
+        assert_eq!(meta.memory_limit_bytes, None);
+        assert_eq!(meta.restart_policy, None);
+    }
+
+    #[test]
+    fn an_inspect_answer_without_an_id_is_garbage() {
+        let response = ContainerInspectResponse::default();
+        assert!(matches!(
+            from_inspect(response, "docker"),
+            Err(RuntimeError::Garbage(_))
+        ));
+    }
+}

@@ -1,0 +1,592 @@
+//! Attribute: every cgroup of a kill (the victim's, the trigger's, the limit's) gets a name a
+//! person recognises, a container, pod or service, even when the container is already gone.
+//!
+//! A cgroup path says which runtime and container id, pod or unit it belongs to
+//! ([`cgroup_path`]); the runtime's API says the container's name, image, labels and limit
+//! ([`runtime`], [`docker`]); a cache fed by the runtime's event stream knows them before the
+//! kill, and keeps removed containers as tombstones ([`cache`], [`watch`]). A kill waits for
+//! its names at most [`ATTRIBUTION_BUDGET`]; past that, or when no runtime answers, it carries
+//! what the path alone says and a warning.
+
+pub mod cache;
+pub mod cgroup_path;
+pub mod docker;
+pub mod domain;
+pub mod proc_cgroup;
+pub mod runtime;
+pub mod watch;
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use self::cache::{Cached, MetadataCache};
+use self::cgroup_path::{PathIdentity, PathKind};
+use self::docker::{DockerApi, LOOKUP_TIMEOUT};
+use self::domain::{Inference, MemoryHierarchy};
+use self::runtime::{ContainerMetadata, ContainerRuntime};
+use self::watch::Shared;
+use crate::decode::{CgroupRef, Domain};
+use crate::incident::{Event, OomIncident, OomKill};
+
+/// How long a kill may wait for its container names, from the moment it was joined. Below the
+/// promise that a kill is written within 1 s.
+pub const ATTRIBUTION_BUDGET: Duration = Duration::from_millis(800);
+
+/// Where the Docker Engine API usually listens: Docker's socket, then podman's.
+pub const DEFAULT_SOCKETS: [&str; 2] = ["/var/run/docker.sock", "/run/podman/podman.sock"];
+
+/// How a party's name was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Asked the runtime when the kill arrived.
+    Live,
+    /// Known from the runtime's listing or events before the kill.
+    Cache,
+    /// The container had already been removed; this is what it was.
+    Tombstone,
+    /// The cgroup path alone: no runtime knew it, or it is not a container.
+    Path,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Live => "live",
+            Source::Cache => "cache",
+            Source::Tombstone => "tombstone",
+            Source::Path => "path",
+        }
+    }
+}
+
+/// Who one cgroup belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attribution {
+    /// The cgroup path it was resolved from.
+    pub path: String,
+    pub identity: PathIdentity,
+    pub container: Option<Arc<ContainerMetadata>>,
+    pub source: Source,
+    /// Why the name is missing, when a runtime should have known it.
+    pub warning: Option<String>,
+}
+
+/// Whose limit the kill was about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedDomain {
+    pub kind: DomainKind,
+    pub cgroup: Option<DomainCgroup>,
+    pub limit_bytes: Option<u64>,
+    /// How it is known: `kernel` is `oc->memcg` itself; the rest are inferences.
+    pub basis: Basis,
+    pub attribution: Option<Attribution>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DomainKind {
+    /// A memory cgroup's limit: a container's, a pod's, a slice's.
+    Cgroup,
+    /// No limit: the whole host ran out.
+    Host,
+    Unknown,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomainCgroup {
+    pub id: Option<u64>,
+    pub path: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Basis {
+    /// The OOM killer's own `oom_control` (full tier).
+    Kernel,
+    /// The memory controller's counters along the victim's ancestry.
+    Counters,
+    /// The victim's container has a memory limit, and its cgroup was gone before the counters
+    /// could be read.
+    ContainerLimit,
+    /// Nothing to go on.
+    None,
+}
+
+impl ResolvedDomain {
+    pub fn inferred(&self) -> bool {
+        self.basis != Basis::Kernel
+    }
+}
+
+/// A kill with every party named.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttributedKill {
+    pub kill: Box<OomKill>,
+    pub victim: Option<Attribution>,
+    pub trigger: Option<Attribution>,
+    /// Whether the victim is its container's main process: only then does the runtime report
+    /// `OOMKilled`. `None` outside containers or when the main pid is unknown.
+    pub main_process: Option<bool>,
+    pub domain: ResolvedDomain,
+}
+
+impl AttributedKill {
+    /// A kill with nobody named and no domain: what the sinks get when nothing is known.
+    #[cfg(test)]
+    pub fn unattributed(kill: OomKill) -> Self {
+        AttributedKill {
+            kill: Box::new(kill),
+            victim: None,
+            trigger: None,
+            main_process: None,
+            domain: ResolvedDomain {
+                kind: DomainKind::Unknown,
+                cgroup: None,
+                limit_bytes: None,
+                basis: Basis::None,
+                attribution: None,
+            },
+        }
+    }
+}
+
+/// Fixtures for the sinks' tests: a podman container `web` and a kill inside it.
+#[cfg(test)]
+pub mod fixtures {
+    use super::*;
+
+    pub const ID: &str = "3f2a9c0d1e4b5a6978877665544332211000ffeeddccbbaa9988776655443322";
+
+    pub fn container_path() -> String {
+        format!("/libpod_parent/libpod-{ID}")
+    }
+
+    pub fn web(source: Source) -> Attribution {
+        let mut meta = ContainerMetadata::new(
+            ID,
+            "/web",
+            "podman",
+            [
+                ("io.kubernetes.pod.namespace", "shop"),
+                ("io.kubernetes.pod.name", "web-0"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
+        meta.image = Some("localhost/web:1".to_owned());
+        meta.main_pid = Some(1);
+        meta.memory_limit_bytes = Some(48 << 20);
+        Attribution {
+            path: container_path(),
+            identity: cgroup_path::parse(&container_path()),
+            container: Some(Arc::new(meta)),
+            source,
+            warning: None,
+        }
+    }
+
+    /// `kill` in `web`, not its main process, its limit hit (inferred from the counters).
+    pub fn in_web(kill: OomKill) -> AttributedKill {
+        AttributedKill {
+            victim: Some(web(Source::Cache)),
+            trigger: Some(web(Source::Cache)),
+            main_process: Some(false),
+            domain: ResolvedDomain {
+                kind: DomainKind::Cgroup,
+                cgroup: Some(DomainCgroup {
+                    id: None,
+                    path: container_path(),
+                }),
+                limit_bytes: Some(48 << 20),
+                basis: Basis::Counters,
+                attribution: Some(web(Source::Cache)),
+            },
+            ..AttributedKill::unattributed(kill)
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AttributedEvent {
+    Kill(Box<AttributedKill>),
+    Incident(OomIncident),
+}
+
+pub struct AttributionOptions {
+    /// Docker Engine API sockets (Docker's or podman's).
+    pub sockets: Vec<String>,
+    pub tombstone_ttl: Duration,
+}
+
+pub struct Attributor {
+    shared: Arc<Shared>,
+    runtimes: Vec<Arc<dyn ContainerRuntime>>,
+    memory: Option<MemoryHierarchy>,
+    /// Unrecognised paths already warned about, so a crash-looping service warns once.
+    warned: Mutex<VecDeque<String>>,
+}
+
+const WARNED_PATHS_KEPT: usize = 64;
+
+impl Attributor {
+    /// Starts a watcher per socket on the current tokio runtime.
+    pub fn start(options: AttributionOptions) -> Self {
+        let AttributionOptions {
+            sockets,
+            tombstone_ttl,
+        } = options;
+        let runtimes: Vec<Arc<dyn ContainerRuntime>> = sockets
+            .into_iter()
+            .map(|socket| Arc::new(DockerApi::new(socket)) as Arc<dyn ContainerRuntime>)
+            .collect();
+        let attributor = Self::with_runtimes(runtimes, tombstone_ttl, MemoryHierarchy::find());
+        for runtime in &attributor.runtimes {
+            tokio::spawn(watch::watch(
+                Arc::clone(runtime),
+                Arc::clone(&attributor.shared),
+            ));
+        }
+        attributor
+    }
+
+    /// Without watchers: for tests, which feed the cache themselves.
+    pub fn with_runtimes(
+        runtimes: Vec<Arc<dyn ContainerRuntime>>,
+        tombstone_ttl: Duration,
+        memory: Option<MemoryHierarchy>,
+    ) -> Self {
+        if memory.is_none() {
+            log::warn!(
+                "no memory cgroup hierarchy is mounted: below the full tier, whose limit was \
+                 hit is unknown"
+            );
+        }
+        Attributor {
+            shared: Arc::new(Shared::new(MetadataCache::new(
+                cache::DEFAULT_CAPACITY,
+                tombstone_ttl,
+            ))),
+            runtimes,
+            memory,
+            warned: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    #[cfg(test)]
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub async fn event(&self, event: Event, joined_at: Instant) -> AttributedEvent {
+        match event {
+            Event::Kill(kill) => {
+                let deadline = joined_at + ATTRIBUTION_BUDGET;
+                AttributedEvent::Kill(Box::new(self.kill(kill, deadline).await))
+            }
+            Event::Incident(incident) => AttributedEvent::Incident(incident),
+        }
+    }
+
+    /// Names the parties of `kill`, waiting for a runtime no later than `deadline`.
+    pub async fn kill(&self, kill: Box<OomKill>, deadline: Instant) -> AttributedKill {
+        // Paths first, and the domain's counters right away: a `--rm` container's cgroup is
+        // removed within milliseconds of the kill.
+        let victim_paths = party_paths(
+            kill.victim.cgroup.as_ref(),
+            kill.victim.memcg.as_ref(),
+            kill.victim.pid,
+        );
+        let trigger_paths = party_paths(
+            kill.trigger.cgroup.as_ref(),
+            kill.trigger.memcg.as_ref(),
+            kill.trigger.task.pid,
+        );
+        let domain_inference = match (&kill.incident, &self.memory, &victim_paths.memcg) {
+            (Some(_), _, _) => None,
+            (None, Some(memory), Some(memcg)) => Some((memcg.clone(), memory.infer(memcg))),
+            (None, _, _) => None,
+        };
+
+        let victim = match victim_paths.best() {
+            Some(path) => Some(self.resolve(path, deadline).await),
+            None => None,
+        };
+        let trigger = match trigger_paths.best() {
+            Some(path) => Some(self.resolve(path, deadline).await),
+            None => None,
+        };
+        let domain = match &kill.incident {
+            Some(incident) => self.kernel_domain(&incident.entry.domain, deadline).await,
+            None => {
+                self.inferred_domain(domain_inference, victim.as_ref(), deadline)
+                    .await
+            }
+        };
+        let main_process = victim
+            .as_ref()
+            .and_then(|victim| victim.container.as_ref())
+            .and_then(|container| container.main_pid)
+            .map(|main_pid| kill.victim.tgid.unwrap_or(kill.victim.pid) == main_pid);
+        AttributedKill {
+            kill,
+            victim,
+            trigger,
+            main_process,
+            domain,
+        }
+    }
+
+    async fn kernel_domain(&self, domain: &Domain, deadline: Instant) -> ResolvedDomain {
+        match domain {
+            Domain::Host => ResolvedDomain {
+                kind: DomainKind::Host,
+                cgroup: None,
+                limit_bytes: None,
+                basis: Basis::Kernel,
+                attribution: None,
+            },
+            Domain::Cgroup(cgroup) => {
+                let attribution = self.resolve(&cgroup.path, deadline).await;
+                let limit_bytes = self
+                    .memory
+                    .as_ref()
+                    .and_then(|memory| memory.limit_bytes(&cgroup.path))
+                    .or_else(|| container_limit(&attribution));
+                ResolvedDomain {
+                    kind: DomainKind::Cgroup,
+                    cgroup: Some(DomainCgroup {
+                        id: Some(cgroup.id),
+                        path: cgroup.path.clone(),
+                    }),
+                    limit_bytes,
+                    basis: Basis::Kernel,
+                    attribution: Some(attribution),
+                }
+            }
+            Domain::Unknown => ResolvedDomain {
+                kind: DomainKind::Unknown,
+                cgroup: None,
+                limit_bytes: None,
+                basis: Basis::Kernel,
+                attribution: None,
+            },
+        }
+    }
+
+    async fn inferred_domain(
+        &self,
+        inference: Option<(String, Inference)>,
+        victim: Option<&Attribution>,
+        deadline: Instant,
+    ) -> ResolvedDomain {
+        let unknown = ResolvedDomain {
+            kind: DomainKind::Unknown,
+            cgroup: None,
+            limit_bytes: None,
+            basis: Basis::None,
+            attribution: None,
+        };
+        let Some((victim_memcg, inference)) = inference else {
+            return unknown;
+        };
+        match inference {
+            Inference::Cgroup { path, limit_bytes } => {
+                let attribution = self.resolve(&path, deadline).await;
+                ResolvedDomain {
+                    kind: DomainKind::Cgroup,
+                    cgroup: Some(DomainCgroup { id: None, path }),
+                    limit_bytes: Some(limit_bytes),
+                    basis: Basis::Counters,
+                    attribution: Some(attribution),
+                }
+            }
+            Inference::NoLimitHit => ResolvedDomain {
+                kind: DomainKind::Host,
+                basis: Basis::Counters,
+                ..unknown
+            },
+            Inference::Unreadable => match victim.and_then(container_limit) {
+                // The container had a limit and is gone with its cgroup: its limit is by far
+                // the likeliest one hit.
+                Some(limit_bytes) => ResolvedDomain {
+                    kind: DomainKind::Cgroup,
+                    cgroup: Some(DomainCgroup {
+                        id: None,
+                        path: victim_memcg,
+                    }),
+                    limit_bytes: Some(limit_bytes),
+                    basis: Basis::ContainerLimit,
+                    attribution: victim.cloned(),
+                },
+                None => unknown,
+            },
+        }
+    }
+
+    /// Who the cgroup at `path` belongs to.
+    pub async fn resolve(&self, path: &str, deadline: Instant) -> Attribution {
+        let identity = cgroup_path::parse(path);
+        let mut attribution = Attribution {
+            path: path.to_owned(),
+            identity,
+            container: None,
+            source: Source::Path,
+            warning: None,
+        };
+        let id = match (&attribution.identity.kind, &attribution.identity.container) {
+            // LXC has no API here: its name is its id, straight from the path.
+            (PathKind::Container, Some(container))
+                if container.runtime != Some(cgroup_path::Runtime::Lxc) =>
+            {
+                container.id.clone()
+            }
+            (PathKind::Unrecognised, _) => {
+                attribution.warning = self.warn_unrecognised(path);
+                return attribution;
+            }
+            _ => return attribution,
+        };
+        match self.container(&id, deadline).await {
+            Ok((container, source)) => {
+                attribution.container = Some(container);
+                attribution.source = source;
+            }
+            Err(warning) => {
+                log::warn!(
+                    "container {}: {warning}; named from its cgroup path only",
+                    short(&id)
+                );
+                attribution.warning = Some(warning);
+            }
+        }
+        attribution
+    }
+
+    /// The cache, then each runtime, then the cache again as events arrive, until `deadline`.
+    async fn container(
+        &self,
+        id: &str,
+        deadline: Instant,
+    ) -> Result<(Arc<ContainerMetadata>, Source), String> {
+        if let Some(found) = self.cached(id) {
+            return Ok(found);
+        }
+        if self.runtimes.is_empty() {
+            return Err("no container runtime socket is configured".to_owned());
+        }
+        let mut problems = Vec::new();
+        for runtime in &self.runtimes {
+            let budget = deadline
+                .saturating_duration_since(Instant::now())
+                .min(LOOKUP_TIMEOUT);
+            match tokio::time::timeout(budget, runtime.inspect(id)).await {
+                Ok(Ok(Some(meta))) => {
+                    let meta = Arc::new(meta);
+                    self.shared
+                        .with_cache(|cache| cache.upsert((*meta).clone(), Instant::now()));
+                    return Ok((meta, Source::Live));
+                }
+                Ok(Ok(None)) => problems.push(format!("unknown to {}", runtime.describe())),
+                Ok(Err(err)) => problems.push(format!("{}: {err}", runtime.describe())),
+                Err(_) => problems.push(format!("{}: no answer in time", runtime.describe())),
+            }
+        }
+        // A container that lived for milliseconds may be in an event not yet read.
+        if self.shared.connected.load(Ordering::SeqCst) > 0 {
+            loop {
+                let updated = self.shared.updated.notified();
+                if let Some(found) = self.cached(id) {
+                    return Ok(found);
+                }
+                if tokio::time::timeout_at(deadline.into(), updated)
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+        Err(problems.join("; "))
+    }
+
+    fn cached(&self, id: &str) -> Option<(Arc<ContainerMetadata>, Source)> {
+        let cache = self
+            .shared
+            .cache
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        match cache.get(id, Instant::now())? {
+            Cached::Live(meta) => Some((meta, Source::Cache)),
+            Cached::Tombstone(meta) => Some((meta, Source::Tombstone)),
+        }
+    }
+
+    fn warn_unrecognised(&self, path: &str) -> Option<String> {
+        let warning = "the cgroup path matches no known container, pod or service layout";
+        let mut warned = self
+            .warned
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if !warned.iter().any(|seen| seen == path) {
+            log::info!("cgroup {path}: {warning}; named by its path");
+            if warned.len() == WARNED_PATHS_KEPT {
+                warned.pop_front();
+            }
+            warned.push_back(path.to_owned());
+        }
+        Some(warning.to_owned())
+    }
+}
+
+fn container_limit(attribution: &Attribution) -> Option<u64> {
+    attribution.container.as_ref()?.memory_limit_bytes
+}
+
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+/// A party's cgroup paths: as the kernel captured them, else (tracepoint-only) from /proc.
+struct PartyPaths {
+    cgroup: Option<String>,
+    memcg: Option<String>,
+}
+
+fn party_paths(cgroup: Option<&CgroupRef>, memcg: Option<&CgroupRef>, pid: u32) -> PartyPaths {
+    let captured = PartyPaths {
+        cgroup: cgroup.map(|c| c.path.clone()),
+        memcg: memcg.map(|c| c.path.clone()),
+    };
+    if captured.cgroup.is_some() || captured.memcg.is_some() {
+        return captured;
+    }
+    // Nothing captured in the kernel: the process may still be there (the trigger usually is).
+    match proc_cgroup::read(pid) {
+        Some(paths) => PartyPaths {
+            cgroup: paths.unified,
+            memcg: paths.memory,
+        },
+        None => captured,
+    }
+}
+
+impl PartyPaths {
+    /// The path that says the most: a container beats a pod, a unit, the host; on a tie the
+    /// unified hierarchy's, which is what systemd and the runtimes manage.
+    fn best(&self) -> Option<&str> {
+        let rank = |path: &str| match cgroup_path::parse(path).kind {
+            PathKind::Container => 4,
+            PathKind::Pod => 3,
+            PathKind::SystemdUnit => 2,
+            PathKind::Unrecognised => 1,
+            PathKind::Host => 0,
+        };
+        match (self.cgroup.as_deref(), self.memcg.as_deref()) {
+            (Some(cgroup), Some(memcg)) if rank(memcg) > rank(cgroup) => Some(memcg),
+            (Some(cgroup), _) => Some(cgroup),
+            (None, memcg) => memcg,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,192 @@
+//! What a container runtime tells about a container, and the interface every runtime client
+//! implements. The Docker Engine API client (which also speaks to podman) is one
+//! implementation; a containerd CRI client would be another.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+
+/// Longest name, image or label value kept, in bytes: labels are user input, and the cache
+/// must stay small however absurd they are.
+pub const MAX_TEXT_BYTES: usize = 256;
+/// Most labels kept per container.
+pub const MAX_LABELS: usize = 32;
+
+/// The labels a kubelet sets on every container it runs.
+const K8S_POD_NAME: &str = "io.kubernetes.pod.name";
+const K8S_POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
+const K8S_POD_UID: &str = "io.kubernetes.pod.uid";
+const K8S_CONTAINER_NAME: &str = "io.kubernetes.container.name";
+
+/// One container as its runtime describes it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerMetadata {
+    /// Full 64-hex id.
+    pub id: String,
+    /// Without Docker's leading `/`.
+    pub name: String,
+    /// The image as the user named it, e.g. `docker.io/library/postgres:16`.
+    pub image: Option<String>,
+    /// `docker` or `podman`: which engine answered.
+    pub runtime: &'static str,
+    /// The container's main process in the host's pid namespace, while it runs.
+    pub main_pid: Option<u32>,
+    /// `--memory`, when set.
+    pub memory_limit_bytes: Option<u64>,
+    /// `no`, `always`, `on-failure` or `unless-stopped`, when set.
+    pub restart_policy: Option<String>,
+    pub k8s: K8sNames,
+    /// Bounded: at most [`MAX_LABELS`], each at most [`MAX_TEXT_BYTES`].
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The Kubernetes names of a container, from the labels the kubelet sets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct K8sNames {
+    pub pod_name: Option<String>,
+    pub pod_uid: Option<String>,
+    pub namespace: Option<String>,
+    pub container_name: Option<String>,
+}
+
+impl ContainerMetadata {
+    /// Builds the bounded form from what a runtime returned.
+    pub fn new(
+        id: &str,
+        name: &str,
+        runtime: &'static str,
+        labels: impl IntoIterator<Item = (String, String)>,
+    ) -> Self {
+        let labels: BTreeMap<String, String> = labels
+            .into_iter()
+            .take(MAX_LABELS)
+            .map(|(key, value)| (bounded(&key), bounded(&value)))
+            .collect();
+        let label = |key: &str| labels.get(key).cloned();
+        ContainerMetadata {
+            id: bounded(id),
+            name: bounded(name.trim_start_matches('/')),
+            runtime,
+            k8s: K8sNames {
+                pod_name: label(K8S_POD_NAME),
+                pod_uid: label(K8S_POD_UID),
+                namespace: label(K8S_POD_NAMESPACE),
+                container_name: label(K8S_CONTAINER_NAME),
+            },
+            labels,
+            ..ContainerMetadata::default()
+        }
+    }
+}
+
+/// `text` cut to [`MAX_TEXT_BYTES`] on a character boundary.
+pub fn bounded(text: &str) -> String {
+    if text.len() <= MAX_TEXT_BYTES {
+        return text.to_owned();
+    }
+    let mut end = MAX_TEXT_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// What a runtime's event stream says happened to a container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuntimeEvent {
+    /// Created, started or renamed: look it up. `known` is what the event itself carried, in
+    /// case the container is gone before it can be inspected.
+    Changed {
+        id: String,
+        known: Option<Box<ContainerMetadata>>,
+    },
+    /// Removed: its cgroup is gone, but a late kill may still need its name.
+    Removed { id: String },
+}
+
+#[derive(Debug)]
+pub enum RuntimeError {
+    /// Nothing listens at the socket.
+    Absent(String),
+    /// The runtime answered, but not with what the API promises.
+    Garbage(String),
+    /// Anything else: refused, reset, timed out.
+    Unavailable(String),
+}
+
+impl fmt::Display for RuntimeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuntimeError::Absent(why) => write!(f, "absent: {why}"),
+            RuntimeError::Garbage(why) => write!(f, "unexpected answer: {why}"),
+            RuntimeError::Unavailable(why) => write!(f, "unavailable: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for RuntimeError {}
+
+pub type RuntimeResult<T> = Result<T, RuntimeError>;
+
+/// A container runtime the agent can ask about containers. Object safe, so the agent holds
+/// whichever runtimes it found behind one type.
+pub trait ContainerRuntime: Send + Sync {
+    /// Where it is, for messages: e.g. `podman at /run/podman/podman.sock`.
+    fn describe(&self) -> String;
+
+    /// Connects (again): called at startup and after the runtime went away.
+    fn connect(&self) -> BoxFuture<'_, RuntimeResult<()>>;
+
+    /// Every container it knows, running or not.
+    fn list(&self) -> BoxFuture<'_, RuntimeResult<Vec<ContainerMetadata>>>;
+
+    /// One container; `Ok(None)` when the runtime does not know it.
+    fn inspect<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, RuntimeResult<Option<ContainerMetadata>>>;
+
+    /// Container events from now on. Ends when the connection does.
+    fn events(&self) -> BoxStream<'_, RuntimeResult<RuntimeEvent>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubernetes_names_come_from_the_kubelet_labels() {
+        let labels = [
+            (K8S_POD_NAME, "web-7d9f"),
+            (K8S_POD_NAMESPACE, "shop"),
+            (K8S_CONTAINER_NAME, "nginx"),
+            (K8S_POD_UID, "7d3e1c1a-2b4f-4a8e-9c1d-5e6f7a8b9c0d"),
+            ("app", "web"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let meta = ContainerMetadata::new("abc", "/k8s_nginx_web", "docker", labels);
+        assert_eq!(meta.name, "k8s_nginx_web");
+        assert_eq!(meta.k8s.pod_name.as_deref(), Some("web-7d9f"));
+        assert_eq!(meta.k8s.namespace.as_deref(), Some("shop"));
+        assert_eq!(meta.k8s.container_name.as_deref(), Some("nginx"));
+        assert_eq!(
+            meta.k8s.pod_uid.as_deref(),
+            Some("7d3e1c1a-2b4f-4a8e-9c1d-5e6f7a8b9c0d")
+        );
+    }
+
+    #[test]
+    fn absurd_labels_are_bounded() {
+        let labels = (0..1000).map(|i| (format!("key{i:04}"), "é".repeat(10_000)));
+        let meta = ContainerMetadata::new(&"x".repeat(5000), "name", "podman", labels);
+        assert_eq!(meta.labels.len(), MAX_LABELS);
+        for (key, value) in &meta.labels {
+            assert!(key.len() <= MAX_TEXT_BYTES + '…'.len_utf8());
+            assert!(value.len() <= MAX_TEXT_BYTES + '…'.len_utf8());
+            assert!(value.ends_with('…'));
+        }
+        assert!(meta.id.len() <= MAX_TEXT_BYTES + '…'.len_utf8());
+    }
+}

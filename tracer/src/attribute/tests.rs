@@ -1,0 +1,337 @@
+//! The resolver against fake runtimes: each fault the agent must survive, one test each.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures_util::future::BoxFuture;
+use futures_util::stream::{self, BoxStream, StreamExt as _};
+
+use super::runtime::{RuntimeError, RuntimeEvent, RuntimeResult};
+use super::*;
+use crate::decode::Task;
+use crate::incident::{IncidentContext, Parts, Trigger, Victim};
+
+const ID: &str = "3f2a9c0d1e4b5a6978877665544332211000ffeeddccbbaa9988776655443322";
+
+fn podman_path(id: &str) -> String {
+    format!("/libpod_parent/libpod-{id}")
+}
+
+fn meta(id: &str, name: &str) -> ContainerMetadata {
+    let mut meta = ContainerMetadata::new(id, name, "podman", []);
+    meta.image = Some("localhost/oomtrace-hog:latest".to_owned());
+    meta.main_pid = Some(100);
+    meta.memory_limit_bytes = Some(48 << 20);
+    meta
+}
+
+/// A runtime that answers `inspect` as told, after `delay`.
+struct FakeRuntime {
+    answer: fn(&str) -> RuntimeResult<Option<ContainerMetadata>>,
+    delay: Duration,
+    inspected: AtomicUsize,
+}
+
+impl FakeRuntime {
+    fn new(answer: fn(&str) -> RuntimeResult<Option<ContainerMetadata>>) -> Arc<Self> {
+        Self::slow(answer, Duration::ZERO)
+    }
+
+    fn slow(
+        answer: fn(&str) -> RuntimeResult<Option<ContainerMetadata>>,
+        delay: Duration,
+    ) -> Arc<Self> {
+        Arc::new(FakeRuntime {
+            answer,
+            delay,
+            inspected: AtomicUsize::new(0),
+        })
+    }
+}
+
+impl ContainerRuntime for FakeRuntime {
+    fn describe(&self) -> String {
+        "fake".to_owned()
+    }
+    fn connect(&self) -> BoxFuture<'_, RuntimeResult<()>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn list(&self) -> BoxFuture<'_, RuntimeResult<Vec<ContainerMetadata>>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    fn inspect<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, RuntimeResult<Option<ContainerMetadata>>> {
+        self.inspected.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            (self.answer)(id)
+        })
+    }
+    fn events(&self) -> BoxStream<'_, RuntimeResult<RuntimeEvent>> {
+        stream::pending().boxed()
+    }
+}
+
+fn attributor(runtimes: Vec<Arc<dyn ContainerRuntime>>) -> Attributor {
+    Attributor::with_runtimes(runtimes, cache::DEFAULT_TOMBSTONE_TTL, None)
+}
+
+fn deadline() -> Instant {
+    Instant::now() + ATTRIBUTION_BUDGET
+}
+
+fn cgroup(id: u64, path: &str) -> CgroupRef {
+    CgroupRef {
+        id,
+        path: path.to_owned(),
+        truncated: false,
+        incomplete: false,
+    }
+}
+
+fn kill_in(path: &str, victim_tgid: u32) -> Box<OomKill> {
+    Box::new(OomKill {
+        ktime_ns: 1,
+        victim: Victim {
+            pid: victim_tgid,
+            tgid: Some(victim_tgid),
+            comm: Some("oomtrace-hog".to_owned()),
+            fields: None,
+            cgroup: Some(cgroup(7, path)),
+            memcg: Some(cgroup(8, path)),
+        },
+        trigger: Trigger {
+            task: Task {
+                pid: victim_tgid,
+                tgid: victim_tgid,
+                comm: "oomtrace-hog".to_owned(),
+            },
+            cgroup_id: Some(7),
+            cgroup: Some(cgroup(7, path)),
+            memcg: Some(cgroup(8, path)),
+        },
+        parts: Parts {
+            tracepoint: true,
+            task: true,
+        },
+        incident: None,
+        marked_without_kill: false,
+        badness: None,
+    })
+}
+
+#[tokio::test]
+async fn a_cached_container_is_named_without_asking() {
+    let runtime = FakeRuntime::new(|_| panic!("a cached container is not inspected"));
+    let attributor = attributor(vec![runtime.clone()]);
+    attributor
+        .shared()
+        .with_cache(|cache| cache.upsert(meta(ID, "web"), Instant::now()));
+
+    let named = attributor.resolve(&podman_path(ID), deadline()).await;
+    assert_eq!(named.source, Source::Cache);
+    assert_eq!(
+        named.container.as_ref().map(|c| c.name.as_str()),
+        Some("web")
+    );
+    assert_eq!(named.warning, None);
+    assert_eq!(runtime.inspected.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_removed_container_is_named_from_its_tombstone() {
+    let attributor = attributor(vec![FakeRuntime::new(|_| Ok(None))]);
+    let now = Instant::now();
+    attributor.shared().with_cache(|cache| {
+        cache.upsert(meta(ID, "batch"), now);
+        cache.removed(ID, now);
+    });
+    let named = attributor.resolve(&podman_path(ID), deadline()).await;
+    assert_eq!(named.source, Source::Tombstone);
+    assert_eq!(
+        named.container.map(|c| c.name.clone()).as_deref(),
+        Some("batch")
+    );
+}
+
+#[tokio::test]
+async fn an_uncached_container_is_inspected_live_and_then_cached() {
+    let runtime = FakeRuntime::new(|id| Ok(Some(meta(id, "fresh"))));
+    let attributor = attributor(vec![runtime.clone()]);
+    let named = attributor.resolve(&podman_path(ID), deadline()).await;
+    assert_eq!(named.source, Source::Live);
+    assert_eq!(
+        named.container.map(|c| c.name.clone()).as_deref(),
+        Some("fresh")
+    );
+
+    let again = attributor.resolve(&podman_path(ID), deadline()).await;
+    assert_eq!(again.source, Source::Cache);
+    assert_eq!(runtime.inspected.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_absent_runtime_gives_the_path_and_says_why() {
+    let attributor = attributor(vec![FakeRuntime::new(|_| {
+        Err(RuntimeError::Absent("no socket at /nowhere".to_owned()))
+    })]);
+    let started = Instant::now();
+    let named = attributor.resolve(&podman_path(ID), deadline()).await;
+    assert_eq!(named.source, Source::Path);
+    assert_eq!(named.container, None);
+    assert_eq!(
+        named.identity.container.as_ref().map(|c| c.id.as_str()),
+        Some(ID)
+    );
+    let warning = named.warning.expect("a warning");
+    assert!(
+        warning.contains("absent: no socket at /nowhere"),
+        "{warning}"
+    );
+    // No runtime is connected, so nothing is worth waiting for.
+    assert!(started.elapsed() < Duration::from_millis(200));
+}
+
+#[tokio::test]
+async fn garbage_from_the_runtime_gives_the_path_and_says_why() {
+    let attributor = attributor(vec![FakeRuntime::new(|_| {
+        Err(RuntimeError::Garbage("expected value at line 1".to_owned()))
+    })]);
+    let named = attributor.resolve(&podman_path(ID), deadline()).await;
+    assert_eq!(named.source, Source::Path);
+    assert!(named.warning.unwrap().contains("unexpected answer"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_runtime_does_not_hold_the_kill_past_its_budget() {
+    let runtime = FakeRuntime::slow(|id| Ok(Some(meta(id, "late"))), Duration::from_secs(30));
+    let attributor = attributor(vec![runtime]);
+    let started = tokio::time::Instant::now();
+    let named = attributor.resolve(&podman_path(ID), deadline()).await;
+    assert_eq!(named.source, Source::Path);
+    assert!(named.warning.unwrap().contains("no answer in time"));
+    assert!(started.elapsed() <= ATTRIBUTION_BUDGET);
+}
+
+#[tokio::test]
+async fn a_container_unknown_to_the_runtime_waits_for_its_event() {
+    let attributor = attributor(vec![FakeRuntime::new(|_| Ok(None))]);
+    let shared = Arc::clone(attributor.shared());
+    shared.connected.store(1, Ordering::SeqCst);
+    // The event that names it is read 50 ms after the kill.
+    let feeder = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        shared.with_cache(|cache| cache.upsert(meta(ID, "short-lived"), Instant::now()));
+    });
+    let named = attributor.resolve(&podman_path(ID), deadline()).await;
+    feeder.await.unwrap();
+    assert_eq!(named.source, Source::Cache);
+    assert_eq!(
+        named.container.map(|c| c.name.clone()).as_deref(),
+        Some("short-lived")
+    );
+}
+
+#[tokio::test]
+async fn a_container_nobody_knows_is_named_by_its_path_at_the_deadline() {
+    let attributor = attributor(vec![FakeRuntime::new(|_| Ok(None))]);
+    attributor.shared().connected.store(1, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_millis(100);
+    let named = attributor.resolve(&podman_path(ID), deadline).await;
+    assert!(Instant::now() >= deadline);
+    assert_eq!(named.source, Source::Path);
+    assert!(named.warning.unwrap().contains("unknown to fake"));
+}
+
+#[tokio::test]
+async fn paths_that_are_not_containers_need_no_runtime() {
+    let runtime = FakeRuntime::new(|_| panic!("not a container"));
+    let attributor = attributor(vec![runtime]);
+    let unit = attributor
+        .resolve("/system.slice/nginx.service", deadline())
+        .await;
+    assert_eq!(unit.identity.systemd_unit.as_deref(), Some("nginx.service"));
+    assert_eq!((unit.source, unit.warning), (Source::Path, None));
+
+    let odd = attributor.resolve("/oomtrace-test-1", deadline()).await;
+    assert_eq!(odd.identity.kind, PathKind::Unrecognised);
+    assert!(odd.warning.is_some());
+}
+
+#[tokio::test]
+async fn the_main_process_is_told_from_a_child() {
+    let attributor = attributor(Vec::new());
+    attributor
+        .shared()
+        .with_cache(|cache| cache.upsert(meta(ID, "web"), Instant::now()));
+    let main = attributor
+        .kill(kill_in(&podman_path(ID), 100), deadline())
+        .await;
+    assert_eq!(main.main_process, Some(true));
+    let child = attributor
+        .kill(kill_in(&podman_path(ID), 101), deadline())
+        .await;
+    assert_eq!(child.main_process, Some(false));
+    let host = attributor
+        .kill(kill_in("/oomtrace-test-1", 101), deadline())
+        .await;
+    assert_eq!(host.main_process, None);
+}
+
+#[tokio::test]
+async fn a_removed_container_with_a_limit_is_the_inferred_domain() {
+    // No hierarchy to read (as when the cgroup is gone): the container's own limit is used.
+    let attributor = Attributor::with_runtimes(
+        Vec::new(),
+        cache::DEFAULT_TOMBSTONE_TTL,
+        Some(MemoryHierarchy {
+            root: "/nonexistent-oomtrace-hierarchy".into(),
+            version: domain::CgroupVersion::V1,
+        }),
+    );
+    attributor
+        .shared()
+        .with_cache(|cache| cache.upsert(meta(ID, "web"), Instant::now()));
+    let kill = attributor
+        .kill(kill_in(&podman_path(ID), 100), deadline())
+        .await;
+    assert_eq!(kill.domain.kind, DomainKind::Cgroup);
+    assert_eq!(kill.domain.basis, Basis::ContainerLimit);
+    assert_eq!(kill.domain.limit_bytes, Some(48 << 20));
+    assert_eq!(
+        kill.domain
+            .attribution
+            .and_then(|a| a.container)
+            .map(|c| c.name.clone())
+            .as_deref(),
+        Some("web")
+    );
+}
+
+#[tokio::test]
+async fn the_kernel_domain_is_named_and_not_inferred() {
+    let attributor = attributor(Vec::new());
+    attributor
+        .shared()
+        .with_cache(|cache| cache.upsert(meta(ID, "web"), Instant::now()));
+    let mut kill = kill_in(&podman_path(ID), 100);
+    kill.incident = Some(Arc::new(IncidentContext {
+        id: "1-100".to_owned(),
+        entry: crate::decode::ContextPart {
+            cpu: 0,
+            ktime_ns: 1,
+            trigger: kill.trigger.task.clone(),
+            chosen: Some((100, 100)),
+            control: None,
+            domain: Domain::Cgroup(cgroup(8, &podman_path(ID))),
+            message: "Memory cgroup out of memory".to_owned(),
+        },
+    }));
+    let kill = attributor.kill(kill, deadline()).await;
+    assert_eq!(kill.domain.basis, Basis::Kernel);
+    assert!(!kill.domain.inferred());
+    // The cgroup cannot be read here; the container's limit stands in.
+    assert_eq!(kill.domain.limit_bytes, Some(48 << 20));
+    assert_eq!(kill.domain.cgroup.map(|c| c.id), Some(Some(8)));
+}

@@ -1,0 +1,143 @@
+//! Keeps the cache current: for each runtime, list its containers at startup, then follow its
+//! event stream, so a container's name is known before it is OOM-killed. When the runtime goes
+//! away (its daemon restarted), reconnect with a growing backoff.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use tokio::sync::Notify;
+
+use super::cache::MetadataCache;
+use super::docker::LOOKUP_TIMEOUT;
+use super::runtime::{ContainerRuntime, RuntimeError, RuntimeEvent};
+
+/// The cache and its change signal, shared by the watchers (writers) and the resolver (reader).
+pub struct Shared {
+    pub cache: std::sync::Mutex<MetadataCache>,
+    /// Woken on every cache change: a kill waiting for a container it has not heard of yet
+    /// looks again.
+    pub updated: Notify,
+    /// Runtimes connected right now; with none, a kill does not wait for them.
+    pub connected: AtomicUsize,
+}
+
+impl Shared {
+    pub fn new(cache: MetadataCache) -> Self {
+        Shared {
+            cache: std::sync::Mutex::new(cache),
+            updated: Notify::new(),
+            connected: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn with_cache<T>(&self, f: impl FnOnce(&mut MetadataCache) -> T) -> T {
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let result = f(&mut cache);
+        drop(cache);
+        self.updated.notify_waiters();
+        result
+    }
+}
+
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+/// A daemon that is down for long is retried twice a minute: cheap, and idle otherwise.
+const LAST_RETRY: Duration = Duration::from_secs(30);
+
+/// Runs until the agent stops.
+pub async fn watch(runtime: Arc<dyn ContainerRuntime>, shared: Arc<Shared>) {
+    let mut retry = FIRST_RETRY;
+    // Said once per outage, not once per attempt.
+    let mut last_problem: Option<String> = None;
+    loop {
+        if let Err(err) = runtime.connect().await {
+            let problem = problem_kind(&err);
+            if last_problem.as_deref() != Some(problem.as_str()) {
+                log::warn!(
+                    "container runtime {}: {err}; containers are named from cgroup paths only \
+                     until it answers (retrying)",
+                    runtime.describe()
+                );
+                last_problem = Some(problem);
+            }
+            tokio::time::sleep(retry).await;
+            retry = (retry * 2).min(LAST_RETRY);
+            continue;
+        }
+        retry = FIRST_RETRY;
+        last_problem = None;
+        shared.connected.fetch_add(1, Ordering::SeqCst);
+        follow(runtime.as_ref(), &shared).await;
+        shared.connected.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Lists, then follows events until the stream ends or fails.
+async fn follow(runtime: &dyn ContainerRuntime, shared: &Shared) {
+    let mut events = runtime.events();
+    match runtime.list().await {
+        Ok(containers) => {
+            let count = containers.len();
+            for listed in containers {
+                let id = listed.id.clone();
+                shared.with_cache(|cache| cache.upsert(listed, Instant::now()));
+                refresh(runtime, shared, &id).await;
+            }
+            log::info!(
+                "container runtime {}: {count} containers known; following its events",
+                runtime.describe()
+            );
+        }
+        Err(err) => log::warn!(
+            "container runtime {}: listing containers: {err}; following its events anyway",
+            runtime.describe()
+        ),
+    }
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(RuntimeEvent::Changed { id, known }) => {
+                if let Some(known) = known {
+                    shared.with_cache(|cache| cache.upsert(*known, Instant::now()));
+                }
+                refresh(runtime, shared, &id).await;
+            }
+            Ok(RuntimeEvent::Removed { id }) => {
+                shared.with_cache(|cache| cache.removed(&id, Instant::now()));
+            }
+            Err(err) => {
+                log::warn!(
+                    "container runtime {}: event stream: {err}; reconnecting",
+                    runtime.describe()
+                );
+                return;
+            }
+        }
+    }
+    log::warn!(
+        "container runtime {}: its event stream ended (daemon restarted?); reconnecting",
+        runtime.describe()
+    );
+}
+
+/// Asks for the details an event or a listing lacks: the main pid, the memory limit.
+async fn refresh(runtime: &dyn ContainerRuntime, shared: &Shared, id: &str) {
+    match tokio::time::timeout(LOOKUP_TIMEOUT, runtime.inspect(id)).await {
+        Ok(Ok(Some(meta))) => shared.with_cache(|cache| cache.upsert(meta, Instant::now())),
+        // Already gone: what the event said is all there is.
+        Ok(Ok(None)) => {}
+        Ok(Err(err)) => log::debug!("inspecting container {id}: {err}"),
+        Err(_) => log::debug!("inspecting container {id}: no answer within {LOOKUP_TIMEOUT:?}"),
+    }
+}
+
+fn problem_kind(err: &RuntimeError) -> String {
+    match err {
+        RuntimeError::Absent(_) => "absent".to_owned(),
+        RuntimeError::Garbage(_) => "garbage".to_owned(),
+        RuntimeError::Unavailable(_) => "unavailable".to_owned(),
+    }
+}
