@@ -122,6 +122,42 @@ impl Agent {
         kills
     }
 
+    /// The first `oom_kill` record for which `is_match` holds, read so far or arriving within
+    /// `timeout`; `None` if none did. For victims whose pid is not known in advance, such as a
+    /// container's processes: match them by the cgroup path the kernel gave (see
+    /// [`Container::is_victim_of`](crate::Container::is_victim_of)).
+    pub fn wait_for_kill_where(
+        &mut self,
+        is_match: impl Fn(&Value) -> bool,
+        timeout: Duration,
+    ) -> Option<Value> {
+        let is_kill_match = |record: &Value| record["kind"] == "oom_kill" && is_match(record);
+        if let Some(record) = self.records.iter().find(|record| is_kill_match(record)) {
+            return Some(record.clone());
+        }
+        let deadline = Instant::now() + timeout;
+        while let Some(record) = self.next_record(deadline) {
+            if is_kill_match(&record) {
+                return Some(record);
+            }
+        }
+        None
+    }
+
+    /// Waits until the agent logs a line containing `needle`, e.g. that it follows a runtime's
+    /// events; panics with what it logged after `timeout`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.stderr().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "the agent logged no `{needle}` within {timeout:?}; its log:\n{}",
+                self.stderr()
+            );
+            thread::sleep(crate::POLL_INTERVAL);
+        }
+    }
+
     /// Freezes the agent (SIGSTOP): the kernel keeps queueing records, nobody reads them.
     pub fn suspend(&self) {
         send_signal(self.child.id(), libc::SIGSTOP).expect("sending SIGSTOP to the agent");

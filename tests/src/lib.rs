@@ -2,14 +2,17 @@
 //!
 //! The tests cause real OOM kills in throw-away memory cgroups and compare what the agent
 //! reports with what the kernel says: the cgroup directories' inodes and the kernel log's
-//! "Killed process" line. Every helper that owns something (an agent, a cgroup, a process)
-//! cleans it up on drop, also while a failing test unwinds, so nothing stays attached or
-//! running. Helpers panic with context instead of returning errors: a test cannot recover.
+//! "Killed process" line; the container tests do the same in podman containers and compare with
+//! what podman says. Every helper that owns something (an agent, a cgroup, a process, a podman
+//! service, a container) cleans it up on drop, also while a failing test unwinds, so nothing
+//! stays attached or running. Helpers panic with context instead of returning errors: a test
+//! cannot recover.
 
 mod agent;
 mod cgroup;
 mod hog;
 mod kmsg;
+mod podman;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -23,6 +26,7 @@ pub use crate::agent::{Agent, Stopped};
 pub use crate::cgroup::MemoryCgroup;
 pub use crate::hog::Hog;
 pub use crate::kmsg::{KilledProcess, Kmsg, parse_killed_process};
+pub use crate::podman::{Container, ContainerSpec, HOG_IN_IMAGE, IMAGE, Podman};
 
 /// How often helpers look again at something they wait for.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -47,6 +51,25 @@ pub fn agent_binary() -> PathBuf {
     assert!(
         binary.is_file(),
         "the agent binary {} does not exist: build it with `cargo build --release` or run `cargo xtask test`",
+        binary.display()
+    );
+    binary
+}
+
+/// The hog linked statically, for the container tests' image, which has no libc:
+/// `$OOMTRACE_STATIC_HOG` (`cargo xtask test` builds it and sets it), else where xtask builds it.
+pub fn static_hog_binary() -> PathBuf {
+    let binary = match std::env::var_os("OOMTRACE_STATIC_HOG") {
+        Some(path) => PathBuf::from(path),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/x86_64-unknown-linux-gnu/release/oomtrace-hog"),
+    };
+    assert!(
+        binary.is_file(),
+        "the static hog {} does not exist: run `cargo xtask test`, which builds it and sets \
+         OOMTRACE_STATIC_HOG, or build it with `RUSTFLAGS='-C target-feature=+crt-static' cargo \
+         build --release -p oomtrace-tests --bin oomtrace-hog --target x86_64-unknown-linux-gnu` \
+         and point OOMTRACE_STATIC_HOG at it",
         binary.display()
     );
     binary

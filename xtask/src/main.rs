@@ -20,7 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install the eBPF toolchain (idempotent): Rust library sources and bpf-linker.
+    /// Install what is missing (idempotent): the eBPF toolchain (Rust library sources and
+    /// bpf-linker), and podman and a static busybox for the privileged container tests.
     Setup,
     /// Build the agent (with its embedded eBPF object) in release mode.
     Build,
@@ -42,7 +43,9 @@ fn main() -> ExitCode {
     let Cli { task } = Cli::parse();
     let result = match task {
         // Every task sets up first: it only installs what is missing.
-        Task::Setup => setup::setup().map(|_| ()),
+        Task::Setup => {
+            setup::setup().and_then(|_| setup::install_test_tools(&mut setup::Apt::default()))
+        }
         Task::Build => setup::setup().and_then(|env| run::build(&env)),
         Task::Run(options) => setup::setup().and_then(|env| run::run(&env, options)),
         Task::Test(options) => setup::setup().and_then(|env| test::test(&env, options)),

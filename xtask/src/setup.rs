@@ -4,7 +4,8 @@
 //! * a Rust toolchain with the `core` library sources (`-Z build-std=core` for the bpf target):
 //!   nightly with `rust-src` where a developer has it, else Debian's `rustc-web`, `cargo-web` and
 //!   `rust-web-src`, linked into rustup as `bpf-debian`;
-//! * `bpf-linker`, built against the LLVM major of that toolchain.
+//! * `bpf-linker`, built against the LLVM major of that toolchain;
+//! * for the privileged tests, a container runtime and a static busybox ([`install_test_tools`]).
 
 use std::{
     env,
@@ -165,6 +166,24 @@ fn install_bpf_linker(
     .context("building bpf-linker")
 }
 
+/// What the privileged container tests (tests/tests/container_*.rs, runtime_restart.rs) need.
+/// Installed with `--no-install-recommends`, which is all they use:
+///
+/// * `podman`: the container runtime whose containers they OOM-kill, and whose Docker-compatible
+///   API (`podman system service`) the agent asks for names. Its dependencies bring `conmon`,
+///   `crun` and a network stack (`containernetworking-plugins`, unused: the tests run containers
+///   with `--network none`). Its recommends are not needed: `uidmap`, `slirp4netns` and
+///   `fuse-overlayfs` serve rootless podman (the tests are root), `buildah` builds images (the
+///   tests `podman import` a tarball), `catatonit` is for `--init`.
+/// * `busybox-static`: the userland of the test image (`sh`, `sleep`, `echo`), which has no libc.
+const TEST_PACKAGES: [&str; 2] = ["podman", "busybox-static"];
+
+/// Installs what the privileged tests need beyond the toolchain, when missing.
+pub fn install_test_tools(apt: &mut Apt) -> anyhow::Result<()> {
+    apt.install_missing(&TEST_PACKAGES)
+        .context("installing what the container tests need")
+}
+
 /// apt-get, with `update` run once per xtask run, before the first install (or, in the VM
 /// tests, when a package is not found).
 #[derive(Default)]
@@ -182,6 +201,19 @@ impl Apt {
             .env("DEBIAN_FRONTEND", "noninteractive"))
     }
 
+    /// Installs those of `packages` that dpkg does not know as installed; a no-op if none.
+    pub fn install_missing(&mut self, packages: &[&str]) -> anyhow::Result<()> {
+        let missing: Vec<&str> = packages
+            .iter()
+            .copied()
+            .filter(|package| !is_installed(package))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        self.install(&missing)
+    }
+
     /// Refreshes the package lists once; returns whether this call did it.
     pub fn update(&mut self) -> anyhow::Result<bool> {
         if self.updated {
@@ -197,6 +229,15 @@ impl Apt {
         self.updated = true;
         Ok(true)
     }
+}
+
+/// Asks dpkg rather than looking for binaries: a dynamically linked `busybox` package also
+/// installs /bin/busybox, and that one cannot run without a libc (in a VM guest or an image).
+pub fn is_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["--show", "--showformat=${db:Status-Status}", package])
+        .output()
+        .is_ok_and(|output| output.status.success() && output.stdout == b"installed")
 }
 
 pub fn is_root() -> bool {

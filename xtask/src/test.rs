@@ -1,7 +1,7 @@
 //! `test` and `lint`, as CI runs them.
 
 use crate::run::{agent_binary, build};
-use crate::setup::{Env, is_root, run};
+use crate::setup::{Apt, Env, install_test_tools, is_root, run};
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -23,10 +23,14 @@ pub fn test(env: &Env, options: Options) -> anyhow::Result<()> {
     }
     // The privileged tests drive the release agent the way a user runs it.
     build(env)?;
+    // The container tests run podman, and put a static hog in an image with a static busybox.
+    install_test_tools(&mut Apt::default())?;
+    let static_hog = crate::vm::build_static_hog(env)?;
     let mut integration = env.cargo();
     integration
         .args(["test", "--package", "oomtrace-tests"])
-        .env("OOMTRACE_BIN", agent_binary());
+        .env("OOMTRACE_BIN", agent_binary())
+        .env("OOMTRACE_STATIC_HOG", static_hog);
     if !is_root() {
         integration.args(["--config", "target.'cfg(all())'.runner='sudo -E'"]);
     }

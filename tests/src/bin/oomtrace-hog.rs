@@ -8,6 +8,10 @@
 //!
 //! With `--hold`, reaching `--max-mib` is the point: the hog prints `held N MiB` on stdout and
 //! keeps its memory until it is killed, like a database with a steady working set.
+//!
+//! With `--no-wait`, it allocates at once without reading stdin: in a container started with
+//! `podman run -d` the runtime has put it in the container's cgroup already, and stdin is not
+//! the test's to write to.
 
 use std::io::Read as _;
 use std::process::ExitCode;
@@ -15,7 +19,11 @@ use std::process::ExitCode;
 const MIB: usize = 1 << 20;
 
 fn main() -> ExitCode {
-    let Options { max_mib, hold } = match parse_options(std::env::args().skip(1)) {
+    let Options {
+        max_mib,
+        hold,
+        no_wait,
+    } = match parse_options(std::env::args().skip(1)) {
         Ok(options) => options,
         Err(message) => {
             eprintln!("oomtrace-hog: {message}");
@@ -24,7 +32,7 @@ fn main() -> ExitCode {
     };
 
     let mut start = [0u8; 1];
-    if let Err(err) = std::io::stdin().read_exact(&mut start) {
+    if !no_wait && let Err(err) = std::io::stdin().read_exact(&mut start) {
         // The test went away before releasing us: there is nothing to do.
         eprintln!("oomtrace-hog: no start byte on stdin: {err}");
         return ExitCode::from(2);
@@ -51,11 +59,13 @@ fn main() -> ExitCode {
 struct Options {
     max_mib: usize,
     hold: bool,
+    no_wait: bool,
 }
 
 fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut max_mib = 1024;
     let mut hold = false;
+    let mut no_wait = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--max-mib" => {
@@ -65,12 +75,17 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, Stri
                     .map_err(|err| format!("--max-mib {value:?}: {err}"))?;
             }
             "--hold" => hold = true,
+            "--no-wait" => no_wait = true,
             other => {
                 return Err(format!(
-                    "unexpected argument {other:?} (usage: oomtrace-hog [--max-mib N] [--hold])"
+                    "unexpected argument {other:?} (usage: oomtrace-hog [--max-mib N] [--hold] [--no-wait])"
                 ));
             }
         }
     }
-    Ok(Options { max_mib, hold })
+    Ok(Options {
+        max_mib,
+        hold,
+        no_wait,
+    })
 }

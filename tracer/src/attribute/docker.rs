@@ -3,12 +3,12 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerInspectResponse, ContainerSummary, EventMessage};
 use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
-use bollard::{API_DEFAULT_VERSION, Docker};
+use bollard::{API_DEFAULT_VERSION, ClientVersion, Docker};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, BoxStream, StreamExt as _};
 
@@ -51,8 +51,8 @@ impl DockerApi {
         let client =
             Docker::connect_with_unix(&self.socket, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
                 .map_err(classify)?;
-        // Speak the server's version when it is older than bollard's: podman 4 serves 1.41.
-        let client = client.negotiate_version().await.map_err(classify)?;
+        // One `/version` both negotiates and names the engine: podman takes most of a second
+        // to answer it, and a kill may be waiting for this connection.
         let version = client.version().await.map_err(classify)?;
         let podman = version
             .components
@@ -60,12 +60,31 @@ impl DockerApi {
             .iter()
             .any(|component| component.name.to_ascii_lowercase().contains("podman"));
         let engine = if podman { "podman" } else { "docker" };
+        // Speak the server's version when it is older than bollard's: Docker refuses newer ones.
+        let client = match version.api_version.as_deref().and_then(parse_api_version) {
+            Some(server) if server < (1, 53) => Docker::connect_with_unix(
+                &self.socket,
+                REQUEST_TIMEOUT_SECS,
+                &ClientVersion {
+                    major_version: server.0,
+                    minor_version: server.1,
+                },
+            )
+            .map_err(classify)?,
+            _ => client,
+        };
         *self
             .state
             .lock()
             .unwrap_or_else(|poison| poison.into_inner()) = Some(Connected { client, engine });
         Ok(())
     }
+}
+
+/// `1.41` → (1, 41).
+fn parse_api_version(text: &str) -> Option<(usize, usize)> {
+    let (major, minor) = text.split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
 }
 
 impl ContainerRuntime for DockerApi {
@@ -78,6 +97,17 @@ impl ContainerRuntime for DockerApi {
 
     fn connect(&self) -> BoxFuture<'_, RuntimeResult<()>> {
         Box::pin(self.try_connect())
+    }
+
+    fn is_connected(&self) -> bool {
+        self.connected().is_ok()
+    }
+
+    fn disconnect(&self) {
+        *self
+            .state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = None;
     }
 
     fn list(&self) -> BoxFuture<'_, RuntimeResult<Vec<ContainerMetadata>>> {
@@ -111,13 +141,20 @@ impl ContainerRuntime for DockerApi {
         })
     }
 
-    fn events(&self) -> BoxStream<'_, RuntimeResult<RuntimeEvent>> {
+    fn events(&self, since: SystemTime) -> BoxStream<'_, RuntimeResult<RuntimeEvent>> {
         let Connected { client, engine } = match self.connected() {
             Ok(connected) => connected,
             Err(err) => return stream::once(async { Err(err) }).boxed(),
         };
         let filters = HashMap::from([("type", vec!["container"])]);
-        let options = EventsOptionsBuilder::default().filters(&filters).build();
+        let since = since
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs())
+            .to_string();
+        let options = EventsOptionsBuilder::default()
+            .since(&since)
+            .filters(&filters)
+            .build();
         // The stream borrows nothing from `client`'s caller: it owns a clone.
         let events = client.events(Some(options));
         events
@@ -325,6 +362,14 @@ mod tests {
         assert_eq!(meta.main_pid, None);
         assert_eq!(meta.memory_limit_bytes, None);
         assert_eq!(meta.restart_policy, None);
+    }
+
+    #[test]
+    fn api_versions_parse() {
+        assert_eq!(parse_api_version("1.41"), Some((1, 41)));
+        assert_eq!(parse_api_version("1.53"), Some((1, 53)));
+        assert_eq!(parse_api_version("v2"), None);
+        assert!(parse_api_version("1.9").unwrap() < (1, 53));
     }
 
     #[test]

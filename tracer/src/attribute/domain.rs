@@ -5,6 +5,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+/// How close to its limit a v1 cgroup's high-water mark must be to count as having hit it: a
+/// failed charge leaves usage at most one charge batch (64 pages) below the limit.
+const WATERMARK_SLACK_BYTES: u64 = 1 << 20;
+
 /// Where the memory controller's hierarchy is mounted, and which version it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemoryHierarchy {
@@ -79,9 +83,34 @@ impl MemoryHierarchy {
     fn hit_its_limit(&self, cgroup_path: &str) -> Option<bool> {
         let dir = self.dir(cgroup_path);
         match self.version {
-            CgroupVersion::V1 => read_trimmed(&dir.join("memory.failcnt"))
-                .and_then(|text| text.parse::<u64>().ok())
-                .map(|failures| failures > 0),
+            CgroupVersion::V1 => {
+                let number = |file: &str| {
+                    read_trimmed(&dir.join(file)).and_then(|text| text.parse::<u64>().ok())
+                };
+                let failures = number("memory.failcnt")?;
+                // With memory+swap limited to the memory limit (`--memory-swap` equal to
+                // `--memory`), the memsw counter fails first and recent kernels count failures
+                // of the memory counter only: the high-water marks still show the limit hit.
+                let reached = |usage: Option<u64>, limit: Option<u64>| match (usage, limit) {
+                    (Some(usage), Some(limit)) => {
+                        limit < V1_UNLIMITED_FROM
+                            && usage.saturating_add(WATERMARK_SLACK_BYTES) >= limit
+                    }
+                    _ => false,
+                };
+                Some(
+                    failures > 0
+                        || number("memory.memsw.failcnt").is_some_and(|failures| failures > 0)
+                        || reached(
+                            number("memory.max_usage_in_bytes"),
+                            number("memory.limit_in_bytes"),
+                        )
+                        || reached(
+                            number("memory.memsw.max_usage_in_bytes"),
+                            number("memory.memsw.limit_in_bytes"),
+                        ),
+                )
+            }
             CgroupVersion::V2 => read_trimmed(&dir.join("memory.events.local"))
                 .or_else(|| read_trimmed(&dir.join("memory.events")))
                 .and_then(|text| counter(&text, "oom"))
@@ -141,11 +170,12 @@ fn read_trimmed(path: &Path) -> Option<String> {
 }
 
 /// v1 writes "unlimited" as the page counter's maximum, rounded down to a page.
+const V1_UNLIMITED_FROM: u64 = 1 << 62;
+
 fn parse_v1_limit(text: &str) -> Option<u64> {
-    const UNLIMITED_FROM: u64 = 1 << 62;
     text.parse::<u64>()
         .ok()
-        .filter(|&limit| limit < UNLIMITED_FROM)
+        .filter(|&limit| limit < V1_UNLIMITED_FROM)
 }
 
 fn parse_v2_max(text: &str) -> Option<u64> {
@@ -301,6 +331,29 @@ mod tests {
             );
             fs::remove_dir_all(&hierarchy.root).unwrap();
         }
+    }
+
+    #[test]
+    fn a_v1_limit_hit_through_memsw_shows_in_the_high_water_mark() {
+        let hierarchy = fake(CgroupVersion::V1, &[("/box", Some(48 << 20), 0)]);
+        let dir = hierarchy.root.join("box");
+        // memory+swap limited to the same 48 MiB: neither counter counted a failure.
+        fs::write(dir.join("memory.memsw.failcnt"), "0\n").unwrap();
+        fs::write(dir.join("memory.memsw.limit_in_bytes"), "50331648\n").unwrap();
+        fs::write(dir.join("memory.memsw.max_usage_in_bytes"), "50331648\n").unwrap();
+        fs::write(dir.join("memory.max_usage_in_bytes"), "50302976\n").unwrap();
+        assert_eq!(
+            hierarchy.infer("/box"),
+            Inference::Cgroup {
+                path: "/box".to_owned(),
+                limit_bytes: 48 << 20
+            }
+        );
+        // Far below the limit: not hit.
+        fs::write(dir.join("memory.memsw.max_usage_in_bytes"), "10485760\n").unwrap();
+        fs::write(dir.join("memory.max_usage_in_bytes"), "10485760\n").unwrap();
+        assert_eq!(hierarchy.infer("/box"), Inference::NoLimitHit);
+        fs::remove_dir_all(&hierarchy.root).unwrap();
     }
 
     #[test]

@@ -306,26 +306,41 @@ impl Attributor {
             (None, _, _) => None,
         };
 
+        let victim_tgid = kill.victim.tgid.unwrap_or(kill.victim.pid);
+        // The kernel's own answer, while the process is still there to ask.
+        let pid_one = proc_cgroup::is_namespace_init(victim_tgid);
+
         let victim = match victim_paths.best() {
             Some(path) => Some(self.resolve(path, deadline).await),
             None => None,
         };
+        // Usually the same cgroups: asked once.
         let trigger = match trigger_paths.best() {
-            Some(path) => Some(self.resolve(path, deadline).await),
+            Some(path) => Some(self.resolve_again(path, victim.as_ref(), deadline).await),
             None => None,
         };
         let domain = match &kill.incident {
-            Some(incident) => self.kernel_domain(&incident.entry.domain, deadline).await,
+            Some(incident) => {
+                self.kernel_domain(&incident.entry.domain, victim.as_ref(), deadline)
+                    .await
+            }
             None => {
                 self.inferred_domain(domain_inference, victim.as_ref(), deadline)
                     .await
             }
         };
-        let main_process = victim
+        let in_container = victim
+            .as_ref()
+            .is_some_and(|victim| victim.identity.container.is_some());
+        let main_pid = victim
             .as_ref()
             .and_then(|victim| victim.container.as_ref())
-            .and_then(|container| container.main_pid)
-            .map(|main_pid| kill.victim.tgid.unwrap_or(kill.victim.pid) == main_pid);
+            .and_then(|container| container.main_pid);
+        let main_process = match (in_container, pid_one, main_pid) {
+            (false, _, _) => None,
+            (true, Some(pid_one), _) => Some(pid_one),
+            (true, None, main_pid) => main_pid.map(|main_pid| victim_tgid == main_pid),
+        };
         AttributedKill {
             kill,
             victim,
@@ -335,7 +350,12 @@ impl Attributor {
         }
     }
 
-    async fn kernel_domain(&self, domain: &Domain, deadline: Instant) -> ResolvedDomain {
+    async fn kernel_domain(
+        &self,
+        domain: &Domain,
+        victim: Option<&Attribution>,
+        deadline: Instant,
+    ) -> ResolvedDomain {
         match domain {
             Domain::Host => ResolvedDomain {
                 kind: DomainKind::Host,
@@ -345,7 +365,7 @@ impl Attributor {
                 attribution: None,
             },
             Domain::Cgroup(cgroup) => {
-                let attribution = self.resolve(&cgroup.path, deadline).await;
+                let attribution = self.resolve_again(&cgroup.path, victim, deadline).await;
                 let limit_bytes = self
                     .memory
                     .as_ref()
@@ -390,7 +410,7 @@ impl Attributor {
         };
         match inference {
             Inference::Cgroup { path, limit_bytes } => {
-                let attribution = self.resolve(&path, deadline).await;
+                let attribution = self.resolve_again(&path, victim, deadline).await;
                 ResolvedDomain {
                     kind: DomainKind::Cgroup,
                     cgroup: Some(DomainCgroup { id: None, path }),
@@ -419,6 +439,19 @@ impl Attributor {
                 },
                 None => unknown,
             },
+        }
+    }
+
+    /// [`resolve`](Self::resolve), unless `known` is about the same cgroup.
+    async fn resolve_again(
+        &self,
+        path: &str,
+        known: Option<&Attribution>,
+        deadline: Instant,
+    ) -> Attribution {
+        match known {
+            Some(known) if known.path == path => known.clone(),
+            _ => self.resolve(path, deadline).await,
         }
     }
 
@@ -461,48 +494,66 @@ impl Attributor {
         attribution
     }
 
-    /// The cache, then each runtime, then the cache again as events arrive, until `deadline`.
+    /// The cache, then each connected runtime, then the cache again as events arrive or
+    /// runtimes connect, until `deadline`.
     async fn container(
         &self,
         id: &str,
         deadline: Instant,
     ) -> Result<(Arc<ContainerMetadata>, Source), String> {
-        if let Some(found) = self.cached(id) {
-            return Ok(found);
-        }
         if self.runtimes.is_empty() {
-            return Err("no container runtime socket is configured".to_owned());
+            return self
+                .cached(id)
+                .ok_or_else(|| "no container runtime socket is configured".to_owned());
         }
+        let mut asked = vec![false; self.runtimes.len()];
         let mut problems = Vec::new();
-        for runtime in &self.runtimes {
-            let budget = deadline
-                .saturating_duration_since(Instant::now())
-                .min(LOOKUP_TIMEOUT);
-            match tokio::time::timeout(budget, runtime.inspect(id)).await {
-                Ok(Ok(Some(meta))) => {
-                    let meta = Arc::new(meta);
-                    self.shared
-                        .with_cache(|cache| cache.upsert((*meta).clone(), Instant::now()));
-                    return Ok((meta, Source::Live));
+        loop {
+            // Registered before looking, so a change in between is not missed.
+            let updated = self.shared.updated.notified();
+            tokio::pin!(updated);
+            updated.as_mut().enable();
+            if let Some(found) = self.cached(id) {
+                return Ok(found);
+            }
+            for (runtime, asked) in self.runtimes.iter().zip(&mut asked) {
+                if *asked || !runtime.is_connected() {
+                    continue;
                 }
-                Ok(Ok(None)) => problems.push(format!("unknown to {}", runtime.describe())),
-                Ok(Err(err)) => problems.push(format!("{}: {err}", runtime.describe())),
-                Err(_) => problems.push(format!("{}: no answer in time", runtime.describe())),
+                *asked = true;
+                let budget = deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(LOOKUP_TIMEOUT);
+                match tokio::time::timeout(budget, runtime.inspect(id)).await {
+                    Ok(Ok(Some(meta))) => {
+                        let meta = Arc::new(meta);
+                        self.shared
+                            .with_cache(|cache| cache.upsert((*meta).clone(), Instant::now()));
+                        return Ok((meta, Source::Live));
+                    }
+                    Ok(Ok(None)) => problems.push(format!("unknown to {}", runtime.describe())),
+                    Ok(Err(err)) => problems.push(format!("{}: {err}", runtime.describe())),
+                    Err(_) => problems.push(format!("{}: no answer in time", runtime.describe())),
+                }
+            }
+            // A runtime still connecting may know it; a connected one may send its event (a
+            // container that lived for milliseconds can be gone before it is inspected).
+            let connecting = self.shared.connecting.load(Ordering::SeqCst) > 0
+                && asked.iter().any(|asked| !asked);
+            let connected = self.shared.connected.load(Ordering::SeqCst) > 0;
+            if !(connecting || connected) {
+                break;
+            }
+            if tokio::time::timeout_at(deadline.into(), updated)
+                .await
+                .is_err()
+            {
+                break;
             }
         }
-        // A container that lived for milliseconds may be in an event not yet read.
-        if self.shared.connected.load(Ordering::SeqCst) > 0 {
-            loop {
-                let updated = self.shared.updated.notified();
-                if let Some(found) = self.cached(id) {
-                    return Ok(found);
-                }
-                if tokio::time::timeout_at(deadline.into(), updated)
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
+        for (runtime, asked) in self.runtimes.iter().zip(&asked) {
+            if !asked {
+                problems.push(format!("{} is not connected", runtime.describe()));
             }
         }
         Err(problems.join("; "))

@@ -14,6 +14,29 @@ pub fn read(pid: u32) -> Option<ProcCgroups> {
     Some(parse(&text))
 }
 
+/// Whether `pid` is PID 1 of its own pid namespace, i.e. a container's main process: the last
+/// number of `NSpid` in `/proc/<pid>/status`. `None` when the process is gone (or is in the
+/// host's namespace only, where the question does not arise).
+pub fn is_namespace_init(pid: u32) -> Option<bool> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    namespace_pid(&status).map(|inner| inner == 1)
+}
+
+/// The pid in the innermost namespace, when the process is in a nested one.
+fn namespace_pid(status: &str) -> Option<u32> {
+    let pids: Vec<u32> = status
+        .lines()
+        .find_map(|line| line.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    match pids.as_slice() {
+        [_host, .., inner] => Some(*inner),
+        _ => None,
+    }
+}
+
 /// `hierarchy-id:controllers:path` per line; `0::/path` is the unified hierarchy.
 pub fn parse(text: &str) -> ProcCgroups {
     let mut cgroups = ProcCgroups::default();
@@ -80,6 +103,17 @@ mod tests {
             parse("nonsense\n1:memory\n::relative\n"),
             ProcCgroups::default()
         );
+    }
+
+    #[test]
+    fn the_innermost_namespace_pid_is_the_last() {
+        assert_eq!(namespace_pid("Name:\tsh\nNSpid:\t4242\t1\n"), Some(1));
+        assert_eq!(namespace_pid("NSpid:\t4243\t7\n"), Some(7));
+        assert_eq!(namespace_pid("NSpid:\t4243\t9\t1\n"), Some(1));
+        // The host's namespace only: not a container's process as far as pids go.
+        assert_eq!(namespace_pid("NSpid:\t4244\n"), None);
+        assert_eq!(namespace_pid("NSpid:\tgarbage\n"), None);
+        assert_eq!(namespace_pid("Name:\tsh\n"), None);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::SystemTime;
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
@@ -139,6 +140,12 @@ pub trait ContainerRuntime: Send + Sync {
     /// Connects (again): called at startup and after the runtime went away.
     fn connect(&self) -> BoxFuture<'_, RuntimeResult<()>>;
 
+    /// Whether the last `connect` succeeded and nothing failed since.
+    fn is_connected(&self) -> bool;
+
+    /// Forgets the connection, after its event stream failed.
+    fn disconnect(&self);
+
     /// Every container it knows, running or not.
     fn list(&self) -> BoxFuture<'_, RuntimeResult<Vec<ContainerMetadata>>>;
 
@@ -148,8 +155,9 @@ pub trait ContainerRuntime: Send + Sync {
         id: &'a str,
     ) -> BoxFuture<'a, RuntimeResult<Option<ContainerMetadata>>>;
 
-    /// Container events from now on. Ends when the connection does.
-    fn events(&self) -> BoxStream<'_, RuntimeResult<RuntimeEvent>>;
+    /// Container events since `since` (replayed first), then as they happen. Ends when the
+    /// connection does.
+    fn events(&self, since: SystemTime) -> BoxStream<'_, RuntimeResult<RuntimeEvent>>;
 }
 
 #[cfg(test)]

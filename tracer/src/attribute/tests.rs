@@ -1,6 +1,6 @@
 //! The resolver against fake runtimes: each fault the agent must survive, one test each.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, BoxStream, StreamExt as _};
@@ -29,6 +29,7 @@ struct FakeRuntime {
     answer: fn(&str) -> RuntimeResult<Option<ContainerMetadata>>,
     delay: Duration,
     inspected: AtomicUsize,
+    connected: AtomicBool,
 }
 
 impl FakeRuntime {
@@ -44,6 +45,7 @@ impl FakeRuntime {
             answer,
             delay,
             inspected: AtomicUsize::new(0),
+            connected: AtomicBool::new(true),
         })
     }
 }
@@ -54,6 +56,12 @@ impl ContainerRuntime for FakeRuntime {
     }
     fn connect(&self) -> BoxFuture<'_, RuntimeResult<()>> {
         Box::pin(async { Ok(()) })
+    }
+    fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::SeqCst)
+    }
+    fn disconnect(&self) {
+        self.connected.store(false, Ordering::SeqCst);
     }
     fn list(&self) -> BoxFuture<'_, RuntimeResult<Vec<ContainerMetadata>>> {
         Box::pin(async { Ok(Vec::new()) })
@@ -68,7 +76,7 @@ impl ContainerRuntime for FakeRuntime {
             (self.answer)(id)
         })
     }
-    fn events(&self) -> BoxStream<'_, RuntimeResult<RuntimeEvent>> {
+    fn events(&self, _since: std::time::SystemTime) -> BoxStream<'_, RuntimeResult<RuntimeEvent>> {
         stream::pending().boxed()
     }
 }
@@ -334,4 +342,40 @@ async fn the_kernel_domain_is_named_and_not_inferred() {
     // The cgroup cannot be read here; the container's limit stands in.
     assert_eq!(kill.domain.limit_bytes, Some(48 << 20));
     assert_eq!(kill.domain.cgroup.map(|c| c.id), Some(Some(8)));
+}
+
+#[tokio::test]
+async fn a_kill_during_the_first_connection_waits_for_it() {
+    let runtime = FakeRuntime::new(|id| Ok(Some(meta(id, "early"))));
+    runtime.connected.store(false, Ordering::SeqCst);
+    let attributor = attributor(vec![runtime.clone()]);
+    let shared = Arc::clone(attributor.shared());
+    shared.connecting.store(1, Ordering::SeqCst);
+    // The runtime answers its first `/version` 100 ms after the kill.
+    let connector = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        runtime.connected.store(true, Ordering::SeqCst);
+        shared.connecting.store(0, Ordering::SeqCst);
+        shared.connected.store(1, Ordering::SeqCst);
+        shared.updated.notify_waiters();
+    });
+    let named = attributor.resolve(&podman_path(ID), deadline()).await;
+    connector.await.unwrap();
+    assert_eq!(named.source, Source::Live);
+    assert_eq!(
+        named.container.map(|c| c.name.clone()).as_deref(),
+        Some("early")
+    );
+}
+
+#[tokio::test]
+async fn a_runtime_that_is_down_is_not_waited_for() {
+    let runtime = FakeRuntime::new(|_| panic!("not connected, not asked"));
+    runtime.connected.store(false, Ordering::SeqCst);
+    let attributor = attributor(vec![runtime]);
+    let started = Instant::now();
+    let named = attributor.resolve(&podman_path(ID), deadline()).await;
+    assert!(started.elapsed() < Duration::from_millis(200));
+    assert_eq!(named.source, Source::Path);
+    assert!(named.warning.unwrap().contains("fake is not connected"));
 }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt as _;
 use tokio::sync::Notify;
@@ -19,8 +19,10 @@ pub struct Shared {
     /// Woken on every cache change: a kill waiting for a container it has not heard of yet
     /// looks again.
     pub updated: Notify,
-    /// Runtimes connected right now; with none, a kill does not wait for them.
+    /// Runtimes connected right now: a kill may wait for their events.
     pub connected: AtomicUsize,
+    /// Runtimes being connected right now: a kill may wait for them to answer.
+    pub connecting: AtomicUsize,
 }
 
 impl Shared {
@@ -29,6 +31,7 @@ impl Shared {
             cache: std::sync::Mutex::new(cache),
             updated: Notify::new(),
             connected: AtomicUsize::new(0),
+            connecting: AtomicUsize::new(0),
         }
     }
 
@@ -48,13 +51,26 @@ const FIRST_RETRY: Duration = Duration::from_millis(100);
 /// A daemon that is down for long is retried twice a minute: cheap, and idle otherwise.
 const LAST_RETRY: Duration = Duration::from_secs(30);
 
+/// How far back the first subscription replays: containers that started and went while the
+/// agent was attaching, or in the second it takes podman to answer `/version`.
+const REPLAY_AT_START: Duration = Duration::from_secs(10);
+
 /// Runs until the agent stops.
 pub async fn watch(runtime: Arc<dyn ContainerRuntime>, shared: Arc<Shared>) {
     let mut retry = FIRST_RETRY;
+    // Events are replayed from here on each (re)connection, so none is lost in between.
+    let mut since = SystemTime::now()
+        .checked_sub(REPLAY_AT_START)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
     // Said once per outage, not once per attempt.
     let mut last_problem: Option<String> = None;
     loop {
-        if let Err(err) = runtime.connect().await {
+        shared.connecting.fetch_add(1, Ordering::SeqCst);
+        let connected = runtime.connect().await;
+        shared.connecting.fetch_sub(1, Ordering::SeqCst);
+        // Whether it worked or not, a kill waiting for this runtime looks again.
+        shared.updated.notify_waiters();
+        if let Err(err) = connected {
             let problem = problem_kind(&err);
             if last_problem.as_deref() != Some(problem.as_str()) {
                 log::warn!(
@@ -71,14 +87,20 @@ pub async fn watch(runtime: Arc<dyn ContainerRuntime>, shared: Arc<Shared>) {
         retry = FIRST_RETRY;
         last_problem = None;
         shared.connected.fetch_add(1, Ordering::SeqCst);
-        follow(runtime.as_ref(), &shared).await;
+        follow(runtime.as_ref(), &shared, since).await;
+        // Whole seconds: the API's `since` has no finer grain.
+        since = SystemTime::now()
+            .checked_sub(Duration::from_secs(1))
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        runtime.disconnect();
         shared.connected.fetch_sub(1, Ordering::SeqCst);
+        shared.updated.notify_waiters();
     }
 }
 
 /// Lists, then follows events until the stream ends or fails.
-async fn follow(runtime: &dyn ContainerRuntime, shared: &Shared) {
-    let mut events = runtime.events();
+async fn follow(runtime: &dyn ContainerRuntime, shared: &Shared, since: SystemTime) {
+    let mut events = runtime.events(since);
     match runtime.list().await {
         Ok(containers) => {
             let count = containers.len();

@@ -27,14 +27,12 @@ pub struct Binaries {
 pub fn build_binaries(env: &Env) -> anyhow::Result<Binaries> {
     let started = Instant::now();
     build_static(env, "tracer", "oomtrace")?;
-    build_static(env, "oomtrace-tests", "oomtrace-hog")?;
-    let release = target_dir().join(GUEST_TARGET).join("release");
     let binaries = Binaries {
         busybox: PathBuf::from(BUSYBOX),
-        agent: release.join("oomtrace"),
-        hog: release.join("oomtrace-hog"),
+        agent: release_dir().join("oomtrace"),
+        hog: build_static_hog(env)?,
     };
-    for binary in [&binaries.busybox, &binaries.agent, &binaries.hog] {
+    for binary in [&binaries.busybox, &binaries.agent] {
         require_static(binary)?;
     }
     println!(
@@ -42,6 +40,20 @@ pub fn build_binaries(env: &Env) -> anyhow::Result<Binaries> {
         started.elapsed().as_secs()
     );
     Ok(binaries)
+}
+
+/// The memory hog, statically linked: for the guests, and for the container image of the
+/// privileged tests (`OOMTRACE_STATIC_HOG`), neither of which has a libc. Containers run on the
+/// host's architecture; that is the guests' x86-64 on every machine this project runs on.
+pub fn build_static_hog(env: &Env) -> anyhow::Result<PathBuf> {
+    build_static(env, "oomtrace-tests", "oomtrace-hog")?;
+    let hog = release_dir().join("oomtrace-hog");
+    require_static(&hog)?;
+    Ok(hog)
+}
+
+fn release_dir() -> PathBuf {
+    target_dir().join(GUEST_TARGET).join("release")
 }
 
 /// With an explicit `--target`, RUSTFLAGS reaches only the target's crates, not build scripts:
@@ -57,13 +69,14 @@ fn build_static(env: &Env, package: &str, bin: &str) -> anyhow::Result<()> {
     .with_context(|| format!("building a static {bin} for the guest"))
 }
 
-/// A dynamically linked program fails in the guest with a bare "not found"; say why here.
+/// A dynamically linked program fails in the guest (or a container) with a bare "not found";
+/// say why here.
 fn require_static(binary: &Path) -> anyhow::Result<()> {
     let elf = fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
     match has_interpreter(&elf) {
         Some(false) => Ok(()),
         Some(true) => bail!(
-            "{} is dynamically linked, but the guest has no libc",
+            "{} is dynamically linked, but the guest (and the test image) has no libc",
             binary.display()
         ),
         None => bail!(

@@ -11,24 +11,8 @@ use crate::setup::{Apt, run};
 const TOOL_PACKAGES: [&str; 2] = ["qemu-system-x86", "busybox-static"];
 
 pub fn install_tools(apt: &mut Apt) -> anyhow::Result<()> {
-    let missing: Vec<&str> = TOOL_PACKAGES
-        .into_iter()
-        .filter(|package| !is_installed(package))
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    apt.install(&missing)
+    apt.install_missing(&TOOL_PACKAGES)
         .context("installing what the VM tests need")
-}
-
-/// Asks dpkg rather than looking for binaries: a dynamically linked `busybox` package also
-/// installs /bin/busybox, and that one cannot run in the guest.
-fn is_installed(package: &str) -> bool {
-    Command::new("dpkg-query")
-        .args(["--show", "--showformat=${db:Status-Status}", package])
-        .output()
-        .is_ok_and(|output| output.status.success() && output.stdout == b"installed")
 }
 
 /// What the VM tests ask of apt beyond installing.

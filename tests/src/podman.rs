@@ -1,0 +1,889 @@
+//! A real container runtime for the container attribution tests: podman, its Docker-compatible
+//! API served on a private socket, a test image with the hog, and throw-away containers.
+//!
+//! Everything goes through the `podman` command line, as an operator would, except the API's
+//! readiness check. The image is built from a tarball (`podman import`): no registry is needed.
+
+use std::fs::{self, File, OpenOptions};
+use std::hash::{DefaultHasher, Hasher as _};
+use std::io::{self, Read as _, Write as _};
+use std::os::unix::fs::{PermissionsExt as _, symlink};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::{send_signal, static_hog_binary, wait_timeout};
+
+/// The test image: busybox and the static hog.
+pub const IMAGE: &str = "localhost/oomtrace-hog:latest";
+/// Where the image holds the hog; on the default PATH too.
+pub const HOG_IN_IMAGE: &str = "/usr/local/bin/oomtrace-hog";
+/// Debian's busybox-static (a dynamically linked busybox would find no libc in the image).
+const BUSYBOX: &str = "/bin/busybox";
+/// The image label holding a fingerprint of its content, to rebuild it only when that changed.
+const FINGERPRINT_LABEL: &str = "oomtrace.rootfs";
+/// Bump when the image's layout changes, so existing images are rebuilt.
+const LAYOUT_VERSION: &[u8] = b"oomtrace-hog image v1";
+/// What a held hog (see [`ContainerSpec::held_hog`]) waits for.
+const RELEASE_FILE: &str = "/tmp/oomtrace-release";
+
+const SERVICE_START_TIMEOUT: Duration = Duration::from_secs(30);
+const SERVICE_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// podman commands take tens of milliseconds each: poll less often than the other helpers.
+const PODMAN_POLL_INTERVAL: Duration = Duration::from_millis(100);
+const MIB: u64 = 1 << 20;
+
+/// `podman system service` on a socket of its own, and the test image, ready.
+///
+/// The socket is private (under a temporary directory), not the default
+/// `/run/podman/podman.sock`: a service the machine's user runs there stays untouched, and the
+/// agent under test reaches only this one. Dropping it stops the service; containers live on
+/// independently of it (their monitor is conmon), each one removed by its own [`Container`].
+pub struct Podman {
+    dir: PathBuf,
+    socket: PathBuf,
+    socket_arg: String,
+    service: Option<Child>,
+}
+
+impl Podman {
+    /// Checks podman is there, adjusts the host for it, builds the test image if it is not
+    /// current and starts the service; returns once the service answers.
+    pub fn start() -> Self {
+        require_podman();
+        prepare_cgroups();
+        ensure_image();
+
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "oomtrace-test-podman-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::create_dir_all(&dir).unwrap_or_else(|err| panic!("creating {}: {err}", dir.display()));
+        let socket = dir.join("podman.sock");
+        let socket_arg = socket
+            .to_str()
+            .expect("the temporary directory's path is UTF-8")
+            .to_owned();
+        // From here on Drop cleans up, also if the service does not come up.
+        let mut podman = Self {
+            dir,
+            socket,
+            socket_arg,
+            service: None,
+        };
+        podman.start_service();
+        podman
+    }
+
+    /// The service's socket, for the agent's `--runtime-socket`.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// `["--runtime-socket", <socket>]`: the agent's arguments to use this service only.
+    pub fn agent_args(&self) -> [&str; 2] {
+        ["--runtime-socket", &self.socket_arg]
+    }
+
+    /// Stops the service and starts it again on the same socket, as a package upgrade or a
+    /// crash and restart would; returns once the new one answers. Running containers are
+    /// unaffected: their monitor is conmon, not the service.
+    pub fn restart_service(&mut self) {
+        self.stop_service();
+        assert!(
+            ping(&self.socket).is_err(),
+            "the podman service still answers on {} after it was stopped",
+            self.socket.display()
+        );
+        self.start_service();
+    }
+
+    /// Starts a container (`podman run -d`) and returns once podman has started it.
+    pub fn run(&self, spec: ContainerSpec) -> Container {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "oomtrace-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut command = Command::new("podman");
+        command.args(["run", "--detach", "--name", &name]);
+        // Without `--memory-swap`, as users run it: podman then sets memory+swap to twice the
+        // limit (the hosts have no swap anyway). Set equal to `--memory` on cgroup v1, the limit
+        // hit shows in neither `memory.failcnt` nor `memory.memsw.failcnt` (seen on 6.18).
+        command.arg(format!("--memory={}", spec.memory_bytes));
+        if spec.remove {
+            command.arg("--rm");
+        }
+        if let Some(policy) = &spec.restart {
+            command.arg(format!("--restart={policy}"));
+        }
+        command.args(ulimit_args());
+        // No network stack to set up or to fail: the tests need none.
+        command.args(["--network", "none", IMAGE]);
+        command.args(&spec.command);
+
+        // conmon, which `podman run` leaves to watch the container, records an OOM kill by
+        // creating a file `oom` in its working directory, inherited from here; podman 4.3 looks
+        // for it in the container's bundle directory instead, so never sets `State.OOMKilled`.
+        // A directory per container keeps those files out of the test's working directory (the
+        // source tree) and says what conmon saw.
+        let conmon_dir = self.dir.join("conmon").join(&name);
+        fs::create_dir_all(&conmon_dir)
+            .unwrap_or_else(|err| panic!("creating {}: {err}", conmon_dir.display()));
+        command.current_dir(&conmon_dir);
+
+        let started = Instant::now();
+        let output = command_output(&mut command);
+        if !output.status.success() {
+            panic!(
+                "{command:?} failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let id = stdout.lines().last().unwrap_or_default().trim().to_owned();
+        assert!(
+            id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "`podman run -d` should print the container's id, it printed {stdout:?}"
+        );
+        Container {
+            name,
+            id,
+            started,
+            conmon_dir,
+        }
+    }
+
+    fn start_service(&mut self) {
+        // A socket file left by a killed service would make the new one's listen fail.
+        let _ = fs::remove_file(&self.socket);
+        let log_path = self.log_path();
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap_or_else(|err| panic!("creating {}: {err}", log_path.display()));
+        let log_for_stderr = log
+            .try_clone()
+            .unwrap_or_else(|err| panic!("duplicating {}: {err}", log_path.display()));
+        let mut command = Command::new("podman");
+        command
+            .args(["system", "service", "--time=0"])
+            // Like `podman run` (see there), containers started through the API would leave
+            // conmon's `oom` files in the service's working directory: not in the source tree.
+            .current_dir(&self.dir)
+            .arg(format!("unix://{}", self.socket_arg))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_for_stderr);
+        // Drop stops the service, also while a failing test unwinds. If the test process is
+        // killed outright, the kernel stops it instead: the "parent" whose death it signals is
+        // the thread that spawned it, which is the test's own thread, the Podman's owner.
+        // SAFETY: prctl is async-signal-safe and touches no memory of this process.
+        unsafe {
+            command.pre_exec(
+                || match libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) {
+                    0 => Ok(()),
+                    _ => Err(io::Error::last_os_error()),
+                },
+            );
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|err| panic!("starting {command:?}: {err}"));
+        let service = self.service.insert(child);
+
+        let deadline = Instant::now() + SERVICE_START_TIMEOUT;
+        loop {
+            let last_error = match ping(&self.socket) {
+                Ok(()) => return,
+                Err(err) => err,
+            };
+            if let Ok(Some(status)) = service.try_wait() {
+                panic!(
+                    "`podman system service` exited with {status} before answering on {}; its log:\n{}",
+                    self.socket.display(),
+                    self.log()
+                );
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "`podman system service` did not answer on {} within {SERVICE_START_TIMEOUT:?} \
+                     (last: {last_error}); its log:\n{}",
+                    self.socket.display(),
+                    self.log()
+                );
+            }
+            thread::sleep(PODMAN_POLL_INTERVAL);
+        }
+    }
+
+    /// SIGTERM, which makes the service close its socket and exit; SIGKILL if it does not.
+    fn stop_service(&mut self) {
+        let Some(mut service) = self.service.take() else {
+            return;
+        };
+        if let Ok(None) = service.try_wait() {
+            let _ = send_signal(service.id(), libc::SIGTERM);
+            if wait_timeout(&mut service, SERVICE_STOP_TIMEOUT).is_none() {
+                eprintln!(
+                    "podman: the service (pid {}) ignored SIGTERM for {SERVICE_STOP_TIMEOUT:?}: killing it",
+                    service.id()
+                );
+                let _ = service.kill();
+                let _ = service.wait();
+            }
+        }
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("service.log")
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_else(|err| format!("<unreadable: {err}>"))
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        self.stop_service();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What [`Podman::run`] starts: a memory limit and a command in the test image.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    memory_bytes: u64,
+    remove: bool,
+    restart: Option<String>,
+    command: Vec<String>,
+}
+
+impl ContainerSpec {
+    /// The hog as the container's main process (PID 1), allocating at once until the OOM
+    /// killer ends it.
+    pub fn hog(memory_bytes: u64) -> Self {
+        Self::with_command(
+            memory_bytes,
+            vec![
+                HOG_IN_IMAGE.to_owned(),
+                "--no-wait".to_owned(),
+                "--max-mib".to_owned(),
+                hog_max_mib(memory_bytes).to_string(),
+            ],
+        )
+    }
+
+    /// A shell (`sh -c script`) as the main process; [`hog_command`](Self::hog_command) gives
+    /// the hog's command line for the script.
+    pub fn shell(memory_bytes: u64, script: &str) -> Self {
+        Self::with_command(
+            memory_bytes,
+            vec!["/bin/sh".to_owned(), "-c".to_owned(), script.to_owned()],
+        )
+    }
+
+    /// The hog as the main process, but only once the test calls [`Container::release`]: the
+    /// shell waiting for it `exec`s the hog, which so becomes PID 1. Lets a test prepare (e.g.
+    /// freeze the agent) between the container's start and its OOM kill, which otherwise
+    /// follows within a tenth of a second.
+    pub fn held_hog(memory_bytes: u64) -> Self {
+        let script = format!(
+            "until [ -e {RELEASE_FILE} ]; do sleep 0.05; done; exec {}",
+            Self::hog_command(memory_bytes)
+        );
+        Self::shell(memory_bytes, &script)
+    }
+
+    /// The hog's command line in a container limited to `memory_bytes`, for shell scripts.
+    pub fn hog_command(memory_bytes: u64) -> String {
+        format!(
+            "{HOG_IN_IMAGE} --no-wait --max-mib {}",
+            hog_max_mib(memory_bytes)
+        )
+    }
+
+    /// `--rm`: podman removes the container, and its cgroups, as soon as it exits.
+    pub fn removed_on_exit(mut self) -> Self {
+        self.remove = true;
+        self
+    }
+
+    /// `--restart=<policy>`, e.g. `on-failure:1`.
+    pub fn restart(mut self, policy: &str) -> Self {
+        self.restart = Some(policy.to_owned());
+        self
+    }
+
+    fn with_command(memory_bytes: u64, command: Vec<String>) -> Self {
+        Self {
+            memory_bytes,
+            remove: false,
+            restart: None,
+            command,
+        }
+    }
+}
+
+/// Well past the limit, so reaching it means the limit did not work; yet bounded.
+fn hog_max_mib(memory_bytes: u64) -> u64 {
+    (4 * memory_bytes / MIB).max(16)
+}
+
+/// A container [`Podman::run`] started; removed (`podman rm -f`) on drop.
+pub struct Container {
+    name: String,
+    id: String,
+    /// Just before `podman run`: its events are younger.
+    started: Instant,
+    /// conmon's working directory (see [`Container::conmon_saw_oom`]).
+    conmon_dir: PathBuf,
+}
+
+impl Container {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The full id, 64 hex digits.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Whether `record` is an `oom_kill` of a process in this container. The kernel's cgroup
+    /// paths of its processes hold its id (`.../libpod-<id>` with podman's cgroupfs manager,
+    /// `.../libpod-<id>.scope` with systemd's); host pids are not known in advance.
+    pub fn is_victim_of(&self, record: &Value) -> bool {
+        record["kind"] == "oom_kill"
+            && ["/victim/cgroup/path", "/victim/memcg/path"]
+                .iter()
+                .filter_map(|pointer| record.pointer(pointer).and_then(Value::as_str))
+                .any(|path| path.contains(&self.id))
+    }
+
+    /// Lets a [`ContainerSpec::held_hog`] allocate.
+    pub fn release(&self) {
+        let output =
+            command_output(Command::new("podman").args(["exec", &self.id, "touch", RELEASE_FILE]));
+        assert!(
+            output.status.success(),
+            "releasing the hog in {}: `podman exec` failed ({}): {}",
+            self.name,
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+
+    /// The exit code of the container's main process, the first time it exited, from podman's
+    /// `died` event: unlike `podman wait` or `inspect`, that works for a `--rm` container already
+    /// removed, and is not overwritten by a restart. 137 is 128 + SIGKILL. Panics after `timeout`.
+    pub fn wait_exit(&self, timeout: Duration) -> i32 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(code) = self.first_exit_code() {
+                return code;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "container {} did not exit within {timeout:?}; its output:\n{}",
+                    self.name,
+                    self.logs()
+                );
+            }
+            thread::sleep(PODMAN_POLL_INTERVAL);
+        }
+    }
+
+    /// podman's own `State.OOMKilled`: whether podman believes the OOM killer ended the
+    /// container. Panics if the container is gone.
+    pub fn inspect_oom_killed(&self) -> bool {
+        match self.expect_inspect("{{.State.OOMKilled}}").as_str() {
+            "true" => true,
+            "false" => false,
+            other => panic!("`State.OOMKilled` of {} is {other:?}", self.name),
+        }
+    }
+
+    /// Whether conmon, podman's container monitor, noticed an OOM kill in the container's
+    /// cgroup: it then creates `oom` in its working directory. That is the signal podman 4.3
+    /// misses (see [`Podman::run`]), so this can be true while `State.OOMKilled` is false.
+    pub fn conmon_saw_oom(&self) -> bool {
+        self.conmon_dir.join("oom").exists()
+    }
+
+    /// The host pid of the container's main process (its PID 1); panics unless it runs.
+    pub fn main_pid(&self) -> u32 {
+        let pid = self.expect_inspect("{{.State.Pid}}");
+        match pid.parse() {
+            Ok(0) => panic!(
+                "container {} has no main process: it is not running",
+                self.name
+            ),
+            Ok(pid) => pid,
+            Err(err) => panic!("`State.Pid` of {} is {pid:?}: {err}", self.name),
+        }
+    }
+
+    /// Whether the container runs; false if it is gone too.
+    pub fn is_running(&self) -> bool {
+        self.inspect("{{.State.Running}}").as_deref() == Some("true")
+    }
+
+    /// Whether podman still knows the container.
+    pub fn exists(&self) -> bool {
+        let output = command_output(Command::new("podman").args(["container", "exists", &self.id]));
+        match output.status.code() {
+            Some(0) => true,
+            Some(1) => false,
+            _ => panic!(
+                "`podman container exists {}` failed ({}): {}",
+                self.name,
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        }
+    }
+
+    /// Waits until podman no longer knows the container (a `--rm` one, after it exited);
+    /// panics after `timeout`.
+    pub fn wait_removed(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "container {} still exists {timeout:?} later",
+                self.name
+            );
+            thread::sleep(PODMAN_POLL_INTERVAL);
+        }
+    }
+
+    /// The cgroup directories of the container's main process: its v1 memory cgroup and its
+    /// cgroup2 cgroup, as far as the host has them. Panics unless the container runs.
+    pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        let pid = self.main_pid();
+        let path = format!("/proc/{pid}/cgroup");
+        let cgroups =
+            fs::read_to_string(&path).unwrap_or_else(|err| panic!("reading {path}: {err}"));
+        let root = Path::new("/sys/fs/cgroup");
+        // `0::/path` is cgroup2, at /sys/fs/cgroup/unified on a hybrid host; `N:memory:/path`
+        // is the v1 memory controller.
+        let hybrid = root.join("unified/cgroup.controllers").exists();
+        cgroups
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.splitn(3, ':');
+                let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+                let relative = path.trim_start_matches('/');
+                match controllers {
+                    "" if hybrid => Some(root.join("unified").join(relative)),
+                    "" => Some(root.join(relative)),
+                    "memory" => Some(root.join("memory").join(relative)),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    /// What the container printed so far, stdout and stderr (`podman logs`).
+    pub fn logs(&self) -> String {
+        let output = command_output(Command::new("podman").args(["logs", &self.id]));
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    }
+
+    /// Waits until the container printed `needle`; panics after `timeout`.
+    pub fn wait_for_output(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let logs = self.logs();
+            if logs.contains(needle) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "container {} did not print {needle:?} within {timeout:?}; it printed:\n{logs}",
+                self.name
+            );
+            thread::sleep(PODMAN_POLL_INTERVAL);
+        }
+    }
+
+    fn first_exit_code(&self) -> Option<i32> {
+        // podman's event log covers the whole machine's history: read only this container's
+        // lifetime, with a minute to spare for clock steps.
+        let since = format!("{}s", self.started.elapsed().as_secs() + 60);
+        let mut command = Command::new("podman");
+        command.args([
+            "events",
+            "--stream=false",
+            "--since",
+            &since,
+            "--filter",
+            &format!("container={}", self.id),
+            "--filter",
+            "event=died",
+            "--format",
+            "{{.ContainerExitCode}}",
+        ]);
+        let output = command_output(&mut command);
+        assert!(
+            output.status.success(),
+            "{command:?} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let first = stdout.lines().next()?.trim();
+        Some(
+            first
+                .parse()
+                .unwrap_or_else(|err| panic!("podman's exit code {first:?}: {err}")),
+        )
+    }
+
+    /// `podman inspect --format`, `None` if the container does not exist (any more).
+    fn inspect(&self, format: &str) -> Option<String> {
+        let output = command_output(Command::new("podman").args([
+            "container",
+            "inspect",
+            "--format",
+            format,
+            &self.id,
+        ]));
+        if output.status.success() {
+            return Some(String::from_utf8_lossy(&output.stdout).trim().to_owned());
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if stderr.contains("no such container") {
+            return None;
+        }
+        panic!(
+            "`podman container inspect {}` failed ({}): {}",
+            self.name,
+            output.status,
+            stderr.trim()
+        );
+    }
+
+    fn expect_inspect(&self, format: &str) -> String {
+        self.inspect(format).unwrap_or_else(|| {
+            panic!(
+                "container {} ({}) no longer exists: cannot inspect {format}",
+                self.name, self.id
+            )
+        })
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        // Also for a `--rm` container, in case it still runs: `--ignore` makes one that podman
+        // removed already a success.
+        let result = Command::new("podman")
+            .args(["rm", "--force", "--ignore", "--time", "0", &self.id])
+            .stdin(Stdio::null())
+            .output();
+        match result {
+            Ok(output) if output.status.success() => {}
+            Ok(output) => eprintln!(
+                "podman: removing container {} failed ({}): {}",
+                self.name,
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+            Err(err) => eprintln!("podman: removing container {}: {err}", self.name),
+        }
+    }
+}
+
+/// Panics, saying how to get podman, unless it runs.
+fn require_podman() {
+    match Command::new("podman").arg("--version").output() {
+        Ok(output) if output.status.success() => {}
+        Ok(output) => panic!(
+            "`podman --version` failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            panic!("podman is not installed: run `cargo xtask setup`")
+        }
+        Err(err) => panic!("running `podman --version`: {err}"),
+    }
+}
+
+/// Runs a command to completion, its output captured; panics if it cannot start.
+fn command_output(command: &mut Command) -> Output {
+    command
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|err| panic!("running {command:?}: {err}"))
+}
+
+/// crun (1.8) refuses to run containers on a hybrid cgroup host while the cgroup2 hierarchy
+/// holds any controller ("cgroups in hybrid mode not supported, drop all controllers from
+/// cgroupv2"), and this machine kind boots with hugetlb there. Binding each such controller to
+/// a v1 hierarchy of its own, as on any v1 host, drops it from cgroup2. Idempotent: a
+/// controller once mounted is no longer listed. Nothing to do on v1 or pure v2 hosts.
+fn prepare_cgroups() {
+    let root = Path::new("/sys/fs/cgroup");
+    let Ok(controllers) = fs::read_to_string(root.join("unified/cgroup.controllers")) else {
+        return;
+    };
+    for controller in controllers.split_whitespace() {
+        let dir = root.join(controller);
+        fs::create_dir_all(&dir).unwrap_or_else(|err| panic!("creating {}: {err}", dir.display()));
+        let cstring = |text: &str| std::ffi::CString::new(text).expect("no NUL in mount arguments");
+        let (source, target, fstype, data) = (
+            cstring("cgroup"),
+            cstring(dir.to_str().expect("cgroup paths are UTF-8")),
+            cstring("cgroup"),
+            cstring(controller),
+        );
+        // SAFETY: every pointer is a NUL-terminated string that outlives the call.
+        let mounted = unsafe {
+            libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                data.as_ptr().cast(),
+            )
+        };
+        if mounted != 0 {
+            let err = io::Error::last_os_error();
+            // Another test process may have mounted it in the meantime.
+            let still_v2 = fs::read_to_string(root.join("unified/cgroup.controllers"))
+                .is_ok_and(|now| now.split_whitespace().any(|c| c == controller));
+            assert!(
+                !still_v2,
+                "podman's crun needs the cgroup2 hierarchy without controllers on this hybrid \
+                 host, but mounting the v1 {controller} controller at {} failed: {err} (EBUSY: \
+                 a cgroup2 cgroup uses it)",
+                dir.display()
+            );
+        }
+    }
+}
+
+/// podman asks crun for RLIMIT_NOFILE and RLIMIT_NPROC of 1048576, which needs raising the hard
+/// limits, and this machine kind withholds CAP_SYS_RESOURCE even from root: crun fails with
+/// "setrlimit `RLIMIT_NOFILE`: Operation not permitted". Ask for modest limits instead, within
+/// this process's hard limits, which are always permitted.
+fn ulimit_args() -> Vec<String> {
+    [
+        ("nofile", libc::RLIMIT_NOFILE, 1024),
+        ("nproc", libc::RLIMIT_NPROC, 4096),
+    ]
+    .into_iter()
+    .map(|(name, resource, wanted)| {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes only the struct it is given.
+        let value = match unsafe { libc::getrlimit(resource, &mut limit) } {
+            0 => wanted.min(limit.rlim_max),
+            _ => wanted,
+        };
+        format!("--ulimit={name}={value}:{value}")
+    })
+    .collect()
+}
+
+/// `GET /_ping` on the API socket: Ok once the service answers 200.
+fn ping(socket: &Path) -> io::Result<()> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    // HTTP/1.0: the server closes the connection after its answer, which ends the read.
+    stream.write_all(b"GET /_ping HTTP/1.0\r\nHost: podman\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status_line = response.lines().next().unwrap_or_default();
+    match status_line.split_whitespace().nth(1) {
+        Some("200") => Ok(()),
+        _ => Err(io::Error::other(format!(
+            "unexpected answer to GET /_ping: {status_line:?}"
+        ))),
+    }
+}
+
+/// Builds [`IMAGE`] unless it is current: a rootfs of the static busybox (with a symlink per
+/// applet, so `sh`, `sleep` and `echo` are on PATH) and the static hog, imported from a tarball
+/// (no registry is reachable, and no Dockerfile builder is needed). The image's label holds a
+/// fingerprint of both binaries: a rebuilt hog gets a new image, and the old one is removed.
+fn ensure_image() {
+    // One test process builds it once; the others in it wait.
+    static BUILT: Mutex<bool> = Mutex::new(false);
+    let mut built = BUILT.lock().unwrap_or_else(|poison| poison.into_inner());
+    if *built {
+        return;
+    }
+    let hog = static_hog_binary();
+    let busybox = Path::new(BUSYBOX);
+    require_static(
+        busybox,
+        "install Debian's busybox-static (`cargo xtask setup`)",
+    );
+    require_static(
+        &hog,
+        "build it with `-C target-feature=+crt-static`, as `cargo xtask test` does",
+    );
+    let read = |path: &Path| {
+        fs::read(path).unwrap_or_else(|err| panic!("reading {}: {err}", path.display()))
+    };
+    let mut hasher = DefaultHasher::new();
+    for part in [LAYOUT_VERSION.to_vec(), read(busybox), read(&hog)] {
+        hasher.write_usize(part.len());
+        hasher.write(&part);
+    }
+    let fingerprint = format!("{:016x}", hasher.finish());
+
+    let current = command_output(Command::new("podman").args([
+        "image",
+        "inspect",
+        "--format",
+        &format!("{{{{.Id}}}} {{{{index .Config.Labels \"{FINGERPRINT_LABEL}\"}}}}"),
+        IMAGE,
+    ]));
+    let current = String::from_utf8_lossy(&current.stdout).trim().to_owned();
+    let old_id = match current.split_once(' ') {
+        Some((_, label)) if label == fingerprint => {
+            *built = true;
+            return;
+        }
+        Some((id, _)) => Some(id.to_owned()),
+        None => None,
+    };
+
+    let dir = std::env::temp_dir().join(format!("oomtrace-test-image-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    let rootfs = dir.join("rootfs");
+    write_rootfs(&rootfs, busybox, &hog);
+    let tarball = dir.join("rootfs.tar");
+    let mut tar = Command::new("tar");
+    tar.arg("--create")
+        .arg("--file")
+        .arg(&tarball)
+        .arg("--directory")
+        .arg(&rootfs)
+        .args(["--numeric-owner", "--owner=0", "--group=0", "."]);
+    run_checked(&mut tar);
+    let mut import = Command::new("podman");
+    import
+        .args(["import", "--quiet"])
+        .arg("--change=CMD=[\"/bin/sh\"]")
+        .arg(format!("--change=LABEL={FINGERPRINT_LABEL}={fingerprint}"))
+        .arg(&tarball)
+        .arg(IMAGE);
+    run_checked(&mut import);
+    let _ = fs::remove_dir_all(&dir);
+    if let Some(old_id) = old_id {
+        // Untagged now; a leftover container may still use it, which is fine too.
+        let _ = command_output(Command::new("podman").args(["rmi", &old_id]));
+    }
+    *built = true;
+}
+
+fn write_rootfs(rootfs: &Path, busybox: &Path, hog: &Path) {
+    let mkdir = |relative: &str, mode: u32| {
+        let dir = rootfs.join(relative);
+        fs::create_dir_all(&dir).unwrap_or_else(|err| panic!("creating {}: {err}", dir.display()));
+        fs::set_permissions(&dir, fs::Permissions::from_mode(mode))
+            .unwrap_or_else(|err| panic!("chmod {}: {err}", dir.display()));
+    };
+    // Mount points podman fills, and a /tmp for the release file.
+    for dir in ["bin", "usr/local/bin", "dev", "proc", "sys", "etc", "root"] {
+        mkdir(dir, 0o755);
+    }
+    mkdir("tmp", 0o1777);
+    let copy = |from: &Path, to: &str| {
+        fs::copy(from, rootfs.join(to))
+            .unwrap_or_else(|err| panic!("copying {} into the image: {err}", from.display()));
+    };
+    copy(busybox, "bin/busybox");
+    copy(hog, HOG_IN_IMAGE.trim_start_matches('/'));
+
+    let output = command_output(Command::new(busybox).arg("--list"));
+    assert!(
+        output.status.success(),
+        "`{} --list` failed: {}",
+        busybox.display(),
+        output.status
+    );
+    for applet in String::from_utf8_lossy(&output.stdout).split_whitespace() {
+        if applet != "busybox" {
+            let link = rootfs.join("bin").join(applet);
+            symlink("busybox", &link)
+                .unwrap_or_else(|err| panic!("linking {}: {err}", link.display()));
+        }
+    }
+}
+
+fn run_checked(command: &mut Command) {
+    let output = command_output(command);
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+}
+
+/// The image has no libc: a dynamically linked program in it fails with a bare "not found".
+fn require_static(binary: &Path, remedy: &str) {
+    let mut header = Vec::new();
+    File::open(binary)
+        .and_then(|file| file.take(64 * 1024).read_to_end(&mut header))
+        .unwrap_or_else(|err| panic!("reading {}: {err}; {remedy}", binary.display()));
+    match has_interpreter(&header) {
+        Some(false) => {}
+        Some(true) => panic!(
+            "{} is dynamically linked, but the test image has no libc: {remedy}",
+            binary.display()
+        ),
+        None => panic!(
+            "{} is not a 64-bit little-endian ELF program: {remedy}",
+            binary.display()
+        ),
+    }
+}
+
+/// Whether an ELF64 LE program asks for a dynamic loader (PT_INTERP); `None` if `elf` (its
+/// first bytes) does not parse as one.
+fn has_interpreter(elf: &[u8]) -> Option<bool> {
+    const PT_INTERP: u32 = 3;
+    if elf.get(..6)? != b"\x7fELF\x02\x01" {
+        return None;
+    }
+    let u16_at = |at: usize| Some(u16::from_le_bytes(elf.get(at..at + 2)?.try_into().ok()?));
+    let u32_at = |at: usize| Some(u32::from_le_bytes(elf.get(at..at + 4)?.try_into().ok()?));
+    let u64_at = |at: usize| Some(u64::from_le_bytes(elf.get(at..at + 8)?.try_into().ok()?));
+    let table = usize::try_from(u64_at(0x20)?).ok()?;
+    let entry_size = usize::from(u16_at(0x36)?);
+    let entries = usize::from(u16_at(0x38)?);
+    for index in 0..entries {
+        if u32_at(table.checked_add(index.checked_mul(entry_size)?)?)? == PT_INTERP {
+            return Some(true);
+        }
+    }
+    Some(false)
+}

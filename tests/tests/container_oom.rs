@@ -1,0 +1,124 @@
+//! A named podman container OOM-killed: the agent names the container, its image and runtime,
+//! and its memory limit as the OOM domain, next to what podman itself says about it.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use oomtrace_tests::{
+    Agent, ContainerSpec, IMAGE, Podman, field, field_str, field_u64, require_root,
+};
+
+const LIMIT_BYTES: u64 = 48 << 20;
+
+#[test]
+fn container_oom_kill_names_the_container() {
+    require_root();
+    let podman = Podman::start();
+    let mut agent = Agent::start_with(&podman.agent_args());
+
+    let started = Instant::now();
+    let container = podman.run(ContainerSpec::hog(LIMIT_BYTES));
+    let exit_code = container.wait_exit(Duration::from_secs(30));
+    let oom_killed = container.inspect_oom_killed();
+    let kill = agent
+        .wait_for_kill_where(
+            |record| container.is_victim_of(record),
+            Duration::from_secs(30),
+        )
+        .unwrap_or_else(|| {
+            panic!(
+                "no oom_kill record for a process of container {} ({}), exit code {exit_code}",
+                container.name(),
+                container.id()
+            )
+        });
+    let show = |pointer: &str| {
+        kill.pointer(pointer)
+            .map_or("-".to_owned(), Value::to_string)
+    };
+    println!(
+        "container {}: podman says exit code {exit_code}, State.OOMKilled={oom_killed} \
+         (its conmon saw the OOM: {}); \
+         oomtrace says victim {} (pid {}) in container {} (main process: {}, source: {}), \
+         domain {}; {:.2} s from `podman run` to the record",
+        container.name(),
+        container.conmon_saw_oom(),
+        show("/victim/process/executable/name"),
+        show("/victim/process/pid"),
+        show("/victim/container/name"),
+        show("/victim/container/main_process"),
+        show("/victim/attribution/source"),
+        show("/domain"),
+        started.elapsed().as_secs_f32(),
+    );
+    let context = || serde_json::to_string_pretty(&kill).unwrap_or_default();
+
+    // The kernel's SIGKILL, as podman saw it: 128 + 9.
+    assert_eq!(exit_code, 137, "the container's exit code");
+
+    // Who was killed, in which container.
+    assert_eq!(
+        field_str(&kill, "victim.container.name"),
+        container.name(),
+        "in {}",
+        context()
+    );
+    assert_eq!(
+        field_str(&kill, "victim.container.id"),
+        container.id(),
+        "in {}",
+        context()
+    );
+    assert_eq!(
+        field_str(&kill, "victim.container.image.name"),
+        IMAGE,
+        "in {}",
+        context()
+    );
+    assert_eq!(
+        field_str(&kill, "victim.container.runtime"),
+        "podman",
+        "in {}",
+        context()
+    );
+    // The hog is the container's PID 1: its death ends the container.
+    assert_eq!(
+        field(&kill, "victim.container.main_process"),
+        true,
+        "in {}",
+        context()
+    );
+
+    // Whose limit was hit: the container's own.
+    assert_eq!(
+        field_str(&kill, "domain.kind"),
+        "cgroup",
+        "in {}",
+        context()
+    );
+    assert_eq!(
+        field_str(&kill, "domain.container.name"),
+        container.name(),
+        "in {}",
+        context()
+    );
+    assert_eq!(
+        field_u64(&kill, "domain.memory.limit_bytes"),
+        LIMIT_BYTES,
+        "in {}",
+        context()
+    );
+
+    let stopped = agent.stop();
+    let kills: Vec<_> = stopped
+        .kills()
+        .filter(|record| container.is_victim_of(record))
+        .collect();
+    assert_eq!(
+        kills.len(),
+        1,
+        "one oom_kill record for container {}: {kills:#?}",
+        container.name()
+    );
+}

@@ -1,0 +1,111 @@
+//! A `--rm` container OOM-killed: podman removes it, and its cgroups, right after the kill,
+//! before the agent can ask the runtime about it. The record must still name it, from what
+//! the agent learned earlier (`cache`) or from the runtime's removal events (`tombstone`), not
+//! fall back to the bare cgroup path (`path`).
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use oomtrace_tests::{Agent, ContainerSpec, IMAGE, Podman, field_str, require_root};
+
+const LIMIT_BYTES: u64 = 48 << 20;
+/// The agent learns of containers from the runtime asynchronously; a real container lives far
+/// longer than this before it matters.
+const SETTLE: Duration = Duration::from_millis(500);
+
+#[test]
+fn removed_container_is_still_named() {
+    require_root();
+    let podman = Podman::start();
+    let mut agent = Agent::start_with(&podman.agent_args());
+    // Connected before the container starts, so its start event is read, and the container
+    // inspected, while it runs: what a long-running agent knows of every container.
+    agent.wait_for_log("following its events", Duration::from_secs(10));
+
+    let container = podman.run(ContainerSpec::held_hog(LIMIT_BYTES).removed_on_exit());
+    let cgroup_dirs = container.cgroup_dirs();
+    assert!(
+        !cgroup_dirs.is_empty(),
+        "container {} has no memory cgroup",
+        container.name()
+    );
+    std::thread::sleep(SETTLE);
+
+    // Frozen, the agent cannot read the kill before the container is gone: the record waits in
+    // the ring buffer, which makes the race this test is about certain rather than likely.
+    agent.suspend();
+    container.release();
+    let exit_code = container.wait_exit(Duration::from_secs(30));
+    let exited = Instant::now();
+    container.wait_removed(Duration::from_secs(30));
+    let removed_after = exited.elapsed();
+    for dir in &cgroup_dirs {
+        assert!(
+            !dir.exists(),
+            "the removed container's cgroup {} should be gone",
+            dir.display()
+        );
+    }
+    agent.resume();
+
+    let kill = agent
+        .wait_for_kill_where(
+            |record| container.is_victim_of(record),
+            Duration::from_secs(30),
+        )
+        .unwrap_or_else(|| {
+            panic!(
+                "no oom_kill record for a process of container {} ({}), exit code {exit_code}",
+                container.name(),
+                container.id()
+            )
+        });
+    let show = |pointer: &str| {
+        kill.pointer(pointer)
+            .map_or("-".to_owned(), Value::to_string)
+    };
+    println!(
+        "container {} (--rm): podman says exit code {exit_code}, removed {} ms after its exit \
+         was seen (State.OOMKilled: gone with it; its conmon saw the OOM: {}); oomtrace says \
+         victim {} in container {} \
+         (main process: {}, source: {})",
+        container.name(),
+        removed_after.as_millis(),
+        container.conmon_saw_oom(),
+        show("/victim/process/pid"),
+        show("/victim/container/name"),
+        show("/victim/container/main_process"),
+        show("/victim/attribution/source"),
+    );
+    let context = || serde_json::to_string_pretty(&kill).unwrap_or_default();
+
+    assert_eq!(exit_code, 137, "the container's exit code");
+    assert_eq!(
+        field_str(&kill, "victim.container.name"),
+        container.name(),
+        "in {}",
+        context()
+    );
+    assert_eq!(
+        field_str(&kill, "victim.container.image.name"),
+        IMAGE,
+        "in {}",
+        context()
+    );
+    let source = field_str(&kill, "victim.attribution.source");
+    assert!(
+        ["cache", "tombstone"].contains(&source),
+        "the container was gone when the agent read the kill: its name must come from the \
+         agent's cache or a tombstone, not `{source}`, in {}",
+        context()
+    );
+    assert_eq!(
+        field_str(&kill, "domain.container.name"),
+        container.name(),
+        "in {}",
+        context()
+    );
+
+    agent.stop();
+}
