@@ -33,7 +33,6 @@ make_cgroup() {
 start_agent() {
 	oomtrace run --format json "$@" >"$OUT/agent-json" 2>"$OUT/agent-log" &
 	agent=$!
-	echo -1000 >"/proc/$agent/oom_score_adj"
 	# Under emulation the agent takes a few seconds to read the kernel's BTF and load.
 	if ! wait_until 'grep -q "\"kind\":\"agent_started\"" "$OUT/agent-json" || ! kill -0 $agent' 60; then
 		fact agent_start timeout
@@ -45,6 +44,8 @@ start_agent() {
 		fact agent_start exited
 		exit 1
 	fi
+	# The agent protects itself (oom_score_adj -1000): checked, not set, here.
+	fact agent_oom_score_adj "$(cat "/proc/$agent/oom_score_adj")"
 }
 
 # Stops the agent: it writes everything captured before agent_stopped, then exits.

@@ -1,6 +1,7 @@
 //! `host-oom`: no cgroup limit anywhere. A "db" holds most of the memory, a "builder" in
 //! another cgroup allocates until the guest runs out: the db is killed, the builder is the
-//! trigger, and the domain is the host.
+//! trigger, and the domain is the host. The agent, which holds little but is a process like any
+//! other, is never the one killed: it set its own oom_score_adj to -1000.
 
 use anyhow::ensure;
 
@@ -27,6 +28,12 @@ fn check(report: &Report) -> anyhow::Result<()> {
          got db {db_status} and builder {builder_status}"
     );
 
+    let agent_adj: i32 = report.fact("agent_oom_score_adj")?;
+    ensure!(
+        agent_adj == -1000,
+        "the agent should have set its own oom_score_adj to -1000, it is {agent_adj}"
+    );
+
     let records = report.agent_records()?;
     let kills = records.of_kind("oom_kill");
     ensure!(
@@ -40,6 +47,8 @@ fn check(report: &Report) -> anyhow::Result<()> {
     expect_field(kill, "trigger.process.pid", builder)?;
     expect_field(kill, "trigger.cgroup.path", "/builder")?;
     expect_field(kill, "incident.domain.kind", "host")?;
+    expect_field(kill, "domain.kind", "host")?;
+    expect_field(kill, "domain.inferred", false)?;
     expect_field(kill, "incident.constraint", "none")?;
     expect_field(kill, "victim.badness.estimated", false)?;
     expect_stopped_cleanly(report, 1)

@@ -61,6 +61,11 @@ fn check(report: &Report, function_hook: &str) -> anyhow::Result<()> {
     expect_field(kill, "incident.domain.cgroup.id", memcg_id)?;
     expect_field(kill, "incident.domain.cgroup.path", CGROUP_PATH)?;
     expect_field(kill, "incident.constraint", "memcg")?;
+    // The same domain, named and with its limit (`memory.max` of the 64M cgroup).
+    expect_field(kill, "domain.kind", "cgroup")?;
+    expect_field(kill, "domain.basis", "kernel")?;
+    expect_field(kill, "domain.cgroup.path", CGROUP_PATH)?;
+    expect_field(kill, "domain.memory.limit_bytes", 64u64 << 20)?;
 
     // The kernel's badness is what its own task dump says it computed from.
     let totalpages = u64_field(kill, "incident.badness.totalpages")?;
