@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::{send_signal, static_hog_binary, wait_timeout};
+use crate::{Agent, send_signal, static_hog_binary, wait_timeout};
 
 /// The test image: busybox and the static hog.
 pub const IMAGE: &str = "localhost/oomtrace-hog:latest";
@@ -87,6 +87,15 @@ impl Podman {
     /// The service's socket, for the agent's `--runtime-socket`.
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// Starts the agent on this service only, and returns once it follows the service's events:
+    /// from then on it knows every container before the container can be OOM-killed, as an
+    /// agent that has been running for a while does. (Connecting takes podman about a second.)
+    pub fn start_agent(&self) -> Agent {
+        let agent = Agent::start_with(&self.agent_args());
+        agent.wait_for_log("following its events", Duration::from_secs(30));
+        agent
     }
 
     /// `["--runtime-socket", <socket>]`: the agent's arguments to use this service only.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use oomtrace_tests::{Agent, ContainerSpec, Podman, field, field_str, field_u64, require_root};
+use oomtrace_tests::{ContainerSpec, Podman, field, field_str, field_u64, require_root};
 
 const LIMIT_BYTES: u64 = 48 << 20;
 
@@ -14,7 +14,7 @@ const LIMIT_BYTES: u64 = 48 << 20;
 fn child_oom_kill_in_a_surviving_container() {
     require_root();
     let podman = Podman::start();
-    let mut agent = Agent::start_with(&podman.agent_args());
+    let mut agent = podman.start_agent();
 
     // PID 1 is busybox sh: it outlives the hog and reports how it ended.
     let script = format!(

@@ -5,9 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use oomtrace_tests::{
-    Agent, ContainerSpec, IMAGE, Podman, field, field_str, field_u64, require_root,
-};
+use oomtrace_tests::{ContainerSpec, IMAGE, Podman, field, field_str, field_u64, require_root};
 
 const LIMIT_BYTES: u64 = 48 << 20;
 
@@ -15,7 +13,7 @@ const LIMIT_BYTES: u64 = 48 << 20;
 fn container_oom_kill_names_the_container() {
     require_root();
     let podman = Podman::start();
-    let mut agent = Agent::start_with(&podman.agent_args());
+    let mut agent = podman.start_agent();
 
     let started = Instant::now();
     let container = podman.run(ContainerSpec::hog(LIMIT_BYTES));

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use oomtrace_tests::{Agent, ContainerSpec, IMAGE, Podman, field_str, require_root};
+use oomtrace_tests::{ContainerSpec, IMAGE, Podman, field_str, require_root};
 
 const LIMIT_BYTES: u64 = 48 << 20;
 /// The agent learns of containers from the runtime asynchronously; a real container lives far
@@ -18,10 +18,7 @@ const SETTLE: Duration = Duration::from_millis(500);
 fn removed_container_is_still_named() {
     require_root();
     let podman = Podman::start();
-    let mut agent = Agent::start_with(&podman.agent_args());
-    // Connected before the container starts, so its start event is read, and the container
-    // inspected, while it runs: what a long-running agent knows of every container.
-    agent.wait_for_log("following its events", Duration::from_secs(10));
+    let mut agent = podman.start_agent();
 
     let container = podman.run(ContainerSpec::held_hog(LIMIT_BYTES).removed_on_exit());
     let cgroup_dirs = container.cgroup_dirs();

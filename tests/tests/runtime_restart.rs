@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use oomtrace_tests::{Agent, ContainerSpec, Podman, field, field_str, require_root};
+use oomtrace_tests::{ContainerSpec, Podman, field, field_str, require_root};
 
 const LIMIT_BYTES: u64 = 48 << 20;
 
@@ -13,7 +13,7 @@ const LIMIT_BYTES: u64 = 48 << 20;
 fn container_is_named_after_the_runtime_restarted() {
     require_root();
     let mut podman = Podman::start();
-    let mut agent = Agent::start_with(&podman.agent_args());
+    let mut agent = podman.start_agent();
 
     podman.restart_service();
     let container = podman.run(ContainerSpec::hog(LIMIT_BYTES));

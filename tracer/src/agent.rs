@@ -11,11 +11,16 @@ use tokio::{
     sync::mpsc,
 };
 
-use crate::attribute::{AttributedEvent, AttributionOptions, Attributor, DEFAULT_SOCKETS};
+use crate::attribute::{
+    ATTRIBUTION_BUDGET, AttributedEvent, AttributionOptions, Attributor, DEFAULT_SOCKETS,
+};
 use crate::capture::{Capture, CaptureOptions, CapturePlan, ringbuf};
 use crate::cli::{Format, RunArgs};
 use crate::clock::KernelClock;
+use crate::explain::Explainer;
 use crate::incident::{Event, Joiner};
+use crate::observe::Observer;
+use crate::observe::cgroupfs::MemoryHierarchy;
 use crate::sink::{Context, Sink, Totals, json::JsonSink, text::LogSink};
 use crate::{badness, decode};
 
@@ -32,6 +37,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         function_hook,
         runtime_sockets,
         tombstone_ttl,
+        restart_loop_window,
         oom_score_adj,
     } = args;
     crate::protect::set_oom_score_adj(oom_score_adj);
@@ -107,9 +113,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         anyhow::Ok(counts)
     };
+    let mut observer = Observer::new(MemoryHierarchy::find());
+    let mut explainer = Explainer::new(restart_loop_window.into());
     let output_side = async {
         while let Some((event, joined_at)) = joined.recv().await {
-            let event = attributor.event(event, joined_at).await;
+            let event = match event {
+                Event::Kill(kill) => {
+                    // Read what changes first; then name, which may wait; then explain.
+                    let (moment, snapshot) = observer.observe(&kill);
+                    let deadline = joined_at + ATTRIBUTION_BUDGET;
+                    let mut kill = attributor.kill(kill, moment, deadline).await;
+                    let explanation =
+                        explainer.explain(&kill, snapshot, &attributor, Instant::now());
+                    kill.explanation = Some(Box::new(explanation));
+                    AttributedEvent::Kill(Box::new(kill))
+                }
+                Event::Incident(incident) => AttributedEvent::Incident(incident),
+            };
             output.event(&event, drops.total());
         }
     };

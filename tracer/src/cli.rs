@@ -50,6 +50,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "24h")]
     pub tombstone_ttl: HumanDuration,
 
+    /// A container OOM-killed 3 times within this window is flagged as a restart loop; the
+    /// same window counts host-wide OOMs set off by one trigger.
+    #[arg(long, value_name = "DURATION", default_value = "6h")]
+    pub restart_loop_window: HumanDuration,
+
     /// The agent's own `oom_score_adj`: -1000, the default, means the OOM killer never picks
     /// the agent itself.
     #[arg(long, value_name = "ADJ", default_value_t = -1000, allow_negative_numbers = true,

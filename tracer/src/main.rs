@@ -12,7 +12,10 @@ mod capture;
 mod cli;
 mod clock;
 mod decode;
+mod explain;
 mod incident;
+mod names;
+mod observe;
 mod protect;
 mod sink;
 

@@ -47,12 +47,26 @@ impl DockerApi {
             .ok_or_else(|| RuntimeError::Unavailable("not connected".to_owned()))
     }
 
+    /// A ping: milliseconds, so a kill waiting for the connection does not wait long.
     async fn try_connect(&self) -> RuntimeResult<()> {
         let client =
             Docker::connect_with_unix(&self.socket, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
                 .map_err(classify)?;
-        // One `/version` both negotiates and names the engine: podman takes most of a second
-        // to answer it, and a kill may be waiting for this connection.
+        client.ping().await.map_err(classify)?;
+        // Until `/version` says, the socket's name is the best guess at the engine.
+        let engine = if self.socket.contains("podman") {
+            "podman"
+        } else {
+            "docker"
+        };
+        self.set(Connected { client, engine });
+        Ok(())
+    }
+
+    /// `/version` names the engine and its API version. podman takes most of a second to
+    /// answer it, so it comes after the connection is in use.
+    async fn try_identify(&self) -> RuntimeResult<()> {
+        let Connected { client, .. } = self.connected()?;
         let version = client.version().await.map_err(classify)?;
         let podman = version
             .components
@@ -73,11 +87,15 @@ impl DockerApi {
             .map_err(classify)?,
             _ => client,
         };
+        self.set(Connected { client, engine });
+        Ok(())
+    }
+
+    fn set(&self, connected: Connected) {
         *self
             .state
             .lock()
-            .unwrap_or_else(|poison| poison.into_inner()) = Some(Connected { client, engine });
-        Ok(())
+            .unwrap_or_else(|poison| poison.into_inner()) = Some(connected);
     }
 }
 
@@ -97,6 +115,10 @@ impl ContainerRuntime for DockerApi {
 
     fn connect(&self) -> BoxFuture<'_, RuntimeResult<()>> {
         Box::pin(self.try_connect())
+    }
+
+    fn identify(&self) -> BoxFuture<'_, RuntimeResult<()>> {
+        Box::pin(self.try_identify())
     }
 
     fn is_connected(&self) -> bool {
@@ -136,7 +158,27 @@ impl ContainerRuntime for DockerApi {
                 Err(BollardError::DockerResponseServerError {
                     status_code: 404, ..
                 }) => Ok(None),
-                Err(err) => Err(classify(err)),
+                // podman 4 says `"Status": "stopped"`, which the API does not define: the
+                // listing still names the container, without its pid and limit.
+                Err(err) => match classify(err) {
+                    RuntimeError::Garbage(why) => {
+                        log::debug!("inspecting container {id}: {why}; listing it instead");
+                        let filters = HashMap::from([("id", vec![id])]);
+                        let options = ListContainersOptionsBuilder::default()
+                            .all(true)
+                            .filters(&filters)
+                            .build();
+                        let listed = client
+                            .list_containers(Some(options))
+                            .await
+                            .map_err(classify)?;
+                        Ok(listed
+                            .into_iter()
+                            .filter_map(|summary| from_summary(summary, engine))
+                            .find(|meta| meta.id == id))
+                    }
+                    err => Err(err),
+                },
             }
         })
     }

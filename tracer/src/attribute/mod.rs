@@ -11,8 +11,6 @@
 pub mod cache;
 pub mod cgroup_path;
 pub mod docker;
-pub mod domain;
-pub mod proc_cgroup;
 pub mod runtime;
 pub mod watch;
 
@@ -24,11 +22,12 @@ use std::time::{Duration, Instant};
 use self::cache::{Cached, MetadataCache};
 use self::cgroup_path::{PathIdentity, PathKind};
 use self::docker::{DockerApi, LOOKUP_TIMEOUT};
-use self::domain::{Inference, MemoryHierarchy};
 use self::runtime::{ContainerMetadata, ContainerRuntime};
 use self::watch::Shared;
-use crate::decode::{CgroupRef, Domain};
-use crate::incident::{Event, OomIncident, OomKill};
+use crate::decode::Domain;
+use crate::incident::{OomIncident, OomKill};
+use crate::observe::cgroupfs::Inference;
+use crate::observe::{DomainSeen, Moment};
 
 /// How long a kill may wait for its container names, from the moment it was joined. Below the
 /// promise that a kill is written within 1 s.
@@ -113,6 +112,16 @@ pub enum Basis {
 }
 
 impl ResolvedDomain {
+    pub fn unknown() -> Self {
+        ResolvedDomain {
+            kind: DomainKind::Unknown,
+            cgroup: None,
+            limit_bytes: None,
+            basis: Basis::None,
+            attribution: None,
+        }
+    }
+
     pub fn inferred(&self) -> bool {
         self.basis != Basis::Kernel
     }
@@ -128,6 +137,8 @@ pub struct AttributedKill {
     /// `OOMKilled`. `None` outside containers or when the main pid is unknown.
     pub main_process: Option<bool>,
     pub domain: ResolvedDomain,
+    /// Filled by the explain stage.
+    pub explanation: Option<Box<crate::explain::Explanation>>,
 }
 
 impl AttributedKill {
@@ -139,13 +150,8 @@ impl AttributedKill {
             victim: None,
             trigger: None,
             main_process: None,
-            domain: ResolvedDomain {
-                kind: DomainKind::Unknown,
-                cgroup: None,
-                limit_bytes: None,
-                basis: Basis::None,
-                attribution: None,
-            },
+            domain: ResolvedDomain::unknown(),
+            explanation: None,
         }
     }
 }
@@ -220,7 +226,6 @@ pub struct AttributionOptions {
 pub struct Attributor {
     shared: Arc<Shared>,
     runtimes: Vec<Arc<dyn ContainerRuntime>>,
-    memory: Option<MemoryHierarchy>,
     /// Unrecognised paths already warned about, so a crash-looping service warns once.
     warned: Mutex<VecDeque<String>>,
 }
@@ -238,7 +243,7 @@ impl Attributor {
             .into_iter()
             .map(|socket| Arc::new(DockerApi::new(socket)) as Arc<dyn ContainerRuntime>)
             .collect();
-        let attributor = Self::with_runtimes(runtimes, tombstone_ttl, MemoryHierarchy::find());
+        let attributor = Self::with_runtimes(runtimes, tombstone_ttl);
         for runtime in &attributor.runtimes {
             tokio::spawn(watch::watch(
                 Arc::clone(runtime),
@@ -252,21 +257,13 @@ impl Attributor {
     pub fn with_runtimes(
         runtimes: Vec<Arc<dyn ContainerRuntime>>,
         tombstone_ttl: Duration,
-        memory: Option<MemoryHierarchy>,
     ) -> Self {
-        if memory.is_none() {
-            log::warn!(
-                "no memory cgroup hierarchy is mounted: below the full tier, whose limit was \
-                 hit is unknown"
-            );
-        }
         Attributor {
             shared: Arc::new(Shared::new(MetadataCache::new(
                 cache::DEFAULT_CAPACITY,
                 tombstone_ttl,
             ))),
             runtimes,
-            memory,
             warned: Mutex::new(VecDeque::new()),
         }
     }
@@ -276,40 +273,20 @@ impl Attributor {
         &self.shared
     }
 
-    pub async fn event(&self, event: Event, joined_at: Instant) -> AttributedEvent {
-        match event {
-            Event::Kill(kill) => {
-                let deadline = joined_at + ATTRIBUTION_BUDGET;
-                AttributedEvent::Kill(Box::new(self.kill(kill, deadline).await))
-            }
-            Event::Incident(incident) => AttributedEvent::Incident(incident),
-        }
-    }
-
-    /// Names the parties of `kill`, waiting for a runtime no later than `deadline`.
-    pub async fn kill(&self, kill: Box<OomKill>, deadline: Instant) -> AttributedKill {
-        // Paths first, and the domain's counters right away: a `--rm` container's cgroup is
-        // removed within milliseconds of the kill.
-        let victim_paths = party_paths(
-            kill.victim.cgroup.as_ref(),
-            kill.victim.memcg.as_ref(),
-            kill.victim.pid,
-        );
-        let trigger_paths = party_paths(
-            kill.trigger.cgroup.as_ref(),
-            kill.trigger.memcg.as_ref(),
-            kill.trigger.task.pid,
-        );
-        let domain_inference = match (&kill.incident, &self.memory, &victim_paths.memcg) {
-            (Some(_), _, _) => None,
-            (None, Some(memory), Some(memcg)) => Some((memcg.clone(), memory.infer(memcg))),
-            (None, _, _) => None,
-        };
-
-        let victim_tgid = kill.victim.tgid.unwrap_or(kill.victim.pid);
-        // The kernel's own answer, while the process is still there to ask.
-        let pid_one = proc_cgroup::is_namespace_init(victim_tgid);
-
+    /// Names the parties of `kill` from what was seen at its `moment`, waiting for a runtime no
+    /// later than `deadline`.
+    pub async fn kill(
+        &self,
+        kill: Box<OomKill>,
+        moment: Moment,
+        deadline: Instant,
+    ) -> AttributedKill {
+        let Moment {
+            victim: victim_paths,
+            trigger: trigger_paths,
+            domain,
+            victim_is_pid_one,
+        } = moment;
         let victim = match victim_paths.best() {
             Some(path) => Some(self.resolve(path, deadline).await),
             None => None,
@@ -319,16 +296,24 @@ impl Attributor {
             Some(path) => Some(self.resolve_again(path, victim.as_ref(), deadline).await),
             None => None,
         };
-        let domain = match &kill.incident {
-            Some(incident) => {
-                self.kernel_domain(&incident.entry.domain, victim.as_ref(), deadline)
+        let domain = match domain {
+            DomainSeen::Kernel {
+                domain,
+                limit_bytes,
+            } => {
+                self.kernel_domain(&domain, limit_bytes, victim.as_ref(), deadline)
                     .await
             }
-            None => {
-                self.inferred_domain(domain_inference, victim.as_ref(), deadline)
+            DomainSeen::Inferred {
+                victim_memcg,
+                inference,
+            } => {
+                self.inferred_domain(victim_memcg, inference, victim.as_ref(), deadline)
                     .await
             }
+            DomainSeen::Unknown => ResolvedDomain::unknown(),
         };
+        let victim_tgid = kill.victim.tgid.unwrap_or(kill.victim.pid);
         let in_container = victim
             .as_ref()
             .is_some_and(|victim| victim.identity.container.is_some());
@@ -336,7 +321,7 @@ impl Attributor {
             .as_ref()
             .and_then(|victim| victim.container.as_ref())
             .and_then(|container| container.main_pid);
-        let main_process = match (in_container, pid_one, main_pid) {
+        let main_process = match (in_container, victim_is_pid_one, main_pid) {
             (false, _, _) => None,
             (true, Some(pid_one), _) => Some(pid_one),
             (true, None, main_pid) => main_pid.map(|main_pid| victim_tgid == main_pid),
@@ -347,12 +332,14 @@ impl Attributor {
             trigger,
             main_process,
             domain,
+            explanation: None,
         }
     }
 
     async fn kernel_domain(
         &self,
         domain: &Domain,
+        limit_bytes: Option<u64>,
         victim: Option<&Attribution>,
         deadline: Instant,
     ) -> ResolvedDomain {
@@ -366,11 +353,7 @@ impl Attributor {
             },
             Domain::Cgroup(cgroup) => {
                 let attribution = self.resolve_again(&cgroup.path, victim, deadline).await;
-                let limit_bytes = self
-                    .memory
-                    .as_ref()
-                    .and_then(|memory| memory.limit_bytes(&cgroup.path))
-                    .or_else(|| container_limit(&attribution));
+                let limit_bytes = limit_bytes.or_else(|| container_limit(&attribution));
                 ResolvedDomain {
                     kind: DomainKind::Cgroup,
                     cgroup: Some(DomainCgroup {
@@ -394,20 +377,12 @@ impl Attributor {
 
     async fn inferred_domain(
         &self,
-        inference: Option<(String, Inference)>,
+        victim_memcg: String,
+        inference: Inference,
         victim: Option<&Attribution>,
         deadline: Instant,
     ) -> ResolvedDomain {
-        let unknown = ResolvedDomain {
-            kind: DomainKind::Unknown,
-            cgroup: None,
-            limit_bytes: None,
-            basis: Basis::None,
-            attribution: None,
-        };
-        let Some((victim_memcg, inference)) = inference else {
-            return unknown;
-        };
+        let unknown = ResolvedDomain::unknown();
         match inference {
             Inference::Cgroup { path, limit_bytes } => {
                 let attribution = self.resolve_again(&path, victim, deadline).await;
@@ -452,6 +427,26 @@ impl Attributor {
         match known {
             Some(known) if known.path == path => known.clone(),
             _ => self.resolve(path, deadline).await,
+        }
+    }
+
+    /// Who the cgroup at `path` belongs to, as far as the path and the cache tell, now.
+    pub fn named_from_cache(&self, path: &str) -> Attribution {
+        let identity = cgroup_path::parse(path);
+        let cached = match (&identity.kind, &identity.container) {
+            (PathKind::Container, Some(container)) => self.cached(&container.id),
+            _ => None,
+        };
+        let (container, source) = match cached {
+            Some((container, source)) => (Some(container), source),
+            None => (None, Source::Path),
+        };
+        Attribution {
+            path: path.to_owned(),
+            identity,
+            container,
+            source,
+            warning: None,
         }
     }
 
@@ -594,49 +589,6 @@ fn container_limit(attribution: &Attribution) -> Option<u64> {
 
 fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
-}
-
-/// A party's cgroup paths: as the kernel captured them, else (tracepoint-only) from /proc.
-struct PartyPaths {
-    cgroup: Option<String>,
-    memcg: Option<String>,
-}
-
-fn party_paths(cgroup: Option<&CgroupRef>, memcg: Option<&CgroupRef>, pid: u32) -> PartyPaths {
-    let captured = PartyPaths {
-        cgroup: cgroup.map(|c| c.path.clone()),
-        memcg: memcg.map(|c| c.path.clone()),
-    };
-    if captured.cgroup.is_some() || captured.memcg.is_some() {
-        return captured;
-    }
-    // Nothing captured in the kernel: the process may still be there (the trigger usually is).
-    match proc_cgroup::read(pid) {
-        Some(paths) => PartyPaths {
-            cgroup: paths.unified,
-            memcg: paths.memory,
-        },
-        None => captured,
-    }
-}
-
-impl PartyPaths {
-    /// The path that says the most: a container beats a pod, a unit, the host; on a tie the
-    /// unified hierarchy's, which is what systemd and the runtimes manage.
-    fn best(&self) -> Option<&str> {
-        let rank = |path: &str| match cgroup_path::parse(path).kind {
-            PathKind::Container => 4,
-            PathKind::Pod => 3,
-            PathKind::SystemdUnit => 2,
-            PathKind::Unrecognised => 1,
-            PathKind::Host => 0,
-        };
-        match (self.cgroup.as_deref(), self.memcg.as_deref()) {
-            (Some(cgroup), Some(memcg)) if rank(memcg) > rank(cgroup) => Some(memcg),
-            (Some(cgroup), _) => Some(cgroup),
-            (None, memcg) => memcg,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -140,6 +140,12 @@ pub trait ContainerRuntime: Send + Sync {
     /// Connects (again): called at startup and after the runtime went away.
     fn connect(&self) -> BoxFuture<'_, RuntimeResult<()>>;
 
+    /// Learns what `connect` could not afford to wait for (the engine, its API version). The
+    /// connection is in use meanwhile.
+    fn identify(&self) -> BoxFuture<'_, RuntimeResult<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// Whether the last `connect` succeeded and nothing failed since.
     fn is_connected(&self) -> bool;
 

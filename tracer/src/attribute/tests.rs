@@ -7,8 +7,10 @@ use futures_util::stream::{self, BoxStream, StreamExt as _};
 
 use super::runtime::{RuntimeError, RuntimeEvent, RuntimeResult};
 use super::*;
-use crate::decode::Task;
-use crate::incident::{IncidentContext, Parts, Trigger, Victim};
+use crate::decode::{CgroupRef, Task};
+use crate::incident::{Parts, Trigger, Victim};
+use crate::observe::cgroupfs::Inference;
+use crate::observe::{DomainSeen, Moment, PartyPaths};
 
 const ID: &str = "3f2a9c0d1e4b5a6978877665544332211000ffeeddccbbaa9988776655443322";
 
@@ -82,7 +84,7 @@ impl ContainerRuntime for FakeRuntime {
 }
 
 fn attributor(runtimes: Vec<Arc<dyn ContainerRuntime>>) -> Attributor {
-    Attributor::with_runtimes(runtimes, cache::DEFAULT_TOMBSTONE_TTL, None)
+    Attributor::with_runtimes(runtimes, cache::DEFAULT_TOMBSTONE_TTL)
 }
 
 fn deadline() -> Instant {
@@ -95,6 +97,20 @@ fn cgroup(id: u64, path: &str) -> CgroupRef {
         path: path.to_owned(),
         truncated: false,
         incomplete: false,
+    }
+}
+
+/// What the observe stage would have seen of `kill`, with `domain`.
+fn moment(kill: &OomKill, domain: DomainSeen) -> Moment {
+    let paths = |cgroup: &Option<CgroupRef>, memcg: &Option<CgroupRef>| PartyPaths {
+        cgroup: cgroup.as_ref().map(|c| c.path.clone()),
+        memcg: memcg.as_ref().map(|c| c.path.clone()),
+    };
+    Moment {
+        victim: paths(&kill.victim.cgroup, &kill.victim.memcg),
+        trigger: paths(&kill.trigger.cgroup, &kill.trigger.memcg),
+        domain,
+        victim_is_pid_one: None,
     }
 }
 
@@ -273,37 +289,34 @@ async fn the_main_process_is_told_from_a_child() {
     attributor
         .shared()
         .with_cache(|cache| cache.upsert(meta(ID, "web"), Instant::now()));
-    let main = attributor
-        .kill(kill_in(&podman_path(ID), 100), deadline())
-        .await;
-    assert_eq!(main.main_process, Some(true));
-    let child = attributor
-        .kill(kill_in(&podman_path(ID), 101), deadline())
-        .await;
-    assert_eq!(child.main_process, Some(false));
-    let host = attributor
-        .kill(kill_in("/oomtrace-test-1", 101), deadline())
-        .await;
-    assert_eq!(host.main_process, None);
+    for (path, tgid, expected) in [
+        (podman_path(ID), 100, Some(true)),
+        (podman_path(ID), 101, Some(false)),
+        ("/oomtrace-test-1".to_owned(), 101, None),
+    ] {
+        let kill = kill_in(&path, tgid);
+        let seen = moment(&kill, DomainSeen::Unknown);
+        let named = attributor.kill(kill, seen, deadline()).await;
+        assert_eq!(named.main_process, expected, "{path} {tgid}");
+    }
 }
 
 #[tokio::test]
 async fn a_removed_container_with_a_limit_is_the_inferred_domain() {
-    // No hierarchy to read (as when the cgroup is gone): the container's own limit is used.
-    let attributor = Attributor::with_runtimes(
-        Vec::new(),
-        cache::DEFAULT_TOMBSTONE_TTL,
-        Some(MemoryHierarchy {
-            root: "/nonexistent-oomtrace-hierarchy".into(),
-            version: domain::CgroupVersion::V1,
-        }),
-    );
+    // The cgroup was gone before the counters could be read: the container's own limit is used.
+    let attributor = attributor(Vec::new());
     attributor
         .shared()
         .with_cache(|cache| cache.upsert(meta(ID, "web"), Instant::now()));
-    let kill = attributor
-        .kill(kill_in(&podman_path(ID), 100), deadline())
-        .await;
+    let kill = kill_in(&podman_path(ID), 100);
+    let seen = moment(
+        &kill,
+        DomainSeen::Inferred {
+            victim_memcg: podman_path(ID),
+            inference: Inference::Unreadable,
+        },
+    );
+    let kill = attributor.kill(kill, seen, deadline()).await;
     assert_eq!(kill.domain.kind, DomainKind::Cgroup);
     assert_eq!(kill.domain.basis, Basis::ContainerLimit);
     assert_eq!(kill.domain.limit_bytes, Some(48 << 20));
@@ -323,20 +336,16 @@ async fn the_kernel_domain_is_named_and_not_inferred() {
     attributor
         .shared()
         .with_cache(|cache| cache.upsert(meta(ID, "web"), Instant::now()));
-    let mut kill = kill_in(&podman_path(ID), 100);
-    kill.incident = Some(Arc::new(IncidentContext {
-        id: "1-100".to_owned(),
-        entry: crate::decode::ContextPart {
-            cpu: 0,
-            ktime_ns: 1,
-            trigger: kill.trigger.task.clone(),
-            chosen: Some((100, 100)),
-            control: None,
+    let kill = kill_in(&podman_path(ID), 100);
+    let seen = moment(
+        &kill,
+        DomainSeen::Kernel {
             domain: Domain::Cgroup(cgroup(8, &podman_path(ID))),
-            message: "Memory cgroup out of memory".to_owned(),
+            // Not readable here.
+            limit_bytes: None,
         },
-    }));
-    let kill = attributor.kill(kill, deadline()).await;
+    );
+    let kill = attributor.kill(kill, seen, deadline()).await;
     assert_eq!(kill.domain.basis, Basis::Kernel);
     assert!(!kill.domain.inferred());
     // The cgroup cannot be read here; the container's limit stands in.

@@ -21,7 +21,8 @@ pub struct Shared {
     pub updated: Notify,
     /// Runtimes connected right now: a kill may wait for their events.
     pub connected: AtomicUsize,
-    /// Runtimes being connected right now: a kill may wait for them to answer.
+    /// Runtimes being connected right now, or reconnected after a recent loss: a kill may wait
+    /// for them to answer.
     pub connecting: AtomicUsize,
 }
 
@@ -50,6 +51,9 @@ impl Shared {
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 /// A daemon that is down for long is retried twice a minute: cheap, and idle otherwise.
 const LAST_RETRY: Duration = Duration::from_secs(30);
+/// For this long after a connection is lost, retry every [`FIRST_RETRY`]: a restart of the
+/// daemon takes a few seconds.
+const QUICK_RETRIES_FOR: Duration = Duration::from_secs(10);
 
 /// How far back the first subscription replays: containers that started and went while the
 /// agent was attaching, or in the second it takes podman to answer `/version`.
@@ -64,6 +68,7 @@ pub async fn watch(runtime: Arc<dyn ContainerRuntime>, shared: Arc<Shared>) {
         .unwrap_or(SystemTime::UNIX_EPOCH);
     // Said once per outage, not once per attempt.
     let mut last_problem: Option<String> = None;
+    let mut lost_at: Option<Instant> = None;
     loop {
         shared.connecting.fetch_add(1, Ordering::SeqCst);
         let connected = runtime.connect().await;
@@ -80,19 +85,35 @@ pub async fn watch(runtime: Arc<dyn ContainerRuntime>, shared: Arc<Shared>) {
                 );
                 last_problem = Some(problem);
             }
-            tokio::time::sleep(retry).await;
-            retry = (retry * 2).min(LAST_RETRY);
+            // A daemon that just went away is usually restarting: retry quickly, and let kills
+            // wait for it meanwhile, as they do for a first connection.
+            let restarting = lost_at.is_some_and(|at| at.elapsed() < QUICK_RETRIES_FOR);
+            if restarting {
+                shared.connecting.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(FIRST_RETRY).await;
+                shared.connecting.fetch_sub(1, Ordering::SeqCst);
+            } else {
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(LAST_RETRY);
+            }
             continue;
         }
         retry = FIRST_RETRY;
         last_problem = None;
         shared.connected.fetch_add(1, Ordering::SeqCst);
-        follow(runtime.as_ref(), &shared, since).await;
+        // Identified while its events are already being followed: podman is slow to say.
+        let identify = async {
+            if let Err(err) = runtime.identify().await {
+                log::debug!("container runtime {}: /version: {err}", runtime.describe());
+            }
+        };
+        tokio::join!(identify, follow(runtime.as_ref(), &shared, since));
         // Whole seconds: the API's `since` has no finer grain.
         since = SystemTime::now()
             .checked_sub(Duration::from_secs(1))
             .unwrap_or(SystemTime::UNIX_EPOCH);
         runtime.disconnect();
+        lost_at = Some(Instant::now());
         shared.connected.fetch_sub(1, Ordering::SeqCst);
         shared.updated.notify_waiters();
     }

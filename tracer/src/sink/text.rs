@@ -3,9 +3,10 @@
 use std::fmt::Write as _;
 
 use super::{Context, Sink, Totals};
-use crate::attribute::{AttributedKill, Attribution, DomainKind, ResolvedDomain, Source};
+use crate::attribute::{AttributedKill, Attribution, DomainKind, ResolvedDomain};
 use crate::decode::CgroupRef;
 use crate::incident::{OomIncident, OomKill};
+use crate::names::{human_kb, name, printable, short_name};
 
 /// Writes through `log` (env_logger on stderr).
 pub struct LogSink;
@@ -24,6 +25,9 @@ impl Sink for LogSink {
 
     fn oom_kill(&mut self, kill: &AttributedKill, _: &Context<'_>) -> std::io::Result<()> {
         log::warn!("{}", line(kill));
+        if let Some(explanation) = &kill.explanation {
+            log::info!("why: {}", explanation.verdict);
+        }
         Ok(())
     }
 
@@ -71,6 +75,7 @@ pub fn line(attributed: &AttributedKill) -> String {
         trigger: trigger_names,
         main_process,
         domain,
+        explanation: _,
     } = attributed;
     let OomKill {
         ktime_ns: _,
@@ -168,62 +173,6 @@ fn place(
     }
 }
 
-/// What a person calls the owner of a cgroup, if anything better than its path.
-fn name(names: &Attribution) -> Option<String> {
-    let Attribution {
-        path: _,
-        identity,
-        container,
-        source,
-        warning: _,
-    } = names;
-    if let Some(meta) = container {
-        let mut name = format!("container {}", printable(&meta.name));
-        let mut about = vec![meta.runtime.to_owned()];
-        about.extend(meta.image.as_deref().map(printable));
-        if let (Some(namespace), Some(pod)) = (&meta.k8s.namespace, &meta.k8s.pod_name) {
-            about.push(format!("pod {}/{}", printable(namespace), printable(pod)));
-        }
-        if *source == Source::Tombstone {
-            about.push("since removed".to_owned());
-        }
-        let _ = write!(name, " ({})", about.join(", "));
-        return Some(name);
-    }
-    if let Some(container) = &identity.container {
-        let runtime = container.runtime.map_or("", |runtime| runtime.as_str());
-        let id = container.id.get(..12).unwrap_or(&container.id);
-        return Some(
-            format!("{runtime} container {}", printable(id))
-                .trim_start()
-                .to_owned(),
-        );
-    }
-    // conmon and friends: not in the container, but there for it.
-    if let Some(container) = crate::attribute::cgroup_path::monitored_container(&names.path) {
-        let id = container.id.get(..12).unwrap_or(&container.id);
-        return Some(format!(
-            "the runtime monitor of container {}",
-            printable(id)
-        ));
-    }
-    if let Some(pod) = &identity.pod {
-        return Some(format!("pod {} ({})", pod.uid, pod.qos.as_str()));
-    }
-    identity
-        .systemd_unit
-        .as_deref()
-        .map(|unit| format!("unit {}", printable(unit)))
-}
-
-/// `container web`, else the longer [`name`].
-fn short_name(names: &Attribution) -> Option<String> {
-    match &names.container {
-        Some(meta) if !meta.name.is_empty() => Some(format!("container {}", printable(&meta.name))),
-        _ => name(names),
-    }
-}
-
 fn domain_text(domain: &ResolvedDomain) -> String {
     let inferred = if domain.inferred() { " (inferred)" } else { "" };
     match domain.kind {
@@ -249,20 +198,6 @@ fn domain_text(domain: &ResolvedDomain) -> String {
     }
 }
 
-/// Names come from containers' owners and processes: never let them drive the terminal.
-fn printable(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect()
-}
-
 /// ` in memcg /a (cgroup /b)`, collapsed when both are the same path.
 fn cgroups(memcg: Option<&CgroupRef>, cgroup: Option<&CgroupRef>) -> String {
     match (memcg, cgroup) {
@@ -277,14 +212,6 @@ fn cgroups(memcg: Option<&CgroupRef>, cgroup: Option<&CgroupRef>) -> String {
         (Some(memcg), None) => format!(" in memcg {}", printable(&memcg.path)),
         (None, Some(cgroup)) => format!(" in cgroup {}", printable(&cgroup.path)),
         (None, None) => String::new(),
-    }
-}
-
-fn human_kb(kb: u64) -> String {
-    match kb {
-        0..1024 => format!("{kb} KiB"),
-        1024..1_048_576 => format!("{:.1} MiB", kb as f64 / 1024.0),
-        _ => format!("{:.2} GiB", kb as f64 / 1_048_576.0),
     }
 }
 
@@ -340,13 +267,6 @@ mod tests {
     }
 
     #[test]
-    fn sizes_read_as_people_write_them() {
-        assert_eq!(human_kb(12), "12 KiB");
-        assert_eq!(human_kb(1536), "1.5 MiB");
-        assert_eq!(human_kb(3 * 1_048_576), "3.00 GiB");
-    }
-
-    #[test]
     fn names_the_container_its_limit_and_that_it_was_a_child() {
         let line = line(&crate::attribute::fixtures::in_web(kill()));
         assert!(
@@ -357,11 +277,5 @@ mod tests {
             ),
             "{line}"
         );
-    }
-
-    #[test]
-    fn control_characters_never_reach_the_terminal() {
-        assert_eq!(printable("evil\x1b[2Jname\n"), "evil\\u{1b}[2Jname\\n");
-        assert_eq!(printable("plain-ünïcode"), "plain-ünïcode");
     }
 }

@@ -3,12 +3,14 @@
 //! Field names follow OpenTelemetry's semantic conventions where one fits: nested objects here
 //! flatten with dots into the OTel attribute (`victim.process.pid` → `process.pid`).
 
+mod explanation;
 mod names;
 
 use std::io::Write;
 
 use serde::Serialize;
 
+use self::explanation::{ExplanationJson, explanation_json};
 use self::names::{DomainJson, NamesJson, domain_json, names_json};
 use crate::attribute::AttributedKill;
 
@@ -68,6 +70,7 @@ impl<W: Write> Sink for JsonSink<W> {
             trigger: trigger_names,
             main_process,
             domain,
+            explanation,
         } = kill;
         let OomKill {
             ktime_ns,
@@ -109,6 +112,7 @@ impl<W: Write> Sink for JsonSink<W> {
                     ..trigger_json(trigger)
                 },
                 domain: domain_json(domain),
+                explanation: explanation.as_deref().map(explanation_json),
                 incident: incident
                     .as_deref()
                     .map(|incident| incident_json(incident, context.plan)),
@@ -227,6 +231,8 @@ struct Kill<'a> {
     trigger: PartyJson<'a>,
     /// Whose limit was hit, known or inferred in every tier.
     domain: DomainJson<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    explanation: Option<ExplanationJson<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     incident: Option<IncidentJson<'a>>,
 }

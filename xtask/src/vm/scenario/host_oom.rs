@@ -6,7 +6,7 @@
 use anyhow::ensure;
 
 use super::memcg_oom::{KILLED_STATUS, expect_stopped_cleanly};
-use super::{Report, Scenario, expect_field};
+use super::{Report, Scenario, expect_field, field};
 
 pub const SCENARIO: Scenario = Scenario {
     name: "host-oom",
@@ -49,6 +49,30 @@ fn check(report: &Report) -> anyhow::Result<()> {
     expect_field(kill, "incident.domain.kind", "host")?;
     expect_field(kill, "domain.kind", "host")?;
     expect_field(kill, "domain.inferred", false)?;
+    // The verdict says it in words, and the snapshot shows the builder holding memory.
+    let verdict = field(kill, "explanation.verdict")?
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    for expected in [
+        "cgroup /db was killed by the OOM killer",
+        "The whole host ran out of memory; no cgroup limit was hit.",
+        "came from pid",
+        "in cgroup /builder, not in cgroup /db",
+        "At that moment the biggest users were",
+    ] {
+        ensure!(
+            verdict.contains(expected),
+            "the verdict should say `{expected}`: {verdict}"
+        );
+    }
+    let top_cgroups = field(kill, "explanation.snapshot.cgroups")?;
+    ensure!(
+        top_cgroups
+            .as_array()
+            .is_some_and(|cgroups| cgroups.iter().any(|c| c["cgroup"]["path"] == "/builder")),
+        "the builder should be among the top memory users: {top_cgroups}"
+    );
     expect_field(kill, "incident.constraint", "none")?;
     expect_field(kill, "victim.badness.estimated", false)?;
     expect_stopped_cleanly(report, 1)

@@ -1,6 +1,7 @@
-//! Whose memory limit was hit. In the full tier the kernel says (`oc->memcg`); below it, the
-//! domain is inferred from the memory controller's files along the victim's cgroup ancestry:
-//! the deepest cgroup with a limit that recorded hitting it.
+//! The memory controller's files. Whose memory limit was hit: in the full tier the kernel says
+//! (`oc->memcg`); below it, the domain is inferred from the counters along the victim's cgroup
+//! ancestry: the deepest cgroup with a limit that recorded hitting it. Also how much each
+//! cgroup holds, for the snapshot.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -63,6 +64,29 @@ impl MemoryHierarchy {
 
     fn dir(&self, cgroup_path: &str) -> PathBuf {
         self.root.join(cgroup_path.trim_start_matches('/'))
+    }
+
+    /// Memory charged to the cgroup at `cgroup_path` now, its descendants included.
+    pub fn usage_bytes(&self, cgroup_path: &str) -> Option<u64> {
+        let file = match self.version {
+            CgroupVersion::V1 => "memory.usage_in_bytes",
+            CgroupVersion::V2 => "memory.current",
+        };
+        read_trimmed(&self.dir(cgroup_path).join(file)).and_then(|text| text.parse().ok())
+    }
+
+    /// The child cgroups of `cgroup_path`, as paths from the hierarchy root.
+    pub fn children(&self, cgroup_path: &str) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(self.dir(cgroup_path)) else {
+            return Vec::new();
+        };
+        let parent = cgroup_path.trim_end_matches('/');
+        entries
+            .filter_map(Result::ok)
+            .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
+            .filter_map(|entry| entry.file_name().into_string().ok())
+            .map(|name| format!("{parent}/{name}"))
+            .collect()
     }
 
     /// The limit of the cgroup at `cgroup_path`, `None` when unlimited or unreadable.

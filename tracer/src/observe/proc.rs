@@ -1,5 +1,6 @@
-//! `/proc/<pid>/cgroup`: where a process is, for the tier whose programs cannot read cgroups
-//! in the kernel. Read as soon as the kill arrives; a victim may already be gone.
+//! `/proc/<pid>`: where a process is (for the tier whose programs cannot read cgroups in the
+//! kernel), whether it is a container's PID 1, and how big processes are. Read as soon as the
+//! kill arrives; a victim may already be gone.
 
 /// The process's cgroup in the unified hierarchy and in the memory controller's.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -9,9 +10,36 @@ pub struct ProcCgroups {
     pub memory: Option<String>,
 }
 
-pub fn read(pid: u32) -> Option<ProcCgroups> {
+pub fn cgroups(pid: u32) -> Option<ProcCgroups> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     Some(parse(&text))
+}
+
+/// Every process id, from the names of `/proc`'s directories.
+pub fn pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+}
+
+/// Resident memory, from `/proc/<pid>/statm` (pages); `None` once the process is gone.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages.saturating_mul(page_size()))
+}
+
+pub fn comm(pid: u32) -> Option<String> {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(comm.trim_end_matches('\n').to_owned())
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).unwrap_or(4096)
 }
 
 /// Whether `pid` is PID 1 of its own pid namespace, i.e. a container's main process: the last
@@ -118,7 +146,7 @@ mod tests {
 
     #[test]
     fn this_process_is_somewhere() {
-        let own = read(std::process::id()).expect("our own /proc entry");
+        let own = cgroups(std::process::id()).expect("our own /proc entry");
         assert!(own.unified.is_some() || own.memory.is_some());
     }
 }

@@ -1,0 +1,232 @@
+//! The verdict: one paragraph that says what happened, in the words a person would use after
+//! reading `dmesg`, `docker inspect` and `docker stats` side by side.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::patterns::Flags;
+use crate::attribute::{AttributedKill, DomainKind};
+use crate::names::{human_bytes, human_kb, printable, short_name};
+
+/// The snapshot's biggest users, already named: `(name, bytes)`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Top {
+    pub cgroups: Vec<(String, u64)>,
+    pub processes: Vec<(String, u64)>,
+}
+
+/// How many of each the paragraph names; the JSON has them all.
+const NAMED: usize = 3;
+
+pub fn verdict(kill: &AttributedKill, top: &Top, flags: Flags, window: Duration) -> String {
+    let AttributedKill {
+        kill: oom,
+        victim,
+        trigger,
+        main_process,
+        domain,
+        explanation: _,
+    } = kill;
+    let victim_name = victim.as_ref().and_then(short_name);
+    let mut text = String::new();
+
+    // Who, and how big.
+    let comm = printable(oom.victim.comm.as_deref().unwrap_or("?"));
+    let pid = oom.victim.tgid.unwrap_or(oom.victim.pid);
+    let size = oom
+        .victim
+        .fields
+        .as_ref()
+        .and_then(|fields| {
+            [fields.anon_rss_kb, fields.file_rss_kb, fields.shmem_rss_kb]
+                .into_iter()
+                .sum::<Option<u64>>()
+        })
+        .map(|kb| format!(", {} resident", human_kb(kb)))
+        .unwrap_or_default();
+    let killed = if oom.marked_without_kill {
+        "was given memory reserves to exit (nothing was killed)"
+    } else {
+        "was killed by the OOM killer"
+    };
+    match &victim_name {
+        Some(name) => {
+            let _ = write!(
+                text,
+                "{} {killed}: pid {pid} ({comm}){size}.",
+                capitalise(name)
+            );
+        }
+        None => {
+            let _ = write!(text, "Pid {pid} ({comm}) {killed}{size}.");
+        }
+    }
+    match main_process {
+        Some(true) => text.push_str(
+            " It was the container's main process, so the container exited with code 137.",
+        ),
+        Some(false) => text.push_str(
+            " It was not the container's main process: the container keeps running, and its \
+             runtime will not report OOMKilled.",
+        ),
+        None => {}
+    }
+
+    // Whose limit.
+    let inferred = if domain.inferred() { " (inferred)" } else { "" };
+    let victim_container = victim.as_ref().and_then(|v| v.container.as_ref());
+    match domain.kind {
+        DomainKind::Host => {
+            let _ = write!(
+                text,
+                " The whole host ran out of memory; no cgroup limit was hit{inferred}."
+            );
+            if let Some(meta) = victim_container
+                && meta.memory_limit_bytes.is_none()
+            {
+                let _ = write!(
+                    text,
+                    " Container {} has no memory limit of its own: its limit is the host's \
+                     memory, as `docker stats` shows.",
+                    printable(&meta.name)
+                );
+            }
+        }
+        DomainKind::Cgroup => {
+            let limit = domain
+                .limit_bytes
+                .map(|bytes| format!(" of {}", human_bytes(bytes)))
+                .unwrap_or_default();
+            let own = domain
+                .attribution
+                .as_ref()
+                .zip(victim.as_ref())
+                .is_some_and(|(domain, victim)| {
+                    domain.path == victim.path
+                        || matches!(
+                            (&domain.container, &victim.container),
+                            (Some(a), Some(b)) if a.id == b.id
+                        )
+                });
+            if own {
+                let _ = write!(text, " It hit its own memory limit{limit}{inferred}.");
+            } else {
+                let whose = domain
+                    .attribution
+                    .as_ref()
+                    .and_then(short_name)
+                    .or_else(|| {
+                        domain
+                            .cgroup
+                            .as_ref()
+                            .map(|c| format!("cgroup {}", printable(&c.path)))
+                    })
+                    .unwrap_or_else(|| "a cgroup".to_owned());
+                let _ = write!(
+                    text,
+                    " The limit hit was that of {whose}{limit}, not the victim's own{inferred}."
+                );
+            }
+        }
+        DomainKind::Unknown => text.push_str(" Whose memory limit was hit is unknown."),
+    }
+
+    // Who caused it.
+    let same_task = pid == oom.trigger.task.tgid || oom.victim.pid == oom.trigger.task.pid;
+    if same_task {
+        text.push_str(" Its own allocation tipped it over.");
+    } else {
+        let _ = write!(
+            text,
+            " The allocation that tipped it over came from pid {} ({})",
+            oom.trigger.task.tgid,
+            printable(&oom.trigger.task.comm)
+        );
+        let trigger_name = trigger.as_ref().and_then(short_name);
+        match (&trigger_name, &victim_name) {
+            (Some(trigger), Some(victim)) if trigger != victim => {
+                let _ = write!(text, " in {trigger}, not in {victim}");
+            }
+            (Some(trigger), _) => {
+                let _ = write!(text, " in {trigger}");
+            }
+            (None, _) => {}
+        }
+        text.push('.');
+    }
+
+    // Who held the memory.
+    if !top.cgroups.is_empty() || !top.processes.is_empty() {
+        text.push_str(" At that moment the biggest users were");
+        let list = |items: &[(String, u64)]| {
+            items
+                .iter()
+                .take(NAMED)
+                .map(|(name, bytes)| format!("{name} {}", human_bytes(*bytes)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match (top.cgroups.is_empty(), top.processes.is_empty()) {
+            (false, false) => {
+                let _ = write!(
+                    text,
+                    " {}; the biggest processes {}.",
+                    list(&top.cgroups),
+                    list(&top.processes)
+                );
+            }
+            (false, true) => {
+                let _ = write!(text, " {}.", list(&top.cgroups));
+            }
+            (true, _) => {
+                let _ = write!(text, " the processes {}.", list(&top.processes));
+            }
+        }
+    }
+
+    // Patterns.
+    let hours = window.as_secs_f64() / 3600.0;
+    if let (Some(count), Some(name)) = (flags.restart_loop, &victim_name) {
+        let _ = write!(
+            text,
+            " This is the {} OOM kill of {name} in {hours:.0} h: a restart policy is hiding a \
+             loop.",
+            ordinal(count)
+        );
+    }
+    if let Some(count) = flags.recurring_trigger {
+        let who = trigger
+            .as_ref()
+            .and_then(short_name)
+            .unwrap_or_else(|| printable(&oom.trigger.task.comm));
+        let _ = write!(
+            text,
+            " {} has now set off {count} host-wide OOMs that killed different victims in \
+             {hours:.0} h.",
+            capitalise(&who)
+        );
+    }
+    text
+}
+
+fn capitalise(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+fn ordinal(n: u32) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,272 @@
+//! The verdict on recorded kills, one branch each.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::attribute::cgroup_path;
+use crate::attribute::runtime::ContainerMetadata;
+use crate::attribute::{Attribution, Basis, DomainCgroup, ResolvedDomain, Source};
+use crate::decode::Task;
+use crate::decode::mark_victim::MarkVictimFields;
+use crate::incident::{OomKill, Parts, Trigger, Victim};
+
+const DB: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+const BUILDER: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+const HOURS_6: Duration = Duration::from_secs(6 * 3600);
+
+fn path(id: &str) -> String {
+    format!("/libpod_parent/libpod-{id}")
+}
+
+fn container(id: &str, name: &str, limit: Option<u64>) -> Attribution {
+    let mut meta = ContainerMetadata::new(id, name, "podman", []);
+    meta.image = Some(format!("localhost/{name}:1"));
+    meta.memory_limit_bytes = limit;
+    Attribution {
+        path: path(id),
+        identity: cgroup_path::parse(&path(id)),
+        container: Some(Arc::new(meta)),
+        source: Source::Cache,
+        warning: None,
+    }
+}
+
+fn oom(victim: (u32, &str, u64), trigger: (u32, &str)) -> Box<OomKill> {
+    let (pid, comm, anon_kb) = victim;
+    Box::new(OomKill {
+        ktime_ns: 1,
+        victim: Victim {
+            pid,
+            tgid: Some(pid),
+            comm: Some(comm.to_owned()),
+            fields: Some(MarkVictimFields {
+                pid,
+                comm: Some(comm.to_owned()),
+                total_vm_kb: None,
+                anon_rss_kb: Some(anon_kb),
+                file_rss_kb: Some(0),
+                shmem_rss_kb: Some(0),
+                uid: None,
+                pgtables_kb: None,
+                oom_score_adj: Some(0),
+            }),
+            cgroup: None,
+            memcg: None,
+        },
+        trigger: Trigger {
+            task: Task {
+                pid: trigger.0,
+                tgid: trigger.0,
+                comm: trigger.1.to_owned(),
+            },
+            cgroup_id: None,
+            cgroup: None,
+            memcg: None,
+        },
+        parts: Parts {
+            tracepoint: true,
+            task: true,
+        },
+        incident: None,
+        marked_without_kill: false,
+        badness: None,
+    })
+}
+
+fn domain(
+    kind: DomainKind,
+    basis: Basis,
+    owner: Option<Attribution>,
+    limit: Option<u64>,
+) -> ResolvedDomain {
+    ResolvedDomain {
+        kind,
+        cgroup: owner.as_ref().map(|owner| DomainCgroup {
+            id: None,
+            path: owner.path.clone(),
+        }),
+        limit_bytes: limit,
+        basis,
+        attribution: owner,
+    }
+}
+
+/// A container at its own 48 MiB limit, its main process, self-triggered.
+fn own_limit() -> AttributedKill {
+    let web = container(DB, "web", Some(48 << 20));
+    AttributedKill {
+        kill: oom((42, "postgres", 47 * 1024), (42, "postgres")),
+        victim: Some(web.clone()),
+        trigger: Some(web.clone()),
+        main_process: Some(true),
+        domain: domain(DomainKind::Cgroup, Basis::Kernel, Some(web), Some(48 << 20)),
+        explanation: None,
+    }
+}
+
+/// The seed scenario: a host-wide OOM, the db killed, a build job next to it the trigger.
+fn host_wide() -> AttributedKill {
+    AttributedKill {
+        kill: oom((42, "postgres", 2 << 20), (77, "cc1plus")),
+        victim: Some(container(DB, "db", None)),
+        trigger: Some(container(BUILDER, "builder", None)),
+        main_process: Some(true),
+        domain: domain(DomainKind::Host, Basis::Kernel, None, None),
+        explanation: None,
+    }
+}
+
+fn top() -> Top {
+    Top {
+        cgroups: vec![
+            ("container builder".to_owned(), 6 << 30),
+            ("container db".to_owned(), 2 << 30),
+            ("cgroup /system.slice/sshd.service".to_owned(), 8 << 20),
+            ("cgroup /user.slice".to_owned(), 4 << 20),
+        ],
+        processes: vec![("cc1plus (pid 77) in builder".to_owned(), 5 << 30)],
+    }
+}
+
+#[test]
+fn a_container_at_its_own_limit() {
+    let text = verdict(&own_limit(), &Top::default(), Flags::default(), HOURS_6);
+    assert_eq!(
+        text,
+        "Container web was killed by the OOM killer: pid 42 (postgres), 47.0 MiB resident. It \
+         was the container's main process, so the container exited with code 137. It hit its \
+         own memory limit of 48.0 MiB. Its own allocation tipped it over."
+    );
+}
+
+#[test]
+fn a_child_keeps_the_container_running() {
+    let mut kill = own_limit();
+    kill.main_process = Some(false);
+    kill.domain.basis = Basis::Counters;
+    let text = verdict(&kill, &Top::default(), Flags::default(), HOURS_6);
+    assert!(
+        text.contains(
+            "It was not the container's main process: the container keeps running, and its \
+             runtime will not report OOMKilled. It hit its own memory limit of 48.0 MiB \
+             (inferred)."
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_host_wide_oom_names_the_trigger_its_container_and_the_top_users() {
+    let text = verdict(&host_wide(), &top(), Flags::default(), HOURS_6);
+    assert_eq!(
+        text,
+        "Container db was killed by the OOM killer: pid 42 (postgres), 2.00 GiB resident. It was \
+         the container's main process, so the container exited with code 137. The whole host \
+         ran out of memory; no cgroup limit was hit. Container db has no memory limit of its \
+         own: its limit is the host's memory, as `docker stats` shows. The allocation that \
+         tipped it over came from pid 77 (cc1plus) in container builder, not in container db. \
+         At that moment the biggest users were container builder 6.00 GiB, container db \
+         2.00 GiB, cgroup /system.slice/sshd.service 8.0 MiB; the biggest processes cc1plus \
+         (pid 77) in builder 5.00 GiB."
+    );
+}
+
+#[test]
+fn a_container_with_a_limit_in_a_host_wide_oom_is_not_said_to_lack_one() {
+    let mut kill = host_wide();
+    kill.victim = Some(container(DB, "db", Some(8 << 30)));
+    let text = verdict(&kill, &Top::default(), Flags::default(), HOURS_6);
+    assert!(!text.contains("no memory limit of its own"), "{text}");
+}
+
+#[test]
+fn a_pod_limit_is_not_the_victims_own() {
+    let pod_path = "/kubepods/burstable/pod7d3e1c1a-2b4f-4a8e-9c1d-5e6f7a8b9c0d";
+    let pod = Attribution {
+        path: pod_path.to_owned(),
+        identity: cgroup_path::parse(pod_path),
+        container: None,
+        source: Source::Path,
+        warning: None,
+    };
+    let mut kill = own_limit();
+    kill.domain = domain(
+        DomainKind::Cgroup,
+        Basis::Counters,
+        Some(pod),
+        Some(1 << 30),
+    );
+    let text = verdict(&kill, &Top::default(), Flags::default(), HOURS_6);
+    assert!(
+        text.contains(
+            "The limit hit was that of pod 7d3e1c1a-2b4f-4a8e-9c1d-5e6f7a8b9c0d (burstable) of \
+             1.00 GiB, not the victim's own (inferred)."
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn nothing_known_still_says_who_died() {
+    let kill = AttributedKill::unattributed(*oom((9, "hog", 1024), (9, "hog")));
+    let text = verdict(&kill, &Top::default(), Flags::default(), HOURS_6);
+    assert_eq!(
+        text,
+        "Pid 9 (hog) was killed by the OOM killer, 1.0 MiB resident. Whose memory limit was \
+         hit is unknown. Its own allocation tipped it over."
+    );
+}
+
+#[test]
+fn a_restart_loop_and_a_recurring_trigger_are_called_out() {
+    let flags = Flags {
+        restart_loop: Some(3),
+        recurring_trigger: Some(2),
+    };
+    let text = verdict(&host_wide(), &Top::default(), flags, HOURS_6);
+    assert!(
+        text.contains(
+            "This is the 3rd OOM kill of container db in 6 h: a restart policy is hiding a loop."
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "Container builder has now set off 2 host-wide OOMs that killed different victims \
+             in 6 h."
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_exiting_task_given_reserves_is_not_called_a_kill() {
+    let mut kill = own_limit();
+    kill.kill.marked_without_kill = true;
+    let text = verdict(&kill, &Top::default(), Flags::default(), HOURS_6);
+    assert!(
+        text.starts_with("Container web was given memory reserves to exit (nothing was killed)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn names_are_escaped() {
+    let mut kill = own_limit();
+    kill.kill.victim.comm = Some("evil\u{1b}[2J".to_owned());
+    let text = verdict(&kill, &Top::default(), Flags::default(), HOURS_6);
+    assert!(text.contains("(evil\\u{1b}[2J)"), "{text}");
+}
+
+#[test]
+fn ordinals() {
+    let got: Vec<String> = [1, 2, 3, 4, 11, 12, 13, 21, 22, 101, 111]
+        .map(ordinal)
+        .to_vec();
+    assert_eq!(
+        got,
+        [
+            "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "101st", "111th"
+        ]
+    );
+}
