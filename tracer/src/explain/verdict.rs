@@ -28,6 +28,10 @@ pub fn verdict(kill: &AttributedKill, top: &Top, flags: Flags, window: Duration)
         explanation: _,
     } = kill;
     let victim_name = victim.as_ref().and_then(short_name);
+    // Where a party is when nobody owns its cgroup: the path says it all.
+    let victim_place = victim_name
+        .clone()
+        .or_else(|| victim.as_ref().map(cgroup_of));
     let mut text = String::new();
 
     // Who, and how big.
@@ -58,7 +62,12 @@ pub fn verdict(kill: &AttributedKill, top: &Top, flags: Flags, window: Duration)
             );
         }
         None => {
-            let _ = write!(text, "Pid {pid} ({comm}) {killed}{size}.");
+            let place = victim.as_ref().map(|v| format!(" in {}", cgroup_of(v)));
+            let _ = write!(
+                text,
+                "Pid {pid} ({comm}){} {killed}{size}.",
+                place.unwrap_or_default()
+            );
         }
     }
     match main_process {
@@ -142,8 +151,10 @@ pub fn verdict(kill: &AttributedKill, top: &Top, flags: Flags, window: Duration)
             oom.trigger.task.tgid,
             printable(&oom.trigger.task.comm)
         );
-        let trigger_name = trigger.as_ref().and_then(short_name);
-        match (&trigger_name, &victim_name) {
+        let trigger_name = trigger
+            .as_ref()
+            .map(|trigger| short_name(trigger).unwrap_or_else(|| cgroup_of(trigger)));
+        match (&trigger_name, &victim_place) {
             (Some(trigger), Some(victim)) if trigger != victim => {
                 let _ = write!(text, " in {trigger}, not in {victim}");
             }
@@ -207,6 +218,10 @@ pub fn verdict(kill: &AttributedKill, top: &Top, flags: Flags, window: Duration)
         );
     }
     text
+}
+
+fn cgroup_of(party: &crate::attribute::Attribution) -> String {
+    format!("cgroup {}", printable(&party.path))
 }
 
 fn capitalise(text: &str) -> String {

@@ -218,6 +218,32 @@ fn nothing_known_still_says_who_died() {
 }
 
 #[test]
+fn cgroups_nobody_owns_are_named_by_their_paths() {
+    let place = |path: &str| Attribution {
+        path: path.to_owned(),
+        identity: cgroup_path::parse(path),
+        container: None,
+        source: Source::Path,
+        warning: None,
+    };
+    let kill = AttributedKill {
+        kill: oom((152, "db", 1024), (293, "builder")),
+        victim: Some(place("/db")),
+        trigger: Some(place("/builder")),
+        main_process: None,
+        domain: domain(DomainKind::Host, Basis::Kernel, None, None),
+        explanation: None,
+    };
+    let text = verdict(&kill, &Top::default(), Flags::default(), HOURS_6);
+    assert_eq!(
+        text,
+        "Pid 152 (db) in cgroup /db was killed by the OOM killer, 1.0 MiB resident. The whole \
+         host ran out of memory; no cgroup limit was hit. The allocation that tipped it over \
+         came from pid 293 (builder) in cgroup /builder, not in cgroup /db."
+    );
+}
+
+#[test]
 fn a_restart_loop_and_a_recurring_trigger_are_called_out() {
     let flags = Flags {
         restart_loop: Some(3),

@@ -55,7 +55,7 @@ fn check(report: &Report) -> anyhow::Result<()> {
         .unwrap_or_default()
         .to_owned();
     for expected in [
-        "cgroup /db was killed by the OOM killer",
+        "in cgroup /db was killed by the OOM killer",
         "The whole host ran out of memory; no cgroup limit was hit.",
         "came from pid",
         "in cgroup /builder, not in cgroup /db",
