@@ -144,6 +144,33 @@ impl Agent {
         None
     }
 
+    /// The first `count` `oom_kill` records that `is_match`, in the order the agent wrote them,
+    /// read so far or arriving within `timeout`. Returns what it has: the caller asserts.
+    pub fn wait_for_kills_where(
+        &mut self,
+        is_match: impl Fn(&Value) -> bool,
+        count: usize,
+        timeout: Duration,
+    ) -> Vec<Value> {
+        let is_kill_match = |record: &Value| record["kind"] == "oom_kill" && is_match(record);
+        let mut kills: Vec<Value> = self
+            .records
+            .iter()
+            .filter(|record| is_kill_match(record))
+            .take(count)
+            .cloned()
+            .collect();
+        let deadline = Instant::now() + timeout;
+        while kills.len() < count {
+            match self.next_record(deadline) {
+                Some(record) if is_kill_match(&record) => kills.push(record),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        kills
+    }
+
     /// Waits until the agent logs a line containing `needle`, e.g. that it follows a runtime's
     /// events; panics with what it logged after `timeout`.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
