@@ -15,7 +15,7 @@ use crate::attribute::{AttributedEvent, AttributionOptions, Attributor, DEFAULT_
 use crate::capture::{Capture, CaptureOptions, CapturePlan, ringbuf};
 use crate::cli::{Format, RunArgs};
 use crate::clock::KernelClock;
-use crate::incident::{Event, Joiner};
+use crate::incident::{Event, Joiner, TargetProc};
 use crate::sink::{Context, Sink, Totals, json::JsonSink, text::LogSink};
 use crate::{badness, decode};
 
@@ -88,7 +88,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             let joined_now = tokio::select! {
                 read = records.read(&mut batch) => {
                     read.context("reading the ring buffer")?;
-                    join(&mut joiner, &plan.layout, batch.drain(..), &mut counts)
+                    join(&mut joiner, plan, batch.drain(..), &mut counts)
                 }
                 () = flush_logger(&mut logger) => Vec::new(),
                 () = sleep_until(deadline) => joiner.expire(Instant::now()),
@@ -99,7 +99,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         // Whatever the kernel already wrote is reported before exiting.
         records.read_now(&mut batch);
-        let mut last = join(&mut joiner, &plan.layout, batch.drain(..), &mut counts);
+        let mut last = join(&mut joiner, plan, batch.drain(..), &mut counts);
         last.extend(joiner.flush());
         send(&events, last).await;
         if let Some(logger) = &mut logger {
@@ -132,7 +132,7 @@ struct CaptureCounts {
 
 fn join(
     joiner: &mut Joiner,
-    layout: &crate::decode::mark_victim::MarkVictimLayout,
+    plan: &CapturePlan,
     records: impl Iterator<Item = Bytes>,
     counts: &mut CaptureCounts,
 ) -> Vec<Event> {
@@ -140,8 +140,15 @@ fn join(
     let mut events = Vec::new();
     for record in records {
         counts.records += 1;
-        match decode::decode(&record, layout) {
-            Ok(part) => events.extend(joiner.push(part, now)),
+        match decode::decode_with(&record, &plan.layout, plan.signal_layout.as_ref()) {
+            Ok(part) => {
+                // A SIGKILLed process is soon reaped: ask /proc where it lives right away.
+                let target_proc = match &part {
+                    decode::Part::Sigkill(sigkill) => Some(TargetProc::read(sigkill.target.pid)),
+                    _ => None,
+                };
+                events.extend(joiner.push_with(part, target_proc, now));
+            }
             Err(err) => {
                 counts.decode_errors += 1;
                 log::error!("dropping an undecodable record: {err}");
@@ -184,12 +191,14 @@ impl<'a> Output<'a> {
             AttributedEvent::Kill(kill) if !kill.kill.marked_without_kill => {
                 self.totals.oom_kills += 1;
             }
+            AttributedEvent::Sigkill(_) => self.totals.sigkills += 1,
             AttributedEvent::Kill(_) | AttributedEvent::Incident(_) => {}
         }
         for sink in &mut self.sinks {
             let written = match event {
                 AttributedEvent::Kill(kill) => sink.oom_kill(kill, &context),
                 AttributedEvent::Incident(incident) => sink.oom_incident(incident, &context),
+                AttributedEvent::Sigkill(sigkill) => sink.sigkill(sigkill, &context),
             };
             if let Err(err) = written {
                 log::error!("writing a record: {err}");

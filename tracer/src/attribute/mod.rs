@@ -28,7 +28,7 @@ use self::domain::{Inference, MemoryHierarchy};
 use self::runtime::{ContainerMetadata, ContainerRuntime};
 use self::watch::Shared;
 use crate::decode::{CgroupRef, Domain};
-use crate::incident::{Event, OomIncident, OomKill};
+use crate::incident::{Event, OomIncident, OomKill, Sigkill};
 
 /// How long a kill may wait for its container names, from the moment it was joined. Below the
 /// promise that a kill is written within 1 s.
@@ -205,10 +205,19 @@ pub mod fixtures {
     }
 }
 
+/// A SIGKILL with its target and sender named.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttributedSigkill {
+    pub sigkill: Box<Sigkill>,
+    pub target: Option<Attribution>,
+    pub sender: Option<Attribution>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AttributedEvent {
     Kill(Box<AttributedKill>),
     Incident(OomIncident),
+    Sigkill(Box<AttributedSigkill>),
 }
 
 pub struct AttributionOptions {
@@ -283,6 +292,42 @@ impl Attributor {
                 AttributedEvent::Kill(Box::new(self.kill(kill, deadline).await))
             }
             Event::Incident(incident) => AttributedEvent::Incident(incident),
+            Event::Sigkill(sigkill) => {
+                let deadline = joined_at + ATTRIBUTION_BUDGET;
+                AttributedEvent::Sigkill(Box::new(self.sigkill(sigkill, deadline).await))
+            }
+        }
+    }
+
+    /// Names the target's and the sender's containers.
+    pub async fn sigkill(&self, sigkill: Box<Sigkill>, deadline: Instant) -> AttributedSigkill {
+        let part = &sigkill.part;
+        let sender_paths = party_paths(
+            part.sender_cgroup.as_ref(),
+            part.sender_memcg.as_ref(),
+            part.sender.pid,
+        );
+        // The target's were read from /proc when the record arrived, before it could be reaped.
+        let target_paths = sigkill
+            .target_proc
+            .as_ref()
+            .and_then(|proc| proc.cgroups.as_ref())
+            .map(|cgroups| PartyPaths {
+                cgroup: cgroups.unified.clone(),
+                memcg: cgroups.memory.clone(),
+            });
+        let target = match target_paths.as_ref().and_then(PartyPaths::best) {
+            Some(path) => Some(self.resolve(path, deadline).await),
+            None => None,
+        };
+        let sender = match sender_paths.best() {
+            Some(path) => Some(self.resolve_again(path, target.as_ref(), deadline).await),
+            None => None,
+        };
+        AttributedSigkill {
+            sigkill,
+            target,
+            sender,
         }
     }
 

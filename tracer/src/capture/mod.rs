@@ -19,15 +19,18 @@ use aya::{
     programs::{BtfTracePoint, FEntry, FExit, KProbe, ProgramError, RawTracePoint, TracePoint},
 };
 use aya_log::EbpfLogger;
-use tracer_common::KernelOffsets;
+use tracer_common::{KernelOffsets, OFFSET_ABSENT};
 
 use crate::decode::mark_victim::MarkVictimLayout;
+use crate::decode::signal::SignalLayout;
 
 /// The compiled programs, embedded so the agent is one self-contained binary.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oomtrace"));
 
 const TRACEPOINT_CATEGORY: &str = "oom";
 const TRACEPOINT_NAME: &str = "mark_victim";
+const SIGNAL_CATEGORY: &str = "signal";
+const SIGNAL_NAME: &str = "signal_generate";
 
 /// How much of an OOM kill this kernel lets oomtrace see, from least to most.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
@@ -106,6 +109,8 @@ pub struct CapturePlan {
     pub layout: MarkVictimLayout,
     /// `enum oom_constraint` as this kernel numbers it.
     pub constraint_names: Vec<(u32, &'static str)>,
+    /// How to decode `signal:signal_generate`, when SIGKILLs are traced.
+    pub signal_layout: Option<SignalLayout>,
 }
 
 impl CapturePlan {
@@ -153,14 +158,32 @@ impl Capture {
         let offsets = kernel_btf
             .as_ref()
             .map_or(KernelOffsets::ABSENT, |(resolved, _, _)| resolved.offsets);
+        // SIGKILLs are an addition: without the tracepoint, OOM kills are still traced.
+        let signal_layout = tracefs::read_format(&tracefs, SIGNAL_CATEGORY, SIGNAL_NAME)
+            .and_then(|format| Ok(SignalLayout::from_format(&format)?))
+            .map_err(|err| format!("{err:#}"));
+        let sig_offset = signal_layout
+            .as_ref()
+            .map_or(OFFSET_ABSENT, SignalLayout::sig_offset);
 
         let mut ebpf = EbpfLoader::new()
             .btf(kernel_btf.as_ref().ok().map(|(_, btf, _)| btf))
             .override_global("KERNEL_OFFSETS", &offsets, true)
+            .override_global("SIGNAL_SIG_OFFSET", &sig_offset, true)
             .load(EBPF_OBJECT)
             .context("loading oomtrace's eBPF object")?;
 
         attach_tracepoint(&mut ebpf)?;
+        let signal_layout = signal_layout
+            .and_then(|layout| {
+                attach_signal_tracepoint(&mut ebpf)
+                    .map(|()| layout)
+                    .map_err(|err| format!("{err:#}"))
+            })
+            .inspect_err(|err| {
+                log::warn!("SIGKILLs other than the OOM killer's are not traced: {err}")
+            })
+            .ok();
 
         let task_hook = match &kernel_btf {
             Ok((_, btf, _)) => attach_task_hook(&mut ebpf, btf).map_err(|err| format!("{err:#}")),
@@ -186,6 +209,7 @@ impl Capture {
             function_hook: hooked_function.ok().map(|(hook, _)| hook),
             layout,
             constraint_names: kernel_btf.map(|(_, _, names)| names).unwrap_or_default(),
+            signal_layout,
         };
         Ok(Capture { ebpf, plan })
     }
@@ -254,6 +278,17 @@ fn attach_tracepoint(ebpf: &mut Ebpf) -> anyhow::Result<()> {
     program.load().map_err(|err| rejected(&what, err))?;
     program
         .attach(TRACEPOINT_CATEGORY, TRACEPOINT_NAME)
+        .map_err(|err| rejected(&what, err))?;
+    Ok(())
+}
+
+/// `signal:signal_generate`, filtered to SIGKILL in the kernel.
+fn attach_signal_tracepoint(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    let program: &mut TracePoint = program(ebpf, "signal_generate")?;
+    let what = format!("signal_generate (tracepoint {SIGNAL_CATEGORY}:{SIGNAL_NAME})");
+    program.load().map_err(|err| rejected(&what, err))?;
+    program
+        .attach(SIGNAL_CATEGORY, SIGNAL_NAME)
         .map_err(|err| rejected(&what, err))?;
     Ok(())
 }
