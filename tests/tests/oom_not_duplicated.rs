@@ -34,15 +34,24 @@ fn an_oom_kill_is_not_also_a_sigkill() {
     let sigkills = stopped.sigkills_of(victim);
     println!(
         "container {}: exit code {exit_code}; victim pid {victim}: {} oom_kill, {} sigkill; \
-         {} sigkill records in all",
+         {} sigkill records in all, {} SIGKILLs recognised as the OOM killer's",
         container.name(),
         kills.len(),
         sigkills.len(),
-        stopped.agent_stopped()["sigkills"]
+        stopped.agent_stopped()["sigkills"],
+        stopped.agent_stopped()["oom_sigkills"]
     );
 
     assert_eq!(exit_code, 137, "the container's exit code");
     assert_eq!(kills.len(), 1, "one oom_kill for the victim");
+    // The SIGKILL was seen, and recognised as the OOM killer's.
+    let merged = stopped.agent_stopped()["oom_sigkills"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        merged >= 1,
+        "oom_sigkills is {merged}: the OOM killer's SIGKILL was not seen"
+    );
     assert!(
         sigkills.is_empty(),
         "the OOM killer's SIGKILL is part of the oom_kill, yet: {sigkills:#?}"

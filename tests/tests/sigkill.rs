@@ -17,6 +17,9 @@ fn kill_9_from_the_host_names_the_sender() {
     require_root();
     let podman = Podman::start();
     let mut agent = Agent::start_with(&podman.agent_args());
+    // The kill comes a second after the start: let the agent know podman first, so the name
+    // is the runtime's, not only the path's.
+    agent.wait_for_log("following its events", Duration::from_secs(10));
 
     let container = podman.run(ContainerSpec::shell(LIMIT_BYTES, "sleep 600"));
     let target = container.main_pid();
@@ -78,7 +81,12 @@ fn kill_9_from_the_host_names_the_sender() {
         context()
     );
     assert_eq!(field(&record, "sender.kind"), "process", "in {}", context());
-    assert_eq!(field(&record, "signal.code"), 0, "SI_USER, in {}", context());
+    assert_eq!(
+        field(&record, "signal.code"),
+        0,
+        "SI_USER, in {}",
+        context()
+    );
     assert_eq!(
         stopped.kills_of(target).len(),
         0,
@@ -89,5 +97,8 @@ fn kill_9_from_the_host_names_the_sender() {
         1,
         "one SIGKILL, one record"
     );
-    assert_eq!(stopped.agent_stopped()["sigkills"].as_u64().map(|n| n >= 1), Some(true));
+    assert_eq!(
+        stopped.agent_stopped()["sigkills"].as_u64().map(|n| n >= 1),
+        Some(true)
+    );
 }

@@ -105,6 +105,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         if let Some(logger) = &mut logger {
             logger.get_mut().flush();
         }
+        counts.oom_sigkills = joiner.oom_sigkills();
         anyhow::Ok(counts)
     };
     let output_side = async {
@@ -117,9 +118,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let CaptureCounts {
         records,
         decode_errors,
+        oom_sigkills,
     } = counts?;
     output.totals.records = records;
     output.totals.decode_errors = decode_errors;
+    output.totals.oom_sigkills = oom_sigkills;
     output.stopped(drops.total());
     Ok(())
 }
@@ -128,6 +131,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 struct CaptureCounts {
     records: u64,
     decode_errors: u64,
+    oom_sigkills: u64,
 }
 
 fn join(

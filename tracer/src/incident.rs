@@ -172,6 +172,8 @@ pub struct Joiner {
     open: Vec<OpenIncident>,
     /// SIGKILLs waiting to see whether the OOM killer marks their target.
     held: Vec<HeldSigkill>,
+    /// SIGKILLs dropped because they were the OOM killer's to a victim it then marked.
+    oom_sigkills: u64,
     /// The denominator of an estimated badness when no incident gives one: RAM + swap.
     host_totalpages: u64,
     page_kb: u64,
@@ -205,6 +207,7 @@ impl Joiner {
             pending: Vec::new(),
             open: Vec::new(),
             held: Vec::new(),
+            oom_sigkills: 0,
             host_totalpages: 0,
             page_kb: 4,
         }
@@ -311,7 +314,14 @@ impl Joiner {
 
     /// The OOM killer marks `pid`: the SIGKILL it sent it just before is part of this kill.
     fn drop_sigkills_of(&mut self, pid: u32) {
+        let before = self.held.len();
         self.held.retain(|held| held.sigkill.part.target.pid != pid);
+        self.oom_sigkills += (before - self.held.len()) as u64;
+    }
+
+    /// How many SIGKILLs were found to be part of an OOM kill, and so not reported.
+    pub fn oom_sigkills(&self) -> u64 {
+        self.oom_sigkills
     }
 
     fn push_victim_part(&mut self, part: Part, now: Instant) -> Option<OomKill> {
@@ -624,6 +634,7 @@ mod tests {
             events.extend(joiner.flush());
             assert_eq!(sigkills(events.clone()), []);
             assert_eq!(kills(events).len(), 1);
+            assert_eq!(joiner.oom_sigkills(), 1);
         }
     }
 

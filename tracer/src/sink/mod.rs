@@ -23,6 +23,8 @@ pub struct Totals {
     pub oom_kills: u64,
     /// SIGKILLs not sent by the OOM killer to its victim.
     pub sigkills: u64,
+    /// SIGKILLs the OOM killer sent to a victim it marked: part of an `oom_kill`, not reported.
+    pub oom_sigkills: u64,
     pub decode_errors: u64,
 }
 

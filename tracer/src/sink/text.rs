@@ -65,6 +65,7 @@ impl Sink for LogSink {
             records,
             oom_kills,
             sigkills,
+            oom_sigkills: _,
             decode_errors,
         } = totals;
         log::info!(

@@ -236,6 +236,7 @@ impl<W: Write> Sink for JsonSink<W> {
             records,
             oom_kills,
             sigkills,
+            oom_sigkills,
             decode_errors,
         } = *totals;
         self.write(&Envelope {
@@ -246,6 +247,7 @@ impl<W: Write> Sink for JsonSink<W> {
                 records,
                 oom_kills,
                 sigkills,
+                oom_sigkills,
                 decode_errors,
                 ringbuf_dropped_total: context.ringbuf_dropped_total,
             },
@@ -298,6 +300,7 @@ struct Stopped {
     records: u64,
     oom_kills: u64,
     sigkills: u64,
+    oom_sigkills: u64,
     decode_errors: u64,
     ringbuf_dropped_total: u64,
 }
