@@ -68,6 +68,12 @@ fn kill_9_from_the_host_names_the_sender() {
         "in {}",
         context()
     );
+    // Read in the kernel at the moment of the kill, before conmon reaps the process.
+    assert!(
+        field_str(&record, "target.memcg.path").contains(container.id()),
+        "the target's memcg is the container's, in {}",
+        context()
+    );
     assert_eq!(
         field_u64(&record, "sender.process.pid"),
         u64::from(sender),

@@ -37,6 +37,8 @@ pub mod record_kind {
     pub const OOM_CONTEXT_END: u32 = 4;
     /// [`crate::SigkillRecord`], from the `signal:signal_generate` tracepoint, SIGKILL only.
     pub const SIGKILL: u32 = 5;
+    /// [`crate::SigkillTargetRecord`], from the BTF-enabled `signal_generate` tracepoint.
+    pub const SIGKILL_TARGET: u32 = 6;
 }
 
 /// Bytes of the `signal:signal_generate` tracepoint record copied verbatim. Its fields end at
@@ -109,6 +111,17 @@ pub struct SigkillRecord {
     pub sender_memcg: CgroupCapture,
     /// The tracepoint record from offset 0 (common fields included).
     pub raw: [u8; SIGNAL_RAW_LEN],
+}
+
+/// Captured by the BTF (or raw) `signal_generate` tracepoint program for a SIGKILL, from the
+/// target's `task_struct`: its cgroups, read before the killed process can be reaped.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SigkillTargetRecord {
+    pub header: RecordHeader,
+    pub target: TaskIdentity,
+    pub target_cgroup: CgroupCapture,
+    pub target_memcg: CgroupCapture,
 }
 
 /// Flags of a [`CgroupCapture`].
@@ -301,6 +314,10 @@ mod tests {
         assert_eq!(
             size_of::<SigkillRecord>(),
             16 + 24 + 8 + 8 + 2 * size_of::<CgroupCapture>() + SIGNAL_RAW_LEN
+        );
+        assert_eq!(
+            size_of::<SigkillTargetRecord>(),
+            16 + 24 + 2 * size_of::<CgroupCapture>()
         );
         assert_eq!(size_of::<KernelOffsets>(), 19 * 4);
     }

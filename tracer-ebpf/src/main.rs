@@ -14,6 +14,8 @@
 //! * `signal_generate` (tracepoint `signal:signal_generate`) reports every SIGKILL, whoever sent
 //!   it: it reads `sig` at the offset the agent found in the tracepoint's `format` file and
 //!   returns before touching the ring buffer for any other signal.
+//! * `signal_generate_btf` (`tp_btf`, or `signal_generate_raw` as `raw_tp`) gets the target's
+//!   `task_struct` and captures its cgroups before the killed process can be reaped.
 //!
 //! Struct offsets come from [`KERNEL_OFFSETS`], which the agent fills from the running kernel's
 //! BTF: nothing here depends on the kernel it was built on.
@@ -40,8 +42,8 @@ use aya_log_ebpf::warn;
 use tracer_common::{
     CGROUP_NAME_LEN, CGROUP_PATH_DEPTH, CgroupCapture, KernelOffsets, MarkVictimRecord,
     OFFSET_ABSENT, OOM_MESSAGE_LEN, OomContextEndRecord, OomContextRecord, RecordHeader, SIGKILL,
-    SIGNAL_RAW_LEN, SigkillRecord, TRACEPOINT_RAW_LEN, TaskIdentity, VictimTaskRecord,
-    cgroup_flags, oom_flags, record_kind,
+    SIGNAL_RAW_LEN, SigkillRecord, SigkillTargetRecord, TRACEPOINT_RAW_LEN, TaskIdentity,
+    VictimTaskRecord, cgroup_flags, oom_flags, record_kind,
 };
 
 /// Records for the agent. 1 MiB holds about 300 victims of one `memory.oom.group` kill.
@@ -77,6 +79,28 @@ pub fn mark_victim(ctx: TracePointContext) -> u32 {
 pub fn signal_generate(ctx: TracePointContext) -> u32 {
     if let Err(err) = try_signal_generate(&ctx) {
         warn!(&ctx, "signal:signal_generate capture failed: {}", err);
+    }
+    0
+}
+
+/// `TP_PROTO(int sig, struct kernel_siginfo *info, struct task_struct *task, int group,
+/// int result)`.
+#[btf_tracepoint(function = "signal_generate")]
+pub fn signal_generate_btf(ctx: BtfTracePointContext) -> i32 {
+    let sig = ctx.arg::<u64>(0) as i32;
+    let task: *const c_void = ctx.arg(2);
+    if let Err(err) = try_sigkill_target(sig, task as u64) {
+        warn!(&ctx, "tp_btf signal_generate capture failed: {}", err);
+    }
+    0
+}
+
+#[raw_tracepoint(tracepoint = "signal_generate")]
+pub fn signal_generate_raw(ctx: RawTracePointContext) -> i32 {
+    let sig = ctx.arg::<u64>(0) as i32;
+    let task: *const c_void = ctx.arg(2);
+    if let Err(err) = try_sigkill_target(sig, task as u64) {
+        warn!(&ctx, "raw_tp signal_generate capture failed: {}", err);
     }
     0
 }
@@ -193,6 +217,36 @@ fn try_signal_generate(ctx: &TracePointContext) -> Result<(), i64> {
     }
     entry.submit(0);
     Ok(())
+}
+
+fn try_sigkill_target(sig: i32, target: u64) -> Result<(), i64> {
+    if sig != SIGKILL {
+        return Ok(());
+    }
+    let offsets = kernel_offsets();
+    let Some(mut entry) = EVENTS.reserve::<SigkillTargetRecord>(0) else {
+        count_drop();
+        return Err(ERR_RINGBUF_FULL);
+    };
+    let record = entry.as_mut_ptr();
+    // SAFETY: as in `try_mark_victim`.
+    let filled = unsafe {
+        (*record).header = header(record_kind::SIGKILL_TARGET);
+        task_identity(target, &offsets).map(|identity| {
+            (*record).target = identity;
+            capture_task_cgroups(
+                target,
+                addr_of_mut!((*record).target_cgroup),
+                addr_of_mut!((*record).target_memcg),
+                &offsets,
+            );
+        })
+    };
+    match filled {
+        Ok(()) => entry.submit(0),
+        Err(_) => entry.discard(0),
+    }
+    filled
 }
 
 fn try_victim_task(victim: u64) -> Result<(), i64> {

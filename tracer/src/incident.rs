@@ -24,7 +24,8 @@ use crate::attribute::proc_cgroup::ProcCgroups;
 use crate::badness::Badness;
 use crate::decode::mark_victim::MarkVictimFields;
 use crate::decode::{
-    CgroupRef, ContextEndPart, ContextPart, Part, SigkillPart, Task, TaskPart, TracepointPart,
+    CgroupRef, ContextEndPart, ContextPart, Part, SigkillPart, SigkillTargetPart, Task, TaskPart,
+    TracepointPart,
 };
 
 /// How long a part waits for its partner. They are submitted microseconds apart, so this only
@@ -46,6 +47,8 @@ pub enum Event {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sigkill {
     pub part: SigkillPart,
+    /// The target's task and cgroups as the BTF program read them, where it is attached.
+    pub target_task: Option<SigkillTargetPart>,
     /// The target's thread group and cgroups, read from /proc when the record arrived.
     pub target_proc: Option<TargetProc>,
     pub sender_kind: SenderKind,
@@ -172,6 +175,8 @@ pub struct Joiner {
     open: Vec<OpenIncident>,
     /// SIGKILLs waiting to see whether the OOM killer marks their target.
     held: Vec<HeldSigkill>,
+    /// Target parts waiting for their SIGKILL (both programs fire in the same call).
+    targets: Vec<(Instant, SigkillTargetPart)>,
     /// SIGKILLs dropped because they were the OOM killer's to a victim it then marked.
     oom_sigkills: u64,
     /// The denominator of an estimated badness when no incident gives one: RAM + swap.
@@ -208,6 +213,7 @@ impl Joiner {
             open: Vec::new(),
             held: Vec::new(),
             oom_sigkills: 0,
+            targets: Vec::new(),
             host_totalpages: 0,
             page_kb: 4,
         }
@@ -238,14 +244,35 @@ impl Joiner {
             Part::ContextEnd(end) => self.close_incident(&end),
             Part::Sigkill(sigkill) => {
                 let sender_kind = SenderKind::from_code(sigkill.target.code);
+                let target_task = self
+                    .targets
+                    .iter()
+                    .position(|(_, target)| {
+                        target.cpu == sigkill.cpu && target.target.pid == sigkill.target.pid
+                    })
+                    .map(|index| self.targets.swap_remove(index).1);
                 self.held.push(HeldSigkill {
                     since: now,
                     sigkill: Sigkill {
                         part: *sigkill,
+                        target_task,
                         target_proc,
                         sender_kind,
                     },
                 });
+                Vec::new()
+            }
+            Part::SigkillTarget(target) => {
+                let waiting = self.held.iter_mut().find(|held| {
+                    let part = &held.sigkill.part;
+                    held.sigkill.target_task.is_none()
+                        && part.cpu == target.cpu
+                        && part.target.pid == target.target.pid
+                });
+                match waiting {
+                    Some(held) => held.sigkill.target_task = Some(*target),
+                    None => self.targets.push((now, *target)),
+                }
                 Vec::new()
             }
             Part::Tracepoint(_) | Part::Task(_) => self
@@ -389,7 +416,9 @@ impl Joiner {
                     }
                 }
             }
-            Part::Context(_) | Part::ContextEnd(_) | Part::Sigkill(_) => None,
+            Part::Context(_) | Part::ContextEnd(_) | Part::Sigkill(_) | Part::SigkillTarget(_) => {
+                None
+            }
         }
     }
 
@@ -398,7 +427,11 @@ impl Joiner {
         let parts = self.pending.iter().map(|p| p.since + PARTNER_TIMEOUT);
         let incidents = self.open.iter().map(|open| open.since + INCIDENT_TIMEOUT);
         let sigkills = self.held.iter().map(|held| held.since + PARTNER_TIMEOUT);
-        parts.chain(incidents).chain(sigkills).min()
+        let targets = self
+            .targets
+            .iter()
+            .map(|(since, _)| *since + PARTNER_TIMEOUT);
+        parts.chain(incidents).chain(sigkills).chain(targets).min()
     }
 
     /// Reports the parts and incidents that waited too long on their own.
@@ -420,6 +453,9 @@ impl Joiner {
                 .into_iter()
                 .map(|open| Event::Incident(open.incident)),
         );
+        // A target part whose SIGKILL record was lost says too little to report.
+        self.targets
+            .retain(|(since, _)| now < *since + PARTNER_TIMEOUT);
         let (expired, held): (Vec<_>, _) = std::mem::take(&mut self.held)
             .into_iter()
             .partition(|held| now >= held.since + PARTNER_TIMEOUT);
@@ -449,6 +485,7 @@ impl Joiner {
                 .drain(..)
                 .map(|held| Event::Sigkill(Box::new(held.sigkill))),
         );
+        self.targets.clear();
         events
     }
 
@@ -569,7 +606,7 @@ mod tests {
     use crate::decode::signal::{SI_KERNEL, SI_USER};
     use crate::decode::tests::{
         as_bytes, context_end_record, context_record, layout_6_18, mark_victim_record, sigkill,
-        victim_task_record,
+        sigkill_target, victim_task_record,
     };
     use crate::decode::{Part, decode};
 
@@ -654,6 +691,34 @@ mod tests {
         assert_eq!(sigkill.part.sender.pid, 456);
         assert_eq!(sigkill.sender_kind, SenderKind::Process);
         assert!(joiner.held.is_empty());
+    }
+
+    #[test]
+    fn a_sigkill_takes_its_targets_cgroups_in_either_order() {
+        let now = Instant::now();
+        for target_first in [false, true] {
+            let mut joiner = Joiner::new(true, false);
+            let parts = [sigkill(4242, 456, SI_USER), sigkill_target(4242)];
+            let parts = if target_first {
+                [parts[1].clone(), parts[0].clone()]
+            } else {
+                parts
+            };
+            for part in parts {
+                assert_eq!(joiner.push(part, now), []);
+            }
+            // Another target's part stays out of it and is forgotten.
+            joiner.push(sigkill_target(99), now);
+            let [sigkill] = sigkills(joiner.expire(now + PARTNER_TIMEOUT))
+                .try_into()
+                .expect("one SIGKILL");
+            let target = sigkill.target_task.expect("paired");
+            assert_eq!(
+                target.target_memcg.unwrap().path,
+                "/libpod_parent/libpod-abc"
+            );
+            assert_eq!(joiner.next_deadline(), None);
+        }
     }
 
     #[test]

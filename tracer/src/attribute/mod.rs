@@ -307,8 +307,13 @@ impl Attributor {
             part.sender_memcg.as_ref(),
             part.sender.pid,
         );
-        // The target's were read from /proc when the record arrived, before it could be reaped.
-        let target_paths = sigkill
+        // The target's: read in the kernel where BTF allows, else from /proc when the record
+        // arrived, before the killed process was (usually) reaped.
+        let from_kernel = sigkill.target_task.as_ref().map(|task| PartyPaths {
+            cgroup: task.target_cgroup.as_ref().map(|c| c.path.clone()),
+            memcg: task.target_memcg.as_ref().map(|c| c.path.clone()),
+        });
+        let from_proc = sigkill
             .target_proc
             .as_ref()
             .and_then(|proc| proc.cgroups.as_ref())
@@ -316,6 +321,9 @@ impl Attributor {
                 cgroup: cgroups.unified.clone(),
                 memcg: cgroups.memory.clone(),
             });
+        let target_paths = from_kernel
+            .filter(|paths| paths.cgroup.is_some() || paths.memcg.is_some())
+            .or(from_proc);
         let target = match target_paths.as_ref().and_then(PartyPaths::best) {
             Some(path) => Some(self.resolve(path, deadline).await),
             None => None,

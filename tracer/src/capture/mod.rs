@@ -111,6 +111,8 @@ pub struct CapturePlan {
     pub constraint_names: Vec<(u32, &'static str)>,
     /// How to decode `signal:signal_generate`, when SIGKILLs are traced.
     pub signal_layout: Option<SignalLayout>,
+    /// Which program reads a SIGKILL target's `task_struct` (its cgroups, in the kernel).
+    pub signal_task_hook: Option<TaskHook>,
 }
 
 impl CapturePlan {
@@ -197,6 +199,18 @@ impl Capture {
             },
             Err(reason) => Err(reason.clone()),
         };
+        // The target's cgroups, read before it can be reaped: where BTF gives the offsets.
+        let signal_task_hook = match (&signal_layout, &kernel_btf) {
+            (Some(_), Ok((_, btf, _))) => attach_signal_task_hook(&mut ebpf, btf)
+                .inspect_err(|err| {
+                    log::warn!(
+                        "{err:#}; a SIGKILL's target is located from /proc, which misses \
+                         processes reaped at once"
+                    )
+                })
+                .ok(),
+            _ => None,
+        };
         let (tier, reason) = match (&hooked_function, &task_hook) {
             (Ok((_, how)), _) => (Tier::Full, how.clone()),
             (Err(why), Ok(_)) => (Tier::NoFunctionTracing, format!("oom_kill_process: {why}")),
@@ -210,6 +224,7 @@ impl Capture {
             layout,
             constraint_names: kernel_btf.map(|(_, _, names)| names).unwrap_or_default(),
             signal_layout,
+            signal_task_hook,
         };
         Ok(Capture { ebpf, plan })
     }
@@ -291,6 +306,32 @@ fn attach_signal_tracepoint(ebpf: &mut Ebpf) -> anyhow::Result<()> {
         .attach(SIGNAL_CATEGORY, SIGNAL_NAME)
         .map_err(|err| rejected(&what, err))?;
     Ok(())
+}
+
+/// tp_btf `signal_generate` where the kernel allows it, raw_tp otherwise: the target's
+/// `task_struct`.
+fn attach_signal_task_hook(ebpf: &mut Ebpf, btf: &aya::Btf) -> anyhow::Result<TaskHook> {
+    let tp_btf = (|| {
+        let what = "signal_generate_btf (tp_btf signal_generate)";
+        let program: &mut BtfTracePoint = program(ebpf, "signal_generate_btf")?;
+        program
+            .load(SIGNAL_NAME, btf)
+            .map_err(|err| rejected(what, err))?;
+        program.attach().map_err(|err| rejected(what, err))?;
+        anyhow::Ok(())
+    })();
+    let tp_btf_error = match tp_btf {
+        Ok(()) => return Ok(TaskHook::TpBtf),
+        Err(err) => err,
+    };
+    log::warn!("{tp_btf_error:#}; falling back to raw_tp");
+    let what = "signal_generate_raw (raw_tp signal_generate)";
+    let program: &mut RawTracePoint = program(ebpf, "signal_generate_raw")?;
+    program.load().map_err(|err| rejected(what, err))?;
+    program
+        .attach(SIGNAL_NAME)
+        .map_err(|err| rejected(what, err))?;
+    Ok(TaskHook::RawTp)
 }
 
 /// tp_btf where the kernel allows it, raw_tp otherwise: both see the victim's `task_struct`.

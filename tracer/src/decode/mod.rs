@@ -10,7 +10,7 @@ use std::fmt;
 
 use tracer_common::{
     MarkVictimRecord, OomContextEndRecord, OomContextRecord, RecordHeader, SigkillRecord,
-    TaskIdentity, VictimTaskRecord, cgroup_flags, oom_flags, record_kind,
+    SigkillTargetRecord, TaskIdentity, VictimTaskRecord, cgroup_flags, oom_flags, record_kind,
 };
 
 pub use self::cgroup_path::CgroupRef;
@@ -118,6 +118,16 @@ pub struct SigkillPart {
     pub sender_memcg: Option<CgroupRef>,
 }
 
+/// A SIGKILL's target as the BTF (or raw) `signal_generate` program read its `task_struct`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SigkillTargetPart {
+    pub cpu: u32,
+    pub ktime_ns: u64,
+    pub target: Task,
+    pub target_cgroup: Option<CgroupRef>,
+    pub target_memcg: Option<CgroupRef>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Part {
     Tracepoint(TracepointPart),
@@ -125,6 +135,7 @@ pub enum Part {
     Context(Box<ContextPart>),
     ContextEnd(ContextEndPart),
     Sigkill(Box<SigkillPart>),
+    SigkillTarget(Box<SigkillTargetPart>),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -209,6 +220,22 @@ pub fn decode_with(
                 reason: "no signal_generate layout to decode it with".to_owned(),
             })?;
             Ok(Part::Sigkill(Box::new(sigkill_part(&record, signal)?)))
+        }
+        record_kind::SIGKILL_TARGET => {
+            let record: SigkillTargetRecord = read_record(bytes, Some(header.kind))?;
+            let SigkillTargetRecord {
+                header,
+                target,
+                target_cgroup,
+                target_memcg,
+            } = record;
+            Ok(Part::SigkillTarget(Box::new(SigkillTargetPart {
+                cpu: header.cpu,
+                ktime_ns: header.ktime_ns,
+                target: Task::from(&target),
+                target_cgroup: CgroupRef::from_capture(&target_cgroup),
+                target_memcg: CgroupRef::from_capture(&target_memcg),
+            })))
         }
         kind => Err(DecodeError::UnknownKind { kind }),
     }
@@ -503,6 +530,21 @@ pub(crate) mod tests {
         .unwrap()
     }
 
+    /// What the BTF program reads of `target` (`postgres` in container `web`).
+    pub(crate) fn sigkill_target(target: u32) -> Part {
+        let record = SigkillTargetRecord {
+            header: RecordHeader {
+                kind: record_kind::SIGKILL_TARGET,
+                cpu: 0,
+                ktime_ns: 991,
+            },
+            target: task_identity(target, target, "postgres"),
+            target_cgroup: cgroup_capture(5, &["libpod-abc", "libpod_parent"]),
+            target_memcg: cgroup_capture(6, &["libpod-abc", "libpod_parent"]),
+        };
+        decode(&as_bytes(&record), &layout_6_18()).unwrap()
+    }
+
     pub(crate) fn victim_task_record(cpu: u32, pid: u32) -> VictimTaskRecord {
         let memcg = cgroup_capture(4242, &["oomtrace-test-1"]);
         VictimTaskRecord {
@@ -620,6 +662,15 @@ pub(crate) mod tests {
             "/user.slice/session-1.scope"
         );
         assert_eq!(part.sender_memcg, None);
+    }
+
+    #[test]
+    fn decodes_a_sigkill_target_record() {
+        let Part::SigkillTarget(part) = sigkill_target(4242) else {
+            panic!("wrong part");
+        };
+        assert_eq!((part.target.pid, part.cpu), (4242, 0));
+        assert_eq!(part.target_memcg.unwrap().path, "/libpod_parent/libpod-abc");
     }
 
     #[test]

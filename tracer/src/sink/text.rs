@@ -21,8 +21,10 @@ impl Sink for LogSink {
             plan.tier,
             plan.reason,
             plan.layout.fields_present().join(", "),
-            if plan.signal_layout.is_some() {
-                "every SIGKILL is traced"
+            if plan.signal_task_hook.is_some() {
+                "every SIGKILL is traced, its target's cgroups read in the kernel"
+            } else if plan.signal_layout.is_some() {
+                "every SIGKILL is traced, its target's cgroups read from /proc"
             } else {
                 "SIGKILLs other than the OOM killer's are not traced"
             }
@@ -175,6 +177,7 @@ pub fn sigkill_line(attributed: &AttributedSigkill) -> String {
     } = attributed;
     let Sigkill {
         part,
+        target_task,
         target_proc,
         sender_kind,
     } = &**sigkill;
@@ -187,7 +190,10 @@ pub fn sigkill_line(attributed: &AttributedSigkill) -> String {
         sender_cgroup,
         sender_memcg,
     } = part;
-    let tgid = target_proc.as_ref().and_then(|proc| proc.tgid);
+    let tgid = target_task
+        .as_ref()
+        .map(|task| task.target.tgid)
+        .or_else(|| target_proc.as_ref().and_then(|proc| proc.tgid));
     let mut line = format!("SIGKILL: pid {}", tgid.unwrap_or(target.pid));
     if tgid.is_some_and(|tgid| tgid != target.pid) {
         let _ = write!(line, " (thread {})", target.pid);
@@ -197,8 +203,11 @@ pub fn sigkill_line(attributed: &AttributedSigkill) -> String {
         " ({})",
         printable(target.comm.as_deref().unwrap_or("?"))
     );
+    let (target_memcg, target_cgroup) = target_task.as_ref().map_or((None, None), |task| {
+        (task.target_memcg.as_ref(), task.target_cgroup.as_ref())
+    });
     match target_names {
-        Some(names) => line.push_str(&party_place(names, None, None)),
+        Some(names) => line.push_str(&party_place(names, target_memcg, target_cgroup)),
         None => line.push_str(" (gone before its cgroup could be read)"),
     }
     let _ = write!(

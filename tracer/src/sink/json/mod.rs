@@ -53,6 +53,7 @@ impl<W: Write> Sink for JsonSink<W> {
                     function_hook: plan.function_hook.map(|hook| hook.as_str()),
                     tracepoint_fields: plan.layout.fields_present(),
                     sigkill: plan.signal_layout.is_some(),
+                    sigkill_task_hook: plan.signal_task_hook.map(task_hook_name),
                 },
                 agent: AgentInfo {
                     version: env!("CARGO_PKG_VERSION"),
@@ -166,6 +167,7 @@ impl<W: Write> Sink for JsonSink<W> {
         } = sigkill;
         let Sigkill {
             part,
+            target_task,
             target_proc,
             sender_kind,
         } = &**sigkill;
@@ -178,7 +180,10 @@ impl<W: Write> Sink for JsonSink<W> {
             sender_cgroup,
             sender_memcg,
         } = part;
-        let tgid = target_proc.as_ref().and_then(|proc| proc.tgid);
+        let tgid = target_task
+            .as_ref()
+            .map(|task| task.target.tgid)
+            .or_else(|| target_proc.as_ref().and_then(|proc| proc.tgid));
         let sender_cgroup = match sender_cgroup {
             Some(cgroup) => cgroup_json(cgroup),
             None => CgroupJson {
@@ -208,8 +213,14 @@ impl<W: Write> Sink for JsonSink<W> {
                         memory: None,
                     },
                     thread: ThreadJson { id: target.pid },
-                    cgroup: None,
-                    memcg: None,
+                    cgroup: target_task
+                        .as_ref()
+                        .and_then(|task| task.target_cgroup.as_ref())
+                        .map(cgroup_json),
+                    memcg: target_task
+                        .as_ref()
+                        .and_then(|task| task.target_memcg.as_ref())
+                        .map(cgroup_json),
                     badness: None,
                     names: names_json(target_names.as_ref(), None),
                 },
@@ -287,6 +298,8 @@ struct CaptureInfo<'a> {
     tracepoint_fields: Vec<&'static str>,
     /// Whether every SIGKILL is traced (`signal:signal_generate` attached).
     sigkill: bool,
+    /// `tp_btf` or `raw_tp`: the program that reads a SIGKILL target's cgroups in the kernel.
+    sigkill_task_hook: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -661,6 +674,7 @@ mod tests {
             layout: layout_6_18(),
             constraint_names: vec![(3, "memcg")],
             signal_layout: Some(crate::decode::signal::tests::layout_6_18()),
+            signal_task_hook: Some(TaskHook::TpBtf),
         }
     }
 
