@@ -13,7 +13,7 @@
 //! A SIGKILL is held for [`PARTNER_TIMEOUT`] before it is reported: the OOM killer sends its
 //! victim SIGKILL right before it marks it, so a `mark_victim` part for the same pid that comes
 //! in that time means the SIGKILL is part of an OOM kill, already reported as such, and it is
-//! dropped. The OOM killer also SIGKILLs every other process sharing the victim's memory
+//! dropped; unless a process sent it (`si_code` ≤ 0): the OOM killer sends as the kernel. The OOM killer also SIGKILLs every other process sharing the victim's memory
 //! (`CLONE_VM` without `CLONE_THREAD`, e.g. a `vfork()` child) without marking it; those are
 //! reported as SIGKILLs sent by the kernel from the OOM trigger's thread, the truth of it.
 
@@ -341,8 +341,12 @@ impl Joiner {
 
     /// The OOM killer marks `pid`: the SIGKILL it sent it just before is part of this kill.
     fn drop_sigkills_of(&mut self, pid: u32) {
+        // The OOM killer sends with SEND_SIG_PRIV (SI_KERNEL): a `kill -9` from a process just
+        // before is another story (its target may then be marked as exiting, not killed).
         let before = self.held.len();
-        self.held.retain(|held| held.sigkill.part.target.pid != pid);
+        self.held.retain(|held| {
+            held.sigkill.part.target.pid != pid || held.sigkill.sender_kind == SenderKind::Process
+        });
         self.oom_sigkills += (before - self.held.len()) as u64;
     }
 
@@ -673,6 +677,19 @@ mod tests {
             assert_eq!(kills(events).len(), 1);
             assert_eq!(joiner.oom_sigkills(), 1);
         }
+    }
+
+    /// `kill -9` of a task that then allocates while exiting: the kernel marks it to give it
+    /// reserves (no kill). The SIGKILL was a process's, and is reported.
+    #[test]
+    fn a_processs_sigkill_is_kept_even_if_the_target_is_then_marked() {
+        let start = Instant::now();
+        let mut joiner = Joiner::new(false, false);
+        joiner.push(sigkill(5, 456, SI_USER), start);
+        let events = joiner.push(tracepoint(0, 5), start);
+        assert_eq!(kills(events).len(), 1);
+        assert_eq!(sigkills(joiner.expire(start + PARTNER_TIMEOUT)).len(), 1);
+        assert_eq!(joiner.oom_sigkills(), 0);
     }
 
     #[test]
