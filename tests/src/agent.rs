@@ -171,6 +171,25 @@ impl Agent {
         kills
     }
 
+    /// The first record of any kind for which `is_match` holds, read so far or arriving within
+    /// `timeout`; `None` if none did.
+    pub fn wait_for_record_where(
+        &mut self,
+        is_match: impl Fn(&Value) -> bool,
+        timeout: Duration,
+    ) -> Option<Value> {
+        if let Some(record) = self.records.iter().find(|record| is_match(record)) {
+            return Some(record.clone());
+        }
+        let deadline = Instant::now() + timeout;
+        while let Some(record) = self.next_record(deadline) {
+            if is_match(&record) {
+                return Some(record);
+            }
+        }
+        None
+    }
+
     /// Waits until the agent logs a line containing `needle`, e.g. that it follows a runtime's
     /// events; panics with what it logged after `timeout`.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
@@ -296,6 +315,20 @@ impl Stopped {
     pub fn kills_of(&self, victim_pid: u32) -> Vec<&Value> {
         self.kills()
             .filter(|record| is_kill_of(record, &[victim_pid]))
+            .collect()
+    }
+
+    /// The `sigkill` records whose target is process `pid`.
+    pub fn sigkills_of(&self, pid: u32) -> Vec<&Value> {
+        self.records
+            .iter()
+            .filter(|record| {
+                record["kind"] == "sigkill"
+                    && record
+                        .pointer("/target/process/pid")
+                        .and_then(Value::as_u64)
+                        == Some(u64::from(pid))
+            })
             .collect()
     }
 

@@ -35,7 +35,19 @@ pub mod record_kind {
     pub const OOM_CONTEXT: u32 = 3;
     /// [`crate::OomContextEndRecord`], from the return of `oom_kill_process`.
     pub const OOM_CONTEXT_END: u32 = 4;
+    /// [`crate::SigkillRecord`], from the `signal:signal_generate` tracepoint, SIGKILL only.
+    pub const SIGKILL: u32 = 5;
+    /// [`crate::SigkillTargetRecord`], from the BTF-enabled `signal_generate` tracepoint.
+    pub const SIGKILL_TARGET: u32 = 6;
 }
+
+/// Bytes of the `signal:signal_generate` tracepoint record copied verbatim. Its fields end at
+/// offset 48 on 6.18 (`comm` is an inline `char[16]`); the agent decodes them with the offsets
+/// of the live tracefs `format` file.
+pub const SIGNAL_RAW_LEN: usize = 64;
+
+/// The signal number the kernel-side filter lets through.
+pub const SIGKILL: i32 = 9;
 
 /// Bytes kept of `oom_kill_process`'s `message` ("Out of memory", "Memory cgroup out of memory").
 pub const OOM_MESSAGE_LEN: usize = 64;
@@ -78,6 +90,38 @@ pub struct MarkVictimRecord {
     pub _pad: u32,
     /// The tracepoint record from offset 0 (common fields included).
     pub raw: [u8; TRACEPOINT_RAW_LEN],
+}
+
+/// Captured by the `signal:signal_generate` tracepoint program for a SIGKILL: the raw record
+/// (target pid, comm, `code`, result), and the sender, which is the current task.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SigkillRecord {
+    pub header: RecordHeader,
+    /// The current task: whoever generated the signal (a `kill()`er, or the kernel on a
+    /// task's behalf).
+    pub sender: TaskIdentity,
+    /// `bpf_get_current_cgroup_id()`: the sender's cgroup2 id.
+    pub sender_cgroup_id: u64,
+    /// Non-zero when `raw` holds the tracepoint record; zero when reading it failed.
+    pub raw_ok: u32,
+    pub _pad: u32,
+    /// The sender's cgroup2 cgroup and memory-controller cgroup, where BTF offsets are known.
+    pub sender_cgroup: CgroupCapture,
+    pub sender_memcg: CgroupCapture,
+    /// The tracepoint record from offset 0 (common fields included).
+    pub raw: [u8; SIGNAL_RAW_LEN],
+}
+
+/// Captured by the BTF (or raw) `signal_generate` tracepoint program for a SIGKILL, from the
+/// target's `task_struct`: its cgroups, read before the killed process can be reaped.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SigkillTargetRecord {
+    pub header: RecordHeader,
+    pub target: TaskIdentity,
+    pub target_cgroup: CgroupCapture,
+    pub target_memcg: CgroupCapture,
 }
 
 /// Flags of a [`CgroupCapture`].
@@ -267,6 +311,14 @@ mod tests {
             16 + 24 + 8 + 8 + 8 + 16 + size_of::<CgroupCapture>() + OOM_MESSAGE_LEN
         );
         assert_eq!(size_of::<OomContextEndRecord>(), 16 + 24);
+        assert_eq!(
+            size_of::<SigkillRecord>(),
+            16 + 24 + 8 + 8 + 2 * size_of::<CgroupCapture>() + SIGNAL_RAW_LEN
+        );
+        assert_eq!(
+            size_of::<SigkillTargetRecord>(),
+            16 + 24 + 2 * size_of::<CgroupCapture>()
+        );
         assert_eq!(size_of::<KernelOffsets>(), 19 * 4);
     }
 }

@@ -11,6 +11,12 @@
 //!   trampolines) capture what only the OOM killer's `oom_control` knows: the domain whose limit
 //!   was hit, the kernel's badness score, and the constraint; and mark where one invocation ends.
 //!
+//! * `signal_generate` (tracepoint `signal:signal_generate`) reports every SIGKILL, whoever sent
+//!   it: it reads `sig` at the offset the agent found in the tracepoint's `format` file and
+//!   returns before touching the ring buffer for any other signal.
+//! * `signal_generate_btf` (`tp_btf`, or `signal_generate_raw` as `raw_tp`) gets the target's
+//!   `task_struct` and captures its cgroups before the killed process can be reaped.
+//!
 //! Struct offsets come from [`KERNEL_OFFSETS`], which the agent fills from the running kernel's
 //! BTF: nothing here depends on the kernel it was built on.
 #![no_std]
@@ -35,8 +41,9 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use tracer_common::{
     CGROUP_NAME_LEN, CGROUP_PATH_DEPTH, CgroupCapture, KernelOffsets, MarkVictimRecord,
-    OFFSET_ABSENT, OOM_MESSAGE_LEN, OomContextEndRecord, OomContextRecord, RecordHeader,
-    TRACEPOINT_RAW_LEN, TaskIdentity, VictimTaskRecord, cgroup_flags, oom_flags, record_kind,
+    OFFSET_ABSENT, OOM_MESSAGE_LEN, OomContextEndRecord, OomContextRecord, RecordHeader, SIGKILL,
+    SIGNAL_RAW_LEN, SigkillRecord, SigkillTargetRecord, TRACEPOINT_RAW_LEN, TaskIdentity,
+    VictimTaskRecord, cgroup_flags, oom_flags, record_kind,
 };
 
 /// Records for the agent. 1 MiB holds about 300 victims of one `memory.oom.group` kill.
@@ -51,6 +58,10 @@ static DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[unsafe(no_mangle)]
 static KERNEL_OFFSETS: KernelOffsets = KernelOffsets::ABSENT;
 
+/// Offset of `sig` in the `signal:signal_generate` record, from its tracefs `format` file.
+#[unsafe(no_mangle)]
+static SIGNAL_SIG_OFFSET: u32 = OFFSET_ABSENT;
+
 /// Errors, as negative numbers for the log: kernel errnos pass through unchanged.
 const ERR_RINGBUF_FULL: i64 = -1000;
 const ERR_OFFSET_ABSENT: i64 = -1001;
@@ -60,6 +71,36 @@ const ERR_NULL_POINTER: i64 = -1002;
 pub fn mark_victim(ctx: TracePointContext) -> u32 {
     if let Err(err) = try_mark_victim(&ctx) {
         warn!(&ctx, "oom:mark_victim capture failed: {}", err);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn signal_generate(ctx: TracePointContext) -> u32 {
+    if let Err(err) = try_signal_generate(&ctx) {
+        warn!(&ctx, "signal:signal_generate capture failed: {}", err);
+    }
+    0
+}
+
+/// `TP_PROTO(int sig, struct kernel_siginfo *info, struct task_struct *task, int group,
+/// int result)`.
+#[btf_tracepoint(function = "signal_generate")]
+pub fn signal_generate_btf(ctx: BtfTracePointContext) -> i32 {
+    let sig = ctx.arg::<u64>(0) as i32;
+    let task: *const c_void = ctx.arg(2);
+    if let Err(err) = try_sigkill_target(sig, task as u64) {
+        warn!(&ctx, "tp_btf signal_generate capture failed: {}", err);
+    }
+    0
+}
+
+#[raw_tracepoint(tracepoint = "signal_generate")]
+pub fn signal_generate_raw(ctx: RawTracePointContext) -> i32 {
+    let sig = ctx.arg::<u64>(0) as i32;
+    let task: *const c_void = ctx.arg(2);
+    if let Err(err) = try_sigkill_target(sig, task as u64) {
+        warn!(&ctx, "raw_tp signal_generate capture failed: {}", err);
     }
     0
 }
@@ -137,6 +178,75 @@ fn try_mark_victim(ctx: &TracePointContext) -> Result<(), i64> {
     }
     entry.submit(0);
     Ok(())
+}
+
+/// Every signal on the host passes here: anything but SIGKILL costs one 4-byte read.
+fn try_signal_generate(ctx: &TracePointContext) -> Result<(), i64> {
+    // SAFETY: a read-only global; volatile so the compiler cannot fold in the default.
+    let sig_offset = unsafe { core::ptr::read_volatile(&SIGNAL_SIG_OFFSET) };
+    if sig_offset == OFFSET_ABSENT {
+        return Err(ERR_OFFSET_ABSENT);
+    }
+    // SAFETY: bpf_probe_read of the tracepoint record; fails instead of faulting.
+    let sig: i32 = unsafe { ctx.read_at(sig_offset as usize) }.map_err(i64::from)?;
+    if sig != SIGKILL {
+        return Ok(());
+    }
+    let offsets = kernel_offsets();
+    let Some(mut entry) = EVENTS.reserve::<SigkillRecord>(0) else {
+        count_drop();
+        return Err(ERR_RINGBUF_FULL);
+    };
+    let record = entry.as_mut_ptr();
+    // SAFETY: as in `try_mark_victim`.
+    unsafe {
+        (*record).header = header(record_kind::SIGKILL);
+        (*record).sender = current_task();
+        (*record).sender_cgroup_id = bpf_get_current_cgroup_id();
+        // Without BTF offsets the walk fails at once and the flags say so.
+        capture_task_cgroups(
+            bpf_get_current_task(),
+            addr_of_mut!((*record).sender_cgroup),
+            addr_of_mut!((*record).sender_memcg),
+            &offsets,
+        );
+        let raw = addr_of_mut!((*record).raw).cast::<c_void>();
+        let read = probe_read_raw(raw, SIGNAL_RAW_LEN as u32, ctx.as_ptr().cast_const());
+        (*record).raw_ok = u32::from(read == 0);
+        (*record)._pad = 0;
+    }
+    entry.submit(0);
+    Ok(())
+}
+
+fn try_sigkill_target(sig: i32, target: u64) -> Result<(), i64> {
+    if sig != SIGKILL {
+        return Ok(());
+    }
+    let offsets = kernel_offsets();
+    let Some(mut entry) = EVENTS.reserve::<SigkillTargetRecord>(0) else {
+        count_drop();
+        return Err(ERR_RINGBUF_FULL);
+    };
+    let record = entry.as_mut_ptr();
+    // SAFETY: as in `try_mark_victim`.
+    let filled = unsafe {
+        (*record).header = header(record_kind::SIGKILL_TARGET);
+        task_identity(target, &offsets).map(|identity| {
+            (*record).target = identity;
+            capture_task_cgroups(
+                target,
+                addr_of_mut!((*record).target_cgroup),
+                addr_of_mut!((*record).target_memcg),
+                &offsets,
+            );
+        })
+    };
+    match filled {
+        Ok(()) => entry.submit(0),
+        Err(_) => entry.discard(0),
+    }
+    filled
 }
 
 fn try_victim_task(victim: u64) -> Result<(), i64> {

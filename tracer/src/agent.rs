@@ -18,7 +18,7 @@ use crate::capture::{Capture, CaptureOptions, CapturePlan, ringbuf};
 use crate::cli::{Format, RunArgs};
 use crate::clock::KernelClock;
 use crate::explain::Explainer;
-use crate::incident::{Event, Joiner};
+use crate::incident::{Event, Joiner, TargetProc};
 use crate::observe::Observer;
 use crate::observe::cgroupfs::MemoryHierarchy;
 use crate::sink::{Context, Sink, Totals, json::JsonSink, text::LogSink};
@@ -94,7 +94,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             let joined_now = tokio::select! {
                 read = records.read(&mut batch) => {
                     read.context("reading the ring buffer")?;
-                    join(&mut joiner, &plan.layout, batch.drain(..), &mut counts)
+                    join(&mut joiner, plan, batch.drain(..), &mut counts)
                 }
                 () = flush_logger(&mut logger) => Vec::new(),
                 () = sleep_until(deadline) => joiner.expire(Instant::now()),
@@ -105,12 +105,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         // Whatever the kernel already wrote is reported before exiting.
         records.read_now(&mut batch);
-        let mut last = join(&mut joiner, &plan.layout, batch.drain(..), &mut counts);
+        let mut last = join(&mut joiner, plan, batch.drain(..), &mut counts);
         last.extend(joiner.flush());
         send(&events, last).await;
         if let Some(logger) = &mut logger {
             logger.get_mut().flush();
         }
+        counts.oom_sigkills = joiner.oom_sigkills();
         anyhow::Ok(counts)
     };
     let mut observer = Observer::new(MemoryHierarchy::find());
@@ -129,6 +130,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     AttributedEvent::Kill(Box::new(kill))
                 }
                 Event::Incident(incident) => AttributedEvent::Incident(incident),
+                Event::Sigkill(sigkill) => {
+                    let deadline = joined_at + ATTRIBUTION_BUDGET;
+                    AttributedEvent::Sigkill(Box::new(attributor.sigkill(sigkill, deadline).await))
+                }
             };
             output.event(&event, drops.total());
         }
@@ -137,9 +142,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let CaptureCounts {
         records,
         decode_errors,
+        oom_sigkills,
     } = counts?;
     output.totals.records = records;
     output.totals.decode_errors = decode_errors;
+    output.totals.oom_sigkills = oom_sigkills;
     output.stopped(drops.total());
     Ok(())
 }
@@ -148,11 +155,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 struct CaptureCounts {
     records: u64,
     decode_errors: u64,
+    oom_sigkills: u64,
 }
 
 fn join(
     joiner: &mut Joiner,
-    layout: &crate::decode::mark_victim::MarkVictimLayout,
+    plan: &CapturePlan,
     records: impl Iterator<Item = Bytes>,
     counts: &mut CaptureCounts,
 ) -> Vec<Event> {
@@ -160,8 +168,15 @@ fn join(
     let mut events = Vec::new();
     for record in records {
         counts.records += 1;
-        match decode::decode(&record, layout) {
-            Ok(part) => events.extend(joiner.push(part, now)),
+        match decode::decode_with(&record, &plan.layout, plan.signal_layout.as_ref()) {
+            Ok(part) => {
+                // A SIGKILLed process is soon reaped: ask /proc where it lives right away.
+                let target_proc = match &part {
+                    decode::Part::Sigkill(sigkill) => Some(TargetProc::read(sigkill.target.pid)),
+                    _ => None,
+                };
+                events.extend(joiner.push_with(part, target_proc, now));
+            }
             Err(err) => {
                 counts.decode_errors += 1;
                 log::error!("dropping an undecodable record: {err}");
@@ -204,12 +219,14 @@ impl<'a> Output<'a> {
             AttributedEvent::Kill(kill) if !kill.kill.marked_without_kill => {
                 self.totals.oom_kills += 1;
             }
+            AttributedEvent::Sigkill(_) => self.totals.sigkills += 1,
             AttributedEvent::Kill(_) | AttributedEvent::Incident(_) => {}
         }
         for sink in &mut self.sinks {
             let written = match event {
                 AttributedEvent::Kill(kill) => sink.oom_kill(kill, &context),
                 AttributedEvent::Incident(incident) => sink.oom_incident(incident, &context),
+                AttributedEvent::Sigkill(sigkill) => sink.sigkill(sigkill, &context),
             };
             if let Err(err) = written {
                 log::error!("writing a record: {err}");

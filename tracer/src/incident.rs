@@ -9,13 +9,24 @@
 //! its return closes it; every victim marked on that thread in between belongs to it (one for a
 //! plain kill, every member for `memory.oom.group`). A victim marked with no incident open was
 //! not killed: the kernel gave an already exiting task access to memory reserves.
+//!
+//! A SIGKILL is held for [`PARTNER_TIMEOUT`] before it is reported: the OOM killer sends its
+//! victim SIGKILL right before it marks it, so a `mark_victim` part for the same pid that comes
+//! in that time means the SIGKILL is part of an OOM kill, already reported as such, and it is
+//! dropped; unless a process sent it (`si_code` ≤ 0): the OOM killer sends as the kernel. The OOM killer also SIGKILLs every other process sharing the victim's memory
+//! (`CLONE_VM` without `CLONE_THREAD`, e.g. a `vfork()` child) without marking it; those are
+//! reported as SIGKILLs sent by the kernel from the OOM trigger's thread, the truth of it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::badness::Badness;
 use crate::decode::mark_victim::MarkVictimFields;
-use crate::decode::{CgroupRef, ContextEndPart, ContextPart, Part, Task, TaskPart, TracepointPart};
+use crate::decode::{
+    CgroupRef, ContextEndPart, ContextPart, Part, SigkillPart, SigkillTargetPart, Task, TaskPart,
+    TracepointPart,
+};
+use crate::observe::proc::ProcCgroups;
 
 /// How long a part waits for its partner. They are submitted microseconds apart, so this only
 /// matters when one was lost.
@@ -29,6 +40,62 @@ pub const INCIDENT_TIMEOUT: Duration = Duration::from_secs(2);
 pub enum Event {
     Kill(Box<OomKill>),
     Incident(OomIncident),
+    Sigkill(Box<Sigkill>),
+}
+
+/// A SIGKILL that the OOM killer did not send to its victim.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sigkill {
+    pub part: SigkillPart,
+    /// The target's task and cgroups as the BTF program read them, where it is attached.
+    pub target_task: Option<SigkillTargetPart>,
+    /// The target's thread group and cgroups, read from /proc when the record arrived.
+    pub target_proc: Option<TargetProc>,
+    pub sender_kind: SenderKind,
+}
+
+/// What /proc said of a SIGKILL's target when its record arrived; `None` fields: already gone.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TargetProc {
+    pub tgid: Option<u32>,
+    pub cgroups: Option<ProcCgroups>,
+}
+
+impl TargetProc {
+    pub fn read(pid: u32) -> Self {
+        TargetProc {
+            tgid: crate::observe::proc::tgid(pid),
+            cgroups: crate::observe::proc::cgroups(pid),
+        }
+    }
+}
+
+/// Who generated a signal, by its `si_code`: positive codes come from the kernel
+/// (`SI_FROMKERNEL`), the rest from a process calling `kill()`, `tkill()` or `sigqueue()`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SenderKind {
+    Kernel,
+    Process,
+    /// The kernel's record has no `code` field.
+    Unknown,
+}
+
+impl SenderKind {
+    pub fn from_code(code: Option<i32>) -> Self {
+        match code {
+            Some(code) if code > 0 => SenderKind::Kernel,
+            Some(_) => SenderKind::Process,
+            None => SenderKind::Unknown,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SenderKind::Kernel => "kernel",
+            SenderKind::Process => "process",
+            SenderKind::Unknown => "unknown",
+        }
+    }
 }
 
 /// One invocation of the OOM killer, as `oom_kill_process` saw it.
@@ -106,6 +173,12 @@ pub struct Joiner {
     expect_incidents: bool,
     pending: Vec<Pending>,
     open: Vec<OpenIncident>,
+    /// SIGKILLs waiting to see whether the OOM killer marks their target.
+    held: Vec<HeldSigkill>,
+    /// Target parts waiting for their SIGKILL (both programs fire in the same call).
+    targets: Vec<(Instant, SigkillTargetPart)>,
+    /// SIGKILLs dropped because they were the OOM killer's to a victim it then marked.
+    oom_sigkills: u64,
     /// The denominator of an estimated badness when no incident gives one: RAM + swap.
     host_totalpages: u64,
     page_kb: u64,
@@ -121,6 +194,11 @@ struct Pending {
     task: Option<TaskPart>,
 }
 
+struct HeldSigkill {
+    since: Instant,
+    sigkill: Sigkill,
+}
+
 struct OpenIncident {
     since: Instant,
     incident: OomIncident,
@@ -133,6 +211,9 @@ impl Joiner {
             expect_incidents,
             pending: Vec::new(),
             open: Vec::new(),
+            held: Vec::new(),
+            oom_sigkills: 0,
+            targets: Vec::new(),
             host_totalpages: 0,
             page_kb: 4,
         }
@@ -146,10 +227,54 @@ impl Joiner {
     }
 
     /// Takes one part; returns what it completes.
+    #[cfg(test)]
     pub fn push(&mut self, part: Part, now: Instant) -> Vec<Event> {
+        self.push_with(part, None, now)
+    }
+
+    /// As [`push`](Self::push); `target_proc` is what /proc says of a SIGKILL's target.
+    pub fn push_with(
+        &mut self,
+        part: Part,
+        target_proc: Option<TargetProc>,
+        now: Instant,
+    ) -> Vec<Event> {
         match part {
             Part::Context(context) => self.open_incident(*context, now),
             Part::ContextEnd(end) => self.close_incident(&end),
+            Part::Sigkill(sigkill) => {
+                let sender_kind = SenderKind::from_code(sigkill.target.code);
+                let target_task = self
+                    .targets
+                    .iter()
+                    .position(|(_, target)| {
+                        target.cpu == sigkill.cpu && target.target.pid == sigkill.target.pid
+                    })
+                    .map(|index| self.targets.swap_remove(index).1);
+                self.held.push(HeldSigkill {
+                    since: now,
+                    sigkill: Sigkill {
+                        part: *sigkill,
+                        target_task,
+                        target_proc,
+                        sender_kind,
+                    },
+                });
+                Vec::new()
+            }
+            Part::SigkillTarget(target) => {
+                let waiting = self.held.iter_mut().find(|held| {
+                    let part = &held.sigkill.part;
+                    held.sigkill.target_task.is_none()
+                        && part.cpu == target.cpu
+                        && part.target.pid == target.target.pid
+                });
+                match waiting {
+                    Some(held) => held.sigkill.target_task = Some(*target),
+                    None => self.targets.push((now, *target)),
+                }
+                Vec::new()
+            }
             Part::Tracepoint(_) | Part::Task(_) => self
                 .push_victim_part(part, now)
                 .map(|kill| Event::Kill(Box::new(kill)))
@@ -214,7 +339,31 @@ impl Joiner {
         Some(Arc::clone(&open.incident.context))
     }
 
+    /// The OOM killer marks `pid`: the SIGKILL it sent it just before is part of this kill.
+    fn drop_sigkills_of(&mut self, pid: u32) {
+        // The OOM killer sends with SEND_SIG_PRIV (SI_KERNEL): a `kill -9` from a process just
+        // before is another story (its target may then be marked as exiting, not killed).
+        let before = self.held.len();
+        self.held.retain(|held| {
+            held.sigkill.part.target.pid != pid || held.sigkill.sender_kind == SenderKind::Process
+        });
+        self.oom_sigkills += (before - self.held.len()) as u64;
+    }
+
+    /// How many SIGKILLs were found to be part of an OOM kill, and so not reported.
+    pub fn oom_sigkills(&self) -> u64 {
+        self.oom_sigkills
+    }
+
     fn push_victim_part(&mut self, part: Part, now: Instant) -> Option<OomKill> {
+        match &part {
+            Part::Tracepoint(TracepointPart {
+                victim: Some(victim),
+                ..
+            }) => self.drop_sigkills_of(victim.pid),
+            Part::Task(task) => self.drop_sigkills_of(task.victim.pid),
+            _ => {}
+        }
         match part {
             Part::Tracepoint(tracepoint) => {
                 let victim_pid = tracepoint.victim.as_ref().map(|victim| victim.pid);
@@ -271,7 +420,9 @@ impl Joiner {
                     }
                 }
             }
-            Part::Context(_) | Part::ContextEnd(_) => None,
+            Part::Context(_) | Part::ContextEnd(_) | Part::Sigkill(_) | Part::SigkillTarget(_) => {
+                None
+            }
         }
     }
 
@@ -279,7 +430,12 @@ impl Joiner {
     pub fn next_deadline(&self) -> Option<Instant> {
         let parts = self.pending.iter().map(|p| p.since + PARTNER_TIMEOUT);
         let incidents = self.open.iter().map(|open| open.since + INCIDENT_TIMEOUT);
-        parts.chain(incidents).min()
+        let sigkills = self.held.iter().map(|held| held.since + PARTNER_TIMEOUT);
+        let targets = self
+            .targets
+            .iter()
+            .map(|(since, _)| *since + PARTNER_TIMEOUT);
+        parts.chain(incidents).chain(sigkills).chain(targets).min()
     }
 
     /// Reports the parts and incidents that waited too long on their own.
@@ -301,6 +457,18 @@ impl Joiner {
                 .into_iter()
                 .map(|open| Event::Incident(open.incident)),
         );
+        // A target part whose SIGKILL record was lost says too little to report.
+        self.targets
+            .retain(|(since, _)| now < *since + PARTNER_TIMEOUT);
+        let (expired, held): (Vec<_>, _) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|held| now >= held.since + PARTNER_TIMEOUT);
+        self.held = held;
+        events.extend(
+            expired
+                .into_iter()
+                .map(|held| Event::Sigkill(Box::new(held.sigkill))),
+        );
         events
     }
 
@@ -316,6 +484,12 @@ impl Joiner {
                 .drain(..)
                 .map(|open| Event::Incident(open.incident)),
         );
+        events.extend(
+            self.held
+                .drain(..)
+                .map(|held| Event::Sigkill(Box::new(held.sigkill))),
+        );
+        self.targets.clear();
         events
     }
 
@@ -433,9 +607,10 @@ fn join(tracepoint: Option<TracepointPart>, task: Option<TaskPart>) -> OomKill {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::signal::{SI_KERNEL, SI_USER};
     use crate::decode::tests::{
-        as_bytes, context_end_record, context_record, layout_6_18, mark_victim_record,
-        victim_task_record,
+        as_bytes, context_end_record, context_record, layout_6_18, mark_victim_record, sigkill,
+        sigkill_target, victim_task_record,
     };
     use crate::decode::{Part, decode};
 
@@ -469,9 +644,107 @@ mod tests {
             .into_iter()
             .filter_map(|event| match event {
                 Event::Kill(kill) => Some(*kill),
-                Event::Incident(_) => None,
+                Event::Incident(_) | Event::Sigkill(_) => None,
             })
             .collect()
+    }
+
+    fn sigkills(events: Vec<Event>) -> Vec<Sigkill> {
+        events
+            .into_iter()
+            .filter_map(|event| match event {
+                Event::Sigkill(sigkill) => Some(*sigkill),
+                Event::Incident(_) | Event::Kill(_) => None,
+            })
+            .collect()
+    }
+
+    /// The OOM killer's SIGKILL comes right before it marks the victim: one OOM kill, no
+    /// SIGKILL, in every tier.
+    #[test]
+    fn the_oom_killers_sigkill_is_not_reported_twice() {
+        let start = Instant::now();
+        for expect_task_parts in [false, true] {
+            let mut joiner = Joiner::new(expect_task_parts, false);
+            let mut events = joiner.push(sigkill(5, 5, SI_KERNEL), start);
+            events.extend(joiner.push(tracepoint(0, 5), start));
+            if expect_task_parts {
+                events.extend(joiner.push(task(0, 5), start));
+            }
+            events.extend(joiner.expire(start + PARTNER_TIMEOUT));
+            events.extend(joiner.flush());
+            assert_eq!(sigkills(events.clone()), []);
+            assert_eq!(kills(events).len(), 1);
+            assert_eq!(joiner.oom_sigkills(), 1);
+        }
+    }
+
+    /// `kill -9` of a task that then allocates while exiting: the kernel marks it to give it
+    /// reserves (no kill). The SIGKILL was a process's, and is reported.
+    #[test]
+    fn a_processs_sigkill_is_kept_even_if_the_target_is_then_marked() {
+        let start = Instant::now();
+        let mut joiner = Joiner::new(false, false);
+        joiner.push(sigkill(5, 456, SI_USER), start);
+        let events = joiner.push(tracepoint(0, 5), start);
+        assert_eq!(kills(events).len(), 1);
+        assert_eq!(sigkills(joiner.expire(start + PARTNER_TIMEOUT)).len(), 1);
+        assert_eq!(joiner.oom_sigkills(), 0);
+    }
+
+    #[test]
+    fn a_sigkill_alone_is_reported_after_the_timeout() {
+        let start = Instant::now();
+        let mut joiner = Joiner::new(true, true);
+        assert_eq!(joiner.push(sigkill(4242, 456, SI_USER), start), []);
+        assert_eq!(joiner.next_deadline(), Some(start + PARTNER_TIMEOUT));
+        assert_eq!(joiner.expire(start + PARTNER_TIMEOUT / 2), []);
+        // A mark for another pid leaves it alone.
+        joiner.push(tracepoint(0, 7), start);
+        let [sigkill] = sigkills(joiner.expire(start + PARTNER_TIMEOUT))
+            .try_into()
+            .expect("one SIGKILL");
+        assert_eq!(sigkill.part.target.pid, 4242);
+        assert_eq!(sigkill.part.sender.pid, 456);
+        assert_eq!(sigkill.sender_kind, SenderKind::Process);
+        assert!(joiner.held.is_empty());
+    }
+
+    #[test]
+    fn a_sigkill_takes_its_targets_cgroups_in_either_order() {
+        let now = Instant::now();
+        for target_first in [false, true] {
+            let mut joiner = Joiner::new(true, false);
+            let parts = [sigkill(4242, 456, SI_USER), sigkill_target(4242)];
+            let parts = if target_first {
+                [parts[1].clone(), parts[0].clone()]
+            } else {
+                parts
+            };
+            for part in parts {
+                assert_eq!(joiner.push(part, now), []);
+            }
+            // Another target's part stays out of it and is forgotten.
+            joiner.push(sigkill_target(99), now);
+            let [sigkill] = sigkills(joiner.expire(now + PARTNER_TIMEOUT))
+                .try_into()
+                .expect("one SIGKILL");
+            let target = sigkill.target_task.expect("paired");
+            assert_eq!(
+                target.target_memcg.unwrap().path,
+                "/libpod_parent/libpod-abc"
+            );
+            assert_eq!(joiner.next_deadline(), None);
+        }
+    }
+
+    #[test]
+    fn the_sender_kind_follows_si_code() {
+        assert_eq!(SenderKind::from_code(Some(SI_KERNEL)), SenderKind::Kernel);
+        assert_eq!(SenderKind::from_code(Some(SI_USER)), SenderKind::Process);
+        // SI_TKILL: tgkill() from a process.
+        assert_eq!(SenderKind::from_code(Some(-6)), SenderKind::Process);
+        assert_eq!(SenderKind::from_code(None), SenderKind::Unknown);
     }
 
     fn incidents(events: Vec<Event>) -> Vec<OomIncident> {
@@ -479,7 +752,7 @@ mod tests {
             .into_iter()
             .filter_map(|event| match event {
                 Event::Incident(incident) => Some(incident),
-                Event::Kill(_) => None,
+                Event::Kill(_) | Event::Sigkill(_) => None,
             })
             .collect()
     }

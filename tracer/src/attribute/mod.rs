@@ -25,9 +25,9 @@ use self::docker::{DockerApi, LOOKUP_TIMEOUT};
 use self::runtime::{ContainerMetadata, ContainerRuntime};
 use self::watch::Shared;
 use crate::decode::Domain;
-use crate::incident::{OomIncident, OomKill};
+use crate::incident::{OomIncident, OomKill, Sigkill};
 use crate::observe::cgroupfs::Inference;
-use crate::observe::{DomainSeen, Moment};
+use crate::observe::{DomainSeen, Moment, PartyPaths};
 
 /// How long a kill may wait for its container names, from the moment it was joined. Below the
 /// promise that a kill is written within 1 s.
@@ -211,10 +211,19 @@ pub mod fixtures {
     }
 }
 
+/// A SIGKILL with its target and sender named.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttributedSigkill {
+    pub sigkill: Box<Sigkill>,
+    pub target: Option<Attribution>,
+    pub sender: Option<Attribution>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AttributedEvent {
     Kill(Box<AttributedKill>),
     Incident(OomIncident),
+    Sigkill(Box<AttributedSigkill>),
 }
 
 pub struct AttributionOptions {
@@ -271,6 +280,46 @@ impl Attributor {
     #[cfg(test)]
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// Names the target's and the sender's containers.
+    pub async fn sigkill(&self, sigkill: Box<Sigkill>, deadline: Instant) -> AttributedSigkill {
+        let part = &sigkill.part;
+        let sender_paths = PartyPaths::of(
+            part.sender_cgroup.as_ref(),
+            part.sender_memcg.as_ref(),
+            part.sender.pid,
+        );
+        // The target's: read in the kernel where BTF allows, else from /proc when the record
+        // arrived, before the killed process was (usually) reaped.
+        let from_kernel = sigkill.target_task.as_ref().map(|task| PartyPaths {
+            cgroup: task.target_cgroup.as_ref().map(|c| c.path.clone()),
+            memcg: task.target_memcg.as_ref().map(|c| c.path.clone()),
+        });
+        let from_proc = sigkill
+            .target_proc
+            .as_ref()
+            .and_then(|proc| proc.cgroups.as_ref())
+            .map(|cgroups| PartyPaths {
+                cgroup: cgroups.unified.clone(),
+                memcg: cgroups.memory.clone(),
+            });
+        let target_paths = from_kernel
+            .filter(|paths| paths.cgroup.is_some() || paths.memcg.is_some())
+            .or(from_proc);
+        let target = match target_paths.as_ref().and_then(PartyPaths::best) {
+            Some(path) => Some(self.resolve(path, deadline).await),
+            None => None,
+        };
+        let sender = match sender_paths.best() {
+            Some(path) => Some(self.resolve_again(path, target.as_ref(), deadline).await),
+            None => None,
+        };
+        AttributedSigkill {
+            sigkill,
+            target,
+            sender,
+        }
     }
 
     /// Names the parties of `kill` from what was seen at its `moment`, waiting for a runtime no

@@ -19,15 +19,18 @@ use aya::{
     programs::{BtfTracePoint, FEntry, FExit, KProbe, ProgramError, RawTracePoint, TracePoint},
 };
 use aya_log::EbpfLogger;
-use tracer_common::KernelOffsets;
+use tracer_common::{KernelOffsets, OFFSET_ABSENT};
 
 use crate::decode::mark_victim::MarkVictimLayout;
+use crate::decode::signal::SignalLayout;
 
 /// The compiled programs, embedded so the agent is one self-contained binary.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oomtrace"));
 
 const TRACEPOINT_CATEGORY: &str = "oom";
 const TRACEPOINT_NAME: &str = "mark_victim";
+const SIGNAL_CATEGORY: &str = "signal";
+const SIGNAL_NAME: &str = "signal_generate";
 
 /// How much of an OOM kill this kernel lets oomtrace see, from least to most.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
@@ -106,6 +109,10 @@ pub struct CapturePlan {
     pub layout: MarkVictimLayout,
     /// `enum oom_constraint` as this kernel numbers it.
     pub constraint_names: Vec<(u32, &'static str)>,
+    /// How to decode `signal:signal_generate`, when SIGKILLs are traced.
+    pub signal_layout: Option<SignalLayout>,
+    /// Which program reads a SIGKILL target's `task_struct` (its cgroups, in the kernel).
+    pub signal_task_hook: Option<TaskHook>,
 }
 
 impl CapturePlan {
@@ -153,14 +160,32 @@ impl Capture {
         let offsets = kernel_btf
             .as_ref()
             .map_or(KernelOffsets::ABSENT, |(resolved, _, _)| resolved.offsets);
+        // SIGKILLs are an addition: without the tracepoint, OOM kills are still traced.
+        let signal_layout = tracefs::read_format(&tracefs, SIGNAL_CATEGORY, SIGNAL_NAME)
+            .and_then(|format| Ok(SignalLayout::from_format(&format)?))
+            .map_err(|err| format!("{err:#}"));
+        let sig_offset = signal_layout
+            .as_ref()
+            .map_or(OFFSET_ABSENT, SignalLayout::sig_offset);
 
         let mut ebpf = EbpfLoader::new()
             .btf(kernel_btf.as_ref().ok().map(|(_, btf, _)| btf))
             .override_global("KERNEL_OFFSETS", &offsets, true)
+            .override_global("SIGNAL_SIG_OFFSET", &sig_offset, true)
             .load(EBPF_OBJECT)
             .context("loading oomtrace's eBPF object")?;
 
         attach_tracepoint(&mut ebpf)?;
+        let signal_layout = signal_layout
+            .and_then(|layout| {
+                attach_signal_tracepoint(&mut ebpf)
+                    .map(|()| layout)
+                    .map_err(|err| format!("{err:#}"))
+            })
+            .inspect_err(|err| {
+                log::warn!("SIGKILLs other than the OOM killer's are not traced: {err}")
+            })
+            .ok();
 
         let task_hook = match &kernel_btf {
             Ok((_, btf, _)) => attach_task_hook(&mut ebpf, btf).map_err(|err| format!("{err:#}")),
@@ -174,6 +199,18 @@ impl Capture {
             },
             Err(reason) => Err(reason.clone()),
         };
+        // The target's cgroups, read before it can be reaped: where BTF gives the offsets.
+        let signal_task_hook = match (&signal_layout, &kernel_btf) {
+            (Some(_), Ok((_, btf, _))) => attach_signal_task_hook(&mut ebpf, btf)
+                .inspect_err(|err| {
+                    log::warn!(
+                        "{err:#}; a SIGKILL's target is located from /proc, which misses \
+                         processes reaped at once"
+                    )
+                })
+                .ok(),
+            _ => None,
+        };
         let (tier, reason) = match (&hooked_function, &task_hook) {
             (Ok((_, how)), _) => (Tier::Full, how.clone()),
             (Err(why), Ok(_)) => (Tier::NoFunctionTracing, format!("oom_kill_process: {why}")),
@@ -186,6 +223,8 @@ impl Capture {
             function_hook: hooked_function.ok().map(|(hook, _)| hook),
             layout,
             constraint_names: kernel_btf.map(|(_, _, names)| names).unwrap_or_default(),
+            signal_layout,
+            signal_task_hook,
         };
         Ok(Capture { ebpf, plan })
     }
@@ -256,6 +295,43 @@ fn attach_tracepoint(ebpf: &mut Ebpf) -> anyhow::Result<()> {
         .attach(TRACEPOINT_CATEGORY, TRACEPOINT_NAME)
         .map_err(|err| rejected(&what, err))?;
     Ok(())
+}
+
+/// `signal:signal_generate`, filtered to SIGKILL in the kernel.
+fn attach_signal_tracepoint(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    let program: &mut TracePoint = program(ebpf, "signal_generate")?;
+    let what = format!("signal_generate (tracepoint {SIGNAL_CATEGORY}:{SIGNAL_NAME})");
+    program.load().map_err(|err| rejected(&what, err))?;
+    program
+        .attach(SIGNAL_CATEGORY, SIGNAL_NAME)
+        .map_err(|err| rejected(&what, err))?;
+    Ok(())
+}
+
+/// tp_btf `signal_generate` where the kernel allows it, raw_tp otherwise: the target's
+/// `task_struct`.
+fn attach_signal_task_hook(ebpf: &mut Ebpf, btf: &aya::Btf) -> anyhow::Result<TaskHook> {
+    let tp_btf = (|| {
+        let what = "signal_generate_btf (tp_btf signal_generate)";
+        let program: &mut BtfTracePoint = program(ebpf, "signal_generate_btf")?;
+        program
+            .load(SIGNAL_NAME, btf)
+            .map_err(|err| rejected(what, err))?;
+        program.attach().map_err(|err| rejected(what, err))?;
+        anyhow::Ok(())
+    })();
+    let tp_btf_error = match tp_btf {
+        Ok(()) => return Ok(TaskHook::TpBtf),
+        Err(err) => err,
+    };
+    log::warn!("{tp_btf_error:#}; falling back to raw_tp");
+    let what = "signal_generate_raw (raw_tp signal_generate)";
+    let program: &mut RawTracePoint = program(ebpf, "signal_generate_raw")?;
+    program.load().map_err(|err| rejected(what, err))?;
+    program
+        .attach(SIGNAL_NAME)
+        .map_err(|err| rejected(what, err))?;
+    Ok(TaskHook::RawTp)
 }
 
 /// tp_btf where the kernel allows it, raw_tp otherwise: both see the victim's `task_struct`.

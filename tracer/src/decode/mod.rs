@@ -4,16 +4,18 @@
 
 pub mod cgroup_path;
 pub mod mark_victim;
+pub mod signal;
 
 use std::fmt;
 
 use tracer_common::{
-    MarkVictimRecord, OomContextEndRecord, OomContextRecord, RecordHeader, TaskIdentity,
-    VictimTaskRecord, cgroup_flags, oom_flags, record_kind,
+    MarkVictimRecord, OomContextEndRecord, OomContextRecord, RecordHeader, SigkillRecord,
+    SigkillTargetRecord, TaskIdentity, VictimTaskRecord, cgroup_flags, oom_flags, record_kind,
 };
 
 pub use self::cgroup_path::CgroupRef;
 use self::mark_victim::{MarkVictimFields, MarkVictimLayout};
+use self::signal::{SignalFields, SignalLayout};
 
 /// A task: kernel pid (thread id), tgid (process id) and comm.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,12 +105,37 @@ pub struct ContextEndPart {
     pub trigger: Task,
 }
 
+/// A SIGKILL as `signal:signal_generate` saw it: the target from the tracepoint record, the
+/// sender (the current task) from helpers and, where BTF offsets are known, its cgroups.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SigkillPart {
+    pub cpu: u32,
+    pub ktime_ns: u64,
+    pub target: SignalFields,
+    pub sender: Task,
+    pub sender_cgroup_id: u64,
+    pub sender_cgroup: Option<CgroupRef>,
+    pub sender_memcg: Option<CgroupRef>,
+}
+
+/// A SIGKILL's target as the BTF (or raw) `signal_generate` program read its `task_struct`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SigkillTargetPart {
+    pub cpu: u32,
+    pub ktime_ns: u64,
+    pub target: Task,
+    pub target_cgroup: Option<CgroupRef>,
+    pub target_memcg: Option<CgroupRef>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Part {
     Tracepoint(TracepointPart),
     Task(Box<TaskPart>),
     Context(Box<ContextPart>),
     ContextEnd(ContextEndPart),
+    Sigkill(Box<SigkillPart>),
+    SigkillTarget(Box<SigkillTargetPart>),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -124,6 +151,10 @@ pub enum DecodeError {
         kind: u32,
         len: usize,
         expected: usize,
+    },
+    /// A SIGKILL record whose tracepoint bytes are missing or do not decode.
+    BadSignalRecord {
+        reason: String,
     },
 }
 
@@ -141,14 +172,25 @@ impl fmt::Display for DecodeError {
                 "record kind {kind} is {len} bytes, expected {expected}: agent and eBPF object \
                  disagree"
             ),
+            DecodeError::BadSignalRecord { reason } => write!(f, "SIGKILL record: {reason}"),
         }
     }
 }
 
 impl std::error::Error for DecodeError {}
 
-/// Decodes one ring-buffer record.
+/// Decodes one ring-buffer record that is not a SIGKILL.
+#[cfg(test)]
 pub fn decode(bytes: &[u8], layout: &MarkVictimLayout) -> Result<Part, DecodeError> {
+    decode_with(bytes, layout, None)
+}
+
+/// Decodes one ring-buffer record; `signal` is `None` when SIGKILLs are not traced.
+pub fn decode_with(
+    bytes: &[u8],
+    layout: &MarkVictimLayout,
+    signal: Option<&SignalLayout>,
+) -> Result<Part, DecodeError> {
     let header: RecordHeader = read_record(bytes, None)?;
     match header.kind {
         record_kind::MARK_VICTIM => {
@@ -172,8 +214,61 @@ pub fn decode(bytes: &[u8], layout: &MarkVictimLayout) -> Result<Part, DecodeErr
                 trigger: Task::from(&trigger),
             }))
         }
+        record_kind::SIGKILL => {
+            let record: SigkillRecord = read_record(bytes, Some(header.kind))?;
+            let signal = signal.ok_or_else(|| DecodeError::BadSignalRecord {
+                reason: "no signal_generate layout to decode it with".to_owned(),
+            })?;
+            Ok(Part::Sigkill(Box::new(sigkill_part(&record, signal)?)))
+        }
+        record_kind::SIGKILL_TARGET => {
+            let record: SigkillTargetRecord = read_record(bytes, Some(header.kind))?;
+            let SigkillTargetRecord {
+                header,
+                target,
+                target_cgroup,
+                target_memcg,
+            } = record;
+            Ok(Part::SigkillTarget(Box::new(SigkillTargetPart {
+                cpu: header.cpu,
+                ktime_ns: header.ktime_ns,
+                target: Task::from(&target),
+                target_cgroup: CgroupRef::from_capture(&target_cgroup),
+                target_memcg: CgroupRef::from_capture(&target_memcg),
+            })))
+        }
         kind => Err(DecodeError::UnknownKind { kind }),
     }
+}
+
+fn sigkill_part(record: &SigkillRecord, layout: &SignalLayout) -> Result<SigkillPart, DecodeError> {
+    let SigkillRecord {
+        header,
+        sender,
+        sender_cgroup_id,
+        raw_ok,
+        _pad,
+        sender_cgroup,
+        sender_memcg,
+        raw,
+    } = record;
+    if *raw_ok == 0 {
+        return Err(DecodeError::BadSignalRecord {
+            reason: "the kernel could not copy the signal_generate record".to_owned(),
+        });
+    }
+    let target = layout
+        .decode(raw)
+        .map_err(|reason| DecodeError::BadSignalRecord { reason })?;
+    Ok(SigkillPart {
+        cpu: header.cpu,
+        ktime_ns: header.ktime_ns,
+        target,
+        sender: Task::from(sender),
+        sender_cgroup_id: *sender_cgroup_id,
+        sender_cgroup: CgroupRef::from_capture(sender_cgroup),
+        sender_memcg: CgroupRef::from_capture(sender_memcg),
+    })
 }
 
 fn context_part(record: &OomContextRecord) -> ContextPart {
@@ -405,6 +500,51 @@ pub(crate) mod tests {
         }
     }
 
+    /// A SIGKILL to `target` (`postgres`) sent by `sender` (`bash`) with `si_code` `code`.
+    pub(crate) fn sigkill_record(target: u32, sender: u32, code: i32) -> SigkillRecord {
+        let mut no_cgroup = cgroup_capture(0, &[]);
+        no_cgroup.flags = cgroup_flags::READ_FAILED;
+        SigkillRecord {
+            header: RecordHeader {
+                kind: record_kind::SIGKILL,
+                cpu: 0,
+                ktime_ns: 990,
+            },
+            sender: task_identity(sender, sender, "bash"),
+            sender_cgroup_id: 77,
+            raw_ok: 1,
+            _pad: 0,
+            sender_cgroup: cgroup_capture(77, &["session-1.scope", "user.slice"]),
+            sender_memcg: no_cgroup,
+            raw: signal::tests::raw_6_18(tracer_common::SIGKILL, code, target, "postgres"),
+        }
+    }
+
+    pub(crate) fn sigkill(target: u32, sender: u32, code: i32) -> Part {
+        let layout = signal::tests::layout_6_18();
+        decode_with(
+            &as_bytes(&sigkill_record(target, sender, code)),
+            &layout_6_18(),
+            Some(&layout),
+        )
+        .unwrap()
+    }
+
+    /// What the BTF program reads of `target` (`postgres` in container `web`).
+    pub(crate) fn sigkill_target(target: u32) -> Part {
+        let record = SigkillTargetRecord {
+            header: RecordHeader {
+                kind: record_kind::SIGKILL_TARGET,
+                cpu: 0,
+                ktime_ns: 991,
+            },
+            target: task_identity(target, target, "postgres"),
+            target_cgroup: cgroup_capture(5, &["libpod-abc", "libpod_parent"]),
+            target_memcg: cgroup_capture(6, &["libpod-abc", "libpod_parent"]),
+        };
+        decode(&as_bytes(&record), &layout_6_18()).unwrap()
+    }
+
     pub(crate) fn victim_task_record(cpu: u32, pid: u32) -> VictimTaskRecord {
         let memcg = cgroup_capture(4242, &["oomtrace-test-1"]);
         VictimTaskRecord {
@@ -505,6 +645,52 @@ pub(crate) mod tests {
                 trigger: Task { pid: 50, .. },
                 ..
             })
+        ));
+    }
+
+    #[test]
+    fn decodes_a_sigkill_record() {
+        let Part::Sigkill(part) = sigkill(4242, 456, signal::SI_USER) else {
+            panic!("wrong part");
+        };
+        assert_eq!(part.target.pid, 4242);
+        assert_eq!(part.target.comm.as_deref(), Some("postgres"));
+        assert_eq!(part.target.code, Some(0));
+        assert_eq!((part.sender.pid, part.sender.comm.as_str()), (456, "bash"));
+        assert_eq!(
+            part.sender_cgroup.unwrap().path,
+            "/user.slice/session-1.scope"
+        );
+        assert_eq!(part.sender_memcg, None);
+    }
+
+    #[test]
+    fn decodes_a_sigkill_target_record() {
+        let Part::SigkillTarget(part) = sigkill_target(4242) else {
+            panic!("wrong part");
+        };
+        assert_eq!((part.target.pid, part.cpu), (4242, 0));
+        assert_eq!(part.target_memcg.unwrap().path, "/libpod_parent/libpod-abc");
+    }
+
+    #[test]
+    fn bad_sigkill_records_are_errors_not_panics() {
+        let layout = layout_6_18();
+        let signal = signal::tests::layout_6_18();
+        let full = as_bytes(&sigkill_record(1, 2, 0));
+        for len in 0..full.len() {
+            assert!(decode_with(&full[..len], &layout, Some(&signal)).is_err());
+        }
+        // Without a layout (the format file was unreadable) it cannot be decoded.
+        assert!(matches!(
+            decode_with(&full, &layout, None),
+            Err(DecodeError::BadSignalRecord { .. })
+        ));
+        let mut failed = sigkill_record(1, 2, 0);
+        failed.raw_ok = 0;
+        assert!(matches!(
+            decode_with(&as_bytes(&failed), &layout, Some(&signal)),
+            Err(DecodeError::BadSignalRecord { .. })
         ));
     }
 

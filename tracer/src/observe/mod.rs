@@ -51,7 +51,7 @@ pub struct PartyPaths {
 }
 
 impl PartyPaths {
-    fn of(cgroup: Option<&CgroupRef>, memcg: Option<&CgroupRef>, pid: u32) -> Self {
+    pub fn of(cgroup: Option<&CgroupRef>, memcg: Option<&CgroupRef>, pid: u32) -> Self {
         let captured = PartyPaths {
             cgroup: cgroup.map(|c| c.path.clone()),
             memcg: memcg.map(|c| c.path.clone()),

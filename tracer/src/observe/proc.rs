@@ -42,6 +42,17 @@ fn page_size() -> u64 {
     u64::try_from(size).unwrap_or(4096)
 }
 
+/// The thread group (process) `pid` belongs to: `Tgid` in `/proc/<pid>/status`.
+pub fn tgid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Tgid:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Whether `pid` is PID 1 of its own pid namespace, i.e. a container's main process: the last
 /// number of `NSpid` in `/proc/<pid>/status`. `None` when the process is gone (or is in the
 /// host's namespace only, where the question does not arise).

@@ -4,7 +4,7 @@
 pub mod json;
 pub mod text;
 
-use crate::attribute::AttributedKill;
+use crate::attribute::{AttributedKill, AttributedSigkill};
 use crate::capture::CapturePlan;
 use crate::incident::OomIncident;
 
@@ -21,6 +21,10 @@ pub struct Context<'a> {
 pub struct Totals {
     pub records: u64,
     pub oom_kills: u64,
+    /// SIGKILLs not sent by the OOM killer to its victim.
+    pub sigkills: u64,
+    /// SIGKILLs the OOM killer sent to a victim it marked: part of an `oom_kill`, not reported.
+    pub oom_sigkills: u64,
     pub decode_errors: u64,
 }
 
@@ -31,6 +35,12 @@ pub trait Sink {
     fn oom_incident(
         &mut self,
         incident: &OomIncident,
+        context: &Context<'_>,
+    ) -> std::io::Result<()>;
+    /// A SIGKILL that was not the OOM killer's to its victim.
+    fn sigkill(
+        &mut self,
+        sigkill: &AttributedSigkill,
         context: &Context<'_>,
     ) -> std::io::Result<()>;
     fn stopped(&mut self, totals: &Totals, context: &Context<'_>) -> std::io::Result<()>;

@@ -3,9 +3,12 @@
 use std::fmt::Write as _;
 
 use super::{Context, Sink, Totals};
-use crate::attribute::{AttributedKill, Attribution, DomainKind, ResolvedDomain};
-use crate::decode::CgroupRef;
-use crate::incident::{OomIncident, OomKill};
+use crate::attribute::cgroup_path::PathKind;
+use crate::attribute::{
+    AttributedKill, AttributedSigkill, Attribution, DomainKind, ResolvedDomain,
+};
+use crate::decode::{CgroupRef, SigkillPart};
+use crate::incident::{OomIncident, OomKill, SenderKind, Sigkill};
 use crate::names::{human_kb, name, printable, short_name};
 
 /// Writes through `log` (env_logger on stderr).
@@ -15,10 +18,17 @@ impl Sink for LogSink {
     fn started(&mut self, context: &Context<'_>) -> std::io::Result<()> {
         let plan = context.plan;
         log::info!(
-            "attached; capture tier {}: {}; tracepoint fields: {}",
+            "attached; capture tier {}: {}; tracepoint fields: {}; {}",
             plan.tier,
             plan.reason,
-            plan.layout.fields_present().join(", ")
+            plan.layout.fields_present().join(", "),
+            if plan.signal_task_hook.is_some() {
+                "every SIGKILL is traced, its target's cgroups read in the kernel"
+            } else if plan.signal_layout.is_some() {
+                "every SIGKILL is traced, its target's cgroups read from /proc"
+            } else {
+                "SIGKILLs other than the OOM killer's are not traced"
+            }
         );
         Ok(())
     }
@@ -51,14 +61,22 @@ impl Sink for LogSink {
         Ok(())
     }
 
+    fn sigkill(&mut self, sigkill: &AttributedSigkill, _: &Context<'_>) -> std::io::Result<()> {
+        log::warn!("{}", sigkill_line(sigkill));
+        Ok(())
+    }
+
     fn stopped(&mut self, totals: &Totals, context: &Context<'_>) -> std::io::Result<()> {
         let Totals {
             records,
             oom_kills,
+            sigkills,
+            oom_sigkills: _,
             decode_errors,
         } = totals;
         log::info!(
-            "stopped: {oom_kills} OOM kills from {records} records, {decode_errors} undecodable, \
+            "stopped: {oom_kills} OOM kills and {sigkills} other SIGKILLs from {records} records, \
+             {decode_errors} undecodable, \
              {} lost in the kernel (ring buffer full)",
             context.ringbuf_dropped_total
         );
@@ -152,6 +170,85 @@ pub fn line(attributed: &AttributedKill) -> String {
         }
     }
     line
+}
+
+/// One line per SIGKILL, e.g. `SIGKILL: pid 123 (postgres) in container db (podman), sent by
+/// pid 456 (bash) on the host (kill from a process)`.
+pub fn sigkill_line(attributed: &AttributedSigkill) -> String {
+    let AttributedSigkill {
+        sigkill,
+        target: target_names,
+        sender: sender_names,
+    } = attributed;
+    let Sigkill {
+        part,
+        target_task,
+        target_proc,
+        sender_kind,
+    } = &**sigkill;
+    let SigkillPart {
+        cpu: _,
+        ktime_ns: _,
+        target,
+        sender,
+        sender_cgroup_id,
+        sender_cgroup,
+        sender_memcg,
+    } = part;
+    let tgid = target_task
+        .as_ref()
+        .map(|task| task.target.tgid)
+        .or_else(|| target_proc.as_ref().and_then(|proc| proc.tgid));
+    let mut line = format!("SIGKILL: pid {}", tgid.unwrap_or(target.pid));
+    if tgid.is_some_and(|tgid| tgid != target.pid) {
+        let _ = write!(line, " (thread {})", target.pid);
+    }
+    let _ = write!(
+        line,
+        " ({})",
+        printable(target.comm.as_deref().unwrap_or("?"))
+    );
+    let (target_memcg, target_cgroup) = target_task.as_ref().map_or((None, None), |task| {
+        (task.target_memcg.as_ref(), task.target_cgroup.as_ref())
+    });
+    match target_names {
+        Some(names) => line.push_str(&party_place(names, target_memcg, target_cgroup)),
+        None => line.push_str(" (gone before its cgroup could be read)"),
+    }
+    let _ = write!(
+        line,
+        ", sent by pid {} ({})",
+        sender.tgid,
+        printable(&sender.comm)
+    );
+    match sender_names {
+        Some(names) => line.push_str(&party_place(
+            names,
+            sender_memcg.as_ref(),
+            sender_cgroup.as_ref(),
+        )),
+        None => {
+            let _ = write!(line, " in cgroup id {sender_cgroup_id}");
+        }
+    }
+    line.push_str(match sender_kind {
+        SenderKind::Process => " (kill from a process)",
+        SenderKind::Kernel => " (sent by the kernel)",
+        SenderKind::Unknown => "",
+    });
+    line
+}
+
+/// ` on the host` for the root cgroup, else as [`place`].
+fn party_place(
+    names: &Attribution,
+    memcg: Option<&CgroupRef>,
+    cgroup: Option<&CgroupRef>,
+) -> String {
+    if names.identity.kind == PathKind::Host {
+        return " on the host".to_owned();
+    }
+    place(Some(names), memcg, cgroup)
 }
 
 /// ` in container web (podman, localhost/web:1)`, ` in pod shop/web-0`, ` in unit nginx.service`,
@@ -276,6 +373,54 @@ mod tests {
                  container web (48.0 MiB) was hit (inferred)"
             ),
             "{line}"
+        );
+    }
+
+    #[test]
+    fn a_sigkill_names_target_sender_and_how() {
+        use crate::decode::signal::SI_USER;
+        use crate::decode::tests::sigkill;
+        use crate::incident::{Event, Sigkill, TargetProc};
+
+        let now = std::time::Instant::now();
+        let mut joiner = Joiner::new(true, false);
+        let proc = TargetProc {
+            tgid: Some(123),
+            cgroups: None,
+        };
+        joiner.push_with(sigkill(123, 456, SI_USER), Some(proc), now);
+        let [Event::Sigkill(sigkill)]: [Event; 1] = joiner.flush().try_into().unwrap() else {
+            panic!("one SIGKILL");
+        };
+        let sigkill: Box<Sigkill> = sigkill;
+        let host = crate::attribute::Attribution {
+            path: "/".into(),
+            identity: crate::attribute::cgroup_path::parse("/"),
+            container: None,
+            source: crate::attribute::Source::Path,
+            warning: None,
+        };
+        let attributed = AttributedSigkill {
+            sigkill,
+            target: Some(crate::attribute::fixtures::web(
+                crate::attribute::Source::Cache,
+            )),
+            sender: Some(host),
+        };
+        assert_eq!(
+            sigkill_line(&attributed),
+            "SIGKILL: pid 123 (postgres) in container web (podman, localhost/web:1, pod \
+             shop/web-0), sent by pid 456 (bash) on the host (kill from a process)"
+        );
+        let gone = AttributedSigkill {
+            target: None,
+            sender: None,
+            ..attributed
+        };
+        assert_eq!(
+            sigkill_line(&gone),
+            "SIGKILL: pid 123 (postgres) (gone before its cgroup could be read), sent by pid \
+             456 (bash) in cgroup id 77 (kill from a process)"
         );
     }
 }

@@ -12,13 +12,13 @@ use serde::Serialize;
 
 use self::explanation::{ExplanationJson, explanation_json};
 use self::names::{DomainJson, NamesJson, domain_json, names_json};
-use crate::attribute::AttributedKill;
+use crate::attribute::{AttributedKill, AttributedSigkill};
 
 use super::{Context, Sink, Totals};
 use crate::badness::Badness;
 use crate::capture::{CapturePlan, TaskHook};
-use crate::decode::{CgroupRef, ContextPart, Domain, Task};
-use crate::incident::{IncidentContext, OomIncident, OomKill, Parts, Trigger, Victim};
+use crate::decode::{CgroupRef, ContextPart, Domain, SigkillPart, Task};
+use crate::incident::{IncidentContext, OomIncident, OomKill, Parts, Sigkill, Trigger, Victim};
 
 /// Bump on any change a consumer could notice; document it in `docs/json-schema.md`.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -54,6 +54,8 @@ impl<W: Write> Sink for JsonSink<W> {
                     task_hook: plan.task_hook.map(task_hook_name),
                     function_hook: plan.function_hook.map(|hook| hook.as_str()),
                     tracepoint_fields: plan.layout.fields_present(),
+                    sigkill: plan.signal_layout.is_some(),
+                    sigkill_task_hook: plan.signal_task_hook.map(task_hook_name),
                 },
                 agent: AgentInfo {
                     version: env!("CARGO_PKG_VERSION"),
@@ -157,10 +159,99 @@ impl<W: Write> Sink for JsonSink<W> {
         })
     }
 
+    fn sigkill(
+        &mut self,
+        sigkill: &AttributedSigkill,
+        context: &Context<'_>,
+    ) -> std::io::Result<()> {
+        let AttributedSigkill {
+            sigkill,
+            target: target_names,
+            sender: sender_names,
+        } = sigkill;
+        let Sigkill {
+            part,
+            target_task,
+            target_proc,
+            sender_kind,
+        } = &**sigkill;
+        let SigkillPart {
+            cpu: _,
+            ktime_ns,
+            target,
+            sender,
+            sender_cgroup_id,
+            sender_cgroup,
+            sender_memcg,
+        } = part;
+        let tgid = target_task
+            .as_ref()
+            .map(|task| task.target.tgid)
+            .or_else(|| target_proc.as_ref().and_then(|proc| proc.tgid));
+        let sender_cgroup = match sender_cgroup {
+            Some(cgroup) => cgroup_json(cgroup),
+            None => CgroupJson {
+                id: *sender_cgroup_id,
+                path: None,
+                truncated: false,
+                incomplete: false,
+            },
+        };
+        self.write(&Envelope {
+            schema_version: SCHEMA_VERSION,
+            kind: "sigkill",
+            time: context.clock.wall_time(*ktime_ns).to_string(),
+            body: SigkillJson {
+                ktime_ns: *ktime_ns,
+                capture: KillCapture {
+                    tier: context.plan.tier.as_str(),
+                    parts: vec!["signal"],
+                    ringbuf_dropped_total: context.ringbuf_dropped_total,
+                },
+                target: PartyJson {
+                    process: ProcessJson {
+                        pid: Some(tgid.unwrap_or(target.pid)),
+                        executable: target.comm.as_deref().map(|name| ExecutableJson { name }),
+                        real_user: None,
+                        oom_score_adj: None,
+                        memory: None,
+                    },
+                    thread: ThreadJson { id: target.pid },
+                    cgroup: target_task
+                        .as_ref()
+                        .and_then(|task| task.target_cgroup.as_ref())
+                        .map(cgroup_json),
+                    memcg: target_task
+                        .as_ref()
+                        .and_then(|task| task.target_memcg.as_ref())
+                        .map(cgroup_json),
+                    badness: None,
+                    names: names_json(target_names.as_ref(), None),
+                },
+                sender: SenderJson {
+                    kind: sender_kind.as_str(),
+                    party: PartyJson {
+                        cgroup: Some(sender_cgroup),
+                        memcg: sender_memcg.as_ref().map(cgroup_json),
+                        names: names_json(sender_names.as_ref(), None),
+                        ..task_json(sender)
+                    },
+                },
+                signal: SignalJson {
+                    code: target.code,
+                    group: target.group.map(|group| group != 0),
+                    result: target.result.map(signal_result),
+                },
+            },
+        })
+    }
+
     fn stopped(&mut self, totals: &Totals, context: &Context<'_>) -> std::io::Result<()> {
         let Totals {
             records,
             oom_kills,
+            sigkills,
+            oom_sigkills,
             decode_errors,
         } = *totals;
         self.write(&Envelope {
@@ -170,6 +261,8 @@ impl<W: Write> Sink for JsonSink<W> {
             body: Stopped {
                 records,
                 oom_kills,
+                sigkills,
+                oom_sigkills,
                 decode_errors,
                 ringbuf_dropped_total: context.ringbuf_dropped_total,
             },
@@ -207,6 +300,10 @@ struct CaptureInfo<'a> {
     task_hook: Option<&'static str>,
     function_hook: Option<&'static str>,
     tracepoint_fields: Vec<&'static str>,
+    /// Whether every SIGKILL is traced (`signal:signal_generate` attached).
+    sigkill: bool,
+    /// `tp_btf` or `raw_tp`: the program that reads a SIGKILL target's cgroups in the kernel.
+    sigkill_task_hook: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -219,6 +316,8 @@ struct AgentInfo {
 struct Stopped {
     records: u64,
     oom_kills: u64,
+    sigkills: u64,
+    oom_sigkills: u64,
     decode_errors: u64,
     ringbuf_dropped_total: u64,
 }
@@ -235,6 +334,46 @@ struct Kill<'a> {
     explanation: Option<ExplanationJson<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     incident: Option<IncidentJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct SigkillJson<'a> {
+    ktime_ns: u64,
+    capture: KillCapture,
+    target: PartyJson<'a>,
+    sender: SenderJson<'a>,
+    signal: SignalJson,
+}
+
+#[derive(Serialize)]
+struct SenderJson<'a> {
+    /// `kernel` (a positive `si_code`, e.g. `SI_KERNEL`) or `process` (`kill()`, `tgkill()`).
+    kind: &'static str,
+    #[serde(flatten)]
+    party: PartyJson<'a>,
+}
+
+#[derive(Serialize)]
+struct SignalJson {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<i32>,
+    /// Sent to the whole thread group rather than one thread.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'static str>,
+}
+
+/// `enum trace_signal_result`.
+fn signal_result(result: i32) -> &'static str {
+    match result {
+        0 => "delivered",
+        1 => "ignored",
+        2 => "already_pending",
+        3 => "overflow_fail",
+        4 => "lose_info",
+        _ => "other",
+    }
 }
 
 #[derive(Serialize)]
@@ -540,6 +679,8 @@ mod tests {
             function_hook: (tier == Tier::Full).then_some(crate::capture::FunctionHook::Fentry),
             layout: layout_6_18(),
             constraint_names: vec![(3, "memcg")],
+            signal_layout: Some(crate::decode::signal::tests::layout_6_18()),
+            signal_task_hook: Some(TaskHook::TpBtf),
         }
     }
 
@@ -551,7 +692,7 @@ mod tests {
             .flat_map(|part| joiner.push(part, now))
             .find_map(|event| match event {
                 crate::incident::Event::Kill(kill) => Some(*kill),
-                crate::incident::Event::Incident(_) => None,
+                crate::incident::Event::Incident(_) | crate::incident::Event::Sigkill(_) => None,
             })
             .expect("the parts make a kill")
     }
@@ -673,5 +814,63 @@ mod tests {
         );
         assert_eq!(record["victim"].get("container"), None);
         assert_eq!(record["victim"].get("attribution"), None);
+    }
+
+    #[test]
+    fn a_sigkill_names_target_sender_and_kind() {
+        use crate::decode::signal::SI_USER;
+        use crate::incident::{Event, TargetProc};
+
+        let now = std::time::Instant::now();
+        let mut joiner = Joiner::new(true, false);
+        let proc = TargetProc {
+            tgid: Some(123),
+            cgroups: None,
+        };
+        joiner.push_with(
+            crate::decode::tests::sigkill(123, 456, SI_USER),
+            Some(proc),
+            now,
+        );
+        let [Event::Sigkill(sigkill)]: [Event; 1] = joiner.flush().try_into().unwrap() else {
+            panic!("one SIGKILL");
+        };
+        let attributed = AttributedSigkill {
+            sigkill,
+            target: Some(crate::attribute::fixtures::web(
+                crate::attribute::Source::Cache,
+            )),
+            sender: None,
+        };
+        let plan = plan(Tier::Full);
+        let context = Context {
+            plan: &plan,
+            ringbuf_dropped_total: 0,
+            clock: KernelClock::now(),
+        };
+        let mut out = Vec::new();
+        JsonSink::new(&mut out)
+            .sigkill(&attributed, &context)
+            .unwrap();
+        let record: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(record["kind"], "sigkill");
+        assert_eq!(record["capture"]["parts"], json!(["signal"]));
+        let target = &record["target"];
+        assert_eq!(target["process"]["pid"], 123);
+        assert_eq!(target["thread"]["id"], 123);
+        assert_eq!(target["process"]["executable"]["name"], "postgres");
+        assert_eq!(target["container"]["name"], "web");
+        assert_eq!(target["attribution"]["source"], "cache");
+        assert_eq!(
+            record["sender"],
+            json!({"kind": "process",
+                   "process": {"pid": 456, "executable": {"name": "bash"}},
+                   "thread": {"id": 456},
+                   "cgroup": {"id": 77, "path": "/user.slice/session-1.scope"}})
+        );
+        assert_eq!(
+            record["signal"],
+            json!({"code": 0, "group": true, "result": "delivered"})
+        );
     }
 }
