@@ -75,6 +75,36 @@ impl MemoryHierarchy {
         read_trimmed(&self.dir(cgroup_path).join(file)).and_then(|text| text.parse().ok())
     }
 
+    /// What the memory controller says of the cgroup at `cgroup_path` now.
+    pub fn stats(&self, cgroup_path: &str) -> CgroupMemory {
+        let dir = self.dir(cgroup_path);
+        let number = |file: &str| read_trimmed(&dir.join(file)).and_then(|t| t.parse().ok());
+        match self.version {
+            CgroupVersion::V1 => {
+                let mut events = flat_keyed(read_trimmed(&dir.join("memory.oom_control")));
+                if let Some(failcnt) = number("memory.failcnt") {
+                    events.push(("failcnt".to_owned(), failcnt));
+                }
+                CgroupMemory {
+                    usage_bytes: number("memory.usage_in_bytes"),
+                    limit_bytes: self.limit_bytes(cgroup_path),
+                    swap_max_bytes: None,
+                    memsw_limit_bytes: number("memory.memsw.limit_in_bytes")
+                        .filter(|&limit| limit < V1_UNLIMITED_FROM),
+                    events,
+                }
+            }
+            CgroupVersion::V2 => CgroupMemory {
+                usage_bytes: number("memory.current"),
+                limit_bytes: self.limit_bytes(cgroup_path),
+                swap_max_bytes: read_trimmed(&dir.join("memory.swap.max"))
+                    .and_then(|text| parse_v2_max(&text)),
+                memsw_limit_bytes: None,
+                events: flat_keyed(read_trimmed(&dir.join("memory.events"))),
+            },
+        }
+    }
+
     /// The child cgroups of `cgroup_path`, as paths from the hierarchy root.
     pub fn children(&self, cgroup_path: &str) -> Vec<String> {
         let Ok(entries) = fs::read_dir(self.dir(cgroup_path)) else {
@@ -167,6 +197,19 @@ impl MemoryHierarchy {
     }
 }
 
+/// A cgroup's memory at one moment; each part `None` when unlimited or unreadable.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CgroupMemory {
+    pub usage_bytes: Option<u64>,
+    pub limit_bytes: Option<u64>,
+    /// v2 `memory.swap.max`.
+    pub swap_max_bytes: Option<u64>,
+    /// v1 `memory.memsw.limit_in_bytes`: memory and swap together.
+    pub memsw_limit_bytes: Option<u64>,
+    /// v2 `memory.events`; v1 `memory.oom_control` and `memory.failcnt`.
+    pub events: Vec<(String, u64)>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Inference {
     /// This cgroup has a limit and recorded hitting it.
@@ -215,6 +258,17 @@ fn counter(text: &str, name: &str) -> Option<u64> {
         let (key, value) = line.split_once(' ')?;
         (key == name).then(|| value.trim().parse().ok())?
     })
+}
+
+/// Every `name value` line of a flat-keyed file.
+fn flat_keyed(text: Option<String>) -> Vec<(String, u64)> {
+    text.unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            Some((key.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 /// mountinfo escapes spaces and a few others as `\040`-style octal.
@@ -274,6 +328,39 @@ mod tests {
             })
         );
         assert_eq!(MemoryHierarchy::from_mountinfo("garbage\n\n - -"), None);
+    }
+
+    #[test]
+    fn stats_read_both_versions() {
+        for version in [CgroupVersion::V1, CgroupVersion::V2] {
+            let hierarchy = fake(version, &[("/stats", Some(48 << 20), 2)]);
+            let dir = hierarchy.root.join("stats");
+            match version {
+                CgroupVersion::V1 => {
+                    fs::write(dir.join("memory.usage_in_bytes"), "1000\n").unwrap();
+                    fs::write(
+                        dir.join("memory.oom_control"),
+                        "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+                    )
+                    .unwrap();
+                }
+                CgroupVersion::V2 => {
+                    fs::write(dir.join("memory.current"), "1000\n").unwrap();
+                    fs::write(dir.join("memory.swap.max"), "max\n").unwrap();
+                    fs::write(dir.join("memory.events"), "max 2\noom 2\noom_kill 2\n").unwrap();
+                }
+            }
+            let stats = hierarchy.stats("/stats");
+            assert_eq!(stats.usage_bytes, Some(1000), "{version:?}");
+            assert_eq!(stats.limit_bytes, Some(48 << 20), "{version:?}");
+            assert_eq!(stats.swap_max_bytes, None, "{version:?}");
+            assert!(
+                stats.events.contains(&("oom_kill".to_owned(), 2)),
+                "{version:?} {:?}",
+                stats.events
+            );
+            fs::remove_dir_all(&hierarchy.root).unwrap();
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::cgroupfs::MemoryHierarchy;
+use super::cgroupfs::{CgroupMemory, MemoryHierarchy};
 use super::proc;
 use crate::attribute::cgroup_path::{self, PathKind};
 
@@ -26,12 +26,52 @@ pub enum Scope {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
     pub scope: Scope,
+    /// The domain itself: the cgroup's usage, limits and event counters, or the host's memory.
+    pub domain: DomainMemory,
     /// Biggest first.
     pub cgroups: Vec<CgroupUsage>,
     /// Biggest first.
     pub processes: Vec<ProcessUsage>,
     /// What taking it cost.
     pub took: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DomainMemory {
+    Cgroup(CgroupMemory),
+    Host(HostMemory),
+    Unknown,
+}
+
+/// `/proc/meminfo`, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostMemory {
+    pub total_bytes: Option<u64>,
+    pub available_bytes: Option<u64>,
+    pub swap_total_bytes: Option<u64>,
+    pub swap_free_bytes: Option<u64>,
+}
+
+impl HostMemory {
+    pub fn read() -> Self {
+        Self::parse(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default())
+    }
+
+    fn parse(meminfo: &str) -> Self {
+        let kb = |name: &str| {
+            meminfo.lines().find_map(|line| {
+                let value = line.strip_prefix(name)?.strip_prefix(':')?;
+                let kb: u64 = value.trim().trim_end_matches("kB").trim().parse().ok()?;
+                Some(kb.saturating_mul(1024))
+            })
+        };
+        HostMemory {
+            total_bytes: kb("MemTotal"),
+            available_bytes: kb("MemAvailable"),
+            swap_total_bytes: kb("SwapTotal"),
+            swap_free_bytes: kb("SwapFree"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,8 +95,14 @@ pub fn take(memory: Option<&MemoryHierarchy>, scope: Scope) -> Snapshot {
         .map(|memory| top_cgroups(memory, &scope))
         .unwrap_or_default();
     let processes = top_processes(&scope);
+    let domain = match (&scope, memory) {
+        (Scope::Host, _) => DomainMemory::Host(HostMemory::read()),
+        (Scope::Cgroup(path), Some(memory)) => DomainMemory::Cgroup(memory.stats(path)),
+        (Scope::Cgroup(_), None) => DomainMemory::Unknown,
+    };
     Snapshot {
         scope,
+        domain,
         cgroups,
         processes,
         took: started.elapsed(),
@@ -228,6 +274,19 @@ mod tests {
         let paths: Vec<&str> = top.iter().map(|c| c.path.as_str()).collect();
         assert_eq!(paths, ["/kubepods/pod1/c1", "/kubepods/pod1/c2"]);
         fs::remove_dir_all(&memory.root).unwrap();
+    }
+
+    #[test]
+    fn meminfo_is_read_in_bytes() {
+        let host = HostMemory::parse(
+            "MemTotal:       24576000 kB\nMemFree:  100 kB\nMemAvailable:   20000000 kB\n\
+             SwapTotal:             0 kB\nSwapFree:              0 kB\n",
+        );
+        assert_eq!(host.total_bytes, Some(24_576_000 * 1024));
+        assert_eq!(host.available_bytes, Some(20_000_000 * 1024));
+        assert_eq!(host.swap_total_bytes, Some(0));
+        assert_eq!(HostMemory::parse("garbage"), HostMemory::default());
+        assert!(HostMemory::read().total_bytes.is_some());
     }
 
     #[test]

@@ -81,6 +81,8 @@ pub fn explanation_json(explanation: &Explanation) -> ExplanationJson<'_> {
     } = explanation;
     let Snapshot {
         scope,
+        // Written with the top-level `domain`.
+        domain: _,
         cgroups,
         processes,
         took,

@@ -113,7 +113,7 @@ impl<W: Write> Sink for JsonSink<W> {
                     names: names_json(trigger_names.as_ref(), None),
                     ..trigger_json(trigger)
                 },
-                domain: domain_json(domain),
+                domain: domain_json(domain, explanation.as_deref().map(|e| &e.snapshot.domain)),
                 explanation: explanation.as_deref().map(explanation_json),
                 incident: incident
                     .as_deref()

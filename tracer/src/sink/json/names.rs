@@ -1,11 +1,15 @@
 //! The names of a party (container, Kubernetes pod, systemd unit) and of the domain whose limit
 //! was hit, as OpenTelemetry spells them: `container.name`, `k8s.pod.name`, ….
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::attribute::cgroup_path::{ContainerRef, PathIdentity, PodRef};
 use crate::attribute::runtime::{ContainerMetadata, K8sNames};
 use crate::attribute::{Attribution, Basis, DomainCgroup, DomainKind, ResolvedDomain};
+use crate::observe::cgroupfs::CgroupMemory;
+use crate::observe::snapshot::{DomainMemory, HostMemory};
 
 /// Flattened into a party: every part is left out when unknown.
 #[derive(Default, Serialize)]
@@ -193,6 +197,10 @@ pub struct DomainJson<'a> {
     cgroup: Option<DomainCgroupJson<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     memory: Option<DomainMemoryJson>,
+    /// The cgroup's event counters as the kill arrived (`memory.events`, or v1's
+    /// `memory.oom_control` and `memory.failcnt`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory_events: Option<BTreeMap<&'a str, u64>>,
     #[serde(flatten)]
     names: NamesJson<'a>,
 }
@@ -204,12 +212,32 @@ struct DomainCgroupJson<'a> {
     path: &'a str,
 }
 
-#[derive(Serialize)]
+/// The domain's memory as the kill arrived: a cgroup's usage and limits, or the host's.
+#[derive(Default, Serialize)]
 struct DomainMemoryJson {
-    limit_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    swap_max_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memsw_limit_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    available_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    swap_total_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    swap_free_bytes: Option<u64>,
 }
 
-pub fn domain_json(domain: &ResolvedDomain) -> DomainJson<'_> {
+/// `at_the_moment` is what the observe stage read of the domain, when the kill was explained.
+pub fn domain_json<'a>(
+    domain: &'a ResolvedDomain,
+    at_the_moment: Option<&'a DomainMemory>,
+) -> DomainJson<'a> {
     let ResolvedDomain {
         kind,
         cgroup,
@@ -233,7 +261,62 @@ pub fn domain_json(domain: &ResolvedDomain) -> DomainJson<'_> {
         cgroup: cgroup
             .as_ref()
             .map(|DomainCgroup { id, path }| DomainCgroupJson { id: *id, path }),
-        memory: limit_bytes.map(|limit_bytes| DomainMemoryJson { limit_bytes }),
+        memory: domain_memory_json(*limit_bytes, at_the_moment),
+        memory_events: match at_the_moment {
+            Some(DomainMemory::Cgroup(cgroup)) if !cgroup.events.is_empty() => Some(
+                cgroup
+                    .events
+                    .iter()
+                    .map(|(name, count)| (name.as_str(), *count))
+                    .collect(),
+            ),
+            _ => None,
+        },
         names: names_json(attribution.as_ref(), None),
     }
+}
+
+fn domain_memory_json(
+    limit_bytes: Option<u64>,
+    at_the_moment: Option<&DomainMemory>,
+) -> Option<DomainMemoryJson> {
+    let memory = match at_the_moment {
+        Some(DomainMemory::Cgroup(CgroupMemory {
+            usage_bytes,
+            limit_bytes: read_limit,
+            swap_max_bytes,
+            memsw_limit_bytes,
+            events: _,
+        })) => DomainMemoryJson {
+            limit_bytes: limit_bytes.or(*read_limit),
+            usage_bytes: *usage_bytes,
+            swap_max_bytes: *swap_max_bytes,
+            memsw_limit_bytes: *memsw_limit_bytes,
+            ..DomainMemoryJson::default()
+        },
+        Some(DomainMemory::Host(HostMemory {
+            total_bytes,
+            available_bytes,
+            swap_total_bytes,
+            swap_free_bytes,
+        })) => DomainMemoryJson {
+            limit_bytes,
+            total_bytes: *total_bytes,
+            available_bytes: *available_bytes,
+            swap_total_bytes: *swap_total_bytes,
+            swap_free_bytes: *swap_free_bytes,
+            ..DomainMemoryJson::default()
+        },
+        Some(DomainMemory::Unknown) | None => DomainMemoryJson {
+            limit_bytes,
+            ..DomainMemoryJson::default()
+        },
+    };
+    let DomainMemoryJson {
+        limit_bytes,
+        usage_bytes,
+        total_bytes,
+        ..
+    } = &memory;
+    (limit_bytes.is_some() || usage_bytes.is_some() || total_bytes.is_some()).then_some(memory)
 }

@@ -49,6 +49,11 @@ fn check(report: &Report) -> anyhow::Result<()> {
     expect_field(kill, "incident.domain.kind", "host")?;
     expect_field(kill, "domain.kind", "host")?;
     expect_field(kill, "domain.inferred", false)?;
+    ensure!(
+        field(kill, "domain.memory.total_bytes")?.is_u64()
+            && field(kill, "domain.memory.available_bytes")?.is_u64(),
+        "a host-wide domain should carry the host's memory"
+    );
     // The verdict says it in words, and the snapshot shows the builder holding memory.
     let verdict = field(kill, "explanation.verdict")?
         .as_str()

@@ -66,6 +66,15 @@ fn check(report: &Report, function_hook: &str) -> anyhow::Result<()> {
     expect_field(kill, "domain.basis", "kernel")?;
     expect_field(kill, "domain.cgroup.path", CGROUP_PATH)?;
     expect_field(kill, "domain.memory.limit_bytes", 64u64 << 20)?;
+    // Read as the kill arrived: the cgroup's usage, and its counters saw the OOM.
+    ensure!(
+        field(kill, "domain.memory.usage_bytes")?.is_u64(),
+        "the domain's usage should be read at the moment of the kill"
+    );
+    let ooms = field(kill, "domain.memory_events.oom")?
+        .as_u64()
+        .unwrap_or(0);
+    ensure!(ooms >= 1, "memory.events should count the OOM, says {ooms}");
 
     // The kernel's badness is what its own task dump says it computed from.
     let totalpages = u64_field(kill, "incident.badness.totalpages")?;
