@@ -105,6 +105,14 @@ pub fn field_str<'a>(record: &'a Value, path: &str) -> &'a str {
         .unwrap_or_else(|| panic!("`{path}` should be a string in:\n{}", pretty(record)))
 }
 
+/// The value at a JSON `pointer` (e.g. `/victim/container/name`) for a test's printout, `-`
+/// when absent.
+pub fn shown(record: &Value, pointer: &str) -> String {
+    record
+        .pointer(pointer)
+        .map_or("-".to_owned(), Value::to_string)
+}
+
 fn pretty(record: &Value) -> String {
     serde_json::to_string_pretty(record).unwrap_or_else(|_| record.to_string())
 }

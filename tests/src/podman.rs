@@ -21,6 +21,9 @@ use serde_json::Value;
 
 use crate::{Agent, send_signal, static_hog_binary, wait_timeout};
 
+/// How long a test waits for the agent to report a container's kill.
+const KILL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The test image: busybox and the static hog.
 pub const IMAGE: &str = "localhost/oomtrace-hog:latest";
 /// Where the image holds the hog; on the default PATH too.
@@ -375,6 +378,21 @@ impl Container {
     /// Whether `record` is an `oom_kill` of a process in this container. The kernel's cgroup
     /// paths of its processes hold its id (`.../libpod-<id>` with podman's cgroupfs manager,
     /// `.../libpod-<id>.scope` with systemd's); host pids are not known in advance.
+    /// The agent's `oom_kill` record for a process of this container, within 30 s; panics with
+    /// what the container printed otherwise.
+    pub fn kill_record(&self, agent: &mut Agent) -> Value {
+        agent
+            .wait_for_kill_where(|record| self.is_victim_of(record), KILL_TIMEOUT)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no oom_kill record for a process of container {} ({}); it printed:\n{}",
+                    self.name(),
+                    self.id(),
+                    self.logs()
+                )
+            })
+    }
+
     pub fn is_victim_of(&self, record: &Value) -> bool {
         record["kind"] == "oom_kill"
             && ["/victim/cgroup/path", "/victim/memcg/path"]

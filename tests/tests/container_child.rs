@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-
-use oomtrace_tests::{ContainerSpec, Podman, field, field_str, field_u64, require_root};
+use oomtrace_tests::{ContainerSpec, Podman, field, field_str, field_u64, require_root, shown};
 
 const LIMIT_BYTES: u64 = 48 << 20;
 
@@ -24,27 +22,12 @@ fn child_oom_kill_in_a_surviving_container() {
     let container = podman.run(ContainerSpec::shell(LIMIT_BYTES, &script));
     let main_pid = container.main_pid();
 
-    let kill = agent
-        .wait_for_kill_where(
-            |record| container.is_victim_of(record),
-            Duration::from_secs(30),
-        )
-        .unwrap_or_else(|| {
-            panic!(
-                "no oom_kill record for a process of container {} ({}); it printed:\n{}",
-                container.name(),
-                container.id(),
-                container.logs()
-            )
-        });
+    let kill = container.kill_record(&mut agent);
     // The shell saw its child die of SIGKILL (128 + 9) and went on.
     container.wait_for_output("hog exited 137", Duration::from_secs(30));
     let running = container.is_running();
     let oom_killed = container.inspect_oom_killed();
-    let show = |pointer: &str| {
-        kill.pointer(pointer)
-            .map_or("-".to_owned(), Value::to_string)
-    };
+    let show = |pointer: &str| shown(&kill, pointer);
     println!(
         "container {}: podman says running={running}, State.OOMKilled={oom_killed} (its conmon \
          saw the OOM: {}); oomtrace \

@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-use oomtrace_tests::{ContainerSpec, IMAGE, Podman, field, field_str, field_u64, require_root};
+use oomtrace_tests::{
+    ContainerSpec, IMAGE, Podman, field, field_str, field_u64, require_root, shown,
+};
 
 const LIMIT_BYTES: u64 = 48 << 20;
 
@@ -19,22 +19,8 @@ fn container_oom_kill_names_the_container() {
     let container = podman.run(ContainerSpec::hog(LIMIT_BYTES));
     let exit_code = container.wait_exit(Duration::from_secs(30));
     let oom_killed = container.inspect_oom_killed();
-    let kill = agent
-        .wait_for_kill_where(
-            |record| container.is_victim_of(record),
-            Duration::from_secs(30),
-        )
-        .unwrap_or_else(|| {
-            panic!(
-                "no oom_kill record for a process of container {} ({}), exit code {exit_code}",
-                container.name(),
-                container.id()
-            )
-        });
-    let show = |pointer: &str| {
-        kill.pointer(pointer)
-            .map_or("-".to_owned(), Value::to_string)
-    };
+    let kill = container.kill_record(&mut agent);
+    let show = |pointer: &str| shown(&kill, pointer);
     println!(
         "container {}: podman says exit code {exit_code}, State.OOMKilled={oom_killed} \
          (its conmon saw the OOM: {}); \

@@ -5,9 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-use oomtrace_tests::{ContainerSpec, IMAGE, Podman, field_str, require_root};
+use oomtrace_tests::{ContainerSpec, IMAGE, Podman, field_str, require_root, shown};
 
 const LIMIT_BYTES: u64 = 48 << 20;
 /// The agent learns of containers from the runtime asynchronously; a real container lives far
@@ -46,22 +44,8 @@ fn removed_container_is_still_named() {
     }
     agent.resume();
 
-    let kill = agent
-        .wait_for_kill_where(
-            |record| container.is_victim_of(record),
-            Duration::from_secs(30),
-        )
-        .unwrap_or_else(|| {
-            panic!(
-                "no oom_kill record for a process of container {} ({}), exit code {exit_code}",
-                container.name(),
-                container.id()
-            )
-        });
-    let show = |pointer: &str| {
-        kill.pointer(pointer)
-            .map_or("-".to_owned(), Value::to_string)
-    };
+    let kill = container.kill_record(&mut agent);
+    let show = |pointer: &str| shown(&kill, pointer);
     println!(
         "container {} (--rm): podman says exit code {exit_code}, removed {} ms after its exit \
          was seen (State.OOMKilled: gone with it; its conmon saw the OOM: {}); oomtrace says \

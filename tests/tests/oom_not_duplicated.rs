@@ -15,17 +15,7 @@ fn an_oom_kill_is_not_also_a_sigkill() {
 
     let container = podman.run(ContainerSpec::hog(LIMIT_BYTES));
     let exit_code = container.wait_exit(Duration::from_secs(30));
-    let kill = agent
-        .wait_for_kill_where(
-            |record| container.is_victim_of(record),
-            Duration::from_secs(30),
-        )
-        .unwrap_or_else(|| {
-            panic!(
-                "no oom_kill record for a process of container {}, exit code {exit_code}",
-                container.name()
-            )
-        });
+    let kill = container.kill_record(&mut agent);
     let victim = u32::try_from(field_u64(&kill, "victim.process.pid")).expect("a pid");
     // Past the 100 ms a SIGKILL is held for, with room to spare.
     std::thread::sleep(Duration::from_secs(1));

@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-
-use oomtrace_tests::{ContainerSpec, Podman, field, field_str, require_root};
+use oomtrace_tests::{ContainerSpec, Podman, field, field_str, require_root, shown};
 
 const LIMIT_BYTES: u64 = 48 << 20;
 
@@ -19,22 +17,8 @@ fn container_is_named_after_the_runtime_restarted() {
     let container = podman.run(ContainerSpec::hog(LIMIT_BYTES));
     let exit_code = container.wait_exit(Duration::from_secs(30));
 
-    let kill = agent
-        .wait_for_kill_where(
-            |record| container.is_victim_of(record),
-            Duration::from_secs(30),
-        )
-        .unwrap_or_else(|| {
-            panic!(
-                "no oom_kill record for a process of container {} ({}), exit code {exit_code}",
-                container.name(),
-                container.id()
-            )
-        });
-    let show = |pointer: &str| {
-        kill.pointer(pointer)
-            .map_or("-".to_owned(), Value::to_string)
-    };
+    let kill = container.kill_record(&mut agent);
+    let show = |pointer: &str| shown(&kill, pointer);
     println!(
         "container {} after a service restart: podman says exit code {exit_code}, \
          State.OOMKilled={}; oomtrace says container {} (source: {})",

@@ -188,7 +188,8 @@ impl Capture {
             .ok();
 
         let task_hook = match &kernel_btf {
-            Ok((_, btf, _)) => attach_task_hook(&mut ebpf, btf).map_err(|err| format!("{err:#}")),
+            Ok((_, btf, _)) => attach_task_hook(&mut ebpf, btf, TRACEPOINT_NAME, "mark_victim")
+                .map_err(|err| format!("{err:#}")),
             Err(reason) => Err(reason.clone()),
         };
         let hooked_function = match &kernel_btf {
@@ -201,14 +202,16 @@ impl Capture {
         };
         // The target's cgroups, read before it can be reaped: where BTF gives the offsets.
         let signal_task_hook = match (&signal_layout, &kernel_btf) {
-            (Some(_), Ok((_, btf, _))) => attach_signal_task_hook(&mut ebpf, btf)
-                .inspect_err(|err| {
-                    log::warn!(
-                        "{err:#}; a SIGKILL's target is located from /proc, which misses \
+            (Some(_), Ok((_, btf, _))) => {
+                attach_task_hook(&mut ebpf, btf, SIGNAL_NAME, "signal_generate")
+                    .inspect_err(|err| {
+                        log::warn!(
+                            "{err:#}; a SIGKILL's target is located from /proc, which misses \
                          processes reaped at once"
-                    )
-                })
-                .ok(),
+                        )
+                    })
+                    .ok()
+            }
             _ => None,
         };
         let (tier, reason) = match (&hooked_function, &task_hook) {
@@ -308,16 +311,23 @@ fn attach_signal_tracepoint(ebpf: &mut Ebpf) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// tp_btf `signal_generate` where the kernel allows it, raw_tp otherwise: the target's
-/// `task_struct`.
-fn attach_signal_task_hook(ebpf: &mut Ebpf, btf: &aya::Btf) -> anyhow::Result<TaskHook> {
+/// The programs that see a tracepoint's `task_struct` argument: `{program}_btf` as tp_btf
+/// where the kernel allows it, `{program}_raw` as raw_tp otherwise. For `mark_victim` that is
+/// the victim, for `signal_generate` the signal's target.
+fn attach_task_hook(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    tracepoint: &str,
+    program_prefix: &str,
+) -> anyhow::Result<TaskHook> {
     let tp_btf = (|| {
-        let what = "signal_generate_btf (tp_btf signal_generate)";
-        let program: &mut BtfTracePoint = program(ebpf, "signal_generate_btf")?;
+        let name = format!("{program_prefix}_btf");
+        let what = format!("{name} (tp_btf {tracepoint})");
+        let program: &mut BtfTracePoint = program(ebpf, &name)?;
         program
-            .load(SIGNAL_NAME, btf)
-            .map_err(|err| rejected(what, err))?;
-        program.attach().map_err(|err| rejected(what, err))?;
+            .load(tracepoint, btf)
+            .map_err(|err| rejected(&what, err))?;
+        program.attach().map_err(|err| rejected(&what, err))?;
         anyhow::Ok(())
     })();
     let tp_btf_error = match tp_btf {
@@ -325,37 +335,13 @@ fn attach_signal_task_hook(ebpf: &mut Ebpf, btf: &aya::Btf) -> anyhow::Result<Ta
         Err(err) => err,
     };
     log::warn!("{tp_btf_error:#}; falling back to raw_tp");
-    let what = "signal_generate_raw (raw_tp signal_generate)";
-    let program: &mut RawTracePoint = program(ebpf, "signal_generate_raw")?;
-    program.load().map_err(|err| rejected(what, err))?;
+    let name = format!("{program_prefix}_raw");
+    let what = format!("{name} (raw_tp {tracepoint})");
+    let program: &mut RawTracePoint = program(ebpf, &name)?;
+    program.load().map_err(|err| rejected(&what, err))?;
     program
-        .attach(SIGNAL_NAME)
-        .map_err(|err| rejected(what, err))?;
-    Ok(TaskHook::RawTp)
-}
-
-/// tp_btf where the kernel allows it, raw_tp otherwise: both see the victim's `task_struct`.
-fn attach_task_hook(ebpf: &mut Ebpf, btf: &aya::Btf) -> anyhow::Result<TaskHook> {
-    let tp_btf = (|| {
-        let what = "mark_victim_btf (tp_btf mark_victim)";
-        let program: &mut BtfTracePoint = program(ebpf, "mark_victim_btf")?;
-        program
-            .load(TRACEPOINT_NAME, btf)
-            .map_err(|err| rejected(what, err))?;
-        program.attach().map_err(|err| rejected(what, err))?;
-        anyhow::Ok(())
-    })();
-    let tp_btf_error = match tp_btf {
-        Ok(()) => return Ok(TaskHook::TpBtf),
-        Err(err) => err,
-    };
-    log::warn!("{tp_btf_error:#}; falling back to raw_tp");
-    let what = "mark_victim_raw (raw_tp mark_victim)";
-    let program: &mut RawTracePoint = program(ebpf, "mark_victim_raw")?;
-    program.load().map_err(|err| rejected(what, err))?;
-    program
-        .attach(TRACEPOINT_NAME)
-        .map_err(|err| rejected(what, err))?;
+        .attach(tracepoint)
+        .map_err(|err| rejected(&what, err))?;
     Ok(TaskHook::RawTp)
 }
 
