@@ -79,6 +79,14 @@ fn child_oom_kill_in_a_surviving_container() {
         "in {}",
         context()
     );
+    let verdict = field_str(&kill, "explanation.verdict");
+    assert!(
+        verdict.contains(
+            "It was not the container's main process: the container keeps running, and its \
+             runtime will not report OOMKilled."
+        ),
+        "the verdict should say why podman shows no OOM: {verdict}"
+    );
 
     agent.stop();
 }

@@ -93,6 +93,21 @@ fn container_oom_kill_names_the_container() {
         "in {}",
         context()
     );
+    // The verdict says the same in words.
+    let verdict = field_str(&kill, "explanation.verdict");
+    for expected in [
+        &format!(
+            "Container {} was killed by the OOM killer",
+            container.name()
+        ),
+        "It was the container's main process",
+        "It hit its own memory limit of 48.0 MiB",
+    ] {
+        assert!(
+            verdict.contains(expected),
+            "the verdict lacks `{expected}`: {verdict}"
+        );
+    }
 
     let stopped = agent.stop();
     let kills: Vec<_> = stopped
