@@ -112,7 +112,17 @@ impl Podman {
             "podman run failed: {}",
             String::from_utf8_lossy(&output.stderr).trim()
         );
-        Ok(Container { name, shared })
+        let id = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        ensure!(
+            id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "`podman run -d` printed no container id: {id:?}"
+        );
+        Ok(Container { name, id, shared })
     }
 }
 
@@ -126,12 +136,13 @@ impl Drop for Podman {
 
 pub struct Container {
     name: String,
+    id: String,
     shared: PathBuf,
 }
 
 impl Container {
-    pub fn name(&self) -> &str {
-        &self.name
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// Lets the container's loop of kills begin.
@@ -157,7 +168,7 @@ pub struct WarmRun {
     pub latencies_ns: Vec<u64>,
     /// Kills whose `attribution.source` was `cache`.
     pub from_cache: usize,
-    /// Kills that named the container at all.
+    /// Kills attributed to the container (its id in `victim.container`): all that are counted.
     pub named: usize,
     pub after: sys::Memory,
 }
@@ -189,18 +200,19 @@ pub fn measure_warm(
     let mut latencies_ns = Vec::new();
     let (mut from_cache, mut named) = (0, 0);
     while latencies_ns.len() < kills {
-        let Ok(line) = agent.wait_for("`oom_kill` line", KILL_GAP_TIMEOUT, |line| {
-            container_kill(line).is_some()
-        }) else {
+        // Only this container's kills: podman's storage is the machine's, so the agent also
+        // knows (and reports) containers that other jobs on the machine run and OOM.
+        let ours = |line: &Line| {
+            container_kill(line).is_some_and(|(_, id, _)| id.as_deref() == Some(container.id()))
+        };
+        let Ok(line) = agent.wait_for("`oom_kill` line", KILL_GAP_TIMEOUT, ours) else {
             break;
         };
-        let Some((ktime_ns, name, source)) = container_kill(&line) else {
+        let Some((ktime_ns, _, source)) = container_kill(&line) else {
             continue;
         };
         latencies_ns.push(line.read_at_ns.saturating_sub(ktime_ns));
-        if name.as_deref() == Some(container.name()) {
-            named += 1;
-        }
+        named += 1;
         if source.as_deref() == Some("cache") {
             from_cache += 1;
         }
@@ -221,7 +233,7 @@ pub fn measure_warm(
     })
 }
 
-/// An `oom_kill` line: its kernel capture time, container name and attribution source.
+/// An `oom_kill` line: its kernel capture time, container id and attribution source.
 fn container_kill(line: &Line) -> Option<(u64, Option<String>, Option<String>)> {
     let (kind, value) = json_kind(line)?;
     if kind != "oom_kill" {
@@ -230,7 +242,7 @@ fn container_kill(line: &Line) -> Option<(u64, Option<String>, Option<String>)> 
     let victim = &value["victim"];
     Some((
         value["ktime_ns"].as_u64()?,
-        victim["container"]["name"].as_str().map(str::to_owned),
+        victim["container"]["id"].as_str().map(str::to_owned),
         victim["attribution"]["source"].as_str().map(str::to_owned),
     ))
 }
