@@ -46,7 +46,8 @@ use tracer_common::{
     VictimTaskRecord, cgroup_flags, oom_flags, record_kind,
 };
 
-/// Records for the agent. 1 MiB holds about 300 victims of one `memory.oom.group` kill.
+/// Records for the agent. The agent sets its size when it loads the object (`--ringbuf-size`,
+/// 4 MiB by default: about 1,200 victims of one `memory.oom.group` kill); this one is unused.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 

@@ -39,12 +39,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tombstone_ttl,
         restart_loop_window,
         oom_score_adj,
+        ringbuf_size,
     } = args;
     crate::protect::set_oom_score_adj(oom_score_adj);
     let clock = KernelClock::now();
     let mut capture = Capture::attach(CaptureOptions {
         max_tier,
         function_hook,
+        ringbuf_bytes: ringbuf_size.0,
     })?;
     // Keep the logger alive for as long as the programs run: dropping it stops their messages.
     let mut logger = match capture.logger() {

@@ -60,6 +60,42 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADJ", default_value_t = -1000, allow_negative_numbers = true,
           value_parser = clap::value_parser!(i16).range(-1000..=1000))]
     pub oom_score_adj: i16,
+
+    /// The kernel-to-agent ring buffer, e.g. `4M`, `512K` or bytes: a power of two, at least a
+    /// page. One victim takes about 3.3 KiB of it, so the default holds a `memory.oom.group`
+    /// kill of about 1,200 processes before the agent reads any; more is dropped and counted as
+    /// `ringbuf_dropped_total`. Pages of it the kernel has written stay in the agent's RSS.
+    #[arg(long, value_name = "SIZE", default_value = "4M")]
+    pub ringbuf_size: RingBufSize,
+}
+
+/// A ring buffer size: a power of two of at least one page (4 KiB), at most 1 GiB, in bytes
+/// or with a `K`, `M` or `G` suffix (binary multiples).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingBufSize(pub u32);
+
+impl FromStr for RingBufSize {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        const PAGE: u64 = 4096;
+        const MAX: u64 = 1 << 30;
+        let trimmed = text.trim();
+        let (digits, shift) = match trimmed.char_indices().last() {
+            Some((at, 'K' | 'k')) => (&trimmed[..at], 10),
+            Some((at, 'M' | 'm')) => (&trimmed[..at], 20),
+            Some((at, 'G' | 'g')) => (&trimmed[..at], 30),
+            _ => (trimmed, 0),
+        };
+        let invalid =
+            || format!("`{text}` is not a power of two from 4K to 1G, like 1M, 4M or 262144");
+        let number: u64 = digits.parse().map_err(|_| invalid())?;
+        let bytes = number.checked_shl(shift).ok_or_else(invalid)?;
+        if !bytes.is_power_of_two() || !(PAGE..=MAX).contains(&bytes) || bytes >> shift != number {
+            return Err(invalid());
+        }
+        u32::try_from(bytes).map(Self).map_err(|_| invalid())
+    }
 }
 
 /// A duration as people write it: `90s`, `15m`, `24h`, `7d`, or a sum like `1h30m`.
@@ -116,6 +152,29 @@ pub enum Format {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ring_buffer_sizes_are_powers_of_two_of_a_page_or_more() {
+        let bytes = |text: &str| text.parse::<RingBufSize>().map(|size| size.0);
+        assert_eq!(bytes("4M"), Ok(4 << 20));
+        assert_eq!(bytes("1m"), Ok(1 << 20));
+        assert_eq!(bytes("512K"), Ok(512 << 10));
+        assert_eq!(bytes("1G"), Ok(1 << 30));
+        assert_eq!(bytes("262144"), Ok(262_144));
+        for bad in [
+            "",
+            "M",
+            "3M",
+            "2K",
+            "2G",
+            "1000000",
+            "-4M",
+            "4MB",
+            "99999999999999999999M",
+        ] {
+            assert!(bytes(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
 
     #[test]
     fn durations_read_as_people_write_them() {

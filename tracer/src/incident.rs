@@ -32,7 +32,9 @@ use crate::observe::proc::ProcCgroups;
 /// matters when one was lost.
 pub const PARTNER_TIMEOUT: Duration = Duration::from_millis(100);
 
-/// How long an incident stays open without its end record (lost to a full ring buffer).
+/// How long an incident stays open past its last victim without its end record (lost to a
+/// full ring buffer). Counted from the last victim, not the start: killing a
+/// `memory.oom.group` of 1,000 takes the kernel seconds on a slow machine.
 pub const INCIDENT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the join stage hands the sinks.
@@ -200,6 +202,7 @@ struct HeldSigkill {
 }
 
 struct OpenIncident {
+    /// When it opened, or when its last victim was marked.
     since: Instant,
     incident: OomIncident,
 }
@@ -326,6 +329,7 @@ impl Joiner {
         &mut self,
         trigger_tid: u32,
         victim: Option<u32>,
+        now: Instant,
     ) -> Option<Arc<IncidentContext>> {
         let open = self
             .open
@@ -335,6 +339,7 @@ impl Joiner {
             && !open.incident.victims.contains(&victim)
         {
             open.incident.victims.push(victim);
+            open.since = now;
         }
         Some(Arc::clone(&open.incident.context))
     }
@@ -368,7 +373,7 @@ impl Joiner {
             Part::Tracepoint(tracepoint) => {
                 let victim_pid = tracepoint.victim.as_ref().map(|victim| victim.pid);
                 if !self.expect_task_parts {
-                    let incident = self.incident_for(tracepoint.trigger.pid, victim_pid);
+                    let incident = self.incident_for(tracepoint.trigger.pid, victim_pid, now);
                     return Some(self.join(Some(tracepoint), None, incident));
                 }
                 let partner = self.pending.iter().position(|p| {
@@ -382,7 +387,7 @@ impl Joiner {
                         Some(self.join(Some(tracepoint), pending.task, pending.incident))
                     }
                     None => {
-                        let incident = self.incident_for(tracepoint.trigger.pid, victim_pid);
+                        let incident = self.incident_for(tracepoint.trigger.pid, victim_pid, now);
                         self.pending.push(Pending {
                             cpu: tracepoint.cpu,
                             victim_pid,
@@ -407,7 +412,8 @@ impl Joiner {
                         Some(self.join(pending.tracepoint, Some(*task), pending.incident))
                     }
                     None => {
-                        let incident = self.incident_for(task.trigger.pid, Some(task.victim.pid));
+                        let incident =
+                            self.incident_for(task.trigger.pid, Some(task.victim.pid), now);
                         self.pending.push(Pending {
                             cpu: task.cpu,
                             victim_pid: Some(task.victim.pid),
@@ -900,6 +906,30 @@ mod tests {
             .try_into()
             .expect("a kill");
         assert!(!kill.marked_without_kill);
+    }
+
+    #[test]
+    fn a_long_group_kill_stays_open_while_victims_keep_coming() {
+        let start = Instant::now();
+        let mut joiner = Joiner::new(false, true);
+        joiner.push(context(5, 5), start);
+        // One victim a second, for longer than the timeout: all in the one incident.
+        for (second, victim) in (0..5).zip(100..) {
+            let at = start + Duration::from_secs(second);
+            assert!(
+                incidents(joiner.expire(at)).is_empty(),
+                "still open at {second} s"
+            );
+            let [kill] = kills(joiner.push(with_trigger(tracepoint(0, victim), 5), at))
+                .try_into()
+                .expect("a kill");
+            assert!(!kill.marked_without_kill, "victim {victim} is a kill");
+        }
+        let last = start + Duration::from_secs(4);
+        let [incident] = incidents(joiner.expire(last + INCIDENT_TIMEOUT))
+            .try_into()
+            .unwrap();
+        assert_eq!(incident.victims, [100, 101, 102, 103, 104]);
     }
 
     #[test]

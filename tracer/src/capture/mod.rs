@@ -87,6 +87,8 @@ impl FunctionHook {
 pub struct CaptureOptions {
     pub max_tier: Tier,
     pub function_hook: FunctionHook,
+    /// The size of the `EVENTS` ring buffer: a power of two of at least a page.
+    pub ringbuf_bytes: u32,
 }
 
 /// Which program reads the victim's `task_struct`.
@@ -135,6 +137,7 @@ impl Capture {
         let CaptureOptions {
             max_tier,
             function_hook,
+            ringbuf_bytes,
         } = options;
         privileges::check()?;
         privileges::raise_memlock_limit();
@@ -172,6 +175,7 @@ impl Capture {
             .btf(kernel_btf.as_ref().ok().map(|(_, btf, _)| btf))
             .override_global("KERNEL_OFFSETS", &offsets, true)
             .override_global("SIGNAL_SIG_OFFSET", &sig_offset, true)
+            .map_max_entries("EVENTS", ringbuf_bytes)
             .load(EBPF_OBJECT)
             .context("loading oomtrace's eBPF object")?;
 

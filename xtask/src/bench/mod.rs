@@ -3,6 +3,8 @@
 //! Benchmarks print figures; nothing here asserts on timing.
 
 mod bpf_stats;
+mod burst;
+mod containers;
 mod kills;
 mod peer;
 mod report;
@@ -39,6 +41,29 @@ pub struct Options {
     /// OOM kills in the latency measurement.
     #[arg(long, default_value_t = 200)]
     kills: usize,
+    /// Members of the `memory.oom.group` bursts, killed at once in the Debian 6.1 VM.
+    #[arg(long, value_delimiter = ',', default_value = "100,500,1000")]
+    burst_sizes: Vec<usize>,
+    /// VM boots per burst size (0: no bursts). Under software emulation a boot of 1,000
+    /// members takes a minute or two.
+    #[arg(long, default_value_t = 5)]
+    burst_runs: usize,
+    /// Only the bursts: print their table, write no results file.
+    #[arg(long)]
+    burst_only: bool,
+    /// Passed to every `oomtrace run` of the bench, e.g. `--ringbuf-size 1M` to compare.
+    #[arg(long, value_name = "SIZE")]
+    ringbuf_size: Option<String>,
+}
+
+impl Options {
+    /// Extra arguments for every agent the bench starts.
+    fn agent_args(&self) -> Vec<String> {
+        match &self.ringbuf_size {
+            Some(size) => vec!["--ringbuf-size".to_owned(), size.clone()],
+            None => Vec::new(),
+        }
+    }
 }
 
 /// Past this much idle time in total, the idle CPU time is measured in the first run only.
@@ -60,13 +85,39 @@ pub fn bench(env: &Env, options: Options) -> anyhow::Result<()> {
     }
     let started = Instant::now();
     let load_at_start = sys::load_average()?;
+    sys::catch_interrupts();
+    if options.burst_only {
+        let bursts = burst::measure(
+            env,
+            &options.burst_sizes,
+            options.burst_runs.max(1),
+            &options.agent_args(),
+        )?;
+        println!("\n{}", report::bursts_markdown(&bursts));
+        return Ok(());
+    }
     let binaries = build_binaries(env)?;
     install_tools()?;
-    sys::catch_interrupts();
+    let podman = match containers::Podman::start(&binaries.static_hog) {
+        Ok(podman) => Some(podman),
+        Err(err) => {
+            eprintln!("xtask bench: no latency with container attribution: {err:#}");
+            None
+        }
+    };
     let cgroup = MemoryCgroup::create()?;
     println!("xtask bench: OOM kills in {}", cgroup.dir().display());
-    let runs = measure_runs(&options, &binaries, &cgroup)?;
+    let mut runs = measure_runs(&options, &binaries, &cgroup, podman.as_ref())?;
     drop(cgroup);
+    drop(podman);
+    if options.burst_runs > 0 {
+        runs.bursts = Some(burst::measure(
+            env,
+            &options.burst_sizes,
+            options.burst_runs,
+            &options.agent_args(),
+        )?);
+    }
     let load = report::Load {
         at_start: load_at_start,
         at_end: sys::load_average()?,
@@ -81,6 +132,8 @@ pub fn bench(env: &Env, options: Options) -> anyhow::Result<()> {
 struct Binaries {
     agent: PathBuf,
     hog: PathBuf,
+    /// For the container image, which has no libc.
+    static_hog: PathBuf,
 }
 
 fn build_binaries(env: &Env) -> anyhow::Result<Binaries> {
@@ -96,6 +149,7 @@ fn build_binaries(env: &Env) -> anyhow::Result<Binaries> {
     Ok(Binaries {
         agent: agent_binary(),
         hog: target_dir().join("release/oomtrace-hog"),
+        static_hog: crate::vm::build_static_hog(env)?,
     })
 }
 
@@ -127,6 +181,8 @@ struct Plan {
 pub struct Run {
     pub agent: AgentRun,
     pub peer: peer::PeerRun,
+    /// Kills in a container with attribution on and its cache warm; None without podman.
+    pub warm: Option<containers::WarmRun>,
 }
 
 pub struct AgentRun {
@@ -152,12 +208,16 @@ pub struct Runs {
     pub runs: Vec<Run>,
     pub idle_cpu_every_run: bool,
     pub latency_every_run: bool,
+    /// Whether podman was there for the container latency, and if not, why.
+    pub podman: Result<(), String>,
+    pub bursts: Option<burst::Bursts>,
 }
 
 fn measure_runs(
     options: &Options,
     binaries: &Binaries,
     cgroup: &MemoryCgroup,
+    podman: Option<&containers::Podman>,
 ) -> anyhow::Result<Runs> {
     let runs_u32 = u32::try_from(options.runs).unwrap_or(u32::MAX);
     let total_idle = Duration::from_secs(options.idle_seconds).saturating_mul(runs_u32);
@@ -179,12 +239,30 @@ fn measure_runs(
         }
         let peer = peer::measure(&binaries.hog, cgroup, PEER_BURST_KILLS)
             .with_context(|| format!("run {}: bpftrace", index + 1))?;
-        runs.push(Run { agent, peer });
+        let warm = match podman {
+            Some(podman) => Some(
+                containers::measure_warm(
+                    podman,
+                    &binaries.agent,
+                    &options.agent_args(),
+                    options.kills,
+                    &(index + 1).to_string(),
+                )
+                .with_context(|| format!("run {}: oomtrace with podman", index + 1))?,
+            ),
+            None => None,
+        };
+        runs.push(Run { agent, peer, warm });
     }
     Ok(Runs {
         runs,
         idle_cpu_every_run,
         latency_every_run,
+        podman: match podman {
+            Some(_) => Ok(()),
+            None => Err("podman could not be started (see the bench's output)".to_owned()),
+        },
+        bursts: None,
     })
 }
 
@@ -196,7 +274,9 @@ fn measure_agent(
 ) -> anyhow::Result<AgentRun> {
     let mut agent = Watched::spawn(
         "oomtrace",
-        Command::new(&binaries.agent).args(["run", "--format", "json"]),
+        Command::new(&binaries.agent)
+            .args(["run", "--format", "json"])
+            .args(options.agent_args()),
     )?;
     let started = agent.wait_for("agent_started line", ATTACH_TIMEOUT, |line| {
         json_kind(line).is_some_and(|(kind, _)| kind == "agent_started")

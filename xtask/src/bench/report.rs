@@ -29,9 +29,12 @@ pub fn markdown(
     header(&mut out, options, runs, load, elapsed)?;
     side_by_side(&mut out, options, runs);
     latency(&mut out, runs);
+    if let Some(bursts) = &runs.bursts {
+        out.push_str(&bursts_markdown(bursts));
+    }
     kernel_cost(&mut out, runs);
     how_measured(&mut out, options, runs);
-    not_measured(&mut out);
+    not_measured(&mut out, runs);
     Ok(out)
 }
 
@@ -62,14 +65,29 @@ fn header(
     );
     let _ = writeln!(out, "- agent: release build, capture tier `{tier}`");
     let _ = writeln!(out, "- date: {} (UTC)", sys::today_utc());
+    let burst_sizes: Vec<String> = options.burst_sizes.iter().map(usize::to_string).collect();
+    let ringbuf = options
+        .ringbuf_size
+        .as_ref()
+        .map_or(String::new(), |size| format!(" --ringbuf-size {size}"));
     let _ = writeln!(
         out,
-        "- command: `cargo xtask bench --runs {} --idle-seconds {} --kills {}`; bench time {}m{:02}s",
+        "- command: `cargo xtask bench --runs {} --idle-seconds {} --kills {} --burst-sizes {} --burst-runs {}{ringbuf}`; bench time {}m{:02}s",
         options.runs,
         options.idle_seconds,
         options.kills,
+        burst_sizes.join(","),
+        options.burst_runs,
         secs / 60,
         secs % 60
+    );
+    let _ = writeln!(
+        out,
+        "- agent ring buffer: {}",
+        options.ringbuf_size.as_deref().map_or(
+            "the agent's default (`--ringbuf-size 4M`)".to_owned(),
+            |size| format!("`--ringbuf-size {size}`")
+        )
     );
     let _ = writeln!(
         out,
@@ -159,55 +177,172 @@ fn latency(out: &mut String, runs: &Runs) {
         .iter()
         .filter_map(|run| run.agent.latency.as_ref())
         .collect();
+    let warm: Vec<_> = runs
+        .runs
+        .iter()
+        .filter_map(|run| run.warm.as_ref())
+        .collect();
     let spread_of = |figure: &dyn Fn(&super::LatencyRun) -> f64| {
         Spread::of(measured.iter().map(|latency| figure(latency)))
+    };
+    let warm_of = |figure: &dyn Fn(&super::containers::WarmRun) -> f64| {
+        Spread::of(warm.iter().map(|run| figure(run)))
     };
     let mib = |kib: u64| kib as f64 / KIB_PER_MIB;
     let _ = writeln!(
         out,
-        "## Kill-to-output latency ({} run(s))\n",
-        measured.len()
+        "## Kill-to-output latency ({} run(s) off, {} run(s) on)\n",
+        measured.len(),
+        warm.len()
     );
     let _ = writeln!(
         out,
-        "| figure | attribution off (today) | attribution on (warm cache) |"
+        "| figure | attribution off | attribution on (podman, warm cache) |"
     );
     let _ = writeln!(out, "| --- | --- | --- |");
-    let rows: [(&str, Option<Spread>, usize); 6] = [
-        ("p50 (µs)", spread_of(&|l| micros(&l.latencies_ns, 50.0)), 0),
-        ("p99 (µs)", spread_of(&|l| micros(&l.latencies_ns, 99.0)), 0),
+    let rows: [(&str, Option<Spread>, Option<Spread>, usize); 5] = [
+        (
+            "p50 (µs)",
+            spread_of(&|l| micros(&l.latencies_ns, 50.0)),
+            warm_of(&|w| micros(&w.latencies_ns, 50.0)),
+            0,
+        ),
+        (
+            "p99 (µs)",
+            spread_of(&|l| micros(&l.latencies_ns, 99.0)),
+            warm_of(&|w| micros(&w.latencies_ns, 99.0)),
+            0,
+        ),
         (
             "max (µs)",
             spread_of(&|l| micros(&l.latencies_ns, 100.0)),
+            warm_of(&|w| micros(&w.latencies_ns, 100.0)),
             0,
         ),
         (
             "agent VmRSS after the kills (MiB)",
             spread_of(&|l| mib(l.after.rss_kib)),
+            warm_of(&|w| mib(w.after.rss_kib)),
             1,
         ),
         (
             "agent VmHWM after the kills (MiB)",
             spread_of(&|l| mib(l.after.hwm_kib)),
-            1,
-        ),
-        (
-            "time per kill, hog start to its reaping (ms)",
-            spread_of(&|l| l.kill_time.as_secs_f64() * 1e3 / l.kills as f64),
+            warm_of(&|w| mib(w.after.hwm_kib)),
             1,
         ),
     ];
-    for (figure, spread, decimals) in rows {
+    for (figure, off, on, decimals) in rows {
         let _ = writeln!(
             out,
-            "| {figure} | {} | not measurable yet |",
-            show(spread, decimals)
+            "| {figure} | {} | {} |",
+            show(off, decimals),
+            show(on, decimals)
         );
     }
     let _ = writeln!(
         out,
-        "\nThe \"attribution on\" column waits for container attribution, which does not exist yet.\n"
+        "| time per kill, hog start to its reaping (ms) | {} | |",
+        show(
+            spread_of(&|l| l.kill_time.as_secs_f64() * 1e3 / l.kills as f64),
+            1
+        )
     );
+    let count = |figure: &dyn Fn(&super::containers::WarmRun) -> usize| -> usize {
+        warm.iter().map(|run| figure(run)).sum()
+    };
+    let off_captured: usize = measured.iter().map(|l| l.latencies_ns.len()).sum();
+    let off_kills: usize = measured.iter().map(|l| l.kills).sum();
+    let _ = writeln!(
+        out,
+        "| kills captured | {off_captured} of {off_kills} | {} of {} |",
+        count(&|w| w.latencies_ns.len()),
+        count(&|w| w.kills)
+    );
+    let _ = writeln!(
+        out,
+        "| kills naming the container / from the cache (`attribution.source`) | | {} / {} |",
+        count(&|w| w.named),
+        count(&|w| w.from_cache)
+    );
+    match &runs.podman {
+        Ok(()) => {
+            let _ = writeln!(
+                out,
+                "\nAttribution on: the container exists before the agent starts, and the kills \
+                 begin once the agent has listed it (\"N containers known\" on its stderr), so \
+                 every kill is named from the cache. Target p99 ≤ 10 ms.\n"
+            );
+        }
+        Err(why) => {
+            let _ = writeln!(out, "\nAttribution on: not measured: {why}.\n");
+        }
+    }
+}
+
+/// The bursts' table: per size, what the kernel killed, what the agent captured and dropped,
+/// and what the kernel log kept.
+pub fn bursts_markdown(bursts: &super::burst::Bursts) -> String {
+    let mut out = String::new();
+    let sizes: std::collections::BTreeSet<usize> = bursts.runs.iter().map(|run| run.size).collect();
+    let tier = bursts
+        .runs
+        .iter()
+        .find_map(|run| run.figures.tier.clone())
+        .unwrap_or_else(|| "unknown".to_owned());
+    let _ = writeln!(
+        out,
+        "## Burst loss: one `memory.oom.group` of N members killed at once (VM, linux {}, tier `{tier}`)\n",
+        bursts.kernel
+    );
+    let _ = writeln!(
+        out,
+        "| N | boots | killed (SIGKILL) | memcg `oom_kill` count | reported by oomtrace as `oom_kill` | reached oomtrace (any victim record) | `ringbuf_dropped_total` | kernel log: `Killed process` lines of members | kernel log: `oom-kill:` lines | boot time (s) |"
+    );
+    let _ = writeln!(
+        out,
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
+    for size in sizes {
+        let of_size: Vec<_> = bursts.runs.iter().filter(|run| run.size == size).collect();
+        let spread = |figure: &dyn Fn(&super::burst::BurstRun) -> f64| {
+            show(Spread::of(of_size.iter().map(|run| figure(run))), 0)
+        };
+        let _ = writeln!(
+            out,
+            "| {size} | {} of {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            of_size.len(),
+            bursts.runs_per_size,
+            spread(&|r| r.figures.killed as f64),
+            spread(&|r| r
+                .figures
+                .memcg_oom_kills
+                .map_or(f64::NAN, |kills| kills as f64)),
+            spread(&|r| r.figures.captured as f64),
+            spread(&|r| r.figures.recorded as f64),
+            spread(&|r| r.figures.dropped as f64),
+            spread(&|r| r.figures.kmsg_killed_lines as f64),
+            spread(&|r| r.figures.kmsg_oom_kill_lines as f64),
+            spread(&|r| r.boot_time.as_secs_f64()),
+        );
+    }
+    for (size, why) in &bursts.failures {
+        let _ = writeln!(out, "\nA boot with N = {size} failed: {why}");
+    }
+    let _ = writeln!(
+        out,
+        "\nEach boot: N − 1 members holding 1 MiB each, then one that grows past a limit a little \
+         above what they hold; `memory.oom.group` makes the kernel kill all N in one invocation \
+         of the OOM killer. \"reported as `oom_kill`\" counts distinct members with an `oom_kill` \
+         record; \"reached oomtrace\" also counts those reported as `oom_mark_exiting` (the join \
+         closes an incident whose end has not come after 2 s, `INCIDENT_TIMEOUT` in \
+         tracer/src/incident.rs, and takes later victims of it for exiting tasks); drops are records the kernel could not reserve ring-buffer room for. The memcg count \
+         is one more than N: the chosen victim is killed once on its own and once more with its \
+         group. The kernel prints one `Killed process` line per victim but its header, task dump \
+         and `oom-kill:` summary only under a rate limit, and everything goes through the \
+         printk ring buffer (`dmesg` after the burst): what a kmsg reader can still find.\n"
+    );
+    out
 }
 
 fn kernel_cost(out: &mut String, runs: &Runs) {
@@ -314,13 +449,20 @@ fn how_measured(out: &mut String, options: &Options, runs: &Runs) {
     let _ = writeln!(out);
 }
 
-fn not_measured(out: &mut String) {
+fn not_measured(out: &mut String, runs: &Runs) {
     let _ = writeln!(out, "## Not measured yet\n");
+    if runs.bursts.is_none() {
+        let _ = writeln!(
+            out,
+            "- The `memory.oom.group` bursts: left out by `--burst-runs 0`."
+        );
+    }
+    if let Err(why) = &runs.podman {
+        let _ = writeln!(out, "- Latency with container attribution on: {why}.");
+    }
     for line in [
-        "- Latency with container attribution on (warm cache): attribution does not exist yet.",
-        "- A `memory.oom.group` burst of 100/500/1000 victims: needs a v2 memory controller, i.e. \
-         the VM harness (`cargo xtask vm`); this machine's memory controller is v1.",
         "- The cost of a SIGKILL filter program: there is no such program yet.",
+        "- bcc's `oomkill` and bpftrace's `oomkill.bt` in the VM, where the kernel has kprobes.",
     ] {
         let _ = writeln!(out, "{line}");
     }

@@ -14,10 +14,10 @@ mod host;
 mod initramfs;
 mod kernel;
 mod qemu;
-mod scenario;
+pub mod scenario;
 
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -140,6 +140,9 @@ fn run_scenario(
         initrd,
         scenario: scenario.name,
         run_dir,
+        memory_mib: qemu::MEMORY_MIB,
+        timeout: qemu::SCENARIO_TIMEOUT,
+        extra_args: &[],
     };
     let result = boot.run().and_then(|console| {
         let report = scenario::Report::parse(&console.text)?;
@@ -224,4 +227,72 @@ fn summarize(results: &[RunResult], took: Duration) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// One kernel, the guest binaries and the initramfs, ready for boots of one scenario with
+/// parameters of the caller's choice: for `cargo xtask bench`.
+pub struct Guest {
+    kernel: Kernel,
+    initrd: PathBuf,
+    runs_dir: PathBuf,
+}
+
+/// What one boot of a [`Guest`] should do.
+pub struct GuestRun<'a> {
+    pub scenario: &'a str,
+    /// `oomtrace.KEY=VALUE` words for the kernel command line.
+    pub extra_args: &'a [String],
+    pub memory_mib: u32,
+    pub timeout: Duration,
+}
+
+impl Guest {
+    /// The first kernel whose name contains `kernel_filter`.
+    pub fn prepare(env: &Env, kernel_filter: &str) -> anyhow::Result<Self> {
+        let packages = kernel::select(Some(kernel_filter))?;
+        let package = packages
+            .first()
+            .with_context(|| format!("no kernel matches {kernel_filter:?}"))?;
+        let work_dir = target_dir().join("vm");
+        std::fs::create_dir_all(&work_dir)
+            .with_context(|| format!("creating {}", work_dir.display()))?;
+        let mut apt = Apt::default();
+        host::install_tools(&mut apt)?;
+        let kernel = kernel::fetch(&mut apt, package, &work_dir.join("kernels"))?;
+        let binaries = guest::build_binaries(env)?;
+        let initrd = initramfs::write(&binaries, scenario::SCENARIOS, &work_dir)?;
+        Ok(Self {
+            kernel,
+            initrd,
+            runs_dir: work_dir.join("runs").join("bench"),
+        })
+    }
+
+    pub fn kernel_version(&self) -> &str {
+        &self.kernel.version
+    }
+
+    /// Boots once; the report of a scenario that ran to its end, checked only for that. The
+    /// console log stays in `target/vm/runs/bench/<scenario>-<label>`, replaced by the next
+    /// boot of the same label.
+    pub fn boot(&self, run: &GuestRun, label: &str) -> anyhow::Result<scenario::Report> {
+        let run_dir = self.runs_dir.join(format!("{}-{label}", run.scenario));
+        let boot = Boot {
+            kernel: &self.kernel.vmlinuz,
+            initrd: &self.initrd,
+            scenario: run.scenario,
+            run_dir: &run_dir,
+            memory_mib: run.memory_mib,
+            timeout: run.timeout,
+            extra_args: run.extra_args,
+        };
+        let console = boot
+            .run()
+            .with_context(|| format!("console log in {}", run_dir.display()))?;
+        let report = scenario::Report::parse(&console.text)?;
+        report
+            .check_common(&self.kernel.version)
+            .with_context(|| format!("{}\n{}", run_dir.display(), report.dump()))?;
+        Ok(report)
+    }
 }

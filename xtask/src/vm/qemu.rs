@@ -13,12 +13,12 @@ use anyhow::{Context as _, bail};
 use super::scenario::{DONE_MARKER, INIT_MARKER};
 
 /// Enough for the agent, a 64 MiB cgroup and the page cache of the initramfs.
-const MEMORY_MIB: u32 = 512;
+pub const MEMORY_MIB: u32 = 512;
 const CPUS: u32 = 2;
 /// The guest's /init stops a scenario after this and still prints its sections...
-const SCENARIO_TIMEOUT: Duration = Duration::from_secs(120);
-/// ...and the host kills qemu after this, for a guest that hangs before or after that.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+pub const SCENARIO_TIMEOUT: Duration = Duration::from_secs(120);
+/// ...and the host kills qemu this long after that, for a guest that hangs before or after it.
+const BOOT_TIMEOUT_MARGIN: Duration = Duration::from_secs(60);
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// How much of the console an error shows.
 const CONSOLE_TAIL_LINES: usize = 60;
@@ -29,6 +29,12 @@ pub struct Boot<'a> {
     pub scenario: &'a str,
     /// Gets `console.log` (the guest's serial console) and `qemu.log` (qemu's own stderr).
     pub run_dir: &'a Path,
+    /// Guest memory: [`MEMORY_MIB`] unless a scenario needs more.
+    pub memory_mib: u32,
+    /// The scenario's time limit in the guest: [`SCENARIO_TIMEOUT`] unless it needs longer.
+    pub timeout: Duration,
+    /// More `oomtrace.KEY=VALUE` words for the kernel command line, read by the scenario.
+    pub extra_args: &'a [String],
 }
 
 /// What the guest printed.
@@ -58,7 +64,12 @@ impl Boot<'_> {
                 .spawn()
                 .with_context(|| format!("starting {command:?}"))?,
         );
-        let (status, init_after) = wait(qemu, started, &console_path)?;
+        let (status, init_after) = wait(
+            qemu,
+            started,
+            self.timeout + BOOT_TIMEOUT_MARGIN,
+            &console_path,
+        )?;
         let text = read_lossy(&console_path)?;
         if !status.success() {
             bail!(
@@ -79,7 +90,12 @@ impl Boot<'_> {
     fn command(&self) -> Command {
         let mut qemu = Command::new("qemu-system-x86_64");
         qemu.args(["-accel", "tcg", "-cpu", "max"])
-            .args(["-m", &MEMORY_MIB.to_string(), "-smp", &CPUS.to_string()])
+            .args([
+                "-m",
+                &self.memory_mib.to_string(),
+                "-smp",
+                &CPUS.to_string(),
+            ])
             // No network card, VGA or drives: nothing to configure, no option ROMs to find.
             .args(["-nodefaults", "-no-user-config", "-display", "none"])
             .args(["-serial", "stdio", "-no-reboot"])
@@ -95,11 +111,16 @@ impl Boot<'_> {
     /// `panic=-1` with `-no-reboot` makes a kernel panic end qemu at once; `oomtrace.*` is read
     /// by the guest's /init.
     fn kernel_command_line(&self) -> String {
-        format!(
+        let mut line = format!(
             "console=ttyS0 quiet panic=-1 oomtrace.scenario={} oomtrace.timeout={}",
             self.scenario,
-            SCENARIO_TIMEOUT.as_secs()
-        )
+            self.timeout.as_secs()
+        );
+        for arg in self.extra_args {
+            line.push(' ');
+            line.push_str(arg);
+        }
+        line
     }
 }
 
@@ -107,6 +128,7 @@ impl Boot<'_> {
 fn wait(
     mut qemu: KillOnDrop,
     started: Instant,
+    boot_timeout: Duration,
     console_path: &Path,
 ) -> anyhow::Result<(std::process::ExitStatus, Option<Duration>)> {
     let mut init_after = None;
@@ -117,11 +139,11 @@ fn wait(
         if init_after.is_none() && read_lossy(console_path)?.contains(INIT_MARKER) {
             init_after = Some(started.elapsed());
         }
-        if started.elapsed() > BOOT_TIMEOUT {
+        if started.elapsed() > boot_timeout {
             drop(qemu);
             bail!(
                 "the guest did not power off within {} s: killed qemu\n{}",
-                BOOT_TIMEOUT.as_secs(),
+                boot_timeout.as_secs(),
                 tail(&read_lossy(console_path)?)
             );
         }

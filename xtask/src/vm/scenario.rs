@@ -16,6 +16,7 @@
 mod host_oom;
 mod kmsg;
 mod memcg_oom;
+pub mod oom_burst;
 mod oom_group;
 
 use std::{collections::BTreeMap, fmt::Write as _, str::FromStr, time::Duration};
@@ -43,6 +44,7 @@ pub const SCENARIOS: &[Scenario] = &[
     memcg_oom::KPROBE_SCENARIO,
     oom_group::SCENARIO,
     host_oom::SCENARIO,
+    oom_burst::SCENARIO,
 ];
 
 /// Helpers every scenario script sources.
