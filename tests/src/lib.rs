@@ -88,6 +88,17 @@ pub fn field<'a>(record: &'a Value, path: &str) -> &'a Value {
     })
 }
 
+/// Panics with the whole record unless the value at `path` is `expected`.
+pub fn expect_field(record: &Value, path: &str, expected: impl Into<Value>) {
+    let expected = expected.into();
+    let actual = field(record, path);
+    assert!(
+        *actual == expected,
+        "`{path}` is {actual}, expected {expected}, in:\n{}",
+        pretty(record)
+    );
+}
+
 /// [`field`], which must be an unsigned integer.
 pub fn field_u64(record: &Value, path: &str) -> u64 {
     field(record, path).as_u64().unwrap_or_else(|| {

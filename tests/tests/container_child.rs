@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use oomtrace_tests::{ContainerSpec, Podman, field, field_str, field_u64, require_root, shown};
+use oomtrace_tests::{
+    ContainerSpec, Podman, expect_field, field, field_str, field_u64, require_root, shown,
+};
 
 const LIMIT_BYTES: u64 = 48 << 20;
 
@@ -54,31 +56,16 @@ fn child_oom_kill_in_a_surviving_container() {
         "the victim should be the hog, not the container's main process, in {}",
         context()
     );
-    assert_eq!(
-        field_str(&kill, "victim.process.executable.name"),
-        "oomtrace-hog",
-        "in {}",
-        context()
-    );
+    expect_field(&kill, "victim.process.executable.name", "oomtrace-hog");
 
-    assert_eq!(
-        field_str(&kill, "victim.container.name"),
-        container.name(),
-        "in {}",
-        context()
-    );
+    expect_field(&kill, "victim.container.name", container.name());
     assert_eq!(
         field(&kill, "victim.container.main_process"),
         false,
         "the hog is PID 1's child: its death does not end the container, in {}",
         context()
     );
-    assert_eq!(
-        field_str(&kill, "domain.container.name"),
-        container.name(),
-        "in {}",
-        context()
-    );
+    expect_field(&kill, "domain.container.name", container.name());
     let verdict = field_str(&kill, "explanation.verdict");
     assert!(
         verdict.contains(

@@ -3,9 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use oomtrace_tests::{
-    ContainerSpec, IMAGE, Podman, field, field_str, field_u64, require_root, shown,
-};
+use oomtrace_tests::{ContainerSpec, IMAGE, Podman, expect_field, field_str, require_root, shown};
 
 const LIMIT_BYTES: u64 = 48 << 20;
 
@@ -36,63 +34,22 @@ fn container_oom_kill_names_the_container() {
         show("/domain"),
         started.elapsed().as_secs_f32(),
     );
-    let context = || serde_json::to_string_pretty(&kill).unwrap_or_default();
 
     // The kernel's SIGKILL, as podman saw it: 128 + 9.
     assert_eq!(exit_code, 137, "the container's exit code");
 
     // Who was killed, in which container.
-    assert_eq!(
-        field_str(&kill, "victim.container.name"),
-        container.name(),
-        "in {}",
-        context()
-    );
-    assert_eq!(
-        field_str(&kill, "victim.container.id"),
-        container.id(),
-        "in {}",
-        context()
-    );
-    assert_eq!(
-        field_str(&kill, "victim.container.image.name"),
-        IMAGE,
-        "in {}",
-        context()
-    );
-    assert_eq!(
-        field_str(&kill, "victim.container.runtime"),
-        "podman",
-        "in {}",
-        context()
-    );
+    expect_field(&kill, "victim.container.name", container.name());
+    expect_field(&kill, "victim.container.id", container.id());
+    expect_field(&kill, "victim.container.image.name", IMAGE);
+    expect_field(&kill, "victim.container.runtime", "podman");
     // The hog is the container's PID 1: its death ends the container.
-    assert_eq!(
-        field(&kill, "victim.container.main_process"),
-        true,
-        "in {}",
-        context()
-    );
+    expect_field(&kill, "victim.container.main_process", true);
 
     // Whose limit was hit: the container's own.
-    assert_eq!(
-        field_str(&kill, "domain.kind"),
-        "cgroup",
-        "in {}",
-        context()
-    );
-    assert_eq!(
-        field_str(&kill, "domain.container.name"),
-        container.name(),
-        "in {}",
-        context()
-    );
-    assert_eq!(
-        field_u64(&kill, "domain.memory.limit_bytes"),
-        LIMIT_BYTES,
-        "in {}",
-        context()
-    );
+    expect_field(&kill, "domain.kind", "cgroup");
+    expect_field(&kill, "domain.container.name", container.name());
+    expect_field(&kill, "domain.memory.limit_bytes", LIMIT_BYTES);
     // The verdict says the same in words.
     let verdict = field_str(&kill, "explanation.verdict");
     for expected in [

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use oomtrace_tests::{ContainerSpec, Podman, field, field_str, require_root, shown};
+use oomtrace_tests::{ContainerSpec, Podman, expect_field, require_root, shown};
 
 const LIMIT_BYTES: u64 = 48 << 20;
 
@@ -27,27 +27,11 @@ fn container_is_named_after_the_runtime_restarted() {
         show("/victim/container/name"),
         show("/victim/attribution/source"),
     );
-    let context = || serde_json::to_string_pretty(&kill).unwrap_or_default();
 
     assert_eq!(exit_code, 137, "the container's exit code");
-    assert_eq!(
-        field_str(&kill, "victim.container.name"),
-        container.name(),
-        "in {}",
-        context()
-    );
-    assert_eq!(
-        field_str(&kill, "victim.container.runtime"),
-        "podman",
-        "in {}",
-        context()
-    );
-    assert_eq!(
-        field(&kill, "victim.container.main_process"),
-        true,
-        "in {}",
-        context()
-    );
+    expect_field(&kill, "victim.container.name", container.name());
+    expect_field(&kill, "victim.container.runtime", "podman");
+    expect_field(&kill, "victim.container.main_process", true);
 
     agent.stop();
 }

@@ -56,6 +56,16 @@ pub struct Sigkill {
     pub sender_kind: SenderKind,
 }
 
+impl Sigkill {
+    /// The target's process (thread group), from the kernel where BTF allows, else from /proc.
+    pub fn target_tgid(&self) -> Option<u32> {
+        self.target_task
+            .as_ref()
+            .map(|task| task.target.tgid)
+            .or_else(|| self.target_proc.as_ref().and_then(|proc| proc.tgid))
+    }
+}
+
 /// What /proc said of a SIGKILL's target when its record arrived; `None` fields: already gone.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TargetProc {

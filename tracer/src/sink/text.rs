@@ -183,7 +183,8 @@ pub fn sigkill_line(attributed: &AttributedSigkill) -> String {
     let Sigkill {
         part,
         target_task,
-        target_proc,
+        // Through `target_tgid`.
+        target_proc: _,
         sender_kind,
     } = &**sigkill;
     let SigkillPart {
@@ -195,10 +196,7 @@ pub fn sigkill_line(attributed: &AttributedSigkill) -> String {
         sender_cgroup,
         sender_memcg,
     } = part;
-    let tgid = target_task
-        .as_ref()
-        .map(|task| task.target.tgid)
-        .or_else(|| target_proc.as_ref().and_then(|proc| proc.tgid));
+    let tgid = sigkill.target_tgid();
     let mut line = format!("SIGKILL: pid {}", tgid.unwrap_or(target.pid));
     if tgid.is_some_and(|tgid| tgid != target.pid) {
         let _ = write!(line, " (thread {})", target.pid);

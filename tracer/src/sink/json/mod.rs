@@ -172,7 +172,8 @@ impl<W: Write> Sink for JsonSink<W> {
         let Sigkill {
             part,
             target_task,
-            target_proc,
+            // Through `target_tgid`.
+            target_proc: _,
             sender_kind,
         } = &**sigkill;
         let SigkillPart {
@@ -184,10 +185,7 @@ impl<W: Write> Sink for JsonSink<W> {
             sender_cgroup,
             sender_memcg,
         } = part;
-        let tgid = target_task
-            .as_ref()
-            .map(|task| task.target.tgid)
-            .or_else(|| target_proc.as_ref().and_then(|proc| proc.tgid));
+        let tgid = sigkill.target_tgid();
         let sender_cgroup = match sender_cgroup {
             Some(cgroup) => cgroup_json(cgroup),
             None => CgroupJson {
