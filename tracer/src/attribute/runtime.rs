@@ -60,22 +60,33 @@ impl ContainerMetadata {
         runtime: &'static str,
         labels: impl IntoIterator<Item = (String, String)>,
     ) -> Self {
+        // The kubelet's labels are read before the rest is cut down: a pod with many labels
+        // must not lose its name to the bound. The rest are kept in key order, so which ones
+        // survive the bound does not depend on how the runtime ordered them.
+        let mut labels: Vec<(String, String)> = labels.into_iter().collect();
+        let label = |key: &str| {
+            labels
+                .iter()
+                .find(|(name, _)| name == key)
+                .map(|(_, value)| bounded(value))
+        };
+        let k8s = K8sNames {
+            pod_name: label(K8S_POD_NAME),
+            pod_uid: label(K8S_POD_UID),
+            namespace: label(K8S_POD_NAMESPACE),
+            container_name: label(K8S_CONTAINER_NAME),
+        };
+        labels.sort_unstable();
         let labels: BTreeMap<String, String> = labels
             .into_iter()
             .take(MAX_LABELS)
             .map(|(key, value)| (bounded(&key), bounded(&value)))
             .collect();
-        let label = |key: &str| labels.get(key).cloned();
         ContainerMetadata {
             id: bounded(id),
             name: bounded(name.trim_start_matches('/')),
             runtime,
-            k8s: K8sNames {
-                pod_name: label(K8S_POD_NAME),
-                pod_uid: label(K8S_POD_UID),
-                namespace: label(K8S_POD_NAMESPACE),
-                container_name: label(K8S_CONTAINER_NAME),
-            },
+            k8s,
             labels,
             ..ContainerMetadata::default()
         }
@@ -202,5 +213,19 @@ mod tests {
             assert!(value.ends_with('…'));
         }
         assert!(meta.id.len() <= MAX_TEXT_BYTES + '…'.len_utf8());
+    }
+
+    #[test]
+    fn a_pod_with_many_labels_keeps_its_names() {
+        // Sorted by key, `io.kubernetes.*` comes after these 100 `app.*` labels.
+        let mut labels: Vec<(String, String)> = (0..100)
+            .map(|i| (format!("app.{i:03}"), "x".to_owned()))
+            .collect();
+        labels.push((K8S_POD_NAME.to_owned(), "web-7d9f".to_owned()));
+        labels.push((K8S_POD_NAMESPACE.to_owned(), "shop".to_owned()));
+        let meta = ContainerMetadata::new("abc", "k8s_web", "docker", labels);
+        assert_eq!(meta.labels.len(), MAX_LABELS);
+        assert_eq!(meta.k8s.pod_name.as_deref(), Some("web-7d9f"));
+        assert_eq!(meta.k8s.namespace.as_deref(), Some("shop"));
     }
 }
