@@ -18,6 +18,7 @@ mod names;
 mod observe;
 mod protect;
 mod sink;
+mod units;
 
 use std::process::ExitCode;
 

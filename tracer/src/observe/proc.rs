@@ -11,8 +11,15 @@ pub struct ProcCgroups {
 }
 
 pub fn cgroups(pid: u32) -> Option<ProcCgroups> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let text = read_lossy(pid, "cgroup")?;
     Some(parse(&text))
+}
+
+/// A `/proc/<pid>` file as text; `None` once the process is gone. Lossy, because a cgroup
+/// or a comm is any bytes the owner chose, not necessarily UTF-8.
+fn read_lossy(pid: u32, file: &str) -> Option<String> {
+    let bytes = std::fs::read(format!("/proc/{pid}/{file}")).ok()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Every process id, from the names of `/proc`'s directories.
@@ -26,13 +33,19 @@ pub fn pids() -> impl Iterator<Item = u32> {
 
 /// Resident memory, from `/proc/<pid>/statm` (pages); `None` once the process is gone.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
-    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages.saturating_mul(page_size()))
+    let statm = read_lossy(pid, "statm")?;
+    Some(resident_pages(&statm)?.saturating_mul(page_size()))
 }
 
+/// The second number of `statm`: resident pages.
+pub fn resident_pages(statm: &str) -> Option<u64> {
+    statm.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The process's name; a name that is not UTF-8 comes back with U+FFFD in place of the bad
+/// bytes rather than not at all.
 pub fn comm(pid: u32) -> Option<String> {
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    let comm = read_lossy(pid, "comm")?;
     Some(comm.trim_end_matches('\n').to_owned())
 }
 
@@ -44,7 +57,11 @@ fn page_size() -> u64 {
 
 /// The thread group (process) `pid` belongs to: `Tgid` in `/proc/<pid>/status`.
 pub fn tgid(pid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status_tgid(&read_lossy(pid, "status")?)
+}
+
+/// `Tgid` from the text of `/proc/<pid>/status`.
+pub fn status_tgid(status: &str) -> Option<u32> {
     status
         .lines()
         .find_map(|line| line.strip_prefix("Tgid:"))?
@@ -57,12 +74,12 @@ pub fn tgid(pid: u32) -> Option<u32> {
 /// number of `NSpid` in `/proc/<pid>/status`. `None` when the process is gone (or is in the
 /// host's namespace only, where the question does not arise).
 pub fn is_namespace_init(pid: u32) -> Option<bool> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let status = read_lossy(pid, "status")?;
     namespace_pid(&status).map(|inner| inner == 1)
 }
 
 /// The pid in the innermost namespace, when the process is in a nested one.
-fn namespace_pid(status: &str) -> Option<u32> {
+pub fn namespace_pid(status: &str) -> Option<u32> {
     let pids: Vec<u32> = status
         .lines()
         .find_map(|line| line.strip_prefix("NSpid:"))?
@@ -153,6 +170,37 @@ mod tests {
         assert_eq!(namespace_pid("NSpid:\t4244\n"), None);
         assert_eq!(namespace_pid("NSpid:\tgarbage\n"), None);
         assert_eq!(namespace_pid("Name:\tsh\n"), None);
+    }
+
+    #[test]
+    fn status_and_statm_numbers() {
+        let status = "Name:\tsh\nUmask:\t0022\nTgid:\t4242\nNgid:\t0\nPid:\t4250\n";
+        assert_eq!(status_tgid(status), Some(4242));
+        assert_eq!(status_tgid("Tgid:\t-1\n"), None);
+        assert_eq!(status_tgid("Name:\tTgid: 7\n"), None);
+        assert_eq!(resident_pages("2048 512 100 10 0 300 0\n"), Some(512));
+        assert_eq!(resident_pages("2048\n"), None);
+        assert_eq!(resident_pages(""), None);
+    }
+
+    #[test]
+    fn a_comm_that_is_not_utf8_is_still_read() {
+        // prctl(PR_SET_NAME) takes any bytes; this thread names itself with an invalid one.
+        let handle = std::thread::spawn(|| {
+            let name = b"bad\xffname\0";
+            // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+            let rc = unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+            assert_eq!(rc, 0, "PR_SET_NAME");
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::gettid() };
+            let tid = u32::try_from(tid).expect("a tid is positive");
+            std::fs::read_to_string(format!("/proc/{tid}/comm"))
+                .map_err(|_| ())
+                .expect_err("the raw comm is not UTF-8");
+            read_lossy(tid, "comm").expect("our own thread's comm")
+        });
+        let comm = handle.join().expect("the naming thread");
+        assert_eq!(comm.trim_end(), "bad\u{fffd}name");
     }
 
     #[test]

@@ -375,6 +375,37 @@ mod tests {
     }
 
     #[test]
+    fn hostile_container_names_never_reach_the_terminal_raw() {
+        use crate::attribute::{fixtures, runtime::ContainerMetadata};
+        let hostile = |source| {
+            let mut attribution = fixtures::web(source);
+            let mut meta = ContainerMetadata::new(
+                fixtures::ID,
+                "/evil\u{1b}[2J\u{1b}]0;pwned\u{7}name\r\n",
+                "podman",
+                [
+                    ("io.kubernetes.pod.name", "pod\u{1b}[31m"),
+                    ("io.kubernetes.pod.namespace", "ns\u{0}"),
+                ]
+                .map(|(k, v)| (k.to_owned(), v.to_owned())),
+            );
+            meta.image = Some("img\u{9b}31m".to_owned());
+            attribution.container = Some(std::sync::Arc::new(meta));
+            attribution
+        };
+        let mut attributed = fixtures::in_web(kill());
+        attributed.victim = Some(hostile(crate::attribute::Source::Cache));
+        attributed.trigger = Some(hostile(crate::attribute::Source::Live));
+        attributed.kill.victim.comm = Some("comm\u{1b}[1m".to_owned());
+        let line = line(&attributed);
+        assert!(
+            !line.chars().any(char::is_control),
+            "a control character reached the log line: {line:?}"
+        );
+        assert!(line.contains("evil\\u{1b}[2J"), "{line}");
+    }
+
+    #[test]
     fn a_sigkill_names_target_sender_and_how() {
         use crate::decode::signal::SI_USER;
         use crate::decode::tests::sigkill;
