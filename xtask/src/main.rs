@@ -2,6 +2,7 @@
 //! fresh machine needs nothing but these two commands.
 
 mod bench;
+mod fuzz;
 mod run;
 mod setup;
 mod test;
@@ -37,6 +38,9 @@ enum Task {
     /// Attach time, idle footprint, kill-to-output latency and per-event kernel cost of the
     /// release agent, next to a bpftrace one-liner; writes bench/results/<date>-<kernel>.md.
     Bench(bench::Options),
+    /// Every fuzz target in fuzz/ for a while (30 s each by default), installing cargo-fuzz
+    /// when it is missing.
+    Fuzz(fuzz::Options),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +56,7 @@ fn main() -> ExitCode {
         Task::Lint => setup::setup().and_then(|env| test::lint(&env)),
         Task::Vm(options) => setup::setup().and_then(|env| vm::vm(&env, options)),
         Task::Bench(options) => setup::setup().and_then(|env| bench::bench(&env, options)),
+        Task::Fuzz(options) => setup::setup().and_then(|env| fuzz::fuzz(&env, options)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -34,6 +34,9 @@ pub fn test(env: &Env, options: Options) -> anyhow::Result<()> {
     if !is_root() {
         integration.args(["--config", "target.'cfg(all())'.runner='sudo -E'"]);
     }
+    // What each scenario prints (e.g. podman's own OOMKilled next to oomtrace's answer) is
+    // part of the record of the run, passing or not.
+    integration.args(["--", "--show-output"]);
     run(&mut integration)?;
     // The same questions on other kernels, in the tiers they allow.
     if !no_vm {

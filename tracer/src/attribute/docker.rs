@@ -226,7 +226,10 @@ fn classify(err: BollardError) -> RuntimeError {
     }
 }
 
-fn from_summary(summary: ContainerSummary, engine: &'static str) -> Option<ContainerMetadata> {
+pub(crate) fn from_summary(
+    summary: ContainerSummary,
+    engine: &'static str,
+) -> Option<ContainerMetadata> {
     let id = summary.id?;
     let name = summary
         .names
@@ -239,7 +242,7 @@ fn from_summary(summary: ContainerSummary, engine: &'static str) -> Option<Conta
     Some(meta)
 }
 
-fn from_inspect(
+pub(crate) fn from_inspect(
     response: ContainerInspectResponse,
     engine: &'static str,
 ) -> RuntimeResult<ContainerMetadata> {
@@ -277,7 +280,8 @@ fn from_inspect(
 }
 
 /// Container events that change what the agent knows; the rest (exec, attach, …) are ignored.
-fn from_event(message: EventMessage, engine: &'static str) -> Option<RuntimeEvent> {
+/// (This and the two above are `pub(crate)` for the fuzz target, which includes this file.)
+pub(crate) fn from_event(message: EventMessage, engine: &'static str) -> Option<RuntimeEvent> {
     let actor = message.actor?;
     let id = actor.id?;
     match message.action.as_deref()? {
