@@ -1,0 +1,41 @@
+//! `image`: the agent's container image, `FROM scratch` with the static agent
+//! (deploy/Containerfile), built by podman without a registry.
+
+use std::{fs, path::Path, process::Command};
+
+use anyhow::Context as _;
+
+use crate::{
+    run::{target_dir, workspace_root},
+    setup::{Apt, Env, install_test_tools, run},
+};
+
+/// `localhost/oomtrace:<version>`, the tag the README's `podman run` line uses.
+pub fn tag() -> String {
+    format!("localhost/oomtrace:{}", env!("CARGO_PKG_VERSION"))
+}
+
+pub fn image(env: &Env) -> anyhow::Result<()> {
+    install_test_tools(&mut Apt::default())?;
+    let agent = crate::vm::build_static_agent(env)?;
+    let tag = tag();
+    build(&agent, &tag)?;
+    println!("image: {tag}");
+    Ok(())
+}
+
+/// `podman build` of deploy/Containerfile, from a context holding only the static `agent`
+/// (named `oomtrace`): a context of the whole target directory would be copied for nothing.
+pub fn build(agent: &Path, tag: &str) -> anyhow::Result<()> {
+    let context = target_dir().join("image");
+    let _ = fs::remove_dir_all(&context);
+    fs::create_dir_all(&context).with_context(|| format!("creating {}", context.display()))?;
+    fs::copy(agent, context.join("oomtrace"))
+        .with_context(|| format!("copying {} into the image context", agent.display()))?;
+    run(Command::new("podman")
+        .args(["build", "--quiet", "--file"])
+        .arg(workspace_root().join("deploy/Containerfile"))
+        .args(["--tag", tag])
+        .arg(&context))
+    .with_context(|| format!("building the image {tag}"))
+}
