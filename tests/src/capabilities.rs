@@ -150,7 +150,7 @@ pub fn of_every_thread(pid: u32) -> Vec<(u32, CapSets)> {
 }
 
 /// What the agent must keep after attach on this kernel: CAP_BPF where the kernel checks it
-/// on every bpf() call (before 6.5, with `kernel.unprivileged_bpf_disabled` set; the agent keeps
+/// on every bpf() call (before 5.19, with `kernel.unprivileged_bpf_disabled` set; the agent keeps
 /// reading a map), else nothing.
 pub fn expected_after_attach() -> u64 {
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
@@ -162,7 +162,7 @@ pub fn expected_after_attach() -> u64 {
     let unprivileged_bpf_disabled =
         fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled")
             .map_or(true, |value| value.trim() != "0");
-    if version < (6, 5) && unprivileged_bpf_disabled {
+    if version < (5, 19) && unprivileged_bpf_disabled {
         mask(&["bpf"])
     } else {
         0

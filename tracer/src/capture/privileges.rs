@@ -165,14 +165,14 @@ const MAX_NAMED: usize = 8;
 
 /// Why CAP_BPF (or CAP_SYS_ADMIN) is kept where a map read needs it.
 const MAP_READS_NEED_IT: &str = "this kernel checks it on every bpf() call, reading the \
-     drop counter included (kernel.unprivileged_bpf_disabled before 6.5)";
+     drop counter included (kernel.unprivileged_bpf_disabled before 5.19)";
 
 /// Gives up every capability the attached agent does not need, from the effective, permitted,
 /// inheritable and ambient sets, and from the bounding set where CAP_SETPCAP allows; sets
 /// no_new_privs. Call it before any other thread exists: capabilities are per thread, and
 /// threads started later inherit the caller's.
 ///
-/// `read_map` performs one read of an eBPF map the agent keeps reading. Before 6.5, a kernel
+/// `read_map` performs one read of an eBPF map the agent keeps reading. Before 5.19, a kernel
 /// with `kernel.unprivileged_bpf_disabled` set checks CAP_BPF (CAP_SYS_ADMIN before 5.8) on
 /// every bpf() call, map reads included; so the read is tried without any capability first,
 /// and the capability is kept only if the kernel refuses it.
