@@ -41,8 +41,23 @@ impl Agent {
 
     /// As [`Agent::start`], with more arguments for `oomtrace run`.
     pub fn start_with(extra_args: &[&str]) -> Self {
+        Self::start_wrapped(&[], extra_args)
+    }
+
+    /// As [`Agent::start_with`], the agent started by `wrapper` (a program and its arguments
+    /// that ends by executing the rest of its command line, such as `setpriv … --`): the child's
+    /// pid is then the agent's.
+    pub fn start_wrapped(wrapper: &[String], extra_args: &[&str]) -> Self {
         let binary = agent_binary();
-        let mut child = Command::new(&binary)
+        let mut command = match wrapper {
+            [program, args @ ..] => {
+                let mut command = Command::new(program);
+                command.args(args).arg(&binary);
+                command
+            }
+            [] => Command::new(&binary),
+        };
+        let mut child = command
             .args(["run", "--format", "json"])
             .args(extra_args)
             .stdin(Stdio::null())
@@ -202,6 +217,16 @@ impl Agent {
             );
             thread::sleep(crate::POLL_INTERVAL);
         }
+    }
+
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the agent logged (its stderr) so far.
+    pub fn log(&self) -> String {
+        self.stderr()
     }
 
     /// Freezes the agent (SIGSTOP): the kernel keeps queueing records, nobody reads them.

@@ -9,6 +9,8 @@
 //! cannot recover.
 
 mod agent;
+pub mod agent_container;
+pub mod capabilities;
 mod cgroup;
 mod hog;
 mod kmsg;

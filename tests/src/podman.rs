@@ -714,7 +714,7 @@ fn prepare_cgroups() {
 /// limits, and this machine kind withholds CAP_SYS_RESOURCE even from root: crun fails with
 /// "setrlimit `RLIMIT_NOFILE`: Operation not permitted". Ask for modest limits instead, within
 /// this process's hard limits, which are always permitted.
-fn ulimit_args() -> Vec<String> {
+pub(crate) fn ulimit_args() -> Vec<String> {
     [
         ("nofile", libc::RLIMIT_NOFILE, 1024),
         ("nproc", libc::RLIMIT_NPROC, 4096),

@@ -14,7 +14,7 @@ use tokio::{
 use crate::attribute::{
     ATTRIBUTION_BUDGET, AttributedEvent, AttributionOptions, Attributor, DEFAULT_SOCKETS,
 };
-use crate::capture::{Capture, CaptureOptions, CapturePlan, ringbuf};
+use crate::capture::{Capture, CaptureOptions, CapturePlan, privileges, ringbuf};
 use crate::cli::{Format, RunArgs};
 use crate::clock::KernelClock;
 use crate::explain::Explainer;
@@ -41,13 +41,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         oom_score_adj,
         ringbuf_size,
     } = args;
-    crate::protect::set_oom_score_adj(oom_score_adj);
     let clock = KernelClock::now();
     let mut capture = Capture::attach(CaptureOptions {
         max_tier,
         function_hook,
         ringbuf_bytes: ringbuf_size.0,
     })?;
+    // Before the capabilities are dropped: lowering it needs CAP_SYS_RESOURCE.
+    crate::protect::set_oom_score_adj(oom_score_adj);
     // Keep the logger alive for as long as the programs run: dropping it stops their messages.
     let mut logger = match capture.logger() {
         Some(logger) => Some(ringbuf::readable(logger)?),
@@ -56,6 +57,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     release_startup_memory();
     let mut records = capture.records()?;
     let drops = capture.drop_counter()?;
+    // Attached: from here on nothing needs the capabilities loading did. Before any thread
+    // starts, since each thread keeps its own.
+    let retained = privileges::drop_after_attach(|| drops.try_read())?;
+    log::info!("{}", retained.describe());
     let plan = &capture.plan;
 
     let attributor = Attributor::start(AttributionOptions {

@@ -2,7 +2,9 @@
 //! fresh machine needs nothing but these two commands.
 
 mod bench;
+mod deploy;
 mod fuzz;
+mod image;
 mod run;
 mod setup;
 mod test;
@@ -22,7 +24,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Task {
     /// Install what is missing (idempotent): the eBPF toolchain (Rust library sources and
-    /// bpf-linker), and podman and a static busybox for the privileged container tests.
+    /// bpf-linker), podman and a static busybox for the privileged container tests, and the
+    /// validators of deploy/ (kubernetes-validate, systemd-analyze).
     Setup,
     /// Build the agent (with its embedded eBPF object) in release mode.
     Build,
@@ -30,8 +33,12 @@ enum Task {
     Run(run::Options),
     /// Unit tests, then the privileged integration tests against the running kernel.
     Test(test::Options),
-    /// rustfmt and clippy, as CI checks them.
+    /// rustfmt and clippy, as CI checks them, and deploy/ against the Kubernetes schemas and
+    /// systemd-analyze.
     Lint,
+    /// The container image (deploy/Containerfile) with the static agent:
+    /// `localhost/oomtrace:<version>`.
+    Image,
     /// The agent on other kernels: boots each under qemu (software emulation) and runs
     /// OOM scenarios in it.
     Vm(vm::Options),
@@ -47,13 +54,16 @@ fn main() -> ExitCode {
     let Cli { task } = Cli::parse();
     let result = match task {
         // Every task sets up first: it only installs what is missing.
-        Task::Setup => {
-            setup::setup().and_then(|_| setup::install_test_tools(&mut setup::Apt::default()))
-        }
+        Task::Setup => setup::setup().and_then(|_| {
+            let mut apt = setup::Apt::default();
+            setup::install_test_tools(&mut apt)?;
+            deploy::install_validator(&mut apt).map(drop)
+        }),
         Task::Build => setup::setup().and_then(|env| run::build(&env)),
         Task::Run(options) => setup::setup().and_then(|env| run::run(&env, options)),
         Task::Test(options) => setup::setup().and_then(|env| test::test(&env, options)),
         Task::Lint => setup::setup().and_then(|env| test::lint(&env)),
+        Task::Image => setup::setup().and_then(|env| image::image(&env)),
         Task::Vm(options) => setup::setup().and_then(|env| vm::vm(&env, options)),
         Task::Bench(options) => setup::setup().and_then(|env| bench::bench(&env, options)),
         Task::Fuzz(options) => setup::setup().and_then(|env| fuzz::fuzz(&env, options)),

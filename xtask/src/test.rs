@@ -26,10 +26,13 @@ pub fn test(env: &Env, options: Options) -> anyhow::Result<()> {
     // The container tests run podman, and put a static hog in an image with a static busybox.
     install_test_tools(&mut Apt::default())?;
     let static_hog = crate::vm::build_static_hog(env)?;
+    // The sidecar test builds the image (deploy/Containerfile) around the static agent.
+    let static_agent = crate::vm::build_static_agent(env)?;
     let mut integration = env.cargo();
     integration
         .args(["test", "--package", "oomtrace-tests"])
         .env("OOMTRACE_BIN", agent_binary())
+        .env("OOMTRACE_STATIC_BIN", static_agent)
         .env("OOMTRACE_STATIC_HOG", static_hog);
     if !is_root() {
         integration.args(["--config", "target.'cfg(all())'.runner='sudo -E'"]);
@@ -67,5 +70,6 @@ pub fn lint(env: &Env) -> anyhow::Result<()> {
         "--",
         "-D",
         "warnings",
-    ]))
+    ]))?;
+    crate::deploy::check()
 }

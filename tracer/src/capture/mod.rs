@@ -177,7 +177,13 @@ impl Capture {
             .override_global("SIGNAL_SIG_OFFSET", &sig_offset, true)
             .map_max_entries("EVENTS", ringbuf_bytes)
             .load(EBPF_OBJECT)
-            .context("loading oomtrace's eBPF object")?;
+            .map_err(|err| {
+                let err = anyhow::Error::new(err).context("loading oomtrace's eBPF object");
+                match privileges::seccomp_hint(&format!("{err:#}")) {
+                    Some(hint) => err.context(hint),
+                    None => err,
+                }
+            })?;
 
         attach_tracepoint(&mut ebpf)?;
         let signal_layout = signal_layout
@@ -275,6 +281,16 @@ impl DropCounter {
                 log::warn!("reading the drop counter: {err}");
                 0
             })
+    }
+
+    /// One read of the counter, with the kernel's own error: to find out whether reading it
+    /// needs a capability (see [`privileges::drop_after_attach`]).
+    pub fn try_read(&self) -> std::io::Result<()> {
+        match self.0.get(&0, 0) {
+            Ok(_) => Ok(()),
+            Err(aya::maps::MapError::SyscallError(err)) => Err(err.io_error),
+            Err(other) => Err(std::io::Error::other(other)),
+        }
     }
 }
 

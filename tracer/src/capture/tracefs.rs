@@ -185,15 +185,25 @@ pub fn tracefs_root() -> anyhow::Result<PathBuf> {
              run `mount -t tracefs nodev {TRACEFS}` as root"
         );
     }
-    let output = Command::new("mount")
+    let why = match Command::new("mount")
         .args(["-t", "tracefs", "nodev", TRACEFS])
         .output()
-        .context("running `mount` to mount tracefs")?;
-    if !output.status.success() {
-        bail!(
+    {
+        Ok(output) if output.status.success() => None,
+        Ok(output) => Some(format!(
             "`mount -t tracefs nodev {TRACEFS}` failed ({}): {}",
             output.status,
             String::from_utf8_lossy(&output.stderr).trim()
+        )),
+        Err(err) => Some(format!("cannot run `mount`: {err}")),
+    };
+    if let Some(why) = why {
+        // In a container, or without CAP_SYS_ADMIN (which oomtrace needs for nothing else),
+        // the host has to.
+        bail!(
+            "tracefs is not mounted at {TRACEFS} ({why}): mount it on the host with \
+             `mount -t tracefs nodev {TRACEFS}`, and bind it into a container with \
+             `-v {TRACEFS}:{TRACEFS}:ro`"
         );
     }
     log::info!("mounted tracefs at {TRACEFS}");

@@ -28,7 +28,7 @@ use crate::{
     setup::{Apt, Env},
 };
 
-pub use self::guest::build_static_hog;
+pub use self::guest::{build_static_agent, build_static_hog};
 use self::{
     kernel::{Kernel, KernelPackage},
     qemu::Boot,

@@ -37,6 +37,21 @@ fn check(report: &Report, function_hook: &str) -> anyhow::Result<()> {
          the OOM killer did not end it"
     );
 
+    // Root in the guest: once attached the agent gives up every capability, the bounding set
+    // too; from 5.19 on, reading its maps needs none (before, CAP_BPF would be kept).
+    let kernel: String = report.fact("kernel")?;
+    if kernel_at_least(&kernel, (5, 19)) {
+        let log = report.section("agent-log")?;
+        let dropped = log
+            .lines()
+            .find(|line| line.contains("capabilities after attach:"))
+            .context("the agent logged no `capabilities after attach:` line")?;
+        ensure!(
+            dropped.contains("keeping none;") && dropped.ends_with("the bounding set too"),
+            "the agent should keep no capability after attach on {kernel}: {dropped}"
+        );
+    }
+
     let records = report.agent_records()?;
     let started = records.of_kind("agent_started");
     let started = started.first().context("no agent_started record")?;
@@ -141,4 +156,25 @@ pub fn expect_stopped_cleanly(report: &Report, oom_kills: u64) -> anyhow::Result
     );
     expect_field(stopped[0], "oom_kills", oom_kills)?;
     expect_field(stopped[0], "ringbuf_dropped_total", 0)
+}
+
+/// Whether `uname -r` (e.g. `6.1.0-57-cloud-amd64`) is at least `(major, minor)`.
+fn kernel_at_least(release: &str, wanted: (u32, u32)) -> bool {
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|part| part.parse::<u32>().unwrap_or(0));
+    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0)) >= wanted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kernel_at_least;
+
+    #[test]
+    fn kernel_releases_compare_by_major_and_minor() {
+        assert!(kernel_at_least("6.1.0-57-cloud-amd64", (5, 19)));
+        assert!(kernel_at_least("5.19.0", (5, 19)));
+        assert!(!kernel_at_least("5.15.0-91-generic", (5, 19)));
+        assert!(!kernel_at_least("garbage", (5, 19)));
+    }
 }

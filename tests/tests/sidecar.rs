@@ -1,0 +1,81 @@
+//! The agent as a container next to the workloads it watches: its image (deploy/Containerfile)
+//! run with the README's `podman run` line, a second, named container OOM-killed, and the
+//! agent container's own JSON output naming it.
+
+use std::time::Duration;
+
+use oomtrace_tests::agent_container::{AgentContainer, AgentImage};
+use oomtrace_tests::capabilities::{
+    DOCUMENTED, OnlyCapabilities, expected_after_attach, of_every_thread,
+};
+use oomtrace_tests::{ContainerSpec, Podman, expect_field, require_root, shown};
+
+const LIMIT_BYTES: u64 = 48 << 20;
+
+#[test]
+fn the_agent_container_names_an_oom_killed_container() {
+    require_root();
+    let podman = Podman::start();
+    let image = AgentImage::build();
+    let granted = OnlyCapabilities::new(&DOCUMENTED).granted;
+    let withheld: Vec<&str> = DOCUMENTED
+        .into_iter()
+        .filter(|cap| !granted.contains(cap))
+        .collect();
+    let agent = AgentContainer::start(&podman, &image, &withheld);
+    agent.wait_for_log("following its events", Duration::from_secs(60));
+    let drop_line = agent.wait_for_log("capabilities after attach:", Duration::from_secs(5));
+
+    // Dropped as documented, in the container too: every thread of the agent's host process.
+    let pid = agent.host_pid();
+    let expected = expected_after_attach();
+    for (tid, sets) in of_every_thread(pid) {
+        assert_eq!(
+            (sets.effective, sets.permitted, sets.ambient),
+            (expected, expected, 0),
+            "thread {tid} of the agent container's process {pid}: {sets:?}; {drop_line}"
+        );
+        assert!(sets.no_new_privs, "thread {tid}: no_new_privs; {sets:?}");
+    }
+
+    let victim = podman.run(ContainerSpec::hog(LIMIT_BYTES));
+    let exit_code = victim.wait_exit(Duration::from_secs(30));
+    let kill = agent
+        .wait_for_record(
+            |record| record["kind"] == "oom_kill" && victim.is_victim_of(record),
+            Duration::from_secs(30),
+        )
+        .unwrap_or_else(|| {
+            let (stdout, stderr) = agent.logs();
+            panic!(
+                "the agent container wrote no oom_kill for container {} (exit code {exit_code}) \
+                 within 30 s; its stdout:\n{stdout}\nits stderr:\n{stderr}",
+                victim.name()
+            )
+        });
+    println!(
+        "agent container {} (pid {pid}): {drop_line}\n  victim {} (pid {}) in container {} \
+         ({}), domain {}",
+        agent.name(),
+        shown(&kill, "/victim/process/executable/name"),
+        shown(&kill, "/victim/process/pid"),
+        shown(&kill, "/victim/container/name"),
+        shown(&kill, "/victim/attribution/source"),
+        shown(&kill, "/domain/kind"),
+    );
+    assert_eq!(exit_code, 137, "the victim container's exit code");
+    expect_field(&kill, "victim.container.name", victim.name());
+    expect_field(&kill, "victim.container.id", victim.id());
+    expect_field(&kill, "victim.container.runtime", "podman");
+    expect_field(&kill, "victim.container.main_process", true);
+    expect_field(&kill, "domain.memory.limit_bytes", LIMIT_BYTES);
+
+    assert_eq!(agent.stop(), 0, "the agent's exit code after podman stop");
+    let stopped = agent
+        .wait_for_record(
+            |record| record["kind"] == "agent_stopped",
+            Duration::from_secs(5),
+        )
+        .expect("an agent_stopped record after podman stop");
+    println!("agent_stopped: {stopped}");
+}
