@@ -1,5 +1,6 @@
 //! Command line.
 
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -23,6 +24,12 @@ pub struct Cli {
 pub enum Command {
     /// Trace OOM kills live until SIGINT or SIGTERM (needs root or CAP_BPF + CAP_PERFMON).
     Run(RunArgs),
+    /// List the kills in the history, newest first (needs only read access to the file).
+    History(HistoryArgs),
+    /// One kill from the history in full: verdict, parties, memory snapshot, incident.
+    Show(ShowArgs),
+    /// Kills per container and per limit hit over a window, and restart loops.
+    Stats(StatsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -67,6 +74,176 @@ pub struct RunArgs {
     /// `ringbuf_dropped_total`. Pages of it the kernel has written stay in the agent's RSS.
     #[arg(long, value_name = "SIZE", default_value = "4M")]
     pub ringbuf_size: RingBufSize,
+
+    /// Where every kill is stored (SQLite) before it is logged, for `oomtrace history`. The
+    /// directory is created.
+    #[arg(long = "history", value_name = "PATH", default_value = crate::history::DEFAULT_PATH)]
+    pub history: PathBuf,
+
+    /// Store nothing.
+    #[arg(long, conflicts_with = "history")]
+    pub no_history: bool,
+
+    /// Kills older than this are deleted from the history, e.g. `30d`, `12h`.
+    #[arg(long, value_name = "DURATION", default_value = "30d")]
+    pub history_retention: HumanDuration,
+
+    /// The history keeps at most this many kills, the newest.
+    #[arg(long, value_name = "N", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub history_max_rows: u64,
+}
+
+/// The history file a report reads.
+#[derive(Debug, clap::Args)]
+pub struct HistoryFile {
+    /// The agent's `--history`.
+    #[arg(long = "history", value_name = "PATH", default_value = crate::history::DEFAULT_PATH)]
+    pub path: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    pub file: HistoryFile,
+
+    /// Only kills since then: a duration ago (`2h`, `7d`) or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<TimeBound>,
+
+    /// Only kills until then: a duration ago (`30m`) or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<TimeBound>,
+
+    /// Only kills in this container: its name, or the start of its id.
+    #[arg(long, value_name = "NAME|ID")]
+    pub container: Option<String>,
+
+    /// Only kills in this Kubernetes pod (its name).
+    #[arg(long, value_name = "NAME")]
+    pub pod: Option<String>,
+
+    /// Only kills in this Kubernetes namespace.
+    #[arg(long, value_name = "NAME")]
+    pub namespace: Option<String>,
+
+    /// Only kills of processes with this command name (comm).
+    #[arg(long, value_name = "COMM")]
+    pub victim: Option<String>,
+
+    /// Only kills set off by this container (its name) or command (comm).
+    #[arg(long, value_name = "NAME")]
+    pub trigger: Option<String>,
+
+    /// Only kills where the host ran out of memory, or where a container's (a cgroup's) limit
+    /// was hit.
+    #[arg(long, value_enum)]
+    pub domain: Option<DomainArg>,
+
+    /// Only OOM kills, or only other SIGKILLs.
+    #[arg(long, value_enum)]
+    pub kind: Option<KindArg>,
+
+    /// At most this many, the newest.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub limit: u32,
+
+    /// `table` for people; `json` (an array) or `jsonl` (one per line): the stored records, as
+    /// `oomtrace run --format json` wrote them, with a `history` object added.
+    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    /// The id from `oomtrace history`.
+    pub id: i64,
+
+    #[command(flatten)]
+    pub file: HistoryFile,
+
+    /// `text` for people, `json`: the stored record.
+    #[arg(long, value_enum, default_value_t = ShowFormat::Text)]
+    pub format: ShowFormat,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    pub file: HistoryFile,
+
+    /// The window: a duration ago (`24h`, `7d`) or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN", default_value = "24h")]
+    pub since: TimeBound,
+
+    /// A container OOM-killed 3 times within this span is in a restart loop.
+    #[arg(long, value_name = "DURATION", default_value = "6h")]
+    pub restart_loop_window: HumanDuration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DomainArg {
+    /// The host ran out of memory; no cgroup limit was hit.
+    Host,
+    /// A cgroup's limit was hit: a container's, a pod's, a unit's.
+    #[value(alias = "cgroup")]
+    Container,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    #[value(name = "oom_kill", alias = "oom")]
+    OomKill,
+    Sigkill,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ListFormat {
+    Table,
+    Json,
+    Jsonl,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ShowFormat {
+    Text,
+    Json,
+}
+
+/// A point in time as a query gives it: a duration before now (`2h`), or an RFC 3339 time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeBound {
+    Ago(Duration),
+    At(jiff::Timestamp),
+}
+
+impl TimeBound {
+    /// Nanoseconds since the epoch.
+    pub fn resolve(self, now: jiff::Timestamp) -> i64 {
+        let ns = match self {
+            TimeBound::Ago(ago) => now
+                .as_nanosecond()
+                .saturating_sub(i128::try_from(ago.as_nanos()).unwrap_or(i128::MAX)),
+            TimeBound::At(at) => at.as_nanosecond(),
+        };
+        i64::try_from(ns).unwrap_or(if ns < 0 { i64::MIN } else { i64::MAX })
+    }
+}
+
+impl FromStr for TimeBound {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if let Ok(HumanDuration(ago)) = text.parse() {
+            return Ok(TimeBound::Ago(ago));
+        }
+        text.trim().parse().map(TimeBound::At).map_err(|_| {
+            format!(
+                "`{text}` is neither a duration like 2h or 7d nor an RFC 3339 time like \
+                 2026-11-30T10:00:00Z"
+            )
+        })
+    }
 }
 
 /// A ring buffer size: a power of two of at least one page (4 KiB), at most 1 GiB, in bytes
@@ -185,6 +362,21 @@ mod tests {
         assert_eq!(secs("7d"), Ok(604_800));
         assert_eq!(secs("1h30m"), Ok(5_400));
         assert_eq!(secs("0s"), Ok(0));
+    }
+
+    #[test]
+    fn time_bounds_are_durations_ago_or_rfc3339_times() {
+        let now: jiff::Timestamp = "2026-11-30T12:00:00Z".parse().unwrap();
+        let resolve = |text: &str| text.parse::<TimeBound>().map(|bound| bound.resolve(now));
+        let at = |text: &str| text.parse::<jiff::Timestamp>().unwrap().as_nanosecond() as i64;
+        assert_eq!(resolve("2h"), Ok(at("2026-11-30T10:00:00Z")));
+        assert_eq!(resolve("1d"), Ok(at("2026-11-29T12:00:00Z")));
+        assert_eq!(
+            resolve("2026-11-30T09:30:00+01:00"),
+            Ok(at("2026-11-30T08:30:00Z"))
+        );
+        let err = resolve("yesterday").unwrap_err();
+        assert!(err.contains("neither a duration"), "{err}");
     }
 
     #[test]
