@@ -10,6 +10,7 @@
 
 mod agent;
 mod cgroup;
+mod history;
 mod hog;
 mod kmsg;
 mod podman;
@@ -24,6 +25,7 @@ use serde_json::Value;
 
 pub use crate::agent::{Agent, Stopped};
 pub use crate::cgroup::MemoryCgroup;
+pub use crate::history::{HistoryFile, ReadOnlyDir, history_dir};
 pub use crate::hog::Hog;
 pub use crate::kmsg::{KilledProcess, Kmsg, parse_killed_process};
 pub use crate::podman::{Container, ContainerSpec, HOG_IN_IMAGE, IMAGE, Podman};

@@ -51,7 +51,15 @@ pub fn open_read_write(path: &Path) -> anyhow::Result<Connection> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the directory {}", dir.display()))?;
     }
-    let mut conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+    // SQLite says only "unable to open database file"; the system says why.
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .context("opening it for writing")?;
+    let mut conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     // Before anything writes to it, even the journal mode.
     check_writable(&conn, path)?;
@@ -60,7 +68,7 @@ pub fn open_read_write(path: &Path) -> anyhow::Result<Connection> {
     // commit, so a power cut may lose the last kills, never corrupt the file.
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-        .with_context(|| format!("setting WAL mode on {}", path.display()))?;
+        .context("setting WAL mode")?;
     if !mode.eq_ignore_ascii_case("wal") {
         bail!(
             "{} cannot be put in WAL mode (journal mode {mode})",
@@ -167,7 +175,11 @@ fn check_readable(conn: &Connection, path: &Path) -> anyhow::Result<()> {
 
 fn user_version(conn: &Connection, path: &Path) -> anyhow::Result<i64> {
     conn.pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(anyhow::Error::from)
+        // SQLite's own message, once: "file is not a database".
+        .map_err(|err| match err {
+            rusqlite::Error::SqliteFailure(_, Some(message)) => anyhow::anyhow!(message),
+            err => anyhow::Error::from(err),
+        })
         .with_context(|| {
             format!(
                 "cannot read the history at {} (corrupt, or not an oomtrace history)",

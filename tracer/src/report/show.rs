@@ -27,7 +27,7 @@ pub fn text(event: &StoredEvent, incident: &[StoredEvent], style: &Style) -> Vec
         Paint::Dim,
         &format!(
             "{:LABEL$} {}, boot {}, kernel time {:.6} s",
-            "",
+            "Source",
             printable(&event.source),
             printable(event.boot_id.get(..8).unwrap_or(&event.boot_id)),
             event.ktime_ns as f64 / 1e9
@@ -212,9 +212,11 @@ fn snapshot(record: &Value, lines: &mut Vec<String>) {
         .get("scope")
         .and_then(Value::as_str)
         .map_or("?".to_owned(), printable);
+    // A cgroup's usage is `memory.usage_bytes`, a process's `process.memory.usage_bytes`.
     let usage = |entry: &Value| {
         entry
             .pointer("/memory/usage_bytes")
+            .or_else(|| entry.pointer("/process/memory/usage_bytes"))
             .and_then(Value::as_u64)
             .map_or("?".to_owned(), human_bytes)
     };
@@ -248,6 +250,13 @@ fn snapshot(record: &Value, lines: &mut Vec<String>) {
             format!("{comm} (pid {pid}) {}", usage(entry))
         })
         .collect();
+    if cgroups.is_empty() && processes.is_empty() {
+        lines.push(labelled(
+            "Snapshot",
+            format!("at the kill, in {scope}: nothing found"),
+        ));
+        return;
+    }
     lines.push(labelled("Snapshot", format!("at the kill, in {scope}:")));
     let indent = " ".repeat(LABEL + 1);
     if !cgroups.is_empty() {
