@@ -5,7 +5,8 @@
 //! - [`schema`]: the table, its migrations, opening the file read-write or read-only.
 //! - [`row`]: an event's row: its JSON record and the columns queries filter on.
 //! - [`store`]: inserting (each event once), matching a backfilled kill, retention.
-//! - [`writer`]: the agent's writer thread behind a bounded queue.
+//! - [`writer`]: the agent's writer thread behind a bounded queue; live events and kernel-log
+//!   backfills both go through it, so one connection writes the file.
 //! - [`query`]: what the report commands ask.
 
 pub mod query;
@@ -55,6 +56,25 @@ impl History {
         if let Some(row) = live_row(event, context, &self.boot_id) {
             self.writer.write(row).await;
         }
+    }
+
+    /// Stores kills recovered from the kernel log (records shaped as the JSON sink writes them,
+    /// from this boot), each unless a kill of its pid within `tolerance` of its kernel time is
+    /// known already: traced live, or backfilled by an earlier run.
+    #[allow(
+        dead_code,
+        reason = "the kernel-log backfill's entry point, wired in separately"
+    )]
+    pub async fn backfill(
+        &mut self,
+        records: &[serde_json::Value],
+        tolerance: std::time::Duration,
+    ) -> anyhow::Result<writer::Backfilled> {
+        let rows = records
+            .iter()
+            .map(|record| EventRow::from_record(record, Source::Kmsg, &self.boot_id))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        self.writer.backfill(rows, tolerance).await
     }
 
     /// Stores what is queued and closes the file.

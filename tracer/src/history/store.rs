@@ -105,7 +105,6 @@ impl Store {
     /// The id of an `oom_kill` of `pid` in boot `boot_id` within `tolerance` of `ktime_ns`, if
     /// one is stored. The kernel log's timestamps are not the tracer's clock to the nanosecond,
     /// so a kill recovered from it is matched by pid and nearness.
-    #[allow(dead_code, reason = "the kernel-log backfill's duplicate check")]
     pub fn known_kill(
         &self,
         boot_id: &str,
@@ -137,7 +136,6 @@ impl Store {
 
     /// Stores a kill recovered from the kernel log, unless the same kill (its pid within
     /// `tolerance` of its time, this boot) is stored already, live or from an earlier backfill.
-    #[allow(dead_code, reason = "the kernel-log backfill's entry point")]
     pub fn insert_backfilled(
         &mut self,
         row: &EventRow,
