@@ -75,18 +75,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tombstone_ttl: tombstone_ttl.into(),
     });
     // Started once the programs are attached: an agent that cannot attach creates no file.
-    let history = match no_history {
-        true => None,
-        false => Some(
-            History::start(
-                history,
-                Retention {
-                    max_age: history_retention.into(),
-                    max_rows: history_max_rows,
-                },
-            )
-            .context("starting the history writer")?,
-        ),
+    let history = if no_history {
+        None
+    } else {
+        let retention = Retention {
+            max_age: history_retention.into(),
+            max_rows: history_max_rows,
+        };
+        Some(History::start(history, retention).context("starting the history writer")?)
     };
     let history_errors = history.as_ref().map(History::error_counter);
     let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(LogSink)];
