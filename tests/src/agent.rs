@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::{agent_binary, pretty, send_signal, wait_timeout};
+use crate::{HistoryFile, agent_binary, pretty, send_signal, wait_timeout};
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -24,6 +24,8 @@ pub struct Agent {
     stderr: Arc<Mutex<String>>,
     stdout_reader: Option<JoinHandle<()>>,
     stderr_reader: Option<JoinHandle<()>>,
+    /// The history file the harness gave it, when the test gave none: removed with the agent.
+    _own_history: Option<HistoryFile>,
 }
 
 /// What a stopped agent printed.
@@ -39,7 +41,9 @@ impl Agent {
         Self::start_with(&[])
     }
 
-    /// As [`Agent::start`], with more arguments for `oomtrace run`.
+    /// As [`Agent::start`], with more arguments for `oomtrace run`. Unless they say
+    /// `--history` or `--no-history`, the agent stores its history in a file of its own in
+    /// [`history_dir`](crate::history_dir), not in the host's.
     pub fn start_with(extra_args: &[&str]) -> Self {
         Self::start_wrapped(&[], extra_args)
     }
@@ -49,6 +53,10 @@ impl Agent {
     /// pid is then the agent's.
     pub fn start_wrapped(wrapper: &[String], extra_args: &[&str]) -> Self {
         let binary = agent_binary();
+        let own_history = (!extra_args
+            .iter()
+            .any(|arg| *arg == "--history" || *arg == "--no-history"))
+        .then(HistoryFile::new);
         let mut command = match wrapper {
             [program, args @ ..] => {
                 let mut command = Command::new(program);
@@ -60,6 +68,7 @@ impl Agent {
         let mut child = command
             .args(["run", "--format", "json"])
             .args(extra_args)
+            .args(own_history.iter().flat_map(HistoryFile::agent_args))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -103,6 +112,7 @@ impl Agent {
             stderr: stderr_text,
             stdout_reader: Some(stdout_reader),
             stderr_reader: Some(stderr_reader),
+            _own_history: own_history,
         };
         let deadline = Instant::now() + START_TIMEOUT;
         while let Some(record) = agent.next_record(deadline) {
@@ -269,6 +279,22 @@ impl Agent {
             records: std::mem::take(&mut self.records),
             stderr: self.stderr(),
         }
+    }
+
+    /// Kills the agent with SIGKILL, as a crash or the OOM killer would: nothing is drained.
+    /// Returns what it had logged.
+    pub fn kill(mut self) -> String {
+        let _ = self.child.kill();
+        let status = self.child.wait().expect("waiting for the killed agent");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL),
+            "the agent should die of SIGKILL, it ended with {status}"
+        );
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = reader.join();
+        }
+        self.stderr()
     }
 
     /// The next record before `deadline`, `None` on timeout; panics if the agent exited.

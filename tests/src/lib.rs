@@ -12,6 +12,7 @@ mod agent;
 pub mod agent_container;
 pub mod capabilities;
 mod cgroup;
+mod history;
 mod hog;
 mod kmsg;
 mod podman;
@@ -26,6 +27,7 @@ use serde_json::Value;
 
 pub use crate::agent::{Agent, Stopped};
 pub use crate::cgroup::MemoryCgroup;
+pub use crate::history::{HistoryFile, ReadOnlyDir, history_dir};
 pub use crate::hog::Hog;
 pub use crate::kmsg::{KilledProcess, Kmsg, parse_killed_process};
 pub use crate::podman::{Container, ContainerSpec, HOG_IN_IMAGE, IMAGE, Podman};

@@ -1,5 +1,7 @@
-//! The agent: capture → decode → join → attribute → sinks, until a signal, then drain and stop.
+//! The agent: capture → decode → join → attribute → history → sinks, until a signal, then drain
+//! and stop.
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -18,6 +20,8 @@ use crate::capture::{Capture, CaptureOptions, CapturePlan, privileges, ringbuf};
 use crate::cli::{Format, RunArgs};
 use crate::clock::KernelClock;
 use crate::explain::Explainer;
+use crate::history::History;
+use crate::history::store::Retention;
 use crate::incident::{Event, Joiner, TargetProc};
 use crate::observe::Observer;
 use crate::observe::cgroupfs::MemoryHierarchy;
@@ -40,6 +44,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         restart_loop_window,
         oom_score_adj,
         ringbuf_size,
+        history,
+        no_history,
+        history_retention,
+        history_max_rows,
     } = args;
     let clock = KernelClock::now();
     let mut capture = Capture::attach(CaptureOptions {
@@ -71,12 +79,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         tombstone_ttl: tombstone_ttl.into(),
     });
+    // Started once the programs are attached: an agent that cannot attach creates no file.
+    let history = if no_history {
+        None
+    } else {
+        let retention = Retention {
+            max_age: history_retention.into(),
+            max_rows: history_max_rows,
+        };
+        Some(History::start(history, retention).context("starting the history writer")?)
+    };
+    let history_errors = history.as_ref().map(History::error_counter);
     let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(LogSink)];
     if format == Format::Json {
         sinks.push(Box::new(JsonSink::new(std::io::stdout().lock())));
     }
     let mut output = Output {
         plan,
+        history,
         sinks,
         clock,
         totals: Totals::default(),
@@ -142,7 +162,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     AttributedEvent::Sigkill(Box::new(attributor.sigkill(sigkill, deadline).await))
                 }
             };
-            output.event(&event, drops.total());
+            output.event(&event, drops.total()).await;
         }
     };
     let (counts, ()) = tokio::join!(capture_side, output_side);
@@ -154,6 +174,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     output.totals.records = records;
     output.totals.decode_errors = decode_errors;
     output.totals.oom_sigkills = oom_sigkills;
+    if let Some(history) = output.history.take() {
+        history.close();
+    }
+    output.totals.history_write_errors =
+        history_errors.map_or(0, |errors| errors.load(Ordering::Relaxed));
     output.stopped(drops.total());
     Ok(())
 }
@@ -203,9 +228,10 @@ async fn send(queue: &mpsc::Sender<(Event, Instant)>, events: Vec<Event>) {
     }
 }
 
-/// Attributed events to every sink.
+/// Attributed events to the history, then to every sink.
 struct Output<'a> {
     plan: &'a CapturePlan,
+    history: Option<History>,
     sinks: Vec<Box<dyn Sink>>,
     clock: KernelClock,
     totals: Totals,
@@ -220,8 +246,12 @@ impl<'a> Output<'a> {
         }
     }
 
-    fn event(&mut self, event: &AttributedEvent, dropped: u64) {
+    async fn event(&mut self, event: &AttributedEvent, dropped: u64) {
         let context = self.context(dropped);
+        // Stored first: a kill that was logged is never lost by the agent dying right after.
+        if let Some(history) = &mut self.history {
+            history.record(event, &context).await;
+        }
         match event {
             AttributedEvent::Kill(kill) if !kill.kill.marked_without_kill => {
                 self.totals.oom_kills += 1;

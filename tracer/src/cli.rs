@@ -1,9 +1,11 @@
 //! Command line.
 
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::capture::{FunctionHook, Tier};
-pub use crate::units::{HumanDuration, RingBufSize};
+pub use crate::units::{HumanDuration, RingBufSize, TimeBound};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -21,6 +23,12 @@ pub struct Cli {
 pub enum Command {
     /// Trace OOM kills live until SIGINT or SIGTERM (needs root or CAP_BPF + CAP_PERFMON).
     Run(RunArgs),
+    /// List the kills in the history, newest first (needs only read access to the file).
+    History(HistoryArgs),
+    /// One kill from the history in full: verdict, parties, memory snapshot, incident.
+    Show(ShowArgs),
+    /// Kills per container and per limit hit over a window, and restart loops.
+    Stats(StatsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -65,6 +73,140 @@ pub struct RunArgs {
     /// `ringbuf_dropped_total`. Pages of it the kernel has written stay in the agent's RSS.
     #[arg(long, value_name = "SIZE", default_value = "4M")]
     pub ringbuf_size: RingBufSize,
+
+    /// Where every kill is stored (SQLite) before it is logged, for `oomtrace history`. The
+    /// directory is created.
+    #[arg(long = "history", value_name = "PATH", default_value = crate::history::DEFAULT_PATH)]
+    pub history: PathBuf,
+
+    /// Store nothing.
+    #[arg(long, conflicts_with = "history")]
+    pub no_history: bool,
+
+    /// Kills older than this are deleted from the history, e.g. `30d`, `12h`.
+    #[arg(long, value_name = "DURATION", default_value = "30d")]
+    pub history_retention: HumanDuration,
+
+    /// The history keeps at most this many kills, the newest.
+    #[arg(long, value_name = "N", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub history_max_rows: u64,
+}
+
+/// The history file a report reads.
+#[derive(Debug, clap::Args)]
+pub struct HistoryFile {
+    /// The agent's `--history`.
+    #[arg(long = "history", value_name = "PATH", default_value = crate::history::DEFAULT_PATH)]
+    pub path: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    pub file: HistoryFile,
+
+    /// Only kills since then: a duration ago (`2h`, `7d`) or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<TimeBound>,
+
+    /// Only kills until then: a duration ago (`30m`) or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<TimeBound>,
+
+    /// Only kills in this container: its name, or the start of its id.
+    #[arg(long, value_name = "NAME|ID")]
+    pub container: Option<String>,
+
+    /// Only kills in this Kubernetes pod (its name).
+    #[arg(long, value_name = "NAME")]
+    pub pod: Option<String>,
+
+    /// Only kills in this Kubernetes namespace.
+    #[arg(long, value_name = "NAME")]
+    pub namespace: Option<String>,
+
+    /// Only kills of processes with this command name (comm).
+    #[arg(long, value_name = "COMM")]
+    pub victim: Option<String>,
+
+    /// Only kills set off by this container (its name) or command (comm).
+    #[arg(long, value_name = "NAME")]
+    pub trigger: Option<String>,
+
+    /// Only kills where the host ran out of memory, or where a container's (a cgroup's) limit
+    /// was hit.
+    #[arg(long, value_enum)]
+    pub domain: Option<DomainArg>,
+
+    /// Only OOM kills, or only other SIGKILLs.
+    #[arg(long, value_enum)]
+    pub kind: Option<KindArg>,
+
+    /// At most this many, the newest.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub limit: u32,
+
+    /// `table` for people; `json` (an array) or `jsonl` (one per line): the stored records, as
+    /// `oomtrace run --format json` wrote them, with a `history` object added.
+    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    /// The id from `oomtrace history`.
+    pub id: i64,
+
+    #[command(flatten)]
+    pub file: HistoryFile,
+
+    /// `text` for people, `json`: the stored record.
+    #[arg(long, value_enum, default_value_t = ShowFormat::Text)]
+    pub format: ShowFormat,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    pub file: HistoryFile,
+
+    /// The window: a duration ago (`24h`, `7d`) or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN", default_value = "24h")]
+    pub since: TimeBound,
+
+    /// A container OOM-killed 3 times within this span is in a restart loop.
+    #[arg(long, value_name = "DURATION", default_value = "6h")]
+    pub restart_loop_window: HumanDuration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DomainArg {
+    /// The host ran out of memory; no cgroup limit was hit.
+    Host,
+    /// A cgroup's limit was hit: a container's, a pod's, a unit's.
+    #[value(alias = "cgroup")]
+    Container,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    #[value(name = "oom_kill", alias = "oom")]
+    OomKill,
+    Sigkill,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ListFormat {
+    Table,
+    Json,
+    Jsonl,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ShowFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

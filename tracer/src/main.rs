@@ -3,7 +3,7 @@
 //! The pipeline reads top to bottom: [`capture`] loads the programs and reads their records,
 //! [`decode`] turns bytes into typed parts, [`incident`] joins the parts of one kill,
 //! [`attribute`] names the containers, pods and services involved, and [`sink`] writes the
-//! result; [`agent`] runs it.
+//! result, after [`history`] stored it; [`agent`] runs it. [`report`] reads the history back.
 
 mod agent;
 mod attribute;
@@ -13,10 +13,12 @@ mod cli;
 mod clock;
 mod decode;
 mod explain;
+mod history;
 mod incident;
 mod names;
 mod observe;
 mod protect;
+mod report;
 mod sink;
 mod units;
 
@@ -35,6 +37,9 @@ fn main() -> ExitCode {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|runtime| runtime.block_on(agent::run(args))),
+        Command::History(args) => report::history(args),
+        Command::Show(args) => report::show(args),
+        Command::Stats(args) => report::stats(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

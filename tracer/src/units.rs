@@ -1,4 +1,5 @@
-//! Quantities as people write them on a command line: durations (`24h`) and sizes (`4M`).
+//! Quantities as people write them on a command line: durations (`24h`), points in time
+//! (`2h` ago, or an RFC 3339 time) and sizes (`4M`).
 //! Pure parsers of untrusted text (fuzzed: fuzz/fuzz_targets/units.rs).
 
 use std::str::FromStr;
@@ -78,6 +79,42 @@ impl FromStr for HumanDuration {
     }
 }
 
+/// A point in time as a query gives it: a duration before now (`2h`), or an RFC 3339 time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeBound {
+    Ago(Duration),
+    At(jiff::Timestamp),
+}
+
+impl TimeBound {
+    /// Nanoseconds since the epoch.
+    pub fn resolve(self, now: jiff::Timestamp) -> i64 {
+        let ns = match self {
+            TimeBound::Ago(ago) => now
+                .as_nanosecond()
+                .saturating_sub(i128::try_from(ago.as_nanos()).unwrap_or(i128::MAX)),
+            TimeBound::At(at) => at.as_nanosecond(),
+        };
+        i64::try_from(ns).unwrap_or(if ns < 0 { i64::MIN } else { i64::MAX })
+    }
+}
+
+impl FromStr for TimeBound {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if let Ok(HumanDuration(ago)) = text.parse() {
+            return Ok(TimeBound::Ago(ago));
+        }
+        text.trim().parse().map(TimeBound::At).map_err(|_| {
+            format!(
+                "`{text}` is neither a duration like 2h or 7d nor an RFC 3339 time like \
+                 2026-11-30T10:00:00Z"
+            )
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +151,21 @@ mod tests {
         assert_eq!(secs("7d"), Ok(604_800));
         assert_eq!(secs("1h30m"), Ok(5_400));
         assert_eq!(secs("0s"), Ok(0));
+    }
+
+    #[test]
+    fn time_bounds_are_durations_ago_or_rfc3339_times() {
+        let now: jiff::Timestamp = "2026-11-30T12:00:00Z".parse().unwrap();
+        let resolve = |text: &str| text.parse::<TimeBound>().map(|bound| bound.resolve(now));
+        let at = |text: &str| text.parse::<jiff::Timestamp>().unwrap().as_nanosecond() as i64;
+        assert_eq!(resolve("2h"), Ok(at("2026-11-30T10:00:00Z")));
+        assert_eq!(resolve("1d"), Ok(at("2026-11-29T12:00:00Z")));
+        assert_eq!(
+            resolve("2026-11-30T09:30:00+01:00"),
+            Ok(at("2026-11-30T08:30:00Z"))
+        );
+        let err = resolve("yesterday").unwrap_err();
+        assert!(err.contains("neither a duration"), "{err}");
     }
 
     #[test]

@@ -33,7 +33,12 @@ pub fn test(env: &Env, options: Options) -> anyhow::Result<()> {
         .args(["test", "--package", "oomtrace-tests"])
         .env("OOMTRACE_BIN", agent_binary())
         .env("OOMTRACE_STATIC_BIN", static_agent)
-        .env("OOMTRACE_STATIC_HOG", static_hog);
+        .env("OOMTRACE_STATIC_HOG", static_hog)
+        // The agents' history files, and the history commands' (`$OOMTRACE_BIN history`).
+        .env(
+            "OOMTRACE_HISTORY_DIR",
+            crate::run::target_dir().join("oomtrace-test-history"),
+        );
     if !is_root() {
         integration.args(["--config", "target.'cfg(all())'.runner='sudo -E'"]);
     }

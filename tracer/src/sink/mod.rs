@@ -26,6 +26,8 @@ pub struct Totals {
     /// SIGKILLs the OOM killer sent to a victim it marked: part of an `oom_kill`, not reported.
     pub oom_sigkills: u64,
     pub decode_errors: u64,
+    /// Events that could not be written to the history (see `crate::history`).
+    pub history_write_errors: u64,
 }
 
 pub trait Sink {

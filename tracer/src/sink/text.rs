@@ -73,11 +73,13 @@ impl Sink for LogSink {
             sigkills,
             oom_sigkills: _,
             decode_errors,
+            history_write_errors,
         } = totals;
         log::info!(
             "stopped: {oom_kills} OOM kills and {sigkills} other SIGKILLs from {records} records, \
              {decode_errors} undecodable, \
-             {} lost in the kernel (ring buffer full)",
+             {} lost in the kernel (ring buffer full), \
+             {history_write_errors} not stored in the history",
             context.ringbuf_dropped_total
         );
         Ok(())

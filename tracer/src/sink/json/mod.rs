@@ -66,60 +66,7 @@ impl<W: Write> Sink for JsonSink<W> {
     }
 
     fn oom_kill(&mut self, kill: &AttributedKill, context: &Context<'_>) -> std::io::Result<()> {
-        let AttributedKill {
-            kill,
-            victim: victim_names,
-            trigger: trigger_names,
-            main_process,
-            domain,
-            explanation,
-        } = kill;
-        let OomKill {
-            ktime_ns,
-            victim,
-            trigger,
-            parts,
-            incident,
-            marked_without_kill,
-            badness,
-        } = &**kill;
-        let Parts { tracepoint, task } = parts;
-        let parts: Vec<&str> = [(*tracepoint, "tracepoint"), (*task, "task")]
-            .into_iter()
-            .filter_map(|(present, name)| present.then_some(name))
-            .collect();
-        self.write(&Envelope {
-            schema_version: SCHEMA_VERSION,
-            // The same shape either way; the kind tells a consumer not to count it as a kill.
-            kind: if *marked_without_kill {
-                "oom_mark_exiting"
-            } else {
-                "oom_kill"
-            },
-            time: context.clock.wall_time(*ktime_ns).to_string(),
-            body: Kill {
-                ktime_ns: *ktime_ns,
-                capture: KillCapture {
-                    tier: context.plan.tier.as_str(),
-                    parts,
-                    ringbuf_dropped_total: context.ringbuf_dropped_total,
-                },
-                victim: PartyJson {
-                    badness: badness.map(badness_json),
-                    names: names_json(victim_names.as_ref(), *main_process),
-                    ..victim_json(victim)
-                },
-                trigger: PartyJson {
-                    names: names_json(trigger_names.as_ref(), None),
-                    ..trigger_json(trigger)
-                },
-                domain: domain_json(domain, explanation.as_deref().map(|e| &e.snapshot.domain)),
-                explanation: explanation.as_deref().map(explanation_json),
-                incident: incident
-                    .as_deref()
-                    .map(|incident| incident_json(incident, context.plan)),
-            },
-        })
+        self.write(&oom_kill_record(kill, context))
     }
 
     fn oom_incident(
@@ -164,84 +111,7 @@ impl<W: Write> Sink for JsonSink<W> {
         sigkill: &AttributedSigkill,
         context: &Context<'_>,
     ) -> std::io::Result<()> {
-        let AttributedSigkill {
-            sigkill,
-            target: target_names,
-            sender: sender_names,
-        } = sigkill;
-        let Sigkill {
-            part,
-            target_task,
-            // Through `target_tgid`.
-            target_proc: _,
-            sender_kind,
-        } = &**sigkill;
-        let SigkillPart {
-            cpu: _,
-            ktime_ns,
-            target,
-            sender,
-            sender_cgroup_id,
-            sender_cgroup,
-            sender_memcg,
-        } = part;
-        let tgid = sigkill.target_tgid();
-        let sender_cgroup = match sender_cgroup {
-            Some(cgroup) => cgroup_json(cgroup),
-            None => CgroupJson {
-                id: *sender_cgroup_id,
-                path: None,
-                truncated: false,
-                incomplete: false,
-            },
-        };
-        self.write(&Envelope {
-            schema_version: SCHEMA_VERSION,
-            kind: "sigkill",
-            time: context.clock.wall_time(*ktime_ns).to_string(),
-            body: SigkillJson {
-                ktime_ns: *ktime_ns,
-                capture: KillCapture {
-                    tier: context.plan.tier.as_str(),
-                    parts: vec!["signal"],
-                    ringbuf_dropped_total: context.ringbuf_dropped_total,
-                },
-                target: PartyJson {
-                    process: ProcessJson {
-                        pid: Some(tgid.unwrap_or(target.pid)),
-                        executable: target.comm.as_deref().map(|name| ExecutableJson { name }),
-                        real_user: None,
-                        oom_score_adj: None,
-                        memory: None,
-                    },
-                    thread: ThreadJson { id: target.pid },
-                    cgroup: target_task
-                        .as_ref()
-                        .and_then(|task| task.target_cgroup.as_ref())
-                        .map(cgroup_json),
-                    memcg: target_task
-                        .as_ref()
-                        .and_then(|task| task.target_memcg.as_ref())
-                        .map(cgroup_json),
-                    badness: None,
-                    names: names_json(target_names.as_ref(), None),
-                },
-                sender: SenderJson {
-                    kind: sender_kind.as_str(),
-                    party: PartyJson {
-                        cgroup: Some(sender_cgroup),
-                        memcg: sender_memcg.as_ref().map(cgroup_json),
-                        names: names_json(sender_names.as_ref(), None),
-                        ..task_json(sender)
-                    },
-                },
-                signal: SignalJson {
-                    code: target.code,
-                    group: target.group.map(|group| group != 0),
-                    result: target.result.map(signal_result),
-                },
-            },
-        })
+        self.write(&sigkill_record(sigkill, context))
     }
 
     fn stopped(&mut self, totals: &Totals, context: &Context<'_>) -> std::io::Result<()> {
@@ -251,6 +121,7 @@ impl<W: Write> Sink for JsonSink<W> {
             sigkills,
             oom_sigkills,
             decode_errors,
+            history_write_errors,
         } = *totals;
         self.write(&Envelope {
             schema_version: SCHEMA_VERSION,
@@ -263,8 +134,153 @@ impl<W: Write> Sink for JsonSink<W> {
                 oom_sigkills,
                 decode_errors,
                 ringbuf_dropped_total: context.ringbuf_dropped_total,
+                history_write_errors,
             },
         })
+    }
+}
+
+/// The `oom_kill` (or `oom_mark_exiting`) record of a kill: what this sink writes, and what the
+/// history stores.
+pub fn oom_kill_record<'a>(kill: &'a AttributedKill, context: &Context<'_>) -> impl Serialize + 'a {
+    let AttributedKill {
+        kill,
+        victim: victim_names,
+        trigger: trigger_names,
+        main_process,
+        domain,
+        explanation,
+    } = kill;
+    let OomKill {
+        ktime_ns,
+        victim,
+        trigger,
+        parts,
+        incident,
+        marked_without_kill,
+        badness,
+    } = &**kill;
+    let Parts { tracepoint, task } = parts;
+    let parts: Vec<&str> = [(*tracepoint, "tracepoint"), (*task, "task")]
+        .into_iter()
+        .filter_map(|(present, name)| present.then_some(name))
+        .collect();
+    Envelope {
+        schema_version: SCHEMA_VERSION,
+        // The same shape either way; the kind tells a consumer not to count it as a kill.
+        kind: if *marked_without_kill {
+            "oom_mark_exiting"
+        } else {
+            "oom_kill"
+        },
+        time: context.clock.wall_time(*ktime_ns).to_string(),
+        body: Kill {
+            ktime_ns: *ktime_ns,
+            capture: KillCapture {
+                tier: context.plan.tier.as_str(),
+                parts,
+                ringbuf_dropped_total: context.ringbuf_dropped_total,
+            },
+            victim: PartyJson {
+                badness: badness.map(badness_json),
+                names: names_json(victim_names.as_ref(), *main_process),
+                ..victim_json(victim)
+            },
+            trigger: PartyJson {
+                names: names_json(trigger_names.as_ref(), None),
+                ..trigger_json(trigger)
+            },
+            domain: domain_json(domain, explanation.as_deref().map(|e| &e.snapshot.domain)),
+            explanation: explanation.as_deref().map(explanation_json),
+            incident: incident
+                .as_deref()
+                .map(|incident| incident_json(incident, context.plan)),
+        },
+    }
+}
+
+/// The `sigkill` record: what this sink writes, and what the history stores.
+pub fn sigkill_record<'a>(
+    sigkill: &'a AttributedSigkill,
+    context: &Context<'_>,
+) -> impl Serialize + 'a {
+    let AttributedSigkill {
+        sigkill,
+        target: target_names,
+        sender: sender_names,
+    } = sigkill;
+    let Sigkill {
+        part,
+        target_task,
+        // Through `target_tgid`.
+        target_proc: _,
+        sender_kind,
+    } = &**sigkill;
+    let SigkillPart {
+        cpu: _,
+        ktime_ns,
+        target,
+        sender,
+        sender_cgroup_id,
+        sender_cgroup,
+        sender_memcg,
+    } = part;
+    let tgid = sigkill.target_tgid();
+    let sender_cgroup = match sender_cgroup {
+        Some(cgroup) => cgroup_json(cgroup),
+        None => CgroupJson {
+            id: *sender_cgroup_id,
+            path: None,
+            truncated: false,
+            incomplete: false,
+        },
+    };
+    Envelope {
+        schema_version: SCHEMA_VERSION,
+        kind: "sigkill",
+        time: context.clock.wall_time(*ktime_ns).to_string(),
+        body: SigkillJson {
+            ktime_ns: *ktime_ns,
+            capture: KillCapture {
+                tier: context.plan.tier.as_str(),
+                parts: vec!["signal"],
+                ringbuf_dropped_total: context.ringbuf_dropped_total,
+            },
+            target: PartyJson {
+                process: ProcessJson {
+                    pid: Some(tgid.unwrap_or(target.pid)),
+                    executable: target.comm.as_deref().map(|name| ExecutableJson { name }),
+                    real_user: None,
+                    oom_score_adj: None,
+                    memory: None,
+                },
+                thread: ThreadJson { id: target.pid },
+                cgroup: target_task
+                    .as_ref()
+                    .and_then(|task| task.target_cgroup.as_ref())
+                    .map(cgroup_json),
+                memcg: target_task
+                    .as_ref()
+                    .and_then(|task| task.target_memcg.as_ref())
+                    .map(cgroup_json),
+                badness: None,
+                names: names_json(target_names.as_ref(), None),
+            },
+            sender: SenderJson {
+                kind: sender_kind.as_str(),
+                party: PartyJson {
+                    cgroup: Some(sender_cgroup),
+                    memcg: sender_memcg.as_ref().map(cgroup_json),
+                    names: names_json(sender_names.as_ref(), None),
+                    ..task_json(sender)
+                },
+            },
+            signal: SignalJson {
+                code: target.code,
+                group: target.group.map(|group| group != 0),
+                result: target.result.map(signal_result),
+            },
+        },
     }
 }
 
@@ -318,6 +334,8 @@ struct Stopped {
     oom_sigkills: u64,
     decode_errors: u64,
     ringbuf_dropped_total: u64,
+    /// Events the history could not store (disk full, read-only, …); 0 with `--no-history`.
+    history_write_errors: u64,
 }
 
 #[derive(Serialize)]

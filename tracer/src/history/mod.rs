@@ -1,0 +1,171 @@
+//! The durable history: every `oom_kill` and `sigkill` the agent reports, stored in an embedded
+//! SQLite database (WAL mode) before it is written anywhere else, and read back by
+//! `oomtrace history`, `show` and `stats` (see `crate::report`).
+//!
+//! - [`schema`]: the table, its migrations, opening the file read-write or read-only.
+//! - [`row`]: an event's row: its JSON record and the columns queries filter on.
+//! - [`store`]: inserting (each event once), matching a backfilled kill, retention.
+//! - [`writer`]: the agent's writer thread behind a bounded queue; live events and kernel-log
+//!   backfills both go through it, so one connection writes the file.
+//! - [`query`]: what the report commands ask.
+
+pub mod query;
+pub mod row;
+pub mod schema;
+pub mod store;
+pub mod writer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use serde::Serialize;
+
+use self::row::{EventRow, Source};
+use self::store::Retention;
+use self::writer::HistoryWriter;
+use crate::attribute::AttributedEvent;
+use crate::sink::Context;
+use crate::sink::json::{oom_kill_record, sigkill_record};
+
+/// Where the agent keeps its history unless told otherwise.
+pub const DEFAULT_PATH: &str = "/var/lib/oomtrace/oomtrace.db";
+
+/// The agent's history: the writer, and this boot's id for every row.
+pub struct History {
+    writer: HistoryWriter,
+    boot_id: String,
+}
+
+impl History {
+    pub fn start(path: PathBuf, retention: Retention) -> std::io::Result<Self> {
+        Ok(History {
+            writer: HistoryWriter::start(path, retention)?,
+            boot_id: boot_id(),
+        })
+    }
+
+    /// Events that could not be stored; shared, so a metrics endpoint can read it.
+    pub fn error_counter(&self) -> Arc<AtomicU64> {
+        self.writer.error_counter()
+    }
+
+    /// Stores `event` if the history keeps its kind, and returns once it is committed (or
+    /// after [`writer::COMMIT_WAIT`]).
+    pub async fn record(&mut self, event: &AttributedEvent, context: &Context<'_>) {
+        if let Some(row) = live_row(event, context, &self.boot_id) {
+            self.writer.write(row).await;
+        }
+    }
+
+    /// Stores kills recovered from the kernel log (records shaped as the JSON sink writes them,
+    /// from this boot), each unless a kill of its pid within `tolerance` of its kernel time is
+    /// known already: traced live, or backfilled by an earlier run.
+    #[allow(
+        dead_code,
+        reason = "the kernel-log backfill's entry point, wired in separately"
+    )]
+    pub async fn backfill(
+        &mut self,
+        records: &[serde_json::Value],
+        tolerance: std::time::Duration,
+    ) -> anyhow::Result<writer::Backfilled> {
+        let rows = records
+            .iter()
+            .map(|record| EventRow::from_record(record, Source::Kmsg, &self.boot_id))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        self.writer.backfill(rows, tolerance).await
+    }
+
+    /// Stores what is queued and closes the file.
+    pub fn close(self) {
+        self.writer.close();
+    }
+}
+
+/// The row for a kill the agent traced: its record exactly as the JSON sink writes it.
+fn live_row(event: &AttributedEvent, context: &Context<'_>, boot_id: &str) -> Option<EventRow> {
+    let record = match event {
+        AttributedEvent::Kill(kill) if !kill.kill.marked_without_kill => {
+            to_value(oom_kill_record(kill, context))
+        }
+        AttributedEvent::Sigkill(sigkill) => to_value(sigkill_record(sigkill, context)),
+        // Not a kill; and an incident's victims are each stored with its `incident`.
+        AttributedEvent::Kill(_) | AttributedEvent::Incident(_) => return None,
+    }?;
+    match EventRow::from_record(&record, Source::Live, boot_id) {
+        Ok(row) => Some(row),
+        Err(err) => {
+            log::error!("history: a record cannot be stored: {err:#}");
+            None
+        }
+    }
+}
+
+fn to_value(record: impl Serialize) -> Option<serde_json::Value> {
+    serde_json::to_value(record)
+        .inspect_err(|err| log::error!("history: rendering a record: {err}"))
+        .ok()
+}
+
+/// This boot's id: pids and kernel times are only unique within one boot.
+fn boot_id() -> String {
+    const PATH: &str = "/proc/sys/kernel/random/boot_id";
+    match std::fs::read_to_string(PATH) {
+        Ok(id) => id.trim().to_owned(),
+        Err(err) => {
+            log::warn!("history: reading {PATH}: {err}; kills are stored under boot `unknown`");
+            "unknown".to_owned()
+        }
+    }
+}
+
+#[cfg(test)]
+pub mod tests {
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::row::{EventKind, EventRow, Source};
+
+    /// A directory removed when dropped.
+    pub struct TempDir(PathBuf);
+
+    impl std::ops::Deref for TempDir {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    pub fn temp_dir() -> TempDir {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "oomtrace-history-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    /// An `oom_kill` of `pid` at `time_ns` in a boot called `boot`, its record minimal.
+    pub fn synthetic_row(pid: u32, time_ns: i64) -> EventRow {
+        let record = serde_json::json!({
+            "schema_version": 1, "kind": "oom_kill",
+            "time": jiff::Timestamp::from_nanosecond(i128::from(time_ns)).unwrap().to_string(),
+            "ktime_ns": 1_000_000 + u64::from(pid),
+            "victim": {"process": {"pid": pid, "executable": {"name": "hog"}}},
+            "trigger": {"process": {"pid": pid, "executable": {"name": "hog"}}},
+            "domain": {"kind": "cgroup"}
+        });
+        let row = EventRow::from_record(&record, Source::Live, "boot").unwrap();
+        assert_eq!(row.kind, EventKind::OomKill);
+        row
+    }
+}

@@ -1,0 +1,319 @@
+//! The agent's side of the history: inserting events, skipping ones already known, and keeping
+//! the file within its retention.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension as _, params};
+
+use super::row::{EventKind, EventRow};
+use super::schema;
+
+/// How long and how much history is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    pub max_age: Duration,
+    pub max_rows: u64,
+}
+
+/// Retention is applied at startup and after this many inserts: no timer wakes an idle agent,
+/// and a busy one trims a little at a time.
+const RETENTION_EVERY: u32 = 100;
+
+/// What an insert did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inserted {
+    /// Stored under this id.
+    New(i64),
+    /// Already stored (the same boot, kind, pid and kernel time, or for a backfilled kill, a kill
+    /// of that pid near that time): nothing written.
+    Known,
+}
+
+pub struct Store {
+    conn: Connection,
+    retention: Retention,
+    inserts_since_retention: u32,
+}
+
+impl Store {
+    /// Opens (creating and migrating) the history at `path` and applies the retention.
+    pub fn open(path: &Path, retention: Retention) -> anyhow::Result<Self> {
+        let conn = schema::open_read_write(path)?;
+        let mut store = Store {
+            conn,
+            retention,
+            inserts_since_retention: 0,
+        };
+        store.apply_retention(jiff::Timestamp::now())?;
+        Ok(store)
+    }
+
+    /// Stores `row` in one committed transaction, unless the same event is stored already.
+    pub fn insert(&mut self, row: &EventRow) -> anyhow::Result<Inserted> {
+        let EventRow {
+            time_ns,
+            kind,
+            source,
+            boot_id,
+            ktime_ns,
+            victim_pid,
+            victim_comm,
+            container_name,
+            container_id,
+            pod,
+            namespace,
+            trigger_name,
+            domain_kind,
+            incident_id,
+            record,
+        } = row;
+        let changed = self.conn.execute(
+            "INSERT OR IGNORE INTO events (time_ns, kind, source, boot_id, ktime_ns, victim_pid,
+                 victim_comm, container_name, container_id, pod, namespace, trigger_name,
+                 domain_kind, incident_id, record)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            params![
+                time_ns,
+                kind.as_str(),
+                source.as_str(),
+                boot_id,
+                ktime_i64(*ktime_ns),
+                victim_pid,
+                victim_comm,
+                container_name,
+                container_id,
+                pod,
+                namespace,
+                trigger_name,
+                domain_kind,
+                incident_id,
+                record,
+            ],
+        )?;
+        if changed == 0 {
+            return Ok(Inserted::Known);
+        }
+        let id = self.conn.last_insert_rowid();
+        self.inserts_since_retention += 1;
+        if self.inserts_since_retention >= RETENTION_EVERY {
+            self.apply_retention(jiff::Timestamp::now())?;
+        }
+        Ok(Inserted::New(id))
+    }
+
+    /// The id of an `oom_kill` of `pid` in boot `boot_id` within `tolerance` of `ktime_ns`, if
+    /// one is stored. The kernel log's timestamps are not the tracer's clock to the nanosecond,
+    /// so a kill recovered from it is matched by pid and nearness.
+    pub fn known_kill(
+        &self,
+        boot_id: &str,
+        pid: u32,
+        ktime_ns: u64,
+        tolerance: Duration,
+    ) -> anyhow::Result<Option<i64>> {
+        let tolerance = i64::try_from(tolerance.as_nanos()).unwrap_or(i64::MAX);
+        let at = ktime_i64(ktime_ns);
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id FROM events
+                 WHERE boot_id = ?1 AND kind = ?2 AND victim_pid = ?3
+                   AND ktime_ns BETWEEN ?4 AND ?5
+                 ORDER BY abs(ktime_ns - ?6) LIMIT 1",
+                params![
+                    boot_id,
+                    EventKind::OomKill.as_str(),
+                    pid,
+                    at.saturating_sub(tolerance),
+                    at.saturating_add(tolerance),
+                    at,
+                ],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Stores a kill recovered from the kernel log, unless the same kill (its pid within
+    /// `tolerance` of its time, this boot) is stored already, live or from an earlier backfill.
+    pub fn insert_backfilled(
+        &mut self,
+        row: &EventRow,
+        tolerance: Duration,
+    ) -> anyhow::Result<Inserted> {
+        if self
+            .known_kill(&row.boot_id, row.victim_pid, row.ktime_ns, tolerance)?
+            .is_some()
+        {
+            return Ok(Inserted::Known);
+        }
+        self.insert(row)
+    }
+
+    /// Deletes what is older than the retention's age, then the oldest rows past its count.
+    /// Returns how many rows went.
+    pub fn apply_retention(&mut self, now: jiff::Timestamp) -> anyhow::Result<u64> {
+        self.inserts_since_retention = 0;
+        let Retention { max_age, max_rows } = self.retention;
+        let max_age = i64::try_from(max_age.as_nanos()).unwrap_or(i64::MAX);
+        let cutoff = i64::try_from(now.as_nanosecond())
+            .unwrap_or(i64::MAX)
+            .saturating_sub(max_age);
+        let tx = self.conn.transaction()?;
+        let by_age = tx.execute("DELETE FROM events WHERE time_ns < ?1", [cutoff])?;
+        let by_count = tx.execute(
+            "DELETE FROM events WHERE id IN
+                 (SELECT id FROM events ORDER BY time_ns DESC, id DESC LIMIT -1 OFFSET ?1)",
+            [i64::try_from(max_rows).unwrap_or(i64::MAX)],
+        )?;
+        tx.commit()?;
+        Ok((by_age + by_count) as u64)
+    }
+
+    #[cfg(test)]
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+/// Kernel times fit SQLite's signed integers for 292 years of uptime.
+fn ktime_i64(ktime_ns: u64) -> i64 {
+    i64::try_from(ktime_ns).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::row::Source;
+    use crate::history::tests::{TempDir, synthetic_row, temp_dir};
+
+    const DAY_NS: i64 = 86_400 * 1_000_000_000;
+
+    fn store(retention: Retention) -> (TempDir, Store) {
+        let dir = temp_dir();
+        let store = Store::open(&dir.join("store.db"), retention).unwrap();
+        (dir, store)
+    }
+
+    fn roomy() -> Retention {
+        Retention {
+            max_age: Duration::from_secs(3650 * 86_400),
+            max_rows: 1_000_000,
+        }
+    }
+
+    fn count(store: &Store) -> i64 {
+        store
+            .connection()
+            .query_row("SELECT count(*) FROM events", [], |row| row.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn the_same_kill_is_stored_once() {
+        let (_dir, mut store) = store(roomy());
+        let now = jiff::Timestamp::now().as_nanosecond() as i64;
+        let row = synthetic_row(1, now);
+        assert!(matches!(store.insert(&row).unwrap(), Inserted::New(_)));
+        assert_eq!(store.insert(&row).unwrap(), Inserted::Known);
+        // Another boot's pid 1 at the same kernel time is another kill.
+        let other_boot = EventRow {
+            boot_id: "another-boot".into(),
+            ..row.clone()
+        };
+        assert!(matches!(
+            store.insert(&other_boot).unwrap(),
+            Inserted::New(_)
+        ));
+        assert_eq!(count(&store), 2);
+    }
+
+    #[test]
+    fn a_backfilled_kill_near_a_known_one_is_skipped() {
+        let (_dir, mut store) = store(roomy());
+        let now = jiff::Timestamp::now().as_nanosecond() as i64;
+        let live = synthetic_row(7, now);
+        let Inserted::New(id) = store.insert(&live).unwrap() else {
+            panic!("stored");
+        };
+        let tolerance = Duration::from_millis(50);
+        let near = live.ktime_ns + 20_000_000;
+        assert_eq!(
+            store.known_kill(&live.boot_id, 7, near, tolerance).unwrap(),
+            Some(id)
+        );
+        assert_eq!(
+            store
+                .known_kill(&live.boot_id, 7, live.ktime_ns + 80_000_000, tolerance)
+                .unwrap(),
+            None
+        );
+        assert_eq!(store.known_kill("other", 7, near, tolerance).unwrap(), None);
+        let backfilled = EventRow {
+            source: Source::Kmsg,
+            ktime_ns: near,
+            ..live.clone()
+        };
+        assert_eq!(
+            store.insert_backfilled(&backfilled, tolerance).unwrap(),
+            Inserted::Known
+        );
+        let later = EventRow {
+            ktime_ns: live.ktime_ns + 5_000_000_000,
+            ..backfilled
+        };
+        assert!(matches!(
+            store.insert_backfilled(&later, tolerance).unwrap(),
+            Inserted::New(_)
+        ));
+        assert_eq!(count(&store), 2);
+    }
+
+    #[test]
+    fn retention_drops_what_is_too_old() {
+        let (_dir, mut store) = store(Retention {
+            max_age: Duration::from_secs(30 * 86_400),
+            ..roomy()
+        });
+        let now = jiff::Timestamp::now().as_nanosecond() as i64;
+        for (pid, age_days) in [(1, 0), (2, 29), (3, 31), (4, 400)] {
+            store
+                .insert(&synthetic_row(pid, now - age_days * DAY_NS))
+                .unwrap();
+        }
+        assert_eq!(store.apply_retention(jiff::Timestamp::now()).unwrap(), 2);
+        let mut kept: Vec<u32> = store
+            .connection()
+            .prepare("SELECT victim_pid FROM events")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        kept.sort_unstable();
+        assert_eq!(kept, [1, 2]);
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_rows_and_runs_as_rows_arrive() {
+        let (_dir, mut store) = store(Retention {
+            max_rows: 50,
+            ..roomy()
+        });
+        let now = jiff::Timestamp::now().as_nanosecond() as i64;
+        // Inserted out of time order, as a backfill would.
+        for pid in 0..(RETENTION_EVERY * 2) {
+            let age = i64::from((pid * 37) % 200);
+            store
+                .insert(&synthetic_row(pid, now - age * 1_000_000_000))
+                .unwrap();
+        }
+        // Applied by the inserts themselves, no call needed.
+        assert_eq!(count(&store), 50);
+        let oldest_kept: i64 = store
+            .connection()
+            .query_row("SELECT min(time_ns) FROM events", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(oldest_kept, now - 49 * 1_000_000_000);
+    }
+}

@@ -1,0 +1,421 @@
+//! The agent's history writer: a thread of its own behind a bounded queue, so a slow or failing
+//! disk delays the output a little and never the reading of the ring buffer.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::row::EventRow;
+use super::store::{Inserted, Retention, Store};
+
+/// Events waiting for the disk. The output side waits for each commit, so this only fills
+/// while commits are slower than [`COMMIT_WAIT`].
+const QUEUE: usize = 256;
+
+/// How long the output side waits for an event's commit before writing it out anyway. The
+/// event stays queued and is stored when the disk catches up.
+pub const COMMIT_WAIT: Duration = Duration::from_secs(1);
+
+/// After the history could not be opened, how long before trying again.
+const REOPEN_INTERVAL: Duration = Duration::from_secs(30);
+
+/// A repeated error is logged once, then at most this often.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+enum Job {
+    /// An event the agent traced; `committed` is told once it is stored (or failed).
+    Live {
+        row: Box<EventRow>,
+        committed: oneshot::Sender<()>,
+    },
+    /// Kills recovered from the kernel log, each stored unless already known.
+    Backfill {
+        rows: Vec<EventRow>,
+        tolerance: Duration,
+        done: oneshot::Sender<anyhow::Result<Backfilled>>,
+    },
+}
+
+/// What a backfill did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backfilled {
+    pub stored: usize,
+    /// Already in the history: traced live, or backfilled before.
+    pub known: usize,
+}
+
+/// The handle the output side holds.
+pub struct HistoryWriter {
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+    errors: Arc<AtomicU64>,
+    slow: RateLimitedLog,
+    /// The commit that took longer than [`COMMIT_WAIT`], while it is still pending.
+    overdue: Option<oneshot::Receiver<()>>,
+}
+
+impl HistoryWriter {
+    /// Starts the writer thread, which opens (creating) the history at `path`. A history that
+    /// cannot be opened is logged, and retried now and then; tracing goes on either way.
+    pub fn start(path: PathBuf, retention: Retention) -> std::io::Result<Self> {
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        let errors = Arc::new(AtomicU64::new(0));
+        let thread = std::thread::Builder::new().name("history".into()).spawn({
+            let errors = Arc::clone(&errors);
+            move || write_loop(&path, retention, queue, &errors)
+        })?;
+        Ok(HistoryWriter {
+            jobs: Some(jobs),
+            thread: Some(thread),
+            errors,
+            slow: RateLimitedLog::default(),
+            overdue: None,
+        })
+    }
+
+    /// Events that could not be stored, for `agent_stopped` and metrics.
+    pub fn error_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.errors)
+    }
+
+    /// Stores `row` and waits, at most [`COMMIT_WAIT`], until it is committed (or failed).
+    /// While an earlier commit is overdue, it queues without waiting: a stalled disk costs
+    /// the output one wait, not one per event.
+    pub async fn write(&mut self, row: EventRow) {
+        let Some(jobs) = &self.jobs else { return };
+        let (committed, done) = oneshot::channel();
+        let job = Job::Live {
+            row: Box::new(row),
+            committed,
+        };
+        let behind = self.overdue.as_mut().is_some_and(|overdue| {
+            matches!(overdue.try_recv(), Err(oneshot::error::TryRecvError::Empty))
+        });
+        if behind {
+            match jobs.try_send(job) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => self.lost(format!(
+                    "history: the disk has not taken a write for over {COMMIT_WAIT:?} and \
+                     {QUEUE} events wait; kills are not stored until it does"
+                )),
+                Err(mpsc::error::TrySendError::Closed(_)) => self.writer_gone(),
+            }
+            return;
+        }
+        self.overdue = None;
+        let started = Instant::now();
+        match tokio::time::timeout(COMMIT_WAIT, jobs.send(job)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return self.writer_gone(),
+            Err(_) => {
+                return self.lost(format!(
+                    "history: the disk has not taken a write for over {COMMIT_WAIT:?} and \
+                     {QUEUE} events wait; kills are not stored until it does"
+                ));
+            }
+        }
+        let mut done = done;
+        let left = COMMIT_WAIT.saturating_sub(started.elapsed());
+        if tokio::time::timeout(left, &mut done).await.is_err() {
+            self.slow.log(|| {
+                format!(
+                    "history: a write took over {COMMIT_WAIT:?}; kills are written out before \
+                     they are stored until the disk catches up"
+                )
+            });
+            self.overdue = Some(done);
+        }
+    }
+
+    /// Stores kills recovered from the kernel log (`Source::Kmsg` rows), skipping each one
+    /// already known within `tolerance` of its kernel time; waits until all are stored.
+    pub async fn backfill(
+        &mut self,
+        rows: Vec<EventRow>,
+        tolerance: Duration,
+    ) -> anyhow::Result<Backfilled> {
+        let jobs = self
+            .jobs
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the history is closed"))?;
+        let (done, result) = oneshot::channel();
+        jobs.send(Job::Backfill {
+            rows,
+            tolerance,
+            done,
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("the history writer stopped"))?;
+        result
+            .await
+            .map_err(|_| anyhow::anyhow!("the history writer stopped"))?
+    }
+
+    /// An event that will not be stored.
+    fn lost(&mut self, message: String) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.slow.log(|| message);
+    }
+
+    fn writer_gone(&mut self) {
+        self.lost("history: the writer stopped; kills are no longer stored".into());
+    }
+
+    /// Waits for the queued events to be stored and closes the history.
+    pub fn close(mut self) {
+        self.jobs = None;
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            log::error!("history: the writer thread panicked");
+        }
+    }
+}
+
+fn write_loop(
+    path: &std::path::Path,
+    retention: Retention,
+    mut queue: mpsc::Receiver<Job>,
+    errors: &AtomicU64,
+) {
+    let mut failures = RateLimitedLog::default();
+    let open = |failures: &mut RateLimitedLog| match Store::open(path, retention) {
+        Ok(store) => {
+            log::info!("history: storing kills in {}", path.display());
+            Some(store)
+        }
+        Err(err) => {
+            failures.log(|| {
+                format!(
+                    "history: cannot open {}: {err:#}; kills are still reported, but not \
+                     stored",
+                    path.display()
+                )
+            });
+            None
+        }
+    };
+    let mut store = open(&mut failures);
+    let mut last_open = Instant::now();
+    while let Some(job) = queue.blocking_recv() {
+        if store.is_none() && last_open.elapsed() >= REOPEN_INTERVAL {
+            store = open(&mut failures);
+            last_open = Instant::now();
+        }
+        match job {
+            Job::Live { row, committed } => {
+                let stored = match &mut store {
+                    Some(store) => store.insert(&row).map(|_| ()),
+                    None => Err(anyhow::anyhow!("{} could not be opened", path.display())),
+                };
+                if let Err(err) = stored {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    failures.log(|| {
+                        format!(
+                            "history: the {} of pid {} is not stored in {}: {err:#}; kills are \
+                             still reported",
+                            row.kind.as_str(),
+                            row.victim_pid,
+                            path.display()
+                        )
+                    });
+                }
+                // The output side may have stopped waiting: nothing to tell then.
+                let _ = committed.send(());
+            }
+            Job::Backfill {
+                rows,
+                tolerance,
+                done,
+            } => {
+                let result = match &mut store {
+                    Some(store) => backfill(store, &rows, tolerance, errors),
+                    None => Err(anyhow::anyhow!("{} could not be opened", path.display())),
+                };
+                let _ = done.send(result);
+            }
+        }
+    }
+}
+
+fn backfill(
+    store: &mut Store,
+    rows: &[EventRow],
+    tolerance: Duration,
+    errors: &AtomicU64,
+) -> anyhow::Result<Backfilled> {
+    let mut backfilled = Backfilled::default();
+    for row in rows {
+        match store.insert_backfilled(row, tolerance) {
+            Ok(Inserted::New(_)) => backfilled.stored += 1,
+            Ok(Inserted::Known) => backfilled.known += 1,
+            Err(err) => {
+                errors.fetch_add(1, Ordering::Relaxed);
+                return Err(err.context(format!(
+                    "storing the kill of pid {} from the kernel log",
+                    row.victim_pid
+                )));
+            }
+        }
+    }
+    Ok(backfilled)
+}
+
+/// Logs the first error at once, then at most one per [`ERROR_LOG_INTERVAL`], saying how many
+/// were left out in between.
+#[derive(Default)]
+struct RateLimitedLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimitedLog {
+    fn log(&mut self, message: impl FnOnce() -> String) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < ERROR_LOG_INTERVAL)
+        {
+            self.suppressed += 1;
+            return;
+        }
+        let message = message();
+        match std::mem::take(&mut self.suppressed) {
+            0 => log::error!("{message}"),
+            n => log::error!("{message} ({n} similar errors not logged)"),
+        }
+        self.last = Some(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::tests::{synthetic_row, temp_dir};
+
+    fn retention() -> Retention {
+        Retention {
+            max_age: Duration::from_secs(86_400),
+            max_rows: 1000,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_is_committed_before_write_returns() {
+        let dir = temp_dir();
+        let path = dir.join("writer.db");
+        let mut writer = HistoryWriter::start(path.clone(), retention()).unwrap();
+        let now = jiff::Timestamp::now().as_nanosecond() as i64;
+        writer.write(synthetic_row(5, now)).await;
+        // Another connection sees it before the writer is closed.
+        let reader = crate::history::schema::open_read_only(&path).unwrap();
+        let stored: i64 = reader
+            .query_row(
+                "SELECT count(*) FROM events WHERE victim_pid = 5",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(stored, 1);
+        let errors = writer.error_counter();
+        writer.close();
+        assert_eq!(errors.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_stalled_disk_costs_the_output_one_wait_not_one_per_event() {
+        let dir = temp_dir();
+        let path = dir.join("stalled.db");
+        let mut writer = HistoryWriter::start(path.clone(), retention()).unwrap();
+        let now = jiff::Timestamp::now().as_nanosecond() as i64;
+        writer.write(synthetic_row(1, now)).await;
+        // Another process holds the write lock for 1.5 s: each insert waits for it.
+        let (locked, is_locked) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+            locked.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(1500));
+            conn.execute_batch("COMMIT").unwrap();
+        });
+        is_locked.recv().unwrap();
+        let started = Instant::now();
+        for pid in 2..=5 {
+            writer.write(synthetic_row(pid, now)).await;
+        }
+        let waited = started.elapsed();
+        assert!(
+            (COMMIT_WAIT..COMMIT_WAIT + Duration::from_millis(400)).contains(&waited),
+            "4 writes behind a stalled disk took {waited:?}"
+        );
+        holder.join().unwrap();
+        let errors = writer.error_counter();
+        writer.close();
+        // Nothing was lost: the writer caught up once the lock went.
+        assert_eq!(errors.load(Ordering::Relaxed), 0);
+        let reader = crate::history::schema::open_read_only(&dir.join("stalled.db")).unwrap();
+        let stored: i64 = reader
+            .query_row("SELECT count(*) FROM events", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(stored, 5);
+    }
+
+    #[tokio::test]
+    async fn a_backfill_stores_only_the_kills_not_known() {
+        let dir = temp_dir();
+        let mut writer = HistoryWriter::start(dir.join("backfill.db"), retention()).unwrap();
+        let now = jiff::Timestamp::now().as_nanosecond() as i64;
+        let live = synthetic_row(5, now);
+        writer.write(live.clone()).await;
+        let from_kmsg = |pid: u32, ktime_ns: u64| EventRow {
+            source: crate::history::row::Source::Kmsg,
+            ktime_ns,
+            ..synthetic_row(pid, now)
+        };
+        let rows = vec![
+            // The live kill, as the kernel log timed it.
+            from_kmsg(5, live.ktime_ns + 3_000_000),
+            from_kmsg(6, 2_000_000),
+        ];
+        let tolerance = Duration::from_millis(100);
+        let first = writer.backfill(rows.clone(), tolerance).await.unwrap();
+        assert_eq!(
+            first,
+            Backfilled {
+                stored: 1,
+                known: 1
+            }
+        );
+        // Again, as after a restart: nothing new.
+        let again = writer.backfill(rows, tolerance).await.unwrap();
+        assert_eq!(
+            again,
+            Backfilled {
+                stored: 0,
+                known: 2
+            }
+        );
+        writer.close();
+    }
+
+    #[tokio::test]
+    async fn an_unopenable_history_counts_every_event_and_returns_at_once() {
+        // A path under a regular file cannot be created, even by root.
+        let dir = temp_dir();
+        std::fs::write(dir.join("file"), b"").unwrap();
+        let mut writer = HistoryWriter::start(dir.join("file/oomtrace.db"), retention()).unwrap();
+        let errors = writer.error_counter();
+        let now = jiff::Timestamp::now().as_nanosecond() as i64;
+        let started = Instant::now();
+        for pid in 0..3 {
+            writer.write(synthetic_row(pid, now)).await;
+        }
+        assert!(started.elapsed() < COMMIT_WAIT, "{:?}", started.elapsed());
+        assert_eq!(errors.load(Ordering::Relaxed), 3);
+        writer.close();
+    }
+}
