@@ -121,8 +121,10 @@ pub fn events(conn: &Connection, filter: &Filter) -> rusqlite::Result<Vec<Stored
     }
     if let Some(container) = container {
         // A name exactly, or the start of an id; no wildcards, whatever the argument holds.
+        // The prefix is compared as bytes: SQLite's text length() stops at a NUL.
         add(
-            "(container_name = {} OR substr(container_id, 1, length({})) = {})",
+            "(container_name = {} OR substr(CAST(container_id AS BLOB), 1, \
+             length(CAST({} AS BLOB))) = CAST({} AS BLOB))",
             text(container),
         );
     }

@@ -170,7 +170,8 @@ impl Store {
         Ok((by_age + by_count) as u64)
     }
 
-    #[cfg(test)]
+    /// For tests, and for the fuzz target that checks queries against this store.
+    #[cfg(any(test, fuzzing))]
     pub fn connection(&self) -> &Connection {
         &self.conn
     }
