@@ -54,6 +54,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => None,
     };
     release_startup_memory();
+    // Kills from before the programs were attached are only in the kernel's log.
+    crate::kmsg::log_since_boot();
     let mut records = capture.records()?;
     let drops = capture.drop_counter()?;
     let plan = &capture.plan;

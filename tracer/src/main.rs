@@ -14,6 +14,7 @@ mod clock;
 mod decode;
 mod explain;
 mod incident;
+mod kmsg;
 mod names;
 mod observe;
 mod protect;
