@@ -1,5 +1,7 @@
 //! The agent: capture → decode → join → attribute → sinks, until a signal, then drain and stop.
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -19,9 +21,10 @@ use crate::cli::{Format, RunArgs};
 use crate::clock::KernelClock;
 use crate::explain::Explainer;
 use crate::incident::{Event, Joiner, TargetProc};
+use crate::metrics::{self, Metrics};
 use crate::observe::Observer;
 use crate::observe::cgroupfs::MemoryHierarchy;
-use crate::sink::{Context, Sink, Totals, json::JsonSink, text::LogSink};
+use crate::sink::{Context, Sink, Totals, json::JsonSink, metrics::MetricsSink, text::LogSink};
 use crate::{badness, decode};
 
 type Logger = EbpfLogger<&'static dyn log::Log>;
@@ -40,6 +43,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         restart_loop_window,
         oom_score_adj,
         ringbuf_size,
+        metrics_addr,
     } = args;
     crate::protect::set_oom_score_adj(oom_score_adj);
     let clock = KernelClock::now();
@@ -57,7 +61,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Kills from before the programs were attached are only in the kernel's log.
     crate::kmsg::log_since_boot();
     let mut records = capture.records()?;
-    let drops = capture.drop_counter()?;
+    let drops = Arc::new(capture.drop_counter()?);
     let plan = &capture.plan;
 
     let attributor = Attributor::start(AttributionOptions {
@@ -71,6 +75,26 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(LogSink)];
     if format == Format::Json {
         sinks.push(Box::new(JsonSink::new(std::io::stdout().lock())));
+    }
+    if let Some(addr) = metrics_addr {
+        // The history store counts its failed writes here; without one it stays 0.
+        let history_write_errors = Arc::new(AtomicU64::new(0));
+        let ringbuf_dropped = Arc::clone(&drops);
+        let metrics = Arc::new(Metrics::new(
+            Box::new(move || ringbuf_dropped.total()),
+            history_write_errors,
+        ));
+        let listener = metrics::http::bind(addr).await?;
+        log::info!(
+            "serving Prometheus metrics at http://{}/metrics",
+            listener.local_addr().unwrap_or(addr)
+        );
+        tokio::spawn(metrics::http::serve(
+            listener,
+            Arc::clone(&metrics),
+            metrics::http::Limits::default(),
+        ));
+        sinks.push(Box::new(MetricsSink::new(metrics)));
     }
     let mut output = Output {
         plan,

@@ -1,5 +1,6 @@
 //! Command line.
 
+use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -67,6 +68,12 @@ pub struct RunArgs {
     /// `ringbuf_dropped_total`. Pages of it the kernel has written stay in the agent's RSS.
     #[arg(long, value_name = "SIZE", default_value = "4M")]
     pub ringbuf_size: RingBufSize,
+
+    /// Serve Prometheus metrics at `http://ADDR/metrics`, e.g. `127.0.0.1:9464` (loopback:
+    /// only this host can scrape). Off by default. Only this address is bound; `0.0.0.0:9464`
+    /// exposes the counters to every network the host is on.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// A ring buffer size: a power of two of at least one page (4 KiB), at most 1 GiB, in bytes

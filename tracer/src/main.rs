@@ -15,6 +15,7 @@ mod decode;
 mod explain;
 mod incident;
 mod kmsg;
+mod metrics;
 mod names;
 mod observe;
 mod protect;
