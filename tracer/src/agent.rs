@@ -77,23 +77,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         sinks.push(Box::new(JsonSink::new(std::io::stdout().lock())));
     }
     if let Some(addr) = metrics_addr {
+        let ringbuf_dropped = Arc::clone(&drops);
         // The history store counts its failed writes here; without one it stays 0.
         let history_write_errors = Arc::new(AtomicU64::new(0));
-        let ringbuf_dropped = Arc::clone(&drops);
         let metrics = Arc::new(Metrics::new(
             Box::new(move || ringbuf_dropped.total()),
             history_write_errors,
         ));
-        let listener = metrics::http::bind(addr).await?;
-        log::info!(
-            "serving Prometheus metrics at http://{}/metrics",
-            listener.local_addr().unwrap_or(addr)
-        );
-        tokio::spawn(metrics::http::serve(
-            listener,
-            Arc::clone(&metrics),
-            metrics::http::Limits::default(),
-        ));
+        metrics::http::start(addr, Arc::clone(&metrics)).await?;
         sinks.push(Box::new(MetricsSink::new(metrics)));
     }
     let mut output = Output {

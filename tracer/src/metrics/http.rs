@@ -35,11 +35,18 @@ impl Default for Limits {
     }
 }
 
-/// Binds `addr`, only that address: the caller chooses loopback or the network.
-pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
+/// Binds `addr`, only that address (the user chooses loopback or the network), and serves
+/// the metrics there from the current runtime.
+pub async fn start(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(addr)
         .await
-        .with_context(|| format!("listening for metrics scrapes on {addr}"))
+        .with_context(|| format!("listening for metrics scrapes on {addr}"))?;
+    log::info!(
+        "serving Prometheus metrics at http://{}/metrics",
+        listener.local_addr().unwrap_or(addr)
+    );
+    tokio::spawn(serve(listener, metrics, Limits::default()));
+    Ok(())
 }
 
 /// Serves scrapes until the runtime stops.

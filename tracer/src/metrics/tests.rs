@@ -406,3 +406,17 @@ async fn a_silent_client_is_timed_out() {
     );
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+#[tokio::test]
+async fn an_address_in_use_is_a_clear_error() {
+    let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = taken.local_addr().unwrap();
+    let err = http::start(addr, Arc::new(metrics()))
+        .await
+        .expect_err("the port is taken");
+    let message = format!("{err:#}");
+    assert!(
+        message.contains(&format!("listening for metrics scrapes on {addr}")),
+        "{message}"
+    );
+}
