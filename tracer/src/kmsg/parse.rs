@@ -15,7 +15,8 @@
 //!
 //! A kill is a `Killed process` line, with what the lines before it in the same report said
 //! about it: the `oom-kill:` line of the same pid, the legacy `Task in … limit of …` line,
-//! the legacy `Kill process` line and the invoker. A `Killed process` line alone is still a kill.
+//! the legacy `Kill process` line and the invoker. A `Killed process` line alone is still a kill;
+//! the same pid killed again in the same report (a `memory.oom.group` walk does that) is not.
 //!
 //! The kernel escapes every byte outside printable ASCII (and `\` itself) as `\xNN`, so a comm
 //! or a cgroup path may arrive escaped; [`KernelText`] holds the unescaped bytes, losslessly.
@@ -495,7 +496,14 @@ pub struct KillAssembler {
     legacy_limit: Option<LegacyLimit>,
     kill_process: Option<(Option<OomScope>, u32, Option<u64>)>,
     group: Option<KernelText>,
+    /// The pids this report killed: a `memory.oom.group` walk kills the chosen victim again
+    /// and logs it twice (seen on 6.1). Bounded; past the bound a repeat is a kill again.
+    killed: Vec<u32>,
 }
+
+/// The kills of one report remembered to drop repeats: more than any `memory.oom.group` of a
+/// real workload, small enough to search.
+const KILLED_PER_REPORT: usize = 4096;
 
 impl KillAssembler {
     pub fn new() -> Self {
@@ -545,7 +553,15 @@ impl KillAssembler {
                 pid,
                 comm,
                 memory,
-            } => Some(self.killed(seq, usec, scope, pid, comm, memory)),
+            } => {
+                if self.killed.contains(&pid) {
+                    return None;
+                }
+                if self.killed.len() < KILLED_PER_REPORT {
+                    self.killed.push(pid);
+                }
+                Some(self.killed(seq, usec, scope, pid, comm, memory))
+            }
         }
     }
 

@@ -1,5 +1,6 @@
 //! The parser on real kernel logs: `linux-6.18-memcg-v1.kmsg` was read from `/dev/kmsg` on the
-//! development machine after two OOM kills in a v1 memory cgroup; the older kernels' fixtures
+//! development machine after two OOM kills in a v1 memory cgroup, `debian-6.1-vm.dmesg` is the
+//! kernel-matrix VM's `dmesg` after three scenarios; the older kernels' fixtures
 //! are written from their `mm/oom_kill.c` and `mm/memcontrol.c` format strings (see
 //! `tracer/fixtures/kmsg/README.md`).
 
@@ -14,6 +15,7 @@ const LINUX_5_4: &[u8] = include_bytes!("../../fixtures/kmsg/linux-5.4-memcg-and
 const LINUX_4_19: &[u8] = include_bytes!("../../fixtures/kmsg/linux-4.19-memcg.kmsg");
 const LINUX_4_14: &[u8] = include_bytes!("../../fixtures/kmsg/linux-4.14-memcg-and-host.kmsg");
 const LINUX_3_10: &[u8] = include_bytes!("../../fixtures/kmsg/linux-3.10-host.kmsg");
+const DEBIAN_6_1_VM: &str = include_str!("../../fixtures/kmsg/debian-6.1-vm.dmesg");
 
 /// A fixture's records: a line, and the ` KEY=value` lines that continue it.
 fn records(log: &[u8]) -> Vec<Vec<u8>> {
@@ -98,6 +100,79 @@ fn a_comm_with_parentheses_and_a_non_utf8_byte_is_kept_byte_for_byte() {
     assert_eq!(kill.invoker.expect("the invoker").comm.0.as_slice(), comm);
     assert_eq!(kill.memory.file_rss_kb, Some(4_680));
     assert_eq!(kill.memory.pgtables_kb, Some(120));
+}
+
+/// A `dmesg` dump (`[   13.243556] message`): each line is a record, numbered from 1.
+fn dmesg_kills(dump: &str) -> Vec<KmsgKill> {
+    let mut assembler = KillAssembler::new();
+    dump.lines()
+        .zip(1..)
+        .filter_map(|(line, seq)| {
+            let (stamp, message) = line.strip_prefix('[')?.split_once("] ")?;
+            let (secs, micros) = stamp.trim().split_once('.')?;
+            let usec = secs.parse::<u64>().ok()? * 1_000_000 + micros.parse::<u64>().ok()?;
+            assembler.push_line(seq, usec, message.as_bytes())
+        })
+        .collect()
+}
+
+#[test]
+fn the_debian_6_1_vm_logs_a_memcg_kill_an_oom_group_and_a_host_wide_kill() {
+    let kills = dmesg_kills(DEBIAN_6_1_VM);
+    let summary: Vec<_> = kills
+        .iter()
+        .map(|kill| {
+            (
+                kill.pid,
+                kill.scope,
+                kill.constraint.is_some(),
+                kill.oom_group.as_ref().map(ToString::to_string),
+            )
+        })
+        .collect();
+    let memcg = Some(OomScope::Memcg);
+    let group = || Some("/oomtrace-group".to_owned());
+    // The group walk kills the chosen victim (151) again and logs it twice: reported once.
+    assert_eq!(
+        summary,
+        [
+            (143, memcg, true, None),
+            (151, memcg, true, None),
+            (134, memcg, false, group()),
+            (136, memcg, false, group()),
+            (138, memcg, false, group()),
+            (140, memcg, false, group()),
+            (139, Some(OomScope::Host), true, None),
+        ]
+    );
+    let memcg_kill = &kills[0];
+    assert_eq!(memcg_kill.oom_memcg(), text(b"/oomtrace-vm").as_ref());
+    assert_eq!(memcg_kill.usec, 7_391_716);
+    assert_eq!(
+        memcg_kill.memory,
+        KilledMemory {
+            total_vm_kb: Some(67_344),
+            anon_rss_kb: Some(65_120),
+            file_rss_kb: Some(4),
+            shmem_rss_kb: Some(1_092),
+            uid: Some(0),
+            pgtables_kb: Some(172),
+            oom_score_adj: Some(0),
+        }
+    );
+    let host = kills.last().expect("the host-wide kill");
+    let constraint = host.constraint.as_ref().expect("its oom-kill line");
+    assert!(constraint.global_oom);
+    assert_eq!(
+        (constraint.oom_memcg.as_ref(), host.task_memcg()),
+        (None, text(b"/db").as_ref())
+    );
+    assert_eq!(
+        host.invoker
+            .as_ref()
+            .and_then(|invoker| invoker.gfp_mask.as_deref()),
+        Some("0x140dca(GFP_HIGHUSER_MOVABLE|__GFP_COMP|__GFP_ZERO)")
+    );
 }
 
 #[test]
