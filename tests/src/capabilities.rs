@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::{agent_binary, wait_timeout};
 
 /// What the deployment grants (README "Deploy", deploy/), by `setpriv`'s names.
-pub const DOCUMENTED: [&str; 3] = ["bpf", "perfmon", "sys_resource"];
+pub const DOCUMENTED: [&str; 4] = ["bpf", "perfmon", "sys_resource", "syslog"];
 
 /// The capability's number, for the names the tests use.
 pub fn number(name: &str) -> u32 {
@@ -19,6 +19,7 @@ pub fn number(name: &str) -> u32 {
         "setpcap" => 8,
         "sys_admin" => 21,
         "sys_resource" => 24,
+        "syslog" => 34,
         "perfmon" => 38,
         "bpf" => 39,
         other => panic!("the tests do not know capability {other}"),

@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 
 use crate::POLL_INTERVAL;
 
+#[allow(dead_code)] // The tests need the `Killed process` line only, not the report pairing.
+#[path = "../../tracer/src/kmsg/parse.rs"]
+mod parse;
+
 /// The kernel's "Killed process" line for one OOM kill.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KilledProcess {
@@ -59,8 +63,8 @@ impl Kmsg {
         loop {
             match self.file.read(&mut buffer) {
                 Ok(len) if len > 0 => {
-                    let record = String::from_utf8_lossy(&buffer[..len]);
-                    if let Some(killed) = parse_killed_process(kmsg_message(&record))
+                    if let Some(record) = parse::parse_record(&buffer[..len])
+                        && let Some(killed) = killed_process(record.message)
                         && killed.pid == pid
                     {
                         return killed;
@@ -82,40 +86,29 @@ impl Kmsg {
     }
 }
 
-/// The message of a `/dev/kmsg` record `prio,seq,ts,flags;message` (without the ` KEY=value`
-/// continuation lines some records carry).
-fn kmsg_message(record: &str) -> &str {
-    let message = record
-        .split_once(';')
-        .map_or(record, |(_, message)| message);
-    message.lines().next().unwrap_or_default()
-}
-
-/// Parses the OOM killer's `Killed process <pid> (<comm>) total-vm:NkB, anon-rss:NkB, ...`.
+/// Parses the OOM killer's `[…: ]Killed process <pid> (<comm>) total-vm:NkB, anon-rss:NkB, …`
+/// with the agent's own kernel-log parser; the four memory figures must be there.
 pub fn parse_killed_process(message: &str) -> Option<KilledProcess> {
-    let (_, rest) = message.split_once("Killed process ")?;
-    let (pid, rest) = rest.split_once(" (")?;
-    // A comm may hold ") " itself: the counters follow the last ") total-vm:".
-    let counters_at = rest.rfind(") total-vm:")?;
-    let counters = &rest[counters_at + 2..];
-    Some(KilledProcess {
-        pid: pid.parse().ok()?,
-        comm: rest[..counters_at].to_owned(),
-        total_vm_kb: kb_counter(counters, "total-vm")?,
-        anon_rss_kb: kb_counter(counters, "anon-rss")?,
-        file_rss_kb: kb_counter(counters, "file-rss")?,
-        shmem_rss_kb: kb_counter(counters, "shmem-rss")?,
-    })
+    killed_process(message.as_bytes())
 }
 
-/// The value of `name:NkB` among comma and space separated counters.
-fn kb_counter(counters: &str, name: &str) -> Option<u64> {
-    counters.split_whitespace().find_map(|counter| {
-        let (key, value) = counter.trim_end_matches(',').split_once(':')?;
-        if key != name {
-            return None;
-        }
-        value.strip_suffix("kB")?.parse().ok()
+fn killed_process(message: &[u8]) -> Option<KilledProcess> {
+    let parse::OomLine::Killed {
+        scope: _,
+        pid,
+        comm,
+        memory,
+    } = parse::parse_line(message)?
+    else {
+        return None;
+    };
+    Some(KilledProcess {
+        pid,
+        comm: String::from_utf8_lossy(&comm.0).into_owned(),
+        total_vm_kb: memory.total_vm_kb?,
+        anon_rss_kb: memory.anon_rss_kb?,
+        file_rss_kb: memory.file_rss_kb?,
+        shmem_rss_kb: memory.shmem_rss_kb?,
     })
 }
 
@@ -181,10 +174,12 @@ mod tests {
 
     #[test]
     fn takes_the_message_out_of_a_kmsg_record() {
-        let record = "3,1890,1124479151,-;Memory cgroup out of memory: Killed process 5 (x) total-vm:1kB\n SUBSYSTEM=mem\n";
+        let record = b"3,1890,1124479151,-;Memory cgroup out of memory: Killed process 5 (x) total-vm:1kB, anon-rss:2kB, file-rss:3kB, shmem-rss:4kB\n SUBSYSTEM=mem\n";
+        let record = parse::parse_record(record).expect("a record");
+        assert_eq!(record.seq, 1890);
         assert_eq!(
-            kmsg_message(record),
-            "Memory cgroup out of memory: Killed process 5 (x) total-vm:1kB"
+            killed_process(record.message).map(|k| k.shmem_rss_kb),
+            Some(4)
         );
     }
 }

@@ -96,7 +96,14 @@ impl Podman {
     /// from then on it knows every container before the container can be OOM-killed, as an
     /// agent that has been running for a while does. (Connecting takes podman about a second.)
     pub fn start_agent(&self) -> Agent {
-        let agent = Agent::start_with(&self.agent_args());
+        self.start_agent_with(&[])
+    }
+
+    /// As [`start_agent`](Self::start_agent), with more arguments for `oomtrace run`.
+    pub fn start_agent_with(&self, extra_args: &[&str]) -> Agent {
+        let mut args = self.agent_args().to_vec();
+        args.extend_from_slice(extra_args);
+        let agent = Agent::start_with(&args);
         agent.wait_for_log("following its events", Duration::from_secs(30));
         agent
     }

@@ -1,5 +1,5 @@
 //! The agent with only the capabilities its deployment grants (README "Deploy", deploy/): root
-//! with CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE in its bounding set and nothing else, as
+//! with CAP_BPF, CAP_PERFMON, CAP_SYS_RESOURCE and CAP_SYSLOG in its bounding set and nothing else, as
 //! `--cap-drop=ALL --cap-add=…` and `CapabilityBoundingSet=` leave it. It catches a real OOM
 //! kill so, names a capability taken away, and gives up what it holds once attached.
 

@@ -1,7 +1,8 @@
 //! The agent: capture → decode → join → attribute → history → sinks, until a signal, then drain
 //! and stop.
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -23,9 +24,10 @@ use crate::explain::Explainer;
 use crate::history::History;
 use crate::history::store::Retention;
 use crate::incident::{Event, Joiner, TargetProc};
+use crate::metrics::{self, Metrics};
 use crate::observe::Observer;
 use crate::observe::cgroupfs::MemoryHierarchy;
-use crate::sink::{Context, Sink, Totals, json::JsonSink, text::LogSink};
+use crate::sink::{Context, Sink, Totals, json::JsonSink, metrics::MetricsSink, text::LogSink};
 use crate::{badness, decode};
 
 type Logger = EbpfLogger<&'static dyn log::Log>;
@@ -48,6 +50,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         no_history,
         history_retention,
         history_max_rows,
+        metrics_addr,
     } = args;
     let clock = KernelClock::now();
     let mut capture = Capture::attach(CaptureOptions {
@@ -63,8 +66,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => None,
     };
     release_startup_memory();
+    // Kills from before the programs were attached are only in the kernel's log. Read while
+    // the capabilities are held: with kernel.dmesg_restrict, /dev/kmsg needs CAP_SYSLOG.
+    let attached_ktime_ns = crate::clock::monotonic_ns();
+    let earlier_kills = crate::kmsg::kills_since_boot();
     let mut records = capture.records()?;
-    let drops = capture.drop_counter()?;
+    let drops = Arc::new(capture.drop_counter()?);
     // Attached: from here on nothing needs the capabilities loading did. Before any thread
     // starts, since each thread keeps its own.
     let retained = privileges::drop_after_attach(|| drops.try_read())?;
@@ -80,7 +87,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tombstone_ttl: tombstone_ttl.into(),
     });
     // Started once the programs are attached: an agent that cannot attach creates no file.
-    let history = if no_history {
+    let mut history = if no_history {
         None
     } else {
         let retention = Retention {
@@ -90,9 +97,25 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(History::start(history, retention).context("starting the history writer")?)
     };
     let history_errors = history.as_ref().map(History::error_counter);
+    if let (Some(history), Some(earlier)) = (history.as_mut(), earlier_kills) {
+        backfill(history, &earlier, attached_ktime_ns, &clock).await;
+    }
     let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(LogSink)];
     if format == Format::Json {
         sinks.push(Box::new(JsonSink::new(std::io::stdout().lock())));
+    }
+    if let Some(addr) = metrics_addr {
+        let ringbuf_dropped = Arc::clone(&drops);
+        // Without a history, nothing fails to be written.
+        let history_write_errors = history_errors
+            .clone()
+            .unwrap_or_else(|| Arc::new(AtomicU64::new(0)));
+        let metrics = Arc::new(Metrics::new(
+            Box::new(move || ringbuf_dropped.total()),
+            history_write_errors,
+        ));
+        metrics::http::start(addr, Arc::clone(&metrics)).await?;
+        sinks.push(Box::new(MetricsSink::new(metrics)));
     }
     let mut output = Output {
         plan,
@@ -225,6 +248,37 @@ async fn send(queue: &mpsc::Sender<(Event, Instant)>, events: Vec<Event>) {
         if queue.send((event, now)).await.is_err() {
             log::error!("the output stage stopped; an event was not written");
         }
+    }
+}
+
+/// Stores the kills the kernel logged before the programs were attached, unless the history
+/// knows them already (traced live, or stored by an earlier run's backfill).
+async fn backfill(
+    history: &mut History,
+    earlier: &crate::kmsg::KernelLogKills,
+    attached_ktime_ns: u64,
+    clock: &KernelClock,
+) {
+    use crate::kmsg::backfill;
+    let before: Vec<_> = earlier
+        .kills
+        .iter()
+        .filter(|kill| kill.usec.saturating_mul(1000) < attached_ktime_ns)
+        .collect();
+    let Some(tolerance) = before.iter().map(|kill| backfill::tolerance(kill)).max() else {
+        return;
+    };
+    let records: Vec<_> = before
+        .iter()
+        .map(|kill| backfill::record(kill, clock))
+        .collect();
+    match history.backfill(&records, tolerance).await {
+        Ok(done) => log::info!(
+            "history: {} OOM kills from the kernel log stored, {} known already",
+            done.stored,
+            done.known
+        ),
+        Err(err) => log::error!("history: storing the kernel log's OOM kills: {err:#}"),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Command line.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -91,6 +92,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 100_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub history_max_rows: u64,
+
+    /// Serve Prometheus metrics at `http://ADDR/metrics`, e.g. `127.0.0.1:9464` (loopback:
+    /// only this host can scrape). Off by default. Only this address is bound; `0.0.0.0:9464`
+    /// exposes the counters to every network the host is on.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// The history file a report reads.

@@ -23,6 +23,11 @@ impl KernelClock {
     }
 }
 
+/// CLOCK_MONOTONIC now: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    u64::try_from(clock_ns(libc::CLOCK_MONOTONIC)).unwrap_or(0)
+}
+
 fn clock_ns(clock: libc::clockid_t) -> i128 {
     let mut ts = libc::timespec {
         tv_sec: 0,

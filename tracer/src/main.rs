@@ -15,6 +15,8 @@ mod decode;
 mod explain;
 mod history;
 mod incident;
+mod kmsg;
+mod metrics;
 mod names;
 mod observe;
 mod protect;

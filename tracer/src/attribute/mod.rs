@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use self::cache::{Cached, MetadataCache};
 use self::cgroup_path::{PathIdentity, PathKind};
 use self::docker::{DockerApi, LOOKUP_TIMEOUT};
-use self::runtime::{ContainerMetadata, ContainerRuntime};
+use self::runtime::{ContainerMetadata, ContainerRuntime, RuntimeError};
 use self::watch::Shared;
 use crate::decode::Domain;
 use crate::incident::{OomIncident, OomKill, Sigkill};
@@ -69,7 +69,63 @@ pub struct Attribution {
     pub container: Option<Arc<ContainerMetadata>>,
     pub source: Source,
     /// Why the name is missing, when a runtime should have known it.
-    pub warning: Option<String>,
+    pub warning: Option<AttributionWarning>,
+}
+
+/// Why a cgroup is named by its path only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttributionWarning {
+    pub reason: FailureReason,
+    /// What each runtime said, for people.
+    pub message: String,
+}
+
+/// The kinds of [`AttributionWarning`]: a small fixed set, so it can be counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FailureReason {
+    /// The cgroup path matches no container, pod or service layout.
+    UnrecognisedPath,
+    /// No runtime socket is configured.
+    NoRuntime,
+    /// No runtime is reachable: nothing listens at its socket, or it is not connected.
+    RuntimeAbsent,
+    /// A runtime failed or answered something the API does not promise.
+    RuntimeError,
+    /// A runtime did not answer within the kill's budget.
+    Timeout,
+    /// The runtimes that answered do not know the container.
+    UnknownContainer,
+}
+
+impl FailureReason {
+    pub const ALL: [FailureReason; 6] = [
+        FailureReason::UnrecognisedPath,
+        FailureReason::NoRuntime,
+        FailureReason::RuntimeAbsent,
+        FailureReason::RuntimeError,
+        FailureReason::Timeout,
+        FailureReason::UnknownContainer,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::UnrecognisedPath => "unrecognised_path",
+            FailureReason::NoRuntime => "no_runtime",
+            FailureReason::RuntimeAbsent => "runtime_absent",
+            FailureReason::RuntimeError => "runtime_error",
+            FailureReason::Timeout => "timeout",
+            FailureReason::UnknownContainer => "unknown_container",
+        }
+    }
+}
+
+impl AttributionWarning {
+    fn new(reason: FailureReason, message: impl Into<String>) -> Self {
+        AttributionWarning {
+            reason,
+            message: message.into(),
+        }
+    }
 }
 
 /// Whose limit the kill was about.
@@ -529,8 +585,9 @@ impl Attributor {
             }
             Err(warning) => {
                 log::warn!(
-                    "container {}: {warning}; named from its cgroup path only",
-                    short(&id)
+                    "container {}: {}; named from its cgroup path only",
+                    short(&id),
+                    warning.message
                 );
                 attribution.warning = Some(warning);
             }
@@ -544,11 +601,14 @@ impl Attributor {
         &self,
         id: &str,
         deadline: Instant,
-    ) -> Result<(Arc<ContainerMetadata>, Source), String> {
+    ) -> Result<(Arc<ContainerMetadata>, Source), AttributionWarning> {
         if self.runtimes.is_empty() {
-            return self
-                .cached(id)
-                .ok_or_else(|| "no container runtime socket is configured".to_owned());
+            return self.cached(id).ok_or_else(|| {
+                AttributionWarning::new(
+                    FailureReason::NoRuntime,
+                    "no container runtime socket is configured",
+                )
+            });
         }
         let mut asked = vec![false; self.runtimes.len()];
         let mut problems = Vec::new();
@@ -575,9 +635,23 @@ impl Attributor {
                             .with_cache(|cache| cache.upsert((*meta).clone(), Instant::now()));
                         return Ok((meta, Source::Live));
                     }
-                    Ok(Ok(None)) => problems.push(format!("unknown to {}", runtime.describe())),
-                    Ok(Err(err)) => problems.push(format!("{}: {err}", runtime.describe())),
-                    Err(_) => problems.push(format!("{}: no answer in time", runtime.describe())),
+                    Ok(Ok(None)) => problems.push((
+                        FailureReason::UnknownContainer,
+                        format!("unknown to {}", runtime.describe()),
+                    )),
+                    Ok(Err(err)) => {
+                        let reason = match err {
+                            RuntimeError::Absent(_) => FailureReason::RuntimeAbsent,
+                            RuntimeError::Garbage(_) | RuntimeError::Unavailable(_) => {
+                                FailureReason::RuntimeError
+                            }
+                        };
+                        problems.push((reason, format!("{}: {err}", runtime.describe())));
+                    }
+                    Err(_) => problems.push((
+                        FailureReason::Timeout,
+                        format!("{}: no answer in time", runtime.describe()),
+                    )),
                 }
             }
             // A runtime still connecting may know it; a connected one may send its event (a
@@ -597,10 +671,24 @@ impl Attributor {
         }
         for (runtime, asked) in self.runtimes.iter().zip(&asked) {
             if !asked {
-                problems.push(format!("{} is not connected", runtime.describe()));
+                problems.push((
+                    FailureReason::RuntimeAbsent,
+                    format!("{} is not connected", runtime.describe()),
+                ));
             }
         }
-        Err(problems.join("; "))
+        // The most telling: a runtime that answered "unknown" beats one that is not there.
+        let reason = problems
+            .iter()
+            .map(|(reason, _)| *reason)
+            .max()
+            .unwrap_or(FailureReason::RuntimeAbsent);
+        let message = problems
+            .into_iter()
+            .map(|(_, problem)| problem)
+            .collect::<Vec<_>>()
+            .join("; ");
+        Err(AttributionWarning::new(reason, message))
     }
 
     fn cached(&self, id: &str) -> Option<(Arc<ContainerMetadata>, Source)> {
@@ -615,7 +703,7 @@ impl Attributor {
         }
     }
 
-    fn warn_unrecognised(&self, path: &str) -> Option<String> {
+    fn warn_unrecognised(&self, path: &str) -> Option<AttributionWarning> {
         let warning = "the cgroup path matches no known container, pod or service layout";
         let mut warned = self
             .warned
@@ -628,7 +716,10 @@ impl Attributor {
             }
             warned.push_back(path.to_owned());
         }
-        Some(warning.to_owned())
+        Some(AttributionWarning::new(
+            FailureReason::UnrecognisedPath,
+            warning,
+        ))
     }
 }
 

@@ -210,9 +210,10 @@ async fn an_absent_runtime_gives_the_path_and_says_why() {
     );
     let warning = named.warning.expect("a warning");
     assert!(
-        warning.contains("absent: no socket at /nowhere"),
-        "{warning}"
+        warning.message.contains("absent: no socket at /nowhere"),
+        "{warning:?}"
     );
+    assert_eq!(warning.reason, FailureReason::RuntimeAbsent);
     // No runtime is connected, so nothing is worth waiting for.
     assert!(started.elapsed() < Duration::from_millis(200));
 }
@@ -224,7 +225,9 @@ async fn garbage_from_the_runtime_gives_the_path_and_says_why() {
     })]);
     let named = attributor.resolve(&podman_path(ID), deadline()).await;
     assert_eq!(named.source, Source::Path);
-    assert!(named.warning.unwrap().contains("unexpected answer"));
+    let warning = named.warning.unwrap();
+    assert!(warning.message.contains("unexpected answer"));
+    assert_eq!(warning.reason, FailureReason::RuntimeError);
 }
 
 #[tokio::test(start_paused = true)]
@@ -234,7 +237,9 @@ async fn a_slow_runtime_does_not_hold_the_kill_past_its_budget() {
     let started = tokio::time::Instant::now();
     let named = attributor.resolve(&podman_path(ID), deadline()).await;
     assert_eq!(named.source, Source::Path);
-    assert!(named.warning.unwrap().contains("no answer in time"));
+    let warning = named.warning.unwrap();
+    assert!(warning.message.contains("no answer in time"));
+    assert_eq!(warning.reason, FailureReason::Timeout);
     assert!(started.elapsed() <= ATTRIBUTION_BUDGET);
 }
 
@@ -265,7 +270,9 @@ async fn a_container_nobody_knows_is_named_by_its_path_at_the_deadline() {
     let named = attributor.resolve(&podman_path(ID), deadline).await;
     assert!(Instant::now() >= deadline);
     assert_eq!(named.source, Source::Path);
-    assert!(named.warning.unwrap().contains("unknown to fake"));
+    let warning = named.warning.unwrap();
+    assert!(warning.message.contains("unknown to fake"));
+    assert_eq!(warning.reason, FailureReason::UnknownContainer);
 }
 
 #[tokio::test]
@@ -280,7 +287,10 @@ async fn paths_that_are_not_containers_need_no_runtime() {
 
     let odd = attributor.resolve("/oomtrace-test-1", deadline()).await;
     assert_eq!(odd.identity.kind, PathKind::Unrecognised);
-    assert!(odd.warning.is_some());
+    assert_eq!(
+        odd.warning.map(|warning| warning.reason),
+        Some(FailureReason::UnrecognisedPath)
+    );
 }
 
 #[tokio::test]
@@ -386,5 +396,7 @@ async fn a_runtime_that_is_down_is_not_waited_for() {
     let named = attributor.resolve(&podman_path(ID), deadline()).await;
     assert!(started.elapsed() < Duration::from_millis(200));
     assert_eq!(named.source, Source::Path);
-    assert!(named.warning.unwrap().contains("fake is not connected"));
+    let warning = named.warning.unwrap();
+    assert!(warning.message.contains("fake is not connected"));
+    assert_eq!(warning.reason, FailureReason::RuntimeAbsent);
 }

@@ -255,12 +255,14 @@ mod tests {
     use super::*;
 
     /// What the deployment grants (README "Deploy", deploy/): the two capabilities the agent
-    /// cannot work without, and the one it sets its `oom_score_adj` (and, before 5.11, its
-    /// RLIMIT_MEMLOCK) with.
-    const DEPLOYED: [Capability; 3] = [
+    /// cannot work without, the one it sets its `oom_score_adj` (and, before 5.11, its
+    /// RLIMIT_MEMLOCK) with, and the one that opens the kernel log for the history's backfill
+    /// where `kernel.dmesg_restrict` is set.
+    const DEPLOYED: [Capability; 4] = [
         Capability::CAP_BPF,
         Capability::CAP_PERFMON,
         Capability::CAP_SYS_RESOURCE,
+        Capability::CAP_SYSLOG,
     ];
 
     #[test]

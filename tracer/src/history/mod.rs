@@ -61,10 +61,6 @@ impl History {
     /// Stores kills recovered from the kernel log (records shaped as the JSON sink writes them,
     /// from this boot), each unless a kill of its pid within `tolerance` of its kernel time is
     /// known already: traced live, or backfilled by an earlier run.
-    #[allow(
-        dead_code,
-        reason = "the kernel-log backfill's entry point, wired in separately"
-    )]
     pub async fn backfill(
         &mut self,
         records: &[serde_json::Value],

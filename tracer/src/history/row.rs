@@ -27,10 +27,6 @@ pub enum Source {
     /// Traced as it happened.
     Live,
     /// Recovered from the kernel log after the agent was down.
-    #[allow(
-        dead_code,
-        reason = "for the kernel-log backfill, which stores through Store"
-    )]
     Kmsg,
 }
 

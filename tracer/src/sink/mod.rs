@@ -1,7 +1,8 @@
-//! Sinks: where a finished, attributed kill goes. The human log line is always written; JSON Lines on
-//! request.
+//! Sinks: where a finished, attributed kill goes. The human log line is always written; JSON Lines
+//! and Prometheus counters on request.
 
 pub mod json;
+pub mod metrics;
 pub mod text;
 
 use crate::attribute::{AttributedKill, AttributedSigkill};

@@ -4,7 +4,7 @@
 //! flatten with dots into the OTel attribute (`victim.process.pid` → `process.pid`).
 
 mod explanation;
-mod names;
+pub(crate) mod names;
 
 use std::io::Write;
 

@@ -111,7 +111,7 @@ pub fn names_json(attribution: Option<&Attribution>, main_process: Option<bool>)
         attribution: Some(AttributionJson {
             source: source.as_str(),
             path,
-            warning: warning.as_deref(),
+            warning: warning.as_ref().map(|warning| warning.message.as_str()),
         }),
     }
 }

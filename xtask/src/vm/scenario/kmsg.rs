@@ -1,23 +1,37 @@
 //! What the guest kernel logged about an OOM kill: the victim's `Killed process` line and the
-//! task dump (`vm.oom_dump_tasks`, on by default) that the badness is recomputed from.
+//! task dump (`vm.oom_dump_tasks`, on by default) that the badness is recomputed from. The OOM
+//! lines are read by the agent's own kernel-log parser.
 
 use anyhow::{Context as _, bail};
 
+#[allow(dead_code)] // Only the line parser is needed here, not the report pairing.
+#[path = "../../../../tracer/src/kmsg/parse.rs"]
+mod parse;
+
+pub use parse::{KilledMemory, OomLine};
+
+/// The OOM report lines of a `dmesg` dump, in order.
+pub fn oom_lines(kmsg: &str) -> impl Iterator<Item = OomLine> + '_ {
+    kmsg.lines()
+        .filter_map(|line| parse::parse_line(strip_timestamp(line).as_bytes()))
+}
+
+/// Every `Killed process <pid> (...)` line: the pid and the memory the kernel printed.
+pub fn killed(kmsg: &str) -> impl Iterator<Item = (u32, KilledMemory)> + '_ {
+    oom_lines(kmsg).filter_map(|line| match line {
+        OomLine::Killed { pid, memory, .. } => Some((pid, memory)),
+        _ => None,
+    })
+}
+
 /// The `anon-rss:NNNkB` of the kernel's `Killed process <pid> (...)` line.
 pub fn killed_anon_rss_kib(kmsg: &str, pid: u64) -> anyhow::Result<u64> {
-    let needle = format!("Killed process {pid} (");
-    let line = kmsg
-        .lines()
-        .find(|line| line.contains(&needle))
-        .with_context(|| format!("no `{needle}` line in the kernel log"))?;
-    let anon_rss = line
-        .split_once("anon-rss:")
-        .and_then(|(_, rest)| rest.split_once("kB"))
-        .map(|(kib, _)| kib)
-        .with_context(|| format!("no `anon-rss:NNNkB` in {line:?}"))?;
-    anon_rss
-        .parse()
-        .with_context(|| format!("anon-rss {anon_rss:?} in {line:?}"))
+    let (_, memory) = killed(kmsg)
+        .find(|(killed, _)| u64::from(*killed) == pid)
+        .with_context(|| format!("no `Killed process {pid} (` line in the kernel log"))?;
+    memory
+        .anon_rss_kb
+        .with_context(|| format!("no `anon-rss:NNNkB` in the `Killed process {pid}` line"))
 }
 
 /// The badness of `pid` as `oom_badness()` computes it, from the last task dump that lists it:

@@ -77,12 +77,8 @@ pub fn figures(report: &Report) -> anyhow::Result<BurstFigures> {
         .context("the agent wrote no `agent_stopped` record")?;
     let dropped = u64_field(stopped, "ringbuf_dropped_total")?;
     let kmsg = report.section("kmsg")?;
-    let kmsg_killed: BTreeSet<u64> = kmsg
-        .lines()
-        .filter_map(|line| {
-            let rest = line.split_once("Killed process ")?.1;
-            rest.split_once(" (")?.0.parse().ok()
-        })
+    let kmsg_killed: BTreeSet<u64> = super::kmsg::killed(kmsg)
+        .map(|(pid, _)| u64::from(pid))
         .filter(|pid| members.contains(pid))
         .collect();
     Ok(BurstFigures {
@@ -95,9 +91,8 @@ pub fn figures(report: &Report) -> anyhow::Result<BurstFigures> {
         incidents: incidents.len(),
         dropped,
         kmsg_killed_lines: kmsg_killed.len(),
-        kmsg_oom_kill_lines: kmsg
-            .lines()
-            .filter(|line| line.contains("oom-kill:"))
+        kmsg_oom_kill_lines: super::kmsg::oom_lines(kmsg)
+            .filter(|line| matches!(line, super::kmsg::OomLine::Constraint(_)))
             .count(),
         tier: report.tier(),
     })

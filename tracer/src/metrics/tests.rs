@@ -1,0 +1,422 @@
+//! The metrics as a scraper reads them, fed by the sink from fixture kills, and the server's
+//! answers to good and bad requests over a real loopback socket.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::http::{self, Limits, respond};
+use super::*;
+use crate::attribute::{
+    AttributedKill, AttributedSigkill, Attribution, AttributionWarning, DomainKind, FailureReason,
+    Source, fixtures,
+};
+use crate::capture::{CapturePlan, TaskHook, Tier};
+use crate::clock::KernelClock;
+use crate::decode::signal::SI_USER;
+use crate::decode::tests::{as_bytes, layout_6_18, mark_victim_record, victim_task_record};
+use crate::incident::{Event, Joiner, OomKill, TargetProc};
+use crate::sink::metrics::MetricsSink;
+use crate::sink::{Context, Sink as _};
+
+fn plan(tier: Tier) -> CapturePlan {
+    CapturePlan {
+        tier,
+        reason: "test".into(),
+        task_hook: Some(TaskHook::TpBtf),
+        function_hook: None,
+        layout: layout_6_18(),
+        constraint_names: Vec::new(),
+        signal_layout: Some(crate::decode::signal::tests::layout_6_18()),
+        signal_task_hook: Some(TaskHook::TpBtf),
+    }
+}
+
+fn kill(pid: u32) -> OomKill {
+    let now = std::time::Instant::now();
+    let layout = layout_6_18();
+    let mut joiner = Joiner::new(true, false);
+    let decode = |record: &[u8]| crate::decode::decode(record, &layout).unwrap();
+    joiner.push(decode(&as_bytes(&mark_victim_record(0, pid, 65_500))), now);
+    let events = joiner.push(decode(&as_bytes(&victim_task_record(0, pid))), now);
+    match events.as_slice() {
+        [Event::Kill(kill)] => (**kill).clone(),
+        other => panic!("expected one kill, got {other:?}"),
+    }
+}
+
+fn sigkill_of(target: Option<Attribution>) -> AttributedSigkill {
+    let mut joiner = Joiner::new(true, false);
+    let proc = TargetProc {
+        tgid: Some(123),
+        cgroups: None,
+    };
+    joiner.push_with(
+        crate::decode::tests::sigkill(123, 456, SI_USER),
+        Some(proc),
+        std::time::Instant::now(),
+    );
+    let [Event::Sigkill(sigkill)]: [Event; 1] = joiner.flush().try_into().unwrap() else {
+        panic!("one SIGKILL");
+    };
+    AttributedSigkill {
+        sigkill,
+        target,
+        sender: None,
+    }
+}
+
+/// A container named `name`, with nothing but its runtime name.
+fn container(name: &str, id_digit: char) -> Attribution {
+    let id: String = std::iter::repeat_n(id_digit, 64).collect();
+    let path = format!("/libpod_parent/libpod-{id}");
+    let meta = crate::attribute::runtime::ContainerMetadata::new(
+        &id,
+        &format!("/{name}"),
+        "podman",
+        std::iter::empty(),
+    );
+    Attribution {
+        path: path.clone(),
+        identity: crate::attribute::cgroup_path::parse(&path),
+        container: Some(Arc::new(meta)),
+        source: Source::Cache,
+        warning: None,
+    }
+}
+
+fn metrics() -> Metrics {
+    Metrics::new(Box::new(|| 0), Arc::new(AtomicU64::new(0)))
+}
+
+struct Fed {
+    metrics: Arc<Metrics>,
+    sink: MetricsSink,
+    plan: CapturePlan,
+}
+
+impl Fed {
+    fn new(tier: Tier) -> Self {
+        Self::with(metrics(), tier)
+    }
+
+    fn with(metrics: Metrics, tier: Tier) -> Self {
+        let metrics = Arc::new(metrics);
+        Fed {
+            sink: MetricsSink::new(Arc::clone(&metrics)),
+            metrics,
+            plan: plan(tier),
+        }
+    }
+
+    fn context(&self) -> Context<'_> {
+        Context {
+            plan: &self.plan,
+            ringbuf_dropped_total: 0,
+            clock: KernelClock::now(),
+        }
+    }
+
+    fn kill(&mut self, kill: &AttributedKill) {
+        let context = Context {
+            plan: &self.plan,
+            ringbuf_dropped_total: 0,
+            clock: KernelClock::now(),
+        };
+        self.sink.oom_kill(kill, &context).unwrap();
+    }
+
+    fn text(&self) -> String {
+        self.metrics.encode()
+    }
+}
+
+/// The sample lines of one metric, without HELP and TYPE, sorted (a family's order is not
+/// fixed).
+fn samples(text: &str, name: &str) -> Vec<String> {
+    let mut samples: Vec<String> = text
+        .lines()
+        .filter(|line| line.starts_with(name) && !line.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    samples.sort();
+    samples
+}
+
+#[test]
+fn kills_are_counted_by_container_domain_and_tier() {
+    let mut fed = Fed::new(Tier::NoFunctionTracing);
+    let in_web = fixtures::in_web(kill(9));
+    fed.kill(&in_web);
+    fed.kill(&in_web);
+    let mut on_host = AttributedKill::unattributed(kill(10));
+    on_host.domain.kind = DomainKind::Host;
+    fed.kill(&on_host);
+    fed.kill(&AttributedKill::unattributed(kill(11)));
+    let text = fed.text();
+    assert_eq!(
+        samples(&text, "oomtrace_oom_kills_total"),
+        [
+            r#"oomtrace_oom_kills_total{container="",pod="",namespace="",domain_kind="host",tier="no-function-tracing"} 1"#,
+            r#"oomtrace_oom_kills_total{container="",pod="",namespace="",domain_kind="unknown",tier="no-function-tracing"} 1"#,
+            r#"oomtrace_oom_kills_total{container="web",pod="web-0",namespace="shop",domain_kind="cgroup",tier="no-function-tracing"} 2"#,
+        ],
+        "{text}"
+    );
+}
+
+#[test]
+fn a_task_marked_without_a_kill_is_not_counted() {
+    let mut fed = Fed::new(Tier::Full);
+    let mut marked = AttributedKill::unattributed(kill(9));
+    marked.kill.marked_without_kill = true;
+    fed.kill(&marked);
+    assert_eq!(
+        samples(&fed.text(), "oomtrace_oom_kills_total"),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn each_cgroup_named_by_its_path_only_counts_once_per_kill_by_reason() {
+    let mut fed = Fed::new(Tier::NoFunctionTracing);
+    let mut kill = fixtures::in_web(kill(9));
+    let timed_out = Some(AttributionWarning {
+        reason: FailureReason::Timeout,
+        message: "podman: no answer in time".into(),
+    });
+    // Victim and trigger are the same cgroup: one failure.
+    kill.victim.as_mut().unwrap().warning = timed_out.clone();
+    kill.trigger.as_mut().unwrap().warning = timed_out;
+    let mut odd = fixtures::web(Source::Path);
+    odd.path = "/oomtrace-test-1".into();
+    odd.warning = Some(AttributionWarning {
+        reason: FailureReason::UnrecognisedPath,
+        message: "no layout".into(),
+    });
+    kill.domain.attribution = Some(odd);
+    fed.kill(&kill);
+    let text = fed.text();
+    let failures = samples(&text, "oomtrace_attribution_failures_total");
+    assert_eq!(
+        failures.len(),
+        FailureReason::ALL.len(),
+        "every reason shown: {text}"
+    );
+    for reason in FailureReason::ALL {
+        let expected = match reason {
+            FailureReason::Timeout | FailureReason::UnrecognisedPath => 1,
+            _ => 0,
+        };
+        let line = format!(
+            "oomtrace_attribution_failures_total{{reason=\"{}\"}} {expected}",
+            reason.as_str()
+        );
+        assert!(failures.contains(&line), "no `{line}` in {text}");
+    }
+}
+
+#[test]
+fn sigkills_are_counted_by_target_and_sender_kind() {
+    let fed = Fed::new(Tier::NoFunctionTracing);
+    let context = fed.context();
+    let mut sink = MetricsSink::new(Arc::clone(&fed.metrics));
+    sink.sigkill(&sigkill_of(Some(fixtures::web(Source::Cache))), &context)
+        .unwrap();
+    sink.sigkill(&sigkill_of(None), &context).unwrap();
+    assert_eq!(
+        samples(&fed.text(), "oomtrace_sigkills_total"),
+        [
+            r#"oomtrace_sigkills_total{container="",pod="",namespace="",sender_kind="process"} 1"#,
+            r#"oomtrace_sigkills_total{container="web",pod="web-0",namespace="shop",sender_kind="process"} 1"#,
+        ]
+    );
+}
+
+#[test]
+fn past_the_label_cap_new_containers_are_counted_as_other() {
+    let mut fed = Fed::with(
+        Metrics::with_label_cap(Box::new(|| 0), Arc::new(AtomicU64::new(0)), 2),
+        Tier::NoFunctionTracing,
+    );
+    for (name, digit) in [("a", 'a'), ("b", 'b'), ("c", 'c'), ("d", 'd'), ("a", 'a')] {
+        let mut kill = AttributedKill::unattributed(kill(9));
+        kill.victim = Some(container(name, digit));
+        fed.kill(&kill);
+    }
+    let text = fed.text();
+    let containers: Vec<String> = samples(&text, "oomtrace_oom_kills_total")
+        .iter()
+        .map(|line| {
+            let (_, rest) = line.split_once("container=\"").unwrap();
+            let (name, _) = rest.split_once('"').unwrap();
+            let count = line.rsplit(' ').next().unwrap();
+            format!("{name}={count}")
+        })
+        .collect();
+    let mut containers = containers;
+    containers.sort();
+    assert_eq!(containers, ["a=2", "b=1", "other=2"], "{text}");
+}
+
+#[test]
+fn the_exposition_has_every_metric_from_the_start() {
+    let history_write_errors = Arc::new(AtomicU64::new(0));
+    let dropped = Arc::new(AtomicU64::new(0));
+    let read_dropped = Arc::clone(&dropped);
+    let fed = Fed::with(
+        Metrics::new(
+            Box::new(move || read_dropped.load(Ordering::Relaxed)),
+            Arc::clone(&history_write_errors),
+        ),
+        Tier::NoFunctionTracing,
+    );
+    let context = fed.context();
+    let mut sink = MetricsSink::new(Arc::clone(&fed.metrics));
+    sink.started(&context).unwrap();
+    // Both are read at the scrape, not when an event passed.
+    history_write_errors.store(5, Ordering::Relaxed);
+    dropped.store(7, Ordering::Relaxed);
+    let text = fed.text();
+    // Kills and SIGKILLs appear with their first label set; the rest from the start.
+    for line in [
+        "# TYPE oomtrace_ringbuf_dropped_total counter",
+        "oomtrace_ringbuf_dropped_total 7",
+        "# TYPE oomtrace_attribution_failures_total counter",
+        "oomtrace_attribution_failures_total{reason=\"no_runtime\"} 0",
+        "# TYPE oomtrace_history_write_errors_total counter",
+        "oomtrace_history_write_errors_total 5",
+        "# TYPE oomtrace_build_info gauge",
+        &format!(
+            "oomtrace_build_info{{version=\"{}\",tier=\"no-function-tracing\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        ),
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+    }
+}
+
+#[test]
+fn only_get_metrics_is_answered() {
+    let metrics = metrics();
+    let status = |head: &[u8]| respond(head, &metrics).status;
+    assert_eq!(status(b"GET /metrics HTTP/1.1\r\nHost: x\r\n"), 200);
+    assert_eq!(status(b"GET /metrics?name[]=x HTTP/1.0"), 200);
+    assert_eq!(status(b"GET / HTTP/1.1"), 404);
+    assert_eq!(status(b"GET /metrics/ HTTP/1.1"), 404);
+    assert_eq!(status(b"POST /metrics HTTP/1.1"), 405);
+    assert_eq!(status(b"HEAD /metrics HTTP/1.1"), 405);
+    for bad in [
+        &b""[..],
+        b"GET",
+        b"GET /metrics",
+        b"GET /metrics HTTP/1.1 x",
+        b"GET /metrics SPDY/3",
+    ] {
+        assert_eq!(status(bad), 400, "{}", String::from_utf8_lossy(bad));
+    }
+    let ok = respond(b"GET /metrics HTTP/1.1", &metrics);
+    assert!(
+        ok.body
+            .contains("# TYPE oomtrace_attribution_failures_total counter")
+    );
+}
+
+/// A server on a loopback port with tight limits, and a way to talk to it.
+async fn server() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let metrics = Arc::new(metrics());
+    tokio::spawn(http::serve(
+        listener,
+        metrics,
+        Limits {
+            max_request_bytes: 1024,
+            timeout: Duration::from_millis(300),
+            max_connections: 4,
+        },
+    ));
+    addr
+}
+
+/// Sends `request`, then reads until the server closes the connection.
+async fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
+        .await
+        .expect("the server closes the connection")
+        .unwrap();
+    String::from_utf8(response).unwrap()
+}
+
+#[tokio::test]
+async fn the_server_answers_a_scrape_and_closes() {
+    let addr = server().await;
+    let response = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(
+        head.contains("Content-Type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    assert!(head.contains("Connection: close"), "{head}");
+    assert!(
+        head.contains(&format!("Content-Length: {}", body.len())),
+        "{head}"
+    );
+    assert!(body.contains("oomtrace_attribution_failures_total{reason=\"timeout\"} 0"));
+}
+
+#[tokio::test]
+async fn the_server_refuses_wrong_paths_methods_and_oversized_requests() {
+    let addr = server().await;
+    let status = |response: String| response.lines().next().unwrap_or_default().to_owned();
+    assert_eq!(
+        status(exchange(addr, b"GET /debug HTTP/1.1\r\n\r\n").await),
+        "HTTP/1.1 404 Not Found"
+    );
+    let post = exchange(addr, b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").await;
+    assert!(
+        post.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+        "{post}"
+    );
+    assert!(post.contains("Allow: GET\r\n"), "{post}");
+    // Headers that never end, past the limit.
+    let mut huge = b"GET /metrics HTTP/1.1\r\n".to_vec();
+    huge.extend(std::iter::repeat_n(b'x', 4096));
+    assert_eq!(
+        status(exchange(addr, &huge).await),
+        "HTTP/1.1 431 Request Header Fields Too Large"
+    );
+}
+
+#[tokio::test]
+async fn a_silent_client_is_timed_out() {
+    let addr = server().await;
+    let started = std::time::Instant::now();
+    let response = exchange(addr, b"GET /metr").await;
+    assert!(
+        response.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{response}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn an_address_in_use_is_a_clear_error() {
+    let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = taken.local_addr().unwrap();
+    let err = http::start(addr, Arc::new(metrics()))
+        .await
+        .expect_err("the port is taken");
+    let message = format!("{err:#}");
+    assert!(
+        message.contains(&format!("listening for metrics scrapes on {addr}")),
+        "{message}"
+    );
+}
