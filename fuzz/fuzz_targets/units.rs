@@ -1,5 +1,6 @@
-//! Fuzzes the command line's quantities (`--tombstone-ttl 24h`, `--ringbuf-size 4M`): never a
-//! panic or an overflow, and what is accepted means what it says.
+//! Fuzzes the command line's quantities (`--tombstone-ttl 24h`, `--ringbuf-size 4M`,
+//! `oomtrace history --since 2h` or an RFC 3339 time): never a panic or an overflow, and what
+//! is accepted means what it says.
 
 #![no_main]
 
@@ -8,7 +9,7 @@ use libfuzzer_sys::fuzz_target;
 #[path = "../../tracer/src/units.rs"]
 mod units;
 
-use units::{HumanDuration, RingBufSize};
+use units::{HumanDuration, RingBufSize, TimeBound};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
@@ -24,6 +25,25 @@ fuzz_target!(|data: &[u8]| {
             "accepted {text:?}"
         );
         assert_eq!(text.parse::<HumanDuration>(), Ok(HumanDuration(duration)));
+    }
+
+    if let Ok(bound) = text.parse::<TimeBound>() {
+        // A duration is a time before now; anything else parsed is a timestamp. Resolving
+        // never overflows, however far either reaches.
+        let now = jiff::Timestamp::now();
+        let resolved = bound.resolve(now);
+        match bound {
+            TimeBound::Ago(ago) => {
+                assert_eq!(text.parse::<HumanDuration>(), Ok(HumanDuration(ago)));
+                assert!(i128::from(resolved) <= now.as_nanosecond());
+            }
+            TimeBound::At(at) => {
+                assert!(text.parse::<HumanDuration>().is_err());
+                if let Ok(ns) = i64::try_from(at.as_nanosecond()) {
+                    assert_eq!(resolved, ns);
+                }
+            }
+        }
     }
 
     if let Ok(RingBufSize(bytes)) = text.parse::<RingBufSize>() {
