@@ -6,8 +6,9 @@ use anyhow::{Context as _, bail};
 use serde_json::Value;
 
 const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
-/// The agent's program names as bpftool shows them: the kernel keeps 15 characters, so
-/// `signal_generate` and `signal_generate_btf` look alike and only their types tell them apart.
+/// The agent's program names as bpftool shows them: the full name from the program's BTF, or
+/// the kernel's first 15 characters (`oom_kill_proces`), where `signal_generate` and
+/// `signal_generate_btf` look alike and only their types tell them apart.
 const AGENT_PROGRAM_PREFIXES: [&str; 3] = ["mark_victim", "oom_kill_proce", "signal_generate"];
 const SIGNAL_PROGRAM_PREFIX: &str = "signal_generate";
 

@@ -13,6 +13,10 @@ use super::{
 
 const KIB_PER_MIB: f64 = 1024.0;
 
+/// Per program (name and type, as bpftool shows them): its run counts and ns per run, one
+/// entry per run of the bench.
+type ProgramRuns<'a> = BTreeMap<(&'a str, &'a str), (Vec<f64>, Vec<f64>)>;
+
 /// Load averages around the bench: another job on the machine shows in the latencies.
 pub struct Load {
     pub at_start: String,
@@ -333,7 +337,6 @@ pub fn bursts_markdown(bursts: &super::burst::Bursts) -> String {
     for (size, why) in &bursts.failures {
         let _ = writeln!(out, "\nA boot with N = {size} failed: {why}");
     }
-    peers_markdown(&mut out, bursts);
     let _ = writeln!(
         out,
         "\nEach boot: N − 1 members holding 1 MiB each, then one that grows past a limit a little \
@@ -347,6 +350,7 @@ pub fn bursts_markdown(bursts: &super::burst::Bursts) -> String {
          and `oom-kill:` summary only under a rate limit, and everything goes through the \
          printk ring buffer (`dmesg` after the burst): what a kmsg reader can still find.\n"
     );
+    peers_markdown(&mut out, bursts);
     out
 }
 
@@ -464,7 +468,7 @@ fn peers_markdown(out: &mut String, bursts: &super::burst::Bursts) {
          compiled and attached its program; `Tracing oom_kill_process()...`, bpftrace's BEGIN \
          output), polled every 0.1 s, under software emulation: compare the peers with each \
          other, not with the host's figures. Idle memory \
-         is in the footprint table below."
+         is in the footprint table below.\n"
     );
 }
 
@@ -476,7 +480,7 @@ fn peer_figure(
 
 fn kernel_cost(out: &mut String, runs: &Runs) {
     // Per program name: its type, run counts and ns per run over the latency runs.
-    let mut programs: BTreeMap<(&str, &str), (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    let mut programs = ProgramRuns::new();
     let mut matched_by = None;
     for latency in runs
         .runs
@@ -516,7 +520,7 @@ fn kernel_cost(out: &mut String, runs: &Runs) {
 
 /// The SIGKILL filter under a storm of other signals: what its programs ran and cost.
 fn signal_cost(out: &mut String, runs: &Runs) {
-    let mut programs: BTreeMap<(&str, &str), (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    let mut programs = ProgramRuns::new();
     for run in &runs.runs {
         for program in &run.agent.storm.programs {
             let entry = programs
@@ -556,8 +560,11 @@ fn signal_cost(out: &mut String, runs: &Runs) {
          signals to a `sleep`, taking {} ms; `kernel.bpf_stats_enabled=1` meanwhile, and the \
          counters are read before and after (`bpftool -j prog show`), so other signals on the \
          machine in that time count too (run_cnt above {signals}). Both programs run for every \
-         signal: `signal_generate` (tracepoint) reads `sig` and returns, `signal_generate` of \
-         type tracing is `signal_generate_btf` (the kernel keeps 15 characters of a name).\n",
+         signal and return at once for anything but SIGKILL: `signal_generate` (tracepoint) \
+         reads `sig` from the tracepoint's record, `signal_generate_btf` (tp_btf; \
+         `signal_generate_raw` where tp_btf is refused) takes it as the hook's first argument. \
+         bpftool shows a program's full name where its BTF has one, else the kernel's first \
+         15 characters.\n",
         show(storm_ms, 0)
     );
 }
@@ -605,7 +612,13 @@ fn footprint(out: &mut String, runs: &Runs) {
             .iter()
             .filter_map(|run| parse_status(run.figures.agent_status.as_deref()))
             .collect();
-        row("oomtrace in the VM (6.1, default ring)", &vm_agent);
+        row("oomtrace in the VM (6.1), after attach", &vm_agent);
+        let vm_agent_after: Vec<_> = bursts
+            .runs
+            .iter()
+            .filter_map(|run| parse_status(run.figures.agent_status_after.as_deref()))
+            .collect();
+        row("oomtrace in the VM (6.1), after the burst", &vm_agent_after);
         for peer in super::burst::PEERS {
             let vm_peer: Vec<_> = bursts
                 .peers
@@ -621,7 +634,12 @@ fn footprint(out: &mut String, runs: &Runs) {
         "\nRight after attach (the agent's `agent_started` line, the peers' ready line). RssFile \
          holds file-backed pages and also the pages of a BPF ring buffer that the agent maps \
          (they are the kernel's, shared with it), RssAnon the agent's heap and stacks. The \
-         ring-buffer rows start the agent once per size in every run.\n"
+         ring-buffer rows start the agent once per size in every run. In the VM every file \
+         is in the initramfs, which is memory: the pages of mapped executables and libraries \
+         count as RssShmem there, not RssFile. Linux 6.1 folds a task's RSS changes into the \
+         process's figures only now and then (per-task counters; exact per-CPU counters came \
+         with 6.2), so a figure read right after attach may not show pages the agent mapped \
+         just before: compare it with the one after the burst.\n"
     );
 }
 
@@ -720,7 +738,7 @@ fn how_measured(out: &mut String, options: &Options, runs: &Runs) {
         "- Attach time: CLOCK_MONOTONIC just before spawning `oomtrace run --format json` to the \
          moment a reader thread read its `agent_started` line."
             .to_owned(),
-        "- Idle VmRSS/VmHWM: /proc/<pid>/status right after attach. Idle CPU: utime + stime from \
+        "- Idle VmRSS/VmHWM and its RssAnon/RssFile/RssShmem parts: /proc/<pid>/status right after attach. Idle CPU: utime + stime from \
          /proc/<pid>/stat (clock-tick resolution, 10 ms) over the idle period, measured in "
             .to_owned()
             + &idle
@@ -732,7 +750,10 @@ fn how_measured(out: &mut String, options: &Options, runs: &Runs) {
             super::kills::LIMIT_BYTES >> 20
         ),
         "- Kernel cost: `kernel.bpf_stats_enabled=1` during the kills only (old value restored), \
-         then `bpftool -j prog show` before the agent stops."
+         then `bpftool -j prog show` before the agent stops. The signal programs there count \
+         the kills' SIGKILLs and every other signal sent on the machine meanwhile. The SIGKILL \
+         filter under load: the same counters read before and after 100,000 other signals, \
+         with the agent idle otherwise."
             .to_owned(),
         format!(
             "- Peer, {}: a script on `tracepoint:oom:mark_victim` printing pid, comm, total_vm, \

@@ -71,10 +71,15 @@ pub fn write_with_extras(
 fn append_extras<W: std::io::Write>(archive: &mut Cpio<W>, extras: &[Extra]) -> anyhow::Result<()> {
     // The kernel's unpacker makes no missing parent directory: every one gets its own entry.
     let mut made: BTreeSet<String> = DIRECTORIES.iter().map(|dir| (*dir).to_owned()).collect();
+    let mut written = BTreeSet::new();
     for extra in extras {
         let guest = match extra {
             Extra::File { guest, .. } | Extra::Symlink { guest, .. } => guest,
         };
+        // The same library can be reached by two paths (`/lib/…` and `/usr/lib/…`).
+        if !written.insert(guest.as_str()) {
+            continue;
+        }
         for parent in parents(guest) {
             if made.insert(parent.to_owned()) {
                 archive.directory(parent)?;

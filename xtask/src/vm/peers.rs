@@ -24,8 +24,12 @@ pub const BCC_OOMKILL: &str = "/usr/sbin/oomkill-bpfcc";
 pub const BPFTRACE_OOMKILL: &str = "/usr/sbin/oomkill.bt";
 const BPFTRACE: &str = "/usr/bin/bpftrace";
 const PYTHON: &str = "/usr/bin/python3";
-/// What bcc's Python module loads with ctypes: not in any executable's `ldd` output.
-const LIBBCC: &str = "/usr/lib/x86_64-linux-gnu/libbcc.so.0";
+/// What bcc's Python module loads with ctypes (`CDLL`): in no executable's `ldd` output.
+const CTYPES_LIBRARIES: [&str; 3] = [
+    "/usr/lib/x86_64-linux-gnu/libbcc.so.0",
+    "/usr/lib/x86_64-linux-gnu/librt.so.1",
+    "/usr/lib/x86_64-linux-gnu/libc.so.6",
+];
 const BCC_MODULE: &str = "/usr/lib/python3/dist-packages/bcc";
 /// Parts of the standard library neither tool imports; the static libpython alone is 25 MB.
 const STDLIB_SKIPPED: [&str; 9] = [
@@ -61,11 +65,11 @@ pub fn extras(apt: &mut Apt, kernel_version: &str, work_dir: &Path) -> anyhow::R
         file(PYTHON)?,
     ];
     let stdlib = python_stdlib()?;
-    let mut elves = vec![
-        PathBuf::from(BPFTRACE),
-        PathBuf::from(PYTHON),
-        PathBuf::from(LIBBCC),
-    ];
+    let mut elves = vec![PathBuf::from(BPFTRACE), PathBuf::from(PYTHON)];
+    for library in CTYPES_LIBRARIES {
+        extras.push(file(library)?);
+        elves.push(PathBuf::from(library));
+    }
     tree(&stdlib, &STDLIB_SKIPPED, &mut extras, &mut elves)?;
     tree(Path::new(BCC_MODULE), &[], &mut extras, &mut elves)?;
     for library in closure(&elves)? {

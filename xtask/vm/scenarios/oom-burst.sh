@@ -84,4 +84,5 @@ fact memory_events "$(tr '\n' ',' <$group/memory.events)"
 if [ -n "$peer" ]; then
 	stop_peer
 fi
+memory_status $agent >"$OUT/agent-status-after"
 stop_agent

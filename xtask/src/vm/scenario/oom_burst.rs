@@ -39,6 +39,8 @@ pub struct BurstFigures {
     pub tier: Option<String>,
     /// The agent's memory lines of /proc/<pid>/status once attached.
     pub agent_status: Option<String>,
+    /// The same once the burst is over, before the agent stops.
+    pub agent_status_after: Option<String>,
     /// The kprobe peer that ran next to the agent (`oomtrace.peer=`), if one did.
     pub peer: Option<PeerFigures>,
 }
@@ -166,6 +168,7 @@ pub fn figures(report: &Report) -> anyhow::Result<BurstFigures> {
             .count(),
         tier: report.tier(),
         agent_status: report.section("agent-status").ok().map(str::to_owned),
+        agent_status_after: report.section("agent-status-after").ok().map(str::to_owned),
         peer: peer_figures(report, &members),
     })
 }
@@ -185,6 +188,7 @@ impl BurstFigures {
             kmsg_oom_kill_lines: 0,
             tier: report.tier(),
             agent_status: report.section("agent-status").ok().map(str::to_owned),
+            agent_status_after: None,
             peer: Some(peer),
         }
     }
