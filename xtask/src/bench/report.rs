@@ -420,7 +420,7 @@ fn peers_markdown(out: &mut String, bursts: &super::burst::Bursts) {
             };
             let _ = writeln!(
                 out,
-                "| {} | {size} | {} of {} started | {} | {} | {} | {} / {} | {} | {} |",
+                "| {} | {size} | {} of {} started | {} | {} | {} | {} | {} / {} | {} | {} |",
                 peer_label(peer),
                 started.len(),
                 bursts.peer_runs_per_size,
@@ -428,6 +428,12 @@ fn peers_markdown(out: &mut String, bursts: &super::burst::Bursts) {
                     &|run| peer_figure(run)
                         .and_then(|peer| peer.attach_secs.as_ref().ok().copied())
                         .unwrap_or(f64::NAN),
+                    1
+                ),
+                spread(
+                    &|run| peer_figure(run)
+                        .and_then(|peer| parse_status(peer.status.as_deref()))
+                        .map_or(f64::NAN, |memory| memory.rss_kib as f64 / KIB_PER_MIB),
                     1
                 ),
                 spread(
@@ -641,6 +647,11 @@ fn footprint(out: &mut String, runs: &Runs) {
          with 6.2), so a figure read right after attach may not show pages the agent mapped \
          just before: compare it with the one after the burst.\n"
     );
+    let _ = writeln!(
+        out,
+        "Where the agent's idle RSS goes: {}\n",
+        super::targets::ring_why(&ring_memories(runs))
+    );
 }
 
 fn parse_status(status: Option<&str>) -> Option<super::sys::Memory> {
@@ -655,9 +666,32 @@ pub fn peer_label(peer: &str) -> &'static str {
     }
 }
 
+/// The idle memory at each ring-buffer size over the runs.
+fn ring_memories(runs: &Runs) -> Vec<super::targets::RingMemory> {
+    let mib = |kib: u64| kib as f64 / KIB_PER_MIB;
+    super::RING_SIZES
+        .iter()
+        .filter_map(|&(size, bytes)| {
+            let at_size: Vec<_> = runs
+                .runs
+                .iter()
+                .flat_map(|run| run.rings.iter().filter(|ring| ring.size == size))
+                .map(|ring| ring.idle)
+                .collect();
+            Some(super::targets::RingMemory {
+                size,
+                bytes,
+                rss_mib: Spread::of(at_size.iter().map(|m| mib(m.rss_kib)))?,
+                file_mib: Spread::of(at_size.iter().map(|m| mib(m.file_kib)))?,
+                anon_mib: Spread::of(at_size.iter().map(|m| mib(m.anon_kib)))?,
+            })
+        })
+        .collect()
+}
+
 /// The figures the targets are judged on.
 fn measured(runs: &Runs, load: &Load) -> super::targets::Measured {
-    use super::targets::{BurstLoss, Measured, RingMemory};
+    use super::targets::{BurstLoss, Measured};
     let mib = |kib: u64| kib as f64 / KIB_PER_MIB;
     let warm_p99 = Spread::of(
         runs.runs
@@ -680,24 +714,7 @@ fn measured(runs: &Runs, load: &Load) -> super::targets::Measured {
             reported_as_kill: Spread::of(of_size.iter().map(|run| run.figures.captured as f64))?,
         })
     });
-    let rings = super::RING_SIZES
-        .iter()
-        .filter_map(|&(size, bytes)| {
-            let at_size: Vec<_> = runs
-                .runs
-                .iter()
-                .flat_map(|run| run.rings.iter().filter(|ring| ring.size == size))
-                .map(|ring| ring.idle)
-                .collect();
-            Some(RingMemory {
-                size,
-                bytes,
-                rss_mib: Spread::of(at_size.iter().map(|m| mib(m.rss_kib)))?,
-                file_mib: Spread::of(at_size.iter().map(|m| mib(m.file_kib)))?,
-                anon_mib: Spread::of(at_size.iter().map(|m| mib(m.anon_kib)))?,
-            })
-        })
-        .collect();
+    let rings = ring_memories(runs);
     Measured {
         attach_ms: Spread::of(runs.runs.iter().map(|run| run.agent.attach_ms)),
         idle_rss_mib: Spread::of(runs.runs.iter().map(|run| mib(run.agent.idle.rss_kib))),
@@ -822,4 +839,102 @@ fn peer_version() -> String {
         .ok()
         .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{
+        bench::burst::{Bursts, PeerBurstRun},
+        vm::scenario::oom_burst::{BurstFigures, PeerFigures},
+    };
+
+    const STATUS: &str = "VmHWM:\t  112888 kB\nVmRSS:\t  112640 kB\nRssAnon:\t   42576 kB\nRssFile:\t       8 kB\nRssShmem:\t   70056 kB\n";
+
+    fn figures(size: usize, peer: PeerFigures) -> BurstFigures {
+        let started = peer.attach_secs.is_ok();
+        let n = if started { size } else { 0 };
+        BurstFigures {
+            members: n,
+            killed: n,
+            memcg_oom_kills: started.then_some(size as u64 + 1),
+            captured: n,
+            recorded: n,
+            incident_victims: n,
+            incidents: usize::from(started),
+            dropped: 0,
+            kmsg_killed_lines: n,
+            kmsg_oom_kill_lines: 1,
+            tier: Some("full".to_owned()),
+            agent_status: None,
+            agent_status_after: None,
+            peer: Some(peer),
+        }
+    }
+
+    #[test]
+    fn the_peers_table_has_a_row_per_peer_and_size_and_says_why_one_did_not_start() {
+        let bpftrace = PeerBurstRun {
+            peer: "bpftrace",
+            size: 100,
+            figures: figures(
+                100,
+                PeerFigures {
+                    name: "bpftrace".to_owned(),
+                    attach_secs: Ok(3.4),
+                    status: Some(STATUS.to_owned()),
+                    kill_lines: 1,
+                    members_reported: 1,
+                },
+            ),
+            boot_time: Duration::from_secs(29),
+        };
+        let bcc = PeerBurstRun {
+            peer: "bcc",
+            size: 100,
+            figures: figures(
+                100,
+                PeerFigures {
+                    name: "bcc".to_owned(),
+                    attach_secs: Err("exited: OSError: librt.so.1: cannot open".to_owned()),
+                    status: None,
+                    kill_lines: 0,
+                    members_reported: 0,
+                },
+            ),
+            boot_time: Duration::from_secs(14),
+        };
+        let bursts = Bursts {
+            kernel: "6.1.0-57-cloud-amd64".to_owned(),
+            runs: Vec::new(),
+            runs_per_size: 0,
+            failures: Vec::new(),
+            peers: vec![bpftrace, bcc],
+            peer_runs_per_size: 1,
+            peer_failures: vec![("bcc", 500, "the guest did not power off".to_owned())],
+            peer_initrd: Some(Ok(368_000_000)),
+        };
+        let mut out = String::new();
+        peers_markdown(&mut out, &bursts);
+        assert!(out.contains("Their initramfs: 368 MB uncompressed"));
+        assert!(
+            out.contains(
+                "| bcc `oomkill` | 100 | 0 of 1 started | — | — | — | — | — / — | — | 14 |"
+            ),
+            "{out}"
+        );
+        assert!(out.contains(
+            "| bpftrace `oomkill.bt` | 100 | 1 of 1 started | 3.4 | 110.0 | 1 | 1 | 100 / 100 | 100 | 29 |"
+        ), "{out}");
+        assert!(out.contains(
+            "Did not start: bcc `oomkill` at N = 100: exited: OSError: librt.so.1: cannot open"
+        ));
+        assert!(
+            out.contains(
+                "A boot with bcc `oomkill` at N = 500 failed: the guest did not power off"
+            )
+        );
+    }
 }

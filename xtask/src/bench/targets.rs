@@ -200,7 +200,7 @@ fn burst_target(out: &mut String, burst: Option<&BurstLoss>) {
 
 /// Where the idle RSS goes, from the ring-buffer sizes measured: how much RssFile each MiB of
 /// ring adds (2 when the data pages are mapped twice), and the footprint at each size.
-fn ring_why(rings: &[RingMemory]) -> String {
+pub fn ring_why(rings: &[RingMemory]) -> String {
     let (Some(smallest), Some(largest)) = (rings.first(), rings.last()) else {
         return "The ring-buffer sizes were not measured.".to_owned();
     };
