@@ -380,11 +380,11 @@ fn peers_markdown(out: &mut String, bursts: &super::burst::Bursts) {
     }
     let _ = writeln!(
         out,
-        "| peer | N | boots | attach, spawn to ready line (s) | `OOM kill` lines the peer printed | members it named | oomtrace in the same boot: `oom_kill` / reached | killed (SIGKILL) | boot time (s) |"
+        "| peer | N | boots | attach, spawn to ready line (s) | idle VmRSS (MiB) | `OOM kill` lines the peer printed | members it named | oomtrace in the same boot: `oom_kill` / reached | killed (SIGKILL) | boot time (s) |"
     );
     let _ = writeln!(
         out,
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
     let sizes: std::collections::BTreeSet<usize> =
         bursts.peers.iter().map(|run| run.size).collect();
@@ -919,6 +919,14 @@ mod tests {
         let mut out = String::new();
         peers_markdown(&mut out, &bursts);
         assert!(out.contains("Their initramfs: 368 MB uncompressed"));
+        // Every row has as many cells as the header.
+        let cells = |line: &str| line.matches('|').count();
+        let table: Vec<&str> = out.lines().filter(|line| line.starts_with('|')).collect();
+        assert_eq!(table.len(), 4);
+        assert!(
+            table.iter().all(|line| cells(line) == cells(table[0])),
+            "{out}"
+        );
         assert!(
             out.contains(
                 "| bcc `oomkill` | 100 | 0 of 1 started | — | — | — | — | — / — | — | 14 |"
