@@ -48,6 +48,9 @@ enum Task {
     /// Every fuzz target in fuzz/ for a while (30 s each by default), installing cargo-fuzz
     /// when it is missing.
     Fuzz(fuzz::Options),
+    /// The bench's signal helper: SIGCONTs to one process from a tight loop.
+    #[command(hide = true, name = "signal-storm")]
+    SignalStorm(bench::StormOptions),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +70,8 @@ fn main() -> ExitCode {
         Task::Vm(options) => setup::setup().and_then(|env| vm::vm(&env, options)),
         Task::Bench(options) => setup::setup().and_then(|env| bench::bench(&env, options)),
         Task::Fuzz(options) => setup::setup().and_then(|env| fuzz::fuzz(&env, options)),
+        // No setup: it runs inside a bench that has done it.
+        Task::SignalStorm(options) => bench::signal_storm(options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,6 +2,10 @@
 //! VM (a v2 memory controller is needed; see xtask/src/vm). Each boot runs the `oom-burst` VM
 //! scenario with `oomtrace.burst=N` and reports what the agent captured and dropped, and which
 //! of the kernel's own `Killed process` lines the kernel log still holds afterwards.
+//!
+//! Then the same bursts with a kprobe peer next to the agent, each in its own boot of a larger
+//! initramfs (xtask/src/vm/peers.rs): bcc's `oomkill` and bpftrace's `oomkill.bt`, whose kprobe
+//! on `oom_kill_process` this VM's kernel has and the bench machine's may not.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +22,13 @@ const KERNEL: &str = "6.1";
 /// 1 MiB, and about 0.2 MiB more in page tables, stacks and its share of its shell's fork).
 const BASE_MEMORY_MIB: u32 = 512;
 const MEMORY_MIB_PER_MEMBER: u32 = 2;
+/// More guest memory for the peers' boots: their initramfs (about 400 MB) is held twice while
+/// the kernel unpacks it, and the peers load libLLVM and libclang.
+const PEER_EXTRA_MEMORY_MIB: u32 = 1536;
+/// bcc compiles its program with clang at start, which under emulation takes minutes.
+const PEER_EXTRA_TIMEOUT: Duration = Duration::from_secs(900);
+/// The kprobe peers, as the scenario's `oomtrace.peer=` names them.
+pub const PEERS: [&str; 2] = ["bcc", "bpftrace"];
 
 pub struct BurstRun {
     pub size: usize,
@@ -32,15 +43,30 @@ pub struct Bursts {
     pub runs_per_size: usize,
     /// Boots that failed, with why: a figure, not an error.
     pub failures: Vec<(usize, String)>,
+    /// Boots with a kprobe peer next to the agent.
+    pub peers: Vec<PeerBurstRun>,
+    pub peer_runs_per_size: usize,
+    /// Peer boots that failed, with the peer and why.
+    pub peer_failures: Vec<(&'static str, usize, String)>,
+    /// The size of the peers' initramfs, or why it could not be written.
+    pub peer_initrd: Option<Result<u64, String>>,
+}
+
+pub struct PeerBurstRun {
+    pub peer: &'static str,
+    pub size: usize,
+    pub figures: oom_burst::BurstFigures,
+    pub boot_time: Duration,
 }
 
 pub fn measure(
     env: &Env,
     sizes: &[usize],
     runs_per_size: usize,
+    peer_runs_per_size: usize,
     agent_args: &[String],
 ) -> anyhow::Result<Bursts> {
-    let guest = Guest::prepare(env, KERNEL).context("preparing the VM for the bursts")?;
+    let mut guest = Guest::prepare(env, KERNEL).context("preparing the VM for the bursts")?;
     let mut extra_args = Vec::new();
     if !agent_args.is_empty() {
         // The scenario turns the commas back into spaces.
@@ -49,17 +75,8 @@ pub fn measure(
     let mut runs = Vec::new();
     let mut failures = Vec::new();
     for &size in sizes {
-        let members = u32::try_from(size).unwrap_or(u32::MAX);
-        let mut args = extra_args.clone();
-        args.push(format!("oomtrace.burst={size}"));
-        let run = GuestRun {
-            scenario: oom_burst::SCENARIO.name,
-            extra_args: &args,
-            memory_mib: BASE_MEMORY_MIB
-                .saturating_add(members.saturating_mul(MEMORY_MIB_PER_MEMBER)),
-            // Under emulation a member takes a few tens of milliseconds to start.
-            timeout: Duration::from_secs(120) + Duration::from_millis(300).saturating_mul(members),
-        };
+        let args = burst_args(&extra_args, size, None);
+        let run = guest_run(&args, size, false);
         for index in 0..runs_per_size {
             super::sys::check_interrupted()?;
             println!(
@@ -67,32 +84,52 @@ pub fn measure(
                 index + 1
             );
             let started = Instant::now();
-            let result = guest
-                .boot(&run, &format!("{size}-{}", index + 1))
-                .and_then(|report| oom_burst::figures(&report));
-            match result {
-                Ok(figures) => {
+            match boot(&guest, &run, &format!("{size}-{}", index + 1)) {
+                Ok(figures) => runs.push(BurstRun {
+                    size,
+                    figures,
+                    boot_time: started.elapsed(),
+                }),
+                Err(why) => failures.push((size, why)),
+            }
+        }
+    }
+    let mut peers = Vec::new();
+    let mut peer_failures = Vec::new();
+    let mut peer_initrd = None;
+    if peer_runs_per_size > 0 {
+        let started = Instant::now();
+        let written = guest.add_peers().map_err(|err| format!("{err:#}"));
+        println!(
+            "xtask bench: the peers' initramfs: {} ({} s)",
+            match &written {
+                Ok(bytes) => format!("{} MB", bytes / 1_000_000),
+                Err(why) => format!("failed: {why}"),
+            },
+            started.elapsed().as_secs()
+        );
+        let ready = written.is_ok();
+        peer_initrd = Some(written);
+        for peer in PEERS.into_iter().filter(|_| ready) {
+            for &size in sizes {
+                let args = burst_args(&extra_args, size, Some(peer));
+                let run = guest_run(&args, size, true);
+                for index in 0..peer_runs_per_size {
+                    super::sys::check_interrupted()?;
                     println!(
-                        "xtask bench: burst of {size}: {} killed, {} reported as kills, {} reached the agent, {} dropped, {} `Killed process` lines in the kernel log ({} s)",
-                        figures.killed,
-                        figures.captured,
-                        figures.recorded,
-                        figures.dropped,
-                        figures.kmsg_killed_lines,
-                        started.elapsed().as_secs()
+                        "xtask bench: burst of {size} in the VM with {peer}, run {} of {peer_runs_per_size}",
+                        index + 1
                     );
-                    runs.push(BurstRun {
-                        size,
-                        figures,
-                        boot_time: started.elapsed(),
-                    });
-                }
-                Err(err) => {
-                    eprintln!("xtask bench: burst of {size} failed: {err:#}");
-                    failures.push((
-                        size,
-                        format!("{err:#}").lines().next().unwrap_or("").to_owned(),
-                    ));
+                    let started = Instant::now();
+                    match boot(&guest, &run, &format!("{peer}-{size}-{}", index + 1)) {
+                        Ok(figures) => peers.push(PeerBurstRun {
+                            peer,
+                            size,
+                            figures,
+                            boot_time: started.elapsed(),
+                        }),
+                        Err(why) => peer_failures.push((peer, size, why)),
+                    }
                 }
             }
         }
@@ -102,5 +139,74 @@ pub fn measure(
         runs,
         runs_per_size,
         failures,
+        peers,
+        peer_runs_per_size,
+        peer_failures,
+        peer_initrd,
     })
+}
+
+fn burst_args(extra_args: &[String], size: usize, peer: Option<&str>) -> Vec<String> {
+    let mut args = extra_args.to_vec();
+    args.push(format!("oomtrace.burst={size}"));
+    if let Some(peer) = peer {
+        args.push(format!("oomtrace.peer={peer}"));
+    }
+    args
+}
+
+fn guest_run(args: &[String], size: usize, with_peers: bool) -> GuestRun<'_> {
+    let members = u32::try_from(size).unwrap_or(u32::MAX);
+    let mut memory_mib =
+        BASE_MEMORY_MIB.saturating_add(members.saturating_mul(MEMORY_MIB_PER_MEMBER));
+    // Under emulation a member takes a few tens of milliseconds to start.
+    let mut timeout = Duration::from_secs(120) + Duration::from_millis(300).saturating_mul(members);
+    if with_peers {
+        memory_mib += PEER_EXTRA_MEMORY_MIB;
+        timeout += PEER_EXTRA_TIMEOUT;
+    }
+    GuestRun {
+        scenario: oom_burst::SCENARIO.name,
+        extra_args: args,
+        memory_mib,
+        timeout,
+        with_peers,
+    }
+}
+
+/// One boot's figures, or why there are none (a figure too, not an error).
+fn boot(guest: &Guest, run: &GuestRun, label: &str) -> Result<oom_burst::BurstFigures, String> {
+    let started = Instant::now();
+    let result = guest
+        .boot(run, label)
+        .and_then(|report| oom_burst::figures(&report));
+    match result {
+        Ok(figures) => {
+            let peer =
+                figures
+                    .peer
+                    .as_ref()
+                    .map_or(String::new(), |peer| match &peer.attach_secs {
+                        Ok(secs) => format!(
+                            "; {} attached in {secs:.1} s and reported {} kill(s)",
+                            peer.name, peer.kill_lines
+                        ),
+                        Err(why) => format!("; {} did not start: {why}", peer.name),
+                    });
+            println!(
+                "xtask bench: {label}: {} killed, {} reported as kills, {} reached the agent, {} dropped, {} `Killed process` lines in the kernel log{peer} ({} s)",
+                figures.killed,
+                figures.captured,
+                figures.recorded,
+                figures.dropped,
+                figures.kmsg_killed_lines,
+                started.elapsed().as_secs()
+            );
+            Ok(figures)
+        }
+        Err(err) => {
+            eprintln!("xtask bench: burst {label} failed: {err:#}");
+            Err(format!("{err:#}").lines().next().unwrap_or("").to_owned())
+        }
+    }
 }

@@ -8,9 +8,13 @@ mod containers;
 mod kills;
 mod peer;
 mod report;
+mod signals;
 mod stats;
 mod sys;
+mod targets;
 mod watched;
+
+pub use signals::{StormOptions, storm as signal_storm};
 
 use std::{
     path::{Path, PathBuf},
@@ -48,6 +52,10 @@ pub struct Options {
     /// members takes a minute or two.
     #[arg(long, default_value_t = 5)]
     burst_runs: usize,
+    /// VM boots per burst size for each kprobe peer (bcc's `oomkill`, bpftrace's `oomkill.bt`)
+    /// next to the agent (0: no peers in the VM). Their initramfs is about 400 MB.
+    #[arg(long, default_value_t = 1)]
+    peer_burst_runs: usize,
     /// Only the bursts: print their table, write no results file.
     #[arg(long)]
     burst_only: bool,
@@ -70,6 +78,8 @@ impl Options {
 const IDLE_BUDGET: Duration = Duration::from_secs(120);
 /// Past this much projected kill time for the remaining runs, the latency is measured once.
 const LATENCY_BUDGET: Duration = Duration::from_secs(120);
+/// The ring-buffer sizes whose idle footprint every run measures, in bytes.
+const RING_SIZES: [(&str, u64); 3] = [("256K", 256 << 10), ("1M", 1 << 20), ("4M", 4 << 20)];
 /// Kills in the short burst the bpftrace peer sees in every run.
 const PEER_BURST_KILLS: usize = 20;
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -91,6 +101,7 @@ pub fn bench(env: &Env, options: Options) -> anyhow::Result<()> {
             env,
             &options.burst_sizes,
             options.burst_runs.max(1),
+            options.peer_burst_runs,
             &options.agent_args(),
         )?;
         println!("\n{}", report::bursts_markdown(&bursts));
@@ -115,6 +126,7 @@ pub fn bench(env: &Env, options: Options) -> anyhow::Result<()> {
             env,
             &options.burst_sizes,
             options.burst_runs,
+            options.peer_burst_runs,
             &options.agent_args(),
         )?);
     }
@@ -180,6 +192,8 @@ struct Plan {
 /// Everything one run measured.
 pub struct Run {
     pub agent: AgentRun,
+    /// Idle memory right after attach with each of RING_SIZES.
+    pub rings: Vec<RingFootprint>,
     pub peer: peer::PeerRun,
     /// Kills in a container with attribution on and its cache warm; None without podman.
     pub warm: Option<containers::WarmRun>,
@@ -191,6 +205,13 @@ pub struct AgentRun {
     pub idle: Memory,
     pub idle_cpu_ms: Option<f64>,
     pub latency: Option<LatencyRun>,
+    /// The SIGKILL filter's programs under 100,000 other signals.
+    pub storm: signals::StormRun,
+}
+
+pub struct RingFootprint {
+    pub size: &'static str,
+    pub idle: Memory,
 }
 
 pub struct LatencyRun {
@@ -237,6 +258,8 @@ fn measure_runs(
             let remaining = latency.kill_time.saturating_mul(runs_u32 - 1);
             latency_every_run = remaining <= LATENCY_BUDGET;
         }
+        let rings = ring_footprints(binaries)
+            .with_context(|| format!("run {}: oomtrace's ring-buffer sizes", index + 1))?;
         let peer = peer::measure(&binaries.hog, cgroup, PEER_BURST_KILLS)
             .with_context(|| format!("run {}: bpftrace", index + 1))?;
         let warm = match podman {
@@ -252,7 +275,12 @@ fn measure_runs(
             ),
             None => None,
         };
-        runs.push(Run { agent, peer, warm });
+        runs.push(Run {
+            agent,
+            rings,
+            peer,
+            warm,
+        });
     }
     Ok(Runs {
         runs,
@@ -304,6 +332,7 @@ fn measure_agent(
     } else {
         None
     };
+    let storm = signals::measure(agent.pid()).context("the signal storm")?;
     agent.stop()?;
     Ok(AgentRun {
         tier,
@@ -311,7 +340,33 @@ fn measure_agent(
         idle,
         idle_cpu_ms,
         latency,
+        storm,
     })
+}
+
+/// The agent started with each ring-buffer size, its memory read right after attach.
+fn ring_footprints(binaries: &Binaries) -> anyhow::Result<Vec<RingFootprint>> {
+    RING_SIZES
+        .iter()
+        .map(|&(size, _)| {
+            let mut agent = Watched::spawn(
+                "oomtrace",
+                Command::new(&binaries.agent).args([
+                    "run",
+                    "--format",
+                    "json",
+                    "--ringbuf-size",
+                    size,
+                ]),
+            )?;
+            agent.wait_for("agent_started line", ATTACH_TIMEOUT, |line| {
+                json_kind(line).is_some_and(|(kind, _)| kind == "agent_started")
+            })?;
+            let idle = sys::memory(agent.pid())?;
+            agent.stop()?;
+            Ok(RingFootprint { size, idle })
+        })
+        .collect()
 }
 
 /// CPU time the process uses over `duration` while nothing happens.

@@ -13,6 +13,10 @@ use super::{
 
 const KIB_PER_MIB: f64 = 1024.0;
 
+/// Per program (name and type, as bpftool shows them): its run counts and ns per run, one
+/// entry per run of the bench.
+type ProgramRuns<'a> = BTreeMap<(&'a str, &'a str), (Vec<f64>, Vec<f64>)>;
+
 /// Load averages around the bench: another job on the machine shows in the latencies.
 pub struct Load {
     pub at_start: String,
@@ -32,9 +36,12 @@ pub fn markdown(
     if let Some(bursts) = &runs.bursts {
         out.push_str(&bursts_markdown(bursts));
     }
+    footprint(&mut out, runs);
     kernel_cost(&mut out, runs);
+    signal_cost(&mut out, runs);
     how_measured(&mut out, options, runs);
     not_measured(&mut out, runs);
+    out.push_str(&super::targets::markdown(&measured(runs, load)));
     Ok(out)
 }
 
@@ -72,12 +79,13 @@ fn header(
         .map_or(String::new(), |size| format!(" --ringbuf-size {size}"));
     let _ = writeln!(
         out,
-        "- command: `cargo xtask bench --runs {} --idle-seconds {} --kills {} --burst-sizes {} --burst-runs {}{ringbuf}`; bench time {}m{:02}s",
+        "- command: `cargo xtask bench --runs {} --idle-seconds {} --kills {} --burst-sizes {} --burst-runs {} --peer-burst-runs {}{ringbuf}`; bench time {}m{:02}s",
         options.runs,
         options.idle_seconds,
         options.kills,
         burst_sizes.join(","),
         options.burst_runs,
+        options.peer_burst_runs,
         secs / 60,
         secs % 60
     );
@@ -342,12 +350,143 @@ pub fn bursts_markdown(bursts: &super::burst::Bursts) -> String {
          and `oom-kill:` summary only under a rate limit, and everything goes through the \
          printk ring buffer (`dmesg` after the burst): what a kmsg reader can still find.\n"
     );
+    peers_markdown(&mut out, bursts);
     out
+}
+
+/// The kprobe peers next to the agent in the VM, one table row per peer and N.
+fn peers_markdown(out: &mut String, bursts: &super::burst::Bursts) {
+    let Some(initrd) = &bursts.peer_initrd else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "\n### bcc's `oomkill` and bpftrace's `oomkill.bt` next to oomtrace (same VM, same burst)\n"
+    );
+    match initrd {
+        Ok(bytes) => {
+            let _ = writeln!(
+                out,
+                "Their initramfs: {} MB uncompressed (busybox, the agent, python3 and its standard \
+                 library, bcc's module, bpftrace, the `ldd` closure of every ELF file with \
+                 libLLVM-14 and libclang, and the kernel headers bcc compiles against).\n",
+                bytes / 1_000_000
+            );
+        }
+        Err(why) => {
+            let _ = writeln!(out, "Their initramfs could not be written: {why}\n");
+            return;
+        }
+    }
+    let _ = writeln!(
+        out,
+        "| peer | N | boots | attach, spawn to ready line (s) | idle VmRSS (MiB) | `OOM kill` lines the peer printed | members it named | oomtrace in the same boot: `oom_kill` / reached | killed (SIGKILL) | boot time (s) |"
+    );
+    let _ = writeln!(
+        out,
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
+    let sizes: std::collections::BTreeSet<usize> =
+        bursts.peers.iter().map(|run| run.size).collect();
+    let mut not_started = Vec::new();
+    for peer in super::burst::PEERS {
+        for &size in &sizes {
+            let of: Vec<_> = bursts
+                .peers
+                .iter()
+                .filter(|run| run.peer == peer && run.size == size)
+                .collect();
+            if of.is_empty() {
+                continue;
+            }
+            let started: Vec<_> = of
+                .iter()
+                .filter(|run| {
+                    run.figures
+                        .peer
+                        .as_ref()
+                        .is_some_and(|peer| peer.attach_secs.is_ok())
+                })
+                .collect();
+            for run in &of {
+                if let Some(figures) = &run.figures.peer
+                    && let Err(why) = &figures.attach_secs
+                {
+                    not_started.push(format!("{} at N = {size}: {why}", peer_label(peer)));
+                }
+            }
+            let spread = |figure: &dyn Fn(&super::burst::PeerBurstRun) -> f64, decimals| {
+                show(Spread::of(started.iter().map(|run| figure(run))), decimals)
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {size} | {} of {} started | {} | {} | {} | {} | {} / {} | {} | {} |",
+                peer_label(peer),
+                started.len(),
+                bursts.peer_runs_per_size,
+                spread(
+                    &|run| peer_figure(run)
+                        .and_then(|peer| peer.attach_secs.as_ref().ok().copied())
+                        .unwrap_or(f64::NAN),
+                    1
+                ),
+                spread(
+                    &|run| peer_figure(run)
+                        .and_then(|peer| parse_status(peer.status.as_deref()))
+                        .map_or(f64::NAN, |memory| memory.rss_kib as f64 / KIB_PER_MIB),
+                    1
+                ),
+                spread(
+                    &|run| peer_figure(run).map_or(f64::NAN, |peer| peer.kill_lines as f64),
+                    0
+                ),
+                spread(
+                    &|run| peer_figure(run).map_or(f64::NAN, |peer| peer.members_reported as f64),
+                    0
+                ),
+                spread(&|run| run.figures.captured as f64, 0),
+                spread(&|run| run.figures.recorded as f64, 0),
+                spread(&|run| run.figures.killed as f64, 0),
+                show(
+                    Spread::of(of.iter().map(|run| run.boot_time.as_secs_f64())),
+                    0
+                ),
+            );
+        }
+    }
+    for why in not_started {
+        let _ = writeln!(out, "\nDid not start: {why}");
+    }
+    for (peer, size, why) in &bursts.peer_failures {
+        let _ = writeln!(
+            out,
+            "\nA boot with {} at N = {size} failed: {why}",
+            peer_label(peer)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nBoth peers hook `oom_kill_process` with a kprobe, which runs once per invocation of \
+         the OOM killer: a `memory.oom.group` kill of N members is one invocation, and they \
+         print one line for it, naming the chosen victim; the other members are killed inside \
+         that call without passing the probe. Attach time is the guest's uptime (10 ms steps) \
+         from spawning the peer to its ready line (`Tracing OOM kills...` of bcc after it has \
+         compiled and attached its program; `Tracing oom_kill_process()...`, bpftrace's BEGIN \
+         output), polled every 0.1 s, under software emulation: compare the peers with each \
+         other, not with the host's figures. Idle memory \
+         is in the footprint table below.\n"
+    );
+}
+
+fn peer_figure(
+    run: &super::burst::PeerBurstRun,
+) -> Option<&super::super::vm::scenario::oom_burst::PeerFigures> {
+    run.figures.peer.as_ref()
 }
 
 fn kernel_cost(out: &mut String, runs: &Runs) {
     // Per program name: its type, run counts and ns per run over the latency runs.
-    let mut programs: BTreeMap<&str, (&str, Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    let mut programs = ProgramRuns::new();
     let mut matched_by = None;
     for latency in runs
         .runs
@@ -356,17 +495,11 @@ fn kernel_cost(out: &mut String, runs: &Runs) {
     {
         matched_by = Some(latency.matched_by);
         for program in &latency.programs {
-            let entry = programs.entry(program.name.as_str()).or_insert((
-                program.kind.as_str(),
-                Vec::new(),
-                Vec::new(),
-            ));
-            entry.1.push(program.run_cnt as f64);
-            if program.run_cnt > 0 {
-                entry
-                    .2
-                    .push(program.run_time_ns as f64 / program.run_cnt as f64);
-            }
+            let entry = programs
+                .entry((program.name.as_str(), program.kind.as_str()))
+                .or_default();
+            entry.0.push(program.run_cnt as f64);
+            entry.1.extend(program.ns_per_run());
         }
     }
     let how = match matched_by {
@@ -374,10 +507,13 @@ fn kernel_cost(out: &mut String, runs: &Runs) {
         Some(MatchedBy::Name) => "matched by name: this bpftool reports no owner pids",
         None => "no latency run",
     };
-    let _ = writeln!(out, "## Per-event kernel cost ({how})\n");
+    let _ = writeln!(
+        out,
+        "## Per-event kernel cost during the OOM kills ({how})\n"
+    );
     let _ = writeln!(out, "| program | type | run_cnt | run_time_ns / run_cnt |");
     let _ = writeln!(out, "| --- | --- | --- | --- |");
-    for (name, (kind, counts, ns_per_run)) in &programs {
+    for ((name, kind), (counts, ns_per_run)) in &programs {
         let _ = writeln!(
             out,
             "| `{name}` | {kind} | {} | {} |",
@@ -386,6 +522,209 @@ fn kernel_cost(out: &mut String, runs: &Runs) {
         );
     }
     let _ = writeln!(out);
+}
+
+/// The SIGKILL filter under a storm of other signals: what its programs ran and cost.
+fn signal_cost(out: &mut String, runs: &Runs) {
+    let mut programs = ProgramRuns::new();
+    for run in &runs.runs {
+        for program in &run.agent.storm.programs {
+            let entry = programs
+                .entry((program.name.as_str(), program.kind.as_str()))
+                .or_default();
+            entry.0.push(program.run_cnt as f64);
+            entry.1.extend(program.ns_per_run());
+        }
+    }
+    let signals = runs.runs.first().map_or(0, |run| run.agent.storm.signals);
+    let storm_ms = Spread::of(
+        runs.runs
+            .iter()
+            .map(|run| run.agent.storm.elapsed.as_secs_f64() * 1e3),
+    );
+    let _ = writeln!(
+        out,
+        "## The SIGKILL filter under load: {signals} SIGCONTs per run ({} run(s))\n",
+        runs.runs.len()
+    );
+    let _ = writeln!(
+        out,
+        "| program | type | run_cnt during the signals | run_time_ns / run_cnt |"
+    );
+    let _ = writeln!(out, "| --- | --- | --- | --- |");
+    for ((name, kind), (counts, ns_per_run)) in &programs {
+        let _ = writeln!(
+            out,
+            "| `{name}` | {kind} | {} | {} |",
+            show(Spread::of(counts.iter().copied()), 0),
+            show(Spread::of(ns_per_run.iter().copied()), 0)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nA helper process (`cargo xtask signal-storm`, a tight loop of kill(2)) sends the \
+         signals to a `sleep`, taking {} ms; `kernel.bpf_stats_enabled=1` meanwhile, and the \
+         counters are read before and after (`bpftool -j prog show`), so other signals on the \
+         machine in that time count too (run_cnt above {signals}). Both programs run for every \
+         signal and return at once for anything but SIGKILL: `signal_generate` (tracepoint) \
+         reads `sig` from the tracepoint's record, `signal_generate_btf` (tp_btf; \
+         `signal_generate_raw` where tp_btf is refused) takes it as the hook's first argument. \
+         bpftool shows a program's full name where its BTF has one, else the kernel's first \
+         15 characters.\n",
+        show(storm_ms, 0)
+    );
+}
+
+/// Idle memory, split as /proc/<pid>/status does: the agent at each ring-buffer size, and
+/// the peers on this machine and in the VM.
+fn footprint(out: &mut String, runs: &Runs) {
+    let mib = |kib: u64| kib as f64 / KIB_PER_MIB;
+    let _ = writeln!(out, "## Idle footprint: where the resident memory goes\n");
+    let _ = writeln!(
+        out,
+        "| process | VmRSS (MiB) | RssAnon | RssFile | RssShmem | VmHWM |"
+    );
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- |");
+    let mut row = |label: &str, memories: &[super::sys::Memory]| {
+        let of = |figure: &dyn Fn(&super::sys::Memory) -> u64| {
+            show(Spread::of(memories.iter().map(|m| mib(figure(m)))), 1)
+        };
+        let _ = writeln!(
+            out,
+            "| {label} | {} | {} | {} | {} | {} |",
+            of(&|m| m.rss_kib),
+            of(&|m| m.anon_kib),
+            of(&|m| m.file_kib),
+            of(&|m| m.shmem_kib),
+            of(&|m| m.hwm_kib)
+        );
+    };
+    let agent: Vec<_> = runs.runs.iter().map(|run| run.agent.idle).collect();
+    row("oomtrace (as run above)", &agent);
+    for (size, _) in super::RING_SIZES {
+        let at_size: Vec<_> = runs
+            .runs
+            .iter()
+            .flat_map(|run| run.rings.iter().filter(|ring| ring.size == size))
+            .map(|ring| ring.idle)
+            .collect();
+        row(&format!("oomtrace `--ringbuf-size {size}`"), &at_size);
+    }
+    let peer: Vec<_> = runs.runs.iter().map(|run| run.peer.idle).collect();
+    row("bpftrace, tracepoint one-liner", &peer);
+    if let Some(bursts) = &runs.bursts {
+        let vm_agent: Vec<_> = bursts
+            .runs
+            .iter()
+            .filter_map(|run| parse_status(run.figures.agent_status.as_deref()))
+            .collect();
+        row("oomtrace in the VM (6.1), after attach", &vm_agent);
+        let vm_agent_after: Vec<_> = bursts
+            .runs
+            .iter()
+            .filter_map(|run| parse_status(run.figures.agent_status_after.as_deref()))
+            .collect();
+        row("oomtrace in the VM (6.1), after the burst", &vm_agent_after);
+        for peer in super::burst::PEERS {
+            let vm_peer: Vec<_> = bursts
+                .peers
+                .iter()
+                .filter(|run| run.peer == peer)
+                .filter_map(|run| parse_status(run.figures.peer.as_ref()?.status.as_deref()))
+                .collect();
+            row(&format!("{} in the VM", peer_label(peer)), &vm_peer);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nRight after attach (the agent's `agent_started` line, the peers' ready line). RssFile \
+         holds file-backed pages and also the pages of a BPF ring buffer that the agent maps \
+         (they are the kernel's, shared with it), RssAnon the agent's heap and stacks. The \
+         ring-buffer rows start the agent once per size in every run. In the VM every file \
+         is in the initramfs, which is memory: the pages of mapped executables and libraries \
+         count as RssShmem there, not RssFile. Linux 6.1 folds a task's RSS changes into the \
+         process's figures only now and then (per-task counters; exact per-CPU counters came \
+         with 6.2), so a figure read right after attach may not show pages the agent mapped \
+         just before: compare it with the one after the burst.\n"
+    );
+    let _ = writeln!(
+        out,
+        "Where the agent's idle RSS goes: {}\n",
+        super::targets::ring_why(&ring_memories(runs))
+    );
+}
+
+fn parse_status(status: Option<&str>) -> Option<super::sys::Memory> {
+    super::sys::parse_memory(status?).ok()
+}
+
+pub fn peer_label(peer: &str) -> &'static str {
+    match peer {
+        "bcc" => "bcc `oomkill`",
+        "bpftrace" => "bpftrace `oomkill.bt`",
+        _ => "unknown peer",
+    }
+}
+
+/// The idle memory at each ring-buffer size over the runs.
+fn ring_memories(runs: &Runs) -> Vec<super::targets::RingMemory> {
+    let mib = |kib: u64| kib as f64 / KIB_PER_MIB;
+    super::RING_SIZES
+        .iter()
+        .filter_map(|&(size, bytes)| {
+            let at_size: Vec<_> = runs
+                .runs
+                .iter()
+                .flat_map(|run| run.rings.iter().filter(|ring| ring.size == size))
+                .map(|ring| ring.idle)
+                .collect();
+            Some(super::targets::RingMemory {
+                size,
+                bytes,
+                rss_mib: Spread::of(at_size.iter().map(|m| mib(m.rss_kib)))?,
+                file_mib: Spread::of(at_size.iter().map(|m| mib(m.file_kib)))?,
+                anon_mib: Spread::of(at_size.iter().map(|m| mib(m.anon_kib)))?,
+            })
+        })
+        .collect()
+}
+
+/// The figures the targets are judged on.
+fn measured(runs: &Runs, load: &Load) -> super::targets::Measured {
+    use super::targets::{BurstLoss, Measured};
+    let mib = |kib: u64| kib as f64 / KIB_PER_MIB;
+    let warm_p99 = Spread::of(
+        runs.runs
+            .iter()
+            .filter_map(|run| run.warm.as_ref())
+            .map(|warm| micros(&warm.latencies_ns, 99.0)),
+    );
+    let off_p99 = Spread::of(latency_runs(runs).map(|latencies| micros(latencies, 99.0)));
+    let largest_burst = runs.bursts.as_ref().and_then(|bursts| {
+        let size = bursts.runs.iter().map(|run| run.size).max()?;
+        let of_size: Vec<_> = bursts.runs.iter().filter(|run| run.size == size).collect();
+        Some(BurstLoss {
+            size,
+            lost: Spread::of(
+                of_size
+                    .iter()
+                    .map(|run| size.saturating_sub(run.figures.recorded) as f64),
+            )?,
+            dropped: Spread::of(of_size.iter().map(|run| run.figures.dropped as f64))?,
+            reported_as_kill: Spread::of(of_size.iter().map(|run| run.figures.captured as f64))?,
+        })
+    });
+    let rings = ring_memories(runs);
+    Measured {
+        attach_ms: Spread::of(runs.runs.iter().map(|run| run.agent.attach_ms)),
+        idle_rss_mib: Spread::of(runs.runs.iter().map(|run| mib(run.agent.idle.rss_kib))),
+        warm_p99_us: warm_p99,
+        off_p99_us: off_p99,
+        idle_cpu_ms: Spread::of(runs.runs.iter().filter_map(|run| run.agent.idle_cpu_ms)),
+        largest_burst,
+        rings,
+        load: format!("{} at start, {} at end", load.at_start, load.at_end),
+    }
 }
 
 fn how_measured(out: &mut String, options: &Options, runs: &Runs) {
@@ -416,7 +755,7 @@ fn how_measured(out: &mut String, options: &Options, runs: &Runs) {
         "- Attach time: CLOCK_MONOTONIC just before spawning `oomtrace run --format json` to the \
          moment a reader thread read its `agent_started` line."
             .to_owned(),
-        "- Idle VmRSS/VmHWM: /proc/<pid>/status right after attach. Idle CPU: utime + stime from \
+        "- Idle VmRSS/VmHWM and its RssAnon/RssFile/RssShmem parts: /proc/<pid>/status right after attach. Idle CPU: utime + stime from \
          /proc/<pid>/stat (clock-tick resolution, 10 ms) over the idle period, measured in "
             .to_owned()
             + &idle
@@ -428,7 +767,10 @@ fn how_measured(out: &mut String, options: &Options, runs: &Runs) {
             super::kills::LIMIT_BYTES >> 20
         ),
         "- Kernel cost: `kernel.bpf_stats_enabled=1` during the kills only (old value restored), \
-         then `bpftool -j prog show` before the agent stops."
+         then `bpftool -j prog show` before the agent stops. The signal programs there count \
+         the kills' SIGKILLs and every other signal sent on the machine meanwhile. The SIGKILL \
+         filter under load: the same counters read before and after 100,000 other signals, \
+         with the agent idle otherwise."
             .to_owned(),
         format!(
             "- Peer, {}: a script on `tracepoint:oom:mark_victim` printing pid, comm, total_vm, \
@@ -438,8 +780,9 @@ fn how_measured(out: &mut String, options: &Options, runs: &Runs) {
              Each run ends with a burst of {PEER_BURST_KILLS} kills under bpftrace.",
             peer_version()
         ),
-        "- bcc's `oomkill` and bpftrace's `oomkill.bt` hook `oom_kill_process` with a kprobe; \
-         this kernel has no kprobes (CONFIG_KPROBES unset), so they cannot run here."
+        "- bcc's `oomkill` and bpftrace's `oomkill.bt` hook `oom_kill_process` with a kprobe, \
+         which a kernel without CONFIG_KPROBES cannot run: they are measured in the VM instead \
+         (see the bursts)."
             .to_owned(),
     ];
     let _ = writeln!(out, "## How measured\n");
@@ -460,12 +803,20 @@ fn not_measured(out: &mut String, runs: &Runs) {
     if let Err(why) = &runs.podman {
         let _ = writeln!(out, "- Latency with container attribution on: {why}.");
     }
-    for line in [
-        "- The cost of a SIGKILL filter program: there is no such program yet.",
-        "- bcc's `oomkill` and bpftrace's `oomkill.bt` in the VM, where the kernel has kprobes.",
-    ] {
-        let _ = writeln!(out, "{line}");
+    if runs
+        .bursts
+        .as_ref()
+        .is_none_or(|bursts| bursts.peer_runs_per_size == 0)
+    {
+        let _ = writeln!(
+            out,
+            "- bcc's `oomkill` and bpftrace's `oomkill.bt` in the VM: left out by `--peer-burst-runs 0`."
+        );
     }
+    let _ = writeln!(
+        out,
+        "- Idle CPU time of the peers; the kernel-side cost of the peers' programs.\n"
+    );
 }
 
 /// The latencies of every run that measured them.
@@ -488,4 +839,110 @@ fn peer_version() -> String {
         .ok()
         .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{
+        bench::burst::{Bursts, PeerBurstRun},
+        vm::scenario::oom_burst::{BurstFigures, PeerFigures},
+    };
+
+    const STATUS: &str = "VmHWM:\t  112888 kB\nVmRSS:\t  112640 kB\nRssAnon:\t   42576 kB\nRssFile:\t       8 kB\nRssShmem:\t   70056 kB\n";
+
+    fn figures(size: usize, peer: PeerFigures) -> BurstFigures {
+        let started = peer.attach_secs.is_ok();
+        let n = if started { size } else { 0 };
+        BurstFigures {
+            members: n,
+            killed: n,
+            memcg_oom_kills: started.then_some(size as u64 + 1),
+            captured: n,
+            recorded: n,
+            incident_victims: n,
+            incidents: usize::from(started),
+            dropped: 0,
+            kmsg_killed_lines: n,
+            kmsg_oom_kill_lines: 1,
+            tier: Some("full".to_owned()),
+            agent_status: None,
+            agent_status_after: None,
+            peer: Some(peer),
+        }
+    }
+
+    #[test]
+    fn the_peers_table_has_a_row_per_peer_and_size_and_says_why_one_did_not_start() {
+        let bpftrace = PeerBurstRun {
+            peer: "bpftrace",
+            size: 100,
+            figures: figures(
+                100,
+                PeerFigures {
+                    name: "bpftrace".to_owned(),
+                    attach_secs: Ok(3.4),
+                    status: Some(STATUS.to_owned()),
+                    kill_lines: 1,
+                    members_reported: 1,
+                },
+            ),
+            boot_time: Duration::from_secs(29),
+        };
+        let bcc = PeerBurstRun {
+            peer: "bcc",
+            size: 100,
+            figures: figures(
+                100,
+                PeerFigures {
+                    name: "bcc".to_owned(),
+                    attach_secs: Err("exited: OSError: librt.so.1: cannot open".to_owned()),
+                    status: None,
+                    kill_lines: 0,
+                    members_reported: 0,
+                },
+            ),
+            boot_time: Duration::from_secs(14),
+        };
+        let bursts = Bursts {
+            kernel: "6.1.0-57-cloud-amd64".to_owned(),
+            runs: Vec::new(),
+            runs_per_size: 0,
+            failures: Vec::new(),
+            peers: vec![bpftrace, bcc],
+            peer_runs_per_size: 1,
+            peer_failures: vec![("bcc", 500, "the guest did not power off".to_owned())],
+            peer_initrd: Some(Ok(368_000_000)),
+        };
+        let mut out = String::new();
+        peers_markdown(&mut out, &bursts);
+        assert!(out.contains("Their initramfs: 368 MB uncompressed"));
+        // Every row has as many cells as the header.
+        let cells = |line: &str| line.matches('|').count();
+        let table: Vec<&str> = out.lines().filter(|line| line.starts_with('|')).collect();
+        assert_eq!(table.len(), 4);
+        assert!(
+            table.iter().all(|line| cells(line) == cells(table[0])),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "| bcc `oomkill` | 100 | 0 of 1 started | — | — | — | — | — / — | — | 14 |"
+            ),
+            "{out}"
+        );
+        assert!(out.contains(
+            "| bpftrace `oomkill.bt` | 100 | 1 of 1 started | 3.4 | 110.0 | 1 | 1 | 100 / 100 | 100 | 29 |"
+        ), "{out}");
+        assert!(out.contains(
+            "Did not start: bcc `oomkill` at N = 100: exited: OSError: librt.so.1: cannot open"
+        ));
+        assert!(
+            out.contains(
+                "A boot with bcc `oomkill` at N = 500 failed: the guest did not power off"
+            )
+        );
+    }
 }

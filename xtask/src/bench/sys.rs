@@ -20,26 +20,39 @@ pub fn monotonic_ns() -> u64 {
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
-/// Resident memory of a live process, from /proc/<pid>/status, in KiB.
-#[derive(Clone, Copy)]
+/// Resident memory of a live process, from /proc/<pid>/status, in KiB. VmRSS is the sum of
+/// the three Rss* parts: anonymous memory, file-backed mappings (a BPF ring buffer's pages
+/// count here), and shared memory.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Memory {
     pub rss_kib: u64,
     pub hwm_kib: u64,
+    pub anon_kib: u64,
+    pub file_kib: u64,
+    pub shmem_kib: u64,
 }
 
 pub fn memory(pid: u32) -> anyhow::Result<Memory> {
     let path = format!("/proc/{pid}/status");
     let status = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    parse_memory(&status).with_context(|| format!("reading {path}"))
+}
+
+/// The memory lines of a /proc/<pid>/status text (any other lines are ignored).
+pub fn parse_memory(status: &str) -> anyhow::Result<Memory> {
     let field = |name: &str| -> anyhow::Result<u64> {
         status
             .lines()
-            .find_map(|line| line.strip_prefix(name))
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
             .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-            .with_context(|| format!("no {name} in {path}"))
+            .with_context(|| format!("no {name} line"))
     };
     Ok(Memory {
-        rss_kib: field("VmRSS:")?,
-        hwm_kib: field("VmHWM:")?,
+        rss_kib: field("VmRSS")?,
+        hwm_kib: field("VmHWM")?,
+        anon_kib: field("RssAnon")?,
+        file_kib: field("RssFile")?,
+        shmem_kib: field("RssShmem")?,
     })
 }
 
@@ -187,4 +200,44 @@ pub fn today_utc() -> String {
     };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     format!("{year:04}-{month:02}-{day:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATUS: &str = "Name:\toomtrace
+VmPeak:\t  123456 kB
+VmHWM:\t   40652 kB
+VmRSS:\t   14848 kB
+RssAnon:\t    1792 kB
+RssFile:\t   13056 kB
+RssShmem:\t       0 kB
+Threads:\t3
+";
+
+    #[test]
+    fn memory_lines_of_proc_status() {
+        let memory = parse_memory(STATUS).unwrap();
+        assert_eq!(
+            memory,
+            Memory {
+                rss_kib: 14848,
+                hwm_kib: 40652,
+                anon_kib: 1792,
+                file_kib: 13056,
+                shmem_kib: 0,
+            }
+        );
+        assert_eq!(
+            memory.rss_kib,
+            memory.anon_kib + memory.file_kib + memory.shmem_kib
+        );
+    }
+
+    #[test]
+    fn a_missing_line_is_named() {
+        let err = parse_memory("VmRSS:\t1 kB\n").unwrap_err();
+        assert_eq!(err.to_string(), "no VmHWM line");
+    }
 }

@@ -3,6 +3,7 @@
 //! 3.4 MB) made no difference to the time to /init under emulation that stood out of the noise.
 
 use std::{
+    collections::BTreeSet,
     fs,
     io::BufWriter,
     path::{Path, PathBuf},
@@ -34,13 +35,78 @@ pub fn write(
     scenarios: &[Scenario],
     work_dir: &Path,
 ) -> anyhow::Result<PathBuf> {
-    let path = work_dir.join("initramfs.cpio");
-    let file = fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    write_with_extras(binaries, scenarios, &[], &work_dir.join("initramfs.cpio"))
+}
+
+/// A file or symbolic link beyond the standard contents, e.g. a peer tool's dynamic libraries
+/// (xtask/src/vm/peers.rs). Their parent directories are made as needed.
+pub enum Extra {
+    /// `guest` (relative to /) gets the contents of `host`, symbolic links followed.
+    File {
+        guest: String,
+        host: PathBuf,
+    },
+    Symlink {
+        guest: String,
+        target: String,
+    },
+}
+
+/// The standard contents plus `extras`, written to `path`.
+pub fn write_with_extras(
+    binaries: &Binaries,
+    scenarios: &[Scenario],
+    extras: &[Extra],
+    path: &Path,
+) -> anyhow::Result<PathBuf> {
+    let file = fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut archive = Cpio::new(BufWriter::new(file));
     append_contents(&mut archive, binaries, scenarios)
+        .and_then(|()| append_extras(&mut archive, extras))
         .and_then(|()| archive.finish())
         .with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
+    Ok(path.to_owned())
+}
+
+fn append_extras<W: std::io::Write>(archive: &mut Cpio<W>, extras: &[Extra]) -> anyhow::Result<()> {
+    // The kernel's unpacker makes no missing parent directory: every one gets its own entry.
+    let mut made: BTreeSet<String> = DIRECTORIES.iter().map(|dir| (*dir).to_owned()).collect();
+    let mut written = BTreeSet::new();
+    for extra in extras {
+        let guest = match extra {
+            Extra::File { guest, .. } | Extra::Symlink { guest, .. } => guest,
+        };
+        // The same library can be reached by two paths (`/lib/…` and `/usr/lib/…`).
+        if !written.insert(guest.as_str()) {
+            continue;
+        }
+        for parent in parents(guest) {
+            if made.insert(parent.to_owned()) {
+                archive.directory(parent)?;
+            }
+        }
+        match extra {
+            Extra::File { guest, host } => {
+                let contents =
+                    fs::read(host).with_context(|| format!("reading {}", host.display()))?;
+                archive.file(guest, executable_or_not(host), &contents)?;
+            }
+            Extra::Symlink { guest, target } => archive.symlink(guest, target)?,
+        }
+    }
+    Ok(())
+}
+
+/// `a/b/c` → `a`, `a/b`.
+fn parents(path: &str) -> impl Iterator<Item = &str> {
+    path.match_indices('/')
+        .map(move |(index, _)| &path[..index])
+}
+
+fn executable_or_not(host: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    let executable = fs::metadata(host).is_ok_and(|meta| meta.permissions().mode() & 0o111 != 0);
+    if executable { 0o755 } else { 0o644 }
 }
 
 fn append_contents(
@@ -84,6 +150,7 @@ const S_IFMT: u32 = 0o170000;
 const S_IFDIR: u32 = 0o040000;
 const S_IFREG: u32 = 0o100000;
 const S_IFCHR: u32 = 0o020000;
+const S_IFLNK: u32 = 0o120000;
 
 impl<W: std::io::Write> Cpio<W> {
     fn new(out: W) -> Self {
@@ -96,6 +163,10 @@ impl<W: std::io::Write> Cpio<W> {
 
     fn file(&mut self, name: &str, permissions: u32, contents: &[u8]) -> anyhow::Result<()> {
         self.entry(name, S_IFREG | permissions, (0, 0), contents)
+    }
+
+    fn symlink(&mut self, name: &str, target: &str) -> anyhow::Result<()> {
+        self.entry(name, S_IFLNK | 0o777, (0, 0), target.as_bytes())
     }
 
     fn char_device(&mut self, name: &str, major: u32, minor: u32) -> anyhow::Result<()> {
@@ -163,5 +234,36 @@ mod tests {
         assert!(bytes.starts_with(b"07070100000001000081ed"));
         assert_eq!(&bytes[110..116], b"init\0\0");
         assert_eq!(&bytes[116..], b"#!\0\0");
+    }
+
+    #[test]
+    fn extras_get_their_parent_directories_once_and_symlinks_their_target() {
+        let mut archive = Cpio::new(Vec::new());
+        let extras = [
+            Extra::Symlink {
+                guest: "usr/lib/x/a.so".to_owned(),
+                target: "b.so".to_owned(),
+            },
+            Extra::Symlink {
+                guest: "usr/lib/x/c.so".to_owned(),
+                target: "b.so".to_owned(),
+            },
+            Extra::Symlink {
+                guest: "lib64".to_owned(),
+                target: "usr/lib64".to_owned(),
+            },
+        ];
+        append_extras(&mut archive, &extras).unwrap();
+        let text = String::from_utf8_lossy(&archive.out).into_owned();
+        // usr is a standard directory; usr/lib and usr/lib/x are made, each once.
+        assert_eq!(text.matches("usr/lib\0").count(), 1);
+        assert_eq!(text.matches("usr/lib/x\0").count(), 1);
+        assert!(!text.contains("usr\0"));
+        // A symlink's mode is 0120777, its data its target.
+        assert!(text.contains("0000a1ff"));
+        let link = text.find("usr/lib/x/a.so\0").unwrap();
+        let after_name = &text[link + "usr/lib/x/a.so".len()..];
+        assert!(after_name.trim_start_matches('\0').starts_with("b.so"));
+        assert_eq!(parents("a/b/c").collect::<Vec<_>>(), ["a", "a/b"]);
     }
 }

@@ -93,6 +93,51 @@ fn fetch_newest(apt: &Apt, family: &KernelPackage, kernels_dir: &Path) -> anyhow
         .with_context(|| format!("{} holds no boot/vmlinuz-*", deb.display()))
 }
 
+/// The kernel headers Debian builds with `version` (`uname -r`), for tools that compile against
+/// them: `linux-headers-<version>` and the `-common` package it depends on, unpacked together
+/// under `headers_dir/<version>/root` unless they already are.
+pub fn fetch_headers(apt: &mut Apt, version: &str, headers_dir: &Path) -> anyhow::Result<PathBuf> {
+    let dir = headers_dir.join(version);
+    let root = dir.join("root");
+    if root.join("usr/src").is_dir() {
+        return Ok(root);
+    }
+    let common = common_headers_package(version)
+        .with_context(|| format!("no Debian headers package name for kernel {version}"))?;
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let partial = root.with_extension("partial");
+    if partial.exists() {
+        fs::remove_dir_all(&partial).with_context(|| format!("removing {}", partial.display()))?;
+    }
+    for package in [format!("linux-headers-{version}"), common] {
+        let download = dir.join(&package);
+        fs::create_dir_all(&download)
+            .with_context(|| format!("creating {}", download.display()))?;
+        if find_deb(&download)?.is_none() {
+            apt.download(&package, &download)
+                .or_else(|err| match apt.update() {
+                    Ok(true) => apt.download(&package, &download),
+                    _ => Err(err),
+                })
+                .with_context(|| format!("downloading {package}"))?;
+        }
+        let deb = find_deb(&download)?
+            .with_context(|| format!("apt-get download left no .deb in {}", download.display()))?;
+        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&partial))?;
+    }
+    fs::rename(&partial, &root)
+        .with_context(|| format!("renaming {} to {}", partial.display(), root.display()))?;
+    Ok(root)
+}
+
+/// `6.1.0-57-cloud-amd64` → `linux-headers-6.1.0-57-common`.
+fn common_headers_package(version: &str) -> Option<String> {
+    let mut parts = version.split('-');
+    let (release, abi) = (parts.next()?, parts.next()?);
+    abi.parse::<u32>().ok()?;
+    Some(format!("linux-headers-{release}-{abi}-common"))
+}
+
 /// `linux-image-6.1.0-*-cloud-amd64-unsigned` → `^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$`.
 fn name_regex(pattern: &str) -> String {
     let parts: Vec<String> = pattern
@@ -168,6 +213,15 @@ mod tests {
             name_regex("linux-image-6.1.0-*-cloud-amd64-unsigned"),
             r"^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$"
         );
+    }
+
+    #[test]
+    fn the_common_headers_package_drops_the_flavour() {
+        assert_eq!(
+            common_headers_package("6.1.0-57-cloud-amd64").as_deref(),
+            Some("linux-headers-6.1.0-57-common")
+        );
+        assert_eq!(common_headers_package("6.18.44-fc-v595"), None);
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod guest;
 mod host;
 mod initramfs;
 mod kernel;
+mod peers;
 mod qemu;
 pub mod scenario;
 
@@ -233,7 +234,11 @@ fn summarize(results: &[RunResult], took: Duration) -> anyhow::Result<()> {
 /// parameters of the caller's choice: for `cargo xtask bench`.
 pub struct Guest {
     kernel: Kernel,
+    binaries: guest::Binaries,
     initrd: PathBuf,
+    /// The initramfs with the kprobe peers as well, once [`Guest::add_peers`] wrote it.
+    peers_initrd: Option<PathBuf>,
+    work_dir: PathBuf,
     runs_dir: PathBuf,
 }
 
@@ -244,6 +249,8 @@ pub struct GuestRun<'a> {
     pub extra_args: &'a [String],
     pub memory_mib: u32,
     pub timeout: Duration,
+    /// Boot the initramfs that also holds bcc's `oomkill` and bpftrace's `oomkill.bt`.
+    pub with_peers: bool,
 }
 
 impl Guest {
@@ -263,9 +270,30 @@ impl Guest {
         let initrd = initramfs::write(&binaries, scenario::SCENARIOS, &work_dir)?;
         Ok(Self {
             kernel,
+            binaries,
             initrd,
+            peers_initrd: None,
             runs_dir: work_dir.join("runs").join("bench"),
+            work_dir,
         })
+    }
+
+    /// Writes the initramfs for boots `with_peers`: the standard one plus the peers and all
+    /// they load (xtask/src/vm/peers.rs); returns its size in bytes.
+    pub fn add_peers(&mut self) -> anyhow::Result<u64> {
+        let mut apt = Apt::default();
+        let extras = peers::extras(&mut apt, &self.kernel.version, &self.work_dir)?;
+        let path = initramfs::write_with_extras(
+            &self.binaries,
+            scenario::SCENARIOS,
+            &extras,
+            &self.work_dir.join("initramfs-peers.cpio"),
+        )?;
+        let size = std::fs::metadata(&path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .len();
+        self.peers_initrd = Some(path);
+        Ok(size)
     }
 
     pub fn kernel_version(&self) -> &str {
@@ -277,9 +305,16 @@ impl Guest {
     /// boot of the same label.
     pub fn boot(&self, run: &GuestRun, label: &str) -> anyhow::Result<scenario::Report> {
         let run_dir = self.runs_dir.join(format!("{}-{label}", run.scenario));
+        let initrd = if run.with_peers {
+            self.peers_initrd
+                .as_ref()
+                .context("a boot with the peers before their initramfs was written")?
+        } else {
+            &self.initrd
+        };
         let boot = Boot {
             kernel: &self.kernel.vmlinuz,
-            initrd: &self.initrd,
+            initrd,
             scenario: run.scenario,
             run_dir: &run_dir,
             memory_mib: run.memory_mib,

@@ -73,3 +73,57 @@ spawn_hog() {
 release_hog() {
 	eval "echo x >\$hog_fifo_$1"
 }
+
+# The memory lines of /proc/<pid>/status.
+memory_status() {
+	grep -E '^(VmRSS|VmHWM|RssAnon|RssFile|RssShmem):' "/proc/$1/status"
+}
+
+# Starts peer `$1` and waits for the line it prints once its probe is attached (bcc compiles its
+# program first, which takes a while under emulation); sets $peer_pid. A peer that cannot start
+# ends the scenario early but without failing it: its log says why, and the bench reports that.
+start_peer() {
+	# Both tools look for tracing files under debugfs as well.
+	mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+	fact peer_name "$1"
+	fact peer_spawn_at "$(cut -d' ' -f1 /proc/uptime)"
+	case "$1" in
+	bcc)
+		PYTHONUNBUFFERED=1 python3 /usr/sbin/oomkill-bpfcc >"$OUT/peer-out" 2>"$OUT/peer-log" &
+		ready='Tracing OOM kills'
+		;;
+	bpftrace)
+		bpftrace -B line /usr/sbin/oomkill.bt >"$OUT/peer-out" 2>"$OUT/peer-log" &
+		ready='Tracing oom_kill_process'
+		;;
+	*)
+		fact peer_start "unknown peer $1"
+		exit 1
+		;;
+	esac
+	peer_pid=$!
+	if ! wait_until "grep -q '$ready' '$OUT/peer-out' || ! kill -0 $peer_pid 2>/dev/null" 900; then
+		fact peer_start timeout
+		stop_agent
+		exit 0
+	fi
+	if ! kill -0 $peer_pid 2>/dev/null; then
+		wait $peer_pid
+		fact peer_status $?
+		fact peer_start exited
+		stop_agent
+		exit 0
+	fi
+	fact peer_ready_at "$(cut -d' ' -f1 /proc/uptime)"
+	fact peer_start ok
+	memory_status $peer_pid >"$OUT/peer-status"
+}
+
+# Lets the peer print the last kill, then ends it (SIGINT is ignored by background jobs of a
+# shell without job control; both peers write each line as it comes).
+stop_peer() {
+	sleep 1
+	kill -TERM $peer_pid
+	wait $peer_pid
+	fact peer_status $?
+}

@@ -3,15 +3,22 @@
 # killer. N - 1 members hold 1 MiB each; the last one grows until the limit. What the agent
 # captured, what it dropped and what the kernel log kept are compared by
 # xtask/src/vm/scenario/oom_burst.rs and by `cargo xtask bench`.
+#
+# `oomtrace.peer=bcc` or `oomtrace.peer=bpftrace` also runs bcc's `oomkill` or bpftrace's
+# `oomkill.bt` next to the agent (only the initramfs of xtask/src/vm/peers.rs holds them): its
+# attach time, idle memory and output come out as facts and the sections peer-out, peer-log and
+# peer-status.
 
 . /scenarios/lib.sh
 
 members_wanted=100
 agent_args=
+peer=
 for word in $(cat /proc/cmdline); do
 	case "$word" in
 	oomtrace.burst=*) members_wanted="${word#*=}" ;;
 	oomtrace.agent_args=*) agent_args="$(echo "${word#*=}" | tr , ' ')" ;;
+	oomtrace.peer=*) peer="${word#*=}" ;;
 	esac
 done
 fact members_wanted $members_wanted
@@ -23,6 +30,10 @@ fact memcg_id "$(stat -c %i $group)"
 
 # shellcheck disable=SC2086
 start_agent $agent_args
+memory_status $agent >"$OUT/agent-status"
+if [ -n "$peer" ]; then
+	start_peer "$peer"
+fi
 
 # The holders start inside the group: this shell joins it, forks them, and leaves again (the
 # root cgroup takes processes back), so that no holder allocates anything outside the group.
@@ -70,4 +81,8 @@ fact members_killed $killed
 fact members_not_killed $others
 fact memory_events "$(tr '\n' ',' <$group/memory.events)"
 
+if [ -n "$peer" ]; then
+	stop_peer
+fi
+memory_status $agent >"$OUT/agent-status-after"
 stop_agent

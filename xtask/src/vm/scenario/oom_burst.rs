@@ -37,9 +37,81 @@ pub struct BurstFigures {
     /// `oom-kill:` summary lines in the kernel log.
     pub kmsg_oom_kill_lines: usize,
     pub tier: Option<String>,
+    /// The agent's memory lines of /proc/<pid>/status once attached.
+    pub agent_status: Option<String>,
+    /// The same once the burst is over, before the agent stops.
+    pub agent_status_after: Option<String>,
+    /// The kprobe peer that ran next to the agent (`oomtrace.peer=`), if one did.
+    pub peer: Option<PeerFigures>,
+}
+
+/// bcc's `oomkill` or bpftrace's `oomkill.bt` next to the agent in the same boot.
+pub struct PeerFigures {
+    pub name: String,
+    /// Spawn to the line the peer prints once attached, in seconds of guest uptime; or why the
+    /// peer did not get there, with the end of its stderr.
+    pub attach_secs: Result<f64, String>,
+    /// Its memory lines of /proc/<pid>/status once attached.
+    pub status: Option<String>,
+    /// `OOM kill of PID` lines it printed.
+    pub kill_lines: usize,
+    /// Distinct burst members among the pids those lines name.
+    pub members_reported: usize,
+}
+
+/// The victim pids in bcc's or bpftrace's `oomkill` lines (`... OOM kill of PID 123 ("x") ...`).
+pub fn peer_victims(output: &str) -> Vec<u64> {
+    output
+        .lines()
+        .filter_map(|line| {
+            let rest = line.split_once("OOM kill of PID ")?.1;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .collect()
+}
+
+fn peer_figures(report: &Report, members: &BTreeSet<u64>) -> Option<PeerFigures> {
+    let name: String = report.fact("peer_name").ok()?;
+    let log_tail = || {
+        let log = report.section("peer-log").unwrap_or_default();
+        let lines: Vec<&str> = log.lines().filter(|line| !line.trim().is_empty()).collect();
+        lines[lines.len().saturating_sub(3)..].join(" / ")
+    };
+    let start: String = report
+        .fact("peer_start")
+        .unwrap_or_else(|_| "no outcome".to_owned());
+    let attach_secs = if start == "ok" {
+        match (
+            report.fact::<f64>("peer_spawn_at"),
+            report.fact::<f64>("peer_ready_at"),
+        ) {
+            (Ok(spawn), Ok(ready)) => Ok(ready - spawn),
+            _ => Err("no spawn or ready time".to_owned()),
+        }
+    } else {
+        Err(format!("{start}: {}", log_tail()))
+    };
+    let victims = peer_victims(report.section("peer-out").unwrap_or_default());
+    Some(PeerFigures {
+        name,
+        attach_secs,
+        status: report.section("peer-status").ok().map(str::to_owned),
+        kill_lines: victims.len(),
+        members_reported: victims
+            .iter()
+            .filter(|pid| members.contains(pid))
+            .collect::<BTreeSet<_>>()
+            .len(),
+    })
 }
 
 pub fn figures(report: &Report) -> anyhow::Result<BurstFigures> {
+    // A peer that could not start ends the boot before the burst: its figures are the result.
+    if let Some(peer) = peer_figures(report, &BTreeSet::new())
+        && peer.attach_secs.is_err()
+    {
+        return Ok(BurstFigures::peer_failed(peer, report));
+    }
     let members = pid_set(&report.fact::<String>("member_pids")?)?;
     let killed: usize = report.fact("members_killed")?;
     let memcg_oom_kills = report
@@ -95,7 +167,31 @@ pub fn figures(report: &Report) -> anyhow::Result<BurstFigures> {
             .filter(|line| matches!(line, super::kmsg::OomLine::Constraint(_)))
             .count(),
         tier: report.tier(),
+        agent_status: report.section("agent-status").ok().map(str::to_owned),
+        agent_status_after: report.section("agent-status-after").ok().map(str::to_owned),
+        peer: peer_figures(report, &members),
     })
+}
+
+impl BurstFigures {
+    fn peer_failed(peer: PeerFigures, report: &Report) -> Self {
+        Self {
+            members: 0,
+            killed: 0,
+            memcg_oom_kills: None,
+            captured: 0,
+            recorded: 0,
+            incident_victims: 0,
+            incidents: 0,
+            dropped: 0,
+            kmsg_killed_lines: 0,
+            kmsg_oom_kill_lines: 0,
+            tier: report.tier(),
+            agent_status: report.section("agent-status").ok().map(str::to_owned),
+            agent_status_after: None,
+            peer: Some(peer),
+        }
+    }
 }
 
 fn check(report: &Report) -> anyhow::Result<()> {
@@ -134,4 +230,18 @@ fn pid_set(list: &str) -> anyhow::Result<BTreeSet<u64>> {
     list.split(',')
         .map(|pid| pid.parse().with_context(|| format!("pid {pid:?}")))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_victims_come_from_bcc_and_bpftrace_lines() {
+        let output = "Tracing OOM kills... Ctrl-C to stop.
+10:01:02 Triggered by PID 812 (\"oomtrace-hog\"), OOM kill of PID 345 (\"oomtrace-hog\"), 2097152 pages, loadavg: 0.10 0.05 0.01 1/90 812
+10:01:02 Triggered by PID 812 (\"oomtrace-hog\"), OOM kill of PID 346 (\"oomtrace-hog\"), 2097152 pages, loadavg: 3.11 0.87 0.30 2/1093 1201
+";
+        assert_eq!(peer_victims(output), [345, 346]);
+    }
 }
