@@ -184,7 +184,7 @@ mod tests {
     #[test]
     fn reads_every_set_of_a_status_file() {
         let status = "Name:\toomtrace\nCapInh:\t0000000000000000\nCapPrm:\t0000008000000000\n\
-                      CapEff:\t0000008000000000\nCapBnd:\t000000c001000000\n\
+                      CapEff:\t0000008000000000\nCapBnd:\t000000c401000000\n\
                       CapAmb:\t0000000000000000\nNoNewPrivs:\t1\n";
         assert_eq!(
             CapSets::parse(status),

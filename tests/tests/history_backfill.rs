@@ -18,6 +18,11 @@ fn a_kill_while_the_agent_was_down_is_backfilled_from_the_kernel_log() {
     require_root();
     let history = HistoryFile::new();
     let cgroup = MemoryCgroup::create(LIMIT_BYTES);
+    // The kernel rate-limits its OOM report (the `oom-kill:` line with the cgroups), at most
+    // 10 per 5 s, and the tests before this one OOM-kill many processes: give it a quiet
+    // window first, so the report of this kill is complete. Its `Killed process` line, which
+    // is never rate-limited, is all a limited report keeps.
+    std::thread::sleep(Duration::from_secs(6));
     // The agent is not running: the kill is only in the kernel log.
     let mut kmsg = Kmsg::open_at_end();
     let hog_pid = Hog::spawn_in(HOG, &cgroup).wait_oom_killed(Duration::from_secs(30));

@@ -12,6 +12,10 @@ const LIMIT_BYTES: u64 = 32 << 20;
 fn the_agent_finds_a_kill_from_before_it_started_in_the_kernel_log() {
     require_root();
     let cgroup = MemoryCgroup::create(LIMIT_BYTES);
+    // The kernel rate-limits its OOM report (the `oom-kill:` line naming the cgroups) to 10
+    // per 5 s, and the tests before this one OOM-kill many processes: wait for a quiet window
+    // so the report of this kill is complete.
+    std::thread::sleep(Duration::from_secs(6));
     let mut kmsg = Kmsg::open_at_end();
     let hog_pid = Hog::spawn_in(HOG, &cgroup).wait_oom_killed(Duration::from_secs(30));
     // The kernel has logged it before the agent starts.

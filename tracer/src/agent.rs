@@ -230,7 +230,15 @@ fn join(
                     decode::Part::Sigkill(sigkill) => Some(TargetProc::read(sigkill.target.pid)),
                     _ => None,
                 };
-                events.extend(joiner.push_with(part, target_proc, now));
+                let mut joined = joiner.push_with(part, target_proc, now);
+                for event in &mut joined {
+                    // Before the runtime reaps a killed main process: see `namespace_init`.
+                    if let Event::Kill(kill) = event {
+                        let pid = kill.victim.tgid.unwrap_or(kill.victim.pid);
+                        kill.namespace_init = crate::observe::proc::is_namespace_init(pid);
+                    }
+                }
+                events.extend(joined);
             }
             Err(err) => {
                 counts.decode_errors += 1;

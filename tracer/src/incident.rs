@@ -146,6 +146,10 @@ pub struct OomKill {
     /// The kernel's figure for the victim it chose; an estimate for other group members and in
     /// the lower tiers.
     pub badness: Option<Badness>,
+    /// Whether the victim is PID 1 of its own pid namespace (a container's main process), read
+    /// from `/proc` the moment the kill is joined: a runtime reaps its main process within a
+    /// millisecond of the kill, and a later read finds nothing. `None` once it was gone.
+    pub namespace_init: Option<bool>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -584,6 +588,7 @@ fn join(tracepoint: Option<TracepointPart>, task: Option<TaskPart>) -> OomKill {
                 incident: None,
                 marked_without_kill: false,
                 badness: None,
+                namespace_init: None,
             }
         }
         (Some(tracepoint), None) => {
@@ -614,6 +619,7 @@ fn join(tracepoint: Option<TracepointPart>, task: Option<TaskPart>) -> OomKill {
                 incident: None,
                 marked_without_kill: false,
                 badness: None,
+                namespace_init: None,
             }
         }
         (None, None) => unreachable!("a pending kill always holds a part"),

@@ -142,6 +142,7 @@ fn kill_in(path: &str, victim_tgid: u32) -> Box<OomKill> {
         incident: None,
         marked_without_kill: false,
         badness: None,
+        namespace_init: None,
     })
 }
 

@@ -141,8 +141,9 @@ impl Observer {
             },
             (None, _, _) => DomainSeen::Unknown,
         };
-        let victim_is_pid_one =
-            proc::is_namespace_init(kill.victim.tgid.unwrap_or(kill.victim.pid));
+        let victim_is_pid_one = kill
+            .namespace_init
+            .or_else(|| proc::is_namespace_init(kill.victim.tgid.unwrap_or(kill.victim.pid)));
         let scope = match &domain {
             DomainSeen::Kernel {
                 domain: Domain::Cgroup(cgroup),

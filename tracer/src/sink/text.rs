@@ -105,6 +105,7 @@ pub fn line(attributed: &AttributedKill) -> String {
         incident: _,
         marked_without_kill,
         badness,
+        namespace_init: _,
     } = &**kill;
     let mut line = format!(
         "{}: pid {} ({})",

@@ -70,6 +70,7 @@ fn oom(victim: (u32, &str, u64), trigger: (u32, &str)) -> Box<OomKill> {
         incident: None,
         marked_without_kill: false,
         badness: None,
+        namespace_init: None,
     })
 }
 

@@ -159,6 +159,8 @@ pub fn oom_kill_record<'a>(kill: &'a AttributedKill, context: &Context<'_>) -> i
         incident,
         marked_without_kill,
         badness,
+        // Read into `main_process`, which the victim's names carry.
+        namespace_init: _,
     } = &**kill;
     let Parts { tracepoint, task } = parts;
     let parts: Vec<&str> = [(*tracepoint, "tracepoint"), (*task, "task")]
