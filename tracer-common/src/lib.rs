@@ -157,6 +157,11 @@ pub struct VictimTaskRecord {
     pub header: RecordHeader,
     pub victim: TaskIdentity,
     pub trigger: TaskIdentity,
+    /// The victim's pid in its own (innermost) pid namespace: 1 for a container's main
+    /// process. 0 when it could not be read. Read in the kernel because a runtime reaps its
+    /// killed main process before `/proc` can be asked.
+    pub victim_ns_pid: u32,
+    pub _pad: u32,
     /// The victim's cgroup2 (default hierarchy) cgroup.
     pub victim_cgroup: CgroupCapture,
     /// The victim's memory-controller cgroup: the v1 memcg on hybrid hosts, on v2 the nearest
@@ -249,6 +254,13 @@ pub struct KernelOffsets {
     pub oom_control_constraint: u32,
     /// `mem_cgroup.css`.
     pub mem_cgroup_css: u32,
+    /// `task_struct.thread_pid`, `pid.level`, `pid.numbers`, `upid.nr` and `sizeof(struct
+    /// upid)`: the task's pid in its innermost pid namespace. Optional.
+    pub task_thread_pid: u32,
+    pub pid_level: u32,
+    pub pid_numbers: u32,
+    pub upid_nr: u32,
+    pub upid_size: u32,
 }
 
 impl KernelOffsets {
@@ -273,6 +285,11 @@ impl KernelOffsets {
         oom_control_chosen_points: OFFSET_ABSENT,
         oom_control_constraint: OFFSET_ABSENT,
         mem_cgroup_css: OFFSET_ABSENT,
+        task_thread_pid: OFFSET_ABSENT,
+        pid_level: OFFSET_ABSENT,
+        pid_numbers: OFFSET_ABSENT,
+        upid_nr: OFFSET_ABSENT,
+        upid_size: OFFSET_ABSENT,
     };
 }
 
@@ -304,7 +321,7 @@ mod tests {
         );
         assert_eq!(
             size_of::<VictimTaskRecord>(),
-            16 + 2 * 24 + 4 * size_of::<CgroupCapture>()
+            16 + 2 * 24 + 8 + 4 * size_of::<CgroupCapture>()
         );
         assert_eq!(
             size_of::<OomContextRecord>(),
@@ -319,6 +336,6 @@ mod tests {
             size_of::<SigkillTargetRecord>(),
             16 + 24 + 2 * size_of::<CgroupCapture>()
         );
-        assert_eq!(size_of::<KernelOffsets>(), 19 * 4);
+        assert_eq!(size_of::<KernelOffsets>(), 24 * 4);
     }
 }

@@ -264,6 +264,8 @@ fn try_victim_task(victim: u64) -> Result<(), i64> {
         match task_identity(victim, &offsets) {
             Ok(identity) => {
                 (*record).victim = identity;
+                (*record).victim_ns_pid = namespace_pid(victim, &offsets).unwrap_or(0);
+                (*record)._pad = 0;
                 // Partial cgroup data is still worth sending: the flags say what is missing.
                 let trigger = bpf_get_current_task();
                 capture_task_cgroups(
@@ -454,6 +456,33 @@ unsafe fn task_identity(task: u64, offsets: &KernelOffsets) -> Result<TaskIdenti
             tgid: read_at(task, offsets.task_tgid)?,
             comm: read_at(task, offsets.task_comm)?,
         })
+    }
+}
+
+/// `task`'s pid in its innermost pid namespace: `task->thread_pid->numbers[level].nr`.
+#[inline(always)]
+unsafe fn namespace_pid(task: u64, offsets: &KernelOffsets) -> Result<u32, i64> {
+    // Pid namespaces nest at most 32 deep (MAX_PID_NS_LEVEL).
+    const MAX_LEVEL: u32 = 32;
+    if offsets.pid_numbers == OFFSET_ABSENT
+        || offsets.upid_nr == OFFSET_ABSENT
+        || offsets.upid_size == OFFSET_ABSENT
+    {
+        return Err(ERR_OFFSET_ABSENT);
+    }
+    // SAFETY: see `read_at`.
+    unsafe {
+        let pid: u64 = read_at(task, offsets.task_thread_pid)?;
+        let level: u32 = read_at(pid, offsets.pid_level)?;
+        if level > MAX_LEVEL {
+            return Err(ERR_OFFSET_ABSENT);
+        }
+        let upid = offsets
+            .pid_numbers
+            .wrapping_add(level.wrapping_mul(offsets.upid_size))
+            .wrapping_add(offsets.upid_nr);
+        let nr: i32 = read_at(pid, upid)?;
+        Ok(nr as u32)
     }
 }
 

@@ -233,7 +233,9 @@ fn join(
                 let mut joined = joiner.push_with(part, target_proc, now);
                 for event in &mut joined {
                     // Before the runtime reaps a killed main process: see `namespace_init`.
-                    if let Event::Kill(kill) = event {
+                    if let Event::Kill(kill) = event
+                        && kill.namespace_init.is_none()
+                    {
                         let pid = kill.victim.tgid.unwrap_or(kill.victim.pid);
                         kill.namespace_init = crate::observe::proc::is_namespace_init(pid);
                     }

@@ -146,9 +146,10 @@ pub struct OomKill {
     /// The kernel's figure for the victim it chose; an estimate for other group members and in
     /// the lower tiers.
     pub badness: Option<Badness>,
-    /// Whether the victim is PID 1 of its own pid namespace (a container's main process), read
-    /// from `/proc` the moment the kill is joined: a runtime reaps its main process within a
-    /// millisecond of the kill, and a later read finds nothing. `None` once it was gone.
+    /// Whether the victim is PID 1 of its own pid namespace (a container's main process): read
+    /// in the kernel with the victim's `task_struct`, else from `/proc` the moment the kill is
+    /// joined. A runtime reaps its killed main process within a millisecond, so `/proc` alone
+    /// often comes too late; `None` when neither could tell.
     pub namespace_init: Option<bool>,
 }
 
@@ -562,6 +563,7 @@ fn join(tracepoint: Option<TracepointPart>, task: Option<TaskPart>) -> OomKill {
                 ktime_ns,
                 victim,
                 trigger,
+                victim_ns_pid,
                 victim_cgroup,
                 victim_memcg,
                 trigger_cgroup,
@@ -588,7 +590,7 @@ fn join(tracepoint: Option<TracepointPart>, task: Option<TaskPart>) -> OomKill {
                 incident: None,
                 marked_without_kill: false,
                 badness: None,
-                namespace_init: None,
+                namespace_init: victim_ns_pid.map(|pid| pid == 1),
             }
         }
         (Some(tracepoint), None) => {

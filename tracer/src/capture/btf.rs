@@ -293,6 +293,12 @@ impl Btf {
         self.find_member(id, member.as_bytes(), 0, &mut visits)
     }
 
+    /// Size in bytes of the struct named `struct_name`.
+    pub fn struct_size(&self, struct_name: &str) -> Option<u32> {
+        let record = self.record(*self.structs.get(struct_name.as_bytes())?)?;
+        matches!(record.kind, KIND_STRUCT | KIND_UNION).then_some(record.size_or_type)
+    }
+
     /// Value of `enumerator` in the enum named `enum_name` (ENUM or ENUM64).
     ///
     /// Unsigned 64-bit values above `i64::MAX` are returned with their bits reinterpreted.

@@ -64,6 +64,17 @@ pub fn resolve(btf: &Btf) -> Result<Resolved, MissingMembers> {
     offsets.oom_control_chosen_points = optional("oom_control", "chosen_points");
     offsets.oom_control_constraint = optional("oom_control", "constraint");
     offsets.mem_cgroup_css = optional("mem_cgroup", "css");
+    // The namespace pid is a nicety (whether a victim is a container's main process, which
+    // /proc also answers while the process lives): missing members only leave it unknown.
+    let member = |struct_name: &str, member: &str| {
+        btf.member_offset(struct_name, member)
+            .unwrap_or(OFFSET_ABSENT)
+    };
+    offsets.task_thread_pid = member("task_struct", "thread_pid");
+    offsets.pid_level = member("pid", "level");
+    offsets.pid_numbers = member("pid", "numbers");
+    offsets.upid_nr = member("upid", "nr");
+    offsets.upid_size = btf.struct_size("upid").unwrap_or(OFFSET_ABSENT);
     Ok(Resolved {
         offsets,
         missing_for_oom_context,
@@ -145,7 +156,17 @@ mod tests {
             oom_control_chosen_points,
             oom_control_constraint,
             mem_cgroup_css,
+            task_thread_pid,
+            pid_level,
+            pid_numbers,
+            upid_nr,
+            upid_size,
         } = offsets;
+        for offset in [task_thread_pid, pid_level, pid_numbers, upid_nr] {
+            assert_ne!(offset, OFFSET_ABSENT, "the namespace pid's members");
+        }
+        // struct upid { int nr; struct pid_namespace *ns; }
+        assert_eq!((upid_nr, upid_size), (0, 16));
         // `pid_t pid; pid_t tgid;` have been adjacent in task_struct since 2.6.
         assert_eq!(task_tgid, task_pid + 4);
         assert_ne!(task_comm, OFFSET_ABSENT);

@@ -54,6 +54,8 @@ pub struct TaskPart {
     pub ktime_ns: u64,
     pub victim: Task,
     pub trigger: Task,
+    /// The victim's pid in its innermost pid namespace (1: a container's main process).
+    pub victim_ns_pid: Option<u32>,
     pub victim_cgroup: Option<CgroupRef>,
     pub victim_memcg: Option<CgroupRef>,
     pub trigger_cgroup: Option<CgroupRef>,
@@ -344,6 +346,8 @@ fn task_part(record: &VictimTaskRecord) -> TaskPart {
         header,
         victim,
         trigger,
+        victim_ns_pid,
+        _pad: _,
         victim_cgroup,
         victim_memcg,
         trigger_cgroup,
@@ -354,6 +358,7 @@ fn task_part(record: &VictimTaskRecord) -> TaskPart {
         ktime_ns: header.ktime_ns,
         victim: Task::from(victim),
         trigger: Task::from(trigger),
+        victim_ns_pid: Some(*victim_ns_pid).filter(|&pid| pid != 0),
         victim_cgroup: CgroupRef::from_capture(victim_cgroup),
         victim_memcg: CgroupRef::from_capture(victim_memcg),
         trigger_cgroup: CgroupRef::from_capture(trigger_cgroup),
@@ -555,11 +560,27 @@ pub(crate) mod tests {
             },
             victim: task_identity(pid, pid, "hog"),
             trigger: task_identity(pid, pid, "hog"),
+            victim_ns_pid: 0,
+            _pad: 0,
             victim_cgroup: cgroup_capture(1, &[]),
             victim_memcg: memcg,
             trigger_cgroup: cgroup_capture(1, &[]),
             trigger_memcg: memcg,
         }
+    }
+
+    #[test]
+    fn the_victims_namespace_pid_is_known_only_when_read() {
+        let mut record = victim_task_record(0, 4242);
+        let ns_pid = |record: &VictimTaskRecord| match decode(&as_bytes(record), &layout_6_18()) {
+            Ok(Part::Task(part)) => part.victim_ns_pid,
+            other => panic!("expected a task part, got {other:?}"),
+        };
+        assert_eq!(ns_pid(&record), None, "0: not read");
+        record.victim_ns_pid = 1;
+        assert_eq!(ns_pid(&record), Some(1));
+        record.victim_ns_pid = 4242;
+        assert_eq!(ns_pid(&record), Some(4242));
     }
 
     #[test]
