@@ -230,17 +230,7 @@ fn join(
                     decode::Part::Sigkill(sigkill) => Some(TargetProc::read(sigkill.target.pid)),
                     _ => None,
                 };
-                let mut joined = joiner.push_with(part, target_proc, now);
-                for event in &mut joined {
-                    // Before the runtime reaps a killed main process: see `namespace_init`.
-                    if let Event::Kill(kill) = event
-                        && kill.namespace_init.is_none()
-                    {
-                        let pid = kill.victim.tgid.unwrap_or(kill.victim.pid);
-                        kill.namespace_init = crate::observe::proc::is_namespace_init(pid);
-                    }
-                }
-                events.extend(joined);
+                events.extend(joiner.push_with(part, target_proc, now));
             }
             Err(err) => {
                 counts.decode_errors += 1;
@@ -251,7 +241,18 @@ fn join(
     events
 }
 
-async fn send(queue: &mpsc::Sender<(Event, Instant)>, events: Vec<Event>) {
+/// Queues joined events for the output side. Every kill passes here (joined, expired or
+/// flushed), still on the capture side: where the kernel could not say whether the victim is a
+/// container's main process, `/proc` is asked now, before its runtime reaps it.
+async fn send(queue: &mpsc::Sender<(Event, Instant)>, mut events: Vec<Event>) {
+    for event in &mut events {
+        if let Event::Kill(kill) = event
+            && kill.namespace_init.is_none()
+        {
+            let pid = kill.victim.tgid.unwrap_or(kill.victim.pid);
+            kill.namespace_init = crate::observe::proc::is_namespace_init(pid);
+        }
+    }
     let now = Instant::now();
     for event in events {
         // Only fails once the output side is gone, i.e. never before shutdown.

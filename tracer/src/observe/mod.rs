@@ -141,9 +141,8 @@ impl Observer {
             },
             (None, _, _) => DomainSeen::Unknown,
         };
-        let victim_is_pid_one = kill
-            .namespace_init
-            .or_else(|| proc::is_namespace_init(kill.victim.tgid.unwrap_or(kill.victim.pid)));
+        // Read on the capture side (kernel, else /proc): a second read here would find less.
+        let victim_is_pid_one = kill.namespace_init;
         let scope = match &domain {
             DomainSeen::Kernel {
                 domain: Domain::Cgroup(cgroup),
