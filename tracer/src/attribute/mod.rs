@@ -119,6 +119,19 @@ impl FailureReason {
     }
 }
 
+impl Attribution {
+    /// What the cgroup path alone says: a container id, a pod, a systemd unit, or nothing.
+    pub fn from_path(path: &str) -> Self {
+        Attribution {
+            path: path.to_owned(),
+            identity: cgroup_path::parse(path),
+            container: None,
+            source: Source::Path,
+            warning: None,
+        }
+    }
+}
+
 impl AttributionWarning {
     fn new(reason: FailureReason, message: impl Into<String>) -> Self {
         AttributionWarning {
@@ -537,34 +550,21 @@ impl Attributor {
 
     /// Who the cgroup at `path` belongs to, as far as the path and the cache tell, now.
     pub fn named_from_cache(&self, path: &str) -> Attribution {
-        let identity = cgroup_path::parse(path);
-        let cached = match (&identity.kind, &identity.container) {
+        let mut attribution = Attribution::from_path(path);
+        let cached = match (&attribution.identity.kind, &attribution.identity.container) {
             (PathKind::Container, Some(container)) => self.cached(&container.id),
             _ => None,
         };
-        let (container, source) = match cached {
-            Some((container, source)) => (Some(container), source),
-            None => (None, Source::Path),
-        };
-        Attribution {
-            path: path.to_owned(),
-            identity,
-            container,
-            source,
-            warning: None,
+        if let Some((container, source)) = cached {
+            attribution.container = Some(container);
+            attribution.source = source;
         }
+        attribution
     }
 
     /// Who the cgroup at `path` belongs to.
     pub async fn resolve(&self, path: &str, deadline: Instant) -> Attribution {
-        let identity = cgroup_path::parse(path);
-        let mut attribution = Attribution {
-            path: path.to_owned(),
-            identity,
-            container: None,
-            source: Source::Path,
-            warning: None,
-        };
+        let mut attribution = Attribution::from_path(path);
         let id = match (&attribution.identity.kind, &attribution.identity.container) {
             // LXC has no API here: its name is its id, straight from the path.
             (PathKind::Container, Some(container))

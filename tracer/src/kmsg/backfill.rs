@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use super::parse::{KernelText, KilledMemory, KmsgKill, OomScope};
-use crate::attribute::{Attribution, Source, cgroup_path};
+use crate::attribute::Attribution;
 use crate::clock::KernelClock;
 use crate::sink::json::SCHEMA_VERSION;
 use crate::sink::json::names::names_json;
@@ -139,13 +139,7 @@ fn lossy(text: &KernelText) -> String {
 
 /// A party's names as the JSON sink writes a path-only attribution.
 fn named_by_path(path: &str) -> Value {
-    let attribution = Attribution {
-        path: path.to_owned(),
-        identity: cgroup_path::parse(path),
-        container: None,
-        source: Source::Path,
-        warning: None,
-    };
+    let attribution = Attribution::from_path(path);
     serde_json::to_value(names_json(Some(&attribution), None)).unwrap_or(Value::Null)
 }
 
