@@ -152,25 +152,7 @@ fn merge(into: &mut Map<String, Value>, names: Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kmsg::parse::KillAssembler;
-
-    const LINUX_6_18: &[u8] = include_bytes!("../../fixtures/kmsg/linux-6.18-memcg-v1.kmsg");
-    const LINUX_4_14: &[u8] = include_bytes!("../../fixtures/kmsg/linux-4.14-memcg-and-host.kmsg");
-
-    fn kills(log: &[u8]) -> Vec<KmsgKill> {
-        let mut assembler = KillAssembler::new();
-        let mut records: Vec<Vec<u8>> = Vec::new();
-        for line in log.split_inclusive(|&b| b == b'\n') {
-            match records.last_mut() {
-                Some(record) if line.starts_with(b" ") => record.extend_from_slice(line),
-                _ => records.push(line.to_vec()),
-            }
-        }
-        records
-            .iter()
-            .filter_map(|record| assembler.push_record(record))
-            .collect()
-    }
+    use crate::kmsg::tests::{LINUX_4_14, LINUX_6_18, kills};
 
     #[test]
     fn a_memcg_kill_on_6_18_becomes_a_history_record() {
