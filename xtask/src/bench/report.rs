@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 
 use super::{
     IDLE_BUDGET, LATENCY_BUDGET, Options, PEER_BURST_KILLS, Runs,
-    bpf_stats::MatchedBy,
+    bpf_stats::{MatchedBy, ProgramStats},
     stats::{Spread, percentile, ratio, show},
     sys,
     watched::Stream,
@@ -484,6 +484,29 @@ fn peer_figure(
     run.figures.peer.as_ref()
 }
 
+/// One run's figures per program, added to those of the other runs.
+fn add_program_runs<'a>(programs: &mut ProgramRuns<'a>, run: &'a [ProgramStats]) {
+    for program in run {
+        let entry = programs
+            .entry((program.name.as_str(), program.kind.as_str()))
+            .or_default();
+        entry.0.push(program.run_cnt as f64);
+        entry.1.extend(program.ns_per_run());
+    }
+}
+
+/// `| program | type | run_cnt | run_time_ns / run_cnt |` rows, each a spread over the runs.
+fn program_rows(out: &mut String, programs: &ProgramRuns<'_>) {
+    for ((name, kind), (counts, ns_per_run)) in programs {
+        let _ = writeln!(
+            out,
+            "| `{name}` | {kind} | {} | {} |",
+            show(Spread::of(counts.iter().copied()), 0),
+            show(Spread::of(ns_per_run.iter().copied()), 0)
+        );
+    }
+}
+
 fn kernel_cost(out: &mut String, runs: &Runs) {
     // Per program name: its type, run counts and ns per run over the latency runs.
     let mut programs = ProgramRuns::new();
@@ -494,13 +517,7 @@ fn kernel_cost(out: &mut String, runs: &Runs) {
         .filter_map(|run| run.agent.latency.as_ref())
     {
         matched_by = Some(latency.matched_by);
-        for program in &latency.programs {
-            let entry = programs
-                .entry((program.name.as_str(), program.kind.as_str()))
-                .or_default();
-            entry.0.push(program.run_cnt as f64);
-            entry.1.extend(program.ns_per_run());
-        }
+        add_program_runs(&mut programs, &latency.programs);
     }
     let how = match matched_by {
         Some(MatchedBy::Pid) => "matched by the agent's pid in `bpftool -j prog show`",
@@ -513,14 +530,7 @@ fn kernel_cost(out: &mut String, runs: &Runs) {
     );
     let _ = writeln!(out, "| program | type | run_cnt | run_time_ns / run_cnt |");
     let _ = writeln!(out, "| --- | --- | --- | --- |");
-    for ((name, kind), (counts, ns_per_run)) in &programs {
-        let _ = writeln!(
-            out,
-            "| `{name}` | {kind} | {} | {} |",
-            show(Spread::of(counts.iter().copied()), 0),
-            show(Spread::of(ns_per_run.iter().copied()), 0)
-        );
-    }
+    program_rows(out, &programs);
     let _ = writeln!(out);
 }
 
@@ -528,13 +538,7 @@ fn kernel_cost(out: &mut String, runs: &Runs) {
 fn signal_cost(out: &mut String, runs: &Runs) {
     let mut programs = ProgramRuns::new();
     for run in &runs.runs {
-        for program in &run.agent.storm.programs {
-            let entry = programs
-                .entry((program.name.as_str(), program.kind.as_str()))
-                .or_default();
-            entry.0.push(program.run_cnt as f64);
-            entry.1.extend(program.ns_per_run());
-        }
+        add_program_runs(&mut programs, &run.agent.storm.programs);
     }
     let signals = runs.runs.first().map_or(0, |run| run.agent.storm.signals);
     let storm_ms = Spread::of(
@@ -552,14 +556,7 @@ fn signal_cost(out: &mut String, runs: &Runs) {
         "| program | type | run_cnt during the signals | run_time_ns / run_cnt |"
     );
     let _ = writeln!(out, "| --- | --- | --- | --- |");
-    for ((name, kind), (counts, ns_per_run)) in &programs {
-        let _ = writeln!(
-            out,
-            "| `{name}` | {kind} | {} | {} |",
-            show(Spread::of(counts.iter().copied()), 0),
-            show(Spread::of(ns_per_run.iter().copied()), 0)
-        );
-    }
+    program_rows(out, &programs);
     let _ = writeln!(
         out,
         "\nA helper process (`cargo xtask signal-storm`, a tight loop of kill(2)) sends the \
