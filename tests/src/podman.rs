@@ -34,8 +34,11 @@ const BUSYBOX: &str = "/bin/busybox";
 const FINGERPRINT_LABEL: &str = "oomtrace.rootfs";
 /// Bump when the image's layout changes, so existing images are rebuilt.
 const LAYOUT_VERSION: &[u8] = b"oomtrace-hog image v1";
-/// What a held hog (see [`ContainerSpec::held_hog`]) waits for.
-const RELEASE_FILE: &str = "/tmp/oomtrace-release";
+/// Where a container sees its release directory, a read-only bind mount of a host directory:
+/// the file a held hog (see [`ContainerSpec::held_hog`]) waits for appears there.
+const RELEASE_DIR_IN_CONTAINER: &str = "/oomtrace-release";
+/// The file a held hog waits for, in its release directory.
+const RELEASE_FILE: &str = "go";
 
 const SERVICE_START_TIMEOUT: Duration = Duration::from_secs(30);
 const SERVICE_STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -147,6 +150,16 @@ impl Podman {
             command.arg(format!("--restart={policy}"));
         }
         command.args(ulimit_args());
+        // Released from the host rather than by `podman exec`, which races the kill it causes:
+        // once the hog dies, a `--rm` container is removed under the exec session, which then
+        // fails, although its `touch` had done its job.
+        let release_dir = self.dir.join("release").join(&name);
+        fs::create_dir_all(&release_dir)
+            .unwrap_or_else(|err| panic!("creating {}: {err}", release_dir.display()));
+        command.arg(format!(
+            "--volume={}:{RELEASE_DIR_IN_CONTAINER}:ro",
+            release_dir.display()
+        ));
         // No network stack to set up or to fail: the tests need none.
         command.args(["--network", "none", IMAGE]);
         command.args(&spec.command);
@@ -181,6 +194,7 @@ impl Podman {
             id,
             started,
             conmon_dir,
+            release_dir,
         }
     }
 
@@ -321,7 +335,7 @@ impl ContainerSpec {
     /// follows within a tenth of a second.
     pub fn held_hog(memory_bytes: u64) -> Self {
         let script = format!(
-            "until [ -e {RELEASE_FILE} ]; do sleep 0.05; done; exec {}",
+            "until [ -e {RELEASE_DIR_IN_CONTAINER}/{RELEASE_FILE} ]; do sleep 0.05; done; exec {}",
             Self::hog_command(memory_bytes)
         );
         Self::shell(memory_bytes, &script)
@@ -370,6 +384,8 @@ pub struct Container {
     started: Instant,
     /// conmon's working directory (see [`Container::conmon_saw_oom`]).
     conmon_dir: PathBuf,
+    /// The host side of its release directory (see [`Container::release`]).
+    release_dir: PathBuf,
 }
 
 impl Container {
@@ -410,15 +426,14 @@ impl Container {
 
     /// Lets a [`ContainerSpec::held_hog`] allocate.
     pub fn release(&self) {
-        let output =
-            command_output(Command::new("podman").args(["exec", &self.id, "touch", RELEASE_FILE]));
-        assert!(
-            output.status.success(),
-            "releasing the hog in {}: `podman exec` failed ({}): {}",
-            self.name,
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
+        let file = self.release_dir.join(RELEASE_FILE);
+        fs::write(&file, b"").unwrap_or_else(|err| {
+            panic!(
+                "releasing the hog in {}: creating {}: {err}",
+                self.name,
+                file.display()
+            )
+        });
     }
 
     /// The exit code of the container's main process, the first time it exited, from podman's
@@ -844,7 +859,7 @@ fn write_rootfs(rootfs: &Path, busybox: &Path, hog: &Path) {
         fs::set_permissions(&dir, fs::Permissions::from_mode(mode))
             .unwrap_or_else(|err| panic!("chmod {}: {err}", dir.display()));
     };
-    // Mount points podman fills, and a /tmp for the release file.
+    // Mount points podman fills, and a /tmp.
     for dir in ["bin", "usr/local/bin", "dev", "proc", "sys", "etc", "root"] {
         mkdir(dir, 0o755);
     }
