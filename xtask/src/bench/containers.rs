@@ -28,8 +28,12 @@ const LIMIT: &str = "16m";
 const SERVICE_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// The agent lists the runtime's containers at startup; under load that may take a while.
 const KNOWN_TIMEOUT: Duration = Duration::from_secs(30);
-/// No new kill for this long: the container's loop is over (or stuck).
+/// No new kill for this long: the container's loop is stuck.
 const KILL_GAP_TIMEOUT: Duration = Duration::from_secs(10);
+/// From `done` to the loop's last kill being over.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the agent may take to report the kills that happened while the loop ended.
+const LAST_LINES_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `podman system service` on a socket of its own, and the bench image.
 pub struct Podman {
@@ -82,16 +86,23 @@ impl Podman {
     }
 
     /// A container whose shell waits for `go` in a directory shared with the host, then runs
-    /// the hog `kills` times at the container's limit, and sleeps; PID 1 survives every kill.
-    pub fn container(&self, label: &str, kills: usize) -> anyhow::Result<Container> {
+    /// the hog at the container's limit, over and over, until `done` appears there.
+    ///
+    /// The loop runs in a subshell with `oom_score_adj` 1000, which the hogs inherit. Once in a
+    /// while the shell allocates (forks the next hog) while its killed predecessor's memory is
+    /// still charged, and the OOM killer, finding that victim already reaped, picks a shell:
+    /// then it takes the loop's subshell, which PID 1 starts again, rather than PID 1 itself,
+    /// which would end the container.
+    pub fn container(&self, label: &str) -> anyhow::Result<Container> {
         let name = format!("oomtrace-bench-{}-{label}", std::process::id());
         let shared = self.dir.join(&name);
         fs::create_dir_all(&shared).with_context(|| format!("creating {}", shared.display()))?;
-        let script = format!(
-            "while [ ! -e /bench/go ]; do sleep 0.05; done; i=0; \
-             while [ $i -lt {kills} ]; do oomtrace-hog --no-wait --max-mib 256; i=$((i+1)); done; \
-             exec sleep 3600"
-        );
+        let script = "while [ ! -e /bench/go ]; do sleep 0.05; done; \
+             while [ ! -e /bench/done ]; do \
+               ( echo 1000 > /proc/self/oom_score_adj; \
+                 while [ ! -e /bench/done ]; do oomtrace-hog --no-wait --max-mib 256; done ); \
+             done; \
+             touch /bench/finished; exec sleep 3600";
         let output = Command::new("podman")
             .args(["run", "--detach", "--name", &name, "--memory", LIMIT])
             .args([
@@ -102,7 +113,7 @@ impl Podman {
             ])
             .args(["--network", "none", "--volume"])
             .arg(format!("{}:/bench", shared.display()))
-            .args([IMAGE, "sh", "-c", &script])
+            .args([IMAGE, "sh", "-c", script])
             // conmon leaves an `oom` file in its working directory.
             .current_dir(&shared)
             .output()
@@ -122,7 +133,17 @@ impl Podman {
             id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
             "`podman run -d` printed no container id: {id:?}"
         );
-        Ok(Container { name, id, shared })
+        let output = Command::new("podman")
+            .args(["inspect", "--format", "{{.State.CgroupPath}}", &id])
+            .output()
+            .context("podman inspect")?;
+        let cgroup_path = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        Ok(Container {
+            name,
+            id,
+            shared,
+            cgroup_path,
+        })
     }
 }
 
@@ -138,6 +159,8 @@ pub struct Container {
     name: String,
     id: String,
     shared: PathBuf,
+    /// Its cgroup, relative to a hierarchy's root (`State.CgroupPath`).
+    cgroup_path: String,
 }
 
 impl Container {
@@ -149,6 +172,52 @@ impl Container {
     pub fn go(&self) -> anyhow::Result<()> {
         let go = self.shared.join("go");
         fs::write(&go, "").with_context(|| format!("writing {}", go.display()))
+    }
+
+    /// Ends the loop of kills and waits until it has ended: no kill follows.
+    pub fn finish(&self) -> anyhow::Result<()> {
+        let done = self.shared.join("done");
+        fs::write(&done, "").with_context(|| format!("writing {}", done.display()))?;
+        let finished = self.shared.join("finished");
+        let deadline = Instant::now() + FINISH_TIMEOUT;
+        while !finished.exists() {
+            ensure!(
+                Instant::now() < deadline,
+                "container {}: its loop of kills did not end within {FINISH_TIMEOUT:?}",
+                self.name
+            );
+            sys::sleep(Duration::from_millis(20))?;
+        }
+        Ok(())
+    }
+
+    /// The kernel's count of OOM kills in the container's memory cgroup: `oom_kill` in
+    /// `memory.oom_control` (v1) or `memory.events` (v2).
+    pub fn oom_kills(&self) -> anyhow::Result<u64> {
+        let candidates = [
+            Path::new("/sys/fs/cgroup/memory")
+                .join(self.cgroup_path.trim_start_matches('/'))
+                .join("memory.oom_control"),
+            Path::new("/sys/fs/cgroup")
+                .join(self.cgroup_path.trim_start_matches('/'))
+                .join("memory.events"),
+        ];
+        for file in &candidates {
+            if let Ok(text) = fs::read_to_string(file)
+                && let Some(count) = text
+                    .lines()
+                    .find_map(|line| line.strip_prefix("oom_kill "))
+                    .and_then(|count| count.trim().parse().ok())
+            {
+                return Ok(count);
+            }
+        }
+        bail!(
+            "container {}: no `oom_kill` count in {} or {}",
+            self.name,
+            candidates[0].display(),
+            candidates[1].display()
+        )
     }
 }
 
@@ -164,17 +233,23 @@ impl Drop for Container {
 
 /// One run's kills in a container, as the agent wrote them.
 pub struct WarmRun {
+    /// Kills the run asked for; the loop ends once the agent has reported that many.
     pub kills: usize,
+    /// The kernel's count of kills in the container (its memcg's `oom_kill`), the loop over.
+    pub happened: u64,
+    /// Kill-to-output latency of every kill the agent reported for the container.
     pub latencies_ns: Vec<u64>,
+    /// Reported kills whose victim was the loop's shell, not the hog (see
+    /// [`Podman::container`]).
+    pub shells: usize,
     /// Kills whose `attribution.source` was `cache`.
     pub from_cache: usize,
-    /// Kills attributed to the container (its id in `victim.container`): all that are counted.
-    pub named: usize,
     pub after: sys::Memory,
 }
 
 /// Starts the container, then the agent on the podman socket; once the agent has listed the
-/// container, lets it run `kills` kills and collects their lines.
+/// container, lets it kill until the agent has reported `kills` kills, ends the loop, and
+/// collects the lines of every kill the container's memory cgroup counted.
 pub fn measure_warm(
     podman: &Podman,
     agent_binary: &Path,
@@ -182,7 +257,7 @@ pub fn measure_warm(
     kills: usize,
     label: &str,
 ) -> anyhow::Result<WarmRun> {
-    let container = podman.container(label, kills)?;
+    let container = podman.container(label)?;
     let socket = podman.socket().display().to_string();
     let mut agent = Watched::spawn(
         "oomtrace",
@@ -197,54 +272,72 @@ pub fn measure_warm(
             && line.text.contains("containers known")
     })?;
     container.go()?;
-    let mut latencies_ns = Vec::new();
-    let (mut from_cache, mut named) = (0, 0);
-    while latencies_ns.len() < kills {
-        // Only this container's kills: podman's storage is the machine's, so the agent also
-        // knows (and reports) containers that other jobs on the machine run and OOM.
-        let ours = |line: &Line| {
-            container_kill(line).is_some_and(|(_, id, _)| id.as_deref() == Some(container.id()))
-        };
-        let Ok(line) = agent.wait_for("`oom_kill` line", KILL_GAP_TIMEOUT, ours) else {
-            break;
-        };
-        let Some((ktime_ns, _, source)) = container_kill(&line) else {
-            continue;
-        };
-        latencies_ns.push(line.read_at_ns.saturating_sub(ktime_ns));
-        named += 1;
-        if source.as_deref() == Some("cache") {
-            from_cache += 1;
+    // Only this container's kills: podman's storage is the machine's, so the agent also
+    // knows (and reports) containers that other jobs on the machine run and OOM.
+    let ours = |line: &Line| {
+        container_kill(line)
+            .is_some_and(|kill| kill.container_id.as_deref() == Some(container.id()))
+    };
+    let mut lines = Vec::new();
+    while lines.len() < kills {
+        lines.push(agent.wait_for("`oom_kill` line", KILL_GAP_TIMEOUT, ours)?);
+    }
+    container.finish()?;
+    let happened = container.oom_kills()?;
+    // The kills of the loop's last moments, reported by now or soon.
+    while (lines.len() as u64) < happened {
+        match agent.wait_for("`oom_kill` line", LAST_LINES_TIMEOUT, ours) {
+            Ok(line) => lines.push(line),
+            Err(_) => break,
         }
     }
     sys::check_interrupted()?;
     let after = sys::memory(agent.pid())?;
     agent.stop()?;
     drop(container);
-    if latencies_ns.is_empty() {
-        bail!("the agent wrote no `oom_kill` line for the container's kills");
-    }
-    Ok(WarmRun {
+    let mut run = WarmRun {
         kills,
-        latencies_ns,
-        from_cache,
-        named,
+        happened,
+        latencies_ns: Vec::new(),
+        shells: 0,
+        from_cache: 0,
         after,
-    })
+    };
+    for line in &lines {
+        let Some(kill) = container_kill(line) else {
+            continue;
+        };
+        run.latencies_ns
+            .push(line.read_at_ns.saturating_sub(kill.ktime_ns));
+        run.shells += usize::from(kill.victim_comm.as_deref() != Some("oomtrace-hog"));
+        run.from_cache += usize::from(kill.source.as_deref() == Some("cache"));
+    }
+    Ok(run)
 }
 
-/// An `oom_kill` line: its kernel capture time, container id and attribution source.
-fn container_kill(line: &Line) -> Option<(u64, Option<String>, Option<String>)> {
+/// What the bench reads of an `oom_kill` line.
+struct ContainerKill {
+    /// `bpf_ktime_get_ns()` at capture.
+    ktime_ns: u64,
+    container_id: Option<String>,
+    victim_comm: Option<String>,
+    /// `attribution.source`.
+    source: Option<String>,
+}
+
+fn container_kill(line: &Line) -> Option<ContainerKill> {
     let (kind, value) = json_kind(line)?;
     if kind != "oom_kill" {
         return None;
     }
     let victim = &value["victim"];
-    Some((
-        value["ktime_ns"].as_u64()?,
-        victim["container"]["id"].as_str().map(str::to_owned),
-        victim["attribution"]["source"].as_str().map(str::to_owned),
-    ))
+    let text = |value: &serde_json::Value| value.as_str().map(str::to_owned);
+    Some(ContainerKill {
+        ktime_ns: value["ktime_ns"].as_u64()?,
+        container_id: text(&victim["container"]["id"]),
+        victim_comm: text(&victim["process"]["executable"]["name"]),
+        source: text(&victim["attribution"]["source"]),
+    })
 }
 
 /// crun refuses a hybrid cgroup host while cgroup2 holds a controller: bind each one to a v1
