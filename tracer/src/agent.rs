@@ -100,6 +100,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let (Some(history), Some(earlier)) = (history.as_mut(), earlier_kills) {
         backfill(history, &earlier, attached_ktime_ns, &clock).await;
     }
+    // The kernel log's text and the backfilled kills are gone by now too.
+    release_startup_memory();
     let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(LogSink)];
     if format == Format::Json {
         sinks.push(Box::new(JsonSink::new(std::io::stdout().lock())));

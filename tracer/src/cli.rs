@@ -71,7 +71,8 @@ pub struct RunArgs {
     /// The kernel-to-agent ring buffer, e.g. `4M`, `512K` or bytes: a power of two, at least a
     /// page. One victim takes about 3.3 KiB of it, so the default holds a `memory.oom.group`
     /// kill of about 1,200 processes before the agent reads any; more is dropped and counted as
-    /// `ringbuf_dropped_total`. Pages of it the kernel has written stay in the agent's RSS.
+    /// `ringbuf_dropped_total`. The agent's VmRSS counts it twice: the kernel maps its pages
+    /// into the agent twice, so that a record can wrap around the end.
     #[arg(long, value_name = "SIZE", default_value = "4M")]
     pub ringbuf_size: RingBufSize,
 

@@ -591,21 +591,23 @@ fn footprint(out: &mut String, runs: &Runs) {
     let _ = writeln!(out, "## Idle footprint: where the resident memory goes\n");
     let _ = writeln!(
         out,
-        "| process | VmRSS (MiB) | RssAnon | RssFile | RssShmem | VmHWM |"
+        "| process | VmRSS (MiB) | RssAnon | RssFile | RssShmem | VmHWM | Pss |"
     );
-    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- |");
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |");
     let mut row = |label: &str, memories: &[super::sys::Memory]| {
         let of = |figure: &dyn Fn(&super::sys::Memory) -> u64| {
             show(Spread::of(memories.iter().map(|m| mib(figure(m)))), 1)
         };
+        let pss = Spread::of(memories.iter().filter_map(|m| m.pss_kib).map(mib));
         let _ = writeln!(
             out,
-            "| {label} | {} | {} | {} | {} | {} |",
+            "| {label} | {} | {} | {} | {} | {} | {} |",
             of(&|m| m.rss_kib),
             of(&|m| m.anon_kib),
             of(&|m| m.file_kib),
             of(&|m| m.shmem_kib),
-            of(&|m| m.hwm_kib)
+            of(&|m| m.hwm_kib),
+            show(pss, 1)
         );
     };
     let agent: Vec<_> = runs.runs.iter().map(|run| run.agent.idle).collect();
@@ -654,7 +656,9 @@ fn footprint(out: &mut String, runs: &Runs) {
          count as RssShmem there, not RssFile. Linux 6.1 folds a task's RSS changes into the \
          process's figures only now and then (per-task counters; exact per-CPU counters came \
          with 6.2), so a figure read right after attach may not show pages the agent mapped \
-         just before: compare it with the one after the burst.\n"
+         just before: compare it with the one after the burst. Pss (from `smaps_rollup`, on \
+         this machine only) divides each page by the number of times it is mapped: the ring's \
+         data pages, mapped twice, count once, and shared libraries in part.\n"
     );
     let _ = writeln!(
         out,

@@ -30,29 +30,40 @@ pub struct Memory {
     pub anon_kib: u64,
     pub file_kib: u64,
     pub shmem_kib: u64,
+    /// Proportional set size, from /proc/<pid>/smaps_rollup where it could be read: a page
+    /// mapped n times counts 1/n per mapping, so a ring buffer's data pages, which the agent
+    /// maps twice, count once, and shared libraries count in part.
+    pub pss_kib: Option<u64>,
 }
 
 pub fn memory(pid: u32) -> anyhow::Result<Memory> {
     let path = format!("/proc/{pid}/status");
     let status = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    parse_memory(&status).with_context(|| format!("reading {path}"))
+    let mut memory = parse_memory(&status).with_context(|| format!("reading {path}"))?;
+    memory.pss_kib = fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|rollup| parse_kib_field(&rollup, "Pss").ok());
+    Ok(memory)
+}
+
+/// `name:   <n> kB` in a /proc text of such lines.
+fn parse_kib_field(text: &str, name: &str) -> anyhow::Result<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no {name} line"))
 }
 
 /// The memory lines of a /proc/<pid>/status text (any other lines are ignored).
 pub fn parse_memory(status: &str) -> anyhow::Result<Memory> {
-    let field = |name: &str| -> anyhow::Result<u64> {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-            .with_context(|| format!("no {name} line"))
-    };
+    let field = |name: &str| parse_kib_field(status, name);
     Ok(Memory {
         rss_kib: field("VmRSS")?,
         hwm_kib: field("VmHWM")?,
         anon_kib: field("RssAnon")?,
         file_kib: field("RssFile")?,
         shmem_kib: field("RssShmem")?,
+        pss_kib: None,
     })
 }
 
@@ -227,12 +238,22 @@ Threads:\t3
                 anon_kib: 1792,
                 file_kib: 13056,
                 shmem_kib: 0,
+                pss_kib: None,
             }
         );
         assert_eq!(
             memory.rss_kib,
             memory.anon_kib + memory.file_kib + memory.shmem_kib
         );
+    }
+
+    #[test]
+    fn pss_of_smaps_rollup() {
+        let rollup = "55d0c0000000-7ffd00000000 ---p 00000000 00:00 0    [rollup]\n\
+                      Rss:               18764 kB\nPss:               12301 kB\n\
+                      Pss_Anon:           1700 kB\n";
+        assert_eq!(parse_kib_field(rollup, "Pss").unwrap(), 12301);
+        assert_eq!(parse_kib_field(rollup, "Pss_Anon").unwrap(), 1700);
     }
 
     #[test]
