@@ -31,6 +31,14 @@ fn main() -> anyhow::Result<()> {
     if which_in_path("bpf-linker").is_none() {
         bail!("bpf-linker is not on PATH: run `cargo xtask setup` to install it");
     }
+    // The agent's `[profile.release]` (opt-level "s", LTO) is for a small executable; the
+    // programs are built at opt-level 3 without LTO, so that their helpers are inlined: with
+    // them out of line, Linux 6.1's verifier refuses the BTF tracepoint programs (EACCES).
+    // SAFETY: build scripts are single-threaded.
+    unsafe {
+        env::set_var("CARGO_PROFILE_RELEASE_OPT_LEVEL", "3");
+        env::set_var("CARGO_PROFILE_RELEASE_LTO", "false");
+    }
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
     let ebpf_dir = manifest_dir.join("../tracer-ebpf");
     let ebpf_dir = ebpf_dir.to_str().context("non-UTF-8 path to tracer-ebpf")?;
