@@ -47,7 +47,7 @@ use tracer_common::{
 };
 
 /// Records for the agent. The agent sets its size when it loads the object (`--ringbuf-size`,
-/// 4 MiB by default: about 1,200 victims of one `memory.oom.group` kill); this one is unused.
+/// 1 MiB by default; the agent copies records out as they come); this one is unused.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 

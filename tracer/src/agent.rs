@@ -70,12 +70,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // the capabilities are held: with kernel.dmesg_restrict, /dev/kmsg needs CAP_SYSLOG.
     let attached_ktime_ns = crate::clock::monotonic_ns();
     let earlier_kills = crate::kmsg::kills_since_boot();
-    let mut records = capture.records()?;
+    let records = capture.records()?;
     let drops = Arc::new(capture.drop_counter()?);
     // Attached: from here on nothing needs the capabilities loading did. Before any thread
     // starts, since each thread keeps its own.
     let retained = privileges::drop_after_attach(|| drops.try_read())?;
     log::info!("{}", retained.describe());
+    let mut records = ringbuf::RecordDrain::start(records)?;
     let plan = &capture.plan;
 
     let attributor = Attributor::start(AttributionOptions {
@@ -145,7 +146,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             let deadline = joiner.next_deadline();
             let joined_now = tokio::select! {
                 read = records.read(&mut batch) => {
-                    read.context("reading the ring buffer")?;
+                    read?;
                     join(&mut joiner, plan, batch.drain(..), &mut counts)
                 }
                 () = flush_logger(&mut logger) => Vec::new(),
@@ -156,7 +157,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             send(&events, joined_now).await;
         }
         // Whatever the kernel already wrote is reported before exiting.
-        records.read_now(&mut batch);
+        records.finish(&mut batch).await?;
         let mut last = join(&mut joiner, plan, batch.drain(..), &mut counts);
         last.extend(joiner.flush());
         send(&events, last).await;

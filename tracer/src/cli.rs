@@ -68,12 +68,13 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(i16).range(-1000..=1000))]
     pub oom_score_adj: i16,
 
-    /// The kernel-to-agent ring buffer, e.g. `4M`, `512K` or bytes: a power of two, at least a
-    /// page. One victim takes about 3.3 KiB of it, so the default holds a `memory.oom.group`
-    /// kill of about 1,200 processes before the agent reads any; more is dropped and counted as
-    /// `ringbuf_dropped_total`. The agent's VmRSS counts it twice: the kernel maps its pages
-    /// into the agent twice, so that a record can wrap around the end.
-    #[arg(long, value_name = "SIZE", default_value = "4M")]
+    /// The kernel-to-agent ring buffer, e.g. `1M`, `4M` or bytes: a power of two, at least a
+    /// page. It holds only what the agent's reading thread has not copied out yet: a victim
+    /// takes about 3.3 KiB, its SIGKILL as much again. With the default, a `memory.oom.group`
+    /// kill of 1,000 processes lost nothing in the bench; what does not fit is dropped and
+    /// counted as `ringbuf_dropped_total`. The agent's VmRSS counts the ring twice: the kernel
+    /// maps its pages into the agent twice, so that a record can wrap around the end.
+    #[arg(long, value_name = "SIZE", default_value = "1M")]
     pub ringbuf_size: RingBufSize,
 
     /// Where every kill is stored (SQLite) before it is logged, for `oomtrace history`. The

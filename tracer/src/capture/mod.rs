@@ -15,7 +15,7 @@ use std::fmt;
 use anyhow::{Context as _, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray},
+    maps::{Map, MapData, PerCpuArray},
     programs::{BtfTracePoint, FEntry, FExit, KProbe, ProgramError, RawTracePoint, TracePoint},
 };
 use aya_log::EbpfLogger;
@@ -250,13 +250,11 @@ impl Capture {
             .ok()
     }
 
-    /// The records' ring buffer, readable through tokio.
-    pub fn records(&mut self) -> anyhow::Result<ringbuf::RecordReader> {
-        let map = self
-            .ebpf
+    /// The records' ring buffer, to be read by a [`ringbuf::RecordDrain`].
+    pub fn records(&mut self) -> anyhow::Result<Map> {
+        self.ebpf
             .take_map("EVENTS")
-            .context("eBPF object has no EVENTS map")?;
-        ringbuf::RecordReader::new(map)
+            .context("eBPF object has no EVENTS map")
     }
 
     /// The per-CPU counter of records the kernel could not reserve room for.

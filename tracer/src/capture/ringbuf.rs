@@ -1,11 +1,23 @@
 //! The records' ring buffer, read through tokio's `AsyncFd`: the agent sleeps in epoll until the
 //! kernel has something, never in a polling loop.
+//!
+//! It is read on a thread of its own ([`RecordDrain`]), which only copies records out: a burst
+//! of kills leaves the kernel's ring as fast as it arrives, however long the agent then takes
+//! over each kill, so the ring never has to hold a whole burst.
 
 use std::os::fd::AsRawFd;
+use std::thread::JoinHandle;
 
+use anyhow::Context as _;
 use aya::maps::{Map, MapData, RingBuf};
 use bytes::Bytes;
 use tokio::io::{Interest, unix::AsyncFd};
+use tokio::sync::{mpsc, oneshot};
+
+/// Records copied out of the ring but not yet decoded. Bounded: past this, the drain waits and
+/// the kernel's ring absorbs the rest (and counts what it cannot hold). At most about 3.3 KiB a
+/// record, so about 13 MiB when full, which only a burst of a thousand kills can do.
+const QUEUE_RECORDS: usize = 4096;
 
 pub struct RecordReader(AsyncFd<RingBuf<MapData>>);
 
@@ -27,6 +39,105 @@ impl RecordReader {
     pub fn read_now(&mut self, out: &mut Vec<Bytes>) {
         drain(self.0.get_mut(), out);
     }
+}
+
+/// The ring buffer read on its own thread into a bounded queue.
+pub struct RecordDrain {
+    queue: mpsc::Receiver<Bytes>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl RecordDrain {
+    /// Starts the thread. Start it after the capabilities are dropped: it inherits the
+    /// current thread's sets.
+    pub fn start(map: Map) -> anyhow::Result<Self> {
+        let (sender, queue) = mpsc::channel(QUEUE_RECORDS);
+        let (stop, stopped) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("oomtrace-ring".to_owned())
+            .spawn(move || drain_thread(map, sender, stopped))
+            .context("starting the ring-buffer thread")?;
+        Ok(Self {
+            queue,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Waits for records, then moves what has arrived (one at least) into `out`. Fails once
+    /// the thread has ended, saying why.
+    pub async fn read(&mut self, out: &mut Vec<Bytes>) -> anyhow::Result<()> {
+        let Some(record) = self.queue.recv().await else {
+            return Err(self.ended());
+        };
+        out.push(record);
+        while out.len() < QUEUE_RECORDS {
+            match self.queue.try_recv() {
+                Ok(record) => out.push(record),
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the thread after a last read of the ring, and moves every record still queued
+    /// into `out`.
+    pub async fn finish(&mut self, out: &mut Vec<Bytes>) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        while let Some(record) = self.queue.recv().await {
+            out.push(record);
+        }
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => anyhow::bail!("the ring-buffer thread panicked"),
+            None => Ok(()),
+        }
+    }
+
+    fn ended(&mut self) -> anyhow::Error {
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(Err(err))) => err,
+            Some(Err(_)) => anyhow::anyhow!("the ring-buffer thread panicked"),
+            _ => anyhow::anyhow!("the ring-buffer thread ended"),
+        }
+    }
+}
+
+fn drain_thread(
+    map: Map,
+    queue: mpsc::Sender<Bytes>,
+    mut stopped: oneshot::Receiver<()>,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .context("starting the ring-buffer thread's runtime")?;
+    runtime.block_on(async move {
+        let mut reader = RecordReader::new(map)?;
+        let mut batch = Vec::new();
+        loop {
+            tokio::select! {
+                read = reader.read(&mut batch) => read.context("reading the ring buffer")?,
+                _ = &mut stopped => break,
+            }
+            for record in batch.drain(..) {
+                if queue.send(record).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        // Whatever the kernel already wrote goes out before the queue closes.
+        reader.read_now(&mut batch);
+        for record in batch.drain(..) {
+            if queue.send(record).await.is_err() {
+                break;
+            }
+        }
+        Ok(())
+    })
 }
 
 fn drain(ring: &mut RingBuf<MapData>, out: &mut Vec<Bytes>) {

@@ -143,6 +143,8 @@ pub fn bench(env: &Env, options: Options) -> anyhow::Result<()> {
 
 struct Binaries {
     agent: PathBuf,
+    /// The agent as deploy/Containerfile ships it: linked statically.
+    static_agent: PathBuf,
     hog: PathBuf,
     /// For the container image, which has no libc.
     static_hog: PathBuf,
@@ -160,6 +162,7 @@ fn build_binaries(env: &Env) -> anyhow::Result<Binaries> {
     ]))?;
     Ok(Binaries {
         agent: agent_binary(),
+        static_agent: crate::vm::build_static_agent(env)?,
         hog: target_dir().join("release/oomtrace-hog"),
         static_hog: crate::vm::build_static_hog(env)?,
     })
@@ -194,6 +197,8 @@ pub struct Run {
     pub agent: AgentRun,
     /// Idle memory right after attach with each of RING_SIZES.
     pub rings: Vec<RingFootprint>,
+    /// Idle memory right after attach of the static build, with the default ring.
+    pub static_idle: Memory,
     pub peer: peer::PeerRun,
     /// Kills in a container with attribution on and its cache warm; None without podman.
     pub warm: Option<containers::WarmRun>,
@@ -260,6 +265,8 @@ fn measure_runs(
         }
         let rings = ring_footprints(binaries)
             .with_context(|| format!("run {}: oomtrace's ring-buffer sizes", index + 1))?;
+        let static_idle = idle_memory(&binaries.static_agent, &[])
+            .with_context(|| format!("run {}: oomtrace's static build", index + 1))?;
         let peer = peer::measure(&binaries.hog, cgroup, PEER_BURST_KILLS)
             .with_context(|| format!("run {}: bpftrace", index + 1))?;
         let warm = match podman {
@@ -278,6 +285,7 @@ fn measure_runs(
         runs.push(Run {
             agent,
             rings,
+            static_idle,
             peer,
             warm,
         });
@@ -349,24 +357,26 @@ fn ring_footprints(binaries: &Binaries) -> anyhow::Result<Vec<RingFootprint>> {
     RING_SIZES
         .iter()
         .map(|&(size, _)| {
-            let mut agent = Watched::spawn(
-                "oomtrace",
-                Command::new(&binaries.agent).args([
-                    "run",
-                    "--format",
-                    "json",
-                    "--ringbuf-size",
-                    size,
-                ]),
-            )?;
-            agent.wait_for("agent_started line", ATTACH_TIMEOUT, |line| {
-                json_kind(line).is_some_and(|(kind, _)| kind == "agent_started")
-            })?;
-            let idle = sys::memory(agent.pid())?;
-            agent.stop()?;
+            let idle = idle_memory(&binaries.agent, &["--ringbuf-size", size])?;
             Ok(RingFootprint { size, idle })
         })
         .collect()
+}
+
+/// Memory of `oomtrace run --format json ARGS` right after attach.
+fn idle_memory(agent_binary: &Path, args: &[&str]) -> anyhow::Result<Memory> {
+    let mut agent = Watched::spawn(
+        "oomtrace",
+        Command::new(agent_binary)
+            .args(["run", "--format", "json"])
+            .args(args),
+    )?;
+    agent.wait_for("agent_started line", ATTACH_TIMEOUT, |line| {
+        json_kind(line).is_some_and(|(kind, _)| kind == "agent_started")
+    })?;
+    let idle = sys::memory(agent.pid())?;
+    agent.stop()?;
+    Ok(idle)
 }
 
 /// CPU time the process uses over `duration` while nothing happens.

@@ -93,7 +93,7 @@ fn header(
         out,
         "- agent ring buffer: {}",
         options.ringbuf_size.as_deref().map_or(
-            "the agent's default (`--ringbuf-size 4M`)".to_owned(),
+            "the agent's default (`--ringbuf-size 1M`)".to_owned(),
             |size| format!("`--ringbuf-size {size}`")
         )
     );
@@ -621,6 +621,11 @@ fn footprint(out: &mut String, runs: &Runs) {
             .collect();
         row(&format!("oomtrace `--ringbuf-size {size}`"), &at_size);
     }
+    let static_build: Vec<_> = runs.runs.iter().map(|run| run.static_idle).collect();
+    row(
+        "oomtrace, static build (as `deploy/Containerfile` ships it)",
+        &static_build,
+    );
     let peer: Vec<_> = runs.runs.iter().map(|run| run.peer.idle).collect();
     row("bpftrace, tracepoint one-liner", &peer);
     if let Some(bursts) = &runs.bursts {
