@@ -736,6 +736,7 @@ fn measured(runs: &Runs, load: &Load) -> super::targets::Measured {
     Measured {
         attach_ms: Spread::of(runs.runs.iter().map(|run| run.agent.attach_ms)),
         idle_rss_mib: Spread::of(runs.runs.iter().map(|run| mib(run.agent.idle.rss_kib))),
+        static_idle_rss_mib: Spread::of(runs.runs.iter().map(|run| mib(run.static_idle.rss_kib))),
         warm_p99_us: warm_p99,
         off_p99_us: off_p99,
         idle_cpu_ms: Spread::of(runs.runs.iter().filter_map(|run| run.agent.idle_cpu_ms)),
