@@ -1009,3 +1009,28 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::{Event, Joiner, Sigkill, TargetProc};
+    use crate::decode::signal::SI_USER;
+
+    /// Pid 456 sends SIGKILL to pid 123 with kill(2), joined as the agent joins it: what the
+    /// sinks' tests start from.
+    pub fn user_sigkill() -> Box<Sigkill> {
+        let mut joiner = Joiner::new(true, false);
+        let proc = TargetProc {
+            tgid: Some(123),
+            cgroups: None,
+        };
+        joiner.push_with(
+            crate::decode::tests::sigkill(123, 456, SI_USER),
+            Some(proc),
+            std::time::Instant::now(),
+        );
+        let [Event::Sigkill(sigkill)]: [Event; 1] = joiner.flush().try_into().unwrap() else {
+            panic!("one SIGKILL");
+        };
+        sigkill
+    }
+}

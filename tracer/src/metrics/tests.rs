@@ -16,9 +16,8 @@ use crate::attribute::{
 };
 use crate::capture::{CapturePlan, TaskHook, Tier};
 use crate::clock::KernelClock;
-use crate::decode::signal::SI_USER;
 use crate::decode::tests::{as_bytes, layout_6_18, mark_victim_record, victim_task_record};
-use crate::incident::{Event, Joiner, OomKill, TargetProc};
+use crate::incident::{Event, Joiner, OomKill};
 use crate::sink::metrics::MetricsSink;
 use crate::sink::{Context, Sink as _};
 
@@ -49,21 +48,8 @@ fn kill(pid: u32) -> OomKill {
 }
 
 fn sigkill_of(target: Option<Attribution>) -> AttributedSigkill {
-    let mut joiner = Joiner::new(true, false);
-    let proc = TargetProc {
-        tgid: Some(123),
-        cgroups: None,
-    };
-    joiner.push_with(
-        crate::decode::tests::sigkill(123, 456, SI_USER),
-        Some(proc),
-        std::time::Instant::now(),
-    );
-    let [Event::Sigkill(sigkill)]: [Event; 1] = joiner.flush().try_into().unwrap() else {
-        panic!("one SIGKILL");
-    };
     AttributedSigkill {
-        sigkill,
+        sigkill: crate::incident::fixtures::user_sigkill(),
         target,
         sender: None,
     }

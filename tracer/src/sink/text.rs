@@ -410,21 +410,7 @@ mod tests {
 
     #[test]
     fn a_sigkill_names_target_sender_and_how() {
-        use crate::decode::signal::SI_USER;
-        use crate::decode::tests::sigkill;
-        use crate::incident::{Event, Sigkill, TargetProc};
-
-        let now = std::time::Instant::now();
-        let mut joiner = Joiner::new(true, false);
-        let proc = TargetProc {
-            tgid: Some(123),
-            cgroups: None,
-        };
-        joiner.push_with(sigkill(123, 456, SI_USER), Some(proc), now);
-        let [Event::Sigkill(sigkill)]: [Event; 1] = joiner.flush().try_into().unwrap() else {
-            panic!("one SIGKILL");
-        };
-        let sigkill: Box<Sigkill> = sigkill;
+        let sigkill = crate::incident::fixtures::user_sigkill();
         let host = crate::attribute::Attribution {
             path: "/".into(),
             identity: crate::attribute::cgroup_path::parse("/"),

@@ -836,25 +836,8 @@ mod tests {
 
     #[test]
     fn a_sigkill_names_target_sender_and_kind() {
-        use crate::decode::signal::SI_USER;
-        use crate::incident::{Event, TargetProc};
-
-        let now = std::time::Instant::now();
-        let mut joiner = Joiner::new(true, false);
-        let proc = TargetProc {
-            tgid: Some(123),
-            cgroups: None,
-        };
-        joiner.push_with(
-            crate::decode::tests::sigkill(123, 456, SI_USER),
-            Some(proc),
-            now,
-        );
-        let [Event::Sigkill(sigkill)]: [Event; 1] = joiner.flush().try_into().unwrap() else {
-            panic!("one SIGKILL");
-        };
         let attributed = AttributedSigkill {
-            sigkill,
+            sigkill: crate::incident::fixtures::user_sigkill(),
             target: Some(crate::attribute::fixtures::web(
                 crate::attribute::Source::Cache,
             )),
