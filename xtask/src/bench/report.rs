@@ -613,13 +613,10 @@ fn footprint(out: &mut String, runs: &Runs) {
     let agent: Vec<_> = runs.runs.iter().map(|run| run.agent.idle).collect();
     row("oomtrace (as run above)", &agent);
     for (size, _) in super::RING_SIZES {
-        let at_size: Vec<_> = runs
-            .runs
-            .iter()
-            .flat_map(|run| run.rings.iter().filter(|ring| ring.size == size))
-            .map(|ring| ring.idle)
-            .collect();
-        row(&format!("oomtrace `--ringbuf-size {size}`"), &at_size);
+        row(
+            &format!("oomtrace `--ringbuf-size {size}`"),
+            &idle_at_ring_size(runs, size),
+        );
     }
     let static_build: Vec<_> = runs.runs.iter().map(|run| run.static_idle).collect();
     row(
@@ -684,18 +681,22 @@ pub fn peer_label(peer: &str) -> &'static str {
     }
 }
 
+/// The agent's idle memory with `--ringbuf-size size`, one per run that measured it.
+fn idle_at_ring_size(runs: &Runs, size: &str) -> Vec<super::sys::Memory> {
+    runs.runs
+        .iter()
+        .flat_map(|run| run.rings.iter().filter(|ring| ring.size == size))
+        .map(|ring| ring.idle)
+        .collect()
+}
+
 /// The idle memory at each ring-buffer size over the runs.
 fn ring_memories(runs: &Runs) -> Vec<super::targets::RingMemory> {
     let mib = |kib: u64| kib as f64 / KIB_PER_MIB;
     super::RING_SIZES
         .iter()
         .filter_map(|&(size, bytes)| {
-            let at_size: Vec<_> = runs
-                .runs
-                .iter()
-                .flat_map(|run| run.rings.iter().filter(|ring| ring.size == size))
-                .map(|ring| ring.idle)
-                .collect();
+            let at_size = idle_at_ring_size(runs, size);
             Some(super::targets::RingMemory {
                 size,
                 bytes,
