@@ -65,7 +65,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(logger) => Some(ringbuf::readable(logger)?),
         None => None,
     };
-    release_startup_memory();
     // Kills from before the programs were attached are only in the kernel's log. Read while
     // the capabilities are held: with kernel.dmesg_restrict, /dev/kmsg needs CAP_SYSLOG.
     let attached_ktime_ns = crate::clock::monotonic_ns();
@@ -101,7 +100,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let (Some(history), Some(earlier)) = (history.as_mut(), earlier_kills) {
         backfill(history, &earlier, attached_ktime_ns, &clock).await;
     }
-    // The kernel log's text and the backfilled kills are gone by now too.
     release_startup_memory();
     let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(LogSink)];
     if format == Format::Json {
@@ -373,8 +371,9 @@ async fn flush_logger(logger: &mut Option<AsyncFd<Logger>>) {
     }
 }
 
-/// Loading parsed the kernel's BTF (megabytes) twice; it is freed, but glibc keeps freed heap
-/// for reuse. Give it back: an idle agent should cost the host next to nothing.
+/// Loading parsed the kernel's BTF (megabytes) twice, and the backfill read the kernel log;
+/// both are freed by now, but glibc keeps freed heap for reuse. Give it back, once: an idle
+/// agent should cost the host next to nothing.
 fn release_startup_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only returns free heap pages to the kernel.

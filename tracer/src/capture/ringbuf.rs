@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 /// record, so about 13 MiB when full, which only a burst of a thousand kills can do.
 const QUEUE_RECORDS: usize = 4096;
 
-pub struct RecordReader(AsyncFd<RingBuf<MapData>>);
+struct RecordReader(AsyncFd<RingBuf<MapData>>);
 
 impl RecordReader {
     pub fn new(map: Map) -> anyhow::Result<Self> {
@@ -90,18 +90,21 @@ impl RecordDrain {
         while let Some(record) = self.queue.recv().await {
             out.push(record);
         }
+        self.join()
+    }
+
+    /// Why the thread ended, once its queue has closed.
+    fn ended(&mut self) -> anyhow::Error {
+        self.join()
+            .err()
+            .unwrap_or_else(|| anyhow::anyhow!("the ring-buffer thread ended"))
+    }
+
+    fn join(&mut self) -> anyhow::Result<()> {
         match self.thread.take().map(JoinHandle::join) {
             Some(Ok(result)) => result,
             Some(Err(_)) => anyhow::bail!("the ring-buffer thread panicked"),
             None => Ok(()),
-        }
-    }
-
-    fn ended(&mut self) -> anyhow::Error {
-        match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(Err(err))) => err,
-            Some(Err(_)) => anyhow::anyhow!("the ring-buffer thread panicked"),
-            _ => anyhow::anyhow!("the ring-buffer thread ended"),
         }
     }
 }
@@ -119,24 +122,26 @@ fn drain_thread(
         let mut reader = RecordReader::new(map)?;
         let mut batch = Vec::new();
         loop {
-            tokio::select! {
-                read = reader.read(&mut batch) => read.context("reading the ring buffer")?,
-                _ = &mut stopped => break,
-            }
+            let stopping = tokio::select! {
+                read = reader.read(&mut batch) => {
+                    read.context("reading the ring buffer")?;
+                    false
+                }
+                _ = &mut stopped => {
+                    // Whatever the kernel already wrote goes out before the queue closes.
+                    reader.read_now(&mut batch);
+                    true
+                }
+            };
             for record in batch.drain(..) {
                 if queue.send(record).await.is_err() {
                     return Ok(());
                 }
             }
-        }
-        // Whatever the kernel already wrote goes out before the queue closes.
-        reader.read_now(&mut batch);
-        for record in batch.drain(..) {
-            if queue.send(record).await.is_err() {
-                break;
+            if stopping {
+                return Ok(());
             }
         }
-        Ok(())
     })
 }
 
