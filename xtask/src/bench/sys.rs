@@ -150,21 +150,10 @@ pub struct Machine {
 pub fn machine() -> anyhow::Result<Machine> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let meminfo = fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
-    let mem_total = meminfo
-        .lines()
-        .find_map(|line| line.strip_prefix("MemTotal:"))
-        .and_then(|value| {
-            value
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .map_or_else(
-            || "unknown".to_owned(),
-            |kib| format!("{:.1} GiB", kib as f64 / (1 << 20) as f64),
-        );
+    let mem_total = parse_kib_field(&meminfo, "MemTotal").ok().map_or_else(
+        || "unknown".to_owned(),
+        |kib| format!("{:.1} GiB", kib as f64 / (1 << 20) as f64),
+    );
     Ok(Machine {
         cpus,
         mem_total,
