@@ -4,12 +4,12 @@
 //! bounded; the attribute stage, which may wait for a runtime, comes after.
 
 pub mod cgroupfs;
+pub mod invocation;
 pub mod proc;
 pub mod snapshot;
 
-use std::time::{Duration, Instant};
-
 use self::cgroupfs::{Inference, MemoryHierarchy};
+use self::invocation::{InvocationKey, Invocations};
 use self::snapshot::{Scope, Snapshot};
 use crate::attribute::cgroup_path::{self, PathKind};
 use crate::decode::{CgroupRef, Domain};
@@ -88,13 +88,11 @@ impl PartyPaths {
     }
 }
 
-/// A snapshot is reused for kills this close together in the same domain: one
-/// `memory.oom.group` kill marks hundreds of victims within a millisecond.
-const SNAPSHOT_REUSE: Duration = Duration::from_secs(1);
-
 pub struct Observer {
     memory: Option<MemoryHierarchy>,
-    last_snapshot: Option<(Instant, Snapshot)>,
+    /// One snapshot per invocation of the OOM killer: a `memory.oom.group` kill marks hundreds
+    /// of victims within a millisecond, and they share the moment.
+    invocations: Invocations<Snapshot>,
 }
 
 impl Observer {
@@ -107,7 +105,7 @@ impl Observer {
         }
         Observer {
             memory,
-            last_snapshot: None,
+            invocations: Invocations::new(),
         }
     }
 
@@ -154,7 +152,22 @@ impl Observer {
             } => Scope::Cgroup(path.clone()),
             _ => Scope::Host,
         };
-        let snapshot = self.snapshot(scope);
+        let key = match &kill.incident {
+            Some(incident) => InvocationKey::Incident(incident.id.clone()),
+            None => InvocationKey::Trigger {
+                tid: kill.trigger.task.pid,
+                scope: scope.clone(),
+            },
+        };
+        let snapshot = match self.invocations.continued(&key, kill.ktime_ns) {
+            Some(snapshot) => snapshot,
+            None => {
+                let snapshot = snapshot::take(self.memory.as_ref(), scope);
+                self.invocations
+                    .started(key, kill.ktime_ns, snapshot.clone());
+                snapshot
+            }
+        };
         let moment = Moment {
             victim,
             trigger,
@@ -162,18 +175,5 @@ impl Observer {
             victim_is_pid_one,
         };
         (moment, snapshot)
-    }
-
-    fn snapshot(&mut self, scope: Scope) -> Snapshot {
-        let now = Instant::now();
-        if let Some((at, snapshot)) = &self.last_snapshot
-            && now.duration_since(*at) < SNAPSHOT_REUSE
-            && snapshot.scope == scope
-        {
-            return snapshot.clone();
-        }
-        let snapshot = snapshot::take(self.memory.as_ref(), scope);
-        self.last_snapshot = Some((now, snapshot.clone()));
-        snapshot
     }
 }
