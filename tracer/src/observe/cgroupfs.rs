@@ -119,6 +119,16 @@ impl MemoryHierarchy {
             .collect()
     }
 
+    /// The processes directly in the cgroup at `cgroup_path` (not in its children); empty once
+    /// it is gone.
+    pub fn procs(&self, cgroup_path: &str) -> Vec<u32> {
+        fs::read_to_string(self.dir(cgroup_path).join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.trim().parse().ok())
+            .collect()
+    }
+
     /// The limit of the cgroup at `cgroup_path`, `None` when unlimited or unreadable.
     pub fn limit_bytes(&self, cgroup_path: &str) -> Option<u64> {
         let dir = self.dir(cgroup_path);

@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::names::{NamesJson, names_json};
 use crate::explain::Explanation;
 use crate::explain::patterns::Flags;
-use crate::observe::snapshot::{CgroupUsage, ProcessUsage, Scope, Snapshot};
+use crate::observe::snapshot::{CgroupUsage, ProcessScan, ProcessUsage, Scope, Snapshot};
 
 #[derive(Serialize)]
 pub struct ExplanationJson<'a> {
@@ -24,6 +24,8 @@ struct SnapshotJson<'a> {
     scope: &'a str,
     cgroups: Vec<CgroupUsageJson<'a>>,
     processes: Vec<ProcessUsageJson<'a>>,
+    processes_read: usize,
+    processes_unread: usize,
     took_us: u128,
 }
 
@@ -85,6 +87,7 @@ pub fn explanation_json(explanation: &Explanation) -> ExplanationJson<'_> {
         domain: _,
         cgroups,
         processes,
+        process_scan: ProcessScan { read, unread },
         took,
     } = snapshot;
     let Flags {
@@ -137,6 +140,8 @@ pub fn explanation_json(explanation: &Explanation) -> ExplanationJson<'_> {
                     }
                 })
                 .collect(),
+            processes_read: *read,
+            processes_unread: *unread,
             took_us: took.as_micros(),
         },
         restart_loop: restart_loop.map(count),
