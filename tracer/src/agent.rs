@@ -28,6 +28,7 @@ use crate::metrics::{self, Metrics};
 use crate::observe::Observer;
 use crate::observe::cgroupfs::MemoryHierarchy;
 use crate::sink::{Context, Sink, Totals, json::JsonSink, metrics::MetricsSink, text::LogSink};
+use crate::stages::{self, Stages};
 use crate::{badness, decode};
 
 type Logger = EbpfLogger<&'static dyn log::Log>;
@@ -134,7 +135,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
 
     output.started(drops.total());
-    let (events, mut joined) = mpsc::channel::<(Event, Instant)>(EVENT_QUEUE);
+    let (events, mut joined) = mpsc::channel::<(Event, Instant, Stages)>(EVENT_QUEUE);
     // Capture → decode → join on one side of the queue; attribute → sinks on the other, so a
     // kill waiting for its container's name never holds up reading the ring buffer.
     let capture_side = async move {
@@ -148,7 +149,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     join(&mut joiner, plan, batch.drain(..), &mut counts)
                 }
                 () = flush_logger(&mut logger) => Vec::new(),
-                () = sleep_until(deadline) => joiner.expire(Instant::now()),
+                () = sleep_until(deadline) => timed(joiner.expire(Instant::now()), "wait"),
                 _ = sigint.recv() => break,
                 _ = sigterm.recv() => break,
             };
@@ -157,7 +158,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         // Whatever the kernel already wrote is reported before exiting.
         records.finish(&mut batch).await?;
         let mut last = join(&mut joiner, plan, batch.drain(..), &mut counts);
-        last.extend(joiner.flush());
+        last.extend(timed(joiner.flush(), "wait"));
         send(&events, last).await;
         if let Some(logger) = &mut logger {
             logger.get_mut().flush();
@@ -168,16 +169,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut observer = Observer::new(MemoryHierarchy::find());
     let mut explainer = Explainer::new(restart_loop_window.into());
     let output_side = async {
-        while let Some((event, joined_at)) = joined.recv().await {
+        while let Some((event, joined_at, mut stages)) = joined.recv().await {
+            stages.mark("queue");
             let event = match event {
                 Event::Kill(kill) => {
                     // Read what changes first; then name, which may wait; then explain.
                     let (moment, snapshot) = observer.observe(&kill);
+                    stages.mark("observe");
                     let deadline = joined_at + ATTRIBUTION_BUDGET;
                     let mut kill = attributor.kill(kill, moment, deadline).await;
+                    stages.mark("attribute");
                     let explanation =
                         explainer.explain(&kill, snapshot, &attributor, Instant::now());
                     kill.explanation = Some(Box::new(explanation));
+                    stages.mark("explain");
                     AttributedEvent::Kill(Box::new(kill))
                 }
                 Event::Incident(incident) => AttributedEvent::Incident(incident),
@@ -186,7 +191,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     AttributedEvent::Sigkill(Box::new(attributor.sigkill(sigkill, deadline).await))
                 }
             };
-            output.event(&event, drops.total()).await;
+            output.event(&event, drops.total(), &mut stages).await;
+            if let AttributedEvent::Kill(kill) = &event
+                && Stages::enabled()
+            {
+                log::debug!(
+                    target: stages::LOG_TARGET,
+                    "oom_kill of pid {}: {}",
+                    kill.kill.victim.pid,
+                    stages.describe()
+                );
+            }
         }
     };
     let (counts, ()) = tokio::join!(capture_side, output_side);
@@ -219,19 +234,29 @@ fn join(
     plan: &CapturePlan,
     records: impl Iterator<Item = Bytes>,
     counts: &mut CaptureCounts,
-) -> Vec<Event> {
+) -> Vec<(Event, Stages)> {
     let now = Instant::now();
     let mut events = Vec::new();
     for record in records {
         counts.records += 1;
+        let read_ns = crate::clock::monotonic_ns();
         match decode::decode_with(&record, &plan.layout, plan.signal_layout.as_ref()) {
             Ok(part) => {
+                let decoded_ns = crate::clock::monotonic_ns();
                 // A SIGKILLed process is soon reaped: ask /proc where it lives right away.
                 let target_proc = match &part {
                     decode::Part::Sigkill(sigkill) => Some(TargetProc::read(sigkill.target.pid)),
                     _ => None,
                 };
-                events.extend(joiner.push_with(part, target_proc, now));
+                let joined = joiner.push_with(part, target_proc, now);
+                let joined_ns = crate::clock::monotonic_ns();
+                events.extend(joined.into_iter().map(|event| {
+                    let mut stages = Stages::since(captured_ns(&event).unwrap_or(read_ns));
+                    stages.mark_at("read", read_ns);
+                    stages.mark_at("decode", decoded_ns);
+                    stages.mark_at("join", joined_ns);
+                    (event, stages)
+                }));
             }
             Err(err) => {
                 counts.decode_errors += 1;
@@ -242,22 +267,45 @@ fn join(
     events
 }
 
+/// The kernel's capture time of an event, where it has one.
+fn captured_ns(event: &Event) -> Option<u64> {
+    match event {
+        Event::Kill(kill) => Some(kill.ktime_ns),
+        Event::Sigkill(sigkill) => Some(sigkill.part.ktime_ns),
+        Event::Incident(incident) => Some(incident.context.entry.ktime_ns),
+    }
+}
+
+/// Events that waited in the joiner for a partner that never came, their last span `name`.
+fn timed(events: Vec<Event>, name: &'static str) -> Vec<(Event, Stages)> {
+    let now_ns = crate::clock::monotonic_ns();
+    events
+        .into_iter()
+        .map(|event| {
+            let mut stages = Stages::since(captured_ns(&event).unwrap_or(now_ns));
+            stages.mark_at(name, now_ns);
+            (event, stages)
+        })
+        .collect()
+}
+
 /// Queues joined events for the output side. Every kill passes here (joined, expired or
 /// flushed), still on the capture side: where the kernel could not say whether the victim is a
 /// container's main process, `/proc` is asked now, before its runtime reaps it.
-async fn send(queue: &mpsc::Sender<(Event, Instant)>, mut events: Vec<Event>) {
-    for event in &mut events {
+async fn send(queue: &mpsc::Sender<(Event, Instant, Stages)>, mut events: Vec<(Event, Stages)>) {
+    for (event, stages) in &mut events {
         if let Event::Kill(kill) = event
             && kill.namespace_init.is_none()
         {
             let pid = kill.victim.tgid.unwrap_or(kill.victim.pid);
             kill.namespace_init = crate::observe::proc::is_namespace_init(pid);
+            stages.mark("proc");
         }
     }
     let now = Instant::now();
-    for event in events {
+    for (event, stages) in events {
         // Only fails once the output side is gone, i.e. never before shutdown.
-        if queue.send((event, now)).await.is_err() {
+        if queue.send((event, now, stages)).await.is_err() {
             log::error!("the output stage stopped; an event was not written");
         }
     }
@@ -312,11 +360,12 @@ impl<'a> Output<'a> {
         }
     }
 
-    async fn event(&mut self, event: &AttributedEvent, dropped: u64) {
+    async fn event(&mut self, event: &AttributedEvent, dropped: u64, stages: &mut Stages) {
         let context = self.context(dropped);
         // Stored first: a kill that was logged is never lost by the agent dying right after.
         if let Some(history) = &mut self.history {
             history.record(event, &context).await;
+            stages.mark("history");
         }
         match event {
             AttributedEvent::Kill(kill) if !kill.kill.marked_without_kill => {
@@ -335,6 +384,7 @@ impl<'a> Output<'a> {
                 log::error!("writing a record: {err}");
             }
         }
+        stages.mark("write");
     }
 
     fn started(&mut self, dropped: u64) {

@@ -22,6 +22,7 @@ mod observe;
 mod protect;
 mod report;
 mod sink;
+mod stages;
 mod units;
 
 use std::process::ExitCode;
