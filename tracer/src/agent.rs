@@ -27,6 +27,7 @@ use crate::incident::{Event, Joiner, TargetProc};
 use crate::metrics::{self, Metrics};
 use crate::observe::Observer;
 use crate::observe::cgroupfs::MemoryHierarchy;
+use crate::observe::timeline::Prepared;
 use crate::sink::{Context, Sink, Totals, json::JsonSink, metrics::MetricsSink, text::LogSink};
 use crate::stages::{self, Stages};
 use crate::{badness, decode};
@@ -51,6 +52,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         no_history,
         history_retention,
         history_max_rows,
+        timeline,
         metrics_addr,
     } = args;
     let clock = KernelClock::now();
@@ -72,6 +74,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let earlier_kills = crate::kmsg::kills_since_boot();
     let records = capture.records()?;
     let drops = Arc::new(capture.drop_counter()?);
+    // The memory timeline's pressure trigger may need privileges on older kernels.
+    let timeline_window = timeline.0;
+    let timeline_prepared = (!timeline_window.is_zero()).then(Prepared::new);
     // Attached: from here on nothing needs the capabilities loading did. Before any thread
     // starts, since each thread keeps its own.
     let retained = privileges::drop_after_attach(|| drops.try_read())?;
@@ -166,7 +171,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         counts.oom_sigkills = joiner.oom_sigkills();
         anyhow::Ok(counts)
     };
-    let mut observer = Observer::new(MemoryHierarchy::find());
+    let mut observer = Observer::new(MemoryHierarchy::find(), timeline_window, timeline_prepared);
     let mut explainer = Explainer::new(restart_loop_window.into());
     let output_side = async {
         while let Some((event, joined_at, mut stages)) = joined.recv().await {
@@ -174,13 +179,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             let event = match event {
                 Event::Kill(kill) => {
                     // Read what changes first; then name, which may wait; then explain.
-                    let (moment, snapshot) = observer.observe(&kill);
+                    let (moment, snapshot, timeline) = observer.observe(&kill);
                     stages.mark("observe");
                     let deadline = joined_at + ATTRIBUTION_BUDGET;
                     let mut kill = attributor.kill(kill, moment, deadline).await;
                     stages.mark("attribute");
                     let explanation =
-                        explainer.explain(&kill, snapshot, &attributor, Instant::now());
+                        explainer.explain(&kill, snapshot, timeline, &attributor, Instant::now());
                     kill.explanation = Some(Box::new(explanation));
                     stages.mark("explain");
                     AttributedEvent::Kill(Box::new(kill))

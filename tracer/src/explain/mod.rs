@@ -2,9 +2,11 @@
 //! else held memory, whether the runtime will say OOMKilled), and kills are watched for the
 //! patterns one kill alone does not show.
 
+pub mod lead_up;
 pub mod patterns;
 pub mod verdict;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::patterns::{Flags, Patterns, Seen};
@@ -12,6 +14,7 @@ use self::verdict::Top;
 use crate::attribute::{AttributedKill, Attribution, Attributor, DomainKind};
 use crate::names::{printable, short_name};
 use crate::observe::snapshot::Snapshot;
+use crate::observe::timeline::Timeline;
 
 /// What the explain stage adds to a kill.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +25,10 @@ pub struct Explanation {
     pub cgroup_names: Vec<Attribution>,
     /// The snapshot's processes' cgroups, named likewise.
     pub process_names: Vec<Option<Attribution>>,
+    /// The recording of the domain's minute before; `None` with the recorder off.
+    pub timeline: Option<Arc<Timeline>>,
+    /// The timeline's cgroups, named as far as the cache knows, in the same order.
+    pub timeline_names: Vec<Attribution>,
     pub flags: Flags,
     /// The window the patterns are counted in.
     pub window: Duration,
@@ -38,11 +45,12 @@ impl Explainer {
         }
     }
 
-    /// Explains `kill` with the `snapshot` taken at its moment.
+    /// Explains `kill` with the `snapshot` taken at its moment and the `timeline` before it.
     pub fn explain(
         &mut self,
         kill: &AttributedKill,
         snapshot: Snapshot,
+        timeline: Option<Arc<Timeline>>,
         attributor: &Attributor,
         now: Instant,
     ) -> Explanation {
@@ -62,6 +70,23 @@ impl Explainer {
                     .map(|path| attributor.named_from_cache(path))
             })
             .collect();
+        let timeline_names: Vec<Attribution> = timeline
+            .iter()
+            .flat_map(|timeline| &timeline.cgroups)
+            .map(|cgroup| attributor.named_from_cache(&cgroup.path))
+            .collect();
+        let lead_up = timeline.as_deref().and_then(|timeline| {
+            let names: Vec<String> = timeline
+                .cgroups
+                .iter()
+                .zip(&timeline_names)
+                .map(|(cgroup, names)| {
+                    short_name(names)
+                        .unwrap_or_else(|| format!("cgroup {}", printable(&cgroup.path)))
+                })
+                .collect();
+            lead_up::lead_up(timeline, &names)
+        });
         let top = Top {
             cgroups: snapshot
                 .cgroups
@@ -85,6 +110,7 @@ impl Explainer {
                     (name, process.rss_bytes)
                 })
                 .collect(),
+            lead_up,
         };
         let flags = if kill.kill.marked_without_kill {
             Flags::default()
@@ -97,6 +123,8 @@ impl Explainer {
             snapshot,
             cgroup_names,
             process_names,
+            timeline,
+            timeline_names,
             flags,
             window: self.patterns.window(),
         }

@@ -62,7 +62,7 @@ impl MemoryHierarchy {
         v2
     }
 
-    fn dir(&self, cgroup_path: &str) -> PathBuf {
+    pub fn dir(&self, cgroup_path: &str) -> PathBuf {
         self.root.join(cgroup_path.trim_start_matches('/'))
     }
 
@@ -207,6 +207,22 @@ impl MemoryHierarchy {
     }
 }
 
+/// Where the cgroup2 hierarchy is mounted: the memory hierarchy itself on a unified host,
+/// `/sys/fs/cgroup/unified` (or wherever) on a hybrid one. Its cgroups have `memory.pressure`
+/// whether or not it holds the memory controller: stalls are accounted to a task's cgroup2
+/// cgroup.
+pub fn find_cgroup2() -> Option<PathBuf> {
+    cgroup2_mount(&fs::read_to_string("/proc/self/mountinfo").ok()?)
+}
+
+pub fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (mount, filesystem) = line.split_once(" - ")?;
+        let point = mount.split(' ').nth(4)?;
+        (filesystem.split(' ').next() == Some("cgroup2")).then(|| PathBuf::from(unescape(point)))
+    })
+}
+
 /// A cgroup's memory at one moment; each part `None` when unlimited or unreadable.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CgroupMemory {
@@ -325,6 +341,15 @@ mod tests {
                 version: CgroupVersion::V1
             })
         );
+    }
+
+    #[test]
+    fn pressure_is_in_the_cgroup2_mount_whatever_holds_memory() {
+        assert_eq!(
+            cgroup2_mount(HYBRID),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        assert_eq!(cgroup2_mount("garbage"), None);
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct Snapshot {
     pub processes: Vec<ProcessUsage>,
     /// How the processes were found.
     pub process_scan: ProcessScan,
+    /// When it was taken: CLOCK_MONOTONIC nanoseconds, the clock of a kill's `ktime_ns`.
+    pub taken_ns: u64,
     /// What taking it cost.
     pub took: Duration,
 }
@@ -108,6 +110,7 @@ pub struct ProcessUsage {
 
 pub fn take(memory: Option<&MemoryHierarchy>, scope: Scope) -> Snapshot {
     let started = Instant::now();
+    let taken_ns = crate::clock::monotonic_ns();
     let (cgroups, processes, process_scan) = match memory {
         Some(memory) => {
             let walk = walk(memory, &scope);
@@ -132,6 +135,7 @@ pub fn take(memory: Option<&MemoryHierarchy>, scope: Scope) -> Snapshot {
         cgroups,
         processes,
         process_scan,
+        taken_ns,
         took: started.elapsed(),
     }
 }
@@ -145,10 +149,28 @@ pub struct Walk {
     pub groupings: Vec<String>,
 }
 
+/// Where a walk finds cgroups: the memory hierarchy itself, or the timeline recorder's copy of
+/// its tree.
+pub trait CgroupTree {
+    /// The child cgroups of `path`, as paths from the hierarchy's root.
+    fn children(&self, path: &str) -> Vec<String>;
+    fn usage_bytes(&self, path: &str) -> Option<u64>;
+}
+
+impl CgroupTree for MemoryHierarchy {
+    fn children(&self, path: &str) -> Vec<String> {
+        MemoryHierarchy::children(self, path)
+    }
+
+    fn usage_bytes(&self, path: &str) -> Option<u64> {
+        MemoryHierarchy::usage_bytes(self, path)
+    }
+}
+
 /// Below a domain: its children and the containers under it. Host-wide: the first level, with
 /// the runtimes' grouping cgroups (`/docker`, `/libpod_parent`, `/kubepods`, slices) replaced
 /// by the containers inside them.
-pub fn walk(memory: &MemoryHierarchy, scope: &Scope) -> Walk {
+pub fn walk(memory: &impl CgroupTree, scope: &Scope) -> Walk {
     let root = match scope {
         Scope::Host => "",
         Scope::Cgroup(path) => path.as_str(),
@@ -172,7 +194,7 @@ pub fn walk(memory: &MemoryHierarchy, scope: &Scope) -> Walk {
 /// cgroups, and groupings (slices, `/docker`, pods) that hold none of these. Returns whether it
 /// added any.
 fn collect(
-    memory: &MemoryHierarchy,
+    memory: &impl CgroupTree,
     parent: &str,
     depth: usize,
     visited: &mut usize,

@@ -115,6 +115,18 @@ fn oom_kill(
     lines.push(labelled("Trigger", party(&record["trigger"])));
     lines.push(labelled("Limit hit", domain(&record["domain"])));
     snapshot(record, lines);
+    let lead_up = super::lead_up::lines(record, &" ".repeat(LABEL + 1));
+    if !lead_up.is_empty() {
+        let window = record
+            .pointer("/explanation/timeline/window_s")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        lines.push(labelled(
+            "Before",
+            format!("the {window} s before the kill:"),
+        ));
+        lines.extend(lead_up);
+    }
     if let Some(restart) = record.pointer("/explanation/restart_loop") {
         lines.push(labelled(
             "Pattern",

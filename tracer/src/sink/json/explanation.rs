@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::names::{NamesJson, names_json};
+use super::timeline::{TimelineJson, timeline_json};
 use crate::explain::Explanation;
 use crate::explain::patterns::Flags;
 use crate::observe::snapshot::{CgroupUsage, ProcessScan, ProcessUsage, Scope, Snapshot};
@@ -12,6 +13,8 @@ use crate::observe::snapshot::{CgroupUsage, ProcessScan, ProcessUsage, Scope, Sn
 pub struct ExplanationJson<'a> {
     verdict: &'a str,
     snapshot: SnapshotJson<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeline: Option<TimelineJson<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     restart_loop: Option<CountJson>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -26,6 +29,8 @@ struct SnapshotJson<'a> {
     processes: Vec<ProcessUsageJson<'a>>,
     processes_read: usize,
     processes_unread: usize,
+    /// When it was taken, on the clock of the record's `ktime_ns`.
+    ktime_ns: u64,
     took_us: u128,
 }
 
@@ -78,6 +83,8 @@ pub fn explanation_json(explanation: &Explanation) -> ExplanationJson<'_> {
         snapshot,
         cgroup_names,
         process_names,
+        timeline,
+        timeline_names,
         flags,
         window,
     } = explanation;
@@ -88,6 +95,7 @@ pub fn explanation_json(explanation: &Explanation) -> ExplanationJson<'_> {
         cgroups,
         processes,
         process_scan: ProcessScan { read, unread },
+        taken_ns,
         took,
     } = snapshot;
     let Flags {
@@ -142,8 +150,12 @@ pub fn explanation_json(explanation: &Explanation) -> ExplanationJson<'_> {
                 .collect(),
             processes_read: *read,
             processes_unread: *unread,
+            ktime_ns: *taken_ns,
             took_us: took.as_micros(),
         },
+        timeline: timeline
+            .as_deref()
+            .map(|timeline| timeline_json(timeline, timeline_names)),
         restart_loop: restart_loop.map(count),
         recurring_trigger: recurring_trigger.map(count),
     }

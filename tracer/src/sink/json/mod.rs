@@ -5,6 +5,7 @@
 
 mod explanation;
 pub(crate) mod names;
+mod timeline;
 
 use std::io::Write;
 
