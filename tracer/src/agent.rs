@@ -14,9 +14,7 @@ use tokio::{
     sync::mpsc,
 };
 
-use crate::attribute::{
-    ATTRIBUTION_BUDGET, AttributedEvent, AttributionOptions, Attributor, DEFAULT_SOCKETS,
-};
+use crate::attribute::{ATTRIBUTION_BUDGET, AttributedEvent, AttributionOptions, Attributor};
 use crate::capture::{Capture, CaptureOptions, CapturePlan, privileges, ringbuf};
 use crate::cli::{Format, RunArgs};
 use crate::clock::KernelClock;
@@ -44,6 +42,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_tier,
         function_hook,
         runtime_sockets,
+        runtime_state,
+        runtime_state_only,
         tombstone_ttl,
         restart_loop_window,
         oom_score_adj,
@@ -85,11 +85,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let plan = &capture.plan;
 
     let attributor = Attributor::start(AttributionOptions {
-        sockets: if runtime_sockets.is_empty() {
-            DEFAULT_SOCKETS.map(str::to_owned).to_vec()
-        } else {
-            runtime_sockets
-        },
+        sockets: runtime_sockets,
+        state_dirs: runtime_state,
+        state_only: runtime_state_only,
         tombstone_ttl: tombstone_ttl.into(),
     });
     // Started once the programs are attached: an agent that cannot attach creates no file.
@@ -303,7 +301,7 @@ async fn send(queue: &mpsc::Sender<(Event, Instant, Stages)>, mut events: Vec<(E
             && kill.namespace_init.is_none()
         {
             let pid = kill.victim.tgid.unwrap_or(kill.victim.pid);
-            kill.namespace_init = crate::observe::proc::is_namespace_init(pid);
+            kill.namespace_init = crate::procfs::is_namespace_init(pid);
             stages.mark("proc");
         }
     }

@@ -5,7 +5,6 @@
 
 pub mod cgroupfs;
 pub mod invocation;
-pub mod proc;
 pub mod snapshot;
 pub mod timeline;
 
@@ -16,9 +15,10 @@ use self::cgroupfs::{Inference, MemoryHierarchy};
 use self::invocation::{InvocationKey, Invocations};
 use self::snapshot::{Scope, Snapshot};
 use self::timeline::{Prepared, Recorder, Timeline};
-use crate::attribute::cgroup_path::{self, PathKind};
+use crate::cgroup_path::{self, PathKind};
 use crate::decode::{CgroupRef, Domain};
 use crate::incident::OomKill;
+use crate::procfs;
 
 /// What was seen at the moment of one kill.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,7 +66,7 @@ impl PartyPaths {
         }
         // Nothing captured in the kernel: the process may still be there (the trigger usually
         // is).
-        match proc::cgroups(pid) {
+        match procfs::cgroups(pid) {
             Some(paths) => PartyPaths {
                 cgroup: paths.unified,
                 memcg: paths.memory,

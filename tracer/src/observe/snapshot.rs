@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use super::cgroupfs::{CgroupMemory, MemoryHierarchy};
-use super::proc;
-use crate::attribute::cgroup_path::{self, PathKind};
+use crate::cgroup_path::{self, PathKind};
+use crate::procfs;
 
 /// How many of each kind are kept.
 pub const TOP: usize = 5;
@@ -256,7 +256,7 @@ fn processes_in_cgroups(
 /// Without a memory hierarchy: the first [`MAX_PROCESSES_READ`] processes of `/proc`.
 fn processes_anywhere() -> (Vec<ProcessUsage>, ProcessScan) {
     let mut reader = ProcessReader::default();
-    for pid in proc::pids() {
+    for pid in procfs::pids() {
         reader.read(pid, None);
     }
     reader.finish()
@@ -308,7 +308,7 @@ impl ProcessReader {
             return;
         }
         self.scan.read += 1;
-        let Some(rss) = proc::rss_bytes(pid).filter(|&rss| rss > 0) else {
+        let Some(rss) = procfs::rss_bytes(pid).filter(|&rss| rss > 0) else {
             return;
         };
         if self.top.len() == TOP && self.top.last().is_some_and(|&(least, _, _)| least >= rss) {
@@ -325,10 +325,10 @@ impl ProcessReader {
             .into_iter()
             .map(|(rss_bytes, pid, cgroup)| ProcessUsage {
                 pid,
-                comm: proc::comm(pid).unwrap_or_else(|| "?".to_owned()),
+                comm: procfs::comm(pid).unwrap_or_else(|| "?".to_owned()),
                 rss_bytes,
                 // Where it was listed; from /proc when it was found there.
-                cgroup: cgroup.or_else(|| proc::cgroups(pid).and_then(|paths| paths.memory)),
+                cgroup: cgroup.or_else(|| procfs::cgroups(pid).and_then(|paths| paths.memory)),
             })
             .collect();
         (processes, self.scan)

@@ -30,6 +30,8 @@ pub fn history(args: HistoryArgs) -> anyhow::Result<()> {
         namespace,
         victim,
         trigger,
+        service,
+        project,
         domain,
         kind,
         limit,
@@ -49,6 +51,8 @@ pub fn history(args: HistoryArgs) -> anyhow::Result<()> {
         namespace,
         victim,
         trigger,
+        service,
+        project,
         domain: domain.map(|domain| match domain {
             DomainArg::Host => "host",
             DomainArg::Container => "cgroup",
