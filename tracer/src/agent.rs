@@ -137,6 +137,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
 
+    // The recorder runs before the agent says it started: its lead-up covers the first kill.
+    let mut observer = Observer::new(MemoryHierarchy::find(), timeline_window, timeline_prepared);
     output.started(drops.total());
     let (events, mut joined) = mpsc::channel::<(Event, Instant, Stages)>(EVENT_QUEUE);
     // Capture → decode → join on one side of the queue; attribute → sinks on the other, so a
@@ -169,7 +171,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         counts.oom_sigkills = joiner.oom_sigkills();
         anyhow::Ok(counts)
     };
-    let mut observer = Observer::new(MemoryHierarchy::find(), timeline_window, timeline_prepared);
     let mut explainer = Explainer::new(restart_loop_window.into());
     let output_side = async {
         while let Some((event, joined_at, mut stages)) = joined.recv().await {
