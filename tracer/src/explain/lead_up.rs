@@ -97,8 +97,7 @@ fn trend(samples: &[UsageAt]) -> Option<Trend> {
     if samples.len() < 2 {
         return None;
     }
-    // The latest lowest and highest points.
-    let low = samples.iter().rev().min_by_key(|s| s.usage_bytes)?;
+    // The latest highest point.
     let high = samples.iter().rev().max_by_key(|s| s.usage_bytes)?;
     let threshold = (high.usage_bytes / 10).max(MIN_MOVE_BYTES);
     let seconds = |sample: &UsageAt| (sample.offset_ms.unsigned_abs() + 500) / 1000;
@@ -121,10 +120,26 @@ fn trend(samples: &[UsageAt]) -> Option<Trend> {
             seconds: Some(seconds(flat_start)),
         });
     }
-    if high.usage_bytes - low.usage_bytes >= threshold && low.offset_ms < high.offset_ms {
+    // The final rise: back from the end for as long as the values keep falling (within the
+    // threshold); a restart loop's earlier teeth are not part of it.
+    let mut trough = samples.len() - 1;
+    for (index, sample) in samples.iter().enumerate().rev() {
+        if sample.usage_bytes > samples[trough].usage_bytes + threshold {
+            break;
+        }
+        if sample.usage_bytes < samples[trough].usage_bytes {
+            trough = index;
+        }
+    }
+    let peak = samples[trough..]
+        .iter()
+        .rev()
+        .max_by_key(|s| s.usage_bytes)?;
+    let low = &samples[trough];
+    if peak.usage_bytes - low.usage_bytes >= threshold {
         return Some(Trend::Grew {
             from: low.usage_bytes,
-            to: high.usage_bytes,
+            to: peak.usage_bytes,
             seconds: seconds(low),
         });
     }
@@ -344,6 +359,27 @@ mod tests {
                 from: 900 * MIB,
                 to: 100 * MIB,
                 seconds: 2
+            })
+        );
+        // A restart loop's sawtooth: only the last rise counts.
+        let sawtooth = cgroup(
+            "/a",
+            None,
+            &[
+                (-9000, 0),
+                (-6000, 100),
+                (-5900, 0),
+                (-3000, 0),
+                (-2000, 50),
+                (-100, 104),
+            ],
+        );
+        assert_eq!(
+            trend(&sawtooth.samples),
+            Some(Trend::Grew {
+                from: 0,
+                to: 104 * MIB,
+                seconds: 3
             })
         );
         let dropped = cgroup("/a", None, &[(-3000, 900), (-100, 100)]);
