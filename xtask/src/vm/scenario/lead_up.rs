@@ -41,7 +41,7 @@ fn check(report: &Report) -> anyhow::Result<()> {
     )
 }
 
-fn kill_of<'a>(records: &'a Records, pid: u64) -> anyhow::Result<&'a Value> {
+fn kill_of(records: &Records, pid: u64) -> anyhow::Result<&Value> {
     records
         .of_kind("oom_kill")
         .into_iter()
