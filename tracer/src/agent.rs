@@ -42,6 +42,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_tier,
         function_hook,
         runtime_sockets,
+        cri_sockets,
+        kubelet_log_dir,
+        no_kubelet_logs,
         tombstone_ttl,
         restart_loop_window,
         oom_score_adj,
@@ -84,6 +87,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         } else {
             runtime_sockets
         },
+        cri_sockets: if cri_sockets.is_empty() {
+            crate::attribute::cri::DEFAULT_SOCKETS
+                .map(str::to_owned)
+                .to_vec()
+        } else {
+            cri_sockets
+        },
+        kubelet_logs: (!no_kubelet_logs).then_some(kubelet_log_dir),
         tombstone_ttl: tombstone_ttl.into(),
     });
     // Started once the programs are attached: an agent that cannot attach creates no file.

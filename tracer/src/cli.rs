@@ -53,6 +53,21 @@ pub struct RunArgs {
     #[arg(long = "runtime-socket", value_name = "PATH")]
     pub runtime_sockets: Vec<String>,
 
+    /// A CRI socket (containerd's or CRI-O's) to name Kubernetes pods and containers by. Repeat
+    /// for several. When none is given: /run/containerd/containerd.sock and
+    /// /run/crio/crio.sock. The socket grants control of the runtime: mount it read-only.
+    #[arg(long = "cri-socket", value_name = "PATH")]
+    pub cri_sockets: Vec<String>,
+
+    /// Where the kubelet's `pods` and `containers` log directories are: their names name pods
+    /// and containers where no CRI socket is reachable (read-only; inotify, no polling).
+    #[arg(long, value_name = "DIR", default_value = crate::attribute::kubelet_logs::DEFAULT_ROOT)]
+    pub kubelet_log_dir: PathBuf,
+
+    /// Do not read the kubelet's log directories.
+    #[arg(long, conflicts_with = "kubelet_log_dir")]
+    pub no_kubelet_logs: bool,
+
     /// How long a removed container's name is kept for kills reported late, e.g. `24h`, `90m`.
     #[arg(long, value_name = "DURATION", default_value = "24h")]
     pub tombstone_ttl: HumanDuration,

@@ -176,7 +176,9 @@ fn install_bpf_linker(
 ///   `fuse-overlayfs` serve rootless podman (the tests are root), `buildah` builds images (the
 ///   tests `podman import` a tarball), `catatonit` is for `--init`.
 /// * `busybox-static`: the userland of the test image (`sh`, `sleep`, `echo`), which has no libc.
-const TEST_PACKAGES: [&str; 2] = ["podman", "busybox-static"];
+/// * `containerd` and `runc`: Kubernetes' runtime, which the CRI tests run privately (their own
+///   socket and state, no kubelet, no CNI) and create pods in over the CRI, as a kubelet does.
+const TEST_PACKAGES: [&str; 4] = ["podman", "busybox-static", "containerd", "runc"];
 
 /// Installs what the privileged tests need beyond the toolchain, when missing.
 pub fn install_test_tools(apt: &mut Apt) -> anyhow::Result<()> {

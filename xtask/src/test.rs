@@ -76,5 +76,6 @@ pub fn lint(env: &Env) -> anyhow::Result<()> {
         "-D",
         "warnings",
     ]))?;
+    crate::codegen::check(env)?;
     crate::deploy::check()
 }

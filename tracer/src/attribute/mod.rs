@@ -10,7 +10,9 @@
 
 pub mod cache;
 pub mod cgroup_path;
+pub mod cri;
 pub mod docker;
+pub mod kubelet_logs;
 pub mod runtime;
 pub mod watch;
 
@@ -21,7 +23,9 @@ use std::time::{Duration, Instant};
 
 use self::cache::{Cached, MetadataCache};
 use self::cgroup_path::{PathIdentity, PathKind};
+use self::cri::CriRuntime;
 use self::docker::{DockerApi, LOOKUP_TIMEOUT};
+use self::kubelet_logs::KubeletLogs;
 use self::runtime::{ContainerMetadata, ContainerRuntime, RuntimeError};
 use self::watch::Shared;
 use crate::decode::Domain;
@@ -298,6 +302,10 @@ pub enum AttributedEvent {
 pub struct AttributionOptions {
     /// Docker Engine API sockets (Docker's or podman's).
     pub sockets: Vec<String>,
+    /// CRI sockets (containerd's, CRI-O's).
+    pub cri_sockets: Vec<String>,
+    /// Where the kubelet's `pods` and `containers` log directories are, if read at all.
+    pub kubelet_logs: Option<std::path::PathBuf>,
     pub tombstone_ttl: Duration,
 }
 
@@ -315,12 +323,19 @@ impl Attributor {
     pub fn start(options: AttributionOptions) -> Self {
         let AttributionOptions {
             sockets,
+            cri_sockets,
+            kubelet_logs,
             tombstone_ttl,
         } = options;
-        let runtimes: Vec<Arc<dyn ContainerRuntime>> = sockets
+        let docker = sockets
             .into_iter()
-            .map(|socket| Arc::new(DockerApi::new(socket)) as Arc<dyn ContainerRuntime>)
-            .collect();
+            .map(|socket| Arc::new(DockerApi::new(socket)) as Arc<dyn ContainerRuntime>);
+        let cri = cri_sockets
+            .into_iter()
+            .map(|socket| Arc::new(CriRuntime::new(socket)) as Arc<dyn ContainerRuntime>);
+        let logs =
+            kubelet_logs.map(|root| Arc::new(KubeletLogs::new(root)) as Arc<dyn ContainerRuntime>);
+        let runtimes: Vec<Arc<dyn ContainerRuntime>> = docker.chain(cri).chain(logs).collect();
         let attributor = Self::with_runtimes(runtimes, tombstone_ttl);
         for runtime in &attributor.runtimes {
             tokio::spawn(watch::watch(
@@ -559,6 +574,7 @@ impl Attributor {
             attribution.container = Some(container);
             attribution.source = source;
         }
+        self.name_pod(&mut attribution);
         attribution
     }
 
@@ -576,6 +592,10 @@ impl Attributor {
                 attribution.warning = self.warn_unrecognised(path);
                 return attribution;
             }
+            (PathKind::Pod, _) => {
+                self.name_pod(&mut attribution);
+                return attribution;
+            }
             _ => return attribution,
         };
         match self.container(&id, deadline).await {
@@ -585,14 +605,77 @@ impl Attributor {
             }
             Err(warning) => {
                 log::warn!(
-                    "container {}: {}; named from its cgroup path only",
+                    "container {}: {}; named from its cgroup path{} only",
                     short(&id),
-                    warning.message
+                    warning.message,
+                    if attribution.identity.pod.is_some() {
+                        " and its pod"
+                    } else {
+                        ""
+                    }
                 );
                 attribution.warning = Some(warning);
             }
         }
+        self.name_pod(&mut attribution);
         attribution
+    }
+
+    /// Fills in the names of the pod the path names, where the container's own say none: a
+    /// kill in a pod's own cgroup, or in a container that nothing knows (the pod is known from
+    /// its sandbox or the kubelet's log directory).
+    fn name_pod(&self, attribution: &mut Attribution) {
+        let Some(uid) = attribution
+            .identity
+            .pod
+            .as_ref()
+            .map(|pod| pod.uid.as_str())
+        else {
+            return;
+        };
+        if attribution
+            .container
+            .as_ref()
+            .is_some_and(|meta| meta.k8s.pod_name.is_some())
+        {
+            return;
+        }
+        let Some((pod, source)) = self
+            .shared
+            .with_cache_quietly(|cache| cache.pod(uid, Instant::now()))
+            .map(found)
+        else {
+            return;
+        };
+        let named = match (&attribution.container, &attribution.identity.container) {
+            // A known container without its pod's names.
+            (Some(meta), _) => {
+                let mut meta = (**meta).clone();
+                meta.k8s = meta.k8s.or_pod(&pod.k8s);
+                meta
+            }
+            // A container nothing knows, in a known pod.
+            (None, Some(container)) => ContainerMetadata {
+                id: container.id.clone(),
+                runtime: pod.runtime,
+                k8s: runtime::K8sNames {
+                    container_name: None,
+                    restart_count: None,
+                    ..pod.k8s.clone()
+                },
+                ..ContainerMetadata::default()
+            },
+            // The pod's own cgroup: the pod.
+            (None, None) => {
+                attribution.source = source;
+                attribution.container = Some(pod);
+                return;
+            }
+        };
+        if attribution.source == Source::Path {
+            attribution.source = source;
+        }
+        attribution.container = Some(Arc::new(named));
     }
 
     /// The cache, then each connected runtime, then the cache again as events arrive or
@@ -692,15 +775,9 @@ impl Attributor {
     }
 
     fn cached(&self, id: &str) -> Option<(Arc<ContainerMetadata>, Source)> {
-        let cache = self
-            .shared
-            .cache
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        match cache.get(id, Instant::now())? {
-            Cached::Live(meta) => Some((meta, Source::Cache)),
-            Cached::Tombstone(meta) => Some((meta, Source::Tombstone)),
-        }
+        self.shared
+            .with_cache_quietly(|cache| cache.get(id, Instant::now()))
+            .map(found)
     }
 
     fn warn_unrecognised(&self, path: &str) -> Option<AttributionWarning> {
@@ -720,6 +797,14 @@ impl Attributor {
             FailureReason::UnrecognisedPath,
             warning,
         ))
+    }
+}
+
+/// A cache entry and how it was known.
+fn found(cached: Cached) -> (Arc<ContainerMetadata>, Source) {
+    match cached {
+        Cached::Live(meta) => (meta, Source::Cache),
+        Cached::Tombstone(meta) => (meta, Source::Tombstone),
     }
 }
 

@@ -79,8 +79,16 @@ impl Explainer {
                 .zip(&process_names)
                 .map(|(process, names)| {
                     let mut name = format!("{} (pid {})", printable(&process.comm), process.pid);
-                    if let Some(container) = names.as_ref().and_then(|n| n.container.as_ref()) {
-                        name = format!("{name} in {}", printable(&container.name));
+                    // A pod's sandbox has no name of its own: its pod's.
+                    let place = names.as_ref().and_then(|names| match &names.container {
+                        Some(container) if !container.name.is_empty() => {
+                            Some(printable(&container.name))
+                        }
+                        Some(_) => short_name(names),
+                        None => None,
+                    });
+                    if let Some(place) = place {
+                        name = format!("{name} in {place}");
                     }
                     (name, process.rss_bytes)
                 })

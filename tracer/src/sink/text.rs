@@ -9,7 +9,7 @@ use crate::attribute::{
 };
 use crate::decode::{CgroupRef, SigkillPart};
 use crate::incident::{OomIncident, OomKill, SenderKind, Sigkill};
-use crate::names::{human_kb, name, printable, short_name};
+use crate::names::{human_kb, limit_words, name, printable};
 
 /// Writes through `log` (env_logger on stderr).
 pub struct LogSink;
@@ -280,18 +280,22 @@ fn domain_text(domain: &ResolvedDomain) -> String {
         DomainKind::Unknown => String::new(),
         DomainKind::Cgroup => {
             // Short: the party it names is usually described in full just before.
-            let whose = match domain.attribution.as_ref().and_then(short_name) {
-                Some(name) => name,
-                None => format!(
-                    "memcg {}",
-                    domain.cgroup.as_ref().map_or("?", |c| c.path.as_str())
-                ),
+            let whose = match domain
+                .attribution
+                .as_ref()
+                .and_then(|names| limit_words(names, domain.limit_bytes))
+            {
+                Some(words) => words,
+                None => {
+                    let path = domain.cgroup.as_ref().map_or("?", |c| c.path.as_str());
+                    let limit = domain
+                        .limit_bytes
+                        .map(|bytes| format!(" ({})", human_kb(bytes / 1024)))
+                        .unwrap_or_default();
+                    format!("the limit of memcg {path}{limit}")
+                }
             };
-            let limit = domain
-                .limit_bytes
-                .map(|bytes| format!(" ({})", human_kb(bytes / 1024)))
-                .unwrap_or_default();
-            format!("; the limit of {whose}{limit} was hit{inferred}")
+            format!("; {whose} was hit{inferred}")
         }
     }
 }

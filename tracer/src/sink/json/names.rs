@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::attribute::cgroup_path::{ContainerRef, PathIdentity, PodRef};
-use crate::attribute::runtime::{ContainerMetadata, K8sNames};
+use crate::attribute::runtime::{ContainerMetadata, K8sNames, Role};
 use crate::attribute::{Attribution, Basis, DomainCgroup, DomainKind, ResolvedDomain};
 use crate::observe::cgroupfs::CgroupMemory;
 use crate::observe::snapshot::{DomainMemory, HostMemory};
@@ -59,7 +59,14 @@ struct K8sJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     namespace: Option<NameJson<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    container: Option<NameJson<'a>>,
+    container: Option<K8sContainerJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct K8sContainerJson<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restart_count: Option<u32>,
 }
 
 #[derive(Default, Serialize)]
@@ -104,8 +111,14 @@ pub fn names_json(attribution: Option<&Attribution>, main_process: Option<bool>)
         pod: path_pod,
         systemd_unit,
     } = identity;
+    // A pod's sandbox (or a pod itself) names the pod, and is no container of the user's.
+    let workload = container
+        .as_deref()
+        .is_none_or(|meta| meta.role == Role::Workload);
     NamesJson {
-        container: container_json(path_container.as_ref(), container.as_deref(), main_process),
+        container: workload
+            .then(|| container_json(path_container.as_ref(), container.as_deref(), main_process))
+            .flatten(),
         k8s: k8s_json(path_pod.as_ref(), container.as_deref().map(|c| &c.k8s)),
         systemd: systemd_unit.as_deref().map(|unit| SystemdJson { unit }),
         attribution: Some(AttributionJson {
@@ -128,6 +141,7 @@ fn container_json<'a>(
                 name,
                 image,
                 runtime,
+                role: _,
                 main_pid: _,
                 memory_limit_bytes,
                 restart_policy,
@@ -177,9 +191,12 @@ fn k8s_json<'a>(
         namespace: labels
             .and_then(|k8s| k8s.namespace.as_deref())
             .map(|name| NameJson { name }),
-        container: labels
-            .and_then(|k8s| k8s.container_name.as_deref())
-            .map(|name| NameJson { name }),
+        container: labels.and_then(|k8s| {
+            Some(K8sContainerJson {
+                name: k8s.container_name.as_deref()?,
+                restart_count: k8s.restart_count,
+            })
+        }),
     };
     (k8s.pod.is_some() || k8s.namespace.is_some() || k8s.container.is_some()).then_some(k8s)
 }
