@@ -11,18 +11,16 @@
 //! Followed with inotify (no polling): a new link or directory is a container or pod, a removed
 //! one is gone (a tombstone).
 
-use std::ffi::CString;
 use std::fs;
-use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
-use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, BoxStream, StreamExt as _};
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
+
+use super::state::inotify::{self, Inotify, Watch};
 
 use super::runtime::{
     ContainerMetadata, ContainerRuntime, K8sNames, Role, RuntimeError, RuntimeEvent, RuntimeResult,
@@ -36,14 +34,16 @@ const RUNTIME: &str = "kubelet";
 pub struct KubeletLogs {
     pods: PathBuf,
     containers: PathBuf,
-    watch: Mutex<Option<Arc<Watch>>>,
+    connected: AtomicBool,
+    /// Set up by `connect`, taken by `events`.
+    watching: Mutex<Option<Watching>>,
 }
 
-/// An inotify instance on both directories.
-struct Watch {
-    fd: AsyncFd<OwnedFd>,
-    pods: i32,
-    containers: i32,
+/// inotify on both directories.
+struct Watching {
+    inotify: Inotify,
+    pods: Watch,
+    containers: Option<Watch>,
 }
 
 impl KubeletLogs {
@@ -53,15 +53,9 @@ impl KubeletLogs {
         KubeletLogs {
             pods: root.join("pods"),
             containers: root.join("containers"),
-            watch: Mutex::new(None),
+            connected: AtomicBool::new(false),
+            watching: Mutex::new(None),
         }
-    }
-
-    fn watch(&self) -> Option<Arc<Watch>> {
-        self.watch
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .clone()
     }
 
     fn try_connect(&self) -> RuntimeResult<()> {
@@ -71,42 +65,37 @@ impl KubeletLogs {
                 self.pods.display()
             )));
         }
-        // SAFETY: no pointers; the result is checked.
-        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        if fd < 0 {
-            return Err(unavailable(
-                "inotify_init1",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: a new descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let inotify = Inotify::new().map_err(|err| unavailable("inotify", err))?;
         let mask = libc::IN_CREATE
             | libc::IN_DELETE
             | libc::IN_MOVED_FROM
             | libc::IN_MOVED_TO
             | libc::IN_DELETE_SELF
             | libc::IN_ONLYDIR;
-        let pods = add_watch(&fd, &self.pods, mask)?;
+        let pods = inotify
+            .add(&self.pods, mask)
+            .map_err(|err| unavailable(&format!("watching {}", self.pods.display()), err))?;
         // Without the links, pods are still named; containers only by their pods.
-        let containers = match add_watch(&fd, &self.containers, mask) {
-            Ok(wd) => wd,
+        let containers = match inotify.add(&self.containers, mask) {
+            Ok(watch) => Some(watch),
             Err(err) => {
-                log::info!("{}: {err}; naming pods only", self.describe());
-                -1
+                log::info!(
+                    "{}: watching {}: {err}; naming pods only",
+                    self.describe(),
+                    self.containers.display()
+                );
+                None
             }
         };
-        // SAFETY: the AsyncFd owns the descriptor, open until it is dropped and deregistered.
-        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
-            .map_err(|err| RuntimeError::Unavailable(format!("registering inotify: {err}")))?;
         *self
-            .watch
+            .watching
             .lock()
-            .unwrap_or_else(|poison| poison.into_inner()) = Some(Arc::new(Watch {
-            fd,
+            .unwrap_or_else(|poison| poison.into_inner()) = Some(Watching {
+            inotify,
             pods,
             containers,
-        }));
+        });
+        self.connected.store(true, Ordering::SeqCst);
         Ok(())
     }
 
@@ -156,12 +145,13 @@ impl ContainerRuntime for KubeletLogs {
     }
 
     fn is_connected(&self) -> bool {
-        self.watch().is_some()
+        self.connected.load(Ordering::SeqCst)
     }
 
     fn disconnect(&self) {
+        self.connected.store(false, Ordering::SeqCst);
         *self
-            .watch
+            .watching
             .lock()
             .unwrap_or_else(|poison| poison.into_inner()) = None;
     }
@@ -180,36 +170,40 @@ impl ContainerRuntime for KubeletLogs {
     /// What changed since the watch was set up in `connect`; the listing after it covers the
     /// rest. An overflowing inotify queue ends the stream, so everything is listed again.
     fn events(&self, _since: SystemTime) -> BoxStream<'_, RuntimeResult<RuntimeEvent>> {
-        let Some(watch) = self.watch() else {
+        let taken = self
+            .watching
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take();
+        let Some(watching) = taken else {
             let err = RuntimeError::Unavailable("not watching".to_owned());
             return stream::once(async { Err(err) }).boxed();
         };
-        let pending: Vec<RuntimeResult<RuntimeEvent>> = Vec::new();
-        stream::unfold((watch, pending), move |(watch, mut pending)| async move {
+        stream::unfold(watching, move |mut watching| async move {
             loop {
-                if let Some(event) = pending.pop() {
-                    return Some((event, (watch, pending)));
-                }
-                let batch = match read_events(&watch).await {
-                    Ok(batch) => batch,
-                    Err(err) => return Some((Err(err), (watch, pending))),
+                let event = match watching.inotify.next().await {
+                    Ok(event) => event,
+                    Err(err) => return Some((Err(unavailable("inotify", err)), watching)),
                 };
-                for (wd, mask, name) in batch {
-                    let event = if mask & (libc::IN_Q_OVERFLOW | libc::IN_DELETE_SELF) != 0 {
-                        Some(Err(RuntimeError::Unavailable(
-                            "inotify lost events or the directory went".to_owned(),
-                        )))
-                    } else if wd == watch.pods {
-                        pod_event(mask, &name).map(Ok)
-                    } else if wd == watch.containers {
-                        self.link_event(mask, &name).map(Ok)
-                    } else {
-                        None
-                    };
-                    pending.extend(event);
+                if event.is(libc::IN_Q_OVERFLOW | libc::IN_DELETE_SELF) {
+                    let lost = RuntimeError::Unavailable(
+                        "inotify lost events, or the directory went".to_owned(),
+                    );
+                    return Some((Err(lost), watching));
                 }
-                // Popped from the end: keep the kernel's order.
-                pending.reverse();
+                let Some(name) = inotify::name_str(&event) else {
+                    continue;
+                };
+                let change = if event.watch == watching.pods {
+                    pod_event(event.mask, name)
+                } else if Some(event.watch) == watching.containers {
+                    self.link_event(event.mask, name)
+                } else {
+                    None
+                };
+                if let Some(change) = change {
+                    return Some((Ok(change), watching));
+                }
             }
         })
         .boxed()
@@ -308,70 +302,6 @@ fn read_names(dir: &Path) -> RuntimeResult<Vec<String>> {
         .collect())
 }
 
-fn add_watch(fd: &OwnedFd, dir: &Path, mask: u32) -> RuntimeResult<i32> {
-    let path = CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| RuntimeError::Garbage(format!("{} holds a NUL", dir.display())))?;
-    // SAFETY: a valid descriptor and a NUL-terminated path that outlives the call.
-    let wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), mask) };
-    if wd < 0 {
-        return Err(unavailable(
-            &format!("watching {}", dir.display()),
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(wd)
-}
-
-/// The next batch of inotify events: (watch, mask, name).
-async fn read_events(watch: &Watch) -> RuntimeResult<Vec<(i32, u32, String)>> {
-    let mut buffer = [0u8; 16 * 1024];
-    loop {
-        let mut ready = watch
-            .fd
-            .readable()
-            .await
-            .map_err(|err| unavailable("inotify", err))?;
-        let read = ready.try_io(|fd| {
-            // SAFETY: the buffer is valid for its whole length.
-            let n = unsafe {
-                libc::read(
-                    fd.get_ref().as_raw_fd(),
-                    buffer.as_mut_ptr().cast(),
-                    buffer.len(),
-                )
-            };
-            if n < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(n as usize)
-            }
-        });
-        match read {
-            Ok(Ok(n)) => return Ok(parse_events(&buffer[..n])),
-            Ok(Err(err)) => return Err(unavailable("reading inotify", err)),
-            // Not ready after all: wait again.
-            Err(_would_block) => continue,
-        }
-    }
-}
-
-/// `struct inotify_event` records: wd, mask, cookie, len, then `len` bytes of NUL-padded name.
-fn parse_events(mut bytes: &[u8]) -> Vec<(i32, u32, String)> {
-    const HEADER: usize = 16;
-    let mut events = Vec::new();
-    while bytes.len() >= HEADER {
-        let word = |at: usize| u32::from_ne_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
-        let (wd, mask, len) = (word(0) as i32, word(4), word(12) as usize);
-        let Some(name) = bytes.get(HEADER..HEADER + len) else {
-            break;
-        };
-        let name = name.split(|&b| b == 0).next().unwrap_or_default();
-        events.push((wd, mask, String::from_utf8_lossy(name).into_owned()));
-        bytes = &bytes[HEADER + len..];
-    }
-    events
-}
-
 fn unavailable(what: &str, err: std::io::Error) -> RuntimeError {
     match err.kind() {
         std::io::ErrorKind::NotFound => RuntimeError::Absent(format!("{what}: {err}")),
@@ -449,30 +379,6 @@ mod tests {
         ] {
             assert!(container_link(&name, None).is_none(), "{name:?}");
         }
-    }
-
-    #[test]
-    fn inotify_records_parse_with_their_padding() {
-        let mut bytes = Vec::new();
-        for (wd, mask, name) in [(1i32, libc::IN_CREATE, "a.log"), (2, libc::IN_DELETE, "")] {
-            let padded = if name.is_empty() { 0 } else { 16 };
-            bytes.extend(wd.to_ne_bytes());
-            bytes.extend(mask.to_ne_bytes());
-            bytes.extend(0u32.to_ne_bytes());
-            bytes.extend((padded as u32).to_ne_bytes());
-            let mut field = name.as_bytes().to_vec();
-            field.resize(padded, 0);
-            bytes.extend(field);
-        }
-        // A cut record at the end is left alone.
-        bytes.extend([1, 2, 3]);
-        assert_eq!(
-            parse_events(&bytes),
-            vec![
-                (1, libc::IN_CREATE, "a.log".to_owned()),
-                (2, libc::IN_DELETE, String::new())
-            ]
-        );
     }
 
     #[tokio::test]

@@ -14,9 +14,11 @@ pub mod cri;
 pub mod docker;
 pub mod kubelet_logs;
 pub mod runtime;
+pub mod state;
 pub mod watch;
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,7 +28,8 @@ use self::cgroup_path::{PathIdentity, PathKind};
 use self::cri::CriRuntime;
 use self::docker::{DockerApi, LOOKUP_TIMEOUT};
 use self::kubelet_logs::KubeletLogs;
-use self::runtime::{ContainerMetadata, ContainerRuntime, RuntimeError};
+use self::runtime::{ContainerMetadata, ContainerRuntime, Origin, RuntimeError};
+use self::state::RuntimeState;
 use self::watch::Shared;
 use crate::decode::Domain;
 use crate::incident::{OomIncident, OomKill, Sigkill};
@@ -49,6 +52,8 @@ pub enum Source {
     Cache,
     /// The container had already been removed; this is what it was.
     Tombstone,
+    /// The runtime's state on disk (`--runtime-state`), read without its API.
+    State,
     /// The cgroup path alone: no runtime knew it, or it is not a container.
     Path,
 }
@@ -59,6 +64,7 @@ impl Source {
             Source::Live => "live",
             Source::Cache => "cache",
             Source::Tombstone => "tombstone",
+            Source::State => "state",
             Source::Path => "path",
         }
     }
@@ -300,12 +306,17 @@ pub enum AttributedEvent {
 }
 
 pub struct AttributionOptions {
-    /// Docker Engine API sockets (Docker's or podman's).
+    /// Docker Engine API sockets (Docker's or podman's); none: [`DEFAULT_SOCKETS`].
     pub sockets: Vec<String>,
-    /// CRI sockets (containerd's, CRI-O's).
+    /// CRI sockets (containerd's, CRI-O's); none: [`cri::DEFAULT_SOCKETS`].
     pub cri_sockets: Vec<String>,
     /// Where the kubelet's `pods` and `containers` log directories are, if read at all.
-    pub kubelet_logs: Option<std::path::PathBuf>,
+    pub kubelet_logs: Option<PathBuf>,
+    /// Runtime state directories (Docker's data root, podman's storage root); none:
+    /// [`state::DEFAULT_DIRS`].
+    pub state_dirs: Vec<PathBuf>,
+    /// No sockets at all, not even the default ones.
+    pub state_only: bool,
     pub tombstone_ttl: Duration,
 }
 
@@ -319,23 +330,44 @@ pub struct Attributor {
 const WARNED_PATHS_KEPT: usize = 64;
 
 impl Attributor {
-    /// Starts a watcher per socket on the current tokio runtime.
+    /// Starts a watcher per socket and per state directory on the current tokio runtime. The
+    /// sockets come first: where both know a container, the API's answer is the one used.
     pub fn start(options: AttributionOptions) -> Self {
         let AttributionOptions {
-            sockets,
-            cri_sockets,
+            mut sockets,
+            mut cri_sockets,
             kubelet_logs,
+            mut state_dirs,
+            state_only,
             tombstone_ttl,
         } = options;
-        let docker = sockets
+        if state_only {
+            sockets.clear();
+            cri_sockets.clear();
+        } else {
+            if sockets.is_empty() {
+                sockets = DEFAULT_SOCKETS.map(str::to_owned).to_vec();
+            }
+            if cri_sockets.is_empty() {
+                cri_sockets = cri::DEFAULT_SOCKETS.map(str::to_owned).to_vec();
+            }
+        }
+        if state_dirs.is_empty() {
+            state_dirs = state::DEFAULT_DIRS.map(PathBuf::from).to_vec();
+        }
+        let apis = sockets
             .into_iter()
             .map(|socket| Arc::new(DockerApi::new(socket)) as Arc<dyn ContainerRuntime>);
         let cri = cri_sockets
             .into_iter()
             .map(|socket| Arc::new(CriRuntime::new(socket)) as Arc<dyn ContainerRuntime>);
+        let states = state_dirs.into_iter().map(|dir| {
+            Arc::new(RuntimeState::new(dir, cache::DEFAULT_CAPACITY)) as Arc<dyn ContainerRuntime>
+        });
         let logs =
             kubelet_logs.map(|root| Arc::new(KubeletLogs::new(root)) as Arc<dyn ContainerRuntime>);
-        let runtimes: Vec<Arc<dyn ContainerRuntime>> = docker.chain(cri).chain(logs).collect();
+        let runtimes: Vec<Arc<dyn ContainerRuntime>> =
+            apis.chain(cri).chain(states).chain(logs).collect();
         let attributor = Self::with_runtimes(runtimes, tombstone_ttl);
         for runtime in &attributor.runtimes {
             tokio::spawn(watch::watch(
@@ -713,10 +745,11 @@ impl Attributor {
                     .min(LOOKUP_TIMEOUT);
                 match tokio::time::timeout(budget, runtime.inspect(id)).await {
                     Ok(Ok(Some(meta))) => {
+                        let source = live_source(&meta, Source::Live);
                         let meta = Arc::new(meta);
                         self.shared
                             .with_cache(|cache| cache.upsert((*meta).clone(), Instant::now()));
-                        return Ok((meta, Source::Live));
+                        return Ok((meta, source));
                     }
                     Ok(Ok(None)) => problems.push((
                         FailureReason::UnknownContainer,
@@ -803,8 +836,19 @@ impl Attributor {
 /// A cache entry and how it was known.
 fn found(cached: Cached) -> (Arc<ContainerMetadata>, Source) {
     match cached {
-        Cached::Live(meta) => (meta, Source::Cache),
+        Cached::Live(meta) => {
+            let source = live_source(&meta, Source::Cache);
+            (meta, source)
+        }
         Cached::Tombstone(meta) => (meta, Source::Tombstone),
+    }
+}
+
+/// `api`, or [`Source::State`] for what was read from the runtime's state on disk.
+fn live_source(meta: &ContainerMetadata, api: Source) -> Source {
+    match meta.origin {
+        Origin::Api => api,
+        Origin::State => Source::State,
     }
 }
 
