@@ -226,10 +226,7 @@ fn classify(err: BollardError) -> RuntimeError {
     }
 }
 
-pub(crate) fn from_summary(
-    summary: ContainerSummary,
-    engine: &'static str,
-) -> Option<ContainerMetadata> {
+pub fn from_summary(summary: ContainerSummary, engine: &'static str) -> Option<ContainerMetadata> {
     let id = summary.id?;
     let name = summary
         .names
@@ -242,7 +239,7 @@ pub(crate) fn from_summary(
     Some(meta)
 }
 
-pub(crate) fn from_inspect(
+pub fn from_inspect(
     response: ContainerInspectResponse,
     engine: &'static str,
 ) -> RuntimeResult<ContainerMetadata> {
@@ -276,12 +273,14 @@ pub(crate) fn from_inspect(
         .and_then(|policy| policy.name)
         .map(|name| name.to_string())
         .filter(|name| !name.is_empty());
+    meta.restart_count = response
+        .restart_count
+        .and_then(|count| u32::try_from(count).ok());
     Ok(meta)
 }
 
 /// Container events that change what the agent knows; the rest (exec, attach, …) are ignored.
-/// (This and the two above are `pub(crate)` for the fuzz target, which includes this file.)
-pub(crate) fn from_event(message: EventMessage, engine: &'static str) -> Option<RuntimeEvent> {
+pub fn from_event(message: EventMessage, engine: &'static str) -> Option<RuntimeEvent> {
     let actor = message.actor?;
     let id = actor.id?;
     match message.action.as_deref()? {
@@ -384,7 +383,8 @@ mod tests {
             "Image": "sha256:1234",
             "State": {"Pid": 4242, "Running": true},
             "Config": {"Image": "localhost/web:1", "Labels": {"app": "web"}},
-            "HostConfig": {"Memory": 50331648, "RestartPolicy": {"Name": "always"}}
+            "HostConfig": {"Memory": 50331648, "RestartPolicy": {"Name": "always"}},
+            "RestartCount": 8
         }))
         .expect("a valid inspect response");
         let meta = from_inspect(response, "docker").expect("complete enough");
@@ -393,6 +393,7 @@ mod tests {
         assert_eq!(meta.main_pid, Some(4242));
         assert_eq!(meta.memory_limit_bytes, Some(48 << 20));
         assert_eq!(meta.restart_policy.as_deref(), Some("always"));
+        assert_eq!(meta.restart_count, Some(8));
     }
 
     #[test]

@@ -8,14 +8,13 @@
 //! its names at most [`ATTRIBUTION_BUDGET`]; past that, or when no runtime answers, it carries
 //! what the path alone says and a warning.
 
-pub mod cache;
-pub mod cgroup_path;
+mod cache;
 pub mod cri;
 pub mod docker;
 pub mod kubelet_logs;
 pub mod runtime;
 pub mod state;
-pub mod watch;
+mod watch;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -24,13 +23,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use self::cache::{Cached, MetadataCache};
-use self::cgroup_path::{PathIdentity, PathKind};
 use self::cri::CriRuntime;
 use self::docker::{DockerApi, LOOKUP_TIMEOUT};
 use self::kubelet_logs::KubeletLogs;
 use self::runtime::{ContainerMetadata, ContainerRuntime, Origin, RuntimeError};
 use self::state::RuntimeState;
 use self::watch::Shared;
+use crate::cgroup_path::{self, PathIdentity, PathKind};
 use crate::decode::Domain;
 use crate::incident::{OomIncident, OomKill, Sigkill};
 use crate::observe::cgroupfs::Inference;

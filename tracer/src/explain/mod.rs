@@ -79,16 +79,8 @@ impl Explainer {
                 .zip(&process_names)
                 .map(|(process, names)| {
                     let mut name = format!("{} (pid {})", printable(&process.comm), process.pid);
-                    // A pod's sandbox has no name of its own: its pod's.
-                    let place = names.as_ref().and_then(|names| match &names.container {
-                        Some(container) if !container.name.is_empty() => {
-                            Some(printable(&container.name))
-                        }
-                        Some(_) => short_name(names),
-                        None => None,
-                    });
-                    if let Some(place) = place {
-                        name = format!("{name} in {place}");
+                    if let Some(container) = names.as_ref().and_then(|n| n.container.as_ref()) {
+                        name = format!("{name} in {}", printable(&container.name));
                     }
                     (name, process.rss_bytes)
                 })
@@ -130,9 +122,15 @@ fn seen(kill: &AttributedKill) -> Seen {
             .map(|container| container.name.clone())
             .unwrap_or_else(|| kill.kill.trigger.task.comm.clone())
     });
+    let restart_count = kill
+        .victim
+        .as_ref()
+        .and_then(|victim| victim.container.as_ref())
+        .and_then(|container| container.restart_count);
     Seen {
         victim_container,
         victim,
         host_wide_trigger,
+        restart_count,
     }
 }

@@ -3,13 +3,13 @@
 use std::fmt::Write as _;
 
 use super::{Context, Sink, Totals};
-use crate::attribute::cgroup_path::PathKind;
 use crate::attribute::{
     AttributedKill, AttributedSigkill, Attribution, DomainKind, ResolvedDomain,
 };
+use crate::cgroup_path::PathKind;
 use crate::decode::{CgroupRef, SigkillPart};
 use crate::incident::{OomIncident, OomKill, SenderKind, Sigkill};
-use crate::names::{human_kb, limit_words, name, printable};
+use crate::names::{human_kb, name, printable, short_name};
 
 /// Writes through `log` (env_logger on stderr).
 pub struct LogSink;
@@ -280,22 +280,18 @@ fn domain_text(domain: &ResolvedDomain) -> String {
         DomainKind::Unknown => String::new(),
         DomainKind::Cgroup => {
             // Short: the party it names is usually described in full just before.
-            let whose = match domain
-                .attribution
-                .as_ref()
-                .and_then(|names| limit_words(names, domain.limit_bytes))
-            {
-                Some(words) => words,
-                None => {
-                    let path = domain.cgroup.as_ref().map_or("?", |c| c.path.as_str());
-                    let limit = domain
-                        .limit_bytes
-                        .map(|bytes| format!(" ({})", human_kb(bytes / 1024)))
-                        .unwrap_or_default();
-                    format!("the limit of memcg {path}{limit}")
-                }
+            let whose = match domain.attribution.as_ref().and_then(short_name) {
+                Some(name) => name,
+                None => format!(
+                    "memcg {}",
+                    domain.cgroup.as_ref().map_or("?", |c| c.path.as_str())
+                ),
             };
-            format!("; {whose} was hit{inferred}")
+            let limit = domain
+                .limit_bytes
+                .map(|bytes| format!(" ({})", human_kb(bytes / 1024)))
+                .unwrap_or_default();
+            format!("; the limit of {whose}{limit} was hit{inferred}")
         }
     }
 }
@@ -417,7 +413,7 @@ mod tests {
         let sigkill = crate::incident::fixtures::user_sigkill();
         let host = crate::attribute::Attribution {
             path: "/".into(),
-            identity: crate::attribute::cgroup_path::parse("/"),
+            identity: crate::cgroup_path::parse("/"),
             container: None,
             source: crate::attribute::Source::Path,
             warning: None,

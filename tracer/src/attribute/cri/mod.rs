@@ -297,7 +297,7 @@ async fn forward_events(
             let _ = chosen.send(EventSource::Cri);
             let mut events = response.into_inner();
             loop {
-                match events.message().await {
+                match next(&mut events, &sender).await {
                     Ok(Some(event)) => {
                         if sender
                             .send(Ok(events::from_cri(event, runtime)))
@@ -323,7 +323,7 @@ async fn forward_events(
                 Ok(response) => {
                     let mut events = response.into_inner();
                     loop {
-                        match events.message().await {
+                        match next(&mut events, &sender).await {
                             Ok(Some(envelope)) => {
                                 let Some(event) = events::from_containerd(envelope) else {
                                     continue;
@@ -349,6 +349,18 @@ async fn forward_events(
         Err(status) => status,
     };
     let _ = sender.send(Err(classify(failed))).await;
+}
+
+/// The stream's next message, or its end once nobody reads what is forwarded (the watcher
+/// reconnected): the subscription ends with it rather than at the next event.
+async fn next<T>(
+    events: &mut tonic::Streaming<T>,
+    sender: &mpsc::Sender<RuntimeResult<RuntimeEvent>>,
+) -> Result<Option<T>, Status> {
+    tokio::select! {
+        message = events.message() => message,
+        () = sender.closed() => Ok(None),
+    }
 }
 
 /// A unary call with its own limit, its status as a [`RuntimeError`].

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::attribute::cgroup_path::{ContainerRef, PathIdentity, PodRef};
-use crate::attribute::runtime::{ContainerMetadata, K8sNames, Role};
+use crate::attribute::runtime::{ComposeNames, ContainerMetadata, K8sNames, Role};
 use crate::attribute::{Attribution, Basis, DomainCgroup, DomainKind, ResolvedDomain};
+use crate::cgroup_path::{ContainerRef, PathIdentity, PodRef};
 use crate::observe::cgroupfs::CgroupMemory;
 use crate::observe::snapshot::{DomainMemory, HostMemory};
 
@@ -40,6 +40,22 @@ struct ContainerJson<'a> {
     memory_limit_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     restart_policy: Option<&'a str>,
+    /// How often the runtime restarted it under that policy, at the kill.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restart_count: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compose: Option<ComposeJson<'a>>,
+}
+
+/// docker-compose's names: `shop_db_1` is container number 1 of service `db` of project `shop`.
+#[derive(Serialize)]
+struct ComposeJson<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    project: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    number: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -59,14 +75,7 @@ struct K8sJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     namespace: Option<NameJson<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    container: Option<K8sContainerJson<'a>>,
-}
-
-#[derive(Serialize)]
-struct K8sContainerJson<'a> {
-    name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    restart_count: Option<u32>,
+    container: Option<NameJson<'a>>,
 }
 
 #[derive(Default, Serialize)]
@@ -111,7 +120,8 @@ pub fn names_json(attribution: Option<&Attribution>, main_process: Option<bool>)
         pod: path_pod,
         systemd_unit,
     } = identity;
-    // A pod's sandbox (or a pod itself) names the pod, and is no container of the user's.
+    // A pod's sandbox (or the pod itself) names the pod (`k8s`): it is no container of the
+    // user's.
     let workload = container
         .as_deref()
         .is_none_or(|meta| meta.role == Role::Workload);
@@ -145,12 +155,17 @@ fn container_json<'a>(
                 main_pid: _,
                 memory_limit_bytes,
                 restart_policy,
-                restart_count: _,
+                restart_count,
                 k8s: _,
-                compose: _,
+                compose,
                 origin: _,
                 labels: _,
             } = meta;
+            let ComposeNames {
+                project,
+                service,
+                number,
+            } = compose;
             Some(ContainerJson {
                 id,
                 name: Some(name.as_str()).filter(|name| !name.is_empty()),
@@ -162,6 +177,12 @@ fn container_json<'a>(
                 main_process,
                 memory_limit_bytes: *memory_limit_bytes,
                 restart_policy: restart_policy.as_deref(),
+                restart_count: *restart_count,
+                compose: (project.is_some() || service.is_some()).then_some(ComposeJson {
+                    project: project.as_deref(),
+                    service: service.as_deref(),
+                    number: *number,
+                }),
             })
         }
         (None, Some(ContainerRef { runtime, id })) => Some(ContainerJson {
@@ -172,6 +193,8 @@ fn container_json<'a>(
             main_process,
             memory_limit_bytes: None,
             restart_policy: None,
+            restart_count: None,
+            compose: None,
         }),
         (None, None) => None,
     }
@@ -194,12 +217,9 @@ fn k8s_json<'a>(
         namespace: labels
             .and_then(|k8s| k8s.namespace.as_deref())
             .map(|name| NameJson { name }),
-        container: labels.and_then(|k8s| {
-            Some(K8sContainerJson {
-                name: k8s.container_name.as_deref()?,
-                restart_count: k8s.restart_count,
-            })
-        }),
+        container: labels
+            .and_then(|k8s| k8s.container_name.as_deref())
+            .map(|name| NameJson { name }),
     };
     (k8s.pod.is_some() || k8s.namespace.is_some() || k8s.container.is_some()).then_some(k8s)
 }
