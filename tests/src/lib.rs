@@ -14,6 +14,7 @@ pub mod capabilities;
 mod cgroup;
 mod history;
 mod hog;
+pub mod http;
 mod kmsg;
 mod podman;
 

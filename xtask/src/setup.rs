@@ -176,12 +176,15 @@ fn install_bpf_linker(
 ///   `fuse-overlayfs` serve rootless podman (the tests are root), `buildah` builds images (the
 ///   tests `podman import` a tarball), `catatonit` is for `--init`.
 /// * `busybox-static`: the userland of the test image (`sh`, `sleep`, `echo`), which has no libc.
+/// * `prometheus` ([`crate::prometheus::install`]): the server the alerting test starts on
+///   loopback, and `promtool` for `lint`.
 const TEST_PACKAGES: [&str; 2] = ["podman", "busybox-static"];
 
 /// Installs what the privileged tests need beyond the toolchain, when missing.
 pub fn install_test_tools(apt: &mut Apt) -> anyhow::Result<()> {
     apt.install_missing(&TEST_PACKAGES)
-        .context("installing what the container tests need")
+        .context("installing what the container tests need")?;
+    crate::prometheus::install(apt)
 }
 
 /// apt-get, with `update` run once per xtask run, before the first install (or, in the VM

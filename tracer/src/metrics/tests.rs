@@ -1,14 +1,16 @@
 //! The metrics as a scraper reads them, fed by the sink from fixture kills, and the server's
 //! answers to good and bad requests over a real loopback socket.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::http::{self, Limits, respond};
+use super::labels::TriggerLabels;
 use super::*;
 use crate::attribute::{
     AttributedKill, AttributedSigkill, Attribution, AttributionWarning, DomainKind, FailureReason,
@@ -146,9 +148,102 @@ fn kills_are_counted_by_container_domain_and_tier() {
     assert_eq!(
         samples(&text, "oomtrace_oom_kills_total"),
         [
-            r#"oomtrace_oom_kills_total{container="",pod="",namespace="",domain_kind="host",tier="no-function-tracing"} 1"#,
-            r#"oomtrace_oom_kills_total{container="",pod="",namespace="",domain_kind="unknown",tier="no-function-tracing"} 1"#,
-            r#"oomtrace_oom_kills_total{container="web",pod="web-0",namespace="shop",domain_kind="cgroup",tier="no-function-tracing"} 2"#,
+            r#"oomtrace_oom_kills_total{container="",pod="",namespace="",compose_project="",compose_service="",domain_kind="host",main_process="unknown",tier="no-function-tracing"} 1"#,
+            r#"oomtrace_oom_kills_total{container="",pod="",namespace="",compose_project="",compose_service="",domain_kind="unknown",main_process="unknown",tier="no-function-tracing"} 1"#,
+            r#"oomtrace_oom_kills_total{container="web",pod="web-0",namespace="shop",compose_project="",compose_service="",domain_kind="cgroup",main_process="false",tier="no-function-tracing"} 2"#,
+        ],
+        "{text}"
+    );
+}
+
+#[test]
+fn host_wide_kills_are_counted_by_their_trigger() {
+    let mut fed = Fed::new(Tier::NoFunctionTracing);
+    // The web container set off a host-wide OOM, twice.
+    let mut by_web = fixtures::in_web(kill(9));
+    by_web.domain.kind = DomainKind::Host;
+    fed.kill(&by_web);
+    fed.kill(&by_web);
+    // A process outside any container did it once; a cgroup limit does not count.
+    let mut by_host_process = AttributedKill::unattributed(kill(10));
+    by_host_process.domain.kind = DomainKind::Host;
+    by_host_process.kill.trigger.task.comm = "cc1plus".to_owned();
+    fed.kill(&by_host_process);
+    fed.kill(&fixtures::in_web(kill(11)));
+    let comm = &by_web.kill.trigger.task.comm;
+    assert_eq!(
+        samples(&fed.text(), "oomtrace_host_oom_kills_total"),
+        [
+            r#"oomtrace_host_oom_kills_total{trigger_container="",trigger_pod="",trigger_namespace="",trigger_comm="cc1plus"} 1"#.to_owned(),
+            format!(
+                r#"oomtrace_host_oom_kills_total{{trigger_container="web",trigger_pod="web-0",trigger_namespace="shop",trigger_comm="{comm}"}} 2"#
+            ),
+        ]
+    );
+}
+
+#[test]
+fn the_last_kill_of_each_container_is_a_timestamp_in_seconds() {
+    let mut fed = Fed::new(Tier::NoFunctionTracing);
+    let mut in_web = fixtures::in_web(kill(9));
+    in_web.kill.ktime_ns = crate::clock::monotonic_ns() - 30_000_000_000;
+    fed.kill(&in_web);
+    let text = fed.text();
+    let lines = samples(&text, "oomtrace_last_oom_kill_timestamp_seconds");
+    let [line] = lines.as_slice() else {
+        panic!("one label set expected: {text}");
+    };
+    let (labels, value) = line.rsplit_once(' ').unwrap();
+    assert_eq!(
+        labels,
+        r#"oomtrace_last_oom_kill_timestamp_seconds{container="web",pod="web-0",namespace="shop",compose_project="",compose_service=""}"#
+    );
+    let seconds: f64 = value.parse().unwrap();
+    let expected = unix_seconds(std::time::SystemTime::now()) - 30.0;
+    assert!(
+        (seconds - expected).abs() < 5.0,
+        "{seconds} is not 30 s ago ({expected})"
+    );
+}
+
+/// A kill of `container` as the metrics see it, with the explain stage's restart-loop verdict.
+fn looped(container: &str, flagged: bool, window: Duration) -> KillFacts {
+    KillFacts {
+        victim: Names {
+            container: container.to_owned(),
+            ..Names::default()
+        },
+        domain_kind: "cgroup",
+        main_process: Some(true),
+        tier: "full",
+        host_trigger: None,
+        unix_seconds: 0.0,
+        restart_loop: Some((flagged, window)),
+    }
+}
+
+#[test]
+fn a_restart_loop_is_shown_while_it_lasts() {
+    let metrics = metrics();
+    let now = std::time::Instant::now();
+    let window = Duration::from_secs(3600);
+    metrics.oom_kill(looped("web", false, window), now);
+    metrics.oom_kill(looped("web", true, window), now);
+    // Flagged two windows ago, and nothing since: the loop is over.
+    let long_ago = now - 2 * window;
+    metrics.oom_kill(looped("db", true, window), long_ago);
+    // Never flagged.
+    metrics.oom_kill(looped("cache", false, window), now);
+    let text = metrics.encode();
+    assert!(
+        text.contains("# TYPE oomtrace_restart_loop gauge"),
+        "{text}"
+    );
+    assert_eq!(
+        samples(&text, "oomtrace_restart_loop{"),
+        [
+            r#"oomtrace_restart_loop{container="db",pod="",namespace="",compose_project="",compose_service=""} 0"#,
+            r#"oomtrace_restart_loop{container="web",pod="",namespace="",compose_project="",compose_service=""} 1"#,
         ],
         "{text}"
     );
@@ -216,8 +311,8 @@ fn sigkills_are_counted_by_target_and_sender_kind() {
     assert_eq!(
         samples(&fed.text(), "oomtrace_sigkills_total"),
         [
-            r#"oomtrace_sigkills_total{container="",pod="",namespace="",sender_kind="process"} 1"#,
-            r#"oomtrace_sigkills_total{container="web",pod="web-0",namespace="shop",sender_kind="process"} 1"#,
+            r#"oomtrace_sigkills_total{container="",pod="",namespace="",compose_project="",compose_service="",sender_kind="process"} 1"#,
+            r#"oomtrace_sigkills_total{container="web",pod="web-0",namespace="shop",compose_project="",compose_service="",sender_kind="process"} 1"#,
         ]
     );
 }
@@ -275,6 +370,8 @@ fn the_exposition_has_every_metric_from_the_start() {
         "oomtrace_attribution_failures_total{reason=\"no_runtime\"} 0",
         "# TYPE oomtrace_history_write_errors_total counter",
         "oomtrace_history_write_errors_total 5",
+        "# TYPE oomtrace_restart_loop gauge",
+        "# TYPE oomtrace_start_time_seconds gauge",
         "# TYPE oomtrace_build_info gauge",
         &format!(
             "oomtrace_build_info{{version=\"{}\",tier=\"no-function-tracing\"}} 1",
@@ -283,6 +380,99 @@ fn the_exposition_has_every_metric_from_the_start() {
     ] {
         assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
     }
+    let started: f64 = text
+        .lines()
+        .find_map(|line| line.strip_prefix("oomtrace_start_time_seconds "))
+        .unwrap_or_else(|| panic!("no start time in:\n{text}"))
+        .parse()
+        .unwrap();
+    let now = unix_seconds(std::time::SystemTime::now());
+    assert!((0.0..5.0).contains(&(now - started)), "{started} vs {now}");
+}
+
+/// Every metric the agent exposes, each with a sample: a kill of each kind, a loop, a SIGKILL.
+fn every_metric() -> Metrics {
+    let metrics = metrics();
+    metrics.started("full");
+    metrics.oom_kill(looped("web", true, Duration::from_secs(60)), Instant::now());
+    let mut host_wide = looped("db", false, Duration::from_secs(60));
+    host_wide.host_trigger = Some(TriggerLabels::new(Names::default(), "cc1plus"));
+    metrics.oom_kill(host_wide, Instant::now());
+    metrics.sigkill(Names::default(), "process");
+    metrics
+}
+
+/// The metric names in `text`: `oomtrace_…` (exposed by the agent) and `oomtrace:…` (recorded
+/// by deploy/prometheus).
+fn metric_names(text: &str) -> BTreeSet<&str> {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let mut names = BTreeSet::new();
+    for (start, _) in text.match_indices("oomtrace") {
+        let after = &text[start..];
+        let end = after.find(|c: char| !is_name(c)).unwrap_or(after.len());
+        let preceded = text[..start].chars().next_back().is_some_and(is_name);
+        let name = &after[..end];
+        let named = ["oomtrace_", "oomtrace:"]
+            .iter()
+            .any(|prefix| name.len() > prefix.len() && name.starts_with(prefix));
+        if !preceded && named {
+            names.insert(name);
+        }
+    }
+    names
+}
+
+/// The rules, their tests, the Grafana dashboard and the README name only metrics the agent
+/// exposes (or the rules record), and the README's table lists every one: a renamed metric
+/// cannot leave an alert or a panel silently empty. `cargo xtask lint` runs this test.
+#[test]
+fn deploy_files_use_only_the_agents_metrics() {
+    let exposition = every_metric().encode();
+    let exposed: BTreeSet<&str> = exposition
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|line| line.split(' ').next())
+        .collect();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .unwrap_or_else(|err| panic!("reading {}: {err}", path.display()))
+    };
+    let rules = read(&root.join("deploy/prometheus/oomtrace-rules.yaml"));
+    let recorded: BTreeSet<&str> = rules
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("- record: "))
+        .collect();
+    assert!(!recorded.is_empty(), "no recording rules in the rules file");
+    let mut files = vec![root.join("deploy/prometheus/oomtrace-rules.yaml")];
+    for dir in ["deploy/prometheus/tests", "deploy/grafana"] {
+        let mut entries: Vec<_> = std::fs::read_dir(root.join(dir))
+            .unwrap_or_else(|err| panic!("reading {dir}: {err}"))
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        entries.sort();
+        files.extend(entries);
+    }
+    for file in &files {
+        let text = read(file);
+        let unknown: Vec<&str> = metric_names(&text)
+            .into_iter()
+            .filter(|name| !exposed.contains(name) && !recorded.contains(name))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "{} uses metrics the agent does not expose: {unknown:?}; it exposes {exposed:?}",
+            file.display()
+        );
+    }
+    let readme = read(&root.join("README.md"));
+    let documented: BTreeSet<&str> = readme
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|line| line.split('`').next())
+        .filter(|name| name.starts_with("oomtrace_"))
+        .collect();
+    assert_eq!(documented, exposed, "the README's metrics table");
 }
 
 #[test]

@@ -3,12 +3,13 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use super::{Context, Sink, Totals};
-use crate::attribute::{AttributedKill, AttributedSigkill, Attribution};
+use crate::attribute::{AttributedKill, AttributedSigkill, Attribution, DomainKind};
 use crate::incident::OomIncident;
-use crate::metrics::Metrics;
-use crate::metrics::labels::{Names, domain_kind};
+use crate::metrics::labels::{Names, TriggerLabels, domain_kind};
+use crate::metrics::{KillFacts, Metrics, unix_seconds};
 
 pub struct MetricsSink {
     metrics: Arc<Metrics>,
@@ -44,11 +45,8 @@ impl Sink for MetricsSink {
         if kill.kill.marked_without_kill {
             return Ok(());
         }
-        self.metrics.oom_kill(
-            Names::of(kill.victim.as_ref()),
-            domain_kind(kill.domain.kind),
-            context.plan.tier.as_str(),
-        );
+        self.metrics
+            .oom_kill(kill_facts(kill, context), Instant::now());
         self.failures([
             kill.victim.as_ref(),
             kill.trigger.as_ref(),
@@ -72,5 +70,27 @@ impl Sink for MetricsSink {
 
     fn stopped(&mut self, _: &Totals, _: &Context<'_>) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// What the metrics count of `kill`.
+fn kill_facts(kill: &AttributedKill, context: &Context<'_>) -> KillFacts {
+    let killed_at = SystemTime::from(context.clock.wall_time(kill.kill.ktime_ns));
+    KillFacts {
+        victim: Names::of(kill.victim.as_ref()),
+        domain_kind: domain_kind(kill.domain.kind),
+        main_process: kill.main_process,
+        tier: context.plan.tier.as_str(),
+        host_trigger: (kill.domain.kind == DomainKind::Host).then(|| {
+            TriggerLabels::new(
+                Names::of(kill.trigger.as_ref()),
+                &kill.kill.trigger.task.comm,
+            )
+        }),
+        unix_seconds: unix_seconds(killed_at),
+        restart_loop: kill
+            .explanation
+            .as_ref()
+            .map(|explanation| (explanation.flags.restart_loop.is_some(), explanation.window)),
     }
 }
