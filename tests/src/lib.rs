@@ -17,6 +17,7 @@ mod hog;
 pub mod http;
 mod kmsg;
 mod podman;
+pub mod prometheus;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,7 @@ pub use crate::history::{HistoryFile, ReadOnlyDir, history_dir};
 pub use crate::hog::Hog;
 pub use crate::kmsg::{KilledProcess, Kmsg, parse_killed_process};
 pub use crate::podman::{Container, ContainerSpec, HOG_IN_IMAGE, IMAGE, Podman};
+pub use crate::prometheus::Prometheus;
 
 /// How often helpers look again at something they wait for.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
