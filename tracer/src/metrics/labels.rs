@@ -21,10 +21,6 @@ pub const MAX_LABEL_BYTES: usize = 128;
 /// The container a label set is folded into past the cap.
 pub const OTHER: &str = "other";
 
-/// The labels Docker Compose (and podman-compose) sets on every container it runs.
-const COMPOSE_PROJECT: &str = "com.docker.compose.project";
-const COMPOSE_SERVICE: &str = "com.docker.compose.service";
-
 /// `oomtrace_oom_kills_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KillLabels {
@@ -105,16 +101,21 @@ impl Names {
             })
             .unwrap_or_default();
         let k8s = meta.map(|meta| &meta.k8s);
-        let label = |key: &str| {
-            meta.and_then(|meta| meta.labels.get(key))
-                .map_or_else(String::new, |value| label_value(value))
-        };
+        let compose = meta.map(|meta| &meta.compose);
         Names {
             container: label_value(&container),
             pod: label_value(k8s.and_then(|k8s| k8s.pod_name.as_deref()).unwrap_or("")),
             namespace: label_value(k8s.and_then(|k8s| k8s.namespace.as_deref()).unwrap_or("")),
-            compose_project: label(COMPOSE_PROJECT),
-            compose_service: label(COMPOSE_SERVICE),
+            compose_project: label_value(
+                compose
+                    .and_then(|compose| compose.project.as_deref())
+                    .unwrap_or(""),
+            ),
+            compose_service: label_value(
+                compose
+                    .and_then(|compose| compose.service.as_deref())
+                    .unwrap_or(""),
+            ),
         }
     }
 

@@ -131,7 +131,10 @@ fn container_json<'a>(
                 main_pid: _,
                 memory_limit_bytes,
                 restart_policy,
+                restart_count: _,
                 k8s: _,
+                compose: _,
+                origin: _,
                 labels: _,
             } = meta;
             Some(ContainerJson {
