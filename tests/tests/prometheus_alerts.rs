@@ -1,8 +1,8 @@
 //! The alerting rules users load (deploy/prometheus/oomtrace-rules.yaml) in a real Prometheus,
-//! Debian's, that scrapes a real agent every second: a podman container OOM-killed at every
-//! restart (`--restart=always`, so it only ever looks "running") must show up as the
-//! `OomKillRestartLoop` alert, firing, in Prometheus's HTTP API, naming the container and
-//! saying what to run next.
+//! Debian's, that scrapes a real agent every second: a docker-compose service OOM-killed at
+//! every restart (`restart: always`, so it only ever looks "running") must show up as the
+//! `OomKillRestartLoop` alert, firing, in Prometheus's HTTP API, naming the container and its
+//! Compose project and service and saying what to run next.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -11,19 +11,21 @@ use serde_json::Value;
 
 use oomtrace_tests::http::free_loopback_port;
 use oomtrace_tests::prometheus::sample_value;
-use oomtrace_tests::{ContainerSpec, Podman, Prometheus, field_str, require_root};
+use oomtrace_tests::{ComposeProject, Dockerd, HOG_IN_IMAGE, IMAGE, Prometheus, require_root};
 
 const LIMIT_BYTES: u64 = 48 << 20;
 /// The agent's threshold: the third kill within the window is a loop.
 const LOOP_KILLS: usize = 3;
 const ALERT: &str = "OomKillRestartLoop";
+const PROJECT: &str = "shop";
+const SERVICE: &str = "web";
 
 #[test]
-fn a_container_oom_killed_at_every_restart_fires_the_restart_loop_alert() {
+fn a_compose_service_oom_killed_at_every_restart_fires_the_restart_loop_alert() {
     require_root();
     let metrics_addr = free_loopback_port();
-    let podman = Podman::start();
-    let mut agent = podman.start_agent_with(&["--metrics-addr", &metrics_addr.to_string()]);
+    let docker = Dockerd::start();
+    let mut agent = docker.start_agent_with(&["--metrics-addr", &metrics_addr.to_string()]);
     agent.wait_for_log(
         &format!("serving Prometheus metrics at http://{metrics_addr}/metrics"),
         Duration::from_secs(10),
@@ -37,10 +39,23 @@ fn a_container_oom_killed_at_every_restart_fires_the_restart_loop_alert() {
         prometheus.addr()
     );
 
-    let container = podman.run(ContainerSpec::hog(LIMIT_BYTES).restart("always"));
+    let compose_file = format!(
+        r#"version: "2.4"
+services:
+  {SERVICE}:
+    image: {IMAGE}
+    command: ["{HOG_IN_IMAGE}", "--no-wait", "--max-mib", "200"]
+    mem_limit: {LIMIT_BYTES}
+    memswap_limit: {LIMIT_BYTES}
+    restart: always
+    network_mode: none
+"#
+    );
+    let project = ComposeProject::up(&docker, PROJECT, &compose_file);
+    let container = project.container(SERVICE);
     let name = container.name().to_owned();
     let kills = agent.wait_for_kills_where(
-        |record| field_str(record, "victim.attribution.path").contains(container.id()),
+        |record| container.is_victim_of(record),
         LOOP_KILLS,
         Duration::from_secs(60),
     );
@@ -48,7 +63,7 @@ fn a_container_oom_killed_at_every_restart_fires_the_restart_loop_alert() {
     assert_eq!(
         kills.len(),
         LOOP_KILLS,
-        "expected {LOOP_KILLS} kills of container {name} as podman restarts it"
+        "expected {LOOP_KILLS} kills of container {name} as dockerd restarts it"
     );
     assert!(
         kills[LOOP_KILLS - 1]
@@ -78,6 +93,8 @@ fn a_container_oom_killed_at_every_restart_fires_the_restart_loop_alert() {
         alert["activeAt"]
     );
     assert_eq!(alert["labels"]["severity"], "warning", "{alert:#}");
+    assert_eq!(alert["labels"]["compose_project"], PROJECT, "{alert:#}");
+    assert_eq!(alert["labels"]["compose_service"], SERVICE, "{alert:#}");
     assert_eq!(
         alert["labels"]["instance"],
         metrics_addr.to_string(),
@@ -90,16 +107,21 @@ fn a_container_oom_killed_at_every_restart_fires_the_restart_loop_alert() {
         description.contains(&format!("`oomtrace history --container {name}`")),
         "the alert should say what to run: {description}"
     );
+    assert!(
+        description.contains(&format!("(Compose service {PROJECT}/{SERVICE})")),
+        "the alert should name the Compose service: {description}"
+    );
 
     // The recording rule counts every kill, the first one included, though the counter was
-    // created at 1 by it (which increase() alone does not see). Podman restarts the container
-    // as fast as it dies: remove it, so that the count stops.
+    // created at 1 by it (which increase() alone does not see). dockerd goes on restarting the
+    // container: take the project down, so that the count stops.
     let main_processes: Vec<Option<&Value>> = kills
         .iter()
         .map(|kill| kill.pointer("/victim/container/main_process"))
         .collect();
     println!("main_process of the first kills: {main_processes:?}");
     drop(container);
+    drop(project);
     let recorded = format!("sum(oomtrace:oom_kills:increase1h{{container=\"{name}\"}})");
     let exposed = format!("sum(oomtrace_oom_kills_total{{container=\"{name}\"}})");
     let mut last = None;
