@@ -155,6 +155,14 @@ pub struct HistoryArgs {
     #[arg(long, value_name = "NAME")]
     pub trigger: Option<String>,
 
+    /// Only kills in a container of this Compose service (`db` of `shop_db_1`).
+    #[arg(long, value_name = "NAME")]
+    pub service: Option<String>,
+
+    /// Only kills in a container of this Compose project.
+    #[arg(long, value_name = "NAME")]
+    pub project: Option<String>,
+
     /// Only kills where the host ran out of memory, or where a container's (a cgroup's) limit
     /// was hit.
     #[arg(long, value_enum)]
