@@ -10,26 +10,25 @@
 //! in Docker's own layout (`<data root>/containers/<id>/config.v2.json`), which the agent can
 //! be pointed at with `--runtime-state`.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
+use crate::container_cli::ContainerCli;
 use crate::container_spec::{ContainerSpec, release};
+use crate::daemon::Daemon;
 use crate::image::RootfsTarball;
-use crate::{Agent, command_output, ping, run_checked, send_signal, wait_timeout};
+use crate::{Agent, command_output, ping, run_checked};
 
 /// The test image, as the podman tests name it.
 pub use crate::podman::IMAGE;
 
-/// How long a test waits for the agent to report a container's kill.
-const KILL_TIMEOUT: Duration = Duration::from_secs(30);
 const DAEMON_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// dockerd stops its containers first (`--shutdown-timeout`), then its containerd.
 const DAEMON_STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -43,7 +42,7 @@ pub struct Dockerd {
     dir: PathBuf,
     socket: PathBuf,
     socket_arg: String,
-    daemon: Option<Child>,
+    daemon: Option<Daemon>,
     /// The cgroup directories `/docker` that this daemon's first container made: removed on
     /// drop once empty. Ones that existed before are left alone.
     made_cgroup_parents: Vec<PathBuf>,
@@ -211,6 +210,7 @@ impl Dockerd {
             owned: false,
         };
         container.name = container
+            .cli()
             .expect_inspect("{{.Name}}")
             .trim_start_matches('/')
             .to_owned();
@@ -218,16 +218,6 @@ impl Dockerd {
     }
 
     fn start_daemon(&mut self) {
-        let root = self.data_root();
-        let log_path = self.log_path();
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .unwrap_or_else(|err| panic!("creating {}: {err}", log_path.display()));
-        let log_for_stderr = log
-            .try_clone()
-            .unwrap_or_else(|err| panic!("duplicating {}: {err}", log_path.display()));
         let namespace = format!(
             "oomtrace-test-{}",
             self.dir
@@ -244,7 +234,7 @@ impl Dockerd {
             .arg("--host")
             .arg(self.host())
             .arg("--data-root")
-            .arg(&root)
+            .arg(self.data_root())
             .arg("--exec-root")
             .arg(self.dir.join("exec"))
             .arg("--pidfile")
@@ -256,78 +246,26 @@ impl Dockerd {
             .arg("--containerd-plugins-namespace")
             .arg(format!("{namespace}-plugins"))
             .args(["--shutdown-timeout", "2"])
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_for_stderr);
-        // Drop stops the daemon, also while a failing test unwinds. If the test process is
-        // killed outright, the kernel stops it instead: the "parent" whose death it signals is
-        // the thread that spawned it, which is the test's own thread, the Dockerd's owner.
-        // SAFETY: prctl is async-signal-safe and touches no memory of this process.
-        unsafe {
-            command.pre_exec(
-                || match libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) {
-                    0 => Ok(()),
-                    _ => Err(io::Error::last_os_error()),
-                },
-            );
-        }
-        let child = command
-            .spawn()
-            .unwrap_or_else(|err| panic!("starting {command:?}: {err}"));
-        let daemon = self.daemon.insert(child);
-
-        let deadline = Instant::now() + DAEMON_START_TIMEOUT;
-        loop {
-            let last_error = match ping(&self.socket) {
-                Ok(()) => return,
-                Err(err) => err,
-            };
-            if let Ok(Some(status)) = daemon.try_wait() {
-                panic!(
-                    "dockerd exited with {status} before answering on {}; its log:\n{}",
-                    self.socket.display(),
-                    self.log()
-                );
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "dockerd did not answer on {} within {DAEMON_START_TIMEOUT:?} (last: \
-                     {last_error}); its log:\n{}",
-                    self.socket.display(),
-                    self.log()
-                );
-            }
-            thread::sleep(DOCKER_POLL_INTERVAL);
-        }
+            .current_dir(&self.dir);
+        let daemon = self.daemon.insert(Daemon::spawn(
+            "dockerd",
+            command,
+            self.dir.join("dockerd.log"),
+        ));
+        daemon.wait_answering(&self.socket, DAEMON_START_TIMEOUT, DOCKER_POLL_INTERVAL);
     }
 
     /// SIGTERM, which makes dockerd stop its containers and its containerd and exit; SIGKILL if
     /// it does not.
     fn stop_daemon(&mut self) {
-        let Some(mut daemon) = self.daemon.take() else {
-            return;
-        };
-        if let Ok(None) = daemon.try_wait() {
-            let _ = send_signal(daemon.id(), libc::SIGTERM);
-            if wait_timeout(&mut daemon, DAEMON_STOP_TIMEOUT).is_none() {
-                eprintln!(
-                    "docker: dockerd (pid {}) ignored SIGTERM for {DAEMON_STOP_TIMEOUT:?}: killing it",
-                    daemon.id()
-                );
-                let _ = daemon.kill();
-                let _ = daemon.wait();
-            }
+        if let Some(mut daemon) = self.daemon.take() {
+            daemon.stop(DAEMON_STOP_TIMEOUT);
         }
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.join("dockerd.log")
     }
 
     /// What the daemon logged so far.
     pub fn log(&self) -> String {
-        fs::read_to_string(self.log_path()).unwrap_or_else(|err| format!("<unreadable: {err}>"))
+        self.daemon.as_ref().map_or_else(String::new, Daemon::log)
     }
 }
 
@@ -379,16 +317,7 @@ impl DockerContainer<'_> {
     /// The agent's `oom_kill` record for a process of this container, within 30 s; panics with
     /// what the container printed otherwise.
     pub fn kill_record(&self, agent: &mut Agent) -> Value {
-        agent
-            .wait_for_kill_where(|record| self.is_victim_of(record), KILL_TIMEOUT)
-            .unwrap_or_else(|| {
-                panic!(
-                    "no oom_kill record for a process of container {} ({}); it printed:\n{}",
-                    self.name,
-                    self.id,
-                    self.logs()
-                )
-            })
+        self.cli().kill_record(agent)
     }
 
     /// Lets a [`ContainerSpec::held_hog`] allocate.
@@ -442,16 +371,12 @@ impl DockerContainer<'_> {
     /// Docker's own `State.OOMKilled`: whether Docker believes the OOM killer ended the
     /// container. Panics if the container is gone.
     pub fn inspect_oom_killed(&self) -> bool {
-        match self.expect_inspect("{{.State.OOMKilled}}").as_str() {
-            "true" => true,
-            "false" => false,
-            other => panic!("`State.OOMKilled` of {} is {other:?}", self.name),
-        }
+        self.cli().oom_killed()
     }
 
     /// Docker's `RestartCount`: how often its restart policy restarted the container.
     pub fn restart_count(&self) -> u64 {
-        let count = self.expect_inspect("{{.RestartCount}}");
+        let count = self.cli().expect_inspect("{{.RestartCount}}");
         count
             .parse()
             .unwrap_or_else(|err| panic!("`RestartCount` of {} is {count:?}: {err}", self.name))
@@ -459,15 +384,7 @@ impl DockerContainer<'_> {
 
     /// The host pid of the container's main process (its PID 1); panics unless it runs.
     pub fn main_pid(&self) -> u32 {
-        let pid = self.expect_inspect("{{.State.Pid}}");
-        match pid.parse() {
-            Ok(0) => panic!(
-                "container {} has no main process: it is not running",
-                self.name
-            ),
-            Ok(pid) => pid,
-            Err(err) => panic!("`State.Pid` of {} is {pid:?}: {err}", self.name),
-        }
+        self.cli().main_pid()
     }
 
     /// The cgroup directories of the container's main process: its v1 memory cgroup and its
@@ -478,14 +395,14 @@ impl DockerContainer<'_> {
 
     /// Whether the container runs; false if it is gone too.
     pub fn is_running(&self) -> bool {
-        self.inspect("{{.State.Running}}").as_deref() == Some("true")
+        self.cli().is_running()
     }
 
     /// Waits until Docker no longer knows the container (a `--rm` one, after it exited);
     /// panics after `timeout`.
     pub fn wait_removed(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        while self.inspect("{{.Id}}").is_some() {
+        while self.cli().inspect("{{.Id}}").is_some() {
             assert!(
                 Instant::now() < deadline,
                 "container {} still exists {timeout:?} later",
@@ -497,12 +414,7 @@ impl DockerContainer<'_> {
 
     /// What the container printed so far, stdout and stderr (`docker logs`), every run of it.
     pub fn logs(&self) -> String {
-        let output = command_output(self.docker.command().args(["logs", &self.id]));
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
+        self.cli().logs()
     }
 
     /// Waits until the container printed `needle` `times` times in all (over its restarts);
@@ -555,37 +467,12 @@ impl DockerContainer<'_> {
             .collect()
     }
 
-    /// `docker inspect --format`, `None` if the container does not exist (any more).
-    fn inspect(&self, format: &str) -> Option<String> {
-        let output = command_output(self.docker.command().args([
-            "container",
-            "inspect",
-            "--format",
-            format,
-            &self.id,
-        ]));
-        if output.status.success() {
-            return Some(String::from_utf8_lossy(&output.stdout).trim().to_owned());
+    fn cli(&self) -> ContainerCli<'_> {
+        ContainerCli {
+            cli: self.docker.command(),
+            id: &self.id,
+            name: &self.name,
         }
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        if stderr.contains("No such container") {
-            return None;
-        }
-        panic!(
-            "`docker container inspect {}` failed ({}): {}",
-            self.id,
-            output.status,
-            stderr.trim()
-        );
-    }
-
-    fn expect_inspect(&self, format: &str) -> String {
-        self.inspect(format).unwrap_or_else(|| {
-            panic!(
-                "container {} ({}) no longer exists: cannot inspect {format}",
-                self.name, self.id
-            )
-        })
     }
 }
 

@@ -4,11 +4,10 @@
 //! Everything goes through the `podman` command line, as an operator would, except the API's
 //! readiness check. The image is built from a tarball (`podman import`): no registry is needed.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
@@ -16,12 +15,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::container_cli::ContainerCli;
 use crate::container_spec::{ContainerSpec, release};
+use crate::daemon::Daemon;
 use crate::image::RootfsTarball;
-use crate::{Agent, command_output, ping, run_checked, send_signal, wait_timeout};
-
-/// How long a test waits for the agent to report a container's kill.
-const KILL_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::{Agent, command_output, ping, run_checked};
 
 /// The test image: busybox and the static hog.
 pub const IMAGE: &str = "localhost/oomtrace-hog:latest";
@@ -43,7 +41,7 @@ pub struct Podman {
     dir: PathBuf,
     socket: PathBuf,
     socket_arg: String,
-    service: Option<Child>,
+    service: Option<Daemon>,
 }
 
 impl Podman {
@@ -167,91 +165,26 @@ impl Podman {
     fn start_service(&mut self) {
         // A socket file left by a killed service would make the new one's listen fail.
         let _ = fs::remove_file(&self.socket);
-        let log_path = self.log_path();
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .unwrap_or_else(|err| panic!("creating {}: {err}", log_path.display()));
-        let log_for_stderr = log
-            .try_clone()
-            .unwrap_or_else(|err| panic!("duplicating {}: {err}", log_path.display()));
         let mut command = Command::new("podman");
         command
             .args(["system", "service", "--time=0"])
             // Like `podman run` (see there), containers started through the API would leave
             // conmon's `oom` files in the service's working directory: not in the source tree.
             .current_dir(&self.dir)
-            .arg(format!("unix://{}", self.socket_arg))
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_for_stderr);
-        // Drop stops the service, also while a failing test unwinds. If the test process is
-        // killed outright, the kernel stops it instead: the "parent" whose death it signals is
-        // the thread that spawned it, which is the test's own thread, the Podman's owner.
-        // SAFETY: prctl is async-signal-safe and touches no memory of this process.
-        unsafe {
-            command.pre_exec(
-                || match libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) {
-                    0 => Ok(()),
-                    _ => Err(io::Error::last_os_error()),
-                },
-            );
-        }
-        let child = command
-            .spawn()
-            .unwrap_or_else(|err| panic!("starting {command:?}: {err}"));
-        let service = self.service.insert(child);
-
-        let deadline = Instant::now() + SERVICE_START_TIMEOUT;
-        loop {
-            let last_error = match ping(&self.socket) {
-                Ok(()) => return,
-                Err(err) => err,
-            };
-            if let Ok(Some(status)) = service.try_wait() {
-                panic!(
-                    "`podman system service` exited with {status} before answering on {}; its log:\n{}",
-                    self.socket.display(),
-                    self.log()
-                );
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "`podman system service` did not answer on {} within {SERVICE_START_TIMEOUT:?} \
-                     (last: {last_error}); its log:\n{}",
-                    self.socket.display(),
-                    self.log()
-                );
-            }
-            thread::sleep(PODMAN_POLL_INTERVAL);
-        }
+            .arg(format!("unix://{}", self.socket_arg));
+        let service = self.service.insert(Daemon::spawn(
+            "`podman system service`",
+            command,
+            self.dir.join("service.log"),
+        ));
+        service.wait_answering(&self.socket, SERVICE_START_TIMEOUT, PODMAN_POLL_INTERVAL);
     }
 
     /// SIGTERM, which makes the service close its socket and exit; SIGKILL if it does not.
     fn stop_service(&mut self) {
-        let Some(mut service) = self.service.take() else {
-            return;
-        };
-        if let Ok(None) = service.try_wait() {
-            let _ = send_signal(service.id(), libc::SIGTERM);
-            if wait_timeout(&mut service, SERVICE_STOP_TIMEOUT).is_none() {
-                eprintln!(
-                    "podman: the service (pid {}) ignored SIGTERM for {SERVICE_STOP_TIMEOUT:?}: killing it",
-                    service.id()
-                );
-                let _ = service.kill();
-                let _ = service.wait();
-            }
+        if let Some(mut service) = self.service.take() {
+            service.stop(SERVICE_STOP_TIMEOUT);
         }
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.join("service.log")
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.log_path()).unwrap_or_else(|err| format!("<unreadable: {err}>"))
     }
 }
 
@@ -284,22 +217,10 @@ impl Container {
         &self.id
     }
 
-    /// Whether `record` is an `oom_kill` of a process in this container. The kernel's cgroup
-    /// paths of its processes hold its id (`.../libpod-<id>` with podman's cgroupfs manager,
-    /// `.../libpod-<id>.scope` with systemd's); host pids are not known in advance.
     /// The agent's `oom_kill` record for a process of this container, within 30 s; panics with
     /// what the container printed otherwise.
     pub fn kill_record(&self, agent: &mut Agent) -> Value {
-        agent
-            .wait_for_kill_where(|record| self.is_victim_of(record), KILL_TIMEOUT)
-            .unwrap_or_else(|| {
-                panic!(
-                    "no oom_kill record for a process of container {} ({}); it printed:\n{}",
-                    self.name(),
-                    self.id(),
-                    self.logs()
-                )
-            })
+        self.cli().kill_record(agent)
     }
 
     pub fn is_victim_of(&self, record: &Value) -> bool {
@@ -334,11 +255,7 @@ impl Container {
     /// podman's own `State.OOMKilled`: whether podman believes the OOM killer ended the
     /// container. Panics if the container is gone.
     pub fn inspect_oom_killed(&self) -> bool {
-        match self.expect_inspect("{{.State.OOMKilled}}").as_str() {
-            "true" => true,
-            "false" => false,
-            other => panic!("`State.OOMKilled` of {} is {other:?}", self.name),
-        }
+        self.cli().oom_killed()
     }
 
     /// Whether conmon, podman's container monitor, noticed an OOM kill in the container's
@@ -350,20 +267,12 @@ impl Container {
 
     /// The host pid of the container's main process (its PID 1); panics unless it runs.
     pub fn main_pid(&self) -> u32 {
-        let pid = self.expect_inspect("{{.State.Pid}}");
-        match pid.parse() {
-            Ok(0) => panic!(
-                "container {} has no main process: it is not running",
-                self.name
-            ),
-            Ok(pid) => pid,
-            Err(err) => panic!("`State.Pid` of {} is {pid:?}: {err}", self.name),
-        }
+        self.cli().main_pid()
     }
 
     /// Whether the container runs; false if it is gone too.
     pub fn is_running(&self) -> bool {
-        self.inspect("{{.State.Running}}").as_deref() == Some("true")
+        self.cli().is_running()
     }
 
     /// Whether podman still knows the container.
@@ -403,12 +312,7 @@ impl Container {
 
     /// What the container printed so far, stdout and stderr (`podman logs`).
     pub fn logs(&self) -> String {
-        let output = command_output(Command::new("podman").args(["logs", &self.id]));
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
+        self.cli().logs()
     }
 
     /// Waits until the container printed `needle`; panics after `timeout`.
@@ -461,37 +365,12 @@ impl Container {
         )
     }
 
-    /// `podman inspect --format`, `None` if the container does not exist (any more).
-    fn inspect(&self, format: &str) -> Option<String> {
-        let output = command_output(Command::new("podman").args([
-            "container",
-            "inspect",
-            "--format",
-            format,
-            &self.id,
-        ]));
-        if output.status.success() {
-            return Some(String::from_utf8_lossy(&output.stdout).trim().to_owned());
+    fn cli(&self) -> ContainerCli<'_> {
+        ContainerCli {
+            cli: Command::new("podman"),
+            id: &self.id,
+            name: &self.name,
         }
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        if stderr.contains("no such container") {
-            return None;
-        }
-        panic!(
-            "`podman container inspect {}` failed ({}): {}",
-            self.name,
-            output.status,
-            stderr.trim()
-        );
-    }
-
-    fn expect_inspect(&self, format: &str) -> String {
-        self.inspect(format).unwrap_or_else(|| {
-            panic!(
-                "container {} ({}) no longer exists: cannot inspect {format}",
-                self.name, self.id
-            )
-        })
     }
 }
 

@@ -215,11 +215,23 @@ pub fn is_container_id(text: &str) -> bool {
 
 /// The file's bytes, `None` if it does not exist, an error past `limit` bytes.
 fn read_bounded(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, StateError> {
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(StateError::Unreadable(format!("{}: {err}", path.display()))),
-    };
+    match open(path)? {
+        Some(file) => read_open(file, path, limit).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The file opened for reading, `None` if it does not exist.
+fn open(path: &Path) -> Result<Option<File>, StateError> {
+    match File::open(path) {
+        Ok(file) => Ok(Some(file)),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(StateError::Unreadable(format!("{}: {err}", path.display()))),
+    }
+}
+
+/// The rest of an open file, an error past `limit` bytes.
+fn read_open(file: File, path: &Path, limit: u64) -> Result<Vec<u8>, StateError> {
     let mut data = Vec::new();
     file.take(limit + 1)
         .read_to_end(&mut data)
@@ -230,7 +242,7 @@ fn read_bounded(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, StateError> 
             path.display()
         )));
     }
-    Ok(Some(data))
+    Ok(data)
 }
 
 #[cfg(test)]

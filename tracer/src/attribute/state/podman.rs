@@ -12,8 +12,7 @@
 //! Both are rewritten as a whole: each change is read as a whole and compared with the last.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::fs::File;
-use std::io::{self, Read as _};
+use std::io;
 use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 
@@ -21,7 +20,7 @@ use serde::Deserialize;
 
 use super::bolt::{Bolt, Item};
 use super::inotify::{Event, Inotify, Watch, name_str};
-use super::{StateError, is_container_id, read_bounded};
+use super::{StateError, is_container_id, open, read_bounded, read_open};
 use crate::attribute::runtime::{
     ContainerMetadata, Origin, RuntimeError, RuntimeEvent, RuntimeResult, bounded,
 };
@@ -292,10 +291,8 @@ fn containers_files(root: &Path) -> Vec<PathBuf> {
 /// The whole file, read under a shared `flock`, as bbolt's readers do: podman holds an
 /// exclusive one while it writes. `Busy` rather than waiting, when podman holds it.
 fn read_locked(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, StateError> {
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(StateError::Unreadable(format!("{}: {err}", path.display()))),
+    let Some(file) = open(path)? else {
+        return Ok(None);
     };
     // SAFETY: no pointers; the descriptor is valid while `file` lives, and closing it releases
     // the lock.
@@ -307,17 +304,7 @@ fn read_locked(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, StateError> {
             StateError::Unreadable(format!("locking {}: {err}", path.display()))
         });
     }
-    let mut data = Vec::new();
-    file.take(limit + 1)
-        .read_to_end(&mut data)
-        .map_err(|err| StateError::Unreadable(format!("{}: {err}", path.display())))?;
-    if data.len() as u64 > limit {
-        return Err(StateError::Garbage(format!(
-            "{} is larger than {limit} bytes",
-            path.display()
-        )));
-    }
-    Ok(Some(data))
+    read_open(file, path, limit).map(Some)
 }
 
 /// Follows libpod's database and containers/storage's lists: each time podman closes one after
