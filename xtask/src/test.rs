@@ -77,5 +77,5 @@ pub fn lint(env: &Env) -> anyhow::Result<()> {
         "warnings",
     ]))?;
     crate::deploy::check()?;
-    crate::prometheus::check(env)
+    crate::prometheus::check()
 }

@@ -11,6 +11,7 @@ pub mod http;
 pub mod labels;
 mod restart_loops;
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -247,6 +248,34 @@ pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// The name of every metric the agent exposes, as a scraper sees it (counters with `_total`):
+/// what deploy/prometheus and deploy/grafana may query (`cargo xtask lint` checks them).
+pub fn exposed_names() -> BTreeSet<String> {
+    let metrics = Metrics::new(Box::new(|| 0), Arc::new(AtomicU64::new(0)));
+    // One event of each kind, so that every family has a sample to show.
+    metrics.started("full");
+    metrics.oom_kill(
+        KillFacts {
+            victim: Names::default(),
+            domain_kind: "host",
+            main_process: None,
+            tier: "full",
+            host_trigger: Some(TriggerLabels::new(Names::default(), "")),
+            unix_seconds: 0.0,
+            restart_loop: Some((true, Duration::ZERO)),
+        },
+        Instant::now(),
+    );
+    metrics.sigkill(Names::default(), "process");
+    metrics
+        .encode()
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|line| line.split(' ').next())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Seconds since the Unix epoch; 0 for a time before it.
