@@ -7,15 +7,15 @@
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::daemon::Daemon;
 use crate::http::{free_loopback_port, http_get, query_value};
-use crate::{send_signal, wait_timeout};
 
 const BINARY: &str = "/usr/bin/prometheus";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -24,7 +24,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 pub struct Prometheus {
-    child: Child,
+    server: Daemon,
     addr: SocketAddr,
     dir: PathBuf,
 }
@@ -73,21 +73,17 @@ impl Prometheus {
             .unwrap_or_else(|err| panic!("writing {}: {err}", config_file.display()));
 
         let addr = free_loopback_port();
-        let log = fs::File::create(dir.join("prometheus.log")).expect("creating the server's log");
-        let child = Command::new(BINARY)
+        let mut command = Command::new(BINARY);
+        command
             .arg(format!("--config.file={}", config_file.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
                 dir.join("data").display()
             ))
-            .arg(format!("--web.listen-address={addr}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("the log's file descriptor"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|err| panic!("starting {BINARY}: {err}"));
+            .arg(format!("--web.listen-address={addr}"));
+        let server = Daemon::spawn("prometheus", command, dir.join("prometheus.log"));
         // From here on Drop stops it, also if it never becomes ready.
-        let mut prometheus = Prometheus { child, addr, dir };
+        let mut prometheus = Prometheus { server, addr, dir };
         prometheus.wait_ready();
         prometheus
     }
@@ -99,13 +95,13 @@ impl Prometheus {
 
     /// The server's own log so far.
     pub fn log(&self) -> String {
-        fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
+        self.server.log()
     }
 
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            if let Some(status) = self.child.try_wait().expect("polling prometheus") {
+            if let Some(status) = self.server.exit_status() {
                 panic!(
                     "prometheus exited ({status}) before it was ready:\n{}",
                     self.log()
@@ -184,11 +180,7 @@ impl Prometheus {
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
-        let _ = send_signal(self.child.id(), libc::SIGTERM);
-        if wait_timeout(&mut self.child, STOP_TIMEOUT).is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.server.stop(STOP_TIMEOUT);
         if thread::panicking() {
             eprintln!(
                 "prometheus's configuration, data and log are kept in {}",

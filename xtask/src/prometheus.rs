@@ -16,7 +16,8 @@ use anyhow::{Context as _, bail};
 use serde_json::Value;
 
 use crate::{
-    run::{target_dir, workspace_root},
+    deploy::{describe, scratch_dir, write, yaml_files},
+    run::workspace_root,
     setup::Apt,
 };
 
@@ -115,7 +116,7 @@ fn check_prometheus_rule(root: &Path, rules: &str) -> anyhow::Result<()> {
 }
 
 fn promtool_check_rules(file: &Path) -> anyhow::Result<()> {
-    let output = promtool(&["check", "rules"], file)?;
+    let output = promtool(&["check", "rules"], &[file.to_owned()])?;
     if !output.status.success() {
         bail!(
             "promtool check rules {}: {}",
@@ -155,7 +156,7 @@ fn test_rules(root: &Path, rules: &str) -> anyhow::Result<()> {
     }
 
     // The tests refer to the rules as ../oomtrace-rules.yaml: a copy keeps that layout.
-    let broken = scratch_dir()?.join("broken-rules");
+    let broken = scratch_dir()?.join("prometheus").join("broken-rules");
     let broken_rule = "expr: oomtrace_restart_loop == 1";
     if !rules.contains(broken_rule) {
         bail!("{RULES} has no `{broken_rule}` to break");
@@ -172,7 +173,7 @@ fn test_rules(root: &Path, rules: &str) -> anyhow::Result<()> {
         .iter()
         .filter_map(|test| Some(broken.join("tests").join(test.file_name()?)))
         .collect();
-    let refused = promtool_test(&broken_tests)?;
+    let refused = promtool(&["test", "rules"], &broken_tests)?;
     // promtool names the failing cases on stderr.
     if refused.status.success() || !describe(&refused).contains("alertname: OomKillRestartLoop") {
         bail!(
@@ -182,7 +183,7 @@ fn test_rules(root: &Path, rules: &str) -> anyhow::Result<()> {
         );
     }
 
-    let output = promtool_test(&tests)?;
+    let output = promtool(&["test", "rules"], &tests)?;
     if !output.status.success() {
         bail!("promtool test rules: {}", describe(&output));
     }
@@ -211,14 +212,6 @@ fn alert_cases(text: &str) -> Vec<(String, bool)> {
         }
     }
     cases
-}
-
-fn promtool_test(tests: &[PathBuf]) -> anyhow::Result<Output> {
-    Command::new("promtool")
-        .args(["test", "rules"])
-        .args(tests)
-        .output()
-        .context("running promtool (from Debian's prometheus package)")
 }
 
 fn check_dashboard(root: &Path) -> anyhow::Result<()> {
@@ -303,7 +296,9 @@ fn check_dashboard(root: &Path) -> anyhow::Result<()> {
             serde_json::to_string(&expr)?
         ));
     }
-    let parsed = scratch_dir()?.join("dashboard-queries.yaml");
+    let parsed = scratch_dir()?
+        .join("prometheus")
+        .join("dashboard-queries.yaml");
     write(&parsed, &rules)?;
     promtool_check_rules(&parsed).with_context(|| format!("the queries of {DASHBOARD}"))?;
 
@@ -394,10 +389,11 @@ fn collect_panels<'a>(panels: &'a Value, into: &mut Vec<&'a Value>) {
     }
 }
 
-fn promtool(args: &[&str], file: &Path) -> anyhow::Result<Output> {
+/// `promtool <command…> <files…>`.
+fn promtool(command: &[&str], files: &[PathBuf]) -> anyhow::Result<Output> {
     Command::new("promtool")
-        .args(args)
-        .arg(file)
+        .args(command)
+        .args(files)
         .output()
         .context("running promtool (from Debian's prometheus package)")
 }
@@ -416,44 +412,8 @@ fn running(comm: &str) -> Vec<u32> {
         .collect()
 }
 
-fn yaml_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        bail!("no rule tests in {}", dir.display());
-    }
-    Ok(files)
-}
-
 fn read(path: &Path) -> anyhow::Result<String> {
     fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
-}
-
-fn write(path: &Path, text: &str) -> anyhow::Result<()> {
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    }
-    fs::write(path, text).with_context(|| format!("writing {}", path.display()))
-}
-
-fn scratch_dir() -> anyhow::Result<PathBuf> {
-    let dir = target_dir().join("deploy-check").join("prometheus");
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "{}; {}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout).trim(),
-        String::from_utf8_lossy(&output.stderr).trim()
-    )
 }
 
 #[cfg(test)]
