@@ -112,6 +112,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let metrics = Arc::new(Metrics::new(
             Box::new(move || ringbuf_dropped.total()),
             history_write_errors,
+            restart_loop_window.into(),
         ));
         metrics::http::start(addr, Arc::clone(&metrics)).await?;
         sinks.push(Box::new(MetricsSink::new(metrics)));

@@ -43,9 +43,8 @@ pub struct KillFacts {
     pub host_trigger: Option<TriggerLabels>,
     /// When the victim was killed, in seconds since the Unix epoch.
     pub unix_seconds: f64,
-    /// The explain stage's restart-loop verdict on this kill: whether it flagged the loop,
-    /// and the window it counts in. `None` where no verdict was made.
-    pub restart_loop: Option<(bool, Duration)>,
+    /// Whether the explain stage flagged this kill as part of a restart loop.
+    pub restart_loop: bool,
 }
 
 /// The agent's counters, shared by the sink that feeds them and the server that shows them.
@@ -74,14 +73,24 @@ impl std::fmt::Debug for Metrics {
 impl Metrics {
     /// `ringbuf_dropped` reads the kernel's count of records lost to a full ring buffer, at
     /// each scrape; `history_write_errors` is the history store's count of failed writes (0
-    /// without one).
-    pub fn new(ringbuf_dropped: ReadCounter, history_write_errors: Arc<AtomicU64>) -> Self {
-        Self::with_label_cap(ringbuf_dropped, history_write_errors, MAX_LABEL_SETS)
+    /// without one); a restart loop ends once `restart_loop_window` passes without a kill.
+    pub fn new(
+        ringbuf_dropped: ReadCounter,
+        history_write_errors: Arc<AtomicU64>,
+        restart_loop_window: Duration,
+    ) -> Self {
+        Self::with_label_cap(
+            ringbuf_dropped,
+            history_write_errors,
+            restart_loop_window,
+            MAX_LABEL_SETS,
+        )
     }
 
     fn with_label_cap(
         ringbuf_dropped: ReadCounter,
         history_write_errors: Arc<AtomicU64>,
+        restart_loop_window: Duration,
         cap: usize,
     ) -> Self {
         let mut registry = Registry::default();
@@ -106,7 +115,7 @@ impl Metrics {
             "When the last OOM kill in each container happened, in seconds since the Unix epoch",
             last_kill.clone(),
         );
-        let restart_loops = Arc::new(Mutex::new(RestartLoops::default()));
+        let restart_loops = Arc::new(Mutex::new(RestartLoops::new(restart_loop_window)));
         registry.register_collector(Box::new(RestartLoopGauge(Arc::clone(&restart_loops))));
         let sigkills = Family::<SigkillLabels, Counter>::default();
         registry.register(
@@ -202,9 +211,7 @@ impl Metrics {
 
         let victim = lock(&self.victim_labels).admit(victim, Names::other);
         self.last_kill.get_or_create(&victim).set(unix_seconds);
-        if let Some((flagged, window)) = restart_loop {
-            lock(&self.restart_loops).kill(&victim, flagged, window, now);
-        }
+        lock(&self.restart_loops).kill(&victim, restart_loop, now);
 
         if let Some(trigger) = host_trigger {
             let trigger = lock(&self.trigger_labels)
@@ -253,7 +260,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The name of every metric the agent exposes, as a scraper sees it (counters with `_total`):
 /// what deploy/prometheus and deploy/grafana may query (`cargo xtask lint` checks them).
 pub fn exposed_names() -> BTreeSet<String> {
-    let metrics = Metrics::new(Box::new(|| 0), Arc::new(AtomicU64::new(0)));
+    let metrics = Metrics::new(Box::new(|| 0), Arc::new(AtomicU64::new(0)), Duration::ZERO);
     // One event of each kind, so that every family has a sample to show.
     metrics.started("full");
     metrics.oom_kill(
@@ -264,7 +271,7 @@ pub fn exposed_names() -> BTreeSet<String> {
             tier: "full",
             host_trigger: Some(TriggerLabels::new(Names::default(), "")),
             unix_seconds: 0.0,
-            restart_loop: Some((true, Duration::ZERO)),
+            restart_loop: true,
         },
         Instant::now(),
     );

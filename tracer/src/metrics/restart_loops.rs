@@ -11,53 +11,43 @@ use std::time::{Duration, Instant};
 
 use super::labels::Names;
 
-/// One container that was flagged.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Loop {
-    last_kill: Instant,
-    window: Duration,
-}
-
-impl Loop {
-    fn is_on(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.last_kill) <= self.window
-    }
-}
-
-/// The containers flagged so far, by their (bounded) label set.
-#[derive(Debug, Default)]
+/// The containers flagged so far, by their (bounded) label set, with their last kill.
+#[derive(Debug)]
 pub struct RestartLoops {
-    loops: HashMap<Names, Loop>,
+    /// The agent's `--restart-loop-window`.
+    window: Duration,
+    last_kills: HashMap<Names, Instant>,
 }
 
 impl RestartLoops {
+    pub fn new(window: Duration) -> Self {
+        RestartLoops {
+            window,
+            last_kills: HashMap::new(),
+        }
+    }
+
+    fn is_on(&self, last_kill: Instant, now: Instant) -> bool {
+        now.saturating_duration_since(last_kill) <= self.window
+    }
+
     /// An OOM kill of `names` at `now`; `flagged` when the explain stage flagged it as part of
-    /// a restart loop counted over `window`.
-    pub fn kill(&mut self, names: &Names, flagged: bool, window: Duration, now: Instant) {
-        match self.loops.get_mut(names) {
-            Some(restart_loop) if flagged || restart_loop.is_on(now) => {
-                restart_loop.last_kill = now;
-                restart_loop.window = window;
-            }
-            Some(_) => {}
-            None if flagged => {
-                self.loops.insert(
-                    names.clone(),
-                    Loop {
-                        last_kill: now,
-                        window,
-                    },
-                );
-            }
-            None => {}
+    /// a restart loop.
+    pub fn kill(&mut self, names: &Names, flagged: bool, now: Instant) {
+        let on = self
+            .last_kills
+            .get(names)
+            .is_some_and(|last_kill| self.is_on(*last_kill, now));
+        if flagged || on {
+            self.last_kills.insert(names.clone(), now);
         }
     }
 
     /// Every container ever flagged, with 1 while its loop is on and 0 once it ended.
     pub fn states(&self, now: Instant) -> impl Iterator<Item = (&Names, i64)> {
-        self.loops
+        self.last_kills
             .iter()
-            .map(move |(names, restart_loop)| (names, i64::from(restart_loop.is_on(now))))
+            .map(move |(names, last_kill)| (names, i64::from(self.is_on(*last_kill, now))))
     }
 }
 
@@ -87,14 +77,14 @@ mod tests {
     fn a_loop_is_on_from_its_flag_until_a_window_passes_without_a_kill() {
         let start = Instant::now();
         let minutes = |m: u64| start + Duration::from_secs(m * 60);
-        let mut loops = RestartLoops::default();
-        loops.kill(&named("web"), false, WINDOW, minutes(0));
-        loops.kill(&named("web"), false, WINDOW, minutes(1));
+        let mut loops = RestartLoops::new(WINDOW);
+        loops.kill(&named("web"), false, minutes(0));
+        loops.kill(&named("web"), false, minutes(1));
         assert_eq!(states(&loops, minutes(2)), [], "not flagged yet");
-        loops.kill(&named("web"), true, WINDOW, minutes(2));
+        loops.kill(&named("web"), true, minutes(2));
         assert_eq!(states(&loops, minutes(3)), [("web".to_owned(), 1)]);
         // Five hours later, no longer three kills in the window, but the kills go on.
-        loops.kill(&named("web"), false, WINDOW, minutes(5 * 60));
+        loops.kill(&named("web"), false, minutes(5 * 60));
         assert_eq!(
             states(&loops, minutes(5 * 60 + 6 * 60)),
             [("web".to_owned(), 1)],
@@ -105,19 +95,19 @@ mod tests {
             [("web".to_owned(), 0)]
         );
         // A kill after the loop ended does not start it again: the explain stage's flag does.
-        loops.kill(&named("web"), false, WINDOW, minutes(12 * 60));
+        loops.kill(&named("web"), false, minutes(12 * 60));
         assert_eq!(states(&loops, minutes(12 * 60)), [("web".to_owned(), 0)]);
-        loops.kill(&named("web"), true, WINDOW, minutes(13 * 60));
+        loops.kill(&named("web"), true, minutes(13 * 60));
         assert_eq!(states(&loops, minutes(13 * 60)), [("web".to_owned(), 1)]);
     }
 
     #[test]
     fn containers_loop_on_their_own() {
         let start = Instant::now();
-        let mut loops = RestartLoops::default();
-        loops.kill(&named("web"), true, WINDOW, start);
-        loops.kill(&named("db"), false, WINDOW, start);
-        loops.kill(&named("db"), true, WINDOW, start + WINDOW);
+        let mut loops = RestartLoops::new(WINDOW);
+        loops.kill(&named("web"), true, start);
+        loops.kill(&named("db"), false, start);
+        loops.kill(&named("db"), true, start + WINDOW);
         assert_eq!(
             states(&loops, start + WINDOW + Duration::from_secs(1)),
             [("db".to_owned(), 1), ("web".to_owned(), 0)]

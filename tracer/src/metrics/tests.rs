@@ -74,8 +74,11 @@ fn container(name: &str, id_digit: char) -> Attribution {
     }
 }
 
+/// The agent's default `--restart-loop-window`.
+const LOOP_WINDOW: Duration = Duration::from_secs(6 * 3600);
+
 fn metrics() -> Metrics {
-    Metrics::new(Box::new(|| 0), Arc::new(AtomicU64::new(0)))
+    Metrics::new(Box::new(|| 0), Arc::new(AtomicU64::new(0)), LOOP_WINDOW)
 }
 
 struct Fed {
@@ -205,7 +208,7 @@ fn the_last_kill_of_each_container_is_a_timestamp_in_seconds() {
 }
 
 /// A kill of `container` as the metrics see it, with the explain stage's restart-loop verdict.
-fn looped(container: &str, flagged: bool, window: Duration) -> KillFacts {
+fn looped(container: &str, flagged: bool) -> KillFacts {
     KillFacts {
         victim: Names {
             container: container.to_owned(),
@@ -216,7 +219,7 @@ fn looped(container: &str, flagged: bool, window: Duration) -> KillFacts {
         tier: "full",
         host_trigger: None,
         unix_seconds: 0.0,
-        restart_loop: Some((flagged, window)),
+        restart_loop: flagged,
     }
 }
 
@@ -224,14 +227,12 @@ fn looped(container: &str, flagged: bool, window: Duration) -> KillFacts {
 fn a_restart_loop_is_shown_while_it_lasts() {
     let metrics = metrics();
     let now = std::time::Instant::now();
-    let window = Duration::from_secs(3600);
-    metrics.oom_kill(looped("web", false, window), now);
-    metrics.oom_kill(looped("web", true, window), now);
+    metrics.oom_kill(looped("web", false), now);
+    metrics.oom_kill(looped("web", true), now);
     // Flagged two windows ago, and nothing since: the loop is over.
-    let long_ago = now - 2 * window;
-    metrics.oom_kill(looped("db", true, window), long_ago);
+    metrics.oom_kill(looped("db", true), now - 2 * LOOP_WINDOW);
     // Never flagged.
-    metrics.oom_kill(looped("cache", false, window), now);
+    metrics.oom_kill(looped("cache", false), now);
     let text = metrics.encode();
     assert!(
         text.contains("# TYPE oomtrace_restart_loop gauge"),
@@ -318,7 +319,7 @@ fn sigkills_are_counted_by_target_and_sender_kind() {
 #[test]
 fn past_the_label_cap_new_containers_are_counted_as_other() {
     let mut fed = Fed::with(
-        Metrics::with_label_cap(Box::new(|| 0), Arc::new(AtomicU64::new(0)), 2),
+        Metrics::with_label_cap(Box::new(|| 0), Arc::new(AtomicU64::new(0)), LOOP_WINDOW, 2),
         Tier::NoFunctionTracing,
     );
     for (name, digit) in [("a", 'a'), ("b", 'b'), ("c", 'c'), ("d", 'd'), ("a", 'a')] {
@@ -350,6 +351,7 @@ fn the_exposition_has_every_metric_from_the_start() {
         Metrics::new(
             Box::new(move || read_dropped.load(Ordering::Relaxed)),
             Arc::clone(&history_write_errors),
+            LOOP_WINDOW,
         ),
         Tier::NoFunctionTracing,
     );

@@ -91,6 +91,6 @@ fn kill_facts(kill: &AttributedKill, context: &Context<'_>) -> KillFacts {
         restart_loop: kill
             .explanation
             .as_ref()
-            .map(|explanation| (explanation.flags.restart_loop.is_some(), explanation.window)),
+            .is_some_and(|explanation| explanation.flags.restart_loop.is_some()),
     }
 }
