@@ -18,6 +18,7 @@ pub mod decode;
 pub mod history;
 pub mod kmsg;
 pub mod procfs;
+pub mod record;
 pub mod report;
 pub mod units;
 

@@ -10,7 +10,7 @@ use std::hash::Hash;
 
 use prometheus_client::encoding::EncodeLabelSet;
 
-use crate::attribute::{Attribution, DomainKind};
+use crate::record::party;
 
 /// Distinct label sets kept per family before new names fold into `other`.
 pub const MAX_LABEL_SETS: usize = 1000;
@@ -67,27 +67,28 @@ pub struct Names {
 impl Names {
     /// The Kubernetes container name where the kubelet labelled it, else the runtime's, else
     /// the container id from the cgroup path (12 characters, as `docker ps` shows it).
-    pub fn of(attribution: Option<&Attribution>) -> Self {
-        let Some(attribution) = attribution else {
-            return Names::default();
-        };
-        let meta = attribution.container.as_deref();
-        let container = meta
-            .and_then(|meta| meta.k8s.container_name.as_deref())
-            .or(meta
-                .map(|meta| meta.name.as_str())
-                .filter(|name| !name.is_empty()))
+    pub fn of(names: &party::Names) -> Self {
+        let container = names
+            .k8s
+            .as_ref()
+            .and_then(|k8s| k8s.container.as_ref())
+            .map(|container| container.name.as_str())
+            .or(names.container_name())
             .map(str::to_owned)
             .or_else(|| {
-                let id = &attribution.identity.container.as_ref()?.id;
+                let id = &names.container.as_ref()?.id;
                 Some(id.get(..12).unwrap_or(id).to_owned())
             })
             .unwrap_or_default();
-        let k8s = meta.map(|meta| &meta.k8s);
         Names {
             container: label_value(&container),
-            pod: label_value(k8s.and_then(|k8s| k8s.pod_name.as_deref()).unwrap_or("")),
-            namespace: label_value(k8s.and_then(|k8s| k8s.namespace.as_deref()).unwrap_or("")),
+            pod: label_value(
+                names
+                    .pod()
+                    .and_then(|pod| pod.name.as_deref())
+                    .unwrap_or(""),
+            ),
+            namespace: label_value(names.namespace().unwrap_or("")),
         }
     }
 
@@ -98,14 +99,6 @@ impl Names {
             pod: String::new(),
             namespace: String::new(),
         }
-    }
-}
-
-pub fn domain_kind(kind: DomainKind) -> &'static str {
-    match kind {
-        DomainKind::Cgroup => "cgroup",
-        DomainKind::Host => "host",
-        DomainKind::Unknown => "unknown",
     }
 }
 
@@ -160,9 +153,13 @@ impl<K: Hash + Eq + Clone> LabelBudget<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attribute::Source;
-    use crate::attribute::fixtures;
+    use crate::attribute::{Attribution, Source, fixtures};
     use crate::cgroup_path;
+
+    /// The labels of a party `attribution` names, as the record carries its names.
+    fn of(attribution: Option<&Attribution>) -> Names {
+        Names::of(&crate::record::build::names(attribution, None))
+    }
 
     #[test]
     fn a_kubernetes_container_is_named_by_the_kubelet_labels() {
@@ -171,7 +168,7 @@ mod tests {
         meta.k8s.container_name = Some("nginx".to_owned());
         web.container = Some(std::sync::Arc::new(meta));
         assert_eq!(
-            Names::of(Some(&web)),
+            of(Some(&web)),
             Names {
                 container: "nginx".to_owned(),
                 pod: "web-0".to_owned(),
@@ -183,7 +180,7 @@ mod tests {
     #[test]
     fn a_container_without_a_kubernetes_container_label_is_named_by_its_runtime_name() {
         assert_eq!(
-            Names::of(Some(&fixtures::web(Source::Cache))),
+            of(Some(&fixtures::web(Source::Cache))),
             Names {
                 container: "web".to_owned(),
                 pod: "web-0".to_owned(),
@@ -203,7 +200,7 @@ mod tests {
             warning: None,
         };
         assert_eq!(
-            Names::of(Some(&bare)),
+            of(Some(&bare)),
             Names {
                 container: fixtures::ID[..12].to_owned(),
                 ..Names::default()
@@ -217,8 +214,8 @@ mod tests {
             source: Source::Path,
             warning: None,
         };
-        assert_eq!(Names::of(Some(&service)), Names::default());
-        assert_eq!(Names::of(None), Names::default());
+        assert_eq!(of(Some(&service)), Names::default());
+        assert_eq!(of(None), Names::default());
     }
 
     #[test]

@@ -18,8 +18,10 @@ use crate::capture::{CapturePlan, TaskHook, Tier};
 use crate::clock::KernelClock;
 use crate::decode::tests::{as_bytes, layout_6_18, mark_victim_record, victim_task_record};
 use crate::incident::{Event, Joiner, OomKill};
+use crate::record::agent::AgentInfo;
+use crate::record::{Context, build};
+use crate::sink::Sink as _;
 use crate::sink::metrics::MetricsSink;
-use crate::sink::{Context, Sink as _};
 
 fn plan(tier: Tier) -> CapturePlan {
     CapturePlan {
@@ -107,12 +109,8 @@ impl Fed {
     }
 
     fn kill(&mut self, kill: &AttributedKill) {
-        let context = Context {
-            plan: &self.plan,
-            ringbuf_dropped_total: 0,
-            clock: KernelClock::now(),
-        };
-        self.sink.oom_kill(kill, &context).unwrap();
+        let record = build::oom_kill(kill, None, None, &self.context());
+        self.sink.write(&record).unwrap();
     }
 
     fn text(&self) -> String {
@@ -210,9 +208,10 @@ fn sigkills_are_counted_by_target_and_sender_kind() {
     let fed = Fed::new(Tier::NoFunctionTracing);
     let context = fed.context();
     let mut sink = MetricsSink::new(Arc::clone(&fed.metrics));
-    sink.sigkill(&sigkill_of(Some(fixtures::web(Source::Cache))), &context)
-        .unwrap();
-    sink.sigkill(&sigkill_of(None), &context).unwrap();
+    for target in [Some(fixtures::web(Source::Cache)), None] {
+        sink.write(&build::sigkill(&sigkill_of(target), &context))
+            .unwrap();
+    }
     assert_eq!(
         samples(&fed.text(), "oomtrace_sigkills_total"),
         [
@@ -260,9 +259,13 @@ fn the_exposition_has_every_metric_from_the_start() {
         ),
         Tier::NoFunctionTracing,
     );
-    let context = fed.context();
     let mut sink = MetricsSink::new(Arc::clone(&fed.metrics));
-    sink.started(&context).unwrap();
+    sink.write(&build::agent_started(
+        &fed.plan,
+        jiff::Timestamp::now(),
+        AgentInfo::this(),
+    ))
+    .unwrap();
     // Both are read at the scrape, not when an event passed.
     history_write_errors.store(5, Ordering::Relaxed);
     dropped.store(7, Ordering::Relaxed);

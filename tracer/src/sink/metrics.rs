@@ -1,14 +1,15 @@
-//! Feeds the Prometheus counters ([`crate::metrics`]) from the attributed events. The ring
-//! buffer's losses and the history store's failed writes are read at each scrape instead.
+//! Feeds the Prometheus counters ([`crate::metrics`]) from the records. The ring buffer's
+//! losses and the history store's failed writes are read at each scrape instead.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use super::{Context, Sink, Totals};
-use crate::attribute::{AttributedKill, AttributedSigkill, Attribution};
-use crate::incident::OomIncident;
+use super::Sink;
+use crate::attribute::DomainKind;
 use crate::metrics::Metrics;
-use crate::metrics::labels::{Names, domain_kind};
+use crate::metrics::labels::Names;
+use crate::record::party;
+use crate::record::{AgentStarted, OomKillRecord, SigkillRecord};
 
 pub struct MetricsSink {
     metrics: Arc<Metrics>,
@@ -19,58 +20,56 @@ impl MetricsSink {
         MetricsSink { metrics }
     }
 
-    /// Each cgroup named by its path only counts once per event, though it may be the victim's,
-    /// the trigger's and the domain's at once.
-    fn failures<'a>(&self, parties: impl IntoIterator<Item = Option<&'a Attribution>>) {
+    /// Each cgroup named by its path only counts once per record, though it may be the
+    /// victim's, the trigger's and the domain's at once.
+    fn failures<'a>(&self, parties: impl IntoIterator<Item = &'a party::Names>) {
         let mut seen = BTreeSet::new();
-        for attribution in parties.into_iter().flatten() {
-            if let Some(warning) = &attribution.warning
+        for attribution in parties
+            .into_iter()
+            .filter_map(|names| names.attribution.as_ref())
+        {
+            if let Some(reason) = attribution.reason
                 && seen.insert(attribution.path.as_str())
             {
-                self.metrics.attribution_failure(warning.reason);
+                self.metrics.attribution_failure(reason);
             }
         }
     }
 }
 
 impl Sink for MetricsSink {
-    fn started(&mut self, context: &Context<'_>) -> std::io::Result<()> {
-        self.metrics.started(context.plan.tier.as_str());
+    fn agent_started(&mut self, started: &AgentStarted) -> std::io::Result<()> {
+        self.metrics.started(started.capture.tier.as_str());
         Ok(())
     }
 
-    fn oom_kill(&mut self, kill: &AttributedKill, context: &Context<'_>) -> std::io::Result<()> {
-        // An exiting task given memory reserves was marked, not killed.
-        if kill.kill.marked_without_kill {
-            return Ok(());
-        }
+    // An `oom_mark_exiting` (an exiting task given memory reserves) was marked, not killed:
+    // the default ignores it.
+    fn oom_kill(&mut self, kill: &OomKillRecord) -> std::io::Result<()> {
         self.metrics.oom_kill(
-            Names::of(kill.victim.as_ref()),
-            domain_kind(kill.domain.kind),
-            context.plan.tier.as_str(),
+            Names::of(&kill.victim.names),
+            kill.domain
+                .as_ref()
+                .map_or(DomainKind::Unknown, |domain| domain.kind)
+                .as_str(),
+            kill.capture.tier.map_or("unknown", |tier| tier.as_str()),
         );
-        self.failures([
-            kill.victim.as_ref(),
-            kill.trigger.as_ref(),
-            kill.domain.attribution.as_ref(),
-        ]);
+        self.failures(
+            [Some(&kill.victim), kill.trigger.as_ref()]
+                .into_iter()
+                .flatten()
+                .map(|party| &party.names)
+                .chain(kill.domain.as_ref().map(|domain| &domain.names)),
+        );
         Ok(())
     }
 
-    fn oom_incident(&mut self, _: &OomIncident, _: &Context<'_>) -> std::io::Result<()> {
-        Ok(())
-    }
-
-    fn sigkill(&mut self, sigkill: &AttributedSigkill, _: &Context<'_>) -> std::io::Result<()> {
+    fn sigkill(&mut self, sigkill: &SigkillRecord) -> std::io::Result<()> {
         self.metrics.sigkill(
-            Names::of(sigkill.target.as_ref()),
-            sigkill.sigkill.sender_kind.as_str(),
+            Names::of(&sigkill.target.names),
+            sigkill.sender.kind.as_str(),
         );
-        self.failures([sigkill.target.as_ref(), sigkill.sender.as_ref()]);
-        Ok(())
-    }
-
-    fn stopped(&mut self, _: &Totals, _: &Context<'_>) -> std::io::Result<()> {
+        self.failures([&sigkill.target.names, &sigkill.sender.party.names]);
         Ok(())
     }
 }
