@@ -19,6 +19,7 @@ pub mod history;
 pub mod kmsg;
 pub mod metrics;
 pub mod procfs;
+pub mod record;
 pub mod report;
 pub mod units;
 

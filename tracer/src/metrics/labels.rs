@@ -10,7 +10,7 @@ use std::hash::Hash;
 
 use prometheus_client::encoding::EncodeLabelSet;
 
-use crate::attribute::{Attribution, DomainKind};
+use crate::record::party;
 
 /// Distinct label sets kept per family before new names fold into `other`.
 pub const MAX_LABEL_SETS: usize = 1000;
@@ -84,28 +84,32 @@ pub struct Names {
 impl Names {
     /// The Kubernetes container name where the kubelet labelled it, else the runtime's, else
     /// the container id from the cgroup path (12 characters, as `docker ps` shows it).
-    pub fn of(attribution: Option<&Attribution>) -> Self {
-        let Some(attribution) = attribution else {
-            return Names::default();
-        };
-        let meta = attribution.container.as_deref();
-        let container = meta
-            .and_then(|meta| meta.k8s.container_name.as_deref())
-            .or(meta
-                .map(|meta| meta.name.as_str())
-                .filter(|name| !name.is_empty()))
+    pub fn of(names: &party::Names) -> Self {
+        let container = names
+            .k8s
+            .as_ref()
+            .and_then(|k8s| k8s.container.as_ref())
+            .map(|container| container.name.as_str())
+            .or(names.container_name())
             .map(str::to_owned)
             .or_else(|| {
-                let id = &attribution.identity.container.as_ref()?.id;
+                let id = &names.container.as_ref()?.id;
                 Some(id.get(..12).unwrap_or(id).to_owned())
             })
             .unwrap_or_default();
-        let k8s = meta.map(|meta| &meta.k8s);
-        let compose = meta.map(|meta| &meta.compose);
+        let compose = names
+            .container
+            .as_ref()
+            .and_then(|container| container.compose.as_ref());
         Names {
             container: label_value(&container),
-            pod: label_value(k8s.and_then(|k8s| k8s.pod_name.as_deref()).unwrap_or("")),
-            namespace: label_value(k8s.and_then(|k8s| k8s.namespace.as_deref()).unwrap_or("")),
+            pod: label_value(
+                names
+                    .pod()
+                    .and_then(|pod| pod.name.as_deref())
+                    .unwrap_or(""),
+            ),
+            namespace: label_value(names.namespace().unwrap_or("")),
             compose_project: label_value(
                 compose
                     .and_then(|compose| compose.project.as_deref())
@@ -144,14 +148,6 @@ pub fn main_process(main_process: Option<bool>) -> &'static str {
         Some(true) => "true",
         Some(false) => "false",
         None => "unknown",
-    }
-}
-
-pub fn domain_kind(kind: DomainKind) -> &'static str {
-    match kind {
-        DomainKind::Cgroup => "cgroup",
-        DomainKind::Host => "host",
-        DomainKind::Unknown => "unknown",
     }
 }
 
@@ -205,9 +201,13 @@ impl<K: Hash + Eq + Clone> LabelBudget<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attribute::Source;
-    use crate::attribute::fixtures;
+    use crate::attribute::{Attribution, Source, fixtures};
     use crate::cgroup_path;
+
+    /// The labels of a party `attribution` names, as the record carries its names.
+    fn of(attribution: Option<&Attribution>) -> Names {
+        Names::of(&crate::record::build::names(attribution, None))
+    }
 
     #[test]
     fn a_kubernetes_container_is_named_by_the_kubelet_labels() {
@@ -216,7 +216,7 @@ mod tests {
         meta.k8s.container_name = Some("nginx".to_owned());
         web.container = Some(std::sync::Arc::new(meta));
         assert_eq!(
-            Names::of(Some(&web)),
+            of(Some(&web)),
             Names {
                 container: "nginx".to_owned(),
                 pod: "web-0".to_owned(),
@@ -229,7 +229,7 @@ mod tests {
     #[test]
     fn a_container_without_a_kubernetes_container_label_is_named_by_its_runtime_name() {
         assert_eq!(
-            Names::of(Some(&fixtures::web(Source::Cache))),
+            of(Some(&fixtures::web(Source::Cache))),
             Names {
                 container: "web".to_owned(),
                 pod: "web-0".to_owned(),
@@ -250,7 +250,7 @@ mod tests {
             warning: None,
         };
         assert_eq!(
-            Names::of(Some(&bare)),
+            of(Some(&bare)),
             Names {
                 container: fixtures::ID[..12].to_owned(),
                 ..Names::default()
@@ -264,8 +264,8 @@ mod tests {
             source: Source::Path,
             warning: None,
         };
-        assert_eq!(Names::of(Some(&service)), Names::default());
-        assert_eq!(Names::of(None), Names::default());
+        assert_eq!(of(Some(&service)), Names::default());
+        assert_eq!(of(None), Names::default());
     }
 
     #[test]
@@ -294,7 +294,7 @@ mod tests {
         );
         web.container = Some(std::sync::Arc::new(meta));
         assert_eq!(
-            Names::of(Some(&web)),
+            of(Some(&web)),
             Names {
                 container: "shop_web_1".to_owned(),
                 compose_project: "shop".to_owned(),

@@ -18,8 +18,10 @@ use crate::capture::{CapturePlan, TaskHook, Tier};
 use crate::clock::KernelClock;
 use crate::decode::tests::{as_bytes, layout_6_18, mark_victim_record, victim_task_record};
 use crate::incident::{Event, Joiner, OomKill};
+use crate::record::agent::AgentInfo;
+use crate::record::{Context, build};
+use crate::sink::Sink as _;
 use crate::sink::metrics::MetricsSink;
-use crate::sink::{Context, Sink as _};
 
 fn plan(tier: Tier) -> CapturePlan {
     CapturePlan {
@@ -110,12 +112,11 @@ impl Fed {
     }
 
     fn kill(&mut self, kill: &AttributedKill) {
-        let context = Context {
-            plan: &self.plan,
-            ringbuf_dropped_total: 0,
-            clock: KernelClock::now(),
-        };
-        self.sink.oom_kill(kill, &context).unwrap();
+        self.record(build::oom_kill(kill, None, None, &self.context()));
+    }
+
+    fn record(&mut self, record: crate::record::Record) {
+        self.sink.write(&record).unwrap();
     }
 
     fn text(&self) -> String {
@@ -249,6 +250,50 @@ fn a_restart_loop_is_shown_while_it_lasts() {
 }
 
 #[test]
+fn a_kill_the_explain_stage_flags_starts_a_restart_loop() {
+    use crate::record::Body;
+    use crate::record::kill::{Count, Explanation, Snapshot};
+    let mut fed = Fed::new(Tier::NoFunctionTracing);
+    let explained = |restart_loop: Option<Count>| {
+        let mut record = build::oom_kill(&fixtures::in_web(kill(9)), None, None, &fed.context());
+        let Body::OomKill(kill) = &mut record.body else {
+            panic!("an oom_kill record: {record:?}");
+        };
+        kill.explanation = Some(Explanation {
+            verdict: String::new(),
+            snapshot: Snapshot {
+                scope: "host".to_owned(),
+                cgroups: Vec::new(),
+                processes: Vec::new(),
+                took_us: 0,
+            },
+            restart_loop,
+            recurring_trigger: None,
+        });
+        record
+    };
+    let (first, third) = (
+        explained(None),
+        explained(Some(Count {
+            count: 3,
+            window_seconds: LOOP_WINDOW.as_secs(),
+        })),
+    );
+    fed.record(first);
+    assert_eq!(
+        samples(&fed.text(), "oomtrace_restart_loop{"),
+        Vec::<String>::new()
+    );
+    fed.record(third);
+    assert_eq!(
+        samples(&fed.text(), "oomtrace_restart_loop{"),
+        [
+            r#"oomtrace_restart_loop{container="web",pod="web-0",namespace="shop",compose_project="",compose_service=""} 1"#
+        ]
+    );
+}
+
+#[test]
 fn a_task_marked_without_a_kill_is_not_counted() {
     let mut fed = Fed::new(Tier::Full);
     let mut marked = AttributedKill::unattributed(kill(9));
@@ -304,9 +349,10 @@ fn sigkills_are_counted_by_target_and_sender_kind() {
     let fed = Fed::new(Tier::NoFunctionTracing);
     let context = fed.context();
     let mut sink = MetricsSink::new(Arc::clone(&fed.metrics));
-    sink.sigkill(&sigkill_of(Some(fixtures::web(Source::Cache))), &context)
-        .unwrap();
-    sink.sigkill(&sigkill_of(None), &context).unwrap();
+    for target in [Some(fixtures::web(Source::Cache)), None] {
+        sink.write(&build::sigkill(&sigkill_of(target), &context))
+            .unwrap();
+    }
     assert_eq!(
         samples(&fed.text(), "oomtrace_sigkills_total"),
         [
@@ -355,9 +401,13 @@ fn the_exposition_has_every_metric_from_the_start() {
         ),
         Tier::NoFunctionTracing,
     );
-    let context = fed.context();
     let mut sink = MetricsSink::new(Arc::clone(&fed.metrics));
-    sink.started(&context).unwrap();
+    sink.write(&build::agent_started(
+        &fed.plan,
+        jiff::Timestamp::now(),
+        AgentInfo::this(),
+    ))
+    .unwrap();
     // Both are read at the scrape, not when an event passed.
     history_write_errors.store(5, Ordering::Relaxed);
     dropped.store(7, Ordering::Relaxed);
