@@ -148,5 +148,62 @@ services:
         prometheus.alerts()
     );
 
+    // The Grafana dashboard's queries, as Grafana would send them, on the same data.
+    let dashboard = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/oomtrace.json");
+    let panel_values = dashboard_values(&prometheus, &dashboard);
+    for (title, values) in &panel_values {
+        println!("dashboard panel {title:?}: {values:?}");
+    }
+    let value_of = |title: &str| {
+        panel_values
+            .iter()
+            .find(|(panel, _)| panel == title)
+            .and_then(|(_, values)| values.first().copied())
+    };
+    assert_eq!(value_of("Restart loops now"), Some(1.0));
+    assert!(
+        value_of("OOM kills") >= counted,
+        "the OOM kills panel counts every kill: {:?}",
+        value_of("OOM kills")
+    );
+
     agent.stop();
+}
+
+/// Each panel's title and the values of its first query, each query of the dashboard run as
+/// an instant query with its variables filled in as Grafana would (every job and node, the
+/// last hour, one-minute steps); every query must succeed.
+fn dashboard_values(prometheus: &Prometheus, dashboard: &Path) -> Vec<(String, Vec<f64>)> {
+    let text = std::fs::read_to_string(dashboard)
+        .unwrap_or_else(|err| panic!("reading {}: {err}", dashboard.display()));
+    let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let mut panels = Vec::new();
+    for panel in dashboard["panels"]
+        .as_array()
+        .expect("the dashboard's panels")
+    {
+        let Some(targets) = panel["targets"].as_array() else {
+            continue;
+        };
+        let title = panel["title"].as_str().unwrap_or_default().to_owned();
+        let mut first = None;
+        for target in targets {
+            let expr = [
+                ("$__range", "1h"),
+                ("$__interval", "1m"),
+                ("$job", ".*"),
+                ("$instance", ".*"),
+            ]
+            .iter()
+            .fold(
+                target["expr"].as_str().unwrap_or_default().to_owned(),
+                |expr, (variable, value)| expr.replace(variable, value),
+            );
+            // Panics unless Prometheus accepts and evaluates the query.
+            let values: Vec<f64> = prometheus.query(&expr).iter().map(sample_value).collect();
+            first.get_or_insert(values);
+        }
+        panels.push((title, first.unwrap_or_default()));
+    }
+    panels
 }
