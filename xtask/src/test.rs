@@ -77,5 +77,6 @@ pub fn lint(env: &Env) -> anyhow::Result<()> {
         "warnings",
     ]))?;
     crate::codegen::check(env)?;
-    crate::deploy::check()
+    crate::deploy::check()?;
+    crate::prometheus::check()
 }
