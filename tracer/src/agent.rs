@@ -14,7 +14,7 @@ use tokio::{
     sync::mpsc,
 };
 
-use crate::attribute::{ATTRIBUTION_BUDGET, AttributedEvent, AttributionOptions, Attributor};
+use crate::attribute::{ATTRIBUTION_BUDGET, AttributionOptions, Attributor};
 use crate::capture::{Capture, CaptureOptions, CapturePlan, privileges, ringbuf};
 use crate::cli::{Format, RunArgs};
 use crate::clock::KernelClock;
@@ -26,7 +26,9 @@ use crate::metrics::{self, Metrics};
 use crate::observe::Observer;
 use crate::observe::cgroupfs::MemoryHierarchy;
 use crate::observe::timeline::Prepared;
-use crate::sink::{Context, Sink, Totals, json::JsonSink, metrics::MetricsSink, text::LogSink};
+use crate::record::agent::AgentInfo;
+use crate::record::{Body, Context, Record, Totals, build};
+use crate::sink::{Sink, json::JsonSink, metrics::MetricsSink, text::LogSink};
 use crate::stages::{self, Stages};
 use crate::{badness, decode};
 
@@ -42,6 +44,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_tier,
         function_hook,
         runtime_sockets,
+        cri_sockets,
+        kubelet_log_dir,
+        no_kubelet_logs,
         runtime_state,
         runtime_state_only,
         tombstone_ttl,
@@ -86,6 +91,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let attributor = Attributor::start(AttributionOptions {
         sockets: runtime_sockets,
+        cri_sockets,
+        kubelet_logs: (!no_kubelet_logs).then_some(kubelet_log_dir),
         state_dirs: runtime_state,
         state_only: runtime_state_only,
         tombstone_ttl: tombstone_ttl.into(),
@@ -118,6 +125,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let metrics = Arc::new(Metrics::new(
             Box::new(move || ringbuf_dropped.total()),
             history_write_errors,
+            restart_loop_window.into(),
         ));
         metrics::http::start(addr, Arc::clone(&metrics)).await?;
         sinks.push(Box::new(MetricsSink::new(metrics)));
@@ -139,7 +147,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     // The recorder runs before the agent says it started: its lead-up covers the first kill.
     let mut observer = Observer::new(MemoryHierarchy::find(), timeline_window, timeline_prepared);
-    output.started(drops.total());
+    output.write_to_sinks(&build::agent_started(
+        plan,
+        jiff::Timestamp::now(),
+        AgentInfo::this(),
+    ));
     let (events, mut joined) = mpsc::channel::<(Event, Instant, Stages)>(EVENT_QUEUE);
     // Capture → decode → join on one side of the queue; attribute → sinks on the other, so a
     // kill waiting for its container's name never holds up reading the ring buffer.
@@ -175,34 +187,45 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let output_side = async {
         while let Some((event, joined_at, mut stages)) = joined.recv().await {
             stages.mark("queue");
-            let event = match event {
+            let deadline = joined_at + ATTRIBUTION_BUDGET;
+            let mut killed = None;
+            // Each record is built once, after explain, and every output takes that one.
+            let record = match event {
                 Event::Kill(kill) => {
+                    killed = Some(kill.victim.pid);
                     // Read what changes first; then name, which may wait; then explain.
                     let (moment, snapshot, timeline) = observer.observe(&kill);
                     stages.mark("observe");
-                    let deadline = joined_at + ATTRIBUTION_BUDGET;
-                    let mut kill = attributor.kill(kill, moment, deadline).await;
+                    let kill = attributor.kill(kill, moment, deadline).await;
                     stages.mark("attribute");
-                    let explanation =
-                        explainer.explain(&kill, snapshot, timeline, &attributor, Instant::now());
-                    kill.explanation = Some(Box::new(explanation));
+                    let (explanation, domain_memory) = explainer.explain(
+                        &kill,
+                        snapshot,
+                        timeline.as_deref(),
+                        &attributor,
+                        Instant::now(),
+                    );
+                    let context = output.context(drops.total());
+                    let record =
+                        build::oom_kill(&kill, Some(explanation), Some(&domain_memory), &context);
                     stages.mark("explain");
-                    AttributedEvent::Kill(Box::new(kill))
+                    record
                 }
-                Event::Incident(incident) => AttributedEvent::Incident(incident),
+                Event::Incident(incident) => {
+                    build::oom_incident(&incident, &output.context(drops.total()))
+                }
                 Event::Sigkill(sigkill) => {
-                    let deadline = joined_at + ATTRIBUTION_BUDGET;
-                    AttributedEvent::Sigkill(Box::new(attributor.sigkill(sigkill, deadline).await))
+                    let sigkill = attributor.sigkill(sigkill, deadline).await;
+                    build::sigkill(&sigkill, &output.context(drops.total()))
                 }
             };
-            output.event(&event, drops.total(), &mut stages).await;
-            if let AttributedEvent::Kill(kill) = &event
+            output.write(&record, &mut stages).await;
+            if let Some(pid) = killed
                 && Stages::enabled()
             {
                 log::debug!(
                     target: stages::LOG_TARGET,
-                    "oom_kill of pid {}: {}",
-                    kill.kill.victim.pid,
+                    "oom_kill of pid {pid}: {}",
                     stages.describe()
                 );
             }
@@ -222,7 +245,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     output.totals.history_write_errors =
         history_errors.map_or(0, |errors| errors.load(Ordering::Relaxed));
-    output.stopped(drops.total());
+    output.totals.ringbuf_dropped_total = drops.total();
+    output.write_to_sinks(&build::agent_stopped(output.totals, jiff::Timestamp::now()));
     Ok(())
 }
 
@@ -332,7 +356,7 @@ async fn backfill(
     let Some(tolerance) = before.iter().map(|kill| backfill::tolerance(kill)).max() else {
         return;
     };
-    let records: Vec<_> = before
+    let records: Vec<Record> = before
         .iter()
         .map(|kill| backfill::record(kill, clock))
         .collect();
@@ -346,7 +370,7 @@ async fn backfill(
     }
 }
 
-/// Attributed events to the history, then to every sink.
+/// Records to the history, then to every sink.
 struct Output<'a> {
     plan: &'a CapturePlan,
     history: Option<History>,
@@ -364,48 +388,28 @@ impl<'a> Output<'a> {
         }
     }
 
-    async fn event(&mut self, event: &AttributedEvent, dropped: u64, stages: &mut Stages) {
-        let context = self.context(dropped);
+    async fn write(&mut self, record: &Record, stages: &mut Stages) {
         // Stored first: a kill that was logged is never lost by the agent dying right after.
         if let Some(history) = &mut self.history {
-            history.record(event, &context).await;
+            history.record(record).await;
             stages.mark("history");
         }
-        match event {
-            AttributedEvent::Kill(kill) if !kill.kill.marked_without_kill => {
-                self.totals.oom_kills += 1;
-            }
-            AttributedEvent::Sigkill(_) => self.totals.sigkills += 1,
-            AttributedEvent::Kill(_) | AttributedEvent::Incident(_) => {}
+        match &record.body {
+            Body::OomKill(_) => self.totals.oom_kills += 1,
+            Body::Sigkill(_) => self.totals.sigkills += 1,
+            Body::AgentStarted(_)
+            | Body::OomMarkExiting(_)
+            | Body::OomIncident(_)
+            | Body::AgentStopped(_) => {}
         }
-        for sink in &mut self.sinks {
-            let written = match event {
-                AttributedEvent::Kill(kill) => sink.oom_kill(kill, &context),
-                AttributedEvent::Incident(incident) => sink.oom_incident(incident, &context),
-                AttributedEvent::Sigkill(sigkill) => sink.sigkill(sigkill, &context),
-            };
-            if let Err(err) = written {
-                log::error!("writing a record: {err}");
-            }
-        }
+        self.write_to_sinks(record);
         stages.mark("write");
     }
 
-    fn started(&mut self, dropped: u64) {
-        let context = self.context(dropped);
+    fn write_to_sinks(&mut self, record: &Record) {
         for sink in &mut self.sinks {
-            if let Err(err) = sink.started(&context) {
-                log::error!("writing the start record: {err}");
-            }
-        }
-    }
-
-    fn stopped(&mut self, dropped: u64) {
-        let context = self.context(dropped);
-        let totals = self.totals;
-        for sink in &mut self.sinks {
-            if let Err(err) = sink.stopped(&totals, &context) {
-                log::error!("writing the stop record: {err}");
+            if let Err(err) = sink.write(record) {
+                log::error!("writing the {} record: {err}", record.kind());
             }
         }
     }

@@ -9,7 +9,9 @@
 //! what the path alone says and a warning.
 
 mod cache;
+pub mod cri;
 pub mod docker;
+pub mod kubelet_logs;
 pub mod runtime;
 pub mod state;
 mod watch;
@@ -21,13 +23,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use self::cache::{Cached, MetadataCache};
+use self::cri::CriRuntime;
 use self::docker::{DockerApi, LOOKUP_TIMEOUT};
+use self::kubelet_logs::KubeletLogs;
 use self::runtime::{ContainerMetadata, ContainerRuntime, Origin, RuntimeError};
 use self::state::RuntimeState;
 use self::watch::Shared;
 use crate::cgroup_path::{self, PathIdentity, PathKind};
 use crate::decode::Domain;
-use crate::incident::{OomIncident, OomKill, Sigkill};
+use crate::incident::{OomKill, Sigkill};
 use crate::observe::cgroupfs::Inference;
 use crate::observe::{DomainSeen, Moment, PartyPaths};
 
@@ -39,7 +43,8 @@ pub const ATTRIBUTION_BUDGET: Duration = Duration::from_millis(800);
 pub const DEFAULT_SOCKETS: [&str; 2] = ["/var/run/docker.sock", "/run/podman/podman.sock"];
 
 /// How a party's name was found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Source {
     /// Asked the runtime when the kill arrived.
     Live,
@@ -86,7 +91,10 @@ pub struct AttributionWarning {
 }
 
 /// The kinds of [`AttributionWarning`]: a small fixed set, so it can be counted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum FailureReason {
     /// The cgroup path matches no container, pod or service layout.
     UnrecognisedPath,
@@ -157,13 +165,24 @@ pub struct ResolvedDomain {
     pub attribution: Option<Attribution>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DomainKind {
     /// A memory cgroup's limit: a container's, a pod's, a slice's.
     Cgroup,
     /// No limit: the whole host ran out.
     Host,
     Unknown,
+}
+
+impl DomainKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DomainKind::Cgroup => "cgroup",
+            DomainKind::Host => "host",
+            DomainKind::Unknown => "unknown",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -211,12 +230,10 @@ pub struct AttributedKill {
     /// `OOMKilled`. `None` outside containers or when the main pid is unknown.
     pub main_process: Option<bool>,
     pub domain: ResolvedDomain,
-    /// Filled by the explain stage.
-    pub explanation: Option<Box<crate::explain::Explanation>>,
 }
 
 impl AttributedKill {
-    /// A kill with nobody named and no domain: what the sinks get when nothing is known.
+    /// A kill with nobody named and no domain: what the record holds when nothing is known.
     #[cfg(test)]
     pub fn unattributed(kill: OomKill) -> Self {
         AttributedKill {
@@ -225,7 +242,6 @@ impl AttributedKill {
             trigger: None,
             main_process: None,
             domain: ResolvedDomain::unknown(),
-            explanation: None,
         }
     }
 }
@@ -293,16 +309,13 @@ pub struct AttributedSigkill {
     pub sender: Option<Attribution>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AttributedEvent {
-    Kill(Box<AttributedKill>),
-    Incident(OomIncident),
-    Sigkill(Box<AttributedSigkill>),
-}
-
 pub struct AttributionOptions {
     /// Docker Engine API sockets (Docker's or podman's); none: [`DEFAULT_SOCKETS`].
     pub sockets: Vec<String>,
+    /// CRI sockets (containerd's, CRI-O's); none: [`cri::DEFAULT_SOCKETS`].
+    pub cri_sockets: Vec<String>,
+    /// Where the kubelet's `pods` and `containers` log directories are, if read at all.
+    pub kubelet_logs: Option<PathBuf>,
     /// Runtime state directories (Docker's data root, podman's storage root); none:
     /// [`state::DEFAULT_DIRS`].
     pub state_dirs: Vec<PathBuf>,
@@ -326,14 +339,22 @@ impl Attributor {
     pub fn start(options: AttributionOptions) -> Self {
         let AttributionOptions {
             mut sockets,
+            mut cri_sockets,
+            kubelet_logs,
             mut state_dirs,
             state_only,
             tombstone_ttl,
         } = options;
         if state_only {
             sockets.clear();
-        } else if sockets.is_empty() {
-            sockets = DEFAULT_SOCKETS.map(str::to_owned).to_vec();
+            cri_sockets.clear();
+        } else {
+            if sockets.is_empty() {
+                sockets = DEFAULT_SOCKETS.map(str::to_owned).to_vec();
+            }
+            if cri_sockets.is_empty() {
+                cri_sockets = cri::DEFAULT_SOCKETS.map(str::to_owned).to_vec();
+            }
         }
         if state_dirs.is_empty() {
             state_dirs = state::DEFAULT_DIRS.map(PathBuf::from).to_vec();
@@ -341,10 +362,16 @@ impl Attributor {
         let apis = sockets
             .into_iter()
             .map(|socket| Arc::new(DockerApi::new(socket)) as Arc<dyn ContainerRuntime>);
+        let cri = cri_sockets
+            .into_iter()
+            .map(|socket| Arc::new(CriRuntime::new(socket)) as Arc<dyn ContainerRuntime>);
         let states = state_dirs.into_iter().map(|dir| {
             Arc::new(RuntimeState::new(dir, cache::DEFAULT_CAPACITY)) as Arc<dyn ContainerRuntime>
         });
-        let runtimes: Vec<Arc<dyn ContainerRuntime>> = apis.chain(states).collect();
+        let logs =
+            kubelet_logs.map(|root| Arc::new(KubeletLogs::new(root)) as Arc<dyn ContainerRuntime>);
+        let runtimes: Vec<Arc<dyn ContainerRuntime>> =
+            apis.chain(cri).chain(states).chain(logs).collect();
         let attributor = Self::with_runtimes(runtimes, tombstone_ttl);
         for runtime in &attributor.runtimes {
             tokio::spawn(watch::watch(
@@ -474,7 +501,6 @@ impl Attributor {
             trigger,
             main_process,
             domain,
-            explanation: None,
         }
     }
 
@@ -583,6 +609,7 @@ impl Attributor {
             attribution.container = Some(container);
             attribution.source = source;
         }
+        self.name_pod(&mut attribution);
         attribution
     }
 
@@ -600,6 +627,10 @@ impl Attributor {
                 attribution.warning = self.warn_unrecognised(path);
                 return attribution;
             }
+            (PathKind::Pod, _) => {
+                self.name_pod(&mut attribution);
+                return attribution;
+            }
             _ => return attribution,
         };
         match self.container(&id, deadline).await {
@@ -609,14 +640,77 @@ impl Attributor {
             }
             Err(warning) => {
                 log::warn!(
-                    "container {}: {}; named from its cgroup path only",
+                    "container {}: {}; named from its cgroup path{} only",
                     short(&id),
-                    warning.message
+                    warning.message,
+                    if attribution.identity.pod.is_some() {
+                        " and its pod"
+                    } else {
+                        ""
+                    }
                 );
                 attribution.warning = Some(warning);
             }
         }
+        self.name_pod(&mut attribution);
         attribution
+    }
+
+    /// Fills in the names of the pod the path names, where the container's own say none: a
+    /// kill in a pod's own cgroup, or in a container that nothing knows (the pod is known from
+    /// its sandbox or the kubelet's log directory).
+    fn name_pod(&self, attribution: &mut Attribution) {
+        let Some(uid) = attribution
+            .identity
+            .pod
+            .as_ref()
+            .map(|pod| pod.uid.as_str())
+        else {
+            return;
+        };
+        if attribution
+            .container
+            .as_ref()
+            .is_some_and(|meta| meta.k8s.pod_name.is_some())
+        {
+            return;
+        }
+        let Some((pod, source)) = self
+            .shared
+            .with_cache_quietly(|cache| cache.pod(uid, Instant::now()))
+            .map(found)
+        else {
+            return;
+        };
+        let named = match (&attribution.container, &attribution.identity.container) {
+            // A known container without its pod's names.
+            (Some(meta), _) => {
+                let mut meta = (**meta).clone();
+                meta.k8s = meta.k8s.or_pod(&pod.k8s);
+                meta
+            }
+            // A container nothing knows, in a known pod.
+            (None, Some(container)) => ContainerMetadata {
+                id: container.id.clone(),
+                runtime: pod.runtime,
+                k8s: runtime::K8sNames {
+                    container_name: None,
+                    restart_count: None,
+                    ..pod.k8s.clone()
+                },
+                ..ContainerMetadata::default()
+            },
+            // The pod's own cgroup: the pod.
+            (None, None) => {
+                attribution.source = source;
+                attribution.container = Some(pod);
+                return;
+            }
+        };
+        if attribution.source == Source::Path {
+            attribution.source = source;
+        }
+        attribution.container = Some(Arc::new(named));
     }
 
     /// The cache, then each connected runtime, then the cache again as events arrive or
@@ -717,18 +811,9 @@ impl Attributor {
     }
 
     fn cached(&self, id: &str) -> Option<(Arc<ContainerMetadata>, Source)> {
-        let cache = self
-            .shared
-            .cache
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        match cache.get(id, Instant::now())? {
-            Cached::Live(meta) => {
-                let source = live_source(&meta, Source::Cache);
-                Some((meta, source))
-            }
-            Cached::Tombstone(meta) => Some((meta, Source::Tombstone)),
-        }
+        self.shared
+            .with_cache_quietly(|cache| cache.get(id, Instant::now()))
+            .map(found)
     }
 
     fn warn_unrecognised(&self, path: &str) -> Option<AttributionWarning> {
@@ -748,6 +833,17 @@ impl Attributor {
             FailureReason::UnrecognisedPath,
             warning,
         ))
+    }
+}
+
+/// A cache entry and how it was known.
+fn found(cached: Cached) -> (Arc<ContainerMetadata>, Source) {
+    match cached {
+        Cached::Live(meta) => {
+            let source = live_source(&meta, Source::Cache);
+            (meta, source)
+        }
+        Cached::Tombstone(meta) => (meta, Source::Tombstone),
     }
 }
 

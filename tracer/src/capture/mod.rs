@@ -37,7 +37,19 @@ const SIGNAL_CATEGORY: &str = "signal";
 const SIGNAL_NAME: &str = "signal_generate";
 
 /// How much of an OOM kill this kernel lets oomtrace see, from least to most.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum Tier {
     /// Only the classic tracepoint: victim pid, comm and memory, the trigger's pid and cgroup2 id.
     TracepointOnly,

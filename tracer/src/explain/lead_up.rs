@@ -2,8 +2,8 @@
 //! ("builder grew from 100.0 MiB to 2.80 GiB in the 40 s before; db was flat at 1.90 GiB"), and
 //! how much tasks stalled on memory.
 
-use crate::names::human_bytes;
-use crate::observe::timeline::{CgroupTimeline, Timeline, UsageAt};
+use crate::names::{human_bytes, printable, short_name};
+use crate::record::timeline::{CgroupTimeline, Timeline, UsageSample as UsageAt};
 
 /// How many cgroups the sentence names; the JSON has them all.
 const NAMED: usize = 3;
@@ -34,13 +34,20 @@ enum Trend {
     },
 }
 
-/// One or two sentences, `None` when the timeline holds too little to say anything. `names`
-/// are the timeline's cgroups' names, in its order.
-pub fn lead_up(timeline: &Timeline, names: &[String]) -> Option<String> {
+/// One or two sentences, `None` when the timeline holds too little to say anything.
+pub fn lead_up(timeline: &Timeline) -> Option<String> {
+    let names: Vec<String> = timeline
+        .cgroups
+        .iter()
+        .map(|cgroup| {
+            short_name(&cgroup.names)
+                .unwrap_or_else(|| format!("cgroup {}", printable(&cgroup.cgroup.path)))
+        })
+        .collect();
     let trends: Vec<(&str, Trend)> = timeline
         .cgroups
         .iter()
-        .zip(names)
+        .zip(&names)
         .enumerate()
         .filter_map(|(index, (cgroup, name))| {
             // A domain with members moves as they do: name them, not it.
@@ -203,12 +210,11 @@ fn phrase(name: &str, trend: Trend) -> String {
 
 /// The worst stall of the window, if notable.
 fn stall_phrase(timeline: &Timeline) -> Option<String> {
-    let pressure = timeline.pressure.as_ref()?;
-    let worst = pressure
-        .intervals
+    let worst = timeline
+        .pressure
         .iter()
-        .max_by(|a, b| a.percent(a.some_us).total_cmp(&b.percent(b.some_us)))?;
-    let percent = worst.percent(worst.some_us);
+        .max_by(|a, b| a.some_pct.0.total_cmp(&b.some_pct.0))?;
+    let percent = worst.some_pct.0;
     (percent >= NOTABLE_STALL_PERCENT).then(|| {
         format!(
             "Tasks stalled on memory {percent:.0} % of the time {} s before the kill.",
@@ -219,10 +225,9 @@ fn stall_phrase(timeline: &Timeline) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-    use crate::observe::timeline::{Pressure, Stall};
+    use crate::record::kill::CgroupPath;
+    use crate::record::timeline::{Percent, Stall};
 
     const MIB: u64 = 1 << 20;
 
@@ -238,19 +243,30 @@ mod tests {
 
     fn cgroup(path: &str, limit: Option<u64>, points: &[(i64, u64)]) -> CgroupTimeline {
         CgroupTimeline {
-            path: path.to_owned(),
+            cgroup: CgroupPath {
+                path: path.to_owned(),
+            },
+            names: Default::default(),
             limit_bytes: limit,
             samples: series(points),
             events: Vec::new(),
         }
     }
 
+    fn timeline(pressure: Vec<Stall>, cgroups: Vec<CgroupTimeline>) -> Timeline {
+        Timeline {
+            window_s: 60,
+            pressure_source: None,
+            pressure,
+            cgroups,
+        }
+    }
+
     #[test]
     fn a_growing_builder_next_to_a_flat_database() {
-        let timeline = Timeline {
-            window: Duration::from_secs(60),
-            pressure: None,
-            cgroups: vec![
+        let timeline = timeline(
+            Vec::new(),
+            vec![
                 cgroup("/pod", Some(5000 * MIB), &[(-60_000, 2000), (-100, 4700)]),
                 cgroup(
                     "/pod/builder",
@@ -264,97 +280,81 @@ mod tests {
                 ),
                 cgroup("/pod/db", None, &[(-60_000, 1945), (-100, 1946)]),
             ],
-        };
-        let names = ["the pod".to_owned(), "builder".to_owned(), "db".to_owned()];
+        );
         assert_eq!(
-            lead_up(&timeline, &names).as_deref(),
+            lead_up(&timeline).as_deref(),
             Some(
-                "Before the kill, builder grew from 100.0 MiB to 2.80 GiB in the 40 s before; \
-                 db was flat at 1.90 GiB."
+                "Before the kill, cgroup /pod/builder grew from 100.0 MiB to 2.80 GiB in the 40 s \
+                 before; cgroup /pod/db was flat at 1.90 GiB."
             )
         );
     }
 
     #[test]
     fn a_lone_domain_speaks_for_itself_and_stalls_are_told() {
-        let timeline = Timeline {
-            window: Duration::from_secs(60),
-            pressure: Some(Pressure {
-                source: "/box".to_owned(),
-                intervals: vec![
-                    Stall {
-                        offset_ms: -3000,
-                        interval_us: 1_000_000,
-                        some_us: 20_000,
-                        full_us: 0,
-                    },
-                    Stall {
-                        offset_ms: -1900,
-                        interval_us: 100_000,
-                        some_us: 34_000,
-                        full_us: 10_000,
-                    },
-                ],
-            }),
-            cgroups: vec![cgroup(
+        let stall = |offset_ms, some| Stall {
+            offset_ms,
+            some_pct: Percent(some),
+            full_pct: Percent(0.0),
+        };
+        let timeline = timeline(
+            vec![stall(-3000, 2.0), stall(-1900, 34.0)],
+            vec![cgroup(
                 "/box",
                 Some(48 * MIB),
                 &[(-12_000, 2), (-6_000, 20), (-200, 47)],
             )],
-        };
+        );
         assert_eq!(
-            lead_up(&timeline, &["container box".to_owned()]).as_deref(),
+            lead_up(&timeline).as_deref(),
             Some(
-                "Before the kill, container box grew from 2.0 MiB to 47.0 MiB in the 12 s \
-                 before. Tasks stalled on memory 34 % of the time 2 s before the kill."
+                "Before the kill, cgroup /box grew from 2.0 MiB to 47.0 MiB in the 12 s before. \
+                 Tasks stalled on memory 34 % of the time 2 s before the kill."
             )
         );
     }
 
     #[test]
-    fn too_little_says_nothing_and_small_moves_are_flat() {
-        let faster_than_sampled = Timeline {
-            window: Duration::from_secs(60),
-            pressure: None,
-            cgroups: vec![cgroup("/box", Some(16 * MIB), &[(-30_000, 0), (-400, 0)])],
-        };
+    fn a_limit_filled_faster_than_sampled_is_said_so() {
+        let timeline = timeline(
+            Vec::new(),
+            vec![cgroup("/box", Some(16 * MIB), &[(-30_000, 0), (-400, 0)])],
+        );
         assert_eq!(
-            lead_up(&faster_than_sampled, &["cgroup /box".to_owned()]).as_deref(),
+            lead_up(&timeline).as_deref(),
             Some(
                 "Before the kill, cgroup /box was flat at 0 KiB, and filled its 16.0 MiB limit \
                  within the last 0.4 s."
             )
         );
-        let one_sample = Timeline {
-            window: Duration::from_secs(60),
-            pressure: None,
-            cgroups: vec![cgroup("/a", None, &[(-100, 10)])],
-        };
-        assert_eq!(lead_up(&one_sample, &["a".to_owned()]), None);
-        let wobble = cgroup("/a", None, &[(-3000, 500), (-2000, 505), (-100, 498)]);
+    }
+
+    #[test]
+    fn too_little_says_nothing() {
+        let one_sample = timeline(Vec::new(), vec![cgroup("/a", None, &[(-100, 10)])]);
+        assert_eq!(lead_up(&one_sample), None);
+    }
+
+    #[test]
+    fn trends() {
+        let trend_of = |points: &[(i64, u64)]| trend(&series(points));
         assert_eq!(
-            trend(&wobble.samples),
+            trend_of(&[(-3000, 500), (-2000, 505), (-100, 498)]),
             Some(Trend::Flat {
                 at: 498 * MIB,
                 seconds: None
             })
         );
         // Grown early in the window, then held for longer than FLAT_FOR_MS.
-        let held = cgroup(
-            "/a",
-            None,
-            &[(-12_000, 24), (-11_000, 48), (-6_000, 48), (-100, 48)],
-        );
         assert_eq!(
-            trend(&held.samples),
+            trend_of(&[(-12_000, 24), (-11_000, 48), (-6_000, 48), (-100, 48)]),
             Some(Trend::Flat {
                 at: 48 * MIB,
                 seconds: Some(11)
             })
         );
-        let spiked = cgroup("/a", None, &[(-3000, 500), (-2000, 900), (-100, 100)]);
         assert_eq!(
-            trend(&spiked.samples),
+            trend_of(&[(-3000, 500), (-2000, 900), (-100, 100)]),
             Some(Trend::Fell {
                 from: 900 * MIB,
                 to: 100 * MIB,
@@ -362,29 +362,23 @@ mod tests {
             })
         );
         // A restart loop's sawtooth: only the last rise counts.
-        let sawtooth = cgroup(
-            "/a",
-            None,
-            &[
+        assert_eq!(
+            trend_of(&[
                 (-9000, 0),
                 (-6000, 100),
                 (-5900, 0),
                 (-3000, 0),
                 (-2000, 50),
                 (-100, 104),
-            ],
-        );
-        assert_eq!(
-            trend(&sawtooth.samples),
+            ]),
             Some(Trend::Grew {
                 from: 0,
                 to: 104 * MIB,
                 seconds: 3
             })
         );
-        let dropped = cgroup("/a", None, &[(-3000, 900), (-100, 100)]);
         assert_eq!(
-            trend(&dropped.samples),
+            trend_of(&[(-3000, 900), (-100, 100)]),
             Some(Trend::Fell {
                 from: 900 * MIB,
                 to: 100 * MIB,

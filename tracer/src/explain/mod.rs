@@ -6,33 +6,20 @@ pub mod lead_up;
 pub mod patterns;
 pub mod verdict;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::patterns::{Flags, Patterns, Seen};
 use self::verdict::Top;
-use crate::attribute::{AttributedKill, Attribution, Attributor, DomainKind};
+use crate::attribute::{AttributedKill, Attributor, DomainKind};
 use crate::names::{printable, short_name};
-use crate::observe::snapshot::Snapshot;
-use crate::observe::timeline::Timeline;
-
-/// What the explain stage adds to a kill.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Explanation {
-    pub verdict: String,
-    pub snapshot: Snapshot,
-    /// The snapshot's cgroups, named as far as the cache knows, in the same order.
-    pub cgroup_names: Vec<Attribution>,
-    /// The snapshot's processes' cgroups, named likewise.
-    pub process_names: Vec<Option<Attribution>>,
-    /// The recording of the domain's minute before; `None` with the recorder off.
-    pub timeline: Option<Arc<Timeline>>,
-    /// The timeline's cgroups, named as far as the cache knows, in the same order.
-    pub timeline_names: Vec<Attribution>,
-    pub flags: Flags,
-    /// The window the patterns are counted in.
-    pub window: Duration,
-}
+use crate::observe::snapshot::{self, DomainMemory, ProcessScan, Scope};
+use crate::observe::timeline;
+use crate::record::build::names;
+use crate::record::kill::{
+    CgroupPath, CgroupUsage, Count, Explanation, ProcessUsage, Snapshot, Usage, UsingProcess,
+};
+use crate::record::party::Executable;
+use crate::record::timeline::{CgroupTimeline, LimitEvents, Percent, Stall, Timeline, UsageSample};
 
 pub struct Explainer {
     patterns: Patterns,
@@ -45,69 +32,83 @@ impl Explainer {
         }
     }
 
-    /// Explains `kill` with the `snapshot` taken at its moment and the `timeline` before it.
+    /// Explains `kill` with the `snapshot` taken at its moment and the `timeline` recorded
+    /// before it: the record's `explanation`, and the domain's memory as the snapshot read it
+    /// (the record's `domain.memory`).
     pub fn explain(
         &mut self,
         kill: &AttributedKill,
-        snapshot: Snapshot,
-        timeline: Option<Arc<Timeline>>,
+        snapshot: snapshot::Snapshot,
+        timeline: Option<&timeline::Timeline>,
         attributor: &Attributor,
         now: Instant,
-    ) -> Explanation {
+    ) -> (Explanation, DomainMemory) {
+        let snapshot::Snapshot {
+            scope,
+            domain,
+            cgroups,
+            processes,
+            process_scan: ProcessScan { read, unread },
+            taken_ns,
+            took,
+        } = snapshot;
         // Names from the cache only: nothing here waits for a runtime.
-        let cgroup_names: Vec<Attribution> = snapshot
-            .cgroups
-            .iter()
-            .map(|cgroup| attributor.named_from_cache(&cgroup.path))
-            .collect();
-        let process_names: Vec<Option<Attribution>> = snapshot
-            .processes
-            .iter()
-            .map(|process| {
-                process
-                    .cgroup
-                    .as_deref()
-                    .map(|path| attributor.named_from_cache(path))
+        let cgroups: Vec<CgroupUsage> = cgroups
+            .into_iter()
+            .map(|cgroup| CgroupUsage {
+                names: names(Some(&attributor.named_from_cache(&cgroup.path)), None),
+                cgroup: CgroupPath { path: cgroup.path },
+                memory: Usage {
+                    usage_bytes: cgroup.usage_bytes,
+                },
             })
             .collect();
-        let timeline_names: Vec<Attribution> = timeline
-            .iter()
-            .flat_map(|timeline| &timeline.cgroups)
-            .map(|cgroup| attributor.named_from_cache(&cgroup.path))
+        let processes: Vec<ProcessUsage> = processes
+            .into_iter()
+            .map(|process| {
+                let snapshot::ProcessUsage {
+                    pid,
+                    comm,
+                    rss_bytes,
+                    cgroup,
+                } = process;
+                let named = cgroup.map(|path| attributor.named_from_cache(&path));
+                ProcessUsage {
+                    process: UsingProcess {
+                        pid,
+                        executable: Executable { name: comm },
+                        memory: Usage {
+                            usage_bytes: rss_bytes,
+                        },
+                    },
+                    names: names(named.as_ref(), None),
+                }
+            })
             .collect();
-        let lead_up = timeline.as_deref().and_then(|timeline| {
-            let names: Vec<String> = timeline
-                .cgroups
-                .iter()
-                .zip(&timeline_names)
-                .map(|(cgroup, names)| {
-                    short_name(names)
-                        .unwrap_or_else(|| format!("cgroup {}", printable(&cgroup.path)))
-                })
-                .collect();
-            lead_up::lead_up(timeline, &names)
-        });
+        let timeline = timeline.map(|timeline| timeline_record(timeline, attributor));
+        let lead_up = timeline.as_ref().and_then(lead_up::lead_up);
         let top = Top {
-            cgroups: snapshot
-                .cgroups
+            cgroups: cgroups
                 .iter()
-                .zip(&cgroup_names)
-                .map(|(cgroup, names)| {
-                    let name = short_name(names)
-                        .unwrap_or_else(|| format!("cgroup {}", printable(&cgroup.path)));
-                    (name, cgroup.usage_bytes)
+                .map(|usage| {
+                    let name = short_name(&usage.names)
+                        .unwrap_or_else(|| format!("cgroup {}", printable(&usage.cgroup.path)));
+                    (name, usage.memory.usage_bytes)
                 })
                 .collect(),
-            processes: snapshot
-                .processes
+            processes: processes
                 .iter()
-                .zip(&process_names)
-                .map(|(process, names)| {
-                    let mut name = format!("{} (pid {})", printable(&process.comm), process.pid);
-                    if let Some(container) = names.as_ref().and_then(|n| n.container.as_ref()) {
-                        name = format!("{name} in {}", printable(&container.name));
+                .map(|usage| {
+                    let UsingProcess {
+                        pid,
+                        executable,
+                        memory,
+                    } = &usage.process;
+                    let mut name = format!("{} (pid {pid})", printable(&executable.name));
+                    if let Some(container) = usage.names.container_name() {
+                        name = format!("{name} in {}", printable(container));
                     }
-                    (name, process.rss_bytes)
+                    (name, memory.usage_bytes)
                 })
                 .collect(),
             lead_up,
@@ -117,17 +118,90 @@ impl Explainer {
         } else {
             self.patterns.record(seen(kill), now)
         };
-        let verdict = verdict::verdict(kill, &top, flags, self.patterns.window());
-        Explanation {
+        let window = self.patterns.window();
+        let verdict = verdict::verdict(kill, &top, flags, window);
+        let Flags {
+            restart_loop,
+            recurring_trigger,
+            // In the verdict's words only.
+            restarts: _,
+        } = flags;
+        let count = |count: u32| Count {
+            count,
+            window_seconds: window.as_secs(),
+        };
+        let explanation = Explanation {
             verdict,
-            snapshot,
-            cgroup_names,
-            process_names,
+            snapshot: Snapshot {
+                scope: match scope {
+                    Scope::Host => "host".to_owned(),
+                    Scope::Cgroup(path) => path,
+                },
+                cgroups,
+                processes,
+                processes_read: Some(read as u64),
+                processes_unread: Some(unread as u64),
+                ktime_ns: Some(taken_ns),
+                took_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            },
             timeline,
-            timeline_names,
-            flags,
-            window: self.patterns.window(),
-        }
+            restart_loop: restart_loop.map(count),
+            recurring_trigger: recurring_trigger.map(count),
+        };
+        (explanation, domain)
+    }
+}
+
+/// The recorder's timeline as the record writes it, its cgroups named from the cache.
+fn timeline_record(timeline: &timeline::Timeline, attributor: &Attributor) -> Timeline {
+    let timeline::Timeline {
+        window,
+        pressure,
+        cgroups,
+    } = timeline;
+    Timeline {
+        window_s: window.as_secs(),
+        pressure_source: pressure.as_ref().map(|pressure| pressure.source.clone()),
+        pressure: pressure
+            .iter()
+            .flat_map(|pressure| &pressure.intervals)
+            .map(|stall| Stall {
+                offset_ms: stall.offset_ms,
+                some_pct: Percent(stall.percent(stall.some_us)),
+                full_pct: Percent(stall.percent(stall.full_us)),
+            })
+            .collect(),
+        cgroups: cgroups
+            .iter()
+            .map(|cgroup| {
+                let timeline::CgroupTimeline {
+                    path,
+                    limit_bytes,
+                    samples,
+                    events,
+                } = cgroup;
+                CgroupTimeline {
+                    cgroup: CgroupPath { path: path.clone() },
+                    names: names(Some(&attributor.named_from_cache(path)), None),
+                    limit_bytes: *limit_bytes,
+                    samples: samples
+                        .iter()
+                        .map(|sample| UsageSample {
+                            offset_ms: sample.offset_ms,
+                            usage_bytes: sample.usage_bytes,
+                        })
+                        .collect(),
+                    events: events
+                        .iter()
+                        .map(|events| LimitEvents {
+                            offset_ms: events.offset_ms,
+                            high: events.high,
+                            max: events.max,
+                        })
+                        .collect(),
+                }
+            })
+            .collect(),
     }
 }
 

@@ -1,10 +1,10 @@
 //! The stored timeline of a kill's domain, drawn for `oomtrace show`: a sparkline per cgroup
 //! over the window before the kill, and the worst pressure stall.
 
-use serde_json::Value;
-
 use super::parties::owner_short;
+use super::style::truncate;
 use crate::names::{human_bytes, printable};
+use crate::record::timeline::{CgroupTimeline, Timeline};
 
 /// Characters per sparkline: one per two seconds of a one-minute window.
 const WIDTH: usize = 30;
@@ -12,41 +12,15 @@ const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█']
 /// Names are cut to this, so the lines align.
 const NAME: usize = 24;
 
-/// A cgroup's name, its `(offset_ms, usage_bytes)` samples and its limit.
-type Drawn = (String, Vec<(i64, u64)>, Option<u64>);
-
-/// Lines for the timeline at `/explanation/timeline`, each starting with `indent`; none when
-/// the record has no timeline or it holds no samples.
-pub fn lines(record: &Value, indent: &str) -> Vec<String> {
-    let Some(timeline) = record.pointer("/explanation/timeline") else {
-        return Vec::new();
-    };
-    let window_ms = timeline["window_s"].as_i64().unwrap_or(60).max(1) * 1000;
-    let cgroups: Vec<Drawn> = timeline["cgroups"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|entry| {
-            let name = owner_short(entry).unwrap_or_else(|| {
-                entry
-                    .pointer("/cgroup/path")
-                    .and_then(Value::as_str)
-                    .map_or("?".to_owned(), printable)
-            });
-            let samples: Vec<(i64, u64)> = entry["samples"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|sample| {
-                    Some((
-                        sample["offset_ms"].as_i64()?,
-                        sample["usage_bytes"].as_u64()?,
-                    ))
-                })
-                .collect();
-            (name, samples, entry["limit_bytes"].as_u64())
-        })
-        .filter(|(_, samples, _): &Drawn| !samples.is_empty())
+/// Lines for `timeline`, each starting with `indent`; none when it holds no samples.
+pub fn lines(timeline: &Timeline, indent: &str) -> Vec<String> {
+    let window_ms = i64::try_from(timeline.window_s.max(1))
+        .unwrap_or(60)
+        .saturating_mul(1000);
+    let cgroups: Vec<&CgroupTimeline> = timeline
+        .cgroups
+        .iter()
+        .filter(|cgroup| !cgroup.samples.is_empty())
         .collect();
     let mut out = Vec::new();
     if cgroups.is_empty() {
@@ -55,20 +29,32 @@ pub fn lines(record: &Value, indent: &str) -> Vec<String> {
     // One scale for all, from zero: the lines compare in size as well as in shape.
     let top = cgroups
         .iter()
-        .flat_map(|(_, samples, limit)| samples.iter().map(|&(_, bytes)| bytes).chain(*limit))
+        .flat_map(|cgroup| {
+            cgroup
+                .samples
+                .iter()
+                .map(|sample| sample.usage_bytes)
+                .chain(cgroup.limit_bytes)
+        })
         .max()
         .unwrap_or(1)
         .max(1);
-    for (name, samples, limit) in &cgroups {
+    for cgroup in cgroups {
+        let name = owner_short(&cgroup.names).unwrap_or_else(|| printable(&cgroup.cgroup.path));
+        let samples: Vec<(i64, u64)> = cgroup
+            .samples
+            .iter()
+            .map(|sample| (sample.offset_ms, sample.usage_bytes))
+            .collect();
         let first = samples.first().map_or(0, |&(_, bytes)| bytes);
         let last = samples.last().map_or(0, |&(_, bytes)| bytes);
-        let limit = limit.map_or(String::new(), |limit| {
+        let limit = cgroup.limit_bytes.map_or(String::new(), |limit| {
             format!(" (limit {})", human_bytes(limit))
         });
         out.push(format!(
             "{indent}{:NAME$} {} {} → {}{limit}",
-            truncate(name, NAME),
-            sparkline(samples, window_ms, top),
+            truncate(&name, NAME),
+            sparkline(&samples, window_ms, top),
             human_bytes(first),
             human_bytes(last),
         ));
@@ -96,29 +82,20 @@ pub fn sparkline(samples: &[(i64, u64)], window_ms: i64, top: u64) -> String {
         .collect()
 }
 
-fn worst_stall(timeline: &Value) -> Option<String> {
-    let worst = timeline["pressure"]
-        .as_array()?
+fn worst_stall(timeline: &Timeline) -> Option<String> {
+    let worst = timeline
+        .pressure
         .iter()
-        .filter_map(|stall| Some((stall["some_pct"].as_f64()?, stall["offset_ms"].as_i64()?)))
-        .max_by(|a, b| a.0.total_cmp(&b.0))?;
-    let source = timeline["pressure_source"]
-        .as_str()
+        .max_by(|a, b| a.some_pct.0.total_cmp(&b.some_pct.0))?;
+    let source = timeline
+        .pressure_source
+        .as_deref()
         .map_or("memory".to_owned(), printable);
     Some(format!(
         "stalls: up to {:.1} % of the time ({} s before), from {source}",
-        worst.0,
-        (worst.1.unsigned_abs() + 500) / 1000
+        worst.some_pct.0,
+        (worst.offset_ms.unsigned_abs() + 500) / 1000
     ))
-}
-
-fn truncate(name: &str, width: usize) -> String {
-    if name.chars().count() <= width {
-        return name.to_owned();
-    }
-    let mut cut: String = name.chars().take(width - 1).collect();
-    cut.push('…');
-    cut
 }
 
 #[cfg(test)]
@@ -139,7 +116,7 @@ mod tests {
 
     #[test]
     fn the_timeline_of_a_record_is_drawn() {
-        let record = serde_json::json!({"explanation": {"timeline": {
+        let timeline: Timeline = serde_json::from_value(serde_json::json!({
         "window_s": 60,
         "pressure_source": "/proc/pressure/memory",
         "pressure": [{"offset_ms": -2000, "some_pct": 34.0, "full_pct": 1.0}],
@@ -151,13 +128,20 @@ mod tests {
              "samples": [{"offset_ms": -60000, "usage_bytes": 2040109465u64},
                          {"offset_ms": -100, "usage_bytes": 2040109465u64}]},
             {"cgroup": {"path": "/pod/empty"}, "samples": []}
-        ]}}});
-        let drawn = lines(&record, "  ");
+        ]}))
+        .expect("a timeline as the record writes it");
+        let drawn = lines(&timeline, "  ");
         assert_eq!(drawn.len(), 3, "{drawn:#?}");
         assert!(drawn[0].starts_with("  container builder "), "{}", drawn[0]);
         assert!(drawn[0].ends_with("100.0 MiB → 2.80 GiB"), "{}", drawn[0]);
         assert!(drawn[1].starts_with("  /pod/db "), "{}", drawn[1]);
         assert!(drawn[2].contains("34.0 %") && drawn[2].contains("2 s before"));
-        assert!(lines(&serde_json::json!({}), "").is_empty());
+        let empty = Timeline {
+            window_s: 60,
+            pressure_source: None,
+            pressure: Vec::new(),
+            cgroups: Vec::new(),
+        };
+        assert!(lines(&empty, "").is_empty());
     }
 }
