@@ -46,6 +46,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_tier,
         function_hook,
         runtime_sockets,
+        cri_sockets,
+        kubelet_log_dir,
+        no_kubelet_logs,
         runtime_state,
         runtime_state_only,
         tombstone_ttl,
@@ -86,6 +89,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let attributor = Attributor::start(AttributionOptions {
         sockets: runtime_sockets,
+        cri_sockets,
+        kubelet_logs: (!no_kubelet_logs).then_some(kubelet_log_dir),
         state_dirs: runtime_state,
         state_only: runtime_state_only,
         tombstone_ttl: tombstone_ttl.into(),
@@ -117,6 +122,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let metrics = Arc::new(Metrics::new(
             Box::new(move || ringbuf_dropped.total()),
             history_write_errors,
+            restart_loop_window.into(),
         ));
         metrics::http::start(addr, Arc::clone(&metrics)).await?;
         sinks.push(Box::new(MetricsSink::new(metrics)));

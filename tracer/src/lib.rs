@@ -17,6 +17,7 @@ pub mod cli;
 pub mod decode;
 pub mod history;
 pub mod kmsg;
+pub mod metrics;
 pub mod procfs;
 pub mod record;
 pub mod report;
@@ -26,17 +27,18 @@ mod badness;
 mod clock;
 mod explain;
 mod incident;
-mod metrics;
 mod names;
 mod observe;
 mod protect;
 mod sink;
 
 /// Crates whose types this library's API takes, for its users to build against the very same
-/// versions: the fuzz targets make a runtime's answers (bollard) from JSON and times with jiff.
+/// versions: the fuzz targets make a runtime's answers (bollard) from JSON and times with jiff;
+/// the CRI tests call the CRI client (tonic's types).
 #[doc(hidden)]
 pub mod deps {
     pub use bollard;
     pub use jiff;
     pub use serde_json;
+    pub use tonic;
 }

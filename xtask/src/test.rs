@@ -76,5 +76,7 @@ pub fn lint(env: &Env) -> anyhow::Result<()> {
         "-D",
         "warnings",
     ]))?;
-    crate::deploy::check()
+    crate::codegen::check(env)?;
+    crate::deploy::check()?;
+    crate::prometheus::check()
 }

@@ -24,21 +24,35 @@ pub const OTHER: &str = "other";
 /// `oomtrace_oom_kills_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KillLabels {
-    pub container: String,
-    pub pod: String,
-    pub namespace: String,
+    /// The victim's.
+    #[prometheus(flatten)]
+    pub names: Names,
     /// `cgroup`, `host` or `unknown`: whose memory ran out.
     pub domain_kind: &'static str,
+    /// `true`, `false` or `unknown`: whether the victim was its container's main process. A
+    /// child's kill leaves the container running, and `OOMKilled` says nothing of it.
+    pub main_process: &'static str,
     /// The capture tier, which decides how well `domain_kind` is known.
     pub tier: &'static str,
+}
+
+/// `oomtrace_host_oom_kills_total`: who set off a host-wide OOM.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TriggerLabels {
+    pub trigger_container: String,
+    pub trigger_pod: String,
+    pub trigger_namespace: String,
+    /// The command name of the task whose allocation failed: names the trigger outside
+    /// containers, and which program within one.
+    pub trigger_comm: String,
 }
 
 /// `oomtrace_sigkills_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SigkillLabels {
-    pub container: String,
-    pub pod: String,
-    pub namespace: String,
+    /// The target's.
+    #[prometheus(flatten)]
+    pub names: Names,
     /// `kernel`, `process` or `unknown`.
     pub sender_kind: &'static str,
 }
@@ -56,12 +70,15 @@ pub struct BuildLabels {
     pub tier: &'static str,
 }
 
-/// The container, pod and namespace of one party; empty where unknown.
-#[derive(Clone, Debug, Default, Hash, PartialEq, Eq)]
+/// The container, pod, namespace and Compose project and service of one party; empty where
+/// unknown. The labels of `oomtrace_restart_loop` and `oomtrace_last_oom_kill_timestamp_seconds`.
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Names {
     pub container: String,
     pub pod: String,
     pub namespace: String,
+    pub compose_project: String,
+    pub compose_service: String,
 }
 
 impl Names {
@@ -80,6 +97,10 @@ impl Names {
                 Some(id.get(..12).unwrap_or(id).to_owned())
             })
             .unwrap_or_default();
+        let compose = names
+            .container
+            .as_ref()
+            .and_then(|container| container.compose.as_ref());
         Names {
             container: label_value(&container),
             pod: label_value(
@@ -89,16 +110,44 @@ impl Names {
                     .unwrap_or(""),
             ),
             namespace: label_value(names.namespace().unwrap_or("")),
+            compose_project: label_value(
+                compose
+                    .and_then(|compose| compose.project.as_deref())
+                    .unwrap_or(""),
+            ),
+            compose_service: label_value(
+                compose
+                    .and_then(|compose| compose.service.as_deref())
+                    .unwrap_or(""),
+            ),
         }
     }
 
     /// What a label set past the cap is counted as.
-    fn other() -> Self {
+    pub fn other() -> Self {
         Names {
             container: OTHER.to_owned(),
-            pod: String::new(),
-            namespace: String::new(),
+            ..Names::default()
         }
+    }
+}
+
+impl TriggerLabels {
+    pub fn new(names: Names, comm: &str) -> Self {
+        TriggerLabels {
+            trigger_container: names.container,
+            trigger_pod: names.pod,
+            trigger_namespace: names.namespace,
+            trigger_comm: label_value(comm),
+        }
+    }
+}
+
+pub fn main_process(main_process: Option<bool>) -> &'static str {
+    match main_process {
+        Some(true) => "true",
+        Some(false) => "false",
+        None => "unknown",
     }
 }
 
@@ -134,10 +183,9 @@ impl<K: Hash + Eq + Clone> LabelBudget<K> {
         }
     }
 
-    /// `names` as they are while there is room or they were seen before; else `other`.
-    /// `key` builds the label set for a choice of names.
-    pub fn admit(&mut self, names: Names, key: impl Fn(Names) -> K) -> K {
-        let labels = key(names);
+    /// `labels` while there is room or they were seen before; else `other()`, the same label
+    /// set with its names replaced by `other`.
+    pub fn admit(&mut self, labels: K, other: impl FnOnce() -> K) -> K {
         if self.seen.contains(&labels) {
             return labels;
         }
@@ -146,7 +194,7 @@ impl<K: Hash + Eq + Clone> LabelBudget<K> {
             return labels;
         }
         self.folded += 1;
-        key(Names::other())
+        other()
     }
 }
 
@@ -173,6 +221,7 @@ mod tests {
                 container: "nginx".to_owned(),
                 pod: "web-0".to_owned(),
                 namespace: "shop".to_owned(),
+                ..Names::default()
             }
         );
     }
@@ -185,6 +234,7 @@ mod tests {
                 container: "web".to_owned(),
                 pod: "web-0".to_owned(),
                 namespace: "shop".to_owned(),
+                ..Names::default()
             }
         );
     }
@@ -229,21 +279,42 @@ mod tests {
     }
 
     #[test]
+    fn a_compose_container_is_labelled_with_its_project_and_service() {
+        let mut web = fixtures::web(Source::Cache);
+        let meta = crate::attribute::runtime::ContainerMetadata::new(
+            fixtures::ID,
+            "/shop_web_1",
+            "docker",
+            [
+                ("com.docker.compose.project", "shop"),
+                ("com.docker.compose.service", "web\n"),
+                ("com.docker.compose.container-number", "1"),
+            ]
+            .map(|(key, value)| (key.to_owned(), value.to_owned())),
+        );
+        web.container = Some(std::sync::Arc::new(meta));
+        assert_eq!(
+            of(Some(&web)),
+            Names {
+                container: "shop_web_1".to_owned(),
+                compose_project: "shop".to_owned(),
+                compose_service: "web_".to_owned(),
+                ..Names::default()
+            }
+        );
+    }
+
+    #[test]
     fn past_the_cap_new_names_fold_into_other_and_known_ones_stay() {
         let mut budget = LabelBudget::new(3);
-        let key = |names: Names| names.container;
-        let named = |name: &str| Names {
-            container: name.to_owned(),
-            pod: "p".to_owned(),
-            namespace: "n".to_owned(),
-        };
+        let other = || OTHER.to_owned();
         for name in ["a", "b", "c"] {
-            assert_eq!(budget.admit(named(name), key), name);
+            assert_eq!(budget.admit(name.to_owned(), other), name);
         }
-        assert_eq!(budget.admit(named("d"), key), OTHER);
-        assert_eq!(budget.admit(named("e"), key), OTHER);
+        assert_eq!(budget.admit("d".to_owned(), other), OTHER);
+        assert_eq!(budget.admit("e".to_owned(), other), OTHER);
         assert_eq!(
-            budget.admit(named("a"), key),
+            budget.admit("a".to_owned(), other),
             "a",
             "a known set keeps counting"
         );

@@ -3,11 +3,12 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use super::Sink;
 use crate::attribute::DomainKind;
-use crate::metrics::Metrics;
-use crate::metrics::labels::Names;
+use crate::metrics::labels::{Names, TriggerLabels};
+use crate::metrics::{KillFacts, Metrics, unix_seconds};
 use crate::record::party;
 use crate::record::{AgentStarted, OomKillRecord, SigkillRecord};
 
@@ -46,14 +47,7 @@ impl Sink for MetricsSink {
     // An `oom_mark_exiting` (an exiting task given memory reserves) was marked, not killed:
     // the default ignores it.
     fn oom_kill(&mut self, kill: &OomKillRecord) -> std::io::Result<()> {
-        self.metrics.oom_kill(
-            Names::of(&kill.victim.names),
-            kill.domain
-                .as_ref()
-                .map_or(DomainKind::Unknown, |domain| domain.kind)
-                .as_str(),
-            kill.capture.tier.map_or("unknown", |tier| tier.as_str()),
-        );
+        self.metrics.oom_kill(kill_facts(kill), Instant::now());
         self.failures(
             [Some(&kill.victim), kill.trigger.as_ref()]
                 .into_iter()
@@ -71,5 +65,43 @@ impl Sink for MetricsSink {
         );
         self.failures([&sigkill.target.names, &sigkill.sender.party.names]);
         Ok(())
+    }
+}
+
+/// What the metrics count of `kill`.
+fn kill_facts(kill: &OomKillRecord) -> KillFacts {
+    let domain_kind = kill
+        .domain
+        .as_ref()
+        .map_or(DomainKind::Unknown, |domain| domain.kind);
+    // The record's own time, written by the agent: it parses; the epoch if not.
+    let killed_at = kill
+        .time
+        .parse::<jiff::Timestamp>()
+        .map_or(SystemTime::UNIX_EPOCH, SystemTime::from);
+    KillFacts {
+        victim: Names::of(&kill.victim.names),
+        domain_kind: domain_kind.as_str(),
+        main_process: kill
+            .victim
+            .names
+            .container
+            .as_ref()
+            .and_then(|container| container.main_process),
+        tier: kill.capture.tier.map_or("unknown", |tier| tier.as_str()),
+        host_trigger: (domain_kind == DomainKind::Host).then(|| {
+            let trigger = kill.trigger.as_ref();
+            TriggerLabels::new(
+                trigger.map_or_else(Names::default, |trigger| Names::of(&trigger.names)),
+                trigger
+                    .and_then(|trigger| trigger.process.comm())
+                    .unwrap_or(""),
+            )
+        }),
+        unix_seconds: unix_seconds(killed_at),
+        restart_loop: kill
+            .explanation
+            .as_ref()
+            .is_some_and(|explanation| explanation.restart_loop.is_some()),
     }
 }
