@@ -3,8 +3,14 @@
 //! Rust eBPF programs cannot emit CO-RE relocations, so the loader looks up the kernel struct
 //! member offsets the programs need in `/sys/kernel/btf/vmlinux` at load time. Only what that
 //! takes is implemented: the type and string sections of a little-endian, non-split BTF blob,
-//! struct/union member offsets and enum values. The format is described in the kernel's
-//! `Documentation/bpf/btf.rst`.
+//! struct/union member offsets, enum values and the ids of named types. The format is
+//! described in the kernel's `Documentation/bpf/btf.rst`.
+//!
+//! The kernel's BTF is megabytes: it is read once ([`VmlinuxBtf`], mapped where the kernel
+//! allows it, so that it costs no memory), the reader borrows it instead of copying it, and
+//! everything is let go once the few facts the loader needs are out of it. aya needs a BTF of
+//! its own only to find a BTF program's attach point by name; [`attach_point`] makes one that
+//! holds that one type at its id, instead of aya parsing the whole of it again.
 
 use std::{collections::HashMap, fmt};
 
@@ -46,22 +52,22 @@ const KIND_DECL_TAG: u32 = 17;
 const KIND_TYPE_TAG: u32 = 18;
 const KIND_ENUM64: u32 = 19;
 
-/// Parsed BTF type and string sections.
-pub struct Btf {
+/// Parsed BTF type and string sections, borrowed from the blob.
+pub struct Btf<'a> {
     /// The type section.
-    types: Vec<u8>,
+    types: &'a [u8],
     /// Offset in `types` of each type's record, indexed by type id; entry 0 stands for void.
     type_offsets: Vec<u32>,
     /// The string section. Validated to start and end with NUL, so every in-range offset
     /// names a terminated string.
-    strings: Vec<u8>,
+    strings: &'a [u8],
     /// Id of the first STRUCT/UNION with members, by name.
-    structs: HashMap<Vec<u8>, u32>,
+    structs: HashMap<&'a [u8], u32>,
     /// Id of the first ENUM/ENUM64 with enumerators, by name.
-    enums: HashMap<Vec<u8>, u32>,
+    enums: HashMap<&'a [u8], u32>,
 }
 
-impl fmt::Debug for Btf {
+impl fmt::Debug for Btf<'_> {
     // The sections are megabytes long; their sizes are what is worth showing.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Btf")
@@ -190,22 +196,73 @@ fn le_u32(bytes: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(word.try_into().ok()?))
 }
 
-/// The running kernel's BTF, as bytes: read once at startup, parsed by this reader for struct
-/// offsets and by aya for the programs' attach points.
-pub fn vmlinux_bytes() -> anyhow::Result<Vec<u8>> {
-    std::fs::read(VMLINUX_BTF_PATH).with_context(|| format!("failed to read {VMLINUX_BTF_PATH}"))
+/// The running kernel's BTF: mapped read-only where the kernel allows it (it maps its own copy
+/// into the agent, so the agent's resident memory does not grow by its size), else read.
+pub enum VmlinuxBtf {
+    Mapped {
+        address: *mut libc::c_void,
+        len: usize,
+    },
+    Read(Vec<u8>),
 }
 
-impl Btf {
-    /// Reads and parses the running kernel's BTF from [`VMLINUX_BTF_PATH`].
-    #[cfg(test)]
-    pub fn from_sys_fs() -> anyhow::Result<Self> {
-        Self::parse(&vmlinux_bytes()?)
-            .with_context(|| format!("failed to parse {VMLINUX_BTF_PATH}"))
+impl VmlinuxBtf {
+    pub fn open() -> anyhow::Result<Self> {
+        use std::os::fd::AsRawFd as _;
+        let file = std::fs::File::open(VMLINUX_BTF_PATH)
+            .with_context(|| format!("failed to open {VMLINUX_BTF_PATH}"))?;
+        let len = file
+            .metadata()
+            .with_context(|| format!("failed to read {VMLINUX_BTF_PATH}"))?
+            .len();
+        if let Ok(len) = usize::try_from(len)
+            && len > 0
+        {
+            // SAFETY: a fresh read-only private mapping of a file we hold open; nothing else
+            // maps it, and `Drop` unmaps exactly this range.
+            let address = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ,
+                    libc::MAP_PRIVATE,
+                    file.as_raw_fd(),
+                    0,
+                )
+            };
+            if address != libc::MAP_FAILED {
+                return Ok(VmlinuxBtf::Mapped { address, len });
+            }
+        }
+        // Kernels before 6.15 cannot map it.
+        let bytes = std::fs::read(VMLINUX_BTF_PATH)
+            .with_context(|| format!("failed to read {VMLINUX_BTF_PATH}"))?;
+        Ok(VmlinuxBtf::Read(bytes))
     }
 
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            // SAFETY: the mapping is `len` readable bytes for as long as `self` lives.
+            VmlinuxBtf::Mapped { address, len } => unsafe {
+                std::slice::from_raw_parts(address.cast::<u8>(), *len)
+            },
+            VmlinuxBtf::Read(bytes) => bytes,
+        }
+    }
+}
+
+impl Drop for VmlinuxBtf {
+    fn drop(&mut self) {
+        if let VmlinuxBtf::Mapped { address, len } = *self {
+            // SAFETY: the mapping `open` made; no slice of it outlives `self`.
+            unsafe { libc::munmap(address, len) };
+        }
+    }
+}
+
+impl<'a> Btf<'a> {
     /// Parses a little-endian, non-split BTF blob, validating every type record.
-    pub fn parse(bytes: &[u8]) -> Result<Self, BtfError> {
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, BtfError> {
         let Some(header @ &[magic_low, magic_high, version, _flags, ..]) = bytes.get(..HEADER_LEN)
         else {
             return Err(BtfError::TruncatedHeader { len: bytes.len() });
@@ -235,9 +292,9 @@ impl Btf {
         }
 
         let mut btf = Self {
-            types: types.to_vec(),
+            types,
             type_offsets: vec![0],
-            strings: strings.to_vec(),
+            strings,
             structs: HashMap::new(),
             enums: HashMap::new(),
         };
@@ -273,7 +330,7 @@ impl Btf {
                 && record.vlen > 0
                 && !name.is_empty()
             {
-                index.entry(name.to_vec()).or_insert(id);
+                index.entry(name).or_insert(id);
             }
             btf.type_offsets.push(at as u32);
             at = end;
@@ -293,6 +350,25 @@ impl Btf {
         self.find_member(id, member.as_bytes(), 0, &mut visits)
     }
 
+    /// Id of the first TYPEDEF named `name`: `btf_trace_<tracepoint>` is a BTF tracepoint's
+    /// attach point.
+    pub fn typedef_id(&self, name: &str) -> Option<u32> {
+        self.type_id(KIND_TYPEDEF, name)
+    }
+
+    /// Id of the first FUNC named `name`: the attach point of fentry and fexit.
+    pub fn func_id(&self, name: &str) -> Option<u32> {
+        self.type_id(KIND_FUNC, name)
+    }
+
+    fn type_id(&self, kind: u32, name: &str) -> Option<u32> {
+        (1..self.type_offsets.len() as u32).find(|&id| {
+            self.record(id).is_some_and(|record| {
+                record.kind == kind && c_str(self.strings, record.name_off) == Some(name.as_bytes())
+            })
+        })
+    }
+
     /// Size in bytes of the struct named `struct_name`.
     pub fn struct_size(&self, struct_name: &str) -> Option<u32> {
         let record = self.record(*self.structs.get(struct_name.as_bytes())?)?;
@@ -307,13 +383,13 @@ impl Btf {
         let entry_len = record.named_entry_len()?;
         (0..record.vlen).find_map(|i| {
             let at = record.data + i * entry_len;
-            if c_str(&self.strings, le_u32(&self.types, at)?)? != enumerator.as_bytes() {
+            if c_str(self.strings, le_u32(self.types, at)?)? != enumerator.as_bytes() {
                 return None;
             }
-            let low = le_u32(&self.types, at + 4)?;
+            let low = le_u32(self.types, at + 4)?;
             Some(match record.kind {
                 KIND_ENUM64 => {
-                    let high = le_u32(&self.types, at + 8)?;
+                    let high = le_u32(self.types, at + 8)?;
                     ((u64::from(high) << 32) | u64::from(low)) as i64
                 }
                 // For 32-bit enums kind_flag says the values are signed.
@@ -325,16 +401,16 @@ impl Btf {
 
     fn record(&self, id: u32) -> Option<TypeRecord> {
         let at = *self.type_offsets.get(id as usize).filter(|_| id != 0)?;
-        TypeRecord::read(&self.types, at as usize)
+        TypeRecord::read(self.types, at as usize)
     }
 
     fn members(&self, record: &TypeRecord) -> impl Iterator<Item = Member> {
         (0..record.vlen).map_while(move |i| {
             let at = record.data.checked_add(i.checked_mul(12)?)?;
             Some(Member {
-                name_off: le_u32(&self.types, at)?,
-                type_id: le_u32(&self.types, at.checked_add(4)?)?,
-                offset: le_u32(&self.types, at.checked_add(8)?)?,
+                name_off: le_u32(self.types, at)?,
+                type_id: le_u32(self.types, at.checked_add(4)?)?,
+                offset: le_u32(self.types, at.checked_add(8)?)?,
             })
         })
     }
@@ -350,7 +426,7 @@ impl Btf {
             // With kind_flag the top byte holds the bitfield size, not offset bits.
             let offset_mask: u32 = if record.kind_flag { 0xff_ffff } else { !0 };
             let bit_offset = candidate.offset & offset_mask;
-            let name = c_str(&self.strings, candidate.name_off)?;
+            let name = c_str(self.strings, candidate.name_off)?;
             if name == member {
                 return bit_offset.is_multiple_of(8).then_some(bit_offset / 8);
             }
@@ -377,6 +453,51 @@ impl Btf {
         }
         None
     }
+}
+
+/// The kinds of type a BTF program attaches to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachKind {
+    /// `btf_trace_<tracepoint>`, for tp_btf.
+    Typedef,
+    /// The function, for fentry and fexit.
+    Func,
+}
+
+/// A BTF for aya that holds only `name`, of `kind`, at the kernel's type `id`: aya looks the
+/// attach point up by name and hands the kernel its id, which must be the kernel's own. The
+/// types before it are forward declarations without names, so that the id comes out right
+/// at a fraction of what parsing the kernel's BTF costs aya.
+pub fn attach_point(name: &str, kind: AttachKind, id: u32) -> Result<aya::Btf, aya::BtfError> {
+    let filler = id.saturating_sub(1) as usize;
+    let type_len = (filler + 1) * TYPE_HEADER_LEN;
+    let strings: Vec<u8> = [0].into_iter().chain(name.bytes()).chain([0]).collect();
+    let mut blob = Vec::with_capacity(HEADER_LEN + type_len + strings.len());
+    let word = |blob: &mut Vec<u8>, word: u32| blob.extend(word.to_le_bytes());
+    blob.extend(BTF_MAGIC.to_le_bytes());
+    blob.extend([BTF_VERSION, 0]);
+    word(&mut blob, HEADER_LEN as u32);
+    // type_off, type_len, str_off, str_len: relative to the header's end.
+    word(&mut blob, 0);
+    word(&mut blob, type_len as u32);
+    word(&mut blob, type_len as u32);
+    word(&mut blob, strings.len() as u32);
+    for _ in 0..filler {
+        for field in [0, KIND_FWD << 24, 0] {
+            word(&mut blob, field);
+        }
+    }
+    let kind = match kind {
+        AttachKind::Typedef => KIND_TYPEDEF,
+        AttachKind::Func => KIND_FUNC,
+    };
+    // The name is the string at offset 1; what it is a typedef of, or the prototype, is not
+    // asked.
+    for field in [1, kind << 24, 0] {
+        word(&mut blob, field);
+    }
+    blob.extend(strings);
+    aya::Btf::parse(&blob, aya::Endianness::default())
 }
 
 #[cfg(test)]
@@ -471,7 +592,8 @@ mod tests {
 
     #[test]
     fn synthetic_offsets_and_values() {
-        let btf = Btf::parse(&synthetic()).expect("synthetic BTF parses");
+        let blob = synthetic();
+        let btf = Btf::parse(&blob).expect("synthetic BTF parses");
         let offsets = [
             ("task", "pid", Some(0)),
             ("task", "tgid", Some(4)),
@@ -559,7 +681,8 @@ mod tests {
         // Type 1 is an anonymous struct whose only member is itself.
         b.composite(KIND_STRUCT, "", &[("", 1, 0)]);
         b.composite(KIND_STRUCT, "outer", &[("", 1, 0)]);
-        let btf = Btf::parse(&b.build()).expect("cyclic BTF parses");
+        let blob = b.build();
+        let btf = Btf::parse(&blob).expect("cyclic BTF parses");
         assert_eq!(btf.member_offset("outer", "nope"), None);
     }
 
@@ -580,7 +703,8 @@ mod tests {
             eprintln!("skipping: {VMLINUX_BTF_PATH} does not exist (no CONFIG_DEBUG_INFO_BTF)");
             return;
         }
-        let btf = Btf::from_sys_fs().expect("kernel BTF parses");
+        let vmlinux = VmlinuxBtf::open().expect("kernel BTF opens");
+        let btf = Btf::parse(vmlinux.bytes()).expect("kernel BTF parses");
         let pid = btf.member_offset("task_struct", "pid");
         assert_eq!(
             btf.member_offset("task_struct", "tgid"),
@@ -626,6 +750,33 @@ mod tests {
             let bits = bits.unwrap_or_else(|| panic!("bpftool lacks {struct_name}.{member}"));
             let offset = btf.member_offset(struct_name, member);
             assert_eq!(offset, Some(bits / 8), "{struct_name}.{member} vs bpftool");
+        }
+        // The attach points aya is given: the ids bpftool lists for them.
+        for (listed_as, id) in [
+            (
+                "TYPEDEF 'btf_trace_mark_victim'",
+                btf.typedef_id("btf_trace_mark_victim"),
+            ),
+            ("FUNC 'oom_kill_process'", btf.func_id("oom_kill_process")),
+        ] {
+            let listed = raw
+                .lines()
+                .find(|line| line.contains(listed_as))
+                .and_then(|line| line.strip_prefix('[')?.split(']').next()?.parse().ok());
+            assert_eq!(id, listed, "the id of {listed_as} vs bpftool");
+            if let Some(id) = id {
+                let (name, kind) = match listed_as.split_once(' ') {
+                    Some(("FUNC", name)) => (name.trim_matches('\''), AttachKind::Func),
+                    Some((_, name)) => (name.trim_matches('\''), AttachKind::Typedef),
+                    None => unreachable!(),
+                };
+                let stand_in = attach_point(name, kind, id).expect("a stand-in BTF");
+                let aya_kind = match kind {
+                    AttachKind::Func => aya_obj::btf::BtfKind::Func,
+                    AttachKind::Typedef => aya_obj::btf::BtfKind::Typedef,
+                };
+                assert_eq!(stand_in.id_by_type_name_kind(name, aya_kind).ok(), Some(id));
+            }
         }
     }
 }
