@@ -13,6 +13,7 @@ use super::kill::{
     CgroupPath, CgroupUsage, Count, Explanation, ProcessUsage, Snapshot, Usage, UsingProcess,
 };
 use super::party::Executable;
+use super::timeline::{CgroupTimeline, LimitEvents, Percent, Stall, Timeline, UsageSample};
 use super::{Body, Record};
 use crate::attribute::fixtures::{ID, in_web, web};
 use crate::attribute::runtime::ComposeNames;
@@ -174,8 +175,46 @@ fn full_tier_kill() -> Record {
                 },
                 names: build::names(Some(&web(Source::Cache)), None),
             }],
+            processes_read: Some(3),
+            processes_unread: Some(0),
+            ktime_ns: Some(201_001),
             took_us: 180,
         },
+        timeline: Some(Timeline {
+            window_s: 60,
+            pressure_source: Some("/proc/pressure/memory".into()),
+            pressure: vec![Stall {
+                offset_ms: -150,
+                some_pct: Percent(41.5),
+                full_pct: Percent(12.0),
+            }],
+            cgroups: vec![CgroupTimeline {
+                cgroup: CgroupPath {
+                    path: crate::attribute::fixtures::container_path(),
+                },
+                names: build::names(Some(&web(Source::Cache)), None),
+                limit_bytes: Some(48 << 20),
+                samples: vec![
+                    UsageSample {
+                        offset_ms: -12_000,
+                        usage_bytes: 2_000_000,
+                    },
+                    UsageSample {
+                        offset_ms: -1_100,
+                        usage_bytes: 30_000_000,
+                    },
+                    UsageSample {
+                        offset_ms: -150,
+                        usage_bytes: 50_000_000,
+                    },
+                ],
+                events: vec![LimitEvents {
+                    offset_ms: -150,
+                    high: 0,
+                    max: 4,
+                }],
+            }],
+        }),
         restart_loop: Some(Count {
             count: 3,
             window_seconds: 21_600,

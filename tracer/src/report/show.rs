@@ -125,6 +125,16 @@ fn oom_kill(
     lines.push(labelled("Limit hit", limit));
     if let Some(explanation) = &record.explanation {
         snapshot(explanation, lines);
+        if let Some(timeline) = &explanation.timeline {
+            let lead_up = super::lead_up::lines(timeline, &" ".repeat(LABEL + 1));
+            if !lead_up.is_empty() {
+                lines.push(labelled(
+                    "Before",
+                    format!("the {} s before the kill:", timeline.window_s),
+                ));
+                lines.extend(lead_up);
+            }
+        }
         if let Some(Count {
             count,
             window_seconds,
