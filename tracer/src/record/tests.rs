@@ -236,6 +236,38 @@ fn oom_kill_golden() {
     golden("oom_kill", &full_tier_kill());
 }
 
+/// A Kubernetes container's main process killed at its pod's limit, named by the CRI: the
+/// `k8s.*` names, the container's restart count, and a domain that is the pod itself.
+#[test]
+fn oom_kill_in_a_pod_golden() {
+    use crate::attribute::fixtures::{CRI_ID, in_pod, in_worker, pod_path};
+    let plan = plan(Tier::Full);
+    let mut oom = kill_of(&full_tier_events());
+    // The kernel's paths, as the kubelet's cgroupfs driver lays them out.
+    let container = format!("{}/{CRI_ID}", pod_path());
+    for memcg in [&mut oom.victim.memcg, &mut oom.trigger.memcg] {
+        if let Some(memcg) = memcg.as_mut() {
+            memcg.path = container.clone();
+        }
+    }
+    if let Some(incident) = oom.incident.as_mut() {
+        let incident = std::sync::Arc::make_mut(incident);
+        if let crate::decode::Domain::Cgroup(cgroup) = &mut incident.entry.domain {
+            cgroup.path = pod_path();
+        }
+    }
+    let kill = in_worker(oom, in_pod(&pod_path(), None), 256 << 20);
+    let record = build::oom_kill(&kill, None, None, &context(&plan));
+    golden("oom_kill_k8s", &record);
+    let value = written(&record);
+    assert_eq!(value["victim"]["k8s"]["container"]["restart_count"], 3);
+    assert_eq!(value["domain"]["k8s"]["pod"]["name"], "ledger-api-7f9c");
+    assert!(
+        value["domain"].get("container").is_none(),
+        "a pod's sandbox is no container: {value:#}"
+    );
+}
+
 #[test]
 fn oom_mark_exiting_golden() {
     let plan = plan(Tier::Full);
