@@ -7,6 +7,7 @@
 pub mod btf;
 pub mod offsets;
 pub mod privileges;
+pub mod prototype;
 pub mod ringbuf;
 pub mod tracefs;
 
@@ -21,6 +22,7 @@ use aya::{
 use aya_log::EbpfLogger;
 use tracer_common::{KernelOffsets, OFFSET_ABSENT};
 
+use self::prototype::TracepointArg;
 use crate::decode::mark_victim::MarkVictimLayout;
 use crate::decode::signal::SignalLayout;
 
@@ -35,13 +37,16 @@ const SIGNAL_NAME: &str = "signal_generate";
 /// How much of an OOM kill this kernel lets oomtrace see, from least to most.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub enum Tier {
-    /// Only the classic tracepoint: victim pid, comm and memory, the trigger's pid and cgroup2 id.
+    /// Only the classic tracepoints: victim pid (comm and memory where the kernel's tracepoint
+    /// has them, the comm of its SIGKILL otherwise), the trigger's pid and cgroup2 id.
     TracepointOnly,
-    /// The victim's task and both parties' cgroups via the BTF tracepoint, but no function
-    /// tracing (no fentry, no kprobes).
+    /// The victim's task (its memory and cgroups) and the trigger's cgroups via BTF
+    /// tracepoints (`mark_victim`'s, or the OOM killer's SIGKILL's), but no function tracing
+    /// (no fentry, no kprobes).
     NoFunctionTracing,
-    /// `oom_kill_process` is hooked too (fentry, or kprobe): the OOM domain, the kernel's own
-    /// badness score and the constraint are known, and kills group into incidents.
+    /// `oom_kill_process` is hooked too (fentry, or kprobe): the OOM domain, the victim it
+    /// chose, the kernel's own badness score and the constraint are known, and kills group into
+    /// incidents.
     Full,
 }
 
@@ -104,6 +109,11 @@ pub struct CapturePlan {
     pub tier: Tier,
     /// One sentence on why this tier and not a higher one.
     pub reason: String,
+    /// What `mark_victim`'s BTF prototype passes first (`task` or, before 6.9, the pid as
+    /// `int`); `None` without kernel BTF.
+    pub mark_victim_arg: Option<TracepointArg>,
+    /// Which program reads the victim's `task_struct` at `mark_victim`: none where the
+    /// tracepoint passes only a pid.
     pub task_hook: Option<TaskHook>,
     /// `Fentry` or `Kprobe` in the full tier.
     pub function_hook: Option<FunctionHook>,
@@ -118,6 +128,33 @@ pub struct CapturePlan {
 }
 
 impl CapturePlan {
+    /// Where the victim's task (name, memory, cgroups) is read, in words for the startup line.
+    pub fn victim_source(&self) -> String {
+        let mut sources = Vec::new();
+        if self.task_hook.is_some() {
+            sources.push("mark_victim");
+        }
+        if self.function_hook.is_some() {
+            sources.push("oom_kill_process's oc->chosen");
+        }
+        if self.signal_task_hook.is_some() {
+            sources.push("the OOM killer's SIGKILL");
+        }
+        let read = match sources.as_slice() {
+            [] => "not read (no kernel BTF)".to_owned(),
+            [only] => format!("read at {only}"),
+            [first @ .., last] => format!("read at {} and {last}", first.join(", ")),
+        };
+        match &self.mark_victim_arg {
+            Some(arg @ TracepointArg::Int(_)) => {
+                format!(
+                    "mark_victim passes {arg} (the pid), not the task: the victim's task is {read}"
+                )
+            }
+            _ => format!("the victim's task is {read}"),
+        }
+    }
+
     pub fn constraint_name(&self, value: u32) -> Option<&'static str> {
         self.constraint_names
             .iter()
@@ -156,13 +193,28 @@ impl Capture {
             Err(format!("capped at {max_tier} by --max-tier"))
         } else {
             read_kernel_btf().and_then(|(ours, ayas)| match offsets::resolve(&ours) {
-                Ok(resolved) => Ok((resolved, ayas, offsets::oom_constraint_names(&ours))),
+                Ok(resolved) => Ok(KernelBtf {
+                    mark_victim_arg: prototype::tracepoint_arg(&ours, TRACEPOINT_NAME, 0),
+                    signal_target_arg: prototype::tracepoint_arg(&ours, SIGNAL_NAME, 2),
+                    constraint_names: offsets::oom_constraint_names(&ours),
+                    resolved,
+                    aya: ayas,
+                }),
                 Err(missing) => Err(format!("no usable kernel BTF: {missing}")),
             })
         };
+        if let Ok(btf) = &kernel_btf
+            && !btf.resolved.missing_for_memory.is_empty()
+        {
+            log::warn!(
+                "the victim's memory is read only from the mark_victim tracepoint: kernel BTF \
+                 lacks {}",
+                btf.resolved.missing_for_memory.join(", ")
+            );
+        }
         let offsets = kernel_btf
             .as_ref()
-            .map_or(KernelOffsets::ABSENT, |(resolved, _, _)| resolved.offsets);
+            .map_or(KernelOffsets::ABSENT, |btf| btf.resolved.offsets);
         // SIGKILLs are an addition: without the tracepoint, OOM kills are still traced.
         let signal_layout = tracefs::read_format(&tracefs, SIGNAL_CATEGORY, SIGNAL_NAME)
             .and_then(|format| Ok(SignalLayout::from_format(&format)?))
@@ -172,7 +224,7 @@ impl Capture {
             .map_or(OFFSET_ABSENT, SignalLayout::sig_offset);
 
         let mut ebpf = EbpfLoader::new()
-            .btf(kernel_btf.as_ref().ok().map(|(_, btf, _)| btf))
+            .btf(kernel_btf.as_ref().ok().map(|btf| &btf.aya))
             .override_global("KERNEL_OFFSETS", &offsets, true)
             .override_global("SIGNAL_SIG_OFFSET", &sig_offset, true)
             .map_max_entries("EVENTS", ringbuf_bytes)
@@ -197,45 +249,74 @@ impl Capture {
             })
             .ok();
 
+        // The program that reads arg0 as the victim's task only where the kernel passes one.
         let task_hook = match &kernel_btf {
-            Ok((_, btf, _)) => attach_task_hook(&mut ebpf, btf, TRACEPOINT_NAME, "mark_victim")
-                .map_err(|err| format!("{err:#}")),
+            Ok(btf) => match &btf.mark_victim_arg {
+                TracepointArg::Task => {
+                    attach_task_hook(&mut ebpf, &btf.aya, TRACEPOINT_NAME, "mark_victim")
+                        .map_err(|err| format!("{err:#}"))
+                }
+                other => Err(format!(
+                    "mark_victim's BTF prototype passes {other}, not the victim's task_struct"
+                )),
+            },
             Err(reason) => Err(reason.clone()),
         };
         let hooked_function = match &kernel_btf {
             Ok(_) if max_tier < Tier::Full => Err(format!("capped at {max_tier} by --max-tier")),
-            Ok((resolved, btf, _)) => match resolved.missing_for_oom_context.as_slice() {
-                [] => attach_function_hooks(&mut ebpf, btf, function_hook),
+            Ok(btf) => match btf.resolved.missing_for_oom_context.as_slice() {
+                [] => attach_function_hooks(&mut ebpf, &btf.aya, function_hook),
                 missing => Err(format!("kernel BTF lacks {}", missing.join(", "))),
             },
             Err(reason) => Err(reason.clone()),
         };
-        // The target's cgroups, read before it can be reaped: where BTF gives the offsets.
+        // The target's memory and cgroups, read before it can be reaped: where BTF gives the
+        // offsets and the tracepoint passes the target's task.
         let signal_task_hook = match (&signal_layout, &kernel_btf) {
-            (Some(_), Ok((_, btf, _))) => {
-                attach_task_hook(&mut ebpf, btf, SIGNAL_NAME, "signal_generate")
-                    .inspect_err(|err| {
-                        log::warn!(
-                            "{err:#}; a SIGKILL's target is located from /proc, which misses \
-                         processes reaped at once"
-                        )
-                    })
-                    .ok()
+            (Some(_), Ok(btf)) => match &btf.signal_target_arg {
+                TracepointArg::Task => {
+                    attach_task_hook(&mut ebpf, &btf.aya, SIGNAL_NAME, "signal_generate")
+                        .map_err(|err| format!("{err:#}"))
+                }
+                other => Err(format!(
+                    "signal_generate's BTF prototype passes {other} as its third argument, \
+                     not the target's task_struct"
+                )),
             }
+            .inspect_err(|err| {
+                log::warn!(
+                    "{err}; a SIGKILL's target is located from /proc, which misses processes \
+                     reaped at once"
+                )
+            })
+            .ok(),
             _ => None,
         };
-        let (tier, reason) = match (&hooked_function, &task_hook) {
-            (Ok((_, how)), _) => (Tier::Full, how.clone()),
-            (Err(why), Ok(_)) => (Tier::NoFunctionTracing, format!("oom_kill_process: {why}")),
-            (_, Err(why)) => (Tier::TracepointOnly, why.clone()),
+        let (tier, reason) = match (&hooked_function, &task_hook, signal_task_hook) {
+            (Ok((_, how)), _, _) => (Tier::Full, how.clone()),
+            (Err(why), Ok(_), _) => (Tier::NoFunctionTracing, format!("oom_kill_process: {why}")),
+            // The OOM killer's SIGKILL to its victim names it as well.
+            (Err(why), Err(task_why), Some(_)) => (
+                Tier::NoFunctionTracing,
+                format!(
+                    "oom_kill_process: {why}; mark_victim: {task_why}; the victim's task is read \
+                     from the OOM killer's SIGKILL"
+                ),
+            ),
+            (_, Err(why), None) => (Tier::TracepointOnly, why.clone()),
+        };
+        let (mark_victim_arg, constraint_names) = match kernel_btf {
+            Ok(btf) => (Some(btf.mark_victim_arg), btf.constraint_names),
+            Err(_) => (None, Vec::new()),
         };
         let plan = CapturePlan {
             tier,
             reason,
+            mark_victim_arg,
             task_hook: task_hook.ok(),
             function_hook: hooked_function.ok().map(|(hook, _)| hook),
             layout,
-            constraint_names: kernel_btf.map(|(_, _, names)| names).unwrap_or_default(),
+            constraint_names,
             signal_layout,
             signal_task_hook,
         };
@@ -290,6 +371,18 @@ impl DropCounter {
             Err(other) => Err(std::io::Error::other(other)),
         }
     }
+}
+
+/// What the running kernel's BTF says, for the programs and the choice among them.
+struct KernelBtf {
+    resolved: offsets::Resolved,
+    /// For the programs' attach points.
+    aya: aya::Btf,
+    constraint_names: Vec<(u32, &'static str)>,
+    /// `mark_victim`'s first argument: the victim's task, or (before 6.9) its pid.
+    mark_victim_arg: TracepointArg,
+    /// `signal_generate`'s third argument: the target's task.
+    signal_target_arg: TracepointArg,
 }
 
 /// The running kernel's BTF, read once and parsed by both readers: ours for struct offsets,

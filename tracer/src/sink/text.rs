@@ -18,12 +18,13 @@ impl Sink for LogSink {
     fn started(&mut self, context: &Context<'_>) -> std::io::Result<()> {
         let plan = context.plan;
         log::info!(
-            "attached; capture tier {}: {}; tracepoint fields: {}; {}",
+            "attached; capture tier {}: {}; tracepoint fields: {}; {}; {}",
             plan.tier,
             plan.reason,
             plan.layout.fields_present().join(", "),
+            plan.victim_source(),
             if plan.signal_task_hook.is_some() {
-                "every SIGKILL is traced, its target's cgroups read in the kernel"
+                "every SIGKILL is traced, its target's memory and cgroups read in the kernel"
             } else if plan.signal_layout.is_some() {
                 "every SIGKILL is traced, its target's cgroups read from /proc"
             } else {

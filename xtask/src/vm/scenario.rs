@@ -42,6 +42,7 @@ pub struct Scenario {
 pub const SCENARIOS: &[Scenario] = &[
     memcg_oom::SCENARIO,
     memcg_oom::KPROBE_SCENARIO,
+    memcg_oom::NO_FUNCTION_TRACING_SCENARIO,
     oom_group::SCENARIO,
     host_oom::SCENARIO,
     oom_burst::SCENARIO,

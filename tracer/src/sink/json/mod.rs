@@ -17,6 +17,7 @@ use crate::attribute::{AttributedKill, AttributedSigkill};
 use super::{Context, Sink, Totals};
 use crate::badness::Badness;
 use crate::capture::{CapturePlan, TaskHook};
+use crate::decode::mark_victim::MarkVictimFields;
 use crate::decode::{CgroupRef, ContextPart, Domain, SigkillPart, Task};
 use crate::incident::{IncidentContext, OomIncident, OomKill, Parts, Sigkill, Trigger, Victim};
 
@@ -51,6 +52,7 @@ impl<W: Write> Sink for JsonSink<W> {
                 capture: CaptureInfo {
                     tier: plan.tier.as_str(),
                     reason: &plan.reason,
+                    mark_victim_argument: plan.mark_victim_arg.as_ref().map(|arg| arg.kind()),
                     task_hook: plan.task_hook.map(task_hook_name),
                     function_hook: plan.function_hook.map(|hook| hook.as_str()),
                     tracepoint_fields: plan.layout.fields_present(),
@@ -162,11 +164,21 @@ pub fn oom_kill_record<'a>(kill: &'a AttributedKill, context: &Context<'_>) -> i
         // Read into `main_process`, which the victim's names carry.
         namespace_init: _,
     } = &**kill;
-    let Parts { tracepoint, task } = parts;
-    let parts: Vec<&str> = [(*tracepoint, "tracepoint"), (*task, "task")]
-        .into_iter()
-        .filter_map(|(present, name)| present.then_some(name))
-        .collect();
+    let Parts {
+        tracepoint,
+        task,
+        chosen,
+        sigkill,
+    } = parts;
+    let parts: Vec<&str> = [
+        (*tracepoint, "tracepoint"),
+        (*task, "task"),
+        (*chosen, "chosen"),
+        (*sigkill, "sigkill"),
+    ]
+    .into_iter()
+    .filter_map(|(present, name)| present.then_some(name))
+    .collect();
     Envelope {
         schema_version: SCHEMA_VERSION,
         // The same shape either way; the kind tells a consumer not to count it as a kill.
@@ -313,6 +325,9 @@ struct Started<'a> {
 struct CaptureInfo<'a> {
     tier: &'static str,
     reason: &'a str,
+    /// What `mark_victim`'s BTF prototype passes: `task`, or `int` (the pid, before 6.9).
+    mark_victim_argument: Option<&'static str>,
+    /// The program that reads the victim's task at `mark_victim`: none where it passes a pid.
     task_hook: Option<&'static str>,
     function_hook: Option<&'static str>,
     tracepoint_fields: Vec<&'static str>,
@@ -604,7 +619,19 @@ fn victim_json(victim: &Victim) -> PartyJson<'_> {
         memcg,
     } = victim;
     let bytes = |kb: Option<u64>| kb.map(|kb| kb.saturating_mul(1024));
-    let memory = fields.as_ref().map(|fields| MemoryJson {
+    // A pid-only tracepoint with no task read: no memory object rather than an empty one.
+    let known = |fields: &&MarkVictimFields| {
+        [
+            fields.total_vm_kb,
+            fields.anon_rss_kb,
+            fields.file_rss_kb,
+            fields.shmem_rss_kb,
+            fields.pgtables_kb,
+        ]
+        .iter()
+        .any(Option::is_some)
+    };
+    let memory = fields.as_ref().filter(known).map(|fields| MemoryJson {
         virtual_bytes: bytes(fields.total_vm_kb),
         usage_bytes: bytes(
             [fields.anon_rss_kb, fields.file_rss_kb, fields.shmem_rss_kb]
@@ -693,6 +720,7 @@ mod tests {
         CapturePlan {
             tier,
             reason: "test".into(),
+            mark_victim_arg: Some(crate::capture::prototype::TracepointArg::Task),
             task_hook: (tier >= Tier::NoFunctionTracing).then_some(TaskHook::TpBtf),
             function_hook: (tier == Tier::Full).then_some(crate::capture::FunctionHook::Fentry),
             layout: layout_6_18(),

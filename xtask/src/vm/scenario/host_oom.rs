@@ -3,9 +3,10 @@
 //! trigger, and the domain is the host. The agent, which holds little but is a process like any
 //! other, is never the one killed: it set its own oom_score_adj to -1000.
 
-use anyhow::ensure;
+use anyhow::{Context as _, ensure};
 
-use super::memcg_oom::{KILLED_STATUS, expect_stopped_cleanly};
+use super::kmsg::expect_victim_as_logged;
+use super::memcg_oom::{KILLED_STATUS, expect_stopped_cleanly, expect_victim_parts};
 use super::{Report, Scenario, expect_field, field};
 
 pub const SCENARIO: Scenario = Scenario {
@@ -44,6 +45,10 @@ fn check(report: &Report) -> anyhow::Result<()> {
     let kill = kills[0];
     expect_field(kill, "victim.process.pid", db)?;
     expect_field(kill, "victim.cgroup.path", "/db")?;
+    expect_victim_as_logged(kill, report.section("kmsg")?)?;
+    let started = records.of_kind("agent_started");
+    let started = started.first().context("no agent_started record")?;
+    expect_victim_parts(started, kill, true)?;
     expect_field(kill, "trigger.process.pid", builder)?;
     expect_field(kill, "trigger.cgroup.path", "/builder")?;
     expect_field(kill, "incident.domain.kind", "host")?;
