@@ -91,6 +91,9 @@ fn selects(filter: &Filter, row: &StoredEvent) -> bool {
         namespace,
         victim,
         trigger,
+        // The fuzzed rows hold no record to read Compose's names from.
+        service: _,
+        project: _,
         domain,
         limit: _,
     } = filter;
@@ -137,6 +140,8 @@ fuzz_target!(|data: &[u8]| {
         namespace: namespace.clone(),
         victim: victim.clone(),
         trigger: trigger.clone(),
+        service: None,
+        project: None,
         domain: Some("cgroup"),
         limit,
     };

@@ -24,6 +24,9 @@ pub struct MemoryCgroup {
     cgroup2_id: Option<u64>,
     /// The directories made and not removed yet.
     live_dirs: Vec<PathBuf>,
+    /// A container runtime puts cgroups below it, in every hierarchy (see
+    /// [`for_containers`](Self::for_containers)).
+    for_containers: bool,
 }
 
 impl MemoryCgroup {
@@ -55,6 +58,7 @@ impl MemoryCgroup {
             memcg_id: 0,
             cgroup2_id: None,
             live_dirs: Vec::new(),
+            for_containers: false,
         };
 
         if pure_v2 {
@@ -92,6 +96,16 @@ impl MemoryCgroup {
             }
         }
         cgroup.cgroup2_id = cgroup.cgroup2_dir.as_deref().map(inode);
+        cgroup
+    }
+
+    /// As [`create`](Self::create), for a container runtime to put containers below, e.g. as
+    /// Compose's `cgroup_parent`: the runtime makes same-named cgroups in the other
+    /// controllers' hierarchies too, and its containers' cgroups below them. Removing it removes
+    /// those too, deepest first, whatever the runtime left behind.
+    pub fn for_containers(limit_bytes: u64) -> Self {
+        let mut cgroup = Self::create(limit_bytes);
+        cgroup.for_containers = true;
         cgroup
     }
 
@@ -150,6 +164,13 @@ impl MemoryCgroup {
 
     fn try_remove(&mut self) -> Result<(), String> {
         let mut errors = Vec::new();
+        if self.for_containers {
+            for dir in self.runtime_made_dirs() {
+                if let Err(err) = empty_and_remove(&dir) {
+                    errors.push(err);
+                }
+            }
+        }
         self.live_dirs.retain(|dir| match empty_and_remove(dir) {
             Ok(()) => false,
             Err(err) => {
@@ -161,6 +182,42 @@ impl MemoryCgroup {
             Ok(())
         } else {
             Err(errors.join("; "))
+        }
+    }
+}
+
+impl MemoryCgroup {
+    /// What a runtime made below or beside this cgroup: the cgroups below its directories, and
+    /// the same-named cgroups in every other hierarchy with theirs, deepest first.
+    fn runtime_made_dirs(&self) -> Vec<PathBuf> {
+        let mut tops: Vec<PathBuf> = Vec::new();
+        for entry in fs::read_dir(CGROUP_ROOT).into_iter().flatten().flatten() {
+            // Co-mounted controllers (`cpu,cpuacct`) are reached by several names.
+            let Ok(hierarchy) = fs::canonicalize(entry.path()) else {
+                continue;
+            };
+            let top = hierarchy.join(&self.name);
+            if top.is_dir() && !tops.contains(&top) {
+                tops.push(top);
+            }
+        }
+        let mut dirs = Vec::new();
+        for top in &tops {
+            collect_dirs(top, &mut dirs);
+        }
+        // Deepest first; the tops this cgroup made itself are removed as its own.
+        dirs.retain(|dir| !self.live_dirs.contains(dir));
+        dirs.sort_by_key(|dir| std::cmp::Reverse(dir.components().count()));
+        dirs
+    }
+}
+
+/// `dir` and every directory below it.
+fn collect_dirs(dir: &Path, into: &mut Vec<PathBuf>) {
+    into.push(dir.to_owned());
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+            collect_dirs(&entry.path(), into);
         }
     }
 }

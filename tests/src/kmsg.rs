@@ -57,17 +57,63 @@ impl Kmsg {
 
     /// Reads the log until the OOM killer's "Killed process `pid` (" line; panics after `timeout`.
     pub fn find_killed(&mut self, pid: u32, timeout: Duration) -> KilledProcess {
+        self.read_until(
+            timeout,
+            &format!("\"Killed process {pid} (\" line"),
+            |record| {
+                parse::parse_record(record)
+                    .and_then(|record| killed_process(record.message))
+                    .filter(|killed| killed.pid == pid)
+            },
+        )
+    }
+
+    /// Reads the log until the OOM report that killed `pid`, and returns what it says: whose
+    /// limit, the victim's memory cgroup, and which task set the OOM killer off (the report's
+    /// stack dump names it: `CPU: N … PID: N Comm: …`). Panics after `timeout`.
+    pub fn find_report(&mut self, pid: u32, timeout: Duration) -> KernelReport {
+        let mut assembler = parse::KillAssembler::new();
+        let mut invoker_pid = None;
+        self.read_until(
+            timeout,
+            &format!("OOM report killing pid {pid}"),
+            |record| {
+                let parsed = parse::parse_record(record)?;
+                if let Some(parse::OomLine::Invoked(_)) = parse::parse_line(parsed.message) {
+                    invoker_pid = None;
+                } else if let Some(pid) = stack_dump_pid(parsed.message) {
+                    invoker_pid.get_or_insert(pid);
+                }
+                let kill = assembler.push_record(record)?;
+                let killed = killed_process(parsed.message)?;
+                let text = |text: &parse::KernelText| String::from_utf8_lossy(&text.0).into_owned();
+                (kill.pid == pid).then(|| KernelReport {
+                    killed,
+                    oom_memcg: kill.oom_memcg().map(text),
+                    task_memcg: kill.task_memcg().map(text),
+                    invoker_comm: kill.invoker.as_ref().map(|invoker| text(&invoker.comm)),
+                    invoker_pid,
+                })
+            },
+        )
+    }
+
+    /// Reads records until `found` makes something of one; panics after `timeout`, saying
+    /// what was `sought`.
+    fn read_until<T>(
+        &mut self,
+        timeout: Duration,
+        sought: &str,
+        mut found: impl FnMut(&[u8]) -> Option<T>,
+    ) -> T {
         let deadline = Instant::now() + timeout;
         // Each read returns one whole record; a buffer shorter than the record fails (EINVAL).
         let mut buffer = vec![0u8; 16 * 1024];
         loop {
             match self.file.read(&mut buffer) {
                 Ok(len) if len > 0 => {
-                    if let Some(record) = parse::parse_record(&buffer[..len])
-                        && let Some(killed) = killed_process(record.message)
-                        && killed.pid == pid
-                    {
-                        return killed;
+                    if let Some(found) = found(&buffer[..len]) {
+                        return found;
                     }
                     continue;
                 }
@@ -79,11 +125,33 @@ impl Kmsg {
             }
             assert!(
                 Instant::now() < deadline,
-                "the kernel log has no \"Killed process {pid} (\" line within {timeout:?}"
+                "the kernel log has no {sought} within {timeout:?}"
             );
             thread::sleep(POLL_INTERVAL);
         }
     }
+}
+
+/// What the kernel's OOM report says about one kill.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelReport {
+    pub killed: KilledProcess,
+    /// The memory cgroup whose limit was hit; `None` when the host ran out.
+    pub oom_memcg: Option<String>,
+    /// The victim's memory cgroup.
+    pub task_memcg: Option<String>,
+    /// The comm of the task whose allocation set the OOM killer off.
+    pub invoker_comm: Option<String>,
+    /// Its pid, from the stack dump that follows the report's first line.
+    pub invoker_pid: Option<u32>,
+}
+
+/// The pid in a stack dump's header, `CPU: 1 [UID: 0 ]PID: 4242 Comm: …` (UID since 6.13).
+fn stack_dump_pid(message: &[u8]) -> Option<u32> {
+    let text = std::str::from_utf8(message).ok()?;
+    let rest = text.strip_prefix("CPU: ")?;
+    let after = &rest[rest.find(" PID: ")? + 6..];
+    after.split(' ').next()?.parse().ok()
 }
 
 /// Parses the OOM killer's `[…: ]Killed process <pid> (<comm>) total-vm:NkB, anon-rss:NkB, …`
@@ -156,6 +224,24 @@ mod tests {
         let killed = parse_killed_process(line).expect("a Killed process line");
         assert_eq!(killed.comm, "a) b (c");
         assert_eq!(killed.shmem_rss_kb, 4);
+    }
+
+    #[test]
+    fn reads_the_invokers_pid_from_the_stack_dump_header() {
+        for (line, pid) in [
+            (
+                "CPU: 1 UID: 0 PID: 26462 Comm: oomtrace-hog Not tainted 6.18.44 #1",
+                Some(26462),
+            ),
+            (
+                "CPU: 0 PID: 152 Comm: oomtrace-hog Not tainted 6.1.0-50-cloud-amd64 #1",
+                Some(152),
+            ),
+            ("CPU: 0 PID: x Comm: a", None),
+            ("Call Trace:", None),
+        ] {
+            assert_eq!(stack_dump_pid(line.as_bytes()), pid, "{line}");
+        }
     }
 
     #[test]

@@ -12,14 +12,22 @@ mod agent;
 pub mod agent_container;
 pub mod capabilities;
 mod cgroup;
+mod compose;
+mod container_cli;
+mod container_spec;
+mod daemon;
+mod docker;
 mod history;
 mod hog;
+mod image;
 mod kmsg;
 mod podman;
 
-use std::io;
+use std::fs;
+use std::io::{self, Read as _, Write as _};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -27,10 +35,14 @@ use serde_json::Value;
 
 pub use crate::agent::{Agent, Stopped};
 pub use crate::cgroup::MemoryCgroup;
+pub use crate::compose::ComposeProject;
+pub use crate::container_spec::ContainerSpec;
+pub use crate::docker::{DockerContainer, Dockerd};
 pub use crate::history::{HistoryFile, ReadOnlyDir, history_dir};
 pub use crate::hog::Hog;
-pub use crate::kmsg::{KilledProcess, Kmsg, parse_killed_process};
-pub use crate::podman::{Container, ContainerSpec, HOG_IN_IMAGE, IMAGE, Podman};
+pub use crate::image::HOG_IN_IMAGE;
+pub use crate::kmsg::{KernelReport, KilledProcess, Kmsg, parse_killed_process};
+pub use crate::podman::{Container, IMAGE, Podman};
 
 /// How often helpers look again at something they wait for.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -128,6 +140,42 @@ pub fn shown(record: &Value, pointer: &str) -> String {
         .map_or("-".to_owned(), Value::to_string)
 }
 
+/// Whether `record` is an `oom_kill` of a process in the container with this full `id`: the
+/// kernel's cgroup paths of a container's processes hold its id (`/docker/<id>`,
+/// `.../libpod-<id>`, `docker-<id>.scope`); host pids are not known in advance.
+pub fn is_kill_in_container(record: &Value, id: &str) -> bool {
+    record["kind"] == "oom_kill"
+        && ["/victim/cgroup/path", "/victim/memcg/path"]
+            .iter()
+            .filter_map(|pointer| record.pointer(pointer).and_then(Value::as_str))
+            .any(|path| path.contains(id))
+}
+
+/// The cgroup directories of process `pid`: its v1 memory cgroup and its cgroup2 cgroup, as
+/// far as the host has them. Panics if the process is gone.
+pub(crate) fn cgroup_dirs_of(pid: u32) -> Vec<PathBuf> {
+    let path = format!("/proc/{pid}/cgroup");
+    let cgroups = fs::read_to_string(&path).unwrap_or_else(|err| panic!("reading {path}: {err}"));
+    let root = Path::new("/sys/fs/cgroup");
+    // `0::/path` is cgroup2, at /sys/fs/cgroup/unified on a hybrid host; `N:memory:/path`
+    // is the v1 memory controller.
+    let hybrid = root.join("unified/cgroup.controllers").exists();
+    cgroups
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(3, ':');
+            let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+            let relative = path.trim_start_matches('/');
+            match controllers {
+                "" if hybrid => Some(root.join("unified").join(relative)),
+                "" => Some(root.join(relative)),
+                "memory" => Some(root.join("memory").join(relative)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 fn pretty(record: &Value) -> String {
     serde_json::to_string_pretty(record).unwrap_or_else(|_| record.to_string())
 }
@@ -151,5 +199,42 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
             Ok(None) => return None,
             Err(err) => panic!("waiting for child {}: {err}", child.id()),
         }
+    }
+}
+
+/// Runs a command to completion, its output captured; panics if it cannot start.
+fn command_output(command: &mut Command) -> Output {
+    command
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|err| panic!("running {command:?}: {err}"))
+}
+
+/// Runs a command to completion; panics with its stderr unless it succeeds.
+fn run_checked(command: &mut Command) {
+    let output = command_output(command);
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+}
+
+/// `GET /_ping` on a Docker Engine API socket (Docker's or podman's): Ok once it answers 200.
+pub(crate) fn ping(socket: &Path) -> io::Result<()> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    // HTTP/1.0: the server closes the connection after its answer, which ends the read.
+    stream.write_all(b"GET /_ping HTTP/1.0\r\nHost: podman\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status_line = response.lines().next().unwrap_or_default();
+    match status_line.split_whitespace().nth(1) {
+        Some("200") => Ok(()),
+        _ => Err(io::Error::other(format!(
+            "unexpected answer to GET /_ping: {status_line:?}"
+        ))),
     }
 }

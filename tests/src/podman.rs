@@ -4,14 +4,10 @@
 //! Everything goes through the `podman` command line, as an operator would, except the API's
 //! readiness check. The image is built from a tarball (`podman import`): no registry is needed.
 
-use std::fs::{self, File, OpenOptions};
-use std::hash::{DefaultHasher, Hasher as _};
-use std::io::{self, Read as _, Write as _};
-use std::os::unix::fs::{PermissionsExt as _, symlink};
-use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt as _;
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
@@ -19,32 +15,21 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::{Agent, send_signal, static_hog_binary, wait_timeout};
-
-/// How long a test waits for the agent to report a container's kill.
-const KILL_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::container_cli::ContainerCli;
+use crate::container_spec::{ContainerSpec, release};
+use crate::daemon::Daemon;
+use crate::image::RootfsTarball;
+use crate::{Agent, command_output, ping, run_checked};
 
 /// The test image: busybox and the static hog.
 pub const IMAGE: &str = "localhost/oomtrace-hog:latest";
-/// Where the image holds the hog; on the default PATH too.
-pub const HOG_IN_IMAGE: &str = "/usr/local/bin/oomtrace-hog";
-/// Debian's busybox-static (a dynamically linked busybox would find no libc in the image).
-const BUSYBOX: &str = "/bin/busybox";
 /// The image label holding a fingerprint of its content, to rebuild it only when that changed.
 const FINGERPRINT_LABEL: &str = "oomtrace.rootfs";
-/// Bump when the image's layout changes, so existing images are rebuilt.
-const LAYOUT_VERSION: &[u8] = b"oomtrace-hog image v1";
-/// Where a container sees its release directory, a read-only bind mount of a host directory:
-/// the file a held hog (see [`ContainerSpec::held_hog`]) waits for appears there.
-const RELEASE_DIR_IN_CONTAINER: &str = "/oomtrace-release";
-/// The file a held hog waits for, in its release directory.
-const RELEASE_FILE: &str = "go";
 
 const SERVICE_START_TIMEOUT: Duration = Duration::from_secs(30);
 const SERVICE_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// podman commands take tens of milliseconds each: poll less often than the other helpers.
 const PODMAN_POLL_INTERVAL: Duration = Duration::from_millis(100);
-const MIB: u64 = 1 << 20;
 
 /// `podman system service` on a socket of its own, and the test image, ready.
 ///
@@ -56,7 +41,7 @@ pub struct Podman {
     dir: PathBuf,
     socket: PathBuf,
     socket_arg: String,
-    service: Option<Child>,
+    service: Option<Daemon>,
 }
 
 impl Podman {
@@ -139,30 +124,9 @@ impl Podman {
         );
         let mut command = Command::new("podman");
         command.args(["run", "--detach", "--name", &name]);
-        // Without `--memory-swap`, as users run it: podman then sets memory+swap to twice the
-        // limit (the hosts have no swap anyway). Set equal to `--memory` on cgroup v1, the limit
-        // hit shows in neither `memory.failcnt` nor `memory.memsw.failcnt` (seen on 6.18).
-        command.arg(format!("--memory={}", spec.memory_bytes));
-        if spec.remove {
-            command.arg("--rm");
-        }
-        if let Some(policy) = &spec.restart {
-            command.arg(format!("--restart={policy}"));
-        }
         command.args(ulimit_args());
-        // Released from the host rather than by `podman exec`, which races the kill it causes:
-        // once the hog dies, a `--rm` container is removed under the exec session, which then
-        // fails, although its `touch` had done its job.
         let release_dir = self.dir.join("release").join(&name);
-        fs::create_dir_all(&release_dir)
-            .unwrap_or_else(|err| panic!("creating {}: {err}", release_dir.display()));
-        command.arg(format!(
-            "--volume={}:{RELEASE_DIR_IN_CONTAINER}:ro",
-            release_dir.display()
-        ));
-        // No network stack to set up or to fail: the tests need none.
-        command.args(["--network", "none", IMAGE]);
-        command.args(&spec.command);
+        command.args(spec.run_args(&release_dir, IMAGE));
 
         // conmon, which `podman run` leaves to watch the container, records an OOM kill by
         // creating a file `oom` in its working directory, inherited from here; podman 4.3 looks
@@ -201,91 +165,26 @@ impl Podman {
     fn start_service(&mut self) {
         // A socket file left by a killed service would make the new one's listen fail.
         let _ = fs::remove_file(&self.socket);
-        let log_path = self.log_path();
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .unwrap_or_else(|err| panic!("creating {}: {err}", log_path.display()));
-        let log_for_stderr = log
-            .try_clone()
-            .unwrap_or_else(|err| panic!("duplicating {}: {err}", log_path.display()));
         let mut command = Command::new("podman");
         command
             .args(["system", "service", "--time=0"])
             // Like `podman run` (see there), containers started through the API would leave
             // conmon's `oom` files in the service's working directory: not in the source tree.
             .current_dir(&self.dir)
-            .arg(format!("unix://{}", self.socket_arg))
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_for_stderr);
-        // Drop stops the service, also while a failing test unwinds. If the test process is
-        // killed outright, the kernel stops it instead: the "parent" whose death it signals is
-        // the thread that spawned it, which is the test's own thread, the Podman's owner.
-        // SAFETY: prctl is async-signal-safe and touches no memory of this process.
-        unsafe {
-            command.pre_exec(
-                || match libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) {
-                    0 => Ok(()),
-                    _ => Err(io::Error::last_os_error()),
-                },
-            );
-        }
-        let child = command
-            .spawn()
-            .unwrap_or_else(|err| panic!("starting {command:?}: {err}"));
-        let service = self.service.insert(child);
-
-        let deadline = Instant::now() + SERVICE_START_TIMEOUT;
-        loop {
-            let last_error = match ping(&self.socket) {
-                Ok(()) => return,
-                Err(err) => err,
-            };
-            if let Ok(Some(status)) = service.try_wait() {
-                panic!(
-                    "`podman system service` exited with {status} before answering on {}; its log:\n{}",
-                    self.socket.display(),
-                    self.log()
-                );
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "`podman system service` did not answer on {} within {SERVICE_START_TIMEOUT:?} \
-                     (last: {last_error}); its log:\n{}",
-                    self.socket.display(),
-                    self.log()
-                );
-            }
-            thread::sleep(PODMAN_POLL_INTERVAL);
-        }
+            .arg(format!("unix://{}", self.socket_arg));
+        let service = self.service.insert(Daemon::spawn(
+            "`podman system service`",
+            command,
+            self.dir.join("service.log"),
+        ));
+        service.wait_answering(&self.socket, SERVICE_START_TIMEOUT, PODMAN_POLL_INTERVAL);
     }
 
     /// SIGTERM, which makes the service close its socket and exit; SIGKILL if it does not.
     fn stop_service(&mut self) {
-        let Some(mut service) = self.service.take() else {
-            return;
-        };
-        if let Ok(None) = service.try_wait() {
-            let _ = send_signal(service.id(), libc::SIGTERM);
-            if wait_timeout(&mut service, SERVICE_STOP_TIMEOUT).is_none() {
-                eprintln!(
-                    "podman: the service (pid {}) ignored SIGTERM for {SERVICE_STOP_TIMEOUT:?}: killing it",
-                    service.id()
-                );
-                let _ = service.kill();
-                let _ = service.wait();
-            }
+        if let Some(mut service) = self.service.take() {
+            service.stop(SERVICE_STOP_TIMEOUT);
         }
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.join("service.log")
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.log_path()).unwrap_or_else(|err| format!("<unreadable: {err}>"))
     }
 }
 
@@ -294,86 +193,6 @@ impl Drop for Podman {
         self.stop_service();
         let _ = fs::remove_dir_all(&self.dir);
     }
-}
-
-/// What [`Podman::run`] starts: a memory limit and a command in the test image.
-#[derive(Debug, Clone)]
-pub struct ContainerSpec {
-    memory_bytes: u64,
-    remove: bool,
-    restart: Option<String>,
-    command: Vec<String>,
-}
-
-impl ContainerSpec {
-    /// The hog as the container's main process (PID 1), allocating at once until the OOM
-    /// killer ends it.
-    pub fn hog(memory_bytes: u64) -> Self {
-        Self::with_command(
-            memory_bytes,
-            vec![
-                HOG_IN_IMAGE.to_owned(),
-                "--no-wait".to_owned(),
-                "--max-mib".to_owned(),
-                hog_max_mib(memory_bytes).to_string(),
-            ],
-        )
-    }
-
-    /// A shell (`sh -c script`) as the main process; [`hog_command`](Self::hog_command) gives
-    /// the hog's command line for the script.
-    pub fn shell(memory_bytes: u64, script: &str) -> Self {
-        Self::with_command(
-            memory_bytes,
-            vec!["/bin/sh".to_owned(), "-c".to_owned(), script.to_owned()],
-        )
-    }
-
-    /// The hog as the main process, but only once the test calls [`Container::release`]: the
-    /// shell waiting for it `exec`s the hog, which so becomes PID 1. Lets a test prepare (e.g.
-    /// freeze the agent) between the container's start and its OOM kill, which otherwise
-    /// follows within a tenth of a second.
-    pub fn held_hog(memory_bytes: u64) -> Self {
-        let script = format!(
-            "until [ -e {RELEASE_DIR_IN_CONTAINER}/{RELEASE_FILE} ]; do sleep 0.05; done; exec {}",
-            Self::hog_command(memory_bytes)
-        );
-        Self::shell(memory_bytes, &script)
-    }
-
-    /// The hog's command line in a container limited to `memory_bytes`, for shell scripts.
-    pub fn hog_command(memory_bytes: u64) -> String {
-        format!(
-            "{HOG_IN_IMAGE} --no-wait --max-mib {}",
-            hog_max_mib(memory_bytes)
-        )
-    }
-
-    /// `--rm`: podman removes the container, and its cgroups, as soon as it exits.
-    pub fn removed_on_exit(mut self) -> Self {
-        self.remove = true;
-        self
-    }
-
-    /// `--restart=<policy>`, e.g. `on-failure:1`.
-    pub fn restart(mut self, policy: &str) -> Self {
-        self.restart = Some(policy.to_owned());
-        self
-    }
-
-    fn with_command(memory_bytes: u64, command: Vec<String>) -> Self {
-        Self {
-            memory_bytes,
-            remove: false,
-            restart: None,
-            command,
-        }
-    }
-}
-
-/// Well past the limit, so reaching it means the limit did not work; yet bounded.
-fn hog_max_mib(memory_bytes: u64) -> u64 {
-    (4 * memory_bytes / MIB).max(16)
 }
 
 /// A container [`Podman::run`] started; removed (`podman rm -f`) on drop.
@@ -398,42 +217,19 @@ impl Container {
         &self.id
     }
 
-    /// Whether `record` is an `oom_kill` of a process in this container. The kernel's cgroup
-    /// paths of its processes hold its id (`.../libpod-<id>` with podman's cgroupfs manager,
-    /// `.../libpod-<id>.scope` with systemd's); host pids are not known in advance.
     /// The agent's `oom_kill` record for a process of this container, within 30 s; panics with
     /// what the container printed otherwise.
     pub fn kill_record(&self, agent: &mut Agent) -> Value {
-        agent
-            .wait_for_kill_where(|record| self.is_victim_of(record), KILL_TIMEOUT)
-            .unwrap_or_else(|| {
-                panic!(
-                    "no oom_kill record for a process of container {} ({}); it printed:\n{}",
-                    self.name(),
-                    self.id(),
-                    self.logs()
-                )
-            })
+        self.cli().kill_record(agent)
     }
 
     pub fn is_victim_of(&self, record: &Value) -> bool {
-        record["kind"] == "oom_kill"
-            && ["/victim/cgroup/path", "/victim/memcg/path"]
-                .iter()
-                .filter_map(|pointer| record.pointer(pointer).and_then(Value::as_str))
-                .any(|path| path.contains(&self.id))
+        crate::is_kill_in_container(record, &self.id)
     }
 
     /// Lets a [`ContainerSpec::held_hog`] allocate.
     pub fn release(&self) {
-        let file = self.release_dir.join(RELEASE_FILE);
-        fs::write(&file, b"").unwrap_or_else(|err| {
-            panic!(
-                "releasing the hog in {}: creating {}: {err}",
-                self.name,
-                file.display()
-            )
-        });
+        release(&self.release_dir, &self.name);
     }
 
     /// The exit code of the container's main process, the first time it exited, from podman's
@@ -459,11 +255,7 @@ impl Container {
     /// podman's own `State.OOMKilled`: whether podman believes the OOM killer ended the
     /// container. Panics if the container is gone.
     pub fn inspect_oom_killed(&self) -> bool {
-        match self.expect_inspect("{{.State.OOMKilled}}").as_str() {
-            "true" => true,
-            "false" => false,
-            other => panic!("`State.OOMKilled` of {} is {other:?}", self.name),
-        }
+        self.cli().oom_killed()
     }
 
     /// Whether conmon, podman's container monitor, noticed an OOM kill in the container's
@@ -475,20 +267,12 @@ impl Container {
 
     /// The host pid of the container's main process (its PID 1); panics unless it runs.
     pub fn main_pid(&self) -> u32 {
-        let pid = self.expect_inspect("{{.State.Pid}}");
-        match pid.parse() {
-            Ok(0) => panic!(
-                "container {} has no main process: it is not running",
-                self.name
-            ),
-            Ok(pid) => pid,
-            Err(err) => panic!("`State.Pid` of {} is {pid:?}: {err}", self.name),
-        }
+        self.cli().main_pid()
     }
 
     /// Whether the container runs; false if it is gone too.
     pub fn is_running(&self) -> bool {
-        self.inspect("{{.State.Running}}").as_deref() == Some("true")
+        self.cli().is_running()
     }
 
     /// Whether podman still knows the container.
@@ -523,38 +307,12 @@ impl Container {
     /// The cgroup directories of the container's main process: its v1 memory cgroup and its
     /// cgroup2 cgroup, as far as the host has them. Panics unless the container runs.
     pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
-        let pid = self.main_pid();
-        let path = format!("/proc/{pid}/cgroup");
-        let cgroups =
-            fs::read_to_string(&path).unwrap_or_else(|err| panic!("reading {path}: {err}"));
-        let root = Path::new("/sys/fs/cgroup");
-        // `0::/path` is cgroup2, at /sys/fs/cgroup/unified on a hybrid host; `N:memory:/path`
-        // is the v1 memory controller.
-        let hybrid = root.join("unified/cgroup.controllers").exists();
-        cgroups
-            .lines()
-            .filter_map(|line| {
-                let mut fields = line.splitn(3, ':');
-                let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
-                let relative = path.trim_start_matches('/');
-                match controllers {
-                    "" if hybrid => Some(root.join("unified").join(relative)),
-                    "" => Some(root.join(relative)),
-                    "memory" => Some(root.join("memory").join(relative)),
-                    _ => None,
-                }
-            })
-            .collect()
+        crate::cgroup_dirs_of(self.main_pid())
     }
 
     /// What the container printed so far, stdout and stderr (`podman logs`).
     pub fn logs(&self) -> String {
-        let output = command_output(Command::new("podman").args(["logs", &self.id]));
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
+        self.cli().logs()
     }
 
     /// Waits until the container printed `needle`; panics after `timeout`.
@@ -607,37 +365,12 @@ impl Container {
         )
     }
 
-    /// `podman inspect --format`, `None` if the container does not exist (any more).
-    fn inspect(&self, format: &str) -> Option<String> {
-        let output = command_output(Command::new("podman").args([
-            "container",
-            "inspect",
-            "--format",
-            format,
-            &self.id,
-        ]));
-        if output.status.success() {
-            return Some(String::from_utf8_lossy(&output.stdout).trim().to_owned());
+    fn cli(&self) -> ContainerCli<'_> {
+        ContainerCli {
+            cli: Command::new("podman"),
+            id: &self.id,
+            name: &self.name,
         }
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        if stderr.contains("no such container") {
-            return None;
-        }
-        panic!(
-            "`podman container inspect {}` failed ({}): {}",
-            self.name,
-            output.status,
-            stderr.trim()
-        );
-    }
-
-    fn expect_inspect(&self, format: &str) -> String {
-        self.inspect(format).unwrap_or_else(|| {
-            panic!(
-                "container {} ({}) no longer exists: cannot inspect {format}",
-                self.name, self.id
-            )
-        })
     }
 }
 
@@ -676,14 +409,6 @@ fn require_podman() {
         }
         Err(err) => panic!("running `podman --version`: {err}"),
     }
-}
-
-/// Runs a command to completion, its output captured; panics if it cannot start.
-fn command_output(command: &mut Command) -> Output {
-    command
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|err| panic!("running {command:?}: {err}"))
 }
 
 /// crun (1.8) refuses to run containers on a hybrid cgroup host while the cgroup2 hierarchy
@@ -757,28 +482,8 @@ pub(crate) fn ulimit_args() -> Vec<String> {
     .collect()
 }
 
-/// `GET /_ping` on the API socket: Ok once the service answers 200.
-fn ping(socket: &Path) -> io::Result<()> {
-    let mut stream = UnixStream::connect(socket)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    // HTTP/1.0: the server closes the connection after its answer, which ends the read.
-    stream.write_all(b"GET /_ping HTTP/1.0\r\nHost: podman\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status_line = response.lines().next().unwrap_or_default();
-    match status_line.split_whitespace().nth(1) {
-        Some("200") => Ok(()),
-        _ => Err(io::Error::other(format!(
-            "unexpected answer to GET /_ping: {status_line:?}"
-        ))),
-    }
-}
-
-/// Builds [`IMAGE`] unless it is current: a rootfs of the static busybox (with a symlink per
-/// applet, so `sh`, `sleep` and `echo` are on PATH) and the static hog, imported from a tarball
-/// (no registry is reachable, and no Dockerfile builder is needed). The image's label holds a
-/// fingerprint of both binaries: a rebuilt hog gets a new image, and the old one is removed.
+/// Imports [`IMAGE`] (see [`RootfsTarball`]) unless it is current. The image's label holds a
+/// fingerprint of its content: a rebuilt hog gets a new image, and the old one is removed.
 fn ensure_image() {
     // One test process builds it once; the others in it wait.
     static BUILT: Mutex<bool> = Mutex::new(false);
@@ -786,26 +491,7 @@ fn ensure_image() {
     if *built {
         return;
     }
-    let hog = static_hog_binary();
-    let busybox = Path::new(BUSYBOX);
-    require_static(
-        busybox,
-        "install Debian's busybox-static (`cargo xtask setup`)",
-    );
-    require_static(
-        &hog,
-        "build it with `-C target-feature=+crt-static`, as `cargo xtask test` does",
-    );
-    let read = |path: &Path| {
-        fs::read(path).unwrap_or_else(|err| panic!("reading {}: {err}", path.display()))
-    };
-    let mut hasher = DefaultHasher::new();
-    for part in [LAYOUT_VERSION.to_vec(), read(busybox), read(&hog)] {
-        hasher.write_usize(part.len());
-        hasher.write(&part);
-    }
-    let fingerprint = format!("{:016x}", hasher.finish());
-
+    let fingerprint = RootfsTarball::fingerprint();
     let current = command_output(Command::new("podman").args([
         "image",
         "inspect",
@@ -823,116 +509,18 @@ fn ensure_image() {
         None => None,
     };
 
-    let dir = std::env::temp_dir().join(format!("oomtrace-test-image-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    let rootfs = dir.join("rootfs");
-    write_rootfs(&rootfs, busybox, &hog);
-    let tarball = dir.join("rootfs.tar");
-    let mut tar = Command::new("tar");
-    tar.arg("--create")
-        .arg("--file")
-        .arg(&tarball)
-        .arg("--directory")
-        .arg(&rootfs)
-        .args(["--numeric-owner", "--owner=0", "--group=0", "."]);
-    run_checked(&mut tar);
+    let tarball = RootfsTarball::build("podman");
     let mut import = Command::new("podman");
     import
         .args(["import", "--quiet"])
         .arg("--change=CMD=[\"/bin/sh\"]")
         .arg(format!("--change=LABEL={FINGERPRINT_LABEL}={fingerprint}"))
-        .arg(&tarball)
+        .arg(tarball.path())
         .arg(IMAGE);
     run_checked(&mut import);
-    let _ = fs::remove_dir_all(&dir);
     if let Some(old_id) = old_id {
         // Untagged now; a leftover container may still use it, which is fine too.
         let _ = command_output(Command::new("podman").args(["rmi", &old_id]));
     }
     *built = true;
-}
-
-fn write_rootfs(rootfs: &Path, busybox: &Path, hog: &Path) {
-    let mkdir = |relative: &str, mode: u32| {
-        let dir = rootfs.join(relative);
-        fs::create_dir_all(&dir).unwrap_or_else(|err| panic!("creating {}: {err}", dir.display()));
-        fs::set_permissions(&dir, fs::Permissions::from_mode(mode))
-            .unwrap_or_else(|err| panic!("chmod {}: {err}", dir.display()));
-    };
-    // Mount points podman fills, and a /tmp.
-    for dir in ["bin", "usr/local/bin", "dev", "proc", "sys", "etc", "root"] {
-        mkdir(dir, 0o755);
-    }
-    mkdir("tmp", 0o1777);
-    let copy = |from: &Path, to: &str| {
-        fs::copy(from, rootfs.join(to))
-            .unwrap_or_else(|err| panic!("copying {} into the image: {err}", from.display()));
-    };
-    copy(busybox, "bin/busybox");
-    copy(hog, HOG_IN_IMAGE.trim_start_matches('/'));
-
-    let output = command_output(Command::new(busybox).arg("--list"));
-    assert!(
-        output.status.success(),
-        "`{} --list` failed: {}",
-        busybox.display(),
-        output.status
-    );
-    for applet in String::from_utf8_lossy(&output.stdout).split_whitespace() {
-        if applet != "busybox" {
-            let link = rootfs.join("bin").join(applet);
-            symlink("busybox", &link)
-                .unwrap_or_else(|err| panic!("linking {}: {err}", link.display()));
-        }
-    }
-}
-
-fn run_checked(command: &mut Command) {
-    let output = command_output(command);
-    assert!(
-        output.status.success(),
-        "{command:?} failed ({}): {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
-}
-
-/// The image has no libc: a dynamically linked program in it fails with a bare "not found".
-fn require_static(binary: &Path, remedy: &str) {
-    let mut header = Vec::new();
-    File::open(binary)
-        .and_then(|file| file.take(64 * 1024).read_to_end(&mut header))
-        .unwrap_or_else(|err| panic!("reading {}: {err}; {remedy}", binary.display()));
-    match has_interpreter(&header) {
-        Some(false) => {}
-        Some(true) => panic!(
-            "{} is dynamically linked, but the test image has no libc: {remedy}",
-            binary.display()
-        ),
-        None => panic!(
-            "{} is not a 64-bit little-endian ELF program: {remedy}",
-            binary.display()
-        ),
-    }
-}
-
-/// Whether an ELF64 LE program asks for a dynamic loader (PT_INTERP); `None` if `elf` (its
-/// first bytes) does not parse as one.
-fn has_interpreter(elf: &[u8]) -> Option<bool> {
-    const PT_INTERP: u32 = 3;
-    if elf.get(..6)? != b"\x7fELF\x02\x01" {
-        return None;
-    }
-    let u16_at = |at: usize| Some(u16::from_le_bytes(elf.get(at..at + 2)?.try_into().ok()?));
-    let u32_at = |at: usize| Some(u32::from_le_bytes(elf.get(at..at + 4)?.try_into().ok()?));
-    let u64_at = |at: usize| Some(u64::from_le_bytes(elf.get(at..at + 8)?.try_into().ok()?));
-    let table = usize::try_from(u64_at(0x20)?).ok()?;
-    let entry_size = usize::from(u16_at(0x36)?);
-    let entries = usize::from(u16_at(0x38)?);
-    for index in 0..entries {
-        if u32_at(table.checked_add(index.checked_mul(entry_size)?)?)? == PT_INTERP {
-            return Some(true);
-        }
-    }
-    Some(false)
 }

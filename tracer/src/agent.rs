@@ -14,9 +14,7 @@ use tokio::{
     sync::mpsc,
 };
 
-use crate::attribute::{
-    ATTRIBUTION_BUDGET, AttributedEvent, AttributionOptions, Attributor, DEFAULT_SOCKETS,
-};
+use crate::attribute::{ATTRIBUTION_BUDGET, AttributedEvent, AttributionOptions, Attributor};
 use crate::capture::{Capture, CaptureOptions, CapturePlan, privileges, ringbuf};
 use crate::cli::{Format, RunArgs};
 use crate::clock::KernelClock;
@@ -42,6 +40,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_tier,
         function_hook,
         runtime_sockets,
+        runtime_state,
+        runtime_state_only,
         tombstone_ttl,
         restart_loop_window,
         oom_score_adj,
@@ -79,11 +79,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let plan = &capture.plan;
 
     let attributor = Attributor::start(AttributionOptions {
-        sockets: if runtime_sockets.is_empty() {
-            DEFAULT_SOCKETS.map(str::to_owned).to_vec()
-        } else {
-            runtime_sockets
-        },
+        sockets: runtime_sockets,
+        state_dirs: runtime_state,
+        state_only: runtime_state_only,
         tombstone_ttl: tombstone_ttl.into(),
     });
     // Started once the programs are attached: an agent that cannot attach creates no file.

@@ -53,6 +53,18 @@ pub struct RunArgs {
     #[arg(long = "runtime-socket", value_name = "PATH")]
     pub runtime_sockets: Vec<String>,
 
+    /// A runtime's state directory to name containers by without its API, read-only: Docker's
+    /// data root or podman's storage root. Repeat for several. When none is given:
+    /// /var/lib/docker and /var/lib/containers/storage. A socket's answer wins where there is
+    /// one; the state names containers when no socket is reachable.
+    #[arg(long = "runtime-state", value_name = "DIR")]
+    pub runtime_state: Vec<PathBuf>,
+
+    /// Name containers from the runtimes' state directories only, and ask no runtime socket: a
+    /// runtime's socket is root on the host, its state directories mounted read-only are not.
+    #[arg(long, conflicts_with = "runtime_sockets")]
+    pub runtime_state_only: bool,
+
     /// How long a removed container's name is kept for kills reported late, e.g. `24h`, `90m`.
     #[arg(long, value_name = "DURATION", default_value = "24h")]
     pub tombstone_ttl: HumanDuration,
@@ -142,6 +154,14 @@ pub struct HistoryArgs {
     /// Only kills set off by this container (its name) or command (comm).
     #[arg(long, value_name = "NAME")]
     pub trigger: Option<String>,
+
+    /// Only kills in a container of this Compose service (`db` of `shop_db_1`).
+    #[arg(long, value_name = "NAME")]
+    pub service: Option<String>,
+
+    /// Only kills in a container of this Compose project.
+    #[arg(long, value_name = "NAME")]
+    pub project: Option<String>,
 
     /// Only kills where the host ran out of memory, or where a container's (a cgroup's) limit
     /// was hit.

@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use crate::attribute::runtime::ContainerMetadata;
 use crate::attribute::{Attribution, Source};
 
 /// What a person calls the owner of a cgroup, if anything better than its path.
@@ -17,7 +18,8 @@ pub fn name(names: &Attribution) -> Option<String> {
     } = names;
     if let Some(meta) = container {
         let mut name = format!("container {}", printable(&meta.name));
-        let mut about = vec![meta.runtime.to_owned()];
+        let mut about: Vec<String> = compose_service(meta).into_iter().collect();
+        about.push(meta.runtime.to_owned());
         about.extend(meta.image.as_deref().map(printable));
         if let (Some(namespace), Some(pod)) = (&meta.k8s.namespace, &meta.k8s.pod_name) {
             about.push(format!("pod {}/{}", printable(namespace), printable(pod)));
@@ -54,12 +56,28 @@ pub fn name(names: &Attribution) -> Option<String> {
         .map(|unit| format!("unit {}", printable(unit)))
 }
 
-/// `container web`, else the longer [`name`].
+/// `service db of project shop` for a Compose service's container, else `container web`, else
+/// the longer [`name`].
 pub fn short_name(names: &Attribution) -> Option<String> {
     match &names.container {
-        Some(meta) if !meta.name.is_empty() => Some(format!("container {}", printable(&meta.name))),
-        _ => name(names),
+        Some(meta) => compose_service(meta).or_else(|| {
+            (!meta.name.is_empty()).then(|| format!("container {}", printable(&meta.name)))
+        }),
+        None => None,
     }
+    .or_else(|| name(names))
+}
+
+/// `service db of project shop`, as Compose users think of a container, when its labels say.
+pub fn compose_service(meta: &ContainerMetadata) -> Option<String> {
+    let (Some(service), Some(project)) = (&meta.compose.service, &meta.compose.project) else {
+        return None;
+    };
+    Some(format!(
+        "service {} of project {}",
+        printable(service),
+        printable(project)
+    ))
 }
 
 /// Names come from containers' owners and processes: never let them drive the terminal.

@@ -166,7 +166,8 @@ fn install_bpf_linker(
     .context("building bpf-linker")
 }
 
-/// What the privileged container tests (tests/tests/container_*.rs, runtime_restart.rs) need.
+/// What the privileged container tests (tests/tests/container_*.rs, docker_*.rs, compose_*.rs,
+/// runtime_restart.rs) need.
 /// Installed with `--no-install-recommends`, which is all they use:
 ///
 /// * `podman`: the container runtime whose containers they OOM-kill, and whose Docker-compatible
@@ -176,7 +177,14 @@ fn install_bpf_linker(
 ///   `fuse-overlayfs` serve rootless podman (the tests are root), `buildah` builds images (the
 ///   tests `podman import` a tarball), `catatonit` is for `--init`.
 /// * `busybox-static`: the userland of the test image (`sh`, `sleep`, `echo`), which has no libc.
-const TEST_PACKAGES: [&str; 2] = ["podman", "busybox-static"];
+/// * `docker.io`: the real Docker Engine (`dockerd`, Debian's `docker` client, and the
+///   `containerd` and `runc` it runs containers with), which the Docker tests start themselves
+///   (no systemd is needed; apt does not start it). Its recommends are not needed: `apparmor`,
+///   `cgroupfs-mount` (the tests' hosts mount cgroups), `git` and `xz-utils` (for `docker
+///   build` contexts; the tests `docker import` a tarball), `needrestart`.
+/// * `docker-compose`: Compose 1.29 (file format 2.4, with `restart:` and `cgroup_parent:`), as
+///   most Docker hosts on Debian run it, for the Compose tests.
+const TEST_PACKAGES: [&str; 4] = ["podman", "busybox-static", "docker.io", "docker-compose"];
 
 /// Installs what the privileged tests need beyond the toolchain, when missing.
 pub fn install_test_tools(apt: &mut Apt) -> anyhow::Result<()> {
@@ -196,6 +204,8 @@ impl Apt {
         self.update()
             .with_context(|| format!("installing {}", packages.join(" ")))?;
         run(Command::new("apt-get")
+            // Another apt on the machine (a colleague's setup) holds the lock for a while.
+            .args(["-o", "DPkg::Lock::Timeout=300"])
             .args(["install", "-y", "-q", "--no-install-recommends"])
             .args(packages)
             .env("DEBIAN_FRONTEND", "noninteractive"))

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::runtime::ContainerMetadata;
+use super::runtime::{ComposeNames, ContainerMetadata, K8sNames, Origin};
 
 pub const DEFAULT_CAPACITY: usize = 4096;
 /// The CLI's default (`--tombstone-ttl 24h`), for tests.
@@ -110,7 +110,19 @@ impl MetadataCache {
     }
 }
 
+/// What is known after `new` about a container of which `old` was known: the newer word wins,
+/// with what it leaves out kept from the older one, except that the state on disk does not
+/// overrule the runtime's API (they say the same; the API says it as it happens).
 fn merge(old: &ContainerMetadata, new: ContainerMetadata) -> ContainerMetadata {
+    if old.origin == Origin::Api && new.origin == Origin::State {
+        overlay(old.clone(), &new)
+    } else {
+        overlay(new, old)
+    }
+}
+
+/// `primary`, with what it leaves out taken from `secondary`.
+fn overlay(primary: ContainerMetadata, secondary: &ContainerMetadata) -> ContainerMetadata {
     let ContainerMetadata {
         id,
         name,
@@ -119,31 +131,45 @@ fn merge(old: &ContainerMetadata, new: ContainerMetadata) -> ContainerMetadata {
         main_pid,
         memory_limit_bytes,
         restart_policy,
+        restart_count,
         k8s,
+        compose,
+        origin,
         labels,
-    } = new;
+    } = primary;
     ContainerMetadata {
         id,
         name: if name.is_empty() {
-            old.name.clone()
+            secondary.name.clone()
         } else {
             name
         },
-        image: image.or_else(|| old.image.clone()),
+        image: image.or_else(|| secondary.image.clone()),
         runtime,
-        main_pid: main_pid.or(old.main_pid),
-        memory_limit_bytes: memory_limit_bytes.or(old.memory_limit_bytes),
-        restart_policy: restart_policy.or_else(|| old.restart_policy.clone()),
-        k8s: super::runtime::K8sNames {
-            pod_name: k8s.pod_name.or_else(|| old.k8s.pod_name.clone()),
-            pod_uid: k8s.pod_uid.or_else(|| old.k8s.pod_uid.clone()),
-            namespace: k8s.namespace.or_else(|| old.k8s.namespace.clone()),
+        main_pid: main_pid.or(secondary.main_pid),
+        memory_limit_bytes: memory_limit_bytes.or(secondary.memory_limit_bytes),
+        restart_policy: restart_policy.or_else(|| secondary.restart_policy.clone()),
+        restart_count: restart_count.or(secondary.restart_count),
+        k8s: K8sNames {
+            pod_name: k8s.pod_name.or_else(|| secondary.k8s.pod_name.clone()),
+            pod_uid: k8s.pod_uid.or_else(|| secondary.k8s.pod_uid.clone()),
+            namespace: k8s.namespace.or_else(|| secondary.k8s.namespace.clone()),
             container_name: k8s
                 .container_name
-                .or_else(|| old.k8s.container_name.clone()),
+                .or_else(|| secondary.k8s.container_name.clone()),
         },
+        compose: ComposeNames {
+            project: compose
+                .project
+                .or_else(|| secondary.compose.project.clone()),
+            service: compose
+                .service
+                .or_else(|| secondary.compose.service.clone()),
+            number: compose.number.or(secondary.compose.number),
+        },
+        origin,
         labels: if labels.is_empty() {
-            old.labels.clone()
+            secondary.labels.clone()
         } else {
             labels
         },
@@ -190,6 +216,36 @@ mod tests {
         assert_eq!(merged.image.as_deref(), Some("img"));
         assert_eq!(merged.main_pid, Some(42));
         assert_eq!(merged.memory_limit_bytes, Some(1 << 20));
+    }
+
+    #[test]
+    fn the_state_on_disk_does_not_overrule_the_api() {
+        let now = Instant::now();
+        let mut cache = MetadataCache::new(8, DEFAULT_TOMBSTONE_TTL);
+        let mut from_api = meta("a", "web");
+        from_api.main_pid = Some(42);
+        cache.upsert(from_api, now);
+        let mut from_state = meta("a", "web-on-disk");
+        from_state.origin = Origin::State;
+        from_state.main_pid = Some(7);
+        from_state.restart_count = Some(3);
+        cache.upsert(from_state.clone(), now);
+        let Some(Cached::Live(merged)) = cache.get("a", now) else {
+            panic!("still cached");
+        };
+        assert_eq!(merged.origin, Origin::Api);
+        assert_eq!((merged.name.as_str(), merged.main_pid), ("web", Some(42)));
+        assert_eq!(merged.restart_count, Some(3), "a gap the state fills");
+
+        // The other way round, the API's word replaces the state's.
+        let mut cache = MetadataCache::new(8, DEFAULT_TOMBSTONE_TTL);
+        cache.upsert(from_state, now);
+        cache.upsert(meta("a", "web"), now);
+        let Some(Cached::Live(merged)) = cache.get("a", now) else {
+            panic!("still cached");
+        };
+        assert_eq!(merged.origin, Origin::Api);
+        assert_eq!((merged.name.as_str(), merged.main_pid), ("web", Some(7)));
     }
 
     #[test]

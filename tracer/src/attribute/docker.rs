@@ -276,6 +276,9 @@ pub(crate) fn from_inspect(
         .and_then(|policy| policy.name)
         .map(|name| name.to_string())
         .filter(|name| !name.is_empty());
+    meta.restart_count = response
+        .restart_count
+        .and_then(|count| u32::try_from(count).ok());
     Ok(meta)
 }
 
@@ -384,7 +387,8 @@ mod tests {
             "Image": "sha256:1234",
             "State": {"Pid": 4242, "Running": true},
             "Config": {"Image": "localhost/web:1", "Labels": {"app": "web"}},
-            "HostConfig": {"Memory": 50331648, "RestartPolicy": {"Name": "always"}}
+            "HostConfig": {"Memory": 50331648, "RestartPolicy": {"Name": "always"}},
+            "RestartCount": 8
         }))
         .expect("a valid inspect response");
         let meta = from_inspect(response, "docker").expect("complete enough");
@@ -393,6 +397,7 @@ mod tests {
         assert_eq!(meta.main_pid, Some(4242));
         assert_eq!(meta.memory_limit_bytes, Some(48 << 20));
         assert_eq!(meta.restart_policy.as_deref(), Some("always"));
+        assert_eq!(meta.restart_count, Some(8));
     }
 
     #[test]

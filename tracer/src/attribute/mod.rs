@@ -12,9 +12,11 @@ pub mod cache;
 pub mod cgroup_path;
 pub mod docker;
 pub mod runtime;
+pub mod state;
 pub mod watch;
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,7 +24,8 @@ use std::time::{Duration, Instant};
 use self::cache::{Cached, MetadataCache};
 use self::cgroup_path::{PathIdentity, PathKind};
 use self::docker::{DockerApi, LOOKUP_TIMEOUT};
-use self::runtime::{ContainerMetadata, ContainerRuntime, RuntimeError};
+use self::runtime::{ContainerMetadata, ContainerRuntime, Origin, RuntimeError};
+use self::state::RuntimeState;
 use self::watch::Shared;
 use crate::decode::Domain;
 use crate::incident::{OomIncident, OomKill, Sigkill};
@@ -45,6 +48,8 @@ pub enum Source {
     Cache,
     /// The container had already been removed; this is what it was.
     Tombstone,
+    /// The runtime's state on disk (`--runtime-state`), read without its API.
+    State,
     /// The cgroup path alone: no runtime knew it, or it is not a container.
     Path,
 }
@@ -55,6 +60,7 @@ impl Source {
             Source::Live => "live",
             Source::Cache => "cache",
             Source::Tombstone => "tombstone",
+            Source::State => "state",
             Source::Path => "path",
         }
     }
@@ -296,8 +302,13 @@ pub enum AttributedEvent {
 }
 
 pub struct AttributionOptions {
-    /// Docker Engine API sockets (Docker's or podman's).
+    /// Docker Engine API sockets (Docker's or podman's); none: [`DEFAULT_SOCKETS`].
     pub sockets: Vec<String>,
+    /// Runtime state directories (Docker's data root, podman's storage root); none:
+    /// [`state::DEFAULT_DIRS`].
+    pub state_dirs: Vec<PathBuf>,
+    /// No sockets at all, not even the default ones.
+    pub state_only: bool,
     pub tombstone_ttl: Duration,
 }
 
@@ -311,16 +322,30 @@ pub struct Attributor {
 const WARNED_PATHS_KEPT: usize = 64;
 
 impl Attributor {
-    /// Starts a watcher per socket on the current tokio runtime.
+    /// Starts a watcher per socket and per state directory on the current tokio runtime. The
+    /// sockets come first: where both know a container, the API's answer is the one used.
     pub fn start(options: AttributionOptions) -> Self {
         let AttributionOptions {
-            sockets,
+            mut sockets,
+            mut state_dirs,
+            state_only,
             tombstone_ttl,
         } = options;
-        let runtimes: Vec<Arc<dyn ContainerRuntime>> = sockets
+        if state_only {
+            sockets.clear();
+        } else if sockets.is_empty() {
+            sockets = DEFAULT_SOCKETS.map(str::to_owned).to_vec();
+        }
+        if state_dirs.is_empty() {
+            state_dirs = state::DEFAULT_DIRS.map(PathBuf::from).to_vec();
+        }
+        let apis = sockets
             .into_iter()
-            .map(|socket| Arc::new(DockerApi::new(socket)) as Arc<dyn ContainerRuntime>)
-            .collect();
+            .map(|socket| Arc::new(DockerApi::new(socket)) as Arc<dyn ContainerRuntime>);
+        let states = state_dirs.into_iter().map(|dir| {
+            Arc::new(RuntimeState::new(dir, cache::DEFAULT_CAPACITY)) as Arc<dyn ContainerRuntime>
+        });
+        let runtimes: Vec<Arc<dyn ContainerRuntime>> = apis.chain(states).collect();
         let attributor = Self::with_runtimes(runtimes, tombstone_ttl);
         for runtime in &attributor.runtimes {
             tokio::spawn(watch::watch(
@@ -630,10 +655,11 @@ impl Attributor {
                     .min(LOOKUP_TIMEOUT);
                 match tokio::time::timeout(budget, runtime.inspect(id)).await {
                     Ok(Ok(Some(meta))) => {
+                        let source = live_source(&meta, Source::Live);
                         let meta = Arc::new(meta);
                         self.shared
                             .with_cache(|cache| cache.upsert((*meta).clone(), Instant::now()));
-                        return Ok((meta, Source::Live));
+                        return Ok((meta, source));
                     }
                     Ok(Ok(None)) => problems.push((
                         FailureReason::UnknownContainer,
@@ -698,7 +724,10 @@ impl Attributor {
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
         match cache.get(id, Instant::now())? {
-            Cached::Live(meta) => Some((meta, Source::Cache)),
+            Cached::Live(meta) => {
+                let source = live_source(&meta, Source::Cache);
+                Some((meta, source))
+            }
             Cached::Tombstone(meta) => Some((meta, Source::Tombstone)),
         }
     }
@@ -720,6 +749,14 @@ impl Attributor {
             FailureReason::UnrecognisedPath,
             warning,
         ))
+    }
+}
+
+/// `api`, or [`Source::State`] for what was read from the runtime's state on disk.
+fn live_source(meta: &ContainerMetadata, api: Source) -> Source {
+    match meta.origin {
+        Origin::Api => api,
+        Origin::State => Source::State,
     }
 }
 

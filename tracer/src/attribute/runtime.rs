@@ -20,6 +20,10 @@ const K8S_POD_NAME: &str = "io.kubernetes.pod.name";
 const K8S_POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
 const K8S_POD_UID: &str = "io.kubernetes.pod.uid";
 const K8S_CONTAINER_NAME: &str = "io.kubernetes.container.name";
+/// The labels docker-compose (v1 and v2) sets on every container it runs.
+const COMPOSE_PROJECT: &str = "com.docker.compose.project";
+const COMPOSE_SERVICE: &str = "com.docker.compose.service";
+const COMPOSE_NUMBER: &str = "com.docker.compose.container-number";
 
 /// One container as its runtime describes it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -38,7 +42,13 @@ pub struct ContainerMetadata {
     pub memory_limit_bytes: Option<u64>,
     /// `no`, `always`, `on-failure` or `unless-stopped`, when set.
     pub restart_policy: Option<String>,
+    /// How often the runtime restarted the container under its restart policy since it was
+    /// last started by hand (Docker's `RestartCount`, podman's `restartCount`), when it says.
+    pub restart_count: Option<u32>,
     pub k8s: K8sNames,
+    pub compose: ComposeNames,
+    /// Whether the runtime's API said this, or its state on disk.
+    pub origin: Origin,
     /// Bounded: at most [`MAX_LABELS`], each at most [`MAX_TEXT_BYTES`].
     pub labels: BTreeMap<String, String>,
 }
@@ -50,6 +60,25 @@ pub struct K8sNames {
     pub pod_uid: Option<String>,
     pub namespace: Option<String>,
     pub container_name: Option<String>,
+}
+
+/// The Compose names of a container, from the labels docker-compose sets: `shop_db_1` is
+/// container number 1 of service `db` of project `shop`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ComposeNames {
+    pub project: Option<String>,
+    pub service: Option<String>,
+    pub number: Option<u32>,
+}
+
+/// Where a container's description came from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// The runtime's API (the Docker Engine API, CRI).
+    #[default]
+    Api,
+    /// The runtime's state on disk, read without its API (`--runtime-state`).
+    State,
 }
 
 impl ContainerMetadata {
@@ -76,6 +105,11 @@ impl ContainerMetadata {
             namespace: label(K8S_POD_NAMESPACE),
             container_name: label(K8S_CONTAINER_NAME),
         };
+        let compose = ComposeNames {
+            project: label(COMPOSE_PROJECT),
+            service: label(COMPOSE_SERVICE),
+            number: label(COMPOSE_NUMBER).and_then(|number| number.parse().ok()),
+        };
         labels.sort_unstable();
         let labels: BTreeMap<String, String> = labels
             .into_iter()
@@ -87,6 +121,7 @@ impl ContainerMetadata {
             name: bounded(name.trim_start_matches('/')),
             runtime,
             k8s,
+            compose,
             labels,
             ..ContainerMetadata::default()
         }
@@ -163,6 +198,13 @@ pub trait ContainerRuntime: Send + Sync {
     /// Forgets the connection, after its event stream failed.
     fn disconnect(&self);
 
+    /// Whether what [`list`](Self::list) and the events' `known` say is all there is to say,
+    /// so that nothing needs [`inspect`](Self::inspect)ing after them (a state directory's
+    /// files hold everything; an API's listing lacks the main pid and the limit).
+    fn describes_in_full(&self) -> bool {
+        false
+    }
+
     /// Every container it knows, running or not.
     fn list(&self) -> BoxFuture<'_, RuntimeResult<Vec<ContainerMetadata>>>;
 
@@ -200,6 +242,31 @@ mod tests {
             meta.k8s.pod_uid.as_deref(),
             Some("7d3e1c1a-2b4f-4a8e-9c1d-5e6f7a8b9c0d")
         );
+    }
+
+    #[test]
+    fn compose_names_come_from_composes_labels() {
+        let labels = [
+            (COMPOSE_PROJECT, "shop"),
+            (COMPOSE_SERVICE, "db"),
+            (COMPOSE_NUMBER, "2"),
+            ("com.docker.compose.oneoff", "False"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let meta = ContainerMetadata::new("abc", "/shop_db_2", "docker", labels);
+        assert_eq!(meta.compose.project.as_deref(), Some("shop"));
+        assert_eq!(meta.compose.service.as_deref(), Some("db"));
+        assert_eq!(meta.compose.number, Some(2));
+
+        let plain = ContainerMetadata::new("abc", "/web", "docker", []);
+        assert_eq!(plain.compose, ComposeNames::default());
+        let odd = ContainerMetadata::new(
+            "abc",
+            "/x",
+            "docker",
+            [(COMPOSE_NUMBER.to_owned(), "one".to_owned())],
+        );
+        assert_eq!(odd.compose.number, None);
     }
 
     #[test]

@@ -128,7 +128,9 @@ async fn follow(runtime: &dyn ContainerRuntime, shared: &Shared, since: SystemTi
             for listed in containers {
                 let id = listed.id.clone();
                 shared.with_cache(|cache| cache.upsert(listed, Instant::now()));
-                refresh(runtime, shared, &id).await;
+                if !runtime.describes_in_full() {
+                    refresh(runtime, shared, &id).await;
+                }
             }
             log::info!(
                 "container runtime {}: {count} containers known; following its events",
@@ -143,10 +145,13 @@ async fn follow(runtime: &dyn ContainerRuntime, shared: &Shared, since: SystemTi
     while let Some(event) = events.next().await {
         match event {
             Ok(RuntimeEvent::Changed { id, known }) => {
+                let complete = known.is_some() && runtime.describes_in_full();
                 if let Some(known) = known {
                     shared.with_cache(|cache| cache.upsert(*known, Instant::now()));
                 }
-                refresh(runtime, shared, &id).await;
+                if !complete {
+                    refresh(runtime, shared, &id).await;
+                }
             }
             Ok(RuntimeEvent::Removed { id }) => {
                 shared.with_cache(|cache| cache.removed(&id, Instant::now()));

@@ -122,9 +122,15 @@ fn seen(kill: &AttributedKill) -> Seen {
             .map(|container| container.name.clone())
             .unwrap_or_else(|| kill.kill.trigger.task.comm.clone())
     });
+    let restart_count = kill
+        .victim
+        .as_ref()
+        .and_then(|victim| victim.container.as_ref())
+        .and_then(|container| container.restart_count);
     Seen {
         victim_container,
         victim,
         host_wide_trigger,
+        restart_count,
     }
 }

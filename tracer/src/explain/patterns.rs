@@ -19,6 +19,8 @@ pub struct Seen {
     pub victim: String,
     /// Set for host-wide OOMs only: who triggered it (container name, else comm).
     pub host_wide_trigger: Option<String>,
+    /// The runtime's restart count of the victim's container at the kill, when it says.
+    pub restart_count: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -29,6 +31,17 @@ pub struct Flags {
     /// Host-wide OOMs with this trigger and different victims within the window, this one
     /// included, when at least two.
     pub recurring_trigger: Option<u32>,
+    /// With a restart loop, what the runtime did in it: how often it restarted the container
+    /// since the loop's first kill in the window (its restart count then and now), and over
+    /// how long.
+    pub restarts: Option<Restarts>,
+}
+
+/// The runtime's restarts of a container between two of its kills.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Restarts {
+    pub count: u32,
+    pub over: Duration,
 }
 
 pub struct Patterns {
@@ -57,14 +70,25 @@ impl Patterns {
                 break;
             }
         }
-        let restart_loop = seen.victim_container.as_ref().and_then(|name| {
-            let earlier = self
+        let earlier: Vec<&(Instant, Seen)> = match &seen.victim_container {
+            Some(name) => self
                 .history
                 .iter()
                 .filter(|(_, old)| old.victim_container.as_ref() == Some(name))
-                .count();
-            let kills = u32::try_from(earlier + 1).unwrap_or(u32::MAX);
+                .collect(),
+            None => Vec::new(),
+        };
+        let restart_loop = seen.victim_container.as_ref().and_then(|_| {
+            let kills = u32::try_from(earlier.len() + 1).unwrap_or(u32::MAX);
             (kills >= RESTART_LOOP_KILLS).then_some(kills)
+        });
+        let restarts = restart_loop.and_then(|_| {
+            let (first_at, first) = earlier.first()?;
+            let count = seen.restart_count?.checked_sub(first.restart_count?)?;
+            Some(Restarts {
+                count,
+                over: now.saturating_duration_since(*first_at),
+            })
         });
         let recurring_trigger = seen.host_wide_trigger.as_ref().and_then(|trigger| {
             let mut victims: Vec<&str> = self
@@ -83,6 +107,7 @@ impl Patterns {
         Flags {
             restart_loop,
             recurring_trigger,
+            restarts,
         }
     }
 }
@@ -96,6 +121,7 @@ mod tests {
             victim_container: Some(name.to_owned()),
             victim: name.to_owned(),
             host_wide_trigger: None,
+            restart_count: None,
         }
     }
 
@@ -104,6 +130,7 @@ mod tests {
             victim_container: Some(victim.to_owned()),
             victim: victim.to_owned(),
             host_wide_trigger: Some(trigger.to_owned()),
+            restart_count: None,
         }
     }
 
@@ -132,6 +159,34 @@ mod tests {
             patterns.record(in_container("web"), at(30)).restart_loop,
             Some(4)
         );
+    }
+
+    #[test]
+    fn a_loop_says_how_often_the_runtime_restarted_it_in_between() {
+        let start = Instant::now();
+        let mut patterns = Patterns::new(Duration::from_secs(6 * 3600));
+        let restarted = |count: u32| Seen {
+            restart_count: Some(count),
+            ..in_container("db")
+        };
+        let at = |millis: u64| start + Duration::from_millis(millis);
+        assert_eq!(patterns.record(restarted(5), at(0)).restarts, None);
+        assert_eq!(patterns.record(restarted(6), at(400)).restarts, None);
+        let third = patterns.record(restarted(7), at(1_700));
+        assert_eq!(
+            third.restarts,
+            Some(Restarts {
+                count: 2,
+                over: Duration::from_millis(1_700)
+            })
+        );
+        // A runtime that does not count, or a count that went back (a manual start resets
+        // Docker's): nothing is claimed.
+        assert_eq!(
+            patterns.record(in_container("db"), at(2_000)).restarts,
+            None
+        );
+        assert_eq!(patterns.record(restarted(0), at(2_500)).restarts, None);
     }
 
     #[test]

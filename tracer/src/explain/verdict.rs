@@ -198,12 +198,38 @@ pub fn verdict(kill: &AttributedKill, top: &Top, flags: Flags, window: Duration)
     // Patterns.
     let hours = window.as_secs_f64() / 3600.0;
     if let (Some(count), Some(name)) = (flags.restart_loop, &victim_name) {
-        let _ = write!(
-            text,
-            " This is the {} OOM kill of {name} in {hours:.0} h: a restart policy is hiding a \
-             loop.",
-            ordinal(count)
-        );
+        let container = victim
+            .as_ref()
+            .and_then(|victim| victim.container.as_deref());
+        match (flags.restarts, container) {
+            (Some(restarts), Some(container)) => {
+                let runtime = match container.runtime {
+                    "docker" => "Docker",
+                    other => other,
+                };
+                let policy = container
+                    .restart_policy
+                    .as_deref()
+                    .map(|policy| format!(" ({})", printable(policy)))
+                    .unwrap_or_default();
+                let _ = write!(
+                    text,
+                    " This is the {} OOM kill of {name} in {hours:.0} h; {runtime} restarted it \
+                     {} times in {}: its restart policy{policy} is hiding a loop.",
+                    ordinal(count),
+                    restarts.count,
+                    human_span(restarts.over),
+                );
+            }
+            _ => {
+                let _ = write!(
+                    text,
+                    " This is the {} OOM kill of {name} in {hours:.0} h: a restart policy is \
+                     hiding a loop.",
+                    ordinal(count)
+                );
+            }
+        }
     }
     if let Some(count) = flags.recurring_trigger {
         let who = trigger
@@ -218,6 +244,18 @@ pub fn verdict(kill: &AttributedKill, top: &Top, flags: Flags, window: Duration)
         );
     }
     text
+}
+
+/// `1.7 s`, `12 min`, `3.2 h`.
+fn human_span(span: Duration) -> String {
+    let seconds = span.as_secs_f64();
+    if seconds < 60.0 {
+        format!("{seconds:.1} s")
+    } else if seconds < 3600.0 {
+        format!("{:.0} min", seconds / 60.0)
+    } else {
+        format!("{:.1} h", seconds / 3600.0)
+    }
 }
 
 fn cgroup_of(party: &crate::attribute::Attribution) -> String {

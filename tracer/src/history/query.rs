@@ -21,6 +21,10 @@ pub struct Filter {
     pub victim: Option<String>,
     /// The trigger's container name or comm.
     pub trigger: Option<String>,
+    /// The Compose service of the victim's (a sigkill's target's) container.
+    pub service: Option<String>,
+    /// Its Compose project.
+    pub project: Option<String>,
     /// `host` or `cgroup`.
     pub domain: Option<&'static str>,
     /// At most this many, newest first.
@@ -99,6 +103,8 @@ pub fn events(conn: &Connection, filter: &Filter) -> rusqlite::Result<Vec<Stored
         namespace,
         victim,
         trigger,
+        service,
+        project,
         domain,
         limit,
     } = filter;
@@ -139,6 +145,18 @@ pub fn events(conn: &Connection, filter: &Filter) -> rusqlite::Result<Vec<Stored
     }
     if let Some(trigger) = trigger {
         add("trigger_name = {}", text(trigger));
+    }
+    // Compose's names are in the stored record only: rare filters, read from its JSON.
+    for (name, wanted) in [("service", service), ("project", project)] {
+        if let Some(wanted) = wanted {
+            add(
+                &format!(
+                    "coalesce(json_extract(record, '$.victim.container.compose.{name}'), \
+                     json_extract(record, '$.target.container.compose.{name}')) = {{}}"
+                ),
+                text(wanted),
+            );
+        }
     }
     if let Some(domain) = domain {
         add("domain_kind = {}", text(domain));
@@ -208,6 +226,9 @@ mod tests {
             victim["container"] = serde_json::json!({
                 "id": format!("{:02x}{}", n % 4, "ab".repeat(31)), "name": name
             });
+            if n % 6 < 3 {
+                victim["container"]["compose"] = serde_json::json!({"project": (["shop", "blog"][(n % 2) as usize]), "service": name});
+            }
             victim["k8s"] = serde_json::json!({
                 "pod": {"name": format!("{name}-{}", n % 2)},
                 "namespace": {"name": (["shop", "infra"][(n % 2) as usize])}
@@ -310,6 +331,24 @@ mod tests {
                 Box::new(|_, r| at(r, "/container/name").as_deref() == Some("db")),
             ),
             (
+                Filter {
+                    service: Some("db".into()),
+                    ..Filter::default()
+                },
+                Box::new(|_, r| at(r, "/container/compose/service").as_deref() == Some("db")),
+            ),
+            (
+                Filter {
+                    service: Some("web".into()),
+                    project: Some("shop".into()),
+                    ..Filter::default()
+                },
+                Box::new(|_, r| {
+                    at(r, "/container/compose/service").as_deref() == Some("web")
+                        && at(r, "/container/compose/project").as_deref() == Some("shop")
+                }),
+            ),
+            (
                 // An id prefix: the synthetic ids start with `n % 4` in hex.
                 Filter {
                     container: Some("02abab".into()),
@@ -360,7 +399,7 @@ mod tests {
                 Box::new(|_, r| r.pointer("/domain/kind") == Some(&"host".into())),
             ),
             (
-                // Every filter at once.
+                // Every filter at once (but Compose's, whose rows would not meet these).
                 Filter {
                     since_ns: Some(NOW_NS - 300 * MINUTE_NS),
                     until_ns: Some(NOW_NS - 10 * MINUTE_NS),
@@ -370,6 +409,8 @@ mod tests {
                     namespace: Some("shop".into()),
                     victim: Some("java".into()),
                     trigger: Some("make".into()),
+                    service: None,
+                    project: None,
                     domain: Some("cgroup"),
                     limit: None,
                 },

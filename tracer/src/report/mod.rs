@@ -29,6 +29,8 @@ pub fn history(args: HistoryArgs) -> anyhow::Result<()> {
         namespace,
         victim,
         trigger,
+        service,
+        project,
         domain,
         kind,
         limit,
@@ -48,6 +50,8 @@ pub fn history(args: HistoryArgs) -> anyhow::Result<()> {
         namespace,
         victim,
         trigger,
+        service,
+        project,
         domain: domain.map(|domain| match domain {
             DomainArg::Host => "host",
             DomainArg::Container => "cgroup",

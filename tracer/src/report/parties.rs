@@ -35,6 +35,25 @@ pub fn container_cell(event: &StoredEvent) -> String {
     }
 }
 
+/// The victim's (a sigkill's target's) Compose service, `project/service`, if it ran in one.
+pub fn compose_service_cell(record: &Value) -> Option<String> {
+    let party = record.get("victim").or_else(|| record.get("target"))?;
+    let service = text(party, "/container/compose/service")?;
+    Some(match text(party, "/container/compose/project") {
+        Some(project) => format!("{}/{}", printable(project), printable(service)),
+        None => printable(service),
+    })
+}
+
+/// `service db of project shop`, when a party's container belongs to a Compose service.
+fn compose_service(party: &Value) -> Option<String> {
+    Some(format!(
+        "service {} of project {}",
+        printable(text(party, "/container/compose/service")?),
+        printable(text(party, "/container/compose/project")?)
+    ))
+}
+
 /// Whose limit was hit, in a few words: `host`, `web` (a container), a cgroup path.
 pub fn limit_cell(event: &StoredEvent, record: &Value) -> String {
     if event.kind != "oom_kill" {
@@ -93,6 +112,7 @@ pub fn owner(party: &Value) -> Option<String> {
     };
     let mut about = Vec::new();
     if party.get("container").is_some() {
+        about.extend(compose_service(party));
         about.extend(text(party, "/container/runtime").map(printable));
         about.extend(text(party, "/container/image/name").map(printable));
         if let (Some(namespace), Some(pod)) = (

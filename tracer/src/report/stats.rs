@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::parties::{container_cell, limit_cell, record};
+use super::parties::{compose_service_cell, container_cell, limit_cell, record};
 use super::style::{Paint, Style};
 use super::table::{Cell, Column, render};
 use crate::history::query::StoredEvent;
@@ -19,6 +19,17 @@ struct Counts {
     last_ns: i64,
 }
 
+impl Counts {
+    fn count(&mut self, event: &StoredEvent) {
+        self.last_ns = self.last_ns.max(event.time_ns);
+        if event.kind == "oom_kill" {
+            self.oom_kills += 1;
+        } else {
+            self.sigkills += 1;
+        }
+    }
+}
+
 /// `events` are newest first, all since `since_ns`.
 pub fn text(
     events: &[StoredEvent],
@@ -27,26 +38,29 @@ pub fn text(
     style: &Style,
 ) -> Vec<String> {
     let mut by_container: BTreeMap<String, Counts> = BTreeMap::new();
+    // Compose users think in services: `shop/db` counts every container of service db.
+    let mut by_service: BTreeMap<String, Counts> = BTreeMap::new();
     let mut by_limit: BTreeMap<String, u64> = BTreeMap::new();
     // Per container, its OOM kills' times, oldest first.
     let mut kill_times: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     let (mut oom_kills, mut sigkills) = (0, 0);
     for event in events.iter().rev() {
         let container = container_cell(event);
+        let record = record(event);
+        let service = compose_service_cell(&record);
         let counts = by_container.entry(container.clone()).or_default();
-        counts.last_ns = counts.last_ns.max(event.time_ns);
+        counts.count(event);
+        if let Some(service) = service {
+            by_service.entry(service).or_default().count(event);
+        }
         if event.kind == "oom_kill" {
             oom_kills += 1;
-            counts.oom_kills += 1;
-            *by_limit
-                .entry(limit_cell(event, &record(event)))
-                .or_default() += 1;
+            *by_limit.entry(limit_cell(event, &record)).or_default() += 1;
             if container != "-" {
                 kill_times.entry(container).or_default().push(event.time_ns);
             }
         } else {
             sigkills += 1;
-            counts.sigkills += 1;
         }
     }
     let mut lines = vec![format!(
@@ -88,6 +102,35 @@ pub fn text(
         &rows,
         style,
     ));
+
+    if !by_service.is_empty() {
+        lines.push(String::new());
+        let mut services: Vec<_> = by_service.into_iter().collect();
+        services.sort_by(|(a_name, a), (b_name, b)| {
+            (b.oom_kills, b.sigkills, a_name).cmp(&(a.oom_kills, a.sigkills, b_name))
+        });
+        let rows: Vec<Vec<Cell>> = services
+            .iter()
+            .map(|(name, counts)| {
+                vec![
+                    name.clone().into(),
+                    counts.oom_kills.to_string().into(),
+                    counts.sigkills.to_string().into(),
+                    style.when(counts.last_ns).into(),
+                ]
+            })
+            .collect();
+        lines.extend(render(
+            &[
+                column("COMPOSE SERVICE", true, false),
+                column("OOM KILLS", false, true),
+                column("SIGKILLS", false, true),
+                column("LAST", false, false),
+            ],
+            &rows,
+            style,
+        ));
+    }
 
     if !by_limit.is_empty() {
         lines.push(String::new());

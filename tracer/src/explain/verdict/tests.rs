@@ -250,6 +250,7 @@ fn a_restart_loop_and_a_recurring_trigger_are_called_out() {
     let flags = Flags {
         restart_loop: Some(3),
         recurring_trigger: Some(2),
+        restarts: None,
     };
     let text = verdict(&host_wide(), &Top::default(), flags, HOURS_6);
     assert!(
@@ -262,6 +263,49 @@ fn a_restart_loop_and_a_recurring_trigger_are_called_out() {
         text.contains(
             "Container builder has now set off 2 host-wide OOMs that killed different victims \
              in 6 h."
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_compose_loop_says_what_the_runtime_did() {
+    let compose = |id: &str, service: &str| {
+        let mut party = container(id, &format!("shop_{service}_1"), None);
+        let meta = Arc::make_mut(party.container.as_mut().unwrap());
+        meta.runtime = "docker";
+        meta.compose.project = Some("shop".to_owned());
+        meta.compose.service = Some(service.to_owned());
+        meta.restart_policy = Some("always".to_owned());
+        meta.restart_count = Some(2);
+        party
+    };
+    let kill = AttributedKill {
+        victim: Some(compose(DB, "db")),
+        trigger: Some(compose(BUILDER, "builder")),
+        ..host_wide()
+    };
+    let flags = Flags {
+        restart_loop: Some(3),
+        recurring_trigger: None,
+        restarts: Some(crate::explain::patterns::Restarts {
+            count: 2,
+            over: Duration::from_millis(1_740),
+        }),
+    };
+    let text = verdict(&kill, &Top::default(), flags, HOURS_6);
+    assert!(
+        text.starts_with("Service db of project shop was killed by the OOM killer"),
+        "{text}"
+    );
+    assert!(
+        text.contains("came from pid 77 (cc1plus) in service builder of project shop"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(
+            "This is the 3rd OOM kill of service db of project shop in 6 h; Docker restarted it \
+             2 times in 1.7 s: its restart policy (always) is hiding a loop."
         ),
         "{text}"
     );

@@ -90,6 +90,7 @@ pub fn explanation_json(explanation: &Explanation) -> ExplanationJson<'_> {
     let Flags {
         restart_loop,
         recurring_trigger,
+        restarts: _,
     } = *flags;
     let count = |count: u32| CountJson {
         count,

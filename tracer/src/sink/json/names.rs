@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::attribute::cgroup_path::{ContainerRef, PathIdentity, PodRef};
-use crate::attribute::runtime::{ContainerMetadata, K8sNames};
+use crate::attribute::runtime::{ComposeNames, ContainerMetadata, K8sNames};
 use crate::attribute::{Attribution, Basis, DomainCgroup, DomainKind, ResolvedDomain};
 use crate::observe::cgroupfs::CgroupMemory;
 use crate::observe::snapshot::{DomainMemory, HostMemory};
@@ -40,6 +40,22 @@ struct ContainerJson<'a> {
     memory_limit_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     restart_policy: Option<&'a str>,
+    /// How often the runtime restarted it under that policy, at the kill.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restart_count: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compose: Option<ComposeJson<'a>>,
+}
+
+/// docker-compose's names: `shop_db_1` is container number 1 of service `db` of project `shop`.
+#[derive(Serialize)]
+struct ComposeJson<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    project: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    number: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -131,9 +147,17 @@ fn container_json<'a>(
                 main_pid: _,
                 memory_limit_bytes,
                 restart_policy,
+                restart_count,
                 k8s: _,
+                compose,
+                origin: _,
                 labels: _,
             } = meta;
+            let ComposeNames {
+                project,
+                service,
+                number,
+            } = compose;
             Some(ContainerJson {
                 id,
                 name: Some(name.as_str()).filter(|name| !name.is_empty()),
@@ -145,6 +169,12 @@ fn container_json<'a>(
                 main_process,
                 memory_limit_bytes: *memory_limit_bytes,
                 restart_policy: restart_policy.as_deref(),
+                restart_count: *restart_count,
+                compose: (project.is_some() || service.is_some()).then_some(ComposeJson {
+                    project: project.as_deref(),
+                    service: service.as_deref(),
+                    number: *number,
+                }),
             })
         }
         (None, Some(ContainerRef { runtime, id })) => Some(ContainerJson {
@@ -155,6 +185,8 @@ fn container_json<'a>(
             main_process,
             memory_limit_bytes: None,
             restart_policy: None,
+            restart_count: None,
+            compose: None,
         }),
         (None, None) => None,
     }

@@ -1,0 +1,249 @@
+//! Naming containers without a runtime socket: the runtimes' own state on disk, read-only.
+//!
+//! A runtime's API socket is root on the host (whoever can talk to it can start a privileged
+//! container), so mounting it into the agent grants far more than naming needs. Docker and
+//! podman keep each container's name, image, labels, limit and restart policy in files under
+//! their state directories; a read-only mount of those is enough. [`RuntimeState`] reads them
+//! as one more [`ContainerRuntime`]: it lists what is there, follows changes with inotify (no
+//! polling), and reads a container on demand when a kill needs it. What it says is marked
+//! [`Origin::State`](super::runtime::Origin::State), and the API's word, where there is one,
+//! wins.
+
+pub mod bolt;
+pub mod docker;
+pub mod inotify;
+pub mod podman;
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read as _};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use futures_util::future::BoxFuture;
+use futures_util::stream::{self, BoxStream, StreamExt as _};
+
+use super::runtime::{
+    ContainerMetadata, ContainerRuntime, RuntimeError, RuntimeEvent, RuntimeResult,
+};
+
+/// Where Docker and podman keep their state by default.
+pub const DEFAULT_DIRS: [&str; 2] = ["/var/lib/docker", "/var/lib/containers/storage"];
+
+/// Why a runtime's state could not be read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StateError {
+    /// A file is there but cannot be read.
+    Unreadable(String),
+    /// A file says something its runtime never writes.
+    Garbage(String),
+    /// The runtime is writing it right now.
+    Busy(String),
+}
+
+impl fmt::Display for StateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StateError::Unreadable(why) => write!(f, "unreadable: {why}"),
+            StateError::Garbage(why) => write!(f, "unexpected content: {why}"),
+            StateError::Busy(why) => write!(f, "busy: {why}"),
+        }
+    }
+}
+
+impl From<StateError> for RuntimeError {
+    fn from(err: StateError) -> Self {
+        match err {
+            StateError::Garbage(why) => RuntimeError::Garbage(why),
+            StateError::Unreadable(why) | StateError::Busy(why) => RuntimeError::Unavailable(why),
+        }
+    }
+}
+
+/// Which runtime's layout a directory has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    Docker,
+    Podman,
+}
+
+/// One runtime's state directory, as a [`ContainerRuntime`]. Which runtime it belongs to is
+/// found when it connects, from what the directory holds.
+pub struct RuntimeState {
+    dir: PathBuf,
+    /// At most this many containers are listed and followed (the cache's capacity); others
+    /// are read when a kill needs them.
+    capacity: usize,
+    layout: Mutex<Option<Layout>>,
+}
+
+impl RuntimeState {
+    pub fn new(dir: impl Into<PathBuf>, capacity: usize) -> Self {
+        RuntimeState {
+            dir: dir.into(),
+            capacity: capacity.max(1),
+            layout: Mutex::new(None),
+        }
+    }
+
+    fn layout(&self) -> Option<Layout> {
+        *self
+            .layout
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn set_layout(&self, layout: Option<Layout>) {
+        *self
+            .layout
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = layout;
+    }
+
+    fn connected(&self) -> RuntimeResult<Layout> {
+        self.layout()
+            .ok_or_else(|| RuntimeError::Unavailable("not connected".to_owned()))
+    }
+}
+
+impl ContainerRuntime for RuntimeState {
+    fn describe(&self) -> String {
+        match self.layout() {
+            Some(Layout::Docker) => format!("docker, its state at {}", self.dir.display()),
+            Some(Layout::Podman) => format!("podman, its state at {}", self.dir.display()),
+            None => format!("state at {}", self.dir.display()),
+        }
+    }
+
+    fn connect(&self) -> BoxFuture<'_, RuntimeResult<()>> {
+        Box::pin(async move {
+            let layout = if docker::is_docker_root(&self.dir) {
+                Layout::Docker
+            } else if podman::is_podman_root(&self.dir) {
+                Layout::Podman
+            } else if self.dir.exists() {
+                return Err(RuntimeError::Absent(format!(
+                    "{} holds neither Docker's nor podman's state",
+                    self.dir.display()
+                )));
+            } else {
+                return Err(RuntimeError::Absent(format!("no {}", self.dir.display())));
+            };
+            self.set_layout(Some(layout));
+            Ok(())
+        })
+    }
+
+    fn is_connected(&self) -> bool {
+        self.layout().is_some()
+    }
+
+    fn disconnect(&self) {
+        self.set_layout(None);
+    }
+
+    fn describes_in_full(&self) -> bool {
+        true
+    }
+
+    fn list(&self) -> BoxFuture<'_, RuntimeResult<Vec<ContainerMetadata>>> {
+        Box::pin(async move {
+            match self.connected()? {
+                Layout::Docker => docker::list(&self.dir, self.capacity),
+                Layout::Podman => Ok(podman::read_all(&self.dir, self.capacity)?
+                    .into_values()
+                    .collect()),
+            }
+        })
+    }
+
+    fn inspect<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, RuntimeResult<Option<ContainerMetadata>>> {
+        Box::pin(async move {
+            match self.connected()? {
+                Layout::Docker => Ok(docker::read(&self.dir, id)?),
+                // The whole database, once per kill that needs it: the listing and the events
+                // usually know the container already.
+                Layout::Podman => Ok(podman::read_all(&self.dir, usize::MAX)?.remove(id)),
+            }
+        })
+    }
+
+    fn events(&self, _since: SystemTime) -> BoxStream<'_, RuntimeResult<RuntimeEvent>> {
+        // Nothing to replay: what changed while nobody watched is in the listing that follows.
+        let follower = match self.connected() {
+            Ok(Layout::Docker) => {
+                docker::Follower::new(&self.dir, self.capacity).map(Follower::Docker)
+            }
+            Ok(Layout::Podman) => {
+                podman::Follower::new(&self.dir, self.capacity).map(Follower::Podman)
+            }
+            Err(err) => Err(err),
+        };
+        match follower {
+            Ok(follower) => stream::unfold(follower, |mut follower| async move {
+                let event = follower.next().await?;
+                Some((event, follower))
+            })
+            .boxed(),
+            Err(err) => stream::once(async { Err(err) }).boxed(),
+        }
+    }
+}
+
+enum Follower {
+    Docker(docker::Follower),
+    Podman(podman::Follower),
+}
+
+impl Follower {
+    async fn next(&mut self) -> Option<RuntimeResult<RuntimeEvent>> {
+        match self {
+            Follower::Docker(follower) => follower.next().await,
+            Follower::Podman(follower) => follower.next().await,
+        }
+    }
+}
+
+/// 64 lowercase hex digits: a Docker or podman container id, and a safe path component.
+pub fn is_container_id(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The file's bytes, `None` if it does not exist, an error past `limit` bytes.
+fn read_bounded(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, StateError> {
+    match open(path)? {
+        Some(file) => read_open(file, path, limit).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The file opened for reading, `None` if it does not exist.
+fn open(path: &Path) -> Result<Option<File>, StateError> {
+    match File::open(path) {
+        Ok(file) => Ok(Some(file)),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(StateError::Unreadable(format!("{}: {err}", path.display()))),
+    }
+}
+
+/// The rest of an open file, an error past `limit` bytes.
+fn read_open(file: File, path: &Path, limit: u64) -> Result<Vec<u8>, StateError> {
+    let mut data = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut data)
+        .map_err(|err| StateError::Unreadable(format!("{}: {err}", path.display())))?;
+    if data.len() as u64 > limit {
+        return Err(StateError::Garbage(format!(
+            "{} is larger than {limit} bytes",
+            path.display()
+        )));
+    }
+    Ok(data)
+}
+
+#[cfg(test)]
+mod tests;
