@@ -239,13 +239,15 @@ fn try_sigkill_target(sig: i32, target: u64) -> Result<(), i64> {
         (*record).header = header(record_kind::SIGKILL_TARGET);
         task_identity(target, &offsets).map(|identity| {
             (*record).target = identity;
-            (*record).target_ns_pid = namespace_pid(target, &offsets).unwrap_or(0);
             (*record)._pad = 0;
-            capture_task_memory(target, addr_of_mut!((*record).target_memory), &offsets);
-            capture_task_cgroups(
+            capture_task_state(
                 target,
-                addr_of_mut!((*record).target_cgroup),
-                addr_of_mut!((*record).target_memcg),
+                TaskState {
+                    ns_pid: addr_of_mut!((*record).target_ns_pid),
+                    memory: addr_of_mut!((*record).target_memory),
+                    cgroup: addr_of_mut!((*record).target_cgroup),
+                    memcg: addr_of_mut!((*record).target_memcg),
+                },
                 &offsets,
             );
         })
@@ -271,17 +273,19 @@ fn try_victim_task(victim: u64) -> Result<(), i64> {
         match task_identity(victim, &offsets) {
             Ok(identity) => {
                 (*record).victim = identity;
-                (*record).victim_ns_pid = namespace_pid(victim, &offsets).unwrap_or(0);
                 (*record)._pad = 0;
-                capture_task_memory(victim, addr_of_mut!((*record).victim_memory), &offsets);
-                // Partial cgroup data is still worth sending: the flags say what is missing.
-                let trigger = bpf_get_current_task();
-                capture_task_cgroups(
+                // Partial data is still worth sending: the flags say what is missing.
+                capture_task_state(
                     victim,
-                    addr_of_mut!((*record).victim_cgroup),
-                    addr_of_mut!((*record).victim_memcg),
+                    TaskState {
+                        ns_pid: addr_of_mut!((*record).victim_ns_pid),
+                        memory: addr_of_mut!((*record).victim_memory),
+                        cgroup: addr_of_mut!((*record).victim_cgroup),
+                        memcg: addr_of_mut!((*record).victim_memcg),
+                    },
                     &offsets,
                 );
+                let trigger = bpf_get_current_task();
                 capture_task_cgroups(
                     trigger,
                     addr_of_mut!((*record).trigger_cgroup),
@@ -342,13 +346,15 @@ fn try_oom_context(oc: u64, message: u64) -> Result<(), i64> {
                 (*record).flags |= oom_flags::VICTIM_READ_FAILED;
             }
         }
-        (*record).victim_ns_pid = namespace_pid(chosen, &offsets).unwrap_or(0);
         (*record)._pad = 0;
-        capture_task_memory(chosen, addr_of_mut!((*record).victim_memory), &offsets);
-        capture_task_cgroups(
+        capture_task_state(
             chosen,
-            addr_of_mut!((*record).victim_cgroup),
-            addr_of_mut!((*record).victim_memcg),
+            TaskState {
+                ns_pid: addr_of_mut!((*record).victim_ns_pid),
+                memory: addr_of_mut!((*record).victim_memory),
+                cgroup: addr_of_mut!((*record).victim_cgroup),
+                memcg: addr_of_mut!((*record).victim_memcg),
+            },
             &offsets,
         );
         let domain = addr_of_mut!((*record).domain);
@@ -500,6 +506,27 @@ unsafe fn namespace_pid(task: u64, offsets: &KernelOffsets) -> Result<u32, i64> 
             .wrapping_add(offsets.upid_nr);
         let nr: i32 = read_at(pid, upid)?;
         Ok(nr as u32)
+    }
+}
+
+/// Where a record keeps what is read of a victim's (or a SIGKILL target's) task beyond who it
+/// is.
+struct TaskState {
+    ns_pid: *mut u32,
+    memory: *mut TaskMemory,
+    cgroup: *mut CgroupCapture,
+    memcg: *mut CgroupCapture,
+}
+
+/// The same reads wherever the kernel hands over the victim's task: its namespace pid, its
+/// memory and its cgroups. For an unreadable `task` every part is left flagged unread.
+#[inline(always)]
+unsafe fn capture_task_state(task: u64, out: TaskState, offsets: &KernelOffsets) {
+    // SAFETY: the callers pass pointers into a reserved ring-buffer entry.
+    unsafe {
+        out.ns_pid.write(namespace_pid(task, offsets).unwrap_or(0));
+        capture_task_memory(task, out.memory, offsets);
+        capture_task_cgroups(task, out.cgroup, out.memcg, offsets);
     }
 }
 

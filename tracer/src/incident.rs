@@ -406,44 +406,33 @@ impl Joiner {
         match part {
             Part::Tracepoint(tracepoint) => {
                 let victim_pid = tracepoint.victim.as_ref().map(|victim| victim.pid);
-                if !self.expect_task_parts {
-                    let incident = self.incident_for(tracepoint.trigger.pid, victim_pid, now);
-                    return Some(self.join(Pending {
-                        cpu: tracepoint.cpu,
-                        victim_pid,
-                        since: now,
-                        incident,
-                        tracepoint: Some(tracepoint),
-                        task: None,
-                        sigkill,
-                    }));
-                }
                 let partner = self.pending.iter().position(|p| {
-                    p.tracepoint.is_none()
+                    self.expect_task_parts
+                        && p.tracepoint.is_none()
                         && p.cpu == tracepoint.cpu
                         && victim_pid.is_none_or(|pid| p.victim_pid == Some(pid))
                 });
-                match partner {
-                    Some(index) => {
-                        let mut pending = self.pending.swap_remove(index);
-                        pending.tracepoint = Some(tracepoint);
-                        pending.sigkill = pending.sigkill.or(sigkill);
-                        Some(self.join(pending))
-                    }
-                    None => {
-                        let incident = self.incident_for(tracepoint.trigger.pid, victim_pid, now);
-                        self.pending.push(Pending {
-                            cpu: tracepoint.cpu,
-                            victim_pid,
-                            since: now,
-                            incident,
-                            tracepoint: Some(tracepoint),
-                            task: None,
-                            sigkill,
-                        });
-                        None
-                    }
+                if let Some(index) = partner {
+                    let mut pending = self.pending.swap_remove(index);
+                    pending.tracepoint = Some(tracepoint);
+                    pending.sigkill = pending.sigkill.or(sigkill);
+                    return Some(self.join(pending));
                 }
+                let pending = Pending {
+                    cpu: tracepoint.cpu,
+                    victim_pid,
+                    since: now,
+                    incident: self.incident_for(tracepoint.trigger.pid, victim_pid, now),
+                    tracepoint: Some(tracepoint),
+                    task: None,
+                    sigkill,
+                };
+                // Without a task program there is no partner to wait for.
+                if !self.expect_task_parts {
+                    return Some(self.join(pending));
+                }
+                self.pending.push(pending);
+                None
             }
             Part::Task(task) => {
                 let partner = self.pending.iter().position(|p| {

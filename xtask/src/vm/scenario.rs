@@ -218,6 +218,22 @@ impl Records {
             .filter(|record| record["kind"] == kind)
             .collect()
     }
+
+    /// The agent's `agent_started` record.
+    pub fn started(&self) -> anyhow::Result<&Value> {
+        self.of_kind("agent_started")
+            .first()
+            .copied()
+            .context("no agent_started record")
+    }
+
+    /// The one record of `kind`; an error if there are none or more.
+    pub fn only(&self, kind: &str) -> anyhow::Result<&Value> {
+        match self.of_kind(kind).as_slice() {
+            [only] => Ok(only),
+            all => bail!("expected exactly one `{kind}` record, got {}", all.len()),
+        }
+    }
 }
 
 /// The value at a dotted path, e.g. `victim.process.pid`.

@@ -3,7 +3,7 @@
 //! trigger, and the domain is the host. The agent, which holds little but is a process like any
 //! other, is never the one killed: it set its own oom_score_adj to -1000.
 
-use anyhow::{Context as _, ensure};
+use anyhow::ensure;
 
 use super::kmsg::expect_victim_as_logged;
 use super::memcg_oom::{KILLED_STATUS, expect_stopped_cleanly, expect_victim_parts};
@@ -46,8 +46,7 @@ fn check(report: &Report) -> anyhow::Result<()> {
     expect_field(kill, "victim.process.pid", db)?;
     expect_field(kill, "victim.cgroup.path", "/db")?;
     expect_victim_as_logged(kill, report.section("kmsg")?)?;
-    let started = records.of_kind("agent_started");
-    let started = started.first().context("no agent_started record")?;
+    let started = records.started()?;
     expect_victim_parts(started, kill, true)?;
     expect_field(kill, "trigger.process.pid", builder)?;
     expect_field(kill, "trigger.cgroup.path", "/builder")?;

@@ -57,18 +57,11 @@ fn check(report: &Report, function_hook: &str) -> anyhow::Result<()> {
     }
 
     let records = report.agent_records()?;
-    let started = records.of_kind("agent_started");
-    let started = started.first().context("no agent_started record")?;
+    let started = records.started()?;
     expect_field(started, "capture.tier", "full")?;
     expect_field(started, "capture.function_hook", function_hook)?;
 
-    let kills = records.of_kind("oom_kill");
-    ensure!(
-        kills.len() == 1,
-        "expected exactly one `oom_kill` record, got {}",
-        kills.len()
-    );
-    let kill = kills[0];
+    let kill = records.only("oom_kill")?;
     expect_field(kill, "victim.process.pid", hog_pid)?;
     expect_field(kill, "trigger.process.pid", hog_pid)?;
     expect_field(kill, "victim.memcg.id", memcg_id)?;
@@ -183,17 +176,10 @@ fn check_no_function_tracing(report: &Report) -> anyhow::Result<()> {
     let hog_pid: u64 = report.fact("hog_pid")?;
     let memcg_id: u64 = report.fact("memcg_id")?;
     let records = report.agent_records()?;
-    let started = records.of_kind("agent_started");
-    let started = started.first().context("no agent_started record")?;
+    let started = records.started()?;
     expect_field(started, "capture.tier", "no-function-tracing")?;
     expect_field(started, "capture.sigkill_task_hook", "tp_btf")?;
-    let kills = records.of_kind("oom_kill");
-    ensure!(
-        kills.len() == 1,
-        "expected exactly one `oom_kill` record, got {}",
-        kills.len()
-    );
-    let kill = kills[0];
+    let kill = records.only("oom_kill")?;
     expect_field(kill, "victim.process.pid", hog_pid)?;
     expect_field(kill, "victim.memcg.id", memcg_id)?;
     expect_field(kill, "victim.memcg.path", CGROUP_PATH)?;

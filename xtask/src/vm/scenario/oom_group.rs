@@ -62,8 +62,7 @@ fn check(report: &Report) -> anyhow::Result<()> {
         "expected 5 `oom_kill` records, got {}",
         kills.len()
     );
-    let started = records.of_kind("agent_started");
-    let started = started.first().context("no agent_started record")?;
+    let started = records.started()?;
     let kmsg = report.section("kmsg")?;
     let mut killed = BTreeSet::new();
     for kill in &kills {
