@@ -5,10 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-#[path = "../../tracer/src/attribute/cgroup_path.rs"]
-mod cgroup_path;
-
-use cgroup_path::{PathIdentity, PathKind, QosClass, Runtime, monitored_container, parse};
+use oomtrace::cgroup_path::{PathIdentity, PathKind, QosClass, Runtime, monitored_container, parse};
 
 fuzz_target!(|data: &[u8]| {
     let path = String::from_utf8_lossy(data);

@@ -14,22 +14,11 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 
-// The agent's own modules; they name each other as siblings (`super::row`).
-#[path = "../../tracer/src/history/query.rs"]
-mod query;
-#[path = "../../tracer/src/history/row.rs"]
-mod row;
-#[path = "../../tracer/src/history/schema.rs"]
-mod schema;
-#[path = "../../tracer/src/history/store.rs"]
-mod store;
-#[path = "../../tracer/src/units.rs"]
-mod units;
-
-use query::{Filter, StoredEvent};
-use row::{EventKind, EventRow, Source};
-use store::{Retention, Store};
-use units::TimeBound;
+use oomtrace::deps::jiff;
+use oomtrace::history::query::{self, Filter, StoredEvent};
+use oomtrace::history::row::{EventKind, EventRow, Source};
+use oomtrace::history::store::{Retention, Store};
+use oomtrace::units::TimeBound;
 
 /// 2026-11-30T12:00:00Z: "now" for `--since 2h`.
 const NOW_NS: i64 = 1_796_040_000_000_000_000;

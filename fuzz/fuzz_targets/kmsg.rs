@@ -5,11 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-#[allow(dead_code)]
-#[path = "../../tracer/src/kmsg/parse.rs"]
-mod parse;
-
-use parse::{KernelText, KillAssembler, OomLine, parse_line, parse_record};
+use oomtrace::kmsg::parse::{KernelText, KillAssembler, OomLine, parse_line, parse_record};
 
 fuzz_target!(|data: &[u8]| {
     // Escaping is lossless for any bytes: shown as the kernel escapes them, read back the same.

@@ -5,13 +5,12 @@
 
 use libfuzzer_sys::fuzz_target;
 
-#[path = "../../tracer/src/observe/proc.rs"]
-mod proc;
+use oomtrace::procfs;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
 
-    let cgroups = proc::parse(&text);
+    let cgroups = procfs::parse(&text);
     // Whatever is reported is an absolute path that really occurs in the file.
     for path in cgroups.unified.iter().chain(cgroups.memory.iter()) {
         assert!(path.starts_with('/'), "relative path {path:?}");
@@ -25,13 +24,13 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // Numbers, if any, come from the file's own fields.
-    if let Some(tgid) = proc::status_tgid(&text) {
+    if let Some(tgid) = procfs::status_tgid(&text) {
         assert!(text.contains(&tgid.to_string()));
     }
-    if let Some(inner) = proc::namespace_pid(&text) {
+    if let Some(inner) = procfs::namespace_pid(&text) {
         assert!(text.contains(&inner.to_string()));
     }
-    if let Some(pages) = proc::resident_pages(&text) {
+    if let Some(pages) = procfs::resident_pages(&text) {
         assert!(text.contains(&pages.to_string()));
     }
 });

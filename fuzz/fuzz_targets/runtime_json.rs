@@ -4,17 +4,9 @@
 
 #![no_main]
 
-use bollard::models::{ContainerInspectResponse, ContainerSummary, EventMessage};
 use libfuzzer_sys::fuzz_target;
-
-// The agent's own modules; `docker` names `runtime` as its sibling (`super::runtime`).
-#[path = "../../tracer/src/attribute/docker.rs"]
-mod docker;
-#[path = "../../tracer/src/attribute/runtime.rs"]
-mod runtime;
-
-use docker::{from_event, from_inspect, from_summary};
-use runtime::{ContainerMetadata, MAX_LABELS, MAX_TEXT_BYTES, RuntimeEvent};
+use oomtrace::attribute::docker::{from_event, from_inspect, from_summary};
+use oomtrace::attribute::runtime::{ContainerMetadata, MAX_LABELS, MAX_TEXT_BYTES, RuntimeEvent};
 
 fn check(meta: &ContainerMetadata) {
     let within = |text: &str| text.len() <= MAX_TEXT_BYTES + '…'.len_utf8();
@@ -36,6 +28,9 @@ fn check(meta: &ContainerMetadata) {
     assert!(meta.main_pid != Some(0), "pid 0 means not running");
     assert!(meta.memory_limit_bytes != Some(0), "0 means no limit");
 }
+
+use oomtrace::deps::bollard::models::{ContainerInspectResponse, ContainerSummary, EventMessage};
+use oomtrace::deps::serde_json;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(inspect) = serde_json::from_slice::<ContainerInspectResponse>(data) {

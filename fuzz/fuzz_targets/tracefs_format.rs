@@ -9,21 +9,9 @@
 
 use libfuzzer_sys::fuzz_target;
 
-// The agent's own modules. They name each other by the agent's paths
-// (`crate::capture::tracefs`), which the re-export below provides.
-#[path = "../../tracer/src/capture/tracefs.rs"]
-pub mod tracefs;
-mod capture {
-    pub use super::tracefs;
-}
-#[path = "../../tracer/src/decode/mark_victim.rs"]
-mod mark_victim;
-#[path = "../../tracer/src/decode/signal.rs"]
-mod signal;
-
-use mark_victim::MarkVictimLayout;
-use signal::SignalLayout;
-use tracefs::TracepointFormat;
+use oomtrace::capture::tracefs::TracepointFormat;
+use oomtrace::decode::mark_victim::MarkVictimLayout;
+use oomtrace::decode::signal::SignalLayout;
 
 fuzz_target!(|data: &[u8]| {
     let (format, raw) = match data.iter().position(|&byte| byte == 0) {

@@ -6,10 +6,8 @@
 
 use libfuzzer_sys::fuzz_target;
 
-#[path = "../../tracer/src/units.rs"]
-mod units;
-
-use units::{HumanDuration, RingBufSize, TimeBound};
+use oomtrace::deps::jiff;
+use oomtrace::units::{HumanDuration, RingBufSize, TimeBound};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -6,11 +6,9 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::POLL_INTERVAL;
+use oomtrace::kmsg::parse;
 
-#[allow(dead_code)] // The tests need the `Killed process` line only, not the report pairing.
-#[path = "../../tracer/src/kmsg/parse.rs"]
-mod parse;
+use crate::POLL_INTERVAL;
 
 /// The kernel's "Killed process" line for one OOM kill.
 #[derive(Debug, Clone, PartialEq, Eq)]

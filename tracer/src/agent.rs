@@ -249,7 +249,7 @@ async fn send(queue: &mpsc::Sender<(Event, Instant)>, mut events: Vec<Event>) {
             && kill.namespace_init.is_none()
         {
             let pid = kill.victim.tgid.unwrap_or(kill.victim.pid);
-            kill.namespace_init = crate::observe::proc::is_namespace_init(pid);
+            kill.namespace_init = crate::procfs::is_namespace_init(pid);
         }
     }
     let now = Instant::now();

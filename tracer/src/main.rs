@@ -1,34 +1,11 @@
-//! oomtrace: an eBPF tracer that explains OOM kills.
-//!
-//! The pipeline reads top to bottom: [`capture`] loads the programs and reads their records,
-//! [`decode`] turns bytes into typed parts, [`incident`] joins the parts of one kill,
-//! [`attribute`] names the containers, pods and services involved, and [`sink`] writes the
-//! result, after [`history`] stored it; [`agent`] runs it. [`report`] reads the history back.
-
-mod agent;
-mod attribute;
-mod badness;
-mod capture;
-mod cli;
-mod clock;
-mod decode;
-mod explain;
-mod history;
-mod incident;
-mod kmsg;
-mod metrics;
-mod names;
-mod observe;
-mod protect;
-mod report;
-mod sink;
-mod units;
+//! The `oomtrace` command: `run` the agent, or read its history back (`history`, `show`,
+//! `stats`). Everything else is in the library.
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
-
-use crate::cli::{Cli, Command};
+use oomtrace::cli::{Cli, Command};
+use oomtrace::{agent, report};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

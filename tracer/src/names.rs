@@ -40,7 +40,7 @@ pub fn name(names: &Attribution) -> Option<String> {
         );
     }
     // conmon and friends: not in the container, but there for it.
-    if let Some(container) = crate::attribute::cgroup_path::monitored_container(&names.path) {
+    if let Some(container) = crate::cgroup_path::monitored_container(&names.path) {
         let id = container.id.get(..12).unwrap_or(&container.id);
         return Some(format!(
             "the runtime monitor of container {}",

@@ -226,10 +226,7 @@ fn classify(err: BollardError) -> RuntimeError {
     }
 }
 
-pub(crate) fn from_summary(
-    summary: ContainerSummary,
-    engine: &'static str,
-) -> Option<ContainerMetadata> {
+pub fn from_summary(summary: ContainerSummary, engine: &'static str) -> Option<ContainerMetadata> {
     let id = summary.id?;
     let name = summary
         .names
@@ -242,7 +239,7 @@ pub(crate) fn from_summary(
     Some(meta)
 }
 
-pub(crate) fn from_inspect(
+pub fn from_inspect(
     response: ContainerInspectResponse,
     engine: &'static str,
 ) -> RuntimeResult<ContainerMetadata> {
@@ -283,8 +280,7 @@ pub(crate) fn from_inspect(
 }
 
 /// Container events that change what the agent knows; the rest (exec, attach, …) are ignored.
-/// (This and the two above are `pub(crate)` for the fuzz target, which includes this file.)
-pub(crate) fn from_event(message: EventMessage, engine: &'static str) -> Option<RuntimeEvent> {
+pub fn from_event(message: EventMessage, engine: &'static str) -> Option<RuntimeEvent> {
     let actor = message.actor?;
     let id = actor.id?;
     match message.action.as_deref()? {

@@ -8,12 +8,11 @@
 //! its names at most [`ATTRIBUTION_BUDGET`]; past that, or when no runtime answers, it carries
 //! what the path alone says and a warning.
 
-pub mod cache;
-pub mod cgroup_path;
+mod cache;
 pub mod docker;
 pub mod runtime;
 pub mod state;
-pub mod watch;
+mod watch;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -22,11 +21,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use self::cache::{Cached, MetadataCache};
-use self::cgroup_path::{PathIdentity, PathKind};
 use self::docker::{DockerApi, LOOKUP_TIMEOUT};
 use self::runtime::{ContainerMetadata, ContainerRuntime, Origin, RuntimeError};
 use self::state::RuntimeState;
 use self::watch::Shared;
+use crate::cgroup_path::{self, PathIdentity, PathKind};
 use crate::decode::Domain;
 use crate::incident::{OomIncident, OomKill, Sigkill};
 use crate::observe::cgroupfs::Inference;

@@ -27,7 +27,11 @@ use crate::decode::mark_victim::MarkVictimLayout;
 use crate::decode::signal::SignalLayout;
 
 /// The compiled programs, embedded so the agent is one self-contained binary.
+#[cfg(feature = "ebpf")]
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oomtrace"));
+/// Built without the `ebpf` feature (the library's parsers only): there is nothing to load.
+#[cfg(not(feature = "ebpf"))]
+static EBPF_OBJECT: &[u8] = &[];
 
 const TRACEPOINT_CATEGORY: &str = "oom";
 const TRACEPOINT_NAME: &str = "mark_victim";
@@ -176,6 +180,9 @@ impl Capture {
             function_hook,
             ringbuf_bytes,
         } = options;
+        if EBPF_OBJECT.is_empty() {
+            anyhow::bail!("this oomtrace was built without its eBPF programs (the `ebpf` feature)");
+        }
         privileges::check()?;
         privileges::raise_memlock_limit();
 

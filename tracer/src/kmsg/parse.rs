@@ -21,8 +21,8 @@
 //! The kernel escapes every byte outside printable ASCII (and `\` itself) as `\xNN`, so a comm
 //! or a cgroup path may arrive escaped; [`KernelText`] holds the unescaped bytes, losslessly.
 //!
-//! Pure and std-only, and it must never panic on any input: the fuzz target, the integration
-//! tests and xtask include this file with `#[path]`.
+//! Pure, and it must never panic on any input: the fuzz target, the integration tests and xtask
+//! use it too.
 
 use std::fmt;
 

@@ -160,8 +160,9 @@ impl<K: Hash + Eq + Clone> LabelBudget<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attribute::Source;
     use crate::attribute::fixtures;
-    use crate::attribute::{Source, cgroup_path};
+    use crate::cgroup_path;
 
     #[test]
     fn a_kubernetes_container_is_named_by_the_kubelet_labels() {

@@ -68,7 +68,7 @@ fn container(name: &str, id_digit: char) -> Attribution {
     );
     Attribution {
         path: path.clone(),
-        identity: crate::attribute::cgroup_path::parse(&path),
+        identity: crate::cgroup_path::parse(&path),
         container: Some(Arc::new(meta)),
         source: Source::Cache,
         warning: None,

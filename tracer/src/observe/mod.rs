@@ -4,16 +4,16 @@
 //! bounded; the attribute stage, which may wait for a runtime, comes after.
 
 pub mod cgroupfs;
-pub mod proc;
 pub mod snapshot;
 
 use std::time::{Duration, Instant};
 
 use self::cgroupfs::{Inference, MemoryHierarchy};
 use self::snapshot::{Scope, Snapshot};
-use crate::attribute::cgroup_path::{self, PathKind};
+use crate::cgroup_path::{self, PathKind};
 use crate::decode::{CgroupRef, Domain};
 use crate::incident::OomKill;
+use crate::procfs;
 
 /// What was seen at the moment of one kill.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,7 +61,7 @@ impl PartyPaths {
         }
         // Nothing captured in the kernel: the process may still be there (the trigger usually
         // is).
-        match proc::cgroups(pid) {
+        match procfs::cgroups(pid) {
             Some(paths) => PartyPaths {
                 cgroup: paths.unified,
                 memcg: paths.memory,

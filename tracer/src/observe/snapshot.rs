@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use super::cgroupfs::{CgroupMemory, MemoryHierarchy};
-use super::proc;
-use crate::attribute::cgroup_path::{self, PathKind};
+use crate::cgroup_path::{self, PathKind};
+use crate::procfs;
 
 /// How many of each kind are kept.
 pub const TOP: usize = 5;
@@ -166,8 +166,8 @@ fn collect(
 
 /// The biggest processes by resident memory; under a domain, only those inside it.
 fn top_processes(scope: &Scope) -> Vec<ProcessUsage> {
-    let mut all: Vec<(u32, u64)> = proc::pids()
-        .filter_map(|pid| Some((pid, proc::rss_bytes(pid)?)))
+    let mut all: Vec<(u32, u64)> = procfs::pids()
+        .filter_map(|pid| Some((pid, procfs::rss_bytes(pid)?)))
         .filter(|&(_, rss)| rss > 0)
         .collect();
     all.sort_by_key(|&(_, rss)| std::cmp::Reverse(rss));
@@ -176,7 +176,7 @@ fn top_processes(scope: &Scope) -> Vec<ProcessUsage> {
         if top.len() == TOP {
             break;
         }
-        let cgroup = proc::cgroups(pid).and_then(|paths| paths.memory);
+        let cgroup = procfs::cgroups(pid).and_then(|paths| paths.memory);
         if let Scope::Cgroup(domain) = scope {
             let inside = cgroup
                 .as_deref()
@@ -187,7 +187,7 @@ fn top_processes(scope: &Scope) -> Vec<ProcessUsage> {
         }
         top.push(ProcessUsage {
             pid,
-            comm: proc::comm(pid).unwrap_or_else(|| "?".to_owned()),
+            comm: procfs::comm(pid).unwrap_or_else(|| "?".to_owned()),
             rss_bytes,
             cgroup,
         });

@@ -3,10 +3,10 @@
 use std::fmt::Write as _;
 
 use super::{Context, Sink, Totals};
-use crate::attribute::cgroup_path::PathKind;
 use crate::attribute::{
     AttributedKill, AttributedSigkill, Attribution, DomainKind, ResolvedDomain,
 };
+use crate::cgroup_path::PathKind;
 use crate::decode::{CgroupRef, SigkillPart};
 use crate::incident::{OomIncident, OomKill, SenderKind, Sigkill};
 use crate::names::{human_kb, name, printable, short_name};
@@ -414,7 +414,7 @@ mod tests {
         let sigkill = crate::incident::fixtures::user_sigkill();
         let host = crate::attribute::Attribution {
             path: "/".into(),
-            identity: crate::attribute::cgroup_path::parse("/"),
+            identity: crate::cgroup_path::parse("/"),
             container: None,
             source: crate::attribute::Source::Path,
             warning: None,

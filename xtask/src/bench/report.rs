@@ -356,7 +356,7 @@ pub fn bursts_markdown(bursts: &super::burst::Bursts) -> String {
          of the OOM killer. \"reported as `oom_kill`\" counts distinct members with an `oom_kill` \
          record; \"reached oomtrace\" also counts those reported as `oom_mark_exiting` (the join \
          closes an incident whose end has not come after 2 s, `INCIDENT_TIMEOUT` in \
-         tracer/src/incident.rs, and takes later victims of it for exiting tasks); drops are records the kernel could not reserve ring-buffer room for. The memcg count \
+         tracer/src/incident/joiner.rs, and takes later victims of it for exiting tasks); drops are records the kernel could not reserve ring-buffer room for. The memcg count \
          is one more than N: the chosen victim is killed once on its own and once more with its \
          group. The kernel prints one `Killed process` line per victim but its header, task dump \
          and `oom-kill:` summary only under a rate limit, and everything goes through the \

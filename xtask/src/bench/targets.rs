@@ -194,7 +194,7 @@ fn burst_target(out: &mut String, burst: Option<&BurstLoss>) {
         let _ = write!(
             out,
             " Members that reached the agent but are not reported as `oom_kill` were taken \
-             for exiting tasks by the join (tracer/src/incident.rs)."
+             for exiting tasks by the join (tracer/src/incident/joiner.rs)."
         );
     }
     out.push('\n');

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::attribute::cgroup_path;
 use crate::attribute::runtime::ContainerMetadata;
 use crate::attribute::{Attribution, Basis, DomainCgroup, ResolvedDomain, Source};
+use crate::cgroup_path;
 use crate::decode::Task;
 use crate::decode::mark_victim::MarkVictimFields;
 use crate::incident::{OomKill, Parts, Trigger, Victim};

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::attribute::cgroup_path::{ContainerRef, PathIdentity, PodRef};
 use crate::attribute::runtime::{ComposeNames, ContainerMetadata, K8sNames};
 use crate::attribute::{Attribution, Basis, DomainCgroup, DomainKind, ResolvedDomain};
+use crate::cgroup_path::{ContainerRef, PathIdentity, PodRef};
 use crate::observe::cgroupfs::CgroupMemory;
 use crate::observe::snapshot::{DomainMemory, HostMemory};
 

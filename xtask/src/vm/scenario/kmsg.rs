@@ -3,15 +3,11 @@
 //! lines are read by the agent's own kernel-log parser.
 
 use anyhow::{Context as _, bail, ensure};
+use oomtrace::kmsg::parse;
+pub use oomtrace::kmsg::parse::{KilledMemory, OomLine};
 use serde_json::Value;
 
 use super::field;
-
-#[allow(dead_code)] // Only the line parser is needed here, not the report pairing.
-#[path = "../../../../tracer/src/kmsg/parse.rs"]
-mod parse;
-
-pub use parse::{KilledMemory, OomLine};
 
 /// The OOM report lines of a `dmesg` dump, in order.
 pub fn oom_lines(kmsg: &str) -> impl Iterator<Item = OomLine> + '_ {

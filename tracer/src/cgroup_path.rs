@@ -2,8 +2,8 @@
 //!
 //! The kernel tells the tracer only the victim's cgroup path; this module turns that path into
 //! an identity the agent can enrich (ask a runtime about a container id, match a pod UID) or
-//! else report as a bare path. It is pure and uses only `std` because the fuzz target includes
-//! this file directly; it never panics, whatever the input.
+//! else report as a bare path. The observe and attribute stages both read paths with it. It is
+//! pure and never panics, whatever the input (it is fuzzed).
 //!
 //! Shapes recognised, and where the less obvious ones come from:
 //! - Docker: `/docker/<id>` (cgroupfs driver, v1 and v2), `docker-<id>.scope` (systemd driver,

@@ -1,0 +1,41 @@
+//! oomtrace: an eBPF tracer that explains OOM kills.
+//!
+//! The pipeline reads top to bottom: [`capture`] loads the programs and reads their records,
+//! [`decode`] turns bytes into typed parts, [`incident`] joins the parts of one kill,
+//! [`attribute`] names the containers, pods and services involved, and [`sink`] writes the
+//! result, after [`history`] stored it; [`agent`] runs it. [`report`] reads the history back.
+//!
+//! The `oomtrace` binary is a thin `main` over this library; the fuzz targets, the privileged
+//! tests and `xtask` use its parsers directly. Built without the default `ebpf` feature, the
+//! library carries no eBPF programs (nothing to attach), and needs no eBPF toolchain to build.
+
+pub mod agent;
+pub mod attribute;
+pub mod capture;
+pub mod cgroup_path;
+pub mod cli;
+pub mod decode;
+pub mod history;
+pub mod kmsg;
+pub mod procfs;
+pub mod report;
+pub mod units;
+
+mod badness;
+mod clock;
+mod explain;
+mod incident;
+mod metrics;
+mod names;
+mod observe;
+mod protect;
+mod sink;
+
+/// Crates whose types this library's API takes, for its users to build against the very same
+/// versions: the fuzz targets make a runtime's answers (bollard) from JSON and times with jiff.
+#[doc(hidden)]
+pub mod deps {
+    pub use bollard;
+    pub use jiff;
+    pub use serde_json;
+}
