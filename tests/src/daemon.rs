@@ -106,6 +106,11 @@ impl Daemon {
         }
     }
 
+    /// How it exited, if it has.
+    pub(crate) fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
     /// What it logged so far.
     pub(crate) fn log(&self) -> String {
         fs::read_to_string(&self.log_path).unwrap_or_else(|err| format!("<unreadable: {err}>"))

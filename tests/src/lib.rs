@@ -19,9 +19,11 @@ mod daemon;
 mod docker;
 mod history;
 mod hog;
+pub mod http;
 mod image;
 mod kmsg;
 mod podman;
+pub mod prometheus;
 
 use std::fs;
 use std::io::{self, Read as _, Write as _};
@@ -43,6 +45,7 @@ pub use crate::hog::Hog;
 pub use crate::image::HOG_IN_IMAGE;
 pub use crate::kmsg::{KernelReport, KilledProcess, Kmsg, parse_killed_process};
 pub use crate::podman::{Container, IMAGE, Podman};
+pub use crate::prometheus::Prometheus;
 
 /// How often helpers look again at something they wait for.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);

@@ -2,10 +2,9 @@
 //! the agent's `/metrics` endpoint by a plain HTTP client, as a Prometheus server would scrape
 //! it. The container's unique name keeps other kills on the host out of the count.
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
+use oomtrace_tests::http::{free_loopback_port, http_get};
 use oomtrace_tests::{ContainerSpec, Podman, field_str, require_root};
 
 const LIMIT_BYTES: u64 = 48 << 20;
@@ -43,6 +42,14 @@ fn oom_kills_of_a_container_are_counted_at_the_metrics_endpoint() {
     for kill in &kills {
         assert_eq!(field_str(kill, "domain.kind"), "cgroup", "{kill:#}");
     }
+    // The hogs are the shell's children: `false`, or `unknown` where the agent could not tell.
+    let main_process =
+        |kill: &serde_json::Value| match kill.pointer("/victim/container/main_process") {
+            Some(serde_json::Value::Bool(main)) => main.to_string(),
+            _ => "unknown".to_owned(),
+        };
+    let main_process = main_process(&kills[0]);
+    assert_ne!(main_process, "true", "{:#}", kills[0]);
 
     let (status, body) = http_get(addr, "/metrics");
     assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
@@ -55,7 +62,7 @@ fn oom_kills_of_a_container_are_counted_at_the_metrics_endpoint() {
         .collect();
     println!("scraped: {kill_lines:#?}");
     let expected = format!(
-        "oomtrace_oom_kills_total{{container=\"{}\",pod=\"\",namespace=\"\",domain_kind=\"cgroup\",tier=\"{tier}\"}} 2",
+        "oomtrace_oom_kills_total{{container=\"{}\",pod=\"\",namespace=\"\",compose_project=\"\",compose_service=\"\",domain_kind=\"cgroup\",main_process=\"{main_process}\",tier=\"{tier}\"}} 2",
         container.name()
     );
     assert_eq!(kill_lines, [expected.as_str()], "the whole scrape:\n{body}");
@@ -81,33 +88,4 @@ fn oom_kills_of_a_container_are_counted_at_the_metrics_endpoint() {
     assert_eq!(status, "HTTP/1.1 404 Not Found");
 
     agent.stop();
-}
-
-/// A loopback port nothing listens on right now.
-fn free_loopback_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
-    listener.local_addr().expect("the bound address")
-}
-
-/// `GET path` over a plain TCP connection; the status line and the body.
-fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
-    let mut stream = TcpStream::connect(addr)
-        .unwrap_or_else(|err| panic!("connecting to the metrics endpoint at {addr}: {err}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("setting a read timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: oomtrace-tests\r\n\r\n"
-    )
-    .expect("sending the request");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .unwrap_or_else(|err| panic!("reading the response from {addr}{path}: {err}"));
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no end of headers in {response:?}"));
-    let status = head.lines().next().unwrap_or_default().to_owned();
-    (status, body.to_owned())
 }

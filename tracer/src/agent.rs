@@ -14,7 +14,7 @@ use tokio::{
     sync::mpsc,
 };
 
-use crate::attribute::{ATTRIBUTION_BUDGET, AttributedEvent, AttributionOptions, Attributor};
+use crate::attribute::{ATTRIBUTION_BUDGET, AttributionOptions, Attributor};
 use crate::capture::{Capture, CaptureOptions, CapturePlan, privileges, ringbuf};
 use crate::cli::{Format, RunArgs};
 use crate::clock::KernelClock;
@@ -25,7 +25,9 @@ use crate::incident::{Event, Joiner, TargetProc};
 use crate::metrics::{self, Metrics};
 use crate::observe::Observer;
 use crate::observe::cgroupfs::MemoryHierarchy;
-use crate::sink::{Context, Sink, Totals, json::JsonSink, metrics::MetricsSink, text::LogSink};
+use crate::record::agent::AgentInfo;
+use crate::record::{Body, Context, Record, Totals, build};
+use crate::sink::{Sink, json::JsonSink, metrics::MetricsSink, text::LogSink};
 use crate::{badness, decode};
 
 type Logger = EbpfLogger<&'static dyn log::Log>;
@@ -112,6 +114,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let metrics = Arc::new(Metrics::new(
             Box::new(move || ringbuf_dropped.total()),
             history_write_errors,
+            restart_loop_window.into(),
         ));
         metrics::http::start(addr, Arc::clone(&metrics)).await?;
         sinks.push(Box::new(MetricsSink::new(metrics)));
@@ -131,7 +134,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
 
-    output.started(drops.total());
+    output.write_to_sinks(&build::agent_started(
+        plan,
+        jiff::Timestamp::now(),
+        AgentInfo::this(),
+    ));
     let (events, mut joined) = mpsc::channel::<(Event, Instant)>(EVENT_QUEUE);
     // Capture → decode → join on one side of the queue; attribute → sinks on the other, so a
     // kill waiting for its container's name never holds up reading the ring buffer.
@@ -167,24 +174,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut explainer = Explainer::new(restart_loop_window.into());
     let output_side = async {
         while let Some((event, joined_at)) = joined.recv().await {
-            let event = match event {
+            let deadline = joined_at + ATTRIBUTION_BUDGET;
+            // Each record is built once, after explain, and every output takes that one.
+            let record = match event {
                 Event::Kill(kill) => {
                     // Read what changes first; then name, which may wait; then explain.
                     let (moment, snapshot) = observer.observe(&kill);
-                    let deadline = joined_at + ATTRIBUTION_BUDGET;
-                    let mut kill = attributor.kill(kill, moment, deadline).await;
-                    let explanation =
+                    let kill = attributor.kill(kill, moment, deadline).await;
+                    let (explanation, domain_memory) =
                         explainer.explain(&kill, snapshot, &attributor, Instant::now());
-                    kill.explanation = Some(Box::new(explanation));
-                    AttributedEvent::Kill(Box::new(kill))
+                    let context = output.context(drops.total());
+                    build::oom_kill(&kill, Some(explanation), Some(&domain_memory), &context)
                 }
-                Event::Incident(incident) => AttributedEvent::Incident(incident),
+                Event::Incident(incident) => {
+                    build::oom_incident(&incident, &output.context(drops.total()))
+                }
                 Event::Sigkill(sigkill) => {
-                    let deadline = joined_at + ATTRIBUTION_BUDGET;
-                    AttributedEvent::Sigkill(Box::new(attributor.sigkill(sigkill, deadline).await))
+                    let sigkill = attributor.sigkill(sigkill, deadline).await;
+                    build::sigkill(&sigkill, &output.context(drops.total()))
                 }
             };
-            output.event(&event, drops.total()).await;
+            output.write(&record).await;
         }
     };
     let (counts, ()) = tokio::join!(capture_side, output_side);
@@ -201,7 +211,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     output.totals.history_write_errors =
         history_errors.map_or(0, |errors| errors.load(Ordering::Relaxed));
-    output.stopped(drops.total());
+    output.totals.ringbuf_dropped_total = drops.total();
+    output.write_to_sinks(&build::agent_stopped(output.totals, jiff::Timestamp::now()));
     Ok(())
 }
 
@@ -278,7 +289,7 @@ async fn backfill(
     let Some(tolerance) = before.iter().map(|kill| backfill::tolerance(kill)).max() else {
         return;
     };
-    let records: Vec<_> = before
+    let records: Vec<Record> = before
         .iter()
         .map(|kill| backfill::record(kill, clock))
         .collect();
@@ -292,7 +303,7 @@ async fn backfill(
     }
 }
 
-/// Attributed events to the history, then to every sink.
+/// Records to the history, then to every sink.
 struct Output<'a> {
     plan: &'a CapturePlan,
     history: Option<History>,
@@ -310,46 +321,26 @@ impl<'a> Output<'a> {
         }
     }
 
-    async fn event(&mut self, event: &AttributedEvent, dropped: u64) {
-        let context = self.context(dropped);
+    async fn write(&mut self, record: &Record) {
         // Stored first: a kill that was logged is never lost by the agent dying right after.
         if let Some(history) = &mut self.history {
-            history.record(event, &context).await;
+            history.record(record).await;
         }
-        match event {
-            AttributedEvent::Kill(kill) if !kill.kill.marked_without_kill => {
-                self.totals.oom_kills += 1;
-            }
-            AttributedEvent::Sigkill(_) => self.totals.sigkills += 1,
-            AttributedEvent::Kill(_) | AttributedEvent::Incident(_) => {}
+        match &record.body {
+            Body::OomKill(_) => self.totals.oom_kills += 1,
+            Body::Sigkill(_) => self.totals.sigkills += 1,
+            Body::AgentStarted(_)
+            | Body::OomMarkExiting(_)
+            | Body::OomIncident(_)
+            | Body::AgentStopped(_) => {}
         }
-        for sink in &mut self.sinks {
-            let written = match event {
-                AttributedEvent::Kill(kill) => sink.oom_kill(kill, &context),
-                AttributedEvent::Incident(incident) => sink.oom_incident(incident, &context),
-                AttributedEvent::Sigkill(sigkill) => sink.sigkill(sigkill, &context),
-            };
-            if let Err(err) = written {
-                log::error!("writing a record: {err}");
-            }
-        }
+        self.write_to_sinks(record);
     }
 
-    fn started(&mut self, dropped: u64) {
-        let context = self.context(dropped);
+    fn write_to_sinks(&mut self, record: &Record) {
         for sink in &mut self.sinks {
-            if let Err(err) = sink.started(&context) {
-                log::error!("writing the start record: {err}");
-            }
-        }
-    }
-
-    fn stopped(&mut self, dropped: u64) {
-        let context = self.context(dropped);
-        let totals = self.totals;
-        for sink in &mut self.sinks {
-            if let Err(err) = sink.stopped(&totals, &context) {
-                log::error!("writing the stop record: {err}");
+            if let Err(err) = sink.write(record) {
+                log::error!("writing the {} record: {err}", record.kind());
             }
         }
     }

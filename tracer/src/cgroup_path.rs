@@ -57,7 +57,8 @@ impl Runtime {
 }
 
 /// Kubernetes QoS class, which decides the pod's place in the kubepods hierarchy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum QosClass {
     Guaranteed,
     Burstable,

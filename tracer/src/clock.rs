@@ -17,6 +17,14 @@ impl KernelClock {
         }
     }
 
+    /// A clock whose kernel time 0 is `realtime_minus_monotonic_ns` since the epoch.
+    #[cfg(test)]
+    pub fn with_offset(realtime_minus_monotonic_ns: i128) -> Self {
+        KernelClock {
+            realtime_minus_monotonic_ns,
+        }
+    }
+
     pub fn wall_time(&self, ktime_ns: u64) -> Timestamp {
         let ns = i128::from(ktime_ns) + self.realtime_minus_monotonic_ns;
         Timestamp::from_nanosecond(ns).unwrap_or(Timestamp::UNIX_EPOCH)

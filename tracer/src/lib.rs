@@ -17,7 +17,9 @@ pub mod cli;
 pub mod decode;
 pub mod history;
 pub mod kmsg;
+pub mod metrics;
 pub mod procfs;
+pub mod record;
 pub mod report;
 pub mod units;
 
@@ -25,7 +27,6 @@ mod badness;
 mod clock;
 mod explain;
 mod incident;
-mod metrics;
 mod names;
 mod observe;
 mod protect;

@@ -4,73 +4,94 @@
 
 use std::fmt::Write as _;
 
-use crate::attribute::runtime::ContainerMetadata;
-use crate::attribute::{Attribution, Source};
+use crate::attribute::Source;
+use crate::record::party::{Container, Names};
 
 /// What a person calls the owner of a cgroup, if anything better than its path.
-pub fn name(names: &Attribution) -> Option<String> {
-    let Attribution {
-        path: _,
-        identity,
+pub fn name(names: &Names) -> Option<String> {
+    let Names {
         container,
-        source,
-        warning: _,
+        k8s: _,
+        systemd,
+        attribution,
     } = names;
-    if let Some(meta) = container {
-        let mut name = format!("container {}", printable(&meta.name));
-        let mut about: Vec<String> = compose_service(meta).into_iter().collect();
-        about.push(meta.runtime.to_owned());
-        about.extend(meta.image.as_deref().map(printable));
-        if let (Some(namespace), Some(pod)) = (&meta.k8s.namespace, &meta.k8s.pod_name) {
-            about.push(format!("pod {}/{}", printable(namespace), printable(pod)));
+    let path = attribution
+        .as_ref()
+        .map(|attribution| attribution.path.as_str());
+    match container {
+        // Named by its runtime.
+        Some(Container {
+            name: Some(name),
+            image,
+            runtime,
+            ..
+        }) => {
+            let mut about: Vec<String> = compose_service(names).into_iter().collect();
+            about.extend(runtime.iter().map(|runtime| printable(runtime)));
+            about.extend(image.as_ref().map(|image| printable(&image.name)));
+            if let (Some(namespace), Some(pod)) = (
+                names.namespace(),
+                names.pod().and_then(|pod| pod.name.as_deref()),
+            ) {
+                about.push(format!("pod {}/{}", printable(namespace), printable(pod)));
+            }
+            if attribution
+                .as_ref()
+                .is_some_and(|a| a.source == Source::Tombstone)
+            {
+                about.push("since removed".to_owned());
+            }
+            let mut text = format!("container {}", printable(name));
+            let _ = write!(text, " ({})", about.join(", "));
+            return Some(text);
         }
-        if *source == Source::Tombstone {
-            about.push("since removed".to_owned());
+        // Known by its path only.
+        Some(Container { id, runtime, .. }) => {
+            let runtime = runtime.as_deref().unwrap_or("");
+            let id = id.get(..12).unwrap_or(id);
+            return Some(
+                format!("{runtime} container {}", printable(id))
+                    .trim_start()
+                    .to_owned(),
+            );
         }
-        let _ = write!(name, " ({})", about.join(", "));
-        return Some(name);
-    }
-    if let Some(container) = &identity.container {
-        let runtime = container.runtime.map_or("", |runtime| runtime.as_str());
-        let id = container.id.get(..12).unwrap_or(&container.id);
-        return Some(
-            format!("{runtime} container {}", printable(id))
-                .trim_start()
-                .to_owned(),
-        );
+        None => {}
     }
     // conmon and friends: not in the container, but there for it.
-    if let Some(container) = crate::cgroup_path::monitored_container(&names.path) {
+    if let Some(container) = path.and_then(crate::cgroup_path::monitored_container) {
         let id = container.id.get(..12).unwrap_or(&container.id);
         return Some(format!(
             "the runtime monitor of container {}",
             printable(id)
         ));
     }
-    if let Some(pod) = &identity.pod {
-        return Some(format!("pod {} ({})", pod.uid, pod.qos.as_str()));
+    // A pod known from its cgroup path (a container's pod is named with the container).
+    if let Some(pod) = names.pod()
+        && let (Some(uid), Some(qos)) = (&pod.uid, pod.qos_class)
+    {
+        return Some(format!("pod {uid} ({})", qos.as_str()));
     }
-    identity
-        .systemd_unit
-        .as_deref()
-        .map(|unit| format!("unit {}", printable(unit)))
+    systemd
+        .as_ref()
+        .map(|systemd| format!("unit {}", printable(&systemd.unit)))
 }
 
 /// `service db of project shop` for a Compose service's container, else `container web`, else
 /// the longer [`name`].
-pub fn short_name(names: &Attribution) -> Option<String> {
-    match &names.container {
-        Some(meta) => compose_service(meta).or_else(|| {
-            (!meta.name.is_empty()).then(|| format!("container {}", printable(&meta.name)))
-        }),
-        None => None,
-    }
-    .or_else(|| name(names))
+pub fn short_name(names: &Names) -> Option<String> {
+    compose_service(names)
+        .or_else(|| {
+            names
+                .container_name()
+                .map(|name| format!("container {}", printable(name)))
+        })
+        .or_else(|| name(names))
 }
 
 /// `service db of project shop`, as Compose users think of a container, when its labels say.
-pub fn compose_service(meta: &ContainerMetadata) -> Option<String> {
-    let (Some(service), Some(project)) = (&meta.compose.service, &meta.compose.project) else {
+pub fn compose_service(names: &Names) -> Option<String> {
+    let compose = names.container.as_ref()?.compose.as_ref()?;
+    let (Some(service), Some(project)) = (&compose.service, &compose.project) else {
         return None;
     };
     Some(format!(

@@ -66,16 +66,7 @@ fn installed_version(venv: &Path) -> Option<String> {
 
 fn check_kubernetes(validator: &Path) -> anyhow::Result<()> {
     let dir = workspace_root().join("deploy/kubernetes");
-    let mut manifests: Vec<PathBuf> = fs::read_dir(&dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
-        .collect();
-    manifests.sort();
-    if manifests.is_empty() {
-        bail!("no manifests in {}", dir.display());
-    }
+    let manifests = yaml_files(&dir)?;
 
     // A DaemonSet with a misspelt field must be refused, or the validator proves nothing.
     let daemonset = dir.join("02-daemonset.yaml");
@@ -168,20 +159,37 @@ fn verify(unit: &Path) -> anyhow::Result<Output> {
         .context("running systemd-analyze (from Debian's systemd package)")
 }
 
-fn scratch_dir() -> anyhow::Result<PathBuf> {
+/// The `*.yaml` files in `dir`, sorted; at least one.
+pub fn yaml_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("no YAML files in {}", dir.display());
+    }
+    Ok(files)
+}
+
+/// Where the checks write their deliberately broken copies.
+pub fn scratch_dir() -> anyhow::Result<PathBuf> {
     let dir = target_dir().join("deploy-check");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
 }
 
-fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+pub fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
     fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-fn describe(output: &Output) -> String {
+/// A command's status and output, for an error message.
+pub fn describe(output: &Output) -> String {
     format!(
         "{}; {}{}",
         output.status,

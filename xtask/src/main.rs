@@ -5,6 +5,7 @@ mod bench;
 mod deploy;
 mod fuzz;
 mod image;
+mod prometheus;
 mod run;
 mod setup;
 mod test;
@@ -24,8 +25,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Task {
     /// Install what is missing (idempotent): the eBPF toolchain (Rust library sources and
-    /// bpf-linker), podman and a static busybox for the privileged container tests, and the
-    /// validators of deploy/ (kubernetes-validate, systemd-analyze).
+    /// bpf-linker), podman, a static busybox and Prometheus for the privileged tests, and the
+    /// validators of deploy/ (kubernetes-validate, systemd-analyze, promtool).
     Setup,
     /// Build the agent (with its embedded eBPF object) in release mode.
     Build,
@@ -33,9 +34,12 @@ enum Task {
     Run(run::Options),
     /// Unit tests, then the privileged integration tests against the running kernel.
     Test(test::Options),
-    /// rustfmt and clippy, as CI checks them, and deploy/ against the Kubernetes schemas and
-    /// systemd-analyze.
+    /// rustfmt and clippy, as CI checks them, and deploy/ against the Kubernetes schemas,
+    /// systemd-analyze and promtool (the alerting rules' unit tests, the Grafana dashboard).
     Lint,
+    /// Rewrite the files generated from others: the PrometheusRule from
+    /// deploy/prometheus/oomtrace-rules.yaml.
+    Generate,
     /// The container image (deploy/Containerfile) with the static agent:
     /// `localhost/oomtrace:<version>`.
     Image,
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
         Task::Run(options) => setup::setup().and_then(|env| run::run(&env, options)),
         Task::Test(options) => setup::setup().and_then(|env| test::test(&env, options)),
         Task::Lint => setup::setup().and_then(|env| test::lint(&env)),
+        Task::Generate => prometheus::generate(),
         Task::Image => setup::setup().and_then(|env| image::image(&env)),
         Task::Vm(options) => setup::setup().and_then(|env| vm::vm(&env, options)),
         Task::Bench(options) => setup::setup().and_then(|env| bench::bench(&env, options)),

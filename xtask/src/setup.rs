@@ -184,12 +184,15 @@ fn install_bpf_linker(
 ///   build` contexts; the tests `docker import` a tarball), `needrestart`.
 /// * `docker-compose`: Compose 1.29 (file format 2.4, with `restart:` and `cgroup_parent:`), as
 ///   most Docker hosts on Debian run it, for the Compose tests.
+/// * `prometheus` ([`crate::prometheus::install`]): the server the alerting test starts on
+///   loopback, and `promtool` for `lint`.
 const TEST_PACKAGES: [&str; 4] = ["podman", "busybox-static", "docker.io", "docker-compose"];
 
 /// Installs what the privileged tests need beyond the toolchain, when missing.
 pub fn install_test_tools(apt: &mut Apt) -> anyhow::Result<()> {
     apt.install_missing(&TEST_PACKAGES)
-        .context("installing what the container tests need")
+        .context("installing what the container tests need")?;
+    crate::prometheus::install(apt)
 }
 
 /// apt-get, with `update` run once per xtask run, before the first install (or, in the VM

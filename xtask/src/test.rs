@@ -76,5 +76,6 @@ pub fn lint(env: &Env) -> anyhow::Result<()> {
         "-D",
         "warnings",
     ]))?;
-    crate::deploy::check()
+    crate::deploy::check()?;
+    crate::prometheus::check()
 }

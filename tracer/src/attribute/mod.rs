@@ -27,7 +27,7 @@ use self::state::RuntimeState;
 use self::watch::Shared;
 use crate::cgroup_path::{self, PathIdentity, PathKind};
 use crate::decode::Domain;
-use crate::incident::{OomIncident, OomKill, Sigkill};
+use crate::incident::{OomKill, Sigkill};
 use crate::observe::cgroupfs::Inference;
 use crate::observe::{DomainSeen, Moment, PartyPaths};
 
@@ -39,7 +39,8 @@ pub const ATTRIBUTION_BUDGET: Duration = Duration::from_millis(800);
 pub const DEFAULT_SOCKETS: [&str; 2] = ["/var/run/docker.sock", "/run/podman/podman.sock"];
 
 /// How a party's name was found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Source {
     /// Asked the runtime when the kill arrived.
     Live,
@@ -86,7 +87,10 @@ pub struct AttributionWarning {
 }
 
 /// The kinds of [`AttributionWarning`]: a small fixed set, so it can be counted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum FailureReason {
     /// The cgroup path matches no container, pod or service layout.
     UnrecognisedPath,
@@ -157,13 +161,24 @@ pub struct ResolvedDomain {
     pub attribution: Option<Attribution>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DomainKind {
     /// A memory cgroup's limit: a container's, a pod's, a slice's.
     Cgroup,
     /// No limit: the whole host ran out.
     Host,
     Unknown,
+}
+
+impl DomainKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DomainKind::Cgroup => "cgroup",
+            DomainKind::Host => "host",
+            DomainKind::Unknown => "unknown",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -211,12 +226,10 @@ pub struct AttributedKill {
     /// `OOMKilled`. `None` outside containers or when the main pid is unknown.
     pub main_process: Option<bool>,
     pub domain: ResolvedDomain,
-    /// Filled by the explain stage.
-    pub explanation: Option<Box<crate::explain::Explanation>>,
 }
 
 impl AttributedKill {
-    /// A kill with nobody named and no domain: what the sinks get when nothing is known.
+    /// A kill with nobody named and no domain: what the record holds when nothing is known.
     #[cfg(test)]
     pub fn unattributed(kill: OomKill) -> Self {
         AttributedKill {
@@ -225,7 +238,6 @@ impl AttributedKill {
             trigger: None,
             main_process: None,
             domain: ResolvedDomain::unknown(),
-            explanation: None,
         }
     }
 }
@@ -291,13 +303,6 @@ pub struct AttributedSigkill {
     pub sigkill: Box<Sigkill>,
     pub target: Option<Attribution>,
     pub sender: Option<Attribution>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AttributedEvent {
-    Kill(Box<AttributedKill>),
-    Incident(OomIncident),
-    Sigkill(Box<AttributedSigkill>),
 }
 
 pub struct AttributionOptions {
@@ -474,7 +479,6 @@ impl Attributor {
             trigger,
             main_process,
             domain,
-            explanation: None,
         }
     }
 

@@ -39,7 +39,19 @@ const SIGNAL_CATEGORY: &str = "signal";
 const SIGNAL_NAME: &str = "signal_generate";
 
 /// How much of an OOM kill this kernel lets oomtrace see, from least to most.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum Tier {
     /// Only the classic tracepoints: victim pid (comm and memory where the kernel's tracepoint
     /// has them, the comm of its SIGKILL otherwise), the trigger's pid and cgroup2 id.
@@ -132,33 +144,6 @@ pub struct CapturePlan {
 }
 
 impl CapturePlan {
-    /// Where the victim's task (name, memory, cgroups) is read, in words for the startup line.
-    pub fn victim_source(&self) -> String {
-        let mut sources = Vec::new();
-        if self.task_hook.is_some() {
-            sources.push("mark_victim");
-        }
-        if self.function_hook.is_some() {
-            sources.push("oom_kill_process's oc->chosen");
-        }
-        if self.signal_task_hook.is_some() {
-            sources.push("the OOM killer's SIGKILL");
-        }
-        let read = match sources.as_slice() {
-            [] => "not read (no kernel BTF)".to_owned(),
-            [only] => format!("read at {only}"),
-            [first @ .., last] => format!("read at {} and {last}", first.join(", ")),
-        };
-        match &self.mark_victim_arg {
-            Some(arg @ TracepointArg::Int(_)) => {
-                format!(
-                    "mark_victim passes {arg} (the pid), not the task: the victim's task is {read}"
-                )
-            }
-            _ => format!("the victim's task is {read}"),
-        }
-    }
-
     pub fn constraint_name(&self, value: u32) -> Option<&'static str> {
         self.constraint_names
             .iter()

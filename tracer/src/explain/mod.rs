@@ -9,23 +9,14 @@ use std::time::{Duration, Instant};
 
 use self::patterns::{Flags, Patterns, Seen};
 use self::verdict::Top;
-use crate::attribute::{AttributedKill, Attribution, Attributor, DomainKind};
+use crate::attribute::{AttributedKill, Attributor, DomainKind};
 use crate::names::{printable, short_name};
-use crate::observe::snapshot::Snapshot;
-
-/// What the explain stage adds to a kill.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Explanation {
-    pub verdict: String,
-    pub snapshot: Snapshot,
-    /// The snapshot's cgroups, named as far as the cache knows, in the same order.
-    pub cgroup_names: Vec<Attribution>,
-    /// The snapshot's processes' cgroups, named likewise.
-    pub process_names: Vec<Option<Attribution>>,
-    pub flags: Flags,
-    /// The window the patterns are counted in.
-    pub window: Duration,
-}
+use crate::observe::snapshot::{self, DomainMemory, Scope};
+use crate::record::build::names;
+use crate::record::kill::{
+    CgroupPath, CgroupUsage, Count, Explanation, ProcessUsage, Snapshot, Usage, UsingProcess,
+};
+use crate::record::party::Executable;
 
 pub struct Explainer {
     patterns: Patterns,
@@ -38,51 +29,77 @@ impl Explainer {
         }
     }
 
-    /// Explains `kill` with the `snapshot` taken at its moment.
+    /// Explains `kill` with the `snapshot` taken at its moment: the record's `explanation`,
+    /// and the domain's memory as the snapshot read it (the record's `domain.memory`).
     pub fn explain(
         &mut self,
         kill: &AttributedKill,
-        snapshot: Snapshot,
+        snapshot: snapshot::Snapshot,
         attributor: &Attributor,
         now: Instant,
-    ) -> Explanation {
+    ) -> (Explanation, DomainMemory) {
+        let snapshot::Snapshot {
+            scope,
+            domain,
+            cgroups,
+            processes,
+            took,
+        } = snapshot;
         // Names from the cache only: nothing here waits for a runtime.
-        let cgroup_names: Vec<Attribution> = snapshot
-            .cgroups
-            .iter()
-            .map(|cgroup| attributor.named_from_cache(&cgroup.path))
+        let cgroups: Vec<CgroupUsage> = cgroups
+            .into_iter()
+            .map(|cgroup| CgroupUsage {
+                names: names(Some(&attributor.named_from_cache(&cgroup.path)), None),
+                cgroup: CgroupPath { path: cgroup.path },
+                memory: Usage {
+                    usage_bytes: cgroup.usage_bytes,
+                },
+            })
             .collect();
-        let process_names: Vec<Option<Attribution>> = snapshot
-            .processes
-            .iter()
+        let processes: Vec<ProcessUsage> = processes
+            .into_iter()
             .map(|process| {
-                process
-                    .cgroup
-                    .as_deref()
-                    .map(|path| attributor.named_from_cache(path))
+                let snapshot::ProcessUsage {
+                    pid,
+                    comm,
+                    rss_bytes,
+                    cgroup,
+                } = process;
+                let named = cgroup.map(|path| attributor.named_from_cache(&path));
+                ProcessUsage {
+                    process: UsingProcess {
+                        pid,
+                        executable: Executable { name: comm },
+                        memory: Usage {
+                            usage_bytes: rss_bytes,
+                        },
+                    },
+                    names: names(named.as_ref(), None),
+                }
             })
             .collect();
         let top = Top {
-            cgroups: snapshot
-                .cgroups
+            cgroups: cgroups
                 .iter()
-                .zip(&cgroup_names)
-                .map(|(cgroup, names)| {
-                    let name = short_name(names)
-                        .unwrap_or_else(|| format!("cgroup {}", printable(&cgroup.path)));
-                    (name, cgroup.usage_bytes)
+                .map(|usage| {
+                    let name = short_name(&usage.names)
+                        .unwrap_or_else(|| format!("cgroup {}", printable(&usage.cgroup.path)));
+                    (name, usage.memory.usage_bytes)
                 })
                 .collect(),
-            processes: snapshot
-                .processes
+            processes: processes
                 .iter()
-                .zip(&process_names)
-                .map(|(process, names)| {
-                    let mut name = format!("{} (pid {})", printable(&process.comm), process.pid);
-                    if let Some(container) = names.as_ref().and_then(|n| n.container.as_ref()) {
-                        name = format!("{name} in {}", printable(&container.name));
+                .map(|usage| {
+                    let UsingProcess {
+                        pid,
+                        executable,
+                        memory,
+                    } = &usage.process;
+                    let mut name = format!("{} (pid {pid})", printable(&executable.name));
+                    if let Some(container) = usage.names.container_name() {
+                        name = format!("{name} in {}", printable(container));
                     }
-                    (name, process.rss_bytes)
+                    (name, memory.usage_bytes)
                 })
                 .collect(),
         };
@@ -91,15 +108,33 @@ impl Explainer {
         } else {
             self.patterns.record(seen(kill), now)
         };
-        let verdict = verdict::verdict(kill, &top, flags, self.patterns.window());
-        Explanation {
+        let window = self.patterns.window();
+        let verdict = verdict::verdict(kill, &top, flags, window);
+        let Flags {
+            restart_loop,
+            recurring_trigger,
+            // In the verdict's words only.
+            restarts: _,
+        } = flags;
+        let count = |count: u32| Count {
+            count,
+            window_seconds: window.as_secs(),
+        };
+        let explanation = Explanation {
             verdict,
-            snapshot,
-            cgroup_names,
-            process_names,
-            flags,
-            window: self.patterns.window(),
-        }
+            snapshot: Snapshot {
+                scope: match scope {
+                    Scope::Host => "host".to_owned(),
+                    Scope::Cgroup(path) => path,
+                },
+                cgroups,
+                processes,
+                took_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            },
+            restart_loop: restart_loop.map(count),
+            recurring_trigger: recurring_trigger.map(count),
+        };
+        (explanation, domain)
     }
 }
 

@@ -5,8 +5,9 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::patterns::Flags;
-use crate::attribute::{AttributedKill, DomainKind};
-use crate::names::{human_bytes, human_kb, printable, short_name};
+use crate::attribute::{AttributedKill, Attribution, DomainKind};
+use crate::names::{human_bytes, human_kb, printable};
+use crate::record::build::names;
 
 /// The snapshot's biggest users, already named: `(name, bytes)`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -25,7 +26,6 @@ pub fn verdict(kill: &AttributedKill, top: &Top, flags: Flags, window: Duration)
         trigger,
         main_process,
         domain,
-        explanation: _,
     } = kill;
     let victim_name = victim.as_ref().and_then(short_name);
     // Where a party is when nobody owns its cgroup: the path says it all.
@@ -258,7 +258,12 @@ fn human_span(span: Duration) -> String {
     }
 }
 
-fn cgroup_of(party: &crate::attribute::Attribution) -> String {
+/// `container web`, else the longer name, as the record will name the party.
+fn short_name(party: &Attribution) -> Option<String> {
+    crate::names::short_name(&names(Some(party), None))
+}
+
+fn cgroup_of(party: &Attribution) -> String {
     format!("cgroup {}", printable(&party.path))
 }
 

@@ -3,7 +3,7 @@
 //! `oomtrace history`, `show` and `stats` (see `crate::report`).
 //!
 //! - [`schema`]: the table, its migrations, opening the file read-write or read-only.
-//! - [`row`]: an event's row: its JSON record and the columns queries filter on.
+//! - [`row`]: an event's row: its record, as JSON, and the columns queries filter on.
 //! - [`store`]: inserting (each event once), matching a backfilled kill, retention.
 //! - [`writer`]: the agent's writer thread behind a bounded queue; live events and kernel-log
 //!   backfills both go through it, so one connection writes the file.
@@ -19,14 +19,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use serde::Serialize;
-
 use self::row::{EventRow, Source};
 use self::store::Retention;
 use self::writer::HistoryWriter;
-use crate::attribute::AttributedEvent;
-use crate::sink::Context;
-use crate::sink::json::{oom_kill_record, sigkill_record};
+use crate::record::Record;
 
 /// Where the agent keeps its history unless told otherwise.
 pub const DEFAULT_PATH: &str = "/var/lib/oomtrace/oomtrace.db";
@@ -50,20 +46,24 @@ impl History {
         self.writer.error_counter()
     }
 
-    /// Stores `event` if the history keeps its kind, and returns once it is committed (or
-    /// after [`writer::COMMIT_WAIT`]).
-    pub async fn record(&mut self, event: &AttributedEvent, context: &Context<'_>) {
-        if let Some(row) = live_row(event, context, &self.boot_id) {
-            self.writer.write(row).await;
+    /// Stores `record` if the history keeps its kind (kills), and returns once it is committed
+    /// (or after [`writer::COMMIT_WAIT`]).
+    pub async fn record(&mut self, record: &Record) {
+        if !EventRow::keeps(record) {
+            return;
+        }
+        match EventRow::from_record(record, Source::Live, &self.boot_id) {
+            Ok(row) => self.writer.write(row).await,
+            Err(err) => log::error!("history: a record cannot be stored: {err:#}"),
         }
     }
 
-    /// Stores kills recovered from the kernel log (records shaped as the JSON sink writes them,
-    /// from this boot), each unless a kill of its pid within `tolerance` of its kernel time is
-    /// known already: traced live, or backfilled by an earlier run.
+    /// Stores kills recovered from the kernel log (from this boot), each unless a kill of its
+    /// pid within `tolerance` of its kernel time is known already: traced live, or backfilled by
+    /// an earlier run.
     pub async fn backfill(
         &mut self,
-        records: &[serde_json::Value],
+        records: &[Record],
         tolerance: std::time::Duration,
     ) -> anyhow::Result<writer::Backfilled> {
         let rows = records
@@ -77,31 +77,6 @@ impl History {
     pub fn close(self) {
         self.writer.close();
     }
-}
-
-/// The row for a kill the agent traced: its record exactly as the JSON sink writes it.
-fn live_row(event: &AttributedEvent, context: &Context<'_>, boot_id: &str) -> Option<EventRow> {
-    let record = match event {
-        AttributedEvent::Kill(kill) if !kill.kill.marked_without_kill => {
-            to_value(oom_kill_record(kill, context))
-        }
-        AttributedEvent::Sigkill(sigkill) => to_value(sigkill_record(sigkill, context)),
-        // Not a kill; and an incident's victims are each stored with its `incident`.
-        AttributedEvent::Kill(_) | AttributedEvent::Incident(_) => return None,
-    }?;
-    match EventRow::from_record(&record, Source::Live, boot_id) {
-        Ok(row) => Some(row),
-        Err(err) => {
-            log::error!("history: a record cannot be stored: {err:#}");
-            None
-        }
-    }
-}
-
-fn to_value(record: impl Serialize) -> Option<serde_json::Value> {
-    serde_json::to_value(record)
-        .inspect_err(|err| log::error!("history: rendering a record: {err}"))
-        .ok()
 }
 
 /// This boot's id: pids and kernel times are only unique within one boot.
@@ -152,14 +127,14 @@ pub mod tests {
 
     /// An `oom_kill` of `pid` at `time_ns` in a boot called `boot`, its record minimal.
     pub fn synthetic_row(pid: u32, time_ns: i64) -> EventRow {
-        let record = serde_json::json!({
+        let record = crate::record::tests::from_value(serde_json::json!({
             "schema_version": 1, "kind": "oom_kill",
             "time": jiff::Timestamp::from_nanosecond(i128::from(time_ns)).unwrap().to_string(),
             "ktime_ns": 1_000_000 + u64::from(pid),
             "victim": {"process": {"pid": pid, "executable": {"name": "hog"}}},
             "trigger": {"process": {"pid": pid, "executable": {"name": "hog"}}},
             "domain": {"kind": "cgroup"}
-        });
+        }));
         let row = EventRow::from_record(&record, Source::Live, "boot").unwrap();
         assert_eq!(row.kind, EventKind::OomKill);
         row

@@ -3,6 +3,9 @@
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension as _, Row};
+use serde::Serialize;
+
+use crate::record::Record;
 
 /// Which stored events to list. Every field narrows; `None` matches all.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -78,18 +81,47 @@ impl StoredEvent {
     }
 
     /// The stored record with a `history` object added (id, source, boot), so a consumer can
-    /// ask for it again with `oomtrace show ID`.
-    pub fn record_json(&self) -> serde_json::Value {
-        let mut record: serde_json::Value = serde_json::from_str(&self.record)
-            .unwrap_or_else(|err| serde_json::json!({"unreadable_record": err.to_string()}));
-        if let Some(object) = record.as_object_mut() {
-            object.insert(
-                "history".into(),
-                serde_json::json!({"id": self.id, "source": self.source, "boot_id": self.boot_id}),
-            );
+    /// ask for it again with `oomtrace show ID`: what `--format json` prints.
+    pub fn listed(&self) -> Listed<'_> {
+        Listed {
+            stored: match serde_json::from_str(&self.record) {
+                Ok(record) => Stored::Record(Box::new(record)),
+                Err(err) => Stored::Unreadable {
+                    unreadable_record: err.to_string(),
+                },
+            },
+            history: HistoryRef {
+                id: self.id,
+                source: &self.source,
+                boot_id: &self.boot_id,
+            },
         }
-        record
     }
+}
+
+/// A stored record as the report commands print it as JSON.
+#[derive(Serialize)]
+pub struct Listed<'a> {
+    #[serde(flatten)]
+    stored: Stored,
+    history: HistoryRef<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Stored {
+    Record(Box<Record>),
+    /// Said rather than dropped: the row is there, its record cannot be read.
+    Unreadable {
+        unreadable_record: String,
+    },
+}
+
+#[derive(Serialize)]
+struct HistoryRef<'a> {
+    id: i64,
+    source: &'a str,
+    boot_id: &'a str,
 }
 
 /// The events `filter` matches, newest first.
@@ -205,6 +237,7 @@ mod tests {
     use crate::history::row::{EventRow, Source};
     use crate::history::store::{Retention, Store};
     use crate::history::tests::{TempDir, temp_dir};
+    use crate::record::tests::from_value;
 
     const NOW_NS: i64 = 1_795_860_131_000_000_000;
     const MINUTE_NS: i64 = 60_000_000_000;
@@ -259,7 +292,7 @@ mod tests {
         )
         .unwrap();
         for n in 0..EVENTS {
-            let row = EventRow::from_record(&record(n), Source::Live, "boot").unwrap();
+            let row = EventRow::from_record(&from_value(record(n)), Source::Live, "boot").unwrap();
             store.insert(&row).unwrap();
         }
         drop(store);
@@ -460,7 +493,7 @@ mod tests {
             let mut record = record(pid);
             record["incident"] = serde_json::json!({"id": "99-1"});
             record["ktime_ns"] = u64::from(pid).into();
-            let row = EventRow::from_record(&record, Source::Live, "boot").unwrap();
+            let row = EventRow::from_record(&from_value(record), Source::Live, "boot").unwrap();
             ids.push(store.insert(&row).unwrap());
         }
         let conn = crate::history::schema::open_read_only(&path).unwrap();
@@ -480,7 +513,7 @@ mod tests {
         };
         let event = event(&conn, id).unwrap().unwrap();
         assert_eq!(event.victim_pid, 1030);
-        let json = event.record_json();
+        let json = serde_json::to_value(event.listed()).unwrap();
         assert_eq!(json["history"]["id"], id);
         assert_eq!(json["history"]["source"], "live");
         assert_eq!(json["victim"]["process"]["pid"], 1030);

@@ -1,9 +1,11 @@
-//! One stored event: the JSON record as the JSON sink writes it, and the columns queries filter
-//! on, taken from that record. Taking them from the record (not from the agent's types) means a
-//! kill recovered from the kernel log later is stored the same way, from its record alone.
+//! One stored event: its record, as JSON, and the columns queries filter on, taken from that
+//! record. Taking them from the record (not from the agent's other types) means a kill
+//! recovered from the kernel log later is stored the same way, from its record alone.
 
 use anyhow::{Context as _, bail};
-use serde_json::Value;
+
+use crate::record::party::Party;
+use crate::record::{Body, OomKillRecord, Record, SigkillRecord};
 
 /// Which events the history keeps: kills, not the agent's own start and stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,39 +68,63 @@ pub struct EventRow {
 }
 
 impl EventRow {
+    /// Whether the history keeps `record`: kills, not the agent's own start and stop, nor an
+    /// incident (each of its victims is stored with its `incident`), nor a task marked without
+    /// being killed.
+    pub fn keeps(record: &Record) -> bool {
+        match &record.body {
+            Body::OomKill(_) | Body::Sigkill(_) => true,
+            Body::AgentStarted(_)
+            | Body::OomMarkExiting(_)
+            | Body::OomIncident(_)
+            | Body::AgentStopped(_) => false,
+        }
+    }
+
     /// The row for an `oom_kill` or `sigkill` record; an error for any other kind.
-    pub fn from_record(record: &Value, source: Source, boot_id: &str) -> anyhow::Result<Self> {
-        let kind = match record["kind"].as_str() {
-            Some("oom_kill") => EventKind::OomKill,
-            Some("sigkill") => EventKind::Sigkill,
-            other => bail!("a {other:?} record is not kept in the history"),
+    pub fn from_record(record: &Record, source: Source, boot_id: &str) -> anyhow::Result<Self> {
+        let (kind, ktime_ns, victim, trigger, domain_kind, incident_id) = match &record.body {
+            Body::OomKill(OomKillRecord {
+                ktime_ns,
+                victim,
+                trigger,
+                domain,
+                incident,
+                ..
+            }) => (
+                EventKind::OomKill,
+                *ktime_ns,
+                victim,
+                trigger.as_ref(),
+                domain
+                    .as_ref()
+                    .map(|domain| domain.kind.as_str().to_owned()),
+                incident.as_ref().and_then(|incident| incident.id.clone()),
+            ),
+            Body::Sigkill(SigkillRecord {
+                ktime_ns,
+                target,
+                sender,
+                ..
+            }) => (
+                EventKind::Sigkill,
+                *ktime_ns,
+                target,
+                Some(&sender.party),
+                None,
+                None,
+            ),
+            _ => bail!("a {:?} record is not kept in the history", record.kind()),
         };
-        let time = record["time"]
-            .as_str()
-            .context("the record has no `time`")?;
+        let time = record.time();
         let time_ns = time
             .parse::<jiff::Timestamp>()
             .with_context(|| format!("the record's time {time:?}"))?
             .as_nanosecond();
         let time_ns = i64::try_from(time_ns).context("a time past the year 2262")?;
-        let ktime_ns = record["ktime_ns"]
-            .as_u64()
-            .context("the record has no `ktime_ns`")?;
-        let (victim, trigger) = match kind {
-            EventKind::OomKill => (&record["victim"], &record["trigger"]),
-            EventKind::Sigkill => (&record["target"], &record["sender"]),
-        };
-        let victim_pid = victim
-            .pointer("/process/pid")
-            .and_then(Value::as_u64)
-            .and_then(|pid| u32::try_from(pid).ok())
-            .context("the record has no victim pid")?;
-        let text = |party: &Value, pointer: &str| {
-            party
-                .pointer(pointer)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
+        let victim_pid = victim.process.pid.context("the record has no victim pid")?;
+        let names = &victim.names;
+        let pod = names.pod();
         Ok(EventRow {
             time_ns,
             kind,
@@ -106,31 +132,47 @@ impl EventRow {
             boot_id: boot_id.to_owned(),
             ktime_ns,
             victim_pid,
-            victim_comm: text(victim, "/process/executable/name"),
-            container_name: text(victim, "/container/name"),
-            container_id: text(victim, "/container/id"),
-            pod: text(victim, "/k8s/pod/name").or_else(|| text(victim, "/k8s/pod/uid")),
-            namespace: text(victim, "/k8s/namespace/name"),
-            trigger_name: text(trigger, "/container/name")
-                .or_else(|| text(trigger, "/process/executable/name")),
-            domain_kind: text(record, "/domain/kind"),
-            incident_id: text(record, "/incident/id"),
-            record: record.to_string(),
+            victim_comm: victim.process.comm().map(str::to_owned),
+            container_name: names
+                .container
+                .as_ref()
+                .and_then(|container| container.name.clone()),
+            container_id: names
+                .container
+                .as_ref()
+                .map(|container| container.id.clone()),
+            pod: pod.and_then(|pod| pod.name.clone().or_else(|| pod.uid.clone())),
+            namespace: names.namespace().map(str::to_owned),
+            trigger_name: trigger.and_then(trigger_name),
+            domain_kind,
+            incident_id,
+            record: serde_json::to_string(record).context("rendering the record")?,
         })
     }
 }
 
+/// The trigger's (a `sigkill`'s sender's) container name, else its comm.
+fn trigger_name(party: &Party) -> Option<String> {
+    party
+        .names
+        .container
+        .as_ref()
+        .and_then(|container| container.name.clone())
+        .or_else(|| party.process.comm().map(str::to_owned))
+}
+
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
+    use crate::record::tests::from_value;
 
     #[test]
     fn a_kill_in_a_container_fills_every_column() {
         let record = json!({
             "schema_version": 1, "kind": "oom_kill", "time": "2026-11-30T10:02:11.5Z",
-            "ktime_ns": 123_456,
+            "ktime_ns": 123_456, "capture": {"parts": ["tracepoint"]},
             "victim": {"process": {"pid": 42, "executable": {"name": "java"}},
                        "container": {"id": "abc123", "name": "web"},
                        "k8s": {"pod": {"name": "web-0"}, "namespace": {"name": "shop"}}},
@@ -139,7 +181,8 @@ mod tests {
             "domain": {"kind": "host"},
             "incident": {"id": "123000-7"}
         });
-        let row = EventRow::from_record(&record, Source::Live, "boot-1").unwrap();
+        let row =
+            EventRow::from_record(&from_value(record.clone()), Source::Live, "boot-1").unwrap();
         assert_eq!(row.time_ns, 1_796_032_931_500_000_000);
         assert_eq!(row.kind, EventKind::OomKill);
         assert_eq!(row.ktime_ns, 123_456);
@@ -158,11 +201,13 @@ mod tests {
     #[test]
     fn a_sigkill_is_keyed_by_its_target_and_named_by_its_sender() {
         let record = json!({
-            "kind": "sigkill", "time": "2026-11-30T10:02:11Z", "ktime_ns": 5,
+            "schema_version": 1, "kind": "sigkill", "time": "2026-11-30T10:02:11Z", "ktime_ns": 5,
+            "capture": {"parts": ["signal"]},
             "target": {"process": {"pid": 9, "executable": {"name": "sleep"}}},
-            "sender": {"kind": "process", "process": {"pid": 3, "executable": {"name": "sh"}}}
+            "sender": {"kind": "process", "process": {"pid": 3, "executable": {"name": "sh"}}},
+            "signal": {}
         });
-        let row = EventRow::from_record(&record, Source::Kmsg, "b").unwrap();
+        let row = EventRow::from_record(&from_value(record), Source::Kmsg, "b").unwrap();
         assert_eq!(row.kind, EventKind::Sigkill);
         assert_eq!(row.victim_pid, 9);
         assert_eq!(row.trigger_name.as_deref(), Some("sh"));
@@ -172,16 +217,24 @@ mod tests {
 
     #[test]
     fn other_kinds_and_broken_records_are_refused() {
+        let kill = |time: &str, victim: Value| {
+            json!({"schema_version": 1, "kind": "oom_kill", "time": time, "ktime_ns": 1,
+                   "capture": {"parts": ["tracepoint"]}, "victim": victim,
+                   "domain": {"kind": "unknown"}})
+        };
         for record in [
-            json!({"kind": "agent_started", "time": "2026-11-30T10:02:11Z"}),
-            json!({"kind": "oom_kill", "time": "yesterday", "ktime_ns": 1,
-                   "victim": {"process": {"pid": 1}}}),
-            json!({"kind": "oom_kill", "time": "2026-11-30T10:02:11Z", "ktime_ns": 1,
-                   "victim": {}}),
+            json!({"schema_version": 1, "kind": "agent_started", "time": "2026-11-30T10:02:11Z",
+                   "capture": {"tier": "full", "reason": "", "task_hook": null,
+                               "function_hook": null, "tracepoint_fields": [],
+                               "sigkill": false, "sigkill_task_hook": null},
+                   "agent": {"version": "0.1.0", "pid": 1}}),
+            kill("yesterday", json!({"process": {"pid": 1}})),
+            kill("2026-11-30T10:02:11Z", json!({})),
         ] {
+            let record = from_value(record);
             assert!(
                 EventRow::from_record(&record, Source::Live, "b").is_err(),
-                "{record}"
+                "{record:?}"
             );
         }
     }

@@ -59,11 +59,13 @@ impl TargetProc {
 
 /// Who generated a signal, by its `si_code`: positive codes come from the kernel
 /// (`SI_FROMKERNEL`), the rest from a process calling `kill()`, `tkill()` or `sigqueue()`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SenderKind {
     Kernel,
     Process,
     /// The kernel's record has no `code` field.
+    #[default]
     Unknown,
 }
 

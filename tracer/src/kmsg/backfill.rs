@@ -5,13 +5,15 @@
 
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
-
 use super::parse::{KernelText, KilledMemory, KmsgKill, OomScope};
-use crate::attribute::Attribution;
+use crate::attribute::DomainKind;
 use crate::clock::KernelClock;
-use crate::sink::json::SCHEMA_VERSION;
-use crate::sink::json::names::names_json;
+use crate::record::build::{memory, names_from_path};
+use crate::record::kill::{
+    Basis, CapturePart, CgroupPath, Domain, DomainCgroup, Incident, KillCapture, KmsgOrigin,
+};
+use crate::record::party::{Badness, Cgroup, Executable, Party, Process, User};
+use crate::record::{Body, OomKillRecord, Record};
 
 /// How far apart the kernel log's clock and the tracer's may put one kill. The log stamps
 /// records with the scheduler clock, `bpf_ktime_get_ns` reads CLOCK_MONOTONIC: they start
@@ -21,15 +23,15 @@ pub fn tolerance(kill: &KmsgKill) -> Duration {
     Duration::from_secs(2) + Duration::from_micros(kill.usec / 1000)
 }
 
-/// The `oom_kill` record of a kill the kernel logged, shaped as the JSON sink writes them.
-pub fn record(kill: &KmsgKill, clock: &KernelClock) -> Value {
+/// The `oom_kill` record of a kill the kernel logged.
+pub fn record(kill: &KmsgKill, clock: &KernelClock) -> Record {
     let KmsgKill {
         seq,
         usec,
         pid,
         comm,
         scope,
-        memory,
+        memory: killed_memory,
         constraint,
         legacy_limit: _,
         score,
@@ -37,10 +39,6 @@ pub fn record(kill: &KmsgKill, clock: &KernelClock) -> Value {
         invoker,
     } = kill;
     let ktime_ns = usec.saturating_mul(1000);
-
-    let mut process = Map::new();
-    process.insert("pid".into(), json!(pid));
-    process.insert("executable".into(), json!({ "name": lossy(comm) }));
     let KilledMemory {
         total_vm_kb,
         anon_rss_kb,
@@ -49,110 +47,120 @@ pub fn record(kill: &KmsgKill, clock: &KernelClock) -> Value {
         uid,
         pgtables_kb,
         oom_score_adj,
-    } = memory;
-    if let Some(uid) = uid {
-        process.insert("real_user".into(), json!({ "id": uid }));
-    }
-    if let Some(adj) = oom_score_adj {
-        process.insert("oom_score_adj".into(), json!(adj));
-    }
-    let mut bytes = Map::new();
-    for (name, kb) in [
-        ("virtual_bytes", total_vm_kb),
-        ("anon_rss_bytes", anon_rss_kb),
-        ("file_rss_bytes", file_rss_kb),
-        ("shmem_rss_bytes", shmem_rss_kb),
-        ("page_tables_bytes", pgtables_kb),
-    ] {
-        if let Some(kb) = kb {
-            bytes.insert(name.into(), json!(kb.saturating_mul(1024)));
-        }
-    }
-    if !bytes.is_empty() {
-        process.insert("memory".into(), Value::Object(bytes));
-    }
-    let mut victim = Map::new();
-    victim.insert("process".into(), Value::Object(process));
-    if let Some(memcg) = kill.task_memcg() {
-        let path = lossy(memcg);
-        victim.insert("memcg".into(), json!({ "path": path }));
-        merge(&mut victim, named_by_path(&path));
-    }
-    if let Some(score) = score {
-        victim.insert(
-            "badness".into(),
-            json!({ "points": score, "estimated": false }),
-        );
-    }
+    } = *killed_memory;
+    let memory = memory(
+        total_vm_kb,
+        anon_rss_kb,
+        file_rss_kb,
+        shmem_rss_kb,
+        pgtables_kb,
+    );
+    let victim_memcg = kill.task_memcg().map(lossy);
+    let victim = Party {
+        process: Process {
+            pid: Some(*pid),
+            executable: Some(Executable { name: lossy(comm) }),
+            real_user: uid.map(|id| User { id }),
+            oom_score_adj,
+            memory: (memory != Default::default()).then_some(memory),
+        },
+        thread: None,
+        cgroup: None,
+        memcg: victim_memcg.clone().map(|path| Cgroup {
+            path: Some(path),
+            ..Cgroup::default()
+        }),
+        badness: score.map(|score| Badness {
+            points: i64::try_from(score).unwrap_or(i64::MAX),
+            totalpages: None,
+            score: None,
+            estimated: false,
+        }),
+        names: victim_memcg
+            .as_deref()
+            .map(names_from_path)
+            .unwrap_or_default(),
+    };
 
-    let mut domain = Map::new();
     let kind = if kill.oom_memcg().is_some() || *scope == Some(OomScope::Memcg) {
-        "cgroup"
+        DomainKind::Cgroup
     } else if *scope == Some(OomScope::Host)
         || constraint
             .as_ref()
             .is_some_and(|constraint| constraint.global_oom)
     {
-        "host"
+        DomainKind::Host
     } else {
-        "unknown"
+        DomainKind::Unknown
     };
-    domain.insert("kind".into(), json!(kind));
-    domain.insert("inferred".into(), json!(false));
-    domain.insert("basis".into(), json!("kernel_log"));
-    if let Some(memcg) = kill.oom_memcg() {
-        let path = lossy(memcg);
-        domain.insert("cgroup".into(), json!({ "path": path }));
-        merge(&mut domain, named_by_path(&path));
-    }
+    let domain_memcg = kill.oom_memcg().map(lossy);
+    let domain = Domain {
+        kind,
+        inferred: Some(false),
+        basis: Some(Basis::KernelLog),
+        cgroup: domain_memcg
+            .clone()
+            .map(|path| DomainCgroup { id: None, path }),
+        memory: None,
+        memory_events: None,
+        names: domain_memcg
+            .as_deref()
+            .map(names_from_path)
+            .unwrap_or_default(),
+    };
 
-    let mut record = Map::new();
-    record.insert("schema_version".into(), json!(SCHEMA_VERSION));
-    record.insert("kind".into(), json!("oom_kill"));
-    record.insert("time".into(), json!(clock.wall_time(ktime_ns).to_string()));
-    record.insert("ktime_ns".into(), json!(ktime_ns));
-    record.insert("capture".into(), json!({ "parts": ["kmsg"] }));
-    record.insert("kmsg".into(), json!({ "seq": seq }));
-    record.insert("victim".into(), Value::Object(victim));
-    if let Some(invoker) = invoker {
-        record.insert(
-            "trigger".into(),
-            json!({ "process": { "executable": { "name": lossy(&invoker.comm) } } }),
-        );
-    }
-    record.insert("domain".into(), Value::Object(domain));
-    if let Some(constraint) = constraint {
-        record.insert(
-            "incident".into(),
-            json!({ "constraint": constraint.constraint.to_ascii_lowercase() }),
-        );
-    }
-    if let Some(group) = oom_group {
-        record.insert("kmsg_oom_group".into(), json!({ "path": lossy(group) }));
-    }
-    Value::Object(record)
+    Record::new(Body::OomKill(OomKillRecord {
+        time: clock.wall_time(ktime_ns).to_string(),
+        ktime_ns,
+        capture: KillCapture {
+            tier: None,
+            parts: vec![CapturePart::Kmsg],
+            ringbuf_dropped_total: None,
+        },
+        kmsg: Some(KmsgOrigin { seq: *seq }),
+        victim,
+        trigger: invoker.as_ref().map(|invoker| Party {
+            process: Process {
+                executable: Some(Executable {
+                    name: lossy(&invoker.comm),
+                }),
+                ..Process::default()
+            },
+            ..Party::default()
+        }),
+        domain: Some(domain),
+        explanation: None,
+        incident: constraint.as_ref().map(|constraint| Incident {
+            id: None,
+            domain: None,
+            badness: None,
+            constraint: Some(constraint.constraint.to_ascii_lowercase()),
+            order: None,
+            gfp_mask: None,
+            message: None,
+        }),
+        kmsg_oom_group: oom_group
+            .as_ref()
+            .map(|group| CgroupPath { path: lossy(group) }),
+    }))
 }
 
 fn lossy(text: &KernelText) -> String {
     String::from_utf8_lossy(&text.0).into_owned()
 }
 
-/// A party's names as the JSON sink writes a path-only attribution.
-fn named_by_path(path: &str) -> Value {
-    let attribution = Attribution::from_path(path);
-    serde_json::to_value(names_json(Some(&attribution), None)).unwrap_or(Value::Null)
-}
-
-fn merge(into: &mut Map<String, Value>, names: Value) {
-    if let Value::Object(names) = names {
-        into.extend(names);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attribute::Source;
     use crate::kmsg::tests::{LINUX_4_14, LINUX_6_18, kills};
+
+    fn oom_kill(record: &Record) -> &OomKillRecord {
+        match &record.body {
+            Body::OomKill(kill) => kill,
+            other => panic!("an oom_kill, not {other:?}"),
+        }
+    }
 
     #[test]
     fn a_memcg_kill_on_6_18_becomes_a_history_record() {
@@ -168,34 +176,50 @@ mod tests {
         assert_eq!(row.victim_comm.as_deref(), Some(lossy(&kill.comm).as_str()));
         assert_eq!(row.ktime_ns, kill.usec * 1000);
         assert_eq!(row.domain_kind.as_deref(), Some("cgroup"));
-        assert_eq!(record["domain"]["basis"], "kernel_log");
+        let oom = oom_kill(&record);
+        assert_eq!(oom.domain.as_ref().unwrap().basis, Some(Basis::KernelLog));
         assert_eq!(
-            record["victim"]["memcg"]["path"].as_str(),
-            kill.task_memcg().map(lossy).as_deref()
+            oom.victim
+                .memcg
+                .as_ref()
+                .and_then(|memcg| memcg.path.clone()),
+            kill.task_memcg().map(lossy)
         );
         assert_eq!(
-            record["victim"]["process"]["memory"]["anon_rss_bytes"],
-            kill.memory.anon_rss_kb.unwrap() * 1024
+            oom.victim
+                .process
+                .memory
+                .and_then(|memory| memory.anon_rss_bytes),
+            Some(kill.memory.anon_rss_kb.unwrap() * 1024)
         );
-        assert_eq!(record["victim"]["attribution"]["source"], "path");
+        assert_eq!(
+            oom.victim.names.attribution.as_ref().map(|a| a.source),
+            Some(Source::Path)
+        );
     }
 
     #[test]
     fn legacy_host_and_memcg_kills_say_whose_memory_ran_out() {
-        let kinds: Vec<Value> = kills(LINUX_4_14)
+        let kinds: Vec<DomainKind> = kills(LINUX_4_14)
             .iter()
-            .map(|kill| record(kill, &KernelClock::now())["domain"]["kind"].clone())
+            .map(|kill| {
+                oom_kill(&record(kill, &KernelClock::now()))
+                    .domain
+                    .as_ref()
+                    .unwrap()
+                    .kind
+            })
             .collect();
-        assert!(kinds.contains(&json!("cgroup")), "{kinds:?}");
-        assert!(kinds.contains(&json!("host")), "{kinds:?}");
+        assert!(kinds.contains(&DomainKind::Cgroup), "{kinds:?}");
+        assert!(kinds.contains(&DomainKind::Host), "{kinds:?}");
     }
 
     #[test]
     fn a_container_is_named_from_its_path() {
         let path = format!("/libpod_parent/libpod-{}", "ab".repeat(32));
-        let names = named_by_path(&path);
-        assert_eq!(names["container"]["id"], "ab".repeat(32));
-        assert_eq!(names["attribution"]["path"], path);
+        let names = names_from_path(&path);
+        assert_eq!(names.container.map(|c| c.id), Some("ab".repeat(32)));
+        assert_eq!(names.attribution.map(|a| a.path), Some(path));
     }
 
     #[test]

@@ -70,4 +70,4 @@ pub fn kills_since_boot() -> Option<KernelLogKills> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

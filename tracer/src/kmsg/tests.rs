@@ -10,10 +10,10 @@ use std::io::{self, Read};
 use super::parse::*;
 use super::read::{KernelLogKills, read_kills};
 
-pub(super) const LINUX_6_18: &[u8] = include_bytes!("../../fixtures/kmsg/linux-6.18-memcg-v1.kmsg");
+pub(crate) const LINUX_6_18: &[u8] = include_bytes!("../../fixtures/kmsg/linux-6.18-memcg-v1.kmsg");
 const LINUX_5_4: &[u8] = include_bytes!("../../fixtures/kmsg/linux-5.4-memcg-and-host.kmsg");
 const LINUX_4_19: &[u8] = include_bytes!("../../fixtures/kmsg/linux-4.19-memcg.kmsg");
-pub(super) const LINUX_4_14: &[u8] =
+pub(crate) const LINUX_4_14: &[u8] =
     include_bytes!("../../fixtures/kmsg/linux-4.14-memcg-and-host.kmsg");
 const LINUX_3_10: &[u8] = include_bytes!("../../fixtures/kmsg/linux-3.10-host.kmsg");
 const DEBIAN_6_1_VM: &str = include_str!("../../fixtures/kmsg/debian-6.1-vm.dmesg");
@@ -30,7 +30,7 @@ fn records(log: &[u8]) -> Vec<Vec<u8>> {
     records
 }
 
-pub(super) fn kills(log: &[u8]) -> Vec<KmsgKill> {
+pub(crate) fn kills(log: &[u8]) -> Vec<KmsgKill> {
     let mut assembler = KillAssembler::new();
     records(log)
         .iter()

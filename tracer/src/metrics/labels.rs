@@ -10,7 +10,7 @@ use std::hash::Hash;
 
 use prometheus_client::encoding::EncodeLabelSet;
 
-use crate::attribute::{Attribution, DomainKind};
+use crate::record::party;
 
 /// Distinct label sets kept per family before new names fold into `other`.
 pub const MAX_LABEL_SETS: usize = 1000;
@@ -24,21 +24,35 @@ pub const OTHER: &str = "other";
 /// `oomtrace_oom_kills_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KillLabels {
-    pub container: String,
-    pub pod: String,
-    pub namespace: String,
+    /// The victim's.
+    #[prometheus(flatten)]
+    pub names: Names,
     /// `cgroup`, `host` or `unknown`: whose memory ran out.
     pub domain_kind: &'static str,
+    /// `true`, `false` or `unknown`: whether the victim was its container's main process. A
+    /// child's kill leaves the container running, and `OOMKilled` says nothing of it.
+    pub main_process: &'static str,
     /// The capture tier, which decides how well `domain_kind` is known.
     pub tier: &'static str,
+}
+
+/// `oomtrace_host_oom_kills_total`: who set off a host-wide OOM.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TriggerLabels {
+    pub trigger_container: String,
+    pub trigger_pod: String,
+    pub trigger_namespace: String,
+    /// The command name of the task whose allocation failed: names the trigger outside
+    /// containers, and which program within one.
+    pub trigger_comm: String,
 }
 
 /// `oomtrace_sigkills_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SigkillLabels {
-    pub container: String,
-    pub pod: String,
-    pub namespace: String,
+    /// The target's.
+    #[prometheus(flatten)]
+    pub names: Names,
     /// `kernel`, `process` or `unknown`.
     pub sender_kind: &'static str,
 }
@@ -56,56 +70,84 @@ pub struct BuildLabels {
     pub tier: &'static str,
 }
 
-/// The container, pod and namespace of one party; empty where unknown.
-#[derive(Clone, Debug, Default, Hash, PartialEq, Eq)]
+/// The container, pod, namespace and Compose project and service of one party; empty where
+/// unknown. The labels of `oomtrace_restart_loop` and `oomtrace_last_oom_kill_timestamp_seconds`.
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Names {
     pub container: String,
     pub pod: String,
     pub namespace: String,
+    pub compose_project: String,
+    pub compose_service: String,
 }
 
 impl Names {
     /// The Kubernetes container name where the kubelet labelled it, else the runtime's, else
     /// the container id from the cgroup path (12 characters, as `docker ps` shows it).
-    pub fn of(attribution: Option<&Attribution>) -> Self {
-        let Some(attribution) = attribution else {
-            return Names::default();
-        };
-        let meta = attribution.container.as_deref();
-        let container = meta
-            .and_then(|meta| meta.k8s.container_name.as_deref())
-            .or(meta
-                .map(|meta| meta.name.as_str())
-                .filter(|name| !name.is_empty()))
+    pub fn of(names: &party::Names) -> Self {
+        let container = names
+            .k8s
+            .as_ref()
+            .and_then(|k8s| k8s.container.as_ref())
+            .map(|container| container.name.as_str())
+            .or(names.container_name())
             .map(str::to_owned)
             .or_else(|| {
-                let id = &attribution.identity.container.as_ref()?.id;
+                let id = &names.container.as_ref()?.id;
                 Some(id.get(..12).unwrap_or(id).to_owned())
             })
             .unwrap_or_default();
-        let k8s = meta.map(|meta| &meta.k8s);
+        let compose = names
+            .container
+            .as_ref()
+            .and_then(|container| container.compose.as_ref());
         Names {
             container: label_value(&container),
-            pod: label_value(k8s.and_then(|k8s| k8s.pod_name.as_deref()).unwrap_or("")),
-            namespace: label_value(k8s.and_then(|k8s| k8s.namespace.as_deref()).unwrap_or("")),
+            pod: label_value(
+                names
+                    .pod()
+                    .and_then(|pod| pod.name.as_deref())
+                    .unwrap_or(""),
+            ),
+            namespace: label_value(names.namespace().unwrap_or("")),
+            compose_project: label_value(
+                compose
+                    .and_then(|compose| compose.project.as_deref())
+                    .unwrap_or(""),
+            ),
+            compose_service: label_value(
+                compose
+                    .and_then(|compose| compose.service.as_deref())
+                    .unwrap_or(""),
+            ),
         }
     }
 
     /// What a label set past the cap is counted as.
-    fn other() -> Self {
+    pub fn other() -> Self {
         Names {
             container: OTHER.to_owned(),
-            pod: String::new(),
-            namespace: String::new(),
+            ..Names::default()
         }
     }
 }
 
-pub fn domain_kind(kind: DomainKind) -> &'static str {
-    match kind {
-        DomainKind::Cgroup => "cgroup",
-        DomainKind::Host => "host",
-        DomainKind::Unknown => "unknown",
+impl TriggerLabels {
+    pub fn new(names: Names, comm: &str) -> Self {
+        TriggerLabels {
+            trigger_container: names.container,
+            trigger_pod: names.pod,
+            trigger_namespace: names.namespace,
+            trigger_comm: label_value(comm),
+        }
+    }
+}
+
+pub fn main_process(main_process: Option<bool>) -> &'static str {
+    match main_process {
+        Some(true) => "true",
+        Some(false) => "false",
+        None => "unknown",
     }
 }
 
@@ -141,10 +183,9 @@ impl<K: Hash + Eq + Clone> LabelBudget<K> {
         }
     }
 
-    /// `names` as they are while there is room or they were seen before; else `other`.
-    /// `key` builds the label set for a choice of names.
-    pub fn admit(&mut self, names: Names, key: impl Fn(Names) -> K) -> K {
-        let labels = key(names);
+    /// `labels` while there is room or they were seen before; else `other()`, the same label
+    /// set with its names replaced by `other`.
+    pub fn admit(&mut self, labels: K, other: impl FnOnce() -> K) -> K {
         if self.seen.contains(&labels) {
             return labels;
         }
@@ -153,16 +194,20 @@ impl<K: Hash + Eq + Clone> LabelBudget<K> {
             return labels;
         }
         self.folded += 1;
-        key(Names::other())
+        other()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attribute::Source;
-    use crate::attribute::fixtures;
+    use crate::attribute::{Attribution, Source, fixtures};
     use crate::cgroup_path;
+
+    /// The labels of a party `attribution` names, as the record carries its names.
+    fn of(attribution: Option<&Attribution>) -> Names {
+        Names::of(&crate::record::build::names(attribution, None))
+    }
 
     #[test]
     fn a_kubernetes_container_is_named_by_the_kubelet_labels() {
@@ -171,11 +216,12 @@ mod tests {
         meta.k8s.container_name = Some("nginx".to_owned());
         web.container = Some(std::sync::Arc::new(meta));
         assert_eq!(
-            Names::of(Some(&web)),
+            of(Some(&web)),
             Names {
                 container: "nginx".to_owned(),
                 pod: "web-0".to_owned(),
                 namespace: "shop".to_owned(),
+                ..Names::default()
             }
         );
     }
@@ -183,11 +229,12 @@ mod tests {
     #[test]
     fn a_container_without_a_kubernetes_container_label_is_named_by_its_runtime_name() {
         assert_eq!(
-            Names::of(Some(&fixtures::web(Source::Cache))),
+            of(Some(&fixtures::web(Source::Cache))),
             Names {
                 container: "web".to_owned(),
                 pod: "web-0".to_owned(),
                 namespace: "shop".to_owned(),
+                ..Names::default()
             }
         );
     }
@@ -203,7 +250,7 @@ mod tests {
             warning: None,
         };
         assert_eq!(
-            Names::of(Some(&bare)),
+            of(Some(&bare)),
             Names {
                 container: fixtures::ID[..12].to_owned(),
                 ..Names::default()
@@ -217,8 +264,8 @@ mod tests {
             source: Source::Path,
             warning: None,
         };
-        assert_eq!(Names::of(Some(&service)), Names::default());
-        assert_eq!(Names::of(None), Names::default());
+        assert_eq!(of(Some(&service)), Names::default());
+        assert_eq!(of(None), Names::default());
     }
 
     #[test]
@@ -232,21 +279,42 @@ mod tests {
     }
 
     #[test]
+    fn a_compose_container_is_labelled_with_its_project_and_service() {
+        let mut web = fixtures::web(Source::Cache);
+        let meta = crate::attribute::runtime::ContainerMetadata::new(
+            fixtures::ID,
+            "/shop_web_1",
+            "docker",
+            [
+                ("com.docker.compose.project", "shop"),
+                ("com.docker.compose.service", "web\n"),
+                ("com.docker.compose.container-number", "1"),
+            ]
+            .map(|(key, value)| (key.to_owned(), value.to_owned())),
+        );
+        web.container = Some(std::sync::Arc::new(meta));
+        assert_eq!(
+            of(Some(&web)),
+            Names {
+                container: "shop_web_1".to_owned(),
+                compose_project: "shop".to_owned(),
+                compose_service: "web_".to_owned(),
+                ..Names::default()
+            }
+        );
+    }
+
+    #[test]
     fn past_the_cap_new_names_fold_into_other_and_known_ones_stay() {
         let mut budget = LabelBudget::new(3);
-        let key = |names: Names| names.container;
-        let named = |name: &str| Names {
-            container: name.to_owned(),
-            pod: "p".to_owned(),
-            namespace: "n".to_owned(),
-        };
+        let other = || OTHER.to_owned();
         for name in ["a", "b", "c"] {
-            assert_eq!(budget.admit(named(name), key), name);
+            assert_eq!(budget.admit(name.to_owned(), other), name);
         }
-        assert_eq!(budget.admit(named("d"), key), OTHER);
-        assert_eq!(budget.admit(named("e"), key), OTHER);
+        assert_eq!(budget.admit("d".to_owned(), other), OTHER);
+        assert_eq!(budget.admit("e".to_owned(), other), OTHER);
         assert_eq!(
-            budget.admit(named("a"), key),
+            budget.admit("a".to_owned(), other),
             "a",
             "a known set keeps counting"
         );

@@ -18,8 +18,10 @@ use crate::capture::{CapturePlan, TaskHook, Tier};
 use crate::clock::KernelClock;
 use crate::decode::tests::{as_bytes, layout_6_18, mark_victim_record, victim_task_record};
 use crate::incident::{Event, Joiner, OomKill};
+use crate::record::agent::AgentInfo;
+use crate::record::{Context, build};
+use crate::sink::Sink as _;
 use crate::sink::metrics::MetricsSink;
-use crate::sink::{Context, Sink as _};
 
 fn plan(tier: Tier) -> CapturePlan {
     CapturePlan {
@@ -75,8 +77,11 @@ fn container(name: &str, id_digit: char) -> Attribution {
     }
 }
 
+/// The agent's default `--restart-loop-window`.
+const LOOP_WINDOW: Duration = Duration::from_secs(6 * 3600);
+
 fn metrics() -> Metrics {
-    Metrics::new(Box::new(|| 0), Arc::new(AtomicU64::new(0)))
+    Metrics::new(Box::new(|| 0), Arc::new(AtomicU64::new(0)), LOOP_WINDOW)
 }
 
 struct Fed {
@@ -108,12 +113,11 @@ impl Fed {
     }
 
     fn kill(&mut self, kill: &AttributedKill) {
-        let context = Context {
-            plan: &self.plan,
-            ringbuf_dropped_total: 0,
-            clock: KernelClock::now(),
-        };
-        self.sink.oom_kill(kill, &context).unwrap();
+        self.record(build::oom_kill(kill, None, None, &self.context()));
+    }
+
+    fn record(&mut self, record: crate::record::Record) {
+        self.sink.write(&record).unwrap();
     }
 
     fn text(&self) -> String {
@@ -147,11 +151,146 @@ fn kills_are_counted_by_container_domain_and_tier() {
     assert_eq!(
         samples(&text, "oomtrace_oom_kills_total"),
         [
-            r#"oomtrace_oom_kills_total{container="",pod="",namespace="",domain_kind="host",tier="no-function-tracing"} 1"#,
-            r#"oomtrace_oom_kills_total{container="",pod="",namespace="",domain_kind="unknown",tier="no-function-tracing"} 1"#,
-            r#"oomtrace_oom_kills_total{container="web",pod="web-0",namespace="shop",domain_kind="cgroup",tier="no-function-tracing"} 2"#,
+            r#"oomtrace_oom_kills_total{container="",pod="",namespace="",compose_project="",compose_service="",domain_kind="host",main_process="unknown",tier="no-function-tracing"} 1"#,
+            r#"oomtrace_oom_kills_total{container="",pod="",namespace="",compose_project="",compose_service="",domain_kind="unknown",main_process="unknown",tier="no-function-tracing"} 1"#,
+            r#"oomtrace_oom_kills_total{container="web",pod="web-0",namespace="shop",compose_project="",compose_service="",domain_kind="cgroup",main_process="false",tier="no-function-tracing"} 2"#,
         ],
         "{text}"
+    );
+}
+
+#[test]
+fn host_wide_kills_are_counted_by_their_trigger() {
+    let mut fed = Fed::new(Tier::NoFunctionTracing);
+    // The web container set off a host-wide OOM, twice.
+    let mut by_web = fixtures::in_web(kill(9));
+    by_web.domain.kind = DomainKind::Host;
+    fed.kill(&by_web);
+    fed.kill(&by_web);
+    // A process outside any container did it once; a cgroup limit does not count.
+    let mut by_host_process = AttributedKill::unattributed(kill(10));
+    by_host_process.domain.kind = DomainKind::Host;
+    by_host_process.kill.trigger.task.comm = "cc1plus".to_owned();
+    fed.kill(&by_host_process);
+    fed.kill(&fixtures::in_web(kill(11)));
+    let comm = &by_web.kill.trigger.task.comm;
+    assert_eq!(
+        samples(&fed.text(), "oomtrace_host_oom_kills_total"),
+        [
+            r#"oomtrace_host_oom_kills_total{trigger_container="",trigger_pod="",trigger_namespace="",trigger_comm="cc1plus"} 1"#.to_owned(),
+            format!(
+                r#"oomtrace_host_oom_kills_total{{trigger_container="web",trigger_pod="web-0",trigger_namespace="shop",trigger_comm="{comm}"}} 2"#
+            ),
+        ]
+    );
+}
+
+#[test]
+fn the_last_kill_of_each_container_is_a_timestamp_in_seconds() {
+    let mut fed = Fed::new(Tier::NoFunctionTracing);
+    let mut in_web = fixtures::in_web(kill(9));
+    in_web.kill.ktime_ns = crate::clock::monotonic_ns() - 30_000_000_000;
+    fed.kill(&in_web);
+    let text = fed.text();
+    let lines = samples(&text, "oomtrace_last_oom_kill_timestamp_seconds");
+    let [line] = lines.as_slice() else {
+        panic!("one label set expected: {text}");
+    };
+    let (labels, value) = line.rsplit_once(' ').unwrap();
+    assert_eq!(
+        labels,
+        r#"oomtrace_last_oom_kill_timestamp_seconds{container="web",pod="web-0",namespace="shop",compose_project="",compose_service=""}"#
+    );
+    let seconds: f64 = value.parse().unwrap();
+    let expected = unix_seconds(std::time::SystemTime::now()) - 30.0;
+    assert!(
+        (seconds - expected).abs() < 5.0,
+        "{seconds} is not 30 s ago ({expected})"
+    );
+}
+
+/// A kill of `container` as the metrics see it, with the explain stage's restart-loop verdict.
+fn looped(container: &str, flagged: bool) -> KillFacts {
+    KillFacts {
+        victim: Names {
+            container: container.to_owned(),
+            ..Names::default()
+        },
+        domain_kind: "cgroup",
+        main_process: Some(true),
+        tier: "full",
+        host_trigger: None,
+        unix_seconds: 0.0,
+        restart_loop: flagged,
+    }
+}
+
+#[test]
+fn a_restart_loop_is_shown_while_it_lasts() {
+    let metrics = metrics();
+    let now = std::time::Instant::now();
+    metrics.oom_kill(looped("web", false), now);
+    metrics.oom_kill(looped("web", true), now);
+    // Flagged two windows ago, and nothing since: the loop is over.
+    metrics.oom_kill(looped("db", true), now - 2 * LOOP_WINDOW);
+    // Never flagged.
+    metrics.oom_kill(looped("cache", false), now);
+    let text = metrics.encode();
+    assert!(
+        text.contains("# TYPE oomtrace_restart_loop gauge"),
+        "{text}"
+    );
+    assert_eq!(
+        samples(&text, "oomtrace_restart_loop{"),
+        [
+            r#"oomtrace_restart_loop{container="db",pod="",namespace="",compose_project="",compose_service=""} 0"#,
+            r#"oomtrace_restart_loop{container="web",pod="",namespace="",compose_project="",compose_service=""} 1"#,
+        ],
+        "{text}"
+    );
+}
+
+#[test]
+fn a_kill_the_explain_stage_flags_starts_a_restart_loop() {
+    use crate::record::Body;
+    use crate::record::kill::{Count, Explanation, Snapshot};
+    let mut fed = Fed::new(Tier::NoFunctionTracing);
+    let explained = |restart_loop: Option<Count>| {
+        let mut record = build::oom_kill(&fixtures::in_web(kill(9)), None, None, &fed.context());
+        let Body::OomKill(kill) = &mut record.body else {
+            panic!("an oom_kill record: {record:?}");
+        };
+        kill.explanation = Some(Explanation {
+            verdict: String::new(),
+            snapshot: Snapshot {
+                scope: "host".to_owned(),
+                cgroups: Vec::new(),
+                processes: Vec::new(),
+                took_us: 0,
+            },
+            restart_loop,
+            recurring_trigger: None,
+        });
+        record
+    };
+    let (first, third) = (
+        explained(None),
+        explained(Some(Count {
+            count: 3,
+            window_seconds: LOOP_WINDOW.as_secs(),
+        })),
+    );
+    fed.record(first);
+    assert_eq!(
+        samples(&fed.text(), "oomtrace_restart_loop{"),
+        Vec::<String>::new()
+    );
+    fed.record(third);
+    assert_eq!(
+        samples(&fed.text(), "oomtrace_restart_loop{"),
+        [
+            r#"oomtrace_restart_loop{container="web",pod="web-0",namespace="shop",compose_project="",compose_service=""} 1"#
+        ]
     );
 }
 
@@ -211,14 +350,15 @@ fn sigkills_are_counted_by_target_and_sender_kind() {
     let fed = Fed::new(Tier::NoFunctionTracing);
     let context = fed.context();
     let mut sink = MetricsSink::new(Arc::clone(&fed.metrics));
-    sink.sigkill(&sigkill_of(Some(fixtures::web(Source::Cache))), &context)
-        .unwrap();
-    sink.sigkill(&sigkill_of(None), &context).unwrap();
+    for target in [Some(fixtures::web(Source::Cache)), None] {
+        sink.write(&build::sigkill(&sigkill_of(target), &context))
+            .unwrap();
+    }
     assert_eq!(
         samples(&fed.text(), "oomtrace_sigkills_total"),
         [
-            r#"oomtrace_sigkills_total{container="",pod="",namespace="",sender_kind="process"} 1"#,
-            r#"oomtrace_sigkills_total{container="web",pod="web-0",namespace="shop",sender_kind="process"} 1"#,
+            r#"oomtrace_sigkills_total{container="",pod="",namespace="",compose_project="",compose_service="",sender_kind="process"} 1"#,
+            r#"oomtrace_sigkills_total{container="web",pod="web-0",namespace="shop",compose_project="",compose_service="",sender_kind="process"} 1"#,
         ]
     );
 }
@@ -226,7 +366,7 @@ fn sigkills_are_counted_by_target_and_sender_kind() {
 #[test]
 fn past_the_label_cap_new_containers_are_counted_as_other() {
     let mut fed = Fed::with(
-        Metrics::with_label_cap(Box::new(|| 0), Arc::new(AtomicU64::new(0)), 2),
+        Metrics::with_label_cap(Box::new(|| 0), Arc::new(AtomicU64::new(0)), LOOP_WINDOW, 2),
         Tier::NoFunctionTracing,
     );
     for (name, digit) in [("a", 'a'), ("b", 'b'), ("c", 'c'), ("d", 'd'), ("a", 'a')] {
@@ -258,12 +398,17 @@ fn the_exposition_has_every_metric_from_the_start() {
         Metrics::new(
             Box::new(move || read_dropped.load(Ordering::Relaxed)),
             Arc::clone(&history_write_errors),
+            LOOP_WINDOW,
         ),
         Tier::NoFunctionTracing,
     );
-    let context = fed.context();
     let mut sink = MetricsSink::new(Arc::clone(&fed.metrics));
-    sink.started(&context).unwrap();
+    sink.write(&build::agent_started(
+        &fed.plan,
+        jiff::Timestamp::now(),
+        AgentInfo::this(),
+    ))
+    .unwrap();
     // Both are read at the scrape, not when an event passed.
     history_write_errors.store(5, Ordering::Relaxed);
     dropped.store(7, Ordering::Relaxed);
@@ -276,6 +421,8 @@ fn the_exposition_has_every_metric_from_the_start() {
         "oomtrace_attribution_failures_total{reason=\"no_runtime\"} 0",
         "# TYPE oomtrace_history_write_errors_total counter",
         "oomtrace_history_write_errors_total 5",
+        "# TYPE oomtrace_restart_loop gauge",
+        "# TYPE oomtrace_start_time_seconds gauge",
         "# TYPE oomtrace_build_info gauge",
         &format!(
             "oomtrace_build_info{{version=\"{}\",tier=\"no-function-tracing\"}} 1",
@@ -284,6 +431,35 @@ fn the_exposition_has_every_metric_from_the_start() {
     ] {
         assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
     }
+    let started: f64 = text
+        .lines()
+        .find_map(|line| line.strip_prefix("oomtrace_start_time_seconds "))
+        .unwrap_or_else(|| panic!("no start time in:\n{text}"))
+        .parse()
+        .unwrap();
+    let now = unix_seconds(std::time::SystemTime::now());
+    assert!((0.0..5.0).contains(&(now - started)), "{started} vs {now}");
+}
+
+#[test]
+fn every_metric_is_named_as_a_scraper_sees_it() {
+    assert_eq!(
+        exposed_names(),
+        [
+            "oomtrace_attribution_failures_total",
+            "oomtrace_build_info",
+            "oomtrace_history_write_errors_total",
+            "oomtrace_host_oom_kills_total",
+            "oomtrace_last_oom_kill_timestamp_seconds",
+            "oomtrace_oom_kills_total",
+            "oomtrace_restart_loop",
+            "oomtrace_ringbuf_dropped_total",
+            "oomtrace_sigkills_total",
+            "oomtrace_start_time_seconds",
+        ]
+        .map(str::to_owned)
+        .into()
+    );
 }
 
 #[test]

@@ -67,8 +67,8 @@ pub fn table(events: &[StoredEvent], style: &Style) -> Vec<String> {
                 },
                 victim.into(),
                 container_cell(event).into(),
-                limit_cell(event, &record).into(),
-                trigger_cell(event, &record).into(),
+                limit_cell(event, record.as_ref()).into(),
+                trigger_cell(event, record.as_ref()).into(),
             ]
         })
         .collect();
@@ -85,7 +85,7 @@ mod tests {
 
     fn event(id: i64, record: serde_json::Value) -> StoredEvent {
         let row = crate::history::row::EventRow::from_record(
-            &record,
+            &crate::record::tests::from_value(record),
             crate::history::row::Source::Live,
             "boot",
         )

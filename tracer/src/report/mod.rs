@@ -71,13 +71,13 @@ pub fn history(args: HistoryArgs) -> anyhow::Result<()> {
             }
         }
         ListFormat::Json => {
-            let records: Vec<_> = events.iter().map(|event| event.record_json()).collect();
+            let records: Vec<_> = events.iter().map(|event| event.listed()).collect();
             serde_json::to_writer_pretty(&mut out, &records)?;
             writeln!(out)?;
         }
         ListFormat::Jsonl => {
             for event in &events {
-                serde_json::to_writer(&mut out, &event.record_json())?;
+                serde_json::to_writer(&mut out, &event.listed())?;
                 writeln!(out)?;
             }
         }
@@ -98,7 +98,7 @@ pub fn show(args: ShowArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match format {
         ShowFormat::Json => {
-            serde_json::to_writer_pretty(&mut out, &event.record_json())?;
+            serde_json::to_writer_pretty(&mut out, &event.listed())?;
             writeln!(out)?;
         }
         ShowFormat::Text => {

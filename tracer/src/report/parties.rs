@@ -1,18 +1,15 @@
-//! The people-facing names of a stored record's parties, read from its JSON. Every name goes
-//! through [`printable`]: they come from containers' owners and processes.
+//! The people-facing names of a stored record's parties. Every name goes through
+//! [`printable`]: they come from containers' owners and processes.
 
-use serde_json::Value;
-
+use crate::attribute::Source;
 use crate::history::query::StoredEvent;
 use crate::names::printable;
+use crate::record::party::{Names, Party};
+use crate::record::{Body, Record};
 
-fn text<'a>(value: &'a Value, pointer: &str) -> Option<&'a str> {
-    value.pointer(pointer).and_then(Value::as_str)
-}
-
-/// The stored record, parsed; `Null` if it cannot be (then only the columns are shown).
-pub fn record(event: &StoredEvent) -> Value {
-    serde_json::from_str(&event.record).unwrap_or(Value::Null)
+/// The stored record, read back; `None` if it cannot be (then only the columns are shown).
+pub fn record(event: &StoredEvent) -> Option<Record> {
+    serde_json::from_str(&event.record).ok()
 }
 
 /// The victim's (a sigkill's target's) container for a table cell: its name, else the start of
@@ -36,34 +33,38 @@ pub fn container_cell(event: &StoredEvent) -> String {
 }
 
 /// The victim's (a sigkill's target's) Compose service, `project/service`, if it ran in one.
-pub fn compose_service_cell(record: &Value) -> Option<String> {
-    let party = record.get("victim").or_else(|| record.get("target"))?;
-    let service = text(party, "/container/compose/service")?;
-    Some(match text(party, "/container/compose/project") {
-        Some(project) => format!("{}/{}", printable(project), printable(service)),
-        None => printable(service),
+pub fn compose_service_cell(record: Option<&Record>) -> Option<String> {
+    let party = match &record?.body {
+        Body::OomKill(kill) => &kill.victim,
+        Body::Sigkill(sigkill) => &sigkill.target,
+        _ => return None,
+    };
+    let compose = party.names.container.as_ref()?.compose.as_ref()?;
+    let service = printable(compose.service.as_deref()?);
+    Some(match &compose.project {
+        Some(project) => format!("{}/{service}", printable(project)),
+        None => service,
     })
 }
 
-/// `service db of project shop`, when a party's container belongs to a Compose service.
-fn compose_service(party: &Value) -> Option<String> {
-    Some(format!(
-        "service {} of project {}",
-        printable(text(party, "/container/compose/service")?),
-        printable(text(party, "/container/compose/project")?)
-    ))
-}
-
 /// Whose limit was hit, in a few words: `host`, `web` (a container), a cgroup path.
-pub fn limit_cell(event: &StoredEvent, record: &Value) -> String {
+pub fn limit_cell(event: &StoredEvent, record: Option<&Record>) -> String {
     if event.kind != "oom_kill" {
         return "-".to_owned();
     }
-    let domain = &record["domain"];
+    let domain = match record.map(|record| &record.body) {
+        Some(Body::OomKill(kill)) => kill.domain.as_ref(),
+        _ => None,
+    };
     match event.domain_kind.as_deref() {
         Some("host") => "host".to_owned(),
-        Some("cgroup") => owner_short(domain)
-            .or_else(|| text(domain, "/cgroup/path").map(printable))
+        Some("cgroup") => domain
+            .and_then(|domain| {
+                owner_short(&domain.names).or_else(|| {
+                    let cgroup = domain.cgroup.as_ref()?;
+                    Some(printable(&cgroup.path))
+                })
+            })
             .unwrap_or_else(|| "a cgroup".to_owned()),
         _ => "unknown".to_owned(),
     }
@@ -71,12 +72,15 @@ pub fn limit_cell(event: &StoredEvent, record: &Value) -> String {
 
 /// The trigger of an OOM kill (`itself` when the victim's own allocation set it off), or the
 /// sender of a SIGKILL.
-pub fn trigger_cell(event: &StoredEvent, record: &Value) -> String {
-    let trigger_pid = record
-        .pointer("/trigger/process/pid")
-        .and_then(Value::as_u64);
-    if event.kind == "oom_kill" && trigger_pid == Some(u64::from(event.victim_pid)) {
-        return "itself".to_owned();
+pub fn trigger_cell(event: &StoredEvent, record: Option<&Record>) -> String {
+    if let Some(Body::OomKill(kill)) = record.map(|record| &record.body) {
+        let trigger_pid = kill
+            .trigger
+            .as_ref()
+            .and_then(|trigger| trigger.process.pid);
+        if trigger_pid == Some(event.victim_pid) {
+            return "itself".to_owned();
+        }
     }
     event
         .trigger_name
@@ -84,45 +88,57 @@ pub fn trigger_cell(event: &StoredEvent, record: &Value) -> String {
         .map_or_else(|| "-".to_owned(), printable)
 }
 
-/// `container web`, `pod shop/web-0`, `unit nginx.service`: who owns a party's cgroup, briefly.
-pub fn owner_short(party: &Value) -> Option<String> {
-    if let Some(name) = text(party, "/container/name").filter(|name| !name.is_empty()) {
+/// `container web`, `pod shop/web-0`, `unit nginx.service`: who owns a cgroup, briefly.
+pub fn owner_short(names: &Names) -> Option<String> {
+    if let Some(name) = names.container_name() {
         return Some(format!("container {}", printable(name)));
     }
-    if let Some(id) = text(party, "/container/id") {
+    if let Some(container) = &names.container {
+        let id = &container.id;
         return Some(format!(
             "container {}",
             printable(id.get(..12).unwrap_or(id))
         ));
     }
-    if let Some(pod) = text(party, "/k8s/pod/name").or_else(|| text(party, "/k8s/pod/uid")) {
+    if let Some(pod) = names
+        .pod()
+        .and_then(|pod| pod.name.as_deref().or(pod.uid.as_deref()))
+    {
         return Some(format!("pod {}", printable(pod)));
     }
-    text(party, "/systemd/unit").map(|unit| format!("unit {}", printable(unit)))
+    names
+        .systemd
+        .as_ref()
+        .map(|systemd| format!("unit {}", printable(&systemd.unit)))
 }
 
-/// Who owns a party's cgroup, in full: `container web (podman, localhost/web:1, pod shop/web-0)`,
-/// else its cgroup path.
-pub fn owner(party: &Value) -> Option<String> {
-    let Some(short) = owner_short(party) else {
-        return text(party, "/memcg/path")
-            .or_else(|| text(party, "/cgroup/path"))
-            .or_else(|| text(party, "/attribution/path"))
-            .map(|path| format!("cgroup {}", printable(path)));
+/// Who owns a cgroup, in full: `container web (podman, localhost/web:1, pod shop/web-0)`,
+/// else `cgroup <path>`: the `path` given, else the one the names were resolved from.
+pub fn owner(names: &Names, path: Option<&str>) -> Option<String> {
+    let Some(short) = owner_short(names) else {
+        let path = path.or(names
+            .attribution
+            .as_ref()
+            .map(|attribution| attribution.path.as_str()))?;
+        return Some(format!("cgroup {}", printable(path)));
     };
     let mut about = Vec::new();
-    if party.get("container").is_some() {
-        about.extend(compose_service(party));
-        about.extend(text(party, "/container/runtime").map(printable));
-        about.extend(text(party, "/container/image/name").map(printable));
+    if let Some(container) = &names.container {
+        about.extend(crate::names::compose_service(names));
+        about.extend(container.runtime.as_deref().map(printable));
+        about.extend(container.image.as_ref().map(|image| printable(&image.name)));
         if let (Some(namespace), Some(pod)) = (
-            text(party, "/k8s/namespace/name"),
-            text(party, "/k8s/pod/name"),
+            names.namespace(),
+            names.pod().and_then(|pod| pod.name.as_deref()),
         ) {
             about.push(format!("pod {}/{}", printable(namespace), printable(pod)));
         }
     }
-    if text(party, "/attribution/source") == Some("tombstone") {
+    if names
+        .attribution
+        .as_ref()
+        .is_some_and(|attribution| attribution.source == Source::Tombstone)
+    {
         about.push("since removed".to_owned());
     }
     Some(if about.is_empty() {
@@ -133,16 +149,19 @@ pub fn owner(party: &Value) -> Option<String> {
 }
 
 /// `pid 42 (java) in container web (podman, …)`.
-pub fn party(party: &Value) -> String {
+pub fn party(party: &Party) -> String {
     let pid = party
-        .pointer("/process/pid")
-        .and_then(Value::as_u64)
+        .process
+        .pid
         .map_or_else(|| "pid ?".to_owned(), |pid| format!("pid {pid}"));
-    let mut out = match text(party, "/process/executable/name") {
+    let mut out = match party.process.comm() {
         Some(comm) => format!("{pid} ({})", printable(comm)),
         None => pid,
     };
-    if let Some(owner) = owner(party) {
+    let path = [&party.memcg, &party.cgroup]
+        .into_iter()
+        .find_map(|cgroup| cgroup.as_ref()?.path.as_deref());
+    if let Some(owner) = owner(&party.names, path) {
         out.push_str(" in ");
         out.push_str(&owner);
     }

@@ -1,11 +1,13 @@
 //! `oomtrace show ID`: one stored kill in full, for people.
 
-use serde_json::Value;
-
-use super::parties::{owner, party, record};
+use super::parties::{owner, owner_short, party, record};
 use super::style::{Paint, Style, WIDTH, truncate, wrap};
+use crate::attribute::DomainKind;
 use crate::history::query::StoredEvent;
+use crate::incident::SenderKind;
 use crate::names::{human_bytes, printable};
+use crate::record::kill::{Count, Domain, Explanation};
+use crate::record::{Body, OomKillRecord, SigkillRecord};
 
 /// Labels are this wide, so values line up.
 const LABEL: usize = 11;
@@ -33,13 +35,13 @@ pub fn text(event: &StoredEvent, incident: &[StoredEvent], style: &Style) -> Vec
             event.ktime_ns as f64 / 1e9
         ),
     ));
-    if record.is_null() {
-        lines.push("the stored record cannot be read".to_owned());
-        return lines;
-    }
-    match event.kind.as_str() {
-        "sigkill" => sigkill(&record, &mut lines),
-        _ => oom_kill(&record, incident, event, &mut lines),
+    match record.map(|record| record.body) {
+        Some(Body::Sigkill(sigkill)) => self::sigkill(&sigkill, &mut lines),
+        Some(Body::OomKill(kill)) => oom_kill(&kill, incident, event, &mut lines),
+        _ => {
+            lines.push("the stored record cannot be read".to_owned());
+            return lines;
+        }
     }
     lines
         .into_iter()
@@ -58,52 +60,51 @@ fn labelled(label: &str, value: String) -> String {
 }
 
 fn oom_kill(
-    record: &Value,
+    record: &OomKillRecord,
     incident: &[StoredEvent],
     event: &StoredEvent,
     lines: &mut Vec<String>,
 ) {
-    if let Some(verdict) = record
-        .pointer("/explanation/verdict")
-        .and_then(Value::as_str)
-    {
+    if let Some(Explanation { verdict, .. }) = &record.explanation {
         lines.push(String::new());
         lines.extend(wrap(&printable(verdict), ""));
     }
     lines.push(String::new());
-    let victim = &record["victim"];
+    let victim = &record.victim;
     lines.push(labelled("Victim", party(victim)));
-    if let Some(memory) = victim.pointer("/process/memory") {
-        let bytes = |name: &str| memory.get(name).and_then(Value::as_u64).map(human_bytes);
+    if let Some(memory) = &victim.process.memory {
         let mut parts = Vec::new();
-        for (name, label) in [
-            ("usage_bytes", "resident"),
-            ("anon_rss_bytes", "anon"),
-            ("file_rss_bytes", "file"),
-            ("shmem_rss_bytes", "shmem"),
-            ("virtual_bytes", "virtual"),
+        for (bytes, label) in [
+            (memory.usage_bytes, "resident"),
+            (memory.anon_rss_bytes, "anon"),
+            (memory.file_rss_bytes, "file"),
+            (memory.shmem_rss_bytes, "shmem"),
+            (memory.virtual_bytes, "virtual"),
         ] {
-            parts.extend(bytes(name).map(|size| format!("{label} {size}")));
+            parts.extend(bytes.map(|bytes| format!("{label} {}", human_bytes(bytes))));
         }
         lines.push(labelled("", parts.join(", ")));
     }
     let mut facts = Vec::new();
-    if let Some(adj) = victim
-        .pointer("/process/oom_score_adj")
-        .and_then(Value::as_i64)
-    {
+    if let Some(adj) = victim.process.oom_score_adj {
         facts.push(format!("oom_score_adj {adj}"));
     }
-    if let Some(points) = victim.pointer("/badness/points").and_then(Value::as_i64) {
-        let estimated = victim.pointer("/badness/estimated") == Some(&Value::Bool(true));
+    if let Some(badness) = &victim.badness {
         facts.push(format!(
-            "badness {points}{}",
-            if estimated { " (estimated)" } else { "" }
+            "badness {}{}",
+            badness.points,
+            if badness.estimated {
+                " (estimated)"
+            } else {
+                ""
+            }
         ));
     }
     match victim
-        .pointer("/container/main_process")
-        .and_then(Value::as_bool)
+        .names
+        .container
+        .as_ref()
+        .and_then(|container| container.main_process)
     {
         Some(true) => facts.push("its container's main process".to_owned()),
         Some(false) => facts.push("not its container's main process".to_owned()),
@@ -112,30 +113,48 @@ fn oom_kill(
     if !facts.is_empty() {
         lines.push(labelled("", facts.join(", ")));
     }
-    lines.push(labelled("Trigger", party(&record["trigger"])));
-    lines.push(labelled("Limit hit", domain(&record["domain"])));
-    snapshot(record, lines);
-    if let Some(restart) = record.pointer("/explanation/restart_loop") {
-        lines.push(labelled(
-            "Pattern",
-            format!(
-                "restart loop: {} OOM kills of this container within {}",
-                restart["count"],
-                hours(&restart["window_seconds"])
-            ),
-        ));
+    let trigger = record
+        .trigger
+        .as_ref()
+        .map_or_else(|| "pid ?".to_owned(), party);
+    lines.push(labelled("Trigger", trigger));
+    let limit = record
+        .domain
+        .as_ref()
+        .map_or_else(|| "unknown".to_owned(), domain);
+    lines.push(labelled("Limit hit", limit));
+    if let Some(explanation) = &record.explanation {
+        snapshot(explanation, lines);
+        if let Some(Count {
+            count,
+            window_seconds,
+        }) = explanation.restart_loop
+        {
+            lines.push(labelled(
+                "Pattern",
+                format!(
+                    "restart loop: {count} OOM kills of this container within {}",
+                    hours(window_seconds)
+                ),
+            ));
+        }
+        if let Some(Count {
+            count,
+            window_seconds,
+        }) = explanation.recurring_trigger
+        {
+            lines.push(labelled(
+                "Pattern",
+                format!(
+                    "recurring trigger: {count} host-wide OOMs within {}",
+                    hours(window_seconds)
+                ),
+            ));
+        }
     }
-    if let Some(recurring) = record.pointer("/explanation/recurring_trigger") {
-        lines.push(labelled(
-            "Pattern",
-            format!(
-                "recurring trigger: {} host-wide OOMs within {}",
-                recurring["count"],
-                hours(&recurring["window_seconds"])
-            ),
-        ));
-    }
-    if let Some(id) = record.pointer("/incident/id").and_then(Value::as_str) {
+    if let Some(incident_record) = &record.incident
+        && let Some(id) = &incident_record.id
+    {
         let others: Vec<String> = incident
             .iter()
             .filter(|other| other.id != event.id)
@@ -151,9 +170,9 @@ fn oom_kill(
                 )
             })
             .collect();
-        let message = record
-            .pointer("/incident/message")
-            .and_then(Value::as_str)
+        let message = incident_record
+            .message
+            .as_deref()
             .map_or(String::new(), |message| {
                 format!(" \"{}\"", printable(message))
             });
@@ -167,87 +186,63 @@ fn oom_kill(
     }
 }
 
-fn domain(domain: &Value) -> String {
-    let kind = domain
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or("unknown");
-    let mut out = match kind {
-        "host" => "the host ran out of memory, no cgroup limit was hit".to_owned(),
-        "cgroup" => owner(domain).unwrap_or_else(|| "a cgroup".to_owned()),
-        _ => "unknown".to_owned(),
+fn domain(domain: &Domain) -> String {
+    let path = domain.cgroup.as_ref().map(|cgroup| cgroup.path.as_str());
+    let mut out = match domain.kind {
+        DomainKind::Host => "the host ran out of memory, no cgroup limit was hit".to_owned(),
+        DomainKind::Cgroup => owner(&domain.names, path).unwrap_or_else(|| "a cgroup".to_owned()),
+        DomainKind::Unknown => "unknown".to_owned(),
     };
-    if kind == "cgroup"
-        && owner(domain).is_some_and(|owner| !owner.starts_with("cgroup "))
-        && let Some(path) = domain.pointer("/cgroup/path").and_then(Value::as_str)
+    if domain.kind == DomainKind::Cgroup
+        && owner_short(&domain.names).is_some()
+        && let Some(path) = path
     {
         out.push_str(&format!(", cgroup {}", printable(path)));
     }
-    let memory = &domain["memory"];
-    let bytes = |name: &str| memory.get(name).and_then(Value::as_u64).map(human_bytes);
-    if let Some(limit) = bytes("limit_bytes") {
-        out.push_str(&format!(", limit {limit}"));
+    if let Some(memory) = &domain.memory {
+        if let Some(limit) = memory.limit_bytes {
+            out.push_str(&format!(", limit {}", human_bytes(limit)));
+        }
+        if let Some(usage) = memory.usage_bytes {
+            out.push_str(&format!(", usage {}", human_bytes(usage)));
+        }
+        if let (Some(available), Some(total)) = (memory.available_bytes, memory.total_bytes) {
+            out.push_str(&format!(
+                ", {} of {} available",
+                human_bytes(available),
+                human_bytes(total)
+            ));
+        }
     }
-    if let Some(usage) = bytes("usage_bytes") {
-        out.push_str(&format!(", usage {usage}"));
-    }
-    if let (Some(available), Some(total)) = (bytes("available_bytes"), bytes("total_bytes")) {
-        out.push_str(&format!(", {available} of {total} available"));
-    }
-    if domain.get("inferred") == Some(&Value::Bool(true)) {
-        let basis = domain
-            .get("basis")
-            .and_then(Value::as_str)
-            .unwrap_or("none");
-        out.push_str(&format!(" (inferred: {})", printable(basis)));
+    if domain.inferred == Some(true) {
+        let basis = domain.basis.map_or("none", |basis| basis.as_str());
+        out.push_str(&format!(" (inferred: {basis})"));
     }
     out
 }
 
-fn snapshot(record: &Value, lines: &mut Vec<String>) {
-    let Some(snapshot) = record.pointer("/explanation/snapshot") else {
-        return;
-    };
-    let scope = snapshot
-        .get("scope")
-        .and_then(Value::as_str)
-        .map_or("?".to_owned(), printable);
-    // A cgroup's usage is `memory.usage_bytes`, a process's `process.memory.usage_bytes`.
-    let usage = |entry: &Value| {
-        entry
-            .pointer("/memory/usage_bytes")
-            .or_else(|| entry.pointer("/process/memory/usage_bytes"))
-            .and_then(Value::as_u64)
-            .map_or("?".to_owned(), human_bytes)
-    };
-    let cgroups: Vec<String> = snapshot["cgroups"]
-        .as_array()
-        .into_iter()
-        .flatten()
+fn snapshot(explanation: &Explanation, lines: &mut Vec<String>) {
+    let snapshot = &explanation.snapshot;
+    let scope = printable(&snapshot.scope);
+    let cgroups: Vec<String> = snapshot
+        .cgroups
+        .iter()
         .map(|entry| {
-            let name = super::parties::owner_short(entry).unwrap_or_else(|| {
-                entry
-                    .pointer("/cgroup/path")
-                    .and_then(Value::as_str)
-                    .map_or("?".to_owned(), printable)
-            });
-            format!("{name} {}", usage(entry))
+            let name = owner_short(&entry.names).unwrap_or_else(|| printable(&entry.cgroup.path));
+            format!("{name} {}", human_bytes(entry.memory.usage_bytes))
         })
         .collect();
-    let processes: Vec<String> = snapshot["processes"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let processes: Vec<String> = snapshot
+        .processes
+        .iter()
         .map(|entry| {
-            let comm = entry
-                .pointer("/process/executable/name")
-                .and_then(Value::as_str)
-                .map_or("?".to_owned(), printable);
-            let pid = entry
-                .pointer("/process/pid")
-                .and_then(Value::as_u64)
-                .unwrap_or(0);
-            format!("{comm} (pid {pid}) {}", usage(entry))
+            let process = &entry.process;
+            format!(
+                "{} (pid {}) {}",
+                printable(&process.executable.name),
+                process.pid,
+                human_bytes(process.memory.usage_bytes)
+            )
         })
         .collect();
     if cgroups.is_empty() && processes.is_empty() {
@@ -273,26 +268,25 @@ fn snapshot(record: &Value, lines: &mut Vec<String>) {
     }
 }
 
-fn sigkill(record: &Value, lines: &mut Vec<String>) {
+fn sigkill(record: &SigkillRecord, lines: &mut Vec<String>) {
     lines.push(String::new());
-    lines.push(labelled("Target", party(&record["target"])));
-    let sender = &record["sender"];
-    let kind = match sender.get("kind").and_then(Value::as_str) {
-        Some("process") => "a process (kill())",
-        Some("kernel") => "the kernel",
-        _ => "unknown",
+    lines.push(labelled("Target", party(&record.target)));
+    let kind = match record.sender.kind {
+        SenderKind::Process => "a process (kill())",
+        SenderKind::Kernel => "the kernel",
+        SenderKind::Unknown => "unknown",
     };
-    lines.push(labelled("Sent by", party(sender)));
+    lines.push(labelled("Sent by", party(&record.sender.party)));
     lines.push(labelled("", format!("sent by {kind}")));
-    if let Some(result) = record.pointer("/signal/result").and_then(Value::as_str) {
-        lines.push(labelled("Signal", printable(result)));
+    if let Some(result) = record.signal.result {
+        lines.push(labelled("Signal", result.as_str().to_owned()));
     }
 }
 
-fn hours(seconds: &Value) -> String {
-    match seconds.as_u64() {
-        Some(seconds) if seconds % 3600 == 0 => format!("{} h", seconds / 3600),
-        Some(seconds) => format!("{} min", seconds / 60),
-        None => "the window".to_owned(),
+fn hours(seconds: u64) -> String {
+    if seconds.is_multiple_of(3600) {
+        format!("{} h", seconds / 3600)
+    } else {
+        format!("{} min", seconds / 60)
     }
 }

@@ -47,7 +47,7 @@ pub fn text(
     for event in events.iter().rev() {
         let container = container_cell(event);
         let record = record(event);
-        let service = compose_service_cell(&record);
+        let service = compose_service_cell(record.as_ref());
         let counts = by_container.entry(container.clone()).or_default();
         counts.count(event);
         if let Some(service) = service {
@@ -55,7 +55,9 @@ pub fn text(
         }
         if event.kind == "oom_kill" {
             oom_kills += 1;
-            *by_limit.entry(limit_cell(event, &record)).or_default() += 1;
+            *by_limit
+                .entry(limit_cell(event, record.as_ref()))
+                .or_default() += 1;
             if container != "-" {
                 kill_times.entry(container).or_default().push(event.time_ns);
             }

@@ -1,14 +1,16 @@
-//! Feeds the Prometheus counters ([`crate::metrics`]) from the attributed events. The ring
-//! buffer's losses and the history store's failed writes are read at each scrape instead.
+//! Feeds the Prometheus counters ([`crate::metrics`]) from the records. The ring buffer's
+//! losses and the history store's failed writes are read at each scrape instead.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
-use super::{Context, Sink, Totals};
-use crate::attribute::{AttributedKill, AttributedSigkill, Attribution};
-use crate::incident::OomIncident;
-use crate::metrics::Metrics;
-use crate::metrics::labels::{Names, domain_kind};
+use super::Sink;
+use crate::attribute::DomainKind;
+use crate::metrics::labels::{Names, TriggerLabels};
+use crate::metrics::{KillFacts, Metrics, unix_seconds};
+use crate::record::party;
+use crate::record::{AgentStarted, OomKillRecord, SigkillRecord};
 
 pub struct MetricsSink {
     metrics: Arc<Metrics>,
@@ -19,58 +21,87 @@ impl MetricsSink {
         MetricsSink { metrics }
     }
 
-    /// Each cgroup named by its path only counts once per event, though it may be the victim's,
-    /// the trigger's and the domain's at once.
-    fn failures<'a>(&self, parties: impl IntoIterator<Item = Option<&'a Attribution>>) {
+    /// Each cgroup named by its path only counts once per record, though it may be the
+    /// victim's, the trigger's and the domain's at once.
+    fn failures<'a>(&self, parties: impl IntoIterator<Item = &'a party::Names>) {
         let mut seen = BTreeSet::new();
-        for attribution in parties.into_iter().flatten() {
-            if let Some(warning) = &attribution.warning
+        for attribution in parties
+            .into_iter()
+            .filter_map(|names| names.attribution.as_ref())
+        {
+            if let Some(reason) = attribution.reason
                 && seen.insert(attribution.path.as_str())
             {
-                self.metrics.attribution_failure(warning.reason);
+                self.metrics.attribution_failure(reason);
             }
         }
     }
 }
 
 impl Sink for MetricsSink {
-    fn started(&mut self, context: &Context<'_>) -> std::io::Result<()> {
-        self.metrics.started(context.plan.tier.as_str());
+    fn agent_started(&mut self, started: &AgentStarted) -> std::io::Result<()> {
+        self.metrics.started(started.capture.tier.as_str());
         Ok(())
     }
 
-    fn oom_kill(&mut self, kill: &AttributedKill, context: &Context<'_>) -> std::io::Result<()> {
-        // An exiting task given memory reserves was marked, not killed.
-        if kill.kill.marked_without_kill {
-            return Ok(());
-        }
-        self.metrics.oom_kill(
-            Names::of(kill.victim.as_ref()),
-            domain_kind(kill.domain.kind),
-            context.plan.tier.as_str(),
+    // An `oom_mark_exiting` (an exiting task given memory reserves) was marked, not killed:
+    // the default ignores it.
+    fn oom_kill(&mut self, kill: &OomKillRecord) -> std::io::Result<()> {
+        self.metrics.oom_kill(kill_facts(kill), Instant::now());
+        self.failures(
+            [Some(&kill.victim), kill.trigger.as_ref()]
+                .into_iter()
+                .flatten()
+                .map(|party| &party.names)
+                .chain(kill.domain.as_ref().map(|domain| &domain.names)),
         );
-        self.failures([
-            kill.victim.as_ref(),
-            kill.trigger.as_ref(),
-            kill.domain.attribution.as_ref(),
-        ]);
         Ok(())
     }
 
-    fn oom_incident(&mut self, _: &OomIncident, _: &Context<'_>) -> std::io::Result<()> {
-        Ok(())
-    }
-
-    fn sigkill(&mut self, sigkill: &AttributedSigkill, _: &Context<'_>) -> std::io::Result<()> {
+    fn sigkill(&mut self, sigkill: &SigkillRecord) -> std::io::Result<()> {
         self.metrics.sigkill(
-            Names::of(sigkill.target.as_ref()),
-            sigkill.sigkill.sender_kind.as_str(),
+            Names::of(&sigkill.target.names),
+            sigkill.sender.kind.as_str(),
         );
-        self.failures([sigkill.target.as_ref(), sigkill.sender.as_ref()]);
+        self.failures([&sigkill.target.names, &sigkill.sender.party.names]);
         Ok(())
     }
+}
 
-    fn stopped(&mut self, _: &Totals, _: &Context<'_>) -> std::io::Result<()> {
-        Ok(())
+/// What the metrics count of `kill`.
+fn kill_facts(kill: &OomKillRecord) -> KillFacts {
+    let domain_kind = kill
+        .domain
+        .as_ref()
+        .map_or(DomainKind::Unknown, |domain| domain.kind);
+    // The record's own time, written by the agent: it parses; the epoch if not.
+    let killed_at = kill
+        .time
+        .parse::<jiff::Timestamp>()
+        .map_or(SystemTime::UNIX_EPOCH, SystemTime::from);
+    KillFacts {
+        victim: Names::of(&kill.victim.names),
+        domain_kind: domain_kind.as_str(),
+        main_process: kill
+            .victim
+            .names
+            .container
+            .as_ref()
+            .and_then(|container| container.main_process),
+        tier: kill.capture.tier.map_or("unknown", |tier| tier.as_str()),
+        host_trigger: (domain_kind == DomainKind::Host).then(|| {
+            let trigger = kill.trigger.as_ref();
+            TriggerLabels::new(
+                trigger.map_or_else(Names::default, |trigger| Names::of(&trigger.names)),
+                trigger
+                    .and_then(|trigger| trigger.process.comm())
+                    .unwrap_or(""),
+            )
+        }),
+        unix_seconds: unix_seconds(killed_at),
+        restart_loop: kill
+            .explanation
+            .as_ref()
+            .is_some_and(|explanation| explanation.restart_loop.is_some()),
     }
 }

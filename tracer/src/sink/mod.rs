@@ -1,50 +1,57 @@
-//! Sinks: where a finished, attributed kill goes. The human log line is always written; JSON Lines
-//! and Prometheus counters on request.
+//! Sinks: where a finished record goes. The human log line is always written; JSON Lines and
+//! Prometheus counters on request.
+//!
+//! A new output (OTLP, journald, …) is one file here implementing [`Sink`] (only the methods of
+//! the kinds it cares about: the rest default to doing nothing) and one line in the agent that
+//! adds it to the list.
 
 pub mod json;
 pub mod metrics;
 pub mod text;
 
-use crate::attribute::{AttributedKill, AttributedSigkill};
-use crate::capture::CapturePlan;
-use crate::incident::OomIncident;
-
-/// What every record carries about the agent itself.
-#[derive(Clone, Copy, Debug)]
-pub struct Context<'a> {
-    pub plan: &'a CapturePlan,
-    pub ringbuf_dropped_total: u64,
-    pub clock: crate::clock::KernelClock,
-}
-
-/// Totals for the shutdown record.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Totals {
-    pub records: u64,
-    pub oom_kills: u64,
-    /// SIGKILLs not sent by the OOM killer to its victim.
-    pub sigkills: u64,
-    /// SIGKILLs the OOM killer sent to a victim it marked: part of an `oom_kill`, not reported.
-    pub oom_sigkills: u64,
-    pub decode_errors: u64,
-    /// Events that could not be written to the history (see `crate::history`).
-    pub history_write_errors: u64,
-}
+use crate::record::{
+    AgentStarted, AgentStopped, Body, OomIncidentRecord, OomKillRecord, Record, SigkillRecord,
+};
 
 pub trait Sink {
-    fn started(&mut self, context: &Context<'_>) -> std::io::Result<()>;
-    fn oom_kill(&mut self, kill: &AttributedKill, context: &Context<'_>) -> std::io::Result<()>;
+    /// Every record, in order. By default each kind goes to its own method below; a sink that
+    /// writes any record the same way (JSON Lines) overrides this instead.
+    fn write(&mut self, record: &Record) -> std::io::Result<()> {
+        match &record.body {
+            Body::AgentStarted(started) => self.agent_started(started),
+            Body::OomKill(kill) => self.oom_kill(kill),
+            Body::OomMarkExiting(marked) => self.oom_mark_exiting(marked),
+            Body::OomIncident(incident) => self.oom_incident(incident),
+            Body::Sigkill(sigkill) => self.sigkill(sigkill),
+            Body::AgentStopped(stopped) => self.agent_stopped(stopped),
+        }
+    }
+
+    /// The programs are attached: from here on no kill is missed.
+    fn agent_started(&mut self, _started: &AgentStarted) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn oom_kill(&mut self, _kill: &OomKillRecord) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    /// A victim marked with no OOM-killer invocation open: nothing was killed.
+    fn oom_mark_exiting(&mut self, _marked: &OomKillRecord) -> std::io::Result<()> {
+        Ok(())
+    }
+
     /// The end of one `oom_kill_process` invocation, in the full tier.
-    fn oom_incident(
-        &mut self,
-        incident: &OomIncident,
-        context: &Context<'_>,
-    ) -> std::io::Result<()>;
+    fn oom_incident(&mut self, _incident: &OomIncidentRecord) -> std::io::Result<()> {
+        Ok(())
+    }
+
     /// A SIGKILL that was not the OOM killer's to its victim.
-    fn sigkill(
-        &mut self,
-        sigkill: &AttributedSigkill,
-        context: &Context<'_>,
-    ) -> std::io::Result<()>;
-    fn stopped(&mut self, totals: &Totals, context: &Context<'_>) -> std::io::Result<()>;
+    fn sigkill(&mut self, _sigkill: &SigkillRecord) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn agent_stopped(&mut self, _stopped: &AgentStopped) -> std::io::Result<()> {
+        Ok(())
+    }
 }

@@ -2,30 +2,31 @@
 
 use std::fmt::Write as _;
 
-use super::{Context, Sink, Totals};
-use crate::attribute::{
-    AttributedKill, AttributedSigkill, Attribution, DomainKind, ResolvedDomain,
-};
+use super::Sink;
+use crate::attribute::DomainKind;
 use crate::cgroup_path::PathKind;
-use crate::decode::{CgroupRef, SigkillPart};
-use crate::incident::{OomIncident, OomKill, SenderKind, Sigkill};
+use crate::incident::SenderKind;
 use crate::names::{human_kb, name, printable, short_name};
+use crate::record::kill::Domain;
+use crate::record::party::{Cgroup, Party};
+use crate::record::sigkill::Sender;
+use crate::record::{AgentStarted, AgentStopped, OomIncidentRecord, OomKillRecord, SigkillRecord};
 
 /// Writes through `log` (env_logger on stderr).
 pub struct LogSink;
 
 impl Sink for LogSink {
-    fn started(&mut self, context: &Context<'_>) -> std::io::Result<()> {
-        let plan = context.plan;
+    fn agent_started(&mut self, started: &AgentStarted) -> std::io::Result<()> {
+        let capture = &started.capture;
         log::info!(
             "attached; capture tier {}: {}; tracepoint fields: {}; {}; {}",
-            plan.tier,
-            plan.reason,
-            plan.layout.fields_present().join(", "),
-            plan.victim_source(),
-            if plan.signal_task_hook.is_some() {
+            capture.tier,
+            capture.reason,
+            capture.tracepoint_fields.join(", "),
+            capture.victim_source(),
+            if capture.sigkill_task_hook.is_some() {
                 "every SIGKILL is traced, its target's memory and cgroups read in the kernel"
-            } else if plan.signal_layout.is_some() {
+            } else if capture.sigkill {
                 "every SIGKILL is traced, its target's cgroups read from /proc"
             } else {
                 "SIGKILLs other than the OOM killer's are not traced"
@@ -34,26 +35,34 @@ impl Sink for LogSink {
         Ok(())
     }
 
-    fn oom_kill(&mut self, kill: &AttributedKill, _: &Context<'_>) -> std::io::Result<()> {
-        log::warn!("{}", line(kill));
-        if let Some(explanation) = &kill.explanation {
-            log::info!("why: {}", explanation.verdict);
-        }
+    fn oom_kill(&mut self, kill: &OomKillRecord) -> std::io::Result<()> {
+        log::warn!("{}", line(kill, false));
+        why(kill);
         Ok(())
     }
 
-    fn oom_incident(&mut self, incident: &OomIncident, _: &Context<'_>) -> std::io::Result<()> {
-        let OomIncident {
-            context,
+    fn oom_mark_exiting(&mut self, marked: &OomKillRecord) -> std::io::Result<()> {
+        log::warn!("{}", line(marked, true));
+        why(marked);
+        Ok(())
+    }
+
+    fn oom_incident(&mut self, incident: &OomIncidentRecord) -> std::io::Result<()> {
+        let OomIncidentRecord {
+            incident,
             victims,
             ended,
+            ..
         } = incident;
         // A plain kill is already one line; say more only for group kills and lost ends.
         if victims.len() > 1 || !ended {
-            let pids: Vec<String> = victims.iter().map(u32::to_string).collect();
+            let pids: Vec<String> = victims
+                .iter()
+                .map(|victim| victim.process.pid.to_string())
+                .collect();
             log::warn!(
                 "OOM incident {}: {} victims ({}){}",
-                context.id,
+                incident.id.as_deref().unwrap_or("?"),
                 victims.len(),
                 pids.join(", "),
                 if *ended { "" } else { "; its end was not seen" }
@@ -62,86 +71,85 @@ impl Sink for LogSink {
         Ok(())
     }
 
-    fn sigkill(&mut self, sigkill: &AttributedSigkill, _: &Context<'_>) -> std::io::Result<()> {
+    fn sigkill(&mut self, sigkill: &SigkillRecord) -> std::io::Result<()> {
         log::warn!("{}", sigkill_line(sigkill));
         Ok(())
     }
 
-    fn stopped(&mut self, totals: &Totals, context: &Context<'_>) -> std::io::Result<()> {
-        let Totals {
+    fn agent_stopped(&mut self, stopped: &AgentStopped) -> std::io::Result<()> {
+        let crate::record::Totals {
             records,
             oom_kills,
             sigkills,
             oom_sigkills: _,
             decode_errors,
+            ringbuf_dropped_total,
             history_write_errors,
-        } = totals;
+        } = stopped.totals;
         log::info!(
             "stopped: {oom_kills} OOM kills and {sigkills} other SIGKILLs from {records} records, \
              {decode_errors} undecodable, \
-             {} lost in the kernel (ring buffer full), \
-             {history_write_errors} not stored in the history",
-            context.ringbuf_dropped_total
+             {ringbuf_dropped_total} lost in the kernel (ring buffer full), \
+             {history_write_errors} not stored in the history"
         );
         Ok(())
     }
 }
 
+fn why(kill: &OomKillRecord) {
+    if let Some(explanation) = &kill.explanation {
+        log::info!("why: {}", explanation.verdict);
+    }
+}
+
 /// One line per kill, e.g. `OOM kill: pid 4242 (hog) anon-rss 63.9 MiB … in container web
 /// (podman, localhost/web:1); the limit of container web (48.0 MiB) was hit; triggered by itself`.
-pub fn line(attributed: &AttributedKill) -> String {
-    let AttributedKill {
-        kill,
-        victim: victim_names,
-        trigger: trigger_names,
-        main_process,
-        domain,
-        explanation: _,
-    } = attributed;
-    let OomKill {
-        ktime_ns: _,
+/// `marked_without_kill`: the `oom_mark_exiting` record of an exiting task given reserves.
+pub fn line(kill: &OomKillRecord, marked_without_kill: bool) -> String {
+    let OomKillRecord {
         victim,
         trigger,
-        parts: _,
-        incident: _,
-        marked_without_kill,
-        badness,
-        namespace_init: _,
-    } = &**kill;
+        domain,
+        ..
+    } = kill;
+    let victim_thread = thread_id(victim);
     let mut line = format!(
         "{}: pid {} ({})",
-        if *marked_without_kill {
+        if marked_without_kill {
             "OOM, nothing killed: an exiting task was given memory reserves"
         } else {
             "OOM kill"
         },
-        victim.pid,
-        printable(victim.comm.as_deref().unwrap_or("?"))
+        victim_thread.map_or_else(|| "?".to_owned(), |pid| pid.to_string()),
+        printable(victim.process.comm().unwrap_or("?"))
     );
-    if let Some(fields) = &victim.fields {
-        for (name, kb) in [
-            ("anon-rss", fields.anon_rss_kb),
-            ("file-rss", fields.file_rss_kb),
-            ("shmem-rss", fields.shmem_rss_kb),
+    if let Some(memory) = &victim.process.memory {
+        for (name, bytes) in [
+            ("anon-rss", memory.anon_rss_bytes),
+            ("file-rss", memory.file_rss_bytes),
+            ("shmem-rss", memory.shmem_rss_bytes),
         ] {
-            if let Some(kb) = kb {
-                let _ = write!(line, " {name} {}", human_kb(kb));
+            if let Some(bytes) = bytes {
+                let _ = write!(line, " {name} {}", human_kb(bytes / 1024));
             }
         }
-        if let Some(adj) = fields.oom_score_adj {
-            let _ = write!(line, " oom_score_adj {adj}");
-        }
     }
-    line.push_str(&place(
-        victim_names.as_ref(),
-        victim.memcg.as_ref(),
-        victim.cgroup.as_ref(),
-    ));
-    if *main_process == Some(false) {
+    if let Some(adj) = victim.process.oom_score_adj {
+        let _ = write!(line, " oom_score_adj {adj}");
+    }
+    line.push_str(&place(victim));
+    let main_process = victim
+        .names
+        .container
+        .as_ref()
+        .and_then(|container| container.main_process);
+    if main_process == Some(false) {
         line.push_str(", not its main process (the runtime will not report OOMKilled)");
     }
-    line.push_str(&domain_text(domain));
-    if let Some(badness) = badness {
+    if let Some(domain) = domain {
+        line.push_str(&domain_text(domain));
+    }
+    if let Some(badness) = &victim.badness {
         let _ = write!(
             line,
             "; badness {}{}",
@@ -153,23 +161,29 @@ pub fn line(attributed: &AttributedKill) -> String {
             }
         );
     }
-    let same_task =
-        victim.tgid.unwrap_or(victim.pid) == trigger.task.tgid || victim.pid == trigger.task.pid;
+    let Some(trigger) = trigger else {
+        return line;
+    };
+    let same_task = victim.process.pid.is_some() && victim.process.pid == trigger.process.pid
+        || victim_thread.is_some() && victim_thread == thread_id(trigger);
     if same_task {
         line.push_str("; triggered by itself");
     } else {
         let _ = write!(
             line,
             "; triggered by pid {} ({})",
-            trigger.task.pid,
-            printable(&trigger.task.comm)
+            thread_id(trigger).map_or_else(|| "?".to_owned(), |pid| pid.to_string()),
+            printable(trigger.process.comm().unwrap_or("?"))
         );
-        line.push_str(&place(
-            trigger_names.as_ref(),
-            trigger.memcg.as_ref(),
-            trigger.cgroup.as_ref(),
-        ));
-        if let (None, None, Some(id)) = (&trigger.cgroup, trigger_names, trigger.cgroup_id) {
+        line.push_str(&place(trigger));
+        // Without BTF the kernel gives the trigger's cgroup2 id only.
+        if trigger.names.attribution.is_none()
+            && let Some(Cgroup {
+                id: Some(id),
+                path: None,
+                ..
+            }) = &trigger.cgroup
+        {
             let _ = write!(line, " in cgroup id {id}");
         }
     }
@@ -178,62 +192,48 @@ pub fn line(attributed: &AttributedKill) -> String {
 
 /// One line per SIGKILL, e.g. `SIGKILL: pid 123 (postgres) in container db (podman), sent by
 /// pid 456 (bash) on the host (kill from a process)`.
-pub fn sigkill_line(attributed: &AttributedSigkill) -> String {
-    let AttributedSigkill {
-        sigkill,
-        target: target_names,
-        sender: sender_names,
-    } = attributed;
-    let Sigkill {
-        part,
-        target_task,
-        // Through `target_tgid`.
-        target_proc: _,
-        sender_kind,
-    } = &**sigkill;
-    let SigkillPart {
-        cpu: _,
-        ktime_ns: _,
-        target,
-        sender,
-        sender_cgroup_id,
-        sender_cgroup,
-        sender_memcg,
-    } = part;
-    let tgid = sigkill.target_tgid();
-    let mut line = format!("SIGKILL: pid {}", tgid.unwrap_or(target.pid));
-    if tgid.is_some_and(|tgid| tgid != target.pid) {
-        let _ = write!(line, " (thread {})", target.pid);
+pub fn sigkill_line(sigkill: &SigkillRecord) -> String {
+    let SigkillRecord { target, sender, .. } = sigkill;
+    let Sender {
+        kind,
+        party: sender,
+    } = sender;
+    let thread = thread_id(target);
+    let pid = target.process.pid.or(thread);
+    let mut line = format!(
+        "SIGKILL: pid {}",
+        pid.map_or_else(|| "?".to_owned(), |pid| pid.to_string())
+    );
+    if let (Some(pid), Some(thread)) = (pid, thread)
+        && pid != thread
+    {
+        let _ = write!(line, " (thread {thread})");
     }
     let _ = write!(
         line,
         " ({})",
-        printable(target.comm.as_deref().unwrap_or("?"))
+        printable(target.process.comm().unwrap_or("?"))
     );
-    let (target_memcg, target_cgroup) = target_task.as_ref().map_or((None, None), |task| {
-        (task.target_memcg.as_ref(), task.target_cgroup.as_ref())
-    });
-    match target_names {
-        Some(names) => line.push_str(&party_place(names, target_memcg, target_cgroup)),
-        None => line.push_str(" (gone before its cgroup could be read)"),
+    if target.names.attribution.is_some() {
+        line.push_str(&party_place(target));
+    } else {
+        line.push_str(" (gone before its cgroup could be read)");
     }
     let _ = write!(
         line,
         ", sent by pid {} ({})",
-        sender.tgid,
-        printable(&sender.comm)
+        sender
+            .process
+            .pid
+            .map_or_else(|| "?".to_owned(), |pid| pid.to_string()),
+        printable(sender.process.comm().unwrap_or("?"))
     );
-    match sender_names {
-        Some(names) => line.push_str(&party_place(
-            names,
-            sender_memcg.as_ref(),
-            sender_cgroup.as_ref(),
-        )),
-        None => {
-            let _ = write!(line, " in cgroup id {sender_cgroup_id}");
-        }
+    if sender.names.attribution.is_some() {
+        line.push_str(&party_place(sender));
+    } else if let Some(id) = sender.cgroup.as_ref().and_then(|cgroup| cgroup.id) {
+        let _ = write!(line, " in cgroup id {id}");
     }
-    line.push_str(match sender_kind {
+    line.push_str(match kind {
         SenderKind::Process => " (kill from a process)",
         SenderKind::Kernel => " (sent by the kernel)",
         SenderKind::Unknown => "",
@@ -241,39 +241,51 @@ pub fn sigkill_line(attributed: &AttributedSigkill) -> String {
     line
 }
 
+fn thread_id(party: &Party) -> Option<u32> {
+    party.thread.map(|thread| thread.id)
+}
+
 /// ` on the host` for the root cgroup, else as [`place`].
-fn party_place(
-    names: &Attribution,
-    memcg: Option<&CgroupRef>,
-    cgroup: Option<&CgroupRef>,
-) -> String {
-    if names.identity.kind == PathKind::Host {
+fn party_place(party: &Party) -> String {
+    let on_host = party.names.attribution.as_ref().is_some_and(|attribution| {
+        crate::cgroup_path::parse(&attribution.path).kind == PathKind::Host
+    });
+    if on_host {
         return " on the host".to_owned();
     }
-    place(Some(names), memcg, cgroup)
+    place(party)
 }
 
 /// ` in container web (podman, localhost/web:1)`, ` in pod shop/web-0`, ` in unit nginx.service`,
 /// else the cgroup paths.
-fn place(
-    names: Option<&Attribution>,
-    memcg: Option<&CgroupRef>,
-    cgroup: Option<&CgroupRef>,
-) -> String {
-    match names.and_then(name) {
+fn place(party: &Party) -> String {
+    let Party {
+        names,
+        memcg,
+        cgroup,
+        ..
+    } = party;
+    // Only a cgroup with a path says where: an id alone is for the caller to add.
+    let memcg = memcg.as_ref().and_then(|cgroup| cgroup.path.as_deref());
+    let cgroup = cgroup.as_ref().and_then(|cgroup| cgroup.path.as_deref());
+    match name(names) {
         Some(name) => format!(" in {name}"),
-        None => match names {
+        None => match &names.attribution {
             // Read from /proc: the kernel captured no path.
-            Some(names) if memcg.is_none() && cgroup.is_none() => {
-                format!(" in cgroup {}", printable(&names.path))
+            Some(attribution) if memcg.is_none() && cgroup.is_none() => {
+                format!(" in cgroup {}", printable(&attribution.path))
             }
             _ => cgroups(memcg, cgroup),
         },
     }
 }
 
-fn domain_text(domain: &ResolvedDomain) -> String {
-    let inferred = if domain.inferred() { " (inferred)" } else { "" };
+fn domain_text(domain: &Domain) -> String {
+    let inferred = if domain.inferred == Some(true) {
+        " (inferred)"
+    } else {
+        ""
+    };
     match domain.kind {
         DomainKind::Host => {
             format!("; the host ran out of memory, no cgroup limit was hit{inferred}")
@@ -281,7 +293,7 @@ fn domain_text(domain: &ResolvedDomain) -> String {
         DomainKind::Unknown => String::new(),
         DomainKind::Cgroup => {
             // Short: the party it names is usually described in full just before.
-            let whose = match domain.attribution.as_ref().and_then(short_name) {
+            let whose = match short_name(&domain.names) {
                 Some(name) => name,
                 None => format!(
                     "memcg {}",
@@ -289,7 +301,8 @@ fn domain_text(domain: &ResolvedDomain) -> String {
                 ),
             };
             let limit = domain
-                .limit_bytes
+                .memory
+                .and_then(|memory| memory.limit_bytes)
                 .map(|bytes| format!(" ({})", human_kb(bytes / 1024)))
                 .unwrap_or_default();
             format!("; the limit of {whose}{limit} was hit{inferred}")
@@ -298,28 +311,73 @@ fn domain_text(domain: &ResolvedDomain) -> String {
 }
 
 /// ` in memcg /a (cgroup /b)`, collapsed when both are the same path.
-fn cgroups(memcg: Option<&CgroupRef>, cgroup: Option<&CgroupRef>) -> String {
+fn cgroups(memcg: Option<&str>, cgroup: Option<&str>) -> String {
     match (memcg, cgroup) {
-        (Some(memcg), Some(cgroup)) if memcg.path == cgroup.path => {
-            format!(" in cgroup {}", printable(&memcg.path))
+        (Some(memcg), Some(cgroup)) if memcg == cgroup => {
+            format!(" in cgroup {}", printable(memcg))
         }
         (Some(memcg), Some(cgroup)) => format!(
             " in memcg {} (cgroup {})",
-            printable(&memcg.path),
-            printable(&cgroup.path)
+            printable(memcg),
+            printable(cgroup)
         ),
-        (Some(memcg), None) => format!(" in memcg {}", printable(&memcg.path)),
-        (None, Some(cgroup)) => format!(" in cgroup {}", printable(&cgroup.path)),
+        (Some(memcg), None) => format!(" in memcg {}", printable(memcg)),
+        (None, Some(cgroup)) => format!(" in cgroup {}", printable(cgroup)),
         (None, None) => String::new(),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::attribute::{AttributedKill, AttributedSigkill};
+    use crate::capture::{CapturePlan, Tier};
+    use crate::clock::KernelClock;
     use crate::decode::tests::{as_bytes, layout_6_18, mark_victim_record, victim_task_record};
     use crate::decode::{Task, decode};
-    use crate::incident::Joiner;
+    use crate::incident::{Joiner, OomKill};
+    use crate::record::{Body, Context, build};
+
+    fn plan() -> CapturePlan {
+        CapturePlan {
+            tier: Tier::NoFunctionTracing,
+            reason: "test".into(),
+            mark_victim_arg: None,
+            task_hook: None,
+            function_hook: None,
+            layout: layout_6_18(),
+            constraint_names: Vec::new(),
+            signal_layout: None,
+            signal_task_hook: None,
+        }
+    }
+
+    /// The log line of `kill`'s record.
+    fn line(kill: &AttributedKill) -> String {
+        let plan = plan();
+        let context = Context {
+            plan: &plan,
+            ringbuf_dropped_total: 0,
+            clock: KernelClock::now(),
+        };
+        match build::oom_kill(kill, None, None, &context).body {
+            Body::OomKill(record) => super::line(&record, false),
+            other => panic!("an oom_kill, not {other:?}"),
+        }
+    }
+
+    /// The log line of `sigkill`'s record.
+    fn sigkill_line(sigkill: &AttributedSigkill) -> String {
+        let plan = plan();
+        let context = Context {
+            plan: &plan,
+            ringbuf_dropped_total: 0,
+            clock: KernelClock::now(),
+        };
+        match build::sigkill(sigkill, &context).body {
+            Body::Sigkill(record) => super::sigkill_line(&record),
+            other => panic!("a sigkill, not {other:?}"),
+        }
+    }
 
     fn kill() -> OomKill {
         let now = std::time::Instant::now();

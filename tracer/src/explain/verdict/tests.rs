@@ -102,7 +102,6 @@ fn own_limit() -> AttributedKill {
         trigger: Some(web.clone()),
         main_process: Some(true),
         domain: domain(DomainKind::Cgroup, Basis::Kernel, Some(web), Some(48 << 20)),
-        explanation: None,
     }
 }
 
@@ -114,7 +113,6 @@ fn host_wide() -> AttributedKill {
         trigger: Some(container(BUILDER, "builder", None)),
         main_process: Some(true),
         domain: domain(DomainKind::Host, Basis::Kernel, None, None),
-        explanation: None,
     }
 }
 
@@ -234,7 +232,6 @@ fn cgroups_nobody_owns_are_named_by_their_paths() {
         trigger: Some(place("/builder")),
         main_process: None,
         domain: domain(DomainKind::Host, Basis::Kernel, None, None),
-        explanation: None,
     };
     let text = verdict(&kill, &Top::default(), Flags::default(), HOURS_6);
     assert_eq!(

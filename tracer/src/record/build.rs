@@ -1,0 +1,648 @@
+//! Records from the pipeline's types: the one place that decides what each record holds.
+//! Exhaustive destructuring throughout: a field added to a pipeline type stops the build here
+//! until it is written, or deliberately left out.
+
+use std::collections::BTreeMap;
+
+use super::agent::{AgentInfo, AgentStarted, AgentStopped, CaptureInfo, Totals};
+use super::kill::{
+    Basis, CapturePart, Domain, DomainCgroup, DomainMemory, Explanation, Incident, IncidentDomain,
+    KillCapture, OomIncidentRecord, OomKillRecord, Pid, VictimRef,
+};
+use super::party::{
+    self, Attribution, Cgroup, Compose, Container, Executable, Image, K8s, Memory, Named, Names,
+    Party, Pod, Process, Systemd, Thread, User,
+};
+use super::sigkill::{Sender, SigkillRecord, Signal, SignalResult};
+use super::{Body, Record};
+use crate::attribute::runtime::{ComposeNames, ContainerMetadata, K8sNames};
+use crate::attribute::{AttributedKill, AttributedSigkill, DomainKind, ResolvedDomain};
+use crate::badness::Badness;
+use crate::capture::{CapturePlan, TaskHook};
+use crate::cgroup_path::{ContainerRef, PathIdentity, PodRef};
+use crate::clock::KernelClock;
+use crate::decode::mark_victim::MarkVictimFields;
+use crate::decode::{CgroupRef, ContextPart, SigkillPart, Task};
+use crate::incident::{IncidentContext, OomIncident, OomKill, Parts, Sigkill, Trigger, Victim};
+use crate::observe::cgroupfs::CgroupMemory;
+use crate::observe::snapshot::{DomainMemory as DomainMemoryRead, HostMemory};
+
+/// What every record of a running agent carries about the agent itself.
+#[derive(Clone, Copy, Debug)]
+pub struct Context<'a> {
+    pub plan: &'a CapturePlan,
+    pub ringbuf_dropped_total: u64,
+    pub clock: KernelClock,
+}
+
+impl Context<'_> {
+    fn capture(&self, parts: Vec<CapturePart>) -> KillCapture {
+        KillCapture {
+            tier: Some(self.plan.tier),
+            parts,
+            ringbuf_dropped_total: Some(self.ringbuf_dropped_total),
+        }
+    }
+
+    fn time(&self, ktime_ns: u64) -> String {
+        self.clock.wall_time(ktime_ns).to_string()
+    }
+}
+
+/// `agent_started`, written once the programs are attached.
+pub fn agent_started(plan: &CapturePlan, time: jiff::Timestamp, agent: AgentInfo) -> Record {
+    let CapturePlan {
+        tier,
+        reason,
+        mark_victim_arg,
+        task_hook,
+        function_hook,
+        layout,
+        constraint_names: _,
+        signal_layout,
+        signal_task_hook,
+    } = plan;
+    Record::new(Body::AgentStarted(AgentStarted {
+        time: time.to_string(),
+        capture: CaptureInfo {
+            tier: *tier,
+            reason: reason.clone(),
+            mark_victim_argument: mark_victim_arg.as_ref().map(|arg| arg.kind().to_owned()),
+            task_hook: task_hook.map(task_hook_name),
+            function_hook: function_hook.map(|hook| hook.as_str().to_owned()),
+            tracepoint_fields: layout
+                .fields_present()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            sigkill: signal_layout.is_some(),
+            sigkill_task_hook: signal_task_hook.map(task_hook_name),
+        },
+        agent,
+    }))
+}
+
+/// `agent_stopped`, after everything captured was written.
+pub fn agent_stopped(totals: Totals, time: jiff::Timestamp) -> Record {
+    Record::new(Body::AgentStopped(AgentStopped {
+        time: time.to_string(),
+        totals,
+    }))
+}
+
+fn task_hook_name(hook: TaskHook) -> String {
+    match hook {
+        TaskHook::TpBtf => "tp_btf",
+        TaskHook::RawTp => "raw_tp",
+    }
+    .to_owned()
+}
+
+/// The `oom_kill` record of a kill (`oom_mark_exiting` when nothing was killed), with what the
+/// explain stage said of it and the domain's memory as the observe stage read it.
+pub fn oom_kill(
+    kill: &AttributedKill,
+    explanation: Option<Explanation>,
+    domain_memory: Option<&DomainMemoryRead>,
+    context: &Context<'_>,
+) -> Record {
+    let AttributedKill {
+        kill,
+        victim: victim_names,
+        trigger: trigger_names,
+        main_process,
+        domain,
+    } = kill;
+    let OomKill {
+        ktime_ns,
+        victim,
+        trigger,
+        parts,
+        incident,
+        marked_without_kill,
+        badness,
+        // Read into `main_process`, which the victim's names carry.
+        namespace_init: _,
+    } = &**kill;
+    let Parts {
+        tracepoint,
+        task,
+        chosen,
+        sigkill,
+    } = *parts;
+    let parts = [
+        (tracepoint, CapturePart::Tracepoint),
+        (task, CapturePart::Task),
+        (chosen, CapturePart::Chosen),
+        (sigkill, CapturePart::Sigkill),
+    ]
+    .into_iter()
+    .filter_map(|(present, part)| present.then_some(part))
+    .collect();
+    let record = OomKillRecord {
+        time: context.time(*ktime_ns),
+        ktime_ns: *ktime_ns,
+        capture: context.capture(parts),
+        kmsg: None,
+        victim: Party {
+            badness: badness.map(badness_record),
+            names: names(victim_names.as_ref(), *main_process),
+            ..victim_party(victim)
+        },
+        trigger: Some(Party {
+            names: names(trigger_names.as_ref(), None),
+            ..trigger_party(trigger)
+        }),
+        domain: Some(resolved_domain(domain, domain_memory)),
+        explanation,
+        incident: incident
+            .as_deref()
+            .map(|incident| incident_record(incident, context.plan)),
+        kmsg_oom_group: None,
+    };
+    // The same shape either way; the kind tells a consumer not to count it as a kill.
+    Record::new(if *marked_without_kill {
+        Body::OomMarkExiting(record)
+    } else {
+        Body::OomKill(record)
+    })
+}
+
+/// The `oom_incident` record: the end of one `oom_kill_process` invocation.
+pub fn oom_incident(incident: &OomIncident, context: &Context<'_>) -> Record {
+    let OomIncident {
+        context: incident_context,
+        victims,
+        ended,
+    } = incident;
+    let ktime_ns = incident_context.entry.ktime_ns;
+    Record::new(Body::OomIncident(OomIncidentRecord {
+        time: context.time(ktime_ns),
+        ktime_ns,
+        capture: context.capture(vec![CapturePart::Function]),
+        incident: incident_record(incident_context, context.plan),
+        victims: victims
+            .iter()
+            .map(|pid| VictimRef {
+                process: Pid { pid: *pid },
+            })
+            .collect(),
+        ended: *ended,
+        trigger: task_party(&incident_context.entry.trigger),
+    }))
+}
+
+/// The `sigkill` record.
+pub fn sigkill(sigkill: &AttributedSigkill, context: &Context<'_>) -> Record {
+    let AttributedSigkill {
+        sigkill,
+        target: target_names,
+        sender: sender_names,
+    } = sigkill;
+    let Sigkill {
+        part,
+        target_task,
+        // Through `target_tgid`.
+        target_proc: _,
+        sender_kind,
+    } = &**sigkill;
+    let SigkillPart {
+        cpu: _,
+        ktime_ns,
+        target,
+        sender,
+        sender_cgroup_id,
+        sender_cgroup,
+        sender_memcg,
+    } = part;
+    let tgid = sigkill.target_tgid();
+    let sender_cgroup = match sender_cgroup {
+        Some(cgroup) => cgroup_record(cgroup),
+        None => Cgroup {
+            id: Some(*sender_cgroup_id),
+            ..Cgroup::default()
+        },
+    };
+    Record::new(Body::Sigkill(SigkillRecord {
+        time: context.time(*ktime_ns),
+        ktime_ns: *ktime_ns,
+        capture: context.capture(vec![CapturePart::Signal]),
+        target: Party {
+            process: Process {
+                pid: Some(tgid.unwrap_or(target.pid)),
+                executable: target.comm.clone().map(|name| Executable { name }),
+                ..Process::default()
+            },
+            thread: Some(Thread { id: target.pid }),
+            cgroup: target_task
+                .as_ref()
+                .and_then(|task| task.target_cgroup.as_ref())
+                .map(cgroup_record),
+            memcg: target_task
+                .as_ref()
+                .and_then(|task| task.target_memcg.as_ref())
+                .map(cgroup_record),
+            badness: None,
+            names: names(target_names.as_ref(), None),
+        },
+        sender: Sender {
+            kind: *sender_kind,
+            party: Party {
+                cgroup: Some(sender_cgroup),
+                memcg: sender_memcg.as_ref().map(cgroup_record),
+                names: names(sender_names.as_ref(), None),
+                ..task_party(sender)
+            },
+        },
+        signal: Signal {
+            code: target.code,
+            group: target.group.map(|group| group != 0),
+            result: target.result.map(SignalResult::from_kernel),
+        },
+    }))
+}
+
+/// Who owns a cgroup, as the attribute stage found it; `main_process` is the victim's.
+pub fn names(
+    attribution: Option<&crate::attribute::Attribution>,
+    main_process: Option<bool>,
+) -> Names {
+    let Some(attribution) = attribution else {
+        return Names::default();
+    };
+    let crate::attribute::Attribution {
+        path,
+        identity,
+        container: metadata,
+        source,
+        warning,
+    } = attribution;
+    let PathIdentity {
+        kind: _,
+        container: path_container,
+        pod: path_pod,
+        systemd_unit,
+    } = identity;
+    Names {
+        container: container(path_container.as_ref(), metadata.as_deref(), main_process),
+        k8s: k8s(path_pod.as_ref(), metadata.as_deref().map(|meta| &meta.k8s)),
+        systemd: systemd_unit.clone().map(|unit| Systemd { unit }),
+        attribution: Some(Attribution {
+            source: *source,
+            path: path.clone(),
+            warning: warning.as_ref().map(|warning| warning.message.clone()),
+            reason: warning.as_ref().map(|warning| warning.reason),
+        }),
+    }
+}
+
+/// What the cgroup path alone says: for a kill recovered from the kernel log, whose runtime is
+/// not asked (such a container is usually long gone).
+pub fn names_from_path(path: &str) -> Names {
+    names(Some(&crate::attribute::Attribution::from_path(path)), None)
+}
+
+fn container(
+    from_path: Option<&ContainerRef>,
+    from_runtime: Option<&ContainerMetadata>,
+    main_process: Option<bool>,
+) -> Option<Container> {
+    match (from_runtime, from_path) {
+        (Some(meta), path) => {
+            let ContainerMetadata {
+                id,
+                name,
+                image,
+                runtime,
+                main_pid: _,
+                memory_limit_bytes,
+                restart_policy,
+                restart_count,
+                k8s: _,
+                compose,
+                // Said by `attribution.source`.
+                origin: _,
+                labels: _,
+            } = meta;
+            let ComposeNames {
+                project,
+                service,
+                number,
+            } = compose;
+            Some(Container {
+                id: id.clone(),
+                name: Some(name.clone()).filter(|name| !name.is_empty()),
+                image: image.clone().map(|name| Image { name }),
+                // The engine that answered, else what the path says.
+                runtime: Some(*runtime)
+                    .filter(|runtime| !runtime.is_empty())
+                    .or_else(|| path.and_then(|p| p.runtime).map(|r| r.as_str()))
+                    .map(str::to_owned),
+                main_process,
+                memory_limit_bytes: *memory_limit_bytes,
+                restart_policy: restart_policy.clone(),
+                restart_count: *restart_count,
+                compose: (project.is_some() || service.is_some()).then(|| Compose {
+                    project: project.clone(),
+                    service: service.clone(),
+                    number: *number,
+                }),
+            })
+        }
+        (None, Some(ContainerRef { runtime, id })) => Some(Container {
+            id: id.clone(),
+            runtime: runtime.map(|runtime| runtime.as_str().to_owned()),
+            main_process,
+            ..Container::default()
+        }),
+        (None, None) => None,
+    }
+}
+
+fn k8s(from_path: Option<&PodRef>, labels: Option<&K8sNames>) -> Option<K8s> {
+    let pod = Pod {
+        name: labels.and_then(|k8s| k8s.pod_name.clone()),
+        uid: labels
+            .and_then(|k8s| k8s.pod_uid.clone())
+            .or(from_path.map(|pod| pod.uid.clone())),
+        qos_class: from_path.map(|pod| pod.qos),
+    };
+    let has_pod = pod.name.is_some() || pod.uid.is_some() || pod.qos_class.is_some();
+    let named = |name: Option<&String>| name.map(|name| Named { name: name.clone() });
+    let k8s = K8s {
+        pod: has_pod.then_some(pod),
+        namespace: named(labels.and_then(|k8s| k8s.namespace.as_ref())),
+        container: named(labels.and_then(|k8s| k8s.container_name.as_ref())),
+    };
+    (k8s.pod.is_some() || k8s.namespace.is_some() || k8s.container.is_some()).then_some(k8s)
+}
+
+/// The top-level `domain` of an `oom_kill`; `at_the_moment` is what the observe stage read of
+/// it.
+fn resolved_domain(domain: &ResolvedDomain, at_the_moment: Option<&DomainMemoryRead>) -> Domain {
+    let ResolvedDomain {
+        kind,
+        cgroup,
+        limit_bytes,
+        basis,
+        attribution,
+    } = domain;
+    Domain {
+        kind: *kind,
+        inferred: Some(domain.inferred()),
+        basis: Some(match basis {
+            crate::attribute::Basis::Kernel => Basis::Kernel,
+            crate::attribute::Basis::Counters => Basis::Counters,
+            crate::attribute::Basis::ContainerLimit => Basis::ContainerLimit,
+            crate::attribute::Basis::None => Basis::None,
+        }),
+        cgroup: cgroup.as_ref().map(|cgroup| DomainCgroup {
+            id: cgroup.id,
+            path: cgroup.path.clone(),
+        }),
+        memory: domain_memory(*limit_bytes, at_the_moment),
+        memory_events: match at_the_moment {
+            Some(DomainMemoryRead::Cgroup(cgroup)) if !cgroup.events.is_empty() => Some(
+                cgroup
+                    .events
+                    .iter()
+                    .map(|(name, count)| (name.clone(), *count))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+            _ => None,
+        },
+        names: names(attribution.as_ref(), None),
+    }
+}
+
+fn domain_memory(
+    limit_bytes: Option<u64>,
+    at_the_moment: Option<&DomainMemoryRead>,
+) -> Option<DomainMemory> {
+    let memory = match at_the_moment {
+        Some(DomainMemoryRead::Cgroup(CgroupMemory {
+            usage_bytes,
+            limit_bytes: read_limit,
+            swap_max_bytes,
+            memsw_limit_bytes,
+            events: _,
+        })) => DomainMemory {
+            limit_bytes: limit_bytes.or(*read_limit),
+            usage_bytes: *usage_bytes,
+            swap_max_bytes: *swap_max_bytes,
+            memsw_limit_bytes: *memsw_limit_bytes,
+            ..DomainMemory::default()
+        },
+        Some(DomainMemoryRead::Host(HostMemory {
+            total_bytes,
+            available_bytes,
+            swap_total_bytes,
+            swap_free_bytes,
+        })) => DomainMemory {
+            limit_bytes,
+            total_bytes: *total_bytes,
+            available_bytes: *available_bytes,
+            swap_total_bytes: *swap_total_bytes,
+            swap_free_bytes: *swap_free_bytes,
+            ..DomainMemory::default()
+        },
+        Some(DomainMemoryRead::Unknown) | None => DomainMemory {
+            limit_bytes,
+            ..DomainMemory::default()
+        },
+    };
+    let DomainMemory {
+        limit_bytes,
+        usage_bytes,
+        total_bytes,
+        ..
+    } = &memory;
+    (limit_bytes.is_some() || usage_bytes.is_some() || total_bytes.is_some()).then_some(memory)
+}
+
+fn incident_record(incident: &IncidentContext, plan: &CapturePlan) -> Incident {
+    let IncidentContext { id, entry } = incident;
+    let ContextPart {
+        cpu: _,
+        ktime_ns: _,
+        trigger: _,
+        chosen: _,
+        control,
+        domain,
+        message,
+    } = entry;
+    let domain = match domain {
+        crate::decode::Domain::Host => IncidentDomain {
+            kind: DomainKind::Host,
+            cgroup: None,
+        },
+        crate::decode::Domain::Cgroup(cgroup) => IncidentDomain {
+            kind: DomainKind::Cgroup,
+            cgroup: Some(cgroup_record(cgroup)),
+        },
+        crate::decode::Domain::Unknown => IncidentDomain {
+            kind: DomainKind::Unknown,
+            cgroup: None,
+        },
+    };
+    Incident {
+        id: Some(id.clone()),
+        domain: Some(domain),
+        badness: control.map(|control| badness_record(Badness::from_kernel(&control))),
+        constraint: control.map(|control| {
+            plan.constraint_name(control.constraint)
+                .map_or_else(|| control.constraint.to_string(), str::to_owned)
+        }),
+        order: control.map(|control| control.order),
+        gfp_mask: control.map(|control| format!("{:#x}", control.gfp_mask)),
+        message: Some(message.clone()),
+    }
+}
+
+fn badness_record(badness: Badness) -> party::Badness {
+    party::Badness {
+        points: badness.points,
+        totalpages: Some(badness.totalpages),
+        score: Some(badness.score()),
+        estimated: badness.estimated,
+    }
+}
+
+fn cgroup_record(cgroup: &CgroupRef) -> Cgroup {
+    let CgroupRef {
+        id,
+        path,
+        truncated,
+        incomplete,
+    } = cgroup;
+    Cgroup {
+        id: Some(*id),
+        path: Some(path.clone()),
+        truncated: *truncated,
+        incomplete: *incomplete,
+    }
+}
+
+fn victim_party(victim: &Victim) -> Party {
+    let Victim {
+        pid,
+        tgid,
+        comm,
+        fields,
+        cgroup,
+        memcg,
+    } = victim;
+    Party {
+        process: Process {
+            pid: Some(tgid.unwrap_or(*pid)),
+            executable: comm.clone().map(|name| Executable { name }),
+            real_user: fields
+                .as_ref()
+                .and_then(|fields| fields.uid)
+                .map(|id| User { id }),
+            oom_score_adj: fields.as_ref().and_then(|fields| fields.oom_score_adj),
+            // A pid-only tracepoint and no task read: no memory object rather than an empty one.
+            memory: fields
+                .as_ref()
+                .filter(|fields| knows_memory(fields))
+                .map(|fields| {
+                    let MarkVictimFields {
+                        pid: _,
+                        comm: _,
+                        total_vm_kb,
+                        anon_rss_kb,
+                        file_rss_kb,
+                        shmem_rss_kb,
+                        // Written above.
+                        uid: _,
+                        pgtables_kb,
+                        oom_score_adj: _,
+                    } = *fields;
+                    memory(
+                        total_vm_kb,
+                        anon_rss_kb,
+                        file_rss_kb,
+                        shmem_rss_kb,
+                        pgtables_kb,
+                    )
+                }),
+        },
+        thread: Some(Thread { id: *pid }),
+        cgroup: cgroup.as_ref().map(cgroup_record),
+        memcg: memcg.as_ref().map(cgroup_record),
+        badness: None,
+        names: Names::default(),
+    }
+}
+
+fn knows_memory(fields: &MarkVictimFields) -> bool {
+    [
+        fields.total_vm_kb,
+        fields.anon_rss_kb,
+        fields.file_rss_kb,
+        fields.shmem_rss_kb,
+        fields.pgtables_kb,
+    ]
+    .iter()
+    .any(Option::is_some)
+}
+
+/// The victim's memory as the kernel reports it in kB (the tracepoint, or the kernel log's
+/// `Killed process` line), in bytes; resident memory is their sum where all three are known.
+pub fn memory(
+    total_vm_kb: Option<u64>,
+    anon_rss_kb: Option<u64>,
+    file_rss_kb: Option<u64>,
+    shmem_rss_kb: Option<u64>,
+    pgtables_kb: Option<u64>,
+) -> Memory {
+    let bytes = |kb: Option<u64>| kb.map(|kb| kb.saturating_mul(1024));
+    Memory {
+        virtual_bytes: bytes(total_vm_kb),
+        usage_bytes: bytes(
+            [anon_rss_kb, file_rss_kb, shmem_rss_kb]
+                .into_iter()
+                .sum::<Option<u64>>(),
+        ),
+        anon_rss_bytes: bytes(anon_rss_kb),
+        file_rss_bytes: bytes(file_rss_kb),
+        shmem_rss_bytes: bytes(shmem_rss_kb),
+        page_tables_bytes: bytes(pgtables_kb),
+    }
+}
+
+fn trigger_party(trigger: &Trigger) -> Party {
+    let Trigger {
+        task,
+        cgroup_id,
+        cgroup,
+        memcg,
+    } = trigger;
+    // Without BTF only the cgroup2 id is known, from a helper.
+    let cgroup = match (cgroup, cgroup_id) {
+        (Some(cgroup), _) => Some(cgroup_record(cgroup)),
+        (None, Some(id)) => Some(Cgroup {
+            id: Some(*id),
+            ..Cgroup::default()
+        }),
+        (None, None) => None,
+    };
+    Party {
+        cgroup,
+        memcg: memcg.as_ref().map(cgroup_record),
+        ..task_party(task)
+    }
+}
+
+fn task_party(task: &Task) -> Party {
+    let Task { pid, tgid, comm } = task;
+    Party {
+        process: Process {
+            pid: Some(*tgid),
+            executable: Some(Executable { name: comm.clone() }),
+            ..Process::default()
+        },
+        thread: Some(Thread { id: *pid }),
+        ..Party::default()
+    }
+}
