@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::Podman;
 use crate::podman::ulimit_args;
 
 const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+/// Where podman keeps the state the agent names its containers from, mounted as it is.
+const STATE_DIR: &str = "/var/lib/containers/storage/libpod:/var/lib/containers/storage/libpod";
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// The agent linked statically, for the image, which has no libc: `$OOMTRACE_STATIC_BIN`
@@ -126,12 +127,13 @@ pub struct AgentContainer {
 
 impl AgentContainer {
     /// `podman run` as the README says, with these test-only changes, each asserted to apply:
-    /// the container's and the history volume's names are the test's own; the podman socket
-    /// mounted is the test's private service's; the seccomp profile's path is made absolute (the
-    /// README's is relative to the repository); the image is `image`; capabilities this machine
-    /// withholds from root are not asked for (podman could not grant them); and the machine's
-    /// lower ulimits (see [`ulimit_args`]).
-    pub fn start(podman: &Podman, image: &AgentImage, withheld_caps: &[&str]) -> Self {
+    /// the container's and the history volume's names are the test's own; the seccomp profile's
+    /// path is made absolute (the README's is relative to the repository); the image is `image`;
+    /// capabilities this machine withholds from root are not asked for (podman could not grant
+    /// them); and the machine's lower ulimits (see [`ulimit_args`]). podman's state directory is
+    /// mounted as the README says, read-only, unchanged: the test's podman keeps its containers
+    /// there; no runtime socket is mounted.
+    pub fn start(image: &AgentImage, withheld_caps: &[&str]) -> Self {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let suffix = format!(
             "{}-{}",
@@ -143,11 +145,6 @@ impl AgentContainer {
             volume: format!("oomtrace-test-history-{suffix}"),
         };
         let documented = documented_run_line();
-        let socket = podman
-            .socket()
-            .to_str()
-            .expect("the socket's path is UTF-8")
-            .to_owned();
         let mut args = Vec::new();
         let mut replaced = Vec::new();
         let mut words = documented.iter().peekable();
@@ -160,9 +157,18 @@ impl AgentContainer {
                 }
                 "-v" => {
                     let spec = words.next().expect("-v takes a volume");
-                    let spec = if let Some(rest) = spec.strip_prefix("/run/podman/podman.sock:") {
-                        replaced.push("socket");
-                        format!("{socket}:{rest}")
+                    assert!(
+                        !spec.contains(".sock"),
+                        "the README's run line mounts a runtime socket, which is root on the \
+                         host: {spec}"
+                    );
+                    let spec = if spec.starts_with(STATE_DIR) {
+                        assert!(
+                            spec.ends_with(":ro"),
+                            "podman's state is mounted read-only: {spec}"
+                        );
+                        replaced.push("state");
+                        spec.clone()
                     } else if let Some(rest) = spec.strip_prefix("oomtrace-history:") {
                         replaced.push("volume");
                         format!("{}:{rest}", container.volume)
@@ -196,7 +202,7 @@ impl AgentContainer {
                 other => args.push(other.to_owned()),
             }
         }
-        for expected in ["name", "socket", "volume", "seccomp", "image"] {
+        for expected in ["name", "state", "volume", "seccomp", "image"] {
             assert!(
                 replaced.contains(&expected),
                 "the README's run line has no {expected} to replace: {documented:?}"

@@ -1,4 +1,5 @@
-//! What a container test starts, whichever runtime runs it (`podman run`, `docker run`): a
+//! What a container test starts, whichever runtime runs it (`podman run`, `docker run`, the
+//! CRI's `CreateContainer`): a
 //! memory limit and a command in the test image, and a release directory through which the
 //! test lets a held hog go.
 
@@ -104,6 +105,17 @@ impl ContainerSpec {
         args.extend(["--network".to_owned(), "none".to_owned(), image.to_owned()]);
         args.extend(self.command.iter().cloned());
         args
+    }
+
+    /// The limit, for runtimes without `run` flags (the CRI).
+    pub(crate) fn memory_bytes(&self) -> u64 {
+        self.memory_bytes
+    }
+
+    /// The command, for runtimes without `run` flags (the CRI); it expects the release
+    /// directory at [`RELEASE_DIR_IN_CONTAINER`].
+    pub(crate) fn command(&self) -> &[String] {
+        &self.command
     }
 
     fn with_command(memory_bytes: u64, command: Vec<String>) -> Self {

@@ -1,7 +1,8 @@
 //! The container tests' image, for every runtime: a rootfs of the static busybox (with a
 //! symlink per applet, so `sh`, `sleep` and `echo` are on PATH) and the static hog, as a
-//! tarball each runtime imports (`podman import`, `docker import`). No registry is reachable,
-//! and no Dockerfile builder is needed.
+//! tarball each runtime imports (`podman import`, `docker import`), or as an OCI image layout
+//! archive of that one layer for runtimes that import images (`ctr images import`). No registry
+//! is reachable, and no Dockerfile builder is needed.
 
 use std::fs::{self, File};
 use std::hash::{DefaultHasher, Hasher as _};
@@ -9,6 +10,8 @@ use std::io::Read as _;
 use std::os::unix::fs::{PermissionsExt as _, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use serde_json::json;
 
 use crate::{command_output, run_checked, static_hog_binary};
 
@@ -73,6 +76,94 @@ impl Drop for RootfsTarball {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// An OCI image layout archive at `archive` holding one image per `(name, command)`, all of
+/// the one uncompressed layer `rootfs`: what containerd's `ctr images import` reads.
+pub(crate) fn oci_archive(rootfs: &RootfsTarball, images: &[(&str, &[&str])], archive: &Path) {
+    let layout = archive.with_extension("layout");
+    let _ = fs::remove_dir_all(&layout);
+    let blobs = layout.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap_or_else(|err| panic!("creating {}: {err}", blobs.display()));
+    // A blob is named by its digest.
+    let add_blob = |from: &Path| -> (String, u64) {
+        let digest = sha256(from);
+        let size = fs::metadata(from)
+            .unwrap_or_else(|err| panic!("{}: {err}", from.display()))
+            .len();
+        fs::copy(from, blobs.join(&digest))
+            .unwrap_or_else(|err| panic!("copying {} into the layout: {err}", from.display()));
+        (format!("sha256:{digest}"), size)
+    };
+    let add_json = |value: serde_json::Value| {
+        let staged = layout.join("staged.json");
+        fs::write(&staged, value.to_string()).unwrap_or_else(|err| panic!("a blob: {err}"));
+        let blob = add_blob(&staged);
+        let _ = fs::remove_file(&staged);
+        blob
+    };
+    let (layer, layer_size) = add_blob(rootfs.path());
+    let manifests: Vec<serde_json::Value> = images
+        .iter()
+        .map(|(name, command)| {
+            let (config, config_size) = add_json(json!({
+                "architecture": "amd64",
+                "os": "linux",
+                "config": {"Cmd": command, "Env": ["PATH=/usr/local/bin:/bin"]},
+                "rootfs": {"type": "layers", "diff_ids": [layer]},
+            }));
+            let (manifest, manifest_size) = add_json(json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": config,
+                    "size": config_size,
+                },
+                "layers": [{
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": layer,
+                    "size": layer_size,
+                }],
+            }));
+            json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": manifest,
+                "size": manifest_size,
+                "annotations": {"io.containerd.image.name": name},
+            })
+        })
+        .collect();
+    let write = |name: &str, value: serde_json::Value| {
+        fs::write(layout.join(name), value.to_string())
+            .unwrap_or_else(|err| panic!("writing {name}: {err}"));
+    };
+    write(
+        "index.json",
+        json!({"schemaVersion": 2, "manifests": manifests}),
+    );
+    write("oci-layout", json!({"imageLayoutVersion": "1.0.0"}));
+    run_checked(
+        Command::new("tar")
+            .arg("--create")
+            .arg("--file")
+            .arg(archive)
+            .arg("--directory")
+            .arg(&layout)
+            .args(["--numeric-owner", "--owner=0", "--group=0", "."]),
+    );
+    let _ = fs::remove_dir_all(&layout);
+}
+
+/// `sha256sum`'s digest of a file, in hex.
+fn sha256(path: &Path) -> String {
+    let output = command_output(Command::new("sha256sum").arg(path));
+    assert!(output.status.success(), "sha256sum {}", path.display());
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_else(|| panic!("no digest of {}", path.display()))
+        .to_owned()
 }
 
 /// The static busybox and the static hog; panics, saying how to get them, unless both are

@@ -15,6 +15,7 @@ mod cgroup;
 mod compose;
 mod container_cli;
 mod container_spec;
+pub mod cri;
 mod daemon;
 mod docker;
 mod history;

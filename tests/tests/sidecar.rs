@@ -1,6 +1,7 @@
 //! The agent as a container next to the workloads it watches: its image (deploy/Containerfile)
-//! run with the README's `podman run` line, a second, named container OOM-killed, and the
-//! agent container's own JSON output naming it.
+//! run with the README's `podman run` line (no runtime socket: podman's state directory mounted
+//! read-only), a second, named container OOM-killed, and the agent container's own JSON output
+//! naming it from that state.
 
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ fn the_agent_container_names_an_oom_killed_container() {
         .into_iter()
         .filter(|cap| !granted.contains(cap))
         .collect();
-    let agent = AgentContainer::start(&podman, &image, &withheld);
+    let agent = AgentContainer::start(&image, &withheld);
     agent.wait_for_log("following its events", Duration::from_secs(60));
     let drop_line = agent.wait_for_log("capabilities after attach:", Duration::from_secs(5));
 
@@ -68,6 +69,7 @@ fn the_agent_container_names_an_oom_killed_container() {
     expect_field(&kill, "victim.container.id", victim.id());
     expect_field(&kill, "victim.container.runtime", "podman");
     expect_field(&kill, "victim.container.main_process", true);
+    expect_field(&kill, "victim.attribution.source", "state");
     expect_field(&kill, "domain.memory.limit_bytes", LIMIT_BYTES);
 
     assert_eq!(agent.stop(), 0, "the agent's exit code after podman stop");

@@ -42,6 +42,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_tier,
         function_hook,
         runtime_sockets,
+        cri_sockets,
+        kubelet_log_dir,
+        no_kubelet_logs,
         runtime_state,
         runtime_state_only,
         tombstone_ttl,
@@ -82,6 +85,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let attributor = Attributor::start(AttributionOptions {
         sockets: runtime_sockets,
+        cri_sockets,
+        kubelet_logs: (!no_kubelet_logs).then_some(kubelet_log_dir),
         state_dirs: runtime_state,
         state_only: runtime_state_only,
         tombstone_ttl: tombstone_ttl.into(),

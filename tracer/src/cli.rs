@@ -53,6 +53,21 @@ pub struct RunArgs {
     #[arg(long = "runtime-socket", value_name = "PATH")]
     pub runtime_sockets: Vec<String>,
 
+    /// A CRI socket (containerd's or CRI-O's) to name Kubernetes pods and containers by. Repeat
+    /// for several. When none is given: /run/containerd/containerd.sock and
+    /// /run/crio/crio.sock. Like a Docker socket, it grants control of the runtime.
+    #[arg(long = "cri-socket", value_name = "PATH")]
+    pub cri_sockets: Vec<String>,
+
+    /// Where the kubelet's `pods` and `containers` log directories are: their names name pods
+    /// and containers where no CRI socket is reachable (read-only; inotify, no polling).
+    #[arg(long, value_name = "DIR", default_value = crate::attribute::kubelet_logs::DEFAULT_ROOT)]
+    pub kubelet_log_dir: PathBuf,
+
+    /// Do not read the kubelet's log directories.
+    #[arg(long, conflicts_with = "kubelet_log_dir")]
+    pub no_kubelet_logs: bool,
+
     /// A runtime's state directory to name containers by without its API, read-only: Docker's
     /// data root or podman's storage root. Repeat for several. When none is given:
     /// /var/lib/docker and /var/lib/containers/storage. A socket's answer wins where there is
@@ -60,9 +75,10 @@ pub struct RunArgs {
     #[arg(long = "runtime-state", value_name = "DIR")]
     pub runtime_state: Vec<PathBuf>,
 
-    /// Name containers from the runtimes' state directories only, and ask no runtime socket: a
-    /// runtime's socket is root on the host, its state directories mounted read-only are not.
-    #[arg(long, conflicts_with = "runtime_sockets")]
+    /// Name containers from the runtimes' state directories only, and ask no runtime socket
+    /// (Docker API or CRI): a runtime's socket is root on the host, its state directories
+    /// mounted read-only are not.
+    #[arg(long, conflicts_with_all = ["runtime_sockets", "cri_sockets"])]
     pub runtime_state_only: bool,
 
     /// How long a removed container's name is kept for kills reported late, e.g. `24h`, `90m`.

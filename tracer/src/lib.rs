@@ -33,10 +33,12 @@ mod protect;
 mod sink;
 
 /// Crates whose types this library's API takes, for its users to build against the very same
-/// versions: the fuzz targets make a runtime's answers (bollard) from JSON and times with jiff.
+/// versions: the fuzz targets make a runtime's answers (bollard) from JSON and times with jiff;
+/// the CRI tests call the CRI client (tonic's types).
 #[doc(hidden)]
 pub mod deps {
     pub use bollard;
     pub use jiff;
     pub use serde_json;
+    pub use tonic;
 }

@@ -65,6 +65,20 @@ pub fn name(names: &Names) -> Option<String> {
             printable(id)
         ));
     }
+    // A pod by its names (its sandbox, or its own cgroup: never a "pause" container).
+    if let (Some(namespace), Some(pod)) = (
+        names.namespace(),
+        names.pod().and_then(|pod| pod.name.as_deref()),
+    ) {
+        let qos = names.pod().and_then(|pod| pod.qos_class);
+        let about = qos.map(|qos| format!(" ({})", qos.as_str()));
+        return Some(format!(
+            "pod {}/{}{}",
+            printable(namespace),
+            printable(pod),
+            about.unwrap_or_default()
+        ));
+    }
     // A pod known from its cgroup path (a container's pod is named with the container).
     if let Some(pod) = names.pod()
         && let (Some(uid), Some(qos)) = (&pod.uid, pod.qos_class)

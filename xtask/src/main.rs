@@ -2,6 +2,7 @@
 //! fresh machine needs nothing but these two commands.
 
 mod bench;
+mod codegen;
 mod deploy;
 mod fuzz;
 mod image;
@@ -52,6 +53,10 @@ enum Task {
     /// Every fuzz target in fuzz/ for a while (30 s each by default), installing cargo-fuzz
     /// when it is missing.
     Fuzz(fuzz::Options),
+    /// Regenerate the Rust code of the vendored protocol buffers (tracer/proto: the CRI and
+    /// containerd's events) with a pure-Rust proto compiler; `--check` says whether it is
+    /// current, as `lint` does.
+    Codegen(codegen::Options),
     /// The bench's signal helper: SIGCONTs to one process from a tight loop.
     #[command(hide = true, name = "signal-storm")]
     SignalStorm(bench::StormOptions),
@@ -75,6 +80,8 @@ fn main() -> ExitCode {
         Task::Vm(options) => setup::setup().and_then(|env| vm::vm(&env, options)),
         Task::Bench(options) => setup::setup().and_then(|env| bench::bench(&env, options)),
         Task::Fuzz(options) => setup::setup().and_then(|env| fuzz::fuzz(&env, options)),
+        // No eBPF toolchain needed: the generator is plain Rust.
+        Task::Codegen(options) => codegen::codegen(options),
         // No setup: it runs inside a bench that has done it.
         Task::SignalStorm(options) => bench::signal_storm(options),
     };

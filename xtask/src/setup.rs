@@ -186,7 +186,17 @@ fn install_bpf_linker(
 ///   most Docker hosts on Debian run it, for the Compose tests.
 /// * `prometheus` ([`crate::prometheus::install`]): the server the alerting test starts on
 ///   loopback, and `promtool` for `lint`.
-const TEST_PACKAGES: [&str; 4] = ["podman", "busybox-static", "docker.io", "docker-compose"];
+/// * `containerd` and `runc` (which `docker.io` brings too): Kubernetes' runtime, which the CRI
+///   tests run privately (their own socket and state, no kubelet, no CNI) and create pods in
+///   over the CRI, as a kubelet does.
+const TEST_PACKAGES: [&str; 6] = [
+    "podman",
+    "busybox-static",
+    "docker.io",
+    "docker-compose",
+    "containerd",
+    "runc",
+];
 
 /// Installs what the privileged tests need beyond the toolchain, when missing.
 pub fn install_test_tools(apt: &mut Apt) -> anyhow::Result<()> {

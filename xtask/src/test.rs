@@ -76,6 +76,7 @@ pub fn lint(env: &Env) -> anyhow::Result<()> {
         "-D",
         "warnings",
     ]))?;
+    crate::codegen::check(env)?;
     crate::deploy::check()?;
     crate::prometheus::check()
 }

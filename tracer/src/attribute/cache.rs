@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::runtime::{ComposeNames, ContainerMetadata, K8sNames, Origin};
+use super::runtime::{ComposeNames, ContainerMetadata, K8sNames, Origin, Role};
 
 pub const DEFAULT_CAPACITY: usize = 4096;
 /// The CLI's default (`--tombstone-ttl 24h`), for tests.
@@ -83,6 +83,26 @@ impl MetadataCache {
         }
     }
 
+    /// The pod with this uid, as its sandbox or the kubelet's log directory names it, else as
+    /// any of its containers does: a kill in the pod's own cgroup names the pod. Live entries
+    /// first. A scan: pods are looked up only for such kills, and the cache is bounded.
+    pub fn pod(&self, uid: &str, now: Instant) -> Option<Cached> {
+        let (_, entry) = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| entry.meta.k8s.pod_uid.as_deref() == Some(uid))
+            .filter(|(_, entry)| entry.meta.k8s.pod_name.is_some())
+            .min_by_key(|(id, entry)| {
+                (
+                    entry.removed_at.is_some(),
+                    entry.meta.role == Role::Workload,
+                    std::cmp::Reverse(entry.updated_at),
+                    id.as_str(),
+                )
+            })?;
+        self.get(&entry.meta.id, now)
+    }
+
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -128,6 +148,7 @@ fn overlay(primary: ContainerMetadata, secondary: &ContainerMetadata) -> Contain
         name,
         image,
         runtime,
+        role,
         main_pid,
         memory_limit_bytes,
         restart_policy,
@@ -146,6 +167,7 @@ fn overlay(primary: ContainerMetadata, secondary: &ContainerMetadata) -> Contain
         },
         image: image.or_else(|| secondary.image.clone()),
         runtime,
+        role,
         main_pid: main_pid.or(secondary.main_pid),
         memory_limit_bytes: memory_limit_bytes.or(secondary.memory_limit_bytes),
         restart_policy: restart_policy.or_else(|| secondary.restart_policy.clone()),
@@ -157,6 +179,7 @@ fn overlay(primary: ContainerMetadata, secondary: &ContainerMetadata) -> Contain
             container_name: k8s
                 .container_name
                 .or_else(|| secondary.k8s.container_name.clone()),
+            restart_count: k8s.restart_count.or(secondary.k8s.restart_count),
         },
         compose: ComposeNames {
             project: compose
@@ -280,6 +303,28 @@ mod tests {
             cache.upsert(meta(&format!("x{i}"), "x"), start + Duration::from_secs(6));
         }
         assert_eq!(cache.len(), 3);
+    }
+
+    #[test]
+    fn a_pod_is_found_by_its_uid_its_sandbox_first() {
+        let now = Instant::now();
+        let mut cache = MetadataCache::new(8, DEFAULT_TOMBSTONE_TTL);
+        let in_pod = |id: &str, role: Role| {
+            let mut meta = meta(id, id);
+            meta.role = role;
+            meta.k8s.pod_uid = Some("uid-1".to_owned());
+            meta.k8s.pod_name = Some(format!("pod-of-{id}"));
+            meta
+        };
+        cache.upsert(in_pod("worker", Role::Workload), now);
+        assert!(matches!(cache.pod("uid-1", now), Some(Cached::Live(m)) if m.id == "worker"));
+        cache.upsert(in_pod("sandbox", Role::PodSandbox), now);
+        assert!(matches!(cache.pod("uid-1", now), Some(Cached::Live(m)) if m.id == "sandbox"));
+        cache.removed("sandbox", now);
+        assert!(matches!(cache.pod("uid-1", now), Some(Cached::Live(m)) if m.id == "worker"));
+        cache.removed("worker", now);
+        assert!(matches!(cache.pod("uid-1", now), Some(Cached::Tombstone(m)) if m.id == "sandbox"));
+        assert_eq!(cache.pod("uid-2", now), None);
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! what the path alone says and a warning.
 
 mod cache;
+pub mod cri;
 pub mod docker;
+pub mod kubelet_logs;
 pub mod runtime;
 pub mod state;
 mod watch;
@@ -21,7 +23,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use self::cache::{Cached, MetadataCache};
+use self::cri::CriRuntime;
 use self::docker::{DockerApi, LOOKUP_TIMEOUT};
+use self::kubelet_logs::KubeletLogs;
 use self::runtime::{ContainerMetadata, ContainerRuntime, Origin, RuntimeError};
 use self::state::RuntimeState;
 use self::watch::Shared;
@@ -308,6 +312,10 @@ pub struct AttributedSigkill {
 pub struct AttributionOptions {
     /// Docker Engine API sockets (Docker's or podman's); none: [`DEFAULT_SOCKETS`].
     pub sockets: Vec<String>,
+    /// CRI sockets (containerd's, CRI-O's); none: [`cri::DEFAULT_SOCKETS`].
+    pub cri_sockets: Vec<String>,
+    /// Where the kubelet's `pods` and `containers` log directories are, if read at all.
+    pub kubelet_logs: Option<PathBuf>,
     /// Runtime state directories (Docker's data root, podman's storage root); none:
     /// [`state::DEFAULT_DIRS`].
     pub state_dirs: Vec<PathBuf>,
@@ -331,14 +339,22 @@ impl Attributor {
     pub fn start(options: AttributionOptions) -> Self {
         let AttributionOptions {
             mut sockets,
+            mut cri_sockets,
+            kubelet_logs,
             mut state_dirs,
             state_only,
             tombstone_ttl,
         } = options;
         if state_only {
             sockets.clear();
-        } else if sockets.is_empty() {
-            sockets = DEFAULT_SOCKETS.map(str::to_owned).to_vec();
+            cri_sockets.clear();
+        } else {
+            if sockets.is_empty() {
+                sockets = DEFAULT_SOCKETS.map(str::to_owned).to_vec();
+            }
+            if cri_sockets.is_empty() {
+                cri_sockets = cri::DEFAULT_SOCKETS.map(str::to_owned).to_vec();
+            }
         }
         if state_dirs.is_empty() {
             state_dirs = state::DEFAULT_DIRS.map(PathBuf::from).to_vec();
@@ -346,10 +362,16 @@ impl Attributor {
         let apis = sockets
             .into_iter()
             .map(|socket| Arc::new(DockerApi::new(socket)) as Arc<dyn ContainerRuntime>);
+        let cri = cri_sockets
+            .into_iter()
+            .map(|socket| Arc::new(CriRuntime::new(socket)) as Arc<dyn ContainerRuntime>);
         let states = state_dirs.into_iter().map(|dir| {
             Arc::new(RuntimeState::new(dir, cache::DEFAULT_CAPACITY)) as Arc<dyn ContainerRuntime>
         });
-        let runtimes: Vec<Arc<dyn ContainerRuntime>> = apis.chain(states).collect();
+        let logs =
+            kubelet_logs.map(|root| Arc::new(KubeletLogs::new(root)) as Arc<dyn ContainerRuntime>);
+        let runtimes: Vec<Arc<dyn ContainerRuntime>> =
+            apis.chain(cri).chain(states).chain(logs).collect();
         let attributor = Self::with_runtimes(runtimes, tombstone_ttl);
         for runtime in &attributor.runtimes {
             tokio::spawn(watch::watch(
@@ -587,6 +609,7 @@ impl Attributor {
             attribution.container = Some(container);
             attribution.source = source;
         }
+        self.name_pod(&mut attribution);
         attribution
     }
 
@@ -604,6 +627,10 @@ impl Attributor {
                 attribution.warning = self.warn_unrecognised(path);
                 return attribution;
             }
+            (PathKind::Pod, _) => {
+                self.name_pod(&mut attribution);
+                return attribution;
+            }
             _ => return attribution,
         };
         match self.container(&id, deadline).await {
@@ -613,14 +640,77 @@ impl Attributor {
             }
             Err(warning) => {
                 log::warn!(
-                    "container {}: {}; named from its cgroup path only",
+                    "container {}: {}; named from its cgroup path{} only",
                     short(&id),
-                    warning.message
+                    warning.message,
+                    if attribution.identity.pod.is_some() {
+                        " and its pod"
+                    } else {
+                        ""
+                    }
                 );
                 attribution.warning = Some(warning);
             }
         }
+        self.name_pod(&mut attribution);
         attribution
+    }
+
+    /// Fills in the names of the pod the path names, where the container's own say none: a
+    /// kill in a pod's own cgroup, or in a container that nothing knows (the pod is known from
+    /// its sandbox or the kubelet's log directory).
+    fn name_pod(&self, attribution: &mut Attribution) {
+        let Some(uid) = attribution
+            .identity
+            .pod
+            .as_ref()
+            .map(|pod| pod.uid.as_str())
+        else {
+            return;
+        };
+        if attribution
+            .container
+            .as_ref()
+            .is_some_and(|meta| meta.k8s.pod_name.is_some())
+        {
+            return;
+        }
+        let Some((pod, source)) = self
+            .shared
+            .with_cache_quietly(|cache| cache.pod(uid, Instant::now()))
+            .map(found)
+        else {
+            return;
+        };
+        let named = match (&attribution.container, &attribution.identity.container) {
+            // A known container without its pod's names.
+            (Some(meta), _) => {
+                let mut meta = (**meta).clone();
+                meta.k8s = meta.k8s.or_pod(&pod.k8s);
+                meta
+            }
+            // A container nothing knows, in a known pod.
+            (None, Some(container)) => ContainerMetadata {
+                id: container.id.clone(),
+                runtime: pod.runtime,
+                k8s: runtime::K8sNames {
+                    container_name: None,
+                    restart_count: None,
+                    ..pod.k8s.clone()
+                },
+                ..ContainerMetadata::default()
+            },
+            // The pod's own cgroup: the pod.
+            (None, None) => {
+                attribution.source = source;
+                attribution.container = Some(pod);
+                return;
+            }
+        };
+        if attribution.source == Source::Path {
+            attribution.source = source;
+        }
+        attribution.container = Some(Arc::new(named));
     }
 
     /// The cache, then each connected runtime, then the cache again as events arrive or
@@ -721,18 +811,9 @@ impl Attributor {
     }
 
     fn cached(&self, id: &str) -> Option<(Arc<ContainerMetadata>, Source)> {
-        let cache = self
-            .shared
-            .cache
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        match cache.get(id, Instant::now())? {
-            Cached::Live(meta) => {
-                let source = live_source(&meta, Source::Cache);
-                Some((meta, source))
-            }
-            Cached::Tombstone(meta) => Some((meta, Source::Tombstone)),
-        }
+        self.shared
+            .with_cache_quietly(|cache| cache.get(id, Instant::now()))
+            .map(found)
     }
 
     fn warn_unrecognised(&self, path: &str) -> Option<AttributionWarning> {
@@ -752,6 +833,17 @@ impl Attributor {
             FailureReason::UnrecognisedPath,
             warning,
         ))
+    }
+}
+
+/// A cache entry and how it was known.
+fn found(cached: Cached) -> (Arc<ContainerMetadata>, Source) {
+    match cached {
+        Cached::Live(meta) => {
+            let source = live_source(&meta, Source::Cache);
+            (meta, source)
+        }
+        Cached::Tombstone(meta) => (meta, Source::Tombstone),
     }
 }
 

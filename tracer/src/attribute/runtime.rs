@@ -1,6 +1,6 @@
 //! What a container runtime tells about a container, and the interface every runtime client
-//! implements. The Docker Engine API client (which also speaks to podman) is one
-//! implementation; a containerd CRI client would be another.
+//! implements: the Docker Engine API client (which also speaks to podman), the CRI client
+//! (containerd, CRI-O) and the kubelet's log directories.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,6 +20,10 @@ const K8S_POD_NAME: &str = "io.kubernetes.pod.name";
 const K8S_POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
 const K8S_POD_UID: &str = "io.kubernetes.pod.uid";
 const K8S_CONTAINER_NAME: &str = "io.kubernetes.container.name";
+/// The kubelet's annotation; cri-dockerd keeps annotations as labels with an `annotation.`
+/// prefix.
+pub const K8S_RESTART_COUNT: &str = "io.kubernetes.container.restartCount";
+const K8S_RESTART_COUNT_LABEL: &str = "annotation.io.kubernetes.container.restartCount";
 /// The labels docker-compose (v1 and v2) sets on every container it runs.
 const COMPOSE_PROJECT: &str = "com.docker.compose.project";
 const COMPOSE_SERVICE: &str = "com.docker.compose.service";
@@ -34,8 +38,10 @@ pub struct ContainerMetadata {
     pub name: String,
     /// The image as the user named it, e.g. `docker.io/library/postgres:16`.
     pub image: Option<String>,
-    /// `docker` or `podman`: which engine answered.
+    /// `docker`, `podman`, `containerd`, `cri-o` or `kubelet` (its log directories): which
+    /// one answered.
     pub runtime: &'static str,
+    pub role: Role,
     /// The container's main process in the host's pid namespace, while it runs.
     pub main_pid: Option<u32>,
     /// `--memory`, when set.
@@ -53,13 +59,39 @@ pub struct ContainerMetadata {
     pub labels: BTreeMap<String, String>,
 }
 
-/// The Kubernetes names of a container, from the labels the kubelet sets.
+/// What an entry stands for. Most are containers; a pod's sandbox names its pod.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Role {
+    /// A container that runs a workload.
+    #[default]
+    Workload,
+    /// A Kubernetes pod's sandbox ("pause") container: it names its pod, and is never reported
+    /// as the workload.
+    PodSandbox,
+    /// A pod known without its sandbox (from the kubelet's log directory, keyed by its
+    /// directory's name): it names the pod.
+    Pod,
+}
+
+/// The Kubernetes names of a container, from the labels the kubelet sets or its pod's sandbox.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct K8sNames {
     pub pod_name: Option<String>,
     pub pod_uid: Option<String>,
     pub namespace: Option<String>,
     pub container_name: Option<String>,
+    /// How many times the kubelet restarted the container before this one (CRI `attempt`).
+    pub restart_count: Option<u32>,
+}
+
+impl K8sNames {
+    /// The pod's names: `self`'s, else `pod`'s.
+    pub fn or_pod(mut self, pod: &K8sNames) -> K8sNames {
+        self.pod_name = self.pod_name.or_else(|| pod.pod_name.clone());
+        self.pod_uid = self.pod_uid.or_else(|| pod.pod_uid.clone());
+        self.namespace = self.namespace.or_else(|| pod.namespace.clone());
+        self
+    }
 }
 
 /// The Compose names of a container, from the labels docker-compose sets: `shop_db_1` is
@@ -104,6 +136,7 @@ impl ContainerMetadata {
             pod_uid: label(K8S_POD_UID),
             namespace: label(K8S_POD_NAMESPACE),
             container_name: label(K8S_CONTAINER_NAME),
+            restart_count: label(K8S_RESTART_COUNT_LABEL).and_then(|count| count.parse().ok()),
         };
         let compose = ComposeNames {
             project: label(COMPOSE_PROJECT),

@@ -402,3 +402,57 @@ async fn a_runtime_that_is_down_is_not_waited_for() {
     assert!(warning.message.contains("fake is not connected"));
     assert_eq!(warning.reason, FailureReason::RuntimeAbsent);
 }
+
+const UID: &str = "11111111-2222-3333-4444-555555555555";
+
+/// What the CRI or the kubelet's log directory said of pod `pay-prod/ledger-api`.
+fn pod_entry(id: &str, role: runtime::Role) -> ContainerMetadata {
+    let mut pod = ContainerMetadata::new(id, "", "containerd", []);
+    pod.role = role;
+    pod.k8s.pod_name = Some("ledger-api".to_owned());
+    pod.k8s.namespace = Some("pay-prod".to_owned());
+    pod.k8s.pod_uid = Some(UID.to_owned());
+    pod
+}
+
+#[tokio::test]
+async fn a_kill_in_a_pods_own_cgroup_names_the_pod() {
+    let runtime = FakeRuntime::new(|_| panic!("a pod is looked up in the cache"));
+    let attributor = attributor(vec![runtime]);
+    attributor
+        .shared()
+        .with_cache(|cache| cache.upsert(pod_entry(ID, runtime::Role::PodSandbox), Instant::now()));
+    let named = attributor
+        .resolve(&format!("/kubepods/burstable/pod{UID}"), deadline())
+        .await;
+    let pod = named.container.expect("the pod");
+    assert_eq!(pod.role, runtime::Role::PodSandbox);
+    assert_eq!(pod.k8s.pod_name.as_deref(), Some("ledger-api"));
+    assert_eq!(named.source, Source::Cache);
+}
+
+#[tokio::test]
+async fn a_container_nobody_knows_in_a_known_pod_gets_the_pods_names() {
+    let attributor = attributor(vec![FakeRuntime::new(|_| Ok(None))]);
+    attributor.shared().with_cache(|cache| {
+        cache.upsert(
+            pod_entry(&format!("pay-prod_ledger-api_{UID}"), runtime::Role::Pod),
+            Instant::now(),
+        )
+    });
+    let deadline = Instant::now() + Duration::from_millis(50);
+    let named = attributor
+        .resolve(&format!("/kubepods/burstable/pod{UID}/{ID}"), deadline)
+        .await;
+    let container = named.container.expect("named after its pod");
+    assert_eq!(container.id, ID);
+    assert_eq!(container.role, runtime::Role::Workload);
+    assert_eq!(container.k8s.pod_name.as_deref(), Some("ledger-api"));
+    assert_eq!(container.k8s.namespace.as_deref(), Some("pay-prod"));
+    assert_eq!(container.k8s.container_name, None);
+    // The container itself is still unknown, and that is said.
+    assert_eq!(
+        named.warning.map(|warning| warning.reason),
+        Some(FailureReason::UnknownContainer)
+    );
+}

@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 
 use super::cache::MetadataCache;
 use super::docker::LOOKUP_TIMEOUT;
-use super::runtime::{ContainerRuntime, RuntimeError, RuntimeEvent};
+use super::runtime::{ContainerRuntime, Role, RuntimeError, RuntimeEvent};
 
 /// The cache and its change signal, shared by the watchers (writers) and the resolver (reader).
 pub struct Shared {
@@ -34,6 +34,15 @@ impl Shared {
             connected: AtomicUsize::new(0),
             connecting: AtomicUsize::new(0),
         }
+    }
+
+    /// Reads the cache; wakes nobody.
+    pub fn with_cache_quietly<T>(&self, f: impl FnOnce(&MetadataCache) -> T) -> T {
+        let cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        f(&cache)
     }
 
     pub fn with_cache<T>(&self, f: impl FnOnce(&mut MetadataCache) -> T) -> T {
@@ -124,7 +133,11 @@ async fn follow(runtime: &dyn ContainerRuntime, shared: &Shared, since: SystemTi
     let mut events = runtime.events(since);
     match runtime.list().await {
         Ok(containers) => {
-            let count = containers.len();
+            let pods = containers
+                .iter()
+                .filter(|listed| listed.role != Role::Workload)
+                .count();
+            let count = containers.len() - pods;
             for listed in containers {
                 let id = listed.id.clone();
                 shared.with_cache(|cache| cache.upsert(listed, Instant::now()));
@@ -132,8 +145,12 @@ async fn follow(runtime: &dyn ContainerRuntime, shared: &Shared, since: SystemTi
                     refresh(runtime, shared, &id).await;
                 }
             }
+            let pods = match pods {
+                0 => String::new(),
+                pods => format!(" and {pods} pods"),
+            };
             log::info!(
-                "container runtime {}: {count} containers known; following its events",
+                "container runtime {}: {count} containers{pods} known; following its events",
                 runtime.describe()
             );
         }

@@ -15,7 +15,7 @@ use super::party::{
 };
 use super::sigkill::{Sender, SigkillRecord, Signal, SignalResult};
 use super::{Body, Record};
-use crate::attribute::runtime::{ComposeNames, ContainerMetadata, K8sNames};
+use crate::attribute::runtime::{ComposeNames, ContainerMetadata, K8sNames, Role};
 use crate::attribute::{AttributedKill, AttributedSigkill, DomainKind, ResolvedDomain};
 use crate::badness::Badness;
 use crate::capture::{CapturePlan, TaskHook};
@@ -283,8 +283,14 @@ pub fn names(
         pod: path_pod,
         systemd_unit,
     } = identity;
+    // A pod's sandbox (or the pod itself) names the pod (`k8s`): no container of the user's.
+    let workload = metadata
+        .as_deref()
+        .is_none_or(|meta| meta.role == Role::Workload);
     Names {
-        container: container(path_container.as_ref(), metadata.as_deref(), main_process),
+        container: workload
+            .then(|| container(path_container.as_ref(), metadata.as_deref(), main_process))
+            .flatten(),
         k8s: k8s(path_pod.as_ref(), metadata.as_deref().map(|meta| &meta.k8s)),
         systemd: systemd_unit.clone().map(|unit| Systemd { unit }),
         attribution: Some(Attribution {
@@ -314,6 +320,8 @@ fn container(
                 name,
                 image,
                 runtime,
+                // Only workloads get here.
+                role: _,
                 main_pid: _,
                 memory_limit_bytes,
                 restart_policy,

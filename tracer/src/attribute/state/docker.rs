@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::inotify::{Event, Inotify, Watch, name_str};
-use super::{StateError, is_container_id, read_bounded};
+use super::{StateError, events_lost, is_container_id, read_bounded};
 use crate::attribute::runtime::{
     ContainerMetadata, Origin, RuntimeError, RuntimeEvent, RuntimeResult, bounded,
 };
@@ -235,9 +235,7 @@ impl Follower {
                 Ok(event) => self.handle(event),
                 Err(err) => {
                     self.ended = true;
-                    return Some(Err(RuntimeError::Unavailable(format!(
-                        "reading inotify events: {err}"
-                    ))));
+                    return Some(Err(events_lost(&err)));
                 }
             }
         }

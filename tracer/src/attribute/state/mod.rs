@@ -208,6 +208,11 @@ impl Follower {
     }
 }
 
+/// The inotify descriptor failed: the stream ends, and the watcher reconnects.
+fn events_lost(err: &io::Error) -> RuntimeError {
+    RuntimeError::Unavailable(format!("reading inotify events: {err}"))
+}
+
 /// 64 lowercase hex digits: a Docker or podman container id, and a safe path component.
 pub fn is_container_id(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))

@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use super::bolt::{Bolt, Item};
 use super::inotify::{Event, Inotify, Watch, name_str};
-use super::{StateError, is_container_id, open, read_bounded, read_open};
+use super::{StateError, events_lost, is_container_id, open, read_bounded, read_open};
 use crate::attribute::runtime::{
     ContainerMetadata, Origin, RuntimeError, RuntimeEvent, RuntimeResult, bounded,
 };
@@ -361,9 +361,7 @@ impl Follower {
                 Ok(event) => event,
                 Err(err) => {
                     self.ended = true;
-                    return Some(Err(RuntimeError::Unavailable(format!(
-                        "reading inotify events: {err}"
-                    ))));
+                    return Some(Err(events_lost(&err)));
                 }
             };
             let mut changed = self.is_change(&event);
@@ -374,9 +372,7 @@ impl Follower {
                     Ok(None) => break,
                     Err(err) => {
                         self.ended = true;
-                        return Some(Err(RuntimeError::Unavailable(format!(
-                            "reading inotify events: {err}"
-                        ))));
+                        return Some(Err(events_lost(&err)));
                     }
                 }
             }

@@ -1,0 +1,42 @@
+//! Pods whose names are legal but unusual: dots, and a name of 253 bytes, the longest a pod
+//! name may be. The agent names them whole, in JSON and in the log line.
+
+use oomtrace_tests::cri::{Containerd, CriContainerSpec, PodSpec};
+use oomtrace_tests::{ContainerSpec, expect_field, require_root};
+
+const LIMIT_BYTES: u64 = 48 << 20;
+
+#[test]
+fn long_dotted_pod_names_are_named_whole() {
+    require_root();
+    let containerd = Containerd::start();
+    let mut agent = containerd.start_agent();
+
+    // 253 bytes, a DNS subdomain: labels of at most 63, joined by dots.
+    let name = format!(
+        "{}.{}.{}.{}",
+        "a".repeat(63),
+        "b".repeat(63),
+        "c".repeat(63),
+        "d".repeat(61)
+    );
+    assert_eq!(name.len(), 253);
+    // The kubelet's log directory would be longer than a file name may be: none here.
+    let pod = containerd.run_pod(PodSpec::new("odd-ns-1", &name).without_log_directory());
+    let container = pod.run(CriContainerSpec::new(
+        "c-0",
+        ContainerSpec::hog(LIMIT_BYTES),
+    ));
+    let kill = container.kill_record(&mut agent);
+    expect_field(&kill, "victim.k8s.pod.name", name.as_str());
+    expect_field(&kill, "victim.k8s.namespace.name", "odd-ns-1");
+    expect_field(&kill, "victim.k8s.container.name", "c-0");
+    agent.wait_for_log(
+        &format!(
+            "in container c-0 (containerd, {}, pod odd-ns-1/{name})",
+            oomtrace_tests::cri::CRI_IMAGE
+        ),
+        std::time::Duration::from_secs(10),
+    );
+    agent.stop();
+}
