@@ -371,8 +371,20 @@ impl KernelOffsets {
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: plain old data: `#[repr(C)]`, integers only, no implicit padding.
-    unsafe impl aya::Pod for super::KernelOffsets {}
+    use super::*;
+
+    // SAFETY: plain old data: `#[repr(C)]`, integers and arrays of them only, no implicit
+    // padding (the sizes are pinned by `record_sizes_have_no_hidden_padding`), so every bit
+    // pattern is a valid value. The agent hands `KernelOffsets` to the kernel as a global,
+    // and reads the records out of the ring buffer's bytes.
+    unsafe impl aya::Pod for KernelOffsets {}
+    unsafe impl aya::Pod for RecordHeader {}
+    unsafe impl aya::Pod for MarkVictimRecord {}
+    unsafe impl aya::Pod for VictimTaskRecord {}
+    unsafe impl aya::Pod for OomContextRecord {}
+    unsafe impl aya::Pod for OomContextEndRecord {}
+    unsafe impl aya::Pod for SigkillRecord {}
+    unsafe impl aya::Pod for SigkillTargetRecord {}
 }
 
 #[cfg(test)]

@@ -72,6 +72,32 @@ const ERR_RINGBUF_FULL: i64 = -1000;
 const ERR_OFFSET_ABSENT: i64 = -1001;
 const ERR_NULL_POINTER: i64 = -1002;
 
+/// Reserves a `$record` in `EVENTS` (a full ring buffer is counted in `DROPPED`), runs `$fill`
+/// with `$record` a pointer to it, and submits the entry when that returns `Ok`, else discards
+/// it. `$fill` writes every field through the pointer, and must not return early (no `?`): the
+/// entry would be neither submitted nor discarded, which the verifier refuses. A macro rather
+/// than a function taking a closure: a closure left out of line would pass the ring-buffer
+/// pointer to a BPF-to-BPF call, which older verifiers refuse.
+macro_rules! emit {
+    ($type:ty, |$record:ident| $fill:block) => {{
+        match EVENTS.reserve::<$type>(0) {
+            None => {
+                count_drop();
+                Err(ERR_RINGBUF_FULL)
+            }
+            Some(mut entry) => {
+                let $record = entry.as_mut_ptr();
+                let filled: Result<(), i64> = $fill;
+                match filled {
+                    Ok(()) => entry.submit(0),
+                    Err(_) => entry.discard(0),
+                }
+                filled
+            }
+        }
+    }};
+}
+
 #[tracepoint]
 pub fn mark_victim(ctx: TracePointContext) -> u32 {
     if let Err(err) = try_mark_victim(&ctx) {
@@ -165,24 +191,20 @@ pub fn oom_kill_process_kretprobe(ctx: RetProbeContext) -> u32 {
 }
 
 fn try_mark_victim(ctx: &TracePointContext) -> Result<(), i64> {
-    let Some(mut entry) = EVENTS.reserve::<MarkVictimRecord>(0) else {
-        count_drop();
-        return Err(ERR_RINGBUF_FULL);
-    };
-    let record = entry.as_mut_ptr();
-    // SAFETY: `record` points at a reserved entry of the right size; every field is written
-    // through raw pointers before submit.
-    unsafe {
-        (*record).header = header(record_kind::MARK_VICTIM);
-        (*record).trigger = current_task();
-        (*record).trigger_cgroup_id = bpf_get_current_cgroup_id();
-        let raw = addr_of_mut!((*record).raw).cast::<c_void>();
-        let read = probe_read_raw(raw, TRACEPOINT_RAW_LEN as u32, ctx.as_ptr().cast_const());
-        (*record).raw_ok = u32::from(read == 0);
-        (*record)._pad = 0;
-    }
-    entry.submit(0);
-    Ok(())
+    emit!(MarkVictimRecord, |record| {
+        // SAFETY: `record` points at a reserved entry of the right size; every field is
+        // written through raw pointers before submit.
+        unsafe {
+            (*record).header = header(record_kind::MARK_VICTIM);
+            (*record).trigger = current_task();
+            (*record).trigger_cgroup_id = bpf_get_current_cgroup_id();
+            let raw = addr_of_mut!((*record).raw).cast::<c_void>();
+            let read = probe_read_raw(raw, TRACEPOINT_RAW_LEN as u32, ctx.as_ptr().cast_const());
+            (*record).raw_ok = u32::from(read == 0);
+            (*record)._pad = 0;
+        }
+        Ok(())
+    })
 }
 
 /// Every signal on the host passes here: anything but SIGKILL costs one 4-byte read.
@@ -198,30 +220,26 @@ fn try_signal_generate(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let offsets = kernel_offsets();
-    let Some(mut entry) = EVENTS.reserve::<SigkillRecord>(0) else {
-        count_drop();
-        return Err(ERR_RINGBUF_FULL);
-    };
-    let record = entry.as_mut_ptr();
-    // SAFETY: as in `try_mark_victim`.
-    unsafe {
-        (*record).header = header(record_kind::SIGKILL);
-        (*record).sender = current_task();
-        (*record).sender_cgroup_id = bpf_get_current_cgroup_id();
-        // Without BTF offsets the walk fails at once and the flags say so.
-        capture_task_cgroups(
-            bpf_get_current_task(),
-            addr_of_mut!((*record).sender_cgroup),
-            addr_of_mut!((*record).sender_memcg),
-            &offsets,
-        );
-        let raw = addr_of_mut!((*record).raw).cast::<c_void>();
-        let read = probe_read_raw(raw, SIGNAL_RAW_LEN as u32, ctx.as_ptr().cast_const());
-        (*record).raw_ok = u32::from(read == 0);
-        (*record)._pad = 0;
-    }
-    entry.submit(0);
-    Ok(())
+    emit!(SigkillRecord, |record| {
+        // SAFETY: as in `try_mark_victim`.
+        unsafe {
+            (*record).header = header(record_kind::SIGKILL);
+            (*record).sender = current_task();
+            (*record).sender_cgroup_id = bpf_get_current_cgroup_id();
+            // Without BTF offsets the walk fails at once and the flags say so.
+            capture_task_cgroups(
+                bpf_get_current_task(),
+                addr_of_mut!((*record).sender_cgroup),
+                addr_of_mut!((*record).sender_memcg),
+                &offsets,
+            );
+            let raw = addr_of_mut!((*record).raw).cast::<c_void>();
+            let read = probe_read_raw(raw, SIGNAL_RAW_LEN as u32, ctx.as_ptr().cast_const());
+            (*record).raw_ok = u32::from(read == 0);
+            (*record)._pad = 0;
+        }
+        Ok(())
+    })
 }
 
 fn try_sigkill_target(sig: i32, target: u64) -> Result<(), i64> {
@@ -229,49 +247,36 @@ fn try_sigkill_target(sig: i32, target: u64) -> Result<(), i64> {
         return Ok(());
     }
     let offsets = kernel_offsets();
-    let Some(mut entry) = EVENTS.reserve::<SigkillTargetRecord>(0) else {
-        count_drop();
-        return Err(ERR_RINGBUF_FULL);
-    };
-    let record = entry.as_mut_ptr();
-    // SAFETY: as in `try_mark_victim`.
-    let filled = unsafe {
-        (*record).header = header(record_kind::SIGKILL_TARGET);
-        task_identity(target, &offsets).map(|identity| {
-            (*record).target = identity;
-            (*record)._pad = 0;
-            capture_task_state(
-                target,
-                TaskState {
-                    ns_pid: addr_of_mut!((*record).target_ns_pid),
-                    memory: addr_of_mut!((*record).target_memory),
-                    cgroup: addr_of_mut!((*record).target_cgroup),
-                    memcg: addr_of_mut!((*record).target_memcg),
-                },
-                &offsets,
-            );
-        })
-    };
-    match filled {
-        Ok(()) => entry.submit(0),
-        Err(_) => entry.discard(0),
-    }
-    filled
+    emit!(SigkillTargetRecord, |record| {
+        // SAFETY: as in `try_mark_victim`.
+        unsafe {
+            (*record).header = header(record_kind::SIGKILL_TARGET);
+            task_identity(target, &offsets).map(|identity| {
+                (*record).target = identity;
+                (*record)._pad = 0;
+                capture_task_state(
+                    target,
+                    TaskState {
+                        ns_pid: addr_of_mut!((*record).target_ns_pid),
+                        memory: addr_of_mut!((*record).target_memory),
+                        cgroup: addr_of_mut!((*record).target_cgroup),
+                        memcg: addr_of_mut!((*record).target_memcg),
+                    },
+                    &offsets,
+                );
+            })
+        }
+    })
 }
 
 fn try_victim_task(victim: u64) -> Result<(), i64> {
     let offsets = kernel_offsets();
-    let Some(mut entry) = EVENTS.reserve::<VictimTaskRecord>(0) else {
-        count_drop();
-        return Err(ERR_RINGBUF_FULL);
-    };
-    let record = entry.as_mut_ptr();
-    // SAFETY: as in `try_mark_victim`.
-    let filled = unsafe {
-        (*record).header = header(record_kind::VICTIM_TASK);
-        (*record).trigger = current_task();
-        match task_identity(victim, &offsets) {
-            Ok(identity) => {
+    emit!(VictimTaskRecord, |record| {
+        // SAFETY: as in `try_mark_victim`.
+        unsafe {
+            (*record).header = header(record_kind::VICTIM_TASK);
+            (*record).trigger = current_task();
+            task_identity(victim, &offsets).map(|identity| {
                 (*record).victim = identity;
                 (*record)._pad = 0;
                 // Partial data is still worth sending: the flags say what is missing.
@@ -292,114 +297,101 @@ fn try_victim_task(victim: u64) -> Result<(), i64> {
                     addr_of_mut!((*record).trigger_memcg),
                     &offsets,
                 );
-                Ok(())
-            }
-            Err(err) => Err(err),
+            })
         }
-    };
-    match filled {
-        Ok(()) => entry.submit(0),
-        Err(_) => entry.discard(0),
-    }
-    filled
+    })
 }
 
 fn try_oom_context(oc: u64, message: u64) -> Result<(), i64> {
     let offsets = kernel_offsets();
-    let Some(mut entry) = EVENTS.reserve::<OomContextRecord>(0) else {
-        count_drop();
-        return Err(ERR_RINGBUF_FULL);
-    };
-    let record = entry.as_mut_ptr();
-    // SAFETY: as in `try_mark_victim`.
-    unsafe {
-        (*record).header = header(record_kind::OOM_CONTEXT);
-        (*record).trigger = current_task();
-        (*record).flags = 0;
-        match read_oom_control(oc, &offsets) {
-            Ok((chosen_points, totalpages, gfp_mask, order, constraint)) => {
-                (*record).chosen_points = chosen_points;
-                (*record).totalpages = totalpages;
-                (*record).gfp_mask = gfp_mask;
-                (*record).order = order;
-                (*record).constraint = constraint;
-            }
-            Err(_) => {
-                (*record).chosen_points = 0;
-                (*record).totalpages = 0;
-                (*record).gfp_mask = 0;
-                (*record).order = 0;
-                (*record).constraint = 0;
-                (*record).flags |= oom_flags::CONTROL_READ_FAILED;
-            }
-        }
-        // Unreadable, `chosen` is 0 and every read of it below fails, leaving its flags clear.
-        let chosen = read_at::<u64>(oc, offsets.oom_control_chosen).unwrap_or(0);
-        match task_identity(chosen, &offsets) {
-            Ok(victim) => (*record).victim = victim,
-            Err(_) => {
-                (*record).victim = TaskIdentity {
-                    pid: 0,
-                    tgid: 0,
-                    comm: [0; 16],
-                };
-                (*record).flags |= oom_flags::VICTIM_READ_FAILED;
-            }
-        }
-        (*record)._pad = 0;
-        capture_task_state(
-            chosen,
-            TaskState {
-                ns_pid: addr_of_mut!((*record).victim_ns_pid),
-                memory: addr_of_mut!((*record).victim_memory),
-                cgroup: addr_of_mut!((*record).victim_cgroup),
-                memcg: addr_of_mut!((*record).victim_memcg),
-            },
-            &offsets,
-        );
-        let domain = addr_of_mut!((*record).domain);
-        (*domain).id = 0;
-        (*domain).flags = 0;
-        (*domain).depth = 0;
-        match read_at::<u64>(oc, offsets.oom_control_memcg) {
-            // A NULL memcg: no cgroup limit was hit, the whole host is out of memory.
-            Ok(0) => (*record).flags |= oom_flags::HOST_WIDE,
-            Ok(memcg) => {
-                let css = memcg + u64::from(offsets.mem_cgroup_css);
-                if offsets.mem_cgroup_css == OFFSET_ABSENT
-                    || read_at::<u64>(css, offsets.css_cgroup)
-                        .and_then(|cgroup| capture_cgroup(cgroup, domain, &offsets))
-                        .is_err()
-                {
-                    (*domain).flags |= cgroup_flags::READ_FAILED;
+    emit!(OomContextRecord, |record| {
+        // SAFETY: as in `try_mark_victim`.
+        unsafe {
+            (*record).header = header(record_kind::OOM_CONTEXT);
+            (*record).trigger = current_task();
+            (*record).flags = 0;
+            match read_oom_control(oc, &offsets) {
+                Ok((chosen_points, totalpages, gfp_mask, order, constraint)) => {
+                    (*record).chosen_points = chosen_points;
+                    (*record).totalpages = totalpages;
+                    (*record).gfp_mask = gfp_mask;
+                    (*record).order = order;
+                    (*record).constraint = constraint;
+                }
+                Err(_) => {
+                    (*record).chosen_points = 0;
+                    (*record).totalpages = 0;
+                    (*record).gfp_mask = 0;
+                    (*record).order = 0;
+                    (*record).constraint = 0;
+                    (*record).flags |= oom_flags::CONTROL_READ_FAILED;
                 }
             }
-            Err(_) => (*domain).flags = cgroup_flags::READ_FAILED,
+            // Unreadable, `chosen` is 0 and every read of it below fails, leaving its flags
+            // clear.
+            let chosen = read_at::<u64>(oc, offsets.oom_control_chosen).unwrap_or(0);
+            match task_identity(chosen, &offsets) {
+                Ok(victim) => (*record).victim = victim,
+                Err(_) => {
+                    (*record).victim = TaskIdentity {
+                        pid: 0,
+                        tgid: 0,
+                        comm: [0; 16],
+                    };
+                    (*record).flags |= oom_flags::VICTIM_READ_FAILED;
+                }
+            }
+            (*record)._pad = 0;
+            capture_task_state(
+                chosen,
+                TaskState {
+                    ns_pid: addr_of_mut!((*record).victim_ns_pid),
+                    memory: addr_of_mut!((*record).victim_memory),
+                    cgroup: addr_of_mut!((*record).victim_cgroup),
+                    memcg: addr_of_mut!((*record).victim_memcg),
+                },
+                &offsets,
+            );
+            let domain = addr_of_mut!((*record).domain);
+            (*domain).id = 0;
+            (*domain).flags = 0;
+            (*domain).depth = 0;
+            match read_at::<u64>(oc, offsets.oom_control_memcg) {
+                // A NULL memcg: no cgroup limit was hit, the whole host is out of memory.
+                Ok(0) => (*record).flags |= oom_flags::HOST_WIDE,
+                Ok(memcg) => {
+                    let css = memcg + u64::from(offsets.mem_cgroup_css);
+                    if offsets.mem_cgroup_css == OFFSET_ABSENT
+                        || read_at::<u64>(css, offsets.css_cgroup)
+                            .and_then(|cgroup| capture_cgroup(cgroup, domain, &offsets))
+                            .is_err()
+                    {
+                        (*domain).flags |= cgroup_flags::READ_FAILED;
+                    }
+                }
+                Err(_) => (*domain).flags = cgroup_flags::READ_FAILED,
+            }
+            let dst = addr_of_mut!((*record).message).cast::<c_void>();
+            if message == 0
+                || bpf_probe_read_kernel_str(dst, OOM_MESSAGE_LEN as u32, message as *const c_void)
+                    < 0
+            {
+                (*record).message[0] = 0;
+            }
         }
-        let dst = addr_of_mut!((*record).message).cast::<c_void>();
-        if message == 0
-            || bpf_probe_read_kernel_str(dst, OOM_MESSAGE_LEN as u32, message as *const c_void) < 0
-        {
-            (*record).message[0] = 0;
-        }
-    }
-    entry.submit(0);
-    Ok(())
+        Ok(())
+    })
 }
 
 fn try_oom_context_end() -> Result<(), i64> {
-    let Some(mut entry) = EVENTS.reserve::<OomContextEndRecord>(0) else {
-        count_drop();
-        return Err(ERR_RINGBUF_FULL);
-    };
-    let record = entry.as_mut_ptr();
-    // SAFETY: as in `try_mark_victim`.
-    unsafe {
-        (*record).header = header(record_kind::OOM_CONTEXT_END);
-        (*record).trigger = current_task();
-    }
-    entry.submit(0);
-    Ok(())
+    emit!(OomContextEndRecord, |record| {
+        // SAFETY: as in `try_mark_victim`.
+        unsafe {
+            (*record).header = header(record_kind::OOM_CONTEXT_END);
+            (*record).trigger = current_task();
+        }
+        Ok(())
+    })
 }
 
 /// `oc->chosen_points`, `->totalpages`, `->gfp_mask`, `->order`, `->constraint`.

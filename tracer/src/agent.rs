@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use aya_log::EbpfLogger;
@@ -31,6 +31,10 @@ use crate::sink::{Sink, json::JsonSink, metrics::MetricsSink, text::LogSink};
 use crate::{badness, decode};
 
 type Logger = EbpfLogger<&'static dyn log::Log>;
+
+/// How long after attach the startup's last work (the runtimes' watchers connecting and
+/// listing) is done, so that what it touched can be given back.
+const STARTUP_SETTLES: Duration = Duration::from_secs(2);
 
 /// Joined events waiting for attribution. A burst of kills queues here while the first one
 /// waits for a runtime; past this, capture waits too and the ring buffer absorbs the rest.
@@ -105,7 +109,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let (Some(history), Some(earlier)) = (history.as_mut(), earlier_kills) {
         backfill(history, &earlier, attached_ktime_ns, &clock).await;
     }
-    release_startup_memory();
     let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(LogSink)];
     if format == Format::Json {
         sinks.push(Box::new(JsonSink::new(std::io::stdout().lock())));
@@ -139,6 +142,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
 
+    // Once the runtimes' watchers have made their first connection or listing, everything
+    // that only starting needs has run.
+    tokio::spawn(async {
+        tokio::time::sleep(STARTUP_SETTLES).await;
+        release_startup_memory();
+    });
     output.write_to_sinks(&build::agent_started(
         plan,
         jiff::Timestamp::now(),
@@ -278,7 +287,8 @@ async fn send(queue: &mpsc::Sender<(Event, Instant)>, mut events: Vec<Event>) {
 }
 
 /// Stores the kills the kernel logged before the programs were attached, unless the history
-/// knows them already (traced live, or stored by an earlier run's backfill).
+/// knows them already (traced live, or stored by an earlier run's backfill). A few at a time:
+/// the kernel log may hold thousands, and the agent's footprint should not grow with them.
 async fn backfill(
     history: &mut History,
     earlier: &crate::kmsg::KernelLogKills,
@@ -286,26 +296,40 @@ async fn backfill(
     clock: &KernelClock,
 ) {
     use crate::kmsg::backfill;
-    let before: Vec<_> = earlier
-        .kills
-        .iter()
-        .filter(|kill| kill.usec.saturating_mul(1000) < attached_ktime_ns)
-        .collect();
-    let Some(tolerance) = before.iter().map(|kill| backfill::tolerance(kill)).max() else {
+    const AT_ONCE: usize = 64;
+    let before = || {
+        earlier
+            .kills
+            .iter()
+            .filter(|kill| kill.usec.saturating_mul(1000) < attached_ktime_ns)
+    };
+    let Some(tolerance) = before().map(backfill::tolerance).max() else {
         return;
     };
-    let records: Vec<Record> = before
-        .iter()
-        .map(|kill| backfill::record(kill, clock))
-        .collect();
-    match history.backfill(&records, tolerance).await {
-        Ok(done) => log::info!(
-            "history: {} OOM kills from the kernel log stored, {} known already",
-            done.stored,
-            done.known
-        ),
-        Err(err) => log::error!("history: storing the kernel log's OOM kills: {err:#}"),
+    let mut done = crate::history::writer::Backfilled::default();
+    let mut kills = before().peekable();
+    while kills.peek().is_some() {
+        let records: Vec<Record> = kills
+            .by_ref()
+            .take(AT_ONCE)
+            .map(|kill| backfill::record(kill, clock))
+            .collect();
+        match history.backfill(&records, tolerance).await {
+            Ok(some) => {
+                done.stored += some.stored;
+                done.known += some.known;
+            }
+            Err(err) => {
+                log::error!("history: storing the kernel log's OOM kills: {err:#}");
+                return;
+            }
+        }
     }
+    log::info!(
+        "history: {} OOM kills from the kernel log stored, {} known already",
+        done.stored,
+        done.known
+    );
 }
 
 /// Records to the history, then to every sink.
@@ -365,14 +389,23 @@ async fn flush_logger(logger: &mut Option<AsyncFd<Logger>>) {
     }
 }
 
-/// Loading parsed the kernel's BTF (megabytes) twice, and the backfill read the kernel log;
-/// both are freed by now, but glibc keeps freed heap for reuse. Give it back, once: an idle
-/// agent should cost the host next to nothing.
+/// Starting touched memory an idle agent has no use for; give it back, once, so that an idle
+/// agent costs the host next to nothing. The heap: glibc keeps freed memory for reuse (the
+/// backfill's records, the loader's). The executable's code and constants: most of what
+/// startup ran (argument parsing, the BTF reader, the loader with the embedded eBPF object,
+/// the history's schema) never runs again, yet its pages would stay mapped for the agent's
+/// life. They are the file's own, unmodified: what runs again is mapped back from the page
+/// cache on its first use, which the first kill after a quiet spell pays for once.
 fn release_startup_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only returns free heap pages to the kernel.
     unsafe {
         libc::malloc_trim(0);
+    }
+    for (start, len) in crate::procfs::executable_clean_mappings() {
+        // SAFETY: whole mappings of the executable that cannot be written and hold nothing but
+        // the file's pages: MADV_DONTNEED only drops this process's references to them.
+        unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) };
     }
 }
 

@@ -121,9 +121,88 @@ pub fn parse(text: &str) -> ProcCgroups {
     cgroups
 }
 
+/// This process's own executable as mapped without write access and as the file holds it (its
+/// code and constants, not the relocated data the loader wrote before making it read-only),
+/// as `(start, length)`.
+pub fn executable_clean_mappings() -> Vec<(usize, usize)> {
+    let (Ok(smaps), Ok(exe)) = (
+        std::fs::read_to_string("/proc/self/smaps"),
+        std::fs::read_link("/proc/self/exe"),
+    ) else {
+        return Vec::new();
+    };
+    clean_mappings_of(&smaps, &exe.to_string_lossy())
+}
+
+/// The mappings of `path` in a `/proc/<pid>/smaps` text that are neither writable nor shared,
+/// and hold no page of their own (`Anonymous: 0 kB`): every page is the file's.
+fn clean_mappings_of(smaps: &str, path: &str) -> Vec<(usize, usize)> {
+    let mut found = Vec::new();
+    // The current mapping, while its fields are read: `(start, length)` if it is a candidate.
+    let mut candidate: Option<(usize, usize)> = None;
+    for line in smaps.lines() {
+        if let Some(anonymous) = line.strip_prefix("Anonymous:") {
+            if let Some(mapping) = candidate.take()
+                && anonymous.trim() == "0 kB"
+            {
+                found.push(mapping);
+            }
+            continue;
+        }
+        // A mapping's first line: `start-end perms offset device inode path`; the path may
+        // hold spaces. Field lines start with a capitalised name and a colon.
+        let Some((range, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (
+            usize::from_str_radix(start, 16),
+            usize::from_str_radix(end, 16),
+        ) else {
+            continue;
+        };
+        let perms = rest.split(' ').next().unwrap_or("");
+        let file = line
+            .find('/')
+            .and_then(|at| line.get(at..))
+            .map(str::trim_end);
+        let read_only = perms.as_bytes().get(1) == Some(&b'-') && perms.ends_with('p');
+        candidate = (file == Some(path) && read_only && end > start).then(|| (start, end - start));
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_executables_clean_mappings_are_its_code_and_constants() {
+        let smaps = "\
+561fc74c5000-561fc7700000 r--p 00000000 fd:01 123 /usr/bin/oom trace
+Rss:                1108 kB
+Anonymous:             0 kB
+561fc7700000-561fc7a6b000 r-xp 0023b000 fd:01 123 /usr/bin/oom trace
+Anonymous:             0 kB
+561fc7a6b000-561fc7a81000 r--p 005a6000 fd:01 123 /usr/bin/oom trace
+Anonymous:            88 kB
+561fc7a81000-561fc7a87000 rw-p 005bc000 fd:01 123 /usr/bin/oom trace
+Anonymous:            24 kB
+561ff1a68000-561ff1b46000 rw-p 00000000 00:00 0 [heap]
+Anonymous:           392 kB
+7f2ddaaf0000-7f2ddac46000 r-xp 00028000 fd:01 456 /usr/lib/x86_64-linux-gnu/libc.so.6
+Anonymous:             0 kB
+7f2dda479000-7f2dda481000 rw-s 00000000 fd:01 789 /usr/bin/oom trace
+Anonymous:             0 kB
+";
+        assert_eq!(
+            clean_mappings_of(smaps, "/usr/bin/oom trace"),
+            [(0x561f_c74c_5000, 0x23_b000), (0x561f_c770_0000, 0x36_b000)]
+        );
+        assert_eq!(clean_mappings_of(smaps, "/usr/bin/other"), []);
+    }
 
     #[test]
     fn a_hybrid_host_has_both() {

@@ -3,9 +3,15 @@
 //! Rust eBPF programs cannot emit CO-RE relocations, so the loader looks up the kernel struct
 //! member offsets the programs need in `/sys/kernel/btf/vmlinux` at load time. Only what that
 //! takes is implemented: the type and string sections of a little-endian, non-split BTF blob,
-//! struct/union member offsets and types, enum values, and the parameters of function pointer
-//! typedefs (a tracepoint's `btf_trace_*` prototype). The format is described in the kernel's
-//! `Documentation/bpf/btf.rst`.
+//! struct/union member offsets and types, enum values, the ids of named types, and the
+//! parameters of function pointer typedefs (a tracepoint's `btf_trace_*` prototype). The format
+//! is described in the kernel's `Documentation/bpf/btf.rst`.
+//!
+//! The kernel's BTF is megabytes: it is read once ([`VmlinuxBtf`], mapped where the kernel
+//! allows it, so that it costs no memory), the reader borrows it instead of copying it, and
+//! everything is let go once the few facts the loader needs are out of it. aya needs a BTF of
+//! its own only to find a BTF program's attach point by name; [`attach_point`] makes one that
+//! holds that one type at its id, instead of aya parsing the whole of it again.
 
 use std::{collections::HashMap, fmt};
 
@@ -75,22 +81,22 @@ pub enum Shape {
     Other,
 }
 
-/// Parsed BTF type and string sections.
-pub struct Btf {
+/// Parsed BTF type and string sections, borrowed from the blob.
+pub struct Btf<'a> {
     /// The type section.
-    types: Vec<u8>,
+    types: &'a [u8],
     /// Offset in `types` of each type's record, indexed by type id; entry 0 stands for void.
     type_offsets: Vec<u32>,
     /// The string section. Validated to start and end with NUL, so every in-range offset
     /// names a terminated string.
-    strings: Vec<u8>,
+    strings: &'a [u8],
     /// Id of the first STRUCT/UNION with members, by name.
-    structs: HashMap<Vec<u8>, u32>,
+    structs: HashMap<&'a [u8], u32>,
     /// Id of the first ENUM/ENUM64 with enumerators, by name.
-    enums: HashMap<Vec<u8>, u32>,
+    enums: HashMap<&'a [u8], u32>,
 }
 
-impl fmt::Debug for Btf {
+impl fmt::Debug for Btf<'_> {
     // The sections are megabytes long; their sizes are what is worth showing.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Btf")
@@ -219,22 +225,73 @@ fn le_u32(bytes: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(word.try_into().ok()?))
 }
 
-/// The running kernel's BTF, as bytes: read once at startup, parsed by this reader for struct
-/// offsets and by aya for the programs' attach points.
-pub fn vmlinux_bytes() -> anyhow::Result<Vec<u8>> {
-    std::fs::read(VMLINUX_BTF_PATH).with_context(|| format!("failed to read {VMLINUX_BTF_PATH}"))
+/// The running kernel's BTF: mapped read-only where the kernel allows it (it maps its own copy
+/// into the agent, so the agent's resident memory does not grow by its size), else read.
+pub enum VmlinuxBtf {
+    Mapped {
+        address: *mut libc::c_void,
+        len: usize,
+    },
+    Read(Vec<u8>),
 }
 
-impl Btf {
-    /// Reads and parses the running kernel's BTF from [`VMLINUX_BTF_PATH`].
-    #[cfg(test)]
-    pub fn from_sys_fs() -> anyhow::Result<Self> {
-        Self::parse(&vmlinux_bytes()?)
-            .with_context(|| format!("failed to parse {VMLINUX_BTF_PATH}"))
+impl VmlinuxBtf {
+    pub fn open() -> anyhow::Result<Self> {
+        use std::os::fd::AsRawFd as _;
+        let file = std::fs::File::open(VMLINUX_BTF_PATH)
+            .with_context(|| format!("failed to open {VMLINUX_BTF_PATH}"))?;
+        let len = file
+            .metadata()
+            .with_context(|| format!("failed to read {VMLINUX_BTF_PATH}"))?
+            .len();
+        if let Ok(len) = usize::try_from(len)
+            && len > 0
+        {
+            // SAFETY: a fresh read-only private mapping of a file we hold open; nothing else
+            // maps it, and `Drop` unmaps exactly this range.
+            let address = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ,
+                    libc::MAP_PRIVATE,
+                    file.as_raw_fd(),
+                    0,
+                )
+            };
+            if address != libc::MAP_FAILED {
+                return Ok(VmlinuxBtf::Mapped { address, len });
+            }
+        }
+        // Kernels before 6.15 cannot map it.
+        let bytes = std::fs::read(VMLINUX_BTF_PATH)
+            .with_context(|| format!("failed to read {VMLINUX_BTF_PATH}"))?;
+        Ok(VmlinuxBtf::Read(bytes))
     }
 
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            // SAFETY: the mapping is `len` readable bytes for as long as `self` lives.
+            VmlinuxBtf::Mapped { address, len } => unsafe {
+                std::slice::from_raw_parts(address.cast::<u8>(), *len)
+            },
+            VmlinuxBtf::Read(bytes) => bytes,
+        }
+    }
+}
+
+impl Drop for VmlinuxBtf {
+    fn drop(&mut self) {
+        if let VmlinuxBtf::Mapped { address, len } = *self {
+            // SAFETY: the mapping `open` made; no slice of it outlives `self`.
+            unsafe { libc::munmap(address, len) };
+        }
+    }
+}
+
+impl<'a> Btf<'a> {
     /// Parses a little-endian, non-split BTF blob, validating every type record.
-    pub fn parse(bytes: &[u8]) -> Result<Self, BtfError> {
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, BtfError> {
         let Some(header @ &[magic_low, magic_high, version, _flags, ..]) = bytes.get(..HEADER_LEN)
         else {
             return Err(BtfError::TruncatedHeader { len: bytes.len() });
@@ -264,9 +321,9 @@ impl Btf {
         }
 
         let mut btf = Self {
-            types: types.to_vec(),
+            types,
             type_offsets: vec![0],
-            strings: strings.to_vec(),
+            strings,
             structs: HashMap::new(),
             enums: HashMap::new(),
         };
@@ -302,7 +359,7 @@ impl Btf {
                 && record.vlen > 0
                 && !name.is_empty()
             {
-                index.entry(name.to_vec()).or_insert(id);
+                index.entry(name).or_insert(id);
             }
             btf.type_offsets.push(at as u32);
             at = end;
@@ -349,12 +406,12 @@ impl Btf {
                 to: TypeId(record.size_or_type),
             },
             KIND_STRUCT | KIND_UNION => Shape::Struct {
-                name: String::from_utf8_lossy(c_str(&self.strings, record.name_off)?).into_owned(),
+                name: String::from_utf8_lossy(c_str(self.strings, record.name_off)?).into_owned(),
                 size: record.size_or_type,
             },
             KIND_ARRAY => {
-                let element = le_u32(&self.types, record.data)?;
-                let len = le_u32(&self.types, record.data.checked_add(8)?)?;
+                let element = le_u32(self.types, record.data)?;
+                let len = le_u32(self.types, record.data.checked_add(8)?)?;
                 Shape::Array {
                     element: TypeId(element),
                     element_size: self.size_of(element, 0)?,
@@ -372,7 +429,7 @@ impl Btf {
         let typedef = (1..self.type_offsets.len() as u32).find(|&id| {
             self.record(id).is_some_and(|record| {
                 record.kind == KIND_TYPEDEF
-                    && c_str(&self.strings, record.name_off) == Some(name.as_bytes())
+                    && c_str(self.strings, record.name_off) == Some(name.as_bytes())
             })
         })?;
         let pointer = self.record(self.strip_modifiers(typedef)?)?;
@@ -387,7 +444,7 @@ impl Btf {
         (0..proto.vlen)
             .map(|i| {
                 let at = proto.data.checked_add(i.checked_mul(8)?.checked_add(4)?)?;
-                le_u32(&self.types, at).map(TypeId)
+                le_u32(self.types, at).map(TypeId)
             })
             .collect()
     }
@@ -399,6 +456,25 @@ impl Btf {
             let record = self.record(id)?;
             matches!(record.kind, KIND_ENUM | KIND_ENUM64)
                 .then(|| self.enumerator_in(&record, enumerator))?
+        })
+    }
+
+    /// Id of the first TYPEDEF named `name`: `btf_trace_<tracepoint>` is a BTF tracepoint's
+    /// attach point.
+    pub fn typedef_id(&self, name: &str) -> Option<u32> {
+        self.type_id(KIND_TYPEDEF, name)
+    }
+
+    /// Id of the first FUNC named `name`: the attach point of fentry and fexit.
+    pub fn func_id(&self, name: &str) -> Option<u32> {
+        self.type_id(KIND_FUNC, name)
+    }
+
+    fn type_id(&self, kind: u32, name: &str) -> Option<u32> {
+        (1..self.type_offsets.len() as u32).find(|&id| {
+            self.record(id).is_some_and(|record| {
+                record.kind == kind && c_str(self.strings, record.name_off) == Some(name.as_bytes())
+            })
         })
     }
 
@@ -420,13 +496,13 @@ impl Btf {
         let entry_len = record.named_entry_len()?;
         (0..record.vlen).find_map(|i| {
             let at = record.data + i * entry_len;
-            if c_str(&self.strings, le_u32(&self.types, at)?)? != enumerator.as_bytes() {
+            if c_str(self.strings, le_u32(self.types, at)?)? != enumerator.as_bytes() {
                 return None;
             }
-            let low = le_u32(&self.types, at + 4)?;
+            let low = le_u32(self.types, at + 4)?;
             Some(match record.kind {
                 KIND_ENUM64 => {
-                    let high = le_u32(&self.types, at + 8)?;
+                    let high = le_u32(self.types, at + 8)?;
                     ((u64::from(high) << 32) | u64::from(low)) as i64
                 }
                 // For 32-bit enums kind_flag says the values are signed.
@@ -438,16 +514,16 @@ impl Btf {
 
     fn record(&self, id: u32) -> Option<TypeRecord> {
         let at = *self.type_offsets.get(id as usize).filter(|_| id != 0)?;
-        TypeRecord::read(&self.types, at as usize)
+        TypeRecord::read(self.types, at as usize)
     }
 
     fn members(&self, record: &TypeRecord) -> impl Iterator<Item = Member> {
         (0..record.vlen).map_while(move |i| {
             let at = record.data.checked_add(i.checked_mul(12)?)?;
             Some(Member {
-                name_off: le_u32(&self.types, at)?,
-                type_id: le_u32(&self.types, at.checked_add(4)?)?,
-                offset: le_u32(&self.types, at.checked_add(8)?)?,
+                name_off: le_u32(self.types, at)?,
+                type_id: le_u32(self.types, at.checked_add(4)?)?,
+                offset: le_u32(self.types, at.checked_add(8)?)?,
             })
         })
     }
@@ -461,8 +537,8 @@ impl Btf {
             }
             KIND_PTR => Some(size_of::<u64>() as u32),
             KIND_ARRAY if depth < MAX_DEPTH => {
-                let element = le_u32(&self.types, record.data)?;
-                let len = le_u32(&self.types, record.data.checked_add(8)?)?;
+                let element = le_u32(self.types, record.data)?;
+                let len = le_u32(self.types, record.data.checked_add(8)?)?;
                 self.size_of(element, depth + 1)?.checked_mul(len)
             }
             _ => None,
@@ -487,7 +563,7 @@ impl Btf {
             // With kind_flag the top byte holds the bitfield size, not offset bits.
             let offset_mask: u32 = if record.kind_flag { 0xff_ffff } else { !0 };
             let bit_offset = candidate.offset & offset_mask;
-            let name = c_str(&self.strings, candidate.name_off)?;
+            let name = c_str(self.strings, candidate.name_off)?;
             if name == member {
                 return bit_offset
                     .is_multiple_of(8)
@@ -517,6 +593,51 @@ impl Btf {
         }
         None
     }
+}
+
+/// The kinds of type a BTF program attaches to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachKind {
+    /// `btf_trace_<tracepoint>`, for tp_btf.
+    Typedef,
+    /// The function, for fentry and fexit.
+    Func,
+}
+
+/// A BTF for aya that holds only `name`, of `kind`, at the kernel's type `id`: aya looks the
+/// attach point up by name and hands the kernel its id, which must be the kernel's own. The
+/// types before it are forward declarations without names, so that the id comes out right
+/// at a fraction of what parsing the kernel's BTF costs aya.
+pub fn attach_point(name: &str, kind: AttachKind, id: u32) -> Result<aya::Btf, aya::BtfError> {
+    let filler = id.saturating_sub(1) as usize;
+    let type_len = (filler + 1) * TYPE_HEADER_LEN;
+    let strings: Vec<u8> = [0].into_iter().chain(name.bytes()).chain([0]).collect();
+    let mut blob = Vec::with_capacity(HEADER_LEN + type_len + strings.len());
+    let word = |blob: &mut Vec<u8>, word: u32| blob.extend(word.to_le_bytes());
+    blob.extend(BTF_MAGIC.to_le_bytes());
+    blob.extend([BTF_VERSION, 0]);
+    word(&mut blob, HEADER_LEN as u32);
+    // type_off, type_len, str_off, str_len: relative to the header's end.
+    word(&mut blob, 0);
+    word(&mut blob, type_len as u32);
+    word(&mut blob, type_len as u32);
+    word(&mut blob, strings.len() as u32);
+    for _ in 0..filler {
+        for field in [0, KIND_FWD << 24, 0] {
+            word(&mut blob, field);
+        }
+    }
+    let kind = match kind {
+        AttachKind::Typedef => KIND_TYPEDEF,
+        AttachKind::Func => KIND_FUNC,
+    };
+    // The name is the string at offset 1; what it is a typedef of, or the prototype, is not
+    // asked.
+    for field in [1, kind << 24, 0] {
+        word(&mut blob, field);
+    }
+    blob.extend(strings);
+    aya::Btf::parse(&blob, aya::Endianness::default())
 }
 
 #[cfg(test)]
@@ -642,7 +763,8 @@ mod tests {
         b.add("btf_trace_new", KIND_TYPEDEF, 0, new_ptr, &[]);
         b.add("btf_trace_old", KIND_TYPEDEF, 0, old_ptr, &[]);
         b.enumeration(KIND_ENUM, "", &[("MM_FILEPAGES", 0), ("MM_ANONPAGES", 1)]);
-        let btf = Btf::parse(&b.build()).expect("synthetic BTF parses");
+        let blob = b.build();
+        let btf = Btf::parse(&blob).expect("synthetic BTF parses");
 
         let (offset, id) = btf
             .member(btf.struct_id("mm_old").unwrap(), "rss_stat")
@@ -699,7 +821,8 @@ mod tests {
 
     #[test]
     fn synthetic_offsets_and_values() {
-        let btf = Btf::parse(&synthetic()).expect("synthetic BTF parses");
+        let blob = synthetic();
+        let btf = Btf::parse(&blob).expect("synthetic BTF parses");
         let offsets = [
             ("task", "pid", Some(0)),
             ("task", "tgid", Some(4)),
@@ -787,7 +910,8 @@ mod tests {
         // Type 1 is an anonymous struct whose only member is itself.
         b.composite(KIND_STRUCT, "", &[("", 1, 0)]);
         b.composite(KIND_STRUCT, "outer", &[("", 1, 0)]);
-        let btf = Btf::parse(&b.build()).expect("cyclic BTF parses");
+        let blob = b.build();
+        let btf = Btf::parse(&blob).expect("cyclic BTF parses");
         assert_eq!(btf.member_offset("outer", "nope"), None);
     }
 
@@ -808,7 +932,8 @@ mod tests {
             eprintln!("skipping: {VMLINUX_BTF_PATH} does not exist (no CONFIG_DEBUG_INFO_BTF)");
             return;
         }
-        let btf = Btf::from_sys_fs().expect("kernel BTF parses");
+        let vmlinux = VmlinuxBtf::open().expect("kernel BTF opens");
+        let btf = Btf::parse(vmlinux.bytes()).expect("kernel BTF parses");
         let pid = btf.member_offset("task_struct", "pid");
         assert_eq!(
             btf.member_offset("task_struct", "tgid"),
@@ -854,6 +979,33 @@ mod tests {
             let bits = bits.unwrap_or_else(|| panic!("bpftool lacks {struct_name}.{member}"));
             let offset = btf.member_offset(struct_name, member);
             assert_eq!(offset, Some(bits / 8), "{struct_name}.{member} vs bpftool");
+        }
+        // The attach points aya is given: the ids bpftool lists for them.
+        for (listed_as, id) in [
+            (
+                "TYPEDEF 'btf_trace_mark_victim'",
+                btf.typedef_id("btf_trace_mark_victim"),
+            ),
+            ("FUNC 'oom_kill_process'", btf.func_id("oom_kill_process")),
+        ] {
+            let listed = raw
+                .lines()
+                .find(|line| line.contains(listed_as))
+                .and_then(|line| line.strip_prefix('[')?.split(']').next()?.parse().ok());
+            assert_eq!(id, listed, "the id of {listed_as} vs bpftool");
+            if let Some(id) = id {
+                let (name, kind) = match listed_as.split_once(' ') {
+                    Some(("FUNC", name)) => (name.trim_matches('\''), AttachKind::Func),
+                    Some((_, name)) => (name.trim_matches('\''), AttachKind::Typedef),
+                    None => unreachable!(),
+                };
+                let stand_in = attach_point(name, kind, id).expect("a stand-in BTF");
+                let aya_kind = match kind {
+                    AttachKind::Func => aya_obj::btf::BtfKind::Func,
+                    AttachKind::Typedef => aya_obj::btf::BtfKind::Typedef,
+                };
+                assert_eq!(stand_in.id_by_type_name_kind(name, aya_kind).ok(), Some(id));
+            }
         }
     }
 }

@@ -184,16 +184,7 @@ impl Capture {
         let kernel_btf = if max_tier < Tier::NoFunctionTracing {
             Err(format!("capped at {max_tier} by --max-tier"))
         } else {
-            read_kernel_btf().and_then(|(ours, ayas)| match offsets::resolve(&ours) {
-                Ok(resolved) => Ok(KernelBtf {
-                    mark_victim_arg: prototype::tracepoint_arg(&ours, TRACEPOINT_NAME, 0),
-                    signal_target_arg: prototype::tracepoint_arg(&ours, SIGNAL_NAME, 2),
-                    constraint_names: offsets::oom_constraint_names(&ours),
-                    resolved,
-                    aya: ayas,
-                }),
-                Err(missing) => Err(format!("no usable kernel BTF: {missing}")),
-            })
+            KernelBtf::read()
         };
         if let Ok(btf) = &kernel_btf
             && !btf.resolved.missing_for_memory.is_empty()
@@ -215,8 +206,10 @@ impl Capture {
             .as_ref()
             .map_or(OFFSET_ABSENT, SignalLayout::sig_offset);
 
-        let mut ebpf = EbpfLoader::new()
-            .btf(kernel_btf.as_ref().ok().map(|btf| &btf.aya))
+        // The programs carry no CO-RE relocations (offsets come as globals), so aya is given
+        // no kernel BTF to relocate them against.
+        let mut ebpf = loader_without_kernel_btf()
+            .btf(None)
             .override_global("KERNEL_OFFSETS", &offsets, true)
             .override_global("SIGNAL_SIG_OFFSET", &sig_offset, true)
             .map_max_entries("EVENTS", ringbuf_bytes)
@@ -245,7 +238,7 @@ impl Capture {
         let task_hook = match &kernel_btf {
             Ok(btf) => match &btf.mark_victim_arg {
                 TracepointArg::Task => {
-                    attach_task_hook(&mut ebpf, &btf.aya, TRACEPOINT_NAME, "mark_victim")
+                    attach_task_hook(&mut ebpf, btf.mark_victim, TRACEPOINT_NAME, "mark_victim")
                         .map_err(|err| format!("{err:#}"))
                 }
                 other => Err(format!(
@@ -257,7 +250,7 @@ impl Capture {
         let hooked_function = match &kernel_btf {
             Ok(_) if max_tier < Tier::Full => Err(format!("capped at {max_tier} by --max-tier")),
             Ok(btf) => match btf.resolved.missing_for_oom_context.as_slice() {
-                [] => attach_function_hooks(&mut ebpf, &btf.aya, function_hook),
+                [] => attach_function_hooks(&mut ebpf, btf.oom_kill_process, function_hook),
                 missing => Err(format!("kernel BTF lacks {}", missing.join(", "))),
             },
             Err(reason) => Err(reason.clone()),
@@ -266,10 +259,13 @@ impl Capture {
         // offsets and the tracepoint passes the target's task.
         let signal_task_hook = match (&signal_layout, &kernel_btf) {
             (Some(_), Ok(btf)) => match &btf.signal_target_arg {
-                TracepointArg::Task => {
-                    attach_task_hook(&mut ebpf, &btf.aya, SIGNAL_NAME, "signal_generate")
-                        .map_err(|err| format!("{err:#}"))
-                }
+                TracepointArg::Task => attach_task_hook(
+                    &mut ebpf,
+                    btf.signal_generate,
+                    SIGNAL_NAME,
+                    "signal_generate",
+                )
+                .map_err(|err| format!("{err:#}")),
                 other => Err(format!(
                     "signal_generate's BTF prototype passes {other} as its third argument, \
                      not the target's task_struct"
@@ -365,31 +361,62 @@ impl DropCounter {
     }
 }
 
-/// What the running kernel's BTF says, for the programs and the choice among them.
+/// What the loader needs from the running kernel's BTF, read once and let go of before
+/// anything is loaded: the programs' struct offsets, the kernel's names for
+/// `enum oom_constraint`, what the tracepoints' prototypes pass, and the type ids the BTF
+/// programs attach to.
 struct KernelBtf {
     resolved: offsets::Resolved,
-    /// For the programs' attach points.
-    aya: aya::Btf,
     constraint_names: Vec<(u32, &'static str)>,
     /// `mark_victim`'s first argument: the victim's task, or (before 6.9) its pid.
     mark_victim_arg: TracepointArg,
     /// `signal_generate`'s third argument: the target's task.
     signal_target_arg: TracepointArg,
+    /// `btf_trace_mark_victim`, for tp_btf.
+    mark_victim: Option<u32>,
+    /// `btf_trace_signal_generate`, for tp_btf.
+    signal_generate: Option<u32>,
+    /// For fentry and fexit.
+    oom_kill_process: Option<u32>,
 }
 
-/// The running kernel's BTF, read once and parsed by both readers: ours for struct offsets,
-/// aya's for the programs' attach points.
-fn read_kernel_btf() -> Result<(btf::Btf, aya::Btf), String> {
-    let bytes = btf::vmlinux_bytes().map_err(|err| format!("no usable kernel BTF: {err:#}"))?;
-    let ours = btf::Btf::parse(&bytes).map_err(|err| {
-        format!(
-            "no usable kernel BTF: parsing {}: {err}",
-            btf::VMLINUX_BTF_PATH
-        )
-    })?;
-    let ayas = aya::Btf::parse(&bytes, aya::Endianness::default())
-        .map_err(|err| format!("no usable kernel BTF: {err}"))?;
-    Ok((ours, ayas))
+impl KernelBtf {
+    fn read() -> Result<Self, String> {
+        let vmlinux =
+            btf::VmlinuxBtf::open().map_err(|err| format!("no usable kernel BTF: {err:#}"))?;
+        let btf = btf::Btf::parse(vmlinux.bytes()).map_err(|err| {
+            format!(
+                "no usable kernel BTF: parsing {}: {err}",
+                btf::VMLINUX_BTF_PATH
+            )
+        })?;
+        let resolved =
+            offsets::resolve(&btf).map_err(|missing| format!("no usable kernel BTF: {missing}"))?;
+        Ok(KernelBtf {
+            resolved,
+            constraint_names: offsets::oom_constraint_names(&btf),
+            mark_victim_arg: prototype::tracepoint_arg(&btf, TRACEPOINT_NAME, 0),
+            signal_target_arg: prototype::tracepoint_arg(&btf, SIGNAL_NAME, 2),
+            mark_victim: btf.typedef_id(&format!("btf_trace_{TRACEPOINT_NAME}")),
+            signal_generate: btf.typedef_id(&format!("btf_trace_{SIGNAL_NAME}")),
+            oom_kill_process: btf.func_id(OOM_KILL_PROCESS),
+        })
+    }
+}
+
+/// aya's loader, without the copy of the kernel's BTF that `EbpfLoader::new` reads and parses
+/// by itself (some 13 MiB at startup, for nothing here: aya issue #1172, open in 0.14). It
+/// reads it with a plain `open`: with no file descriptor to spare for that one call, the read
+/// fails and the loader starts without it. The agent is still one thread here.
+fn loader_without_kernel_btf() -> EbpfLoader<'static> {
+    let _no_new_files = privileges::NoNewFiles::hold();
+    EbpfLoader::new()
+}
+
+/// A BTF for aya that names one attach point (see [`btf::attach_point`]).
+fn attach_point(name: &str, kind: btf::AttachKind, id: Option<u32>) -> anyhow::Result<aya::Btf> {
+    let id = id.with_context(|| format!("the kernel's BTF has no {name}"))?;
+    btf::attach_point(name, kind, id).with_context(|| format!("describing {name} for aya"))
 }
 
 /// The classic tracepoint is the floor: without it there is nothing to report.
@@ -419,16 +446,21 @@ fn attach_signal_tracepoint(ebpf: &mut Ebpf) -> anyhow::Result<()> {
 /// the victim, for `signal_generate` the signal's target.
 fn attach_task_hook(
     ebpf: &mut Ebpf,
-    btf: &aya::Btf,
+    attach_id: Option<u32>,
     tracepoint: &str,
     program_prefix: &str,
 ) -> anyhow::Result<TaskHook> {
     let tp_btf = (|| {
         let name = format!("{program_prefix}_btf");
         let what = format!("{name} (tp_btf {tracepoint})");
+        let btf = attach_point(
+            &format!("btf_trace_{tracepoint}"),
+            btf::AttachKind::Typedef,
+            attach_id,
+        )?;
         let program: &mut BtfTracePoint = program(ebpf, &name)?;
         program
-            .load(tracepoint, btf)
+            .load(tracepoint, &btf)
             .map_err(|err| rejected(&what, err))?;
         program.attach().map_err(|err| rejected(&what, err))?;
         anyhow::Ok(())
@@ -451,10 +483,10 @@ fn attach_task_hook(
 /// Hooks entry and return of `oom_kill_process`. Returns the hook and a sentence on how.
 fn attach_function_hooks(
     ebpf: &mut Ebpf,
-    btf: &aya::Btf,
+    attach_id: Option<u32>,
     choice: FunctionHook,
 ) -> Result<(FunctionHook, String), String> {
-    let mut fentry = || attach_fentry_pair(ebpf, btf).map_err(|err| format!("{err:#}"));
+    let mut fentry = || attach_fentry_pair(ebpf, attach_id).map_err(|err| format!("{err:#}"));
     match choice {
         FunctionHook::Fentry => fentry().map(|()| {
             (
@@ -491,7 +523,8 @@ fn attach_function_hooks(
 const OOM_KILL_PROCESS: &str = "oom_kill_process";
 
 /// fentry and fexit, both or neither: without the exit, incidents would never end.
-fn attach_fentry_pair(ebpf: &mut Ebpf, btf: &aya::Btf) -> anyhow::Result<()> {
+fn attach_fentry_pair(ebpf: &mut Ebpf, attach_id: Option<u32>) -> anyhow::Result<()> {
+    let btf = &attach_point(OOM_KILL_PROCESS, btf::AttachKind::Func, attach_id)?;
     let what = "oom_kill_process_fentry (fentry oom_kill_process)";
     let entry: &mut FEntry = program(ebpf, "oom_kill_process_fentry")?;
     entry

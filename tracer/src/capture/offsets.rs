@@ -235,13 +235,14 @@ mod tests {
     /// Resolution against the BTF of the kernel these tests run on: what the agent will do.
     #[test]
     fn resolves_every_offset_on_the_running_kernel() {
-        let btf = match Btf::from_sys_fs() {
-            Ok(btf) => btf,
+        let vmlinux = match super::super::btf::VmlinuxBtf::open() {
+            Ok(vmlinux) => vmlinux,
             Err(err) => {
                 eprintln!("skipped: this kernel exposes no BTF ({err:#})");
                 return;
             }
         };
+        let btf = Btf::parse(vmlinux.bytes()).expect("kernel BTF parses");
         let Resolved {
             offsets,
             missing_for_oom_context,

@@ -114,6 +114,48 @@ pub fn raise_memlock_limit() {
     }
 }
 
+/// While held, this process can open no file: RLIMIT_NOFILE's soft limit sits at the lowest
+/// free descriptor, which is what the next `open` would get. Dropping it restores the limit.
+/// For a library call that reads a file it has no use for (see `loader_without_kernel_btf`);
+/// only while one thread runs, or another thread's `open` would fail too.
+pub struct NoNewFiles {
+    saved: Option<libc::rlimit>,
+}
+
+impl NoNewFiles {
+    pub fn hold() -> Self {
+        let mut saved = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct we own.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut saved) } != 0 {
+            return NoNewFiles { saved: None };
+        }
+        let lowest_free = match std::fs::File::open("/") {
+            Ok(probe) => std::os::fd::AsRawFd::as_raw_fd(&probe),
+            // No descriptor to spare already.
+            Err(_) => return NoNewFiles { saved: None },
+        };
+        let held = libc::rlimit {
+            rlim_cur: lowest_free as libc::rlim_t,
+            rlim_max: saved.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we pass; lowering the soft limit is always allowed.
+        let saved = (unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &held) } == 0).then_some(saved);
+        NoNewFiles { saved }
+    }
+}
+
+impl Drop for NoNewFiles {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.saved {
+            // SAFETY: as in `hold`; the soft limit goes back to what it was, within the hard one.
+            unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, saved) };
+        }
+    }
+}
+
 /// What [`drop_after_attach`] left this process.
 #[derive(Debug)]
 pub struct Retained {

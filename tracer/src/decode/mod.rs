@@ -470,7 +470,7 @@ fn task_part(record: &VictimTaskRecord) -> TaskPart {
 
 /// Copies a `#[repr(C)]` record out of `bytes`. With `kind`, the length must match exactly: a
 /// mismatch means the agent and the eBPF object were built from different sources.
-fn read_record<T: Copy>(bytes: &[u8], kind: Option<u32>) -> Result<T, DecodeError> {
+fn read_record<T: aya::Pod>(bytes: &[u8], kind: Option<u32>) -> Result<T, DecodeError> {
     let expected = size_of::<T>();
     match kind {
         None if bytes.len() < expected => {
@@ -485,8 +485,8 @@ fn read_record<T: Copy>(bytes: &[u8], kind: Option<u32>) -> Result<T, DecodeErro
         }
         _ => {}
     }
-    // SAFETY: `bytes` holds at least size_of::<T>() bytes, and the records are integers and
-    // byte arrays only, for which every bit pattern is valid.
+    // SAFETY: `bytes` holds at least size_of::<T>() bytes, and `T: Pod` promises that every
+    // bit pattern of them is a valid `T`.
     Ok(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
 }
 

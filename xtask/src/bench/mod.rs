@@ -83,6 +83,8 @@ const RING_SIZES: [(&str, u64); 3] = [("256K", 256 << 10), ("1M", 1 << 20), ("4M
 /// Kills in the short burst the bpftrace peer sees in every run.
 const PEER_BURST_KILLS: usize = 20;
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
+/// From attach to idle: the agent gives back what starting touched 2 s after attach.
+const STARTUP_SETTLES: Duration = Duration::from_secs(3);
 /// How long after the last kill its output may still arrive.
 const OUTPUT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -195,9 +197,9 @@ struct Plan {
 /// Everything one run measured.
 pub struct Run {
     pub agent: AgentRun,
-    /// Idle memory right after attach with each of RING_SIZES.
+    /// Idle memory once startup settled, with each of RING_SIZES.
     pub rings: Vec<RingFootprint>,
-    /// Idle memory right after attach of the static build, with the default ring.
+    /// Idle memory of the static build once startup settled, with the default ring.
     pub static_idle: Memory,
     pub peer: peer::PeerRun,
     /// Kills in a container with attribution on and its cache warm; None without podman.
@@ -321,7 +323,7 @@ fn measure_agent(
     let tier = json_kind(&started)
         .and_then(|(_, value)| value["capture"]["tier"].as_str().map(str::to_owned))
         .unwrap_or_else(|| "unknown".to_owned());
-    let idle = sys::memory(agent.pid())?;
+    let idle = idle_after_startup(agent.pid())?;
     let idle_cpu_ms = if plan.idle_cpu {
         Some(idle_cpu(
             agent.pid(),
@@ -352,7 +354,7 @@ fn measure_agent(
     })
 }
 
-/// The agent started with each ring-buffer size, its memory read right after attach.
+/// The agent started with each ring-buffer size, its idle memory read once startup settled.
 fn ring_footprints(binaries: &Binaries) -> anyhow::Result<Vec<RingFootprint>> {
     RING_SIZES
         .iter()
@@ -363,7 +365,7 @@ fn ring_footprints(binaries: &Binaries) -> anyhow::Result<Vec<RingFootprint>> {
         .collect()
 }
 
-/// Memory of `oomtrace run --format json ARGS` right after attach.
+/// Idle memory of `oomtrace run --format json ARGS`, once startup settled.
 fn idle_memory(agent_binary: &Path, args: &[&str]) -> anyhow::Result<Memory> {
     let mut agent = Watched::spawn(
         "oomtrace",
@@ -374,9 +376,17 @@ fn idle_memory(agent_binary: &Path, args: &[&str]) -> anyhow::Result<Memory> {
     agent.wait_for("agent_started line", ATTACH_TIMEOUT, |line| {
         json_kind(line).is_some_and(|(kind, _)| kind == "agent_started")
     })?;
-    let idle = sys::memory(agent.pid())?;
+    let idle = idle_after_startup(agent.pid())?;
     agent.stop()?;
     Ok(idle)
+}
+
+/// The agent's memory once its startup has settled: the runtimes' watchers have connected or
+/// listed, and the agent has given back what only starting needed (2 s after attach). VmHWM
+/// holds the startup's peak.
+fn idle_after_startup(pid: u32) -> anyhow::Result<Memory> {
+    sys::sleep(STARTUP_SETTLES)?;
+    sys::memory(pid)
 }
 
 /// CPU time the process uses over `duration` while nothing happens.

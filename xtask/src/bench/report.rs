@@ -650,7 +650,10 @@ fn footprint(out: &mut String, runs: &Runs) {
     }
     let _ = writeln!(
         out,
-        "\nRight after attach (the agent's `agent_started` line, the peers' ready line). RssFile \
+        "\nOn this machine the agent is read 3 s after its `agent_started` line, once its \
+         startup has settled (2 s after attach it gives back the heap and the executable's \
+         pages that only starting used; VmHWM keeps the startup's peak); in the VM, and for \
+         the peers, right after the ready line. RssFile \
          holds file-backed pages and also the pages of a BPF ring buffer that the agent maps \
          (they are the kernel's, shared with it), RssAnon the agent's heap and stacks. The \
          ring-buffer rows start the agent once per size in every run. In the VM every file \
@@ -736,6 +739,7 @@ fn measured(runs: &Runs, load: &Load) -> super::targets::Measured {
     let rings = ring_memories(runs);
     Measured {
         attach_ms: Spread::of(runs.runs.iter().map(|run| run.agent.attach_ms)),
+        startup_hwm_mib: Spread::of(runs.runs.iter().map(|run| mib(run.agent.idle.hwm_kib))),
         idle_rss_mib: Spread::of(runs.runs.iter().map(|run| mib(run.agent.idle.rss_kib))),
         static_idle_rss_mib: Spread::of(runs.runs.iter().map(|run| mib(run.static_idle.rss_kib))),
         warm_p99_us: warm_p99,
@@ -775,7 +779,7 @@ fn how_measured(out: &mut String, options: &Options, runs: &Runs) {
         "- Attach time: CLOCK_MONOTONIC just before spawning `oomtrace run --format json` to the \
          moment a reader thread read its `agent_started` line."
             .to_owned(),
-        "- Idle VmRSS/VmHWM and its RssAnon/RssFile/RssShmem parts: /proc/<pid>/status right after attach. Idle CPU: utime + stime from \
+        "- Idle VmRSS/VmHWM and its RssAnon/RssFile/RssShmem parts: /proc/<pid>/status 3 s after attach, once startup settled; VmHWM is the startup's peak. Idle CPU: utime + stime from \
          /proc/<pid>/stat (clock-tick resolution, 10 ms) over the idle period, measured in "
             .to_owned()
             + &idle
