@@ -69,14 +69,16 @@ pub fn tracepoint_arg(btf: &Btf, name: &str, index: usize) -> TracepointArg {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capture::btf::VmlinuxBtf;
 
     /// On the kernel the tests run on, both hooks the agent reads tasks from pass one.
     #[test]
     fn running_kernel() {
-        let btf = match Btf::from_sys_fs() {
-            Ok(btf) => btf,
+        let vmlinux = match VmlinuxBtf::open() {
+            Ok(vmlinux) => vmlinux,
             Err(err) => return eprintln!("skipped: this kernel exposes no BTF ({err:#})"),
         };
+        let btf = Btf::parse(vmlinux.bytes()).expect("the kernel's BTF parses");
         // TP_PROTO(int sig, struct kernel_siginfo *info, struct task_struct *task, ...), since 3.x.
         assert_eq!(
             tracepoint_arg(&btf, "signal_generate", 0),
