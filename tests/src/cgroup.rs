@@ -99,6 +99,43 @@ impl MemoryCgroup {
         cgroup
     }
 
+    /// A cgroup inside this one, without a limit of its own: this one's limit is its limit.
+    /// Drop it before its parent.
+    pub fn child(&self, name: &str) -> Self {
+        let memcg_dir = self.memcg_dir.join(name);
+        let mut child = Self {
+            name: format!("{}/{name}", self.name),
+            limit_bytes: self.limit_bytes,
+            memcg_dir: memcg_dir.clone(),
+            cgroup2_dir: None,
+            memcg_id: 0,
+            cgroup2_id: None,
+            live_dirs: Vec::new(),
+            for_containers: false,
+        };
+        child.make_dir(&memcg_dir);
+        child.memcg_id = inode(&memcg_dir);
+        match &self.cgroup2_dir {
+            // Pure v2: the memory cgroup is the cgroup2 cgroup; its parent passes `memory` on.
+            Some(parent) if *parent == self.memcg_dir => {
+                let subtree_control = parent.join("cgroup.subtree_control");
+                let enabled = fs::read_to_string(&subtree_control).unwrap_or_default();
+                if !enabled.split_whitespace().any(|c| c == "memory") {
+                    write_file(&subtree_control, "+memory");
+                }
+                child.cgroup2_dir = Some(memcg_dir);
+            }
+            Some(parent) => {
+                let cgroup2_dir = parent.join(name);
+                child.make_dir(&cgroup2_dir);
+                child.cgroup2_dir = Some(cgroup2_dir);
+            }
+            None => {}
+        }
+        child.cgroup2_id = child.cgroup2_dir.as_deref().map(inode);
+        child
+    }
+
     /// As [`create`](Self::create), for a container runtime to put containers below, e.g. as
     /// Compose's `cgroup_parent`: the runtime makes same-named cgroups in the other
     /// controllers' hierarchies too, and its containers' cgroups below them. Removing it removes

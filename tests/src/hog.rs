@@ -28,18 +28,63 @@ impl Hog {
 
     /// Spawns the hog in `cgroup` without letting it allocate yet: see [`release`](Self::release).
     pub fn spawn_held_in(binary: impl AsRef<Path>, cgroup: &MemoryCgroup) -> Self {
+        Self::spawn_held_with(binary, cgroup, &[])
+    }
+
+    /// [`spawn_in`](Self::spawn_in) with the hog's options, e.g. `["--mib-per-second", "32"]`
+    /// or `["--hold", "--max-mib", "64"]` (they come last, so they win).
+    pub fn spawn_with(binary: impl AsRef<Path>, cgroup: &MemoryCgroup, options: &[&str]) -> Self {
+        let mut hog = Self::spawn_held_with(binary, cgroup, options);
+        hog.release();
+        hog
+    }
+
+    /// [`spawn_held_in`](Self::spawn_held_in) with the hog's options.
+    pub fn spawn_held_with(
+        binary: impl AsRef<Path>,
+        cgroup: &MemoryCgroup,
+        options: &[&str],
+    ) -> Self {
         // Well past the limit, so reaching it means the limit did not work; yet bounded.
         let max_mib = (4 * cgroup.limit_bytes() / MIB).max(16);
         let binary = binary.as_ref();
         let mut child = Command::new(binary)
             .args(["--max-mib", &max_mib.to_string()])
+            .args(options)
             .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|err| panic!("spawning the hog {}: {err}", binary.display()));
         let start = child.stdin.take();
         let hog = Self { child, start };
         cgroup.add(hog.pid());
         hog
+    }
+
+    /// Makes the OOM killer pick this hog first (1000) or never (-1000).
+    pub fn set_oom_score_adj(&self, adj: i32) {
+        let path = format!("/proc/{}/oom_score_adj", self.pid());
+        std::fs::write(&path, adj.to_string())
+            .unwrap_or_else(|err| panic!("writing {adj} to {path}: {err}"));
+    }
+
+    /// Waits until a `--hold` hog holds its memory (it says so on stdout).
+    pub fn wait_holding(&mut self) {
+        use std::io::BufRead as _;
+        let stdout = self
+            .child
+            .stdout
+            .take()
+            .expect("the hog's stdout is read once");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("reading the hog's stdout");
+        assert!(
+            line.starts_with("held "),
+            "the hog (pid {}) should say it holds its memory, it said {line:?}",
+            self.pid()
+        );
     }
 
     /// Lets the hog allocate.

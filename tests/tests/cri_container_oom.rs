@@ -24,7 +24,7 @@ fn a_container_killed_at_its_limit_is_named_with_its_pod() {
     let show = |pointer: &str| shown(&kill, pointer);
     println!(
         "containerd container {} in pod {}/{}: oomtrace says pod {}/{} (uid {}, {}), container \
-         {} (limit {}, main process {}), source {}",
+         {} (restart {}, limit {}, main process {}), source {}",
         container.id(),
         pod.namespace(),
         pod.name(),
@@ -33,6 +33,7 @@ fn a_container_killed_at_its_limit_is_named_with_its_pod() {
         show("/victim/k8s/pod/uid"),
         show("/victim/k8s/pod/qos_class"),
         show("/victim/k8s/container/name"),
+        show("/victim/k8s/container/restart_count"),
         show("/victim/container/memory_limit_bytes"),
         show("/victim/container/main_process"),
         show("/victim/attribution/source"),
@@ -43,6 +44,8 @@ fn a_container_killed_at_its_limit_is_named_with_its_pod() {
     expect_field(&kill, "victim.k8s.pod.uid", pod.uid());
     expect_field(&kill, "victim.k8s.pod.qos_class", "burstable");
     expect_field(&kill, "victim.k8s.container.name", "worker");
+    // The kubelet's restarts before this instance (the CRI's `attempt`).
+    expect_field(&kill, "victim.k8s.container.restart_count", 2);
     expect_field(&kill, "victim.container.id", container.id());
     expect_field(&kill, "victim.container.runtime", "containerd");
     expect_field(&kill, "victim.container.memory_limit_bytes", LIMIT_BYTES);
@@ -55,8 +58,10 @@ fn a_container_killed_at_its_limit_is_named_with_its_pod() {
     expect_field(&kill, "domain.k8s.container.name", "worker");
     expect_field(&kill, "domain.memory.limit_bytes", LIMIT_BYTES);
 
+    // As the kubelet's user knows it: the pod, then the container's name in it.
     let line = format!(
-        "in container worker (containerd, {}, pod pay-prod/ledger-api-7f9c)",
+        " in pod pay-prod/ledger-api-7f9c container worker (containerd, {}, restart 2); the \
+         limit of pod pay-prod/ledger-api-7f9c container worker (48.0 MiB) was hit",
         oomtrace_tests::cri::CRI_IMAGE
     );
     agent.wait_for_log(&line, std::time::Duration::from_secs(10));

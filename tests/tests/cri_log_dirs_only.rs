@@ -40,8 +40,10 @@ fn the_kubelets_log_directories_alone_name_the_kill() {
     expect_field(&kill, "victim.k8s.pod.uid", pod.uid());
     expect_field(&kill, "victim.k8s.container.name", "worker");
     expect_field(&kill, "victim.container.runtime", "kubelet");
+    // From the `3.log` the container's link points to.
+    expect_field(&kill, "victim.k8s.container.restart_count", 3);
     agent.wait_for_log(
-        "in container worker (kubelet, pod pay-prod/ledger-api-7f9c)",
+        " in pod pay-prod/ledger-api-7f9c container worker (kubelet, restart 3)",
         std::time::Duration::from_secs(10),
     );
     agent.stop();

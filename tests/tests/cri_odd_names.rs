@@ -33,7 +33,7 @@ fn long_dotted_pod_names_are_named_whole() {
     expect_field(&kill, "victim.k8s.container.name", "c-0");
     agent.wait_for_log(
         &format!(
-            "in container c-0 (containerd, {}, pod odd-ns-1/{name})",
+            " in pod odd-ns-1/{name} container c-0 (containerd, {})",
             oomtrace_tests::cri::CRI_IMAGE
         ),
         std::time::Duration::from_secs(10),

@@ -25,9 +25,11 @@ use crate::incident::{Event, Joiner, TargetProc};
 use crate::metrics::{self, Metrics};
 use crate::observe::Observer;
 use crate::observe::cgroupfs::MemoryHierarchy;
+use crate::observe::timeline::Prepared;
 use crate::record::agent::AgentInfo;
 use crate::record::{Body, Context, Record, Totals, build};
 use crate::sink::{Sink, json::JsonSink, metrics::MetricsSink, text::LogSink};
+use crate::stages::{self, Stages};
 use crate::{badness, decode};
 
 type Logger = EbpfLogger<&'static dyn log::Log>;
@@ -59,6 +61,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         no_history,
         history_retention,
         history_max_rows,
+        timeline,
         metrics_addr,
     } = args;
     let clock = KernelClock::now();
@@ -80,6 +83,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let earlier_kills = crate::kmsg::kills_since_boot();
     let records = capture.records()?;
     let drops = Arc::new(capture.drop_counter()?);
+    // The memory timeline's pressure trigger may need privileges on older kernels.
+    let timeline_window = timeline.0;
+    let timeline_prepared = (!timeline_window.is_zero()).then(Prepared::new);
     // Attached: from here on nothing needs the capabilities loading did. Before any thread
     // starts, since each thread keeps its own.
     let retained = privileges::drop_after_attach(|| drops.try_read())?;
@@ -142,6 +148,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
 
+    // The recorder runs before the agent says it started: its lead-up covers the first kill.
+    let mut observer = Observer::new(MemoryHierarchy::find(), timeline_window, timeline_prepared);
     // Once the runtimes' watchers have made their first connection or listing, everything
     // that only starting needs has run.
     tokio::spawn(async {
@@ -153,7 +161,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         jiff::Timestamp::now(),
         AgentInfo::this(),
     ));
-    let (events, mut joined) = mpsc::channel::<(Event, Instant)>(EVENT_QUEUE);
+    let (events, mut joined) = mpsc::channel::<(Event, Instant, Stages)>(EVENT_QUEUE);
     // Capture → decode → join on one side of the queue; attribute → sinks on the other, so a
     // kill waiting for its container's name never holds up reading the ring buffer.
     let capture_side = async move {
@@ -167,7 +175,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     join(&mut joiner, plan, batch.drain(..), &mut counts)
                 }
                 () = flush_logger(&mut logger) => Vec::new(),
-                () = sleep_until(deadline) => joiner.expire(Instant::now()),
+                () = sleep_until(deadline) => timed(joiner.expire(Instant::now()), "wait"),
                 _ = sigint.recv() => break,
                 _ = sigterm.recv() => break,
             };
@@ -176,7 +184,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         // Whatever the kernel already wrote is reported before exiting.
         records.finish(&mut batch).await?;
         let mut last = join(&mut joiner, plan, batch.drain(..), &mut counts);
-        last.extend(joiner.flush());
+        last.extend(timed(joiner.flush(), "wait"));
         send(&events, last).await;
         if let Some(logger) = &mut logger {
             logger.get_mut().flush();
@@ -184,21 +192,33 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         counts.oom_sigkills = joiner.oom_sigkills();
         anyhow::Ok(counts)
     };
-    let mut observer = Observer::new(MemoryHierarchy::find());
     let mut explainer = Explainer::new(restart_loop_window.into());
     let output_side = async {
-        while let Some((event, joined_at)) = joined.recv().await {
+        while let Some((event, joined_at, mut stages)) = joined.recv().await {
+            stages.mark("queue");
             let deadline = joined_at + ATTRIBUTION_BUDGET;
+            let mut killed = None;
             // Each record is built once, after explain, and every output takes that one.
             let record = match event {
                 Event::Kill(kill) => {
+                    killed = Some(kill.victim.pid);
                     // Read what changes first; then name, which may wait; then explain.
-                    let (moment, snapshot) = observer.observe(&kill);
+                    let (moment, snapshot, timeline) = observer.observe(&kill);
+                    stages.mark("observe");
                     let kill = attributor.kill(kill, moment, deadline).await;
-                    let (explanation, domain_memory) =
-                        explainer.explain(&kill, snapshot, &attributor, Instant::now());
+                    stages.mark("attribute");
+                    let (explanation, domain_memory) = explainer.explain(
+                        &kill,
+                        snapshot,
+                        timeline.as_deref(),
+                        &attributor,
+                        Instant::now(),
+                    );
                     let context = output.context(drops.total());
-                    build::oom_kill(&kill, Some(explanation), Some(&domain_memory), &context)
+                    let record =
+                        build::oom_kill(&kill, Some(explanation), Some(&domain_memory), &context);
+                    stages.mark("explain");
+                    record
                 }
                 Event::Incident(incident) => {
                     build::oom_incident(&incident, &output.context(drops.total()))
@@ -208,7 +228,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     build::sigkill(&sigkill, &output.context(drops.total()))
                 }
             };
-            output.write(&record).await;
+            output.write(&record, &mut stages).await;
+            if let Some(pid) = killed
+                && Stages::enabled()
+            {
+                log::debug!(
+                    target: stages::LOG_TARGET,
+                    "oom_kill of pid {pid}: {}",
+                    stages.describe()
+                );
+            }
         }
     };
     let (counts, ()) = tokio::join!(capture_side, output_side);
@@ -242,19 +271,29 @@ fn join(
     plan: &CapturePlan,
     records: impl Iterator<Item = Bytes>,
     counts: &mut CaptureCounts,
-) -> Vec<Event> {
+) -> Vec<(Event, Stages)> {
     let now = Instant::now();
     let mut events = Vec::new();
     for record in records {
         counts.records += 1;
+        let read_ns = crate::clock::monotonic_ns();
         match decode::decode_with(&record, &plan.layout, plan.signal_layout.as_ref()) {
             Ok(part) => {
+                let decoded_ns = crate::clock::monotonic_ns();
                 // A SIGKILLed process is soon reaped: ask /proc where it lives right away.
                 let target_proc = match &part {
                     decode::Part::Sigkill(sigkill) => Some(TargetProc::read(sigkill.target.pid)),
                     _ => None,
                 };
-                events.extend(joiner.push_with(part, target_proc, now));
+                let joined = joiner.push_with(part, target_proc, now);
+                let joined_ns = crate::clock::monotonic_ns();
+                events.extend(joined.into_iter().map(|event| {
+                    let mut stages = Stages::since(captured_ns(&event).unwrap_or(read_ns));
+                    stages.mark_at("read", read_ns);
+                    stages.mark_at("decode", decoded_ns);
+                    stages.mark_at("join", joined_ns);
+                    (event, stages)
+                }));
             }
             Err(err) => {
                 counts.decode_errors += 1;
@@ -265,22 +304,45 @@ fn join(
     events
 }
 
+/// The kernel's capture time of an event, where it has one.
+fn captured_ns(event: &Event) -> Option<u64> {
+    match event {
+        Event::Kill(kill) => Some(kill.ktime_ns),
+        Event::Sigkill(sigkill) => Some(sigkill.part.ktime_ns),
+        Event::Incident(incident) => Some(incident.context.entry.ktime_ns),
+    }
+}
+
+/// Events that waited in the joiner for a partner that never came, their last span `name`.
+fn timed(events: Vec<Event>, name: &'static str) -> Vec<(Event, Stages)> {
+    let now_ns = crate::clock::monotonic_ns();
+    events
+        .into_iter()
+        .map(|event| {
+            let mut stages = Stages::since(captured_ns(&event).unwrap_or(now_ns));
+            stages.mark_at(name, now_ns);
+            (event, stages)
+        })
+        .collect()
+}
+
 /// Queues joined events for the output side. Every kill passes here (joined, expired or
 /// flushed), still on the capture side: where the kernel could not say whether the victim is a
 /// container's main process, `/proc` is asked now, before its runtime reaps it.
-async fn send(queue: &mpsc::Sender<(Event, Instant)>, mut events: Vec<Event>) {
-    for event in &mut events {
+async fn send(queue: &mpsc::Sender<(Event, Instant, Stages)>, mut events: Vec<(Event, Stages)>) {
+    for (event, stages) in &mut events {
         if let Event::Kill(kill) = event
             && kill.namespace_init.is_none()
         {
             let pid = kill.victim.tgid.unwrap_or(kill.victim.pid);
             kill.namespace_init = crate::procfs::is_namespace_init(pid);
+            stages.mark("proc");
         }
     }
     let now = Instant::now();
-    for event in events {
+    for (event, stages) in events {
         // Only fails once the output side is gone, i.e. never before shutdown.
-        if queue.send((event, now)).await.is_err() {
+        if queue.send((event, now, stages)).await.is_err() {
             log::error!("the output stage stopped; an event was not written");
         }
     }
@@ -350,10 +412,11 @@ impl<'a> Output<'a> {
         }
     }
 
-    async fn write(&mut self, record: &Record) {
+    async fn write(&mut self, record: &Record, stages: &mut Stages) {
         // Stored first: a kill that was logged is never lost by the agent dying right after.
         if let Some(history) = &mut self.history {
             history.record(record).await;
+            stages.mark("history");
         }
         match &record.body {
             Body::OomKill(_) => self.totals.oom_kills += 1,
@@ -364,6 +427,7 @@ impl<'a> Output<'a> {
             | Body::AgentStopped(_) => {}
         }
         self.write_to_sinks(record);
+        stages.mark("write");
     }
 
     fn write_to_sinks(&mut self, record: &Record) {

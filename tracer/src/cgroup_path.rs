@@ -189,6 +189,44 @@ pub fn parse(path: &str) -> PathIdentity {
     }
 }
 
+/// The kubelet's cgroups above the pods (cgroupfs and systemd drivers): a limit hit there is
+/// the node's, not a pod's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KubeLevel {
+    /// `/kubepods`, `kubepods.slice`: every pod on the node, limited to its allocatable memory.
+    Node,
+    /// `/kubepods/burstable`, `kubepods-besteffort.slice`: one QoS class's pods.
+    Qos(QosClass),
+}
+
+/// Where the deepest component of `path` sits among the kubelet's own cgroups, if it is one.
+pub fn kube_level(path: &str) -> Option<KubeLevel> {
+    let mut names = path.rsplit('/').filter(|name| !name.is_empty());
+    let last = names.next()?;
+    let parent = names.next();
+    let qos = |name: &str| match name {
+        "burstable" => Some(QosClass::Burstable),
+        "besteffort" => Some(QosClass::BestEffort),
+        _ => None,
+    };
+    if last == "kubepods" {
+        return Some(KubeLevel::Node);
+    }
+    if let (Some(class), Some("kubepods")) = (qos(last), parent) {
+        return Some(KubeLevel::Qos(class));
+    }
+    // systemd: `[<root>-]kubepods.slice`, `[<root>-]kubepods-<qos>.slice`.
+    let stem = last.strip_suffix(".slice")?;
+    let at = stem.rfind("kubepods")?;
+    if !(at == 0 || stem[..at].ends_with('-')) {
+        return None;
+    }
+    match &stem[at + "kubepods".len()..] {
+        "" => Some(KubeLevel::Node),
+        rest => rest.strip_prefix('-').and_then(qos).map(KubeLevel::Qos),
+    }
+}
+
 /// The container whose runtime monitor (conmon, LXC monitor) lives in this cgroup, if any:
 /// an OOM kill there takes the container's supervisor, not the container.
 pub fn monitored_container(path: &str) -> Option<ContainerRef> {
@@ -549,6 +587,44 @@ mod tests {
         for (path, expected) in rows {
             let path = fill(path);
             assert_eq!(render(&parse(&path)), fill(expected), "{path}");
+        }
+    }
+
+    #[test]
+    fn the_kubelets_own_cgroups_are_the_nodes() {
+        for (path, level) in [
+            ("/kubepods", Some(KubeLevel::Node)),
+            ("/kubepods.slice", Some(KubeLevel::Node)),
+            (
+                "/kubelet.slice/kubelet-kubepods.slice",
+                Some(KubeLevel::Node),
+            ),
+            (
+                "/kubepods/burstable",
+                Some(KubeLevel::Qos(QosClass::Burstable)),
+            ),
+            (
+                "/kubepods/besteffort/",
+                Some(KubeLevel::Qos(QosClass::BestEffort)),
+            ),
+            (
+                "/kubepods.slice/kubepods-burstable.slice",
+                Some(KubeLevel::Qos(QosClass::Burstable)),
+            ),
+            (&format!("/kubepods/burstable/pod{UID}"), None),
+            (
+                &format!(
+                    "/kubepods.slice/kubepods-pod{}.slice",
+                    UID.replace('-', "_")
+                ),
+                None,
+            ),
+            ("/burstable", None),
+            ("/system.slice/notkubepods.slice", None),
+            ("/kubepods-guaranteed.slice", None),
+            ("", None),
+        ] {
+            assert_eq!(kube_level(path), level, "{path}");
         }
     }
 

@@ -123,6 +123,12 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub history_max_rows: u64,
 
+    /// How long before each kill the memory timeline goes back (`explanation.timeline`): usage
+    /// of the domain's biggest cgroups, its pressure stalls and limit events, sampled every
+    /// second and ten times a second once memory runs short. `0` turns the recorder off.
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub timeline: crate::observe::timeline::Window,
+
     /// Serve Prometheus metrics at `http://ADDR/metrics`, e.g. `127.0.0.1:9464` (loopback:
     /// only this host can scrape). Off by default. Only this address is bound; `0.0.0.0:9464`
     /// exposes the counters to every network the host is on.

@@ -31,6 +31,7 @@ mod names;
 mod observe;
 mod protect;
 mod sink;
+mod stages;
 
 /// Crates whose types this library's API takes, for its users to build against the very same
 /// versions: the fuzz targets make a runtime's answers (bollard) from JSON and times with jiff;

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use crate::attribute::Source;
+use crate::cgroup_path::{self, KubeLevel, PathKind};
 use crate::record::party::{Container, Names};
 
 /// What a person calls the owner of a cgroup, if anything better than its path.
@@ -18,6 +19,9 @@ pub fn name(names: &Names) -> Option<String> {
     let path = attribution
         .as_ref()
         .map(|attribution| attribution.path.as_str());
+    let tombstone = attribution
+        .as_ref()
+        .is_some_and(|a| a.source == Source::Tombstone);
     match container {
         // Named by its runtime.
         Some(Container {
@@ -29,77 +33,162 @@ pub fn name(names: &Names) -> Option<String> {
             let mut about: Vec<String> = compose_service(names).into_iter().collect();
             about.extend(runtime.iter().map(|runtime| printable(runtime)));
             about.extend(image.as_ref().map(|image| printable(&image.name)));
-            if let (Some(namespace), Some(pod)) = (
-                names.namespace(),
-                names.pod().and_then(|pod| pod.name.as_deref()),
-            ) {
-                about.push(format!("pod {}/{}", printable(namespace), printable(pod)));
-            }
-            if attribution
-                .as_ref()
-                .is_some_and(|a| a.source == Source::Tombstone)
-            {
+            let mut text = match (pod_name(names), names.k8s_container()) {
+                // As the kubelet's user knows it: the pod, and the container's name in it.
+                (Some(pod), Some(in_pod)) => {
+                    if let Some(restarts) = in_pod.restart_count.filter(|&count| count > 0) {
+                        about.push(format!("restart {restarts}"));
+                    }
+                    format!("{pod} container {}", printable(&in_pod.name))
+                }
+                (pod, _) => {
+                    about.extend(pod);
+                    format!("container {}", printable(name))
+                }
+            };
+            if tombstone {
                 about.push("since removed".to_owned());
             }
-            let mut text = format!("container {}", printable(name));
             let _ = write!(text, " ({})", about.join(", "));
             return Some(text);
         }
-        // Known by its path only.
+        // Known by its path only; in a known pod, by its pod and id.
         Some(Container { id, runtime, .. }) => {
-            let runtime = runtime.as_deref().unwrap_or("");
-            let id = id.get(..12).unwrap_or(id);
-            return Some(
-                format!("{runtime} container {}", printable(id))
+            let id = printable(short_id(id));
+            let runtime = runtime.as_deref().map(printable);
+            return Some(match pod_name(names) {
+                Some(pod) => {
+                    let about = runtime.map(|runtime| format!(" ({runtime})"));
+                    format!("{pod} container {id}{}", about.unwrap_or_default())
+                }
+                None => format!("{} container {id}", runtime.unwrap_or_default())
                     .trim_start()
                     .to_owned(),
-            );
+            });
         }
         None => {}
     }
     // conmon and friends: not in the container, but there for it.
-    if let Some(container) = path.and_then(crate::cgroup_path::monitored_container) {
-        let id = container.id.get(..12).unwrap_or(&container.id);
+    if let Some(container) = path.and_then(cgroup_path::monitored_container) {
         return Some(format!(
             "the runtime monitor of container {}",
-            printable(id)
+            printable(short_id(&container.id))
         ));
     }
     // A pod by its names (its sandbox, or its own cgroup: never a "pause" container).
-    if let (Some(namespace), Some(pod)) = (
-        names.namespace(),
-        names.pod().and_then(|pod| pod.name.as_deref()),
-    ) {
+    if let Some(pod) = pod_name(names) {
         let qos = names.pod().and_then(|pod| pod.qos_class);
         let about = qos.map(|qos| format!(" ({})", qos.as_str()));
-        return Some(format!(
-            "pod {}/{}{}",
-            printable(namespace),
-            printable(pod),
-            about.unwrap_or_default()
-        ));
+        return Some(format!("{pod}{}", about.unwrap_or_default()));
     }
     // A pod known from its cgroup path (a container's pod is named with the container).
     if let Some(pod) = names.pod()
         && let (Some(uid), Some(qos)) = (&pod.uid, pod.qos_class)
     {
-        return Some(format!("pod {uid} ({})", qos.as_str()));
+        return Some(format!("pod {} ({})", printable(uid), qos.as_str()));
+    }
+    if let Some(level) = path.and_then(cgroup_path::kube_level) {
+        return Some(kube_level_name(level));
     }
     systemd
         .as_ref()
         .map(|systemd| format!("unit {}", printable(&systemd.unit)))
 }
 
-/// `service db of project shop` for a Compose service's container, else `container web`, else
-/// the longer [`name`].
+/// `service db of project shop` for a Compose service's container, `pod shop/web-0 container
+/// api` for a Kubernetes one, else `container web`, `pod shop/web-0`, else the longer [`name`].
 pub fn short_name(names: &Names) -> Option<String> {
     compose_service(names)
+        .or_else(|| pod_container(names))
         .or_else(|| {
             names
                 .container_name()
                 .map(|name| format!("container {}", printable(name)))
         })
+        .or_else(|| names.container.is_none().then(|| pod_name(names)).flatten())
         .or_else(|| name(names))
+}
+
+/// `pod shop/web-0`, from the pod's names.
+pub fn pod_name(names: &Names) -> Option<String> {
+    let namespace = names.namespace()?;
+    let pod = names.pod()?.name.as_deref()?;
+    Some(format!("pod {}/{}", printable(namespace), printable(pod)))
+}
+
+/// `pod shop/web-0 container api`: a container as the kubelet's user knows it.
+pub fn pod_container(names: &Names) -> Option<String> {
+    let pod = pod_name(names)?;
+    let container = names.k8s_container()?;
+    Some(format!("{pod} container {}", printable(&container.name)))
+}
+
+/// Whose memory a Kubernetes cgroup limits, when that is more than its owner's name: the
+/// pod's own cgroup, or the kubelet's above the pods.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KubeLimit {
+    /// The pod's limit (the sum of its containers'), with the pod's name.
+    Pod(String),
+    Node(KubeLevel),
+}
+
+impl KubeLimit {
+    /// The limit of the cgroup at `path`, owned by `names`, when it is a pod's or the node's.
+    pub fn of(names: &Names, path: &str) -> Option<KubeLimit> {
+        if cgroup_path::parse(path).kind == PathKind::Pod {
+            return pod_name(names).or_else(|| name(names)).map(KubeLimit::Pod);
+        }
+        cgroup_path::kube_level(path).map(KubeLimit::Node)
+    }
+
+    /// `the pod's limit (pod shop/web-0, 256.0 MiB)`, `the node's allocatable memory for pods
+    /// (7.50 GiB)`, `the limit of the node's burstable pods`.
+    pub fn words(&self, limit_bytes: Option<u64>) -> String {
+        let size = limit_bytes.map(human_bytes);
+        match self {
+            KubeLimit::Pod(pod) => {
+                let about: Vec<String> = std::iter::once(pod.clone()).chain(size).collect();
+                format!("the pod's limit ({})", about.join(", "))
+            }
+            KubeLimit::Node(level) => {
+                let words = match level {
+                    KubeLevel::Node => kube_level_name(*level),
+                    KubeLevel::Qos(_) => format!("the limit of {}", kube_level_name(*level)),
+                };
+                match size {
+                    Some(size) => format!("{words} ({size})"),
+                    None => words,
+                }
+            }
+        }
+    }
+}
+
+/// Whose limit a domain cgroup is, and how big, in words: `the limit of container web
+/// (48.0 MiB)`, `the pod's limit (pod shop/web-0, 256.0 MiB)`, `the node's allocatable memory
+/// for pods (7.50 GiB)`; `path` is the cgroup's.
+pub fn limit_words(names: &Names, path: Option<&str>, limit_bytes: Option<u64>) -> Option<String> {
+    let path = path.or(names.attribution.as_ref().map(|a| a.path.as_str()));
+    if let Some(kube) = path.and_then(|path| KubeLimit::of(names, path)) {
+        return Some(kube.words(limit_bytes));
+    }
+    let size = limit_bytes
+        .map(|bytes| format!(" ({})", human_bytes(bytes)))
+        .unwrap_or_default();
+    short_name(names).map(|name| format!("the limit of {name}{size}"))
+}
+
+/// The kubelet's cgroups above the pods: their limits are the node's.
+pub fn kube_level_name(level: KubeLevel) -> String {
+    match level {
+        KubeLevel::Node => "the node's allocatable memory for pods".to_owned(),
+        KubeLevel::Qos(qos) => format!("the node's {} pods", qos.as_str()),
+    }
+}
+
+/// The start of a container id, as `docker ps` shows it.
+pub fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
 }
 
 /// `service db of project shop`, as Compose users think of a container, when its labels say.
@@ -152,6 +241,115 @@ mod tests {
         assert_eq!(human_kb(12), "12 KiB");
         assert_eq!(human_kb(1536), "1.5 MiB");
         assert_eq!(human_kb(3 * 1_048_576), "3.00 GiB");
+    }
+
+    use crate::attribute::fixtures::{CRI_ID, in_pod, pod_path, worker};
+    use crate::record::build::{names, names_from_path};
+
+    #[test]
+    fn a_kubernetes_container_is_named_by_its_pod_and_its_name_in_it() {
+        let names = names(Some(&worker()), None);
+        assert_eq!(
+            name(&names).as_deref(),
+            Some(
+                "pod pay-prod/ledger-api-7f9c container worker (containerd, \
+                 registry.example/ledger:4.1, restart 3)"
+            )
+        );
+        assert_eq!(
+            short_name(&names).as_deref(),
+            Some("pod pay-prod/ledger-api-7f9c container worker")
+        );
+        assert_eq!(
+            limit_words(&names, None, Some(48 << 20)).as_deref(),
+            Some("the limit of pod pay-prod/ledger-api-7f9c container worker (48.0 MiB)")
+        );
+    }
+
+    #[test]
+    fn a_first_run_says_no_restart_and_a_removed_one_says_so() {
+        let mut attribution = worker();
+        if let Some(meta) = attribution.container.as_mut() {
+            std::sync::Arc::make_mut(meta).k8s.restart_count = Some(0);
+        }
+        attribution.source = Source::Tombstone;
+        assert_eq!(
+            name(&names(Some(&attribution), None)).as_deref(),
+            Some(
+                "pod pay-prod/ledger-api-7f9c container worker (containerd, \
+                 registry.example/ledger:4.1, since removed)"
+            )
+        );
+    }
+
+    #[test]
+    fn an_unknown_container_in_a_known_pod_is_named_by_its_id() {
+        let mut attribution = worker();
+        if let Some(meta) = attribution.container.as_mut() {
+            let meta = std::sync::Arc::make_mut(meta);
+            meta.name = String::new();
+            meta.k8s.container_name = None;
+        }
+        assert_eq!(
+            name(&names(Some(&attribution), None)).as_deref(),
+            Some("pod pay-prod/ledger-api-7f9c container 7a4d1b2805fd (containerd)")
+        );
+    }
+
+    #[test]
+    fn a_pods_sandbox_and_cgroup_name_the_pod() {
+        let sandbox = names(
+            Some(&in_pod(&format!("{}/{CRI_ID}", pod_path()), None)),
+            None,
+        );
+        assert_eq!(
+            name(&sandbox).as_deref(),
+            Some("pod pay-prod/ledger-api-7f9c (burstable)")
+        );
+        assert_eq!(
+            short_name(&sandbox).as_deref(),
+            Some("pod pay-prod/ledger-api-7f9c")
+        );
+        let pod = names(Some(&in_pod(&pod_path(), None)), None);
+        assert_eq!(
+            limit_words(&pod, None, Some(256 << 20)).as_deref(),
+            Some("the pod's limit (pod pay-prod/ledger-api-7f9c, 256.0 MiB)")
+        );
+        // Nothing knows the pod: its uid, from the path.
+        let uid = "0a1b2c3d-0000-1111-2222-333344445555";
+        let unknown = names_from_path(&format!("/kubepods/pod{uid}"));
+        assert_eq!(
+            limit_words(&unknown, None, None).as_deref(),
+            Some(format!("the pod's limit (pod {uid} (guaranteed))").as_str())
+        );
+    }
+
+    #[test]
+    fn the_kubelets_own_cgroups_are_the_nodes_memory() {
+        let node = names_from_path("/kubepods");
+        assert_eq!(
+            limit_words(&node, None, Some(7 << 30)).as_deref(),
+            Some("the node's allocatable memory for pods (7.00 GiB)")
+        );
+        assert_eq!(
+            name(&node).as_deref(),
+            Some("the node's allocatable memory for pods")
+        );
+        let qos = names_from_path("/kubepods.slice/kubepods-besteffort.slice");
+        assert_eq!(
+            limit_words(&qos, None, None).as_deref(),
+            Some("the limit of the node's besteffort pods")
+        );
+        // The domain's own path decides, whatever the names were resolved from.
+        assert_eq!(
+            limit_words(
+                &Names::default(),
+                Some("/kubepods/burstable"),
+                Some(1 << 30)
+            )
+            .as_deref(),
+            Some("the limit of the node's burstable pods (1.00 GiB)")
+        );
     }
 
     #[test]

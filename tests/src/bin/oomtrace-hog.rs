@@ -9,6 +9,9 @@
 //! With `--hold`, reaching `--max-mib` is the point: the hog prints `held N MiB` on stdout and
 //! keeps its memory until it is killed, like a database with a steady working set.
 //!
+//! With `--mib-per-second N`, it grows at that pace instead of at once, like a build job whose
+//! memory climbs over seconds.
+//!
 //! With `--no-wait`, it allocates at once without reading stdin: in a container started with
 //! `podman run -d` the runtime has put it in the container's cgroup already, and stdin is not
 //! the test's to write to.
@@ -23,6 +26,7 @@ fn main() -> ExitCode {
         max_mib,
         hold,
         no_wait,
+        mib_per_second,
     } = match parse_options(std::env::args().skip(1)) {
         Ok(options) => options,
         Err(message) => {
@@ -39,7 +43,14 @@ fn main() -> ExitCode {
     }
 
     let mut chunks: Vec<Vec<u8>> = Vec::with_capacity(max_mib);
-    for _ in 0..max_mib {
+    let pace = mib_per_second.map(|rate| std::time::Duration::from_secs(1) / rate.max(1));
+    let started = std::time::Instant::now();
+    for allocated in 0..max_mib {
+        if let Some(pace) = pace {
+            // Steady on average, whatever each allocation took.
+            let due = started + pace * allocated as u32;
+            std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+        }
         // A non-zero fill writes every byte, so every page is faulted in and charged. A zero
         // fill would not: it becomes a calloc that leaves fresh mmap pages untouched.
         let chunk = vec![0xa5u8; MIB];
@@ -60,12 +71,14 @@ struct Options {
     max_mib: usize,
     hold: bool,
     no_wait: bool,
+    mib_per_second: Option<u32>,
 }
 
 fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut max_mib = 1024;
     let mut hold = false;
     let mut no_wait = false;
+    let mut mib_per_second = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--max-mib" => {
@@ -74,11 +87,19 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, Stri
                     .parse()
                     .map_err(|err| format!("--max-mib {value:?}: {err}"))?;
             }
+            "--mib-per-second" => {
+                let value = args.next().ok_or("--mib-per-second needs a value")?;
+                mib_per_second = Some(
+                    value
+                        .parse()
+                        .map_err(|err| format!("--mib-per-second {value:?}: {err}"))?,
+                );
+            }
             "--hold" => hold = true,
             "--no-wait" => no_wait = true,
             other => {
                 return Err(format!(
-                    "unexpected argument {other:?} (usage: oomtrace-hog [--max-mib N] [--hold] [--no-wait])"
+                    "unexpected argument {other:?} (usage: oomtrace-hog [--max-mib N] [--mib-per-second N] [--hold] [--no-wait])"
                 ));
             }
         }
@@ -87,5 +108,6 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, Stri
         max_mib,
         hold,
         no_wait,
+        mib_per_second,
     })
 }

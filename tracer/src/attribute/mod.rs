@@ -299,6 +299,65 @@ pub mod fixtures {
             ..AttributedKill::unattributed(kill)
         }
     }
+
+    /// The pod `pay-prod/ledger-api-7f9c` (burstable) on a containerd node, named by the CRI.
+    pub const POD_UID: &str = "11111111-2222-3333-4444-555555555555";
+    pub const CRI_ID: &str = "7a4d1b2805fd1506fb93883779daf46eb83f607c796d8a81cb147c45850e5f93";
+
+    pub fn pod_path() -> String {
+        format!("/kubepods/burstable/pod{POD_UID}")
+    }
+
+    /// `path` owned by the pod's sandbox (`container: None`) or by its container `container`,
+    /// restarted 3 times.
+    pub fn in_pod(path: &str, container: Option<&str>) -> Attribution {
+        let mut meta = ContainerMetadata::new(CRI_ID, container.unwrap_or(""), "containerd", []);
+        meta.role = match container {
+            Some(_) => runtime::Role::Workload,
+            None => runtime::Role::PodSandbox,
+        };
+        meta.image = container.map(|_| "registry.example/ledger:4.1".to_owned());
+        meta.memory_limit_bytes = container.map(|_| 48 << 20);
+        meta.k8s = runtime::K8sNames {
+            pod_name: Some("ledger-api-7f9c".to_owned()),
+            pod_uid: Some(POD_UID.to_owned()),
+            namespace: Some("pay-prod".to_owned()),
+            container_name: container.map(str::to_owned),
+            restart_count: container.map(|_| 3),
+        };
+        Attribution {
+            path: path.to_owned(),
+            identity: cgroup_path::parse(path),
+            container: Some(Arc::new(meta)),
+            source: Source::Cache,
+            warning: None,
+        }
+    }
+
+    /// Container `worker` of the pod.
+    pub fn worker() -> Attribution {
+        in_pod(&format!("{}/{CRI_ID}", pod_path()), Some("worker"))
+    }
+
+    /// `kill` of the main process of `worker`, at the limit of `domain` (`limit_bytes`).
+    pub fn in_worker(kill: OomKill, domain: Attribution, limit_bytes: u64) -> AttributedKill {
+        AttributedKill {
+            victim: Some(worker()),
+            trigger: Some(worker()),
+            main_process: Some(true),
+            domain: ResolvedDomain {
+                kind: DomainKind::Cgroup,
+                cgroup: Some(DomainCgroup {
+                    id: None,
+                    path: domain.path.clone(),
+                }),
+                limit_bytes: Some(limit_bytes),
+                basis: Basis::Kernel,
+                attribution: Some(domain),
+            },
+            ..AttributedKill::unattributed(kill)
+        }
+    }
 }
 
 /// A SIGKILL with its target and sender named.

@@ -2,6 +2,7 @@
 //! else held memory, whether the runtime will say OOMKilled), and kills are watched for the
 //! patterns one kill alone does not show.
 
+pub mod lead_up;
 pub mod patterns;
 pub mod verdict;
 
@@ -11,12 +12,14 @@ use self::patterns::{Flags, Patterns, Seen};
 use self::verdict::Top;
 use crate::attribute::{AttributedKill, Attributor, DomainKind};
 use crate::names::{printable, short_name};
-use crate::observe::snapshot::{self, DomainMemory, Scope};
+use crate::observe::snapshot::{self, DomainMemory, ProcessScan, Scope};
+use crate::observe::timeline;
 use crate::record::build::names;
 use crate::record::kill::{
     CgroupPath, CgroupUsage, Count, Explanation, ProcessUsage, Snapshot, Usage, UsingProcess,
 };
 use crate::record::party::Executable;
+use crate::record::timeline::{CgroupTimeline, LimitEvents, Percent, Stall, Timeline, UsageSample};
 
 pub struct Explainer {
     patterns: Patterns,
@@ -29,12 +32,14 @@ impl Explainer {
         }
     }
 
-    /// Explains `kill` with the `snapshot` taken at its moment: the record's `explanation`,
-    /// and the domain's memory as the snapshot read it (the record's `domain.memory`).
+    /// Explains `kill` with the `snapshot` taken at its moment and the `timeline` recorded
+    /// before it: the record's `explanation`, and the domain's memory as the snapshot read it
+    /// (the record's `domain.memory`).
     pub fn explain(
         &mut self,
         kill: &AttributedKill,
         snapshot: snapshot::Snapshot,
+        timeline: Option<&timeline::Timeline>,
         attributor: &Attributor,
         now: Instant,
     ) -> (Explanation, DomainMemory) {
@@ -43,6 +48,8 @@ impl Explainer {
             domain,
             cgroups,
             processes,
+            process_scan: ProcessScan { read, unread },
+            taken_ns,
             took,
         } = snapshot;
         // Names from the cache only: nothing here waits for a runtime.
@@ -78,6 +85,8 @@ impl Explainer {
                 }
             })
             .collect();
+        let timeline = timeline.map(|timeline| timeline_record(timeline, attributor));
+        let lead_up = timeline.as_ref().and_then(lead_up::lead_up);
         let top = Top {
             cgroups: cgroups
                 .iter()
@@ -102,6 +111,7 @@ impl Explainer {
                     (name, memory.usage_bytes)
                 })
                 .collect(),
+            lead_up,
         };
         let flags = if kill.kill.marked_without_kill {
             Flags::default()
@@ -129,12 +139,69 @@ impl Explainer {
                 },
                 cgroups,
                 processes,
+                processes_read: Some(read as u64),
+                processes_unread: Some(unread as u64),
+                ktime_ns: Some(taken_ns),
                 took_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
             },
+            timeline,
             restart_loop: restart_loop.map(count),
             recurring_trigger: recurring_trigger.map(count),
         };
         (explanation, domain)
+    }
+}
+
+/// The recorder's timeline as the record writes it, its cgroups named from the cache.
+fn timeline_record(timeline: &timeline::Timeline, attributor: &Attributor) -> Timeline {
+    let timeline::Timeline {
+        window,
+        pressure,
+        cgroups,
+    } = timeline;
+    Timeline {
+        window_s: window.as_secs(),
+        pressure_source: pressure.as_ref().map(|pressure| pressure.source.clone()),
+        pressure: pressure
+            .iter()
+            .flat_map(|pressure| &pressure.intervals)
+            .map(|stall| Stall {
+                offset_ms: stall.offset_ms,
+                some_pct: Percent(stall.percent(stall.some_us)),
+                full_pct: Percent(stall.percent(stall.full_us)),
+            })
+            .collect(),
+        cgroups: cgroups
+            .iter()
+            .map(|cgroup| {
+                let timeline::CgroupTimeline {
+                    path,
+                    limit_bytes,
+                    samples,
+                    events,
+                } = cgroup;
+                CgroupTimeline {
+                    cgroup: CgroupPath { path: path.clone() },
+                    names: names(Some(&attributor.named_from_cache(path)), None),
+                    limit_bytes: *limit_bytes,
+                    samples: samples
+                        .iter()
+                        .map(|sample| UsageSample {
+                            offset_ms: sample.offset_ms,
+                            usage_bytes: sample.usage_bytes,
+                        })
+                        .collect(),
+                    events: events
+                        .iter()
+                        .map(|events| LimitEvents {
+                            offset_ms: events.offset_ms,
+                            high: events.high,
+                            max: events.max,
+                        })
+                        .collect(),
+                }
+            })
+            .collect(),
     }
 }
 

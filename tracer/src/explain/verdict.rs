@@ -14,6 +14,8 @@ use crate::record::build::names;
 pub struct Top {
     pub cgroups: Vec<(String, u64)>,
     pub processes: Vec<(String, u64)>,
+    /// How they moved in the minute before, in words (from the memory timeline).
+    pub lead_up: Option<String>,
 }
 
 /// How many of each the paragraph names; the JSON has them all.
@@ -193,6 +195,12 @@ pub fn verdict(kill: &AttributedKill, top: &Top, flags: Flags, window: Duration)
                 let _ = write!(text, " the processes {}.", list(&top.processes));
             }
         }
+    }
+
+    // How it came to that.
+    if let Some(lead_up) = &top.lead_up {
+        text.push(' ');
+        text.push_str(lead_up);
     }
 
     // Patterns.

@@ -266,8 +266,12 @@ fn a_kill_the_explain_stage_flags_starts_a_restart_loop() {
                 scope: "host".to_owned(),
                 cgroups: Vec::new(),
                 processes: Vec::new(),
+                processes_read: None,
+                processes_unread: None,
+                ktime_ns: None,
                 took_us: 0,
             },
+            timeline: None,
             restart_loop,
             recurring_trigger: None,
         });

@@ -62,7 +62,7 @@ impl MemoryHierarchy {
         v2
     }
 
-    fn dir(&self, cgroup_path: &str) -> PathBuf {
+    pub fn dir(&self, cgroup_path: &str) -> PathBuf {
         self.root.join(cgroup_path.trim_start_matches('/'))
     }
 
@@ -116,6 +116,16 @@ impl MemoryHierarchy {
             .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
             .filter_map(|entry| entry.file_name().into_string().ok())
             .map(|name| format!("{parent}/{name}"))
+            .collect()
+    }
+
+    /// The processes directly in the cgroup at `cgroup_path` (not in its children); empty once
+    /// it is gone.
+    pub fn procs(&self, cgroup_path: &str) -> Vec<u32> {
+        fs::read_to_string(self.dir(cgroup_path).join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.trim().parse().ok())
             .collect()
     }
 
@@ -195,6 +205,22 @@ impl MemoryHierarchy {
         }
         Inference::NoLimitHit
     }
+}
+
+/// Where the cgroup2 hierarchy is mounted: the memory hierarchy itself on a unified host,
+/// `/sys/fs/cgroup/unified` (or wherever) on a hybrid one. Its cgroups have `memory.pressure`
+/// whether or not it holds the memory controller: stalls are accounted to a task's cgroup2
+/// cgroup.
+pub fn find_cgroup2() -> Option<PathBuf> {
+    cgroup2_mount(&fs::read_to_string("/proc/self/mountinfo").ok()?)
+}
+
+pub fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (mount, filesystem) = line.split_once(" - ")?;
+        let point = mount.split(' ').nth(4)?;
+        (filesystem.split(' ').next() == Some("cgroup2")).then(|| PathBuf::from(unescape(point)))
+    })
 }
 
 /// A cgroup's memory at one moment; each part `None` when unlimited or unreadable.
@@ -315,6 +341,15 @@ mod tests {
                 version: CgroupVersion::V1
             })
         );
+    }
+
+    #[test]
+    fn pressure_is_in_the_cgroup2_mount_whatever_holds_memory() {
+        assert_eq!(
+            cgroup2_mount(HYBRID),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        assert_eq!(cgroup2_mount("garbage"), None);
     }
 
     #[test]

@@ -4,12 +4,17 @@
 //! bounded; the attribute stage, which may wait for a runtime, comes after.
 
 pub mod cgroupfs;
+pub mod invocation;
 pub mod snapshot;
+pub mod timeline;
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use self::cgroupfs::{Inference, MemoryHierarchy};
+use self::invocation::{InvocationKey, Invocations};
 use self::snapshot::{Scope, Snapshot};
+use self::timeline::{Prepared, Recorder, Timeline};
 use crate::cgroup_path::{self, PathKind};
 use crate::decode::{CgroupRef, Domain};
 use crate::incident::OomKill;
@@ -88,31 +93,57 @@ impl PartyPaths {
     }
 }
 
-/// A snapshot is reused for kills this close together in the same domain: one
-/// `memory.oom.group` kill marks hundreds of victims within a millisecond.
-const SNAPSHOT_REUSE: Duration = Duration::from_secs(1);
-
 pub struct Observer {
     memory: Option<MemoryHierarchy>,
-    last_snapshot: Option<(Instant, Snapshot)>,
+    /// One snapshot (and timeline) per invocation of the OOM killer: a `memory.oom.group` kill
+    /// marks hundreds of victims within a millisecond, and they share the moment.
+    invocations: Invocations<(Snapshot, Option<Arc<Timeline>>)>,
+    recorder: Option<Recorder>,
 }
 
 impl Observer {
-    pub fn new(memory: Option<MemoryHierarchy>) -> Self {
+    /// Starts the memory timeline's recorder over `window` (opened beforehand in `prepared`,
+    /// while the agent held its privileges), unless there is none.
+    pub fn new(
+        memory: Option<MemoryHierarchy>,
+        window: Duration,
+        prepared: Option<Prepared>,
+    ) -> Self {
         if memory.is_none() {
             log::warn!(
                 "no memory cgroup hierarchy is mounted: below the full tier, whose limit was \
                  hit is unknown, and snapshots list processes only"
             );
         }
+        let recorder = match (&memory, prepared) {
+            (_, None) => {
+                log::info!("memory timeline: off (--timeline 0)");
+                None
+            }
+            (None, Some(_)) => {
+                log::warn!("memory timeline: off, there is no memory cgroup hierarchy to sample");
+                None
+            }
+            (Some(memory), Some(prepared)) => {
+                match Recorder::start(prepared, memory.clone(), window) {
+                    Ok(recorder) => Some(recorder),
+                    Err(err) => {
+                        log::error!("memory timeline: off, the recorder did not start: {err}");
+                        None
+                    }
+                }
+            }
+        };
         Observer {
             memory,
-            last_snapshot: None,
+            invocations: Invocations::new(),
+            recorder,
         }
     }
 
-    /// Reads what the kill's explanation needs from the running system, now.
-    pub fn observe(&mut self, kill: &OomKill) -> (Moment, Snapshot) {
+    /// Reads what the kill's explanation needs from the running system, now: its moment, the
+    /// snapshot of its invocation, and the recording of its domain's lead-up.
+    pub fn observe(&mut self, kill: &OomKill) -> (Moment, Snapshot, Option<Arc<Timeline>>) {
         let victim = PartyPaths::of(
             kill.victim.cgroup.as_ref(),
             kill.victim.memcg.as_ref(),
@@ -154,26 +185,32 @@ impl Observer {
             } => Scope::Cgroup(path.clone()),
             _ => Scope::Host,
         };
-        let snapshot = self.snapshot(scope);
+        let key = match &kill.incident {
+            Some(incident) => InvocationKey::Incident(incident.id.clone()),
+            None => InvocationKey::Trigger {
+                tid: kill.trigger.task.pid,
+                scope: scope.clone(),
+            },
+        };
+        let (snapshot, timeline) = match self.invocations.continued(&key, kill.ktime_ns) {
+            Some(seen) => seen,
+            None => {
+                let timeline = self
+                    .recorder
+                    .as_ref()
+                    .map(|recorder| Arc::new(recorder.timeline(&scope, kill.ktime_ns)));
+                let snapshot = snapshot::take(self.memory.as_ref(), scope);
+                self.invocations
+                    .started(key, kill.ktime_ns, (snapshot.clone(), timeline.clone()));
+                (snapshot, timeline)
+            }
+        };
         let moment = Moment {
             victim,
             trigger,
             domain,
             victim_is_pid_one,
         };
-        (moment, snapshot)
-    }
-
-    fn snapshot(&mut self, scope: Scope) -> Snapshot {
-        let now = Instant::now();
-        if let Some((at, snapshot)) = &self.last_snapshot
-            && now.duration_since(*at) < SNAPSHOT_REUSE
-            && snapshot.scope == scope
-        {
-            return snapshot.clone();
-        }
-        let snapshot = snapshot::take(self.memory.as_ref(), scope);
-        self.last_snapshot = Some((now, snapshot.clone()));
-        snapshot
+        (moment, snapshot, timeline)
     }
 }

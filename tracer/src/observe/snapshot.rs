@@ -14,6 +14,10 @@ pub const TOP: usize = 5;
 /// with thousands of cgroups costs no more than this.
 const MAX_CGROUPS_VISITED: usize = 2048;
 const MAX_DEPTH: usize = 4;
+/// How many processes one snapshot reads the size of (`/proc/<pid>/statm`). They are found in
+/// the `cgroup.procs` of the biggest cgroups first, so a host with ten thousand processes costs
+/// no more than one with a few hundred.
+pub const MAX_PROCESSES_READ: usize = 256;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Scope {
@@ -32,8 +36,23 @@ pub struct Snapshot {
     pub cgroups: Vec<CgroupUsage>,
     /// Biggest first.
     pub processes: Vec<ProcessUsage>,
+    /// How the processes were found.
+    pub process_scan: ProcessScan,
+    /// When it was taken: CLOCK_MONOTONIC nanoseconds, the clock of a kill's `ktime_ns`.
+    pub taken_ns: u64,
     /// What taking it cost.
     pub took: Duration,
+}
+
+/// How many processes a snapshot looked at: all those in the scope's cgroups, unless there
+/// were more than [`MAX_PROCESSES_READ`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessScan {
+    /// Processes whose size was read.
+    pub read: usize,
+    /// Processes listed in the scope's cgroups and left unread past the budget: those in the
+    /// smallest cgroups (host-wide: those in the root cgroup itself, last).
+    pub unread: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,10 +110,20 @@ pub struct ProcessUsage {
 
 pub fn take(memory: Option<&MemoryHierarchy>, scope: Scope) -> Snapshot {
     let started = Instant::now();
-    let cgroups = memory
-        .map(|memory| top_cgroups(memory, &scope))
-        .unwrap_or_default();
-    let processes = top_processes(&scope);
+    let taken_ns = crate::clock::monotonic_ns();
+    let (cgroups, processes, process_scan) = match memory {
+        Some(memory) => {
+            let walk = walk(memory, &scope);
+            let (processes, scan) = processes_in_cgroups(memory, &scope, &walk);
+            let mut cgroups = walk.entries;
+            cgroups.truncate(TOP);
+            (cgroups, processes, scan)
+        }
+        None => {
+            let (processes, scan) = processes_anywhere();
+            (Vec::new(), processes, scan)
+        }
+    };
     let domain = match (&scope, memory) {
         (Scope::Host, _) => DomainMemory::Host(HostMemory::read()),
         (Scope::Cgroup(path), Some(memory)) => DomainMemory::Cgroup(memory.stats(path)),
@@ -105,42 +134,72 @@ pub fn take(memory: Option<&MemoryHierarchy>, scope: Scope) -> Snapshot {
         domain,
         cgroups,
         processes,
+        process_scan,
+        taken_ns,
         took: started.elapsed(),
+    }
+}
+
+/// The cgroups below a scope that count as one entry each, and the groupings walked through.
+#[derive(Debug, Default)]
+pub struct Walk {
+    /// Every entry found, biggest first.
+    pub entries: Vec<CgroupUsage>,
+    /// The groupings (slices, `/docker`, pods) whose entries are listed instead of them.
+    pub groupings: Vec<String>,
+}
+
+/// Where a walk finds cgroups: the memory hierarchy itself, or the timeline recorder's copy of
+/// its tree.
+pub trait CgroupTree {
+    /// The child cgroups of `path`, as paths from the hierarchy's root.
+    fn children(&self, path: &str) -> Vec<String>;
+    fn usage_bytes(&self, path: &str) -> Option<u64>;
+}
+
+impl CgroupTree for MemoryHierarchy {
+    fn children(&self, path: &str) -> Vec<String> {
+        MemoryHierarchy::children(self, path)
+    }
+
+    fn usage_bytes(&self, path: &str) -> Option<u64> {
+        MemoryHierarchy::usage_bytes(self, path)
     }
 }
 
 /// Below a domain: its children and the containers under it. Host-wide: the first level, with
 /// the runtimes' grouping cgroups (`/docker`, `/libpod_parent`, `/kubepods`, slices) replaced
 /// by the containers inside them.
-fn top_cgroups(memory: &MemoryHierarchy, scope: &Scope) -> Vec<CgroupUsage> {
+pub fn walk(memory: &impl CgroupTree, scope: &Scope) -> Walk {
     let root = match scope {
         Scope::Host => "",
         Scope::Cgroup(path) => path.as_str(),
     };
     let mut found = Vec::new();
+    let mut groupings = Vec::new();
     let mut visited = 0;
-    collect(memory, root, 1, &mut visited, &mut found);
-    let mut usage: Vec<CgroupUsage> = found
+    collect(memory, root, 1, &mut visited, &mut found, &mut groupings);
+    let mut entries: Vec<CgroupUsage> = found
         .into_iter()
         .filter_map(|path| {
             let usage_bytes = memory.usage_bytes(&path)?;
             Some(CgroupUsage { path, usage_bytes })
         })
         .collect();
-    usage.sort_by_key(|cgroup| std::cmp::Reverse(cgroup.usage_bytes));
-    usage.truncate(TOP);
-    usage
+    entries.sort_by_key(|cgroup| std::cmp::Reverse(cgroup.usage_bytes));
+    Walk { entries, groupings }
 }
 
 /// Adds the cgroups below `parent` that are one entry each: containers, units, unrecognised
 /// cgroups, and groupings (slices, `/docker`, pods) that hold none of these. Returns whether it
 /// added any.
 fn collect(
-    memory: &MemoryHierarchy,
+    memory: &impl CgroupTree,
     parent: &str,
     depth: usize,
     visited: &mut usize,
     found: &mut Vec<String>,
+    groupings: &mut Vec<String>,
 ) -> bool {
     let mut any = false;
     for child in memory.children(parent) {
@@ -155,7 +214,11 @@ fn collect(
                 found.push(child)
             }
             PathKind::Host | PathKind::Pod => {
-                if depth >= MAX_DEPTH || !collect(memory, &child, depth + 1, visited, found) {
+                if depth < MAX_DEPTH
+                    && collect(memory, &child, depth + 1, visited, found, groupings)
+                {
+                    groupings.push(child);
+                } else {
                     found.push(child);
                 }
             }
@@ -164,45 +227,112 @@ fn collect(
     any
 }
 
-/// The biggest processes by resident memory; under a domain, only those inside it.
-fn top_processes(scope: &Scope) -> Vec<ProcessUsage> {
-    let mut all: Vec<(u32, u64)> = procfs::pids()
-        .filter_map(|pid| Some((pid, procfs::rss_bytes(pid)?)))
-        .filter(|&(_, rss)| rss > 0)
-        .collect();
-    all.sort_by_key(|&(_, rss)| std::cmp::Reverse(rss));
-    let mut top = Vec::new();
-    for (pid, rss_bytes) in all {
-        if top.len() == TOP {
-            break;
-        }
-        let cgroup = procfs::cgroups(pid).and_then(|paths| paths.memory);
-        if let Scope::Cgroup(domain) = scope {
-            let inside = cgroup
-                .as_deref()
-                .is_some_and(|path| is_within(path, domain));
-            if !inside {
-                continue;
-            }
-        }
-        top.push(ProcessUsage {
-            pid,
-            comm: procfs::comm(pid).unwrap_or_else(|| "?".to_owned()),
-            rss_bytes,
-            cgroup,
-        });
+/// The biggest processes of a scope, read from the `cgroup.procs` of its cgroups: a domain's
+/// own processes, then each entry's (with the cgroups inside it) biggest entry first, then
+/// the groupings'; host-wide, the root cgroup's own processes last. At most
+/// [`MAX_PROCESSES_READ`] are read.
+fn processes_in_cgroups(
+    memory: &MemoryHierarchy,
+    scope: &Scope,
+    walk: &Walk,
+) -> (Vec<ProcessUsage>, ProcessScan) {
+    let mut reader = ProcessReader::default();
+    if let Scope::Cgroup(domain) = scope {
+        reader.read_cgroup(memory, domain);
     }
-    top
+    let mut dirs_left = MAX_CGROUPS_VISITED;
+    for entry in &walk.entries {
+        reader.read_subtree(memory, &entry.path, MAX_DEPTH, &mut dirs_left);
+    }
+    for grouping in &walk.groupings {
+        reader.read_cgroup(memory, grouping);
+    }
+    if *scope == Scope::Host {
+        reader.read_cgroup(memory, "/");
+    }
+    reader.finish()
 }
 
-/// `/a/b` is within `/a` and `/a/b`, not within `/a/bc`.
-fn is_within(path: &str, ancestor: &str) -> bool {
-    let ancestor = ancestor.trim_end_matches('/');
-    path == ancestor
-        || ancestor.is_empty()
-        || path
-            .strip_prefix(ancestor)
-            .is_some_and(|rest| rest.starts_with('/'))
+/// Without a memory hierarchy: the first [`MAX_PROCESSES_READ`] processes of `/proc`.
+fn processes_anywhere() -> (Vec<ProcessUsage>, ProcessScan) {
+    let mut reader = ProcessReader::default();
+    for pid in procfs::pids() {
+        reader.read(pid, None);
+    }
+    reader.finish()
+}
+
+/// Keeps the [`TOP`] biggest of the processes it is given, reading at most
+/// [`MAX_PROCESSES_READ`].
+#[derive(Default)]
+struct ProcessReader {
+    /// Biggest first: `(rss, pid, cgroup it was listed in)`.
+    top: Vec<(u64, u32, Option<String>)>,
+    scan: ProcessScan,
+}
+
+impl ProcessReader {
+    fn read_cgroup(&mut self, memory: &MemoryHierarchy, cgroup: &str) {
+        for pid in memory.procs(cgroup) {
+            self.read(pid, Some(cgroup));
+        }
+    }
+
+    /// The cgroup and the cgroups inside it, down to `depth` levels.
+    fn read_subtree(
+        &mut self,
+        memory: &MemoryHierarchy,
+        cgroup: &str,
+        depth: usize,
+        dirs_left: &mut usize,
+    ) {
+        if *dirs_left == 0 {
+            return;
+        }
+        *dirs_left -= 1;
+        self.read_cgroup(memory, cgroup);
+        if depth > 0 {
+            for child in memory.children(cgroup) {
+                self.read_subtree(memory, &child, depth - 1, dirs_left);
+            }
+        }
+    }
+
+    fn read(&mut self, pid: u32, cgroup: Option<&str>) {
+        if self.scan.read == MAX_PROCESSES_READ {
+            self.scan.unread += 1;
+            return;
+        }
+        if self.top.iter().any(|&(_, seen, _)| seen == pid) {
+            // Listed twice: it moved between two reads of `cgroup.procs`.
+            return;
+        }
+        self.scan.read += 1;
+        let Some(rss) = procfs::rss_bytes(pid).filter(|&rss| rss > 0) else {
+            return;
+        };
+        if self.top.len() == TOP && self.top.last().is_some_and(|&(least, _, _)| least >= rss) {
+            return;
+        }
+        let at = self.top.partition_point(|&(bigger, _, _)| bigger >= rss);
+        self.top.insert(at, (rss, pid, cgroup.map(str::to_owned)));
+        self.top.truncate(TOP);
+    }
+
+    fn finish(self) -> (Vec<ProcessUsage>, ProcessScan) {
+        let processes = self
+            .top
+            .into_iter()
+            .map(|(rss_bytes, pid, cgroup)| ProcessUsage {
+                pid,
+                comm: procfs::comm(pid).unwrap_or_else(|| "?".to_owned()),
+                rss_bytes,
+                // Where it was listed; from /proc when it was found there.
+                cgroup: cgroup.or_else(|| procfs::cgroups(pid).and_then(|paths| paths.memory)),
+            })
+            .collect();
+        (processes, self.scan)
+    }
 }
 
 #[cfg(test)]
@@ -217,10 +347,11 @@ mod tests {
     const ID2: &str = "aaaa9c0d1e4b5a6978877665544332211000ffeeddccbbaa9988776655443322";
 
     fn hierarchy(cgroups: &[(&str, u64)]) -> MemoryHierarchy {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let root = std::env::temp_dir().join(format!(
             "oomtrace-snapshot-{}-{}",
             std::process::id(),
-            cgroups.len()
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         let _ = fs::remove_dir_all(&root);
         for (path, usage) in cgroups {
@@ -232,6 +363,12 @@ mod tests {
             root,
             version: CgroupVersion::V1,
         }
+    }
+
+    fn top_cgroups(memory: &MemoryHierarchy, scope: &Scope) -> Vec<CgroupUsage> {
+        let mut entries = walk(memory, scope).entries;
+        entries.truncate(TOP);
+        entries
     }
 
     #[test]
@@ -247,6 +384,9 @@ mod tests {
             ("/builder", 800),
         ]);
         let top = top_cgroups(&memory, &Scope::Host);
+        let mut groupings = walk(&memory, &Scope::Host).groupings;
+        groupings.sort();
+        assert_eq!(groupings, ["/libpod_parent", "/system.slice"]);
         let paths: Vec<&str> = top.iter().map(|c| c.path.as_str()).collect();
         assert_eq!(
             paths,
@@ -289,13 +429,65 @@ mod tests {
         assert!(HostMemory::read().total_bytes.is_some());
     }
 
+    fn write_procs(memory: &MemoryHierarchy, cgroup: &str, pids: &[u32]) {
+        let text: String = pids.iter().map(|pid| format!("{pid}\n")).collect();
+        let dir = memory.root.join(cgroup.trim_start_matches('/'));
+        fs::write(dir.join("cgroup.procs"), text).unwrap();
+    }
+
+    /// A pid no process has (above the kernel's `PID_MAX_LIMIT`).
+    const NO_SUCH_PID: u32 = 5_000_000;
+
     #[test]
-    fn within_means_at_or_below() {
-        assert!(is_within("/a/b", "/a"));
-        assert!(is_within("/a", "/a"));
-        assert!(is_within("/a", "/"));
-        assert!(!is_within("/ab", "/a"));
-        assert!(!is_within("/b", "/a"));
+    fn processes_are_found_in_the_scopes_cgroups_only() {
+        let memory = hierarchy(&[
+            ("/parent", 3000),
+            ("/parent/big", 2000),
+            ("/parent/big/inner", 1000),
+            ("/parent/small", 1000),
+            ("/elsewhere", 9000),
+        ]);
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("sleep");
+        let own = std::process::id();
+        write_procs(&memory, "/parent/big/inner", &[own]);
+        write_procs(&memory, "/parent/small", &[child.id(), NO_SUCH_PID]);
+        write_procs(&memory, "/elsewhere", &[1]);
+        let snapshot = take(Some(&memory), Scope::Cgroup("/parent".to_owned()));
+        let _ = child.kill();
+        let _ = child.wait();
+        let pids: Vec<u32> = snapshot.processes.iter().map(|p| p.pid).collect();
+        // This test process is bigger than `sleep`; pid 1 is outside the scope.
+        assert_eq!(pids, [own, child.id()], "{snapshot:?}");
+        assert_eq!(
+            snapshot.processes[0].cgroup.as_deref(),
+            Some("/parent/big/inner")
+        );
+        assert_eq!(snapshot.processes[1].comm, "sleep");
+        assert_eq!(snapshot.process_scan, ProcessScan { read: 3, unread: 0 });
+        fs::remove_dir_all(&memory.root).unwrap();
+    }
+
+    #[test]
+    fn at_most_the_budget_of_processes_is_read() {
+        let memory = hierarchy(&[("/crowded", 1000)]);
+        let own = std::process::id();
+        let mut pids = vec![own];
+        pids.extend((0..MAX_PROCESSES_READ as u32 + 43).map(|i| NO_SUCH_PID + i));
+        write_procs(&memory, "/crowded", &pids);
+        let snapshot = take(Some(&memory), Scope::Host);
+        assert_eq!(
+            snapshot.process_scan,
+            ProcessScan {
+                read: MAX_PROCESSES_READ,
+                unread: 44
+            }
+        );
+        assert_eq!(snapshot.processes.len(), 1);
+        assert_eq!(snapshot.processes[0].pid, own);
+        fs::remove_dir_all(&memory.root).unwrap();
     }
 
     #[test]

@@ -10,8 +10,8 @@ use super::kill::{
     KillCapture, OomIncidentRecord, OomKillRecord, Pid, VictimRef,
 };
 use super::party::{
-    self, Attribution, Cgroup, Compose, Container, Executable, Image, K8s, Memory, Named, Names,
-    Party, Pod, Process, Systemd, Thread, User,
+    self, Attribution, Cgroup, Compose, Container, Executable, Image, K8s, K8sContainer, Memory,
+    Named, Names, Party, Pod, Process, Systemd, Thread, User,
 };
 use super::sigkill::{Sender, SigkillRecord, Signal, SignalResult};
 use super::{Body, Record};
@@ -368,19 +368,27 @@ fn container(
 }
 
 fn k8s(from_path: Option<&PodRef>, labels: Option<&K8sNames>) -> Option<K8s> {
+    let K8sNames {
+        pod_name,
+        pod_uid,
+        namespace,
+        container_name,
+        restart_count,
+    } = labels.cloned().unwrap_or_default();
     let pod = Pod {
-        name: labels.and_then(|k8s| k8s.pod_name.clone()),
-        uid: labels
-            .and_then(|k8s| k8s.pod_uid.clone())
-            .or(from_path.map(|pod| pod.uid.clone())),
+        name: pod_name,
+        uid: pod_uid.or(from_path.map(|pod| pod.uid.clone())),
         qos_class: from_path.map(|pod| pod.qos),
     };
     let has_pod = pod.name.is_some() || pod.uid.is_some() || pod.qos_class.is_some();
-    let named = |name: Option<&String>| name.map(|name| Named { name: name.clone() });
     let k8s = K8s {
         pod: has_pod.then_some(pod),
-        namespace: named(labels.and_then(|k8s| k8s.namespace.as_ref())),
-        container: named(labels.and_then(|k8s| k8s.container_name.as_ref())),
+        namespace: namespace.map(|name| Named { name }),
+        // The kubelet's restart count belongs to the container it counts.
+        container: container_name.map(|name| K8sContainer {
+            name,
+            restart_count,
+        }),
     };
     (k8s.pod.is_some() || k8s.namespace.is_some() || k8s.container.is_some()).then_some(k8s)
 }

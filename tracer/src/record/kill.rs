@@ -195,6 +195,9 @@ pub struct IncidentDomain {
 pub struct Explanation {
     pub verdict: String,
     pub snapshot: Snapshot,
+    /// The domain's memory in the window before the kill (`--timeline`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<super::timeline::Timeline>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restart_loop: Option<Count>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -208,6 +211,15 @@ pub struct Snapshot {
     pub scope: String,
     pub cgroups: Vec<CgroupUsage>,
     pub processes: Vec<ProcessUsage>,
+    /// How many processes' sizes were read (at most 256, from the scope's `cgroup.procs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub processes_read: Option<u64>,
+    /// Processes listed in the scope's cgroups but left unread past that budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub processes_unread: Option<u64>,
+    /// When it was taken, on the clock of the record's `ktime_ns`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ktime_ns: Option<u64>,
     pub took_us: u64,
 }
 

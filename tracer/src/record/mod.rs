@@ -44,6 +44,7 @@ pub mod party;
 pub mod sigkill;
 #[cfg(test)]
 pub(crate) mod tests;
+pub mod timeline;
 
 use serde::{Deserialize, Serialize};
 

@@ -184,7 +184,16 @@ pub struct K8s {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub namespace: Option<Named>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub container: Option<Named>,
+    pub container: Option<K8sContainer>,
+}
+
+/// The container's name in the pod spec, and how often the kubelet restarted it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct K8sContainer {
+    pub name: String,
+    /// Restarts before this instance: the CRI's `attempt`, the kubelet's `restartCount`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_count: Option<u32>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,7 +209,7 @@ pub struct Pod {
     pub qos_class: Option<QosClass>,
 }
 
-/// `{"name": …}`: a Kubernetes namespace or container.
+/// `{"name": …}`: a Kubernetes namespace.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Named {
     pub name: String,
@@ -235,6 +244,11 @@ impl Names {
 
     pub fn pod(&self) -> Option<&Pod> {
         self.k8s.as_ref().and_then(|k8s| k8s.pod.as_ref())
+    }
+
+    /// The container's name in its pod, with its restart count.
+    pub fn k8s_container(&self) -> Option<&K8sContainer> {
+        self.k8s.as_ref().and_then(|k8s| k8s.container.as_ref())
     }
 
     pub fn namespace(&self) -> Option<&str> {

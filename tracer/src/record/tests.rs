@@ -13,6 +13,7 @@ use super::kill::{
     CgroupPath, CgroupUsage, Count, Explanation, ProcessUsage, Snapshot, Usage, UsingProcess,
 };
 use super::party::Executable;
+use super::timeline::{CgroupTimeline, LimitEvents, Percent, Stall, Timeline, UsageSample};
 use super::{Body, Record};
 use crate::attribute::fixtures::{ID, in_web, web};
 use crate::attribute::runtime::ComposeNames;
@@ -176,8 +177,46 @@ fn full_tier_kill() -> Record {
                 },
                 names: build::names(Some(&web(Source::Cache)), None),
             }],
+            processes_read: Some(3),
+            processes_unread: Some(0),
+            ktime_ns: Some(201_001),
             took_us: 180,
         },
+        timeline: Some(Timeline {
+            window_s: 60,
+            pressure_source: Some("/proc/pressure/memory".into()),
+            pressure: vec![Stall {
+                offset_ms: -150,
+                some_pct: Percent(41.5),
+                full_pct: Percent(12.0),
+            }],
+            cgroups: vec![CgroupTimeline {
+                cgroup: CgroupPath {
+                    path: crate::attribute::fixtures::container_path(),
+                },
+                names: build::names(Some(&web(Source::Cache)), None),
+                limit_bytes: Some(48 << 20),
+                samples: vec![
+                    UsageSample {
+                        offset_ms: -12_000,
+                        usage_bytes: 2_000_000,
+                    },
+                    UsageSample {
+                        offset_ms: -1_100,
+                        usage_bytes: 30_000_000,
+                    },
+                    UsageSample {
+                        offset_ms: -150,
+                        usage_bytes: 50_000_000,
+                    },
+                ],
+                events: vec![LimitEvents {
+                    offset_ms: -150,
+                    high: 0,
+                    max: 4,
+                }],
+            }],
+        }),
         restart_loop: Some(Count {
             count: 3,
             window_seconds: 21_600,
@@ -197,6 +236,38 @@ fn full_tier_kill() -> Record {
 #[test]
 fn oom_kill_golden() {
     golden("oom_kill", &full_tier_kill());
+}
+
+/// A Kubernetes container's main process killed at its pod's limit, named by the CRI: the
+/// `k8s.*` names, the container's restart count, and a domain that is the pod itself.
+#[test]
+fn oom_kill_in_a_pod_golden() {
+    use crate::attribute::fixtures::{CRI_ID, in_pod, in_worker, pod_path};
+    let plan = plan(Tier::Full);
+    let mut oom = kill_of(&full_tier_events());
+    // The kernel's paths, as the kubelet's cgroupfs driver lays them out.
+    let container = format!("{}/{CRI_ID}", pod_path());
+    for memcg in [&mut oom.victim.memcg, &mut oom.trigger.memcg] {
+        if let Some(memcg) = memcg.as_mut() {
+            memcg.path = container.clone();
+        }
+    }
+    if let Some(incident) = oom.incident.as_mut() {
+        let incident = std::sync::Arc::make_mut(incident);
+        if let crate::decode::Domain::Cgroup(cgroup) = &mut incident.entry.domain {
+            cgroup.path = pod_path();
+        }
+    }
+    let kill = in_worker(oom, in_pod(&pod_path(), None), 256 << 20);
+    let record = build::oom_kill(&kill, None, None, &context(&plan));
+    golden("oom_kill_k8s", &record);
+    let value = written(&record);
+    assert_eq!(value["victim"]["k8s"]["container"]["restart_count"], 3);
+    assert_eq!(value["domain"]["k8s"]["pod"]["name"], "ledger-api-7f9c");
+    assert!(
+        value["domain"].get("container").is_none(),
+        "a pod's sandbox is no container: {value:#}"
+    );
 }
 
 #[test]

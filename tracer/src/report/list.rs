@@ -66,7 +66,7 @@ pub fn table(events: &[StoredEvent], style: &Style) -> Vec<String> {
                     paint: Some(paint),
                 },
                 victim.into(),
-                container_cell(event).into(),
+                container_cell(event, record.as_ref()).into(),
                 limit_cell(event, record.as_ref()).into(),
                 trigger_cell(event, record.as_ref()).into(),
             ]
@@ -76,14 +76,15 @@ pub fn table(events: &[StoredEvent], style: &Style) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use serde_json::json;
 
     use super::*;
     use crate::report::style::tests::style;
     use crate::report::style::{WIDTH, width};
 
-    fn event(id: i64, record: serde_json::Value) -> StoredEvent {
+    /// The stored event of `record`, as the history would read it back.
+    pub(crate) fn event(id: i64, record: serde_json::Value) -> StoredEvent {
         let row = crate::history::row::EventRow::from_record(
             &crate::record::tests::from_value(record),
             crate::history::row::Source::Live,
@@ -163,6 +164,25 @@ mod tests {
         assert!(lines[2].contains("sh"));
         assert!(lines[3].contains("host"));
         assert!(lines[3].contains("itself"));
+    }
+
+    /// The golden Kubernetes kill: `worker` of pod `pay-prod/ledger-api-7f9c`, at the pod's
+    /// limit.
+    pub(crate) fn kill_in_a_pod() -> StoredEvent {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/records/oom_kill_k8s.json"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        event(7, serde_json::from_str(&text).unwrap())
+    }
+
+    #[test]
+    fn a_kill_in_a_pod_shows_its_namespace_pod_and_container_and_the_pods_limit() {
+        let lines = table(&[kill_in_a_pod()], &style(false));
+        println!("{}", lines.join("\n"));
+        assert!(lines[1].contains(" worker (pay-prod/"), "{}", lines[1]);
+        assert!(lines[1].contains(" pod pay-prod/"), "{}", lines[1]);
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! [`printable`]: they come from containers' owners and processes.
 
 use crate::attribute::Source;
+use crate::cgroup_path::kube_level;
 use crate::history::query::StoredEvent;
-use crate::names::printable;
+use crate::names::{self, printable};
 use crate::record::party::{Names, Party};
 use crate::record::{Body, Record};
 
@@ -12,9 +13,21 @@ pub fn record(event: &StoredEvent) -> Option<Record> {
     serde_json::from_str(&event.record).ok()
 }
 
-/// The victim's (a sigkill's target's) container for a table cell: its name, else the start of
-/// its id, else its pod.
-pub fn container_cell(event: &StoredEvent) -> String {
+/// The victim's (a sigkill's target's) container for a table cell: `container (namespace/pod)`
+/// in a Kubernetes pod, else its name, else the start of its id, else its pod.
+pub fn container_cell(event: &StoredEvent, record: Option<&Record>) -> String {
+    let in_pod = record
+        .and_then(victim)
+        .and_then(|party| party.names.k8s_container());
+    // The container first: a narrow column cuts the pod's name, not the container's.
+    if let (Some(namespace), Some(pod), Some(container)) = (&event.namespace, &event.pod, in_pod) {
+        return format!(
+            "{} ({}/{})",
+            printable(&container.name),
+            printable(namespace),
+            printable(pod)
+        );
+    }
     if let Some(name) = event
         .container_name
         .as_deref()
@@ -23,7 +36,7 @@ pub fn container_cell(event: &StoredEvent) -> String {
         return printable(name);
     }
     if let Some(id) = &event.container_id {
-        return printable(id.get(..12).unwrap_or(id));
+        return printable(names::short_id(id));
     }
     match (&event.namespace, &event.pod) {
         (Some(namespace), Some(pod)) => format!("pod {}/{}", printable(namespace), printable(pod)),
@@ -32,13 +45,18 @@ pub fn container_cell(event: &StoredEvent) -> String {
     }
 }
 
+/// The victim of an OOM kill, the target of a SIGKILL.
+fn victim(record: &Record) -> Option<&Party> {
+    match &record.body {
+        Body::OomKill(kill) => Some(&kill.victim),
+        Body::Sigkill(sigkill) => Some(&sigkill.target),
+        _ => None,
+    }
+}
+
 /// The victim's (a sigkill's target's) Compose service, `project/service`, if it ran in one.
 pub fn compose_service_cell(record: Option<&Record>) -> Option<String> {
-    let party = match &record?.body {
-        Body::OomKill(kill) => &kill.victim,
-        Body::Sigkill(sigkill) => &sigkill.target,
-        _ => return None,
-    };
+    let party = victim(record?)?;
     let compose = party.names.container.as_ref()?.compose.as_ref()?;
     let service = printable(compose.service.as_deref()?);
     Some(match &compose.project {
@@ -88,23 +106,36 @@ pub fn trigger_cell(event: &StoredEvent, record: Option<&Record>) -> String {
         .map_or_else(|| "-".to_owned(), printable)
 }
 
-/// `container web`, `pod shop/web-0`, `unit nginx.service`: who owns a cgroup, briefly.
+/// `container web`, `pod shop/web-0 container api`, `pod shop/web-0`, `unit nginx.service`:
+/// who owns a cgroup, briefly.
 pub fn owner_short(names: &Names) -> Option<String> {
+    if let Some(in_pod) = names::pod_container(names) {
+        return Some(in_pod);
+    }
     if let Some(name) = names.container_name() {
         return Some(format!("container {}", printable(name)));
     }
     if let Some(container) = &names.container {
-        let id = &container.id;
         return Some(format!(
             "container {}",
-            printable(id.get(..12).unwrap_or(id))
+            printable(names::short_id(&container.id))
         ));
+    }
+    if let Some(pod) = names::pod_name(names) {
+        return Some(pod);
     }
     if let Some(pod) = names
         .pod()
         .and_then(|pod| pod.name.as_deref().or(pod.uid.as_deref()))
     {
         return Some(format!("pod {}", printable(pod)));
+    }
+    if let Some(level) = names
+        .attribution
+        .as_ref()
+        .and_then(|attribution| kube_level(&attribution.path))
+    {
+        return Some(names::kube_level_name(level));
     }
     names
         .systemd
@@ -113,7 +144,8 @@ pub fn owner_short(names: &Names) -> Option<String> {
 }
 
 /// Who owns a cgroup, in full: `container web (podman, localhost/web:1, pod shop/web-0)`,
-/// else `cgroup <path>`: the `path` given, else the one the names were resolved from.
+/// `pod shop/web-0 container api (containerd, registry/api:2, restart 3)`, else
+/// `cgroup <path>`: the `path` given, else the one the names were resolved from.
 pub fn owner(names: &Names, path: Option<&str>) -> Option<String> {
     let Some(short) = owner_short(names) else {
         let path = path.or(names
@@ -124,14 +156,17 @@ pub fn owner(names: &Names, path: Option<&str>) -> Option<String> {
     };
     let mut about = Vec::new();
     if let Some(container) = &names.container {
-        about.extend(crate::names::compose_service(names));
+        about.extend(names::compose_service(names));
         about.extend(container.runtime.as_deref().map(printable));
         about.extend(container.image.as_ref().map(|image| printable(&image.name)));
-        if let (Some(namespace), Some(pod)) = (
-            names.namespace(),
-            names.pod().and_then(|pod| pod.name.as_deref()),
-        ) {
-            about.push(format!("pod {}/{}", printable(namespace), printable(pod)));
+        match (names::pod_container(names), names.k8s_container()) {
+            (Some(_), Some(in_pod)) => about.extend(
+                in_pod
+                    .restart_count
+                    .filter(|&count| count > 0)
+                    .map(|count| format!("restart {count}")),
+            ),
+            _ => about.extend(names::pod_name(names)),
         }
     }
     if names

@@ -5,7 +5,7 @@ use super::style::{Paint, Style, WIDTH, truncate, wrap};
 use crate::attribute::DomainKind;
 use crate::history::query::StoredEvent;
 use crate::incident::SenderKind;
-use crate::names::{human_bytes, printable};
+use crate::names::{KubeLimit, human_bytes, kube_level_name, printable};
 use crate::record::kill::{Count, Domain, Explanation};
 use crate::record::{Body, OomKillRecord, SigkillRecord};
 
@@ -125,6 +125,16 @@ fn oom_kill(
     lines.push(labelled("Limit hit", limit));
     if let Some(explanation) = &record.explanation {
         snapshot(explanation, lines);
+        if let Some(timeline) = &explanation.timeline {
+            let lead_up = super::lead_up::lines(timeline, &" ".repeat(LABEL + 1));
+            if !lead_up.is_empty() {
+                lines.push(labelled(
+                    "Before",
+                    format!("the {} s before the kill:", timeline.window_s),
+                ));
+                lines.extend(lead_up);
+            }
+        }
         if let Some(Count {
             count,
             window_seconds,
@@ -188,17 +198,20 @@ fn oom_kill(
 
 fn domain(domain: &Domain) -> String {
     let path = domain.cgroup.as_ref().map(|cgroup| cgroup.path.as_str());
-    let mut out = match domain.kind {
-        DomainKind::Host => "the host ran out of memory, no cgroup limit was hit".to_owned(),
-        DomainKind::Cgroup => owner(&domain.names, path).unwrap_or_else(|| "a cgroup".to_owned()),
-        DomainKind::Unknown => "unknown".to_owned(),
+    // Kubernetes: the pod's own limit, or the node's memory for pods, said so.
+    let kube = path.and_then(|path| KubeLimit::of(&domain.names, path));
+    let mut out = match (domain.kind, &kube) {
+        (DomainKind::Host, _) => "the host ran out of memory, no cgroup limit was hit".to_owned(),
+        (DomainKind::Cgroup, Some(KubeLimit::Node(level))) => kube_level_name(*level),
+        (DomainKind::Cgroup, kube) => {
+            let owner = owner(&domain.names, path).unwrap_or_else(|| "a cgroup".to_owned());
+            match kube {
+                Some(KubeLimit::Pod(_)) => format!("the pod's limit: {owner}"),
+                _ => owner,
+            }
+        }
+        (DomainKind::Unknown, _) => "unknown".to_owned(),
     };
-    if domain.kind == DomainKind::Cgroup
-        && owner_short(&domain.names).is_some()
-        && let Some(path) = path
-    {
-        out.push_str(&format!(", cgroup {}", printable(path)));
-    }
     if let Some(memory) = &domain.memory {
         if let Some(limit) = memory.limit_bytes {
             out.push_str(&format!(", limit {}", human_bytes(limit)));
@@ -217,6 +230,13 @@ fn domain(domain: &Domain) -> String {
     if domain.inferred == Some(true) {
         let basis = domain.basis.map_or("none", |basis| basis.as_str());
         out.push_str(&format!(" (inferred: {basis})"));
+    }
+    // Last: a long path is what the line's width cuts, not the figures.
+    if domain.kind == DomainKind::Cgroup
+        && (owner_short(&domain.names).is_some() || kube.is_some())
+        && let Some(path) = path
+    {
+        out.push_str(&format!("; cgroup {}", printable(path)));
     }
     out
 }
@@ -288,5 +308,39 @@ fn hours(seconds: u64) -> String {
         format!("{} h", seconds / 3600)
     } else {
         format!("{} min", seconds / 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::list::tests::kill_in_a_pod;
+    use crate::report::style::tests::style;
+
+    #[test]
+    fn a_kill_in_a_pod_names_the_pod_its_container_and_the_pods_limit() {
+        let lines = text(&kill_in_a_pod(), &[], &style(false));
+        println!("{}", lines.join("\n"));
+        let labelled = |label: &str| {
+            lines
+                .iter()
+                .find(|line| line.starts_with(label))
+                .unwrap_or_else(|| panic!("no {label} line: {lines:#?}"))
+                .clone()
+        };
+        assert!(
+            labelled("Victim").starts_with(
+                "Victim      pid 42 (hog) in pod pay-prod/ledger-api-7f9c container worker \
+                 (containerd, registry.exa"
+            ),
+            "{lines:#?}"
+        );
+        assert!(
+            labelled("Limit hit").starts_with(
+                "Limit hit   the pod's limit: pod pay-prod/ledger-api-7f9c, limit 256.0 MiB; cgroup \
+                 /kubepods/"
+            ),
+            "{lines:#?}"
+        );
     }
 }

@@ -45,8 +45,8 @@ pub fn text(
     let mut kill_times: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     let (mut oom_kills, mut sigkills) = (0, 0);
     for event in events.iter().rev() {
-        let container = container_cell(event);
         let record = record(event);
+        let container = container_cell(event, record.as_ref());
         let service = compose_service_cell(record.as_ref());
         let counts = by_container.entry(container.clone()).or_default();
         counts.count(event);

@@ -6,7 +6,7 @@ use super::Sink;
 use crate::attribute::DomainKind;
 use crate::cgroup_path::PathKind;
 use crate::incident::SenderKind;
-use crate::names::{human_kb, name, printable, short_name};
+use crate::names::{human_bytes, human_kb, limit_words, name, printable};
 use crate::record::kill::Domain;
 use crate::record::party::{Cgroup, Party};
 use crate::record::sigkill::Sender;
@@ -293,19 +293,18 @@ fn domain_text(domain: &Domain) -> String {
         DomainKind::Unknown => String::new(),
         DomainKind::Cgroup => {
             // Short: the party it names is usually described in full just before.
-            let whose = match short_name(&domain.names) {
-                Some(name) => name,
-                None => format!(
-                    "memcg {}",
-                    domain.cgroup.as_ref().map_or("?", |c| c.path.as_str())
-                ),
-            };
-            let limit = domain
-                .memory
-                .and_then(|memory| memory.limit_bytes)
-                .map(|bytes| format!(" ({})", human_kb(bytes / 1024)))
-                .unwrap_or_default();
-            format!("; the limit of {whose}{limit} was hit{inferred}")
+            let path = domain.cgroup.as_ref().map(|cgroup| cgroup.path.as_str());
+            let limit_bytes = domain.memory.and_then(|memory| memory.limit_bytes);
+            let whose = limit_words(&domain.names, path, limit_bytes).unwrap_or_else(|| {
+                let size = limit_bytes
+                    .map(|bytes| format!(" ({})", human_bytes(bytes)))
+                    .unwrap_or_default();
+                format!(
+                    "the limit of memcg {}{size}",
+                    printable(path.unwrap_or("?"))
+                )
+            });
+            format!("; {whose} was hit{inferred}")
         }
     }
 }
@@ -433,6 +432,31 @@ mod tests {
                  container web (48.0 MiB) was hit (inferred)"
             ),
             "{line}"
+        );
+    }
+
+    #[test]
+    fn a_kill_in_a_pod_names_the_pod_the_container_and_whose_limit() {
+        use crate::attribute::fixtures::{in_pod, in_worker, pod_path, worker};
+        let own = line(&in_worker(kill(), worker(), 48 << 20));
+        assert!(
+            own.contains(
+                "oom_score_adj 0 in pod pay-prod/ledger-api-7f9c container worker (containerd, \
+                 registry.example/ledger:4.1, restart 3); the limit of pod \
+                 pay-prod/ledger-api-7f9c container worker (48.0 MiB) was hit;"
+            ),
+            "{own}"
+        );
+        let pods = line(&in_worker(kill(), in_pod(&pod_path(), None), 256 << 20));
+        assert!(
+            pods.contains("; the pod's limit (pod pay-prod/ledger-api-7f9c, 256.0 MiB) was hit;"),
+            "{pods}"
+        );
+        let node = crate::attribute::Attribution::from_path("/kubepods");
+        let nodes = line(&in_worker(kill(), node, 7 << 30));
+        assert!(
+            nodes.contains("; the node's allocatable memory for pods (7.00 GiB) was hit;"),
+            "{nodes}"
         );
     }
 

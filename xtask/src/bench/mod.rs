@@ -2,6 +2,7 @@
 //! and per-event kernel cost on this machine, next to a bpftrace one-liner doing the same job.
 //! Benchmarks print figures; nothing here asserts on timing.
 
+mod axis;
 mod bpf_stats;
 mod burst;
 mod containers;
@@ -59,6 +60,22 @@ pub struct Options {
     /// Only the bursts: print their table, write no results file.
     #[arg(long)]
     burst_only: bool,
+    /// Extra idle processes on the host for the process-count axis of the kill latency.
+    #[arg(long, value_delimiter = ',', default_value = "0,1000,10000")]
+    process_counts: Vec<usize>,
+    /// OOM kills at each process count (0: no axis).
+    #[arg(long, default_value_t = 60)]
+    axis_kills: usize,
+    /// Between the axis's kills: more than a second, so that each is its own invocation.
+    #[arg(long, default_value_t = 1200)]
+    axis_gap_ms: u64,
+    /// How long the agent sits idle with the memory timeline's recorder on (0: not measured).
+    #[arg(long, default_value_t = 600)]
+    recorder_idle_seconds: u64,
+    /// Only the process-count axis and the recorder's idle cost; written to a results file of
+    /// their own (`…-axis.md`).
+    #[arg(long)]
+    axis_only: bool,
     /// Passed to every `oomtrace run` of the bench, e.g. `--ringbuf-size 1M` to compare.
     #[arg(long, value_name = "SIZE")]
     ringbuf_size: Option<String>,
@@ -110,6 +127,19 @@ pub fn bench(env: &Env, options: Options) -> anyhow::Result<()> {
         return Ok(());
     }
     let binaries = build_binaries(env)?;
+    if options.axis_only {
+        let (points, idle) = measure_axis(&options, &binaries)?;
+        let load = report::Load {
+            at_start: load_at_start,
+            at_end: sys::load_average()?,
+        };
+        let markdown = report::axis_only_markdown(&options, &load, started.elapsed())?
+            + &axis::markdown(&points, idle.as_ref(), options.axis_gap());
+        println!("\n{markdown}");
+        let path = write_results(&markdown, "-axis")?;
+        println!("xtask bench: written to {}", path.display());
+        return Ok(());
+    }
     install_tools()?;
     let podman = match containers::Podman::start(&binaries.static_hog) {
         Ok(podman) => Some(podman),
@@ -123,6 +153,7 @@ pub fn bench(env: &Env, options: Options) -> anyhow::Result<()> {
     let mut runs = measure_runs(&options, &binaries, &cgroup, podman.as_ref())?;
     drop(cgroup);
     drop(podman);
+    (runs.axis, runs.recorder_idle) = measure_axis(&options, &binaries)?;
     if options.burst_runs > 0 {
         runs.bursts = Some(burst::measure(
             env,
@@ -138,9 +169,46 @@ pub fn bench(env: &Env, options: Options) -> anyhow::Result<()> {
     };
     let markdown = report::markdown(&options, &runs, &load, started.elapsed())?;
     println!("\n{markdown}");
-    let path = write_results(&markdown)?;
+    let path = write_results(&markdown, "")?;
     println!("xtask bench: written to {}", path.display());
     Ok(())
+}
+
+impl Options {
+    fn axis_gap(&self) -> Duration {
+        Duration::from_millis(self.axis_gap_ms)
+    }
+}
+
+/// The process-count axis and the recorder's idle cost, as the options ask.
+fn measure_axis(
+    options: &Options,
+    binaries: &Binaries,
+) -> anyhow::Result<(Vec<axis::AxisPoint>, Option<axis::RecorderIdle>)> {
+    let points = if options.axis_kills > 0 {
+        axis::measure(
+            &binaries.agent,
+            &binaries.hog,
+            &options.process_counts,
+            options.axis_kills,
+            options.axis_gap(),
+        )?
+    } else {
+        Vec::new()
+    };
+    let idle = if options.recorder_idle_seconds > 0 {
+        println!(
+            "xtask bench: the agent idle for {} s with the memory timeline on",
+            options.recorder_idle_seconds
+        );
+        Some(axis::recorder_idle(
+            &binaries.agent,
+            options.recorder_idle_seconds,
+        )?)
+    } else {
+        None
+    };
+    Ok((points, idle))
 }
 
 struct Binaries {
@@ -239,6 +307,8 @@ pub struct Runs {
     /// Whether podman was there for the container latency, and if not, why.
     pub podman: Result<(), String>,
     pub bursts: Option<burst::Bursts>,
+    pub axis: Vec<axis::AxisPoint>,
+    pub recorder_idle: Option<axis::RecorderIdle>,
 }
 
 fn measure_runs(
@@ -301,6 +371,8 @@ fn measure_runs(
             None => Err("podman could not be started (see the bench's output)".to_owned()),
         },
         bursts: None,
+        axis: Vec::new(),
+        recorder_idle: None,
     })
 }
 
@@ -476,11 +548,11 @@ fn json_kind(line: &Line) -> Option<(String, Value)> {
     Some((value["kind"].as_str()?.to_owned(), value))
 }
 
-fn write_results(markdown: &str) -> anyhow::Result<PathBuf> {
+fn write_results(markdown: &str, suffix: &str) -> anyhow::Result<PathBuf> {
     let dir = workspace_root().join("bench/results");
     std::fs::create_dir_all(&dir).with_context(|| format!("making {}", dir.display()))?;
     let path = dir.join(format!(
-        "{}-{}.md",
+        "{}-{}{suffix}.md",
         sys::today_utc(),
         sys::kernel_release()?
     ));

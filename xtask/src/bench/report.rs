@@ -42,7 +42,49 @@ pub fn markdown(
     how_measured(&mut out, options, runs);
     not_measured(&mut out, runs);
     out.push_str(&super::targets::markdown(&measured(runs, load)));
+    out.push_str(&super::axis::markdown(
+        &runs.axis,
+        runs.recorder_idle.as_ref(),
+        options.axis_gap(),
+    ));
     Ok(out)
+}
+
+/// The header of a results file that holds only the process-count axis and the recorder.
+pub fn axis_only_markdown(
+    options: &Options,
+    load: &Load,
+    elapsed: Duration,
+) -> anyhow::Result<String> {
+    let machine = sys::machine()?;
+    let counts: Vec<String> = options
+        .process_counts
+        .iter()
+        .map(usize::to_string)
+        .collect();
+    let secs = elapsed.as_secs();
+    Ok(format!(
+        "# oomtrace benchmarks: process-count axis and the memory timeline\n\n\
+         - machine: {} CPUs, MemTotal {}\n\
+         - kernel: {}\n\
+         - load average (1, 5, 15 min): {} at start, {} at end\n\
+         - agent: release build\n\
+         - date: {} (UTC)\n\
+         - command: `cargo xtask bench --axis-only --process-counts {} --axis-kills {} \
+         --axis-gap-ms {} --recorder-idle-seconds {}`; bench time {}m{:02}s\n\n",
+        machine.cpus,
+        machine.mem_total,
+        machine.kernel,
+        load.at_start,
+        load.at_end,
+        sys::today_utc(),
+        counts.join(","),
+        options.axis_kills,
+        options.axis_gap_ms,
+        options.recorder_idle_seconds,
+        secs / 60,
+        secs % 60
+    ))
 }
 
 fn header(

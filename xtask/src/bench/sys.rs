@@ -71,21 +71,18 @@ pub fn parse_memory(status: &str) -> anyhow::Result<Memory> {
 pub fn cpu_ms(pid: u32) -> anyhow::Result<f64> {
     let path = format!("/proc/{pid}/stat");
     let stat = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    stat_cpu_ms(&stat).with_context(|| format!("unexpected {path}: {stat:?}"))
+}
+
+/// User plus system CPU time from the text of a `stat` file (a process's or a thread's).
+pub fn stat_cpu_ms(stat: &str) -> Option<f64> {
     // comm (field 2) may hold spaces and parentheses: count fields after its last ')'.
-    let after_comm = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .with_context(|| format!("unexpected {path}: {stat:?}"))?;
+    let (_, after_comm) = stat.rsplit_once(')')?;
     let fields: Vec<&str> = after_comm.split_whitespace().collect();
     // utime and stime are fields 14 and 15; after comm, field 3 is at index 0.
-    let ticks = |index: usize| -> anyhow::Result<u64> {
-        fields
-            .get(index)
-            .and_then(|value| value.parse().ok())
-            .with_context(|| format!("unexpected {path}: {stat:?}"))
-    };
+    let ticks = |index: usize| fields.get(index)?.parse::<u64>().ok();
     let total_ticks = ticks(11)? + ticks(12)?;
-    Ok(total_ticks as f64 * 1000.0 / clock_ticks_per_second() as f64)
+    Some(total_ticks as f64 * 1000.0 / clock_ticks_per_second() as f64)
 }
 
 fn clock_ticks_per_second() -> u64 {

@@ -15,6 +15,7 @@
 
 mod host_oom;
 mod kmsg;
+mod lead_up;
 mod memcg_oom;
 pub mod oom_burst;
 mod oom_group;
@@ -46,6 +47,7 @@ pub const SCENARIOS: &[Scenario] = &[
     oom_group::SCENARIO,
     host_oom::SCENARIO,
     oom_burst::SCENARIO,
+    lead_up::SCENARIO,
 ];
 
 /// Helpers every scenario script sources.

@@ -125,7 +125,20 @@ fn top() -> Top {
             ("cgroup /user.slice".to_owned(), 4 << 20),
         ],
         processes: vec![("cc1plus (pid 77) in builder".to_owned(), 5 << 30)],
+        lead_up: None,
     }
+}
+
+#[test]
+fn the_lead_up_follows_the_biggest_users() {
+    let top = Top {
+        lead_up: Some("Before the kill, builder grew from 100 MiB to 6.00 GiB.".to_owned()),
+        ..top()
+    };
+    let text = verdict(&own_limit(), &top, Flags::default(), HOURS_6);
+    let biggest = text.find("At that moment").expect(&text);
+    let lead_up = text.find("Before the kill, builder grew").expect(&text);
+    assert!(biggest < lead_up, "{text}");
 }
 
 #[test]

@@ -87,6 +87,15 @@ fn check(report: &Report) -> anyhow::Result<()> {
         killed == members,
         "kills of {killed:?}, members {members:?}"
     );
+    // One invocation, one moment: the members share the snapshot.
+    let snapshots: BTreeSet<u64> = kills
+        .iter()
+        .map(|kill| u64_field(kill, "explanation.snapshot.ktime_ns"))
+        .collect::<anyhow::Result<_>>()?;
+    ensure!(
+        snapshots.len() == 1,
+        "the group's kills should share one snapshot, they have {snapshots:?}"
+    );
     expect_stopped_cleanly(report, 5)
 }
 

@@ -1,0 +1,125 @@
+//! The minute before a kill: in one parent limit, a steady neighbour holds its memory while a
+//! grower climbs for seconds until the limit kills it. The kill's timeline shows the grower
+//! rising across many samples and the neighbour flat, and the verdict says so in words.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use oomtrace_tests::{Agent, Hog, MemoryCgroup, field, field_str, require_root};
+
+const HOG: &str = env!("CARGO_BIN_EXE_oomtrace-hog");
+const LIMIT_BYTES: u64 = 192 << 20;
+const STEADY_MIB: u64 = 48;
+/// The grower reaches the limit in about 4.5 s.
+const GROWER_MIB_PER_SECOND: &str = "32";
+const MIB: u64 = 1 << 20;
+
+/// `(offset_ms, usage_bytes)` of a timeline cgroup.
+fn samples(entry: &Value) -> Vec<(i64, u64)> {
+    entry["samples"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|sample| {
+            (
+                sample["offset_ms"].as_i64().expect("offset_ms"),
+                sample["usage_bytes"].as_u64().expect("usage_bytes"),
+            )
+        })
+        .collect()
+}
+
+fn entry<'a>(timeline: &'a Value, path: &str) -> &'a Value {
+    timeline["cgroups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|entry| entry.pointer("/cgroup/path").and_then(Value::as_str) == Some(path))
+        .unwrap_or_else(|| panic!("no timeline entry for {path} in:\n{timeline:#}"))
+}
+
+#[test]
+fn a_growing_cgroups_timeline_rises_while_its_steady_neighbour_stays_flat() {
+    require_root();
+    let parent = MemoryCgroup::create(LIMIT_BYTES);
+    let steady_cgroup = parent.child("steady");
+    let grower_cgroup = parent.child("grower");
+    let mut agent = Agent::start();
+
+    let mut steady = Hog::spawn_with(
+        HOG,
+        &steady_cgroup,
+        &["--hold", "--max-mib", &STEADY_MIB.to_string()],
+    );
+    steady.wait_holding();
+    // The steady neighbour's level is recorded for a while before the growth starts.
+    std::thread::sleep(Duration::from_secs(3));
+    let grower = Hog::spawn_with(
+        HOG,
+        &grower_cgroup,
+        &["--mib-per-second", GROWER_MIB_PER_SECOND],
+    );
+    let grower_pid = grower.wait_oom_killed(Duration::from_secs(30));
+    let kills = agent.wait_for_kills(&[grower_pid], Duration::from_secs(30));
+    let kill = &kills[0];
+    let timeline = field(kill, "explanation.timeline");
+    println!("verdict: {}", field_str(kill, "explanation.verdict"));
+    println!("timeline: {timeline:#}");
+
+    assert_eq!(field(timeline, "window_s"), 60);
+    let grown = samples(entry(timeline, &grower_cgroup.path()));
+    assert!(
+        grown.iter().all(|&(offset_ms, _)| offset_ms <= 0),
+        "every sample is from before the kill: {grown:?}"
+    );
+    let rises = grown
+        .windows(2)
+        .filter(|pair| pair[1].1 > pair[0].1)
+        .count();
+    assert!(
+        rises >= 5,
+        "the grower should rise across at least 5 samples, it rose across {rises}: {grown:?}"
+    );
+    let (first, last) = (grown[0].1, grown[grown.len() - 1].1);
+    assert!(
+        last >= first + 64 * MIB,
+        "the grower should have grown by 64 MiB or more: {grown:?}"
+    );
+
+    // While the grower grew, its neighbour stayed where it was: from before the growth
+    // started to the last sample before the kill.
+    let growth_started = grown
+        .iter()
+        .rev()
+        .find(|&&(_, usage)| usage <= first + 4 * MIB)
+        .map_or(grown[0].0, |&(offset_ms, _)| offset_ms);
+    let steady_samples = samples(entry(timeline, &steady_cgroup.path()));
+    let held_from = steady_samples
+        .iter()
+        .position(|&(_, usage)| usage >= (STEADY_MIB - 1) * MIB)
+        .unwrap_or_else(|| panic!("the neighbour never held its memory: {steady_samples:?}"));
+    let held = &steady_samples[held_from..];
+    let (low, high) = (
+        held.iter().map(|&(_, usage)| usage).min().unwrap_or(0),
+        held.iter().map(|&(_, usage)| usage).max().unwrap_or(0),
+    );
+    assert!(
+        held[0].0 <= growth_started && held[held.len() - 1].0 >= grown[grown.len() - 1].0 - 1500,
+        "the neighbour's recording should span the growth ({growth_started} ms on): {held:?}"
+    );
+    assert!(
+        high - low <= 2 * MIB && low >= (STEADY_MIB - 1) * MIB,
+        "the steady neighbour should stay at its {STEADY_MIB} MiB, it went from {low} to \
+         {high} bytes: {held:?}"
+    );
+
+    let verdict = field_str(kill, "explanation.verdict");
+    assert!(
+        verdict.contains("grew from") && verdict.contains("was flat at"),
+        "the verdict should tell the growth and the flat neighbour: {verdict}"
+    );
+
+    drop(steady);
+    agent.stop();
+}

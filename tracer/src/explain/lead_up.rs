@@ -1,0 +1,389 @@
+//! The lead-up in words: how the domain's biggest cgroups moved in the minute before the kill
+//! ("builder grew from 100.0 MiB to 2.80 GiB in the 40 s before; db was flat at 1.90 GiB"), and
+//! how much tasks stalled on memory.
+
+use crate::names::{human_bytes, printable, short_name};
+use crate::record::timeline::{CgroupTimeline, Timeline, UsageSample as UsageAt};
+
+/// How many cgroups the sentence names; the JSON has them all.
+const NAMED: usize = 3;
+/// Smaller moves than this are "flat": a tenth of the cgroup's size, and at least 8 MiB.
+const MIN_MOVE_BYTES: u64 = 8 << 20;
+/// A cgroup that has not moved for this long before the kill is "flat", whatever it did
+/// earlier in the window.
+const FLAT_FOR_MS: i64 = 5_000;
+/// Stalls below this share of an interval go unmentioned.
+const NOTABLE_STALL_PERCENT: f64 = 10.0;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Trend {
+    Grew {
+        from: u64,
+        to: u64,
+        seconds: u64,
+    },
+    Fell {
+        from: u64,
+        to: u64,
+        seconds: u64,
+    },
+    /// Within the threshold of `at` since `seconds` before the kill; `None`: all along.
+    Flat {
+        at: u64,
+        seconds: Option<u64>,
+    },
+}
+
+/// One or two sentences, `None` when the timeline holds too little to say anything.
+pub fn lead_up(timeline: &Timeline) -> Option<String> {
+    let names: Vec<String> = timeline
+        .cgroups
+        .iter()
+        .map(|cgroup| {
+            short_name(&cgroup.names)
+                .unwrap_or_else(|| format!("cgroup {}", printable(&cgroup.cgroup.path)))
+        })
+        .collect();
+    let trends: Vec<(&str, Trend)> = timeline
+        .cgroups
+        .iter()
+        .zip(&names)
+        .enumerate()
+        .filter_map(|(index, (cgroup, name))| {
+            // A domain with members moves as they do: name them, not it.
+            if index == 0 && cgroup.limit_bytes.is_some() && timeline.cgroups.len() > 1 {
+                return None;
+            }
+            Some((name.as_str(), trend(&cgroup.samples)?))
+        })
+        .collect();
+    let last_leg = timeline
+        .cgroups
+        .first()
+        .filter(|_| timeline.cgroups.len() == 1)
+        .and_then(unsampled_rise);
+    let mut moved: Vec<&(&str, Trend)> = trends
+        .iter()
+        .filter(|(_, trend)| !matches!(trend, Trend::Flat { .. }))
+        .collect();
+    moved.sort_by_key(|(_, trend)| std::cmp::Reverse(amount(*trend)));
+    let mut flat: Vec<&(&str, Trend)> = trends
+        .iter()
+        .filter(|(_, trend)| matches!(trend, Trend::Flat { .. }))
+        .collect();
+    flat.sort_by_key(|(_, trend)| std::cmp::Reverse(amount(*trend)));
+    let phrases: Vec<String> = moved
+        .into_iter()
+        .chain(flat)
+        .take(NAMED)
+        .map(|(name, trend)| phrase(name, *trend))
+        .collect();
+    let mut text = String::new();
+    if let Some((first, rest)) = phrases.split_first() {
+        text = format!("Before the kill, {first}");
+        for phrase in rest {
+            text.push_str("; ");
+            text.push_str(phrase);
+        }
+        if let Some(last_leg) = &last_leg {
+            text.push_str(last_leg);
+        }
+        text.push('.');
+    }
+    if let Some(stall) = stall_phrase(timeline) {
+        if !text.is_empty() {
+            text.push(' ');
+        }
+        text.push_str(&stall);
+    }
+    (!text.is_empty()).then_some(text)
+}
+
+fn trend(samples: &[UsageAt]) -> Option<Trend> {
+    let last = samples.last()?;
+    if samples.len() < 2 {
+        return None;
+    }
+    // The latest highest point.
+    let high = samples.iter().rev().max_by_key(|s| s.usage_bytes)?;
+    let threshold = (high.usage_bytes / 10).max(MIN_MOVE_BYTES);
+    let seconds = |sample: &UsageAt| (sample.offset_ms.unsigned_abs() + 500) / 1000;
+    // Where the final flat stretch starts.
+    let within = |sample: &UsageAt| sample.usage_bytes.abs_diff(last.usage_bytes) < threshold;
+    let flat_from = samples
+        .iter()
+        .rposition(|sample| !within(sample))
+        .map_or(0, |moved| moved + 1);
+    let flat_start = &samples[flat_from];
+    if flat_from == 0 {
+        return Some(Trend::Flat {
+            at: last.usage_bytes,
+            seconds: None,
+        });
+    }
+    if last.offset_ms - flat_start.offset_ms >= FLAT_FOR_MS {
+        return Some(Trend::Flat {
+            at: last.usage_bytes,
+            seconds: Some(seconds(flat_start)),
+        });
+    }
+    // The final rise: back from the end for as long as the values keep falling (within the
+    // threshold); a restart loop's earlier teeth are not part of it.
+    let mut trough = samples.len() - 1;
+    for (index, sample) in samples.iter().enumerate().rev() {
+        if sample.usage_bytes > samples[trough].usage_bytes + threshold {
+            break;
+        }
+        if sample.usage_bytes < samples[trough].usage_bytes {
+            trough = index;
+        }
+    }
+    let peak = samples[trough..]
+        .iter()
+        .rev()
+        .max_by_key(|s| s.usage_bytes)?;
+    let low = &samples[trough];
+    if peak.usage_bytes - low.usage_bytes >= threshold {
+        return Some(Trend::Grew {
+            from: low.usage_bytes,
+            to: peak.usage_bytes,
+            seconds: seconds(low),
+        });
+    }
+    if high.usage_bytes.saturating_sub(last.usage_bytes) >= threshold {
+        return Some(Trend::Fell {
+            from: high.usage_bytes,
+            to: last.usage_bytes,
+            seconds: seconds(high),
+        });
+    }
+    Some(Trend::Flat {
+        at: last.usage_bytes,
+        seconds: None,
+    })
+}
+
+/// A domain whose last sample is well below its limit filled the rest between that sample and
+/// the kill, faster than it was sampled: `, and filled its 48.0 MiB limit within the last 0.4 s`.
+fn unsampled_rise(domain: &CgroupTimeline) -> Option<String> {
+    let limit = domain.limit_bytes?;
+    let last = domain.samples.last()?;
+    (last.usage_bytes < limit / 10 * 9).then(|| {
+        format!(
+            ", and filled its {} limit within the last {:.1} s",
+            human_bytes(limit),
+            last.offset_ms.unsigned_abs() as f64 / 1000.0
+        )
+    })
+}
+
+fn amount(trend: Trend) -> u64 {
+    match trend {
+        Trend::Grew { from, to, .. } => to - from,
+        Trend::Fell { from, to, .. } => from - to,
+        Trend::Flat { at, .. } => at,
+    }
+}
+
+fn phrase(name: &str, trend: Trend) -> String {
+    match trend {
+        Trend::Grew { from, to, seconds } => format!(
+            "{name} grew from {} to {} in the {seconds} s before",
+            human_bytes(from),
+            human_bytes(to)
+        ),
+        Trend::Fell { from, to, seconds } => format!(
+            "{name} fell from {} ({seconds} s before) to {}",
+            human_bytes(from),
+            human_bytes(to)
+        ),
+        Trend::Flat { at, seconds: None } => format!("{name} was flat at {}", human_bytes(at)),
+        Trend::Flat {
+            at,
+            seconds: Some(seconds),
+        } => format!(
+            "{name} was flat at {} for the {seconds} s before",
+            human_bytes(at)
+        ),
+    }
+}
+
+/// The worst stall of the window, if notable.
+fn stall_phrase(timeline: &Timeline) -> Option<String> {
+    let worst = timeline
+        .pressure
+        .iter()
+        .max_by(|a, b| a.some_pct.0.total_cmp(&b.some_pct.0))?;
+    let percent = worst.some_pct.0;
+    (percent >= NOTABLE_STALL_PERCENT).then(|| {
+        format!(
+            "Tasks stalled on memory {percent:.0} % of the time {} s before the kill.",
+            (worst.offset_ms.unsigned_abs() + 500) / 1000
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::kill::CgroupPath;
+    use crate::record::timeline::{Percent, Stall};
+
+    const MIB: u64 = 1 << 20;
+
+    fn series(points: &[(i64, u64)]) -> Vec<UsageAt> {
+        points
+            .iter()
+            .map(|&(offset_ms, mib)| UsageAt {
+                offset_ms,
+                usage_bytes: mib * MIB,
+            })
+            .collect()
+    }
+
+    fn cgroup(path: &str, limit: Option<u64>, points: &[(i64, u64)]) -> CgroupTimeline {
+        CgroupTimeline {
+            cgroup: CgroupPath {
+                path: path.to_owned(),
+            },
+            names: Default::default(),
+            limit_bytes: limit,
+            samples: series(points),
+            events: Vec::new(),
+        }
+    }
+
+    fn timeline(pressure: Vec<Stall>, cgroups: Vec<CgroupTimeline>) -> Timeline {
+        Timeline {
+            window_s: 60,
+            pressure_source: None,
+            pressure,
+            cgroups,
+        }
+    }
+
+    #[test]
+    fn a_growing_builder_next_to_a_flat_database() {
+        let timeline = timeline(
+            Vec::new(),
+            vec![
+                cgroup("/pod", Some(5000 * MIB), &[(-60_000, 2000), (-100, 4700)]),
+                cgroup(
+                    "/pod/builder",
+                    None,
+                    &[
+                        (-60_000, 100),
+                        (-40_000, 100),
+                        (-20_000, 1500),
+                        (-100, 2870),
+                    ],
+                ),
+                cgroup("/pod/db", None, &[(-60_000, 1945), (-100, 1946)]),
+            ],
+        );
+        assert_eq!(
+            lead_up(&timeline).as_deref(),
+            Some(
+                "Before the kill, cgroup /pod/builder grew from 100.0 MiB to 2.80 GiB in the 40 s \
+                 before; cgroup /pod/db was flat at 1.90 GiB."
+            )
+        );
+    }
+
+    #[test]
+    fn a_lone_domain_speaks_for_itself_and_stalls_are_told() {
+        let stall = |offset_ms, some| Stall {
+            offset_ms,
+            some_pct: Percent(some),
+            full_pct: Percent(0.0),
+        };
+        let timeline = timeline(
+            vec![stall(-3000, 2.0), stall(-1900, 34.0)],
+            vec![cgroup(
+                "/box",
+                Some(48 * MIB),
+                &[(-12_000, 2), (-6_000, 20), (-200, 47)],
+            )],
+        );
+        assert_eq!(
+            lead_up(&timeline).as_deref(),
+            Some(
+                "Before the kill, cgroup /box grew from 2.0 MiB to 47.0 MiB in the 12 s before. \
+                 Tasks stalled on memory 34 % of the time 2 s before the kill."
+            )
+        );
+    }
+
+    #[test]
+    fn a_limit_filled_faster_than_sampled_is_said_so() {
+        let timeline = timeline(
+            Vec::new(),
+            vec![cgroup("/box", Some(16 * MIB), &[(-30_000, 0), (-400, 0)])],
+        );
+        assert_eq!(
+            lead_up(&timeline).as_deref(),
+            Some(
+                "Before the kill, cgroup /box was flat at 0 KiB, and filled its 16.0 MiB limit \
+                 within the last 0.4 s."
+            )
+        );
+    }
+
+    #[test]
+    fn too_little_says_nothing() {
+        let one_sample = timeline(Vec::new(), vec![cgroup("/a", None, &[(-100, 10)])]);
+        assert_eq!(lead_up(&one_sample), None);
+    }
+
+    #[test]
+    fn trends() {
+        let trend_of = |points: &[(i64, u64)]| trend(&series(points));
+        assert_eq!(
+            trend_of(&[(-3000, 500), (-2000, 505), (-100, 498)]),
+            Some(Trend::Flat {
+                at: 498 * MIB,
+                seconds: None
+            })
+        );
+        // Grown early in the window, then held for longer than FLAT_FOR_MS.
+        assert_eq!(
+            trend_of(&[(-12_000, 24), (-11_000, 48), (-6_000, 48), (-100, 48)]),
+            Some(Trend::Flat {
+                at: 48 * MIB,
+                seconds: Some(11)
+            })
+        );
+        assert_eq!(
+            trend_of(&[(-3000, 500), (-2000, 900), (-100, 100)]),
+            Some(Trend::Fell {
+                from: 900 * MIB,
+                to: 100 * MIB,
+                seconds: 2
+            })
+        );
+        // A restart loop's sawtooth: only the last rise counts.
+        assert_eq!(
+            trend_of(&[
+                (-9000, 0),
+                (-6000, 100),
+                (-5900, 0),
+                (-3000, 0),
+                (-2000, 50),
+                (-100, 104),
+            ]),
+            Some(Trend::Grew {
+                from: 0,
+                to: 104 * MIB,
+                seconds: 3
+            })
+        );
+        assert_eq!(
+            trend_of(&[(-3000, 900), (-100, 100)]),
+            Some(Trend::Fell {
+                from: 900 * MIB,
+                to: 100 * MIB,
+                seconds: 3
+            })
+        );
+    }
+}

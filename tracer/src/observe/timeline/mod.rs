@@ -1,0 +1,137 @@
+//! The memory timeline: what memory looked like in the minute before a kill. The cause of an
+//! OOM kill is usually growth ("a build job spiked"), which the snapshot taken at the kill
+//! cannot show. A recorder samples, before any kill happens, the cgroups a kill's domain would
+//! be: usage of each domain's biggest members, the domain's pressure stalls and its limit
+//! events. Slowly (once a second) while nothing happens; fast (ten a second) once the kernel
+//! says memory runs short: a pressure trigger, a usage threshold near a limit, a limit event,
+//! or fast growth. A kill takes the part of the recording that concerns its domain.
+
+pub mod discover;
+mod files;
+pub mod psi;
+mod query;
+mod recorder;
+mod samples;
+pub mod series;
+mod watch;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use recorder::{Prepared, Recorder};
+
+/// The longest window `--timeline` takes: the recorder's memory grows with it.
+pub const MAX_WINDOW: Duration = Duration::from_secs(600);
+
+/// `--timeline`: how far back before a kill the recording goes; `0` turns the recorder off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window(pub Duration);
+
+impl FromStr for Window {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.trim() == "0" {
+            return Ok(Window(Duration::ZERO));
+        }
+        let window: Duration = text.parse::<crate::units::HumanDuration>()?.into();
+        if window > MAX_WINDOW {
+            return Err(format!(
+                "`{text}` is longer than the {} min the recorder keeps",
+                MAX_WINDOW.as_secs() / 60
+            ));
+        }
+        Ok(Window(window))
+    }
+}
+
+/// The recording of one domain over the window before a kill. Offsets are milliseconds
+/// relative to the kill's capture time: negative, before it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Timeline {
+    pub window: Duration,
+    pub pressure: Option<Pressure>,
+    /// The domain itself first (when it is a cgroup), then its biggest members.
+    pub cgroups: Vec<CgroupTimeline>,
+}
+
+/// Memory stalls between consecutive samples.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pressure {
+    /// `/proc/pressure/memory`, or the cgroup whose `memory.pressure` it is.
+    pub source: String,
+    pub intervals: Vec<Stall>,
+}
+
+/// One interval, ending at `offset_ms`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stall {
+    pub offset_ms: i64,
+    pub interval_us: u64,
+    /// Time during which some task stalled on memory.
+    pub some_us: u64,
+    /// Time during which all non-idle tasks stalled at once.
+    pub full_us: u64,
+}
+
+impl Stall {
+    /// A stall time as a percentage of the interval, to a tenth.
+    pub fn percent(&self, stalled_us: u64) -> f64 {
+        if self.interval_us == 0 {
+            return 0.0;
+        }
+        let percent = stalled_us as f64 * 100.0 / self.interval_us as f64;
+        (percent.min(100.0) * 10.0).round() / 10.0
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CgroupTimeline {
+    pub path: String,
+    pub limit_bytes: Option<u64>,
+    pub samples: Vec<UsageAt>,
+    /// The domain's limit events between samples, where any happened: v2 `memory.events`
+    /// `high` and `max`, v1 `memory.failcnt` (as `max`).
+    pub events: Vec<EventsAt>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UsageAt {
+    pub offset_ms: i64,
+    pub usage_bytes: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventsAt {
+    pub offset_ms: i64,
+    pub high: u64,
+    pub max: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_is_a_duration_or_zero() {
+        assert_eq!("60s".parse(), Ok(Window(Duration::from_secs(60))));
+        assert_eq!("2m".parse(), Ok(Window(Duration::from_secs(120))));
+        assert_eq!("0".parse(), Ok(Window(Duration::ZERO)));
+        assert!("11m".parse::<Window>().is_err());
+        assert!("soon".parse::<Window>().is_err());
+    }
+
+    #[test]
+    fn stall_percentages_are_of_the_interval() {
+        let stall = Stall {
+            offset_ms: -100,
+            interval_us: 1_000_000,
+            some_us: 123_456,
+            full_us: 2_000_000,
+        };
+        assert_eq!(stall.percent(stall.some_us), 12.3);
+        // Rounding between the kernel's clocks never makes it more than all of the time.
+        assert_eq!(stall.percent(stall.full_us), 100.0);
+        assert_eq!(Stall::default().percent(5), 0.0);
+    }
+}

@@ -1,0 +1,72 @@
+//! `explanation.timeline`: what memory looked like in the window before a kill, for the
+//! domain's biggest cgroups. Offsets are milliseconds relative to the kill's `ktime_ns`,
+//! negative before it.
+
+use serde::{Deserialize, Serialize};
+
+use super::kill::CgroupPath;
+use super::party::Names;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timeline {
+    pub window_s: u64,
+    /// Where the stalls were read: `/proc/pressure/memory`, or the domain's cgroup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pressure_source: Option<String>,
+    /// The intervals between samples in which tasks stalled on memory.
+    pub pressure: Vec<Stall>,
+    /// The domain itself (when a cgroup) first, then its biggest members.
+    pub cgroups: Vec<CgroupTimeline>,
+}
+
+/// One interval between two samples, ending at `offset_ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stall {
+    pub offset_ms: i64,
+    /// Share of the interval in which some task stalled on memory.
+    pub some_pct: Percent,
+    /// Share in which every non-idle task did.
+    pub full_pct: Percent,
+}
+
+/// A percentage to a tenth; equal when the same number.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Percent(pub f64);
+
+impl PartialEq for Percent {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.total_cmp(&other.0).is_eq()
+    }
+}
+
+impl Eq for Percent {}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupTimeline {
+    pub cgroup: CgroupPath,
+    #[serde(flatten)]
+    pub names: Names,
+    /// The domain's own limit, on the domain's entry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_bytes: Option<u64>,
+    pub samples: Vec<UsageSample>,
+    /// On the domain's entry, the intervals in which its limit events grew.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<LimitEvents>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageSample {
+    pub offset_ms: i64,
+    pub usage_bytes: u64,
+}
+
+/// How much v2 `memory.events` `high` and `max` (v1 `memory.failcnt`, as `max`) grew in the
+/// interval ending at `offset_ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitEvents {
+    pub offset_ms: i64,
+    pub high: u64,
+    pub max: u64,
+}

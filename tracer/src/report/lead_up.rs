@@ -1,0 +1,147 @@
+//! The stored timeline of a kill's domain, drawn for `oomtrace show`: a sparkline per cgroup
+//! over the window before the kill, and the worst pressure stall.
+
+use super::parties::owner_short;
+use super::style::truncate;
+use crate::names::{human_bytes, printable};
+use crate::record::timeline::{CgroupTimeline, Timeline};
+
+/// Characters per sparkline: one per two seconds of a one-minute window.
+const WIDTH: usize = 30;
+const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+/// Names are cut to this, so the lines align.
+const NAME: usize = 24;
+
+/// Lines for `timeline`, each starting with `indent`; none when it holds no samples.
+pub fn lines(timeline: &Timeline, indent: &str) -> Vec<String> {
+    let window_ms = i64::try_from(timeline.window_s.max(1))
+        .unwrap_or(60)
+        .saturating_mul(1000);
+    let cgroups: Vec<&CgroupTimeline> = timeline
+        .cgroups
+        .iter()
+        .filter(|cgroup| !cgroup.samples.is_empty())
+        .collect();
+    let mut out = Vec::new();
+    if cgroups.is_empty() {
+        return out;
+    }
+    // One scale for all, from zero: the lines compare in size as well as in shape.
+    let top = cgroups
+        .iter()
+        .flat_map(|cgroup| {
+            cgroup
+                .samples
+                .iter()
+                .map(|sample| sample.usage_bytes)
+                .chain(cgroup.limit_bytes)
+        })
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    for cgroup in cgroups {
+        let name = owner_short(&cgroup.names).unwrap_or_else(|| printable(&cgroup.cgroup.path));
+        let samples: Vec<(i64, u64)> = cgroup
+            .samples
+            .iter()
+            .map(|sample| (sample.offset_ms, sample.usage_bytes))
+            .collect();
+        let first = samples.first().map_or(0, |&(_, bytes)| bytes);
+        let last = samples.last().map_or(0, |&(_, bytes)| bytes);
+        let limit = cgroup.limit_bytes.map_or(String::new(), |limit| {
+            format!(" (limit {})", human_bytes(limit))
+        });
+        out.push(format!(
+            "{indent}{:NAME$} {} {} → {}{limit}",
+            truncate(&name, NAME),
+            sparkline(&samples, window_ms, top),
+            human_bytes(first),
+            human_bytes(last),
+        ));
+    }
+    if let Some(worst) = worst_stall(timeline) {
+        out.push(format!("{indent}{worst}"));
+    }
+    out
+}
+
+/// The usage over `[-window_ms, 0]` in WIDTH steps: each step shows the last sample at or
+/// before its end, blank before the first sample.
+pub fn sparkline(samples: &[(i64, u64)], window_ms: i64, top: u64) -> String {
+    (1..=WIDTH as i64)
+        .map(|step| {
+            let end = -window_ms + window_ms * step / WIDTH as i64;
+            match samples.iter().take_while(|&&(at, _)| at <= end).last() {
+                Some(&(_, bytes)) => {
+                    let level = (bytes as u128 * BARS.len() as u128 / (top as u128 + 1)) as usize;
+                    BARS[level.min(BARS.len() - 1)]
+                }
+                None => ' ',
+            }
+        })
+        .collect()
+}
+
+fn worst_stall(timeline: &Timeline) -> Option<String> {
+    let worst = timeline
+        .pressure
+        .iter()
+        .max_by(|a, b| a.some_pct.0.total_cmp(&b.some_pct.0))?;
+    let source = timeline
+        .pressure_source
+        .as_deref()
+        .map_or("memory".to_owned(), printable);
+    Some(format!(
+        "stalls: up to {:.1} % of the time ({} s before), from {source}",
+        worst.some_pct.0,
+        (worst.offset_ms.unsigned_abs() + 500) / 1000
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rise_draws_as_a_rising_line() {
+        let samples = [(-60_000, 0), (-30_000, 50), (-10_000, 80), (-100, 100)];
+        let line = sparkline(&samples, 60_000, 100);
+        assert_eq!(line.chars().count(), WIDTH);
+        assert!(line.starts_with('▁'), "{line}");
+        assert!(line.ends_with('█'), "{line}");
+        // Nothing recorded yet at the start of the window: blank.
+        let late = sparkline(&[(-20_000, 50)], 60_000, 100);
+        assert!(late.starts_with(' ') && late.ends_with('▄'), "{late:?}");
+    }
+
+    #[test]
+    fn the_timeline_of_a_record_is_drawn() {
+        let timeline: Timeline = serde_json::from_value(serde_json::json!({
+        "window_s": 60,
+        "pressure_source": "/proc/pressure/memory",
+        "pressure": [{"offset_ms": -2000, "some_pct": 34.0, "full_pct": 1.0}],
+        "cgroups": [
+            {"cgroup": {"path": "/pod/builder"}, "container": {"id": "abc", "name": "builder"},
+             "samples": [{"offset_ms": -40000, "usage_bytes": 104857600},
+                         {"offset_ms": -100, "usage_bytes": 3006477107u64}]},
+            {"cgroup": {"path": "/pod/db"},
+             "samples": [{"offset_ms": -60000, "usage_bytes": 2040109465u64},
+                         {"offset_ms": -100, "usage_bytes": 2040109465u64}]},
+            {"cgroup": {"path": "/pod/empty"}, "samples": []}
+        ]}))
+        .expect("a timeline as the record writes it");
+        let drawn = lines(&timeline, "  ");
+        assert_eq!(drawn.len(), 3, "{drawn:#?}");
+        assert!(drawn[0].starts_with("  container builder "), "{}", drawn[0]);
+        assert!(drawn[0].ends_with("100.0 MiB → 2.80 GiB"), "{}", drawn[0]);
+        assert!(drawn[1].starts_with("  /pod/db "), "{}", drawn[1]);
+        assert!(drawn[2].contains("34.0 %") && drawn[2].contains("2 s before"));
+        let empty = Timeline {
+            window_s: 60,
+            pressure_source: None,
+            pressure: Vec::new(),
+            cgroups: Vec::new(),
+        };
+        assert!(lines(&empty, "").is_empty());
+    }
+}
