@@ -114,14 +114,56 @@ pub struct SigkillRecord {
 }
 
 /// Captured by the BTF (or raw) `signal_generate` tracepoint program for a SIGKILL, from the
-/// target's `task_struct`: its cgroups, read before the killed process can be reaped.
+/// target's `task_struct`: its memory and cgroups, read before the killed process can be
+/// reaped. For the OOM killer's own SIGKILL this names its victim on kernels whose
+/// `mark_victim` passes only a pid.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct SigkillTargetRecord {
     pub header: RecordHeader,
     pub target: TaskIdentity,
+    /// As [`VictimTaskRecord::victim_ns_pid`].
+    pub target_ns_pid: u32,
+    pub _pad: u32,
+    pub target_memory: TaskMemory,
     pub target_cgroup: CgroupCapture,
     pub target_memcg: CgroupCapture,
+}
+
+/// Flags of a [`TaskMemory`]: which of its parts were read.
+pub mod memory_flags {
+    /// `mm`'s counters: `total_vm`, the RSS counters, `pgtables_bytes`. Not set for a task
+    /// without an `mm` (a kernel thread, or a thread group leader that already exited).
+    pub const MM: u32 = 1 << 0;
+    /// `real_cred->uid`.
+    pub const UID: u32 = 1 << 1;
+    /// `signal->oom_score_adj`.
+    pub const OOM_SCORE_ADJ: u32 = 1 << 2;
+}
+
+/// A task's memory as its `mm_struct` counts it, with its uid and `oom_score_adj`: the figures
+/// of the kernel's own `Killed process` line, read from the task where the `mark_victim`
+/// tracepoint lacks them (before 6.9).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskMemory {
+    /// `mm->total_vm`, in pages.
+    pub total_vm_pages: u64,
+    /// The `MM_ANONPAGES`, `MM_FILEPAGES` and `MM_SHMEMPAGES` counters, in pages, and
+    /// `MM_SWAPENTS`. Signed, as the kernel keeps them: a per-CPU counter's sum can lag below 0.
+    pub anon_pages: i64,
+    pub file_pages: i64,
+    pub shmem_pages: i64,
+    pub swap_entries: i64,
+    /// `mm->pgtables_bytes`.
+    pub pgtables_bytes: i64,
+    /// `real_cred->uid`, as the kernel's report prints it (the initial user namespace's).
+    pub uid: u32,
+    pub oom_score_adj: i16,
+    pub _pad: u16,
+    /// [`memory_flags`].
+    pub flags: u32,
+    pub _pad2: u32,
 }
 
 /// Flags of a [`CgroupCapture`].
@@ -162,6 +204,7 @@ pub struct VictimTaskRecord {
     /// killed main process before `/proc` can be asked.
     pub victim_ns_pid: u32,
     pub _pad: u32,
+    pub victim_memory: TaskMemory,
     /// The victim's cgroup2 (default hierarchy) cgroup.
     pub victim_cgroup: CgroupCapture,
     /// The victim's memory-controller cgroup: the v1 memcg on hybrid hosts, on v2 the nearest
@@ -190,9 +233,15 @@ pub struct OomContextRecord {
     pub header: RecordHeader,
     /// The current task: the one whose allocation invoked the OOM killer.
     pub trigger: TaskIdentity,
-    /// `oc->chosen`.
-    pub victim_pid: u32,
-    pub victim_tgid: u32,
+    /// `oc->chosen`: the victim the OOM killer picked (for `memory.oom.group`, the one whose
+    /// badness is `chosen_points`; the others are killed with it).
+    pub victim: TaskIdentity,
+    /// As [`VictimTaskRecord::victim_ns_pid`].
+    pub victim_ns_pid: u32,
+    pub _pad: u32,
+    pub victim_memory: TaskMemory,
+    pub victim_cgroup: CgroupCapture,
+    pub victim_memcg: CgroupCapture,
     /// `oc->chosen_points`: the kernel's badness score of the victim.
     pub chosen_points: i64,
     /// `oc->totalpages`: the pages the badness is relative to.
@@ -261,6 +310,22 @@ pub struct KernelOffsets {
     pub pid_numbers: u32,
     pub upid_nr: u32,
     pub upid_size: u32,
+    /// `task_struct.mm`, `.signal`, `.real_cred`; `signal_struct.oom_score_adj`; the `uid`
+    /// value in `cred`. For [`TaskMemory`]; each optional.
+    pub task_mm: u32,
+    pub task_signal: u32,
+    pub task_real_cred: u32,
+    pub signal_oom_score_adj: u32,
+    pub cred_uid: u32,
+    /// The 8-byte values in `mm_struct` of `total_vm`, `pgtables_bytes` and the RSS counters
+    /// `rss_stat[MM_*]`: an `atomic_long_t` array before 6.2, `percpu_counter`s (their
+    /// approximate `count`, which the kernel's own report reads too) since.
+    pub mm_total_vm: u32,
+    pub mm_pgtables_bytes: u32,
+    pub mm_anon_pages: u32,
+    pub mm_file_pages: u32,
+    pub mm_shmem_pages: u32,
+    pub mm_swap_entries: u32,
 }
 
 impl KernelOffsets {
@@ -290,6 +355,17 @@ impl KernelOffsets {
         pid_numbers: OFFSET_ABSENT,
         upid_nr: OFFSET_ABSENT,
         upid_size: OFFSET_ABSENT,
+        task_mm: OFFSET_ABSENT,
+        task_signal: OFFSET_ABSENT,
+        task_real_cred: OFFSET_ABSENT,
+        signal_oom_score_adj: OFFSET_ABSENT,
+        cred_uid: OFFSET_ABSENT,
+        mm_total_vm: OFFSET_ABSENT,
+        mm_pgtables_bytes: OFFSET_ABSENT,
+        mm_anon_pages: OFFSET_ABSENT,
+        mm_file_pages: OFFSET_ABSENT,
+        mm_shmem_pages: OFFSET_ABSENT,
+        mm_swap_entries: OFFSET_ABSENT,
     };
 }
 
@@ -331,13 +407,23 @@ mod tests {
             size_of::<CgroupCapture>(),
             16 + CGROUP_PATH_DEPTH * CGROUP_NAME_LEN
         );
+        assert_eq!(size_of::<TaskMemory>(), 6 * 8 + 16);
         assert_eq!(
             size_of::<VictimTaskRecord>(),
-            16 + 2 * 24 + 8 + 4 * size_of::<CgroupCapture>()
+            16 + 2 * 24 + 8 + size_of::<TaskMemory>() + 4 * size_of::<CgroupCapture>()
         );
         assert_eq!(
             size_of::<OomContextRecord>(),
-            16 + 24 + 8 + 8 + 8 + 16 + size_of::<CgroupCapture>() + OOM_MESSAGE_LEN
+            16 + 24
+                + 24
+                + 8
+                + size_of::<TaskMemory>()
+                + 2 * size_of::<CgroupCapture>()
+                + 8
+                + 8
+                + 16
+                + size_of::<CgroupCapture>()
+                + OOM_MESSAGE_LEN
         );
         assert_eq!(size_of::<OomContextEndRecord>(), 16 + 24);
         assert_eq!(
@@ -346,8 +432,8 @@ mod tests {
         );
         assert_eq!(
             size_of::<SigkillTargetRecord>(),
-            16 + 24 + 2 * size_of::<CgroupCapture>()
+            16 + 24 + 8 + size_of::<TaskMemory>() + 2 * size_of::<CgroupCapture>()
         );
-        assert_eq!(size_of::<KernelOffsets>(), 24 * 4);
+        assert_eq!(size_of::<KernelOffsets>(), 35 * 4);
     }
 }

@@ -4,18 +4,22 @@
 //!   decodes it with the field offsets of the live tracefs `format` file. It also records the
 //!   current task, which is the one whose allocation invoked the OOM killer.
 //! * `mark_victim_btf` (`tp_btf`, or `mark_victim_raw` as `raw_tp` where tp_btf is refused) gets
-//!   the victim's `task_struct` and captures both parties' cgroup ids and paths before the cgroup
-//!   can be removed.
+//!   the victim's `task_struct` and captures its memory and both parties' cgroup ids and paths
+//!   before the cgroup can be removed. Loaded only where the tracepoint passes the task: before
+//!   6.9 (and its backports) it passes only the pid.
 //!
 //! * `oom_kill_process_fentry`/`_fexit` (or `_kprobe`/`_kretprobe` where the kernel has no BPF
 //!   trampolines) capture what only the OOM killer's `oom_control` knows: the domain whose limit
-//!   was hit, the kernel's badness score, and the constraint; and mark where one invocation ends.
+//!   was hit, the victim it chose (`oc->chosen`: its task, memory and cgroups), the kernel's
+//!   badness score, and the constraint; and mark where one invocation ends.
 //!
 //! * `signal_generate` (tracepoint `signal:signal_generate`) reports every SIGKILL, whoever sent
 //!   it: it reads `sig` at the offset the agent found in the tracepoint's `format` file and
 //!   returns before touching the ring buffer for any other signal.
 //! * `signal_generate_btf` (`tp_btf`, or `signal_generate_raw` as `raw_tp`) gets the target's
-//!   `task_struct` and captures its cgroups before the killed process can be reaped.
+//!   `task_struct` and captures its memory and cgroups before the killed process can be reaped:
+//!   the OOM killer SIGKILLs each victim right before it marks it, so this names the victim on
+//!   every kernel.
 //!
 //! Struct offsets come from [`KERNEL_OFFSETS`], which the agent fills from the running kernel's
 //! BTF: nothing here depends on the kernel it was built on.
@@ -43,7 +47,7 @@ use tracer_common::{
     CGROUP_NAME_LEN, CGROUP_PATH_DEPTH, CgroupCapture, KernelOffsets, MarkVictimRecord,
     OFFSET_ABSENT, OOM_MESSAGE_LEN, OomContextEndRecord, OomContextRecord, RecordHeader, SIGKILL,
     SIGNAL_RAW_LEN, SigkillRecord, SigkillTargetRecord, TRACEPOINT_RAW_LEN, TaskIdentity,
-    VictimTaskRecord, cgroup_flags, oom_flags, record_kind,
+    TaskMemory, VictimTaskRecord, cgroup_flags, memory_flags, oom_flags, record_kind,
 };
 
 /// Records for the agent. The agent sets its size when it loads the object (`--ringbuf-size`,
@@ -249,10 +253,15 @@ fn try_sigkill_target(sig: i32, target: u64) -> Result<(), i64> {
             (*record).header = header(record_kind::SIGKILL_TARGET);
             task_identity(target, &offsets).map(|identity| {
                 (*record).target = identity;
-                capture_task_cgroups(
+                (*record)._pad = 0;
+                capture_task_state(
                     target,
-                    addr_of_mut!((*record).target_cgroup),
-                    addr_of_mut!((*record).target_memcg),
+                    TaskState {
+                        ns_pid: addr_of_mut!((*record).target_ns_pid),
+                        memory: addr_of_mut!((*record).target_memory),
+                        cgroup: addr_of_mut!((*record).target_cgroup),
+                        memcg: addr_of_mut!((*record).target_memcg),
+                    },
                     &offsets,
                 );
             })
@@ -267,29 +276,28 @@ fn try_victim_task(victim: u64) -> Result<(), i64> {
         unsafe {
             (*record).header = header(record_kind::VICTIM_TASK);
             (*record).trigger = current_task();
-            match task_identity(victim, &offsets) {
-                Ok(identity) => {
-                    (*record).victim = identity;
-                    (*record).victim_ns_pid = namespace_pid(victim, &offsets).unwrap_or(0);
-                    (*record)._pad = 0;
-                    // Partial cgroup data is still worth sending: the flags say what is missing.
-                    let trigger = bpf_get_current_task();
-                    capture_task_cgroups(
-                        victim,
-                        addr_of_mut!((*record).victim_cgroup),
-                        addr_of_mut!((*record).victim_memcg),
-                        &offsets,
-                    );
-                    capture_task_cgroups(
-                        trigger,
-                        addr_of_mut!((*record).trigger_cgroup),
-                        addr_of_mut!((*record).trigger_memcg),
-                        &offsets,
-                    );
-                    Ok(())
-                }
-                Err(err) => Err(err),
-            }
+            task_identity(victim, &offsets).map(|identity| {
+                (*record).victim = identity;
+                (*record)._pad = 0;
+                // Partial data is still worth sending: the flags say what is missing.
+                capture_task_state(
+                    victim,
+                    TaskState {
+                        ns_pid: addr_of_mut!((*record).victim_ns_pid),
+                        memory: addr_of_mut!((*record).victim_memory),
+                        cgroup: addr_of_mut!((*record).victim_cgroup),
+                        memcg: addr_of_mut!((*record).victim_memcg),
+                    },
+                    &offsets,
+                );
+                let trigger = bpf_get_current_task();
+                capture_task_cgroups(
+                    trigger,
+                    addr_of_mut!((*record).trigger_cgroup),
+                    addr_of_mut!((*record).trigger_memcg),
+                    &offsets,
+                );
+            })
         }
     })
 }
@@ -319,19 +327,31 @@ fn try_oom_context(oc: u64, message: u64) -> Result<(), i64> {
                     (*record).flags |= oom_flags::CONTROL_READ_FAILED;
                 }
             }
-            match read_at::<u64>(oc, offsets.oom_control_chosen)
-                .and_then(|chosen| task_identity(chosen, &offsets))
-            {
-                Ok(victim) => {
-                    (*record).victim_pid = victim.pid;
-                    (*record).victim_tgid = victim.tgid;
-                }
+            // Unreadable, `chosen` is 0 and every read of it below fails, leaving its flags
+            // clear.
+            let chosen = read_at::<u64>(oc, offsets.oom_control_chosen).unwrap_or(0);
+            match task_identity(chosen, &offsets) {
+                Ok(victim) => (*record).victim = victim,
                 Err(_) => {
-                    (*record).victim_pid = 0;
-                    (*record).victim_tgid = 0;
+                    (*record).victim = TaskIdentity {
+                        pid: 0,
+                        tgid: 0,
+                        comm: [0; 16],
+                    };
                     (*record).flags |= oom_flags::VICTIM_READ_FAILED;
                 }
             }
+            (*record)._pad = 0;
+            capture_task_state(
+                chosen,
+                TaskState {
+                    ns_pid: addr_of_mut!((*record).victim_ns_pid),
+                    memory: addr_of_mut!((*record).victim_memory),
+                    cgroup: addr_of_mut!((*record).victim_cgroup),
+                    memcg: addr_of_mut!((*record).victim_memcg),
+                },
+                &offsets,
+            );
             let domain = addr_of_mut!((*record).domain);
             (*domain).id = 0;
             (*domain).flags = 0;
@@ -478,6 +498,77 @@ unsafe fn namespace_pid(task: u64, offsets: &KernelOffsets) -> Result<u32, i64> 
             .wrapping_add(offsets.upid_nr);
         let nr: i32 = read_at(pid, upid)?;
         Ok(nr as u32)
+    }
+}
+
+/// Where a record keeps what is read of a victim's (or a SIGKILL target's) task beyond who it
+/// is.
+struct TaskState {
+    ns_pid: *mut u32,
+    memory: *mut TaskMemory,
+    cgroup: *mut CgroupCapture,
+    memcg: *mut CgroupCapture,
+}
+
+/// The same reads wherever the kernel hands over the victim's task: its namespace pid, its
+/// memory and its cgroups. For an unreadable `task` every part is left flagged unread.
+#[inline(always)]
+unsafe fn capture_task_state(task: u64, out: TaskState, offsets: &KernelOffsets) {
+    // SAFETY: the callers pass pointers into a reserved ring-buffer entry.
+    unsafe {
+        out.ns_pid.write(namespace_pid(task, offsets).unwrap_or(0));
+        capture_task_memory(task, out.memory, offsets);
+        capture_task_cgroups(task, out.cgroup, out.memcg, offsets);
+    }
+}
+
+/// `task`'s memory counters, uid and `oom_score_adj`, each part flagged once read.
+#[inline(always)]
+unsafe fn capture_task_memory(task: u64, out: *mut TaskMemory, offsets: &KernelOffsets) {
+    // SAFETY: see `read_at`; `out` points into a reserved ring-buffer entry.
+    unsafe {
+        let mut memory = TaskMemory {
+            total_vm_pages: 0,
+            anon_pages: 0,
+            file_pages: 0,
+            shmem_pages: 0,
+            swap_entries: 0,
+            pgtables_bytes: 0,
+            uid: 0,
+            oom_score_adj: 0,
+            _pad: 0,
+            flags: 0,
+            _pad2: 0,
+        };
+        if let Ok(mm) = read_at::<u64>(task, offsets.task_mm)
+            && let Ok(total_vm) = read_at::<u64>(mm, offsets.mm_total_vm)
+            && let Ok(anon) = read_at::<i64>(mm, offsets.mm_anon_pages)
+            && let Ok(file) = read_at::<i64>(mm, offsets.mm_file_pages)
+            && let Ok(shmem) = read_at::<i64>(mm, offsets.mm_shmem_pages)
+            && let Ok(swap) = read_at::<i64>(mm, offsets.mm_swap_entries)
+            && let Ok(pgtables) = read_at::<i64>(mm, offsets.mm_pgtables_bytes)
+        {
+            memory.total_vm_pages = total_vm;
+            memory.anon_pages = anon;
+            memory.file_pages = file;
+            memory.shmem_pages = shmem;
+            memory.swap_entries = swap;
+            memory.pgtables_bytes = pgtables;
+            memory.flags |= memory_flags::MM;
+        }
+        if let Ok(uid) = read_at::<u64>(task, offsets.task_real_cred)
+            .and_then(|cred| read_at::<u32>(cred, offsets.cred_uid))
+        {
+            memory.uid = uid;
+            memory.flags |= memory_flags::UID;
+        }
+        if let Ok(adj) = read_at::<u64>(task, offsets.task_signal)
+            .and_then(|signal| read_at::<i16>(signal, offsets.signal_oom_score_adj))
+        {
+            memory.oom_score_adj = adj;
+            memory.flags |= memory_flags::OOM_SCORE_ADJ;
+        }
+        out.write(memory);
     }
 }
 

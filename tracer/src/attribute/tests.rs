@@ -138,6 +138,7 @@ fn kill_in(path: &str, victim_tgid: u32) -> Box<OomKill> {
         parts: Parts {
             tracepoint: true,
             task: true,
+            ..Parts::default()
         },
         incident: None,
         marked_without_kill: false,

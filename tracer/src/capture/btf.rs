@@ -3,8 +3,9 @@
 //! Rust eBPF programs cannot emit CO-RE relocations, so the loader looks up the kernel struct
 //! member offsets the programs need in `/sys/kernel/btf/vmlinux` at load time. Only what that
 //! takes is implemented: the type and string sections of a little-endian, non-split BTF blob,
-//! struct/union member offsets, enum values and the ids of named types. The format is
-//! described in the kernel's `Documentation/bpf/btf.rst`.
+//! struct/union member offsets and types, enum values, the ids of named types, and the
+//! parameters of function pointer typedefs (a tracepoint's `btf_trace_*` prototype). The format
+//! is described in the kernel's `Documentation/bpf/btf.rst`.
 //!
 //! The kernel's BTF is megabytes: it is read once ([`VmlinuxBtf`], mapped where the kernel
 //! allows it, so that it costs no memory), the reader borrows it instead of copying it, and
@@ -51,6 +52,34 @@ const KIND_FLOAT: u32 = 16;
 const KIND_DECL_TAG: u32 = 17;
 const KIND_TYPE_TAG: u32 = 18;
 const KIND_ENUM64: u32 = 19;
+
+/// A type of one [`Btf`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TypeId(u32);
+
+/// What a type is, past typedefs and qualifiers: enough to decide how to read a value of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// An integer or enum of `size` bytes.
+    Int {
+        size: u32,
+    },
+    Pointer {
+        to: TypeId,
+    },
+    /// A struct or union; `name` is empty for an anonymous one.
+    Struct {
+        name: String,
+        size: u32,
+    },
+    Array {
+        element: TypeId,
+        element_size: u32,
+        len: u32,
+    },
+    /// Anything else: void, a function, a float, a forward declaration.
+    Other,
+}
 
 /// Parsed BTF type and string sections, borrowed from the blob.
 pub struct Btf<'a> {
@@ -345,9 +374,89 @@ impl<'a> Btf<'a> {
     /// bitfield not starting on a byte boundary. If several types share the name, the first
     /// STRUCT/UNION with members is used, skipping forward declarations.
     pub fn member_offset(&self, struct_name: &str, member: &str) -> Option<u32> {
-        let id = *self.structs.get(struct_name.as_bytes())?;
+        let (offset, _) = self.member(self.struct_id(struct_name)?, member)?;
+        Some(offset)
+    }
+
+    /// The struct or union named `name`, as [`member_offset`](Self::member_offset) picks it.
+    pub fn struct_id(&self, name: &str) -> Option<TypeId> {
+        self.structs.get(name.as_bytes()).copied().map(TypeId)
+    }
+
+    /// Byte offset and type of `member` in the struct or union `id`, searched as
+    /// [`member_offset`](Self::member_offset) does.
+    pub fn member(&self, id: TypeId, member: &str) -> Option<(u32, TypeId)> {
         let mut visits = MAX_MEMBER_VISITS;
-        self.find_member(id, member.as_bytes(), 0, &mut visits)
+        let (offset, type_id) = self.find_member(id.0, member.as_bytes(), 0, &mut visits)?;
+        Some((offset, TypeId(type_id)))
+    }
+
+    /// What `id` is, past typedefs and qualifiers.
+    pub fn shape(&self, id: TypeId) -> Option<Shape> {
+        let id = self.strip_modifiers(id.0)?;
+        if id == 0 {
+            return Some(Shape::Other);
+        }
+        let record = self.record(id)?;
+        Some(match record.kind {
+            KIND_INT | KIND_ENUM | KIND_ENUM64 => Shape::Int {
+                size: record.size_or_type,
+            },
+            KIND_PTR => Shape::Pointer {
+                to: TypeId(record.size_or_type),
+            },
+            KIND_STRUCT | KIND_UNION => Shape::Struct {
+                name: String::from_utf8_lossy(c_str(self.strings, record.name_off)?).into_owned(),
+                size: record.size_or_type,
+            },
+            KIND_ARRAY => {
+                let element = le_u32(self.types, record.data)?;
+                let len = le_u32(self.types, record.data.checked_add(8)?)?;
+                Shape::Array {
+                    element: TypeId(element),
+                    element_size: self.size_of(element, 0)?,
+                    len,
+                }
+            }
+            _ => Shape::Other,
+        })
+    }
+
+    /// The parameter types of the function pointer that typedef `name` names, e.g. a
+    /// tracepoint's `btf_trace_<name>`, whose first parameter is the probe's `void *` and whose
+    /// others are the tracepoint's `TP_PROTO`. `None` when no such typedef exists.
+    pub fn function_pointer_params(&self, name: &str) -> Option<Vec<TypeId>> {
+        let typedef = (1..self.type_offsets.len() as u32).find(|&id| {
+            self.record(id).is_some_and(|record| {
+                record.kind == KIND_TYPEDEF
+                    && c_str(self.strings, record.name_off) == Some(name.as_bytes())
+            })
+        })?;
+        let pointer = self.record(self.strip_modifiers(typedef)?)?;
+        let proto_id = match pointer.kind {
+            KIND_PTR => self.strip_modifiers(pointer.size_or_type)?,
+            _ => return None,
+        };
+        let proto = self.record(proto_id)?;
+        if proto.kind != KIND_FUNC_PROTO {
+            return None;
+        }
+        (0..proto.vlen)
+            .map(|i| {
+                let at = proto.data.checked_add(i.checked_mul(8)?.checked_add(4)?)?;
+                le_u32(self.types, at).map(TypeId)
+            })
+            .collect()
+    }
+
+    /// Value of `enumerator` in whichever enum has it, named or anonymous (the kernel's
+    /// `MM_ANONPAGES` and friends belong to an enum without a name).
+    pub fn enumerator_value(&self, enumerator: &str) -> Option<i64> {
+        (1..self.type_offsets.len() as u32).find_map(|id| {
+            let record = self.record(id)?;
+            matches!(record.kind, KIND_ENUM | KIND_ENUM64)
+                .then(|| self.enumerator_in(&record, enumerator))?
+        })
     }
 
     /// Id of the first TYPEDEF named `name`: `btf_trace_<tracepoint>` is a BTF tracepoint's
@@ -380,6 +489,10 @@ impl<'a> Btf<'a> {
     /// Unsigned 64-bit values above `i64::MAX` are returned with their bits reinterpreted.
     pub fn enum_value(&self, enum_name: &str, enumerator: &str) -> Option<i64> {
         let record = self.record(*self.enums.get(enum_name.as_bytes())?)?;
+        self.enumerator_in(&record, enumerator)
+    }
+
+    fn enumerator_in(&self, record: &TypeRecord, enumerator: &str) -> Option<i64> {
         let entry_len = record.named_entry_len()?;
         (0..record.vlen).find_map(|i| {
             let at = record.data + i * entry_len;
@@ -415,8 +528,32 @@ impl<'a> Btf<'a> {
         })
     }
 
-    /// Searches the struct or union `id` for `member`, descending into anonymous members.
-    fn find_member(&self, id: u32, member: &[u8], depth: usize, visits: &mut usize) -> Option<u32> {
+    /// Size in bytes of a value of type `id`, if it has one.
+    fn size_of(&self, id: u32, depth: usize) -> Option<u32> {
+        let record = self.record(self.strip_modifiers(id)?)?;
+        match record.kind {
+            KIND_INT | KIND_ENUM | KIND_ENUM64 | KIND_STRUCT | KIND_UNION => {
+                Some(record.size_or_type)
+            }
+            KIND_PTR => Some(size_of::<u64>() as u32),
+            KIND_ARRAY if depth < MAX_DEPTH => {
+                let element = le_u32(self.types, record.data)?;
+                let len = le_u32(self.types, record.data.checked_add(8)?)?;
+                self.size_of(element, depth + 1)?.checked_mul(len)
+            }
+            _ => None,
+        }
+    }
+
+    /// Searches the struct or union `id` for `member`, descending into anonymous members;
+    /// returns its byte offset and type.
+    fn find_member(
+        &self,
+        id: u32,
+        member: &[u8],
+        depth: usize,
+        visits: &mut usize,
+    ) -> Option<(u32, u32)> {
         let record = self.record(self.strip_modifiers(id)?)?;
         if depth > MAX_DEPTH || !matches!(record.kind, KIND_STRUCT | KIND_UNION) {
             return None;
@@ -428,13 +565,16 @@ impl<'a> Btf<'a> {
             let bit_offset = candidate.offset & offset_mask;
             let name = c_str(self.strings, candidate.name_off)?;
             if name == member {
-                return bit_offset.is_multiple_of(8).then_some(bit_offset / 8);
+                return bit_offset
+                    .is_multiple_of(8)
+                    .then_some((bit_offset / 8, candidate.type_id));
             }
             if name.is_empty()
                 && bit_offset.is_multiple_of(8)
-                && let Some(inner) = self.find_member(candidate.type_id, member, depth + 1, visits)
+                && let Some((inner, type_id)) =
+                    self.find_member(candidate.type_id, member, depth + 1, visits)
             {
-                return (bit_offset / 8).checked_add(inner);
+                return Some(((bit_offset / 8).checked_add(inner)?, type_id));
             }
         }
         None
@@ -588,6 +728,95 @@ mod tests {
         b.enumeration(KIND_ENUM | FLAG, "delta", &[("down", -2), ("up", 1)]);
         b.enumeration(KIND_ENUM64 | FLAG, "wide", &[("big", 1 << 40), ("neg", -5)]);
         b.build()
+    }
+
+    /// `mm_struct` before 6.2 and since, a tracepoint prototype of each era, and an
+    /// anonymous enum: the shapes the loader decides how to read a victim's memory by.
+    #[test]
+    fn shapes_prototypes_and_anonymous_enumerators() {
+        let mut b = Builder::default();
+        let long = b.add("long", KIND_INT, 0, 8, &[64]);
+        let int = b.add("int", KIND_INT, 0, 4, &[32]);
+        let atomic = b.composite(KIND_STRUCT, "atomic64_t", &[("counter", long, 0)]);
+        let atomic_long = b.add("atomic_long_t", KIND_TYPEDEF, 0, atomic, &[]);
+        let counters = b.add("", KIND_ARRAY, 0, 0, &[atomic_long, int, 4]);
+        let rss_old = b.composite(KIND_STRUCT, "mm_rss_stat", &[("count", counters, 0)]);
+        let pcpu = b.composite(
+            KIND_STRUCT,
+            "percpu_counter",
+            &[("lock", int, 0), ("count", long, 64)],
+        );
+        let rss_new = b.add("", KIND_ARRAY, 0, 0, &[pcpu, int, 4]);
+        b.composite(
+            KIND_STRUCT,
+            "mm_old",
+            &[("x", int, 0), ("rss_stat", rss_old, 64)],
+        );
+        b.composite(KIND_STRUCT, "mm_new", &[("rss_stat", rss_new, 128)]);
+        let task = b.composite(KIND_STRUCT, "task_struct", &[("pid", int, 0)]);
+        let task_ptr = b.add("", KIND_PTR, 0, task, &[]);
+        let void_ptr = b.add("", KIND_PTR, 0, 0, &[]);
+        let new_proto = b.add("", KIND_FUNC_PROTO, 2, 0, &[0, void_ptr, 0, task_ptr]);
+        let old_proto = b.add("", KIND_FUNC_PROTO, 2, 0, &[0, void_ptr, 0, int]);
+        let new_ptr = b.add("", KIND_PTR, 0, new_proto, &[]);
+        let old_ptr = b.add("", KIND_PTR, 0, old_proto, &[]);
+        b.add("btf_trace_new", KIND_TYPEDEF, 0, new_ptr, &[]);
+        b.add("btf_trace_old", KIND_TYPEDEF, 0, old_ptr, &[]);
+        b.enumeration(KIND_ENUM, "", &[("MM_FILEPAGES", 0), ("MM_ANONPAGES", 1)]);
+        let blob = b.build();
+        let btf = Btf::parse(&blob).expect("synthetic BTF parses");
+
+        let (offset, id) = btf
+            .member(btf.struct_id("mm_old").unwrap(), "rss_stat")
+            .unwrap();
+        assert_eq!(offset, 8);
+        assert!(matches!(btf.shape(id), Some(Shape::Struct { name, .. }) if name == "mm_rss_stat"));
+        let (_, array) = btf.member(id, "count").unwrap();
+        // The builder makes every struct 64 bytes long.
+        let Some(Shape::Array {
+            element,
+            element_size: 64,
+            len: 4,
+        }) = btf.shape(array)
+        else {
+            panic!("atomic_long_t count[4]: {:?}", btf.shape(array));
+        };
+        // Through the typedef, to the struct.
+        assert!(
+            matches!(btf.shape(element), Some(Shape::Struct { name, size: 64 }) if name == "atomic64_t")
+        );
+        let (_, id) = btf
+            .member(btf.struct_id("mm_new").unwrap(), "rss_stat")
+            .unwrap();
+        assert!(matches!(
+            btf.shape(id),
+            Some(Shape::Array {
+                element_size: 64,
+                len: 4,
+                ..
+            })
+        ));
+
+        let new = btf.function_pointer_params("btf_trace_new").unwrap();
+        assert_eq!(new.len(), 2);
+        assert_eq!(btf.shape(new[0]), Some(Shape::Pointer { to: TypeId(0) }));
+        let Some(Shape::Pointer { to }) = btf.shape(new[1]) else {
+            panic!("a task pointer");
+        };
+        assert!(matches!(btf.shape(to), Some(Shape::Struct { name, .. }) if name == "task_struct"));
+        let old = btf.function_pointer_params("btf_trace_old").unwrap();
+        assert_eq!(btf.shape(old[1]), Some(Shape::Int { size: 4 }));
+        assert_eq!(btf.function_pointer_params("btf_trace_none"), None);
+        // A typedef that is no function pointer.
+        assert_eq!(btf.function_pointer_params("atomic_long_t"), None);
+
+        assert_eq!(btf.enumerator_value("MM_ANONPAGES"), Some(1));
+        assert_eq!(btf.enumerator_value("MM_SHMEMPAGES"), None);
+        assert_eq!(
+            btf.enum_value("", "MM_ANONPAGES"),
+            None,
+            "anonymous: not by name"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod btf;
 pub mod offsets;
 pub mod privileges;
+pub mod prototype;
 pub mod ringbuf;
 pub mod tracefs;
 
@@ -21,6 +22,7 @@ use aya::{
 use aya_log::EbpfLogger;
 use tracer_common::{KernelOffsets, OFFSET_ABSENT};
 
+use self::prototype::TracepointArg;
 use crate::decode::mark_victim::MarkVictimLayout;
 use crate::decode::signal::SignalLayout;
 
@@ -51,13 +53,16 @@ const SIGNAL_NAME: &str = "signal_generate";
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum Tier {
-    /// Only the classic tracepoint: victim pid, comm and memory, the trigger's pid and cgroup2 id.
+    /// Only the classic tracepoints: victim pid (comm and memory where the kernel's tracepoint
+    /// has them, the comm of its SIGKILL otherwise), the trigger's pid and cgroup2 id.
     TracepointOnly,
-    /// The victim's task and both parties' cgroups via the BTF tracepoint, but no function
-    /// tracing (no fentry, no kprobes).
+    /// The victim's task (its memory and cgroups) and the trigger's cgroups via BTF
+    /// tracepoints (`mark_victim`'s, or the OOM killer's SIGKILL's), but no function tracing
+    /// (no fentry, no kprobes).
     NoFunctionTracing,
-    /// `oom_kill_process` is hooked too (fentry, or kprobe): the OOM domain, the kernel's own
-    /// badness score and the constraint are known, and kills group into incidents.
+    /// `oom_kill_process` is hooked too (fentry, or kprobe): the OOM domain, the victim it
+    /// chose, the kernel's own badness score and the constraint are known, and kills group into
+    /// incidents.
     Full,
 }
 
@@ -120,6 +125,11 @@ pub struct CapturePlan {
     pub tier: Tier,
     /// One sentence on why this tier and not a higher one.
     pub reason: String,
+    /// What `mark_victim`'s BTF prototype passes first (`task` or, before 6.9, the pid as
+    /// `int`); `None` without kernel BTF.
+    pub mark_victim_arg: Option<TracepointArg>,
+    /// Which program reads the victim's `task_struct` at `mark_victim`: none where the
+    /// tracepoint passes only a pid.
     pub task_hook: Option<TaskHook>,
     /// `Fentry` or `Kprobe` in the full tier.
     pub function_hook: Option<FunctionHook>,
@@ -176,6 +186,15 @@ impl Capture {
         } else {
             KernelBtf::read()
         };
+        if let Ok(btf) = &kernel_btf
+            && !btf.resolved.missing_for_memory.is_empty()
+        {
+            log::warn!(
+                "the victim's memory is read only from the mark_victim tracepoint: kernel BTF \
+                 lacks {}",
+                btf.resolved.missing_for_memory.join(", ")
+            );
+        }
         let offsets = kernel_btf
             .as_ref()
             .map_or(KernelOffsets::ABSENT, |btf| btf.resolved.offsets);
@@ -215,9 +234,17 @@ impl Capture {
             })
             .ok();
 
+        // The program that reads arg0 as the victim's task only where the kernel passes one.
         let task_hook = match &kernel_btf {
-            Ok(btf) => attach_task_hook(&mut ebpf, btf.mark_victim, TRACEPOINT_NAME, "mark_victim")
-                .map_err(|err| format!("{err:#}")),
+            Ok(btf) => match &btf.mark_victim_arg {
+                TracepointArg::Task => {
+                    attach_task_hook(&mut ebpf, btf.mark_victim, TRACEPOINT_NAME, "mark_victim")
+                        .map_err(|err| format!("{err:#}"))
+                }
+                other => Err(format!(
+                    "mark_victim's BTF prototype passes {other}, not the victim's task_struct"
+                )),
+            },
             Err(reason) => Err(reason.clone()),
         };
         let hooked_function = match &kernel_btf {
@@ -228,37 +255,56 @@ impl Capture {
             },
             Err(reason) => Err(reason.clone()),
         };
-        // The target's cgroups, read before it can be reaped: where BTF gives the offsets.
+        // The target's memory and cgroups, read before it can be reaped: where BTF gives the
+        // offsets and the tracepoint passes the target's task.
         let signal_task_hook = match (&signal_layout, &kernel_btf) {
-            (Some(_), Ok(btf)) => attach_task_hook(
-                &mut ebpf,
-                btf.signal_generate,
-                SIGNAL_NAME,
-                "signal_generate",
-            )
+            (Some(_), Ok(btf)) => match &btf.signal_target_arg {
+                TracepointArg::Task => attach_task_hook(
+                    &mut ebpf,
+                    btf.signal_generate,
+                    SIGNAL_NAME,
+                    "signal_generate",
+                )
+                .map_err(|err| format!("{err:#}")),
+                other => Err(format!(
+                    "signal_generate's BTF prototype passes {other} as its third argument, \
+                     not the target's task_struct"
+                )),
+            }
             .inspect_err(|err| {
                 log::warn!(
-                    "{err:#}; a SIGKILL's target is located from /proc, which misses \
-                         processes reaped at once"
+                    "{err}; a SIGKILL's target is located from /proc, which misses processes \
+                     reaped at once"
                 )
             })
             .ok(),
             _ => None,
         };
-        let (tier, reason) = match (&hooked_function, &task_hook) {
-            (Ok((_, how)), _) => (Tier::Full, how.clone()),
-            (Err(why), Ok(_)) => (Tier::NoFunctionTracing, format!("oom_kill_process: {why}")),
-            (_, Err(why)) => (Tier::TracepointOnly, why.clone()),
+        let (tier, reason) = match (&hooked_function, &task_hook, signal_task_hook) {
+            (Ok((_, how)), _, _) => (Tier::Full, how.clone()),
+            (Err(why), Ok(_), _) => (Tier::NoFunctionTracing, format!("oom_kill_process: {why}")),
+            // The OOM killer's SIGKILL to its victim names it as well.
+            (Err(why), Err(task_why), Some(_)) => (
+                Tier::NoFunctionTracing,
+                format!(
+                    "oom_kill_process: {why}; mark_victim: {task_why}; the victim's task is read \
+                     from the OOM killer's SIGKILL"
+                ),
+            ),
+            (_, Err(why), None) => (Tier::TracepointOnly, why.clone()),
+        };
+        let (mark_victim_arg, constraint_names) = match kernel_btf {
+            Ok(btf) => (Some(btf.mark_victim_arg), btf.constraint_names),
+            Err(_) => (None, Vec::new()),
         };
         let plan = CapturePlan {
             tier,
             reason,
+            mark_victim_arg,
             task_hook: task_hook.ok(),
             function_hook: hooked_function.ok().map(|(hook, _)| hook),
             layout,
-            constraint_names: kernel_btf
-                .map(|btf| btf.constraint_names)
-                .unwrap_or_default(),
+            constraint_names,
             signal_layout,
             signal_task_hook,
         };
@@ -317,10 +363,15 @@ impl DropCounter {
 
 /// What the loader needs from the running kernel's BTF, read once and let go of before
 /// anything is loaded: the programs' struct offsets, the kernel's names for
-/// `enum oom_constraint`, and the type ids the BTF programs attach to.
+/// `enum oom_constraint`, what the tracepoints' prototypes pass, and the type ids the BTF
+/// programs attach to.
 struct KernelBtf {
     resolved: offsets::Resolved,
     constraint_names: Vec<(u32, &'static str)>,
+    /// `mark_victim`'s first argument: the victim's task, or (before 6.9) its pid.
+    mark_victim_arg: TracepointArg,
+    /// `signal_generate`'s third argument: the target's task.
+    signal_target_arg: TracepointArg,
     /// `btf_trace_mark_victim`, for tp_btf.
     mark_victim: Option<u32>,
     /// `btf_trace_signal_generate`, for tp_btf.
@@ -344,6 +395,8 @@ impl KernelBtf {
         Ok(KernelBtf {
             resolved,
             constraint_names: offsets::oom_constraint_names(&btf),
+            mark_victim_arg: prototype::tracepoint_arg(&btf, TRACEPOINT_NAME, 0),
+            signal_target_arg: prototype::tracepoint_arg(&btf, SIGNAL_NAME, 2),
             mark_victim: btf.typedef_id(&format!("btf_trace_{TRACEPOINT_NAME}")),
             signal_generate: btf.typedef_id(&format!("btf_trace_{SIGNAL_NAME}")),
             oom_kill_process: btf.func_id(OOM_KILL_PROCESS),

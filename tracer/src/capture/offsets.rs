@@ -2,7 +2,7 @@
 
 use tracer_common::{KernelOffsets, OFFSET_ABSENT};
 
-use super::btf::Btf;
+use super::btf::{Btf, Shape, TypeId};
 
 /// The offsets for the programs, and what the optional ones lack.
 #[derive(Clone, Debug)]
@@ -11,6 +11,9 @@ pub struct Resolved {
     /// The `oom_control`/`mem_cgroup` members this kernel's BTF lacks: any makes the
     /// oom_kill_process programs useless, so they are not attached.
     pub missing_for_oom_context: Vec<String>,
+    /// What a task's memory cannot be read without on this kernel: its memory (RSS, uid,
+    /// oom_score_adj) is then known only where the `mark_victim` tracepoint carries it.
+    pub missing_for_memory: Vec<String>,
 }
 
 /// Resolves every offset the programs read.
@@ -75,10 +78,117 @@ pub fn resolve(btf: &Btf) -> Result<Resolved, MissingMembers> {
     offsets.pid_numbers = member("pid", "numbers");
     offsets.upid_nr = member("upid", "nr");
     offsets.upid_size = btf.struct_size("upid").unwrap_or(OFFSET_ABSENT);
+    let missing_for_memory = resolve_memory(btf, &mut offsets);
     Ok(Resolved {
         offsets,
         missing_for_oom_context,
+        missing_for_memory,
     })
+}
+
+/// The offsets a task's memory is read with ([`tracer_common::TaskMemory`]); returns what
+/// this kernel's BTF lacks of them, each of which leaves its part of the memory unread.
+fn resolve_memory(btf: &Btf, offsets: &mut KernelOffsets) -> Vec<String> {
+    let mut missing = Vec::new();
+    let mut found = |what: &str, offset: Option<u32>| {
+        offset.unwrap_or_else(|| {
+            missing.push(what.to_owned());
+            OFFSET_ABSENT
+        })
+    };
+    offsets.task_mm = found("task_struct.mm", btf.member_offset("task_struct", "mm"));
+    offsets.task_signal = found(
+        "task_struct.signal",
+        btf.member_offset("task_struct", "signal"),
+    );
+    offsets.task_real_cred = found(
+        "task_struct.real_cred",
+        btf.member_offset("task_struct", "real_cred"),
+    );
+    offsets.signal_oom_score_adj = found(
+        "signal_struct.oom_score_adj (2 bytes)",
+        sized_member(btf, "signal_struct", &["oom_score_adj"], 2),
+    );
+    // `kuid_t uid`, a struct of one `uid_t val`.
+    offsets.cred_uid = found(
+        "cred.uid.val (4 bytes)",
+        sized_member(btf, "cred", &["uid", "val"], 4),
+    );
+    offsets.mm_total_vm = found(
+        "mm_struct.total_vm (8 bytes)",
+        sized_member(btf, "mm_struct", &["total_vm"], 8),
+    );
+    offsets.mm_pgtables_bytes = found(
+        "mm_struct.pgtables_bytes",
+        btf.struct_id("mm_struct")
+            .and_then(|mm| btf.member(mm, "pgtables_bytes"))
+            .and_then(|(offset, id)| offset.checked_add(counter_value(btf, id, 0)?)),
+    );
+    let counters = rss_counters(btf);
+    let mut counter = |enumerator: &str| {
+        let offset = counters.and_then(|(base, stride, len)| {
+            let index = u32::try_from(btf.enumerator_value(enumerator)?).ok()?;
+            (index < len).then(|| base.checked_add(index.checked_mul(stride)?))?
+        });
+        found(&format!("mm_struct.rss_stat[{enumerator}]"), offset)
+    };
+    offsets.mm_anon_pages = counter("MM_ANONPAGES");
+    offsets.mm_file_pages = counter("MM_FILEPAGES");
+    offsets.mm_shmem_pages = counter("MM_SHMEMPAGES");
+    offsets.mm_swap_entries = counter("MM_SWAPENTS");
+    missing
+}
+
+/// The offset of `path` (a member, then members of it) in `struct_name`, if the last one is an
+/// integer of `size` bytes.
+fn sized_member(btf: &Btf, struct_name: &str, path: &[&str], size: u32) -> Option<u32> {
+    let mut id = btf.struct_id(struct_name)?;
+    let mut offset = 0u32;
+    for member in path {
+        let (inner, member_id) = btf.member(id, member)?;
+        offset = offset.checked_add(inner)?;
+        id = member_id;
+    }
+    (btf.shape(id)? == Shape::Int { size }).then_some(offset)
+}
+
+/// Where in `mm_struct` the RSS counters are: the offset of the first one's 8-byte value, the
+/// distance between them, and how many there are. Before 6.2 `rss_stat` is a `struct
+/// mm_rss_stat` holding `atomic_long_t count[NR_MM_COUNTERS]`; since, an array of `struct
+/// percpu_counter`, whose approximate `count` is what the kernel's own report reads.
+fn rss_counters(btf: &Btf) -> Option<(u32, u32, u32)> {
+    let (mut offset, mut id) = btf.member(btf.struct_id("mm_struct")?, "rss_stat")?;
+    if let Shape::Struct { .. } = btf.shape(id)? {
+        let (inner, array) = btf.member(id, "count")?;
+        offset = offset.checked_add(inner)?;
+        id = array;
+    }
+    let Shape::Array {
+        element,
+        element_size,
+        len,
+    } = btf.shape(id)?
+    else {
+        return None;
+    };
+    Some((
+        offset.checked_add(counter_value(btf, element, 0)?)?,
+        element_size,
+        len,
+    ))
+}
+
+/// The offset of a counter's 8-byte value inside its type: a plain `long`, an `atomic_long_t`
+/// (`counter`) or a `percpu_counter` (`count`).
+fn counter_value(btf: &Btf, id: TypeId, depth: usize) -> Option<u32> {
+    match btf.shape(id)? {
+        Shape::Int { size: 8 } => Some(0),
+        Shape::Struct { .. } if depth < 4 => ["count", "counter"].into_iter().find_map(|member| {
+            let (offset, inner) = btf.member(id, member)?;
+            offset.checked_add(counter_value(btf, inner, depth + 1)?)
+        }),
+        _ => None,
+    }
 }
 
 /// `enum oom_constraint` as this kernel numbers it.
@@ -136,6 +246,7 @@ mod tests {
         let Resolved {
             offsets,
             missing_for_oom_context,
+            missing_for_memory,
         } = resolve(&btf).expect("running kernel has every required member");
         let KernelOffsets {
             task_pid,
@@ -162,7 +273,32 @@ mod tests {
             pid_numbers,
             upid_nr,
             upid_size,
+            task_mm,
+            task_signal,
+            task_real_cred,
+            signal_oom_score_adj,
+            cred_uid,
+            mm_total_vm,
+            mm_pgtables_bytes,
+            mm_anon_pages,
+            mm_file_pages,
+            mm_shmem_pages,
+            mm_swap_entries,
         } = offsets;
+        assert_eq!(missing_for_memory, Vec::<String>::new());
+        for offset in [task_mm, task_signal, task_real_cred] {
+            assert_eq!(offset % 8, 0, "a pointer in task_struct at {offset}");
+        }
+        assert!(signal_oom_score_adj < 4096 && cred_uid < 64, "{offsets:?}");
+        // The four RSS counters are evenly spaced, in `enum { MM_FILEPAGES, MM_ANONPAGES,
+        // MM_SWAPENTS, MM_SHMEMPAGES }` order, after total_vm and pgtables_bytes's neighbours.
+        let stride = mm_anon_pages - mm_file_pages;
+        assert!(stride == 8 || stride >= 16, "stride {stride}");
+        assert_eq!(mm_swap_entries, mm_file_pages + 2 * stride);
+        assert_eq!(mm_shmem_pages, mm_file_pages + 3 * stride);
+        for offset in [mm_total_vm, mm_pgtables_bytes, mm_file_pages] {
+            assert_eq!(offset % 8, 0, "an 8-byte counter in mm_struct at {offset}");
+        }
         for offset in [task_thread_pid, pid_level, pid_numbers, upid_nr] {
             assert_ne!(offset, OFFSET_ABSENT, "the namespace pid's members");
         }

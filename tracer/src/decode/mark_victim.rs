@@ -70,6 +70,34 @@ pub struct MarkVictimFields {
     pub oom_score_adj: Option<i16>,
 }
 
+impl MarkVictimFields {
+    /// Each field this record lacks taken from `other`, which describes the same victim.
+    pub fn or(self, other: MarkVictimFields) -> MarkVictimFields {
+        let MarkVictimFields {
+            pid,
+            comm,
+            total_vm_kb,
+            anon_rss_kb,
+            file_rss_kb,
+            shmem_rss_kb,
+            uid,
+            pgtables_kb,
+            oom_score_adj,
+        } = self;
+        MarkVictimFields {
+            pid,
+            comm: comm.or(other.comm),
+            total_vm_kb: total_vm_kb.or(other.total_vm_kb),
+            anon_rss_kb: anon_rss_kb.or(other.anon_rss_kb),
+            file_rss_kb: file_rss_kb.or(other.file_rss_kb),
+            shmem_rss_kb: shmem_rss_kb.or(other.shmem_rss_kb),
+            uid: uid.or(other.uid),
+            pgtables_kb: pgtables_kb.or(other.pgtables_kb),
+            oom_score_adj: oom_score_adj.or(other.oom_score_adj),
+        }
+    }
+}
+
 /// Why the `format` file cannot be used to decode `mark_victim`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LayoutError {

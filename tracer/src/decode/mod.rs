@@ -10,7 +10,8 @@ use std::fmt;
 
 use tracer_common::{
     MarkVictimRecord, OomContextEndRecord, OomContextRecord, RecordHeader, SigkillRecord,
-    SigkillTargetRecord, TaskIdentity, VictimTaskRecord, cgroup_flags, oom_flags, record_kind,
+    SigkillTargetRecord, TaskIdentity, TaskMemory, VictimTaskRecord, cgroup_flags, memory_flags,
+    oom_flags, record_kind,
 };
 
 pub use self::cgroup_path::CgroupRef;
@@ -36,6 +37,87 @@ impl From<&TaskIdentity> for Task {
     }
 }
 
+/// A task's memory as the programs read it from its `task_struct`; what a read missed is `None`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskMemoryPart {
+    pub mm: Option<MmCounters>,
+    pub uid: Option<u32>,
+    pub oom_score_adj: Option<i16>,
+}
+
+/// The counters of an `mm_struct`: pages, except `pgtables_bytes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MmCounters {
+    pub total_vm_pages: u64,
+    pub anon_pages: u64,
+    pub file_pages: u64,
+    pub shmem_pages: u64,
+    pub swap_entries: u64,
+    pub pgtables_bytes: u64,
+}
+
+impl From<&TaskMemory> for TaskMemoryPart {
+    fn from(memory: &TaskMemory) -> Self {
+        let TaskMemory {
+            total_vm_pages,
+            anon_pages,
+            file_pages,
+            shmem_pages,
+            swap_entries,
+            pgtables_bytes,
+            uid,
+            oom_score_adj,
+            _pad,
+            flags,
+            _pad2,
+        } = *memory;
+        // A per-CPU counter's approximate value can lag below zero; the kernel clamps it too.
+        let pages = |count: i64| u64::try_from(count).unwrap_or(0);
+        TaskMemoryPart {
+            mm: (flags & memory_flags::MM != 0).then_some(MmCounters {
+                total_vm_pages,
+                anon_pages: pages(anon_pages),
+                file_pages: pages(file_pages),
+                shmem_pages: pages(shmem_pages),
+                swap_entries: pages(swap_entries),
+                pgtables_bytes: pages(pgtables_bytes),
+            }),
+            uid: (flags & memory_flags::UID != 0).then_some(uid),
+            oom_score_adj: (flags & memory_flags::OOM_SCORE_ADJ != 0).then_some(oom_score_adj),
+        }
+    }
+}
+
+impl TaskMemoryPart {
+    /// In the units of the `mark_victim` tracepoint's fields (kB), so that either source
+    /// fills the same victim fields.
+    pub fn to_fields(self, pid: u32, comm: Option<String>, page_kb: u64) -> MarkVictimFields {
+        let kb = |pages: u64| pages.saturating_mul(page_kb);
+        MarkVictimFields {
+            pid,
+            comm,
+            total_vm_kb: self.mm.map(|mm| kb(mm.total_vm_pages)),
+            anon_rss_kb: self.mm.map(|mm| kb(mm.anon_pages)),
+            file_rss_kb: self.mm.map(|mm| kb(mm.file_pages)),
+            shmem_rss_kb: self.mm.map(|mm| kb(mm.shmem_pages)),
+            uid: self.uid,
+            pgtables_kb: self.mm.map(|mm| mm.pgtables_bytes / 1024),
+            oom_score_adj: self.oom_score_adj,
+        }
+    }
+}
+
+/// A task read in full from its `task_struct`: `oom_kill_process`'s `oc->chosen`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskDetails {
+    pub task: Task,
+    /// Its pid in its innermost pid namespace (1: a container's main process).
+    pub ns_pid: Option<u32>,
+    pub memory: TaskMemoryPart,
+    pub cgroup: Option<CgroupRef>,
+    pub memcg: Option<CgroupRef>,
+}
+
 /// What the classic `oom:mark_victim` tracepoint saw.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TracepointPart {
@@ -56,6 +138,7 @@ pub struct TaskPart {
     pub trigger: Task,
     /// The victim's pid in its innermost pid namespace (1: a container's main process).
     pub victim_ns_pid: Option<u32>,
+    pub victim_memory: TaskMemoryPart,
     pub victim_cgroup: Option<CgroupRef>,
     pub victim_memcg: Option<CgroupRef>,
     pub trigger_cgroup: Option<CgroupRef>,
@@ -79,8 +162,8 @@ pub struct ContextPart {
     pub cpu: u32,
     pub ktime_ns: u64,
     pub trigger: Task,
-    /// `oc->chosen`: pid and tgid; `None` when reading it failed.
-    pub chosen: Option<(u32, u32)>,
+    /// `oc->chosen`, the victim the OOM killer picked; `None` when reading it failed.
+    pub chosen: Option<TaskDetails>,
     /// `None` when reading `oom_control` failed.
     pub control: Option<OomControl>,
     pub domain: Domain,
@@ -126,6 +209,8 @@ pub struct SigkillTargetPart {
     pub cpu: u32,
     pub ktime_ns: u64,
     pub target: Task,
+    pub target_ns_pid: Option<u32>,
+    pub target_memory: TaskMemoryPart,
     pub target_cgroup: Option<CgroupRef>,
     pub target_memcg: Option<CgroupRef>,
 }
@@ -228,6 +313,9 @@ pub fn decode_with(
             let SigkillTargetRecord {
                 header,
                 target,
+                target_ns_pid,
+                _pad,
+                target_memory,
                 target_cgroup,
                 target_memcg,
             } = record;
@@ -235,6 +323,8 @@ pub fn decode_with(
                 cpu: header.cpu,
                 ktime_ns: header.ktime_ns,
                 target: Task::from(&target),
+                target_ns_pid: Some(target_ns_pid).filter(|&pid| pid != 0),
+                target_memory: TaskMemoryPart::from(&target_memory),
                 target_cgroup: CgroupRef::from_capture(&target_cgroup),
                 target_memcg: CgroupRef::from_capture(&target_memcg),
             })))
@@ -277,8 +367,12 @@ fn context_part(record: &OomContextRecord) -> ContextPart {
     let OomContextRecord {
         header,
         trigger,
-        victim_pid,
-        victim_tgid,
+        victim,
+        victim_ns_pid,
+        _pad,
+        victim_memory,
+        victim_cgroup,
+        victim_memcg,
         chosen_points,
         totalpages,
         gfp_mask,
@@ -301,7 +395,13 @@ fn context_part(record: &OomContextRecord) -> ContextPart {
         cpu: header.cpu,
         ktime_ns: header.ktime_ns,
         trigger: Task::from(trigger),
-        chosen: (flags & oom_flags::VICTIM_READ_FAILED == 0).then_some((*victim_pid, *victim_tgid)),
+        chosen: (flags & oom_flags::VICTIM_READ_FAILED == 0).then(|| TaskDetails {
+            task: Task::from(victim),
+            ns_pid: Some(*victim_ns_pid).filter(|&pid| pid != 0),
+            memory: TaskMemoryPart::from(victim_memory),
+            cgroup: CgroupRef::from_capture(victim_cgroup),
+            memcg: CgroupRef::from_capture(victim_memcg),
+        }),
         control: (flags & oom_flags::CONTROL_READ_FAILED == 0).then_some(OomControl {
             chosen_points: *chosen_points,
             totalpages: *totalpages,
@@ -348,6 +448,7 @@ fn task_part(record: &VictimTaskRecord) -> TaskPart {
         trigger,
         victim_ns_pid,
         _pad: _,
+        victim_memory,
         victim_cgroup,
         victim_memcg,
         trigger_cgroup,
@@ -359,6 +460,7 @@ fn task_part(record: &VictimTaskRecord) -> TaskPart {
         victim: Task::from(victim),
         trigger: Task::from(trigger),
         victim_ns_pid: Some(*victim_ns_pid).filter(|&pid| pid != 0),
+        victim_memory: TaskMemoryPart::from(victim_memory),
         victim_cgroup: CgroupRef::from_capture(victim_cgroup),
         victim_memcg: CgroupRef::from_capture(victim_memcg),
         trigger_cgroup: CgroupRef::from_capture(trigger_cgroup),
@@ -481,8 +583,12 @@ pub(crate) mod tests {
                 ktime_ns: 999,
             },
             trigger: task_identity(trigger, trigger, "builder"),
-            victim_pid: victim,
-            victim_tgid: victim,
+            victim: task_identity(victim, victim, "hog"),
+            victim_ns_pid: 0,
+            _pad: 0,
+            victim_memory: task_memory(16_000),
+            victim_cgroup: cgroup_capture(4242, &["oomtrace-test-1"]),
+            victim_memcg: cgroup_capture(4242, &["oomtrace-test-1"]),
             chosen_points: 16_500,
             totalpages: 16_384,
             gfp_mask: 0xcc0,
@@ -491,6 +597,24 @@ pub(crate) mod tests {
             flags,
             domain,
             message,
+        }
+    }
+
+    /// A task's memory as the programs read it: `anon_pages` of anonymous memory, a page of
+    /// file, 239 of shmem, everything read.
+    pub(crate) fn task_memory(anon_pages: i64) -> TaskMemory {
+        TaskMemory {
+            total_vm_pages: 17_000,
+            anon_pages,
+            file_pages: 1,
+            shmem_pages: 239,
+            swap_entries: 0,
+            pgtables_bytes: 172_032,
+            uid: 1000,
+            oom_score_adj: 0,
+            _pad: 0,
+            flags: memory_flags::MM | memory_flags::UID | memory_flags::OOM_SCORE_ADJ,
+            _pad2: 0,
         }
     }
 
@@ -544,6 +668,9 @@ pub(crate) mod tests {
                 ktime_ns: 991,
             },
             target: task_identity(target, target, "postgres"),
+            target_ns_pid: 1,
+            _pad: 0,
+            target_memory: task_memory(30_000),
             target_cgroup: cgroup_capture(5, &["libpod-abc", "libpod_parent"]),
             target_memcg: cgroup_capture(6, &["libpod-abc", "libpod_parent"]),
         };
@@ -562,6 +689,7 @@ pub(crate) mod tests {
             trigger: task_identity(pid, pid, "hog"),
             victim_ns_pid: 0,
             _pad: 0,
+            victim_memory: task_memory(16_000),
             victim_cgroup: cgroup_capture(1, &[]),
             victim_memcg: memcg,
             trigger_cgroup: cgroup_capture(1, &[]),
@@ -628,7 +756,10 @@ pub(crate) mod tests {
         else {
             panic!("wrong part");
         };
-        assert_eq!(part.chosen, Some((60, 60)));
+        let chosen = part.chosen.as_ref().unwrap();
+        assert_eq!((chosen.task.pid, chosen.task.tgid), (60, 60));
+        assert_eq!(chosen.memory.mm.unwrap().anon_pages, 16_000);
+        assert_eq!(chosen.memcg.as_ref().unwrap().path, "/oomtrace-test-1");
         assert_eq!(part.trigger.comm, "builder");
         assert_eq!(part.control.unwrap().chosen_points, 16_500);
         assert_eq!(part.message, "Memory cgroup out of memory");

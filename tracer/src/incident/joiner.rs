@@ -12,11 +12,15 @@
 //!
 //! A SIGKILL is held for [`PARTNER_TIMEOUT`] before it is reported: the OOM killer sends its
 //! victim SIGKILL right before it marks it, so a `mark_victim` part for the same pid that comes
-//! in that time means the SIGKILL is part of an OOM kill, already reported as such, and it is
-//! dropped; unless a process sent it (`si_code` ≤ 0): the OOM killer sends as the kernel. The
+//! in that time means the SIGKILL is part of an OOM kill: it joins that kill instead of being
+//! reported, unless a process sent it (`si_code` ≤ 0): the OOM killer sends as the kernel. The
 //! OOM killer also SIGKILLs every other process sharing the victim's memory (`CLONE_VM` without
 //! `CLONE_THREAD`, e.g. a `vfork()` child) without marking it; those are reported as SIGKILLs
 //! sent by the kernel from the OOM trigger's thread, the truth of it.
+//!
+//! Where `mark_victim` passes only a pid (before 6.9), the victim's name, memory and cgroups
+//! come from what else saw its task: `oom_kill_process`'s `oc->chosen` and the target of that
+//! SIGKILL. Each field is taken from the first part that has it, in the order of [`Parts`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +31,7 @@ use super::{
 };
 use crate::badness::Badness;
 use crate::decode::{
-    ContextEndPart, ContextPart, Part, SigkillTargetPart, TaskPart, TracepointPart,
+    ContextEndPart, ContextPart, Part, SigkillTargetPart, TaskDetails, TaskPart, TracepointPart,
 };
 
 /// How long a part waits for its partner. They are submitted microseconds apart, so this only
@@ -66,6 +70,8 @@ struct Pending {
     incident: Option<Arc<IncidentContext>>,
     tracepoint: Option<TracepointPart>,
     task: Option<TaskPart>,
+    /// The OOM killer's SIGKILL to the victim, taken when the first part came.
+    sigkill: Option<Sigkill>,
 }
 
 struct HeldSigkill {
@@ -216,15 +222,21 @@ impl Joiner {
         Some(Arc::clone(&open.incident.context))
     }
 
-    /// The OOM killer marks `pid`: the SIGKILL it sent it just before is part of this kill.
-    fn drop_sigkills_of(&mut self, pid: u32) {
+    /// The OOM killer marks `pid`: the SIGKILL it sent it just before is part of this kill,
+    /// and is returned to join it.
+    fn take_oom_sigkill(&mut self, pid: u32) -> Option<Sigkill> {
         // The OOM killer sends with SEND_SIG_PRIV (SI_KERNEL): a `kill -9` from a process just
         // before is another story (its target may then be marked as exiting, not killed).
-        let before = self.held.len();
-        self.held.retain(|held| {
-            held.sigkill.part.target.pid != pid || held.sigkill.sender_kind == SenderKind::Process
-        });
-        self.oom_sigkills += (before - self.held.len()) as u64;
+        let (taken, held): (Vec<_>, _) =
+            std::mem::take(&mut self.held)
+                .into_iter()
+                .partition(|held| {
+                    held.sigkill.part.target.pid == pid
+                        && held.sigkill.sender_kind != SenderKind::Process
+                });
+        self.held = held;
+        self.oom_sigkills += taken.len() as u64;
+        taken.into_iter().last().map(|held| held.sigkill)
     }
 
     /// How many SIGKILLs were found to be part of an OOM kill, and so not reported.
@@ -233,44 +245,44 @@ impl Joiner {
     }
 
     fn push_victim_part(&mut self, part: Part, now: Instant) -> Option<OomKill> {
-        match &part {
+        let sigkill = match &part {
             Part::Tracepoint(TracepointPart {
                 victim: Some(victim),
                 ..
-            }) => self.drop_sigkills_of(victim.pid),
-            Part::Task(task) => self.drop_sigkills_of(task.victim.pid),
-            _ => {}
-        }
+            }) => self.take_oom_sigkill(victim.pid),
+            Part::Task(task) => self.take_oom_sigkill(task.victim.pid),
+            _ => None,
+        };
         match part {
             Part::Tracepoint(tracepoint) => {
                 let victim_pid = tracepoint.victim.as_ref().map(|victim| victim.pid);
-                if !self.expect_task_parts {
-                    let incident = self.incident_for(tracepoint.trigger.pid, victim_pid, now);
-                    return Some(self.join(Some(tracepoint), None, incident));
-                }
                 let partner = self.pending.iter().position(|p| {
-                    p.tracepoint.is_none()
+                    self.expect_task_parts
+                        && p.tracepoint.is_none()
                         && p.cpu == tracepoint.cpu
                         && victim_pid.is_none_or(|pid| p.victim_pid == Some(pid))
                 });
-                match partner {
-                    Some(index) => {
-                        let pending = self.pending.swap_remove(index);
-                        Some(self.join(Some(tracepoint), pending.task, pending.incident))
-                    }
-                    None => {
-                        let incident = self.incident_for(tracepoint.trigger.pid, victim_pid, now);
-                        self.pending.push(Pending {
-                            cpu: tracepoint.cpu,
-                            victim_pid,
-                            since: now,
-                            incident,
-                            tracepoint: Some(tracepoint),
-                            task: None,
-                        });
-                        None
-                    }
+                if let Some(index) = partner {
+                    let mut pending = self.pending.swap_remove(index);
+                    pending.tracepoint = Some(tracepoint);
+                    pending.sigkill = pending.sigkill.or(sigkill);
+                    return Some(self.join(pending));
                 }
+                let pending = Pending {
+                    cpu: tracepoint.cpu,
+                    victim_pid,
+                    since: now,
+                    incident: self.incident_for(tracepoint.trigger.pid, victim_pid, now),
+                    tracepoint: Some(tracepoint),
+                    task: None,
+                    sigkill,
+                };
+                // Without a task program there is no partner to wait for.
+                if !self.expect_task_parts {
+                    return Some(self.join(pending));
+                }
+                self.pending.push(pending);
+                None
             }
             Part::Task(task) => {
                 let partner = self.pending.iter().position(|p| {
@@ -280,8 +292,10 @@ impl Joiner {
                 });
                 match partner {
                     Some(index) => {
-                        let pending = self.pending.swap_remove(index);
-                        Some(self.join(pending.tracepoint, Some(*task), pending.incident))
+                        let mut pending = self.pending.swap_remove(index);
+                        pending.task = Some(*task);
+                        pending.sigkill = pending.sigkill.or(sigkill);
+                        Some(self.join(pending))
                     }
                     None => {
                         let incident =
@@ -293,6 +307,7 @@ impl Joiner {
                             incident,
                             tracepoint: None,
                             task: Some(*task),
+                            sigkill,
                         });
                         None
                     }
@@ -324,7 +339,7 @@ impl Joiner {
         self.pending = waiting;
         let mut events: Vec<Event> = expired
             .into_iter()
-            .map(|pending| Event::Kill(Box::new(self.pending_into_kill(pending))))
+            .map(|pending| Event::Kill(Box::new(self.join(pending))))
             .collect();
         let (expired, open): (Vec<_>, _) = std::mem::take(&mut self.open)
             .into_iter()
@@ -355,7 +370,7 @@ impl Joiner {
         let pending = std::mem::take(&mut self.pending);
         let mut events: Vec<Event> = pending
             .into_iter()
-            .map(|pending| Event::Kill(Box::new(self.pending_into_kill(pending))))
+            .map(|pending| Event::Kill(Box::new(self.join(pending))))
             .collect();
         events.extend(
             self.open
@@ -371,32 +386,48 @@ impl Joiner {
         events
     }
 
-    fn pending_into_kill(&self, pending: Pending) -> OomKill {
-        self.join(pending.tracepoint, pending.task, pending.incident)
-    }
-
-    fn join(
-        &self,
-        tracepoint: Option<TracepointPart>,
-        task: Option<TaskPart>,
-        incident: Option<Arc<IncidentContext>>,
-    ) -> OomKill {
+    fn join(&self, pending: Pending) -> OomKill {
+        let Pending {
+            cpu: _,
+            victim_pid: _,
+            since: _,
+            incident,
+            tracepoint,
+            task,
+            sigkill,
+        } = pending;
         let marked_without_kill = self.expect_incidents && incident.is_none();
-        let kill = join(tracepoint, task);
-        let chosen = incident.as_ref().and_then(|incident| {
-            let (pid, _) = incident.entry.chosen?;
-            Some((pid, incident.entry.control?))
+        let victim_pid = task.as_ref().map(|task| task.victim.pid).or_else(|| {
+            tracepoint
+                .as_ref()?
+                .victim
+                .as_ref()
+                .map(|victim| victim.pid)
         });
-        let badness = match (chosen, &kill.victim.fields) {
-            (Some((pid, control)), _) if pid == kill.victim.pid => {
-                Some(Badness::from_kernel(&control))
-            }
+        let chosen = incident
+            .as_ref()
+            .and_then(|incident| incident.entry.chosen.as_ref())
+            .filter(|chosen| Some(chosen.task.pid) == victim_pid);
+        let kill = join(
+            tracepoint,
+            task,
+            chosen.cloned(),
+            sigkill.as_ref(),
+            self.page_kb,
+        );
+        let control = incident
+            .as_ref()
+            .and_then(|incident| incident.entry.control);
+        let badness = match (chosen, control, &kill.victim.fields) {
+            (Some(_), Some(control), _) => Some(Badness::from_kernel(&control)),
             // Another member of a group kill: same domain, so the same denominator.
-            (Some((_, control)), Some(fields)) => {
+            (None, Some(control), Some(fields)) => {
                 Badness::estimate(fields, control.totalpages, self.page_kb)
             }
-            (None, Some(fields)) => Badness::estimate(fields, self.host_totalpages, self.page_kb),
-            (_, None) => None,
+            (_, None, Some(fields)) => {
+                Badness::estimate(fields, self.host_totalpages, self.page_kb)
+            }
+            (_, _, None) => None,
         };
         OomKill {
             incident,
@@ -407,81 +438,115 @@ impl Joiner {
     }
 }
 
-/// Merges what each program saw. At least one part is present.
-fn join(tracepoint: Option<TracepointPart>, task: Option<TaskPart>) -> OomKill {
+/// Merges what each program saw: each field from the first part that has it, in the order of
+/// [`Parts`]. At least the tracepoint or the task part is present.
+fn join(
+    tracepoint: Option<TracepointPart>,
+    task: Option<TaskPart>,
+    chosen: Option<TaskDetails>,
+    sigkill: Option<&Sigkill>,
+    page_kb: u64,
+) -> OomKill {
     let parts = Parts {
         tracepoint: tracepoint.is_some(),
         task: task.is_some(),
+        chosen: chosen.is_some(),
+        sigkill: sigkill.is_some(),
     };
-    match (tracepoint, task) {
-        (tracepoint, Some(task)) => {
-            let TaskPart {
-                cpu: _,
-                ktime_ns,
-                victim,
-                trigger,
-                victim_ns_pid,
-                victim_cgroup,
-                victim_memcg,
-                trigger_cgroup,
-                trigger_memcg,
-            } = task;
-            let fields = tracepoint.and_then(|tracepoint| tracepoint.victim);
-            OomKill {
-                ktime_ns,
-                victim: Victim {
-                    pid: victim.pid,
-                    tgid: Some(victim.tgid),
-                    comm: Some(victim.comm),
-                    fields,
-                    cgroup: victim_cgroup,
-                    memcg: victim_memcg,
-                },
-                trigger: Trigger {
-                    task: trigger,
-                    cgroup_id: trigger_cgroup.as_ref().map(|cgroup| cgroup.id),
-                    cgroup: trigger_cgroup,
-                    memcg: trigger_memcg,
-                },
-                parts,
-                incident: None,
-                marked_without_kill: false,
-                badness: None,
-                namespace_init: victim_ns_pid.map(|pid| pid == 1),
-            }
-        }
-        (Some(tracepoint), None) => {
-            let TracepointPart {
-                cpu: _,
-                ktime_ns,
-                victim,
-                trigger,
-                trigger_cgroup_id,
-            } = tracepoint;
-            OomKill {
-                ktime_ns,
-                victim: Victim {
-                    pid: victim.as_ref().map_or(0, |victim| victim.pid),
-                    tgid: None,
-                    comm: victim.as_ref().and_then(|victim| victim.comm.clone()),
-                    fields: victim,
-                    cgroup: None,
-                    memcg: None,
-                },
-                trigger: Trigger {
-                    task: trigger,
-                    cgroup_id: Some(trigger_cgroup_id),
-                    cgroup: None,
-                    memcg: None,
-                },
-                parts,
-                incident: None,
-                marked_without_kill: false,
-                badness: None,
-                namespace_init: None,
-            }
-        }
+    let target = sigkill.and_then(|sigkill| sigkill.target_task.as_ref());
+    // The victim as each task reader saw it, in order.
+    let readers: Vec<TaskDetails> = [
+        task.as_ref().map(|task| TaskDetails {
+            task: task.victim.clone(),
+            ns_pid: task.victim_ns_pid,
+            memory: task.victim_memory,
+            cgroup: task.victim_cgroup.clone(),
+            memcg: task.victim_memcg.clone(),
+        }),
+        chosen,
+        target.map(|target| TaskDetails {
+            task: target.target.clone(),
+            ns_pid: target.target_ns_pid,
+            memory: target.target_memory,
+            cgroup: target.target_cgroup.clone(),
+            memcg: target.target_memcg.clone(),
+        }),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+
+    let (ktime_ns, trigger_task) = match (&tracepoint, &task) {
+        (_, Some(task)) => (task.ktime_ns, task.trigger.clone()),
+        (Some(tracepoint), None) => (tracepoint.ktime_ns, tracepoint.trigger.clone()),
         (None, None) => unreachable!("a pending kill always holds a part"),
+    };
+    // From a helper that needs no BTF.
+    let trigger_cgroup_id = tracepoint
+        .as_ref()
+        .map(|tracepoint| tracepoint.trigger_cgroup_id);
+    let tracepoint_fields = tracepoint.and_then(|tracepoint| tracepoint.victim);
+    let pid = readers
+        .first()
+        .map(|reader| reader.task.pid)
+        .or_else(|| tracepoint_fields.as_ref().map(|fields| fields.pid))
+        .unwrap_or(0);
+    let comm = readers
+        .first()
+        .map(|reader| reader.task.comm.clone())
+        .or_else(|| sigkill.and_then(|sigkill| sigkill.part.target.comm.clone()))
+        .or_else(|| tracepoint_fields.as_ref()?.comm.clone());
+    let from_task = readers
+        .iter()
+        .find(|reader| reader.memory.mm.is_some())
+        .or(readers.first())
+        .map(|reader| reader.memory.to_fields(pid, comm.clone(), page_kb));
+    let fields = match (tracepoint_fields, from_task) {
+        (Some(fields), Some(from_task)) => Some(fields.or(from_task)),
+        (fields, from_task) => fields.or(from_task),
+    };
+    // The OOM killer's SIGKILL is sent from the trigger's thread: its sender is the trigger.
+    let sender = sigkill
+        .map(|sigkill| &sigkill.part)
+        .filter(|sender| sender.sender.pid == trigger_task.pid);
+    let trigger_cgroup = task
+        .as_ref()
+        .and_then(|task| task.trigger_cgroup.clone())
+        .or_else(|| sender?.sender_cgroup.clone());
+    let trigger_memcg = task
+        .as_ref()
+        .and_then(|task| task.trigger_memcg.clone())
+        .or_else(|| sender?.sender_memcg.clone());
+    OomKill {
+        ktime_ns,
+        victim: Victim {
+            pid,
+            tgid: readers
+                .first()
+                .map(|reader| reader.task.tgid)
+                .or_else(|| sigkill?.target_tgid()),
+            comm,
+            fields,
+            cgroup: readers.iter().find_map(|reader| reader.cgroup.clone()),
+            memcg: readers.iter().find_map(|reader| reader.memcg.clone()),
+        },
+        trigger: Trigger {
+            task: trigger_task,
+            cgroup_id: trigger_cgroup
+                .as_ref()
+                .map(|cgroup| cgroup.id)
+                .or(trigger_cgroup_id),
+            cgroup: trigger_cgroup,
+            memcg: trigger_memcg,
+        },
+        parts,
+        incident: None,
+        marked_without_kill: false,
+        badness: None,
+        namespace_init: readers
+            .iter()
+            .find_map(|reader| reader.ns_pid)
+            .map(|pid| pid == 1),
     }
 }
 
@@ -489,6 +554,7 @@ fn join(tracepoint: Option<TracepointPart>, task: Option<TaskPart>) -> OomKill {
 mod tests {
     use super::*;
     use crate::decode::Task;
+    use crate::decode::mark_victim::MarkVictimLayout;
     use crate::decode::signal::{SI_KERNEL, SI_USER};
     use crate::decode::tests::{
         as_bytes, context_end_record, context_record, layout_6_18, mark_victim_record, sigkill,
@@ -539,6 +605,111 @@ mod tests {
                 Event::Incident(_) | Event::Kill(_) => None,
             })
             .collect()
+    }
+
+    /// `mark_victim` as kernels before 6.9 record it: the pid, nothing else.
+    fn pid_only_tracepoint(pid: u32) -> Part {
+        let format = crate::capture::tracefs::TracepointFormat::parse(
+            crate::capture::tracefs::fixtures::PID_ONLY,
+        )
+        .unwrap();
+        let layout = MarkVictimLayout::from_format(&format).unwrap();
+        let mut record = mark_victim_record(0, pid, 0);
+        record.raw = [0; tracer_common::TRACEPOINT_RAW_LEN];
+        record.raw[8..12].copy_from_slice(&pid.to_le_bytes());
+        decode(&as_bytes(&record), &layout).unwrap()
+    }
+
+    /// Where `mark_victim` passes only a pid, `oc->chosen` names the victim (full tier)...
+    #[test]
+    fn a_pid_only_victim_is_named_from_oc_chosen_first() {
+        let now = Instant::now();
+        let mut joiner = Joiner::new(false, true);
+        let mut events = joiner.push(context(5, 5), now);
+        events.extend(joiner.push(sigkill(5, 5, SI_KERNEL), now));
+        events.extend(joiner.push(sigkill_target(5), now));
+        events.extend(joiner.push(pid_only_tracepoint(5), now));
+        events.extend(joiner.push(end(5), now));
+        let [kill] = kills(events.clone()).try_into().expect("one kill");
+        assert_eq!(sigkills(events), []);
+        assert_eq!(
+            kill.parts,
+            Parts {
+                tracepoint: true,
+                chosen: true,
+                sigkill: true,
+                ..Parts::default()
+            }
+        );
+        // oc->chosen before the SIGKILL's target: "hog", not "postgres".
+        assert_eq!(
+            (
+                kill.victim.pid,
+                kill.victim.tgid,
+                kill.victim.comm.as_deref()
+            ),
+            (5, Some(5), Some("hog"))
+        );
+        let fields = kill.victim.fields.unwrap();
+        assert_eq!(fields.anon_rss_kb, Some(16_000 * 4));
+        assert_eq!(fields.shmem_rss_kb, Some(239 * 4));
+        assert_eq!(fields.pgtables_kb, Some(168));
+        assert_eq!((fields.uid, fields.oom_score_adj), (Some(1000), Some(0)));
+        assert_eq!(kill.victim.memcg.unwrap().path, "/oomtrace-test-1");
+        assert!(kill.badness.is_some_and(|badness| !badness.estimated));
+        // Only the SIGKILL's target read the namespace pid.
+        assert_eq!(kill.namespace_init, Some(true));
+        // The SIGKILL's sender is the trigger: its cgroups are the trigger's.
+        assert_eq!(
+            kill.trigger.cgroup.unwrap().path,
+            "/user.slice/session-1.scope"
+        );
+    }
+
+    /// ...and in every tier the OOM killer's SIGKILL does: its target's task where BTF lets
+    /// the program read it, else the comm of the signal tracepoint.
+    #[test]
+    fn a_pid_only_victim_is_named_from_the_oom_killers_sigkill() {
+        let now = Instant::now();
+        let mut joiner = Joiner::new(false, false);
+        let mut events = joiner.push(sigkill(5, 5, SI_KERNEL), now);
+        events.extend(joiner.push(sigkill_target(5), now));
+        events.extend(joiner.push(pid_only_tracepoint(5), now));
+        let [kill] = kills(events).try_into().expect("one kill");
+        assert_eq!(
+            kill.parts,
+            Parts {
+                tracepoint: true,
+                sigkill: true,
+                ..Parts::default()
+            }
+        );
+        assert_eq!(kill.victim.comm.as_deref(), Some("postgres"));
+        assert_eq!(kill.victim.fields.unwrap().anon_rss_kb, Some(30_000 * 4));
+        assert_eq!(kill.victim.memcg.unwrap().path, "/libpod_parent/libpod-abc");
+        assert!(kill.badness.is_some_and(|badness| badness.estimated));
+
+        let mut joiner = Joiner::new(false, false);
+        let mut events = joiner.push(sigkill(6, 6, SI_KERNEL), now);
+        events.extend(joiner.push(pid_only_tracepoint(6), now));
+        let [kill] = kills(events).try_into().expect("one kill");
+        assert_eq!(kill.victim.comm.as_deref(), Some("postgres"));
+        assert_eq!(kill.victim.fields.unwrap().anon_rss_kb, None);
+        assert_eq!(kill.victim.memcg, None);
+    }
+
+    /// The tracepoint's own figures win over the task's, field by field.
+    #[test]
+    fn the_tracepoints_fields_come_first() {
+        let now = Instant::now();
+        let mut joiner = Joiner::new(true, false);
+        let mut events = joiner.push(tracepoint(0, 5), now);
+        events.extend(joiner.push(task(0, 5), now));
+        let [kill] = kills(events).try_into().expect("one kill");
+        let fields = kill.victim.fields.unwrap();
+        // 100 kB from the tracepoint record, not the task's 16,000 pages.
+        assert_eq!(fields.anon_rss_kb, Some(100));
+        assert_eq!(fields.comm.as_deref(), Some("hog"));
     }
 
     /// The OOM killer's SIGKILL comes right before it marks the victim: one OOM kill, no
@@ -656,7 +827,8 @@ mod tests {
                 kill.parts,
                 Parts {
                     tracepoint: true,
-                    task: true
+                    task: true,
+                    ..Parts::default()
                 }
             );
             assert_eq!(kill.victim.fields.unwrap().anon_rss_kb, Some(100));
@@ -705,7 +877,7 @@ mod tests {
             expired[0].parts,
             Parts {
                 tracepoint: true,
-                task: false
+                ..Parts::default()
             }
         );
         assert_eq!(expired[0].trigger.cgroup_id, Some(1));
@@ -762,7 +934,8 @@ mod tests {
         let [incident] = incidents(events).try_into().expect("one incident");
         assert_eq!(incident.victims, [7, 8, 9]);
         assert!(incident.ended);
-        assert_eq!(incident.context.entry.chosen, Some((7, 7)));
+        let chosen = incident.context.entry.chosen.as_ref().unwrap();
+        assert_eq!((chosen.task.pid, chosen.task.tgid), (7, 7));
         assert_eq!(joiner.next_deadline(), None);
     }
 
@@ -830,7 +1003,8 @@ mod tests {
             "a new invocation on the thread ends the old one"
         );
         let [open] = incidents(joiner.flush()).try_into().unwrap();
-        assert_eq!(open.context.entry.chosen, Some((6, 6)));
+        let chosen = open.context.entry.chosen.as_ref().unwrap();
+        assert_eq!((chosen.task.pid, chosen.task.tgid), (6, 6));
     }
 
     /// A part is tied to its incident when it arrives, so a kill still waiting for its partner

@@ -130,10 +130,17 @@ pub struct OomKill {
     pub namespace_init: Option<bool>,
 }
 
+/// Which parts a kill was joined from, in the order a field is taken from them: the classic
+/// tracepoint's own fields first (memory, uid, oom_score_adj, where the kernel has them), then
+/// what the programs read of the victim's task: at `mark_victim` (`task`), as
+/// `oom_kill_process`'s `oc->chosen` (`chosen`), as the target of the OOM killer's SIGKILL
+/// (`sigkill`; the trigger's cgroups come from its sender, which is the trigger).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Parts {
     pub tracepoint: bool,
     pub task: bool,
+    pub chosen: bool,
+    pub sigkill: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

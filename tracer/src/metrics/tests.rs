@@ -27,6 +27,7 @@ fn plan(tier: Tier) -> CapturePlan {
     CapturePlan {
         tier,
         reason: "test".into(),
+        mark_victim_arg: Some(crate::capture::prototype::TracepointArg::Task),
         task_hook: Some(TaskHook::TpBtf),
         function_hook: None,
         layout: layout_6_18(),

@@ -17,7 +17,12 @@ pub struct AgentStarted {
 pub struct CaptureInfo {
     pub tier: Tier,
     pub reason: String,
-    /// `tp_btf` or `raw_tp`: the program that reads the victim's `task_struct`.
+    /// What `mark_victim`'s BTF prototype passes first: `task` (6.9+, and backports), or `int`
+    /// (the victim's pid, before); `None` without kernel BTF.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mark_victim_argument: Option<String>,
+    /// `tp_btf` or `raw_tp`: the program that reads the victim's `task_struct` at
+    /// `mark_victim`; `None` where it passes only a pid.
     pub task_hook: Option<String>,
     /// `fentry` or `kprobe` in the full tier.
     pub function_hook: Option<String>,
@@ -25,8 +30,34 @@ pub struct CaptureInfo {
     pub tracepoint_fields: Vec<String>,
     /// Whether every SIGKILL is traced (`signal:signal_generate` attached).
     pub sigkill: bool,
-    /// `tp_btf` or `raw_tp`: the program that reads a SIGKILL target's cgroups in the kernel.
+    /// `tp_btf` or `raw_tp`: the program that reads a SIGKILL target's memory and cgroups in
+    /// the kernel.
     pub sigkill_task_hook: Option<String>,
+}
+
+impl CaptureInfo {
+    /// Where the victim's task (name, memory, cgroups) is read, in words for the log.
+    pub fn victim_source(&self) -> String {
+        let mut sources = Vec::new();
+        if self.task_hook.is_some() {
+            sources.push("mark_victim");
+        }
+        if self.function_hook.is_some() {
+            sources.push("oom_kill_process's oc->chosen");
+        }
+        if self.sigkill_task_hook.is_some() {
+            sources.push("the OOM killer's SIGKILL");
+        }
+        let read = match sources.as_slice() {
+            [] => "not read (no kernel BTF)".to_owned(),
+            [only] => format!("read at {only}"),
+            [first @ .., last] => format!("read at {} and {last}", first.join(", ")),
+        };
+        match self.mark_victim_argument.as_deref() {
+            Some("int") => format!("mark_victim passes only the pid: the victim's task is {read}"),
+            _ => format!("the victim's task is {read}"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -54,6 +54,7 @@ pub fn agent_started(plan: &CapturePlan, time: jiff::Timestamp, agent: AgentInfo
     let CapturePlan {
         tier,
         reason,
+        mark_victim_arg,
         task_hook,
         function_hook,
         layout,
@@ -66,6 +67,7 @@ pub fn agent_started(plan: &CapturePlan, time: jiff::Timestamp, agent: AgentInfo
         capture: CaptureInfo {
             tier: *tier,
             reason: reason.clone(),
+            mark_victim_argument: mark_victim_arg.as_ref().map(|arg| arg.kind().to_owned()),
             task_hook: task_hook.map(task_hook_name),
             function_hook: function_hook.map(|hook| hook.as_str().to_owned()),
             tracepoint_fields: layout
@@ -122,10 +124,17 @@ pub fn oom_kill(
         // Read into `main_process`, which the victim's names carry.
         namespace_init: _,
     } = &**kill;
-    let Parts { tracepoint, task } = *parts;
+    let Parts {
+        tracepoint,
+        task,
+        chosen,
+        sigkill,
+    } = *parts;
     let parts = [
         (tracepoint, CapturePart::Tracepoint),
         (task, CapturePart::Task),
+        (chosen, CapturePart::Chosen),
+        (sigkill, CapturePart::Sigkill),
     ]
     .into_iter()
     .filter_map(|(present, part)| present.then_some(part))
@@ -548,27 +557,31 @@ fn victim_party(victim: &Victim) -> Party {
                 .and_then(|fields| fields.uid)
                 .map(|id| User { id }),
             oom_score_adj: fields.as_ref().and_then(|fields| fields.oom_score_adj),
-            memory: fields.as_ref().map(|fields| {
-                let MarkVictimFields {
-                    pid: _,
-                    comm: _,
-                    total_vm_kb,
-                    anon_rss_kb,
-                    file_rss_kb,
-                    shmem_rss_kb,
-                    // Written above.
-                    uid: _,
-                    pgtables_kb,
-                    oom_score_adj: _,
-                } = *fields;
-                memory(
-                    total_vm_kb,
-                    anon_rss_kb,
-                    file_rss_kb,
-                    shmem_rss_kb,
-                    pgtables_kb,
-                )
-            }),
+            // A pid-only tracepoint and no task read: no memory object rather than an empty one.
+            memory: fields
+                .as_ref()
+                .filter(|fields| knows_memory(fields))
+                .map(|fields| {
+                    let MarkVictimFields {
+                        pid: _,
+                        comm: _,
+                        total_vm_kb,
+                        anon_rss_kb,
+                        file_rss_kb,
+                        shmem_rss_kb,
+                        // Written above.
+                        uid: _,
+                        pgtables_kb,
+                        oom_score_adj: _,
+                    } = *fields;
+                    memory(
+                        total_vm_kb,
+                        anon_rss_kb,
+                        file_rss_kb,
+                        shmem_rss_kb,
+                        pgtables_kb,
+                    )
+                }),
         },
         thread: Some(Thread { id: *pid }),
         cgroup: cgroup.as_ref().map(cgroup_record),
@@ -576,6 +589,18 @@ fn victim_party(victim: &Victim) -> Party {
         badness: None,
         names: Names::default(),
     }
+}
+
+fn knows_memory(fields: &MarkVictimFields) -> bool {
+    [
+        fields.total_vm_kb,
+        fields.anon_rss_kb,
+        fields.file_rss_kb,
+        fields.shmem_rss_kb,
+        fields.pgtables_kb,
+    ]
+    .iter()
+    .any(Option::is_some)
 }
 
 /// The victim's memory as the kernel reports it in kB (the tracepoint, or the kernel log's

@@ -52,10 +52,17 @@ pub struct KillCapture {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CapturePart {
-    /// `oom:mark_victim`: memory, uid, oom_score_adj.
+    /// `oom:mark_victim`: the pid; comm, memory, uid, oom_score_adj where the kernel's
+    /// tracepoint has them (6.9+, and backports).
     Tracepoint,
-    /// The BTF program on the victim's `task_struct`: tgid, both parties' cgroups.
+    /// The BTF program on the victim's `task_struct` at `mark_victim`, where the kernel passes
+    /// the task: comm, tgid, memory, uid, oom_score_adj, cgroups; the trigger's cgroups.
     Task,
+    /// The same read from `oom_kill_process`'s `oc->chosen`: the victim the OOM killer chose.
+    Chosen,
+    /// The same read from the target of the OOM killer's SIGKILL to the victim (only its comm
+    /// without BTF); the trigger's cgroups from its sender.
+    Sigkill,
     /// `oom_kill_process` (an incident).
     Function,
     /// `signal:signal_generate`.

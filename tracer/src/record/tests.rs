@@ -46,6 +46,8 @@ fn plan(tier: Tier) -> CapturePlan {
     CapturePlan {
         tier,
         reason: "test".into(),
+        mark_victim_arg: (tier >= Tier::NoFunctionTracing)
+            .then_some(crate::capture::prototype::TracepointArg::Task),
         task_hook: (tier >= Tier::NoFunctionTracing).then_some(TaskHook::TpBtf),
         function_hook: (tier == Tier::Full).then_some(FunctionHook::Fentry),
         layout: layout_6_18(),

@@ -19,12 +19,13 @@ impl Sink for LogSink {
     fn agent_started(&mut self, started: &AgentStarted) -> std::io::Result<()> {
         let capture = &started.capture;
         log::info!(
-            "attached; capture tier {}: {}; tracepoint fields: {}; {}",
+            "attached; capture tier {}: {}; tracepoint fields: {}; {}; {}",
             capture.tier,
             capture.reason,
             capture.tracepoint_fields.join(", "),
+            capture.victim_source(),
             if capture.sigkill_task_hook.is_some() {
-                "every SIGKILL is traced, its target's cgroups read in the kernel"
+                "every SIGKILL is traced, its target's memory and cgroups read in the kernel"
             } else if capture.sigkill {
                 "every SIGKILL is traced, its target's cgroups read from /proc"
             } else {
@@ -339,6 +340,7 @@ mod tests {
         CapturePlan {
             tier: Tier::NoFunctionTracing,
             reason: "test".into(),
+            mark_victim_arg: None,
             task_hook: None,
             function_hook: None,
             layout: layout_6_18(),

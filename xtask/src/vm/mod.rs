@@ -16,6 +16,7 @@ mod kernel;
 mod peers;
 mod qemu;
 pub mod scenario;
+mod suite;
 
 use std::{
     path::{Path, PathBuf},
@@ -34,6 +35,7 @@ use self::{
     kernel::{Kernel, KernelPackage},
     qemu::Boot,
     scenario::Scenario,
+    suite::SuiteApt,
 };
 
 #[derive(clap::Args, Default)]
@@ -69,7 +71,7 @@ pub fn vm(env: &Env, options: Options) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut apt = Apt::default();
     host::install_tools(&mut apt)?;
-    let kernels = fetch_kernels(&mut apt, &packages, &work_dir)?;
+    let kernels = fetch_kernels(&packages, &work_dir)?;
     let binaries = guest::build_binaries(env)?;
     let initrd = initramfs::write(&binaries, scenario::SCENARIOS, &work_dir)?;
     println!(
@@ -95,25 +97,26 @@ pub fn vm(env: &Env, options: Options) -> anyhow::Result<()> {
     summarize(&results, started.elapsed())
 }
 
-fn fetch_kernels(
-    apt: &mut Apt,
-    packages: &[&KernelPackage],
-    work_dir: &Path,
-) -> anyhow::Result<Vec<Kernel>> {
+fn fetch_kernels(packages: &[&KernelPackage], work_dir: &Path) -> anyhow::Result<Vec<Kernel>> {
     packages
         .iter()
-        .map(|package| {
-            let started = Instant::now();
-            let kernel = kernel::fetch(apt, package, &work_dir.join("kernels"))?;
-            println!(
-                "vm: kernel {} from {} ({} s)",
-                kernel.version,
-                kernel.package,
-                started.elapsed().as_secs()
-            );
-            Ok(kernel)
-        })
+        .map(|package| fetch_kernel(package, work_dir).map(|(kernel, _)| kernel))
         .collect()
+}
+
+/// The newest kernel of `package`'s family, through its suite's own package lists.
+fn fetch_kernel(package: &KernelPackage, work_dir: &Path) -> anyhow::Result<(Kernel, SuiteApt)> {
+    let started = Instant::now();
+    let mut apt = SuiteApt::new(package.suites, &work_dir.join("apt"))?;
+    let kernel = kernel::fetch(&mut apt, package, &work_dir.join("kernels"))?;
+    println!(
+        "vm: kernel {} from {} (Debian {}, {} s)",
+        kernel.version,
+        kernel.package,
+        apt.suites(),
+        started.elapsed().as_secs()
+    );
+    Ok((kernel, apt))
 }
 
 struct RunResult {
@@ -234,6 +237,8 @@ fn summarize(results: &[RunResult], took: Duration) -> anyhow::Result<()> {
 /// parameters of the caller's choice: for `cargo xtask bench`.
 pub struct Guest {
     kernel: Kernel,
+    /// The kernel's suite, for its headers.
+    suite_apt: SuiteApt,
     binaries: guest::Binaries,
     initrd: PathBuf,
     /// The initramfs with the kprobe peers as well, once [`Guest::add_peers`] wrote it.
@@ -263,13 +268,13 @@ impl Guest {
         let work_dir = target_dir().join("vm");
         std::fs::create_dir_all(&work_dir)
             .with_context(|| format!("creating {}", work_dir.display()))?;
-        let mut apt = Apt::default();
-        host::install_tools(&mut apt)?;
-        let kernel = kernel::fetch(&mut apt, package, &work_dir.join("kernels"))?;
+        host::install_tools(&mut Apt::default())?;
+        let (kernel, suite_apt) = fetch_kernel(package, &work_dir)?;
         let binaries = guest::build_binaries(env)?;
         let initrd = initramfs::write(&binaries, scenario::SCENARIOS, &work_dir)?;
         Ok(Self {
             kernel,
+            suite_apt,
             binaries,
             initrd,
             peers_initrd: None,
@@ -281,8 +286,12 @@ impl Guest {
     /// Writes the initramfs for boots `with_peers`: the standard one plus the peers and all
     /// they load (xtask/src/vm/peers.rs); returns its size in bytes.
     pub fn add_peers(&mut self) -> anyhow::Result<u64> {
-        let mut apt = Apt::default();
-        let extras = peers::extras(&mut apt, &self.kernel.version, &self.work_dir)?;
+        let extras = peers::extras(
+            &mut Apt::default(),
+            &mut self.suite_apt,
+            &self.kernel.version,
+            &self.work_dir,
+        )?;
         let path = initramfs::write_with_extras(
             &self.binaries,
             scenario::SCENARIOS,

@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::{initramfs::Extra, kernel};
+use super::{initramfs::Extra, kernel, suite::SuiteApt};
 use crate::setup::Apt;
 
 pub const PACKAGES: [&str; 2] = ["bpfcc-tools", "bpftrace"];
@@ -45,7 +45,12 @@ const STDLIB_SKIPPED: [&str; 9] = [
 ];
 
 /// Everything the two peers need in the guest, beyond the standard initramfs.
-pub fn extras(apt: &mut Apt, kernel_version: &str, work_dir: &Path) -> anyhow::Result<Vec<Extra>> {
+pub fn extras(
+    apt: &mut Apt,
+    suite_apt: &mut SuiteApt,
+    kernel_version: &str,
+    work_dir: &Path,
+) -> anyhow::Result<Vec<Extra>> {
     apt.install_missing(&PACKAGES)
         .context("installing bcc and bpftrace for the VM peers")?;
     let mut extras = vec![
@@ -75,7 +80,7 @@ pub fn extras(apt: &mut Apt, kernel_version: &str, work_dir: &Path) -> anyhow::R
     for library in closure(&elves)? {
         extras.push(file(&library)?);
     }
-    headers(apt, kernel_version, work_dir, &mut extras)?;
+    headers(suite_apt, kernel_version, work_dir, &mut extras)?;
     Ok(extras)
 }
 
@@ -208,7 +213,7 @@ pub fn parse_ldd(output: &str) -> anyhow::Result<Vec<String>> {
 /// headers, `.config`) as `/lib/modules/<version>/build` and the common tree as `source`,
 /// with only x86 of the common tree's architectures.
 fn headers(
-    apt: &mut Apt,
+    apt: &mut SuiteApt,
     kernel_version: &str,
     work_dir: &Path,
     extras: &mut Vec<Extra>,

@@ -43,6 +43,7 @@ pub struct Scenario {
 pub const SCENARIOS: &[Scenario] = &[
     memcg_oom::SCENARIO,
     memcg_oom::KPROBE_SCENARIO,
+    memcg_oom::NO_FUNCTION_TRACING_SCENARIO,
     oom_group::SCENARIO,
     host_oom::SCENARIO,
     oom_burst::SCENARIO,
@@ -218,6 +219,22 @@ impl Records {
             .iter()
             .filter(|record| record["kind"] == kind)
             .collect()
+    }
+
+    /// The agent's `agent_started` record.
+    pub fn started(&self) -> anyhow::Result<&Value> {
+        self.of_kind("agent_started")
+            .first()
+            .copied()
+            .context("no agent_started record")
+    }
+
+    /// The one record of `kind`; an error if there are none or more.
+    pub fn only(&self, kind: &str) -> anyhow::Result<&Value> {
+        match self.of_kind(kind).as_slice() {
+            [only] => Ok(only),
+            all => bail!("expected exactly one `{kind}` record, got {}", all.len()),
+        }
     }
 }
 

@@ -66,6 +66,7 @@ fn oom(victim: (u32, &str, u64), trigger: (u32, &str)) -> Box<OomKill> {
         parts: Parts {
             tracepoint: true,
             task: true,
+            ..Parts::default()
         },
         incident: None,
         marked_without_kill: false,

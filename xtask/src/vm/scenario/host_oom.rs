@@ -5,7 +5,8 @@
 
 use anyhow::ensure;
 
-use super::memcg_oom::{KILLED_STATUS, expect_stopped_cleanly};
+use super::kmsg::expect_victim_as_logged;
+use super::memcg_oom::{KILLED_STATUS, expect_stopped_cleanly, expect_victim_parts};
 use super::{Report, Scenario, expect_field, field};
 
 pub const SCENARIO: Scenario = Scenario {
@@ -44,6 +45,9 @@ fn check(report: &Report) -> anyhow::Result<()> {
     let kill = kills[0];
     expect_field(kill, "victim.process.pid", db)?;
     expect_field(kill, "victim.cgroup.path", "/db")?;
+    expect_victim_as_logged(kill, report.section("kmsg")?)?;
+    let started = records.started()?;
+    expect_victim_parts(started, kill, true)?;
     expect_field(kill, "trigger.process.pid", builder)?;
     expect_field(kill, "trigger.cgroup.path", "/builder")?;
     expect_field(kill, "incident.domain.kind", "host")?;

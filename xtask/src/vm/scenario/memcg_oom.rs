@@ -1,10 +1,11 @@
 //! `memcg-oom`: one process outgrows its cgroup v2 `memory.max` and is OOM-killed; the agent
 //! must report exactly that kill, with the kernel's pids, cgroup, memory figures and badness.
-//! `memcg-oom-kprobe` is the same with `oom_kill_process` hooked by kprobe.
+//! `memcg-oom-kprobe` is the same with `oom_kill_process` hooked by kprobe;
+//! `memcg-oom-no-function-tracing` without `oom_kill_process` hooked at all.
 
 use anyhow::{Context as _, ensure};
 
-use super::kmsg::{killed_anon_rss_kib, task_dump_badness};
+use super::kmsg::{expect_victim_as_logged, task_dump_badness};
 use super::{Report, Scenario, expect_field, field};
 
 pub const SCENARIO: Scenario = Scenario {
@@ -19,11 +20,14 @@ pub const KPROBE_SCENARIO: Scenario = Scenario {
     check: |report| check(report, "kprobe"),
 };
 
+pub const NO_FUNCTION_TRACING_SCENARIO: Scenario = Scenario {
+    name: "memcg-oom-no-function-tracing",
+    script: include_str!("../../../vm/scenarios/memcg-oom-no-function-tracing.sh"),
+    check: check_no_function_tracing,
+};
+
 /// The cgroup the script makes, relative to the cgroup2 root.
 const CGROUP_PATH: &str = "/oomtrace-vm";
-/// The agent reads the RSS from the task; the kernel log prints it a moment later, from the
-/// same counters: they differ by what the process faulted in between, if anything.
-const RSS_TOLERANCE_PERCENT: u64 = 10;
 /// SIGKILL, as the shell reports it.
 pub const KILLED_STATUS: i32 = 128 + 9;
 
@@ -53,18 +57,11 @@ fn check(report: &Report, function_hook: &str) -> anyhow::Result<()> {
     }
 
     let records = report.agent_records()?;
-    let started = records.of_kind("agent_started");
-    let started = started.first().context("no agent_started record")?;
+    let started = records.started()?;
     expect_field(started, "capture.tier", "full")?;
     expect_field(started, "capture.function_hook", function_hook)?;
 
-    let kills = records.of_kind("oom_kill");
-    ensure!(
-        kills.len() == 1,
-        "expected exactly one `oom_kill` record, got {}",
-        kills.len()
-    );
-    let kill = kills[0];
+    let kill = records.only("oom_kill")?;
     expect_field(kill, "victim.process.pid", hog_pid)?;
     expect_field(kill, "trigger.process.pid", hog_pid)?;
     expect_field(kill, "victim.memcg.id", memcg_id)?;
@@ -104,14 +101,12 @@ fn check(report: &Report, function_hook: &str) -> anyhow::Result<()> {
     expect_field(kill, "victim.badness.points", points)?;
     expect_field(kill, "victim.badness.estimated", false)?;
 
-    let anon_rss_bytes = u64_field(kill, "victim.process.memory.anon_rss_bytes")?;
-    let agent_kib = anon_rss_bytes / 1024;
-    let kernel_kib = killed_anon_rss_kib(report.section("kmsg")?, hog_pid)?;
-    ensure!(
-        agent_kib.abs_diff(kernel_kib) * 100 <= kernel_kib * RSS_TOLERANCE_PERCENT,
-        "the agent says anon RSS {agent_kib} KiB, the kernel log {kernel_kib} KiB: \
-         more than {RSS_TOLERANCE_PERCENT}% apart"
-    );
+    // Name, memory, uid and oom_score_adj as the kernel logged them, and the cgroups: from the
+    // tracepoint and the task at `mark_victim` where the kernel passes them, from
+    // `oom_kill_process`'s `oc->chosen` and the OOM killer's SIGKILL where it passes a pid.
+    expect_victim_as_logged(kill, report.section("kmsg")?)?;
+    expect_field(kill, "victim.cgroup.path", CGROUP_PATH)?;
+    expect_victim_parts(started, kill, true)?;
 
     let incidents = records.of_kind("oom_incident");
     ensure!(
@@ -131,6 +126,72 @@ fn check(report: &Report, function_hook: &str) -> anyhow::Result<()> {
         serde_json::json!([{"process": {"pid": hog_pid}}]),
     )?;
 
+    expect_stopped_cleanly(report, 1)
+}
+
+/// The parts a full-tier kill must be joined from on this kernel: the task at `mark_victim`
+/// where its BTF prototype passes one, else the OOM killer's SIGKILL and, for the victim it
+/// chose (`chosen`: not the other members of a group kill), `oc->chosen`; the tracepoint's own
+/// fields either way. A kernel whose tracepoint has its memory fields passes the task too (both
+/// came with 6.9, and are backported together).
+pub fn expect_victim_parts(
+    started: &serde_json::Value,
+    kill: &serde_json::Value,
+    chosen: bool,
+) -> anyhow::Result<()> {
+    let argument = field(started, "capture.mark_victim_argument")?;
+    let fields = field(started, "capture.tracepoint_fields")?;
+    let pid_only = fields == &serde_json::json!(["pid"]);
+    let parts = field(kill, "capture.parts")?;
+    let has = |part: &str| {
+        parts
+            .as_array()
+            .is_some_and(|parts| parts.iter().any(|p| p == part))
+    };
+    if argument == "task" {
+        ensure!(
+            !pid_only,
+            "mark_victim passes the task but its record only the pid"
+        );
+        ensure!(
+            has("tracepoint") && has("task"),
+            "parts {parts} on a kernel passing the task"
+        );
+    } else {
+        ensure!(
+            argument == "int" && pid_only,
+            "mark_victim's BTF argument is {argument}, its record has fields {fields}"
+        );
+        ensure!(
+            has("tracepoint") && has("sigkill") && has("chosen") == chosen && !has("task"),
+            "parts {parts} on a kernel passing only the pid"
+        );
+    }
+    Ok(())
+}
+
+/// Capped below `full`: no incident and no kernel badness, but the same victim, named and
+/// measured as the kernel logged it, from `mark_victim`'s task or the OOM killer's SIGKILL.
+fn check_no_function_tracing(report: &Report) -> anyhow::Result<()> {
+    let hog_pid: u64 = report.fact("hog_pid")?;
+    let memcg_id: u64 = report.fact("memcg_id")?;
+    let records = report.agent_records()?;
+    let started = records.started()?;
+    expect_field(started, "capture.tier", "no-function-tracing")?;
+    expect_field(started, "capture.sigkill_task_hook", "tp_btf")?;
+    let kill = records.only("oom_kill")?;
+    expect_field(kill, "victim.process.pid", hog_pid)?;
+    expect_field(kill, "victim.memcg.id", memcg_id)?;
+    expect_field(kill, "victim.memcg.path", CGROUP_PATH)?;
+    expect_field(kill, "victim.cgroup.path", CGROUP_PATH)?;
+    expect_field(kill, "trigger.memcg.path", CGROUP_PATH)?;
+    expect_field(kill, "victim.badness.estimated", true)?;
+    ensure!(
+        field(kill, "incident").is_err(),
+        "no incident without oom_kill_process"
+    );
+    expect_victim_as_logged(kill, report.section("kmsg")?)?;
+    expect_victim_parts(started, kill, false)?;
     expect_stopped_cleanly(report, 1)
 }
 

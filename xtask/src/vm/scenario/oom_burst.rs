@@ -221,6 +221,16 @@ fn check(report: &Report) -> anyhow::Result<()> {
             burst.incident_victims
         );
     }
+    // Every victim named and placed, whichever part of the agent read it on this kernel.
+    for kill in report.agent_records()?.of_kind("oom_kill") {
+        let pid = u64_field(kill, "victim.process.pid")?;
+        ensure!(
+            field(kill, "victim.process.executable.name")? == "oomtrace-hog"
+                && field(kill, "victim.memcg.path")?.is_string()
+                && field(kill, "victim.process.memory.anon_rss_bytes")?.is_u64(),
+            "victim {pid} without its name, memcg or RSS: {kill}"
+        );
+    }
     let status: i32 = report.fact("agent_status")?;
     ensure!(status == 0, "the agent exited with status {status}");
     Ok(())

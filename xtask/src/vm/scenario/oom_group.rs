@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 
 use anyhow::{Context as _, ensure};
 
-use super::memcg_oom::{KILLED_STATUS, expect_stopped_cleanly, u64_field};
+use super::kmsg::expect_victim_as_logged;
+use super::memcg_oom::{KILLED_STATUS, expect_stopped_cleanly, expect_victim_parts, u64_field};
 use super::{Report, Scenario, expect_field, field};
 
 pub const SCENARIO: Scenario = Scenario {
@@ -61,13 +62,27 @@ fn check(report: &Report) -> anyhow::Result<()> {
         "expected 5 `oom_kill` records, got {}",
         kills.len()
     );
+    let started = records.started()?;
+    let kmsg = report.section("kmsg")?;
     let mut killed = BTreeSet::new();
     for kill in &kills {
         expect_field(kill, "incident.id", id.clone())?;
         expect_field(kill, "victim.memcg.id", memcg_id)?;
         expect_field(kill, "trigger.process.pid", grower)?;
+        // Every member named and measured, not only the one `oc->chosen` names.
+        expect_victim_as_logged(kill, kmsg)?;
+        let chosen = field(kill, "victim.badness.estimated")? == false;
+        expect_victim_parts(started, kill, chosen)?;
         killed.insert(u64_field(kill, "victim.process.pid")?);
     }
+    let chosen = kills
+        .iter()
+        .filter(|kill| field(kill, "victim.badness.estimated").is_ok_and(|e| e == false))
+        .count();
+    ensure!(
+        chosen == 1,
+        "{chosen} victims have the kernel's own badness, expected one"
+    );
     ensure!(
         killed == members,
         "kills of {killed:?}, members {members:?}"
