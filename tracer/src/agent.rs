@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use aya_log::EbpfLogger;
-use bytes::Bytes;
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
@@ -269,12 +268,16 @@ struct CaptureCounts {
 fn join(
     joiner: &mut Joiner,
     plan: &CapturePlan,
-    records: impl Iterator<Item = Bytes>,
+    records: impl Iterator<Item = ringbuf::Drained>,
     counts: &mut CaptureCounts,
 ) -> Vec<(Event, Stages)> {
     let now = Instant::now();
     let mut events = Vec::new();
-    for record in records {
+    for ringbuf::Drained {
+        record,
+        at_ns: drained_ns,
+    } in records
+    {
         counts.records += 1;
         let read_ns = crate::clock::monotonic_ns();
         match decode::decode_with(&record, &plan.layout, plan.signal_layout.as_ref()) {
@@ -288,8 +291,9 @@ fn join(
                 let joined = joiner.push_with(part, target_proc, now);
                 let joined_ns = crate::clock::monotonic_ns();
                 events.extend(joined.into_iter().map(|event| {
-                    let mut stages = Stages::since(captured_ns(&event).unwrap_or(read_ns));
-                    stages.mark_at("read", read_ns);
+                    let mut stages = Stages::since(captured_ns(&event).unwrap_or(drained_ns));
+                    stages.mark_at("wake", drained_ns);
+                    stages.mark_at("handover", read_ns);
                     stages.mark_at("decode", decoded_ns);
                     stages.mark_at("join", joined_ns);
                     (event, stages)

@@ -1,6 +1,7 @@
-//! Where an event's time goes between its capture in the kernel and its output: read (the
-//! ring buffer to the capture side), decode, join, the `/proc` reads made right after the
-//! join, the queue to the output side, observe, attribute, explain, history commit and write.
+//! Where an event's time goes between its capture in the kernel and its output: wake (until the
+//! ring-buffer thread, woken by the kernel, copies the record out), handover (that thread to the
+//! capture side), decode, join, the `/proc` reads made right after the join, the queue to the
+//! output side, observe, attribute, explain, history commit and write.
 //! Logged per OOM kill at debug level under the `oomtrace::stages` target, for `cargo xtask
 //! bench`; off, it costs a few clock reads per event.
 
@@ -21,7 +22,7 @@ impl Stages {
     pub fn since(ktime_ns: u64) -> Self {
         Stages {
             last_ns: ktime_ns,
-            spans: Vec::with_capacity(10),
+            spans: Vec::with_capacity(11),
         }
     }
 

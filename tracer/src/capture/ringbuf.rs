@@ -19,6 +19,14 @@ use tokio::sync::{mpsc, oneshot};
 /// record, so about 13 MiB when full, which only a burst of a thousand kills can do.
 const QUEUE_RECORDS: usize = 4096;
 
+/// A record copied out of the ring, and when: CLOCK_MONOTONIC nanoseconds (the kernel's
+/// `ktime`) at the wakeup that found it, so a kill's time can be split between the kernel's
+/// wakeup of this thread and the hand-over to the capture side.
+pub struct Drained {
+    pub record: Bytes,
+    pub at_ns: u64,
+}
+
 struct RecordReader(AsyncFd<RingBuf<MapData>>);
 
 impl RecordReader {
@@ -28,7 +36,7 @@ impl RecordReader {
     }
 
     /// Waits until records are available, then moves all of them into `out`.
-    pub async fn read(&mut self, out: &mut Vec<Bytes>) -> std::io::Result<()> {
+    pub async fn read(&mut self, out: &mut Vec<Drained>) -> std::io::Result<()> {
         let mut guard = self.0.readable_mut().await?;
         drain(guard.get_inner_mut(), out);
         guard.clear_ready();
@@ -36,14 +44,14 @@ impl RecordReader {
     }
 
     /// Moves whatever is there now into `out`, without waiting.
-    pub fn read_now(&mut self, out: &mut Vec<Bytes>) {
+    pub fn read_now(&mut self, out: &mut Vec<Drained>) {
         drain(self.0.get_mut(), out);
     }
 }
 
 /// The ring buffer read on its own thread into a bounded queue.
 pub struct RecordDrain {
-    queue: mpsc::Receiver<Bytes>,
+    queue: mpsc::Receiver<Drained>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -67,7 +75,7 @@ impl RecordDrain {
 
     /// Waits for records, then moves what has arrived (one at least) into `out`. Fails once
     /// the thread has ended, saying why.
-    pub async fn read(&mut self, out: &mut Vec<Bytes>) -> anyhow::Result<()> {
+    pub async fn read(&mut self, out: &mut Vec<Drained>) -> anyhow::Result<()> {
         let Some(record) = self.queue.recv().await else {
             return Err(self.ended());
         };
@@ -83,7 +91,7 @@ impl RecordDrain {
 
     /// Stops the thread after a last read of the ring, and moves every record still queued
     /// into `out`.
-    pub async fn finish(&mut self, out: &mut Vec<Bytes>) -> anyhow::Result<()> {
+    pub async fn finish(&mut self, out: &mut Vec<Drained>) -> anyhow::Result<()> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -111,7 +119,7 @@ impl RecordDrain {
 
 fn drain_thread(
     map: Map,
-    queue: mpsc::Sender<Bytes>,
+    queue: mpsc::Sender<Drained>,
     mut stopped: oneshot::Receiver<()>,
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -145,10 +153,14 @@ fn drain_thread(
     })
 }
 
-fn drain(ring: &mut RingBuf<MapData>, out: &mut Vec<Bytes>) {
+fn drain(ring: &mut RingBuf<MapData>, out: &mut Vec<Drained>) {
+    let at_ns = crate::clock::monotonic_ns();
     // Copy out so the kernel gets the space back at once, before decoding.
     while let Some(item) = ring.next() {
-        out.push(Bytes::copy_from_slice(&item));
+        out.push(Drained {
+            record: Bytes::copy_from_slice(&item),
+            at_ns,
+        });
     }
 }
 

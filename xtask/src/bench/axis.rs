@@ -28,8 +28,9 @@ use super::{
 };
 
 /// The agent's stages in pipeline order, as its debug lines name them.
-const STAGES: [&str; 10] = [
-    "read",
+const STAGES: [&str; 11] = [
+    "wake",
+    "handover",
     "decode",
     "join",
     "proc",
@@ -237,7 +238,7 @@ fn record_kill(point: &mut AxisPoint, line: &Line) {
     }
 }
 
-/// `… oom_kill of pid 123: read=812us decode=3us … total=1662us`: the pid and each stage.
+/// `… oom_kill of pid 123: wake=800us handover=12us decode=3us … total=1662us`: the pid and each stage.
 fn stage_of(text: &str) -> Option<(u32, Vec<(&'static str, u64)>)> {
     let rest = text.split_once("oom_kill of pid ")?.1;
     let (pid, spans) = rest.split_once(':')?;
@@ -307,7 +308,7 @@ fn thread_cpu_ms(pid: u32, comm: &str) -> Option<f64> {
 
 /// Where the kernel prints, when the OOM killer's `Killed process` line (level 3) goes to a
 /// console: the killing CPU writes it there itself, right after queueing the wakeup of the
-/// agent's ring-buffer reader, which shows in `read`.
+/// agent's ring-buffer reader, which shows in `wake`.
 fn kernel_console() -> Option<String> {
     let consoles: Vec<String> = std::fs::read_to_string("/proc/consoles")
         .ok()?
@@ -397,9 +398,9 @@ pub fn markdown(points: &[AxisPoint], idle: Option<&RecorderIdle>, gap: Duration
         let _ = writeln!(
             out,
             "\nFrom the agent's `oomtrace::stages` debug line per kill, each span from the end of \
-             the one before: `read` from the kernel's capture time (`ktime_ns`) to the capture \
-             side decoding it (the ring-buffer thread's wakeup, its hand-over to the main \
-             thread); `proc` the `/proc` read of a victim's pid namespace; `queue` the hand-over \
+             the one before: `wake` from the kernel's capture time (`ktime_ns`) until the \
+             ring-buffer thread, woken by the kernel, copies the record out; `handover` that \
+             thread's hand-over to the capture side, which decodes it; `proc` the `/proc` read of a victim's pid namespace; `queue` the hand-over \
              to the output side; `observe` the snapshot and timeline; `history` the SQLite \
              commit; `write` the log line and the JSON line. The JSON line is read by the bench \
              a little after `write` ends.\n"
@@ -477,14 +478,14 @@ mod tests {
     #[test]
     fn stage_lines_are_read_back() {
         let line = "[2026-12-05T08:27:47Z DEBUG oomtrace::stages] oom_kill of pid 6406: \
-                    read=3857us decode=1us join=1us queue=5us observe=211us attribute=26us \
+                    wake=3845us handover=12us decode=1us join=1us queue=5us observe=211us attribute=26us \
                     explain=17us history=234us write=44us total=4399us";
         let (pid, spans) = stage_of(line).unwrap();
         assert_eq!(pid, 6406);
-        assert_eq!(spans.first(), Some(&("read", 3857)));
+        assert_eq!(spans.first(), Some(&("wake", 3845)));
         assert_eq!(spans.last(), Some(&("write", 44)));
         // `total` is no stage.
-        assert_eq!(spans.len(), 9);
+        assert_eq!(spans.len(), 10);
         assert_eq!(stage_of("something else"), None);
     }
 }
