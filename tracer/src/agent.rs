@@ -283,11 +283,7 @@ fn join(
         match decode::decode_with(&record, &plan.layout, plan.signal_layout.as_ref()) {
             Ok(part) => {
                 let decoded_ns = crate::clock::monotonic_ns();
-                // A SIGKILLed process is soon reaped: ask /proc where it lives right away.
-                let target_proc = match &part {
-                    decode::Part::Sigkill(sigkill) => Some(TargetProc::read(sigkill.target.pid)),
-                    _ => None,
-                };
+                let target_proc = sigkill_target_proc(&part, plan);
                 let joined = joiner.push_with(part, target_proc, now);
                 let joined_ns = crate::clock::monotonic_ns();
                 events.extend(joined.into_iter().map(|event| {
@@ -306,6 +302,25 @@ fn join(
         }
     }
     events
+}
+
+/// What /proc says of a SIGKILL's target, asked at once (a SIGKILLed process is soon reaped),
+/// where the kernel did not read the target's task itself: with no program for it, or when that
+/// program's read found neither of its cgroups. Not asked otherwise: reading a victim's
+/// `status` waits for its task lock, which the OOM killer holds until its `Killed process` line
+/// is printed (milliseconds on a serial console), and every record after it would wait too.
+fn sigkill_target_proc(part: &decode::Part, plan: &CapturePlan) -> Option<TargetProc> {
+    match part {
+        decode::Part::Sigkill(sigkill) if plan.signal_task_hook.is_none() => {
+            Some(TargetProc::read(sigkill.target.pid))
+        }
+        decode::Part::SigkillTarget(target)
+            if target.target_cgroup.is_none() && target.target_memcg.is_none() =>
+        {
+            Some(TargetProc::read(target.target.pid))
+        }
+        _ => None,
+    }
 }
 
 /// The kernel's capture time of an event, where it has one.

@@ -53,8 +53,9 @@ pub struct Joiner {
     open: Vec<OpenIncident>,
     /// SIGKILLs waiting to see whether the OOM killer marks their target.
     held: Vec<HeldSigkill>,
-    /// Target parts waiting for their SIGKILL (both programs fire in the same call).
-    targets: Vec<(Instant, SigkillTargetPart)>,
+    /// Target parts waiting for their SIGKILL (both programs fire in the same call), each with
+    /// what /proc said of the target, where it was asked.
+    targets: Vec<(Instant, SigkillTargetPart, Option<TargetProc>)>,
     /// SIGKILLs dropped because they were the OOM killer's to a victim it then marked.
     oom_sigkills: u64,
     /// The denominator of an estimated badness when no incident gives one: RAM + swap.
@@ -113,7 +114,8 @@ impl Joiner {
         self.push_with(part, None, now)
     }
 
-    /// As [`push`](Self::push); `target_proc` is what /proc says of a SIGKILL's target.
+    /// As [`push`](Self::push); `target_proc` is what /proc says of the target of a SIGKILL
+    /// or of a SIGKILL's target part, whichever it was asked for.
     pub fn push_with(
         &mut self,
         part: Part,
@@ -125,19 +127,23 @@ impl Joiner {
             Part::ContextEnd(end) => self.close_incident(&end),
             Part::Sigkill(sigkill) => {
                 let sender_kind = SenderKind::from_code(sigkill.target.code);
-                let target_task = self
+                let (target_task, target_part_proc) = self
                     .targets
                     .iter()
-                    .position(|(_, target)| {
+                    .position(|(_, target, _)| {
                         target.cpu == sigkill.cpu && target.target.pid == sigkill.target.pid
                     })
-                    .map(|index| self.targets.swap_remove(index).1);
+                    .map(|index| {
+                        let (_, target, proc) = self.targets.swap_remove(index);
+                        (Some(target), proc)
+                    })
+                    .unwrap_or_default();
                 self.held.push(HeldSigkill {
                     since: now,
                     sigkill: Sigkill {
                         part: *sigkill,
                         target_task,
-                        target_proc,
+                        target_proc: target_proc.or(target_part_proc),
                         sender_kind,
                     },
                 });
@@ -151,8 +157,13 @@ impl Joiner {
                         && part.target.pid == target.target.pid
                 });
                 match waiting {
-                    Some(held) => held.sigkill.target_task = Some(*target),
-                    None => self.targets.push((now, *target)),
+                    Some(held) => {
+                        held.sigkill.target_task = Some(*target);
+                        if held.sigkill.target_proc.is_none() {
+                            held.sigkill.target_proc = target_proc;
+                        }
+                    }
+                    None => self.targets.push((now, *target, target_proc)),
                 }
                 Vec::new()
             }
@@ -327,7 +338,7 @@ impl Joiner {
         let targets = self
             .targets
             .iter()
-            .map(|(since, _)| *since + PARTNER_TIMEOUT);
+            .map(|(since, _, _)| *since + PARTNER_TIMEOUT);
         parts.chain(incidents).chain(sigkills).chain(targets).min()
     }
 
@@ -352,7 +363,7 @@ impl Joiner {
         );
         // A target part whose SIGKILL record was lost says too little to report.
         self.targets
-            .retain(|(since, _)| now < *since + PARTNER_TIMEOUT);
+            .retain(|(since, _, _)| now < *since + PARTNER_TIMEOUT);
         let (expired, held): (Vec<_>, _) = std::mem::take(&mut self.held)
             .into_iter()
             .partition(|held| now >= held.since + PARTNER_TIMEOUT);
@@ -789,6 +800,45 @@ mod tests {
             );
             assert_eq!(joiner.next_deadline(), None);
         }
+    }
+
+    #[test]
+    fn what_proc_said_of_a_target_part_reaches_its_sigkill_in_either_order() {
+        let now = Instant::now();
+        let proc = TargetProc {
+            tgid: Some(4240),
+            cgroups: None,
+        };
+        for target_first in [false, true] {
+            let mut joiner = Joiner::new(true, false);
+            let parts = [
+                (sigkill(4242, 456, SI_USER), None),
+                (sigkill_target(4242), Some(proc.clone())),
+            ];
+            let parts = if target_first {
+                [parts[1].clone(), parts[0].clone()]
+            } else {
+                parts
+            };
+            for (part, target_proc) in parts {
+                assert_eq!(joiner.push_with(part, target_proc, now), []);
+            }
+            let [sigkill] = sigkills(joiner.expire(now + PARTNER_TIMEOUT))
+                .try_into()
+                .expect("one SIGKILL");
+            assert_eq!(sigkill.target_proc.as_ref(), Some(&proc));
+            assert!(sigkill.target_task.is_some());
+        }
+        // What /proc said when the SIGKILL came is kept over a later answer.
+        let mut joiner = Joiner::new(true, false);
+        let first = TargetProc {
+            tgid: Some(1),
+            cgroups: None,
+        };
+        joiner.push_with(sigkill(4242, 456, SI_USER), Some(first.clone()), now);
+        joiner.push_with(sigkill_target(4242), Some(proc), now);
+        let [sigkill] = sigkills(joiner.flush()).try_into().expect("one SIGKILL");
+        assert_eq!(sigkill.target_proc, Some(first));
     }
 
     #[test]
