@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use self::cgroupfs::{Inference, MemoryHierarchy};
 use self::invocation::{InvocationKey, Invocations};
-use self::snapshot::{Scope, Snapshot};
+use self::snapshot::{ReportedProcess, Scope, Snapshot};
 use self::timeline::{Prepared, Recorder, Timeline};
 use crate::cgroup_path::{self, PathKind};
 use crate::decode::{CgroupRef, Domain};
@@ -91,6 +91,18 @@ impl PartyPaths {
             (None, memcg) => memcg,
         }
     }
+}
+
+/// The victim's size as the kernel reported it (resident: anonymous, file and shared memory,
+/// as `statm` counts it), where it did.
+fn reported_victim(kill: &OomKill) -> Option<ReportedProcess> {
+    let fields = kill.victim.fields.as_ref()?;
+    let kb = fields.anon_rss_kb? + fields.file_rss_kb? + fields.shmem_rss_kb?;
+    Some(ReportedProcess {
+        pid: kill.victim.tgid.unwrap_or(kill.victim.pid),
+        comm: kill.victim.comm.clone().or_else(|| fields.comm.clone()),
+        rss_bytes: kb.saturating_mul(1024),
+    })
 }
 
 pub struct Observer {
@@ -199,7 +211,7 @@ impl Observer {
                     .recorder
                     .as_ref()
                     .map(|recorder| Arc::new(recorder.timeline(&scope, kill.ktime_ns)));
-                let snapshot = snapshot::take(self.memory.as_ref(), scope);
+                let snapshot = snapshot::take(self.memory.as_ref(), scope, reported_victim(kill));
                 self.invocations
                     .started(key, kill.ktime_ns, (snapshot.clone(), timeline.clone()));
                 (snapshot, timeline)

@@ -108,19 +108,39 @@ pub struct ProcessUsage {
     pub cgroup: Option<String>,
 }
 
-pub fn take(memory: Option<&MemoryHierarchy>, scope: Scope) -> Snapshot {
+/// A process whose size the kernel reported with the kill: the victim. Its `/proc` files are
+/// not read: the OOM killer holds its task lock until the `Killed process` line is printed
+/// (milliseconds on a serial console), and `statm` waits for that lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportedProcess {
+    /// The process (thread group) id, as `cgroup.procs` lists it.
+    pub pid: u32,
+    pub comm: Option<String>,
+    pub rss_bytes: u64,
+}
+
+/// The snapshot of `scope`; `reported` is taken as it is instead of read from `/proc`.
+pub fn take(
+    memory: Option<&MemoryHierarchy>,
+    scope: Scope,
+    reported: Option<ReportedProcess>,
+) -> Snapshot {
     let started = Instant::now();
     let taken_ns = crate::clock::monotonic_ns();
+    let reader = ProcessReader {
+        reported,
+        ..ProcessReader::default()
+    };
     let (cgroups, processes, process_scan) = match memory {
         Some(memory) => {
             let walk = walk(memory, &scope);
-            let (processes, scan) = processes_in_cgroups(memory, &scope, &walk);
+            let (processes, scan) = processes_in_cgroups(reader, memory, &scope, &walk);
             let mut cgroups = walk.entries;
             cgroups.truncate(TOP);
             (cgroups, processes, scan)
         }
         None => {
-            let (processes, scan) = processes_anywhere();
+            let (processes, scan) = processes_anywhere(reader);
             (Vec::new(), processes, scan)
         }
     };
@@ -232,11 +252,11 @@ fn collect(
 /// the groupings'; host-wide, the root cgroup's own processes last. At most
 /// [`MAX_PROCESSES_READ`] are read.
 fn processes_in_cgroups(
+    mut reader: ProcessReader,
     memory: &MemoryHierarchy,
     scope: &Scope,
     walk: &Walk,
 ) -> (Vec<ProcessUsage>, ProcessScan) {
-    let mut reader = ProcessReader::default();
     if let Scope::Cgroup(domain) = scope {
         reader.read_cgroup(memory, domain);
     }
@@ -254,8 +274,7 @@ fn processes_in_cgroups(
 }
 
 /// Without a memory hierarchy: the first [`MAX_PROCESSES_READ`] processes of `/proc`.
-fn processes_anywhere() -> (Vec<ProcessUsage>, ProcessScan) {
-    let mut reader = ProcessReader::default();
+fn processes_anywhere(mut reader: ProcessReader) -> (Vec<ProcessUsage>, ProcessScan) {
     for pid in procfs::pids() {
         reader.read(pid, None);
     }
@@ -269,6 +288,7 @@ struct ProcessReader {
     /// Biggest first: `(rss, pid, cgroup it was listed in)`.
     top: Vec<(u64, u32, Option<String>)>,
     scan: ProcessScan,
+    reported: Option<ReportedProcess>,
 }
 
 impl ProcessReader {
@@ -308,7 +328,11 @@ impl ProcessReader {
             return;
         }
         self.scan.read += 1;
-        let Some(rss) = procfs::rss_bytes(pid).filter(|&rss| rss > 0) else {
+        let rss = match &self.reported {
+            Some(reported) if reported.pid == pid => Some(reported.rss_bytes),
+            _ => procfs::rss_bytes(pid),
+        };
+        let Some(rss) = rss.filter(|&rss| rss > 0) else {
             return;
         };
         if self.top.len() == TOP && self.top.last().is_some_and(|&(least, _, _)| least >= rss) {
@@ -320,18 +344,30 @@ impl ProcessReader {
     }
 
     fn finish(self) -> (Vec<ProcessUsage>, ProcessScan) {
-        let processes = self
-            .top
+        let ProcessReader {
+            top,
+            scan,
+            reported,
+        } = self;
+        let reported_comm = |pid| {
+            reported
+                .as_ref()
+                .filter(|reported| reported.pid == pid)
+                .and_then(|reported| reported.comm.clone())
+        };
+        let processes = top
             .into_iter()
             .map(|(rss_bytes, pid, cgroup)| ProcessUsage {
                 pid,
-                comm: procfs::comm(pid).unwrap_or_else(|| "?".to_owned()),
+                comm: reported_comm(pid)
+                    .or_else(|| procfs::comm(pid))
+                    .unwrap_or_else(|| "?".to_owned()),
                 rss_bytes,
                 // Where it was listed; from /proc when it was found there.
                 cgroup: cgroup.or_else(|| procfs::cgroups(pid).and_then(|paths| paths.memory)),
             })
             .collect();
-        (processes, self.scan)
+        (processes, scan)
     }
 }
 
@@ -455,7 +491,7 @@ mod tests {
         write_procs(&memory, "/parent/big/inner", &[own]);
         write_procs(&memory, "/parent/small", &[child.id(), NO_SUCH_PID]);
         write_procs(&memory, "/elsewhere", &[1]);
-        let snapshot = take(Some(&memory), Scope::Cgroup("/parent".to_owned()));
+        let snapshot = take(Some(&memory), Scope::Cgroup("/parent".to_owned()), None);
         let _ = child.kill();
         let _ = child.wait();
         let pids: Vec<u32> = snapshot.processes.iter().map(|p| p.pid).collect();
@@ -471,13 +507,41 @@ mod tests {
     }
 
     #[test]
+    fn a_reported_process_is_taken_as_reported() {
+        let memory = hierarchy(&[("/domain", 1000)]);
+        let own = std::process::id();
+        // A pid no process has: its size and name can only come from the report.
+        write_procs(&memory, "/domain", &[own, NO_SUCH_PID]);
+        let reported = ReportedProcess {
+            pid: NO_SUCH_PID,
+            comm: Some("victim".to_owned()),
+            rss_bytes: u64::MAX / 2,
+        };
+        let snapshot = take(
+            Some(&memory),
+            Scope::Cgroup("/domain".to_owned()),
+            Some(reported),
+        );
+        let listed: Vec<(u32, &str)> = snapshot
+            .processes
+            .iter()
+            .map(|p| (p.pid, p.comm.as_str()))
+            .collect();
+        assert_eq!(listed[0], (NO_SUCH_PID, "victim"), "{snapshot:?}");
+        assert_eq!(snapshot.processes[0].rss_bytes, u64::MAX / 2);
+        assert_eq!(listed[1].0, own);
+        assert_eq!(snapshot.process_scan, ProcessScan { read: 2, unread: 0 });
+        fs::remove_dir_all(&memory.root).unwrap();
+    }
+
+    #[test]
     fn at_most_the_budget_of_processes_is_read() {
         let memory = hierarchy(&[("/crowded", 1000)]);
         let own = std::process::id();
         let mut pids = vec![own];
         pids.extend((0..MAX_PROCESSES_READ as u32 + 43).map(|i| NO_SUCH_PID + i));
         write_procs(&memory, "/crowded", &pids);
-        let snapshot = take(Some(&memory), Scope::Host);
+        let snapshot = take(Some(&memory), Scope::Host, None);
         assert_eq!(
             snapshot.process_scan,
             ProcessScan {
@@ -492,7 +556,7 @@ mod tests {
 
     #[test]
     fn this_machine_has_processes_to_list() {
-        let snapshot = take(None, Scope::Host);
+        let snapshot = take(None, Scope::Host, None);
         assert!(!snapshot.processes.is_empty());
         assert!(snapshot.processes.len() <= TOP);
         let sizes: Vec<u64> = snapshot.processes.iter().map(|p| p.rss_bytes).collect();
