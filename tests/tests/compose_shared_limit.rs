@@ -74,6 +74,10 @@ services:
     let db = project.container("db");
     let builder = project.container("builder");
 
+    // The kernel rate-limits its OOM report (the `oom-kill:` line naming the cgroups, checked
+    // below) to 10 per 5 s, and the tests before this one OOM-kill many processes: wait for a
+    // quiet window so that the reports of these kills are complete.
+    std::thread::sleep(Duration::from_secs(6));
     let mut kills = Vec::new();
     let mut reports = Vec::new();
     let started = Instant::now();
