@@ -200,13 +200,7 @@ impl Warner {
 /// Growth of `usage` from the sample at or before `now_ns - GROWTH_SPAN` (or the oldest) to the
 /// newest.
 pub fn growth<T: Timed>(series: &Series<T>, usage: impl Fn(&T) -> u64) -> Option<Growth> {
-    let newest = series.last()?;
-    let since = newest.at_ns().saturating_sub(GROWTH_SPAN.as_nanos() as u64);
-    let oldest = series.at_or_before(since)?;
-    let over_ns = newest
-        .at_ns()
-        .checked_sub(oldest.at_ns())
-        .filter(|&ns| ns > 0)?;
+    let (oldest, newest, over_ns) = ends(series, GROWTH_SPAN)?;
     let grown = usage(newest) as i128 - usage(oldest) as i128;
     Some(Growth {
         bytes_per_second: (grown * 1_000_000_000 / over_ns as i128) as i64,
@@ -220,13 +214,7 @@ pub fn stall_share<T: Timed>(
     series: &Series<T>,
     totals: impl Fn(&T) -> (u64, u64),
 ) -> Option<StallShare> {
-    let newest = series.last()?;
-    let since = newest.at_ns().saturating_sub(STALL_SPAN.as_nanos() as u64);
-    let oldest = series.at_or_before(since)?;
-    let over_ns = newest
-        .at_ns()
-        .checked_sub(oldest.at_ns())
-        .filter(|&ns| ns > 0)?;
+    let (oldest, newest, over_ns) = ends(series, STALL_SPAN)?;
     let ((some_now, full_now), (some_then, full_then)) = (totals(newest), totals(oldest));
     let percent = |stalled_us: u64| {
         let percent = stalled_us as f64 * 100_000.0 / over_ns as f64;
@@ -237,6 +225,19 @@ pub fn stall_share<T: Timed>(
         full_percent: percent(full_now.saturating_sub(full_then)),
         over_ms: over_ns / 1_000_000,
     })
+}
+
+/// The sample at or before `span` ago (else the oldest), the newest, and the nanoseconds
+/// between them; `None` for fewer than two samples.
+fn ends<T: Timed>(series: &Series<T>, span: Duration) -> Option<(&T, &T, u64)> {
+    let newest = series.last()?;
+    let since = newest.at_ns().saturating_sub(span.as_nanos() as u64);
+    let oldest = series.at_or_before(since)?;
+    let over_ns = newest
+        .at_ns()
+        .checked_sub(oldest.at_ns())
+        .filter(|&ns| ns > 0)?;
+    Some((oldest, newest, over_ns))
 }
 
 #[cfg(test)]
