@@ -24,7 +24,8 @@ use crate::incident::{Event, Joiner, TargetProc};
 use crate::metrics::{self, Metrics};
 use crate::observe::Observer;
 use crate::observe::cgroupfs::MemoryHierarchy;
-use crate::observe::timeline::Prepared;
+use crate::observe::timeline::warning::{PressureWarning, Thresholds};
+use crate::observe::timeline::{Prepared, Warnings};
 use crate::record::agent::AgentInfo;
 use crate::record::{Body, Context, Record, Totals, build};
 use crate::sink::{Sink, json::JsonSink, metrics::MetricsSink, text::LogSink};
@@ -40,6 +41,8 @@ const STARTUP_SETTLES: Duration = Duration::from_secs(2);
 /// Joined events waiting for attribution. A burst of kills queues here while the first one
 /// waits for a runtime; past this, capture waits too and the ring buffer absorbs the rest.
 const EVENT_QUEUE: usize = 4096;
+/// Warnings waiting to be named; the recorder drops (and counts) what does not fit.
+const PRESSURE_QUEUE: usize = 64;
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let RunArgs {
@@ -61,8 +64,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         history_retention,
         history_max_rows,
         timeline,
+        warn_pressure,
+        warn_usage,
+        warn_stall,
         metrics_addr,
     } = args;
+    if warn_pressure && timeline.0.is_zero() {
+        anyhow::bail!(
+            "--warn-pressure needs the memory timeline's recorder, which samples the cgroups it \
+             warns of; --timeline 0 turns it off"
+        );
+    }
     let clock = KernelClock::now();
     let mut capture = Capture::attach(CaptureOptions {
         max_tier,
@@ -148,7 +160,28 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
 
     // The recorder runs before the agent says it started: its lead-up covers the first kill.
-    let mut observer = Observer::new(MemoryHierarchy::find(), timeline_window, timeline_prepared);
+    let (warnings, mut warned) = if warn_pressure {
+        let (sender, receiver) = mpsc::channel(PRESSURE_QUEUE);
+        let thresholds = Thresholds {
+            usage: warn_usage,
+            stall: warn_stall,
+        };
+        log::info!(
+            "--warn-pressure: a memory_pressure record when a limited cgroup's working set \
+             reaches {} % of its limit or its tasks stall on memory {} % of a second",
+            warn_usage.0,
+            warn_stall.0
+        );
+        (Some(Warnings { thresholds, sender }), Some(receiver))
+    } else {
+        (None, None)
+    };
+    let mut observer = Observer::new(
+        MemoryHierarchy::find(),
+        timeline_window,
+        timeline_prepared,
+        warnings,
+    );
     // Once the runtimes' watchers have made their first connection or listing, everything
     // that only starting needs has run.
     tokio::spawn(async {
@@ -193,7 +226,29 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let mut explainer = Explainer::new(restart_loop_window.into());
     let output_side = async {
-        while let Some((event, joined_at, mut stages)) = joined.recv().await {
+        loop {
+            let (event, joined_at, mut stages) = tokio::select! {
+                joined = joined.recv() => match joined {
+                    Some(joined) => joined,
+                    None => break,
+                },
+                Some(warning) = next_warning(&mut warned) => {
+                    let deadline = Instant::now() + ATTRIBUTION_BUDGET;
+                    let domain = attributor.resolve(&warning.domain, deadline).await;
+                    let grower = match &warning.grower {
+                        Some(grower) => Some(attributor.resolve(&grower.path, deadline).await),
+                        None => None,
+                    };
+                    let record = build::memory_pressure(
+                        &warning,
+                        Some(&domain),
+                        grower.as_ref(),
+                        output.clock,
+                    );
+                    output.write_to_sinks(&record);
+                    continue;
+                }
+            };
             stages.mark("queue");
             let deadline = joined_at + ATTRIBUTION_BUDGET;
             let mut killed = None;
@@ -443,6 +498,7 @@ impl<'a> Output<'a> {
             Body::AgentStarted(_)
             | Body::OomMarkExiting(_)
             | Body::OomIncident(_)
+            | Body::MemoryPressure(_)
             | Body::AgentStopped(_) => {}
         }
         self.write_to_sinks(record);
@@ -455,6 +511,16 @@ impl<'a> Output<'a> {
                 log::error!("writing the {} record: {err}", record.kind());
             }
         }
+    }
+}
+
+/// The recorder's next warning; never resolves without `--warn-pressure`.
+async fn next_warning(
+    warned: &mut Option<mpsc::Receiver<PressureWarning>>,
+) -> Option<PressureWarning> {
+    match warned {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -129,6 +129,35 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "60s")]
     pub timeline: crate::observe::timeline::Window,
 
+    /// Write a `memory_pressure` record (log line and JSON) when a cgroup with a memory limit
+    /// (a container, a pod, a Compose parent) comes near it, before any kill: its working set
+    /// at `--warn-usage` of the limit, or (cgroup v2) its tasks stalled on memory
+    /// `--warn-stall` of the last second. It names the owner, how fast it grows and its
+    /// fastest-growing member; once per approach, at most every 30 s per cgroup. Needs the
+    /// memory timeline (`--timeline` not 0), which already samples those cgroups.
+    #[arg(long)]
+    pub warn_pressure: bool,
+
+    /// With `--warn-pressure`: the share of its limit a cgroup's working set (usage less
+    /// inactive file pages) reaches to be warned of.
+    #[arg(
+        long,
+        value_name = "PERCENT",
+        default_value = "90%",
+        requires = "warn_pressure"
+    )]
+    pub warn_usage: crate::observe::timeline::warning::Percent,
+
+    /// With `--warn-pressure`: the share of the last second during which some task in the
+    /// cgroup stalled on memory (`memory.pressure`, cgroup v2) that warns.
+    #[arg(
+        long,
+        value_name = "PERCENT",
+        default_value = "10%",
+        requires = "warn_pressure"
+    )]
+    pub warn_stall: crate::observe::timeline::warning::Percent,
+
     /// Serve Prometheus metrics at `http://ADDR/metrics`, e.g. `127.0.0.1:9464` (loopback:
     /// only this host can scrape). Off by default. Only this address is bound; `0.0.0.0:9464`
     /// exposes the counters to every network the host is on.

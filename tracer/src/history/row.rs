@@ -77,6 +77,8 @@ impl EventRow {
             Body::AgentStarted(_)
             | Body::OomMarkExiting(_)
             | Body::OomIncident(_)
+            // A warning is the live signal; the kill it warned of is what is stored.
+            | Body::MemoryPressure(_)
             | Body::AgentStopped(_) => false,
         }
     }

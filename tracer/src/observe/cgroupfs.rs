@@ -105,6 +105,21 @@ impl MemoryHierarchy {
         }
     }
 
+    /// Usage less the inactive file pages the kernel reclaims before it kills: the working set,
+    /// as the kubelet's eviction counts it. `None` when either is unreadable.
+    pub fn working_set_bytes(&self, cgroup_path: &str) -> Option<u64> {
+        let dir = self.dir(cgroup_path);
+        let (usage_file, inactive_key) = match self.version {
+            CgroupVersion::V1 => ("memory.usage_in_bytes", "total_inactive_file"),
+            CgroupVersion::V2 => ("memory.current", "inactive_file"),
+        };
+        let usage: u64 = read_trimmed(&dir.join(usage_file))?.parse().ok()?;
+        let inactive = flat_keyed(read_trimmed(&dir.join("memory.stat")))
+            .into_iter()
+            .find_map(|(key, value)| (key == inactive_key).then_some(value))?;
+        Some(usage.saturating_sub(inactive))
+    }
+
     /// The child cgroups of `cgroup_path`, as paths from the hierarchy root.
     pub fn children(&self, cgroup_path: &str) -> Vec<String> {
         let Ok(entries) = fs::read_dir(self.dir(cgroup_path)) else {
@@ -374,6 +389,11 @@ mod tests {
                 CgroupVersion::V1 => {
                     fs::write(dir.join("memory.usage_in_bytes"), "1000\n").unwrap();
                     fs::write(
+                        dir.join("memory.stat"),
+                        "inactive_file 5\ntotal_inactive_file 300\n",
+                    )
+                    .unwrap();
+                    fs::write(
                         dir.join("memory.oom_control"),
                         "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
                     )
@@ -381,6 +401,7 @@ mod tests {
                 }
                 CgroupVersion::V2 => {
                     fs::write(dir.join("memory.current"), "1000\n").unwrap();
+                    fs::write(dir.join("memory.stat"), "anon 600\ninactive_file 300\n").unwrap();
                     fs::write(dir.join("memory.swap.max"), "max\n").unwrap();
                     fs::write(dir.join("memory.events"), "max 2\noom 2\noom_kill 2\n").unwrap();
                 }
@@ -389,6 +410,13 @@ mod tests {
             assert_eq!(stats.usage_bytes, Some(1000), "{version:?}");
             assert_eq!(stats.limit_bytes, Some(48 << 20), "{version:?}");
             assert_eq!(stats.swap_max_bytes, None, "{version:?}");
+            // v1's own `inactive_file` leaves out the children's: the total counts them.
+            assert_eq!(
+                hierarchy.working_set_bytes("/stats"),
+                Some(700),
+                "{version:?}"
+            );
+            assert_eq!(hierarchy.working_set_bytes("/missing"), None, "{version:?}");
             assert!(
                 stats.events.contains(&("oom_kill".to_owned(), 2)),
                 "{version:?} {:?}",

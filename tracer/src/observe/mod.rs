@@ -14,7 +14,7 @@ use std::time::Duration;
 use self::cgroupfs::{Inference, MemoryHierarchy};
 use self::invocation::{InvocationKey, Invocations};
 use self::snapshot::{ReportedProcess, Scope, Snapshot};
-use self::timeline::{Prepared, Recorder, Timeline};
+use self::timeline::{Prepared, Recorder, Timeline, Warnings};
 use crate::cgroup_path::{self, PathKind};
 use crate::decode::{CgroupRef, Domain};
 use crate::incident::OomKill;
@@ -115,11 +115,12 @@ pub struct Observer {
 
 impl Observer {
     /// Starts the memory timeline's recorder over `window` (opened beforehand in `prepared`,
-    /// while the agent held its privileges), unless there is none.
+    /// while the agent held its privileges), unless there is none; it sends `warnings` too.
     pub fn new(
         memory: Option<MemoryHierarchy>,
         window: Duration,
         prepared: Option<Prepared>,
+        warnings: Option<Warnings>,
     ) -> Self {
         if memory.is_none() {
             log::warn!(
@@ -127,6 +128,7 @@ impl Observer {
                  hit is unknown, and snapshots list processes only"
             );
         }
+        let warned = warnings.is_some();
         let recorder = match (&memory, prepared) {
             (_, None) => {
                 log::info!("memory timeline: off (--timeline 0)");
@@ -137,7 +139,7 @@ impl Observer {
                 None
             }
             (Some(memory), Some(prepared)) => {
-                match Recorder::start(prepared, memory.clone(), window) {
+                match Recorder::start(prepared, memory.clone(), window, warnings) {
                     Ok(recorder) => Some(recorder),
                     Err(err) => {
                         log::error!("memory timeline: off, the recorder did not start: {err}");
@@ -146,6 +148,9 @@ impl Observer {
                 }
             }
         };
+        if warned && recorder.is_none() {
+            log::warn!("--warn-pressure: no warnings, the memory timeline's recorder is off");
+        }
         Observer {
             memory,
             invocations: Invocations::new(),

@@ -487,6 +487,13 @@ mod tests {
             .arg("60")
             .spawn()
             .expect("sleep");
+        // Until it has exec'd, the child is a copy of this test's thread, by its name too.
+        let comm = format!("/proc/{}/comm", child.id());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while fs::read_to_string(&comm).unwrap_or_default().trim() != "sleep" {
+            assert!(std::time::Instant::now() < deadline, "sleep never started");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         let own = std::process::id();
         write_procs(&memory, "/parent/big/inner", &[own]);
         write_procs(&memory, "/parent/small", &[child.id(), NO_SUCH_PID]);

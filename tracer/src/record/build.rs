@@ -6,12 +6,16 @@ use std::collections::BTreeMap;
 
 use super::agent::{AgentInfo, AgentStarted, AgentStopped, CaptureInfo, Totals};
 use super::kill::{
-    Basis, CapturePart, Domain, DomainCgroup, DomainMemory, Explanation, Incident, IncidentDomain,
-    KillCapture, OomIncidentRecord, OomKillRecord, Pid, VictimRef,
+    Basis, CapturePart, CgroupPath, Domain, DomainCgroup, DomainMemory, Explanation, Incident,
+    IncidentDomain, KillCapture, OomIncidentRecord, OomKillRecord, Pid, VictimRef,
 };
 use super::party::{
     self, Attribution, Cgroup, Compose, Container, Executable, Image, K8s, K8sContainer, Memory,
     Named, Names, Party, Pod, Process, Systemd, Thread, User,
+};
+use super::pressure::{
+    GrowthRate, MemoryPressureRecord, PressureDomain, PressureGrower, PressureMemory,
+    PressureReason, PressureThresholds, StallRecord,
 };
 use super::sigkill::{Sender, SigkillRecord, Signal, SignalResult};
 use super::{Body, Record};
@@ -26,6 +30,9 @@ use crate::decode::{CgroupRef, ContextPart, SigkillPart, Task};
 use crate::incident::{IncidentContext, OomIncident, OomKill, Parts, Sigkill, Trigger, Victim};
 use crate::observe::cgroupfs::CgroupMemory;
 use crate::observe::snapshot::{DomainMemory as DomainMemoryRead, HostMemory};
+use crate::observe::timeline::warning::{
+    Grower, Growth, PressureWarning, Reason, StallShare, Thresholds,
+};
 
 /// What every record of a running agent carries about the agent itself.
 #[derive(Clone, Copy, Debug)]
@@ -259,6 +266,81 @@ pub fn sigkill(sigkill: &AttributedSigkill, context: &Context<'_>) -> Record {
             group: target.group.map(|group| group != 0),
             result: target.result.map(SignalResult::from_kernel),
         },
+    }))
+}
+
+/// `memory_pressure`, from the recorder's warning and the names of the domain and the grower.
+pub fn memory_pressure(
+    warning: &PressureWarning,
+    domain_names: Option<&crate::attribute::Attribution>,
+    grower_names: Option<&crate::attribute::Attribution>,
+    clock: KernelClock,
+) -> Record {
+    let PressureWarning {
+        at_ns,
+        reason,
+        thresholds: Thresholds { usage, stall },
+        domain,
+        limit_bytes,
+        usage_bytes,
+        working_set_bytes,
+        growth,
+        stall: stall_share,
+        grower,
+    } = warning;
+    let rate = |growth: &Growth| GrowthRate {
+        bytes_per_second: growth.bytes_per_second,
+        over_ms: growth.over_ms,
+    };
+    let held = working_set_bytes.unwrap_or(*usage_bytes);
+    let percent_of_limit = (held as f64 * 1000.0 / (*limit_bytes).max(1) as f64).round() / 10.0;
+    Record::new(Body::MemoryPressure(MemoryPressureRecord {
+        time: clock.wall_time(*at_ns).to_string(),
+        ktime_ns: *at_ns,
+        reason: match reason {
+            Reason::Usage => PressureReason::Usage,
+            Reason::Stall => PressureReason::Stall,
+        },
+        thresholds: PressureThresholds {
+            usage_percent: usage.0,
+            stall_percent: stall.0,
+        },
+        domain: PressureDomain {
+            cgroup: CgroupPath {
+                path: domain.clone(),
+            },
+            memory: PressureMemory {
+                limit_bytes: *limit_bytes,
+                usage_bytes: *usage_bytes,
+                working_set_bytes: *working_set_bytes,
+                percent_of_limit,
+            },
+            growth: growth.as_ref().map(rate),
+            stall: stall_share.map(
+                |StallShare {
+                     some_percent,
+                     full_percent,
+                     over_ms,
+                 }| StallRecord {
+                    some_percent,
+                    full_percent,
+                    over_ms,
+                },
+            ),
+            names: names(domain_names, None),
+        },
+        grower: grower.as_ref().map(
+            |Grower {
+                 path,
+                 usage_bytes,
+                 growth,
+             }| PressureGrower {
+                cgroup: CgroupPath { path: path.clone() },
+                usage_bytes: *usage_bytes,
+                growth: rate(growth),
+                names: names(grower_names, None),
+            },
+        ),
     }))
 }
 

@@ -9,7 +9,8 @@
 //!   victim, the trigger, a SIGKILL's target and sender, the owner of a domain.
 //! - [`kill`] holds `oom_kill` (and `oom_mark_exiting`) with its domain, incident and
 //!   explanation, and `oom_incident`.
-//! - [`sigkill`] holds `sigkill`, and [`agent`] `agent_started` and `agent_stopped`.
+//! - [`sigkill`] holds `sigkill`, [`pressure`] `memory_pressure` (a limit near, before any
+//!   kill), and [`agent`] `agent_started` and `agent_stopped`.
 //! - [`build`] makes records from the pipeline's types: the one place that decides what goes in.
 //!
 //! # Adding a field
@@ -41,6 +42,7 @@ pub mod agent;
 pub mod build;
 pub mod kill;
 pub mod party;
+pub mod pressure;
 pub mod sigkill;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -51,6 +53,7 @@ use serde::{Deserialize, Serialize};
 pub use self::agent::{AgentStarted, AgentStopped, Totals};
 pub use self::build::Context;
 pub use self::kill::{OomIncidentRecord, OomKillRecord};
+pub use self::pressure::MemoryPressureRecord;
 pub use self::sigkill::SigkillRecord;
 
 /// Raised when a field is removed or changes meaning; new fields and kinds keep it.
@@ -77,6 +80,8 @@ pub enum Body {
     OomMarkExiting(OomKillRecord),
     OomIncident(OomIncidentRecord),
     Sigkill(SigkillRecord),
+    /// `--warn-pressure`: a limit near, before any kill.
+    MemoryPressure(MemoryPressureRecord),
     AgentStopped(AgentStopped),
 }
 
@@ -101,6 +106,7 @@ impl Record {
             | Body::OomMarkExiting(OomKillRecord { time, .. })
             | Body::OomIncident(OomIncidentRecord { time, .. })
             | Body::Sigkill(SigkillRecord { time, .. })
+            | Body::MemoryPressure(MemoryPressureRecord { time, .. })
             | Body::AgentStopped(AgentStopped { time, .. }) => time,
         }
     }
@@ -113,6 +119,7 @@ impl Record {
             Body::OomMarkExiting(_) => "oom_mark_exiting",
             Body::OomIncident(_) => "oom_incident",
             Body::Sigkill(_) => "sigkill",
+            Body::MemoryPressure(_) => "memory_pressure",
             Body::AgentStopped(_) => "agent_stopped",
         }
     }

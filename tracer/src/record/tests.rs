@@ -327,6 +327,57 @@ fn sigkill_golden() {
     golden("sigkill", &build::sigkill(&attributed, &context(&plan)));
 }
 
+/// A Compose parent at 93 % of its 256 MiB, its `builder` child growing fastest.
+pub fn pressure_warning() -> crate::observe::timeline::warning::PressureWarning {
+    use crate::observe::timeline::warning::{
+        Grower, Growth, Percent, PressureWarning, Reason, StallShare, Thresholds,
+    };
+    const MIB: u64 = 1 << 20;
+    PressureWarning {
+        at_ns: 7_000_000_000,
+        reason: Reason::Usage,
+        thresholds: Thresholds {
+            usage: Percent(90),
+            stall: Percent(10),
+        },
+        domain: "/shop".into(),
+        limit_bytes: 256 * MIB,
+        usage_bytes: 250 * MIB,
+        working_set_bytes: Some(238 * MIB),
+        growth: Some(Growth {
+            bytes_per_second: 12 * MIB as i64,
+            over_ms: 10_000,
+        }),
+        stall: Some(StallShare {
+            some_percent: 3.5,
+            full_percent: 0.0,
+            over_ms: 1000,
+        }),
+        grower: Some(Grower {
+            path: web(Source::Cache).path,
+            usage_bytes: 180 * MIB,
+            growth: Growth {
+                bytes_per_second: 12 * MIB as i64 + 4096,
+                over_ms: 9_900,
+            },
+        }),
+    }
+}
+
+#[test]
+fn memory_pressure_golden() {
+    let domain = crate::attribute::Attribution::from_path("/shop");
+    golden(
+        "memory_pressure",
+        &build::memory_pressure(
+            &pressure_warning(),
+            Some(&domain),
+            Some(&web(Source::Cache)),
+            clock(),
+        ),
+    );
+}
+
 #[test]
 fn agent_started_golden() {
     let plan = plan(Tier::NoFunctionTracing);

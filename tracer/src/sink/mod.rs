@@ -10,7 +10,8 @@ pub mod metrics;
 pub mod text;
 
 use crate::record::{
-    AgentStarted, AgentStopped, Body, OomIncidentRecord, OomKillRecord, Record, SigkillRecord,
+    AgentStarted, AgentStopped, Body, MemoryPressureRecord, OomIncidentRecord, OomKillRecord,
+    Record, SigkillRecord,
 };
 
 pub trait Sink {
@@ -23,6 +24,7 @@ pub trait Sink {
             Body::OomMarkExiting(marked) => self.oom_mark_exiting(marked),
             Body::OomIncident(incident) => self.oom_incident(incident),
             Body::Sigkill(sigkill) => self.sigkill(sigkill),
+            Body::MemoryPressure(pressure) => self.memory_pressure(pressure),
             Body::AgentStopped(stopped) => self.agent_stopped(stopped),
         }
     }
@@ -48,6 +50,11 @@ pub trait Sink {
 
     /// A SIGKILL that was not the OOM killer's to its victim.
     fn sigkill(&mut self, _sigkill: &SigkillRecord) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    /// A limit near, before any kill (`--warn-pressure`).
+    fn memory_pressure(&mut self, _pressure: &MemoryPressureRecord) -> std::io::Result<()> {
         Ok(())
     }
 

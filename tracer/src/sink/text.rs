@@ -9,8 +9,12 @@ use crate::incident::SenderKind;
 use crate::names::{human_bytes, human_kb, limit_words, name, printable};
 use crate::record::kill::Domain;
 use crate::record::party::{Cgroup, Party};
+use crate::record::pressure::{GrowthRate, PressureReason};
 use crate::record::sigkill::Sender;
-use crate::record::{AgentStarted, AgentStopped, OomIncidentRecord, OomKillRecord, SigkillRecord};
+use crate::record::{
+    AgentStarted, AgentStopped, MemoryPressureRecord, OomIncidentRecord, OomKillRecord,
+    SigkillRecord,
+};
 
 /// Writes through `log` (env_logger on stderr).
 pub struct LogSink;
@@ -73,6 +77,11 @@ impl Sink for LogSink {
 
     fn sigkill(&mut self, sigkill: &SigkillRecord) -> std::io::Result<()> {
         log::warn!("{}", sigkill_line(sigkill));
+        Ok(())
+    }
+
+    fn memory_pressure(&mut self, pressure: &MemoryPressureRecord) -> std::io::Result<()> {
+        log::warn!("{}", pressure_line(pressure));
         Ok(())
     }
 
@@ -239,6 +248,77 @@ pub fn sigkill_line(sigkill: &SigkillRecord) -> String {
         SenderKind::Unknown => "",
     });
     line
+}
+
+/// `memory pressure: the limit of container web (96.0 MiB) is 92.4 % used (working set
+/// 88.7 MiB), growing 4.1 MiB/s over 10 s; fastest grower: …; no kill yet`.
+pub fn pressure_line(pressure: &MemoryPressureRecord) -> String {
+    let MemoryPressureRecord {
+        reason,
+        thresholds,
+        domain,
+        grower,
+        ..
+    } = pressure;
+    let memory = &domain.memory;
+    let path = domain.cgroup.path.as_str();
+    let whose =
+        limit_words(&domain.names, Some(path), Some(memory.limit_bytes)).unwrap_or_else(|| {
+            format!(
+                "the limit of cgroup {} ({})",
+                printable(path),
+                human_bytes(memory.limit_bytes)
+            )
+        });
+    let held = match memory.working_set_bytes {
+        Some(working_set) => format!("working set {}", human_bytes(working_set)),
+        None => format!("usage {}", human_bytes(memory.usage_bytes)),
+    };
+    let mut line = format!(
+        "memory pressure: {whose} is {:.1} % used ({held})",
+        memory.percent_of_limit
+    );
+    if let Some(growth) = &domain.growth {
+        let _ = write!(line, ", {}", growth_words(growth));
+    }
+    // A stall of nothing says nothing a reader needs.
+    if let Some(stall) = domain.stall.filter(|stall| stall.some_percent > 0.0) {
+        let _ = write!(
+            line,
+            "; tasks stalled on memory {:.1} % of the last {:.1} s",
+            stall.some_percent,
+            stall.over_ms as f64 / 1000.0
+        );
+    }
+    if let Some(grower) = grower {
+        let who = crate::names::short_name(&grower.names)
+            .unwrap_or_else(|| format!("cgroup {}", printable(&grower.cgroup.path)));
+        let _ = write!(
+            line,
+            "; fastest grower: {who} at {}, {}",
+            human_bytes(grower.usage_bytes),
+            growth_words(&grower.growth)
+        );
+    }
+    let crossed = match reason {
+        PressureReason::Usage => {
+            format!("past the {} % warning threshold", thresholds.usage_percent)
+        }
+        PressureReason::Stall => format!("stalls past {} %", thresholds.stall_percent),
+    };
+    let _ = write!(line, "; {crossed}, no kill yet");
+    line
+}
+
+/// `growing 4.1 MiB/s over 10 s`, `shrinking …`, `flat over 10 s`.
+fn growth_words(growth: &GrowthRate) -> String {
+    let over = format!("over {:.0} s", growth.over_ms as f64 / 1000.0);
+    let rate = human_bytes(growth.bytes_per_second.unsigned_abs());
+    match growth.bytes_per_second {
+        0 => format!("flat {over}"),
+        1.. => format!("growing {rate}/s {over}"),
+        _ => format!("shrinking {rate}/s {over}"),
+    }
 }
 
 fn thread_id(party: &Party) -> Option<u32> {
@@ -522,6 +602,53 @@ mod tests {
             sigkill_line(&gone),
             "SIGKILL: pid 123 (postgres) (gone before its cgroup could be read), sent by pid \
              456 (bash) in cgroup id 77 (kill from a process)"
+        );
+    }
+
+    #[test]
+    fn a_pressure_warning_says_whose_limit_how_full_and_who_grows() {
+        use super::pressure_line;
+        use crate::attribute::fixtures::web;
+        use crate::attribute::{Attribution, Source};
+        use crate::record::build::memory_pressure;
+        use crate::record::tests::pressure_warning;
+        let warning = pressure_warning();
+        let grower = web(Source::Cache);
+        let record = memory_pressure(
+            &warning,
+            Some(&Attribution::from_path("/shop")),
+            Some(&grower),
+            KernelClock::now(),
+        );
+        let Body::MemoryPressure(record) = record.body else {
+            panic!("a memory_pressure record");
+        };
+        assert_eq!(
+            pressure_line(&record),
+            "memory pressure: the limit of cgroup /shop (256.0 MiB) is 93.0 % used (working set \
+             238.0 MiB), growing 12.0 MiB/s over 10 s; tasks stalled on memory 3.5 % of the last \
+             1.0 s; fastest grower: container web at 180.0 MiB, growing 12.0 MiB/s over 10 s; \
+             past the 90 % warning threshold, no kill yet"
+        );
+        // The container's own limit: named by its owner; nothing below it grew.
+        let mut own = warning.clone();
+        own.domain = grower.path.clone();
+        own.grower = None;
+        own.stall = None;
+        own.growth = Some(crate::observe::timeline::warning::Growth {
+            bytes_per_second: -(1 << 20),
+            over_ms: 4000,
+        });
+        let Body::MemoryPressure(record) =
+            memory_pressure(&own, Some(&grower), None, KernelClock::now()).body
+        else {
+            panic!("a memory_pressure record");
+        };
+        assert_eq!(
+            pressure_line(&record),
+            "memory pressure: the limit of container web (256.0 MiB) is 93.0 % used (working set \
+             238.0 MiB), shrinking 1.0 MiB/s over 4 s; past the 90 % warning threshold, no kill \
+             yet"
         );
     }
 }

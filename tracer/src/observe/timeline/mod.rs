@@ -13,12 +13,13 @@ mod query;
 mod recorder;
 mod samples;
 pub mod series;
+pub mod warning;
 mod watch;
 
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use recorder::{Prepared, Recorder};
+pub use recorder::{Prepared, Recorder, Warnings};
 
 /// The longest window `--timeline` takes: the recorder's memory grows with it.
 pub const MAX_WINDOW: Duration = Duration::from_secs(600);

@@ -17,6 +17,7 @@ use super::files::{self, Reread};
 use super::psi;
 use super::samples::{Domain, EventsFile, PressureFile, UsageSample};
 use super::series::Series;
+use super::warning::{self, DomainReading, Grower, PressureWarning, Thresholds, Warner};
 use crate::clock::monotonic_ns;
 use crate::observe::cgroupfs::{CgroupVersion, MemoryHierarchy};
 use crate::observe::snapshot::Scope;
@@ -64,6 +65,12 @@ impl Prepared {
     }
 }
 
+/// `--warn-pressure`: when to warn, and where the warnings go.
+pub struct Warnings {
+    pub thresholds: Thresholds,
+    pub sender: tokio::sync::mpsc::Sender<PressureWarning>,
+}
+
 /// The recorder; stops its thread when dropped.
 pub struct Recorder {
     shared: Arc<Shared>,
@@ -83,6 +90,7 @@ impl Recorder {
         prepared: Prepared,
         memory: MemoryHierarchy,
         window: Duration,
+        warnings: Option<Warnings>,
     ) -> io::Result<Recorder> {
         let now_ns = monotonic_ns();
         let host_pressure = Reread::open(Path::new(HOST_PRESSURE))
@@ -107,10 +115,16 @@ impl Recorder {
             last_discovery_ns: 0,
             next_sample_ns: now_ns,
             wakeups: (now_ns, 0),
+            warnings: warnings.map(|Warnings { thresholds, sender }| WarningsState {
+                warner: Warner::new(thresholds),
+                sender,
+                dropped: 0,
+            }),
         };
         state.discover(now_ns);
         state.sample(now_ns);
         log::info!("{}", state.describe());
+        state.warn(now_ns);
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             wake: files::eventfd()?,
@@ -222,6 +236,7 @@ fn run(shared: &Shared) {
         }
         if now_ns >= state.next_sample_ns {
             state.sample(now_ns);
+            state.warn(now_ns);
         }
     }
 }
@@ -243,6 +258,14 @@ pub(super) struct State {
     pub(super) next_sample_ns: u64,
     /// The second being counted, and the wake-ups in it.
     pub(super) wakeups: (u64, u32),
+    pub(super) warnings: Option<WarningsState>,
+}
+
+pub(super) struct WarningsState {
+    pub(super) warner: Warner,
+    sender: tokio::sync::mpsc::Sender<PressureWarning>,
+    /// Warnings the agent had no room for.
+    dropped: u64,
 }
 
 pub(super) struct Watched {
@@ -373,6 +396,86 @@ impl State {
                     self.discover_soon(now_ns);
                 }
                 self.wake_fast(now_ns);
+            }
+        }
+    }
+
+    /// `--warn-pressure`: each limited cgroup sampled just now, against the thresholds.
+    fn warn(&mut self, now_ns: u64) {
+        let State {
+            warnings: Some(warnings),
+            domains,
+            cgroups,
+            memory,
+            ..
+        } = self
+        else {
+            return;
+        };
+        for domain in domains.iter().filter(|domain| domain.active) {
+            let Some(watched) = cgroups.get(&domain.path) else {
+                continue;
+            };
+            let Some(newest) = watched
+                .series
+                .last()
+                .filter(|sample| sample.at_ns == now_ns)
+            else {
+                continue;
+            };
+            let reading = DomainReading {
+                path: &domain.path,
+                limit_bytes: domain.limit_bytes,
+                usage_bytes: newest.usage_bytes,
+                growth: warning::growth(&watched.series, |sample| sample.usage_bytes),
+                stall: domain.pressure.as_ref().and_then(|pressure| {
+                    warning::stall_share(&pressure.series, |sample| {
+                        (sample.totals.some_us, sample.totals.full_us)
+                    })
+                }),
+            };
+            let Some((reason, working_set_bytes)) = warnings
+                .warner
+                .check(&reading, now_ns, || memory.working_set_bytes(&domain.path))
+            else {
+                continue;
+            };
+            // The member below the domain that grew fastest: who is taking the memory.
+            let grower = domain
+                .members
+                .iter()
+                .filter(|member| **member != domain.path)
+                .filter_map(|member| {
+                    let series = &cgroups.get(member)?.series;
+                    let growth = warning::growth(series, |sample| sample.usage_bytes)?;
+                    Some(Grower {
+                        path: member.clone(),
+                        usage_bytes: series.last()?.usage_bytes,
+                        growth,
+                    })
+                })
+                .filter(|grower| grower.growth.bytes_per_second > 0)
+                .max_by_key(|grower| grower.growth.bytes_per_second);
+            let warning = PressureWarning {
+                at_ns: now_ns,
+                reason,
+                thresholds: warnings.warner.thresholds(),
+                domain: domain.path.clone(),
+                limit_bytes: domain.limit_bytes,
+                usage_bytes: reading.usage_bytes,
+                working_set_bytes,
+                growth: reading.growth,
+                stall: reading.stall,
+                grower,
+            };
+            if warnings.sender.try_send(warning).is_err() {
+                warnings.dropped += 1;
+                if warnings.dropped.is_power_of_two() {
+                    log::warn!(
+                        "memory pressure: {} warnings dropped, the agent was busy or stopping",
+                        warnings.dropped
+                    );
+                }
             }
         }
     }

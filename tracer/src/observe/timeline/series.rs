@@ -72,6 +72,15 @@ impl<T: Timed> Series<T> {
         self.samples.back()
     }
 
+    /// The newest sample taken at or before `at_ns`, else the oldest there is.
+    pub fn at_or_before(&self, at_ns: u64) -> Option<&T> {
+        self.samples
+            .iter()
+            .rev()
+            .find(|sample| sample.at_ns() <= at_ns)
+            .or(self.samples.front())
+    }
+
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.samples.len()
