@@ -202,15 +202,17 @@ fn kills_with(
         if let Ok(line) = found {
             record_kill(&mut point, &line);
         }
-        // The kill's stage line comes right after its JSON line.
-        let stage_line = watched.wait_for("the kill's stage line", OUTPUT_TIMEOUT, |line| {
-            stage_of(&line.text).is_some_and(|(pid, _)| pid == victim)
-        });
-        let stage_text = stage_line.ok().map(|line| line.text).or_else(|| {
-            stage_lines
-                .into_iter()
-                .find(|text| stage_of(text).is_some())
-        });
+        // The kill's stage line follows its JSON line, on the other pipe: it may have been read
+        // already, while the bench waited for the JSON line.
+        let stage_text = match stage_line_of(&stage_lines, victim) {
+            Some(text) => Some(text.to_owned()),
+            None => watched
+                .wait_for("the kill's stage line", OUTPUT_TIMEOUT, |line| {
+                    stage_of(&line.text).is_some_and(|(pid, _)| pid == victim)
+                })
+                .ok()
+                .map(|line| line.text),
+        };
         if let Some((_, spans)) = stage_text.as_deref().and_then(stage_of) {
             for (name, us) in spans {
                 point.stages_us.entry(name).or_default().push(us);
@@ -236,6 +238,14 @@ fn record_kill(point: &mut AxisPoint, line: &Line) {
     {
         point.snapshot_us.push(took);
     }
+}
+
+/// The stage line of the kill of `victim` among `lines`.
+fn stage_line_of(lines: &[String], victim: u32) -> Option<&str> {
+    lines
+        .iter()
+        .map(String::as_str)
+        .find(|text| stage_of(text).is_some_and(|(pid, _)| pid == victim))
 }
 
 /// `… oom_kill of pid 123: wake=800us handover=12us decode=3us … total=1662us`: the pid and each stage.
@@ -487,5 +497,17 @@ mod tests {
         // `total` is no stage.
         assert_eq!(spans.len(), 10);
         assert_eq!(stage_of("something else"), None);
+    }
+
+    #[test]
+    fn a_stage_line_read_before_the_json_line_is_the_kills() {
+        let lines = [
+            "[… INFO  oomtrace::sink::text] oom_kill …".to_owned(),
+            "[… DEBUG oomtrace::stages] oom_kill of pid 7: wake=1us total=1us".to_owned(),
+            "[… DEBUG oomtrace::stages] oom_kill of pid 8: wake=2us total=2us".to_owned(),
+        ];
+        assert_eq!(stage_of(stage_line_of(&lines, 8).unwrap()).unwrap().0, 8);
+        // Another kill's line is not taken for this one.
+        assert_eq!(stage_line_of(&lines, 9), None);
     }
 }
