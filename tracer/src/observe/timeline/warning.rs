@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
+use super::Stall;
 use super::series::{Series, Timed};
 
 /// How far back a growth rate is measured.
@@ -216,13 +217,16 @@ pub fn stall_share<T: Timed>(
 ) -> Option<StallShare> {
     let (oldest, newest, over_ns) = ends(series, STALL_SPAN)?;
     let ((some_now, full_now), (some_then, full_then)) = (totals(newest), totals(oldest));
-    let percent = |stalled_us: u64| {
-        let percent = stalled_us as f64 * 100_000.0 / over_ns as f64;
-        (percent.min(100.0) * 10.0).round() / 10.0
+    // The same share of an interval as a timeline's stalls give.
+    let stall = Stall {
+        offset_ms: 0,
+        interval_us: over_ns / 1000,
+        some_us: some_now.saturating_sub(some_then),
+        full_us: full_now.saturating_sub(full_then),
     };
     Some(StallShare {
-        some_percent: percent(some_now.saturating_sub(some_then)),
-        full_percent: percent(full_now.saturating_sub(full_then)),
+        some_percent: stall.percent(stall.some_us),
+        full_percent: stall.percent(stall.full_us),
         over_ms: over_ns / 1_000_000,
     })
 }
