@@ -5,6 +5,7 @@
 //! [`Tier`], which the agent reports at startup and in every record.
 
 pub mod btf;
+mod fentry_probe;
 pub mod offsets;
 pub mod privileges;
 pub mod prototype;
@@ -524,6 +525,16 @@ const OOM_KILL_PROCESS: &str = "oom_kill_process";
 
 /// fentry and fexit, both or neither: without the exit, incidents would never end.
 fn attach_fentry_pair(ebpf: &mut Ebpf, attach_id: Option<u32>) -> anyhow::Result<()> {
+    let id = attach_id.with_context(|| format!("the kernel's BTF has no {OOM_KILL_PROCESS}"))?;
+    match fentry_probe::ask(id) {
+        fentry_probe::Answer::Loads => {}
+        fentry_probe::Answer::Denied(err) => {
+            anyhow::bail!("the kernel denies fentry programs at {OOM_KILL_PROCESS}: {err}")
+        }
+        fentry_probe::Answer::Undecided(err) => log::debug!(
+            "a minimal fentry program at {OOM_KILL_PROCESS} was refused ({err}); trying the real one"
+        ),
+    }
     let btf = &attach_point(OOM_KILL_PROCESS, btf::AttachKind::Func, attach_id)?;
     let what = "oom_kill_process_fentry (fentry oom_kill_process)";
     let entry: &mut FEntry = program(ebpf, "oom_kill_process_fentry")?;
