@@ -113,11 +113,7 @@ fn oom_kill(
     if !facts.is_empty() {
         lines.push(labelled("", facts.join(", ")));
     }
-    let trigger = record
-        .trigger
-        .as_ref()
-        .map_or_else(|| "pid ?".to_owned(), party);
-    lines.push(labelled("Trigger", trigger));
+    lines.push(labelled("Trigger", trigger(record)));
     let limit = record
         .domain
         .as_ref()
@@ -193,6 +189,20 @@ fn oom_kill(
             let text = format!("also killed: {}", others.join(", "));
             lines.extend(wrap(&text, &" ".repeat(LABEL + 1)));
         }
+    }
+}
+
+/// Who set the OOM killer off. A process that ran out of memory itself is not named twice.
+fn trigger(record: &OomKillRecord) -> String {
+    match &record.trigger {
+        Some(trigger)
+            if trigger.process.pid.is_some()
+                && trigger.process.pid == record.victim.process.pid =>
+        {
+            "the victim itself: its own allocation found no memory left".to_owned()
+        }
+        Some(trigger) => party(trigger),
+        None => "pid ?".to_owned(),
     }
 }
 
@@ -314,6 +324,7 @@ fn hours(seconds: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::party::Executable;
     use crate::report::list::tests::kill_in_a_pod;
     use crate::report::style::tests::style;
 
@@ -335,11 +346,40 @@ mod tests {
             ),
             "{lines:#?}"
         );
+        assert_eq!(
+            labelled("Trigger"),
+            "Trigger     the victim itself: its own allocation found no memory left"
+        );
         assert!(
             labelled("Limit hit").starts_with(
                 "Limit hit   the pod's limit: pod pay-prod/ledger-api-7f9c, limit 256.0 MiB; cgroup \
                  /kubepods/"
             ),
+            "{lines:#?}"
+        );
+    }
+
+    #[test]
+    fn another_trigger_is_named_as_a_party() {
+        let mut event = kill_in_a_pod();
+        let mut stored = record(&event).expect("the fixture reads");
+        let Body::OomKill(kill) = &mut stored.body else {
+            panic!("the fixture is an oom_kill");
+        };
+        let mut builder = kill.victim.clone();
+        builder.process.pid = Some(4301);
+        builder.process.executable = Some(Executable {
+            name: "cc1plus".to_owned(),
+        });
+        kill.trigger = Some(builder);
+        event.record = serde_json::to_string(&stored).unwrap();
+        let lines = text(&event, &[], &style(false));
+        let trigger = lines
+            .iter()
+            .find(|line| line.starts_with("Trigger"))
+            .unwrap_or_else(|| panic!("no Trigger line: {lines:#?}"));
+        assert!(
+            trigger.starts_with("Trigger     pid 4301 (cc1plus) in pod pay-prod/ledger-api-7f9c"),
             "{lines:#?}"
         );
     }
