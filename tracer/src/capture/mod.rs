@@ -416,8 +416,13 @@ fn loader_without_kernel_btf() -> EbpfLoader<'static> {
 
 /// A BTF for aya that names one attach point (see [`btf::attach_point`]).
 fn attach_point(name: &str, kind: btf::AttachKind, id: Option<u32>) -> anyhow::Result<aya::Btf> {
-    let id = id.with_context(|| format!("the kernel's BTF has no {name}"))?;
+    let id = known_id(name, id)?;
     btf::attach_point(name, kind, id).with_context(|| format!("describing {name} for aya"))
+}
+
+/// The kernel's BTF id of `name`, which the programs attached to it need.
+fn known_id(name: &str, id: Option<u32>) -> anyhow::Result<u32> {
+    id.with_context(|| format!("the kernel's BTF has no {name}"))
 }
 
 /// The classic tracepoint is the floor: without it there is nothing to report.
@@ -525,8 +530,7 @@ const OOM_KILL_PROCESS: &str = "oom_kill_process";
 
 /// fentry and fexit, both or neither: without the exit, incidents would never end.
 fn attach_fentry_pair(ebpf: &mut Ebpf, attach_id: Option<u32>) -> anyhow::Result<()> {
-    let id = attach_id.with_context(|| format!("the kernel's BTF has no {OOM_KILL_PROCESS}"))?;
-    match fentry_probe::ask(id) {
+    match fentry_probe::ask(known_id(OOM_KILL_PROCESS, attach_id)?) {
         fentry_probe::Answer::Loads => {}
         fentry_probe::Answer::Denied(err) => {
             anyhow::bail!("the kernel denies fentry programs at {OOM_KILL_PROCESS}: {err}")

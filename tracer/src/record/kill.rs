@@ -37,6 +37,19 @@ pub struct OomKillRecord {
     pub kmsg_oom_group: Option<CgroupPath>,
 }
 
+impl OomKillRecord {
+    /// Whether the victim's own allocation set the OOM killer off: the trigger is the victim's
+    /// process, or its very thread. The log line, `history` and `show` all say so this way.
+    pub fn triggered_by_victim(&self) -> bool {
+        let Some(trigger) = &self.trigger else {
+            return false;
+        };
+        let victim = &self.victim;
+        victim.process.pid.is_some() && victim.process.pid == trigger.process.pid
+            || victim.thread.is_some() && victim.thread == trigger.thread
+    }
+}
+
 /// How an event was seen.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KillCapture {

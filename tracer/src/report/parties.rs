@@ -91,14 +91,10 @@ pub fn limit_cell(event: &StoredEvent, record: Option<&Record>) -> String {
 /// The trigger of an OOM kill (`itself` when the victim's own allocation set it off), or the
 /// sender of a SIGKILL.
 pub fn trigger_cell(event: &StoredEvent, record: Option<&Record>) -> String {
-    if let Some(Body::OomKill(kill)) = record.map(|record| &record.body) {
-        let trigger_pid = kill
-            .trigger
-            .as_ref()
-            .and_then(|trigger| trigger.process.pid);
-        if trigger_pid == Some(event.victim_pid) {
-            return "itself".to_owned();
-        }
+    if let Some(Body::OomKill(kill)) = record.map(|record| &record.body)
+        && kill.triggered_by_victim()
+    {
+        return "itself".to_owned();
     }
     event
         .trigger_name

@@ -195,10 +195,7 @@ fn oom_kill(
 /// Who set the OOM killer off. A process that ran out of memory itself is not named twice.
 fn trigger(record: &OomKillRecord) -> String {
     match &record.trigger {
-        Some(trigger)
-            if trigger.process.pid.is_some()
-                && trigger.process.pid == record.victim.process.pid =>
-        {
+        Some(_) if record.triggered_by_victim() => {
             "the victim itself: its own allocation found no memory left".to_owned()
         }
         Some(trigger) => party(trigger),
@@ -324,7 +321,7 @@ fn hours(seconds: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::party::Executable;
+    use crate::record::party::{Executable, Thread};
     use crate::report::list::tests::kill_in_a_pod;
     use crate::report::style::tests::style;
 
@@ -368,6 +365,7 @@ mod tests {
         };
         let mut builder = kill.victim.clone();
         builder.process.pid = Some(4301);
+        builder.thread = Some(Thread { id: 4301 });
         builder.process.executable = Some(Executable {
             name: "cc1plus".to_owned(),
         });

@@ -173,9 +173,7 @@ pub fn line(kill: &OomKillRecord, marked_without_kill: bool) -> String {
     let Some(trigger) = trigger else {
         return line;
     };
-    let same_task = victim.process.pid.is_some() && victim.process.pid == trigger.process.pid
-        || victim_thread.is_some() && victim_thread == thread_id(trigger);
-    if same_task {
+    if kill.triggered_by_victim() {
         line.push_str("; triggered by itself");
     } else {
         let _ = write!(
