@@ -13,10 +13,12 @@ mod guest;
 mod host;
 mod initramfs;
 mod kernel;
+mod mirror;
 mod peers;
 mod qemu;
 pub mod scenario;
 mod suite;
+mod system;
 
 use std::{
     path::{Path, PathBuf},
@@ -49,6 +51,17 @@ pub struct Options {
     /// Keep every run's console log under target/vm/runs, also of runs that pass.
     #[arg(long)]
     keep: bool,
+    /// The whole-system guest instead of the kernel matrix: Debian 12 with systemd, Docker,
+    /// Compose, containerd's CRI and podman on cgroup v2, booted from a disk image that is
+    /// built once (target/vm/system), the agent deployed in it, the test binaries run in it.
+    #[arg(long, conflicts_with_all = ["kernel", "scenario"])]
+    system: bool,
+    /// With --system: deploy the agent only this way (by default, one boot for each).
+    #[arg(long, value_enum, requires = "system")]
+    deployment: Option<system::Deployment>,
+    /// With --system: run only this test binary of tests/ (repeatable).
+    #[arg(long = "test", value_name = "NAME", requires = "system")]
+    tests: Vec<String>,
 }
 
 /// Every kernel with every scenario: for `cargo xtask test`.
@@ -61,7 +74,20 @@ pub fn vm(env: &Env, options: Options) -> anyhow::Result<()> {
         kernel: kernel_filter,
         scenario: scenario_filter,
         keep,
+        system,
+        deployment,
+        tests,
     } = options;
+    if system {
+        return system::run_system(
+            env,
+            system::Options {
+                deployment,
+                tests,
+                keep,
+            },
+        );
+    }
     let packages = kernel::select(kernel_filter.as_deref())?;
     let scenarios = scenario::select(scenario_filter.as_deref())?;
     let work_dir = target_dir().join("vm");
