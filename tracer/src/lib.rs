@@ -14,6 +14,7 @@ pub mod attribute;
 pub mod capture;
 pub mod cgroup_path;
 pub mod cli;
+pub mod confined;
 pub mod decode;
 pub mod history;
 pub mod kmsg;
