@@ -18,6 +18,7 @@ use crate::capture::{Capture, CaptureOptions, CapturePlan, privileges, ringbuf};
 use crate::cli::{Format, RunArgs};
 use crate::clock::KernelClock;
 use crate::explain::Explainer;
+use crate::flood::SigkillFlood;
 use crate::history::History;
 use crate::history::store::Retention;
 use crate::incident::{Event, Joiner, TargetProc};
@@ -116,10 +117,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut history = if no_history {
         None
     } else {
-        let retention = Retention {
-            max_age: history_retention.into(),
-            max_rows: history_max_rows,
-        };
+        let retention = Retention::new(history_retention.into(), history_max_rows);
         Some(History::start(history, retention).context("starting the history writer")?)
     };
     let history_errors = history.as_ref().map(History::error_counter);
@@ -148,6 +146,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         plan,
         history,
         sinks,
+        flood: SigkillFlood::default(),
         clock,
         totals: Totals::default(),
     };
@@ -309,6 +308,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     output.totals.history_write_errors =
         history_errors.map_or(0, |errors| errors.load(Ordering::Relaxed));
     output.totals.ringbuf_dropped_total = drops.total();
+    output.totals.sigkills_rate_limited = output.flood.limited;
     output.write_to_sinks(&build::agent_stopped(output.totals, jiff::Timestamp::now()));
     Ok(())
 }
@@ -473,6 +473,7 @@ struct Output<'a> {
     plan: &'a CapturePlan,
     history: Option<History>,
     sinks: Vec<Box<dyn Sink>>,
+    flood: SigkillFlood,
     clock: KernelClock,
     totals: Totals,
 }
@@ -487,8 +488,11 @@ impl<'a> Output<'a> {
     }
 
     async fn write(&mut self, record: &Record, stages: &mut Stages) {
+        let kept = self.flood.admit(record, Instant::now());
         // Stored first: a kill that was logged is never lost by the agent dying right after.
-        if let Some(history) = &mut self.history {
+        if let Some(history) = &mut self.history
+            && kept
+        {
             history.record(record).await;
             stages.mark("history");
         }
@@ -501,7 +505,17 @@ impl<'a> Output<'a> {
             | Body::MemoryPressure(_)
             | Body::AgentStopped(_) => {}
         }
-        self.write_to_sinks(record);
+        if kept {
+            self.write_to_sinks(record);
+        } else {
+            for sink in &mut self.sinks {
+                if sink.is_aggregate() {
+                    sink.sigkill_rate_limited();
+                } else if let Err(err) = sink.write(record) {
+                    log::error!("writing the {} record: {err}", record.kind());
+                }
+            }
+        }
         stages.mark("write");
     }
 

@@ -118,7 +118,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "30d")]
     pub history_retention: HumanDuration,
 
-    /// The history keeps at most this many kills, the newest.
+    /// The history keeps at most this many kills, the newest. SIGKILLs from other senders get a
+    /// tenth of them, OOM kills the rest: a flood of SIGKILLs (any user can send them) never
+    /// evicts an OOM kill.
     #[arg(long, value_name = "N", default_value_t = 100_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub history_max_rows: u64,

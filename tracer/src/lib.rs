@@ -27,6 +27,7 @@ pub mod units;
 mod badness;
 mod clock;
 mod explain;
+mod flood;
 mod incident;
 mod names;
 mod observe;

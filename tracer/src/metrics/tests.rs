@@ -425,6 +425,7 @@ fn the_exposition_has_every_metric_from_the_start() {
         "oomtrace_attribution_failures_total{reason=\"no_runtime\"} 0",
         "# TYPE oomtrace_history_write_errors_total counter",
         "oomtrace_history_write_errors_total 5",
+        "oomtrace_sigkills_rate_limited_total 0",
         "# TYPE oomtrace_restart_loop gauge",
         "# TYPE oomtrace_start_time_seconds gauge",
         "# TYPE oomtrace_build_info gauge",
@@ -458,6 +459,7 @@ fn every_metric_is_named_as_a_scraper_sees_it() {
             "oomtrace_oom_kills_total",
             "oomtrace_restart_loop",
             "oomtrace_ringbuf_dropped_total",
+            "oomtrace_sigkills_rate_limited_total",
             "oomtrace_sigkills_total",
             "oomtrace_start_time_seconds",
         ]
