@@ -149,7 +149,7 @@ pub fn measure(
 }
 
 fn history_dir() -> anyhow::Result<PathBuf> {
-    let dir = crate::run::target_dir().join(format!("bench-axis-history-{}", std::process::id()));
+    let dir = xtask::run::target_dir().join(format!("bench-axis-history-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("making {}", dir.display()))?;
     Ok(dir)
