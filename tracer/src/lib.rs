@@ -16,6 +16,7 @@ pub mod cgroup_path;
 pub mod cli;
 pub mod confined;
 pub mod decode;
+pub mod escape;
 pub mod history;
 pub mod kmsg;
 pub mod metrics;

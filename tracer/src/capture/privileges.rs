@@ -325,13 +325,13 @@ mod tests {
         let daemonset = include_str!("../../../deploy/kubernetes/02-daemonset.yaml");
         let add = format!("add: [\"{}\"]", short.join("\", \""));
         assert!(daemonset.contains(&add), "deploy/kubernetes: `{add}`");
-        let readme = include_str!("../../../README.md");
+        let readme = include_str!("../../../docs/deploy.md");
         let flags: String = short
             .iter()
             .map(|cap| format!(" --cap-add={cap}"))
             .collect();
         let flags = format!("--cap-drop=ALL{flags}");
-        assert!(readme.contains(&flags), "README: `{flags}`");
+        assert!(readme.contains(&flags), "docs/deploy.md: `{flags}`");
     }
 
     const BPF: u64 = 1 << 39;

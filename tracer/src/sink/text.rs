@@ -568,7 +568,7 @@ mod tests {
             !line.chars().any(char::is_control),
             "a control character reached the log line: {line:?}"
         );
-        assert!(line.contains("evil\\u{1b}[2J"), "{line}");
+        assert!(line.contains("evil\\x1b[2J"), "{line}");
     }
 
     #[test]
