@@ -42,6 +42,8 @@ const STARTUP_SETTLES: Duration = Duration::from_secs(2);
 /// Joined events waiting for attribution. A burst of kills queues here while the first one
 /// waits for a runtime; past this, capture waits too and the ring buffer absorbs the rest.
 const EVENT_QUEUE: usize = 4096;
+/// How long after the last event a burst counts as over, and the memory it took is given back.
+const BURST_SETTLES: Duration = Duration::from_secs(5);
 /// Warnings waiting to be named; the recorder drops (and counts) what does not fit.
 const PRESSURE_QUEUE: usize = 64;
 
@@ -225,12 +227,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let mut explainer = Explainer::new(restart_loop_window.into());
     let output_side = async {
+        // Set after each event: once events stop for a while, what the burst took is given
+        // back, so that an agent after a flood costs what an idle one does.
+        let mut settled_at: Option<Instant> = None;
         loop {
             let (event, joined_at, mut stages) = tokio::select! {
                 joined = joined.recv() => match joined {
                     Some(joined) => joined,
                     None => break,
                 },
+                () = sleep_until(settled_at) => {
+                    settled_at = None;
+                    if let Some(history) = &mut output.history {
+                        history.release_memory().await;
+                    }
+                    release_heap();
+                    continue;
+                }
                 Some(warning) = next_warning(&mut warned) => {
                     let deadline = Instant::now() + ATTRIBUTION_BUDGET;
                     let domain = attributor.resolve(&warning.domain, deadline).await;
@@ -249,6 +262,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
             };
             stages.mark("queue");
+            settled_at = Some(Instant::now() + BURST_SETTLES);
             let deadline = joined_at + ATTRIBUTION_BUDGET;
             let mut killed = None;
             // Each record is built once, after explain, and every output takes that one.
@@ -560,15 +574,21 @@ async fn flush_logger(logger: &mut Option<AsyncFd<Logger>>) {
 /// life. They are the file's own, unmodified: what runs again is mapped back from the page
 /// cache on its first use, which the first kill after a quiet spell pays for once.
 fn release_startup_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only returns free heap pages to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    release_heap();
     for (start, len) in crate::procfs::executable_clean_mappings() {
         // SAFETY: whole mappings of the executable that cannot be written and hold nothing but
         // the file's pages: MADV_DONTNEED only drops this process's references to them.
         unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) };
+    }
+}
+
+/// glibc keeps freed memory for reuse, in every arena and in the middle of the heap: give the
+/// free pages back.
+fn release_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

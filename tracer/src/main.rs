@@ -42,10 +42,24 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`oomtrace history | head`): what it wanted, it has.
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             // One line, the whole cause chain, no backtrace.
             eprintln!("oomtrace: error: {}", escape::escape(&format!("{err:#}")));
             ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|err| err.kind() == std::io::ErrorKind::BrokenPipe)
+            || cause
+                .downcast_ref::<serde_json::Error>()
+                .and_then(|err| err.io_error_kind())
+                == Some(std::io::ErrorKind::BrokenPipe)
+    })
 }

@@ -203,6 +203,14 @@ impl Store {
         Ok((by_age + by_count) as u64)
     }
 
+    /// Frees what SQLite caches for this connection (its pages); the next write reads
+    /// its pages back from the OS's cache.
+    pub fn release_memory(&self) {
+        if let Err(err) = self.conn.execute_batch("PRAGMA shrink_memory") {
+            log::debug!("history: releasing memory: {err}");
+        }
+    }
+
     /// For tests, and for the fuzz target that checks queries against this store.
     #[cfg(any(test, fuzzing))]
     pub fn connection(&self) -> &Connection {

@@ -42,6 +42,8 @@ enum Job {
         row: Box<EventRow>,
         committed: oneshot::Sender<()>,
     },
+    /// A burst is over: give back the page cache's memory.
+    ReleaseMemory,
     /// Kills recovered from the kernel log, each stored unless already known.
     Backfill {
         rows: Vec<EventRow>,
@@ -165,6 +167,13 @@ impl HistoryWriter {
             .map_err(|_| anyhow::anyhow!("the history writer stopped"))?
     }
 
+    /// Asks the writer to give back its page cache; never waits for a busy disk.
+    pub async fn release_memory(&mut self) {
+        if let Some(jobs) = &self.jobs {
+            let _ = jobs.try_send(Job::ReleaseMemory);
+        }
+    }
+
     /// An event that will not be stored.
     fn lost(&mut self, message: String) {
         self.errors.fetch_add(1, Ordering::Relaxed);
@@ -241,6 +250,11 @@ fn write_loop(
                 // The output side may have stopped waiting: nothing to tell then.
                 let _ = committed.send(());
                 continue;
+            }
+            Some(Job::ReleaseMemory) => {
+                if let Some(store) = &store {
+                    store.release_memory();
+                }
             }
             Some(Job::Backfill {
                 rows,
