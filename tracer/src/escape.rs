@@ -132,7 +132,6 @@ impl<W: io::Write> io::Write for Terminal<W> {
             // A character cut at the end: kept for the next write.
             Err(err) if err.error_len().is_none() => {
                 let valid = err.valid_up_to();
-                // SAFETY-free: the prefix up to `valid_up_to` is valid UTF-8.
                 let text = String::from_utf8_lossy(&bytes[..valid]);
                 (text, bytes.len() - valid)
             }
