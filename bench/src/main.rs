@@ -166,14 +166,17 @@ pub fn bench(env: &Env, options: Options) -> anyhow::Result<()> {
         println!("\n{}", report::bursts_markdown(&bursts));
         return Ok(());
     }
-    let binaries = build_binaries(env)?;
     if let Some(runs) = options.flood_only {
+        // The release agent only: no static builds, no tools.
+        build(env)?;
+        let agent = agent_binary();
         let floods = (0..runs.max(1))
-            .map(|_| measure_flood(&options, &binaries))
+            .map(|_| measure_flood(&options, &agent))
             .collect::<anyhow::Result<Vec<_>>>()?;
         println!("\n{}", signals::flood_markdown(&floods));
         return Ok(());
     }
+    let binaries = build_binaries(env)?;
     if options.axis_only {
         let (points, idle) = measure_axis(&options, &binaries)?;
         let load = report::Load {
@@ -478,10 +481,10 @@ fn measure_agent(
 }
 
 /// The agent as a run starts it, then a SIGKILL flood at it.
-fn measure_flood(options: &Options, binaries: &Binaries) -> anyhow::Result<signals::FloodRun> {
+fn measure_flood(options: &Options, agent_binary: &Path) -> anyhow::Result<signals::FloodRun> {
     let mut agent = Watched::spawn(
         "oomtrace",
-        Command::new(&binaries.agent)
+        Command::new(agent_binary)
             .args(["run", "--format", "json"])
             .args(options.agent_args()),
     )?;

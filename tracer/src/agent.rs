@@ -187,7 +187,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // that only starting needs has run.
     tokio::spawn(async {
         tokio::time::sleep(STARTUP_SETTLES).await;
-        release_startup_memory();
+        release_idle_memory();
     });
     output.write_to_sinks(&build::agent_started(
         plan,
@@ -241,7 +241,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     if let Some(history) = &mut output.history {
                         history.release_memory().await;
                     }
-                    release_heap();
+                    release_idle_memory();
                     continue;
                 }
                 Some(warning) = next_warning(&mut warned) => {
@@ -566,14 +566,15 @@ async fn flush_logger(logger: &mut Option<AsyncFd<Logger>>) {
     }
 }
 
-/// Starting touched memory an idle agent has no use for; give it back, once, so that an idle
-/// agent costs the host next to nothing. The heap: glibc keeps freed memory for reuse (the
-/// backfill's records, the loader's). The executable's code and constants: most of what
-/// startup ran (argument parsing, the BTF reader, the loader with the embedded eBPF object,
-/// the history's schema) never runs again, yet its pages would stay mapped for the agent's
-/// life. They are the file's own, unmodified: what runs again is mapped back from the page
+/// Starting, or a burst of kills, touched memory an idle agent has no use for; give it back
+/// (once startup settles, and after each burst), so that an idle agent costs the host next to
+/// nothing. The heap: glibc keeps freed memory for reuse (the backfill's records, the loader's,
+/// a SIGKILL flood's). The executable's code and constants: most of what startup ran (argument
+/// parsing, the BTF reader, the loader with the embedded eBPF object, the history's schema)
+/// never runs again, and what a burst ran is idle until the next; yet their pages would stay
+/// mapped. They are the file's own, unmodified: what runs again is mapped back from the page
 /// cache on its first use, which the first kill after a quiet spell pays for once.
-fn release_startup_memory() {
+fn release_idle_memory() {
     release_heap();
     for (start, len) in crate::procfs::executable_clean_mappings() {
         // SAFETY: whole mappings of the executable that cannot be written and hold nothing but
