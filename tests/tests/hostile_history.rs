@@ -127,11 +127,7 @@ fn kills_stored_late_once_a_full_disk_frees_space() {
     std::thread::sleep(Duration::from_secs(5));
 
     let stopped = agent.stop();
-    let stopped_record: Record =
-        serde_json::from_value(stopped.agent_stopped().clone()).expect("a typed record");
-    let Body::AgentStopped(stopped_body) = &stopped_record.body else {
-        panic!("agent_stopped: {stopped_record:#?}");
-    };
+    let stopped_body = stopped.agent_stopped();
     assert_eq!(
         stopped_body.totals.history_write_errors, 0,
         "nothing given up; log:\n{}",

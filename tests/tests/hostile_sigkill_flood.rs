@@ -56,11 +56,7 @@ fn a_sigkill_flood_evicts_no_oom_kill_from_the_history() {
             "the OOM kill of {pid} was pushed out of the history by {FLOOD} SIGKILLs"
         );
     }
-    let stopped_record: Record =
-        serde_json::from_value(stopped.agent_stopped().clone()).expect("a typed record");
-    let Body::AgentStopped(totals) = &stopped_record.body else {
-        panic!("agent_stopped: {stopped_record:#?}");
-    };
+    let totals = stopped.agent_stopped();
     let totals = totals.totals;
     assert!(
         totals.sigkills >= u64::from(FLOOD),
