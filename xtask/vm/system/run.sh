@@ -45,6 +45,11 @@ done
 
 # The agent, deployed as a user deploys it.
 deploy_unit() {
+	# Debian's kernels default to kernel.perf_event_paranoid=3, which their own patch makes
+	# refuse perf_event_open (and so attaching tracepoints) to all but CAP_SYS_ADMIN; 2 is the
+	# mainline default, under which the unit's CAP_PERFMON suffices (deploy/oomtrace.service).
+	echo 'kernel.perf_event_paranoid = 2' >/etc/sysctl.d/60-oomtrace.conf
+	sysctl --quiet --load /etc/sysctl.d/60-oomtrace.conf
 	install -m 0755 "$PAYLOAD/bin/oomtrace" /usr/local/bin/oomtrace
 	install -m 0644 "$PAYLOAD/deploy/oomtrace.service" /etc/systemd/system/oomtrace.service
 	systemctl daemon-reload
@@ -53,10 +58,16 @@ deploy_unit() {
 
 deploy_image() {
 	docker load --input "$PAYLOAD/image.tar" >"$OUT/image-load" 2>&1 || return
+	# Docker 20.10 knows neither CAP_BPF nor CAP_PERFMON: CAP_SYS_ADMIN in their place, as
+	# docs/deploy.md says.
+	local bpf_caps="--cap-add=BPF --cap-add=PERFMON"
+	case "$(docker version --format '{{.Server.Version}}')" in
+	20.*) bpf_caps="--cap-add=SYS_ADMIN" ;;
+	esac
 	docker run --detach --name oomtrace --restart=on-failure \
 		--pid=host --cgroupns=host --read-only --security-opt=no-new-privileges \
 		--security-opt=seccomp="$PAYLOAD/deploy/seccomp.json" \
-		--cap-drop=ALL --cap-add=BPF --cap-add=PERFMON --cap-add=SYS_RESOURCE --cap-add=SYSLOG \
+		--cap-drop=ALL $bpf_caps --cap-add=SYS_RESOURCE --cap-add=SYSLOG \
 		-v /sys/kernel/btf:/sys/kernel/btf:ro \
 		-v /sys/kernel/tracing:/sys/kernel/tracing:ro \
 		-v /sys/fs/cgroup:/sys/fs/cgroup:ro \
