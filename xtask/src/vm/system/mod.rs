@@ -59,10 +59,20 @@ impl Deployment {
     }
 }
 
-/// The test binaries of tests/ that run in the guest.
-const TESTS: &[&str] = &["memcg_oom"];
-/// Each test binary's time limit in the guest.
-const TEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// The test binaries of tests/ that run in the guest: the runtimes users run, on the systemd
+/// cgroup driver and cgroup v2.
+const TESTS: &[&str] = &[
+    "memcg_oom",
+    "docker_oom",
+    "docker_child",
+    "compose_shared_limit",
+    "cri_container_oom",
+    "cri_pod_oom_group",
+    "container_oom",
+];
+/// Each test binary's time limit in the guest: the Compose test takes about 6 minutes under
+/// emulation (its own dockerd and image import, then three kills).
+const TEST_TIMEOUT: Duration = Duration::from_secs(600);
 /// The boot up to the runner, deploying the agent, and the shutdown (about 40 s under
 /// emulation on two cores), with room for a busy machine.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
