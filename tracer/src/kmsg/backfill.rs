@@ -37,6 +37,7 @@ pub fn record(kill: &KmsgKill, clock: &KernelClock) -> Record {
         score,
         oom_group,
         invoker,
+        report: _,
     } = kill;
     let ktime_ns = usec.saturating_mul(1000);
     let KilledMemory {

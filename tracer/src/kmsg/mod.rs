@@ -7,6 +7,7 @@
 pub mod backfill;
 pub mod parse;
 pub mod read;
+pub mod report;
 
 pub use self::read::{KernelLogKills, read_since_boot};
 
