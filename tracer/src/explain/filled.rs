@@ -45,7 +45,8 @@ pub fn lead(
     };
     if let Some(held) = composition.in_processes_bytes {
         let _ = write!(text, "; processes held {}", human_bytes(held));
-        if let Some(own) = victim_own_bytes {
+        // Its own is part of what processes held; a later reading may not agree.
+        if let Some(own) = victim_own_bytes.filter(|&own| own <= held) {
             let _ = write!(text, " (the killed one {} of its own)", human_bytes(own));
         }
     }
@@ -115,6 +116,16 @@ pub fn in_brief(composition: &Composition) -> Option<String> {
     ))
 }
 
+/// For the metrics, where it leads the verdict: `tmpfs`, `page_cache` or `kernel`.
+pub fn leading_label(composition: &Composition) -> Option<&'static str> {
+    let (_, kinds) = ranked(composition)?;
+    Some(match kinds[0].1 {
+        Kind::Shmem => "tmpfs",
+        Kind::PageCache => "page_cache",
+        Kind::Kernel => "kernel",
+    })
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Shmem,
@@ -128,16 +139,30 @@ fn describe(kind: Kind, bytes: u64, composition: &Composition) -> String {
         Kind::Shmem => {
             let mut text =
                 format!("{amount} of tmpfs files and shared memory that no process maps");
-            let mounts: Vec<String> = named_mounts(composition)
-                .into_iter()
+            let (measured, unmeasured): (Vec<&TmpfsMount>, Vec<&TmpfsMount>) =
+                named_mounts(composition)
+                    .into_iter()
+                    .partition(|mount| mount.used_bytes.is_some());
+            let mut places: Vec<String> = measured
+                .iter()
                 .take(MOUNTS_NAMED)
-                .map(|mount| match mount.used_bytes {
-                    Some(used) => format!("{}, {} used", mount_name(mount), human_bytes(used)),
-                    None => format!("{}, its use unreadable", mount_name(mount)),
+                .map(|mount| {
+                    format!(
+                        "{}, {} used",
+                        mount_name(mount),
+                        human_bytes(mount.used_bytes.unwrap_or(0))
+                    )
                 })
                 .collect();
-            if !mounts.is_empty() {
-                let _ = write!(text, " (in {})", mounts.join("; "));
+            // Where the measured ones do not hold it all, the rest is in one whose use a
+            // container's own mount namespace keeps from being read.
+            let measured_bytes: u64 = measured.iter().filter_map(|m| m.used_bytes).sum();
+            if !unmeasured.is_empty() && measured_bytes.saturating_mul(10) < bytes.saturating_mul(9)
+            {
+                places.push(unmeasured_place(&unmeasured, composition.tmpfs.len() == 1));
+            }
+            if !places.is_empty() {
+                let _ = write!(text, " (in {})", places.join("; "));
             } else if let Some(why) = &composition.tmpfs_unknown {
                 let _ = write!(
                     text,
@@ -210,6 +235,31 @@ fn describe(kind: Kind, bytes: u64, composition: &Composition) -> String {
             text
         }
     }
+}
+
+/// `/dev/shm of container web, its only tmpfs mount, whose use cannot be read from outside the
+/// container`, or `/dev/shm or /scratch of container web, whose use …`.
+fn unmeasured_place(mounts: &[&TmpfsMount], alone: bool) -> String {
+    let mounts = &mounts[..mounts.len().min(MOUNTS_NAMED)];
+    let owners: Vec<Option<String>> = mounts.iter().map(|m| short_name(&m.names)).collect();
+    let one_owner = owners.windows(2).all(|pair| pair[0] == pair[1]);
+    let names = match (&owners[0], one_owner) {
+        (Some(owner), true) => {
+            let points: Vec<String> = mounts.iter().map(|m| printable(&m.mount_point)).collect();
+            format!("{} of {owner}", points.join(" or "))
+        }
+        _ => mounts
+            .iter()
+            .map(|mount| mount_name(mount))
+            .collect::<Vec<_>>()
+            .join(" or "),
+    };
+    let only = if alone && mounts.len() == 1 {
+        ", its only tmpfs mount,"
+    } else {
+        ","
+    };
+    format!("{names}{only} whose use cannot be read from outside the container")
 }
 
 /// The mounts worth naming: those that hold a noticeable part of the shared memory, or whose

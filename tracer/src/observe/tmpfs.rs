@@ -72,6 +72,8 @@ pub struct MountLine {
     pub mount_point: String,
     pub read_only: bool,
     pub fstype: String,
+    /// tmpfs's `size=` option: how much it may hold.
+    pub size_bytes: Option<u64>,
 }
 
 /// `36 25 0:31 / /sys/fs/cgroup/memory rw,nosuid shared:15 - cgroup cgroup rw,memory`.
@@ -81,15 +83,40 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountLine> {
             let (mount, filesystem) = line.split_once(" - ")?;
             let fields: Vec<&str> = mount.split(' ').collect();
             let options = fields.get(5)?;
+            let mut filesystem = filesystem.split(' ');
+            let fstype = filesystem.next()?.to_owned();
+            let super_options = filesystem.nth(1).unwrap_or_default();
             Some(MountLine {
                 mount_id: fields.first()?.parse().ok()?,
                 device: (*fields.get(2)?).to_owned(),
                 mount_point: unescape_octal(fields.get(4)?),
                 read_only: options.split(',').any(|option| option == "ro"),
-                fstype: filesystem.split(' ').next()?.to_owned(),
+                fstype,
+                size_bytes: super_options
+                    .split(',')
+                    .find_map(|option| option.strip_prefix("size="))
+                    .and_then(tmpfs_size),
             })
         })
         .collect()
+}
+
+/// tmpfs's `size=` as mountinfo shows it: `262144k` (the kernel writes kibibytes), or a plain
+/// number of bytes.
+fn tmpfs_size(text: &str) -> Option<u64> {
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text, ""),
+    };
+    let number: u64 = digits.parse().ok()?;
+    let shift = match unit {
+        "" => 0,
+        "k" | "K" => 10,
+        "m" | "M" => 20,
+        "g" | "G" => 30,
+        _ => return None,
+    };
+    number.checked_mul(1 << shift)
 }
 
 /// What a host path says a tmpfs belongs to.
@@ -324,6 +351,7 @@ pub fn find_in(
                     None => {
                         let inside = format!("/proc/{pid}/root{}", line.mount_point);
                         let (used_bytes, size_bytes) = system.usage(Path::new(&inside));
+                        let size_bytes = size_bytes.or(line.size_bytes);
                         if used_bytes.is_none() {
                             unreadable.push(line.mount_point.clone());
                         }
@@ -560,6 +588,11 @@ garbage line
         assert_eq!(lines.len(), 5);
         assert_eq!(lines[2].device, "0:23");
         assert_eq!(lines[3].mount_point, "/scratch dir");
+        assert_eq!(lines[2].size_bytes, Some(256 * MIB));
+        assert_eq!(lines[4].size_bytes, None);
+        assert_eq!(tmpfs_size("1g"), Some(1 << 30));
+        assert_eq!(tmpfs_size("12345"), Some(12_345));
+        assert_eq!(tmpfs_size("10%"), None);
         let workload: Vec<&str> = lines
             .iter()
             .filter(|line| is_workload_tmpfs(line))
@@ -694,6 +727,8 @@ garbage line
                 ("/scratch", TmpfsKind::ContainerTmpfs, None, false),
             ]
         );
+        // Its size from its mount options, where its use cannot be read.
+        assert_eq!(found.mounts[1].size_bytes, Some(128 * MIB));
         assert!(
             found
                 .mounts

@@ -436,7 +436,7 @@ fn tmpfs_files_no_process_maps_lead_the_verdict_with_their_mount() {
 #[test]
 fn a_mount_whose_use_cannot_be_read_is_named_and_said_so() {
     let parts = observed::Parts {
-        anon: Some(20 * MIB),
+        anon: Some(28 * MIB),
         shmem: Some(100 * MIB),
         ..observed::Parts::default()
     };
@@ -453,13 +453,45 @@ fn a_mount_whose_use_cannot_be_read_is_named_and_said_so() {
     assert!(
         text.starts_with(
             "The limit of 128.0 MiB was filled by 100.0 MiB of tmpfs files and shared memory \
-             that no process maps (in /scratch of container web, its use unreadable); \
-             processes held 20.0 MiB"
+             that no process maps (in /scratch of container web, whose use cannot be read from \
+             outside the container); processes held 28.0 MiB (the killed one 27.5 MiB of its \
+             own)"
         ),
         "{text}"
     );
     // An empty /dev/shm is not where they are.
     assert!(!text.contains("/dev/shm"), "{text}");
+
+    // Docker's own: neither mount can be measured from the host.
+    let mut unmeasured_shm = shm_of_web(0);
+    unmeasured_shm.used_bytes = None;
+    let mut scratch = unmeasured_shm.clone();
+    scratch.mount_point = "/scratch".to_owned();
+    scratch.kind = TmpfsKind::ContainerTmpfs;
+    let both = Top {
+        filled: Some(filled(parts, vec![unmeasured_shm.clone(), scratch])),
+        ..Top::default()
+    };
+    let text = verdict(&small_victim(), &both, Flags::default(), HOURS_6);
+    assert!(
+        text.contains(
+            "(in /dev/shm or /scratch of container web, whose use cannot be read from outside \
+             the container)"
+        ),
+        "{text}"
+    );
+    let alone = Top {
+        filled: Some(filled(parts, vec![unmeasured_shm])),
+        ..Top::default()
+    };
+    let text = verdict(&small_victim(), &alone, Flags::default(), HOURS_6);
+    assert!(
+        text.contains(
+            "(in /dev/shm of container web, its only tmpfs mount, whose use cannot be read from \
+             outside the container)"
+        ),
+        "{text}"
+    );
 }
 
 #[test]
