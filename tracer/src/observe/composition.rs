@@ -233,16 +233,19 @@ impl Composition {
         })
     }
 
-    /// From the cgroup's files, read now.
-    pub fn read_cgroup(memory: &MemoryHierarchy, path: &str, kernel_log: KernelLog) -> Self {
+    /// From the cgroup's files, read now; `None` once the cgroup is gone.
+    pub fn read_cgroup(
+        memory: &MemoryHierarchy,
+        path: &str,
+        kernel_log: KernelLog,
+    ) -> Option<Self> {
         let dir = memory.dir(path);
         let number = |file: &str| {
             std::fs::read_to_string(dir.join(file))
                 .ok()
                 .and_then(|text| text.trim().parse::<u64>().ok())
         };
-        let stats =
-            flat_keyed(&std::fs::read_to_string(dir.join("memory.stat")).unwrap_or_default());
+        let stats = flat_keyed(&std::fs::read_to_string(dir.join("memory.stat")).ok()?);
         let (parts, usage_bytes) = match memory.version {
             CgroupVersion::V1 => {
                 let usage = number("memory.usage_in_bytes");
@@ -260,7 +263,7 @@ impl Composition {
                 (parts, number("memory.current"))
             }
         };
-        Composition {
+        Some(Composition {
             source: Source::MemoryStat,
             kernel_log,
             cgroup: Some(path.to_owned()),
@@ -272,7 +275,7 @@ impl Composition {
             victim_shmem_bytes: None,
             tmpfs: Vec::new(),
             tmpfs_unknown: None,
-        }
+        })
     }
 
     /// From `/proc/meminfo`, read now.

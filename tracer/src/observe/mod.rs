@@ -310,7 +310,7 @@ impl Observer {
         };
         let mut composition = match scope {
             Scope::Cgroup(path) => {
-                Composition::read_cgroup(self.memory.as_ref()?, path, kernel_log)
+                Composition::read_cgroup(self.memory.as_ref()?, path, kernel_log)?
             }
             Scope::Host => Composition::read_host(kernel_log),
         };

@@ -157,13 +157,18 @@ fn memory_stat_read_late_gets_back_what_the_victim_freed() {
             ("memory.swap.current", "0\n"),
         ],
     );
-    let mut composition = Composition::read_cgroup(&memory, "/box", KernelLog::NoReport);
+    let mut composition =
+        Composition::read_cgroup(&memory, "/box", KernelLog::NoReport).expect("its files");
     assert_eq!(composition.source, Source::MemoryStat);
     assert_eq!(composition.parts.shmem, Some(100 * MIB));
     assert_eq!(composition.parts.file, Some(MIB));
     assert_eq!(composition.parts.kernel, Some(512 * 1024));
     // The victim held 30 MiB of anonymous memory and 64 KiB of page tables at its kill; the
     // cgroup is 25.5 MiB short of its limit now, which is what it freed.
+    assert_eq!(
+        Composition::read_cgroup(&memory, "/gone", KernelLog::NoReport),
+        None
+    );
     composition.add_back(
         &VictimMemory {
             anon_bytes: 30 * MIB,
@@ -208,7 +213,8 @@ fn v1_files_give_kernel_memory_sockets_and_swap_from_their_own_counters() {
             ("memory.memsw.usage_in_bytes", "12400000\n"),
         ],
     );
-    let composition = Composition::read_cgroup(&memory, "/box", KernelLog::NoReport);
+    let composition =
+        Composition::read_cgroup(&memory, "/box", KernelLog::NoReport).expect("its files");
     let parts = composition.parts;
     assert_eq!(parts.anon, Some(8_192_000));
     assert_eq!(parts.file, Some(96_000));
@@ -330,7 +336,8 @@ fn captured(name: &str, version: CgroupVersion) -> MemoryHierarchy {
 #[test]
 fn memory_stat_read_after_the_kill_on_6_18_gets_the_victims_memory_back() {
     let memory = captured("linux-6.18-v1-tmpfs-after-kill", CgroupVersion::V1);
-    let mut composition = Composition::read_cgroup(&memory, "/box", KernelLog::NoReport);
+    let mut composition =
+        Composition::read_cgroup(&memory, "/box", KernelLog::NoReport).expect("its files");
     // python3 was gone: its 27.5 MiB of anonymous memory with it.
     assert_eq!(composition.parts.anon, Some(0));
     assert_eq!(composition.parts.shmem, Some(100 * MIB));
@@ -354,7 +361,8 @@ fn memory_stat_read_after_the_kill_on_6_18_gets_the_victims_memory_back() {
 #[test]
 fn memory_stat_read_after_the_kill_on_6_1_gets_the_victims_memory_back() {
     let memory = captured("debian-6.1-v2-tmpfs-after-kill", CgroupVersion::V2);
-    let mut composition = Composition::read_cgroup(&memory, "/box", KernelLog::NoReport);
+    let mut composition =
+        Composition::read_cgroup(&memory, "/box", KernelLog::NoReport).expect("its files");
     assert_eq!(composition.parts.shmem, Some(40 * MIB));
     assert_eq!(composition.limit_bytes, Some(64 * MIB));
     composition.add_back(
