@@ -7,6 +7,9 @@
 //! by then the victim may have freed its memory, or the OOM reaper done it, and what the kernel
 //! reported of the victim is added back.
 
+use std::path::Path;
+
+use crate::confined;
 use crate::kmsg::report::{MemInfo, ReportedMemory};
 use crate::observe::cgroupfs::{CgroupVersion, MemoryHierarchy};
 use crate::observe::tmpfs::{self, TmpfsMount};
@@ -239,13 +242,11 @@ impl Composition {
         path: &str,
         kernel_log: KernelLog,
     ) -> Option<Self> {
-        let dir = memory.dir(path);
         let number = |file: &str| {
-            std::fs::read_to_string(dir.join(file))
-                .ok()
+            cgroup_file(memory, path, file, NUMBER_LIMIT)
                 .and_then(|text| text.trim().parse::<u64>().ok())
         };
-        let stats = flat_keyed(&std::fs::read_to_string(dir.join("memory.stat")).ok()?);
+        let stats = flat_keyed(&cgroup_file(memory, path, "memory.stat", STAT_LIMIT)?);
         let (parts, usage_bytes) = match memory.version {
             CgroupVersion::V1 => {
                 let usage = number("memory.usage_in_bytes");
@@ -281,7 +282,9 @@ impl Composition {
     /// From `/proc/meminfo`, read now.
     pub fn read_host(kernel_log: KernelLog) -> Self {
         Self::from_meminfo(
-            &std::fs::read_to_string("/proc/meminfo").unwrap_or_default(),
+            &confined::read(Path::new("/proc"), Path::new("meminfo"), STAT_LIMIT)
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                .unwrap_or_default(),
             kernel_log,
         )
     }
@@ -536,3 +539,16 @@ fn flat_keyed(text: &str) -> Vec<(String, u64)> {
 
 #[cfg(test)]
 mod tests;
+
+/// `memory.stat` holds about 50 lines of a name and a number; `/proc/meminfo` about as many.
+const STAT_LIMIT: u64 = 64 * 1024;
+/// One number and a newline.
+const NUMBER_LIMIT: u64 = 64;
+
+/// A file of the cgroup at `path`, read as any file under the hierarchy's root is: no symlink
+/// followed, nothing but a regular file, never blocked, bounded.
+fn cgroup_file(memory: &MemoryHierarchy, path: &str, file: &str, limit: u64) -> Option<String> {
+    let relative = Path::new(path.trim_start_matches('/')).join(file);
+    let bytes = confined::read(&memory.root, &relative, limit).ok()?;
+    String::from_utf8(bytes).ok()
+}
