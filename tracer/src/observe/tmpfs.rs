@@ -3,7 +3,8 @@
 //! host's tmpfs mounts.
 //!
 //! The runtimes mount some of them in the host's mount namespace, where their use is read with
-//! `statvfs`: Docker's `/dev/shm` (`…/containers/<id>/mounts/shm`), podman's and CRI-O's
+//! `statvfs`: Docker's `/dev/shm` with `--ipc shareable` (`…/containers/<id>/mounts/shm`; in
+//! Docker's default `private` IPC mode it is the container's own mount), podman's and CRI-O's
 //! (`…/overlay-containers/<id>/userdata/shm`), containerd's pod sandbox's
 //! (`…/sandboxes/<id>/shm`) and the kubelet's `emptyDir` (`…/pods/<uid>/volumes/
 //! kubernetes.io~empty-dir/<name>`). A container's own `--tmpfs` mounts exist only in its
