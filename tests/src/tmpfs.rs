@@ -17,6 +17,11 @@ impl ScratchTmpfs {
     /// A tmpfs of `size` (`mount`'s `size=`, e.g. `256m`) on a fresh directory under `/tmp`.
     pub fn mount(size: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("oomtrace-tmpfs-{}", std::process::id()));
+        Self::mount_at(dir, size)
+    }
+
+    /// A tmpfs of `size` on `dir`, made if missing (removed when dropped if empty).
+    pub fn mount_at(dir: PathBuf, size: &str) -> Self {
         std::fs::create_dir_all(&dir)
             .unwrap_or_else(|err| panic!("creating {}: {err}", dir.display()));
         let mut tmpfs = ScratchTmpfs {
