@@ -32,6 +32,7 @@ mod kmsg;
 mod podman;
 pub mod prometheus;
 mod slice;
+mod tmpfs;
 
 use std::fs;
 use std::io::{self, Read as _, Write as _};
@@ -56,6 +57,7 @@ pub use crate::kmsg::{KernelReport, KilledProcess, Kmsg, parse_killed_process};
 pub use crate::podman::{Container, IMAGE, Podman};
 pub use crate::prometheus::Prometheus;
 pub use crate::slice::SystemdSlice;
+pub use crate::tmpfs::{ScratchTmpfs, mib, within_ten_percent};
 
 /// How often helpers look again at something they wait for.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
