@@ -61,6 +61,26 @@ impl<T: Timed> Series<T> {
         }
     }
 
+    /// Adds a sample as [`push`](Self::push) does, except where it is the same as the two
+    /// before it (`same`): then it only moves the end of their flat stretch, which a reader
+    /// draws the same, so a cgroup that does not change holds two samples, not sixty.
+    pub fn push_merging(&mut self, sample: T, window: Duration, same: impl Fn(&T, &T) -> bool) {
+        let len = self.samples.len();
+        if len >= 2
+            && same(&self.samples[len - 1], &sample)
+            && same(&self.samples[len - 2], &sample)
+        {
+            self.samples.pop_back();
+            self.thinned = self.thinned.min(self.samples.len());
+        }
+        self.push(sample, window);
+    }
+
+    /// Bytes held, as allocated.
+    pub fn heap_bytes(&self) -> usize {
+        self.samples.capacity() * std::mem::size_of::<T>()
+    }
+
     /// The samples taken at or before `until_ns`, oldest first.
     pub fn until(&self, until_ns: u64) -> impl Iterator<Item = &T> {
         self.samples
@@ -79,6 +99,11 @@ impl<T: Timed> Series<T> {
             .rev()
             .find(|sample| sample.at_ns() <= at_ns)
             .or(self.samples.front())
+    }
+
+    /// The oldest sample taken after `at_ns`.
+    pub fn after(&self, at_ns: u64) -> Option<&T> {
+        self.samples.iter().find(|sample| sample.at_ns() > at_ns)
     }
 
     #[cfg(test)]
