@@ -29,7 +29,7 @@ use crate::clock::KernelClock;
 use crate::decode::mark_victim::MarkVictimFields;
 use crate::decode::{CgroupRef, ContextPart, SigkillPart, Task};
 use crate::incident::{IncidentContext, OomIncident, OomKill, Parts, Sigkill, Trigger, Victim};
-use crate::observe::cgroupfs::CgroupMemory;
+use crate::observe::cgroupfs::{CgroupMemory, CgroupVersion};
 use crate::observe::snapshot::{DomainMemory as DomainMemoryRead, HostMemory};
 use crate::observe::timeline::Coverage;
 use crate::observe::timeline::warning::{
@@ -107,20 +107,22 @@ fn timeline_info(coverage: &Coverage, window: Duration) -> TimelineInfo {
         first_not_covered: _,
         beyond: _,
         host_trigger,
-        triggers,
-        thresholds,
+        cgroup_triggers,
+        armed: _,
+        triggers: _,
+        thresholds: _,
         events,
         inotify,
-        version: _,
+        version,
     } = coverage;
     let mut wake_ups = Vec::new();
     if host_trigger.is_ok() {
         wake_ups.push("host_pressure_trigger");
     }
-    if *triggers > 0 {
+    if cgroup_triggers.as_ref().is_some_and(Result::is_ok) {
         wake_ups.push("cgroup_pressure_triggers");
     }
-    if *thresholds > 0 {
+    if *version == Some(CgroupVersion::V1) {
         wake_ups.push("usage_thresholds");
     }
     if *events > 0 {

@@ -1,7 +1,6 @@
 //! The descriptors the recorder keeps open: files read again and again, and the kernel's ways
 //! of waking it (epoll over eventfds, inotify, pressure triggers and cgroupfs notifications).
 
-use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -54,6 +53,10 @@ impl Reread {
 
     pub fn file(&self) -> &File {
         &self.file
+    }
+
+    pub fn into_file(self) -> File {
+        self.file
     }
 
     /// The file's text now; an error once its cgroup is gone (ENODEV).
@@ -146,17 +149,27 @@ impl Inotify {
         &self.file
     }
 
-    /// Watches the directory at `path`; its watch descriptor.
-    pub fn watch(&self, path: &Path) -> io::Result<i32> {
-        let path = std::ffi::CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    /// Watches the directory at `path` for children made and removed; its watch descriptor.
+    /// Not for writes to its files: a directory watched for those makes every read of a file in
+    /// it (each sample) take the kernel's slower notification path.
+    pub fn watch_dir(&self, path: &Path) -> io::Result<i32> {
         let mask = libc::IN_CREATE
             | libc::IN_DELETE
             | libc::IN_MOVED_FROM
             | libc::IN_MOVED_TO
-            | libc::IN_MODIFY
             | libc::IN_ONLYDIR
             | libc::IN_DONT_FOLLOW;
+        self.watch(path, mask)
+    }
+
+    /// Watches the file at `path` for writes; its watch descriptor.
+    pub fn watch_writes(&self, path: &Path) -> io::Result<i32> {
+        self.watch(path, libc::IN_MODIFY | libc::IN_DONT_FOLLOW)
+    }
+
+    fn watch(&self, path: &Path, mask: u32) -> io::Result<i32> {
+        let path = std::ffi::CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         // SAFETY: `path` is a NUL-terminated string that outlives the call.
         let wd = unsafe { libc::inotify_add_watch(self.file.as_raw_fd(), path.as_ptr(), mask) };
         if wd < 0 {
@@ -222,11 +235,6 @@ fn parse_events(mut bytes: &[u8], events: &mut Vec<DirEvent>) {
         };
         events.push(event);
     }
-}
-
-/// A file name as the recorder compares it.
-pub fn name_is(name: &[u8], expected: &str) -> bool {
-    OsStr::from_bytes(name) == OsStr::new(expected)
 }
 
 /// An epoll instance: the recorder waits on every wake-up source at once, and the time of a
@@ -339,25 +347,37 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("oomtrace-inotify-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("memory.max"), "max\n").unwrap();
+        std::fs::write(dir.join("memory.current"), "0\n").unwrap();
         let inotify = Inotify::new().unwrap();
-        let wd = inotify.watch(&dir).unwrap();
+        let wd = inotify.watch_dir(&dir).unwrap();
+        let limit_wd = inotify.watch_writes(&dir.join("memory.max")).unwrap();
         assert!(inotify.read().is_empty());
         std::fs::create_dir(dir.join("child")).unwrap();
         std::fs::write(dir.join("memory.max"), "100\n").unwrap();
+        // Other files' writes (and reads) are nothing the recorder is told of.
+        std::fs::write(dir.join("memory.current"), "5\n").unwrap();
         std::fs::remove_dir(dir.join("child")).unwrap();
         let events = inotify.read();
         let child = b"child".to_vec();
-        assert!(events.contains(&DirEvent::Created {
-            wd,
-            name: child.clone()
-        }));
-        assert!(events.contains(&DirEvent::Removed { wd, name: child }));
-        assert!(events.iter().any(|event| matches!(
-            event,
-            DirEvent::Written { name, .. } if name_is(name, "memory.max")
-        )));
+        assert_eq!(
+            events,
+            [
+                DirEvent::Created {
+                    wd,
+                    name: child.clone()
+                },
+                DirEvent::Written {
+                    wd: limit_wd,
+                    name: Vec::new()
+                },
+                DirEvent::Removed { wd, name: child },
+            ]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
-        assert!(inotify.read().contains(&DirEvent::Ignored { wd }));
+        let events = inotify.read();
+        assert!(events.contains(&DirEvent::Ignored { wd }));
+        assert!(events.contains(&DirEvent::Ignored { wd: limit_wd }));
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - the recorder's thread ([`recorder`]) reads the files ([`sampler`]) and adds what it read
 //!   to the [`recording`], which a kill asks ([`query`]).
 
+mod arming;
 mod files;
 mod plan;
 pub mod psi;

@@ -39,20 +39,24 @@ impl Recording {
         };
         let mut not_covered: Vec<(String, NotCovered)> = Vec::new();
         let mut cgroups = Vec::new();
+        let window_ms = i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX);
         for path in &members {
             let samples = self
                 .cgroups
                 .get(path)
                 .map(|cgroup| {
-                    without_repeats(
-                        cgroup
-                            .series
-                            .until(kill_ns)
-                            .map(|sample| UsageAt {
-                                offset_ms: offset_ms(sample.at_ns, kill_ns),
-                                usage_bytes: sample.usage_bytes,
-                            })
-                            .collect(),
+                    within_window(
+                        without_repeats(
+                            cgroup
+                                .series
+                                .until(kill_ns)
+                                .map(|sample| UsageAt {
+                                    offset_ms: offset_ms(sample.at_ns, kill_ns),
+                                    usage_bytes: sample.usage_bytes,
+                                })
+                                .collect(),
+                        ),
+                        window_ms,
                     )
                 })
                 .unwrap_or_default();
@@ -121,6 +125,25 @@ fn without_repeats(samples: Vec<UsageAt>) -> Vec<UsageAt> {
         .collect()
 }
 
+/// The samples of the window: the one from before it that a series keeps starts the window
+/// where the next is the same (a flat stretch that began earlier), and is left out otherwise.
+fn within_window(mut samples: Vec<UsageAt>, window_ms: i64) -> Vec<UsageAt> {
+    if samples
+        .first()
+        .is_some_and(|first| first.offset_ms < -window_ms)
+    {
+        match samples.get(1) {
+            Some(next) if next.usage_bytes == samples[0].usage_bytes => {
+                samples[0].offset_ms = -window_ms;
+            }
+            _ => {
+                samples.remove(0);
+            }
+        }
+    }
+    samples
+}
+
 pub(super) fn offset_ms(at_ns: u64, kill_ns: u64) -> i64 {
     (at_ns as i128 - kill_ns as i128).div_euclid(1_000_000) as i64
 }
@@ -168,6 +191,22 @@ mod tests {
             .map(|s| (s.offset_ms, s.usage_bytes))
             .collect();
         assert_eq!(kept, [(0, 5), (2, 5), (3, 7), (4, 7), (5, 9), (7, 9)]);
+    }
+
+    #[test]
+    fn a_stretch_begun_before_the_window_begins_with_it() {
+        let at = |offset_ms, usage_bytes| UsageAt {
+            offset_ms,
+            usage_bytes,
+        };
+        assert_eq!(
+            within_window(vec![at(-75_000, 5), at(-2_000, 5), at(-1_000, 9)], 60_000),
+            [at(-60_000, 5), at(-2_000, 5), at(-1_000, 9)]
+        );
+        assert_eq!(
+            within_window(vec![at(-60_500, 5), at(-59_500, 7)], 60_000),
+            [at(-59_500, 7)]
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::Duration;
 use super::recording::{Recording, Request, max_bytes_per_cgroup};
 use super::sampler::{
     Coverage, FAST_HOLD, FAST_INTERVAL, GROWTH_FRACTION, GROWTH_UNLIMITED, HOST_PRESSURE,
-    SLOW_INTERVAL, Sampler, THRESHOLDS_PERCENT,
+    SLOW_INTERVAL, STEADY_INTERVAL, Sampler, THRESHOLDS_PERCENT,
 };
 use super::tree::CgroupId;
 use super::warning::{self, DomainReading, Grower, PressureWarning, Thresholds, Warner};
@@ -221,14 +221,9 @@ fn run(shared: &Shared, mut sampler: Sampler, mut warnings: Option<WarningsState
         if now_ns >= sampler.schedule.replan_at_ns {
             edits.extend(sampler.replan(now_ns));
         }
-        let planned = !edits.is_empty();
-        if planned {
+        let mut covered_anew = !edits.is_empty();
+        if covered_anew {
             shared.lock().apply(edits, now_ns);
-            let coverage = sampler.coverage();
-            *shared
-                .coverage
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = coverage;
         }
         let due = sampler
             .schedule
@@ -248,6 +243,14 @@ fn run(shared: &Shared, mut sampler: Sampler, mut warnings: Option<WarningsState
                 );
             }
             recording.purge(now_ns);
+            covered_anew |= reading.rearmed;
+        }
+        if covered_anew {
+            let coverage = sampler.coverage();
+            *shared
+                .coverage
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = coverage;
         }
     }
 }
@@ -368,8 +371,10 @@ pub fn describe(coverage: &Coverage, window: Duration, held_bytes: usize) -> Str
         first_not_covered,
         beyond,
         host_trigger,
-        triggers,
-        thresholds,
+        cgroup_triggers,
+        armed: _,
+        triggers: _,
+        thresholds: _,
         events,
         inotify,
         version,
@@ -377,7 +382,7 @@ pub fn describe(coverage: &Coverage, window: Duration, held_bytes: usize) -> Str
     let mut wakes = Vec::new();
     match host_trigger {
         Ok(()) => wakes.push(format!(
-            "memory pressure ({HOST_PRESSURE} trigger: some {} ms in {} s)",
+            "host-wide memory pressure ({HOST_PRESSURE} trigger: some {} ms in {} s)",
             psi::TRIGGER_STALL.as_millis(),
             psi::TRIGGER_WINDOW.as_secs()
         )),
@@ -385,21 +390,28 @@ pub fn describe(coverage: &Coverage, window: Duration, held_bytes: usize) -> Str
             "not host-wide pressure (no {HOST_PRESSURE} trigger: {err})"
         )),
     }
-    if *triggers > 0 {
-        wakes.push(format!(
-            "per-cgroup memory.pressure triggers ({triggers} of {domains} limits)"
+    let mut armed = Vec::new();
+    match cgroup_triggers {
+        Some(Ok(())) => armed.push("a memory.pressure trigger".to_owned()),
+        Some(Err(err)) => wakes.push(format!("not a cgroup's pressure ({err})")),
+        None => {}
+    }
+    if *version == Some(CgroupVersion::V1) {
+        armed.push(format!(
+            "usage thresholds at {} % of its limit (cgroup.event_control)",
+            THRESHOLDS_PERCENT.map(|p| p.to_string()).join("/")
         ));
     }
-    match version {
-        Some(CgroupVersion::V1) => wakes.push(format!(
-            "usage thresholds at {} % of each limit (cgroup v1 cgroup.event_control; \
-             {thresholds} of {domains} limits)",
-            THRESHOLDS_PERCENT.map(|p| p.to_string()).join("/"),
-        )),
-        Some(CgroupVersion::V2) => wakes.push(format!(
+    if !armed.is_empty() {
+        wakes.push(format!(
+            "once a domain is half full, {}",
+            armed.join(" and ")
+        ));
+    }
+    if *version == Some(CgroupVersion::V2) {
+        wakes.push(format!(
             "memory.events notifications ({events} of {domains} limits)"
-        )),
-        None => {}
+        ));
     }
     wakes.push(format!(
         "growth of 1/{GROWTH_FRACTION} of a limit (or {} MiB) between samples",
@@ -415,11 +427,12 @@ pub fn describe(coverage: &Coverage, window: Duration, held_bytes: usize) -> Str
     let mut text = format!(
         "memory timeline: the {} s before each kill, for every cgroup with a memory limit and \
          the host's biggest entries: {domains} of {limits} limits, {watched} cgroups sampled \
-         (at most {bound}, --timeline-max-cgroups); sampled every {} s, a domain every {} ms \
-         for {} s after a wake-up by {}; {found}; holds {} KiB now, at most {:.1} KiB per \
-         cgroup ({} MiB at the bound)",
+         (at most {bound}, --timeline-max-cgroups); each read every {} s (every {} s while it \
+         does not change), a domain every {} ms for {} s after a wake-up by {}; {found}; holds \
+         {} KiB now, at most {:.1} KiB per cgroup ({} MiB at the bound)",
         window.as_secs(),
         SLOW_INTERVAL.as_secs(),
+        STEADY_INTERVAL.as_secs(),
         FAST_INTERVAL.as_millis(),
         FAST_HOLD.as_secs(),
         wakes.join(", "),
@@ -457,9 +470,9 @@ mod tests {
     }
 
     fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(8);
         while !done() {
-            assert!(Instant::now() < deadline, "not within 5 s: {what}");
+            assert!(Instant::now() < deadline, "not within 8 s: {what}");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -525,6 +538,21 @@ mod tests {
             "{:?}",
             lowered.elapsed()
         );
+
+        // Half full: armed with usage thresholds (registered by the arming thread), which
+        // wake the recorder; a quarter full no more: disarmed.
+        fake.set_usage("/pods/p3", 40 * MIB);
+        eventually("the half-full domain is armed", || {
+            recorder.coverage().armed == 1
+        });
+        let control = fake.dir("/pods/p3").join("cgroup.event_control");
+        eventually("its thresholds are registered", || {
+            std::fs::read_to_string(&control).is_ok_and(|line| line.ends_with(" 60397920"))
+        });
+        fake.set_usage("/pods/p3", MIB);
+        eventually("the emptied domain is disarmed", || {
+            recorder.coverage().armed == 0
+        });
 
         // Gone: its recording stays for kills reported late.
         fake.remove("/pods/p7");

@@ -26,6 +26,8 @@ pub(super) struct Recording {
     pub(super) requests: Vec<Request>,
     /// Retired cgroups (or domains) kept at most, for kills reported late.
     pub(super) max_retired: usize,
+    /// Whether any is retired: nothing to purge otherwise.
+    any_retired: bool,
 }
 
 pub(super) struct CgroupRecord {
@@ -66,6 +68,7 @@ impl Recording {
             beyond: None,
             requests: Vec::new(),
             max_retired,
+            any_retired: false,
         }
     }
 
@@ -128,6 +131,7 @@ impl Recording {
                 Edit::RetireCgroup(path) => {
                     if let Some(cgroup) = self.cgroups.get_mut(&path) {
                         cgroup.retired_at_ns.get_or_insert(now_ns);
+                        self.any_retired = true;
                     }
                 }
                 Edit::Domain {
@@ -156,6 +160,7 @@ impl Recording {
                 Edit::RetireDomain(path) => {
                     if let Some(domain) = self.domains.get_mut(&path) {
                         domain.retired_at_ns.get_or_insert(now_ns);
+                        self.any_retired = true;
                     }
                 }
                 Edit::Host(host) => self.host = host,
@@ -169,6 +174,9 @@ impl Recording {
     /// Lets go of what was retired longer than a window ago, and of the oldest retired past
     /// the cap.
     pub(super) fn purge(&mut self, now_ns: u64) {
+        if !self.any_retired {
+            return;
+        }
         let window_ns = self.window.as_nanos() as u64;
         let expired =
             |retired: Option<u64>| retired.is_some_and(|at| now_ns.saturating_sub(at) > window_ns);
@@ -178,6 +186,14 @@ impl Recording {
             .retain(|_, domain| !expired(domain.retired_at_ns));
         cap_retired(&mut self.cgroups, self.max_retired, |c| c.retired_at_ns);
         cap_retired(&mut self.domains, self.max_retired, |d| d.retired_at_ns);
+        self.any_retired = self
+            .cgroups
+            .values()
+            .any(|cgroup| cgroup.retired_at_ns.is_some())
+            || self
+                .domains
+                .values()
+                .any(|domain| domain.retired_at_ns.is_some());
     }
 
     /// Bytes its samples take now, as allocated.
@@ -294,6 +310,7 @@ mod tests {
             events: vec![(id("/a"), 0, 3)],
             host_pressure: Some(totals),
             domains: vec![id("/a")],
+            rearmed: false,
         });
         assert_eq!(recording.cgroups["/a"].series.len(), 1);
         let domain = &recording.domains["/a"];

@@ -7,15 +7,17 @@
 //! fast, else its pressure every ten seconds and its v2 events on the kernel's notification.
 //! A domain the kernel says is short of memory (its pressure trigger, a v1 usage threshold, a
 //! v2 `memory.events` notification), or that grows fast, or that a kill hit, is read ten times
-//! a second for a while, with its members; the others are not.
+//! a second for a while, with its members; the others are not. Pressure triggers and usage
+//! thresholds are set on a domain once it is half full (armed), as each costs the kernel an RCU
+//! grace period to set or clear ([`Arming`]).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::arming::Arming;
 use super::files::{self, Epoll, Reread};
 use super::plan::{self, Plan};
 use super::psi::{self, Totals};
@@ -38,11 +40,19 @@ pub const REPLAN_DEBOUNCE: Duration = Duration::from_millis(100);
 pub const REPLAN_MIN_GAP: Duration = Duration::from_secs(1);
 /// Where some directory could not be watched, the hierarchy is walked again this often.
 pub const REWALK_INTERVAL: Duration = Duration::from_secs(30);
-/// Usage thresholds registered on a v1 limit, as percentages of it: crossing one wakes the
-/// recorder.
-pub const THRESHOLDS_PERCENT: [u64; 3] = [50, 75, 90];
-/// From this share of its limit on, a domain's pressure and events are read at every sample.
+/// Usage thresholds registered on an armed v1 limit, as percentages of it: crossing one wakes
+/// the recorder.
+pub const THRESHOLDS_PERCENT: [u64; 2] = [75, 90];
+/// From this share of its limit on, a domain's pressure and events are read at every sample,
+/// and it is armed with a pressure trigger (and v1 usage thresholds).
 pub const WARM_PERCENT: u64 = 50;
+/// Below this share of its limit, an armed domain is disarmed.
+pub const DISARM_PERCENT: u64 = 25;
+/// A cgroup whose usage was the same this many samples running is steady: read every
+/// STEADY_INTERVAL instead of every second, until it changes (or the kernel wakes the recorder
+/// for its domain). Its flat stretch is recorded as its two ends either way.
+pub const STEADY_AFTER: u32 = 5;
+pub const STEADY_INTERVAL: Duration = Duration::from_secs(5);
 /// A cold domain's pressure is read this often.
 pub const COLD_PRESSURE_INTERVAL: Duration = Duration::from_secs(10);
 /// Growth between two samples that makes a domain fast: this fraction of its limit, or
@@ -69,6 +79,8 @@ pub(super) struct Reading {
     pub(super) host_pressure: Option<Totals>,
     /// Domains whose own cgroup was read: what a warning looks at.
     pub(super) domains: Vec<CgroupId>,
+    /// Whether a domain was armed or disarmed.
+    pub(super) rearmed: bool,
 }
 
 /// A change of what the recording holds, made under its lock.
@@ -102,6 +114,9 @@ struct Watched {
     /// Closed once a read fails (the cgroup is going away).
     usage: Option<Reread>,
     last: Option<u64>,
+    /// When it was last read, and how many reads running found the same usage.
+    read_at_ns: u64,
+    unchanged: u32,
     fast_until_ns: u64,
     /// Growth between samples that makes its domains fast.
     growth_step: u64,
@@ -113,13 +128,16 @@ struct DomainFiles {
     id: u64,
     limit_bytes: u64,
     members: Vec<CgroupId>,
+    /// Its `memory.pressure`, read only.
     pressure: Option<Reread>,
-    /// Whether the pressure file carries a trigger.
-    trigger: bool,
+    /// Half full or more: its kernel wake-ups (trigger, thresholds) are set.
+    armed: bool,
+    /// A second descriptor of `memory.pressure`, with a trigger on it, while armed.
+    trigger: Option<File>,
     /// v2 `memory.events`, kept open: the kernel notifies on it. (v1's `memory.failcnt` is
     /// read only while warm, and not kept open.)
     events: Option<Reread>,
-    /// v1: the eventfd its usage thresholds signal.
+    /// v1: the eventfd its usage thresholds signal, while armed.
     thresholds: Option<File>,
     fast_until_ns: u64,
     next_pressure_ns: u64,
@@ -169,7 +187,12 @@ pub struct Coverage {
     /// Directories in the hierarchy the walk left out, and why.
     pub beyond: Option<String>,
     pub host_trigger: Result<(), String>,
-    /// Domains with a pressure trigger, v1 usage thresholds, v2 events notifications.
+    /// Whether this kernel lets the agent set a trigger on a cgroup's `memory.pressure`
+    /// (unprivileged, since 6.5); `None` without a cgroup2 hierarchy.
+    pub cgroup_triggers: Option<Result<(), String>>,
+    /// Domains armed (half full or more), and of them with a pressure trigger and with v1
+    /// usage thresholds; domains with v2 `memory.events` notifications.
+    pub armed: usize,
     pub triggers: usize,
     pub thresholds: usize,
     pub events: usize,
@@ -188,6 +211,8 @@ pub(super) struct Sampler {
     host_trigger: io::Result<File>,
     host_pressure: Option<Reread>,
     host_fast_until_ns: u64,
+    cgroup_triggers: Option<Result<(), String>>,
+    arming: Arming,
     host: Vec<CgroupId>,
     cgroups: HashMap<CgroupId, Watched>,
     domains: HashMap<CgroupId, DomainFiles>,
@@ -225,9 +250,28 @@ impl Sampler {
         if tree.unwatched.is_some() {
             schedule.rewalk_at_ns = Some(now_ns + REWALK_INTERVAL.as_nanos() as u64);
         }
+        let cgroup2 = crate::observe::cgroupfs::find_cgroup2();
+        let arming = Arming::start()?;
+        // Whether a trigger may be set on a cgroup's pressure, tried on the root's.
+        let cgroup_triggers = cgroup2.as_ref().map(|root| {
+            match Reread::open_pressure(
+                &root.join("memory.pressure"),
+                psi::TRIGGER_STALL,
+                psi::TRIGGER_WINDOW,
+            ) {
+                Ok((file, true)) => {
+                    arming.close(file.into_file());
+                    Ok(())
+                }
+                Ok((_, false)) => Err("the kernel refuses a trigger without CAP_SYS_RESOURCE \
+                                       (before 6.5)"
+                    .to_owned()),
+                Err(err) => Err(err.to_string()),
+            }
+        });
         Ok(Sampler {
             memory,
-            cgroup2: crate::observe::cgroupfs::find_cgroup2(),
+            cgroup2,
             bound,
             tree,
             epoll,
@@ -235,6 +279,8 @@ impl Sampler {
             host_trigger,
             host_pressure: Reread::open(Path::new(HOST_PRESSURE)).ok(),
             host_fast_until_ns: 0,
+            cgroup_triggers,
+            arming,
             host: Vec::new(),
             cgroups: HashMap::new(),
             domains: HashMap::new(),
@@ -287,9 +333,12 @@ impl Sampler {
                         }
                         KIND_TRIGGER if failed => {
                             // A removed cgroup's trigger reports an error forever: let it go.
-                            if let Some(domain) = self.domains.get_mut(&path) {
-                                domain.pressure = None;
-                                domain.trigger = false;
+                            if let Some(trigger) = self
+                                .domains
+                                .get_mut(&path)
+                                .and_then(|domain| domain.trigger.take())
+                            {
+                                self.arming.close(trigger);
                             }
                             continue;
                         }
@@ -377,8 +426,11 @@ impl Sampler {
             ..Reading::default()
         };
         let mut grown: Vec<CgroupId> = Vec::new();
+        let steady_ns = STEADY_INTERVAL.as_nanos() as u64;
         for (path, watched) in &mut self.cgroups {
-            if !(slow || watched.fast_until_ns > now_ns) {
+            let steady = watched.unchanged >= STEADY_AFTER
+                && now_ns < watched.read_at_ns.saturating_add(steady_ns);
+            if !(slow && !steady || watched.fast_until_ns > now_ns) {
                 continue;
             }
             let Some(usage) = &watched.usage else {
@@ -392,7 +444,12 @@ impl Sampler {
                     {
                         grown.extend(watched.domains.iter().cloned());
                     }
+                    watched.unchanged = match watched.last {
+                        Some(last) if last == usage_bytes => watched.unchanged.saturating_add(1),
+                        _ => 0,
+                    };
                     watched.last = Some(usage_bytes);
+                    watched.read_at_ns = now_ns;
                     reading.usage.push((path.clone(), usage_bytes));
                 }
                 Ok(None) => {}
@@ -401,19 +458,25 @@ impl Sampler {
             }
         }
         let version = self.memory.version;
+        let mut rearm: Vec<CgroupId> = Vec::new();
         for (path, domain) in &mut self.domains {
             let fast = domain.fast_until_ns > now_ns;
             if !(slow || fast) {
                 continue;
             }
             let watched = self.cgroups.get(path);
-            if watched.is_some_and(|watched| watched.usage.is_some()) {
+            if watched.is_some_and(|watched| watched.read_at_ns == now_ns) {
                 reading.domains.push(path.clone());
             }
-            let warm = fast
-                || watched
-                    .and_then(|watched| watched.last)
-                    .is_some_and(|usage| usage >= domain.limit_bytes / 100 * WARM_PERCENT);
+            let usage = watched.and_then(|watched| watched.last);
+            let half_full =
+                usage.is_some_and(|usage| usage >= domain.limit_bytes / 100 * WARM_PERCENT);
+            let quarter_full =
+                usage.is_some_and(|usage| usage >= domain.limit_bytes / 100 * DISARM_PERCENT);
+            if half_full && !domain.armed || domain.armed && !quarter_full {
+                rearm.push(path.clone());
+            }
+            let warm = fast || half_full;
             if let Some(pressure) = &domain.pressure
                 && (warm || now_ns >= domain.next_pressure_ns)
             {
@@ -449,6 +512,14 @@ impl Sampler {
             && let Some(host) = &self.host_pressure
         {
             reading.host_pressure = host.read(psi::parse).ok().flatten();
+        }
+        reading.rearmed = !rearm.is_empty();
+        for path in rearm {
+            match self.domains.get(&path).map(|domain| domain.armed) {
+                Some(false) => self.arm(&path),
+                Some(true) => self.disarm(&path),
+                None => {}
+            }
         }
         for domain in grown {
             self.fast(&domain, now_ns);
@@ -522,8 +593,8 @@ impl Sampler {
             if self.cgroups.remove(path).is_some() {
                 edits.push(Edit::RetireCgroup(path.clone()));
             }
-            if let Some(domain) = self.domains.remove(path) {
-                self.by_id.remove(&domain.id);
+            if self.domains.contains_key(path) {
+                self.remove_domain(path);
                 edits.push(Edit::RetireDomain(path.clone()));
             }
             coverage_changed |= self.not_covered.remove(path).is_some();
@@ -567,8 +638,8 @@ impl Sampler {
                     self.fast(path, now_ns);
                 }
                 None => {
-                    if let Some(domain) = self.domains.remove(path) {
-                        self.by_id.remove(&domain.id);
+                    if self.domains.contains_key(path) {
+                        self.remove_domain(path);
                         edits.push(Edit::RetireDomain(path.clone()));
                     }
                 }
@@ -630,9 +701,7 @@ impl Sampler {
             .cloned()
             .collect();
         for path in retired {
-            if let Some(domain) = self.domains.remove(&path) {
-                self.by_id.remove(&domain.id);
-            }
+            self.remove_domain(&path);
             edits.push(Edit::RetireDomain(path));
         }
         for domain in &domains {
@@ -691,14 +760,10 @@ impl Sampler {
             }
             domain.limit_bytes = limit_bytes;
             domain.members = members.clone();
-            if limit_changed && self.memory.version == CgroupVersion::V1 {
-                // New thresholds for the new limit; closing the old eventfd drops the old ones.
-                let id = domain.id;
-                domain.thresholds = None;
-                let thresholds = self.register_thresholds(path, limit_bytes, id);
-                if let Some(domain) = self.domains.get_mut(path) {
-                    domain.thresholds = thresholds;
-                }
+            if limit_changed && domain.armed {
+                // Thresholds for the new limit; the next sample arms it again if it is still
+                // half full.
+                self.disarm(path);
             }
             let pressure = self.pressure_source(path);
             return Some(Edit::Domain {
@@ -715,7 +780,8 @@ impl Sampler {
             limit_bytes,
             members: members.clone(),
             pressure: None,
-            trigger: false,
+            armed: false,
+            trigger: None,
             events: None,
             thresholds: None,
             fast_until_ns: 0,
@@ -723,17 +789,9 @@ impl Sampler {
             read_events: true,
         };
         // The first sample reads its events and pressure for a baseline.
-        if let Some(pressure_path) = self.pressure_path(path)
-            && let Ok((file, trigger)) =
-                Reread::open_pressure(&pressure_path, psi::TRIGGER_STALL, psi::TRIGGER_WINDOW)
-        {
-            domain.trigger = trigger
-                && self
-                    .epoll
-                    .add(file.file(), libc::EPOLLPRI, token(id, KIND_TRIGGER))
-                    .is_ok();
-            domain.pressure = Some(file);
-        }
+        domain.pressure = self
+            .pressure_path(path)
+            .and_then(|pressure| Reread::open(&pressure).ok());
         if self.memory.version == CgroupVersion::V2
             && let Ok(events) = Reread::open(&self.memory.dir(path).join("memory.events"))
         {
@@ -750,9 +808,6 @@ impl Sampler {
             {
                 domain.events = Some(events);
             }
-        }
-        if self.memory.version == CgroupVersion::V1 {
-            domain.thresholds = self.register_thresholds(path, limit_bytes, id);
         }
         let pressure = domain.pressure.is_some().then(|| path.to_string());
         self.by_id.insert(id, path.clone());
@@ -792,6 +847,8 @@ impl Sampler {
         match Reread::open(&self.memory.dir(path).join(file)) {
             Ok(usage) => Ok(Watched {
                 last: usage.number().ok().flatten(),
+                read_at_ns: 0,
+                unchanged: 0,
                 usage: Some(usage),
                 fast_until_ns: 0,
                 growth_step: GROWTH_UNLIMITED,
@@ -805,26 +862,75 @@ impl Sampler {
         }
     }
 
-    /// Registers usage thresholds on a v1 cgroup: its `cgroup.event_control` takes
-    /// `<eventfd> <fd of memory.usage_in_bytes> <bytes>`, and the eventfd is signalled whenever
-    /// usage crosses one, up or down. Closing the eventfd unregisters them.
-    fn register_thresholds(&self, path: &str, limit_bytes: u64, id: u64) -> Option<File> {
-        let usage = self.cgroups.get(path)?.usage.as_ref()?;
-        let eventfd = files::eventfd().ok()?;
+    /// Sets the kernel's wake-ups on a domain half full or more: a trigger on its pressure, and
+    /// on v1 usage thresholds at THRESHOLDS_PERCENT of its limit (`cgroup.event_control` takes
+    /// `<eventfd> <fd of memory.usage_in_bytes> <bytes>`; the eventfd is signalled whenever usage
+    /// crosses one, up or down, and closing it unregisters them).
+    fn arm(&mut self, path: &CgroupId) {
+        let usage = self
+            .cgroups
+            .get(path)
+            .and_then(|watched| watched.usage.as_ref())
+            .and_then(|usage| usage.file().try_clone().ok());
+        let pressure_path = self.pressure_path(path);
+        let version = self.memory.version;
         let control = self.memory.dir(path).join("cgroup.event_control");
-        for percent in THRESHOLDS_PERCENT {
-            let line = format!(
-                "{} {} {}",
-                eventfd.as_raw_fd(),
-                usage.file().as_raw_fd(),
-                limit_bytes / 100 * percent
-            );
-            std::fs::write(&control, line).ok()?;
+        let Some(domain) = self.domains.get_mut(path) else {
+            return;
+        };
+        domain.armed = true;
+        if self.cgroup_triggers.as_ref().is_some_and(Result::is_ok)
+            && let Some(pressure_path) = pressure_path
+            && let Ok((trigger, true)) =
+                Reread::open_pressure(&pressure_path, psi::TRIGGER_STALL, psi::TRIGGER_WINDOW)
+        {
+            let trigger = trigger.into_file();
+            if self
+                .epoll
+                .add(&trigger, libc::EPOLLPRI, token(domain.id, KIND_TRIGGER))
+                .is_ok()
+            {
+                domain.trigger = Some(trigger);
+            } else {
+                self.arming.close(trigger);
+            }
         }
-        self.epoll
-            .add(&eventfd, libc::EPOLLIN, token(id, KIND_THRESHOLD))
-            .ok()?;
-        Some(eventfd)
+        if version == CgroupVersion::V1
+            && let Some(usage) = usage
+            && let Ok(eventfd) = files::eventfd()
+            && self
+                .epoll
+                .add(&eventfd, libc::EPOLLIN, token(domain.id, KIND_THRESHOLD))
+                .is_ok()
+        {
+            let bytes = THRESHOLDS_PERCENT
+                .iter()
+                .map(|percent| domain.limit_bytes / 100 * percent)
+                .collect();
+            self.arming.register(control, &eventfd, &usage, bytes);
+            domain.thresholds = Some(eventfd);
+        }
+    }
+
+    /// Lifts a domain's kernel wake-ups: it went below DISARM_PERCENT, its limit changed, or it
+    /// is gone. Closing a trigger waits for the kernel, so the arming thread does it.
+    fn disarm(&mut self, path: &str) {
+        let Some(domain) = self.domains.get_mut(path) else {
+            return;
+        };
+        domain.armed = false;
+        domain.thresholds = None;
+        if let Some(trigger) = domain.trigger.take() {
+            self.arming.close(trigger);
+        }
+    }
+
+    /// Lets a domain go, its trigger closed off this thread.
+    fn remove_domain(&mut self, path: &str) {
+        self.disarm(path);
+        if let Some(domain) = self.domains.remove(path) {
+            self.by_id.remove(&domain.id);
+        }
     }
 
     fn set_growth_steps(&mut self) {
@@ -869,10 +975,12 @@ impl Sampler {
                 .as_ref()
                 .map(|_| ())
                 .map_err(|err| err.to_string()),
+            cgroup_triggers: self.cgroup_triggers.clone(),
+            armed: self.domains.values().filter(|domain| domain.armed).count(),
             triggers: self
                 .domains
                 .values()
-                .filter(|domain| domain.trigger)
+                .filter(|domain| domain.trigger.is_some())
                 .count(),
             thresholds: self
                 .domains

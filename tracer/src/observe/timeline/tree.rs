@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 
-use super::files::{DirEvent, Inotify, name_is};
+use super::files::{DirEvent, Inotify};
 use crate::observe::cgroupfs::{CgroupVersion, MemoryHierarchy};
 use crate::observe::snapshot::CgroupTree;
 
@@ -56,7 +56,9 @@ pub enum Beyond {
 pub struct Tree {
     memory: MemoryHierarchy,
     nodes: HashMap<CgroupId, Node>,
+    /// Directory watches, and the watches of their limit files.
     watches: HashMap<i32, CgroupId>,
+    limit_watches: HashMap<i32, CgroupId>,
     inotify: Option<Inotify>,
     max_dirs: usize,
     /// Directories left out by a bound, and the first bound met.
@@ -74,6 +76,7 @@ impl Tree {
             memory,
             nodes: HashMap::new(),
             watches: HashMap::new(),
+            limit_watches: HashMap::new(),
             unwatched: inotify
                 .as_ref()
                 .err()
@@ -142,6 +145,7 @@ impl Tree {
                 DirEvent::Overflow => return self.rewalk(),
                 DirEvent::Ignored { wd } => {
                     self.watches.remove(&wd);
+                    self.limit_watches.remove(&wd);
                 }
                 DirEvent::Created { wd, name } => {
                     let Some((parent, path)) = self.child_path(wd, &name) else {
@@ -174,11 +178,8 @@ impl Tree {
                         changes.structure = true;
                     }
                 }
-                DirEvent::Written { wd, name } => {
-                    if !name_is(&name, limit_file(self.memory.version)) {
-                        continue;
-                    }
-                    let Some(path) = self.watches.get(&wd).cloned() else {
+                DirEvent::Written { wd, .. } => {
+                    let Some(path) = self.limit_watches.get(&wd).cloned() else {
                         continue;
                     };
                     let limit_bytes = read_limit(&self.memory, &path);
@@ -247,15 +248,27 @@ impl Tree {
                 return;
             }
             let dir = self.memory.dir(&path);
-            // Watched before it is listed: a child made in between is then seen either way.
+            // Watched before it is listed and its limit read: a child made, or a limit written,
+            // in between is then seen either way.
             if let Some(inotify) = &self.inotify {
-                match inotify.watch(&dir) {
+                match inotify.watch_dir(&dir) {
                     Ok(wd) => {
                         self.watches.insert(wd, path.clone());
                     }
                     Err(err) if err.raw_os_error() == Some(libc::ENOENT) => continue,
                     Err(err) => {
                         self.unwatched.get_or_insert(err);
+                    }
+                }
+                if !path.is_empty() {
+                    match inotify.watch_writes(&dir.join(limit_file(self.memory.version))) {
+                        Ok(wd) => {
+                            self.limit_watches.insert(wd, path.clone());
+                        }
+                        Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {}
+                        Err(err) => {
+                            self.unwatched.get_or_insert(err);
+                        }
                     }
                 }
             }
