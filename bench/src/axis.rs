@@ -88,6 +88,7 @@ impl Idlers {
                     idlers.pids.len(),
                     std::io::Error::last_os_error()
                 ),
+                // SAFETY: prctl and pause only, async-signal-safe, as the fork above requires.
                 0 => unsafe {
                     // Gone with the bench, however it ends.
                     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);

@@ -137,6 +137,7 @@ fn spawn_idler() -> anyhow::Result<libc::pid_t> {
     // after fork in a process with threads.
     match unsafe { libc::fork() } {
         -1 => bail!("fork: {}", std::io::Error::last_os_error()),
+        // SAFETY: prctl and pause only, async-signal-safe, as the fork above requires.
         0 => unsafe {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             loop {

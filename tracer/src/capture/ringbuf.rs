@@ -223,8 +223,9 @@ fn reader_cpus(allowed: &[usize]) -> Vec<usize> {
 
 /// Pins the calling thread to `cpu`; left unpinned if that is refused.
 fn pin_to(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is an empty set; `cpu` is below CPU_SETSIZE.
+    // SAFETY: a zeroed cpu_set_t is an empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` is below CPU_SETSIZE (it came from a cpu_set_t), `set` is valid.
     unsafe { libc::CPU_SET(cpu, &mut set) };
     // SAFETY: `set` is a valid cpu_set_t of the size given; 0 is the calling thread.
     let pinned =

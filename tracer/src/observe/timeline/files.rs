@@ -140,9 +140,8 @@ impl Inotify {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: the descriptor was just created and is owned by nothing else.
-        Ok(Inotify {
-            file: File::from(unsafe { OwnedFd::from_raw_fd(fd) }),
-        })
+        let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        Ok(Inotify { file })
     }
 
     pub fn file(&self) -> &File {
@@ -253,9 +252,8 @@ impl Epoll {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: the descriptor was just created and is owned by nothing else.
-        Ok(Epoll {
-            file: File::from(unsafe { OwnedFd::from_raw_fd(fd) }),
-        })
+        let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        Ok(Epoll { file })
     }
 
     /// Wakes on `events` (`EPOLLIN`, `EPOLLPRI`) of `file`, saying `token`. A closed descriptor

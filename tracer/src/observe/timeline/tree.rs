@@ -411,12 +411,25 @@ pub mod fake {
             }
         }
 
-        /// Makes a cgroup with a usage and, if given, a limit.
+        /// Makes a cgroup with a usage and, if given, a limit. Its files are there when its
+        /// directory appears, as in cgroupfs: made aside, then moved in.
         pub fn cgroup(&self, path: &str, usage: u64, limit: Option<u64>) {
-            std::fs::create_dir_all(self.dir(path)).unwrap();
-            self.set_usage(path, usage);
-            self.set_limit(path, limit);
-            std::fs::write(self.dir(path).join("memory.failcnt"), "0\n").unwrap();
+            let dir = self.dir(path);
+            std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
+            let aside = self
+                .root
+                .with_extension(format!("new-{}", path.replace('/', "_")));
+            std::fs::create_dir_all(&aside).unwrap();
+            let write = |name: &str, value: String| {
+                std::fs::write(aside.join(name), value + "\n").unwrap();
+            };
+            write("memory.usage_in_bytes", usage.to_string());
+            write(
+                "memory.limit_in_bytes",
+                limit.unwrap_or(9_223_372_036_854_771_712).to_string(),
+            );
+            write("memory.failcnt", "0".to_owned());
+            std::fs::rename(&aside, &dir).unwrap();
         }
 
         pub fn set_usage(&self, path: &str, usage: u64) {
