@@ -4,12 +4,32 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
+use env_logger::fmt::style::{AnsiColor, Style};
 use oomtrace::cli::{Cli, Command};
-use oomtrace::{agent, report};
+use oomtrace::{agent, escape, report};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        // Names in messages come from containers and users: one escaping rule for every line.
+        .format(|buf, record| {
+            let level_style = buf.default_level_style(record.level());
+            let dim = if buf.default_level_style(log::Level::Info) == Style::new() {
+                Style::new()
+            } else {
+                AnsiColor::BrightBlack.on_default()
+            };
+            let time = buf.timestamp();
+            escape::log_line(
+                buf,
+                time,
+                record.level(),
+                record.target(),
+                record.args(),
+                (level_style, dim),
+            )
+        })
+        .init();
     let result = match cli.command {
         Command::Run(args) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -22,10 +42,24 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`oomtrace history | head`): what it wanted, it has.
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             // One line, the whole cause chain, no backtrace.
-            eprintln!("oomtrace: error: {err:#}");
+            eprintln!("oomtrace: error: {}", escape::escape(&format!("{err:#}")));
             ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|err| err.kind() == std::io::ErrorKind::BrokenPipe)
+            || cause
+                .downcast_ref::<serde_json::Error>()
+                .and_then(|err| err.io_error_kind())
+                == Some(std::io::ErrorKind::BrokenPipe)
+    })
 }

@@ -20,10 +20,14 @@ pub struct Reread {
 const BUFFER: usize = 512;
 
 impl Reread {
+    /// Never through a symlink and never waiting: cgroupfs and procfs hold neither symlinks
+    /// nor FIFOs where the recorder reads, so one there is refused rather than followed.
     pub fn open(path: &Path) -> io::Result<Self> {
-        Ok(Reread {
-            file: File::open(path)?,
-        })
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+            .open(path)?;
+        Ok(Reread { file })
     }
 
     /// Opens a pressure file with a trigger written to it (`some <stall> <window>` in
