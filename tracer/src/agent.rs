@@ -13,7 +13,7 @@ use tokio::{
     sync::mpsc,
 };
 
-use crate::attribute::{ATTRIBUTION_BUDGET, AttributionOptions, Attributor};
+use crate::attribute::{ATTRIBUTION_BUDGET, AttributionOptions, Attributor, KubeletLogRoot};
 use crate::capture::{Capture, CaptureOptions, CapturePlan, privileges, ringbuf};
 use crate::cli::{Format, RunArgs};
 use crate::clock::KernelClock;
@@ -107,7 +107,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let attributor = Attributor::start(AttributionOptions {
         sockets: runtime_sockets,
         cri_sockets,
-        kubelet_logs: (!no_kubelet_logs).then_some(kubelet_log_dir),
+        kubelet_logs: match (no_kubelet_logs, kubelet_log_dir) {
+            (true, _) => KubeletLogRoot::Off,
+            (false, Some(root)) => KubeletLogRoot::Named(root),
+            (false, None) => KubeletLogRoot::Default,
+        },
         state_dirs: runtime_state,
         state_only: runtime_state_only,
         tombstone_ttl: tombstone_ttl.into(),

@@ -61,8 +61,9 @@ pub struct RunArgs {
 
     /// Where the kubelet's `pods` and `containers` log directories are: their names name pods
     /// and containers where no CRI socket is reachable (read-only; inotify, no polling).
-    #[arg(long, value_name = "DIR", default_value = crate::attribute::kubelet_logs::DEFAULT_ROOT)]
-    pub kubelet_log_dir: PathBuf,
+    /// When none is given: /var/log.
+    #[arg(long, value_name = "DIR")]
+    pub kubelet_log_dir: Option<PathBuf>,
 
     /// Do not read the kubelet's log directories.
     #[arg(long, conflicts_with = "kubelet_log_dir")]
