@@ -13,7 +13,7 @@ use tokio::{
     sync::mpsc,
 };
 
-use crate::attribute::{ATTRIBUTION_BUDGET, AttributionOptions, Attributor, KubeletLogRoot};
+use crate::attribute::{ATTRIBUTION_BUDGET, Attributor};
 use crate::capture::{Capture, CaptureOptions, CapturePlan, privileges, ringbuf};
 use crate::cli::{Format, RunArgs};
 use crate::clock::KernelClock;
@@ -45,17 +45,19 @@ const EVENT_QUEUE: usize = 4096;
 const PRESSURE_QUEUE: usize = 64;
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let attribution = args.attribution();
     let RunArgs {
         format,
         max_tier,
         function_hook,
-        runtime_sockets,
-        cri_sockets,
-        kubelet_log_dir,
-        no_kubelet_logs,
-        runtime_state,
-        runtime_state_only,
-        tombstone_ttl,
+        // In `attribution`.
+        runtime_sockets: _,
+        cri_sockets: _,
+        kubelet_log_dir: _,
+        no_kubelet_logs: _,
+        runtime_state: _,
+        runtime_state_only: _,
+        tombstone_ttl: _,
         restart_loop_window,
         oom_score_adj,
         ringbuf_size,
@@ -104,18 +106,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut records = ringbuf::RecordDrain::start(records)?;
     let plan = &capture.plan;
 
-    let attributor = Attributor::start(AttributionOptions {
-        sockets: runtime_sockets,
-        cri_sockets,
-        kubelet_logs: match (no_kubelet_logs, kubelet_log_dir) {
-            (true, _) => KubeletLogRoot::Off,
-            (false, Some(root)) => KubeletLogRoot::Named(root),
-            (false, None) => KubeletLogRoot::Default,
-        },
-        state_dirs: runtime_state,
-        state_only: runtime_state_only,
-        tombstone_ttl: tombstone_ttl.into(),
-    });
+    let attributor = Attributor::start(attribution);
     // Started once the programs are attached: an agent that cannot attach creates no file.
     let mut history = if no_history {
         None

@@ -24,6 +24,10 @@ pub struct Cli {
 pub enum Command {
     /// Trace OOM kills live until SIGINT or SIGTERM (needs root or CAP_BPF + CAP_PERFMON).
     Run(RunArgs),
+    /// Say what this host gives oomtrace and what follows, attaching nothing: the capture tier
+    /// `run` with the same options would get and why, tracefs, BTF, the kernel log, cgroups,
+    /// the runtimes, the history. Exits 0 when `run` would trace, 1 when it would not.
+    Check(RunArgs),
     /// List the kills in the history, newest first (needs only read access to the file).
     History(HistoryArgs),
     /// One kill from the history in full: verdict, parties, memory snapshot, incident.
@@ -164,6 +168,25 @@ pub struct RunArgs {
     /// exposes the counters to every network the host is on.
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+}
+
+impl RunArgs {
+    /// The runtimes to name containers by, as these options ask for them.
+    pub fn attribution(&self) -> crate::attribute::AttributionOptions {
+        use crate::attribute::KubeletLogRoot;
+        crate::attribute::AttributionOptions {
+            sockets: self.runtime_sockets.clone(),
+            cri_sockets: self.cri_sockets.clone(),
+            kubelet_logs: match (self.no_kubelet_logs, &self.kubelet_log_dir) {
+                (true, _) => KubeletLogRoot::Off,
+                (false, Some(root)) => KubeletLogRoot::Named(root.clone()),
+                (false, None) => KubeletLogRoot::Default,
+            },
+            state_dirs: self.runtime_state.clone(),
+            state_only: self.runtime_state_only,
+            tombstone_ttl: self.tombstone_ttl.into(),
+        }
+    }
 }
 
 /// The history file a report reads.

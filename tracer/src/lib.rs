@@ -3,7 +3,8 @@
 //! The pipeline reads top to bottom: [`capture`] loads the programs and reads their records,
 //! [`decode`] turns bytes into typed parts, [`incident`] joins the parts of one kill,
 //! [`attribute`] names the containers, pods and services involved, and [`sink`] writes the
-//! result, after [`history`] stored it; [`agent`] runs it. [`report`] reads the history back.
+//! result, after [`history`] stored it; [`agent`] runs it. [`report`] reads the history back;
+//! [`check`] says what a host gives before anything runs.
 //!
 //! The `oomtrace` binary is a thin `main` over this library; the fuzz targets, the privileged
 //! tests and `xtask` use its parsers directly. Built without the default `ebpf` feature, the
@@ -13,6 +14,7 @@ pub mod agent;
 pub mod attribute;
 pub mod capture;
 pub mod cgroup_path;
+pub mod check;
 pub mod cli;
 pub mod decode;
 pub mod history;

@@ -58,6 +58,16 @@ impl Context<'_> {
 
 /// `agent_started`, written once the programs are attached.
 pub fn agent_started(plan: &CapturePlan, time: jiff::Timestamp, agent: AgentInfo) -> Record {
+    Record::new(Body::AgentStarted(AgentStarted {
+        time: time.to_string(),
+        capture: capture_info(plan),
+        agent,
+    }))
+}
+
+/// What was attached, and why that much: in `agent_started`, and in `oomtrace check`'s answer
+/// of what `run` would attach.
+pub fn capture_info(plan: &CapturePlan) -> CaptureInfo {
     let CapturePlan {
         tier,
         reason,
@@ -69,24 +79,20 @@ pub fn agent_started(plan: &CapturePlan, time: jiff::Timestamp, agent: AgentInfo
         signal_layout,
         signal_task_hook,
     } = plan;
-    Record::new(Body::AgentStarted(AgentStarted {
-        time: time.to_string(),
-        capture: CaptureInfo {
-            tier: *tier,
-            reason: reason.clone(),
-            mark_victim_argument: mark_victim_arg.as_ref().map(|arg| arg.kind().to_owned()),
-            task_hook: task_hook.map(task_hook_name),
-            function_hook: function_hook.map(|hook| hook.as_str().to_owned()),
-            tracepoint_fields: layout
-                .fields_present()
-                .into_iter()
-                .map(str::to_owned)
-                .collect(),
-            sigkill: signal_layout.is_some(),
-            sigkill_task_hook: signal_task_hook.map(task_hook_name),
-        },
-        agent,
-    }))
+    CaptureInfo {
+        tier: *tier,
+        reason: reason.clone(),
+        mark_victim_argument: mark_victim_arg.as_ref().map(|arg| arg.kind().to_owned()),
+        task_hook: task_hook.map(task_hook_name),
+        function_hook: function_hook.map(|hook| hook.as_str().to_owned()),
+        tracepoint_fields: layout
+            .fields_present()
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+        sigkill: signal_layout.is_some(),
+        sigkill_task_hook: signal_task_hook.map(task_hook_name),
+    }
 }
 
 /// `agent_stopped`, after everything captured was written.

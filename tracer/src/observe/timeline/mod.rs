@@ -8,6 +8,7 @@
 
 pub mod discover;
 mod files;
+mod mechanisms;
 pub mod psi;
 mod query;
 mod recorder;
@@ -19,6 +20,7 @@ mod watch;
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use mechanisms::mechanisms;
 pub use recorder::{Prepared, Recorder, Warnings};
 
 /// The longest window `--timeline` takes: the recorder's memory grows with it.
