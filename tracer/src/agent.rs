@@ -277,7 +277,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     build::sigkill(&sigkill, &output.context(drops.total()))
                 }
             };
-            output.write(&record, &mut stages).await;
+            output.write(record, &mut stages).await;
             if let Some(pid) = killed
                 && Stages::enabled()
             {
@@ -481,10 +481,11 @@ impl<'a> Output<'a> {
         }
     }
 
-    async fn write(&mut self, record: &Record, stages: &mut Stages) {
+    async fn write(&mut self, mut record: Record, stages: &mut Stages) {
         // Stored first: a kill that was logged is never lost by the agent dying right after.
+        // Every output then says where it is stored.
         if let Some(history) = &mut self.history {
-            history.record(record).await;
+            record.history = history.record(&record).await;
             stages.mark("history");
         }
         match &record.body {
@@ -496,7 +497,7 @@ impl<'a> Output<'a> {
             | Body::MemoryPressure(_)
             | Body::AgentStopped(_) => {}
         }
-        self.write_to_sinks(record);
+        self.write_to_sinks(&record);
         stages.mark("write");
     }
 

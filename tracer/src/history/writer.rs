@@ -27,10 +27,11 @@ const REOPEN_INTERVAL: Duration = Duration::from_secs(30);
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 enum Job {
-    /// An event the agent traced; `committed` is told once it is stored (or failed).
+    /// An event the agent traced; `committed` is told its id once it is stored (`None` if it
+    /// could not be, or was already).
     Live {
         row: Box<EventRow>,
-        committed: oneshot::Sender<()>,
+        committed: oneshot::Sender<Option<i64>>,
     },
     /// Kills recovered from the kernel log, each stored unless already known.
     Backfill {
@@ -55,7 +56,7 @@ pub struct HistoryWriter {
     errors: Arc<AtomicU64>,
     slow: RateLimitedLog,
     /// The commit that took longer than [`COMMIT_WAIT`], while it is still pending.
-    overdue: Option<oneshot::Receiver<()>>,
+    overdue: Option<oneshot::Receiver<Option<i64>>>,
 }
 
 impl HistoryWriter {
@@ -82,11 +83,12 @@ impl HistoryWriter {
         Arc::clone(&self.errors)
     }
 
-    /// Stores `row` and waits, at most [`COMMIT_WAIT`], until it is committed (or failed).
-    /// While an earlier commit is overdue, it queues without waiting: a stalled disk costs
-    /// the output one wait, not one per event.
-    pub async fn write(&mut self, row: EventRow) {
-        let Some(jobs) = &self.jobs else { return };
+    /// Stores `row` and waits, at most [`COMMIT_WAIT`], until it is committed (or failed);
+    /// returns its id in the history if it was stored by then. While an earlier commit is
+    /// overdue, it queues without waiting: a stalled disk costs the output one wait, not one
+    /// per event.
+    pub async fn write(&mut self, row: EventRow) -> Option<i64> {
+        let Some(jobs) = &self.jobs else { return None };
         let (committed, done) = oneshot::channel();
         let job = Job::Live {
             row: Box::new(row),
@@ -104,30 +106,38 @@ impl HistoryWriter {
                 )),
                 Err(mpsc::error::TrySendError::Closed(_)) => self.writer_gone(),
             }
-            return;
+            return None;
         }
         self.overdue = None;
         let started = Instant::now();
         match tokio::time::timeout(COMMIT_WAIT, jobs.send(job)).await {
             Ok(Ok(())) => {}
-            Ok(Err(_)) => return self.writer_gone(),
+            Ok(Err(_)) => {
+                self.writer_gone();
+                return None;
+            }
             Err(_) => {
-                return self.lost(format!(
+                self.lost(format!(
                     "history: the disk has not taken a write for over {COMMIT_WAIT:?} and \
                      {QUEUE} events wait; kills are not stored until it does"
                 ));
+                return None;
             }
         }
         let mut done = done;
         let left = COMMIT_WAIT.saturating_sub(started.elapsed());
-        if tokio::time::timeout(left, &mut done).await.is_err() {
-            self.slow.log(|| {
-                format!(
-                    "history: a write took over {COMMIT_WAIT:?}; kills are written out before \
-                     they are stored until the disk catches up"
-                )
-            });
-            self.overdue = Some(done);
+        match tokio::time::timeout(left, &mut done).await {
+            Ok(id) => id.ok().flatten(),
+            Err(_) => {
+                self.slow.log(|| {
+                    format!(
+                        "history: a write took over {COMMIT_WAIT:?}; kills are written out \
+                         before they are stored until the disk catches up"
+                    )
+                });
+                self.overdue = Some(done);
+                None
+            }
         }
     }
 
@@ -209,8 +219,12 @@ fn write_loop(
         match job {
             Job::Live { row, committed } => {
                 let stored = match &mut store {
-                    Some(store) => store.insert(&row).map(|_| ()),
+                    Some(store) => store.insert(&row),
                     None => Err(anyhow::anyhow!("{} could not be opened", path.display())),
+                };
+                let id = match &stored {
+                    Ok(Inserted::New(id)) => Some(*id),
+                    Ok(Inserted::Known) | Err(_) => None,
                 };
                 if let Err(err) = stored {
                     errors.fetch_add(1, Ordering::Relaxed);
@@ -225,7 +239,7 @@ fn write_loop(
                     });
                 }
                 // The output side may have stopped waiting: nothing to tell then.
-                let _ = committed.send(());
+                let _ = committed.send(id);
             }
             Job::Backfill {
                 rows,
@@ -310,17 +324,17 @@ mod tests {
         let path = dir.join("writer.db");
         let mut writer = HistoryWriter::start(path.clone(), retention()).unwrap();
         let now = jiff::Timestamp::now().as_nanosecond() as i64;
-        writer.write(synthetic_row(5, now)).await;
-        // Another connection sees it before the writer is closed.
+        let id = writer.write(synthetic_row(5, now)).await;
+        // Another connection sees it before the writer is closed, under the id returned.
         let reader = crate::history::schema::open_read_only(&path).unwrap();
         let stored: i64 = reader
-            .query_row(
-                "SELECT count(*) FROM events WHERE victim_pid = 5",
-                [],
-                |row| row.get(0),
-            )
+            .query_row("SELECT id FROM events WHERE victim_pid = 5", [], |row| {
+                row.get(0)
+            })
             .unwrap();
-        assert_eq!(stored, 1);
+        assert_eq!(id, Some(stored));
+        // The same event again is not stored twice, and has no id of its own.
+        assert_eq!(writer.write(synthetic_row(5, now)).await, None);
         let errors = writer.error_counter();
         writer.close();
         assert_eq!(errors.load(Ordering::Relaxed), 0);
