@@ -28,6 +28,7 @@ use crate::observe::timeline::warning::{PressureWarning, Thresholds};
 use crate::observe::timeline::{Prepared, Warnings};
 use crate::record::agent::AgentInfo;
 use crate::record::{Body, Context, Record, Totals, build};
+use crate::sink::journald::JournaldSink;
 use crate::sink::{Sink, json::JsonSink, metrics::MetricsSink, text::LogSink};
 use crate::stages::{self, Stages};
 use crate::{badness, decode};
@@ -48,6 +49,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let attribution = args.attribution();
     let RunArgs {
         format,
+        log_target,
         max_tier,
         function_hook,
         // In `attribution`.
@@ -77,6 +79,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
              warns of; --timeline 0 turns it off"
         );
     }
+    // Before attaching: a journal asked for and not there stops the agent at once.
+    let journal = JournaldSink::for_target(log_target)?;
     let clock = KernelClock::now();
     let mut capture = Capture::attach(CaptureOptions {
         max_tier,
@@ -121,7 +125,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let (Some(history), Some(earlier)) = (history.as_mut(), earlier_kills) {
         backfill(history, &earlier, attached_ktime_ns, &clock).await;
     }
-    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(LogSink)];
+    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(LogSink {
+        events: journal.is_none(),
+    })];
+    if let Some(journal) = journal {
+        log::info!(
+            "kills, SIGKILLs and pressure warnings go to the journal as entries of their own: \
+             journalctl SYSLOG_IDENTIFIER={} -x (OOMTRACE_CONTAINER=…, OOMTRACE_POD=… select)",
+            crate::sink::journald::entry::IDENTIFIER
+        );
+        sinks.push(Box::new(journal));
+    }
     if format == Format::Json {
         sinks.push(Box::new(JsonSink::new(std::io::stdout().lock())));
     }

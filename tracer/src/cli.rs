@@ -43,6 +43,13 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 
+    /// Where kills, SIGKILLs and pressure warnings are logged. `journald`: as structured
+    /// entries in the host's journal (`journalctl OOMTRACE_CONTAINER=web`, `journalctl -x`
+    /// explains them); `stderr`: as log lines; `auto`: the journal when stderr is one (a
+    /// systemd service), else stderr. The agent's other log lines go to stderr either way.
+    #[arg(long, value_enum, default_value_t = LogTarget::Auto)]
+    pub log_target: LogTarget,
+
     /// Capture no more than this tier, even where the kernel allows more (to compare tiers, or
     /// to avoid a program that misbehaves on some kernel).
     #[arg(long, value_enum, default_value_t = Tier::Full)]
@@ -311,6 +318,13 @@ pub enum ListFormat {
 pub enum ShowFormat {
     Text,
     Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogTarget {
+    Auto,
+    Stderr,
+    Journald,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -35,6 +35,10 @@ mod protect;
 mod sink;
 mod stages;
 
+/// Whether stderr is the journal's stream (a systemd service): the log then takes the
+/// journal's priority prefixes, and kills become entries of their own.
+pub use sink::journald::stderr_is_journal;
+
 /// Crates whose types this library's API takes, for its users to build against the very same
 /// versions: the fuzz targets make a runtime's answers (bollard) from JSON and times with jiff;
 /// the CRI tests call the CRI client (tonic's types).

@@ -15,8 +15,21 @@ fn main() -> ExitCode {
         Command::Check(_) => "error",
         _ => "info",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
-        .init();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level));
+    if oomtrace::stderr_is_journal() {
+        // The journal stamps each line itself, and reads its priority from a `<N>` prefix.
+        logger.format(|out, record| {
+            let priority = match record.level() {
+                log::Level::Error => 3,
+                log::Level::Warn => 4,
+                log::Level::Info => 6,
+                log::Level::Debug | log::Level::Trace => 7,
+            };
+            writeln!(out, "<{priority}>{}: {}", record.target(), record.args())
+        });
+    }
+    logger.init();
     let result = match cli.command {
         Command::Run(args) => {
             tokio_runtime().and_then(|runtime| runtime.block_on(agent::run(args)))

@@ -37,7 +37,7 @@ pub struct Report {
 pub struct Check {
     /// A stable name for tooling: `privileges`, `mark_victim` (tracefs and the tracepoint),
     /// `btf`, `oom_kill_process`, `victim_task`, `sigkill`, `kernel_log`, `cgroups`,
-    /// `timeline`, `runtime`, `history`, `metrics`.
+    /// `timeline`, `runtime`, `history`, `log_target`, `metrics`.
     pub id: String,
     /// What, for people: `kernel BTF`, `the Docker API at /var/run/docker.sock`.
     pub name: String,
@@ -127,6 +127,7 @@ pub async fn check(args: &RunArgs) -> Report {
     probes::timeline(args, &mut checks);
     probes::runtimes(args, &mut checks).await;
     probes::history(args, &mut checks);
+    probes::log_target(args, &mut checks);
     probes::metrics(args, &mut checks);
     let can_trace = capture.is_some() && !checks.iter().any(|check| check.status == Status::Failed);
     Report {

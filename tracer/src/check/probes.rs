@@ -389,6 +389,27 @@ fn access_writable(dir: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Where kills are logged: entries in the journal, or lines on stderr.
+pub fn log_target(args: &RunArgs, checks: &mut Vec<Check>) {
+    use crate::sink::journald::{JournaldSink, socket::SOCKET};
+    let name = "the journal";
+    checks.push(match JournaldSink::for_target(args.log_target) {
+        Ok(Some(_)) => Check::new(
+            "log_target",
+            name,
+            Status::Ok,
+            format!("kills, SIGKILLs and warnings go to {SOCKET} as entries of their own"),
+        ),
+        Ok(None) => Check::new(
+            "log_target",
+            name,
+            Status::Absent,
+            "kills, SIGKILLs and warnings are log lines on stderr",
+        ),
+        Err(err) => Check::new("log_target", name, Status::Failed, format!("{err:#}")),
+    });
+}
+
 /// Whether `--metrics-addr` can be bound; `run` stops if it cannot.
 pub fn metrics(args: &RunArgs, checks: &mut Vec<Check>) {
     let Some(addr) = args.metrics_addr else {

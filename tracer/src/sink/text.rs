@@ -17,7 +17,11 @@ use crate::record::{
 };
 
 /// Writes through `log` (env_logger on stderr).
-pub struct LogSink;
+pub struct LogSink {
+    /// Whether kills, SIGKILLs and warnings are logged: not when the journal holds them as
+    /// entries of their own (the agent's other lines are logged either way).
+    pub events: bool,
+}
 
 impl Sink for LogSink {
     fn agent_started(&mut self, started: &AgentStarted) -> std::io::Result<()> {
@@ -40,18 +44,27 @@ impl Sink for LogSink {
     }
 
     fn oom_kill(&mut self, kill: &OomKillRecord) -> std::io::Result<()> {
+        if !self.events {
+            return Ok(());
+        }
         log::warn!("{}", line(kill, false));
         why(kill);
         Ok(())
     }
 
     fn oom_mark_exiting(&mut self, marked: &OomKillRecord) -> std::io::Result<()> {
+        if !self.events {
+            return Ok(());
+        }
         log::warn!("{}", line(marked, true));
         why(marked);
         Ok(())
     }
 
     fn oom_incident(&mut self, incident: &OomIncidentRecord) -> std::io::Result<()> {
+        if !self.events {
+            return Ok(());
+        }
         let OomIncidentRecord {
             incident,
             victims,
@@ -76,11 +89,17 @@ impl Sink for LogSink {
     }
 
     fn sigkill(&mut self, sigkill: &SigkillRecord) -> std::io::Result<()> {
+        if !self.events {
+            return Ok(());
+        }
         log::warn!("{}", sigkill_line(sigkill));
         Ok(())
     }
 
     fn memory_pressure(&mut self, pressure: &MemoryPressureRecord) -> std::io::Result<()> {
+        if !self.events {
+            return Ok(());
+        }
         log::warn!("{}", pressure_line(pressure));
         Ok(())
     }
