@@ -1,5 +1,5 @@
 //! The agent as users deploy it in a container: its image built from deploy/Containerfile, run
-//! with the `podman run` line of the README's "Deploy" section, flag for flag.
+//! with the `podman run` line of the deployment guide (docs/deploy.md), flag for flag.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -90,22 +90,22 @@ impl Drop for AgentImage {
     }
 }
 
-/// The README's `podman run` line for the agent, as arguments after `podman`.
+/// The deployment guide's `podman run` line for the agent, as arguments after `podman`.
 pub fn documented_run_line() -> Vec<String> {
-    let readme_path = Path::new(WORKSPACE).join("README.md");
-    let readme = fs::read_to_string(&readme_path)
-        .unwrap_or_else(|err| panic!("reading {}: {err}", readme_path.display()));
-    parse_run_line(&readme).unwrap_or_else(|| {
+    let guide_path = Path::new(WORKSPACE).join("docs/deploy.md");
+    let guide = fs::read_to_string(&guide_path)
+        .unwrap_or_else(|err| panic!("reading {}: {err}", guide_path.display()));
+    parse_run_line(&guide).unwrap_or_else(|| {
         panic!(
-            "{} has no `podman run --detach --name oomtrace …` line in its Deploy section",
-            readme_path.display()
+            "{} has no `podman run --detach --name oomtrace …` line",
+            guide_path.display()
         )
     })
 }
 
 /// The words of the first `podman run … --name oomtrace` command and its `\`-continued lines.
-fn parse_run_line(readme: &str) -> Option<Vec<String>> {
-    let mut lines = readme
+fn parse_run_line(guide: &str) -> Option<Vec<String>> {
+    let mut lines = guide
         .lines()
         .skip_while(|line| !(line.starts_with("podman run ") && line.contains("--name oomtrace")));
     let mut words = Vec::new();
@@ -122,19 +122,19 @@ fn parse_run_line(readme: &str) -> Option<Vec<String>> {
     (words.first()? == "podman").then(|| words.split_off(1))
 }
 
-/// The agent, running in its image with the README's flags; removed (with its volume) on drop.
+/// The agent, running in its image with the deployment guide's flags; removed (with its volume) on drop.
 pub struct AgentContainer {
     name: String,
     volume: String,
 }
 
 impl AgentContainer {
-    /// `podman run` as the README says, with these test-only changes, each asserted to apply:
+    /// `podman run` as the deployment guide says, with these test-only changes, each asserted to apply:
     /// the container's and the history volume's names are the test's own; the seccomp profile's
-    /// path is made absolute (the README's is relative to the repository); the image is `image`;
+    /// path is made absolute (the deployment guide's is relative to the repository); the image is `image`;
     /// capabilities this machine withholds from root are not asked for (podman could not grant
     /// them); and the machine's lower ulimits (see [`ulimit_args`]). podman's state directory is
-    /// mounted as the README says, read-only, unchanged: the test's podman keeps its containers
+    /// mounted as the deployment guide says, read-only, unchanged: the test's podman keeps its containers
     /// there; no runtime socket is mounted.
     pub fn start(image: &AgentImage, withheld_caps: &[&str]) -> Self {
         static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -162,7 +162,7 @@ impl AgentContainer {
                     let spec = words.next().expect("-v takes a volume");
                     assert!(
                         !spec.contains(".sock"),
-                        "the README's run line mounts a runtime socket, which is root on the \
+                        "the deployment guide's run line mounts a runtime socket, which is root on the \
                          host: {spec}"
                     );
                     let spec = if spec.starts_with(STATE_DIR) {
@@ -191,7 +191,7 @@ impl AgentContainer {
                     let profile = Path::new(WORKSPACE).join(profile);
                     assert!(
                         profile.is_file(),
-                        "the README's seccomp profile {}",
+                        "the deployment guide's seccomp profile {}",
                         profile.display()
                     );
                     args.push(format!("--security-opt=seccomp={}", profile.display()));
@@ -208,7 +208,7 @@ impl AgentContainer {
         for expected in ["name", "state", "volume", "seccomp", "image"] {
             assert!(
                 replaced.contains(&expected),
-                "the README's run line has no {expected} to replace: {documented:?}"
+                "the deployment guide's run line has no {expected} to replace: {documented:?}"
             );
         }
         println!("podman {}", args.join(" "));
@@ -383,7 +383,7 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_has_one() {
+    fn the_deployment_guide_has_one() {
         let words = documented_run_line();
         for flag in [
             "--pid=host",

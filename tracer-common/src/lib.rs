@@ -378,12 +378,19 @@ mod user {
     // pattern is a valid value. The agent hands `KernelOffsets` to the kernel as a global,
     // and reads the records out of the ring buffer's bytes.
     unsafe impl aya::Pod for KernelOffsets {}
+    // SAFETY: plain old data, as `KernelOffsets` above.
     unsafe impl aya::Pod for RecordHeader {}
+    // SAFETY: plain old data, as `KernelOffsets` above.
     unsafe impl aya::Pod for MarkVictimRecord {}
+    // SAFETY: plain old data, as `KernelOffsets` above.
     unsafe impl aya::Pod for VictimTaskRecord {}
+    // SAFETY: plain old data, as `KernelOffsets` above.
     unsafe impl aya::Pod for OomContextRecord {}
+    // SAFETY: plain old data, as `KernelOffsets` above.
     unsafe impl aya::Pod for OomContextEndRecord {}
+    // SAFETY: plain old data, as `KernelOffsets` above.
     unsafe impl aya::Pod for SigkillRecord {}
+    // SAFETY: plain old data, as `KernelOffsets` above.
     unsafe impl aya::Pod for SigkillTargetRecord {}
 }
 

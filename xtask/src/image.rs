@@ -14,7 +14,7 @@ use crate::{
     setup::{Apt, Env, install_test_tools, run},
 };
 
-/// `localhost/oomtrace:<version>`, the tag the README's `podman run` line uses.
+/// `localhost/oomtrace:<version>`, the tag the `podman run` line of docs/deploy.md uses.
 pub fn tag() -> String {
     format!("localhost/oomtrace:{}", env!("CARGO_PKG_VERSION"))
 }

@@ -1,20 +1,10 @@
 //! Developer tasks. `cargo xtask run` and `cargo xtask test` install what is missing first, so a
 //! fresh machine needs nothing but these two commands.
 
-mod bench;
-mod codegen;
-mod deploy;
-mod fuzz;
-mod image;
-mod prometheus;
-mod run;
-mod setup;
-mod test;
-mod vm;
-
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use xtask::{codegen, deploy, fuzz, image, prometheus, run, setup, test, vm};
 
 #[derive(Parser)]
 #[command(about = "oomtrace developer tasks")]
@@ -49,7 +39,9 @@ enum Task {
     Vm(vm::Options),
     /// Attach time, idle footprint, kill-to-output latency and per-event kernel cost of the
     /// release agent, next to a bpftrace one-liner; writes bench/results/<date>-<kernel>.md.
-    Bench(bench::Options),
+    /// Runs the bench crate (`bench/`); its options follow: `cargo xtask bench --help`.
+    #[command(disable_help_flag = true)]
+    Bench(BenchArgs),
     /// Every fuzz target in fuzz/ for a while (30 s each by default), installing cargo-fuzz
     /// when it is missing.
     Fuzz(fuzz::Options),
@@ -57,9 +49,13 @@ enum Task {
     /// containerd's events) with a pure-Rust proto compiler; `--check` says whether it is
     /// current, as `lint` does.
     Codegen(codegen::Options),
-    /// The bench's signal helper: SIGCONTs to one process from a tight loop.
-    #[command(hide = true, name = "signal-storm")]
-    SignalStorm(bench::StormOptions),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Passed to the bench as they are.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -81,12 +77,16 @@ fn main() -> ExitCode {
         Task::Generate => prometheus::generate(),
         Task::Image => setup::setup().and_then(|env| image::image(&env)),
         Task::Vm(options) => setup::setup().and_then(|env| vm::vm(&env, options)),
-        Task::Bench(options) => setup::setup().and_then(|env| bench::bench(&env, options)),
+        Task::Bench(BenchArgs { args }) => setup::setup().and_then(|env| {
+            setup::run(
+                env.cargo()
+                    .args(["run", "--quiet", "--package", "oomtrace-bench", "--"])
+                    .args(args),
+            )
+        }),
         Task::Fuzz(options) => setup::setup().and_then(|env| fuzz::fuzz(&env, options)),
         // No eBPF toolchain needed: the generator is plain Rust.
         Task::Codegen(options) => codegen::codegen(options),
-        // No setup: it runs inside a bench that has done it.
-        Task::SignalStorm(options) => bench::signal_storm(options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

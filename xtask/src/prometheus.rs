@@ -1,8 +1,8 @@
 //! Checks of deploy/prometheus and deploy/grafana, part of `lint`: the rules with `promtool
 //! check rules`, their unit tests with `promtool test rules` (every alert firing and not
 //! firing), the PrometheusRule form against the rules it is generated from, the Grafana
-//! dashboard (its structure, and every query parsed by promtool), and that all of them and the
-//! README name only metrics the agent really exposes, as its own registry lists them. Like the
+//! dashboard (its structure, and every query parsed by promtool), and that all of them and
+//! docs/metrics.md name only metrics the agent really exposes, as its own registry lists them. Like the
 //! other deploy checks, the unit tests first prove they can fail, on a deliberately broken copy.
 
 use std::{
@@ -28,6 +28,8 @@ const RULE_TESTS: &str = "deploy/prometheus/tests";
 const PROMETHEUS_RULE: &str = "deploy/prometheus/oomtrace-prometheusrule.yaml";
 const DASHBOARD: &str = "deploy/grafana/oomtrace.json";
 const DASHBOARD_README: &str = "deploy/grafana/README.md";
+/// The user guide's page on metrics, whose table lists every metric the agent exposes.
+const METRICS_DOC: &str = "docs/metrics.md";
 /// The dashboard's data source variable: panels name no particular Prometheus.
 const DATASOURCE: &str = "${datasource}";
 
@@ -319,7 +321,7 @@ fn check_dashboard(root: &Path) -> anyhow::Result<()> {
 }
 
 /// The rules, their tests and the dashboard query only metrics the agent exposes or the rules
-/// record, and the README's metrics table lists exactly those the agent exposes: a renamed
+/// record, and the metrics table of docs/metrics.md lists exactly those the agent exposes: a renamed
 /// metric cannot leave an alert or a panel silently empty.
 fn check_metric_names(root: &Path, rules: &str) -> anyhow::Result<()> {
     let exposed = oomtrace::metrics::exposed_names();
@@ -342,8 +344,8 @@ fn check_metric_names(root: &Path, rules: &str) -> anyhow::Result<()> {
             );
         }
     }
-    let readme = read(&root.join("README.md"))?;
-    let documented: BTreeSet<String> = readme
+    let metrics_doc = read(&root.join(METRICS_DOC))?;
+    let documented: BTreeSet<String> = metrics_doc
         .lines()
         .filter_map(|line| line.strip_prefix("| `"))
         .filter_map(|line| line.split('`').next())
@@ -351,11 +353,11 @@ fn check_metric_names(root: &Path, rules: &str) -> anyhow::Result<()> {
         .map(str::to_owned)
         .collect();
     if documented != exposed {
-        bail!("README.md's metrics table lists {documented:?}; the agent exposes {exposed:?}");
+        bail!("{METRICS_DOC}'s metrics table lists {documented:?}; the agent exposes {exposed:?}");
     }
     println!(
         "deploy: the rules, their tests and the dashboard query only the agent's {} metrics \
-         and {} recorded ones; the README lists them",
+         and {} recorded ones; {METRICS_DOC} lists them",
         exposed.len(),
         recorded.len()
     );

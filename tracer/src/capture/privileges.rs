@@ -296,7 +296,7 @@ fn drop_bounding_except(kept: &CapsHashSet) -> Result<(), caps::errors::CapsErro
 mod tests {
     use super::*;
 
-    /// What the deployment grants (README "Deploy", deploy/): the two capabilities the agent
+    /// What the deployment grants (docs/deploy.md, deploy/): the two capabilities the agent
     /// cannot work without, the one it sets its `oom_score_adj` (and, before 5.11, its
     /// RLIMIT_MEMLOCK) with, and the one that opens the kernel log for the history's backfill
     /// where `kernel.dmesg_restrict` is set.
@@ -325,13 +325,13 @@ mod tests {
         let daemonset = include_str!("../../../deploy/kubernetes/02-daemonset.yaml");
         let add = format!("add: [\"{}\"]", short.join("\", \""));
         assert!(daemonset.contains(&add), "deploy/kubernetes: `{add}`");
-        let readme = include_str!("../../../README.md");
+        let guide = include_str!("../../../docs/deploy.md");
         let flags: String = short
             .iter()
             .map(|cap| format!(" --cap-add={cap}"))
             .collect();
         let flags = format!("--cap-drop=ALL{flags}");
-        assert!(readme.contains(&flags), "README: `{flags}`");
+        assert!(guide.contains(&flags), "docs/deploy.md: `{flags}`");
     }
 
     const BPF: u64 = 1 << 39;

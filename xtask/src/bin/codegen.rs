@@ -1,5 +1,5 @@
 //! Generates the Rust code of the vendored protocol buffers (tracer/proto) into
-//! tracer/src/attribute/cri/proto/, or with `--check` says whether the committed code is
+//! tracer/src/generated/, or with `--check` says whether the committed code is
 //! current. A pure-Rust proto compiler (protox) and prost/tonic's generators: no `protoc`.
 //! Run through `cargo xtask codegen`, which builds this with the `codegen` feature.
 
@@ -32,7 +32,7 @@ fn main() -> ExitCode {
 fn codegen(check: bool) -> anyhow::Result<()> {
     let tracer = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tracer");
     let protos = tracer.join("proto");
-    let committed = tracer.join("src/attribute/cri/proto");
+    let committed = tracer.join("src/generated");
     let generated = generate(&protos)?;
     if check {
         let mut stale = Vec::new();

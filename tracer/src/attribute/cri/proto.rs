@@ -1,5 +1,6 @@
-//! The Rust code generated from tracer/proto (`cargo xtask codegen`; `cargo xtask lint` checks
-//! that it is current): the CRI's `runtime.v1` and containerd's event service.
+//! The Rust code generated from tracer/proto into tracer/src/generated/ (`cargo xtask codegen`;
+//! `cargo xtask lint` checks that it is current): the CRI's `runtime.v1` and containerd's event
+//! service.
 
 #![allow(
     clippy::all,
@@ -12,19 +13,19 @@
 /// Kubernetes' Container Runtime Interface.
 pub mod runtime {
     pub mod v1 {
-        include!("proto/runtime.v1.rs");
+        include!("../../generated/runtime.v1.rs");
     }
 }
 
 /// containerd's own API: its event service and the events it publishes.
 pub mod containerd {
     pub mod events {
-        include!("proto/containerd.events.rs");
+        include!("../../generated/containerd.events.rs");
     }
     pub mod services {
         pub mod events {
             pub mod v1 {
-                include!("proto/containerd.services.events.v1.rs");
+                include!("../../generated/containerd.services.events.v1.rs");
             }
         }
     }
@@ -32,6 +33,6 @@ pub mod containerd {
 
 pub mod google {
     pub mod protobuf {
-        include!("proto/google.protobuf.rs");
+        include!("../../generated/google.protobuf.rs");
     }
 }

@@ -534,7 +534,7 @@ fn peers_markdown(out: &mut String, bursts: &super::burst::Bursts) {
 
 fn peer_figure(
     run: &super::burst::PeerBurstRun,
-) -> Option<&super::super::vm::scenario::oom_burst::PeerFigures> {
+) -> Option<&xtask::vm::scenario::oom_burst::PeerFigures> {
     run.figures.peer.as_ref()
 }
 
@@ -613,7 +613,7 @@ fn signal_cost(out: &mut String, runs: &Runs) {
     program_rows(out, &programs);
     let _ = writeln!(
         out,
-        "\nA helper process (`cargo xtask signal-storm`, a tight loop of kill(2)) sends the \
+        "\nA helper process (the bench's hidden `signal-storm`, a tight loop of kill(2)) sends the \
          signals to a `sleep`, taking {} ms; `kernel.bpf_stats_enabled=1` meanwhile, and the \
          counters are read before and after (`bpftool -j prog show`), so other signals on the \
          machine in that time count too (run_cnt above {signals}). Both programs run for every \
@@ -912,10 +912,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::{
-        bench::burst::{Bursts, PeerBurstRun},
-        vm::scenario::oom_burst::{BurstFigures, PeerFigures},
-    };
+    use crate::burst::{Bursts, PeerBurstRun};
+    use xtask::vm::scenario::oom_burst::{BurstFigures, PeerFigures};
 
     const STATUS: &str = "VmHWM:\t  112888 kB\nVmRSS:\t  112640 kB\nRssAnon:\t   42576 kB\nRssFile:\t       8 kB\nRssShmem:\t   70056 kB\n";
 

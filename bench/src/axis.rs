@@ -88,6 +88,7 @@ impl Idlers {
                     idlers.pids.len(),
                     std::io::Error::last_os_error()
                 ),
+                // SAFETY: prctl and pause only, async-signal-safe, as the fork above requires.
                 0 => unsafe {
                     // Gone with the bench, however it ends.
                     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
@@ -149,7 +150,7 @@ pub fn measure(
 }
 
 fn history_dir() -> anyhow::Result<PathBuf> {
-    let dir = crate::run::target_dir().join(format!("bench-axis-history-{}", std::process::id()));
+    let dir = xtask::run::target_dir().join(format!("bench-axis-history-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("making {}", dir.display()))?;
     Ok(dir)

@@ -1,6 +1,7 @@
-//! `cargo xtask bench`: the release agent's attach time, idle footprint, kill-to-output latency
-//! and per-event kernel cost on this machine, next to a bpftrace one-liner doing the same job.
-//! Benchmarks print figures; nothing here asserts on timing.
+//! oomtrace's bench, run by `cargo xtask bench`: the release agent's attach time, idle
+//! footprint, kill-to-output latency and per-event kernel cost on this machine, next to a
+//! bpftrace one-liner doing the same job. Benchmarks print figures; nothing here asserts on
+//! timing. Results go to `bench/results/`, beside this crate.
 
 mod axis;
 mod bpf_stats;
@@ -15,8 +16,6 @@ mod sys;
 mod targets;
 mod watched;
 
-pub use signals::{StormOptions, storm as signal_storm};
-
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -26,14 +25,51 @@ use std::{
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 
-use crate::{
-    run::{agent_binary, build, target_dir, workspace_root},
-    setup::{Apt, Env, is_root, run as run_command},
-};
 use bpf_stats::{MatchedBy, ProgramStats, StatsEnabled};
+use clap::{Parser, Subcommand};
 use kills::MemoryCgroup;
 use sys::Memory;
 use watched::{Line, Stream, Watched};
+use xtask::{
+    run::{agent_binary, build, target_dir, workspace_root},
+    setup::{Apt, Env, is_root, run as run_command},
+};
+
+#[derive(Parser)]
+#[command(
+    bin_name = "cargo xtask bench",
+    about = "oomtrace's bench: attach time, footprint, kill-to-output latency, kernel cost",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    helper: Option<Helper>,
+    #[command(flatten)]
+    options: Options,
+}
+
+#[derive(Subcommand)]
+enum Helper {
+    /// The bench's signal helper: SIGCONTs to one process from a tight loop.
+    #[command(hide = true, name = "signal-storm")]
+    SignalStorm(signals::StormOptions),
+}
+
+fn main() -> std::process::ExitCode {
+    let Cli { helper, options } = Cli::parse();
+    let result = match helper {
+        // No setup: it runs inside a bench that has done it.
+        Some(Helper::SignalStorm(storm)) => signals::storm(storm),
+        None => xtask::setup::setup().and_then(|env| bench(&env, options)),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("bench: error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -232,9 +268,9 @@ fn build_binaries(env: &Env) -> anyhow::Result<Binaries> {
     ]))?;
     Ok(Binaries {
         agent: agent_binary(),
-        static_agent: crate::vm::build_static_agent(env)?,
+        static_agent: xtask::vm::build_static_agent(env)?,
         hog: target_dir().join("release/oomtrace-hog"),
-        static_hog: crate::vm::build_static_hog(env)?,
+        static_hog: xtask::vm::build_static_hog(env)?,
     })
 }
 

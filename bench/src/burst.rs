@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use crate::{
+use xtask::{
     setup::Env,
     vm::{Guest, GuestRun, scenario::oom_burst},
 };

@@ -14,7 +14,7 @@ use super::bpf_stats::{self, ProgramStats, StatsEnabled};
 
 /// Signals per measurement.
 pub const STORM_SIGNALS: u64 = 100_000;
-/// The hidden xtask subcommand that sends them (see [`storm`]).
+/// The hidden bench subcommand that sends them (see [`storm`]).
 const STORM_COMMAND: &str = "signal-storm";
 
 /// Options of the helper process.
