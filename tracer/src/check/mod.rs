@@ -5,8 +5,8 @@
 //! It takes `run`'s options and asks what `run` would ask, through the same code: each program
 //! is loaded (and unloaded) by the capture stage in its load-only mode, so the tier and its
 //! reason are the very ones `run` reports in `agent_started`; the runtimes are the ones the
-//! attribute stage would watch, each connected once. Nothing is attached, no history is
-//! created, no port stays bound.
+//! attribute stage would watch, each connected once, after the capabilities are dropped as
+//! `run` drops them. Nothing is attached, no history is created, no port stays bound.
 
 mod probes;
 pub mod table;
@@ -122,9 +122,24 @@ pub async fn check(args: &RunArgs) -> Report {
     if let Some(capture) = &capture {
         probes::capture(capture, &mut checks);
     }
+    // Read with the capabilities, as `run` reads them before it drops them.
     probes::kernel_log(&mut checks);
     probes::cgroups(&mut checks);
     probes::timeline(args, &mut checks);
+    // `run` drops every capability once attached, then connects to the runtimes, opens the
+    // history and binds the metrics address: so does the check, to get the same answers (a
+    // socket root may use only with CAP_DAC_OVERRIDE, a port below 1024).
+    if privileged && let Err(err) = privileges::drop_after_attach(|| Ok(())) {
+        checks.push(
+            Check::new(
+                "privileges",
+                "capabilities after attach",
+                Status::Limited,
+                format!("{err:#}"),
+            )
+            .then("what follows was looked at with the capabilities run drops"),
+        );
+    }
     probes::runtimes(args, &mut checks).await;
     probes::history(args, &mut checks);
     probes::log_target(args, &mut checks);

@@ -59,7 +59,7 @@ pub fn lines(report: &Report, style: &Style) -> Vec<String> {
         if let Some(consequence) = &check.consequence {
             text.push_str(&format!(" → {}", printable(consequence)));
         }
-        let wrapped = style::wrap(&text, &indent);
+        let wrapped = wrap_whole_words(&text, &indent);
         let first = wrapped
             .first()
             .map_or("", |line| &line[indent.len()..])
@@ -71,6 +71,28 @@ pub fn lines(report: &Report, style: &Style) -> Vec<String> {
             lines.push(format!("{indent}{first}"));
         }
         lines.extend(wrapped.into_iter().skip(1));
+    }
+    lines
+}
+
+/// As [`style::wrap`], but a word longer than a line keeps its line to itself, uncut: a path
+/// in a check is what the reader needs whole.
+fn wrap_whole_words(text: &str, indent: &str) -> Vec<String> {
+    let room = style::WIDTH.saturating_sub(style::width(indent)).max(20);
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && style::width(&line) + 1 + style::width(word) > room {
+            lines.push(format!("{indent}{line}"));
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        lines.push(format!("{indent}{line}"));
     }
     lines
 }
@@ -131,6 +153,14 @@ mod tests {
             "{docker}"
         );
         assert!(lines.iter().all(|line| style::width(line) <= style::WIDTH));
+    }
+
+    #[test]
+    fn a_long_path_is_printed_whole() {
+        let path = format!("/var/lib/{}/oomtrace.db", "x".repeat(80));
+        let wrapped = wrap_whole_words(&format!("{path} will be created"), "    ");
+        assert_eq!(wrapped[0], format!("    {path}"));
+        assert_eq!(wrapped[1], "    will be created");
     }
 
     #[test]
