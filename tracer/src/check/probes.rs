@@ -338,7 +338,7 @@ pub fn history(args: &RunArgs, checks: &mut Vec<Check>) {
 
 /// `Ok(what was found)` if the agent could open `path` for writing, or create it.
 fn writable(path: &Path) -> Result<String, String> {
-    match std::fs::symlink_metadata(path) {
+    match std::fs::metadata(path) {
         Ok(meta) if meta.is_file() => {
             // Non-blocking: a FIFO swapped in meanwhile must not hang the check.
             let opened = std::fs::OpenOptions::new()
@@ -440,6 +440,9 @@ mod tests {
         assert!(!dir.join("sub").exists(), "nothing is created");
         std::fs::write(dir.join("file.db"), b"").unwrap();
         assert!(writable(&dir.join("file.db")).unwrap().contains("writable"));
+        // As run opens it: through a link.
+        std::os::unix::fs::symlink(dir.join("file.db"), dir.join("link.db")).unwrap();
+        assert!(writable(&dir.join("link.db")).unwrap().contains("writable"));
         assert!(writable(&dir).unwrap_err().contains("not a regular file"));
     }
 

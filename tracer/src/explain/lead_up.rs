@@ -193,23 +193,34 @@ fn amount(trend: Trend) -> u64 {
 fn phrase(name: &str, trend: Trend) -> String {
     match trend {
         Trend::Grew { from, to, seconds } => format!(
-            "{name} grew from {} to {} over the last {seconds} s",
+            "{name} grew from {} to {} over the last {}",
             spoken_bytes(from),
-            spoken_bytes(to)
+            spoken_bytes(to),
+            seconds_words(seconds)
         ),
         Trend::Fell { from, to, seconds } => format!(
-            "{name} fell from {} to {} over the last {seconds} s",
+            "{name} fell from {} to {} over the last {}",
             spoken_bytes(from),
-            spoken_bytes(to)
+            spoken_bytes(to),
+            seconds_words(seconds)
         ),
         Trend::Flat { at, seconds: None } => format!("{name} was flat at {}", spoken_bytes(at)),
         Trend::Flat {
             at,
             seconds: Some(seconds),
         } => format!(
-            "{name} was flat at {} for the last {seconds} s",
-            spoken_bytes(at)
+            "{name} was flat at {} for the last {}",
+            spoken_bytes(at),
+            seconds_words(seconds)
         ),
+    }
+}
+
+/// After "the last": `second`, `12 s`.
+fn seconds_words(seconds: u64) -> String {
+    match seconds {
+        0 | 1 => "second".to_owned(),
+        seconds => format!("{seconds} s"),
     }
 }
 

@@ -120,6 +120,13 @@ fn scenarios() -> Vec<Scenario> {
     let mut pod = crate::attribute::fixtures::in_pod(&crate::attribute::fixtures::pod_path(), None);
     Arc::make_mut(pod.container.as_mut().unwrap()).id = BUILDER.to_owned();
     let shared_parent = place("/oomtrace-test-14115-0");
+    let looping = {
+        let mut party = container(DB, "web", Some(48 * MIB));
+        let meta = Arc::make_mut(party.container.as_mut().unwrap());
+        meta.restart_policy = Some("always".to_owned());
+        meta.restart_count = Some(2);
+        party
+    };
     vec![
         Scenario {
             name: "memcg_own_limit",
@@ -234,7 +241,29 @@ fn scenarios() -> Vec<Scenario> {
                     process("oomtrace-hog", 14675, Some("shop_db_1"), 61 * MIB),
                     process("oomtrace-hog", 14724, Some("shop_builder_1"), 39 * MIB),
                 ],
-                lead_up: None,
+                lead_up: lead_up(&Timeline {
+                    pressure: vec![crate::record::timeline::Stall {
+                        offset_ms: -2_000,
+                        some_pct: crate::record::timeline::Percent(23.0),
+                        full_pct: crate::record::timeline::Percent(4.0),
+                    }],
+                    ..timeline_of(
+                        vec![
+                            (
+                                "/oomtrace-test-14115-0",
+                                Some(100 * MIB),
+                                &[(-3_000, 40), (-100, 99)],
+                            ),
+                            (&path(DB), None, &[(-3_000, 3), (-1_100, 3), (-100, 61)]),
+                            (
+                                &path(BUILDER),
+                                None,
+                                &[(-3_000, 0), (-2_000, 1), (-100, 27)],
+                            ),
+                        ],
+                        &[&compose(DB, "db"), &compose(BUILDER, "builder")],
+                    )
+                }),
             },
             flags: Flags {
                 restart_loop: Some(3),
@@ -242,6 +271,48 @@ fn scenarios() -> Vec<Scenario> {
                 restarts: Some(Restarts {
                     count: 2,
                     over: Duration::from_millis(1_400),
+                }),
+            },
+        },
+        Scenario {
+            name: "restart_loop",
+            title: "A podman container (--restart always) OOM-killed a third time, each restart \
+                    filling its limit in a moment",
+            test: "tests/tests/restart_loop.rs",
+            kill: AttributedKill {
+                kill: sized(
+                    oom((4931, "oomtrace-hog", 0), (4931, "oomtrace-hog")),
+                    48_700,
+                    420,
+                ),
+                victim: Some(looping.clone()),
+                trigger: Some(looping.clone()),
+                main_process: Some(true),
+                domain: domain(
+                    DomainKind::Cgroup,
+                    Basis::Counters,
+                    Some(looping.clone()),
+                    Some(48 * MIB),
+                ),
+            },
+            top: Top {
+                processes: vec![process("oomtrace-hog", 4931, Some("web"), 48 * MIB)],
+                lead_up: lead_up(&timeline_of(
+                    vec![(
+                        &path(DB),
+                        Some(48 * MIB),
+                        &[(-2_600, 42), (-1_000, 42), (-480, 0)],
+                    )],
+                    &[&looping],
+                )),
+                ..Top::default()
+            },
+            flags: Flags {
+                restart_loop: Some(3),
+                recurring_trigger: None,
+                restarts: Some(Restarts {
+                    count: 2,
+                    over: Duration::from_millis(1_300),
                 }),
             },
         },
