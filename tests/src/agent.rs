@@ -7,20 +7,21 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use oomtrace::record::{AgentStarted, AgentStopped, Body, OomKillRecord, Record, SigkillRecord};
 
 use crate::{HistoryFile, agent_binary, pretty, send_signal, wait_timeout};
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A running `oomtrace run --format json`, its records read in the background.
+/// A running `oomtrace run --format json`, its records read in the background as the agent's
+/// own [`Record`] type: tests match on its [`Body`] and read its fields, never a JSON path.
 pub struct Agent {
     child: Child,
-    /// One item per stdout line: the record, or the line itself if it is not JSON.
-    lines: Receiver<Result<Value, String>>,
-    /// Every record read so far, in order.
-    records: Vec<Value>,
+    /// One item per stdout line: the record, or the line and why it is not one.
+    lines: Receiver<Result<Record, String>>,
+    /// Every record read so far, in order: `agent_started` first.
+    records: Vec<Record>,
     stderr: Arc<Mutex<String>>,
     stdout_reader: Option<JoinHandle<()>>,
     stderr_reader: Option<JoinHandle<()>>,
@@ -31,7 +32,7 @@ pub struct Agent {
 /// What a stopped agent printed.
 pub struct Stopped {
     /// Every record, `agent_started` first and `agent_stopped` last.
-    pub records: Vec<Value>,
+    pub records: Vec<Record>,
     pub stderr: String,
 }
 
@@ -81,7 +82,7 @@ impl Agent {
             for line in BufReader::new(stdout).lines() {
                 let line = line.map_err(|err| format!("<unreadable line: {err}>"));
                 let record = line.and_then(|line| {
-                    serde_json::from_str(&line).map_err(|err| format!("{line} ({err})"))
+                    serde_json::from_str::<Record>(&line).map_err(|err| format!("{line} ({err})"))
                 });
                 if sender.send(record).is_err() {
                     break;
@@ -116,7 +117,7 @@ impl Agent {
         };
         let deadline = Instant::now() + START_TIMEOUT;
         while let Some(record) = agent.next_record(deadline) {
-            if record["kind"] == "agent_started" {
+            if let Body::AgentStarted(_) = record.body {
                 return agent;
             }
         }
@@ -126,21 +127,26 @@ impl Agent {
         );
     }
 
+    /// What the agent said when its programs were attached: the tier, and why.
+    pub fn agent_started(&self) -> &AgentStarted {
+        agent_started(&self.records)
+    }
+
     /// The `oom_kill` records whose victim is one of `victim_pids`, read so far or arriving
     /// within `timeout`, until there is one per pid. The agent sees every OOM kill on the host,
-    /// so tests ask for their own processes only. Returns what it has: the caller asserts.
-    pub fn wait_for_kills(&mut self, victim_pids: &[u32], timeout: Duration) -> Vec<Value> {
+    /// so tests ask for their own processes only. Returns what it has, a duplicate too: the
+    /// caller asserts.
+    pub fn wait_for_kills(&mut self, victim_pids: &[u32], timeout: Duration) -> Vec<OomKillRecord> {
+        let kill_of_victim = |record: &Record| match &record.body {
+            Body::OomKill(kill) if is_kill_of(kill, victim_pids) => Some(kill.clone()),
+            _ => None,
+        };
+        let mut kills: Vec<OomKillRecord> =
+            self.records.iter().filter_map(kill_of_victim).collect();
         let deadline = Instant::now() + timeout;
-        let mut kills: Vec<Value> = self
-            .records
-            .iter()
-            .filter(|record| is_kill_of(record, victim_pids))
-            .cloned()
-            .collect();
         while kills.len() < victim_pids.len() {
             match self.next_record(deadline) {
-                Some(record) if is_kill_of(&record, victim_pids) => kills.push(record),
-                Some(_) => {}
+                Some(record) => kills.extend(kill_of_victim(&record)),
                 None => break,
             }
         }
@@ -153,63 +159,56 @@ impl Agent {
     /// [`Container::is_victim_of`](crate::Container::is_victim_of)).
     pub fn wait_for_kill_where(
         &mut self,
-        is_match: impl Fn(&Value) -> bool,
+        is_match: impl Fn(&OomKillRecord) -> bool,
         timeout: Duration,
-    ) -> Option<Value> {
-        let is_kill_match = |record: &Value| record["kind"] == "oom_kill" && is_match(record);
-        if let Some(record) = self.records.iter().find(|record| is_kill_match(record)) {
-            return Some(record.clone());
-        }
-        let deadline = Instant::now() + timeout;
-        while let Some(record) = self.next_record(deadline) {
-            if is_kill_match(&record) {
-                return Some(record);
-            }
-        }
-        None
+    ) -> Option<OomKillRecord> {
+        self.wait_for_kills_where(is_match, 1, timeout).pop()
     }
 
     /// The first `count` `oom_kill` records that `is_match`, in the order the agent wrote them,
     /// read so far or arriving within `timeout`. Returns what it has: the caller asserts.
     pub fn wait_for_kills_where(
         &mut self,
-        is_match: impl Fn(&Value) -> bool,
+        is_match: impl Fn(&OomKillRecord) -> bool,
         count: usize,
         timeout: Duration,
-    ) -> Vec<Value> {
-        let is_kill_match = |record: &Value| record["kind"] == "oom_kill" && is_match(record);
-        let mut kills: Vec<Value> = self
+    ) -> Vec<OomKillRecord> {
+        let matching_kill = |record: &Record| match &record.body {
+            Body::OomKill(kill) if is_match(kill) => Some(kill.clone()),
+            _ => None,
+        };
+        let mut kills: Vec<OomKillRecord> = self
             .records
             .iter()
-            .filter(|record| is_kill_match(record))
+            .filter_map(matching_kill)
             .take(count)
-            .cloned()
             .collect();
         let deadline = Instant::now() + timeout;
         while kills.len() < count {
             match self.next_record(deadline) {
-                Some(record) if is_kill_match(&record) => kills.push(record),
-                Some(_) => {}
+                Some(record) => kills.extend(matching_kill(&record)),
                 None => break,
             }
         }
         kills
     }
 
-    /// The first record of any kind for which `is_match` holds, read so far or arriving within
-    /// `timeout`; `None` if none did.
-    pub fn wait_for_record_where(
+    /// The first thing `find` makes of a record of any kind, read so far or arriving within
+    /// `timeout`; `None` if it made nothing of any. `find` matches on the record's [`Body`],
+    /// e.g. `|record| match &record.body { Body::Sigkill(sigkill) if … => Some(sigkill.clone()),
+    /// _ => None }`.
+    pub fn wait_for_record<T>(
         &mut self,
-        is_match: impl Fn(&Value) -> bool,
+        mut find: impl FnMut(&Record) -> Option<T>,
         timeout: Duration,
-    ) -> Option<Value> {
-        if let Some(record) = self.records.iter().find(|record| is_match(record)) {
-            return Some(record.clone());
+    ) -> Option<T> {
+        if let Some(found) = self.records.iter().find_map(&mut find) {
+            return Some(found);
         }
         let deadline = Instant::now() + timeout;
         while let Some(record) = self.next_record(deadline) {
-            if is_match(&record) {
-                return Some(record);
+            if let Some(found) = find(&record) {
+                return Some(found);
             }
         }
         None
@@ -298,7 +297,7 @@ impl Agent {
     }
 
     /// The next record before `deadline`, `None` on timeout; panics if the agent exited.
-    fn next_record(&mut self, deadline: Instant) -> Option<Value> {
+    fn next_record(&mut self, deadline: Instant) -> Option<Record> {
         match self
             .lines
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
@@ -311,10 +310,10 @@ impl Agent {
         }
     }
 
-    fn accept(&mut self, line: Result<Value, String>) -> Value {
+    fn accept(&mut self, line: Result<Record, String>) -> Record {
         let record = line.unwrap_or_else(|line| {
             panic!(
-                "the agent printed a line that is not JSON: {line}\nits stderr:\n{}",
+                "the agent printed a line that is not a record: {line}\nits stderr:\n{}",
                 self.stderr()
             )
         });
@@ -356,50 +355,64 @@ impl Drop for Agent {
 
 impl Stopped {
     /// Every `oom_kill` record, whoever the victim.
-    pub fn kills(&self) -> impl Iterator<Item = &Value> {
-        self.records
-            .iter()
-            .filter(|record| record["kind"] == "oom_kill")
+    pub fn kills(&self) -> impl Iterator<Item = &OomKillRecord> {
+        self.records.iter().filter_map(|record| match &record.body {
+            Body::OomKill(kill) => Some(kill),
+            _ => None,
+        })
     }
 
     /// The `oom_kill` records whose victim is `victim_pid`.
-    pub fn kills_of(&self, victim_pid: u32) -> Vec<&Value> {
+    pub fn kills_of(&self, victim_pid: u32) -> Vec<&OomKillRecord> {
         self.kills()
-            .filter(|record| is_kill_of(record, &[victim_pid]))
+            .filter(|kill| is_kill_of(kill, &[victim_pid]))
             .collect()
     }
 
     /// The `sigkill` records whose target is process `pid`.
-    pub fn sigkills_of(&self, pid: u32) -> Vec<&Value> {
+    pub fn sigkills_of(&self, pid: u32) -> Vec<&SigkillRecord> {
         self.records
             .iter()
-            .filter(|record| {
-                record["kind"] == "sigkill"
-                    && record
-                        .pointer("/target/process/pid")
-                        .and_then(Value::as_u64)
-                        == Some(u64::from(pid))
+            .filter_map(|record| match &record.body {
+                Body::Sigkill(sigkill) if sigkill.target.process.pid == Some(pid) => Some(sigkill),
+                _ => None,
             })
             .collect()
     }
 
+    /// The `agent_started` record.
+    pub fn agent_started(&self) -> &AgentStarted {
+        agent_started(&self.records)
+    }
+
     /// The last record, which must be `agent_stopped`.
-    pub fn agent_stopped(&self) -> &Value {
+    pub fn agent_stopped(&self) -> &AgentStopped {
         let last = self.records.last().expect("the agent printed no records");
-        assert!(
-            last["kind"] == "agent_stopped",
-            "the last record should be `agent_stopped`:\n{}",
-            pretty(last)
-        );
-        last
+        let Body::AgentStopped(stopped) = &last.body else {
+            panic!(
+                "the last record should be `agent_stopped`:\n{}",
+                pretty(last)
+            );
+        };
+        stopped
     }
 }
 
-/// Whether `record` is an `oom_kill` whose victim is one of `victim_pids`.
-fn is_kill_of(record: &Value, victim_pids: &[u32]) -> bool {
-    record["kind"] == "oom_kill"
-        && record
-            .pointer("/victim/process/pid")
-            .and_then(Value::as_u64)
-            .is_some_and(|pid| victim_pids.iter().any(|&victim| u64::from(victim) == pid))
+/// The `agent_started` record among `records`: [`Agent::start`] waited for it.
+fn agent_started(records: &[Record]) -> &AgentStarted {
+    records
+        .iter()
+        .find_map(|record| match &record.body {
+            Body::AgentStarted(started) => Some(started),
+            _ => None,
+        })
+        .expect("Agent::start returns once the agent printed agent_started")
+}
+
+/// Whether `kill`'s victim is one of `victim_pids`.
+fn is_kill_of(kill: &OomKillRecord, victim_pids: &[u32]) -> bool {
+    kill.victim
+        .process
+        .pid
+        .is_some_and(|pid| victim_pids.contains(&pid))
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use oomtrace::record::Record;
 
 use crate::podman::ulimit_args;
 
@@ -268,21 +268,22 @@ impl AgentContainer {
         }
     }
 
-    /// The first JSON record on the agent's stdout that `is_match`, within `timeout`.
-    pub fn wait_for_record(
+    /// The first thing `find` makes of a record on the agent's stdout, within `timeout`, as
+    /// [`Agent::wait_for_record`](crate::Agent::wait_for_record).
+    pub fn wait_for_record<T>(
         &self,
-        is_match: impl Fn(&Value) -> bool,
+        find: impl Fn(&Record) -> Option<T>,
         timeout: Duration,
-    ) -> Option<Value> {
+    ) -> Option<T> {
         let deadline = Instant::now() + timeout;
         loop {
             let (stdout, _) = self.logs();
             for line in stdout.lines() {
-                let record: Value = serde_json::from_str(line).unwrap_or_else(|err| {
-                    panic!("the agent wrote a line that is not JSON ({err}): {line}")
+                let record: Record = serde_json::from_str(line).unwrap_or_else(|err| {
+                    panic!("the agent wrote a line that is not a record ({err}): {line}")
                 });
-                if is_match(&record) {
-                    return Some(record);
+                if let Some(found) = find(&record) {
+                    return Some(found);
                 }
             }
             if Instant::now() >= deadline {

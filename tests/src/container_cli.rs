@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::Value;
+use oomtrace::record::OomKillRecord;
 
 use crate::{Agent, command_output};
 
@@ -102,10 +102,10 @@ impl ContainerCli<'_> {
 
     /// The agent's `oom_kill` record for a process of this container, within 30 s; panics
     /// with what the container printed otherwise.
-    pub(crate) fn kill_record(&self, agent: &mut Agent) -> Value {
+    pub(crate) fn kill_record(&self, agent: &mut Agent) -> OomKillRecord {
         agent
             .wait_for_kill_where(
-                |record| crate::is_kill_in_container(record, self.id),
+                |kill| crate::is_kill_in_container(kill, self.id),
                 KILL_TIMEOUT,
             )
             .unwrap_or_else(|| {

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use oomtrace::attribute::cri::proto::runtime::v1 as cri;
 use oomtrace::attribute::cri::{Client, UnixChannel, client};
 use oomtrace::deps::tonic;
-use serde_json::Value;
+use oomtrace::record::OomKillRecord;
 
 use crate::container_spec::{RELEASE_DIR_IN_CONTAINER, release};
 use crate::image::{RootfsTarball, oci_archive};
@@ -598,20 +598,16 @@ impl CriContainer {
         release(&self.release_dir, &self.name);
     }
 
-    /// Whether `record` is an `oom_kill` of a process in this container (its id is in the
-    /// victim's cgroup path).
-    pub fn is_victim_of(&self, record: &Value) -> bool {
-        record["kind"] == "oom_kill"
-            && ["/victim/cgroup/path", "/victim/memcg/path"]
-                .iter()
-                .filter_map(|pointer| record.pointer(pointer).and_then(Value::as_str))
-                .any(|path| path.contains(&self.id))
+    /// Whether `kill` is of a process in this container (its id is in the victim's cgroup
+    /// path).
+    pub fn is_victim_of(&self, kill: &OomKillRecord) -> bool {
+        crate::is_kill_in_container(kill, &self.id)
     }
 
     /// The agent's `oom_kill` record for a process of this container.
-    pub fn kill_record(&self, agent: &mut Agent) -> Value {
+    pub fn kill_record(&self, agent: &mut Agent) -> OomKillRecord {
         agent
-            .wait_for_kill_where(|record| self.is_victim_of(record), KILL_TIMEOUT)
+            .wait_for_kill_where(|kill| self.is_victim_of(kill), KILL_TIMEOUT)
             .unwrap_or_else(|| {
                 panic!(
                     "no oom_kill record for a process of container {} ({})",

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
+use oomtrace::record::OomKillRecord;
 
 use crate::container_cli::ContainerCli;
 use crate::container_spec::{ContainerSpec, release};
@@ -308,15 +308,15 @@ impl DockerContainer<'_> {
         &self.id
     }
 
-    /// Whether `record` is an `oom_kill` of a process in this container: the kernel's cgroup
-    /// paths of its processes end in its id (`/docker/<id>`, `<cgroup_parent>/<id>`).
-    pub fn is_victim_of(&self, record: &Value) -> bool {
-        crate::is_kill_in_container(record, &self.id)
+    /// Whether `kill` is of a process in this container: the kernel's cgroup paths of its
+    /// processes end in its id (`/docker/<id>`, `<cgroup_parent>/<id>`).
+    pub fn is_victim_of(&self, kill: &OomKillRecord) -> bool {
+        crate::is_kill_in_container(kill, &self.id)
     }
 
     /// The agent's `oom_kill` record for a process of this container, within 30 s; panics with
     /// what the container printed otherwise.
-    pub fn kill_record(&self, agent: &mut Agent) -> Value {
+    pub fn kill_record(&self, agent: &mut Agent) -> OomKillRecord {
         self.cli().kill_record(agent)
     }
 

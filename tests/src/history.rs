@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use serde_json::Value;
+use oomtrace::history::query::Listed;
+use oomtrace::record::{Body, OomKillRecord};
 
 use crate::agent_binary;
 
@@ -18,6 +19,16 @@ pub fn history_dir() -> PathBuf {
     std::fs::create_dir_all(&dir)
         .unwrap_or_else(|err| panic!("creating the history directory {}: {err}", dir.display()));
     dir
+}
+
+/// The pid of the victim a listed record names, if it is a kill's (`oom_kill`, or
+/// `oom_mark_exiting`).
+pub fn victim_pid(listed: &Listed) -> Option<u32> {
+    match &listed.record()?.body {
+        Body::OomKill(OomKillRecord { victim, .. })
+        | Body::OomMarkExiting(OomKillRecord { victim, .. }) => victim.process.pid,
+        _ => None,
+    }
 }
 
 /// A history file of this test's own, removed (with its -wal and -shm) when dropped.
@@ -76,15 +87,23 @@ impl HistoryFile {
             .unwrap_or_else(|err| panic!("running {} {subcommand}: {err}", binary.display()))
     }
 
-    /// `oomtrace history --format json ARGS…`: the stored records, newest first.
-    pub fn records(&self, args: &[&str]) -> Vec<Value> {
+    /// `oomtrace history --format json ARGS…`: the stored records, newest first, each with
+    /// where it is in the history (`history.id`, what `show` takes). Panics on a row whose
+    /// record the agent could not read back.
+    pub fn records(&self, args: &[&str]) -> Vec<Listed> {
         let mut all_args = vec!["--format", "json"];
         all_args.extend_from_slice(args);
         let stdout = self.run("history", &all_args);
-        match serde_json::from_str(&stdout) {
-            Ok(Value::Array(records)) => records,
-            _ => panic!("`oomtrace history --format json` printed no JSON array:\n{stdout}"),
+        let listed: Vec<Listed> = serde_json::from_str(&stdout).unwrap_or_else(|err| {
+            panic!("`oomtrace history --format json` printed no list of records ({err}):\n{stdout}")
+        });
+        if let Some(unreadable) = listed.iter().find(|listed| listed.record().is_none()) {
+            panic!(
+                "the history holds a record it cannot read: {}",
+                crate::pretty(unreadable)
+            );
         }
+        listed
     }
 
     fn remove(&self) {

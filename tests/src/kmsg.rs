@@ -7,8 +7,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use oomtrace::kmsg::parse;
+use oomtrace::record::OomKillRecord;
 
-use crate::POLL_INTERVAL;
+use crate::{POLL_INTERVAL, pretty};
 
 /// The kernel's "Killed process" line for one OOM kill.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,13 +25,21 @@ pub struct KilledProcess {
 impl KilledProcess {
     /// Panics unless the agent's `oom_kill` record gives an anon RSS within 10% of what the
     /// kernel logged for this kill.
-    pub fn assert_anon_rss_matches(&self, kill: &serde_json::Value) {
-        let anon_rss_kb = crate::field_u64(kill, "victim.process.memory.anon_rss_bytes") / 1024;
+    pub fn assert_anon_rss_matches(&self, kill: &OomKillRecord) {
+        let Some(anon_rss_bytes) = kill
+            .victim
+            .process
+            .memory
+            .and_then(|memory| memory.anon_rss_bytes)
+        else {
+            panic!("the record has no victim anon RSS:\n{}", pretty(kill));
+        };
+        let anon_rss_kb = anon_rss_bytes / 1024;
         assert!(
             anon_rss_kb.abs_diff(self.anon_rss_kb) * 10 <= self.anon_rss_kb,
-            "victim anon RSS {anon_rss_kb} kB should be within 10% of the kernel's {} kB; in {:#}",
+            "victim anon RSS {anon_rss_kb} kB should be within 10% of the kernel's {} kB; in {}",
             self.anon_rss_kb,
-            kill
+            pretty(kill)
         );
     }
 }

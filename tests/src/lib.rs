@@ -7,6 +7,12 @@
 //! service, a container) cleans it up on drop, also while a failing test unwinds, so nothing
 //! stays attached or running. Helpers panic with context instead of returning errors: a test
 //! cannot recover.
+//!
+//! The agent's output is read as its own types, [`oomtrace::record::Record`] (and the
+//! history's [`oomtrace::history::query::Listed`]): a test matches on the record's `Body` and
+//! reads struct fields, so a renamed field fails to compile rather than at run time as root.
+//! Only the golden-file and schema-doc tests in `tracer` pin the JSON itself. A failure
+//! message shows the whole record as JSON ([`pretty`]).
 
 mod agent;
 pub mod agent_container;
@@ -35,14 +41,15 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use oomtrace::record::OomKillRecord;
+use serde::Serialize;
 
 pub use crate::agent::{Agent, Stopped};
 pub use crate::cgroup::MemoryCgroup;
 pub use crate::compose::ComposeProject;
 pub use crate::container_spec::ContainerSpec;
 pub use crate::docker::{DockerContainer, Dockerd};
-pub use crate::history::{HistoryFile, ReadOnlyDir, history_dir};
+pub use crate::history::{HistoryFile, ReadOnlyDir, history_dir, victim_pid};
 pub use crate::hog::Hog;
 pub use crate::image::HOG_IN_IMAGE;
 pub use crate::journald::Journald;
@@ -97,64 +104,27 @@ pub fn static_hog_binary() -> PathBuf {
     binary
 }
 
-/// The value at a dotted `path` (e.g. `victim.process.pid`) of a JSON record; panics with the
-/// whole record if it is missing.
-pub fn field<'a>(record: &'a Value, path: &str) -> &'a Value {
-    path.split('.').fold(record, |value, key| {
-        value.get(key).unwrap_or_else(|| {
-            panic!(
-                "the record has no `{path}` (no `{key}`):\n{}",
-                pretty(record)
-            )
-        })
+/// `value` as indented JSON, for failure messages: a record, a part of one, or a list of them.
+pub fn pretty<T: Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|err| format!("<not serializable: {err}>"))
+}
+
+/// A value for a test's printout, as JSON; `-` when absent.
+pub fn or_dash<T: Serialize>(value: Option<T>) -> String {
+    value.map_or("-".to_owned(), |value| {
+        serde_json::to_string(&value).unwrap_or_default()
     })
 }
 
-/// Panics with the whole record unless the value at `path` is `expected`.
-pub fn expect_field(record: &Value, path: &str, expected: impl Into<Value>) {
-    let expected = expected.into();
-    let actual = field(record, path);
-    assert!(
-        *actual == expected,
-        "`{path}` is {actual}, expected {expected}, in:\n{}",
-        pretty(record)
-    );
-}
-
-/// [`field`], which must be an unsigned integer.
-pub fn field_u64(record: &Value, path: &str) -> u64 {
-    field(record, path).as_u64().unwrap_or_else(|| {
-        panic!(
-            "`{path}` should be an unsigned integer in:\n{}",
-            pretty(record)
-        )
-    })
-}
-
-/// [`field`], which must be a string.
-pub fn field_str<'a>(record: &'a Value, path: &str) -> &'a str {
-    field(record, path)
-        .as_str()
-        .unwrap_or_else(|| panic!("`{path}` should be a string in:\n{}", pretty(record)))
-}
-
-/// The value at a JSON `pointer` (e.g. `/victim/container/name`) for a test's printout, `-`
-/// when absent.
-pub fn shown(record: &Value, pointer: &str) -> String {
-    record
-        .pointer(pointer)
-        .map_or("-".to_owned(), Value::to_string)
-}
-
-/// Whether `record` is an `oom_kill` of a process in the container with this full `id`: the
-/// kernel's cgroup paths of a container's processes hold its id (`/docker/<id>`,
-/// `.../libpod-<id>`, `docker-<id>.scope`); host pids are not known in advance.
-pub fn is_kill_in_container(record: &Value, id: &str) -> bool {
-    record["kind"] == "oom_kill"
-        && ["/victim/cgroup/path", "/victim/memcg/path"]
-            .iter()
-            .filter_map(|pointer| record.pointer(pointer).and_then(Value::as_str))
-            .any(|path| path.contains(id))
+/// Whether `kill` is of a process in the container with this full `id`: the kernel's cgroup
+/// paths of a container's processes hold its id (`/docker/<id>`, `.../libpod-<id>`,
+/// `docker-<id>.scope`); host pids are not known in advance.
+pub fn is_kill_in_container(kill: &OomKillRecord, id: &str) -> bool {
+    [&kill.victim.cgroup, &kill.victim.memcg]
+        .into_iter()
+        .flatten()
+        .filter_map(|cgroup| cgroup.path.as_deref())
+        .any(|path| path.contains(id))
 }
 
 /// The cgroup directories of process `pid`: its v1 memory cgroup and its cgroup2 cgroup, as
@@ -180,10 +150,6 @@ pub(crate) fn cgroup_dirs_of(pid: u32) -> Vec<PathBuf> {
             }
         })
         .collect()
-}
-
-fn pretty(record: &Value) -> String {
-    serde_json::to_string_pretty(record).unwrap_or_else(|_| record.to_string())
 }
 
 fn send_signal(pid: u32, signal: libc::c_int) -> io::Result<()> {

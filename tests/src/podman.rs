@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use oomtrace::record::OomKillRecord;
 
 use crate::container_cli::ContainerCli;
 use crate::container_spec::{ContainerSpec, release};
@@ -219,12 +219,14 @@ impl Container {
 
     /// The agent's `oom_kill` record for a process of this container, within 30 s; panics with
     /// what the container printed otherwise.
-    pub fn kill_record(&self, agent: &mut Agent) -> Value {
+    pub fn kill_record(&self, agent: &mut Agent) -> OomKillRecord {
         self.cli().kill_record(agent)
     }
 
-    pub fn is_victim_of(&self, record: &Value) -> bool {
-        crate::is_kill_in_container(record, &self.id)
+    /// Whether `kill` is of a process in this container (its id is in the victim's cgroup
+    /// path).
+    pub fn is_victim_of(&self, kill: &OomKillRecord) -> bool {
+        crate::is_kill_in_container(kill, &self.id)
     }
 
     /// Lets a [`ContainerSpec::held_hog`] allocate.

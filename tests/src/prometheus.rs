@@ -12,7 +12,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use crate::daemon::Daemon;
 use crate::http::{free_loopback_port, http_get, query_value};
@@ -122,29 +125,30 @@ impl Prometheus {
     }
 
     /// `GET /api/v1/<path>`'s `data`, which must have succeeded.
-    fn api(&self, path: &str) -> Value {
+    fn api<T: DeserializeOwned>(&self, path: &str) -> T {
         let (status, body) = http_get(self.addr, &format!("/api/v1/{path}"));
-        let response: Value = serde_json::from_str(&body)
-            .unwrap_or_else(|err| panic!("{path}: {status}, not JSON ({err}): {body}"));
-        assert!(
-            response["status"] == "success",
-            "{path}: {status}: {response}"
-        );
-        response["data"].clone()
+        let response: ApiResponse<T> = serde_json::from_str(&body).unwrap_or_else(|err| {
+            panic!("{path}: {status}, not an answer of Prometheus's API ({err}): {body}")
+        });
+        match response {
+            ApiResponse {
+                status: ApiStatus::Success,
+                data: Some(data),
+            } => data,
+            _ => panic!("{path}: {status}: {body}"),
+        }
     }
 
-    /// An instant query's result: one `{metric, value}` per series.
-    pub fn query(&self, promql: &str) -> Vec<Value> {
-        let data = self.api(&format!("query?query={}", query_value(promql)));
-        data["result"].as_array().cloned().unwrap_or_default()
+    /// An instant query's result: one sample per series. The query must give a vector.
+    pub fn query(&self, promql: &str) -> Vec<Sample> {
+        let data: QueryData = self.api(&format!("query?query={}", query_value(promql)));
+        data.result
     }
 
     /// The alerts pending or firing now.
-    pub fn alerts(&self) -> Vec<Value> {
-        self.api("alerts")["alerts"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
+    pub fn alerts(&self) -> Vec<Alert> {
+        let data: AlertsData = self.api("alerts");
+        data.alerts
     }
 
     /// Asks `check` again and again until it returns something or `timeout` passes.
@@ -193,9 +197,53 @@ impl Drop for Prometheus {
 }
 
 /// The value of an instant query's sample, as a number.
-pub fn sample_value(sample: &Value) -> f64 {
-    sample["value"][1]
-        .as_str()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| panic!("no value in the sample {sample}"))
+pub fn sample_value(sample: &Sample) -> f64 {
+    let (_, value) = &sample.value;
+    value
+        .parse()
+        .unwrap_or_else(|err| panic!("the sample's value is no number ({err}): {sample:?}"))
+}
+
+/// What Prometheus's HTTP API answers (<https://prometheus.io/docs/prometheus/latest/querying/api/>).
+#[derive(Debug, Deserialize)]
+struct ApiResponse<T> {
+    status: ApiStatus,
+    data: Option<T>,
+}
+
+#[derive(Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ApiStatus {
+    Success,
+    Error,
+}
+
+#[derive(Debug, Deserialize)]
+struct QueryData {
+    result: Vec<Sample>,
+}
+
+/// One series of an instant query's vector.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Sample {
+    pub metric: BTreeMap<String, String>,
+    /// The evaluation time (Unix seconds) and the value, which Prometheus gives as a string.
+    pub value: (f64, String),
+}
+
+#[derive(Debug, Deserialize)]
+struct AlertsData {
+    alerts: Vec<Alert>,
+}
+
+/// An alert pending or firing.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Alert {
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    /// `pending` or `firing`.
+    pub state: String,
+    pub active_at: Option<String>,
 }

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use oomtrace_tests::{Agent, Hog, MemoryCgroup, field_u64, require_root};
+use oomtrace_tests::{Agent, Hog, MemoryCgroup, pretty, require_root};
 
 const HOG: &str = env!("CARGO_BIN_EXE_oomtrace-hog");
 const HOGS: usize = 20;
@@ -25,10 +25,10 @@ fn burst_of_kills_is_reported_once_each() {
     for hog in &mut hogs {
         hog.release();
     }
-    let memcg_id_by_pid: BTreeMap<u64, u64> = hogs
+    let memcg_id_by_pid: BTreeMap<u32, u64> = hogs
         .iter()
         .zip(&cgroups)
-        .map(|(hog, cgroup)| (u64::from(hog.pid()), cgroup.memcg_id()))
+        .map(|(hog, cgroup)| (hog.pid(), cgroup.memcg_id()))
         .collect();
     let hog_pids: Vec<u32> = hogs.iter().map(Hog::pid).collect();
     for hog in hogs {
@@ -39,60 +39,75 @@ fn burst_of_kills_is_reported_once_each() {
     assert_eq!(
         kills.len(),
         HOGS,
-        "oom_kill records for the {HOGS} hogs within 60 s: {kills:#?}"
+        "oom_kill records for the {HOGS} hogs within 60 s: {}",
+        pretty(&kills)
     );
     let stopped = agent.stop();
 
     let our_kills: Vec<_> = stopped
         .kills()
-        .filter(|kill| memcg_id_by_pid.contains_key(&field_u64(kill, "victim.process.pid")))
+        .filter(|kill| {
+            kill.victim
+                .process
+                .pid
+                .is_some_and(|pid| memcg_id_by_pid.contains_key(&pid))
+        })
         .collect();
     assert_eq!(
         our_kills.len(),
         HOGS,
-        "exactly one oom_kill record per hog: {our_kills:#?}"
+        "exactly one oom_kill record per hog: {}",
+        pretty(&our_kills)
     );
-    let victim_pids: BTreeSet<u64> = our_kills
+    let victim_pids: BTreeSet<u32> = our_kills
         .iter()
-        .map(|kill| field_u64(kill, "victim.process.pid"))
+        .filter_map(|kill| kill.victim.process.pid)
         .collect();
-    let expected_pids: BTreeSet<u64> = memcg_id_by_pid.keys().copied().collect();
+    let expected_pids: BTreeSet<u32> = memcg_id_by_pid.keys().copied().collect();
     assert_eq!(
         victim_pids, expected_pids,
         "the victims should be the hogs, each once"
     );
     for kill in &our_kills {
-        let pid = field_u64(kill, "victim.process.pid");
+        let Some(pid) = kill.victim.process.pid else {
+            unreachable!("filtered by pid above")
+        };
         assert_eq!(
-            field_u64(kill, "victim.memcg.id"),
-            memcg_id_by_pid[&pid],
-            "hog {pid}'s own memcg in {kill:#}"
+            kill.victim.memcg.as_ref().and_then(|memcg| memcg.id),
+            Some(memcg_id_by_pid[&pid]),
+            "hog {pid}'s own memcg in {}",
+            pretty(kill)
         );
         assert_eq!(
-            field_u64(kill, "capture.ringbuf_dropped_total"),
-            0,
-            "records dropped, per {kill:#}"
+            kill.capture.ringbuf_dropped_total,
+            Some(0),
+            "records dropped, per {}",
+            pretty(kill)
         );
     }
 
     // The agent sees every kill on the host: its count must match what it printed, which is
     // exactly HOGS when nothing else ran out of memory meanwhile.
     let agent_stopped = stopped.agent_stopped();
+    let totals = agent_stopped.totals;
     let all_kills = stopped.kills().count() as u64;
     assert!(all_kills >= HOGS as u64);
     assert_eq!(
-        field_u64(agent_stopped, "oom_kills"),
+        totals.oom_kills,
         all_kills,
-        "oom_kills should count the printed oom_kill records: {agent_stopped:#}"
+        "oom_kills should count the printed oom_kill records: {}",
+        pretty(agent_stopped)
     );
     assert_eq!(
-        field_u64(agent_stopped, "decode_errors"),
+        totals.decode_errors,
         0,
-        "decode errors, per {agent_stopped:#}"
+        "decode errors, per {}",
+        pretty(agent_stopped)
     );
     assert_eq!(
-        field_u64(agent_stopped, "ringbuf_dropped_total"),
+        totals.ringbuf_dropped_total,
         0,
-        "records dropped, per {agent_stopped:#}"
+        "records dropped, per {}",
+        pretty(agent_stopped)
     );
 }

@@ -5,7 +5,6 @@
 use std::process::Command;
 
 use oomtrace::check::{Report, Status};
-use oomtrace::record::{Body, Record};
 use oomtrace_tests::{Agent, HistoryFile, agent_binary, require_root};
 
 #[test]
@@ -84,11 +83,7 @@ fn check_says_what_run_then_attaches() {
     // What run then attaches, with the same options.
     let agent = Agent::start_with(&history.agent_args());
     let stopped = agent.stop();
-    let started: Record = serde_json::from_value(stopped.records[0].clone())
-        .expect("agent_started reads as a record");
-    let Body::AgentStarted(started) = started.body else {
-        panic!("the first record is agent_started: {started:?}")
-    };
+    let started = stopped.agent_started();
     println!(
         "check: tier {} ({}); run: tier {} ({})",
         capture.tier, capture.reason, started.capture.tier, started.capture.reason

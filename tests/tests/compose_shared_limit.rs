@@ -9,11 +9,12 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
+use oomtrace::attribute::DomainKind;
+use oomtrace::record::party::{Compose, Container, Party};
+use oomtrace::record::{Body, OomKillRecord};
 use oomtrace_tests::{
-    ComposeProject, Dockerd, HOG_IN_IMAGE, HistoryFile, IMAGE, Kmsg, MemoryCgroup, expect_field,
-    field_str, field_u64, require_root, shown,
+    ComposeProject, Dockerd, HOG_IN_IMAGE, HistoryFile, IMAGE, Kmsg, MemoryCgroup, or_dash, pretty,
+    require_root,
 };
 
 const MIB: u64 = 1 << 20;
@@ -93,7 +94,9 @@ services:
             "one oom_kill of the db per build step, {step} so far: {found:#?}"
         );
         let kill = found.pop().expect("as many kills as steps");
-        let victim_pid = u32::try_from(field_u64(&kill, "victim.process.pid")).expect("a pid");
+        let Some(victim_pid) = kill.victim.process.pid else {
+            panic!("no victim pid in {}", pretty(&kill));
+        };
         reports.push(kmsg.find_report(victim_pid, Duration::from_secs(10)));
         kills.push(kill);
     }
@@ -108,7 +111,8 @@ services:
     let parent_path = parent.path();
     let db_memcg = format!("{parent_path}/{}", db.id());
     for (i, (kill, kernel)) in kills.iter().zip(&reports).enumerate() {
-        let show = |pointer: &str| shown(kill, pointer);
+        let victim = kill.victim.names.container.as_ref();
+        let domain = kill.domain.as_ref();
         println!(
             "kill {}: the kernel says pid {} ({}) in {:?} killed, limit of {:?}, invoked by pid \
              {:?} ({:?}); oomtrace says victim {} pid {} ({}), trigger {} pid {}, domain {} \
@@ -120,15 +124,35 @@ services:
             kernel.oom_memcg,
             kernel.invoker_pid,
             kernel.invoker_comm,
-            show("/victim/container/name"),
-            show("/victim/process/pid"),
-            show("/victim/container/compose"),
-            show("/trigger/container/name"),
-            show("/trigger/process/pid"),
-            show("/domain/cgroup/path"),
-            show("/domain/memory/limit_bytes"),
-            show("/victim/container/restart_count"),
-            show("/explanation/restart_loop"),
+            or_dash(victim.and_then(|victim| victim.name.as_ref())),
+            or_dash(kill.victim.process.pid),
+            or_dash(victim.and_then(|victim| victim.compose.as_ref())),
+            or_dash(
+                kill.trigger
+                    .as_ref()
+                    .and_then(|trigger| trigger.names.container_name())
+            ),
+            or_dash(
+                kill.trigger
+                    .as_ref()
+                    .and_then(|trigger| trigger.process.pid)
+            ),
+            or_dash(
+                domain
+                    .and_then(|domain| domain.cgroup.as_ref())
+                    .map(|cgroup| &cgroup.path)
+            ),
+            or_dash(
+                domain
+                    .and_then(|domain| domain.memory)
+                    .and_then(|memory| memory.limit_bytes)
+            ),
+            or_dash(victim.and_then(|victim| victim.restart_count)),
+            or_dash(
+                kill.explanation
+                    .as_ref()
+                    .and_then(|explanation| explanation.restart_loop)
+            ),
             snapshot_processes(kill),
         );
     }
@@ -141,59 +165,107 @@ services:
         db.oom_events(),
         builder.oom_events(),
     );
-    println!(
-        "verdict of kill {KILLS}: {}",
-        field_str(&kills[KILLS - 1], "explanation.verdict")
-    );
+    println!("verdict of kill {KILLS}: {}", verdict_of(&kills[KILLS - 1]));
 
     for (i, (kill, kernel)) in kills.iter().zip(&reports).enumerate() {
-        let context = || format!("kill {}: {kill:#}", i + 1);
+        let context = format!("kill {}: {}", i + 1, pretty(kill));
         // The kernel's account of each kill.
         assert_eq!(
             kernel.task_memcg.as_deref(),
             Some(db_memcg.as_str()),
-            "{}",
-            context()
+            "{context}"
         );
         assert_eq!(
             kernel.oom_memcg.as_deref(),
             Some(parent_path.as_str()),
-            "{}",
-            context()
+            "{context}"
         );
         kernel.killed.assert_anon_rss_matches(kill);
 
         // Victim: the db, as Compose names it.
-        expect_field(kill, "victim.memcg.path", db_memcg.as_str());
-        expect_field(kill, "victim.container.name", db.name());
-        expect_field(kill, "victim.container.runtime", "docker");
-        expect_field(kill, "victim.container.compose.project", PROJECT);
-        expect_field(kill, "victim.container.compose.service", "db");
-        expect_field(kill, "victim.container.compose.number", 1);
-        expect_field(kill, "victim.container.main_process", true);
-        expect_field(kill, "victim.container.restart_policy", "always");
-        expect_field(kill, "victim.container.restart_count", i as u64);
+        assert_eq!(
+            kill.victim
+                .memcg
+                .as_ref()
+                .and_then(|memcg| memcg.path.as_deref()),
+            Some(db_memcg.as_str()),
+            "{context}"
+        );
+        let victim = container_of(&kill.victim, &context);
+        assert_eq!(victim.name.as_deref(), Some(db.name()), "{context}");
+        assert_eq!(victim.runtime.as_deref(), Some("docker"), "{context}");
+        let Some(Compose {
+            project,
+            service,
+            number,
+        }) = &victim.compose
+        else {
+            panic!("no victim compose in {context}");
+        };
+        assert_eq!(project.as_deref(), Some(PROJECT), "{context}");
+        assert_eq!(service.as_deref(), Some("db"), "{context}");
+        assert_eq!(*number, Some(1), "{context}");
+        assert_eq!(victim.main_process, Some(true), "{context}");
+        assert_eq!(
+            victim.restart_policy.as_deref(),
+            Some("always"),
+            "{context}"
+        );
+        assert_eq!(
+            victim.restart_count,
+            Some(u32::try_from(i).expect("a few kills")),
+            "{context}"
+        );
 
         // Trigger: the builder's build step, the task the kernel says set the OOM killer off.
-        expect_field(kill, "trigger.container.name", builder.name());
-        expect_field(kill, "trigger.container.compose.service", "builder");
-        let trigger_pid = field_u64(kill, "trigger.process.pid");
+        let Some(trigger) = &kill.trigger else {
+            panic!("no trigger in {context}");
+        };
+        let trigger_container = container_of(trigger, &context);
         assert_eq!(
-            kernel.invoker_pid.map(u64::from),
+            trigger_container.name.as_deref(),
+            Some(builder.name()),
+            "{context}"
+        );
+        assert_eq!(
+            trigger_container
+                .compose
+                .as_ref()
+                .and_then(|compose| compose.service.as_deref()),
+            Some("builder"),
+            "{context}"
+        );
+        let Some(trigger_pid) = trigger.process.pid else {
+            panic!("no trigger pid in {context}");
+        };
+        assert_eq!(
+            kernel.invoker_pid,
             Some(trigger_pid),
-            "the kernel's invoker is the trigger, {}",
-            context()
+            "the kernel's invoker is the trigger, {context}"
         );
 
         // Whose limit: the project's parent cgroup, not the db's or the builder's.
-        expect_field(kill, "domain.kind", "cgroup");
-        expect_field(kill, "domain.cgroup.path", parent_path.as_str());
-        expect_field(kill, "domain.memory.limit_bytes", PARENT_LIMIT_BYTES);
+        let Some(domain) = &kill.domain else {
+            panic!("no domain in {context}");
+        };
+        assert_eq!(domain.kind, DomainKind::Cgroup, "{context}");
+        assert_eq!(
+            domain.cgroup.as_ref().map(|cgroup| cgroup.path.as_str()),
+            Some(parent_path.as_str()),
+            "{context}"
+        );
+        assert_eq!(
+            domain.memory.and_then(|memory| memory.limit_bytes),
+            Some(PARENT_LIMIT_BYTES),
+            "{context}"
+        );
 
         // The snapshot is of this kill's moment, not the one before: it lists no earlier build
         // step, each of which had exited before the next one started.
         for (j, earlier) in kills[..i].iter().enumerate() {
-            let earlier_trigger = field_u64(earlier, "trigger.process.pid");
+            let Some(earlier_trigger) = earlier.trigger.as_ref().and_then(|t| t.process.pid) else {
+                panic!("no trigger pid in kill {}: {}", j + 1, pretty(earlier));
+            };
             assert!(
                 !snapshot_pids(kill).contains(&earlier_trigger),
                 "the snapshot of kill {} lists kill {}'s trigger, pid {earlier_trigger}, long \
@@ -205,7 +277,7 @@ services:
         }
 
         // In words.
-        let verdict = field_str(kill, "explanation.verdict");
+        let verdict = verdict_of(kill);
         for expected in [
             "Service db of project shop was killed by the OOM killer",
             &format!(
@@ -224,9 +296,14 @@ services:
             );
         }
     }
-    let trigger_pids: Vec<u64> = kills
+    let trigger_pids: Vec<u32> = kills
         .iter()
-        .map(|kill| field_u64(kill, "trigger.process.pid"))
+        .map(|kill| {
+            kill.trigger
+                .as_ref()
+                .and_then(|trigger| trigger.process.pid)
+                .unwrap_or_else(|| panic!("no trigger pid in {}", pretty(kill)))
+        })
         .collect();
     // And it shows the build step that set it off, which did not exist at the kill before.
     // A build step exits within a millisecond or two of the db's kill (it then has room for its
@@ -252,14 +329,24 @@ services:
 
     // The restart loop, flagged at the third kill only, with Docker's own count.
     for kill in &kills[..KILLS - 1] {
-        assert_eq!(kill.pointer("/explanation/restart_loop"), None, "{kill:#}");
+        let restart_loop = kill
+            .explanation
+            .as_ref()
+            .and_then(|explanation| explanation.restart_loop);
+        assert_eq!(restart_loop, None, "{}", pretty(kill));
     }
     let third = &kills[KILLS - 1];
     assert_eq!(
-        field_u64(third, "explanation.restart_loop.count"),
-        KILLS as u64
+        third
+            .explanation
+            .as_ref()
+            .and_then(|explanation| explanation.restart_loop)
+            .map(|restart_loop| restart_loop.count),
+        Some(KILLS as u32),
+        "{}",
+        pretty(third)
     );
-    let verdict = field_str(third, "explanation.verdict");
+    let verdict = verdict_of(third);
     assert!(
         verdict.contains("Docker restarted it twice"),
         "the verdict should give Docker's restart count: {verdict}"
@@ -268,7 +355,9 @@ services:
 
     // The log line says it too.
     let log = agent.log();
-    let victim_pid = field_u64(third, "victim.process.pid");
+    let Some(victim_pid) = third.victim.process.pid else {
+        panic!("no victim pid in {}", pretty(third));
+    };
     let line = log
         .lines()
         .find(|line| line.contains(&format!("OOM kill: pid {victim_pid} ")))
@@ -282,10 +371,15 @@ services:
     // Now and then (1 run in 7 here) the build step that set the OOM killer off is killed too,
     // a moment after the db, while the db's memory is still being freed: the kernel's choice,
     // reported like any other. Such a kill's victim is one of the triggers above.
-    let builder_victims: Vec<u64> = stopped
+    let builder_victims: Vec<u32> = stopped
         .kills()
-        .filter(|record| builder.is_victim_of(record))
-        .map(|record| field_u64(record, "victim.process.pid"))
+        .filter(|kill| builder.is_victim_of(kill))
+        .map(|kill| {
+            kill.victim
+                .process
+                .pid
+                .unwrap_or_else(|| panic!("no victim pid in {}", pretty(kill)))
+        })
         .collect();
     println!("build steps OOM-killed too: {builder_victims:?}");
     for pid in &builder_victims {
@@ -298,10 +392,10 @@ services:
 
     // And the history: `show`, `history --service`, `stats` by service.
     let stored = history.records(&["--service", "db"]);
-    let ids: Vec<u64> = stored
+    let ids: Vec<i64> = stored
         .iter()
-        .filter(|record| db.is_victim_of(record))
-        .map(|record| field_u64(record, "history.id"))
+        .filter(|listed| oom_kill(listed.record()).is_some_and(|kill| db.is_victim_of(kill)))
+        .map(|listed| listed.history.id)
         .collect();
     assert_eq!(
         ids.len(),
@@ -309,10 +403,14 @@ services:
         "`history --service db` lists the db's kills"
     );
     // The builder's own kills, if any, and nothing of the db's.
-    let mut stored_builder_victims: Vec<u64> = history
+    let mut stored_builder_victims: Vec<u32> = history
         .records(&["--service", "builder", "--kind", "oom_kill"])
         .iter()
-        .map(|record| field_u64(record, "victim.process.pid"))
+        .map(|listed| {
+            oom_kill(listed.record())
+                .and_then(|kill| kill.victim.process.pid)
+                .unwrap_or_else(|| panic!("no oom_kill with a victim pid: {}", pretty(listed)))
+        })
         .collect();
     stored_builder_victims.sort_unstable();
     let mut expected = builder_victims.clone();
@@ -339,31 +437,49 @@ services:
 
 const KILL_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn snapshot_pids(kill: &Value) -> Vec<u64> {
-    kill.pointer("/explanation/snapshot/processes")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|process| process.pointer("/process/pid").and_then(Value::as_u64))
+fn snapshot_pids(kill: &OomKillRecord) -> Vec<u32> {
+    kill.explanation
+        .iter()
+        .flat_map(|explanation| &explanation.snapshot.processes)
+        .map(|entry| entry.process.pid)
         .collect()
 }
 
-fn snapshot_processes(kill: &Value) -> String {
-    kill.pointer("/explanation/snapshot/processes")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|process| {
+fn snapshot_processes(kill: &OomKillRecord) -> String {
+    kill.explanation
+        .iter()
+        .flat_map(|explanation| &explanation.snapshot.processes)
+        .map(|entry| {
             format!(
                 "{} {} MiB",
-                shown(process, "/process/pid"),
-                process
-                    .pointer("/process/memory/usage_bytes")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0)
-                    / MIB
+                entry.process.pid,
+                entry.process.memory.usage_bytes / MIB
             )
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+fn verdict_of(kill: &OomKillRecord) -> &str {
+    match &kill.explanation {
+        Some(explanation) => &explanation.verdict,
+        None => panic!("no explanation in {}", pretty(kill)),
+    }
+}
+
+/// The container a party is in; panics with `context` if it has none.
+fn container_of<'a>(party: &'a Party, context: &str) -> &'a Container {
+    party
+        .names
+        .container
+        .as_ref()
+        .unwrap_or_else(|| panic!("no container in {context}"))
+}
+
+/// The `oom_kill` a listed record is, if it is one.
+fn oom_kill(record: Option<&oomtrace::record::Record>) -> Option<&OomKillRecord> {
+    match record.map(|record| &record.body) {
+        Some(Body::OomKill(kill)) => Some(kill),
+        _ => None,
+    }
 }

@@ -3,9 +3,8 @@
 
 use std::time::Duration;
 
-use oomtrace_tests::{
-    ComposeProject, Dockerd, HOG_IN_IMAGE, IMAGE, expect_field, require_root, shown,
-};
+use oomtrace::attribute::Source;
+use oomtrace_tests::{ComposeProject, Dockerd, HOG_IN_IMAGE, IMAGE, or_dash, pretty, require_root};
 
 const LIMIT_BYTES: u64 = 48 << 20;
 
@@ -35,20 +34,43 @@ services:
     let project = ComposeProject::up(&docker, "shop", &compose_file);
     let db = project.container("db");
     let kill = db.kill_record(&mut agent);
+    let victim = kill.victim.names.container.as_ref();
+    let source = kill.victim.names.attribution.as_ref().map(|by| by.source);
     println!(
         "compose service db (--runtime-state-only): oomtrace says container {} ({}), source {}, \
          restart {}; verdict: {}",
-        shown(&kill, "/victim/container/name"),
-        shown(&kill, "/victim/container/compose"),
-        shown(&kill, "/victim/attribution/source"),
-        shown(&kill, "/victim/container/restart_policy"),
-        shown(&kill, "/explanation/verdict"),
+        or_dash(victim.and_then(|victim| victim.name.as_ref())),
+        or_dash(victim.and_then(|victim| victim.compose.as_ref())),
+        or_dash(source),
+        or_dash(victim.and_then(|victim| victim.restart_policy.as_ref())),
+        or_dash(
+            kill.explanation
+                .as_ref()
+                .map(|explanation| &explanation.verdict)
+        ),
     );
-    expect_field(&kill, "victim.container.name", db.name());
-    expect_field(&kill, "victim.attribution.source", "state");
-    expect_field(&kill, "victim.container.compose.project", "shop");
-    expect_field(&kill, "victim.container.compose.service", "db");
-    expect_field(&kill, "victim.container.restart_policy", "on-failure");
+    let context = pretty(&kill);
+    let Some(victim) = victim else {
+        panic!("no victim container in {context}");
+    };
+    assert_eq!(victim.name.as_deref(), Some(db.name()), "in {context}");
+    assert_eq!(source, Some(Source::State), "in {context}");
+    let compose = victim.compose.as_ref();
+    assert_eq!(
+        compose.and_then(|compose| compose.project.as_deref()),
+        Some("shop"),
+        "in {context}"
+    );
+    assert_eq!(
+        compose.and_then(|compose| compose.service.as_deref()),
+        Some("db"),
+        "in {context}"
+    );
+    assert_eq!(
+        victim.restart_policy.as_deref(),
+        Some("on-failure"),
+        "in {context}"
+    );
     let log = agent.log();
     assert!(
         !log.contains("docker.sock"),

@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use oomtrace_tests::{
-    ContainerSpec, Podman, expect_field, field, field_str, field_u64, require_root, shown,
-};
+use oomtrace_tests::{ContainerSpec, Podman, or_dash, pretty, require_root};
 
 const LIMIT_BYTES: u64 = 48 << 20;
 
@@ -29,7 +27,7 @@ fn child_oom_kill_in_a_surviving_container() {
     container.wait_for_output("hog exited 137", Duration::from_secs(30));
     let running = container.is_running();
     let oom_killed = container.inspect_oom_killed();
-    let show = |pointer: &str| shown(&kill, pointer);
+    let victim = kill.victim.names.container.as_ref();
     println!(
         "container {}: podman says running={running}, State.OOMKilled={oom_killed} (its conmon \
          saw the OOM: {}); oomtrace \
@@ -37,36 +35,55 @@ fn child_oom_kill_in_a_surviving_container() {
          source: {})",
         container.name(),
         container.conmon_saw_oom(),
-        show("/victim/process/executable/name"),
-        show("/victim/process/pid"),
-        show("/victim/container/name"),
-        show("/victim/container/main_process"),
-        show("/victim/attribution/source"),
+        or_dash(kill.victim.process.comm()),
+        or_dash(kill.victim.process.pid),
+        or_dash(victim.and_then(|victim| victim.name.as_ref())),
+        or_dash(victim.and_then(|victim| victim.main_process)),
+        or_dash(kill.victim.names.attribution.as_ref().map(|by| by.source)),
     );
-    let context = || serde_json::to_string_pretty(&kill).unwrap_or_default();
+    let context = pretty(&kill);
 
     assert!(
         running,
         "container {} should still run: its main process was not killed",
         container.name()
     );
+    let Some(victim_pid) = kill.victim.process.pid else {
+        panic!("no victim pid in {context}");
+    };
     assert_ne!(
-        field_u64(&kill, "victim.process.pid"),
-        u64::from(main_pid),
-        "the victim should be the hog, not the container's main process, in {}",
-        context()
+        victim_pid, main_pid,
+        "the victim should be the hog, not the container's main process, in {context}"
     );
-    expect_field(&kill, "victim.process.executable.name", "oomtrace-hog");
-
-    expect_field(&kill, "victim.container.name", container.name());
     assert_eq!(
-        field(&kill, "victim.container.main_process"),
-        false,
-        "the hog is PID 1's child: its death does not end the container, in {}",
-        context()
+        kill.victim.process.comm(),
+        Some("oomtrace-hog"),
+        "in {context}"
     );
-    expect_field(&kill, "domain.container.name", container.name());
-    let verdict = field_str(&kill, "explanation.verdict");
+
+    let Some(victim) = victim else {
+        panic!("no victim container in {context}");
+    };
+    assert_eq!(
+        victim.name.as_deref(),
+        Some(container.name()),
+        "in {context}"
+    );
+    assert_eq!(
+        victim.main_process,
+        Some(false),
+        "the hog is PID 1's child: its death does not end the container, in {context}"
+    );
+    let domain = kill.domain.as_ref();
+    assert_eq!(
+        domain.and_then(|domain| domain.names.container_name()),
+        Some(container.name()),
+        "in {context}"
+    );
+    let Some(explanation) = &kill.explanation else {
+        panic!("no explanation in {context}");
+    };
+    let verdict = &explanation.verdict;
     assert!(
         verdict.contains(
             "It was not the container's main process: the container keeps running, and its \

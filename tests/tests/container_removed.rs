@@ -5,7 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use oomtrace_tests::{ContainerSpec, IMAGE, Podman, expect_field, field_str, require_root, shown};
+use oomtrace::attribute::Source;
+use oomtrace_tests::{ContainerSpec, IMAGE, Podman, or_dash, pretty, require_root};
 
 const LIMIT_BYTES: u64 = 48 << 20;
 /// The agent learns of containers from the runtime asynchronously; a real container lives far
@@ -45,7 +46,8 @@ fn removed_container_is_still_named() {
     agent.resume();
 
     let kill = container.kill_record(&mut agent);
-    let show = |pointer: &str| shown(&kill, pointer);
+    let victim = kill.victim.names.container.as_ref();
+    let source = kill.victim.names.attribution.as_ref().map(|by| by.source);
     println!(
         "container {} (--rm): podman says exit code {exit_code}, removed {} ms after its exit \
          was seen (State.OOMKilled: gone with it; its conmon saw the OOM: {}); oomtrace says \
@@ -54,24 +56,39 @@ fn removed_container_is_still_named() {
         container.name(),
         removed_after.as_millis(),
         container.conmon_saw_oom(),
-        show("/victim/process/pid"),
-        show("/victim/container/name"),
-        show("/victim/container/main_process"),
-        show("/victim/attribution/source"),
+        or_dash(kill.victim.process.pid),
+        or_dash(victim.and_then(|victim| victim.name.as_ref())),
+        or_dash(victim.and_then(|victim| victim.main_process)),
+        or_dash(source),
     );
-    let context = || serde_json::to_string_pretty(&kill).unwrap_or_default();
+    let context = pretty(&kill);
 
     assert_eq!(exit_code, 137, "the container's exit code");
-    expect_field(&kill, "victim.container.name", container.name());
-    expect_field(&kill, "victim.container.image.name", IMAGE);
-    let source = field_str(&kill, "victim.attribution.source");
-    assert!(
-        ["cache", "tombstone"].contains(&source),
-        "the container was gone when the agent read the kill: its name must come from the \
-         agent's cache or a tombstone, not `{source}`, in {}",
-        context()
+    let Some(victim) = victim else {
+        panic!("no victim container in {context}");
+    };
+    assert_eq!(
+        victim.name.as_deref(),
+        Some(container.name()),
+        "in {context}"
     );
-    expect_field(&kill, "domain.container.name", container.name());
+    assert_eq!(
+        victim.image.as_ref().map(|image| image.name.as_str()),
+        Some(IMAGE),
+        "in {context}"
+    );
+    assert!(
+        matches!(source, Some(Source::Cache | Source::Tombstone)),
+        "the container was gone when the agent read the kill: its name must come from the \
+         agent's cache or a tombstone, not `{source:?}`, in {context}"
+    );
+    assert_eq!(
+        kill.domain
+            .as_ref()
+            .and_then(|domain| domain.names.container_name()),
+        Some(container.name()),
+        "in {context}"
+    );
 
     agent.stop();
 }

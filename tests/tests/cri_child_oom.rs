@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use oomtrace_tests::cri::{Containerd, CriContainerSpec, PodSpec};
-use oomtrace_tests::{ContainerSpec, expect_field, field, require_root, shown};
+use oomtrace_tests::{ContainerSpec, or_dash, pretty, require_root};
 
 const LIMIT_BYTES: u64 = 48 << 20;
 
@@ -24,25 +24,43 @@ fn a_child_killed_in_a_surviving_container_is_named() {
         ContainerSpec::shell(LIMIT_BYTES, &script),
     ));
     let kill = container.kill_record(&mut agent);
+    let names = &kill.victim.names;
+    let main_process = names
+        .container
+        .as_ref()
+        .and_then(|container| container.main_process);
     println!(
         "child of container {} killed: oomtrace says victim {} ({}) in pod {}/{} container {}, \
          main process {}",
         container.id(),
-        shown(&kill, "/victim/process/pid"),
-        shown(&kill, "/victim/process/executable/name"),
-        shown(&kill, "/victim/k8s/namespace/name"),
-        shown(&kill, "/victim/k8s/pod/name"),
-        shown(&kill, "/victim/k8s/container/name"),
-        shown(&kill, "/victim/container/main_process"),
+        or_dash(kill.victim.process.pid),
+        or_dash(kill.victim.process.comm()),
+        or_dash(names.namespace()),
+        or_dash(names.pod().and_then(|pod| pod.name.as_ref())),
+        or_dash(names.k8s_container().map(|k8s| &k8s.name)),
+        or_dash(main_process),
     );
-    expect_field(&kill, "victim.process.executable.name", "oomtrace-hog");
-    expect_field(&kill, "victim.k8s.pod.name", "report-28374-x9z");
-    expect_field(&kill, "victim.k8s.namespace.name", "batch");
-    expect_field(&kill, "victim.k8s.container.name", "runner");
+    let context = pretty(&kill);
     assert_eq!(
-        field(&kill, "victim.container.main_process"),
-        false,
-        "the hog is PID 1's child: its death does not end the container"
+        kill.victim.process.comm(),
+        Some("oomtrace-hog"),
+        "in {context}"
+    );
+    assert_eq!(
+        names.pod().and_then(|pod| pod.name.as_deref()),
+        Some("report-28374-x9z"),
+        "in {context}"
+    );
+    assert_eq!(names.namespace(), Some("batch"), "in {context}");
+    assert_eq!(
+        names.k8s_container().map(|k8s| k8s.name.as_str()),
+        Some("runner"),
+        "in {context}"
+    );
+    assert_eq!(
+        main_process,
+        Some(false),
+        "the hog is PID 1's child: its death does not end the container, in {context}"
     );
     agent.wait_for_log(
         "not its main process (the runtime will not report OOMKilled)",

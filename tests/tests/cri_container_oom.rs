@@ -2,8 +2,10 @@
 //! the pod, its namespace and uid, the container and its limit, from the CRI,
 //! in the JSON record and in the log line, as a newcomer on such a node would want to read it.
 
+use oomtrace::attribute::Source;
+use oomtrace::cgroup_path::QosClass;
 use oomtrace_tests::cri::{Containerd, CriContainerSpec, PodSpec};
-use oomtrace_tests::{ContainerSpec, expect_field, field_str, require_root, shown};
+use oomtrace_tests::{ContainerSpec, or_dash, pretty, require_root};
 
 const LIMIT_BYTES: u64 = 48 << 20;
 
@@ -21,42 +23,78 @@ fn a_container_killed_at_its_limit_is_named_with_its_pod() {
     let container =
         pod.run(CriContainerSpec::new("worker", ContainerSpec::hog(LIMIT_BYTES)).restarted(2));
     let kill = container.kill_record(&mut agent);
-    let show = |pointer: &str| shown(&kill, pointer);
+    let names = &kill.victim.names;
+    let pod_of_kill = names.pod();
+    let k8s_container = names.k8s_container();
+    let victim = names.container.as_ref();
+    let source = names.attribution.as_ref().map(|by| by.source);
     println!(
         "containerd container {} in pod {}/{}: oomtrace says pod {}/{} (uid {}, {}), container \
          {} (restart {}, limit {}, main process {}), source {}",
         container.id(),
         pod.namespace(),
         pod.name(),
-        show("/victim/k8s/namespace/name"),
-        show("/victim/k8s/pod/name"),
-        show("/victim/k8s/pod/uid"),
-        show("/victim/k8s/pod/qos_class"),
-        show("/victim/k8s/container/name"),
-        show("/victim/k8s/container/restart_count"),
-        show("/victim/container/memory_limit_bytes"),
-        show("/victim/container/main_process"),
-        show("/victim/attribution/source"),
+        or_dash(names.namespace()),
+        or_dash(pod_of_kill.and_then(|pod| pod.name.as_ref())),
+        or_dash(pod_of_kill.and_then(|pod| pod.uid.as_ref())),
+        or_dash(pod_of_kill.and_then(|pod| pod.qos_class)),
+        or_dash(k8s_container.map(|k8s| &k8s.name)),
+        or_dash(k8s_container.and_then(|k8s| k8s.restart_count)),
+        or_dash(victim.and_then(|victim| victim.memory_limit_bytes)),
+        or_dash(victim.and_then(|victim| victim.main_process)),
+        or_dash(source),
     );
+    let context = pretty(&kill);
 
-    expect_field(&kill, "victim.k8s.pod.name", "ledger-api-7f9c");
-    expect_field(&kill, "victim.k8s.namespace.name", "pay-prod");
-    expect_field(&kill, "victim.k8s.pod.uid", pod.uid());
-    expect_field(&kill, "victim.k8s.pod.qos_class", "burstable");
-    expect_field(&kill, "victim.k8s.container.name", "worker");
-    // The kubelet's restarts before this instance (the CRI's `attempt`).
-    expect_field(&kill, "victim.k8s.container.restart_count", 2);
-    expect_field(&kill, "victim.container.id", container.id());
-    expect_field(&kill, "victim.container.runtime", "containerd");
-    expect_field(&kill, "victim.container.memory_limit_bytes", LIMIT_BYTES);
-    expect_field(&kill, "victim.container.main_process", true);
-    let source = field_str(&kill, "victim.attribution.source");
-    assert!(
-        ["cache", "live"].contains(&source),
-        "a running container is known from the runtime, not `{source}`"
+    let Some(pod_of_kill) = pod_of_kill else {
+        panic!("no victim pod in {context}");
+    };
+    assert_eq!(
+        pod_of_kill.name.as_deref(),
+        Some("ledger-api-7f9c"),
+        "in {context}"
     );
-    expect_field(&kill, "domain.k8s.container.name", "worker");
-    expect_field(&kill, "domain.memory.limit_bytes", LIMIT_BYTES);
+    assert_eq!(names.namespace(), Some("pay-prod"), "in {context}");
+    assert_eq!(pod_of_kill.uid.as_deref(), Some(pod.uid()), "in {context}");
+    assert_eq!(
+        pod_of_kill.qos_class,
+        Some(QosClass::Burstable),
+        "in {context}"
+    );
+    let Some(k8s_container) = k8s_container else {
+        panic!("no victim k8s container in {context}");
+    };
+    assert_eq!(k8s_container.name, "worker", "in {context}");
+    // The kubelet's restarts before this instance (the CRI's `attempt`).
+    assert_eq!(k8s_container.restart_count, Some(2), "in {context}");
+    let Some(victim) = victim else {
+        panic!("no victim container in {context}");
+    };
+    assert_eq!(victim.id, container.id(), "in {context}");
+    assert_eq!(
+        victim.runtime.as_deref(),
+        Some("containerd"),
+        "in {context}"
+    );
+    assert_eq!(victim.memory_limit_bytes, Some(LIMIT_BYTES), "in {context}");
+    assert_eq!(victim.main_process, Some(true), "in {context}");
+    assert!(
+        matches!(source, Some(Source::Cache | Source::Live)),
+        "a running container is known from the runtime, not `{source:?}`, in {context}"
+    );
+    let Some(domain) = &kill.domain else {
+        panic!("no domain in {context}");
+    };
+    assert_eq!(
+        domain.names.k8s_container().map(|k8s| k8s.name.as_str()),
+        Some("worker"),
+        "in {context}"
+    );
+    assert_eq!(
+        domain.memory.and_then(|memory| memory.limit_bytes),
+        Some(LIMIT_BYTES),
+        "in {context}"
+    );
 
     // As the kubelet's user knows it: the pod, then the container's name in it.
     let line = format!(

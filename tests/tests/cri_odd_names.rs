@@ -2,7 +2,7 @@
 //! name may be. The agent names them whole, in JSON and in the log line.
 
 use oomtrace_tests::cri::{Containerd, CriContainerSpec, PodSpec};
-use oomtrace_tests::{ContainerSpec, expect_field, require_root};
+use oomtrace_tests::{ContainerSpec, pretty, require_root};
 
 const LIMIT_BYTES: u64 = 48 << 20;
 
@@ -28,9 +28,19 @@ fn long_dotted_pod_names_are_named_whole() {
         ContainerSpec::hog(LIMIT_BYTES),
     ));
     let kill = container.kill_record(&mut agent);
-    expect_field(&kill, "victim.k8s.pod.name", name.as_str());
-    expect_field(&kill, "victim.k8s.namespace.name", "odd-ns-1");
-    expect_field(&kill, "victim.k8s.container.name", "c-0");
+    let names = &kill.victim.names;
+    let context = pretty(&kill);
+    assert_eq!(
+        names.pod().and_then(|pod| pod.name.as_deref()),
+        Some(name.as_str()),
+        "in {context}"
+    );
+    assert_eq!(names.namespace(), Some("odd-ns-1"), "in {context}");
+    assert_eq!(
+        names.k8s_container().map(|k8s| k8s.name.as_str()),
+        Some("c-0"),
+        "in {context}"
+    );
     agent.wait_for_log(
         &format!(
             " in pod odd-ns-1/{name} container c-0 (containerd, {})",

@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
+use oomtrace::attribute::Source;
 use oomtrace_tests::cri::{Containerd, CriContainerSpec, PodSpec};
-use oomtrace_tests::{ContainerSpec, expect_field, field_str, require_root};
+use oomtrace_tests::{ContainerSpec, pretty, require_root};
 
 const LIMIT_BYTES: u64 = 48 << 20;
 /// The agent learns of containers from the runtime asynchronously.
@@ -47,18 +48,32 @@ fn a_pod_removed_after_the_kill_is_still_named() {
     agent.resume();
 
     let kill = container.kill_record(&mut agent);
-    let source = field_str(&kill, "victim.attribution.source");
+    let names = &kill.victim.names;
+    let context = pretty(&kill);
+    let Some(source) = names.attribution.as_ref().map(|by| by.source) else {
+        panic!("no victim attribution in {context}");
+    };
     println!(
         "pod shop/cart-5d8f7 removed before the agent read the kill: oomtrace names it from \
-         `{source}`"
+         `{}`",
+        source.as_str()
     );
     assert!(
-        ["cache", "tombstone"].contains(&source),
+        matches!(source, Source::Cache | Source::Tombstone),
         "the pod was gone when the agent read the kill: its names must come from the cache or a \
-         tombstone, not `{source}`"
+         tombstone, not `{}`, in {context}",
+        source.as_str()
     );
-    expect_field(&kill, "victim.k8s.pod.name", "cart-5d8f7");
-    expect_field(&kill, "victim.k8s.namespace.name", "shop");
-    expect_field(&kill, "victim.k8s.container.name", "cart");
+    assert_eq!(
+        names.pod().and_then(|pod| pod.name.as_deref()),
+        Some("cart-5d8f7"),
+        "in {context}"
+    );
+    assert_eq!(names.namespace(), Some("shop"), "in {context}");
+    assert_eq!(
+        names.k8s_container().map(|k8s| k8s.name.as_str()),
+        Some("cart"),
+        "in {context}"
+    );
     agent.stop();
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use oomtrace_tests::cri::{Containerd, CriContainerSpec, PodSpec};
-use oomtrace_tests::{ContainerSpec, expect_field, require_root};
+use oomtrace_tests::{ContainerSpec, pretty, require_root};
 
 const LIMIT_BYTES: u64 = 48 << 20;
 
@@ -33,9 +33,26 @@ fn a_kill_after_containerd_restarted_is_named() {
         ContainerSpec::hog(LIMIT_BYTES),
     ));
     let kill = container.kill_record(&mut agent);
-    expect_field(&kill, "victim.k8s.pod.name", "ledger-api-7f9c");
-    expect_field(&kill, "victim.k8s.namespace.name", "pay-prod");
-    expect_field(&kill, "victim.k8s.container.name", "worker");
-    expect_field(&kill, "victim.container.runtime", "containerd");
+    let names = &kill.victim.names;
+    let context = pretty(&kill);
+    assert_eq!(
+        names.pod().and_then(|pod| pod.name.as_deref()),
+        Some("ledger-api-7f9c"),
+        "in {context}"
+    );
+    assert_eq!(names.namespace(), Some("pay-prod"), "in {context}");
+    assert_eq!(
+        names.k8s_container().map(|k8s| k8s.name.as_str()),
+        Some("worker"),
+        "in {context}"
+    );
+    assert_eq!(
+        names
+            .container
+            .as_ref()
+            .and_then(|container| container.runtime.as_deref()),
+        Some("containerd"),
+        "in {context}"
+    );
     agent.stop();
 }

@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use oomtrace_tests::{
-    ContainerSpec, Dockerd, Kmsg, expect_field, field, field_str, field_u64, require_root, shown,
-};
+use oomtrace::record::Body;
+use oomtrace::record::sigkill::SenderKind;
+use oomtrace_tests::{ContainerSpec, Dockerd, Kmsg, or_dash, pretty, require_root};
 
 const LIMIT_BYTES: u64 = 48 << 20;
 
@@ -31,7 +31,10 @@ fn child_oom_kill_in_a_surviving_docker_container() {
     let kill = container.kill_record(&mut agent);
     // The shell saw its child die of SIGKILL (128 + 9) and went on.
     container.wait_for_output("hog exited 137", 1, Duration::from_secs(30));
-    let victim_pid = u32::try_from(field_u64(&kill, "victim.process.pid")).expect("a pid");
+    let context = pretty(&kill);
+    let Some(victim_pid) = kill.victim.process.pid else {
+        panic!("no victim pid in {context}");
+    };
     let kernel = kmsg.find_report(victim_pid, Duration::from_secs(10));
     let running = container.is_running();
     let oom_killed_running = container.inspect_oom_killed();
@@ -46,19 +49,19 @@ fn child_oom_kill_in_a_surviving_docker_container() {
     let exit_code = container.wait_exit(Duration::from_secs(30));
     let oom_killed_stopped = container.inspect_oom_killed();
     let stop_kill = agent
-        .wait_for_record_where(
-            |record| {
-                record["kind"] == "sigkill"
-                    && record
-                        .pointer("/target/process/pid")
-                        .and_then(|p| p.as_u64())
-                        == Some(u64::from(main_pid))
+        .wait_for_record(
+            |record| match &record.body {
+                Body::Sigkill(sigkill) if sigkill.target.process.pid == Some(main_pid) => {
+                    Some(sigkill.clone())
+                }
+                _ => None,
             },
             Duration::from_secs(30),
         )
         .unwrap_or_else(|| panic!("no sigkill record for the stopped shell, pid {main_pid}"));
 
-    let show = |pointer: &str| shown(&kill, pointer);
+    let victim = kill.victim.names.container.as_ref();
+    let sender = &stop_kill.sender;
     println!(
         "container {}: while running Docker says running={running}, State.OOMKilled=\
          {oom_killed_running}, {oom_events} `oom` events; after `docker stop` exit code \
@@ -68,16 +71,15 @@ fn child_oom_kill_in_a_surviving_docker_container() {
         container.name(),
         kernel.killed.pid,
         kernel.killed.comm,
-        show("/victim/process/executable/name"),
-        show("/victim/process/pid"),
-        show("/victim/container/name"),
-        show("/victim/container/main_process"),
-        show("/victim/attribution/source"),
-        shown(&stop_kill, "/sender/process/executable/name"),
-        shown(&stop_kill, "/sender/process/pid"),
-        shown(&stop_kill, "/sender/kind"),
+        or_dash(kill.victim.process.comm()),
+        or_dash(kill.victim.process.pid),
+        or_dash(victim.and_then(|victim| victim.name.as_ref())),
+        or_dash(victim.and_then(|victim| victim.main_process)),
+        or_dash(kill.victim.names.attribution.as_ref().map(|by| by.source)),
+        or_dash(sender.party.process.comm()),
+        or_dash(sender.party.process.pid),
+        or_dash(Some(sender.kind)),
     );
-    let context = || serde_json::to_string_pretty(&kill).unwrap_or_default();
 
     // Docker's view while it runs: no OOM kill, one `oom` event.
     assert!(
@@ -89,25 +91,42 @@ fn child_oom_kill_in_a_surviving_docker_container() {
     assert_eq!(oom_events, 1, "Docker's `oom` events for the child's kill");
 
     // The kernel's and the agent's: the hog, not PID 1.
-    assert_eq!(u64::from(kernel.killed.pid), u64::from(victim_pid));
+    assert_eq!(kernel.killed.pid, victim_pid);
     assert_ne!(
-        victim_pid,
-        main_pid,
-        "the victim should be the hog, not the container's main process, in {}",
-        context()
+        victim_pid, main_pid,
+        "the victim should be the hog, not the container's main process, in {context}"
     );
     kernel.killed.assert_anon_rss_matches(&kill);
-    expect_field(&kill, "victim.process.executable.name", "oomtrace-hog");
-    expect_field(&kill, "victim.container.name", container.name());
-    expect_field(&kill, "victim.container.runtime", "docker");
     assert_eq!(
-        field(&kill, "victim.container.main_process"),
-        false,
-        "the hog is PID 1's child: its death does not end the container, in {}",
-        context()
+        kill.victim.process.comm(),
+        Some("oomtrace-hog"),
+        "in {context}"
     );
-    expect_field(&kill, "domain.container.name", container.name());
-    let verdict = field_str(&kill, "explanation.verdict");
+    let Some(victim) = victim else {
+        panic!("no victim container in {context}");
+    };
+    assert_eq!(
+        victim.name.as_deref(),
+        Some(container.name()),
+        "in {context}"
+    );
+    assert_eq!(victim.runtime.as_deref(), Some("docker"), "in {context}");
+    assert_eq!(
+        victim.main_process,
+        Some(false),
+        "the hog is PID 1's child: its death does not end the container, in {context}"
+    );
+    assert_eq!(
+        kill.domain
+            .as_ref()
+            .and_then(|domain| domain.names.container_name()),
+        Some(container.name()),
+        "in {context}"
+    );
+    let Some(explanation) = &kill.explanation else {
+        panic!("no explanation in {context}");
+    };
+    let verdict = &explanation.verdict;
     assert!(
         verdict.contains(
             "It was not the container's main process: the container keeps running, and its \
@@ -122,22 +141,29 @@ fn child_oom_kill_in_a_surviving_docker_container() {
         oom_killed_stopped,
         "Docker 20.10 reports OOMKilled=true for a container stopped after a child's OOM kill"
     );
-    expect_field(&stop_kill, "target.container.name", container.name());
     assert_eq!(
-        field(&stop_kill, "sender.kind"),
-        "process",
-        "`docker stop`'s SIGKILL comes from a process, not the OOM killer: {stop_kill:#}"
+        stop_kill.target.names.container_name(),
+        Some(container.name()),
+        "{}",
+        pretty(&stop_kill)
+    );
+    assert_eq!(
+        sender.kind,
+        SenderKind::Process,
+        "`docker stop`'s SIGKILL comes from a process, not the OOM killer: {}",
+        pretty(&stop_kill)
     );
 
     let stopped = agent.stop();
     let kills: Vec<_> = stopped
         .kills()
-        .filter(|record| container.is_victim_of(record))
+        .filter(|kill| container.is_victim_of(kill))
         .collect();
     assert_eq!(
         kills.len(),
         1,
-        "one oom_kill in container {}, the child's; the stop is no OOM kill: {kills:#?}",
-        container.name()
+        "one oom_kill in container {}, the child's; the stop is no OOM kill: {}",
+        container.name(),
+        pretty(&kills)
     );
 }

@@ -4,9 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use oomtrace_tests::{
-    ContainerSpec, Dockerd, IMAGE, Kmsg, expect_field, field_str, field_u64, require_root, shown,
-};
+use oomtrace::attribute::DomainKind;
+use oomtrace_tests::{ContainerSpec, Dockerd, IMAGE, Kmsg, or_dash, pretty, require_root};
 
 const LIMIT_BYTES: u64 = 48 << 20;
 
@@ -23,9 +22,12 @@ fn docker_container_oom_kill_names_the_container() {
     let kill = container.kill_record(&mut agent);
     let recorded_after = started.elapsed();
     let oom_killed = container.inspect_oom_killed();
-    let victim_pid = u32::try_from(field_u64(&kill, "victim.process.pid")).expect("a pid");
+    let context = pretty(&kill);
+    let Some(victim_pid) = kill.victim.process.pid else {
+        panic!("no victim pid in {context}");
+    };
     let kernel = kmsg.find_report(victim_pid, Duration::from_secs(10));
-    let show = |pointer: &str| shown(&kill, pointer);
+    let victim = kill.victim.names.container.as_ref();
     println!(
         "container {}: Docker says exit code {exit_code}, State.OOMKilled={oom_killed}, {} `oom` \
          events; the kernel says pid {} ({}) killed, task_memcg {:?}, oom_memcg {:?}; oomtrace \
@@ -37,13 +39,13 @@ fn docker_container_oom_kill_names_the_container() {
         kernel.killed.comm,
         kernel.task_memcg,
         kernel.oom_memcg,
-        show("/victim/process/executable/name"),
-        show("/victim/process/pid"),
-        show("/victim/container/name"),
-        show("/victim/container/runtime"),
-        show("/victim/container/main_process"),
-        show("/victim/attribution/source"),
-        show("/domain"),
+        or_dash(kill.victim.process.comm()),
+        or_dash(kill.victim.process.pid),
+        or_dash(victim.and_then(|victim| victim.name.as_ref())),
+        or_dash(victim.and_then(|victim| victim.runtime.as_ref())),
+        or_dash(victim.and_then(|victim| victim.main_process)),
+        or_dash(kill.victim.names.attribution.as_ref().map(|by| by.source)),
+        or_dash(kill.domain.as_ref()),
         recorded_after.as_secs_f32(),
     );
 
@@ -57,21 +59,57 @@ fn docker_container_oom_kill_names_the_container() {
     assert_eq!(kernel.task_memcg.as_deref(), Some(memcg.as_str()));
     assert_eq!(kernel.oom_memcg.as_deref(), Some(memcg.as_str()));
     kernel.killed.assert_anon_rss_matches(&kill);
-    expect_field(&kill, "victim.memcg.path", memcg.as_str());
+    assert_eq!(
+        kill.victim
+            .memcg
+            .as_ref()
+            .and_then(|memcg| memcg.path.as_deref()),
+        Some(memcg.as_str()),
+        "in {context}"
+    );
 
     // Who was killed, in which container.
-    expect_field(&kill, "victim.container.name", container.name());
-    expect_field(&kill, "victim.container.id", container.id());
-    expect_field(&kill, "victim.container.image.name", IMAGE);
-    expect_field(&kill, "victim.container.runtime", "docker");
-    expect_field(&kill, "victim.container.main_process", true);
+    let Some(victim) = victim else {
+        panic!("no victim container in {context}");
+    };
+    assert_eq!(
+        victim.name.as_deref(),
+        Some(container.name()),
+        "in {context}"
+    );
+    assert_eq!(victim.id, container.id(), "in {context}");
+    assert_eq!(
+        victim.image.as_ref().map(|image| image.name.as_str()),
+        Some(IMAGE),
+        "in {context}"
+    );
+    assert_eq!(victim.runtime.as_deref(), Some("docker"), "in {context}");
+    assert_eq!(victim.main_process, Some(true), "in {context}");
 
     // Whose limit was hit: the container's own, the cgroup the kernel named.
-    expect_field(&kill, "domain.kind", "cgroup");
-    expect_field(&kill, "domain.cgroup.path", memcg.as_str());
-    expect_field(&kill, "domain.container.name", container.name());
-    expect_field(&kill, "domain.memory.limit_bytes", LIMIT_BYTES);
-    let verdict = field_str(&kill, "explanation.verdict");
+    let Some(domain) = &kill.domain else {
+        panic!("no domain in {context}");
+    };
+    assert_eq!(domain.kind, DomainKind::Cgroup, "in {context}");
+    assert_eq!(
+        domain.cgroup.as_ref().map(|cgroup| cgroup.path.as_str()),
+        Some(memcg.as_str()),
+        "in {context}"
+    );
+    assert_eq!(
+        domain.names.container_name(),
+        Some(container.name()),
+        "in {context}"
+    );
+    assert_eq!(
+        domain.memory.and_then(|memory| memory.limit_bytes),
+        Some(LIMIT_BYTES),
+        "in {context}"
+    );
+    let Some(explanation) = &kill.explanation else {
+        panic!("no explanation in {context}");
+    };
+    let verdict = &explanation.verdict;
     for expected in [
         &format!(
             "Container {} was killed by the OOM killer",
@@ -89,12 +127,13 @@ fn docker_container_oom_kill_names_the_container() {
     let stopped = agent.stop();
     let kills: Vec<_> = stopped
         .kills()
-        .filter(|record| container.is_victim_of(record))
+        .filter(|kill| container.is_victim_of(kill))
         .collect();
     assert_eq!(
         kills.len(),
         1,
-        "one oom_kill record for container {}: {kills:#?}",
-        container.name()
+        "one oom_kill record for container {}: {}",
+        container.name(),
+        pretty(&kills)
     );
 }

@@ -5,9 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use oomtrace_tests::{
-    ContainerSpec, Dockerd, IMAGE, Kmsg, expect_field, field_str, field_u64, require_root, shown,
-};
+use oomtrace::attribute::Source;
+use oomtrace_tests::{ContainerSpec, Dockerd, IMAGE, Kmsg, or_dash, pretty, require_root};
 
 const LIMIT_BYTES: u64 = 48 << 20;
 /// The agent learns of containers from the runtime asynchronously; a real container lives far
@@ -48,9 +47,13 @@ fn removed_docker_container_is_still_named() {
     agent.resume();
 
     let kill = container.kill_record(&mut agent);
-    let victim_pid = u32::try_from(field_u64(&kill, "victim.process.pid")).expect("a pid");
+    let context = pretty(&kill);
+    let Some(victim_pid) = kill.victim.process.pid else {
+        panic!("no victim pid in {context}");
+    };
     let kernel = kmsg.find_report(victim_pid, Duration::from_secs(10));
-    let show = |pointer: &str| shown(&kill, pointer);
+    let victim = kill.victim.names.container.as_ref();
+    let source = kill.victim.names.attribution.as_ref().map(|by| by.source);
     println!(
         "container {} (--rm): Docker says exit code {exit_code}, {} `oom` events, removed {} ms \
          after its exit was seen (State.OOMKilled: gone with it); the kernel says pid {} killed \
@@ -60,12 +63,11 @@ fn removed_docker_container_is_still_named() {
         removed_after.as_millis(),
         kernel.killed.pid,
         kernel.task_memcg,
-        show("/victim/process/pid"),
-        show("/victim/container/name"),
-        show("/victim/container/main_process"),
-        show("/victim/attribution/source"),
+        or_dash(kill.victim.process.pid),
+        or_dash(victim.and_then(|victim| victim.name.as_ref())),
+        or_dash(victim.and_then(|victim| victim.main_process)),
+        or_dash(source),
     );
-    let context = || serde_json::to_string_pretty(&kill).unwrap_or_default();
 
     assert_eq!(exit_code, 137, "the container's exit code");
     assert_eq!(
@@ -73,17 +75,32 @@ fn removed_docker_container_is_still_named() {
         Some(format!("/docker/{}", container.id()).as_str())
     );
     kernel.killed.assert_anon_rss_matches(&kill);
-    expect_field(&kill, "victim.container.name", container.name());
-    expect_field(&kill, "victim.container.image.name", IMAGE);
-    expect_field(&kill, "victim.container.runtime", "docker");
-    let source = field_str(&kill, "victim.attribution.source");
-    assert!(
-        ["cache", "tombstone"].contains(&source),
-        "the container was gone when the agent read the kill: its name must come from the \
-         agent's cache or a tombstone, not `{source}`, in {}",
-        context()
+    let Some(victim) = victim else {
+        panic!("no victim container in {context}");
+    };
+    assert_eq!(
+        victim.name.as_deref(),
+        Some(container.name()),
+        "in {context}"
     );
-    expect_field(&kill, "domain.container.name", container.name());
+    assert_eq!(
+        victim.image.as_ref().map(|image| image.name.as_str()),
+        Some(IMAGE),
+        "in {context}"
+    );
+    assert_eq!(victim.runtime.as_deref(), Some("docker"), "in {context}");
+    assert!(
+        matches!(source, Some(Source::Cache | Source::Tombstone)),
+        "the container was gone when the agent read the kill: its name must come from the \
+         agent's cache or a tombstone, not `{source:?}`, in {context}"
+    );
+    assert_eq!(
+        kill.domain
+            .as_ref()
+            .and_then(|domain| domain.names.container_name()),
+        Some(container.name()),
+        "in {context}"
+    );
 
     agent.stop();
 }

@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use oomtrace_tests::{ContainerSpec, Dockerd, IMAGE, expect_field, field_str, require_root, shown};
+use oomtrace::attribute::Source;
+use oomtrace_tests::{ContainerSpec, Dockerd, IMAGE, or_dash, pretty, require_root};
 
 const LIMIT_BYTES: u64 = 48 << 20;
 
@@ -35,30 +36,73 @@ fn docker_containers_are_named_from_the_state_when_the_socket_is_unreachable() {
         (&named, named_exit, &named_kill),
         (&removed, removed_exit, &removed_kill),
     ] {
+        let victim = kill.victim.names.container.as_ref();
+        let domain = kill.domain.as_ref();
+        let domain_limit = domain
+            .and_then(|domain| domain.memory)
+            .and_then(|memory| memory.limit_bytes);
         println!(
             "container {} (socket unreachable): Docker says exit code {exit}; oomtrace says \
              container {} (image {}, source {}, main process {}), domain {} limit {}",
             container.name(),
-            shown(kill, "/victim/container/name"),
-            shown(kill, "/victim/container/image/name"),
-            shown(kill, "/victim/attribution/source"),
-            shown(kill, "/victim/container/main_process"),
-            shown(kill, "/domain/container/name"),
-            shown(kill, "/domain/memory/limit_bytes"),
+            or_dash(victim.and_then(|victim| victim.name.as_ref())),
+            or_dash(
+                victim
+                    .and_then(|victim| victim.image.as_ref())
+                    .map(|image| &image.name)
+            ),
+            or_dash(kill.victim.names.attribution.as_ref().map(|by| by.source)),
+            or_dash(victim.and_then(|victim| victim.main_process)),
+            or_dash(domain.and_then(|domain| domain.names.container_name())),
+            or_dash(domain_limit),
         );
+        let context = pretty(kill);
         assert_eq!(exit, 137);
-        expect_field(kill, "victim.container.name", container.name());
-        expect_field(kill, "victim.container.image.name", IMAGE);
-        expect_field(kill, "victim.container.runtime", "docker");
-        expect_field(kill, "domain.container.name", container.name());
-        expect_field(kill, "domain.memory.limit_bytes", LIMIT_BYTES);
+        let Some(victim) = victim else {
+            panic!("no victim container in {context}");
+        };
+        assert_eq!(
+            victim.name.as_deref(),
+            Some(container.name()),
+            "in {context}"
+        );
+        assert_eq!(
+            victim.image.as_ref().map(|image| image.name.as_str()),
+            Some(IMAGE),
+            "in {context}"
+        );
+        assert_eq!(victim.runtime.as_deref(), Some("docker"), "in {context}");
+        assert_eq!(
+            domain.and_then(|domain| domain.names.container_name()),
+            Some(container.name()),
+            "in {context}"
+        );
+        assert_eq!(domain_limit, Some(LIMIT_BYTES), "in {context}");
     }
-    expect_field(&named_kill, "victim.attribution.source", "state");
-    expect_field(&named_kill, "victim.container.main_process", true);
-    let source = field_str(&removed_kill, "victim.attribution.source");
+    let source = |kill: &oomtrace::record::OomKillRecord| {
+        kill.victim.names.attribution.as_ref().map(|by| by.source)
+    };
+    assert_eq!(
+        source(&named_kill),
+        Some(Source::State),
+        "{}",
+        pretty(&named_kill)
+    );
+    assert_eq!(
+        named_kill
+            .victim
+            .names
+            .container
+            .as_ref()
+            .and_then(|container| container.main_process),
+        Some(true),
+        "{}",
+        pretty(&named_kill)
+    );
+    let removed_source = source(&removed_kill);
     assert!(
-        ["state", "tombstone"].contains(&source),
-        "the --rm container's name comes from the state or its tombstone, not {source}"
+        matches!(removed_source, Some(Source::State | Source::Tombstone)),
+        "the --rm container's name comes from the state or its tombstone, not {removed_source:?}"
     );
     let log = agent.log();
     assert!(

@@ -4,10 +4,12 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-
+use oomtrace::attribute::DomainKind;
+use oomtrace::history::query::Listed;
+use oomtrace::record::Body;
+use oomtrace::record::kill::Basis;
 use oomtrace_tests::{
-    Agent, HistoryFile, Hog, Kmsg, MemoryCgroup, field_str, field_u64, require_root,
+    Agent, HistoryFile, Hog, Kmsg, MemoryCgroup, pretty, require_root, victim_pid,
 };
 
 const HOG: &str = env!("CARGO_BIN_EXE_oomtrace-hog");
@@ -35,38 +37,62 @@ fn a_kill_while_the_agent_was_down_is_backfilled_from_the_kernel_log() {
         .find(|line| line.contains("from the kernel log stored"))
         .unwrap_or_else(|| panic!("no backfill line in:\n{}", stopped.stderr));
     println!("first start: {backfill_line}");
-    let of_hog = |records: &[Value]| -> Vec<Value> {
+    let of_hog = |records: &[Listed]| -> Vec<Listed> {
         records
             .iter()
-            .filter(|record| {
-                record
-                    .pointer("/victim/process/pid")
-                    .and_then(Value::as_u64)
-                    == Some(u64::from(hog_pid))
-            })
+            .filter(|listed| victim_pid(listed) == Some(hog_pid))
             .cloned()
             .collect()
     };
     let records = history.records(&[]);
     let [stored] = of_hog(&records)
         .try_into()
-        .unwrap_or_else(|found: Vec<Value>| {
-            panic!("expected hog {hog_pid} once in the history, got {found:#?}")
+        .unwrap_or_else(|found: Vec<Listed>| {
+            panic!(
+                "expected hog {hog_pid} once in the history, got {}",
+                pretty(&found)
+            )
         });
-    assert_eq!(field_str(&stored, "history.source"), "kmsg");
-    assert_eq!(field_str(&stored, "kind"), "oom_kill");
-    assert_eq!(field_u64(&stored, "victim.process.pid"), u64::from(hog_pid));
+    let context = pretty(&stored);
+    assert_eq!(stored.history.source, "kmsg", "{context}");
+    let Some(Body::OomKill(kill)) = stored.record().map(|record| &record.body) else {
+        panic!("the hog's record should be an oom_kill: {context}");
+    };
+    assert_eq!(kill.victim.process.pid, Some(hog_pid), "{context}");
     assert_eq!(
-        field_str(&stored, "victim.process.executable.name"),
-        "oomtrace-hog"
+        kill.victim.process.comm(),
+        Some("oomtrace-hog"),
+        "{context}"
     );
-    assert_eq!(field_str(&stored, "victim.memcg.path"), cgroup.path());
-    assert_eq!(field_str(&stored, "domain.kind"), "cgroup");
-    assert_eq!(field_str(&stored, "domain.cgroup.path"), cgroup.path());
-    assert_eq!(field_str(&stored, "domain.basis"), "kernel_log");
+    assert_eq!(
+        kill.victim
+            .memcg
+            .as_ref()
+            .and_then(|memcg| memcg.path.as_ref()),
+        Some(&cgroup.path()),
+        "{context}"
+    );
+    let Some(domain) = &kill.domain else {
+        panic!("no domain in {context}");
+    };
+    assert_eq!(domain.kind, DomainKind::Cgroup, "{context}");
+    assert_eq!(
+        domain.cgroup.as_ref().map(|cgroup| &cgroup.path),
+        Some(&cgroup.path()),
+        "{context}"
+    );
+    assert_eq!(domain.basis, Some(Basis::KernelLog), "{context}");
+    let Some(anon_rss_bytes) = kill
+        .victim
+        .process
+        .memory
+        .and_then(|memory| memory.anon_rss_bytes)
+    else {
+        panic!("no victim anon RSS in {context}");
+    };
     assert!(
-        field_u64(&stored, "victim.process.memory.anon_rss_bytes") > LIMIT_BYTES / 2,
-        "the log's anon-rss: {stored:#}"
+        anon_rss_bytes > LIMIT_BYTES / 2,
+        "the log's anon-rss: {context}"
     );
 
     // Started again on the same history: the kernel log still holds the kill; it is known.
@@ -81,6 +107,7 @@ fn a_kill_while_the_agent_was_down_is_backfilled_from_the_kernel_log() {
     assert_eq!(
         of_hog(&records).len(),
         1,
-        "hog {hog_pid} stored twice: {records:#?}"
+        "hog {hog_pid} stored twice: {}",
+        pretty(&records)
     );
 }

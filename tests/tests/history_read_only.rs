@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use oomtrace_tests::{Agent, Hog, MemoryCgroup, ReadOnlyDir, field_u64, require_root};
+use oomtrace_tests::{Agent, Hog, MemoryCgroup, ReadOnlyDir, pretty, require_root};
 
 const HOG: &str = env!("CARGO_BIN_EXE_oomtrace-hog");
 const LIMIT_BYTES: u64 = 64 << 20;
@@ -22,10 +22,11 @@ fn a_read_only_history_is_counted_and_the_kill_still_reported() {
     assert_eq!(
         kills.len(),
         1,
-        "the kill is reported although it cannot be stored: {kills:#?}"
+        "the kill is reported although it cannot be stored: {}",
+        pretty(&kills)
     );
     let stopped = agent.stop();
-    let errors = field_u64(stopped.agent_stopped(), "history_write_errors");
+    let errors = stopped.agent_stopped().totals.history_write_errors;
     println!(
         "history at {}: {errors} failed writes; log:\n{}",
         path.display(),
@@ -33,8 +34,8 @@ fn a_read_only_history_is_counted_and_the_kill_still_reported() {
     );
     assert!(
         errors >= 1,
-        "history_write_errors is {errors}: {:#}",
-        stopped.agent_stopped()
+        "history_write_errors is {errors}: {}",
+        pretty(stopped.agent_stopped())
     );
     assert!(
         stopped

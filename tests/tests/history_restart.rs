@@ -4,10 +4,10 @@
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::Value;
-
+use oomtrace::history::query::Listed;
+use oomtrace::record::Body;
 use oomtrace_tests::{
-    Agent, HistoryFile, Hog, MemoryCgroup, agent_binary, field_str, field_u64, require_root,
+    Agent, HistoryFile, Hog, MemoryCgroup, agent_binary, pretty, require_root, victim_pid,
 };
 
 const HOG: &str = env!("CARGO_BIN_EXE_oomtrace-hog");
@@ -25,7 +25,8 @@ fn a_logged_kill_is_in_the_history_once_after_the_agent_is_killed() {
     assert_eq!(
         kills.len(),
         1,
-        "the agent reported the hog's kill: {kills:#?}"
+        "the agent reported the hog's kill: {}",
+        pretty(&kills)
     );
     // The JSON line comes after the log line: the kill was logged. Kill the agent at once.
     let log = agent.kill();
@@ -37,14 +38,9 @@ fn a_logged_kill_is_in_the_history_once_after_the_agent_is_killed() {
     // Restarted on the same file: it opens, migrates and trims it, and stores nothing twice.
     let agent = Agent::start_with(&history.agent_args());
     let records = history.records(&[]);
-    let of_hog: Vec<&Value> = records
+    let of_hog: Vec<&Listed> = records
         .iter()
-        .filter(|record| {
-            record
-                .pointer("/victim/process/pid")
-                .and_then(Value::as_u64)
-                == Some(u64::from(hog_pid))
-        })
+        .filter(|listed| victim_pid(listed) == Some(hog_pid))
         .collect();
     println!(
         "history after SIGKILL and restart: {} records, {} of hog {hog_pid}",
@@ -52,23 +48,34 @@ fn a_logged_kill_is_in_the_history_once_after_the_agent_is_killed() {
         of_hog.len()
     );
     let [stored] = of_hog.as_slice() else {
-        panic!("expected the hog's kill exactly once in the history, got {records:#?}");
+        panic!(
+            "expected the hog's kill exactly once in the history, got {}",
+            pretty(&records)
+        );
     };
-    assert_eq!(field_str(stored, "kind"), "oom_kill");
+    let context = pretty(stored);
+    let Some(Body::OomKill(stored_kill)) = stored.record().map(|record| &record.body) else {
+        panic!("the hog's record should be an oom_kill: {context}");
+    };
     assert_eq!(
-        field_str(stored, "victim.process.executable.name"),
-        "oomtrace-hog"
+        stored_kill.victim.process.comm(),
+        Some("oomtrace-hog"),
+        "{context}"
     );
-    assert_eq!(field_str(stored, "history.source"), "live");
+    assert_eq!(stored.history.source, "live", "{context}");
     assert_eq!(
-        field_str(stored, "victim.memcg.path"),
-        cgroup.path(),
-        "the stored record is the one the agent wrote"
+        stored_kill
+            .victim
+            .memcg
+            .as_ref()
+            .and_then(|memcg| memcg.path.as_ref()),
+        Some(&cgroup.path()),
+        "the stored record is the one the agent wrote: {context}"
     );
-    assert_eq!(stored["ktime_ns"], kills[0]["ktime_ns"]);
+    assert_eq!(stored_kill.ktime_ns, kills[0].ktime_ns, "{context}");
 
     // The same kill, through the other views.
-    let id = field_u64(stored, "history.id");
+    let id = stored.history.id;
     let shown = history.run("show", &[&id.to_string()]);
     println!("oomtrace show {id}:\n{shown}");
     assert!(
@@ -98,10 +105,10 @@ fn a_logged_kill_is_in_the_history_once_after_the_agent_is_killed() {
 
     let stopped = agent.stop();
     assert_eq!(
-        field_u64(stopped.agent_stopped(), "history_write_errors"),
+        stopped.agent_stopped().totals.history_write_errors,
         0,
-        "{:#}",
-        stopped.agent_stopped()
+        "{}",
+        pretty(stopped.agent_stopped())
     );
 }
 
@@ -129,11 +136,17 @@ fn as_a_plain_user(history: &HistoryFile, hog_pid: u32) {
         "`oomtrace history` as nobody failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let pid_field = format!("\"pid\":{hog_pid},");
+    let listed: Vec<Listed> = stdout
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|err| panic!("as nobody, a line that is no record ({err}): {line}"))
+        })
+        .collect();
     assert_eq!(
-        stdout
-            .lines()
-            .filter(|line| line.contains(&pid_field))
+        listed
+            .iter()
+            .filter(|listed| victim_pid(listed) == Some(hog_pid))
             .count(),
         1,
         "as nobody:\n{stdout}"

@@ -30,15 +30,19 @@ fn an_oom_kill_in_a_named_container_is_an_entry_selected_by_container() {
         137,
         "the container's exit code"
     );
-    let record: Record = serde_json::from_value(container.kill_record(&mut agent))
-        .expect("the agent's oom_kill reads as a record");
-    let history = record
-        .history
-        .clone()
-        .expect("the kill was stored in the history");
-    let Body::OomKill(kill) = record.body else {
-        panic!("an oom_kill record: {record:?}")
-    };
+    // The whole record: where it is stored in the history is beside its body.
+    let (kill, history) = agent
+        .wait_for_record(
+            |record: &Record| match &record.body {
+                Body::OomKill(kill) if container.is_victim_of(kill) => {
+                    Some((kill.clone(), record.history.clone()))
+                }
+                _ => None,
+            },
+            Duration::from_secs(30),
+        )
+        .unwrap_or_else(|| panic!("no oom_kill for {}:\n{}", container.name(), agent.log()));
+    let history = history.expect("the kill was stored in the history");
     let victim_pid = kill.victim.process.pid.expect("the victim's pid");
     let verdict = kill
         .explanation

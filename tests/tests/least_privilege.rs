@@ -5,10 +5,11 @@
 
 use std::time::Duration;
 
+use oomtrace::attribute::DomainKind;
 use oomtrace_tests::capabilities::{
     self, CapSets, DOCUMENTED, OnlyCapabilities, expected_after_attach, of_every_thread,
 };
-use oomtrace_tests::{Agent, Hog, MemoryCgroup, field_str, require_root};
+use oomtrace_tests::{Agent, Hog, MemoryCgroup, or_dash, pretty, require_root};
 
 const HOG: &str = env!("CARGO_BIN_EXE_oomtrace-hog");
 const LIMIT_BYTES: u64 = 64 << 20;
@@ -26,28 +27,41 @@ fn documented_capabilities_catch_a_memcg_oom_kill() {
     let [kill] = kills.as_slice() else {
         panic!(
             "expected one oom_kill record for the hog (pid {hog_pid}) from the agent with only \
-             {:?}, got {}: {kills:#?}\nits log:\n{}",
+             {:?}, got {}: {}\nits log:\n{}",
             only.granted,
             kills.len(),
+            pretty(&kills),
             agent.log()
         );
     };
+    let memcg_path = kill
+        .victim
+        .memcg
+        .as_ref()
+        .and_then(|memcg| memcg.path.clone());
     println!(
         "agent with only {:?}: tier {}, victim {} in memcg {}",
         only.granted,
-        field_str(kill, "capture.tier"),
+        or_dash(kill.capture.tier),
         hog_pid,
-        field_str(kill, "victim.memcg.path"),
+        or_dash(memcg_path.as_ref()),
+    );
+    assert!(
+        kill.capture.tier.is_some(),
+        "the capture tier, in {}",
+        pretty(kill)
     );
     assert_eq!(
-        field_str(kill, "victim.memcg.path"),
-        cgroup.path(),
-        "the victim's memory cgroup, in {kill:#}"
+        memcg_path,
+        Some(cgroup.path()),
+        "the victim's memory cgroup, in {}",
+        pretty(kill)
     );
     assert_eq!(
-        field_str(kill, "domain.kind"),
-        "cgroup",
-        "whose limit was hit, read from cgroupfs without privileges, in {kill:#}"
+        kill.domain.as_ref().map(|domain| domain.kind),
+        Some(DomainKind::Cgroup),
+        "whose limit was hit, read from cgroupfs without privileges, in {}",
+        pretty(kill)
     );
     let stopped = agent.stop();
     assert_eq!(stopped.kills_of(hog_pid).len(), 1, "one record for the hog");

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use oomtrace_tests::{Agent, Hog, Kmsg, MemoryCgroup, field, field_str, field_u64, require_root};
+use oomtrace::capture::Tier;
+use oomtrace::record::party::Memory;
+use oomtrace_tests::{Agent, Hog, Kmsg, MemoryCgroup, pretty, require_root};
 
 const HOG: &str = env!("CARGO_BIN_EXE_oomtrace-hog");
 const LIMIT_BYTES: u64 = 64 << 20;
@@ -22,129 +24,126 @@ fn memcg_oom_kill_is_reported_as_the_kernel_saw_it() {
     let kills = agent.wait_for_kills(&[hog_pid], Duration::from_secs(30));
     let [kill] = kills.as_slice() else {
         panic!(
-            "expected one oom_kill record for the hog (pid {hog_pid}), got {}: {kills:#?}",
-            kills.len()
+            "expected one oom_kill record for the hog (pid {hog_pid}), got {}: {}",
+            kills.len(),
+            pretty(&kills)
         );
     };
-    let context = || serde_json::to_string_pretty(kill).unwrap_or_default();
+    let context = pretty(kill);
+    let victim = &kill.victim;
 
     // Who was killed.
+    assert_eq!(victim.process.pid, Some(hog_pid), "victim pid in {context}");
     assert_eq!(
-        field_u64(kill, "victim.process.pid"),
-        u64::from(hog_pid),
-        "victim pid in {}",
-        context()
-    );
-    assert_eq!(
-        field_u64(kill, "victim.thread.id"),
-        u64::from(hog_pid),
-        "victim thread: the hog has one thread, in {}",
-        context()
+        victim.thread.map(|thread| thread.id),
+        Some(hog_pid),
+        "victim thread: the hog has one thread, in {context}"
     );
     let expected_comm: String = "oomtrace-hog".chars().take(TASK_COMM_LEN).collect();
     assert_eq!(killed.comm, expected_comm, "the kernel's comm for the hog");
     assert_eq!(
-        field_str(kill, "victim.process.executable.name"),
-        killed.comm,
-        "victim comm in {}",
-        context()
+        victim.process.comm(),
+        Some(killed.comm.as_str()),
+        "victim comm in {context}"
     );
 
     // How big it was: the kernel's anon-rss for this kill, within 10%.
     killed.assert_anon_rss_matches(kill);
 
     // Where it lived.
+    let memcg = victim.memcg.as_ref();
     assert_eq!(
-        field_str(kill, "victim.memcg.path"),
-        cgroup.path(),
-        "victim memcg path in {}",
-        context()
+        memcg.and_then(|memcg| memcg.path.clone()),
+        Some(cgroup.path()),
+        "victim memcg path in {context}"
     );
     assert_eq!(
-        field_u64(kill, "victim.memcg.id"),
-        cgroup.memcg_id(),
-        "victim memcg id (inode of {}) in {}",
+        memcg.and_then(|memcg| memcg.id),
+        Some(cgroup.memcg_id()),
+        "victim memcg id (inode of {}) in {context}",
         cgroup.memcg_dir().display(),
-        context()
     );
     if let Some(cgroup2_id) = cgroup.cgroup2_id() {
+        let cgroup2 = victim.cgroup.as_ref();
         assert_eq!(
-            field_u64(kill, "victim.cgroup.id"),
-            cgroup2_id,
-            "victim cgroup2 id in {}",
-            context()
+            cgroup2.and_then(|cgroup2| cgroup2.id),
+            Some(cgroup2_id),
+            "victim cgroup2 id in {context}"
         );
         assert_eq!(
-            field_str(kill, "victim.cgroup.path"),
-            cgroup.path(),
-            "victim cgroup2 path in {}",
-            context()
+            cgroup2.and_then(|cgroup2| cgroup2.path.clone()),
+            Some(cgroup.path()),
+            "victim cgroup2 path in {context}"
         );
     }
 
     // The hog's own allocation invoked the OOM killer: it is the trigger too.
+    let Some(trigger) = &kill.trigger else {
+        panic!("no trigger in {context}");
+    };
     assert_eq!(
-        field_u64(kill, "trigger.process.pid"),
-        u64::from(hog_pid),
-        "trigger pid in {}",
-        context()
+        trigger.process.pid,
+        Some(hog_pid),
+        "trigger pid in {context}"
     );
     assert_eq!(
-        field_u64(kill, "trigger.memcg.id"),
-        cgroup.memcg_id(),
-        "trigger memcg id in {}",
-        context()
+        trigger.memcg.as_ref().and_then(|memcg| memcg.id),
+        Some(cgroup.memcg_id()),
+        "trigger memcg id in {context}"
     );
 
     // What this kernel's tier knows of the invocation. In the full tier: the kernel's own domain
     // and badness. Below it: no incident, and a badness estimated from the reported memory.
-    match field_str(kill, "capture.tier") {
-        "full" => {
+    let Some(tier) = kill.capture.tier else {
+        panic!("no capture tier in {context}");
+    };
+    let Some(badness) = victim.badness else {
+        panic!("no victim badness in {context}");
+    };
+    match tier {
+        Tier::Full => {
+            let domain = kill
+                .incident
+                .as_ref()
+                .and_then(|incident| incident.domain.as_ref());
             assert_eq!(
-                field_u64(kill, "incident.domain.cgroup.id"),
-                cgroup.memcg_id(),
-                "the OOM domain is the test cgroup, in {}",
-                context()
+                domain
+                    .and_then(|domain| domain.cgroup.as_ref())
+                    .and_then(|cgroup| cgroup.id),
+                Some(cgroup.memcg_id()),
+                "the OOM domain is the test cgroup, in {context}"
             );
-            assert_eq!(
-                field(kill, "victim.badness.estimated"),
-                false,
-                "in {}",
-                context()
-            );
+            assert!(!badness.estimated, "in {context}");
         }
         tier => {
-            assert_eq!(
-                kill.get("incident"),
-                None,
-                "no incident in tier {tier}: {}",
-                context()
-            );
-            assert_eq!(
-                field(kill, "victim.badness.estimated"),
-                true,
-                "in {}",
-                context()
-            );
-            let kb = |name: &str| field_u64(kill, &format!("victim.process.memory.{name}")) / 1024;
+            assert_eq!(kill.incident, None, "no incident in tier {tier}: {context}");
+            assert!(badness.estimated, "in {context}");
+            let Some(Memory {
+                anon_rss_bytes: Some(anon_rss_bytes),
+                file_rss_bytes: Some(file_rss_bytes),
+                shmem_rss_bytes: Some(shmem_rss_bytes),
+                page_tables_bytes: Some(page_tables_bytes),
+                ..
+            }) = victim.process.memory
+            else {
+                panic!("the victim's memory is not all there in {context}");
+            };
+            let kb = |bytes: u64| bytes / 1024;
             // oom_badness() with oom_score_adj 0 and no swap, in 4 KiB pages.
-            let expected = (kb("anon_rss_bytes") + kb("file_rss_bytes") + kb("shmem_rss_bytes"))
-                / 4
-                + kb("page_tables_bytes") / 4;
+            let expected = (kb(anon_rss_bytes) + kb(file_rss_bytes) + kb(shmem_rss_bytes)) / 4
+                + kb(page_tables_bytes) / 4;
             assert_eq!(
-                field_u64(kill, "victim.badness.points"),
-                expected,
-                "estimated badness in {}",
-                context()
+                u64::try_from(badness.points).ok(),
+                Some(expected),
+                "estimated badness in {context}"
             );
         }
     }
 
     assert_eq!(
-        field_u64(kill, "capture.ringbuf_dropped_total"),
-        0,
-        "records dropped before this kill, in {}",
-        context()
+        kill.capture.ringbuf_dropped_total,
+        Some(0),
+        "records dropped before this kill, in {context}"
     );
 
     let stopped = agent.stop();
@@ -152,12 +151,14 @@ fn memcg_oom_kill_is_reported_as_the_kernel_saw_it() {
     assert_eq!(
         hog_kills.len(),
         1,
-        "exactly one oom_kill record for the hog (pid {hog_pid}), got {hog_kills:#?}"
+        "exactly one oom_kill record for the hog (pid {hog_pid}), got {}",
+        pretty(&hog_kills)
     );
     let agent_stopped = stopped.agent_stopped();
     assert_eq!(
-        field_u64(agent_stopped, "ringbuf_dropped_total"),
+        agent_stopped.totals.ringbuf_dropped_total,
         0,
-        "records dropped, per {agent_stopped:#}"
+        "records dropped, per {}",
+        pretty(agent_stopped)
     );
 }

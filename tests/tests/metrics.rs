@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
+use oomtrace::attribute::DomainKind;
 use oomtrace_tests::http::{free_loopback_port, http_get};
-use oomtrace_tests::{ContainerSpec, Podman, field_str, require_root};
+use oomtrace_tests::{ContainerSpec, Podman, pretty, require_root};
 
 const LIMIT_BYTES: u64 = 48 << 20;
 
@@ -19,10 +20,7 @@ fn oom_kills_of_a_container_are_counted_at_the_metrics_endpoint() {
         &format!("serving Prometheus metrics at http://{addr}/metrics"),
         Duration::from_secs(10),
     );
-    let started = agent
-        .wait_for_record_where(|record| record["kind"] == "agent_started", Duration::ZERO)
-        .expect("the agent_started record");
-    let tier = field_str(&started, "capture.tier").to_owned();
+    let tier = agent.agent_started().capture.tier.as_str();
 
     // PID 1 is a shell that survives both of its hogs.
     let hog = ContainerSpec::hog_command(LIMIT_BYTES);
@@ -40,16 +38,25 @@ fn oom_kills_of_a_container_are_counted_at_the_metrics_endpoint() {
         container.name()
     );
     for kill in &kills {
-        assert_eq!(field_str(kill, "domain.kind"), "cgroup", "{kill:#}");
+        assert_eq!(
+            kill.domain.as_ref().map(|domain| domain.kind),
+            Some(DomainKind::Cgroup),
+            "{}",
+            pretty(kill)
+        );
     }
     // The hogs are the shell's children: `false`, or `unknown` where the agent could not tell.
-    let main_process =
-        |kill: &serde_json::Value| match kill.pointer("/victim/container/main_process") {
-            Some(serde_json::Value::Bool(main)) => main.to_string(),
-            _ => "unknown".to_owned(),
-        };
-    let main_process = main_process(&kills[0]);
-    assert_ne!(main_process, "true", "{:#}", kills[0]);
+    let main_process = match kills[0]
+        .victim
+        .names
+        .container
+        .as_ref()
+        .and_then(|container| container.main_process)
+    {
+        Some(main) => main.to_string(),
+        None => "unknown".to_owned(),
+    };
+    assert_ne!(main_process, "true", "{}", pretty(&kills[0]));
 
     let (status, body) = http_get(addr, "/metrics");
     assert_eq!(status, "HTTP/1.1 200 OK", "{body}");

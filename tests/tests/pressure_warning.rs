@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-
-use oomtrace_tests::{Agent, Hog, MemoryCgroup, field, field_str, require_root};
+use oomtrace::record::pressure::PressureReason;
+use oomtrace::record::{Body, MemoryPressureRecord, Record};
+use oomtrace_tests::{Agent, Hog, MemoryCgroup, pretty, require_root};
 
 const HOG: &str = env!("CARGO_BIN_EXE_oomtrace-hog");
 const LIMIT_BYTES: u64 = 128 << 20;
@@ -16,12 +16,12 @@ const STEADY_MIB: &str = "32";
 const GROWER_MIB_PER_SECOND: u64 = 16;
 const MIB: f64 = (1 << 20) as f64;
 
-fn is_warning_for(record: &Value, path: &str) -> bool {
-    record["kind"] == "memory_pressure"
-        && record
-            .pointer("/domain/cgroup/path")
-            .and_then(Value::as_str)
-            == Some(path)
+/// `record`, if it is a `memory_pressure` record for the cgroup at `path`.
+fn warning_for<'a>(record: &'a Record, path: &str) -> Option<&'a MemoryPressureRecord> {
+    match &record.body {
+        Body::MemoryPressure(warning) if warning.domain.cgroup.path == path => Some(warning),
+        _ => None,
+    }
 }
 
 #[test]
@@ -43,8 +43,8 @@ fn a_limit_about_to_be_hit_is_warned_of_before_the_kill() {
     let kills = agent.wait_for_kills(&[grower_pid], Duration::from_secs(30));
     let kill = &kills[0];
     let warning = agent
-        .wait_for_record_where(
-            |record| is_warning_for(record, &parent.path()),
+        .wait_for_record(
+            |record| warning_for(record, &parent.path()).cloned(),
             Duration::from_secs(5),
         )
         .unwrap_or_else(|| {
@@ -54,11 +54,12 @@ fn a_limit_about_to_be_hit_is_warned_of_before_the_kill() {
                 agent.log()
             )
         });
-    println!("warning: {warning:#}");
+    let context = pretty(&warning);
+    println!("warning: {context}");
 
     // Before the kill, by the kernel's clock.
-    let warned_ns = field(&warning, "ktime_ns").as_u64().expect("ktime_ns");
-    let killed_ns = field(kill, "ktime_ns").as_u64().expect("ktime_ns");
+    let warned_ns = warning.ktime_ns;
+    let killed_ns = kill.ktime_ns;
     assert!(
         warned_ns < killed_ns,
         "the warning ({warned_ns} ns) should come before the kill ({killed_ns} ns)"
@@ -68,43 +69,36 @@ fn a_limit_about_to_be_hit_is_warned_of_before_the_kill() {
         (killed_ns - warned_ns) as f64 / 1e9
     );
 
-    assert_eq!(field_str(&warning, "reason"), "usage");
-    assert_eq!(field(&warning, "thresholds.usage_percent"), 90);
-    assert_eq!(field(&warning, "domain.memory.limit_bytes"), LIMIT_BYTES);
-    let percent = field(&warning, "domain.memory.percent_of_limit")
-        .as_f64()
-        .expect("percent_of_limit");
+    assert_eq!(warning.reason, PressureReason::Usage, "{context}");
+    assert_eq!(warning.thresholds.usage_percent, 90, "{context}");
+    let memory = warning.domain.memory;
+    assert_eq!(memory.limit_bytes, LIMIT_BYTES, "{context}");
+    let percent = memory.percent_of_limit;
     assert!(
         (90.0..=100.0).contains(&percent),
         "past the threshold, within the limit: {percent} %"
     );
-    let held = field(&warning, "domain.memory.working_set_bytes")
-        .as_u64()
+    let held = memory
+        .working_set_bytes
         .expect("the controller's memory.stat gives the working set");
     assert!(held as f64 >= 0.9 * LIMIT_BYTES as f64, "{held} bytes");
 
     // Growing at about the grower's pace, and the grower named as the one growing.
-    let rate = |pointer: &str| {
-        field(&warning, pointer)
-            .as_i64()
-            .unwrap_or_else(|| panic!("{pointer} in {warning:#}")) as f64
-            / MIB
+    let Some(grower) = &warning.grower else {
+        panic!("no grower in {context}");
+    };
+    let Some(domain_growth) = warning.domain.growth else {
+        panic!("no domain growth in {context}");
     };
     let expected = GROWER_MIB_PER_SECOND as f64;
-    for pointer in [
-        "domain.growth.bytes_per_second",
-        "grower.growth.bytes_per_second",
-    ] {
-        let measured = rate(pointer);
+    for (what, growth) in [("the domain", domain_growth), ("the grower", grower.growth)] {
+        let measured = growth.bytes_per_second as f64 / MIB;
         assert!(
             (expected / 2.0..=expected * 2.0).contains(&measured),
-            "{pointer}: {measured:.1} MiB/s, the grower grows {expected} MiB/s"
+            "{what}: {measured:.1} MiB/s, the grower grows {expected} MiB/s"
         );
     }
-    assert_eq!(
-        field_str(&warning, "grower.cgroup.path"),
-        grower_cgroup.path()
-    );
+    assert_eq!(grower.cgroup.path, grower_cgroup.path(), "{context}");
 
     // Said in the log too, once.
     let stopped = agent.stop();
@@ -120,14 +114,15 @@ fn a_limit_about_to_be_hit_is_warned_of_before_the_kill() {
         lines[0]
     );
     // The neighbour, at a quarter of its limit, is never warned of.
-    let neighbour_warnings: Vec<&Value> = stopped
+    let neighbour_warnings: Vec<&MemoryPressureRecord> = stopped
         .records
         .iter()
-        .filter(|record| is_warning_for(record, &neighbour.path()))
+        .filter_map(|record| warning_for(record, &neighbour.path()))
         .collect();
     assert!(
         neighbour_warnings.is_empty(),
-        "the steady neighbour was warned of: {neighbour_warnings:#?}"
+        "the steady neighbour was warned of: {}",
+        pretty(&neighbour_warnings)
     );
     drop(steady);
 }

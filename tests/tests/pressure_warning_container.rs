@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-
-use oomtrace_tests::{ContainerSpec, HOG_IN_IMAGE, Podman, expect_field, field, require_root};
+use oomtrace::record::Body;
+use oomtrace::record::pressure::PressureReason;
+use oomtrace_tests::{ContainerSpec, HOG_IN_IMAGE, Podman, pretty, require_root};
 
 const LIMIT_BYTES: u64 = 96 << 20;
 
@@ -23,13 +23,19 @@ fn a_container_near_its_limit_is_warned_of_by_name() {
     assert_eq!(exit_code, 137, "the container's exit code");
     let kill = container.kill_record(&mut agent);
     let warning = agent
-        .wait_for_record_where(
-            |record| {
-                record["kind"] == "memory_pressure"
-                    && record
-                        .pointer("/domain/container/id")
-                        .and_then(Value::as_str)
-                        == Some(container.id())
+        .wait_for_record(
+            |record| match &record.body {
+                Body::MemoryPressure(warning)
+                    if warning
+                        .domain
+                        .names
+                        .container
+                        .as_ref()
+                        .is_some_and(|named| named.id == container.id()) =>
+                {
+                    Some(warning.clone())
+                }
+                _ => None,
             },
             Duration::from_secs(5),
         )
@@ -40,20 +46,28 @@ fn a_container_near_its_limit_is_warned_of_by_name() {
                 agent.log()
             )
         });
-    println!("warning: {warning:#}");
+    let context = pretty(&warning);
+    println!("warning: {context}");
 
-    expect_field(&warning, "domain.container.name", container.name());
-    expect_field(&warning, "domain.container.runtime", "podman");
-    expect_field(&warning, "domain.memory.limit_bytes", LIMIT_BYTES);
-    expect_field(&warning, "reason", "usage");
-    let growth = field(&warning, "domain.growth.bytes_per_second")
-        .as_i64()
-        .expect("bytes_per_second");
-    assert!(growth > 0, "the container was growing: {growth} B/s");
-    let (warned_ns, killed_ns) = (
-        field(&warning, "ktime_ns").as_u64().expect("ktime_ns"),
-        field(&kill, "ktime_ns").as_u64().expect("ktime_ns"),
+    let domain = &warning.domain;
+    let named = domain.names.container.as_ref();
+    assert_eq!(
+        named.and_then(|named| named.name.as_deref()),
+        Some(container.name()),
+        "{context}"
     );
+    assert_eq!(
+        named.and_then(|named| named.runtime.as_deref()),
+        Some("podman"),
+        "{context}"
+    );
+    assert_eq!(domain.memory.limit_bytes, LIMIT_BYTES, "{context}");
+    assert_eq!(warning.reason, PressureReason::Usage, "{context}");
+    let Some(growth) = domain.growth.map(|growth| growth.bytes_per_second) else {
+        panic!("no domain growth in {context}");
+    };
+    assert!(growth > 0, "the container was growing: {growth} B/s");
+    let (warned_ns, killed_ns) = (warning.ktime_ns, kill.ktime_ns);
     assert!(
         warned_ns < killed_ns,
         "warned at {warned_ns} ns, killed at {killed_ns} ns"

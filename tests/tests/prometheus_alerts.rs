@@ -7,11 +7,13 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde::Deserialize;
 
 use oomtrace_tests::http::free_loopback_port;
-use oomtrace_tests::prometheus::sample_value;
-use oomtrace_tests::{ComposeProject, Dockerd, HOG_IN_IMAGE, IMAGE, Prometheus, require_root};
+use oomtrace_tests::prometheus::{Alert, sample_value};
+use oomtrace_tests::{
+    ComposeProject, Dockerd, HOG_IN_IMAGE, IMAGE, Prometheus, pretty, require_root,
+};
 
 const LIMIT_BYTES: u64 = 48 << 20;
 /// The agent's threshold: the third kill within the window is a loop.
@@ -65,16 +67,19 @@ services:
         LOOP_KILLS,
         "expected {LOOP_KILLS} kills of container {name} as dockerd restarts it"
     );
+    let third = &kills[LOOP_KILLS - 1];
     assert!(
-        kills[LOOP_KILLS - 1]
-            .pointer("/explanation/restart_loop")
-            .is_some(),
-        "the agent flags the loop at the third kill: {:#}",
-        kills[LOOP_KILLS - 1]
+        third
+            .explanation
+            .as_ref()
+            .is_some_and(|explanation| explanation.restart_loop.is_some()),
+        "the agent flags the loop at the third kill: {}",
+        pretty(third)
     );
 
-    let is_ours = |alert: &Value, alertname: &str| {
-        alert["labels"]["alertname"] == alertname && alert["labels"]["container"] == name.as_str()
+    let label = |alert: &Alert, name: &str| alert.labels.get(name).cloned().unwrap_or_default();
+    let is_ours = |alert: &Alert, alertname: &str| {
+        label(alert, "alertname") == alertname && label(alert, "container") == name
     };
     let alert = prometheus.wait_for(
         &format!("{ALERT} firing for container {name}"),
@@ -83,25 +88,27 @@ services:
             prometheus
                 .alerts()
                 .into_iter()
-                .find(|alert| is_ours(alert, ALERT) && alert["state"] == "firing")
+                .find(|alert| is_ours(alert, ALERT) && alert.state == "firing")
         },
     );
     let took = looped_at.elapsed();
     println!(
-        "{ALERT} firing {:.1} s after the agent reported the third kill (active since {}):\n{alert:#}",
+        "{ALERT} firing {:.1} s after the agent reported the third kill (active since {:?}):\n{alert:#?}",
         took.as_secs_f64(),
-        alert["activeAt"]
+        alert.active_at
     );
-    assert_eq!(alert["labels"]["severity"], "warning", "{alert:#}");
-    assert_eq!(alert["labels"]["compose_project"], PROJECT, "{alert:#}");
-    assert_eq!(alert["labels"]["compose_service"], SERVICE, "{alert:#}");
+    assert_eq!(label(&alert, "severity"), "warning", "{alert:#?}");
+    assert_eq!(label(&alert, "compose_project"), PROJECT, "{alert:#?}");
+    assert_eq!(label(&alert, "compose_service"), SERVICE, "{alert:#?}");
     assert_eq!(
-        alert["labels"]["instance"],
+        label(&alert, "instance"),
         metrics_addr.to_string(),
-        "{alert:#}"
+        "{alert:#?}"
     );
-    let description = alert["annotations"]["description"]
-        .as_str()
+    let description = alert
+        .annotations
+        .get("description")
+        .map(String::as_str)
         .unwrap_or_default();
     assert!(
         description.contains(&format!("`oomtrace history --container {name}`")),
@@ -115,9 +122,15 @@ services:
     // The recording rule counts every kill, the first one included, though the counter was
     // created at 1 by it (which increase() alone does not see). dockerd goes on restarting the
     // container: take the project down, so that the count stops.
-    let main_processes: Vec<Option<&Value>> = kills
+    let main_processes: Vec<Option<bool>> = kills
         .iter()
-        .map(|kill| kill.pointer("/victim/container/main_process"))
+        .map(|kill| {
+            kill.victim
+                .names
+                .container
+                .as_ref()
+                .and_then(|container| container.main_process)
+        })
         .collect();
     println!("main_process of the first kills: {main_processes:?}");
     drop(container);
@@ -170,22 +183,40 @@ services:
     agent.stop();
 }
 
+/// The parts of a Grafana dashboard the test runs: its panels' titles and queries.
+#[derive(Deserialize)]
+struct Dashboard {
+    panels: Vec<Panel>,
+}
+
+#[derive(Deserialize)]
+struct Panel {
+    #[serde(default)]
+    title: String,
+    /// Rows and text panels have none.
+    targets: Option<Vec<Target>>,
+}
+
+#[derive(Deserialize)]
+struct Target {
+    #[serde(default)]
+    expr: String,
+}
+
 /// Each panel's title and the values of its first query, each query of the dashboard run as
 /// an instant query with its variables filled in as Grafana would (every job and node, the
 /// last hour, one-minute steps); every query must succeed.
 fn dashboard_values(prometheus: &Prometheus, dashboard: &Path) -> Vec<(String, Vec<f64>)> {
     let text = std::fs::read_to_string(dashboard)
         .unwrap_or_else(|err| panic!("reading {}: {err}", dashboard.display()));
-    let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let dashboard: Dashboard = serde_json::from_str(&text)
+        .unwrap_or_else(|err| panic!("the dashboard's panels and queries: {err}"));
     let mut panels = Vec::new();
-    for panel in dashboard["panels"]
-        .as_array()
-        .expect("the dashboard's panels")
-    {
-        let Some(targets) = panel["targets"].as_array() else {
+    for panel in dashboard.panels {
+        let Some(targets) = panel.targets else {
             continue;
         };
-        let title = panel["title"].as_str().unwrap_or_default().to_owned();
+        let title = panel.title;
         let mut first = None;
         for target in targets {
             let expr = [
@@ -195,10 +226,9 @@ fn dashboard_values(prometheus: &Prometheus, dashboard: &Path) -> Vec<(String, V
                 ("$instance", ".*"),
             ]
             .iter()
-            .fold(
-                target["expr"].as_str().unwrap_or_default().to_owned(),
-                |expr, (variable, value)| expr.replace(variable, value),
-            );
+            .fold(target.expr, |expr, (variable, value)| {
+                expr.replace(variable, value)
+            });
             // Panics unless Prometheus accepts and evaluates the query.
             let values: Vec<f64> = prometheus.query(&expr).iter().map(sample_value).collect();
             first.get_or_insert(values);

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use oomtrace_tests::{Agent, Hog, MemoryCgroup, field_str, field_u64, require_root};
+use oomtrace_tests::{Agent, Hog, MemoryCgroup, pretty, require_root};
 
 const HOG: &str = env!("CARGO_BIN_EXE_oomtrace-hog");
 const LIMIT_BYTES: u64 = 64 << 20;
@@ -39,30 +39,34 @@ fn kill_in_a_since_removed_cgroup_keeps_its_path_and_id() {
     let kills = agent.wait_for_kills(&[hog_pid], Duration::from_secs(30));
     let [kill] = kills.as_slice() else {
         panic!(
-            "expected one oom_kill record for the hog (pid {hog_pid}), got {}: {kills:#?}",
-            kills.len()
+            "expected one oom_kill record for the hog (pid {hog_pid}), got {}: {}",
+            kills.len(),
+            pretty(&kills)
         );
     };
+    let context = pretty(kill);
+    let memcg = kill.victim.memcg.as_ref();
     assert_eq!(
-        field_str(kill, "victim.memcg.path"),
-        memcg_path,
-        "the removed memcg's path in {kill:#}"
+        memcg.and_then(|memcg| memcg.path.as_ref()),
+        Some(&memcg_path),
+        "the removed memcg's path in {context}"
     );
     assert_eq!(
-        field_u64(kill, "victim.memcg.id"),
-        memcg_id,
-        "the removed memcg's former inode in {kill:#}"
+        memcg.and_then(|memcg| memcg.id),
+        Some(memcg_id),
+        "the removed memcg's former inode in {context}"
     );
     if let Some(cgroup2_id) = cgroup.cgroup2_id() {
+        let cgroup2 = kill.victim.cgroup.as_ref();
         assert_eq!(
-            field_str(kill, "victim.cgroup.path"),
-            memcg_path,
-            "the removed cgroup2 path in {kill:#}"
+            cgroup2.and_then(|cgroup2| cgroup2.path.as_ref()),
+            Some(&memcg_path),
+            "the removed cgroup2 path in {context}"
         );
         assert_eq!(
-            field_u64(kill, "victim.cgroup.id"),
-            cgroup2_id,
-            "the removed cgroup2 cgroup's former inode in {kill:#}"
+            cgroup2.and_then(|cgroup2| cgroup2.id),
+            Some(cgroup2_id),
+            "the removed cgroup2 cgroup's former inode in {context}"
         );
     }
 

@@ -3,9 +3,8 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-
-use oomtrace_tests::{ContainerSpec, Podman, field, field_str, field_u64, require_root};
+use oomtrace::record::OomKillRecord;
+use oomtrace_tests::{ContainerSpec, Podman, or_dash, pretty, require_root};
 
 const LIMIT_BYTES: u64 = 48 << 20;
 /// The agent's default threshold.
@@ -18,25 +17,41 @@ fn a_container_oom_killed_at_every_restart_is_a_restart_loop() {
     let mut agent = podman.start_agent();
 
     let container = podman.run(ContainerSpec::hog(LIMIT_BYTES).restart("always"));
+    // Matched by the cgroup path its names were resolved from, which holds the container's id.
     let kills = agent.wait_for_kills_where(
-        |record| field_str(record, "victim.attribution.path").contains(container.id()),
+        |kill| {
+            kill.victim
+                .names
+                .attribution
+                .as_ref()
+                .is_some_and(|by| by.path.contains(container.id()))
+        },
         LOOP_KILLS,
         Duration::from_secs(60),
     );
-    let describe = |kill: &Value| {
+    let restart_loop = |kill: &OomKillRecord| {
+        kill.explanation
+            .as_ref()
+            .and_then(|explanation| explanation.restart_loop)
+    };
+    let describe = |kill: &OomKillRecord| {
         format!(
             "container {}, restart_loop {}",
-            kill.pointer("/victim/container/name")
-                .map_or("-".to_owned(), Value::to_string),
-            kill.pointer("/explanation/restart_loop")
-                .map_or("-".to_owned(), Value::to_string),
+            or_dash(kill.victim.names.container_name()),
+            or_dash(restart_loop(kill)),
         )
+    };
+    let verdict = |kill: &OomKillRecord| {
+        kill.explanation
+            .as_ref()
+            .map(|explanation| explanation.verdict.clone())
+            .unwrap_or_else(|| panic!("no explanation in {}", pretty(kill)))
     };
     for (i, kill) in kills.iter().enumerate() {
         println!("kill {}: {}", i + 1, describe(kill));
     }
     if let Some(third) = kills.get(2) {
-        println!("verdict: {}", field_str(third, "explanation.verdict"));
+        println!("verdict: {}", verdict(third));
     }
     assert_eq!(
         kills.len(),
@@ -45,26 +60,32 @@ fn a_container_oom_killed_at_every_restart_is_a_restart_loop() {
         container.name()
     );
     for kill in &kills {
-        assert_eq!(field_str(kill, "victim.container.name"), container.name());
+        assert_eq!(
+            kill.victim
+                .names
+                .container
+                .as_ref()
+                .and_then(|victim| victim.name.as_deref()),
+            Some(container.name()),
+            "{}",
+            pretty(kill)
+        );
     }
     for kill in &kills[..LOOP_KILLS - 1] {
         assert_eq!(
-            kill.pointer("/explanation/restart_loop"),
+            restart_loop(kill),
             None,
             "not a loop yet: {}",
             describe(kill)
         );
     }
     let third = &kills[LOOP_KILLS - 1];
-    assert_eq!(
-        field_u64(third, "explanation.restart_loop.count"),
-        LOOP_KILLS as u64
-    );
-    assert_eq!(
-        field(third, "explanation.restart_loop.window_seconds"),
-        6 * 3600
-    );
-    let verdict = field_str(third, "explanation.verdict");
+    let Some(third_loop) = restart_loop(third) else {
+        panic!("no restart loop at the third kill: {}", pretty(third));
+    };
+    assert_eq!(third_loop.count, LOOP_KILLS as u32, "{}", pretty(third));
+    assert_eq!(third_loop.window_seconds, 6 * 3600, "{}", pretty(third));
+    let verdict = verdict(third);
     assert!(
         verdict.contains("This is the 3rd OOM kill of container"),
         "the verdict should call the loop out: {verdict}"

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use oomtrace_tests::{ContainerSpec, Podman, expect_field, require_root, shown};
+use oomtrace_tests::{ContainerSpec, Podman, or_dash, pretty, require_root};
 
 const LIMIT_BYTES: u64 = 48 << 20;
 
@@ -18,20 +18,28 @@ fn container_is_named_after_the_runtime_restarted() {
     let exit_code = container.wait_exit(Duration::from_secs(30));
 
     let kill = container.kill_record(&mut agent);
-    let show = |pointer: &str| shown(&kill, pointer);
+    let victim = kill.victim.names.container.as_ref();
     println!(
         "container {} after a service restart: podman says exit code {exit_code}, \
          State.OOMKilled={}; oomtrace says container {} (source: {})",
         container.name(),
         container.inspect_oom_killed(),
-        show("/victim/container/name"),
-        show("/victim/attribution/source"),
+        or_dash(victim.and_then(|victim| victim.name.as_ref())),
+        or_dash(kill.victim.names.attribution.as_ref().map(|by| by.source)),
     );
+    let context = pretty(&kill);
 
     assert_eq!(exit_code, 137, "the container's exit code");
-    expect_field(&kill, "victim.container.name", container.name());
-    expect_field(&kill, "victim.container.runtime", "podman");
-    expect_field(&kill, "victim.container.main_process", true);
+    let Some(victim) = victim else {
+        panic!("no victim container in {context}");
+    };
+    assert_eq!(
+        victim.name.as_deref(),
+        Some(container.name()),
+        "in {context}"
+    );
+    assert_eq!(victim.runtime.as_deref(), Some("podman"), "in {context}");
+    assert_eq!(victim.main_process, Some(true), "in {context}");
 
     agent.stop();
 }

@@ -5,11 +5,13 @@
 
 use std::time::Duration;
 
+use oomtrace::attribute::Source;
+use oomtrace::record::Body;
 use oomtrace_tests::agent_container::{AgentContainer, AgentImage};
 use oomtrace_tests::capabilities::{
     DOCUMENTED, OnlyCapabilities, expected_after_attach, of_every_thread,
 };
-use oomtrace_tests::{ContainerSpec, Podman, expect_field, require_root, shown};
+use oomtrace_tests::{ContainerSpec, Podman, or_dash, pretty, require_root};
 
 const LIMIT_BYTES: u64 = 48 << 20;
 
@@ -43,7 +45,10 @@ fn the_agent_container_names_an_oom_killed_container() {
     let exit_code = victim.wait_exit(Duration::from_secs(30));
     let kill = agent
         .wait_for_record(
-            |record| record["kind"] == "oom_kill" && victim.is_victim_of(record),
+            |record| match &record.body {
+                Body::OomKill(kill) if victim.is_victim_of(kill) => Some(kill.clone()),
+                _ => None,
+            },
             Duration::from_secs(30),
         )
         .unwrap_or_else(|| {
@@ -54,30 +59,49 @@ fn the_agent_container_names_an_oom_killed_container() {
                 victim.name()
             )
         });
+    let source = kill.victim.names.attribution.as_ref().map(|by| by.source);
     println!(
         "agent container {} (pid {pid}): {drop_line}\n  victim {} (pid {}) in container {} \
          ({}), domain {}",
         agent.name(),
-        shown(&kill, "/victim/process/executable/name"),
-        shown(&kill, "/victim/process/pid"),
-        shown(&kill, "/victim/container/name"),
-        shown(&kill, "/victim/attribution/source"),
-        shown(&kill, "/domain/kind"),
+        or_dash(kill.victim.process.comm()),
+        or_dash(kill.victim.process.pid),
+        or_dash(kill.victim.names.container_name()),
+        or_dash(source),
+        or_dash(kill.domain.as_ref().map(|domain| domain.kind)),
     );
+    let context = pretty(&kill);
     assert_eq!(exit_code, 137, "the victim container's exit code");
-    expect_field(&kill, "victim.container.name", victim.name());
-    expect_field(&kill, "victim.container.id", victim.id());
-    expect_field(&kill, "victim.container.runtime", "podman");
-    expect_field(&kill, "victim.container.main_process", true);
-    expect_field(&kill, "victim.attribution.source", "state");
-    expect_field(&kill, "domain.memory.limit_bytes", LIMIT_BYTES);
+    let Some(container) = &kill.victim.names.container else {
+        panic!("no victim container in {context}");
+    };
+    assert_eq!(
+        container.name.as_deref(),
+        Some(victim.name()),
+        "in {context}"
+    );
+    assert_eq!(container.id, victim.id(), "in {context}");
+    assert_eq!(container.runtime.as_deref(), Some("podman"), "in {context}");
+    assert_eq!(container.main_process, Some(true), "in {context}");
+    assert_eq!(source, Some(Source::State), "in {context}");
+    assert_eq!(
+        kill.domain
+            .as_ref()
+            .and_then(|domain| domain.memory)
+            .and_then(|memory| memory.limit_bytes),
+        Some(LIMIT_BYTES),
+        "in {context}"
+    );
 
     assert_eq!(agent.stop(), 0, "the agent's exit code after podman stop");
     let stopped = agent
         .wait_for_record(
-            |record| record["kind"] == "agent_stopped",
+            |record| match &record.body {
+                Body::AgentStopped(stopped) => Some(stopped.clone()),
+                _ => None,
+            },
             Duration::from_secs(5),
         )
         .expect("an agent_stopped record after podman stop");
-    println!("agent_stopped: {stopped}");
+    println!("agent_stopped: {}", pretty(&stopped));
 }

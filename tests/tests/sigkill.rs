@@ -6,11 +6,10 @@
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::Value;
-
-use oomtrace_tests::{
-    ContainerSpec, Podman, expect_field, field, field_str, field_u64, require_root,
-};
+use oomtrace::record::Body;
+use oomtrace::record::party::Thread;
+use oomtrace::record::sigkill::SenderKind;
+use oomtrace_tests::{ContainerSpec, Podman, pretty, require_root};
 
 const LIMIT_BYTES: u64 = 48 << 20;
 
@@ -35,11 +34,12 @@ fn kill_9_from_the_host_names_the_sender() {
     let exit_code = container.wait_exit(Duration::from_secs(30));
     let oom_killed = container.inspect_oom_killed();
     let record = agent
-        .wait_for_record_where(
-            |record| {
-                record["kind"] == "sigkill"
-                    && record.pointer("/target/thread/id").and_then(Value::as_u64)
-                        == Some(u64::from(target))
+        .wait_for_record(
+            |record| match &record.body {
+                Body::Sigkill(sigkill) if sigkill.target.thread == Some(Thread { id: target }) => {
+                    Some(sigkill.clone())
+                }
+                _ => None,
             },
             Duration::from_secs(10),
         )
@@ -51,27 +51,37 @@ fn kill_9_from_the_host_names_the_sender() {
         container.name(),
         serde_json::to_string(&record).unwrap_or_default()
     );
-    let context = || serde_json::to_string_pretty(&record).unwrap_or_default();
+    let context = pretty(&record);
 
     assert_eq!(exit_code, 137, "the container's exit code");
-    assert_eq!(field_u64(&record, "target.process.pid"), u64::from(target));
-    expect_field(&record, "target.container.name", container.name());
-    expect_field(&record, "target.container.id", container.id());
-    // Read in the kernel at the moment of the kill, before conmon reaps the process.
-    assert!(
-        field_str(&record, "target.memcg.path").contains(container.id()),
-        "the target's memcg is the container's, in {}",
-        context()
-    );
-    expect_field(&record, "sender.process.pid", u64::from(sender));
-    expect_field(&record, "sender.process.executable.name", "sh");
-    assert_eq!(field(&record, "sender.kind"), "process", "in {}", context());
+    assert_eq!(record.target.process.pid, Some(target), "in {context}");
+    let Some(target_container) = &record.target.names.container else {
+        panic!("no target container in {context}");
+    };
     assert_eq!(
-        field(&record, "signal.code"),
-        0,
-        "SI_USER, in {}",
-        context()
+        target_container.name.as_deref(),
+        Some(container.name()),
+        "in {context}"
     );
+    assert_eq!(target_container.id, container.id(), "in {context}");
+    // Read in the kernel at the moment of the kill, before conmon reaps the process.
+    let Some(target_memcg) = record
+        .target
+        .memcg
+        .as_ref()
+        .and_then(|memcg| memcg.path.as_deref())
+    else {
+        panic!("no target memcg path in {context}");
+    };
+    assert!(
+        target_memcg.contains(container.id()),
+        "the target's memcg is the container's, in {context}"
+    );
+    let sender_process = &record.sender.party.process;
+    assert_eq!(sender_process.pid, Some(sender), "in {context}");
+    assert_eq!(sender_process.comm(), Some("sh"), "in {context}");
+    assert_eq!(record.sender.kind, SenderKind::Process, "in {context}");
+    assert_eq!(record.signal.code, Some(0), "SI_USER, in {context}");
     assert_eq!(
         stopped.kills_of(target).len(),
         0,
@@ -82,8 +92,9 @@ fn kill_9_from_the_host_names_the_sender() {
         1,
         "one SIGKILL, one record"
     );
-    assert_eq!(
-        stopped.agent_stopped()["sigkills"].as_u64().map(|n| n >= 1),
-        Some(true)
+    assert!(
+        stopped.agent_stopped().totals.sigkills >= 1,
+        "{}",
+        pretty(stopped.agent_stopped())
     );
 }

@@ -5,21 +5,35 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-
-use oomtrace_tests::{Agent, Hog, MemoryCgroup, field_u64, require_root};
+use oomtrace::record::OomKillRecord;
+use oomtrace_tests::{Agent, Hog, MemoryCgroup, pretty, require_root};
 
 const HOG: &str = env!("CARGO_BIN_EXE_oomtrace-hog");
 const LIMIT_BYTES: u64 = 64 << 20;
 const GAP: Duration = Duration::from_millis(400);
 
-fn snapshot_pids(kill: &Value) -> Vec<u64> {
-    kill.pointer("/explanation/snapshot/processes")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|entry| entry.pointer("/process/pid").and_then(Value::as_u64))
+fn snapshot_pids(kill: &OomKillRecord) -> Vec<u32> {
+    kill.explanation
+        .iter()
+        .flat_map(|explanation| &explanation.snapshot.processes)
+        .map(|entry| entry.process.pid)
         .collect()
+}
+
+/// When the kill's snapshot was taken, which it must say.
+fn snapshot_ns(kill: &OomKillRecord) -> u64 {
+    kill.explanation
+        .as_ref()
+        .and_then(|explanation| explanation.snapshot.ktime_ns)
+        .unwrap_or_else(|| panic!("no snapshot with its time in {}", pretty(kill)))
+}
+
+/// The kill of `pid` among `kills`.
+fn kill_of(kills: &[OomKillRecord], pid: u32) -> &OomKillRecord {
+    kills
+        .iter()
+        .find(|kill| kill.victim.process.pid == Some(pid))
+        .unwrap_or_else(|| panic!("no kill of {pid} in {}", pretty(kills)))
 }
 
 fn two_kills_each_carry_their_own_snapshot(agent_args: &[&str]) {
@@ -33,36 +47,31 @@ fn two_kills_each_carry_their_own_snapshot(agent_args: &[&str]) {
     std::thread::sleep(GAP);
     let second = Hog::spawn_in(HOG, &second_cgroup).wait_oom_killed(Duration::from_secs(30));
     let kills = agent.wait_for_kills(&[first, second], Duration::from_secs(30));
-    let kill_of = |pid: u32| {
-        kills
-            .iter()
-            .find(|kill| field_u64(kill, "victim.process.pid") == u64::from(pid))
-            .unwrap_or_else(|| panic!("no kill of {pid} in {kills:#?}"))
-    };
-    let (first_kill, second_kill) = (kill_of(first), kill_of(second));
-    for kill in [first_kill, second_kill] {
+    let (first_kill, second_kill) = (kill_of(&kills, first), kill_of(&kills, second));
+    for (pid, kill) in [(first, first_kill), (second, second_kill)] {
         println!(
-            "kill of {} at {} ns: snapshot at {} ns, processes {:?}",
-            field_u64(kill, "victim.process.pid"),
-            field_u64(kill, "ktime_ns"),
-            field_u64(kill, "explanation.snapshot.ktime_ns"),
+            "kill of {pid} at {} ns: snapshot at {} ns, processes {:?}",
+            kill.ktime_ns,
+            snapshot_ns(kill),
             snapshot_pids(kill)
         );
     }
-    let apart_ns = field_u64(second_kill, "ktime_ns") - field_u64(first_kill, "ktime_ns");
+    let apart_ns = second_kill.ktime_ns - first_kill.ktime_ns;
     assert!(
         apart_ns < 1_000_000_000,
         "the kills should come within a second of each other, as in a restart loop: {apart_ns} ns"
     );
     for kill in [first_kill, second_kill] {
         assert!(
-            field_u64(kill, "explanation.snapshot.ktime_ns") >= field_u64(kill, "ktime_ns"),
-            "each kill's snapshot is taken after that kill, not before it:\n{kill:#}"
+            snapshot_ns(kill) >= kill.ktime_ns,
+            "each kill's snapshot is taken after that kill, not before it:\n{}",
+            pretty(kill)
         );
     }
     assert!(
-        !snapshot_pids(second_kill).contains(&u64::from(first)),
-        "the second kill's snapshot should not list the first victim, gone by then:\n{second_kill:#}"
+        !snapshot_pids(second_kill).contains(&first),
+        "the second kill's snapshot should not list the first victim, gone by then:\n{}",
+        pretty(second_kill)
     );
     agent.stop();
 }
@@ -93,27 +102,29 @@ fn one_trigger_killing_twice_gets_two_snapshots() {
     let second = holder("34").wait_oom_killed(Duration::from_secs(30));
     let kills = agent.wait_for_kills(&[first, second], Duration::from_secs(30));
     drop(trigger);
-    let kill_of = |pid: u32| {
-        kills
-            .iter()
-            .find(|kill| field_u64(kill, "victim.process.pid") == u64::from(pid))
-            .unwrap_or_else(|| panic!("no kill of {pid} in {kills:#?}"))
+    let (first_kill, second_kill) = (kill_of(&kills, first), kill_of(&kills, second));
+    let trigger_pid = |kill: &OomKillRecord| {
+        kill.trigger
+            .as_ref()
+            .and_then(|trigger| trigger.process.pid)
+            .unwrap_or_else(|| panic!("no trigger pid in {}", pretty(kill)))
     };
-    let (first_kill, second_kill) = (kill_of(first), kill_of(second));
     for kill in [first_kill, second_kill] {
         assert_eq!(
-            field_u64(kill, "trigger.process.pid"),
-            field_u64(first_kill, "trigger.process.pid"),
-            "the builder should trigger both kills:\n{kill:#}"
+            trigger_pid(kill),
+            trigger_pid(first_kill),
+            "the builder should trigger both kills:\n{}",
+            pretty(kill)
         );
     }
-    let apart_ns = field_u64(second_kill, "ktime_ns") - field_u64(first_kill, "ktime_ns");
+    let apart_ns = second_kill.ktime_ns - first_kill.ktime_ns;
     println!("the same trigger killed twice, {apart_ns} ns apart");
     assert!(apart_ns < 1_000_000_000, "{apart_ns} ns apart");
     for kill in [first_kill, second_kill] {
         assert!(
-            field_u64(kill, "explanation.snapshot.ktime_ns") >= field_u64(kill, "ktime_ns"),
-            "each kill's snapshot is taken after that kill, not before it:\n{kill:#}"
+            snapshot_ns(kill) >= kill.ktime_ns,
+            "each kill's snapshot is taken after that kill, not before it:\n{}",
+            pretty(kill)
         );
     }
     agent.stop();

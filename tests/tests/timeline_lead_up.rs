@@ -4,9 +4,8 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-
-use oomtrace_tests::{Agent, Hog, MemoryCgroup, field, field_str, require_root};
+use oomtrace::record::timeline::{CgroupTimeline, Timeline};
+use oomtrace_tests::{Agent, Hog, MemoryCgroup, pretty, require_root};
 
 const HOG: &str = env!("CARGO_BIN_EXE_oomtrace-hog");
 const LIMIT_BYTES: u64 = 192 << 20;
@@ -16,27 +15,20 @@ const GROWER_MIB_PER_SECOND: &str = "32";
 const MIB: u64 = 1 << 20;
 
 /// `(offset_ms, usage_bytes)` of a timeline cgroup.
-fn samples(entry: &Value) -> Vec<(i64, u64)> {
-    entry["samples"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|sample| {
-            (
-                sample["offset_ms"].as_i64().expect("offset_ms"),
-                sample["usage_bytes"].as_u64().expect("usage_bytes"),
-            )
-        })
+fn samples(entry: &CgroupTimeline) -> Vec<(i64, u64)> {
+    entry
+        .samples
+        .iter()
+        .map(|sample| (sample.offset_ms, sample.usage_bytes))
         .collect()
 }
 
-fn entry<'a>(timeline: &'a Value, path: &str) -> &'a Value {
-    timeline["cgroups"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|entry| entry.pointer("/cgroup/path").and_then(Value::as_str) == Some(path))
-        .unwrap_or_else(|| panic!("no timeline entry for {path} in:\n{timeline:#}"))
+fn entry<'a>(timeline: &'a Timeline, path: &str) -> &'a CgroupTimeline {
+    timeline
+        .cgroups
+        .iter()
+        .find(|entry| entry.cgroup.path == path)
+        .unwrap_or_else(|| panic!("no timeline entry for {path} in:\n{}", pretty(timeline)))
 }
 
 #[test]
@@ -63,11 +55,17 @@ fn a_growing_cgroups_timeline_rises_while_its_steady_neighbour_stays_flat() {
     let grower_pid = grower.wait_oom_killed(Duration::from_secs(30));
     let kills = agent.wait_for_kills(&[grower_pid], Duration::from_secs(30));
     let kill = &kills[0];
-    let timeline = field(kill, "explanation.timeline");
-    println!("verdict: {}", field_str(kill, "explanation.verdict"));
-    println!("timeline: {timeline:#}");
+    let Some(explanation) = &kill.explanation else {
+        panic!("no explanation in {}", pretty(kill));
+    };
+    let Some(timeline) = &explanation.timeline else {
+        panic!("no timeline in {}", pretty(kill));
+    };
+    let verdict = &explanation.verdict;
+    println!("verdict: {verdict}");
+    println!("timeline: {}", pretty(timeline));
 
-    assert_eq!(field(timeline, "window_s"), 60);
+    assert_eq!(timeline.window_s, 60);
     let grown = samples(entry(timeline, &grower_cgroup.path()));
     assert!(
         grown.iter().all(|&(offset_ms, _)| offset_ms <= 0),
@@ -114,7 +112,6 @@ fn a_growing_cgroups_timeline_rises_while_its_steady_neighbour_stays_flat() {
          {high} bytes: {held:?}"
     );
 
-    let verdict = field_str(kill, "explanation.verdict");
     assert!(
         verdict.contains("grew from") && verdict.contains("was flat at"),
         "the verdict should tell the growth and the flat neighbour: {verdict}"

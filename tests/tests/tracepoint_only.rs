@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use oomtrace_tests::{Agent, Hog, Kmsg, MemoryCgroup, field, field_str, field_u64, require_root};
+use oomtrace::capture::Tier;
+use oomtrace_tests::{Agent, Hog, Kmsg, MemoryCgroup, pretty, require_root};
 
 const HOG: &str = env!("CARGO_BIN_EXE_oomtrace-hog");
 const LIMIT_BYTES: u64 = 64 << 20;
@@ -20,57 +21,52 @@ fn tracepoint_only_tier_still_names_victim_memory_and_trigger() {
 
     let kills = agent.wait_for_kills(&[hog_pid], Duration::from_secs(30));
     let [kill] = kills.as_slice() else {
-        panic!("expected one oom_kill record for pid {hog_pid}, got {kills:#?}");
+        panic!(
+            "expected one oom_kill record for pid {hog_pid}, got {}",
+            pretty(&kills)
+        );
     };
-    let context = || serde_json::to_string_pretty(kill).unwrap_or_default();
+    let context = pretty(kill);
 
     assert_eq!(
-        field_str(kill, "capture.tier"),
-        "tracepoint-only",
-        "in {}",
-        context()
+        kill.capture.tier,
+        Some(Tier::TracepointOnly),
+        "in {context}"
     );
+    assert_eq!(kill.victim.process.pid, Some(hog_pid), "in {context}");
     assert_eq!(
-        field_u64(kill, "victim.process.pid"),
-        u64::from(hog_pid),
-        "in {}",
-        context()
-    );
-    assert_eq!(
-        field_str(kill, "victim.process.executable.name"),
-        killed.comm,
-        "in {}",
-        context()
+        kill.victim.process.comm(),
+        Some(killed.comm.as_str()),
+        "in {context}"
     );
     killed.assert_anon_rss_matches(kill);
     assert_eq!(
-        field(kill, "victim.badness.estimated"),
-        true,
-        "in {}",
-        context()
+        kill.victim.badness.map(|badness| badness.estimated),
+        Some(true),
+        "in {context}"
     );
     // Without BTF there is no task walk: no cgroup paths, but the trigger from helpers.
-    assert_eq!(kill["victim"].get("memcg"), None, "in {}", context());
-    assert_eq!(
-        field_u64(kill, "trigger.process.pid"),
-        u64::from(hog_pid),
-        "in {}",
-        context()
-    );
-    let trigger_cgroup = field_u64(kill, "trigger.cgroup.id");
+    assert_eq!(kill.victim.memcg, None, "in {context}");
+    let Some(trigger) = &kill.trigger else {
+        panic!("no trigger in {context}");
+    };
+    assert_eq!(trigger.process.pid, Some(hog_pid), "in {context}");
+    let Some(trigger_cgroup) = trigger.cgroup.as_ref().and_then(|cgroup| cgroup.id) else {
+        panic!("no trigger cgroup id in {context}");
+    };
     if let Some(cgroup2_id) = cgroup.cgroup2_id() {
         assert_eq!(
-            trigger_cgroup,
-            cgroup2_id,
-            "trigger cgroup2 id in {}",
-            context()
+            trigger_cgroup, cgroup2_id,
+            "trigger cgroup2 id in {context}"
         );
     }
 
     let stopped = agent.stop();
     assert_eq!(stopped.kills_of(hog_pid).len(), 1);
     assert_eq!(
-        field_u64(stopped.agent_stopped(), "ringbuf_dropped_total"),
-        0
+        stopped.agent_stopped().totals.ringbuf_dropped_total,
+        0,
+        "{}",
+        pretty(stopped.agent_stopped())
     );
 }

@@ -3,7 +3,7 @@
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension as _, Row};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::record::Record;
 
@@ -82,7 +82,7 @@ impl StoredEvent {
 
     /// The stored record with a `history` object added (id, source, boot), so a consumer can
     /// ask for it again with `oomtrace show ID`: what `--format json` prints.
-    pub fn listed(&self) -> Listed<'_> {
+    pub fn listed(&self) -> Listed {
         Listed {
             stored: match serde_json::from_str(&self.record) {
                 Ok(record) => Stored::Record(Box::new(record)),
@@ -92,24 +92,35 @@ impl StoredEvent {
             },
             history: HistoryRef {
                 id: self.id,
-                source: &self.source,
-                boot_id: &self.boot_id,
+                source: self.source.clone(),
+                boot_id: self.boot_id.clone(),
             },
         }
     }
 }
 
-/// A stored record as the report commands print it as JSON.
-#[derive(Serialize)]
-pub struct Listed<'a> {
+/// A stored record as the report commands print it as JSON, and as a consumer of that JSON
+/// (the privileged tests among them) reads it back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Listed {
     #[serde(flatten)]
-    stored: Stored,
-    history: HistoryRef<'a>,
+    pub stored: Stored,
+    pub history: HistoryRef,
 }
 
-#[derive(Serialize)]
+impl Listed {
+    /// The stored record, unless it could not be read.
+    pub fn record(&self) -> Option<&Record> {
+        match &self.stored {
+            Stored::Record(record) => Some(record),
+            Stored::Unreadable { .. } => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
-enum Stored {
+pub enum Stored {
     Record(Box<Record>),
     /// Said rather than dropped: the row is there, its record cannot be read.
     Unreadable {
@@ -117,11 +128,15 @@ enum Stored {
     },
 }
 
-#[derive(Serialize)]
-struct HistoryRef<'a> {
-    id: i64,
-    source: &'a str,
-    boot_id: &'a str,
+/// Where a listed record is in the history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryRef {
+    /// What `oomtrace show` takes.
+    pub id: i64,
+    /// `live`, or `kmsg` for a kill recovered from the kernel log.
+    pub source: String,
+    /// The boot the record's pids and `ktime_ns` belong to.
+    pub boot_id: String,
 }
 
 /// The events `filter` matches, newest first.
@@ -517,6 +532,38 @@ mod tests {
         assert_eq!(json["history"]["id"], id);
         assert_eq!(json["history"]["source"], "live");
         assert_eq!(json["victim"]["process"]["pid"], 1030);
+        // What `--format json` prints reads back as the same value, record and all.
+        let listed: Listed = serde_json::from_value(json).unwrap();
+        assert_eq!(listed, event.listed());
+        assert!(listed.record().is_some(), "{listed:?}");
         assert_eq!(super::event(&conn, 424_242).unwrap(), None);
+    }
+
+    #[test]
+    fn an_unreadable_record_is_listed_as_such_and_reads_back() {
+        let event = StoredEvent {
+            id: 7,
+            time_ns: NOW_NS,
+            kind: "oom_kill".to_owned(),
+            source: "live".to_owned(),
+            boot_id: "boot".to_owned(),
+            ktime_ns: 1,
+            victim_pid: 1,
+            victim_comm: None,
+            container_name: None,
+            container_id: None,
+            pod: None,
+            namespace: None,
+            trigger_name: None,
+            domain_kind: None,
+            incident_id: None,
+            record: "{\"kind\": \"oom_kill\"".to_owned(),
+        };
+        let json = serde_json::to_value(event.listed()).unwrap();
+        assert!(json["unreadable_record"].is_string(), "{json}");
+        let listed: Listed = serde_json::from_value(json).unwrap();
+        assert_eq!(listed, event.listed());
+        assert_eq!(listed.record(), None);
+        assert_eq!(listed.history.id, 7);
     }
 }

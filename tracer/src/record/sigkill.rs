@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::kill::KillCapture;
 use super::party::Party;
-use crate::incident::SenderKind;
+pub use crate::incident::SenderKind;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SigkillRecord {
