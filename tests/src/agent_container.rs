@@ -34,7 +34,8 @@ pub fn static_agent_binary() -> PathBuf {
 }
 
 /// The agent's image, built as `cargo xtask image` builds it (deploy/Containerfile, a context
-/// holding only the static agent and the journal's catalog) under a tag of the test's own; the tag is removed on drop.
+/// holding only the static agent and the journal's catalog) under a tag of the test's own; the
+/// tag is removed on drop.
 pub struct AgentImage {
     tag: String,
 }
