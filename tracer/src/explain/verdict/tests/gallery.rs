@@ -317,6 +317,64 @@ fn scenarios() -> Vec<Scenario> {
             },
         },
         Scenario {
+            name: "container_removed",
+            title: "A --rm container, gone a moment after its kill, still named",
+            test: "tests/tests/container_removed.rs",
+            kill: {
+                let mut gone = container(DB, "batch", Some(48 * MIB));
+                gone.source = Source::Tombstone;
+                AttributedKill {
+                    kill: sized(
+                        oom((6120, "oomtrace-hog", 0), (6120, "oomtrace-hog")),
+                        48_600,
+                        400,
+                    ),
+                    victim: Some(gone.clone()),
+                    trigger: Some(gone.clone()),
+                    main_process: Some(true),
+                    domain: domain(
+                        DomainKind::Cgroup,
+                        Basis::ContainerLimit,
+                        Some(gone),
+                        Some(48 * MIB),
+                    ),
+                }
+            },
+            top: Top::default(),
+            flags: Flags::default(),
+        },
+        Scenario {
+            name: "oom_group",
+            title: "One of five members of a memory.oom.group cgroup, all killed at once",
+            test: "xtask/src/vm/scenario/oom_group.rs (full tier)",
+            kill: AttributedKill {
+                kill: sized(
+                    oom((212, "oomtrace-hog", 0), (215, "oomtrace-hog")),
+                    12_300,
+                    4,
+                ),
+                victim: Some(place("/group/member-1")),
+                trigger: Some(place("/group/member-4")),
+                main_process: None,
+                domain: domain(
+                    DomainKind::Cgroup,
+                    Basis::Kernel,
+                    Some(place("/group")),
+                    Some(64 * MIB),
+                ),
+            },
+            top: Top {
+                cgroups: (0..5)
+                    .map(|member| (format!("cgroup /group/member-{member}"), 12 * MIB))
+                    .collect(),
+                processes: (0..5)
+                    .map(|member| process("oomtrace-hog", 211 + member, None, 12 * MIB + 300 * KIB))
+                    .collect(),
+                lead_up: None,
+            },
+            flags: Flags::default(),
+        },
+        Scenario {
             name: "pod_container_own_limit",
             title: "A Kubernetes container at its own limit (containerd, over the CRI)",
             test: "tests/tests/cri_container_oom.rs",
