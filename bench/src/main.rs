@@ -112,6 +112,10 @@ pub struct Options {
     /// their own (`…-axis.md`).
     #[arg(long)]
     axis_only: bool,
+    /// Only the SIGKILL flood (CPU per 1,000 SIGKILLs, history on), this many runs; printed, no
+    /// results file.
+    #[arg(long, value_name = "RUNS")]
+    flood_only: Option<usize>,
     /// Passed to every `oomtrace run` of the bench, e.g. `--ringbuf-size 1M` to compare.
     #[arg(long, value_name = "SIZE")]
     ringbuf_size: Option<String>,
@@ -160,6 +164,16 @@ pub fn bench(env: &Env, options: Options) -> anyhow::Result<()> {
             &options.agent_args(),
         )?;
         println!("\n{}", report::bursts_markdown(&bursts));
+        return Ok(());
+    }
+    if let Some(runs) = options.flood_only {
+        // The release agent only: no static builds, no tools.
+        build(env)?;
+        let agent = agent_binary();
+        let floods = (0..runs.max(1))
+            .map(|_| measure_flood(&options, &agent))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        println!("\n{}", signals::flood_markdown(&floods));
         return Ok(());
     }
     let binaries = build_binaries(env)?;
@@ -318,6 +332,8 @@ pub struct AgentRun {
     pub latency: Option<LatencyRun>,
     /// The SIGKILL filter's programs under 100,000 other signals.
     pub storm: signals::StormRun,
+    /// A flood of SIGKILLs from one process.
+    pub flood: signals::FloodRun,
 }
 
 pub struct RingFootprint {
@@ -451,6 +467,7 @@ fn measure_agent(
         None
     };
     let storm = signals::measure(agent.pid()).context("the signal storm")?;
+    let flood = signals::measure_flood(agent.pid()).context("the SIGKILL flood")?;
     agent.stop()?;
     Ok(AgentRun {
         tier,
@@ -459,7 +476,25 @@ fn measure_agent(
         idle_cpu_ms,
         latency,
         storm,
+        flood,
     })
+}
+
+/// The agent as a run starts it, then a SIGKILL flood at it.
+fn measure_flood(options: &Options, agent_binary: &Path) -> anyhow::Result<signals::FloodRun> {
+    let mut agent = Watched::spawn(
+        "oomtrace",
+        Command::new(agent_binary)
+            .args(["run", "--format", "json"])
+            .args(options.agent_args()),
+    )?;
+    agent.wait_for("agent_started line", ATTACH_TIMEOUT, |line| {
+        json_kind(line).is_some_and(|(kind, _)| kind == "agent_started")
+    })?;
+    sys::sleep(STARTUP_SETTLES)?;
+    let flood = signals::measure_flood(agent.pid()).context("the SIGKILL flood")?;
+    agent.stop()?;
+    Ok(flood)
 }
 
 /// The agent started with each ring-buffer size, its idle memory read once startup settled.

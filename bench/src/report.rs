@@ -624,6 +624,12 @@ fn signal_cost(out: &mut String, runs: &Runs) {
          15 characters.\n",
         show(storm_ms, 0)
     );
+    let floods: Vec<super::signals::FloodRun> = runs
+        .runs
+        .iter()
+        .map(|run| run.agent.flood.clone())
+        .collect();
+    out.push_str(&super::signals::flood_markdown(&floods));
 }
 
 /// Idle memory, split as /proc/<pid>/status does: the agent at each ring-buffer size, and

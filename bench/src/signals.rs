@@ -89,3 +89,102 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// SIGKILLs per flood.
+pub const FLOOD_SIGKILLS: u64 = 5_000;
+
+/// What a flood of SIGKILLs from one sender cost the agent (history on).
+#[derive(Clone)]
+pub struct FloodRun {
+    pub sigkills: u64,
+    /// How long sending them took.
+    pub elapsed: Duration,
+    /// The agent's user + system CPU time from the first SIGKILL until it was done with them.
+    pub agent_cpu_ms: f64,
+    /// The agent's resident memory before the flood, right after it, and once it settled.
+    pub rss_kib: [u64; 3],
+}
+
+impl FloodRun {
+    /// The figure the issue's budget is on: CPU per 1,000 SIGKILLs.
+    pub fn cpu_ms_per_1000(&self) -> f64 {
+        self.agent_cpu_ms * 1000.0 / self.sigkills.max(1) as f64
+    }
+}
+
+/// `sleep 3600 & kill -9 $!`, [`FLOOD_SIGKILLS`] times, as one process: what any user can do.
+/// Measures the agent's CPU until it has handled them (its CPU time stops growing).
+pub fn measure_flood(agent_pid: u32) -> anyhow::Result<FloodRun> {
+    let rss_before = super::sys::memory(agent_pid)?.rss_kib;
+    let cpu_before = super::sys::cpu_ms(agent_pid)?;
+    let started = Instant::now();
+    for sent in 0..FLOOD_SIGKILLS {
+        let mut child = Command::new("sleep")
+            .arg("3600")
+            .spawn()
+            .with_context(|| format!("starting the flood's target after {sent} SIGKILLs"))?;
+        child.kill().context("SIGKILL to the flood's target")?;
+        child.wait().context("reaping the flood's target")?;
+    }
+    let elapsed = started.elapsed();
+    // Done once its CPU time stands still for a second.
+    let mut last = super::sys::cpu_ms(agent_pid)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = super::sys::cpu_ms(agent_pid)?;
+        if now == last || Instant::now() > deadline {
+            break;
+        }
+        last = now;
+    }
+    let rss_after = super::sys::memory(agent_pid)?.rss_kib;
+    // The agent gives a burst's memory back 5 s after its last event.
+    std::thread::sleep(Duration::from_secs(8));
+    let rss_settled = super::sys::memory(agent_pid)?.rss_kib;
+    Ok(FloodRun {
+        sigkills: FLOOD_SIGKILLS,
+        elapsed,
+        agent_cpu_ms: last - cpu_before,
+        rss_kib: [rss_before, rss_after, rss_settled],
+    })
+}
+
+/// The flood's figures, as a results section.
+pub fn flood_markdown(runs: &[FloodRun]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "## A SIGKILL flood, history on: {FLOOD_SIGKILLS} SIGKILLs from one process\n"
+    );
+    let _ = writeln!(
+        out,
+        "| run | sent in (ms) | agent CPU (ms) | CPU per 1,000 SIGKILLs (ms, budget 136) | VmRSS before / after / settled (MiB) |"
+    );
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- |");
+    for (index, run) in runs.iter().enumerate() {
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {:.0} | {:.1} | {:.1} / {:.1} / {:.1} |",
+            index + 1,
+            run.elapsed.as_secs_f64() * 1e3,
+            run.agent_cpu_ms,
+            run.cpu_ms_per_1000(),
+            mib(run.rss_kib[0]),
+            mib(run.rss_kib[1]),
+            mib(run.rss_kib[2]),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nOne process starts a `sleep` and SIGKILLs it, {FLOOD_SIGKILLS} times (as `sleep 100 & \
+         kill -9 $!` in a shell loop); the agent runs as the bench starts it, its history on. Its \
+         utime + stime (/proc/<pid>/stat) from before the first SIGKILL until it stands still for \
+         a second. Every SIGKILL is logged; each sender's beyond 100 at once and 10 a second is \
+         neither stored nor counted in the metrics (`sigkills_rate_limited`). VmRSS settled: 8 s \
+         after, once the agent gave the burst's memory back.\n"
+    );
+    out
+}

@@ -29,10 +29,7 @@ fn store() -> &'static Mutex<Store> {
         let path =
             std::env::temp_dir().join(format!("oomtrace-fuzz-history-{}.db", std::process::id()));
         let _ = std::fs::remove_file(&path);
-        let retention = Retention {
-            max_age: Duration::from_secs(100 * 365 * 86_400),
-            max_rows: 1_000_000,
-        };
+        let retention = Retention::new(Duration::from_secs(100 * 365 * 86_400), 1_000_000);
         Mutex::new(Store::open(&path, retention).expect("a history in the temp dir"))
     })
 }

@@ -113,9 +113,25 @@ fn a_logged_kill_is_in_the_history_once_after_the_agent_is_killed() {
 }
 
 /// A user who may only read the file lists the same kill: the query opens it read-only and
-/// creates nothing (not even the WAL index, which it could not).
+/// creates nothing (not even the WAL index, which it could not). The agent makes the files
+/// root's alone (0600); an operator opens them to others here.
 fn as_a_plain_user(history: &HistoryFile, hog_pid: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
     let path = history.path().to_str().expect("a UTF-8 path");
+    for suffix in ["", "-wal", "-shm"] {
+        let file = format!("{path}{suffix}");
+        let mode = std::fs::metadata(&file)
+            .unwrap_or_else(|err| panic!("{file}: {err}"))
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "{file} is mode {mode:o}: readable to others"
+        );
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))
+            .unwrap_or_else(|err| panic!("{file}: {err}"));
+    }
     let readable = Command::new("runuser")
         .args(["-u", "nobody", "--", "test", "-r", path])
         .status()

@@ -18,6 +18,7 @@ use crate::capture::{Capture, CaptureOptions, CapturePlan, privileges, ringbuf};
 use crate::cli::{Format, RunArgs};
 use crate::clock::KernelClock;
 use crate::explain::Explainer;
+use crate::flood::SigkillFlood;
 use crate::history::History;
 use crate::history::store::Retention;
 use crate::incident::{Event, Joiner, TargetProc};
@@ -42,6 +43,8 @@ const STARTUP_SETTLES: Duration = Duration::from_secs(2);
 /// Joined events waiting for attribution. A burst of kills queues here while the first one
 /// waits for a runtime; past this, capture waits too and the ring buffer absorbs the rest.
 const EVENT_QUEUE: usize = 4096;
+/// How long after the last event a burst counts as over, and the memory it took is given back.
+const BURST_SETTLES: Duration = Duration::from_secs(5);
 /// Warnings waiting to be named; the recorder drops (and counts) what does not fit.
 const PRESSURE_QUEUE: usize = 64;
 
@@ -115,10 +118,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut history = if no_history {
         None
     } else {
-        let retention = Retention {
-            max_age: history_retention.into(),
-            max_rows: history_max_rows,
-        };
+        let retention = Retention::new(history_retention.into(), history_max_rows);
         Some(History::start(history, retention).context("starting the history writer")?)
     };
     let history_errors = history.as_ref().map(History::error_counter);
@@ -157,6 +157,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         plan,
         history,
         sinks,
+        flood: SigkillFlood::default(),
         clock,
         totals: Totals::default(),
     };
@@ -195,7 +196,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // that only starting needs has run.
     tokio::spawn(async {
         tokio::time::sleep(STARTUP_SETTLES).await;
-        release_startup_memory();
+        release_idle_memory();
     });
     output.write_to_sinks(&build::agent_started(
         plan,
@@ -235,12 +236,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let mut explainer = Explainer::new(restart_loop_window.into());
     let output_side = async {
+        // Set after each event: once events stop for a while, what the burst took is given
+        // back, so that an agent after a flood costs what an idle one does.
+        let mut settled_at: Option<Instant> = None;
         loop {
             let (event, joined_at, mut stages) = tokio::select! {
                 joined = joined.recv() => match joined {
                     Some(joined) => joined,
                     None => break,
                 },
+                () = sleep_until(settled_at) => {
+                    settled_at = None;
+                    if let Some(history) = &mut output.history {
+                        history.release_memory().await;
+                    }
+                    release_idle_memory();
+                    continue;
+                }
                 Some(warning) = next_warning(&mut warned) => {
                     let deadline = Instant::now() + ATTRIBUTION_BUDGET;
                     let domain = attributor.resolve(&warning.domain, deadline).await;
@@ -259,6 +271,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
             };
             stages.mark("queue");
+            settled_at = Some(Instant::now() + BURST_SETTLES);
             let deadline = joined_at + ATTRIBUTION_BUDGET;
             let mut killed = None;
             // Each record is built once, after explain, and every output takes that one.
@@ -318,6 +331,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     output.totals.history_write_errors =
         history_errors.map_or(0, |errors| errors.load(Ordering::Relaxed));
     output.totals.ringbuf_dropped_total = drops.total();
+    output.totals.sigkills_rate_limited = output.flood.limited;
     output.write_to_sinks(&build::agent_stopped(output.totals, jiff::Timestamp::now()));
     Ok(())
 }
@@ -482,6 +496,7 @@ struct Output<'a> {
     plan: &'a CapturePlan,
     history: Option<History>,
     sinks: Vec<Box<dyn Sink>>,
+    flood: SigkillFlood,
     clock: KernelClock,
     totals: Totals,
 }
@@ -496,9 +511,12 @@ impl<'a> Output<'a> {
     }
 
     async fn write(&mut self, mut record: Record, stages: &mut Stages) {
+        let kept = self.flood.admit(&record, Instant::now());
         // Stored first: a kill that was logged is never lost by the agent dying right after.
         // Every output then says where it is stored.
-        if let Some(history) = &mut self.history {
+        if let Some(history) = &mut self.history
+            && kept
+        {
             record.history = history.record(&record).await;
             stages.mark("history");
         }
@@ -511,7 +529,17 @@ impl<'a> Output<'a> {
             | Body::MemoryPressure(_)
             | Body::AgentStopped(_) => {}
         }
-        self.write_to_sinks(&record);
+        if kept {
+            self.write_to_sinks(&record);
+        } else {
+            for sink in &mut self.sinks {
+                if sink.is_aggregate() {
+                    sink.sigkill_rate_limited();
+                } else if let Err(err) = sink.write(&record) {
+                    log::error!("writing the {} record: {err}", record.kind());
+                }
+            }
+        }
         stages.mark("write");
     }
 
@@ -548,23 +576,30 @@ async fn flush_logger(logger: &mut Option<AsyncFd<Logger>>) {
     }
 }
 
-/// Starting touched memory an idle agent has no use for; give it back, once, so that an idle
-/// agent costs the host next to nothing. The heap: glibc keeps freed memory for reuse (the
-/// backfill's records, the loader's). The executable's code and constants: most of what
-/// startup ran (argument parsing, the BTF reader, the loader with the embedded eBPF object,
-/// the history's schema) never runs again, yet its pages would stay mapped for the agent's
-/// life. They are the file's own, unmodified: what runs again is mapped back from the page
+/// Starting, or a burst of kills, touched memory an idle agent has no use for; give it back
+/// (once startup settles, and after each burst), so that an idle agent costs the host next to
+/// nothing. The heap: glibc keeps freed memory for reuse (the backfill's records, the loader's,
+/// a SIGKILL flood's). The executable's code and constants: most of what startup ran (argument
+/// parsing, the BTF reader, the loader with the embedded eBPF object, the history's schema)
+/// never runs again, and what a burst ran is idle until the next; yet their pages would stay
+/// mapped. They are the file's own, unmodified: what runs again is mapped back from the page
 /// cache on its first use, which the first kill after a quiet spell pays for once.
-fn release_startup_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only returns free heap pages to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+fn release_idle_memory() {
+    release_heap();
     for (start, len) in crate::procfs::executable_clean_mappings() {
         // SAFETY: whole mappings of the executable that cannot be written and hold nothing but
         // the file's pages: MADV_DONTNEED only drops this process's references to them.
         unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) };
+    }
+}
+
+/// glibc keeps freed memory for reuse, in every arena and in the middle of the heap: give the
+/// free pages back.
+fn release_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -130,7 +130,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "30d")]
     pub history_retention: HumanDuration,
 
-    /// The history keeps at most this many kills, the newest.
+    /// The history keeps at most this many kills, the newest. SIGKILLs from other senders get a
+    /// tenth of them, OOM kills the rest: a flood of SIGKILLs (any user can send them) never
+    /// evicts an OOM kill.
     #[arg(long, value_name = "N", default_value_t = 100_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub history_max_rows: u64,
@@ -204,6 +206,15 @@ pub struct HistoryFile {
     pub path: PathBuf,
 }
 
+/// A filter's value: an empty one would match every kill, which is never what was meant.
+fn not_empty(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        Err("an empty name matches every kill; leave the option out to list them all".to_owned())
+    } else {
+        Ok(text.to_owned())
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct HistoryArgs {
     #[command(flatten)]
@@ -218,31 +229,31 @@ pub struct HistoryArgs {
     pub until: Option<TimeBound>,
 
     /// Only kills in this container: its name, or the start of its id.
-    #[arg(long, value_name = "NAME|ID")]
+    #[arg(long, value_name = "NAME|ID", value_parser = not_empty)]
     pub container: Option<String>,
 
     /// Only kills in this Kubernetes pod (its name).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = not_empty)]
     pub pod: Option<String>,
 
     /// Only kills in this Kubernetes namespace.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = not_empty)]
     pub namespace: Option<String>,
 
     /// Only kills of processes with this command name (comm).
-    #[arg(long, value_name = "COMM")]
+    #[arg(long, value_name = "COMM", value_parser = not_empty)]
     pub victim: Option<String>,
 
     /// Only kills set off by this container (its name) or command (comm).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = not_empty)]
     pub trigger: Option<String>,
 
     /// Only kills in a container of this Compose service (`db` of `shop_db_1`).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = not_empty)]
     pub service: Option<String>,
 
     /// Only kills in a container of this Compose project.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = not_empty)]
     pub project: Option<String>,
 
     /// Only kills where the host ran out of memory, or where a container's (a cgroup's) limit
@@ -331,4 +342,44 @@ pub enum LogTarget {
 pub enum Format {
     Text,
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[test]
+    fn an_empty_filter_is_an_error_not_every_kill() {
+        for option in [
+            "--container",
+            "--pod",
+            "--namespace",
+            "--victim",
+            "--trigger",
+            "--service",
+            "--project",
+        ] {
+            for empty in ["", "  "] {
+                let err = Cli::try_parse_from(["oomtrace", "history", option, empty])
+                    .expect_err("refused");
+                assert!(
+                    err.to_string().contains("matches every kill"),
+                    "{option}: {err}"
+                );
+            }
+            assert!(Cli::try_parse_from(["oomtrace", "history", option, "web"]).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_far_rfc3339_time_is_a_bound() {
+        let cli = Cli::try_parse_from(["oomtrace", "history", "--until", "9999-12-31T23:59:59Z"])
+            .expect("a valid RFC 3339 time");
+        let Command::History(args) = cli.command else {
+            panic!("history");
+        };
+        assert!(args.until.is_some());
+    }
 }

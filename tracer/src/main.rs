@@ -5,8 +5,9 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser as _;
+use env_logger::fmt::style::{AnsiColor, Style};
 use oomtrace::cli::{Cli, Command, Format, RunArgs};
-use oomtrace::{agent, check, report};
+use oomtrace::{agent, check, escape, report};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -17,6 +18,7 @@ fn main() -> ExitCode {
     };
     let mut logger =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level));
+    // Names in messages come from containers and users: one escaping rule for every line.
     if oomtrace::stderr_is_journal() {
         // The journal stamps each line itself, and reads its priority from a `<N>` prefix.
         logger.format(|out, record| {
@@ -26,7 +28,30 @@ fn main() -> ExitCode {
                 log::Level::Info => 6,
                 log::Level::Debug | log::Level::Trace => 7,
             };
-            writeln!(out, "<{priority}>{}: {}", record.target(), record.args())
+            writeln!(
+                out,
+                "<{priority}>{}: {}",
+                escape::escape(record.target()),
+                escape::escape(&record.args().to_string())
+            )
+        });
+    } else {
+        logger.format(|buf, record| {
+            let level_style = buf.default_level_style(record.level());
+            let dim = if buf.default_level_style(log::Level::Info) == Style::new() {
+                Style::new()
+            } else {
+                AnsiColor::BrightBlack.on_default()
+            };
+            let time = buf.timestamp();
+            escape::log_line(
+                buf,
+                time,
+                record.level(),
+                record.target(),
+                record.args(),
+                (level_style, dim),
+            )
         });
     }
     logger.init();
@@ -41,6 +66,8 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`oomtrace history | head`): what it wanted, it has.
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => fail(&err),
     }
 }
@@ -57,22 +84,43 @@ fn check_host(args: &RunArgs) -> ExitCode {
         Ok(runtime) => runtime.block_on(check::check(args)),
         Err(err) => return fail(&err),
     };
-    let text = match args.format {
-        Format::Json => serde_json::to_string(&report).map_err(anyhow::Error::from),
-        Format::Text => {
-            Ok(check::table::lines(&report, &report::style::Style::for_stdout()).join("\n"))
-        }
-    };
-    let written = text.and_then(|text| Ok(writeln!(std::io::stdout().lock(), "{text}")?));
+    let written = write_check(&report, args.format);
     match written {
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => fail(&err),
         Ok(()) if report.can_trace => ExitCode::SUCCESS,
         Ok(()) => ExitCode::FAILURE,
     }
 }
 
+/// Names in the report come from the host (runtimes' sockets, directories): escaped by the rule,
+/// as every printed line.
+fn write_check(report: &check::Report, format: Format) -> anyhow::Result<()> {
+    let style = report::style::Style::for_stdout();
+    let mut out = escape::Terminal::new(std::io::stdout().lock(), style.color);
+    match format {
+        Format::Json => escape::to_json_writer(&mut out, report)?,
+        Format::Text => write!(out, "{}", check::table::lines(report, &style).join("\n"))?,
+    }
+    writeln!(out)?;
+    out.flush()?;
+    Ok(())
+}
+
 fn fail(err: &anyhow::Error) -> ExitCode {
     // One line, the whole cause chain, no backtrace.
-    eprintln!("oomtrace: error: {err:#}");
+    eprintln!("oomtrace: error: {}", escape::escape(&format!("{err:#}")));
     ExitCode::FAILURE
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|err| err.kind() == std::io::ErrorKind::BrokenPipe)
+            || cause
+                .downcast_ref::<serde_json::Error>()
+                .and_then(|err| err.io_error_kind())
+                == Some(std::io::ErrorKind::BrokenPipe)
+    })
 }

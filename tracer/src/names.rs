@@ -204,18 +204,11 @@ pub fn compose_service(names: &Names) -> Option<String> {
     ))
 }
 
-/// Names come from containers' owners and processes: never let them drive the terminal.
+/// Names come from containers' owners and processes: never let them drive the terminal. The
+/// output's own writers apply the same rule ([`crate::escape`]); this is for a name measured or
+/// cut before it is written (a table's cell).
 pub fn printable(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect()
+    crate::escape::escape(text).into_owned()
 }
 
 /// Kibibytes as people write them: `12 KiB`, `1.5 MiB`, `3.00 GiB`.
@@ -403,7 +396,7 @@ mod tests {
 
     #[test]
     fn control_characters_never_reach_the_terminal() {
-        assert_eq!(printable("evil\x1b[2Jname\n"), "evil\\u{1b}[2Jname\\n");
+        assert_eq!(printable("evil\x1b[2Jname\n"), "evil\\x1b[2Jname\\n");
         assert_eq!(printable("plain-ünïcode"), "plain-ünïcode");
     }
 }

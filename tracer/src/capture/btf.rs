@@ -1008,4 +1008,23 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn the_fuzz_targets_seed_is_a_blob_the_reader_answers_from() {
+        let seed = include_bytes!("../../../fuzz/corpus/btf/synthetic");
+        let btf = Btf::parse(seed).expect("a valid blob");
+        assert_eq!(btf.member_offset("task_struct", "tgid"), Some(4));
+        assert_eq!(btf.member_offset("task_struct", "cgroups"), Some(24));
+        assert_eq!(btf.struct_size("task_struct"), Some(40));
+        assert_eq!(
+            btf.enum_value("oom_constraint", "CONSTRAINT_MEMCG"),
+            Some(3)
+        );
+        assert_eq!(
+            btf.function_pointer_params("btf_trace_mark_victim")
+                .map(|params| params.len()),
+            Some(2)
+        );
+        assert!(btf.func_id("oom_kill_process").is_some());
+    }
 }

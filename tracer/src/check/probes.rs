@@ -336,21 +336,30 @@ pub fn history(args: &RunArgs, checks: &mut Vec<Check>) {
     checks.push(check);
 }
 
-/// `Ok(what was found)` if the agent could open `path` for writing, or create it.
+/// `Ok(what was found)` if the agent could open `path` for writing, or create it. Opened as
+/// `run` opens it: never through a symlink (someone else's link could point the agent's writes
+/// at any file), non-blocking (a FIFO swapped in must not hang the check), and only a regular
+/// file.
 fn writable(path: &Path) -> Result<String, String> {
-    match std::fs::metadata(path) {
-        Ok(meta) if meta.is_file() => {
-            // Non-blocking: a FIFO swapped in meanwhile must not hang the check.
-            let opened = std::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_NONBLOCK)
-                .open(path);
-            match opened {
-                Ok(_) => Ok(format!("{} exists and is writable", path.display())),
-                Err(err) => Err(format!("{}: {err}", path.display())),
-            }
+    let opened = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    match opened {
+        Ok(file) => match file.metadata() {
+            Ok(meta) if meta.is_file() => Ok(format!("{} exists and is writable", path.display())),
+            Ok(_) => Err(format!("{} is not a regular file", path.display())),
+            Err(err) => Err(format!("{}: {err}", path.display())),
+        },
+        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => Err(format!(
+            "{} is a symbolic link, which the agent does not follow: give --history the file \
+             itself",
+            path.display()
+        )),
+        // A FIFO without a reader, a directory: not a file the history can be.
+        Err(err) if matches!(err.raw_os_error(), Some(libc::ENXIO | libc::EISDIR)) => {
+            Err(format!("{} is not a regular file", path.display()))
         }
-        Ok(_) => Err(format!("{} is not a regular file", path.display())),
         Err(err) if err.kind() == ErrorKind::NotFound => {
             let dir = path
                 .ancestors()
@@ -440,9 +449,10 @@ mod tests {
         assert!(!dir.join("sub").exists(), "nothing is created");
         std::fs::write(dir.join("file.db"), b"").unwrap();
         assert!(writable(&dir.join("file.db")).unwrap().contains("writable"));
-        // As run opens it: through a link.
+        // As run opens it: never through a link.
         std::os::unix::fs::symlink(dir.join("file.db"), dir.join("link.db")).unwrap();
-        assert!(writable(&dir.join("link.db")).unwrap().contains("writable"));
+        let refused = writable(&dir.join("link.db")).unwrap_err();
+        assert!(refused.contains("symbolic link"), "{refused}");
         assert!(writable(&dir).unwrap_err().contains("not a regular file"));
     }
 

@@ -145,7 +145,7 @@ mod tests {
         );
         let docker = lines[5..].join("\n");
         assert!(
-            docker.contains("absent  the Docker API at /var/run/docker.sock\\u{1b}[2J"),
+            docker.contains("absent  the Docker API at /var/run/docker.sock\\x1b[2J"),
             "a name is printed escaped: {docker}"
         );
         assert!(

@@ -80,6 +80,11 @@ impl History {
         self.writer.backfill(rows, tolerance).await
     }
 
+    /// Gives back the memory SQLite's page cache took in a burst, once it is over.
+    pub async fn release_memory(&mut self) {
+        self.writer.release_memory().await;
+    }
+
     /// Stores what is queued and closes the file.
     pub fn close(self) {
         self.writer.close();

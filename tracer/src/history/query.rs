@@ -292,10 +292,10 @@ mod tests {
         let path = dir.join("query.db");
         let mut store = Store::open(
             &path,
-            Retention {
-                max_age: std::time::Duration::from_secs(100 * 365 * 86_400),
-                max_rows: 1_000_000,
-            },
+            Retention::new(
+                std::time::Duration::from_secs(100 * 365 * 86_400),
+                1_000_000,
+            ),
         )
         .unwrap();
         for n in 0..EVENTS {
@@ -489,10 +489,7 @@ mod tests {
         let path = dir.join("incident.db");
         let mut store = Store::open(
             &path,
-            Retention {
-                max_age: std::time::Duration::from_secs(100 * 365 * 86_400),
-                max_rows: 100,
-            },
+            Retention::new(std::time::Duration::from_secs(100 * 365 * 86_400), 100),
         )
         .unwrap();
         let mut ids = Vec::new();

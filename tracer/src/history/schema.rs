@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use std::os::unix::fs::OpenOptionsExt as _;
+
 use anyhow::{Context as _, bail};
 use rusqlite::{Connection, OpenFlags};
 
@@ -36,6 +38,14 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_incident ON events (boot_id, incident_id) WHERE incident_id IS NOT NULL;",
 ];
 
+/// `PRAGMA application_id` of an oomtrace history ("oomT"), in the file's header: what says a
+/// SQLite file is oomtrace's before anything is written to it.
+pub const APPLICATION_ID: i32 = 0x6f6f_6d54;
+
+/// The history's mode: kills name users, commands and containers, for root's eyes only. SQLite
+/// gives its `-wal` and `-shm` files the same.
+pub const FILE_MODE: u32 = 0o600;
+
 /// The schema version this oomtrace writes and reads.
 pub fn current_version() -> i64 {
     MIGRATIONS.len() as i64
@@ -52,16 +62,40 @@ pub fn open_read_write(path: &Path) -> anyhow::Result<Connection> {
             .with_context(|| format!("creating the directory {}", dir.display()))?;
     }
     // SQLite says only "unable to open database file"; the system says why.
-    std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .context("opening it for writing")?;
+    let meta = file.metadata().context("opening it for writing")?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file", path.display());
+    }
+    let new = meta.len() == 0;
+    tighten(&file, &meta, path);
+    for suffix in ["-wal", "-shm"] {
+        if let Ok(side) = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(sibling(path, suffix))
+            && let Ok(side_meta) = side.metadata()
+            && side_meta.is_file()
+        {
+            tighten(&side, &side_meta, &sibling(path, suffix));
+        }
+    }
+    drop(file);
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     // Before anything writes to it, even the journal mode.
+    if new {
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .context("marking it as oomtrace's history")?;
+    }
     check_writable(&conn, path)?;
     // WAL: a query never blocks the agent's writes. A commit is in the -wal file once
     // `execute` returns, so it survives the agent being killed; NORMAL skips the fsync per
@@ -80,9 +114,81 @@ pub fn open_read_write(path: &Path) -> anyhow::Result<Connection> {
     Ok(conn)
 }
 
+/// Takes the group's and others' permissions off a history an older oomtrace (or an operator)
+/// left readable to them.
+fn tighten(file: &std::fs::File, meta: &std::fs::Metadata, path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & !FILE_MODE == 0 {
+        return;
+    }
+    match file.set_permissions(std::fs::Permissions::from_mode(FILE_MODE)) {
+        Ok(()) => log::info!(
+            "history: {} was mode {mode:04o}; now {FILE_MODE:04o}",
+            path.display()
+        ),
+        Err(err) => log::warn!(
+            "history: {} is mode {mode:04o}, readable to others; cannot change it: {err}",
+            path.display()
+        ),
+    }
+}
+
+/// Whether the file is oomtrace's history: its application id, or (written before there was
+/// one) the tables and columns only an oomtrace history has.
+fn is_oomtrace_history(conn: &Connection, path: &Path) -> anyhow::Result<bool> {
+    let id: i32 = conn
+        .pragma_query_value(None, "application_id", |row| row.get(0))
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if id == APPLICATION_ID {
+        return Ok(true);
+    }
+    if id != 0 {
+        return Ok(false);
+    }
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")?
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    if tables != ["events"] {
+        return Ok(false);
+    }
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('events')")?
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(columns
+        == [
+            "id",
+            "time_ns",
+            "kind",
+            "source",
+            "boot_id",
+            "ktime_ns",
+            "victim_pid",
+            "victim_comm",
+            "container_name",
+            "container_id",
+            "pod",
+            "namespace",
+            "trigger_name",
+            "domain_kind",
+            "incident_id",
+            "record",
+        ])
+}
+
 /// Refuses a file this oomtrace does not understand rather than touching it.
 fn check_writable(conn: &Connection, path: &Path) -> anyhow::Result<()> {
     let version = user_version(conn, path)?;
+    // A new file was marked before this; an empty one by another program is not adopted.
+    if !is_oomtrace_history(conn, path)? {
+        bail!(
+            "{} is not an oomtrace history (a SQLite file without oomtrace's marker): give \
+             --history another path",
+            path.display()
+        );
+    }
     if version > current_version() {
         bail!(
             "{} was written by a newer oomtrace (history schema version {version}; this one \
@@ -111,6 +217,8 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> anyhow::Result<()> {
         tx.pragma_update(None, "user_version", applied as i64 + 1)?;
         tx.commit()?;
     }
+    // A history from before the marker: it is oomtrace's (checked above), so say so.
+    conn.pragma_update(None, "application_id", APPLICATION_ID)?;
     Ok(())
 }
 
@@ -153,6 +261,12 @@ pub fn open_read_only(path: &Path) -> anyhow::Result<Connection> {
 
 fn check_readable(conn: &Connection, path: &Path) -> anyhow::Result<()> {
     let version = user_version(conn, path)?;
+    if version != 0 && !is_oomtrace_history(conn, path)? {
+        bail!(
+            "{} is not an oomtrace history (a SQLite file without oomtrace's marker)",
+            path.display()
+        );
+    }
     match version {
         0 => bail!(
             "{} is not an oomtrace history (a SQLite database without its schema)",
@@ -282,6 +396,8 @@ mod tests {
             let conn = Connection::open(&path).unwrap();
             conn.execute_batch("CREATE TABLE future (x); PRAGMA user_version = 99;")
                 .unwrap();
+            conn.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
         }
         let before = std::fs::read(&path).unwrap();
         let err = format!("{:#}", open_read_write(&path).unwrap_err());
@@ -341,5 +457,79 @@ mod tests {
             immutable_uri(Path::new("/var/lib/a?b#c%d.db")),
             "file:/var/lib/a%3Fb%23c%25d.db?immutable=1"
         );
+    }
+
+    #[test]
+    fn a_foreign_database_with_a_version_is_refused_byte_for_byte_unchanged() {
+        let dir = temp_dir();
+        let path = dir.join("foreign.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("CREATE TABLE events (id INTEGER); PRAGMA user_version = 1;")
+            .unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let err = format!("{:#}", open_read_write(&path).unwrap_err());
+        assert!(err.contains("not an oomtrace history"), "{err}");
+        let err = format!("{:#}", open_read_only(&path).unwrap_err());
+        assert!(err.contains("not an oomtrace history"), "{err}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "the file was changed"
+        );
+        assert!(!sibling(&path, "-wal").exists());
+    }
+
+    #[test]
+    fn a_history_from_before_the_marker_is_adopted_and_marked() {
+        let dir = temp_dir();
+        let path = dir.join("older.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+        }
+        let conn = open_read_write(&path).unwrap();
+        let id: i32 = conn
+            .pragma_query_value(None, "application_id", |row| row.get(0))
+            .unwrap();
+        assert_eq!(id, APPLICATION_ID);
+    }
+
+    #[test]
+    fn the_history_is_for_roots_eyes_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = temp_dir();
+        let path = dir.join("mode.db");
+        let conn = open_read_write(&path).unwrap();
+        conn.execute(
+            "INSERT INTO events (time_ns, kind, source, boot_id, ktime_ns, victim_pid, record)
+             VALUES (1, 'oom_kill', 'live', 'b', 2, 3, '{}')",
+            [],
+        )
+        .unwrap();
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        for file in [path.clone(), sibling(&path, "-wal"), sibling(&path, "-shm")] {
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+        drop(conn);
+        // One an older oomtrace left readable to all is closed.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(open_read_write(&path).unwrap());
+        assert_eq!(mode(&path), 0o600);
+    }
+
+    #[test]
+    fn a_fifo_or_a_symlink_is_not_a_history() {
+        let dir = temp_dir();
+        let fifo = dir.join("fifo.db");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(open_read_write(&fifo).is_err());
+        let link = dir.join("link.db");
+        std::os::unix::fs::symlink(dir.join("elsewhere.db"), &link).unwrap();
+        assert!(open_read_write(&link).is_err());
+        assert!(!dir.join("elsewhere.db").exists());
     }
 }

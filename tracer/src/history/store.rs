@@ -13,7 +13,22 @@ use super::schema;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Retention {
     pub max_age: Duration,
+    /// All rows together.
     pub max_rows: u64,
+    /// SIGKILL rows, part of `max_rows`. Any user can send SIGKILLs by the thousand; the rest
+    /// of `max_rows` is the OOM kills' own, so that a flood of them never evicts one.
+    pub max_sigkill_rows: u64,
+}
+
+impl Retention {
+    /// SIGKILLs get a tenth of the rows.
+    pub fn new(max_age: Duration, max_rows: u64) -> Self {
+        Retention {
+            max_age,
+            max_rows,
+            max_sigkill_rows: max_rows / 10,
+        }
+    }
 }
 
 /// Retention is applied at startup and after this many inserts: no timer wakes an idle agent,
@@ -154,20 +169,46 @@ impl Store {
     /// Returns how many rows went.
     pub fn apply_retention(&mut self, now: jiff::Timestamp) -> anyhow::Result<u64> {
         self.inserts_since_retention = 0;
-        let Retention { max_age, max_rows } = self.retention;
+        let Retention {
+            max_age,
+            max_rows,
+            max_sigkill_rows,
+        } = self.retention;
+        let max_sigkill_rows = max_sigkill_rows.min(max_rows);
+        let max_other_rows = max_rows - max_sigkill_rows;
         let max_age = i64::try_from(max_age.as_nanos()).unwrap_or(i64::MAX);
         let cutoff = i64::try_from(now.as_nanosecond())
             .unwrap_or(i64::MAX)
             .saturating_sub(max_age);
         let tx = self.conn.transaction()?;
         let by_age = tx.execute("DELETE FROM events WHERE time_ns < ?1", [cutoff])?;
-        let by_count = tx.execute(
-            "DELETE FROM events WHERE id IN
-                 (SELECT id FROM events ORDER BY time_ns DESC, id DESC LIMIT -1 OFFSET ?1)",
-            [i64::try_from(max_rows).unwrap_or(i64::MAX)],
-        )?;
+        let mut by_count = 0;
+        for (kinds, keep) in [
+            ("kind = ?2", max_sigkill_rows),
+            ("kind <> ?2", max_other_rows),
+        ] {
+            by_count += tx.execute(
+                &format!(
+                    "DELETE FROM events WHERE id IN
+                         (SELECT id FROM events WHERE {kinds}
+                          ORDER BY time_ns DESC, id DESC LIMIT -1 OFFSET ?1)"
+                ),
+                params![
+                    i64::try_from(keep).unwrap_or(i64::MAX),
+                    EventKind::Sigkill.as_str()
+                ],
+            )?;
+        }
         tx.commit()?;
         Ok((by_age + by_count) as u64)
+    }
+
+    /// Frees what SQLite caches for this connection (its pages); the next write reads
+    /// its pages back from the OS's cache.
+    pub fn release_memory(&self) {
+        if let Err(err) = self.conn.execute_batch("PRAGMA shrink_memory") {
+            log::debug!("history: releasing memory: {err}");
+        }
     }
 
     /// For tests, and for the fuzz target that checks queries against this store.
@@ -197,10 +238,7 @@ mod tests {
     }
 
     fn roomy() -> Retention {
-        Retention {
-            max_age: Duration::from_secs(3650 * 86_400),
-            max_rows: 1_000_000,
-        }
+        Retention::new(Duration::from_secs(3650 * 86_400), 1_000_000)
     }
 
     fn count(store: &Store) -> i64 {
@@ -299,6 +337,7 @@ mod tests {
     fn retention_keeps_the_newest_rows_and_runs_as_rows_arrive() {
         let (_dir, mut store) = store(Retention {
             max_rows: 50,
+            max_sigkill_rows: 0,
             ..roomy()
         });
         let now = jiff::Timestamp::now().as_nanosecond() as i64;
@@ -316,5 +355,46 @@ mod tests {
             .query_row("SELECT min(time_ns) FROM events", [], |row| row.get(0))
             .unwrap();
         assert_eq!(oldest_kept, now - 49 * 1_000_000_000);
+    }
+
+    #[test]
+    fn a_sigkill_flood_never_evicts_an_oom_kill() {
+        let (_dir, mut store) = store(Retention::new(roomy().max_age, 300));
+        let now = jiff::Timestamp::now().as_nanosecond() as i64;
+        for pid in 0..2 {
+            store
+                .insert(&synthetic_row(pid, now - 1_000_000_000))
+                .unwrap();
+        }
+        for pid in 100..700 {
+            let sigkill = EventRow {
+                kind: EventKind::Sigkill,
+                ..synthetic_row(pid, now + i64::from(pid))
+            };
+            store.insert(&sigkill).unwrap();
+        }
+        store.apply_retention(jiff::Timestamp::now()).unwrap();
+        let kinds: Vec<(String, i64)> = store
+            .connection()
+            .prepare("SELECT kind, count(*) FROM events GROUP BY kind ORDER BY kind")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            kinds,
+            [("oom_kill".to_owned(), 2), ("sigkill".to_owned(), 30)],
+            "the OOM kills keep their share; the newest SIGKILLs fill theirs"
+        );
+        let newest: u32 = store
+            .connection()
+            .query_row(
+                "SELECT min(victim_pid) FROM events WHERE kind = 'sigkill'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(newest, 670);
     }
 }

@@ -1,6 +1,7 @@
 //! The agent's history writer: a thread of its own behind a bounded queue, so a slow or failing
 //! disk delays the output a little and never the reading of the ring buffer.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::row::EventRow;
+use super::row::{EventKind, EventRow};
 use super::store::{Inserted, Retention, Store};
 
 /// Events waiting for the disk. The output side waits for each commit, so this only fills
@@ -23,6 +24,15 @@ pub const COMMIT_WAIT: Duration = Duration::from_secs(1);
 /// After the history could not be opened, how long before trying again.
 const REOPEN_INTERVAL: Duration = Duration::from_secs(30);
 
+/// Kills kept while the history takes no writes (about 4 KiB each).
+const UNSTORED_QUEUE: usize = 1024;
+
+/// While kills wait to be stored, how often the writer tries again.
+const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// While kills wait to be stored, how often the writer looks for new ones.
+const RETRY_POLL: Duration = Duration::from_millis(100);
+
 /// A repeated error is logged once, then at most this often.
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -33,6 +43,8 @@ enum Job {
         row: Box<EventRow>,
         committed: oneshot::Sender<Option<i64>>,
     },
+    /// A burst is over: give back the page cache's memory.
+    ReleaseMemory,
     /// Kills recovered from the kernel log, each stored unless already known.
     Backfill {
         rows: Vec<EventRow>,
@@ -165,6 +177,13 @@ impl HistoryWriter {
             .map_err(|_| anyhow::anyhow!("the history writer stopped"))?
     }
 
+    /// Asks the writer to give back its page cache; never waits for a busy disk.
+    pub async fn release_memory(&mut self) {
+        if let Some(jobs) = &self.jobs {
+            let _ = jobs.try_send(Job::ReleaseMemory);
+        }
+    }
+
     /// An event that will not be stored.
     fn lost(&mut self, message: String) {
         self.errors.fetch_add(1, Ordering::Relaxed);
@@ -201,8 +220,8 @@ fn write_loop(
         Err(err) => {
             failures.log(|| {
                 format!(
-                    "history: cannot open {}: {err:#}; kills are still reported, but not \
-                     stored",
+                    "history: cannot open {}: {err:#}; kills are still reported, and stored \
+                     once it can be opened",
                     path.display()
                 )
             });
@@ -211,41 +230,52 @@ fn write_loop(
     };
     let mut store = open(&mut failures);
     let mut last_open = Instant::now();
-    while let Some(job) = queue.blocking_recv() {
+    let mut unstored = Unstored::default();
+    loop {
+        let job = if unstored.rows.is_empty() {
+            match queue.blocking_recv() {
+                Some(job) => Some(job),
+                None => break,
+            }
+        } else {
+            match queue.try_recv() {
+                Ok(job) => Some(job),
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    std::thread::sleep(RETRY_POLL);
+                    None
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            }
+        };
         if store.is_none() && last_open.elapsed() >= REOPEN_INTERVAL {
             store = open(&mut failures);
             last_open = Instant::now();
         }
         match job {
-            Job::Live { row, committed } => {
-                let stored = match &mut store {
-                    Some(store) => store.insert(&row),
-                    None => Err(anyhow::anyhow!("{} could not be opened", path.display())),
+            None => {}
+            Some(Job::Live { row, committed }) => {
+                unstored.push(row, errors);
+                // Stored in order: the ones waiting first. The row just queued is last, so it
+                // was stored if nothing is left waiting.
+                let last = unstored.store(store.as_mut(), path, &mut failures);
+                let id = match last {
+                    Some(Inserted::New(id)) if unstored.rows.is_empty() => Some(id),
+                    Some(_) | None => None,
                 };
-                let id = match &stored {
-                    Ok(Inserted::New(id)) => Some(*id),
-                    Ok(Inserted::Known) | Err(_) => None,
-                };
-                if let Err(err) = stored {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                    failures.log(|| {
-                        format!(
-                            "history: the {} of pid {} is not stored in {}: {err:#}; kills are \
-                             still reported",
-                            row.kind.as_str(),
-                            row.victim_pid,
-                            path.display()
-                        )
-                    });
-                }
                 // The output side may have stopped waiting: nothing to tell then.
                 let _ = committed.send(id);
+                continue;
             }
-            Job::Backfill {
+            Some(Job::ReleaseMemory) => {
+                if let Some(store) = &store {
+                    store.release_memory();
+                }
+            }
+            Some(Job::Backfill {
                 rows,
                 tolerance,
                 done,
-            } => {
+            }) => {
                 let result = match &mut store {
                     Some(store) => backfill(store, &rows, tolerance, errors),
                     None => Err(anyhow::anyhow!("{} could not be opened", path.display())),
@@ -253,6 +283,99 @@ fn write_loop(
                 let _ = done.send(result);
             }
         }
+        if unstored.due() {
+            unstored.store(store.as_mut(), path, &mut failures);
+        }
+    }
+    // The agent stops: one last try, and what still cannot be stored is given up, and counted.
+    unstored.store(store.as_mut(), path, &mut failures);
+    if !unstored.rows.is_empty() {
+        let left = unstored.rows.len() as u64;
+        errors.fetch_add(left, Ordering::Relaxed);
+        log::error!(
+            "history: {left} kills reported but never stored in {}",
+            path.display()
+        );
+    }
+}
+
+/// Kills that could not be stored yet (the disk full, the file read-only or not openable), in
+/// the order they came, stored as soon as the history takes writes again.
+#[derive(Default)]
+struct Unstored {
+    rows: VecDeque<Box<EventRow>>,
+    last_try: Option<Instant>,
+    /// How many of `rows` were stored late, for the log line once they all are.
+    late: u64,
+}
+
+impl Unstored {
+    /// Queues `row`; past [`UNSTORED_QUEUE`], gives up the oldest SIGKILL (else the oldest
+    /// kill) and counts it.
+    fn push(&mut self, row: Box<EventRow>, errors: &AtomicU64) {
+        if self.rows.len() >= UNSTORED_QUEUE {
+            let victim = self
+                .rows
+                .iter()
+                .position(|row| row.kind == EventKind::Sigkill)
+                .unwrap_or(0);
+            self.rows.remove(victim);
+            errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.rows.push_back(row);
+    }
+
+    fn due(&self) -> bool {
+        !self.rows.is_empty()
+            && self
+                .last_try
+                .is_none_or(|at| at.elapsed() >= RETRY_INTERVAL)
+    }
+
+    /// Stores what waits, oldest first, until one fails; returns how the last one stored went.
+    fn store(
+        &mut self,
+        store: Option<&mut Store>,
+        path: &std::path::Path,
+        log: &mut RateLimitedLog,
+    ) -> Option<Inserted> {
+        let waited = self.rows.len() > 1 || self.last_try.is_some();
+        self.last_try = Some(Instant::now());
+        let store = store?;
+        let mut last = None;
+        while let Some(row) = self.rows.front() {
+            match store.insert(row) {
+                Ok(inserted) => {
+                    last = Some(inserted);
+                    self.rows.pop_front();
+                    if waited {
+                        self.late += 1;
+                    }
+                }
+                Err(err) => {
+                    log.log(|| {
+                        format!(
+                            "history: the {} of pid {} is not stored in {} yet: {err:#}; kills \
+                             are still reported, and up to {UNSTORED_QUEUE} kept to be stored \
+                             when it takes writes again",
+                            row.kind.as_str(),
+                            row.victim_pid,
+                            path.display()
+                        )
+                    });
+                    return last;
+                }
+            }
+        }
+        self.last_try = None;
+        if self.late > 0 {
+            log::info!(
+                "history: {} kills stored late in {}, now that it takes writes again",
+                std::mem::take(&mut self.late),
+                path.display()
+            );
+        }
+        last
     }
 }
 
@@ -312,10 +435,7 @@ mod tests {
     use crate::history::tests::{synthetic_row, temp_dir};
 
     fn retention() -> Retention {
-        Retention {
-            max_age: Duration::from_secs(86_400),
-            max_rows: 1000,
-        }
+        Retention::new(Duration::from_secs(86_400), 1000)
     }
 
     #[tokio::test]
@@ -429,7 +549,54 @@ mod tests {
             writer.write(synthetic_row(pid, now)).await;
         }
         assert!(started.elapsed() < COMMIT_WAIT, "{:?}", started.elapsed());
-        assert_eq!(errors.load(Ordering::Relaxed), 3);
+        // Kept in case it can be opened later; given up, and counted, when the agent stops.
+        assert_eq!(errors.load(Ordering::Relaxed), 0);
         writer.close();
+        assert_eq!(errors.load(Ordering::Relaxed), 3);
+    }
+
+    #[tokio::test]
+    async fn kills_the_disk_refused_are_stored_once_it_takes_writes_again() {
+        let dir = temp_dir();
+        let path = dir.join("full.db");
+        let mut writer = HistoryWriter::start(path.clone(), retention()).unwrap();
+        let errors = writer.error_counter();
+        let now = jiff::Timestamp::now().as_nanosecond() as i64;
+        writer.write(synthetic_row(1, now)).await;
+        // Another connection holds the write lock past the busy timeout: every insert fails,
+        // as on a full disk.
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (locked, is_locked) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn({
+            let path = path.clone();
+            move || {
+                let conn = rusqlite::Connection::open(&path).unwrap();
+                conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+                locked.send(()).unwrap();
+                released.recv().unwrap();
+                conn.execute_batch("COMMIT").unwrap();
+            }
+        });
+        is_locked.recv().unwrap();
+        for pid in 2..=4 {
+            writer.write(synthetic_row(pid, now)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        release.send(()).unwrap();
+        holder.join().unwrap();
+        let reader = crate::history::schema::open_read_only(&path).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let stored: i64 = reader
+                .query_row("SELECT count(*) FROM events", [], |row| row.get(0))
+                .unwrap();
+            if stored == 4 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{stored} of 4 kills stored");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        writer.close();
+        assert_eq!(errors.load(Ordering::Relaxed), 0, "none given up");
     }
 }

@@ -1,36 +1,47 @@
-//! `GET /metrics` over HTTP/1.x: one request per connection, bounded in size, time and
-//! concurrency. The listener sleeps in `accept` (epoll) while nobody scrapes: no timer, no
-//! polling.
+//! `GET /metrics` on hyper's HTTP/1 server. The listener sleeps in `accept` (epoll) while
+//! nobody scrapes: no timer, no polling.
+//!
+//! The DaemonSet binds every address of the node, so anyone who can reach the port may hold
+//! connections open without a word. A connection that has sent no request (since it opened, or
+//! since its last answer) is idle; idle connections are bounded in number, per peer address and
+//! in all, and the longest idle is closed to make room for a new one. A scraper sends its
+//! request as soon as it connects, so it is answered however many idle connections are held.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
 
 use super::{CONTENT_TYPE, Metrics};
 
-/// How much and how long a scraper may take to send its request, and how many may be served
-/// at once.
+/// How long a client may take to send a request's head, and how many connections it may hold.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// The request line and headers; a scrape sends a few hundred bytes.
-    pub max_request_bytes: usize,
-    /// To send the request, and again to take the response.
-    pub timeout: Duration,
-    /// Connections served at once; more are closed at once.
-    pub max_connections: usize,
+    /// To send a request's line and headers, from when the connection opened or its last
+    /// answer was sent.
+    pub header_timeout: Duration,
+    /// Connections one peer address may hold open.
+    pub per_peer: usize,
+    /// Connections held open in all.
+    pub total: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_request_bytes: 8 * 1024,
-            timeout: Duration::from_secs(5),
-            max_connections: 16,
+            header_timeout: Duration::from_secs(5),
+            per_peer: 32,
+            total: 256,
         }
     }
 }
@@ -51,7 +62,13 @@ pub async fn start(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()
 
 /// Serves scrapes until the runtime stops.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, limits: Limits) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let open = Arc::new(Mutex::new(OpenConnections::default()));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true)
+        .max_buf_size(8192);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -62,155 +79,148 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, limits: Limits)
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            log::debug!("metrics: {peer}: too many connections, closed");
+        let Some(connection) = lock(&open).admit(peer.ip(), limits) else {
+            log::debug!("metrics: {peer}: every connection of it is busy; closed");
             continue;
         };
-        let metrics = Arc::clone(&metrics);
+        let service = {
+            let metrics = Arc::clone(&metrics);
+            let connection = Arc::clone(&connection);
+            hyper::service::service_fn(move |request| {
+                connection.busy();
+                let response = respond(&request, &metrics);
+                connection.idle();
+                async move { Ok::<_, Infallible>(response) }
+            })
+        };
+        let served = builder.serve_connection(TokioIo::new(stream), service);
+        let open = Arc::clone(&open);
         tokio::spawn(async move {
-            if let Err(err) = connection(stream, &metrics, limits).await {
-                log::debug!("metrics: {peer}: {err}");
+            tokio::select! {
+                result = served => {
+                    if let Err(err) = result {
+                        log::debug!("metrics: {peer}: {err}");
+                    }
+                }
+                // Idle the longest while others wait: closed without a word.
+                () = connection.closing.notified() => {}
             }
-            drop(permit);
+            lock(&open).remove(connection.id);
         });
     }
 }
 
-async fn connection(
-    mut stream: TcpStream,
-    metrics: &Metrics,
-    limits: Limits,
-) -> std::io::Result<()> {
-    let response = match tokio::time::timeout(
-        limits.timeout,
-        read_head(&mut stream, limits.max_request_bytes),
-    )
-    .await
-    {
-        Ok(Ok(Some(head))) => respond(&head, metrics),
-        // Closed without a word.
-        Ok(Ok(None)) => return Ok(()),
-        Ok(Err(HeadError::TooLarge)) => Response::error(431, "Request Header Fields Too Large"),
-        Ok(Err(HeadError::Truncated)) => Response::error(400, "Bad Request"),
-        Ok(Err(HeadError::Io(err))) => return Err(err),
-        Err(_) => Response::error(408, "Request Timeout"),
-    };
-    let written = tokio::time::timeout(limits.timeout, async {
-        stream.write_all(&response.to_bytes()).await?;
-        stream.shutdown().await
-    })
-    .await;
-    match written {
-        Ok(result) => result,
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "the response was not taken in time",
-        )),
+/// One open connection, as the accept loop and its own task see it.
+struct Connection {
+    id: u64,
+    peer: IpAddr,
+    /// Since when it has had no request in progress; 0 while it has one.
+    idle_since: AtomicU64,
+    closing: Notify,
+    epoch: Instant,
+}
+
+impl Connection {
+    fn busy(&self) {
+        self.idle_since.store(0, Ordering::Relaxed);
+    }
+
+    fn idle(&self) {
+        let since = self.epoch.elapsed().as_nanos().max(1) as u64;
+        self.idle_since.store(since, Ordering::Relaxed);
+    }
+
+    fn idle_since(&self) -> Option<u64> {
+        Some(self.idle_since.load(Ordering::Relaxed)).filter(|&since| since > 0)
     }
 }
 
-#[derive(Debug)]
-enum HeadError {
-    TooLarge,
-    /// The connection ended mid-request.
-    Truncated,
-    Io(std::io::Error),
+#[derive(Default)]
+struct OpenConnections {
+    by_id: HashMap<u64, Arc<Connection>>,
+    next_id: u64,
+    epoch: Option<Instant>,
 }
 
-/// The request line and headers, up to the blank line; `None` if the peer sent nothing.
-async fn read_head(stream: &mut TcpStream, max: usize) -> Result<Option<Vec<u8>>, HeadError> {
-    let mut head = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let read = stream.read(&mut chunk).await.map_err(HeadError::Io)?;
-        if read == 0 {
-            return if head.is_empty() {
-                Ok(None)
-            } else {
-                Err(HeadError::Truncated)
-            };
+impl OpenConnections {
+    /// A new connection from `peer`, once there is room for it: the longest idle of that peer
+    /// (if it holds its share), else of all (if all are held), is closed. `None` when every
+    /// connection that would have to go is busy.
+    fn admit(&mut self, peer: IpAddr, limits: Limits) -> Option<Arc<Connection>> {
+        let peers = self.by_id.values().filter(|open| open.peer == peer).count();
+        if peers >= limits.per_peer.max(1) && !self.close_longest_idle(Some(peer)) {
+            return None;
         }
-        head.extend_from_slice(&chunk[..read]);
-        if let Some(end) = head_end(&head) {
-            head.truncate(end);
-            return Ok(Some(head));
+        if self.by_id.len() >= limits.total.max(1) && !self.close_longest_idle(None) {
+            return None;
         }
-        if head.len() >= max {
-            return Err(HeadError::TooLarge);
-        }
-    }
-}
-
-fn head_end(bytes: &[u8]) -> Option<usize> {
-    let crlf = bytes.windows(4).position(|w| w == b"\r\n\r\n");
-    let lf = bytes.windows(2).position(|w| w == b"\n\n");
-    crlf.into_iter().chain(lf).min()
-}
-
-/// One response, always followed by closing the connection.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Response {
-    pub status: u16,
-    reason: &'static str,
-    content_type: &'static str,
-    pub body: String,
-}
-
-impl Response {
-    fn error(status: u16, reason: &'static str) -> Self {
-        Response {
-            status,
-            reason,
-            content_type: "text/plain; charset=utf-8",
-            body: format!("{reason}\n"),
-        }
+        let epoch = *self.epoch.get_or_insert_with(Instant::now);
+        let connection = Arc::new(Connection {
+            id: self.next_id,
+            peer,
+            idle_since: AtomicU64::new(0),
+            closing: Notify::new(),
+            epoch,
+        });
+        // Idle until its first request comes.
+        connection.idle();
+        self.next_id += 1;
+        self.by_id.insert(connection.id, Arc::clone(&connection));
+        Some(connection)
     }
 
-    fn to_bytes(&self) -> Vec<u8> {
-        let allow = if self.status == 405 {
-            "Allow: GET\r\n"
-        } else {
-            ""
+    fn close_longest_idle(&mut self, of: Option<IpAddr>) -> bool {
+        let longest = self
+            .by_id
+            .values()
+            .filter(|open| of.is_none_or(|peer| open.peer == peer))
+            .filter_map(|open| Some((open.idle_since()?, open.id)))
+            .min();
+        let Some((_, id)) = longest else {
+            return false;
         };
-        let mut bytes = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
-            self.status,
-            self.reason,
-            self.content_type,
-            self.body.len()
-        )
-        .into_bytes();
-        bytes.extend_from_slice(self.body.as_bytes());
-        bytes
+        if let Some(open) = self.by_id.remove(&id) {
+            open.closing.notify_one();
+        }
+        true
+    }
+
+    fn remove(&mut self, id: u64) {
+        self.by_id.remove(&id);
     }
 }
 
-/// What to answer a request head: the metrics for `GET /metrics`, else an error.
-pub fn respond(head: &[u8], metrics: &Metrics) -> Response {
-    let line_end = head
-        .iter()
-        .position(|&b| b == b'\r' || b == b'\n')
-        .unwrap_or(head.len());
-    let mut parts = head[..line_end].split(|&b| b == b' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Response::error(400, "Bad Request");
-    };
-    if !version.starts_with(b"HTTP/1.") {
-        return Response::error(400, "Bad Request");
+fn lock(open: &Mutex<OpenConnections>) -> std::sync::MutexGuard<'_, OpenConnections> {
+    open.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// What to answer a request: the metrics for `GET /metrics`, else an error.
+pub fn respond<B>(request: &Request<B>, metrics: &Metrics) -> Response<Full<Bytes>> {
+    if request.uri().path() != "/metrics" {
+        return error(StatusCode::NOT_FOUND);
     }
-    let path = target.split(|&b| b == b'?').next().unwrap_or_default();
-    if path != b"/metrics" {
-        return Response::error(404, "Not Found");
+    if request.method() != Method::GET {
+        let mut response = error(StatusCode::METHOD_NOT_ALLOWED);
+        response
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET"));
+        return response;
     }
-    if method != b"GET" {
-        return Response::error(405, "Method Not Allowed");
-    }
-    Response {
-        status: 200,
-        reason: "OK",
-        content_type: CONTENT_TYPE,
-        body: metrics.encode(),
-    }
+    let mut response = Response::new(Full::new(Bytes::from(metrics.encode())));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(CONTENT_TYPE),
+    );
+    response
+}
+
+fn error(status: StatusCode) -> Response<Full<Bytes>> {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let mut response = Response::new(Full::new(Bytes::from(format!("{reason}\n"))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }

@@ -55,6 +55,7 @@ pub struct Metrics {
     last_kill: Family<Names, Gauge<f64, AtomicU64>>,
     restart_loops: Arc<Mutex<RestartLoops>>,
     sigkills: Family<SigkillLabels, Counter>,
+    sigkills_rate_limited: Counter,
     attribution_failures: Family<FailureLabels, Counter>,
     build_info: Family<BuildLabels, Gauge>,
     kill_labels: Mutex<LabelBudget<KillLabels>>,
@@ -124,6 +125,13 @@ impl Metrics {
              and whether the kernel or a process sent them",
             sigkills.clone(),
         );
+        let sigkills_rate_limited = Counter::default();
+        registry.register(
+            "oomtrace_sigkills_rate_limited",
+            "SIGKILLs logged but not counted in oomtrace_sigkills nor stored in the history: \
+             their sender sent more than 100 at once or 10 a second",
+            sigkills_rate_limited.clone(),
+        );
         registry.register_collector(Box::new(CounterOf {
             name: "oomtrace_ringbuf_dropped",
             help: "Records the kernel could not write to the ring buffer because it was full.",
@@ -167,6 +175,7 @@ impl Metrics {
             last_kill,
             restart_loops,
             sigkills,
+            sigkills_rate_limited,
             attribution_failures,
             build_info,
             kill_labels: Mutex::new(LabelBudget::new(cap)),
@@ -218,6 +227,11 @@ impl Metrics {
                 .admit(trigger, || TriggerLabels::new(Names::other(), ""));
             self.host_oom_kills.get_or_create(&trigger).inc();
         }
+    }
+
+    /// A SIGKILL not counted: its sender was flooding.
+    pub fn sigkill_rate_limited(&self) {
+        self.sigkills_rate_limited.inc();
     }
 
     pub fn sigkill(&self, names: Names, sender_kind: &'static str) {

@@ -98,4 +98,7 @@ pub struct Totals {
     pub ringbuf_dropped_total: u64,
     /// Records the history could not store; 0 with `--no-history`.
     pub history_write_errors: u64,
+    /// SIGKILLs logged but, their sender flooding, neither stored nor counted in the metrics.
+    #[serde(default)]
+    pub sigkills_rate_limited: u64,
 }

@@ -401,6 +401,7 @@ fn agent_stopped_golden() {
         decode_errors: 0,
         ringbuf_dropped_total: 0,
         history_write_errors: 0,
+        sigkills_rate_limited: 40,
     };
     golden(
         "agent_stopped",

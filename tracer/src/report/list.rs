@@ -156,7 +156,7 @@ pub(crate) mod tests {
         assert!(lines[1].contains("oom"));
         assert!(lines[1].contains('…'), "long names are cut: {}", lines[1]);
         assert!(
-            lines[2].contains("9 sl\\u{1b}p"),
+            lines[2].contains("9 sl\\x1bp"),
             "the escape is shown escaped: {}",
             lines[2]
         );

@@ -17,6 +17,7 @@ use self::style::Style;
 use crate::cli::{
     DomainArg, HistoryArgs, HistoryFile, KindArg, ListFormat, ShowArgs, ShowFormat, StatsArgs,
 };
+use crate::escape::{self, Terminal};
 use crate::history::query::{self, Filter};
 use crate::history::schema;
 
@@ -61,7 +62,7 @@ pub fn history(args: HistoryArgs) -> anyhow::Result<()> {
     };
     let events = query::events(&conn, &filter)
         .with_context(|| format!("reading the history at {}", path.display()))?;
-    let mut out = std::io::stdout().lock();
+    let mut out = Terminal::new(std::io::stdout().lock(), style.color);
     match format {
         ListFormat::Table if events.is_empty() => {
             writeln!(out, "no kills in {} match", path.display())?;
@@ -73,12 +74,12 @@ pub fn history(args: HistoryArgs) -> anyhow::Result<()> {
         }
         ListFormat::Json => {
             let records: Vec<_> = events.iter().map(|event| event.listed()).collect();
-            serde_json::to_writer_pretty(&mut out, &records)?;
+            escape::to_json_writer_pretty(&mut out, &records)?;
             writeln!(out)?;
         }
         ListFormat::Jsonl => {
             for event in &events {
-                serde_json::to_writer(&mut out, &event.listed())?;
+                escape::to_json_writer(&mut out, &event.listed())?;
                 writeln!(out)?;
             }
         }
@@ -96,10 +97,11 @@ pub fn show(args: ShowArgs) -> anyhow::Result<()> {
     let event = query::event(&conn, id)
         .with_context(|| format!("reading the history at {}", path.display()))?
         .with_context(|| format!("no kill #{id} in {}", path.display()))?;
-    let mut out = std::io::stdout().lock();
+    let style = Style::for_stdout();
+    let mut out = Terminal::new(std::io::stdout().lock(), style.color);
     match format {
         ShowFormat::Json => {
-            serde_json::to_writer_pretty(&mut out, &event.listed())?;
+            escape::to_json_writer_pretty(&mut out, &event.listed())?;
             writeln!(out)?;
         }
         ShowFormat::Text => {
@@ -107,7 +109,7 @@ pub fn show(args: ShowArgs) -> anyhow::Result<()> {
                 Some(incident) => query::incident_victims(&conn, &event.boot_id, incident)?,
                 None => Vec::new(),
             };
-            for line in show::text(&event, &others, &Style::for_stdout()) {
+            for line in show::text(&event, &others, &style) {
                 writeln!(out, "{line}")?;
             }
         }
@@ -132,7 +134,7 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<()> {
         },
     )
     .with_context(|| format!("reading the history at {}", path.display()))?;
-    let mut out = std::io::stdout().lock();
+    let mut out = Terminal::new(std::io::stdout().lock(), style.color);
     for line in stats::text(&events, since_ns, restart_loop_window.into(), &style) {
         writeln!(out, "{line}")?;
     }

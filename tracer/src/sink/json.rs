@@ -17,7 +17,7 @@ impl<W: Write> JsonSink<W> {
 
 impl<W: Write> Sink for JsonSink<W> {
     fn write(&mut self, record: &Record) -> std::io::Result<()> {
-        serde_json::to_writer(&mut self.out, record)?;
+        crate::escape::to_json_writer(&mut self.out, record)?;
         self.out.write_all(b"\n")?;
         // Each line is a complete event: consumers read it as it happens, not on exit.
         self.out.flush()

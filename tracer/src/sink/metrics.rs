@@ -39,6 +39,14 @@ impl MetricsSink {
 }
 
 impl Sink for MetricsSink {
+    fn is_aggregate(&self) -> bool {
+        true
+    }
+
+    fn sigkill_rate_limited(&mut self) {
+        self.metrics.sigkill_rate_limited();
+    }
+
     fn agent_started(&mut self, started: &AgentStarted) -> std::io::Result<()> {
         self.metrics.started(started.capture.tier.as_str());
         Ok(())

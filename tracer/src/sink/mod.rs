@@ -30,6 +30,15 @@ pub trait Sink {
         }
     }
 
+    /// Whether this sink keeps counts or rows, which a SIGKILL flood would swamp: it then gets
+    /// each sender's SIGKILLs only up to a rate ([`crate::flood`]), and is told of the rest.
+    fn is_aggregate(&self) -> bool {
+        false
+    }
+
+    /// A SIGKILL this sink did not get: its sender was flooding.
+    fn sigkill_rate_limited(&mut self) {}
+
     /// The programs are attached: from here on no kill is missed.
     fn agent_started(&mut self, _started: &AgentStarted) -> std::io::Result<()> {
         Ok(())

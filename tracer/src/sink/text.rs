@@ -113,12 +113,14 @@ impl Sink for LogSink {
             decode_errors,
             ringbuf_dropped_total,
             history_write_errors,
+            sigkills_rate_limited,
         } = stopped.totals;
         log::info!(
             "stopped: {oom_kills} OOM kills and {sigkills} other SIGKILLs from {records} records, \
              {decode_errors} undecodable, \
              {ringbuf_dropped_total} lost in the kernel (ring buffer full), \
-             {history_write_errors} not stored in the history"
+             {history_write_errors} not stored in the history, \
+             {sigkills_rate_limited} SIGKILLs of flooding senders only logged"
         );
         Ok(())
     }
@@ -585,7 +587,7 @@ mod tests {
             !line.chars().any(char::is_control),
             "a control character reached the log line: {line:?}"
         );
-        assert!(line.contains("evil\\u{1b}[2J"), "{line}");
+        assert!(line.contains("evil\\x1b[2J"), "{line}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::inotify::{Event, Inotify, Watch, name_str};
-use super::{StateError, events_lost, is_container_id, read_bounded};
+use super::{StateError, events_lost, is_container_id, json_error, off_thread, read_bounded};
 use crate::attribute::runtime::{
     ContainerMetadata, Origin, RuntimeError, RuntimeEvent, RuntimeResult, bounded,
 };
@@ -61,17 +61,21 @@ pub fn read(root: &Path, id: &str) -> Result<Option<ContainerMetadata>, StateErr
     if !is_container_id(id) {
         return Ok(None);
     }
-    let dir = root.join("containers").join(id);
-    let Some(config) = read_bounded(&dir.join(CONFIG), MAX_CONFIG_BYTES)? else {
+    let dir = Path::new("containers").join(id);
+    let Some(config) = read_bounded(root, &dir.join(CONFIG), MAX_CONFIG_BYTES)? else {
         return Ok(None);
     };
-    let host_config = read_bounded(&dir.join(HOST_CONFIG), MAX_CONFIG_BYTES)?;
-    let meta = parse(&config, host_config.as_deref())?;
+    let host_config = read_bounded(root, &dir.join(HOST_CONFIG), MAX_CONFIG_BYTES)?;
+    let meta = parse(&config, host_config.as_deref()).map_err(|err| match err {
+        StateError::Garbage(why) => {
+            StateError::Garbage(format!("{}: {why}", root.join(&dir).display()))
+        }
+        err => err,
+    })?;
     if meta.id != id {
         return Err(StateError::Garbage(format!(
-            "{}/{CONFIG} describes container {}",
-            dir.display(),
-            meta.id
+            "{}/{CONFIG} describes another container",
+            root.join(&dir).display(),
         )));
     }
     Ok(Some(meta))
@@ -126,8 +130,7 @@ struct RestartPolicy {
 
 /// A container's `config.v2.json` and, when there, its `hostconfig.json`.
 pub fn parse(config: &[u8], host_config: Option<&[u8]>) -> Result<ContainerMetadata, StateError> {
-    let garbage =
-        |what: &str, err: serde_json::Error| StateError::Garbage(format!("{what}: {err}"));
+    let garbage = |what: &str, err: serde_json::Error| json_error(what, &err);
     let ConfigV2 {
         id,
         name,
@@ -138,8 +141,7 @@ pub fn parse(config: &[u8], host_config: Option<&[u8]>) -> Result<ContainerMetad
     } = serde_json::from_slice(config).map_err(|err| garbage(CONFIG, err))?;
     if !is_container_id(&id) {
         return Err(StateError::Garbage(format!(
-            "{CONFIG}: `ID` {:?} is not a container id",
-            bounded(&id)
+            "{CONFIG}: its `ID` is not a container id"
         )));
     }
     let (config_image, labels) = match config {
@@ -179,6 +181,8 @@ pub struct Follower {
     dirs: HashMap<Watch, String>,
     capacity: usize,
     queue: VecDeque<RuntimeResult<RuntimeEvent>>,
+    /// Containers whose files changed, read (off the runtime's thread) before the next event.
+    changed: Vec<String>,
     ended: bool,
 }
 
@@ -214,6 +218,7 @@ impl Follower {
             dirs: HashMap::new(),
             capacity,
             queue: VecDeque::new(),
+            changed: Vec::new(),
             ended: false,
         };
         for id in follower.ids_on_disk() {
@@ -225,6 +230,9 @@ impl Follower {
     /// The next change; `None` once the directory itself is gone.
     pub async fn next(&mut self) -> Option<RuntimeResult<RuntimeEvent>> {
         loop {
+            if !self.changed.is_empty() {
+                self.read_changed().await;
+            }
             if let Some(event) = self.queue.pop_front() {
                 return Some(event);
             }
@@ -282,14 +290,41 @@ impl Follower {
     }
 
     fn describe(&mut self, id: &str) {
-        match read(&self.root, id) {
-            Ok(Some(meta)) => self.queue.push_back(Ok(RuntimeEvent::Changed {
-                id: id.to_owned(),
-                known: Some(Box::new(meta)),
-            })),
-            // Not written yet: its first write is an event too.
-            Ok(None) => {}
-            Err(err) => log::debug!("{}/containers/{id}: {err}", self.root.display()),
+        if !self.changed.iter().any(|known| known == id) {
+            self.changed.push(id.to_owned());
+        }
+    }
+
+    /// Reads the containers that changed, in order, and queues what they are now.
+    async fn read_changed(&mut self) {
+        let ids = std::mem::take(&mut self.changed);
+        let root = self.root.clone();
+        let read_all = move || {
+            Ok(ids
+                .into_iter()
+                .map(|id| {
+                    let meta = read(&root, &id);
+                    (id, meta)
+                })
+                .collect::<Vec<_>>())
+        };
+        let read = match off_thread(&self.root.join("containers"), read_all).await {
+            Ok(read) => read,
+            Err(err) => {
+                log::debug!("{err}");
+                return;
+            }
+        };
+        for (id, meta) in read {
+            match meta {
+                Ok(Some(meta)) => self.queue.push_back(Ok(RuntimeEvent::Changed {
+                    id,
+                    known: Some(Box::new(meta)),
+                })),
+                // Not written yet: its first write is an event too.
+                Ok(None) => {}
+                Err(err) => log::debug!("{}/containers/{id}: {err}", self.root.display()),
+            }
         }
     }
 

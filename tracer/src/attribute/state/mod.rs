@@ -16,13 +16,16 @@ pub mod podman;
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read as _};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, BoxStream, StreamExt as _};
+
+use crate::confined::{self, Refused};
 
 use super::runtime::{
     ContainerMetadata, ContainerRuntime, RuntimeError, RuntimeEvent, RuntimeResult,
@@ -154,12 +157,13 @@ impl ContainerRuntime for RuntimeState {
 
     fn list(&self) -> BoxFuture<'_, RuntimeResult<Vec<ContainerMetadata>>> {
         Box::pin(async move {
-            match self.connected()? {
-                Layout::Docker => docker::list(&self.dir, self.capacity),
-                Layout::Podman => Ok(podman::read_all(&self.dir, self.capacity)?
-                    .into_values()
-                    .collect()),
-            }
+            let layout = self.connected()?;
+            let (dir, capacity) = (self.dir.clone(), self.capacity);
+            off_thread(&self.dir, move || match layout {
+                Layout::Docker => docker::list(&dir, capacity),
+                Layout::Podman => Ok(podman::read_all(&dir, capacity)?.into_values().collect()),
+            })
+            .await
         })
     }
 
@@ -168,12 +172,15 @@ impl ContainerRuntime for RuntimeState {
         id: &'a str,
     ) -> BoxFuture<'a, RuntimeResult<Option<ContainerMetadata>>> {
         Box::pin(async move {
-            match self.connected()? {
-                Layout::Docker => Ok(docker::read(&self.dir, id)?),
+            let layout = self.connected()?;
+            let (dir, id) = (self.dir.clone(), id.to_owned());
+            off_thread(&self.dir, move || match layout {
+                Layout::Docker => Ok(docker::read(&dir, &id)?),
                 // The whole database, once per kill that needs it: the listing and the events
                 // usually know the container already.
-                Layout::Podman => Ok(podman::read_all(&self.dir, usize::MAX)?.remove(id)),
-            }
+                Layout::Podman => Ok(podman::read_all(&dir, usize::MAX)?.remove(&id)),
+            })
+            .await
         })
     }
 
@@ -218,41 +225,94 @@ fn events_lost(err: &io::Error) -> RuntimeError {
     RuntimeError::Unavailable(format!("reading inotify events: {err}"))
 }
 
+/// How long one read of a runtime's state may take: a local file is read in microseconds, a
+/// hung network filesystem never.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reads given up on but still stuck in the kernel, at most: each holds a blocking thread.
+const MAX_STUCK_READS: usize = 4;
+static STUCK_READS: AtomicUsize = AtomicUsize::new(0);
+
+/// `read` on a blocking thread, never on the runtime's own (which reads the ring buffer and
+/// writes records), and given up after [`READ_TIMEOUT`].
+async fn off_thread<T: Send + 'static>(
+    what: &Path,
+    read: impl FnOnce() -> RuntimeResult<T> + Send + 'static,
+) -> RuntimeResult<T> {
+    if STUCK_READS.load(Ordering::Relaxed) >= MAX_STUCK_READS {
+        return Err(RuntimeError::Unavailable(format!(
+            "{}: {MAX_STUCK_READS} reads still unanswered; not read",
+            what.display()
+        )));
+    }
+    STUCK_READS.fetch_add(1, Ordering::Relaxed);
+    let task = tokio::task::spawn_blocking(move || {
+        let result = read();
+        STUCK_READS.fetch_sub(1, Ordering::Relaxed);
+        result
+    });
+    match tokio::time::timeout(READ_TIMEOUT, task).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(err)) => Err(RuntimeError::Unavailable(format!(
+            "{}: reading failed: {err}",
+            what.display()
+        ))),
+        Err(_) => Err(RuntimeError::Unavailable(format!(
+            "{}: no answer within {} s",
+            what.display(),
+            READ_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
 /// 64 lowercase hex digits: a Docker or podman container id, and a safe path component.
 pub fn is_container_id(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// The file's bytes, `None` if it does not exist, an error past `limit` bytes.
-fn read_bounded(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, StateError> {
-    match open(path)? {
-        Some(file) => read_open(file, path, limit).map(Some),
+/// `relative` under `root`, `None` if it does not exist, an error past `limit` bytes. Nothing
+/// outside `root`, no symlink and no file but a regular one is read ([`crate::confined`]).
+fn read_bounded(root: &Path, relative: &Path, limit: u64) -> Result<Option<Vec<u8>>, StateError> {
+    match open(root, relative)? {
+        Some(file) => read_open(file, &root.join(relative), limit).map(Some),
         None => Ok(None),
     }
 }
 
-/// The file opened for reading, `None` if it does not exist.
-fn open(path: &Path) -> Result<Option<File>, StateError> {
-    match File::open(path) {
+/// `relative` under `root` opened for reading, `None` if it does not exist.
+fn open(root: &Path, relative: &Path) -> Result<Option<File>, StateError> {
+    match confined::open(root, relative) {
         Ok(file) => Ok(Some(file)),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(err) => Err(StateError::Unreadable(format!("{}: {err}", path.display()))),
+        Err(Refused::NotFound) => Ok(None),
+        Err(err) => Err(StateError::Unreadable(format!(
+            "{}: {err}",
+            root.join(relative).display()
+        ))),
     }
 }
 
 /// The rest of an open file, an error past `limit` bytes.
 fn read_open(file: File, path: &Path, limit: u64) -> Result<Vec<u8>, StateError> {
-    let mut data = Vec::new();
-    file.take(limit + 1)
-        .read_to_end(&mut data)
-        .map_err(|err| StateError::Unreadable(format!("{}: {err}", path.display())))?;
-    if data.len() as u64 > limit {
-        return Err(StateError::Garbage(format!(
-            "{} is larger than {limit} bytes",
-            path.display()
-        )));
-    }
-    Ok(data)
+    confined::read_open(file, limit).map_err(|err| match err {
+        Refused::TooLarge(_) => StateError::Garbage(format!("{} is {err}", path.display())),
+        err => StateError::Unreadable(format!("{}: {err}", path.display())),
+    })
+}
+
+/// What was wrong with a JSON file, without quoting it: serde's messages quote the values they
+/// did not expect, and a state file is not the agent's to print.
+fn json_error(what: &str, err: &serde_json::Error) -> StateError {
+    use serde_json::error::Category;
+    let kind = match err.classify() {
+        Category::Io => "unreadable",
+        Category::Syntax => "not JSON",
+        Category::Data => "not the JSON its runtime writes",
+        Category::Eof => "cut short",
+    };
+    StateError::Garbage(format!(
+        "{what}: {kind} (line {}, column {})",
+        err.line(),
+        err.column()
+    ))
 }
 
 #[cfg(test)]

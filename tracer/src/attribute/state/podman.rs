@@ -20,7 +20,9 @@ use serde::Deserialize;
 
 use super::bolt::{Bolt, Item};
 use super::inotify::{Event, Inotify, Watch, name_str};
-use super::{StateError, events_lost, is_container_id, open, read_bounded, read_open};
+use super::{
+    StateError, events_lost, is_container_id, json_error, off_thread, open, read_bounded, read_open,
+};
 use crate::attribute::runtime::{
     ContainerMetadata, Origin, RuntimeError, RuntimeEvent, RuntimeResult, bounded,
 };
@@ -45,7 +47,7 @@ pub fn read_all(
     capacity: usize,
 ) -> Result<BTreeMap<String, ContainerMetadata>, StateError> {
     let bolt = root.join(LIBPOD_DIR).join(BOLT_FILE);
-    match read_locked(&bolt, MAX_BOLT_BYTES) {
+    match read_locked(root, &Path::new(LIBPOD_DIR).join(BOLT_FILE), MAX_BOLT_BYTES) {
         Ok(Some(data)) => match from_bolt(&data, capacity) {
             Ok(found) => return Ok(found),
             Err(err) => log::warn!(
@@ -63,7 +65,7 @@ pub fn read_all(
     }
     let mut found = BTreeMap::new();
     for file in containers_files(root) {
-        if let Some(json) = read_bounded(&file, MAX_CONTAINERS_JSON_BYTES)? {
+        if let Some(json) = read_bounded(root, &file, MAX_CONTAINERS_JSON_BYTES)? {
             for meta in from_containers_json(&json)? {
                 if found.len() == capacity {
                     break;
@@ -177,8 +179,7 @@ pub fn from_libpod_json(
         raw_image,
         restart_policy,
         spec,
-    } = serde_json::from_slice(config)
-        .map_err(|err| StateError::Garbage(format!("a container's config: {err}")))?;
+    } = serde_json::from_slice(config).map_err(|err| json_error("a container's config", &err))?;
     check_id(&id)?;
     let mut meta = ContainerMetadata::new(&id, &name, "podman", labels.unwrap_or_default());
     meta.origin = Origin::State;
@@ -199,7 +200,7 @@ pub fn from_libpod_json(
             pid,
             restart_count,
         } = serde_json::from_slice(state)
-            .map_err(|err| StateError::Garbage(format!("container {id}'s state: {err}")))?;
+            .map_err(|err| json_error(&format!("container {id}'s state"), &err))?;
         meta.main_pid = pid
             .filter(|_| state == Some(RUNNING))
             .and_then(|pid| u32::try_from(pid).ok())
@@ -230,8 +231,8 @@ struct StorageMetadata {
 
 /// containers/storage's `containers.json`: names and images only.
 pub fn from_containers_json(json: &[u8]) -> Result<Vec<ContainerMetadata>, StateError> {
-    let listed: Vec<StorageContainer> = serde_json::from_slice(json)
-        .map_err(|err| StateError::Garbage(format!("{CONTAINERS_FILE}: {err}")))?;
+    let listed: Vec<StorageContainer> =
+        serde_json::from_slice(json).map_err(|err| json_error(CONTAINERS_FILE, &err))?;
     let mut found = Vec::new();
     for StorageContainer {
         id,
@@ -262,14 +263,13 @@ fn check_id(id: &str) -> Result<(), StateError> {
     if is_container_id(id) {
         Ok(())
     } else {
-        Err(StateError::Garbage(format!(
-            "{:?} is not a container id",
-            bounded(id)
-        )))
+        Err(StateError::Garbage(
+            "an `id` that is not a container id".to_owned(),
+        ))
     }
 }
 
-/// `<driver>-containers/containers.json` for each storage driver used.
+/// `<driver>-containers/containers.json` for each storage driver used, relative to `root`.
 fn containers_files(root: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(root)
         .into_iter()
@@ -281,8 +281,8 @@ fn containers_files(root: &Path) -> Vec<PathBuf> {
                 .to_str()
                 .is_some_and(|name| name.ends_with("-containers"))
         })
-        .map(|entry| entry.path().join(CONTAINERS_FILE))
-        .filter(|file| file.is_file())
+        .map(|entry| Path::new(&entry.file_name()).join(CONTAINERS_FILE))
+        .filter(|file| root.join(file).is_file())
         .collect();
     files.sort();
     files
@@ -290,8 +290,9 @@ fn containers_files(root: &Path) -> Vec<PathBuf> {
 
 /// The whole file, read under a shared `flock`, as bbolt's readers do: podman holds an
 /// exclusive one while it writes. `Busy` rather than waiting, when podman holds it.
-fn read_locked(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, StateError> {
-    let Some(file) = open(path)? else {
+fn read_locked(root: &Path, relative: &Path, limit: u64) -> Result<Option<Vec<u8>>, StateError> {
+    let path = &root.join(relative);
+    let Some(file) = open(root, relative)? else {
         return Ok(None);
     };
     // SAFETY: no pointers; the descriptor is valid while `file` lives, and closing it releases
@@ -377,7 +378,7 @@ impl Follower {
                 }
             }
             if changed && !self.ended {
-                self.reread();
+                self.reread().await;
             }
         }
     }
@@ -406,7 +407,7 @@ impl Follower {
         dirs.extend(
             containers_files(&self.root)
                 .iter()
-                .filter_map(|file| file.parent().map(Path::to_owned)),
+                .filter_map(|file| file.parent().map(|dir| self.root.join(dir))),
         );
         for dir in dirs {
             // Adding a watch again is harmless; a directory not there yet is no error.
@@ -417,13 +418,19 @@ impl Follower {
         }
     }
 
-    fn reread(&mut self) {
-        let now = match read_all(&self.root, self.capacity) {
-            Ok(now) => now,
+    async fn reread(&mut self) {
+        let (root, capacity) = (self.root.clone(), self.capacity);
+        let read = off_thread(&self.root, move || Ok(read_all(&root, capacity)));
+        let now = match read.await {
+            Ok(Ok(now)) => now,
             // Read again at podman's next close.
-            Err(StateError::Busy(_)) => return,
-            Err(err) => {
+            Ok(Err(StateError::Busy(_))) => return,
+            Ok(Err(err)) => {
                 log::debug!("{}: {err}", self.root.display());
+                return;
+            }
+            Err(err) => {
+                log::debug!("{err}");
                 return;
             }
         };

@@ -205,3 +205,56 @@ async fn a_directory_of_neither_is_absent() {
     assert!(!missing.is_connected());
     assert!(missing.list().await.is_err());
 }
+
+#[tokio::test]
+async fn a_fifo_or_a_symlink_in_dockers_state_is_refused_and_quoted_nowhere() {
+    let scratch = Scratch::new("hostile");
+    let root = &scratch.0;
+    let secret = root.join("secret.json");
+    std::fs::write(
+        &secret,
+        format!(r#"{{"ID":"{NEW_ID}","Name":"the secret"}}"#),
+    )
+    .unwrap();
+    let fifo_dir = root.join("containers").join(SHOP_DB);
+    let link_dir = root.join("containers").join(NEW_ID);
+    std::fs::create_dir_all(&fifo_dir).unwrap();
+    std::fs::create_dir_all(&link_dir).unwrap();
+    let fifo = std::ffi::CString::new(
+        fifo_dir
+            .join("config.v2.json")
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    std::os::unix::fs::symlink(&secret, link_dir.join("config.v2.json")).unwrap();
+
+    let state = RuntimeState::new(root, 16);
+    state.connect().await.expect("a Docker data root");
+    let listed = tokio::time::timeout(Duration::from_secs(5), state.list())
+        .await
+        .expect("a FIFO does not hold the listing up")
+        .unwrap();
+    assert_eq!(listed, []);
+    for (id, why) in [(SHOP_DB, "a FIFO"), (NEW_ID, "a symlink")] {
+        let err = tokio::time::timeout(Duration::from_secs(5), state.inspect(id))
+            .await
+            .expect("answered")
+            .expect_err("refused");
+        let message = err.to_string();
+        assert!(message.contains(why), "{message}");
+        assert!(!message.contains("secret"), "{message}");
+    }
+}
+
+#[test]
+fn a_bad_json_file_is_described_without_its_content() {
+    let err = docker::parse(br#"{"ID":"the secret"}"#, None).unwrap_err();
+    assert!(!err.to_string().contains("secret"), "{err}");
+    let err = docker::parse(br#"{"ID":["the secret"]}"#, None).unwrap_err();
+    assert!(!err.to_string().contains("secret"), "{err}");
+    let err = podman::from_containers_json(br#"[{"id":{"the secret":1}}]"#).unwrap_err();
+    assert!(!err.to_string().contains("secret"), "{err}");
+}

@@ -349,7 +349,7 @@ fn names_are_escaped() {
     let mut kill = own_limit();
     kill.kill.victim.comm = Some("evil\u{1b}[2J".to_owned());
     let text = verdict(&kill, &Top::default(), Flags::default(), HOURS_6);
-    assert!(text.contains("(evil\\u{1b}[2J)"), "{text}");
+    assert!(text.contains("(evil\\x1b[2J)"), "{text}");
 }
 
 #[test]

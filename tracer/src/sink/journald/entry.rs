@@ -1,13 +1,19 @@
 //! Which fields a record's journal entry has. `MESSAGE` is the log line; the `OOMTRACE_*`
 //! fields let `journalctl OOMTRACE_CONTAINER=web` select kills as the metrics' labels do; a
 //! fixed `MESSAGE_ID` per kind selects a kind, and finds its text in the catalog
-//! (`deploy/oomtrace.catalog`, `journalctl -x`). Every value from outside (names, commands,
-//! paths) is escaped as the log line escapes it.
+//! (`deploy/oomtrace.catalog`, `journalctl -x`).
+//!
+//! `MESSAGE` is what `journalctl` prints on a terminal: escaped by the one rule for printed
+//! lines ([`crate::escape`]). The other fields hold names exactly as they are, so that
+//! `journalctl OOMTRACE_COMM=…` matches the name itself: the protocol carries any bytes (a
+//! value with a newline goes length-prefixed), and `journalctl` shows a value it cannot print
+//! as a blob, never raw.
 
 use super::socket::Field;
 use crate::attribute::DomainKind;
+use crate::escape::escape;
 use crate::incident::SenderKind;
-use crate::names::{limit_words, printable};
+use crate::names::limit_words;
 use crate::record::party::{Cgroup, Names, Party};
 use crate::record::{HistoryRef, MemoryPressureRecord, OomKillRecord, SigkillRecord};
 use crate::sink::text;
@@ -28,9 +34,9 @@ const NOTICE: u8 = 5;
 pub const IDENTIFIER: &str = "oomtrace";
 
 /// The fields common to every entry.
-fn head(message: String, message_id: &'static str, priority: u8, kind: &str) -> Vec<Field> {
+fn head(message: &str, message_id: &'static str, priority: u8, kind: &str) -> Vec<Field> {
     vec![
-        ("MESSAGE", message),
+        ("MESSAGE", escape(message).into_owned()),
         ("MESSAGE_ID", message_id.to_owned()),
         ("PRIORITY", priority.to_string()),
         ("SYSLOG_IDENTIFIER", IDENTIFIER.to_owned()),
@@ -50,7 +56,7 @@ pub fn oom_kill(
     } else {
         (OOM_KILL, ERR, "oom_kill")
     };
-    let mut fields = head(text::line(kill, marked_without_kill), id, priority, kind);
+    let mut fields = head(&text::line(kill, marked_without_kill), id, priority, kind);
     let OomKillRecord {
         capture,
         victim,
@@ -77,7 +83,7 @@ pub fn oom_kill(
         let path = domain.cgroup.as_ref().map(|cgroup| cgroup.path.as_str());
         let limit = domain.memory.and_then(|memory| memory.limit_bytes);
         if let Some(path) = path {
-            fields.push(("OOMTRACE_LIMIT_CGROUP", printable(path)));
+            fields.push(("OOMTRACE_LIMIT_CGROUP", path.to_owned()));
         }
         if let Some(limit) = limit {
             fields.push(("OOMTRACE_LIMIT_BYTES", limit.to_string()));
@@ -99,13 +105,13 @@ pub fn oom_kill(
         fields.extend(party(trigger, Role::Trigger));
     }
     if let Some(id) = incident.as_ref().and_then(|incident| incident.id.as_ref()) {
-        fields.push(("OOMTRACE_INCIDENT", printable(id)));
+        fields.push(("OOMTRACE_INCIDENT", id.clone()));
     }
     if let Some(tier) = capture.tier {
         fields.push(("OOMTRACE_TIER", tier.as_str().to_owned()));
     }
     if let Some(explanation) = explanation {
-        fields.push(("OOMTRACE_VERDICT", printable(&explanation.verdict)));
+        fields.push(("OOMTRACE_VERDICT", explanation.verdict.clone()));
     }
     fields.extend(history_fields(history));
     fields
@@ -113,7 +119,7 @@ pub fn oom_kill(
 
 /// A SIGKILL other than the OOM killer's: its target is the subject, and who sent it.
 pub fn sigkill(sigkill: &SigkillRecord, history: Option<&HistoryRef>) -> Vec<Field> {
-    let mut fields = head(text::sigkill_line(sigkill), SIGKILL, WARNING, "sigkill");
+    let mut fields = head(&text::sigkill_line(sigkill), SIGKILL, WARNING, "sigkill");
     fields.extend(party(&sigkill.target, Role::Subject));
     fields.extend(party(&sigkill.sender.party, Role::Sender));
     fields.push((
@@ -132,13 +138,13 @@ pub fn sigkill(sigkill: &SigkillRecord, history: Option<&HistoryRef>) -> Vec<Fie
 /// A limit near (`--warn-pressure`): its owner is the subject.
 pub fn memory_pressure(pressure: &MemoryPressureRecord) -> Vec<Field> {
     let mut fields = head(
-        text::pressure_line(pressure),
+        &text::pressure_line(pressure),
         MEMORY_PRESSURE,
         WARNING,
         "memory_pressure",
     );
     let domain = &pressure.domain;
-    fields.push(("OOMTRACE_CGROUP", printable(&domain.cgroup.path)));
+    fields.push(("OOMTRACE_CGROUP", domain.cgroup.path.clone()));
     fields.extend(names(&domain.names, Role::Subject));
     fields.push((
         "OOMTRACE_LIMIT_BYTES",
@@ -225,21 +231,21 @@ fn party(party: &Party, role: Role) -> Vec<Field> {
         party
             .process
             .comm()
-            .map(|comm| (role.name(PartyField::Comm), printable(comm))),
+            .map(|comm| (role.name(PartyField::Comm), comm.to_owned())),
     );
     // The memory controller's cgroup, where the kernel read it; else what names were found by.
     let path = [&party.memcg, &party.cgroup]
         .into_iter()
         .find_map(|cgroup| cgroup.as_ref().and_then(|Cgroup { path, .. }| path.clone()))
         .or_else(|| party.names.attribution.as_ref().map(|a| a.path.clone()));
-    fields.extend(path.map(|path| (role.name(PartyField::Cgroup), printable(&path))));
+    fields.extend(path.map(|path| (role.name(PartyField::Cgroup), path)));
     fields.extend(names(&party.names, role));
     // `journalctl -u web.service` shows oomtrace's entries about the unit's processes too:
     // what OBJECT_SYSTEMD_UNIT from a root sender is for.
     if role == Role::Subject
         && let Some(systemd) = &party.names.systemd
     {
-        fields.push(("OBJECT_SYSTEMD_UNIT", printable(&systemd.unit)));
+        fields.push(("OBJECT_SYSTEMD_UNIT", systemd.unit.clone()));
     }
     fields
 }
@@ -257,32 +263,32 @@ fn names(names: &Names, role: Role) -> Vec<Field> {
             let id = &names.container.as_ref()?.id;
             Some(id.get(..12).unwrap_or(id).to_owned())
         });
-    fields.extend(container.map(|name| (role.name(PartyField::Container), printable(&name))));
+    fields.extend(container.map(|name| (role.name(PartyField::Container), name)));
     if let Some(container) = &names.container {
-        fields.push((role.name(PartyField::ContainerId), printable(&container.id)));
+        fields.push((role.name(PartyField::ContainerId), container.id.clone()));
         if let Some(compose) = &container.compose {
             fields.extend(
                 compose
                     .project
                     .as_deref()
-                    .map(|project| (role.name(PartyField::ComposeProject), printable(project))),
+                    .map(|project| (role.name(PartyField::ComposeProject), project.to_owned())),
             );
             fields.extend(
                 compose
                     .service
                     .as_deref()
-                    .map(|service| (role.name(PartyField::ComposeService), printable(service))),
+                    .map(|service| (role.name(PartyField::ComposeService), service.to_owned())),
             );
         }
     }
     if let Some(pod) = names.pod().and_then(|pod| pod.name.as_deref()) {
-        fields.push((role.name(PartyField::Pod), printable(pod)));
+        fields.push((role.name(PartyField::Pod), pod.to_owned()));
     }
     if let Some(namespace) = names.namespace() {
-        fields.push((role.name(PartyField::Namespace), printable(namespace)));
+        fields.push((role.name(PartyField::Namespace), namespace.to_owned()));
     }
     if let Some(systemd) = &names.systemd {
-        fields.push((role.name(PartyField::Unit), printable(&systemd.unit)));
+        fields.push((role.name(PartyField::Unit), systemd.unit.clone()));
     }
     fields
 }

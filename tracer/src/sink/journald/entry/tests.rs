@@ -131,9 +131,10 @@ fn a_pressure_warning_names_the_limits_owner() {
     assert!(fields.contains_key("OOMTRACE_USAGE_PERCENT"));
 }
 
-/// A unit's kill shows in `journalctl -u` of that unit; names from outside are escaped.
+/// A unit's kill shows in `journalctl -u` of that unit. A hostile name is kept exact in its
+/// field (selectable as it is) and escaped in MESSAGE, which terminals show.
 #[test]
-fn a_units_kill_is_about_that_unit_and_hostile_names_are_escaped() {
+fn a_units_kill_is_about_that_unit_and_hostile_names_are_escaped_in_the_message() {
     let Body::OomKill(mut kill) = golden("oom_kill").body else {
         panic!("an oom_kill")
     };
@@ -142,17 +143,25 @@ fn a_units_kill_is_about_that_unit_and_hostile_names_are_escaped() {
     kill.victim.names.systemd = Some(crate::record::party::Systemd {
         unit: "nginx.service".to_owned(),
     });
+    let hostile = "evil\n\u{1b}[2J\u{202e}";
     kill.victim.process.executable = Some(crate::record::party::Executable {
-        name: "evil\n\u{1b}[2J".to_owned(),
+        name: hostile.to_owned(),
     });
     let fields = by_name(oom_kill(&kill, false, None));
     assert_eq!(fields["OBJECT_SYSTEMD_UNIT"], "nginx.service");
     assert_eq!(fields["OOMTRACE_UNIT"], "nginx.service");
-    assert_eq!(fields["OOMTRACE_COMM"], "evil\\n\\u{1b}[2J");
+    assert_eq!(fields["OOMTRACE_COMM"], hostile);
+    let message = &fields["MESSAGE"];
+    assert!(message.contains("evil\\n\\x1b[2J\\u{202e}"), "{message}");
     assert!(
-        fields
-            .values()
-            .all(|value| !value.chars().any(char::is_control)),
-        "{fields:#?}"
+        !message.chars().any(crate::escape::is_unsafe),
+        "{message:?}"
     );
+    // The wire form keeps the newline's value whole: length-prefixed.
+    let wire = super::super::socket::serialize(&[("OOMTRACE_COMM", hostile.to_owned())]);
+    let mut expected = b"OOMTRACE_COMM\n".to_vec();
+    expected.extend_from_slice(&(hostile.len() as u64).to_le_bytes());
+    expected.extend_from_slice(hostile.as_bytes());
+    expected.push(b'\n');
+    assert_eq!(wire, expected);
 }
