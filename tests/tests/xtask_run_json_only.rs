@@ -103,7 +103,8 @@ fn xtask_run_writes_only_the_agents_json_on_stdout() {
     let started = loop {
         match received.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(line) => {
-                let is_started = line.contains("\"agent_started\"");
+                let is_started = serde_json::from_str::<Record>(&line)
+                    .is_ok_and(|record| matches!(record.body, Body::AgentStarted(_)));
                 stdout_lines.push(line);
                 if is_started {
                     break true;
