@@ -241,10 +241,12 @@ fn stall_phrase(timeline: &Timeline) -> Option<String> {
         .max_by(|a, b| a.some_pct.0.total_cmp(&b.some_pct.0))?;
     let percent = worst.some_pct.0;
     (percent >= NOTABLE_STALL_PERCENT).then(|| {
-        format!(
-            "{} s before the kill, tasks were stalled on memory {percent:.0} % of the time.",
-            (worst.offset_ms.unsigned_abs() + 500) / 1000
-        )
+        // Measured at the kill itself: not `0 s before`.
+        let when = match (worst.offset_ms.unsigned_abs() + 500) / 1000 {
+            0 => "Just before the kill".to_owned(),
+            seconds => format!("{seconds} s before the kill"),
+        };
+        format!("{when}, tasks were stalled on memory {percent:.0} % of the time.")
     })
 }
 
@@ -336,6 +338,16 @@ mod tests {
                 "In the minute before the kill, cgroup /box grew from 2 MiB to 47 MiB over the \
                  last 12 s. 2 s before the kill, tasks were stalled on memory 34 % of the time."
             )
+        );
+        // The worst stall in the interval that ends at the kill: not `0 s before`.
+        let timeline = super::tests::timeline(
+            vec![stall(-1000, 20.0), stall(-300, 100.0)],
+            vec![cgroup("/box", Some(48 * MIB), &[(-6_000, 20), (-200, 47)])],
+        );
+        let said = lead_up(&timeline).unwrap_or_default();
+        assert!(
+            said.ends_with("Just before the kill, tasks were stalled on memory 100 % of the time."),
+            "{said}"
         );
     }
 

@@ -116,13 +116,24 @@ impl Sink for LogSink {
             sigkills_rate_limited,
         } = stopped.totals;
         log::info!(
-            "stopped: {oom_kills} OOM kills and {sigkills} other SIGKILLs from {records} records, \
-             {decode_errors} undecodable, \
+            "stopped: {} and {} from {}, {decode_errors} undecodable, \
              {ringbuf_dropped_total} lost in the kernel (ring buffer full), \
              {history_write_errors} not stored in the history, \
-             {sigkills_rate_limited} SIGKILLs of flooding senders only logged"
+             {} of flooding senders only logged",
+            counted(oom_kills, "OOM kill"),
+            counted(sigkills, "other SIGKILL"),
+            counted(records, "record"),
+            counted(sigkills_rate_limited, "SIGKILL"),
         );
         Ok(())
+    }
+}
+
+/// `1 record`, `0 records`, `2 records`.
+fn counted(count: u64, one: &str) -> String {
+    match count {
+        1 => format!("1 {one}"),
+        count => format!("{count} {one}s"),
     }
 }
 
@@ -493,6 +504,14 @@ mod tests {
             [crate::incident::Event::Kill(kill)] => (**kill).clone(),
             other => panic!("expected one kill, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn counts_are_said_in_the_singular_for_one() {
+        use super::counted;
+        assert_eq!(counted(1, "OOM kill"), "1 OOM kill");
+        assert_eq!(counted(0, "OOM kill"), "0 OOM kills");
+        assert_eq!(counted(4, "record"), "4 records");
     }
 
     #[test]
