@@ -3,15 +3,11 @@
 //! fixed `MESSAGE_ID` per kind selects a kind, and finds its text in the catalog
 //! (`deploy/oomtrace.catalog`, `journalctl -x`).
 //!
-//! `MESSAGE` is what `journalctl` prints on a terminal: escaped by the one rule for printed
-//! lines ([`crate::escape`]). The other fields hold names exactly as they are, so that
-//! `journalctl OOMTRACE_COMM=…` matches the name itself: the protocol carries any bytes (a
-//! value with a newline goes length-prefixed), and `journalctl` shows a value it cannot print
-//! as a blob, never raw.
+//! Values are the record's own here; the sink escapes every one by the rule for printed lines
+//! ([`super::escaped`]).
 
 use super::socket::Field;
 use crate::attribute::DomainKind;
-use crate::escape::escape;
 use crate::incident::SenderKind;
 use crate::names::limit_words;
 use crate::record::party::{Cgroup, Names, Party};
@@ -36,7 +32,7 @@ pub const IDENTIFIER: &str = "oomtrace";
 /// The fields common to every entry.
 fn head(message: &str, message_id: &'static str, priority: u8, kind: &str) -> Vec<Field> {
     vec![
-        ("MESSAGE", escape(message).into_owned()),
+        ("MESSAGE", message.to_owned()),
         ("MESSAGE_ID", message_id.to_owned()),
         ("PRIORITY", priority.to_string()),
         ("SYSLOG_IDENTIFIER", IDENTIFIER.to_owned()),

@@ -11,9 +11,12 @@ use std::os::fd::AsFd as _;
 
 use anyhow::Context as _;
 
-use self::socket::JournalSocket;
+use std::borrow::Cow;
+
+use self::socket::{Field, JournalSocket};
 use super::Sink;
 use crate::cli::LogTarget;
+use crate::escape::escape;
 use crate::record::{Body, Record};
 
 /// Writes the entries of kills, SIGKILLs and pressure warnings to journald.
@@ -53,15 +56,8 @@ impl JournaldSink {
 
 impl Sink for JournaldSink {
     fn write(&mut self, record: &Record) -> std::io::Result<()> {
-        let history = record.history.as_ref();
-        let fields = match &record.body {
-            Body::OomKill(kill) => entry::oom_kill(kill, false, history),
-            Body::OomMarkExiting(marked) => entry::oom_kill(marked, true, history),
-            Body::Sigkill(sigkill) => entry::sigkill(sigkill, history),
-            Body::MemoryPressure(pressure) => entry::memory_pressure(pressure),
-            // The agent's own state goes to its log (stderr), which a service's journal has.
-            // An incident's kills are entries of their own, each with OOMTRACE_INCIDENT.
-            Body::AgentStarted(_) | Body::AgentStopped(_) | Body::OomIncident(_) => return Ok(()),
+        let Some(fields) = entry_of(record) else {
+            return Ok(());
         };
         self.socket.send(&fields).inspect_err(|_| {
             // Not lost: the line goes to stderr, and the agent says why the entry did not.
@@ -70,6 +66,36 @@ impl Sink for JournaldSink {
             }
         })
     }
+}
+
+/// A record's entry, if it has one, every value escaped.
+pub fn entry_of(record: &Record) -> Option<Vec<Field>> {
+    let history = record.history.as_ref();
+    let fields = match &record.body {
+        Body::OomKill(kill) => entry::oom_kill(kill, false, history),
+        Body::OomMarkExiting(marked) => entry::oom_kill(marked, true, history),
+        Body::Sigkill(sigkill) => entry::sigkill(sigkill, history),
+        Body::MemoryPressure(pressure) => entry::memory_pressure(pressure),
+        // The agent's own state goes to its log (stderr), which a service's journal has.
+        // An incident's kills are entries of their own, each with OOMTRACE_INCIDENT.
+        Body::AgentStarted(_) | Body::AgentStopped(_) | Body::OomIncident(_) => return None,
+    };
+    Some(escaped(fields))
+}
+
+/// Every value by the one rule for printed lines ([`crate::escape`]): the protocol would carry
+/// any bytes, but `journalctl` prints MESSAGE on terminals, `-o verbose` (which the catalog and
+/// the docs point to) prints a field's newlines and bidi controls raw (systemd 252: a newline
+/// in a value forges a field line), and `-o cat --output-fields` prints any value raw. A name is
+/// selected as it is printed: `journalctl 'OOMTRACE_COMM=evil\x1b'`.
+pub fn escaped(fields: Vec<Field>) -> Vec<Field> {
+    fields
+        .into_iter()
+        .map(|(name, value)| match escape(&value) {
+            Cow::Borrowed(_) => (name, value),
+            Cow::Owned(escaped) => (name, escaped),
+        })
+        .collect()
 }
 
 /// Whether stderr is a stream to the journal: systemd sets `JOURNAL_STREAM` to its
