@@ -24,6 +24,10 @@ pub struct Cli {
 pub enum Command {
     /// Trace OOM kills live until SIGINT or SIGTERM (needs root or CAP_BPF + CAP_PERFMON).
     Run(RunArgs),
+    /// Say what this host gives oomtrace and what follows, attaching nothing: the capture tier
+    /// `run` with the same options would get and why, tracefs, BTF, the kernel log, cgroups,
+    /// the runtimes, the history. Exits 0 when `run` would trace, 1 when it would not.
+    Check(RunArgs),
     /// List the kills in the history, newest first (needs only read access to the file).
     History(HistoryArgs),
     /// One kill from the history in full: verdict, parties, memory snapshot, incident.
@@ -38,6 +42,13 @@ pub struct RunArgs {
     /// (schema: docs/json-schema.md).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+
+    /// Where kills, SIGKILLs and pressure warnings are logged. `journald`: as structured
+    /// entries in the host's journal (`journalctl OOMTRACE_CONTAINER=web`, `journalctl -x`
+    /// explains them); `stderr`: as log lines; `auto`: the journal when stderr is one (a
+    /// systemd service), else stderr. The agent's other log lines go to stderr either way.
+    #[arg(long, value_enum, default_value_t = LogTarget::Auto)]
+    pub log_target: LogTarget,
 
     /// Capture no more than this tier, even where the kernel allows more (to compare tiers, or
     /// to avoid a program that misbehaves on some kernel).
@@ -61,8 +72,9 @@ pub struct RunArgs {
 
     /// Where the kubelet's `pods` and `containers` log directories are: their names name pods
     /// and containers where no CRI socket is reachable (read-only; inotify, no polling).
-    #[arg(long, value_name = "DIR", default_value = crate::attribute::kubelet_logs::DEFAULT_ROOT)]
-    pub kubelet_log_dir: PathBuf,
+    /// When none is given: /var/log.
+    #[arg(long, value_name = "DIR")]
+    pub kubelet_log_dir: Option<PathBuf>,
 
     /// Do not read the kubelet's log directories.
     #[arg(long, conflicts_with = "kubelet_log_dir")]
@@ -172,6 +184,25 @@ pub struct RunArgs {
     /// exposes the counters to every network the host is on.
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+}
+
+impl RunArgs {
+    /// The runtimes to name containers by, as these options ask for them.
+    pub fn attribution(&self) -> crate::attribute::AttributionOptions {
+        use crate::attribute::KubeletLogRoot;
+        crate::attribute::AttributionOptions {
+            sockets: self.runtime_sockets.clone(),
+            cri_sockets: self.cri_sockets.clone(),
+            kubelet_logs: match (self.no_kubelet_logs, &self.kubelet_log_dir) {
+                (true, _) => KubeletLogRoot::Off,
+                (false, Some(root)) => KubeletLogRoot::Named(root.clone()),
+                (false, None) => KubeletLogRoot::Default,
+            },
+            state_dirs: self.runtime_state.clone(),
+            state_only: self.runtime_state_only,
+            tombstone_ttl: self.tombstone_ttl.into(),
+        }
+    }
 }
 
 /// The history file a report reads.
@@ -305,6 +336,13 @@ pub enum ListFormat {
 pub enum ShowFormat {
     Text,
     Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogTarget {
+    Auto,
+    Stderr,
+    Journald,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

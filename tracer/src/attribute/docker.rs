@@ -222,8 +222,24 @@ fn classify(err: BollardError) -> RuntimeError {
         BollardError::RequestTimeoutError => {
             RuntimeError::Unavailable(format!("no answer within {REQUEST_TIMEOUT_SECS} s"))
         }
+        // The socket file of a daemon that is not running: as absent as no file at all.
+        err if refused(&err) => RuntimeError::Absent(format!("nothing listens: {err}")),
         err => RuntimeError::Unavailable(err.to_string()),
     }
+}
+
+/// Whether the error comes down to a connection refused.
+fn refused(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(err) = cause {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
 }
 
 pub fn from_summary(summary: ContainerSummary, engine: &'static str) -> Option<ContainerMetadata> {
@@ -310,6 +326,21 @@ pub const LOOKUP_TIMEOUT: Duration = Duration::from_millis(400);
 mod tests {
     use super::*;
     use bollard::models::EventActor;
+
+    /// A socket file nobody listens at any more, as a stopped daemon leaves it, and none at all.
+    #[tokio::test]
+    async fn a_stale_socket_is_absent_like_a_missing_one() {
+        let dir = crate::history::tests::temp_dir();
+        let stale = dir.join("docker.sock");
+        drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+        for socket in [stale, dir.join("none.sock")] {
+            let api = DockerApi::new(socket.to_str().unwrap());
+            match api.try_connect().await {
+                Err(RuntimeError::Absent(_)) => {}
+                other => panic!("{}: {other:?}", socket.display()),
+            }
+        }
+    }
 
     fn event(action: &str, attributes: &[(&str, &str)]) -> EventMessage {
         EventMessage {

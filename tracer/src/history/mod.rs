@@ -22,7 +22,7 @@ use std::sync::atomic::AtomicU64;
 use self::row::{EventRow, Source};
 use self::store::Retention;
 use self::writer::HistoryWriter;
-use crate::record::Record;
+use crate::record::{HistoryRef, Record};
 
 /// Where the agent keeps its history unless told otherwise.
 pub const DEFAULT_PATH: &str = "/var/lib/oomtrace/oomtrace.db";
@@ -47,14 +47,21 @@ impl History {
     }
 
     /// Stores `record` if the history keeps its kind (kills), and returns once it is committed
-    /// (or after [`writer::COMMIT_WAIT`]).
-    pub async fn record(&mut self, record: &Record) {
+    /// (or after [`writer::COMMIT_WAIT`]): where it is in the history, if it is by then.
+    pub async fn record(&mut self, record: &Record) -> Option<HistoryRef> {
         if !EventRow::keeps(record) {
-            return;
+            return None;
         }
         match EventRow::from_record(record, Source::Live, &self.boot_id) {
-            Ok(row) => self.writer.write(row).await,
-            Err(err) => log::error!("history: a record cannot be stored: {err:#}"),
+            Ok(row) => self.writer.write(row).await.map(|id| HistoryRef {
+                id,
+                source: Source::Live.as_str().to_owned(),
+                boot_id: self.boot_id.clone(),
+            }),
+            Err(err) => {
+                log::error!("history: a record cannot be stored: {err:#}");
+                None
+            }
         }
     }
 
