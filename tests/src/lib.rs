@@ -31,6 +31,7 @@ mod image;
 mod kmsg;
 mod podman;
 pub mod prometheus;
+mod tmpfs;
 
 use std::fs;
 use std::io::{self, Read as _, Write as _};
@@ -54,6 +55,7 @@ pub use crate::image::HOG_IN_IMAGE;
 pub use crate::kmsg::{KernelReport, KilledProcess, Kmsg, parse_killed_process};
 pub use crate::podman::{Container, IMAGE, Podman};
 pub use crate::prometheus::Prometheus;
+pub use crate::tmpfs::{ScratchTmpfs, mib, within_ten_percent};
 
 /// How often helpers look again at something they wait for.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
