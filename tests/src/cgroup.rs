@@ -184,6 +184,30 @@ impl MemoryCgroup {
         self.cgroup2_id
     }
 
+    /// Sets a new memory limit (and no swap), as `docker update --memory` does: lowered, the
+    /// memory limit first (v1's memory+swap limit may not be below it), raised, that one first.
+    pub fn set_limit(&mut self, limit_bytes: u64) {
+        let value = limit_bytes.to_string();
+        let max = self.memcg_dir.join("memory.max");
+        if max.exists() {
+            write_file(&max, &value);
+        } else {
+            let memory = self.memcg_dir.join("memory.limit_in_bytes");
+            let memsw = self.memcg_dir.join("memory.memsw.limit_in_bytes");
+            let order = if limit_bytes < self.limit_bytes {
+                [&memory, &memsw]
+            } else {
+                [&memsw, &memory]
+            };
+            for file in order {
+                if file.exists() {
+                    write_file(file, &value);
+                }
+            }
+        }
+        self.limit_bytes = limit_bytes;
+    }
+
     /// Moves process `pid` into the memory cgroup and the cgroup2 cgroup.
     pub fn add(&self, pid: u32) {
         for dir in &self.live_dirs {
