@@ -68,6 +68,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ringbuf_size,
         history,
         no_history,
+        history_group,
         history_retention,
         history_max_rows,
         timeline,
@@ -109,6 +110,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // The memory timeline's pressure trigger may need privileges on older kernels.
     let timeline_window = timeline.0;
     let timeline_prepared = (!timeline_window.is_zero()).then(Prepared::new);
+    // Joined while CAP_SETGID is held: the history's group, so the file can be given to it.
+    if let Some(gid) = history_group.filter(|_| !no_history) {
+        crate::history::join_group(gid)
+            .with_context(|| format!("joining group {gid} for --history-group"))?;
+    }
     // Attached: from here on nothing needs the capabilities loading did. Before any thread
     // starts, since each thread keeps its own.
     let retained = privileges::drop_after_attach(|| drops.try_read())?;
@@ -123,7 +129,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None
     } else {
         let retention = Retention::new(history_retention.into(), history_max_rows);
-        Some(History::start(history, retention).context("starting the history writer")?)
+        Some(
+            History::start(history, retention, history_group)
+                .context("starting the history writer")?,
+        )
     };
     let history_errors = history.as_ref().map(History::error_counter);
     if let (Some(history), Some(earlier)) = (history.as_mut(), earlier_kills) {

@@ -126,6 +126,12 @@ pub struct RunArgs {
     #[arg(long, conflicts_with = "history")]
     pub no_history: bool,
 
+    /// The history file (and its `-wal` and `-shm`) is created mode 0640 and given to this
+    /// group (a name or a number), so that its members can run `oomtrace history` without root.
+    /// Without it, the file is mode 0600, root's alone.
+    #[arg(long, value_name = "GROUP", value_parser = group_id, conflicts_with = "no_history")]
+    pub history_group: Option<u32>,
+
     /// Kills older than this are deleted from the history, e.g. `30d`, `12h`.
     #[arg(long, value_name = "DURATION", default_value = "30d")]
     pub history_retention: HumanDuration,
@@ -211,6 +217,38 @@ pub struct HistoryFile {
     /// The agent's `--history`.
     #[arg(long = "history", value_name = "PATH", default_value = crate::history::DEFAULT_PATH)]
     pub path: PathBuf,
+}
+
+/// A group's id, from its name (the system's group database) or its number.
+fn group_id(text: &str) -> Result<u32, String> {
+    if let Ok(gid) = text.parse::<u32>() {
+        return Ok(gid);
+    }
+    let name = std::ffi::CString::new(text).map_err(|_| "a group name has no NUL".to_owned())?;
+    let mut group = std::mem::MaybeUninit::<libc::group>::uninit();
+    let mut buf = vec![0 as libc::c_char; 16 << 10];
+    let mut found = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; `buf` outlives it and is not read after.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            name.as_ptr(),
+            group.as_mut_ptr(),
+            buf.as_mut_ptr(),
+            buf.len(),
+            &raw mut found,
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "looking the group up: {}",
+            std::io::Error::from_raw_os_error(rc)
+        ));
+    }
+    if found.is_null() {
+        return Err("no such group".to_owned());
+    }
+    // SAFETY: getgrnam_r filled `group` and pointed `found` at it.
+    Ok(unsafe { group.assume_init() }.gr_gid)
 }
 
 /// A filter's value: an empty one would match every kill, which is never what was meant.
@@ -388,5 +426,32 @@ mod tests {
             panic!("history");
         };
         assert!(args.until.is_some());
+    }
+
+    #[test]
+    fn the_history_group_is_a_name_or_a_number() {
+        let group = |args: &[&str]| match Cli::try_parse_from(args).map(|cli| cli.command) {
+            Ok(Command::Run(run)) => Ok(run.history_group),
+            Ok(_) => panic!("not run"),
+            Err(err) => Err(err.to_string()),
+        };
+        assert_eq!(group(&["oomtrace", "run"]), Ok(None));
+        assert_eq!(
+            group(&["oomtrace", "run", "--history-group", "root"]),
+            Ok(Some(0))
+        );
+        assert_eq!(
+            group(&["oomtrace", "run", "--history-group", "4242"]),
+            Ok(Some(4242))
+        );
+        let err = group(&[
+            "oomtrace",
+            "run",
+            "--history-group",
+            "no-such-group-oomtrace",
+        ])
+        .expect_err("an unknown group");
+        assert!(err.contains("no such group"), "{err}");
+        assert!(group(&["oomtrace", "run", "--no-history", "--history-group", "root"]).is_err());
     }
 }

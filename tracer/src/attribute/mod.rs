@@ -11,6 +11,7 @@
 mod cache;
 pub mod cri;
 pub mod docker;
+mod docker_socket;
 pub mod kubelet_logs;
 pub mod runtime;
 pub mod state;

@@ -296,6 +296,7 @@ mod tests {
                 std::time::Duration::from_secs(100 * 365 * 86_400),
                 1_000_000,
             ),
+            None,
         )
         .unwrap();
         for n in 0..EVENTS {
@@ -490,6 +491,7 @@ mod tests {
         let mut store = Store::open(
             &path,
             Retention::new(std::time::Duration::from_secs(100 * 365 * 86_400), 100),
+            None,
         )
         .unwrap();
         let mut ids = Vec::new();

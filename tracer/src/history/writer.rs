@@ -74,12 +74,12 @@ pub struct HistoryWriter {
 impl HistoryWriter {
     /// Starts the writer thread, which opens (creating) the history at `path`. A history that
     /// cannot be opened is logged, and retried now and then; tracing goes on either way.
-    pub fn start(path: PathBuf, retention: Retention) -> std::io::Result<Self> {
+    pub fn start(path: PathBuf, retention: Retention, group: Option<u32>) -> std::io::Result<Self> {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let errors = Arc::new(AtomicU64::new(0));
         let thread = std::thread::Builder::new().name("history".into()).spawn({
             let errors = Arc::clone(&errors);
-            move || write_loop(&path, retention, queue, &errors)
+            move || write_loop(&path, retention, group, queue, &errors)
         })?;
         Ok(HistoryWriter {
             jobs: Some(jobs),
@@ -208,11 +208,12 @@ impl HistoryWriter {
 fn write_loop(
     path: &std::path::Path,
     retention: Retention,
+    group: Option<u32>,
     mut queue: mpsc::Receiver<Job>,
     errors: &AtomicU64,
 ) {
     let mut failures = RateLimitedLog::default();
-    let open = |failures: &mut RateLimitedLog| match Store::open(path, retention) {
+    let open = |failures: &mut RateLimitedLog| match Store::open(path, retention, group) {
         Ok(store) => {
             log::info!("history: storing kills in {}", path.display());
             Some(store)
@@ -442,7 +443,7 @@ mod tests {
     async fn an_event_is_committed_before_write_returns() {
         let dir = temp_dir();
         let path = dir.join("writer.db");
-        let mut writer = HistoryWriter::start(path.clone(), retention()).unwrap();
+        let mut writer = HistoryWriter::start(path.clone(), retention(), None).unwrap();
         let now = jiff::Timestamp::now().as_nanosecond() as i64;
         let id = writer.write(synthetic_row(5, now)).await;
         // Another connection sees it before the writer is closed, under the id returned.
@@ -464,7 +465,7 @@ mod tests {
     async fn a_stalled_disk_costs_the_output_one_wait_not_one_per_event() {
         let dir = temp_dir();
         let path = dir.join("stalled.db");
-        let mut writer = HistoryWriter::start(path.clone(), retention()).unwrap();
+        let mut writer = HistoryWriter::start(path.clone(), retention(), None).unwrap();
         let now = jiff::Timestamp::now().as_nanosecond() as i64;
         writer.write(synthetic_row(1, now)).await;
         // Another process holds the write lock for 1.5 s: each insert waits for it.
@@ -501,7 +502,7 @@ mod tests {
     #[tokio::test]
     async fn a_backfill_stores_only_the_kills_not_known() {
         let dir = temp_dir();
-        let mut writer = HistoryWriter::start(dir.join("backfill.db"), retention()).unwrap();
+        let mut writer = HistoryWriter::start(dir.join("backfill.db"), retention(), None).unwrap();
         let now = jiff::Timestamp::now().as_nanosecond() as i64;
         let live = synthetic_row(5, now);
         writer.write(live.clone()).await;
@@ -541,7 +542,8 @@ mod tests {
         // A path under a regular file cannot be created, even by root.
         let dir = temp_dir();
         std::fs::write(dir.join("file"), b"").unwrap();
-        let mut writer = HistoryWriter::start(dir.join("file/oomtrace.db"), retention()).unwrap();
+        let mut writer =
+            HistoryWriter::start(dir.join("file/oomtrace.db"), retention(), None).unwrap();
         let errors = writer.error_counter();
         let now = jiff::Timestamp::now().as_nanosecond() as i64;
         let started = Instant::now();
@@ -559,7 +561,7 @@ mod tests {
     async fn kills_the_disk_refused_are_stored_once_it_takes_writes_again() {
         let dir = temp_dir();
         let path = dir.join("full.db");
-        let mut writer = HistoryWriter::start(path.clone(), retention()).unwrap();
+        let mut writer = HistoryWriter::start(path.clone(), retention(), None).unwrap();
         let errors = writer.error_counter();
         let now = jiff::Timestamp::now().as_nanosecond() as i64;
         writer.write(synthetic_row(1, now)).await;
