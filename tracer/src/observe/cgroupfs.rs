@@ -51,13 +51,13 @@ impl MemoryHierarchy {
                     if options.is_some_and(|o| o.split(',').any(|o| o == "memory")) =>
                 {
                     return Some(MemoryHierarchy {
-                        root: PathBuf::from(unescape(point)),
+                        root: PathBuf::from(unescape_mountinfo(point)),
                         version: CgroupVersion::V1,
                     });
                 }
                 (Some("cgroup2"), Some(point)) if v2.is_none() => {
                     v2 = Some(MemoryHierarchy {
-                        root: PathBuf::from(unescape(point)),
+                        root: PathBuf::from(unescape_mountinfo(point)),
                         version: CgroupVersion::V2,
                     });
                 }
@@ -240,7 +240,8 @@ pub fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
     mountinfo.lines().find_map(|line| {
         let (mount, filesystem) = line.split_once(" - ")?;
         let point = mount.split(' ').nth(4)?;
-        (filesystem.split(' ').next() == Some("cgroup2")).then(|| PathBuf::from(unescape(point)))
+        (filesystem.split(' ').next() == Some("cgroup2"))
+            .then(|| PathBuf::from(unescape_mountinfo(point)))
     })
 }
 
@@ -323,7 +324,7 @@ fn flat_keyed(text: Option<String>) -> Vec<(String, u64)> {
 }
 
 /// mountinfo escapes spaces and a few others as `\040`-style octal.
-fn unescape(field: &str) -> String {
+pub(crate) fn unescape_mountinfo(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -438,8 +439,8 @@ mod tests {
 
     #[test]
     fn mount_points_are_unescaped() {
-        assert_eq!(unescape(r"/mnt/my\040cgroups"), "/mnt/my cgroups");
-        assert_eq!(unescape(r"/trailing\04"), r"/trailing\04");
+        assert_eq!(unescape_mountinfo(r"/mnt/my\040cgroups"), "/mnt/my cgroups");
+        assert_eq!(unescape_mountinfo(r"/trailing\04"), r"/trailing\04");
     }
 
     #[test]
