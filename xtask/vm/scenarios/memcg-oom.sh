@@ -7,6 +7,12 @@
 make_cgroup oomtrace-vm 64M
 fact memcg_id "$(stat -c %i /sys/fs/cgroup/oomtrace-vm)"
 
+# What `oomtrace check` says with the same options, before anything is attached: it must be
+# what `run` then reports.
+# shellcheck disable=SC2086 # word splitting is the point
+oomtrace check --format json ${AGENT_ARGS:-} >"$OUT/check-json" 2>"$OUT/check-log"
+fact check_status $?
+
 # shellcheck disable=SC2086 # word splitting is the point
 start_agent ${AGENT_ARGS:-}
 

@@ -60,6 +60,7 @@ fn check(report: &Report, function_hook: &str) -> anyhow::Result<()> {
     let started = records.started()?;
     expect_field(started, "capture.tier", "full")?;
     expect_field(started, "capture.function_hook", function_hook)?;
+    expect_check_as_run(report, started)?;
 
     let kill = records.only("oom_kill")?;
     expect_field(kill, "victim.process.pid", hog_pid)?;
@@ -179,6 +180,7 @@ fn check_no_function_tracing(report: &Report) -> anyhow::Result<()> {
     let started = records.started()?;
     expect_field(started, "capture.tier", "no-function-tracing")?;
     expect_field(started, "capture.sigkill_task_hook", "tp_btf")?;
+    expect_check_as_run(report, started)?;
     let kill = records.only("oom_kill")?;
     expect_field(kill, "victim.process.pid", hog_pid)?;
     expect_field(kill, "victim.memcg.id", memcg_id)?;
@@ -225,6 +227,30 @@ fn kernel_at_least(release: &str, wanted: (u32, u32)) -> bool {
         .split(|c: char| !c.is_ascii_digit())
         .map(|part| part.parse::<u32>().unwrap_or(0));
     (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0)) >= wanted
+}
+
+/// `oomtrace check`, run with the agent's options before it started, answered that it can
+/// trace here and named the capture `run` then reported in `agent_started`, to the letter.
+fn expect_check_as_run(report: &Report, started: &serde_json::Value) -> anyhow::Result<()> {
+    let status: i32 = report.fact("check_status")?;
+    let json = report.section("check-json")?;
+    ensure!(
+        status == 0,
+        "oomtrace check exited with {status}: {json}\n{}",
+        report.section("check-log").unwrap_or_default()
+    );
+    let check: oomtrace::check::Report =
+        serde_json::from_str(json).with_context(|| format!("check's JSON: {json}"))?;
+    ensure!(check.can_trace, "check says it cannot trace: {json}");
+    let reported: oomtrace::record::agent::CaptureInfo =
+        serde_json::from_value(field(started, "capture")?.clone())
+            .context("agent_started's capture")?;
+    ensure!(
+        check.capture.as_ref() == Some(&reported),
+        "check's capture {:?} is not what run reported, {reported:?}",
+        check.capture
+    );
+    Ok(())
 }
 
 #[cfg(test)]
