@@ -9,16 +9,16 @@ use crate::record::Record;
 /// a long lead-up) should not keep its size for the agent's lifetime.
 const KEPT_LINE_BYTES: usize = 64 << 10;
 
-pub struct JsonSink<W: Write> {
+pub(crate) struct JsonSink<W: Write> {
     out: W,
     /// The line being written, kept between records: each is serialized here whole and then
     /// written at once, rather than piece by piece through stdout's line buffer (which searches
-    /// every piece for a newline: a SIGKILL flood's cost was mostly that).
+    /// every piece for a newline: a fifth of what a SIGKILL flood cost).
     line: Vec<u8>,
 }
 
 impl<W: Write> JsonSink<W> {
-    pub fn new(out: W) -> Self {
+    pub(crate) fn new(out: W) -> Self {
         JsonSink {
             out,
             line: Vec::new(),
