@@ -282,9 +282,9 @@ fn build_binaries(env: &Env) -> anyhow::Result<Binaries> {
     ]))?;
     Ok(Binaries {
         agent: agent_binary(),
-        static_agent: xtask::vm::build_static_agent(env)?,
+        static_agent: xtask::suite::build_static_agent(env)?,
         hog: target_dir().join("release/oomtrace-hog"),
-        static_hog: xtask::vm::build_static_hog(env)?,
+        static_hog: xtask::suite::build_static_hog(env)?,
     })
 }
 
