@@ -6,6 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 
 use oomtrace::kmsg::parse::{KernelText, KillAssembler, OomLine, parse_line, parse_record};
+use oomtrace::kmsg::report::ReportReader;
 
 fuzz_target!(|data: &[u8]| {
     // Escaping is lossless for any bytes: shown as the kernel escapes them, read back the same.
@@ -23,6 +24,7 @@ fuzz_target!(|data: &[u8]| {
 
     // The input as a stream of records, one a line (continuation lines start with a space).
     let mut assembler = KillAssembler::new();
+    let mut reader = ReportReader::new();
     let mut records: Vec<Vec<u8>> = Vec::new();
     for piece in data.split_inclusive(|&b| b == b'\n') {
         match records.last_mut() {
@@ -43,6 +45,9 @@ fuzz_target!(|data: &[u8]| {
             );
         }
         let kill = assembler.push_record(record);
+        // A report's memory lines: any bytes, any section, never a panic; and every line of
+        // the input as one message too (a `dmesg` dump's record).
+        reader.push(record);
         if let Some(kill) = kill {
             let parsed = parsed.expect("a kill from a record that does not parse");
             assert_eq!((kill.seq, kill.usec), (parsed.seq, parsed.usec));
@@ -55,7 +60,19 @@ fuzz_target!(|data: &[u8]| {
                     "a summary of another pid was paired"
                 );
             }
+            // A report is only ever given to a kill of a report that began.
+            if kill.report.is_some() {
+                assert!(kill.invoker.is_some(), "a report without its first line");
+            }
         }
+    }
+    // What the reader took from the input is in it: each statistic's name.
+    let memory = reader.into_memory();
+    for (name, _) in &memory.stats {
+        assert!(
+            data.windows(name.len()).any(|w| w == name.as_bytes()),
+            "{name} is not in the input"
+        );
     }
 });
 

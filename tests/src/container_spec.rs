@@ -21,6 +21,8 @@ pub struct ContainerSpec {
     memory_bytes: u64,
     remove: bool,
     restart: Option<String>,
+    /// More `run` flags, as a user would pass them (`--shm-size=256m`, `--tmpfs=/scratch`).
+    run_flags: Vec<String>,
     command: Vec<String>,
 }
 
@@ -74,6 +76,12 @@ impl ContainerSpec {
         self
     }
 
+    /// One more `run` flag, e.g. `--shm-size=256m` or `--tmpfs=/scratch:size=256m`.
+    pub fn run_flag(mut self, flag: &str) -> Self {
+        self.run_flags.push(flag.to_owned());
+        self
+    }
+
     /// `--restart=<policy>`, e.g. `on-failure:1`.
     pub fn restart(mut self, policy: &str) -> Self {
         self.restart = Some(policy.to_owned());
@@ -92,6 +100,7 @@ impl ContainerSpec {
         if let Some(policy) = &self.restart {
             args.push(format!("--restart={policy}"));
         }
+        args.extend(self.run_flags.iter().cloned());
         // Released from the host rather than by `exec`, which races the kill it causes: once
         // the hog dies, a `--rm` container is removed under the exec session, which then fails,
         // although its `touch` had done its job.
@@ -123,6 +132,7 @@ impl ContainerSpec {
             memory_bytes,
             remove: false,
             restart: None,
+            run_flags: Vec::new(),
             command,
         }
     }

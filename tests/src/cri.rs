@@ -427,6 +427,34 @@ impl Pod<'_> {
         }
     }
 
+    /// Where the kubelet would mount the pod's `emptyDir` volume `name`
+    /// (`<root>/pods/<uid>/volumes/kubernetes.io~empty-dir/<name>`), made here; with
+    /// `medium: Memory` the kubelet mounts a tmpfs on it.
+    pub fn empty_dir(&self, name: &str) -> PathBuf {
+        let dir = self
+            .containerd
+            .dir
+            .join("kubelet/pods")
+            .join(&self.uid)
+            .join("volumes/kubernetes.io~empty-dir")
+            .join(name);
+        fs::create_dir_all(&dir).unwrap_or_else(|err| panic!("creating {}: {err}", dir.display()));
+        dir
+    }
+
+    /// The pod's memory limit, on its cgroup, as the kubelet sets it (the sum of its
+    /// containers' limits).
+    pub fn set_memory_limit(&self, bytes: u64) {
+        let dir = self.memcg_dir();
+        let file = if Path::new("/sys/fs/cgroup/memory").is_dir() {
+            "memory.limit_in_bytes"
+        } else {
+            "memory.max"
+        };
+        fs::write(dir.join(file), bytes.to_string())
+            .unwrap_or_else(|err| panic!("setting {}/{file}: {err}", dir.display()));
+    }
+
     /// Creates and starts a container as the kubelet does: its labels, its restart count
     /// (annotation and CRI attempt), its memory limit, and a log path under the pod's log
     /// directory, linked from `<log root>/containers` as the kubelet links it.
@@ -435,6 +463,7 @@ impl Pod<'_> {
             name,
             spec,
             restart_count,
+            volumes,
         } = spec;
         let labels = HashMap::from([
             ("io.kubernetes.pod.name".to_owned(), self.name.clone()),
@@ -456,12 +485,17 @@ impl Pod<'_> {
             .join(format!("release-{}-{name}", self.uid));
         fs::create_dir_all(&release_dir)
             .unwrap_or_else(|err| panic!("creating {}: {err}", release_dir.display()));
-        let mounts = vec![cri::Mount {
+        let mut mounts = vec![cri::Mount {
             container_path: RELEASE_DIR_IN_CONTAINER.to_owned(),
             host_path: release_dir.display().to_string(),
             readonly: true,
             ..Default::default()
         }];
+        mounts.extend(volumes.iter().map(|(host, container)| cri::Mount {
+            container_path: container.clone(),
+            host_path: host.display().to_string(),
+            ..Default::default()
+        }));
         let config = cri::ContainerConfig {
             metadata: Some(cri::ContainerMetadata {
                 name: name.clone(),
@@ -559,6 +593,8 @@ pub struct CriContainerSpec {
     name: String,
     spec: ContainerSpec,
     restart_count: u32,
+    /// `(host path, container path)` bind mounts, as the kubelet passes a pod's volumes.
+    volumes: Vec<(PathBuf, String)>,
 }
 
 impl CriContainerSpec {
@@ -567,7 +603,16 @@ impl CriContainerSpec {
             name: name.to_owned(),
             spec,
             restart_count: 0,
+            volumes: Vec::new(),
         }
+    }
+
+    /// A pod's volume at `host_path` mounted at `container_path`, as the kubelet mounts an
+    /// `emptyDir` (see [`Pod::empty_dir`]).
+    pub fn volume(mut self, host_path: &Path, container_path: &str) -> Self {
+        self.volumes
+            .push((host_path.to_owned(), container_path.to_owned()));
+        self
     }
 
     /// As the kubelet's restart count (annotation) and the CRI's attempt.

@@ -33,6 +33,7 @@ mod kernel;
 mod kmsg;
 mod podman;
 pub mod prometheus;
+mod tmpfs;
 pub mod tracefs;
 
 use std::fs;
@@ -58,6 +59,7 @@ pub use crate::kernel::{ExpectedCapture, Hook, KernelLook};
 pub use crate::kmsg::{KernelReport, KilledProcess, Kmsg, parse_killed_process};
 pub use crate::podman::{Container, IMAGE, Podman};
 pub use crate::prometheus::Prometheus;
+pub use crate::tmpfs::{ScratchTmpfs, mib, within_ten_percent};
 
 /// How often helpers look again at something they wait for.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);

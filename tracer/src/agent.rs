@@ -95,6 +95,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // the capabilities are held: with kernel.dmesg_restrict, /dev/kmsg needs CAP_SYSLOG.
     let attached_ktime_ns = crate::clock::monotonic_ns();
     let earlier_kills = crate::kmsg::kills_since_boot();
+    // Each kill's report, as the kernel writes it: opened now for the same reason.
+    let kernel_log = crate::kmsg::open_for_reports();
     let records = capture.records()?;
     let drops = Arc::new(capture.drop_counter()?);
     // The memory timeline's pressure trigger may need privileges on older kernels.
@@ -104,6 +106,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // starts, since each thread keeps its own.
     let retained = privileges::drop_after_attach(|| drops.try_read())?;
     log::info!("{}", retained.describe());
+    let kernel_log = crate::kmsg::follow_reports(kernel_log);
     let mut records = ringbuf::RecordDrain::start(records)?;
     let plan = &capture.plan;
 
@@ -182,6 +185,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         timeline_window,
         timeline_prepared,
         warnings,
+        kernel_log,
     );
     // Once the runtimes' watchers have made their first connection or listing, everything
     // that only starting needs has run.
@@ -270,20 +274,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 Event::Kill(kill) => {
                     killed = Some(kill.victim.pid);
                     // Read what changes first; then name, which may wait; then explain.
-                    let (moment, snapshot, timeline) = observer.observe(&kill);
+                    let (moment, snapshot, timeline, composition) = observer.observe(&kill);
                     stages.mark("observe");
                     let kill = attributor.kill(kill, moment, deadline).await;
                     stages.mark("attribute");
-                    let (explanation, domain_memory) = explainer.explain(
+                    let (explanation, domain_memory, composition) = explainer.explain(
                         &kill,
                         snapshot,
                         timeline.as_deref(),
+                        composition.as_deref(),
                         &attributor,
                         Instant::now(),
                     );
                     let context = output.context(drops.total());
-                    let record =
-                        build::oom_kill(&kill, Some(explanation), Some(&domain_memory), &context);
+                    let record = build::with_composition(
+                        build::oom_kill(&kill, Some(explanation), Some(&domain_memory), &context),
+                        composition,
+                    );
                     stages.mark("explain");
                     record
                 }

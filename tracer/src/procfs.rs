@@ -49,7 +49,7 @@ pub fn comm(pid: u32) -> Option<String> {
     Some(comm.trim_end_matches('\n').to_owned())
 }
 
-fn page_size() -> u64 {
+pub fn page_size() -> u64 {
     // SAFETY: sysconf has no memory-safety preconditions.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     u64::try_from(size).unwrap_or(4096)

@@ -202,6 +202,9 @@ pub enum Basis {
     ContainerLimit,
     /// Nothing to go on.
     None,
+    /// The kernel's own OOM report in its log: the `oom-kill:` summary's `oom_memcg`, or a
+    /// host-wide report.
+    KernelLog,
 }
 
 impl ResolvedDomain {
@@ -216,7 +219,7 @@ impl ResolvedDomain {
     }
 
     pub fn inferred(&self) -> bool {
-        self.basis != Basis::Kernel
+        !matches!(self.basis, Basis::Kernel | Basis::KernelLog)
     }
 }
 
@@ -539,6 +542,25 @@ impl Attributor {
                 self.inferred_domain(victim_memcg, inference, victim.as_ref(), deadline)
                     .await
             }
+            DomainSeen::KernelLog {
+                cgroup: Some(path),
+                limit_bytes,
+            } => {
+                let attribution = self.resolve_again(&path, victim.as_ref(), deadline).await;
+                let limit_bytes = limit_bytes.or_else(|| container_limit(&attribution));
+                ResolvedDomain {
+                    kind: DomainKind::Cgroup,
+                    cgroup: Some(DomainCgroup { id: None, path }),
+                    limit_bytes,
+                    basis: Basis::KernelLog,
+                    attribution: Some(attribution),
+                }
+            }
+            DomainSeen::KernelLog { cgroup: None, .. } => ResolvedDomain {
+                kind: DomainKind::Host,
+                basis: Basis::KernelLog,
+                ..ResolvedDomain::unknown()
+            },
             DomainSeen::Unknown => ResolvedDomain::unknown(),
         };
         let victim_tgid = kill.victim.tgid.unwrap_or(kill.victim.pid);

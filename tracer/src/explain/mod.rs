@@ -2,6 +2,7 @@
 //! else held memory, whether the runtime will say OOMKilled), and kills are watched for the
 //! patterns one kill alone does not show.
 
+pub mod filled;
 pub mod lead_up;
 pub mod patterns;
 pub mod verdict;
@@ -12,9 +13,11 @@ use self::patterns::{Flags, Patterns, Seen};
 use self::verdict::Top;
 use crate::attribute::{AttributedKill, Attributor, DomainKind};
 use crate::names::{printable, short_name};
+use crate::observe::composition as observed;
 use crate::observe::snapshot::{self, DomainMemory, ProcessScan, Scope};
 use crate::observe::timeline;
-use crate::record::build::names;
+use crate::record::build::{self, names};
+use crate::record::composition::Composition as RecordComposition;
 use crate::record::kill::{
     CgroupPath, CgroupUsage, Count, Explanation, ProcessUsage, Snapshot, Usage, UsingProcess,
 };
@@ -40,18 +43,28 @@ impl Explainer {
         kill: &AttributedKill,
         snapshot: snapshot::Snapshot,
         timeline: Option<&timeline::Timeline>,
+        composition: Option<&observed::Composition>,
         attributor: &Attributor,
         now: Instant,
-    ) -> (Explanation, DomainMemory) {
+    ) -> (Explanation, DomainMemory, Option<RecordComposition>) {
         let snapshot::Snapshot {
             scope,
             domain,
             cgroups,
             processes,
-            process_scan: ProcessScan { read, unread },
+            process_scan:
+                ProcessScan {
+                    read,
+                    unread,
+                    // The composition's.
+                    resident_bytes: _,
+                },
             taken_ns,
             took,
         } = snapshot;
+        let composition = composition.map(|composition| {
+            build::composition(composition, tmpfs_named(composition, attributor))
+        });
         // Names from the cache only: nothing here waits for a runtime.
         let cgroups: Vec<CgroupUsage> = cgroups
             .into_iter()
@@ -112,6 +125,7 @@ impl Explainer {
                 })
                 .collect(),
             lead_up,
+            filled: composition.clone(),
         };
         let flags = if kill.kill.marked_without_kill {
             Flags::default()
@@ -148,8 +162,28 @@ impl Explainer {
             restart_loop: restart_loop.map(count),
             recurring_trigger: recurring_trigger.map(count),
         };
-        (explanation, domain)
+        (explanation, domain, composition)
     }
+}
+
+/// The tmpfs mounts found for the domain, their owners named from the cache.
+fn tmpfs_named(
+    composition: &observed::Composition,
+    attributor: &Attributor,
+) -> Vec<crate::record::composition::TmpfsMount> {
+    composition
+        .tmpfs
+        .iter()
+        .map(|mount| {
+            build::tmpfs_mount(
+                mount,
+                mount
+                    .owner
+                    .as_deref()
+                    .map(|path| attributor.named_from_cache(path)),
+            )
+        })
+        .collect()
 }
 
 /// The recorder's timeline as the record writes it, its cgroups named from the cache.

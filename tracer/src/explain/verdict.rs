@@ -4,10 +4,12 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use super::filled;
 use super::patterns::Flags;
 use crate::attribute::{AttributedKill, Attribution, DomainKind};
 use crate::names::{human_bytes, human_kb, printable};
 use crate::record::build::names;
+use crate::record::composition::Composition;
 
 /// The snapshot's biggest users, already named: `(name, bytes)`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -16,6 +18,8 @@ pub struct Top {
     pub processes: Vec<(String, u64)>,
     /// How they moved in the minute before, in words (from the memory timeline).
     pub lead_up: Option<String>,
+    /// What filled the domain at the kill, its tmpfs mounts named.
+    pub filled: Option<Composition>,
 }
 
 /// How many of each the paragraph names; the JSON has them all.
@@ -35,6 +39,23 @@ pub fn verdict(kill: &AttributedKill, top: &Top, flags: Flags, window: Duration)
         .clone()
         .or_else(|| victim.as_ref().map(cgroup_of));
     let mut text = String::new();
+
+    // What filled the limit, where no process holds most of it: a kill does not free it.
+    let victim_own = oom
+        .victim
+        .fields
+        .as_ref()
+        .and_then(|fields| fields.anon_rss_kb)
+        .map(|kb| kb * 1024);
+    if let Some(lead) = top
+        .filled
+        .as_ref()
+        .filter(|_| !oom.marked_without_kill)
+        .and_then(|filled| filled::lead(filled, domain.kind == DomainKind::Host, victim_own))
+    {
+        text.push_str(&lead);
+        text.push(' ');
+    }
 
     // Who, and how big.
     let comm = printable(oom.victim.comm.as_deref().unwrap_or("?"));
@@ -238,6 +259,13 @@ pub fn verdict(kill: &AttributedKill, top: &Top, flags: Flags, window: Duration)
                 );
             }
         }
+    }
+    if let Some(outlives) = top
+        .filled
+        .as_ref()
+        .and_then(|filled| filled::outlives(filled, flags.restart_loop.is_some()))
+    {
+        text.push_str(&outlives);
     }
     if let Some(count) = flags.recurring_trigger {
         let who = trigger

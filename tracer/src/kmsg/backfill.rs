@@ -8,7 +8,9 @@ use std::time::Duration;
 use super::parse::{KernelText, KilledMemory, KmsgKill, OomScope};
 use crate::attribute::DomainKind;
 use crate::clock::KernelClock;
-use crate::record::build::{memory, names_from_path};
+use crate::observe::composition::Composition;
+use crate::procfs;
+use crate::record::build::{self, memory, names_from_path};
 use crate::record::kill::{
     Basis, CapturePart, CgroupPath, Domain, DomainCgroup, Incident, KillCapture, KmsgOrigin,
 };
@@ -37,6 +39,7 @@ pub fn record(kill: &KmsgKill, clock: &KernelClock) -> Record {
         score,
         oom_group,
         invoker,
+        report,
     } = kill;
     let ktime_ns = usec.saturating_mul(1000);
     let KilledMemory {
@@ -103,6 +106,10 @@ pub fn record(kill: &KmsgKill, clock: &KernelClock) -> Record {
             .map(|path| DomainCgroup { id: None, path }),
         memory: None,
         memory_events: None,
+        composition: report.as_deref().and_then(|report| {
+            let composition = Composition::from_report(report, *seq, procfs::page_size())?;
+            Some(build::composition(&composition, Vec::new()))
+        }),
         names: domain_memcg
             .as_deref()
             .map(names_from_path)

@@ -5,8 +5,10 @@
 //! and xtask); [`read`] reads every record the kernel still holds.
 
 pub mod backfill;
+pub mod follow;
 pub mod parse;
 pub mod read;
+pub mod report;
 
 pub use self::read::{KernelLogKills, read_since_boot};
 
@@ -67,6 +69,44 @@ pub fn kills_since_boot() -> Option<KernelLogKills> {
     }
     log::info!("{summary}");
     Some(found)
+}
+
+/// At startup, while the capabilities are held: the kernel log opened at its end, for each
+/// kill's report of the domain's memory ([`follow_reports`] starts reading it); why not, where it
+/// cannot be read.
+pub fn open_for_reports() -> Result<follow::KernelLog, String> {
+    follow::KernelLog::open().map_err(|err| {
+        let hint = if err.kind() == std::io::ErrorKind::PermissionDenied {
+            " (with kernel.dmesg_restrict set, reading it needs CAP_SYSLOG)"
+        } else {
+            ""
+        };
+        let why = format!("{}: {err}{hint}", read::KMSG);
+        log::warn!(
+            "kernel log: {why}; what filled a limit is read from memory.stat as each kill \
+             arrives instead"
+        );
+        why
+    })
+}
+
+/// Once the capabilities are dropped (a thread started before would keep them): reads the
+/// opened log on a thread of its own.
+pub fn follow_reports(
+    opened: Result<follow::KernelLog, String>,
+) -> Result<follow::KernelLog, String> {
+    let log = opened?;
+    match log.follow() {
+        Ok(()) => {
+            log::info!("kernel log: followed for each OOM kill's report of what filled the limit");
+            Ok(log)
+        }
+        Err(err) => {
+            let why = format!("starting its reader: {err}");
+            log::warn!("kernel log: {why}; what filled a limit is read from memory.stat instead");
+            Err(why)
+        }
+    }
 }
 
 #[cfg(test)]

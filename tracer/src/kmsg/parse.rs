@@ -25,6 +25,9 @@
 //! use it too.
 
 use std::fmt;
+use std::sync::Arc;
+
+use super::report::{ReportReader, ReportedMemory};
 
 /// One `/dev/kmsg` record, its continuation lines left out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -468,6 +471,9 @@ pub struct KmsgKill {
     pub oom_group: Option<KernelText>,
     /// Who set the OOM killer off.
     pub invoker: Option<Invoker>,
+    /// What the report said of the domain's memory; `None` when the kernel printed no report
+    /// for this kill (its OOM reports are rate-limited: 10 every 5 s by default).
+    pub report: Option<Arc<ReportedMemory>>,
 }
 
 impl KmsgKill {
@@ -499,6 +505,32 @@ pub struct KillAssembler {
     /// The pids this report killed: a `memory.oom.group` walk kills the chosen victim again
     /// and logs it twice (seen on 6.1). Bounded; past the bound a repeat is a kill again.
     killed: Vec<u32>,
+    /// The report's memory lines.
+    memory: ReportReader,
+    /// The same, once the summary line ended them: shared by every kill of the report.
+    finished: Option<Arc<ReportedMemory>>,
+    /// A report begun (its `invoked oom-killer` line) and not yet given to a kill.
+    open: bool,
+}
+
+/// What one record told the assembler.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pushed {
+    /// Nothing to act on yet.
+    Nothing,
+    /// The report's `oom-kill:` summary line: what it said of memory is complete, and its
+    /// victim is this pid. The `Killed process` line follows a moment later.
+    Summary {
+        pid: u32,
+        oom_memcg: Option<KernelText>,
+        report: Arc<ReportedMemory>,
+    },
+    /// `Tasks in /x are going to be killed due to memory.oom.group set`: the report's other
+    /// victims, each marked and killed after this line, are the tasks of that cgroup.
+    Group {
+        memcg: KernelText,
+    },
+    Kill(Box<KmsgKill>),
 }
 
 /// The kills of one report remembered to drop repeats: more than any `memory.oom.group` of a
@@ -512,32 +544,71 @@ impl KillAssembler {
 
     /// A raw `/dev/kmsg` record; a kill when it is a `Killed process` line.
     pub fn push_record(&mut self, record: &[u8]) -> Option<KmsgKill> {
-        let record = parse_record(record)?;
-        self.push_line(record.seq, record.usec, record.message)
+        match self.push_record_full(record) {
+            Pushed::Kill(kill) => Some(*kill),
+            Pushed::Nothing | Pushed::Summary { .. } | Pushed::Group { .. } => None,
+        }
+    }
+
+    /// A raw `/dev/kmsg` record, and what it completed.
+    pub fn push_record_full(&mut self, record: &[u8]) -> Pushed {
+        match parse_record(record) {
+            Some(record) => self.push_line_full(record.seq, record.usec, record.message),
+            None => Pushed::Nothing,
+        }
     }
 
     /// One message with its record's sequence number and time.
     pub fn push_line(&mut self, seq: u64, usec: u64, message: &[u8]) -> Option<KmsgKill> {
-        match parse_line(message)? {
+        match self.push_line_full(seq, usec, message) {
+            Pushed::Kill(kill) => Some(*kill),
+            Pushed::Nothing | Pushed::Summary { .. } | Pushed::Group { .. } => None,
+        }
+    }
+
+    /// One message with its record's sequence number and time, and what it completed.
+    pub fn push_line_full(&mut self, seq: u64, usec: u64, message: &[u8]) -> Pushed {
+        let Some(line) = parse_line(message) else {
+            if self.open && self.finished.is_none() {
+                self.memory.push(message);
+            }
+            return Pushed::Nothing;
+        };
+        self.memory.end_section();
+        match line {
             OomLine::Invoked(invoker) => {
                 // A new report: what an earlier one left unpaired belongs to no kill of it.
                 *self = KillAssembler {
                     invoker: Some(invoker),
+                    open: true,
                     ..KillAssembler::default()
                 };
-                None
+                Pushed::Nothing
             }
             OomLine::Constraint(constraint) => {
+                let pid = constraint.pid;
+                let oom_memcg = constraint.oom_memcg.clone();
                 self.constraint = Some(constraint);
-                None
+                match self.report() {
+                    Some(report) if self.open => Pushed::Summary {
+                        pid,
+                        oom_memcg,
+                        report,
+                    },
+                    _ => Pushed::Nothing,
+                }
             }
             OomLine::LegacyLimit(limit) => {
                 self.legacy_limit = Some(limit);
-                None
+                Pushed::Nothing
             }
             OomLine::GroupKill { memcg } => {
-                self.group = Some(memcg);
-                None
+                self.group = Some(memcg.clone());
+                if self.open {
+                    Pushed::Group { memcg }
+                } else {
+                    Pushed::Nothing
+                }
             }
             OomLine::KillProcess {
                 scope,
@@ -546,7 +617,7 @@ impl KillAssembler {
                 score,
             } => {
                 self.kill_process = Some((scope, pid, score));
-                None
+                Pushed::Nothing
             }
             OomLine::Killed {
                 scope,
@@ -555,14 +626,23 @@ impl KillAssembler {
                 memory,
             } => {
                 if self.killed.contains(&pid) {
-                    return None;
+                    return Pushed::Nothing;
                 }
                 if self.killed.len() < KILLED_PER_REPORT {
                     self.killed.push(pid);
                 }
-                Some(self.killed(seq, usec, scope, pid, comm, memory))
+                Pushed::Kill(Box::new(self.killed(seq, usec, scope, pid, comm, memory)))
             }
         }
+    }
+
+    /// What the open report said of memory, from here on shared by its kills.
+    fn report(&mut self) -> Option<Arc<ReportedMemory>> {
+        if self.finished.is_none() && self.open {
+            let memory = std::mem::take(&mut self.memory).into_memory();
+            self.finished = Some(Arc::new(memory));
+        }
+        self.finished.clone()
     }
 
     fn killed(
@@ -574,6 +654,11 @@ impl KillAssembler {
         comm: KernelText,
         memory: KilledMemory,
     ) -> KmsgKill {
+        // A report belongs to its first kill and, in a `memory.oom.group` kill, to the others
+        // after it. A kill after that had no report of its own: the kernel's reports are
+        // rate-limited, the kill lines are not.
+        let reported = self.open && (self.killed.len() == 1 || self.group.is_some());
+        let report = if reported { self.report() } else { None };
         // The summary line names one victim; `memory.oom.group` kills more after it.
         let constraint = self.constraint.take_if(|constraint| constraint.pid == pid);
         // Legacy kernels kill one process per report: its lines belong to this kill.
@@ -605,7 +690,8 @@ impl KillAssembler {
             legacy_limit,
             score,
             oom_group: self.group.clone(),
-            invoker: self.invoker.clone(),
+            invoker: if reported { self.invoker.clone() } else { None },
+            report,
         }
     }
 }

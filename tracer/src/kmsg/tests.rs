@@ -19,7 +19,7 @@ const LINUX_3_10: &[u8] = include_bytes!("../../fixtures/kmsg/linux-3.10-host.km
 const DEBIAN_6_1_VM: &str = include_str!("../../fixtures/kmsg/debian-6.1-vm.dmesg");
 
 /// A fixture's records: a line, and the ` KEY=value` lines that continue it.
-fn records(log: &[u8]) -> Vec<Vec<u8>> {
+pub(crate) fn records(log: &[u8]) -> Vec<Vec<u8>> {
     let mut records: Vec<Vec<u8>> = Vec::new();
     for line in log.split_inclusive(|&b| b == b'\n') {
         match records.last_mut() {
@@ -44,8 +44,10 @@ fn text(bytes: &[u8]) -> Option<KernelText> {
 
 #[test]
 fn a_memcg_kill_on_6_18_carries_every_field() {
-    let kills = kills(LINUX_6_18);
+    let mut kills = kills(LINUX_6_18);
     assert_eq!(kills.len(), 2, "{kills:#?}");
+    // What the report said of memory: see `report::tests`.
+    assert!(kills[0].report.take().is_some());
     assert_eq!(
         kills[0],
         KmsgKill {
@@ -84,6 +86,7 @@ fn a_memcg_kill_on_6_18_carries_every_field() {
                 order: Some(0),
                 oom_score_adj: Some(0),
             }),
+            report: None,
         }
     );
 }
@@ -104,7 +107,7 @@ fn a_comm_with_parentheses_and_a_non_utf8_byte_is_kept_byte_for_byte() {
 }
 
 /// A `dmesg` dump (`[   13.243556] message`): each line is a record, numbered from 1.
-fn dmesg_kills(dump: &str) -> Vec<KmsgKill> {
+pub(crate) fn dmesg_kills(dump: &str) -> Vec<KmsgKill> {
     let mut assembler = KillAssembler::new();
     dump.lines()
         .zip(1..)

@@ -36,6 +36,16 @@ pub struct KillLabels {
     pub tier: &'static str,
 }
 
+/// `oomtrace_oom_kills_filled_by_total`: the victim's names, and what no process holds that
+/// filled its limit.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FilledLabels {
+    #[prometheus(flatten)]
+    pub names: Names,
+    /// `tmpfs`, `page_cache` or `kernel`.
+    pub filled_by: &'static str,
+}
+
 /// `oomtrace_host_oom_kills_total`: who set off a host-wide OOM.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TriggerLabels {

@@ -25,8 +25,8 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 
 use self::labels::{
-    BuildLabels, FailureLabels, KillLabels, LabelBudget, MAX_LABEL_SETS, Names, SigkillLabels,
-    TriggerLabels,
+    BuildLabels, FailureLabels, FilledLabels, KillLabels, LabelBudget, MAX_LABEL_SETS, Names,
+    SigkillLabels, TriggerLabels,
 };
 use self::restart_loops::RestartLoops;
 use crate::attribute::FailureReason;
@@ -45,12 +45,16 @@ pub struct KillFacts {
     pub unix_seconds: f64,
     /// Whether the explain stage flagged this kill as part of a restart loop.
     pub restart_loop: bool,
+    /// What no process holds filled the limit, where that led the verdict: `tmpfs`,
+    /// `page_cache` or `kernel`.
+    pub filled_by: Option<&'static str>,
 }
 
 /// The agent's counters, shared by the sink that feeds them and the server that shows them.
 pub struct Metrics {
     registry: Registry,
     oom_kills: Family<KillLabels, Counter>,
+    filled: Family<FilledLabels, Counter>,
     host_oom_kills: Family<TriggerLabels, Counter>,
     last_kill: Family<Names, Gauge<f64, AtomicU64>>,
     restart_loops: Arc<Mutex<RestartLoops>>,
@@ -59,6 +63,7 @@ pub struct Metrics {
     attribution_failures: Family<FailureLabels, Counter>,
     build_info: Family<BuildLabels, Gauge>,
     kill_labels: Mutex<LabelBudget<KillLabels>>,
+    filled_labels: Mutex<LabelBudget<FilledLabels>>,
     /// For the last kill's time and the restart loops, both by the victim's names alone.
     victim_labels: Mutex<LabelBudget<Names>>,
     trigger_labels: Mutex<LabelBudget<TriggerLabels>>,
@@ -102,6 +107,15 @@ impl Metrics {
              memory ran out (cgroup, host, unknown), whether the victim was its container's \
              main process (true, false, unknown) and the capture tier",
             oom_kills.clone(),
+        );
+        let filled = Family::<FilledLabels, Counter>::default();
+        registry.register(
+            "oomtrace_oom_kills_filled_by",
+            "OOM kills whose limit was filled, a quarter of it or more, by memory no process \
+             holds, which killing a process does not free: tmpfs files (tmpfs), page cache the \
+             kernel could not reclaim (page_cache) or the kernel's own memory (kernel); by the \
+             victim's container, pod, namespace and Compose service",
+            filled.clone(),
         );
         let host_oom_kills = Family::<TriggerLabels, Counter>::default();
         registry.register(
@@ -171,6 +185,7 @@ impl Metrics {
         Metrics {
             registry,
             oom_kills,
+            filled,
             host_oom_kills,
             last_kill,
             restart_loops,
@@ -179,6 +194,7 @@ impl Metrics {
             attribution_failures,
             build_info,
             kill_labels: Mutex::new(LabelBudget::new(cap)),
+            filled_labels: Mutex::new(LabelBudget::new(cap)),
             victim_labels: Mutex::new(LabelBudget::new(cap)),
             trigger_labels: Mutex::new(LabelBudget::new(cap)),
             sigkill_labels: Mutex::new(LabelBudget::new(cap)),
@@ -205,6 +221,7 @@ impl Metrics {
             host_trigger,
             unix_seconds,
             restart_loop,
+            filled_by,
         } = kill;
         let labels = KillLabels {
             names: victim.clone(),
@@ -217,6 +234,17 @@ impl Metrics {
             ..labels
         });
         self.oom_kills.get_or_create(&labels).inc();
+        if let Some(filled_by) = filled_by {
+            let labels = FilledLabels {
+                names: victim.clone(),
+                filled_by,
+            };
+            let labels = lock(&self.filled_labels).admit(labels, || FilledLabels {
+                names: Names::other(),
+                filled_by,
+            });
+            self.filled.get_or_create(&labels).inc();
+        }
 
         let victim = lock(&self.victim_labels).admit(victim, Names::other);
         self.last_kill.get_or_create(&victim).set(unix_seconds);
@@ -286,6 +314,7 @@ pub fn exposed_names() -> BTreeSet<String> {
             host_trigger: Some(TriggerLabels::new(Names::default(), "")),
             unix_seconds: 0.0,
             restart_loop: true,
+            filled_by: Some("tmpfs"),
         },
         Instant::now(),
     );

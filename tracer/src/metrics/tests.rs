@@ -224,6 +224,7 @@ fn looped(container: &str, flagged: bool) -> KillFacts {
         host_trigger: None,
         unix_seconds: 0.0,
         restart_loop: flagged,
+        filled_by: None,
     }
 }
 
@@ -458,6 +459,7 @@ fn every_metric_is_named_as_a_scraper_sees_it() {
             "oomtrace_history_write_errors_total",
             "oomtrace_host_oom_kills_total",
             "oomtrace_last_oom_kill_timestamp_seconds",
+            "oomtrace_oom_kills_filled_by_total",
             "oomtrace_oom_kills_total",
             "oomtrace_restart_loop",
             "oomtrace_ringbuf_dropped_total",
@@ -630,4 +632,31 @@ async fn an_address_in_use_is_a_clear_error() {
         message.contains(&format!("listening for metrics scrapes on {addr}")),
         "{message}"
     );
+}
+
+#[test]
+fn a_kill_whose_limit_tmpfs_files_filled_is_counted_by_what_filled_it() {
+    let mut fed = Fed::new(Tier::NoFunctionTracing);
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/records/oom_kill_tmpfs.json"
+    );
+    let filled: crate::record::Record =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    fed.record(filled);
+    // A kill its processes filled is not counted there.
+    fed.record(build::oom_kill(
+        &fixtures::in_web(kill(9)),
+        None,
+        None,
+        &fed.context(),
+    ));
+    assert_eq!(
+        samples(&fed.text(), "oomtrace_oom_kills_filled_by_total{"),
+        [
+            r#"oomtrace_oom_kills_filled_by_total{container="web",pod="web-0",namespace="shop",compose_project="shop",compose_service="web",filled_by="tmpfs"} 1"#
+        ]
+    );
+    // Both kills are counted as kills, each under its own victim's labels.
+    assert_eq!(samples(&fed.text(), "oomtrace_oom_kills_total{").len(), 2);
 }

@@ -4,20 +4,24 @@
 //! bounded; the attribute stage, which may wait for a runtime, comes after.
 
 pub mod cgroupfs;
+pub mod composition;
 pub mod invocation;
 pub mod snapshot;
 pub mod timeline;
+pub mod tmpfs;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use self::cgroupfs::{Inference, MemoryHierarchy};
+use self::composition::{Composition, KernelLog, Processes, VictimMemory};
 use self::invocation::{InvocationKey, Invocations};
 use self::snapshot::{ReportedProcess, Scope, Snapshot};
 use self::timeline::{Prepared, Recorder, Timeline, Warnings};
 use crate::cgroup_path::{self, PathKind};
 use crate::decode::{CgroupRef, Domain};
 use crate::incident::OomKill;
+use crate::kmsg::follow::{self, Lookup};
 use crate::procfs;
 
 /// What was seen at the moment of one kill.
@@ -37,6 +41,12 @@ pub enum DomainSeen {
     /// The OOM killer's own `oom_control` (full tier), with the cgroup's limit as read now.
     Kernel {
         domain: Domain,
+        limit_bytes: Option<u64>,
+    },
+    /// The kernel's OOM report in its log: the memory cgroup whose limit was hit (`None`:
+    /// host-wide), with its limit as the kernel printed it.
+    KernelLog {
+        cgroup: Option<String>,
         limit_bytes: Option<u64>,
     },
     /// Inferred from the counters along the victim's memory cgroup ancestry.
@@ -105,12 +115,18 @@ fn reported_victim(kill: &OomKill) -> Option<ReportedProcess> {
     })
 }
 
+/// What was seen of one invocation of the OOM killer, which its kills share.
+type Seen = (Snapshot, Option<Arc<Timeline>>, Option<Arc<Composition>>);
+
 pub struct Observer {
     memory: Option<MemoryHierarchy>,
-    /// One snapshot (and timeline) per invocation of the OOM killer: a `memory.oom.group` kill
-    /// marks hundreds of victims within a millisecond, and they share the moment.
-    invocations: Invocations<(Snapshot, Option<Arc<Timeline>>)>,
+    /// One snapshot (and timeline, and composition) per invocation of the OOM killer: a
+    /// `memory.oom.group` kill marks hundreds of victims within a millisecond, and they share
+    /// the moment.
+    invocations: Invocations<Seen>,
     recorder: Option<Recorder>,
+    /// The kernel log followed for the OOM reports, or why it is not.
+    kernel_log: Result<follow::KernelLog, String>,
 }
 
 impl Observer {
@@ -121,6 +137,7 @@ impl Observer {
         window: Duration,
         prepared: Option<Prepared>,
         warnings: Option<Warnings>,
+        kernel_log: Result<follow::KernelLog, String>,
     ) -> Self {
         if memory.is_none() {
             log::warn!(
@@ -155,12 +172,22 @@ impl Observer {
             memory,
             invocations: Invocations::new(),
             recorder,
+            kernel_log,
         }
     }
 
     /// Reads what the kill's explanation needs from the running system, now: its moment, the
-    /// snapshot of its invocation, and the recording of its domain's lead-up.
-    pub fn observe(&mut self, kill: &OomKill) -> (Moment, Snapshot, Option<Arc<Timeline>>) {
+    /// snapshot of its invocation, the recording of its domain's lead-up, and what filled the
+    /// domain.
+    pub fn observe(
+        &mut self,
+        kill: &OomKill,
+    ) -> (
+        Moment,
+        Snapshot,
+        Option<Arc<Timeline>>,
+        Option<Arc<Composition>>,
+    ) {
         let victim = PartyPaths::of(
             kill.victim.cgroup.as_ref(),
             kill.victim.memcg.as_ref(),
@@ -171,7 +198,15 @@ impl Observer {
             kill.trigger.memcg.as_ref(),
             kill.trigger.task.pid,
         );
+        // The kernel printed its report before it marked the victim: it is in the log now,
+        // unless the kernel left it out (rate-limited).
+        let victim_tgid = kill.victim.tgid.unwrap_or(kill.victim.pid);
+        let lookup = match &self.kernel_log {
+            Ok(log) => log.lookup(&[kill.victim.pid, victim_tgid], victim.memcg.as_deref()),
+            Err(why) => Lookup::Unreadable(why.clone()),
+        };
         let domain = match (&kill.incident, &self.memory, &victim.memcg) {
+            (None, _, _) if let Some(domain) = kernel_log_domain(&lookup) => domain,
             (Some(incident), memory, _) => {
                 let domain = incident.entry.domain.clone();
                 let limit_bytes = match (&domain, memory) {
@@ -196,6 +231,9 @@ impl Observer {
                 domain: Domain::Cgroup(cgroup),
                 ..
             } => Scope::Cgroup(cgroup.path.clone()),
+            DomainSeen::KernelLog {
+                cgroup: Some(path), ..
+            } => Scope::Cgroup(path.clone()),
             DomainSeen::Inferred {
                 inference: Inference::Cgroup { path, .. },
                 ..
@@ -209,25 +247,114 @@ impl Observer {
                 scope: scope.clone(),
             },
         };
-        let (snapshot, timeline) = match self.invocations.continued(&key, kill.ktime_ns) {
-            Some(seen) => seen,
-            None => {
-                let timeline = self
-                    .recorder
-                    .as_ref()
-                    .map(|recorder| Arc::new(recorder.timeline(&scope, kill.ktime_ns)));
-                let snapshot = snapshot::take(self.memory.as_ref(), scope, reported_victim(kill));
-                self.invocations
-                    .started(key, kill.ktime_ns, (snapshot.clone(), timeline.clone()));
-                (snapshot, timeline)
-            }
-        };
+        let (snapshot, timeline, composition) =
+            match self.invocations.continued(&key, kill.ktime_ns) {
+                Some(seen) => seen,
+                None => {
+                    let timeline = self
+                        .recorder
+                        .as_ref()
+                        .map(|recorder| Arc::new(recorder.timeline(&scope, kill.ktime_ns)));
+                    // Before the snapshot: its reads take a while, and a late reading of the
+                    // domain's files finds less of what the victim held.
+                    let composition = self.composition(kill, &scope, &victim, lookup);
+                    let snapshot =
+                        snapshot::take(self.memory.as_ref(), scope, reported_victim(kill));
+                    let composition = composition.map(|mut composition| {
+                        if composition.processes.is_none() {
+                            composition.processes = Some(Processes {
+                                count: snapshot.process_scan.read as u64,
+                                resident_bytes: snapshot.process_scan.resident_bytes,
+                                shmem_bytes: None,
+                            });
+                        }
+                        Arc::new(composition)
+                    });
+                    let seen = (snapshot, timeline, composition);
+                    self.invocations.started(key, kill.ktime_ns, seen.clone());
+                    seen
+                }
+            };
         let moment = Moment {
             victim,
             trigger,
             domain,
             victim_is_pid_one,
         };
-        (moment, snapshot, timeline)
+        (moment, snapshot, timeline, composition)
     }
+
+    /// What filled the domain: as the kernel reported it, else read now and corrected for what
+    /// the victim freed since its kill.
+    fn composition(
+        &self,
+        kill: &OomKill,
+        scope: &Scope,
+        victim_paths: &PartyPaths,
+        lookup: Lookup,
+    ) -> Option<Composition> {
+        let kernel_log = match lookup {
+            Lookup::Report(seen) => {
+                match Composition::from_report(&seen.report, seen.seq, procfs::page_size()) {
+                    Some(mut composition) => {
+                        composition.victim_shmem_bytes = victim_memory(kill).map(|v| v.shmem_bytes);
+                        composition.place_shmem(self.memory.as_ref());
+                        return Some(composition);
+                    }
+                    // A report without the domain's figures (cut short): as if there were none.
+                    None => KernelLog::NoReport,
+                }
+            }
+            Lookup::NoReport => KernelLog::NoReport,
+            Lookup::Unreadable(why) => KernelLog::Unreadable(why),
+        };
+        let mut composition = match scope {
+            Scope::Cgroup(path) => {
+                Composition::read_cgroup(self.memory.as_ref()?, path, kernel_log)?
+            }
+            Scope::Host => Composition::read_host(kernel_log),
+        };
+        if let Some(victim) = victim_memory(kill) {
+            // Gone from its cgroup: it has exited, and its memory was freed with its mm.
+            let tgid = kill.victim.tgid.unwrap_or(kill.victim.pid);
+            let gone = match (&self.memory, &victim_paths.memcg) {
+                (Some(memory), Some(memcg)) => !memory.procs(memcg).contains(&tgid),
+                _ => false,
+            };
+            composition.victim_shmem_bytes = Some(victim.shmem_bytes);
+            composition.add_back(&victim, gone);
+        }
+        composition.place_shmem(self.memory.as_ref());
+        Some(composition)
+    }
+}
+
+/// The domain the kernel's report names, where it was found.
+fn kernel_log_domain(lookup: &Lookup) -> Option<DomainSeen> {
+    let Lookup::Report(seen) = lookup else {
+        return None;
+    };
+    let limit_bytes = seen.report.memory.map(|memory| memory.limit_kb * 1024);
+    match (&seen.oom_memcg, &seen.report.mem_info) {
+        (Some(path), _) => Some(DomainSeen::KernelLog {
+            cgroup: Some(String::from_utf8_lossy(&path.0).into_owned()),
+            limit_bytes: limit_bytes.filter(|&limit| limit < 1 << 62),
+        }),
+        (None, Some(_)) => Some(DomainSeen::KernelLog {
+            cgroup: None,
+            limit_bytes: None,
+        }),
+        (None, None) => None,
+    }
+}
+
+/// What the kernel reported of the victim with its kill, in bytes.
+fn victim_memory(kill: &OomKill) -> Option<VictimMemory> {
+    let fields = kill.victim.fields.as_ref()?;
+    Some(VictimMemory {
+        anon_bytes: fields.anon_rss_kb? * 1024,
+        file_bytes: fields.file_rss_kb.unwrap_or(0) * 1024,
+        shmem_bytes: fields.shmem_rss_kb.unwrap_or(0) * 1024,
+        page_tables_bytes: fields.pgtables_kb.unwrap_or(0) * 1024,
+    })
 }

@@ -53,6 +53,8 @@ pub struct ProcessScan {
     /// Processes listed in the scope's cgroups and left unread past the budget: those in the
     /// smallest cgroups (host-wide: those in the root cgroup itself, last).
     pub unread: usize,
+    /// The resident memory of those read, summed.
+    pub resident_bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -335,6 +337,7 @@ impl ProcessReader {
         let Some(rss) = rss.filter(|&rss| rss > 0) else {
             return;
         };
+        self.scan.resident_bytes = self.scan.resident_bytes.saturating_add(rss);
         if self.top.len() == TOP && self.top.last().is_some_and(|&(least, _, _)| least >= rss) {
             return;
         }
@@ -509,7 +512,11 @@ mod tests {
             Some("/parent/big/inner")
         );
         assert_eq!(snapshot.processes[1].comm, "sleep");
-        assert_eq!(snapshot.process_scan, ProcessScan { read: 3, unread: 0 });
+        let scan = snapshot.process_scan;
+        assert_eq!((scan.read, scan.unread), (3, 0));
+        // What each was found to hold, summed: the two that exist.
+        let held: u64 = snapshot.processes.iter().map(|p| p.rss_bytes).sum();
+        assert_eq!(scan.resident_bytes, held);
         fs::remove_dir_all(&memory.root).unwrap();
     }
 
@@ -537,7 +544,12 @@ mod tests {
         assert_eq!(listed[0], (NO_SUCH_PID, "victim"), "{snapshot:?}");
         assert_eq!(snapshot.processes[0].rss_bytes, u64::MAX / 2);
         assert_eq!(listed[1].0, own);
-        assert_eq!(snapshot.process_scan, ProcessScan { read: 2, unread: 0 });
+        let scan = snapshot.process_scan;
+        assert_eq!((scan.read, scan.unread), (2, 0));
+        assert_eq!(
+            scan.resident_bytes,
+            u64::MAX / 2 + snapshot.processes[1].rss_bytes
+        );
         fs::remove_dir_all(&memory.root).unwrap();
     }
 
@@ -549,13 +561,8 @@ mod tests {
         pids.extend((0..MAX_PROCESSES_READ as u32 + 43).map(|i| NO_SUCH_PID + i));
         write_procs(&memory, "/crowded", &pids);
         let snapshot = take(Some(&memory), Scope::Host, None);
-        assert_eq!(
-            snapshot.process_scan,
-            ProcessScan {
-                read: MAX_PROCESSES_READ,
-                unread: 44
-            }
-        );
+        let scan = snapshot.process_scan;
+        assert_eq!((scan.read, scan.unread), (MAX_PROCESSES_READ, 44));
         assert_eq!(snapshot.processes.len(), 1);
         assert_eq!(snapshot.processes[0].pid, own);
         fs::remove_dir_all(&memory.root).unwrap();

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::agent::{AgentInfo, AgentStarted, AgentStopped, CaptureInfo, Totals};
+use super::composition as record_composition;
 use super::kill::{
     Basis, CapturePart, CgroupPath, Domain, DomainCgroup, DomainMemory, Explanation, Incident,
     IncidentDomain, KillCapture, OomIncidentRecord, OomKillRecord, Pid, VictimRef,
@@ -29,6 +30,7 @@ use crate::decode::mark_victim::MarkVictimFields;
 use crate::decode::{CgroupRef, ContextPart, SigkillPart, Task};
 use crate::incident::{IncidentContext, OomIncident, OomKill, Parts, Sigkill, Trigger, Victim};
 use crate::observe::cgroupfs::CgroupMemory;
+use crate::observe::composition as observed;
 use crate::observe::snapshot::{DomainMemory as DomainMemoryRead, HostMemory};
 use crate::observe::timeline::warning::{
     Grower, Growth, PressureWarning, Reason, StallShare, Thresholds,
@@ -160,7 +162,7 @@ pub fn oom_kill(
             names: names(trigger_names.as_ref(), None),
             ..trigger_party(trigger)
         }),
-        domain: Some(resolved_domain(domain, domain_memory)),
+        domain: Some(resolved_domain(domain, domain_memory, None)),
         explanation,
         incident: incident
             .as_deref()
@@ -173,6 +175,19 @@ pub fn oom_kill(
     } else {
         Body::OomKill(record)
     })
+}
+
+/// What filled the domain, into the `oom_kill` (or `oom_mark_exiting`) record of the kill.
+pub fn with_composition(
+    mut record: Record,
+    composition: Option<record_composition::Composition>,
+) -> Record {
+    if let Body::OomKill(kill) | Body::OomMarkExiting(kill) = &mut record.body
+        && let Some(domain) = &mut kill.domain
+    {
+        domain.composition = composition;
+    }
+    record
 }
 
 /// The `oom_incident` record: the end of one `oom_kill_process` invocation.
@@ -477,7 +492,172 @@ fn k8s(from_path: Option<&PodRef>, labels: Option<&K8sNames>) -> Option<K8s> {
 
 /// The top-level `domain` of an `oom_kill`; `at_the_moment` is what the observe stage read of
 /// it.
-fn resolved_domain(domain: &ResolvedDomain, at_the_moment: Option<&DomainMemoryRead>) -> Domain {
+/// `domain.composition`, with the tmpfs mounts named by the explain stage.
+pub fn composition(
+    composition: &observed::Composition,
+    tmpfs: Vec<record_composition::TmpfsMount>,
+) -> record_composition::Composition {
+    use record_composition::{
+        CompositionSource, FileMemory, KernelLogState, KernelLogUse, KernelMemory, NotInProcesses,
+        ProcessesMemory, Reaped,
+    };
+    let observed::Composition {
+        source,
+        kernel_log,
+        // The domain's own.
+        cgroup: _,
+        usage_bytes,
+        limit_bytes,
+        parts,
+        processes,
+        reaped,
+        victim_shmem_bytes: _,
+        // Named by the explain stage: `tmpfs` here.
+        tmpfs: _,
+        tmpfs_unknown,
+    } = composition;
+    let observed::Parts {
+        anon,
+        file,
+        file_active,
+        file_inactive,
+        file_dirty,
+        file_writeback,
+        file_mapped,
+        shmem,
+        unevictable,
+        kernel,
+        slab_reclaimable,
+        slab_unreclaimable,
+        kernel_stack,
+        page_tables,
+        sock,
+        percpu,
+        vmalloc,
+        swap,
+    } = *parts;
+    let not_in_processes = composition.not_in_processes();
+    record_composition::Composition {
+        source: match source {
+            observed::Source::KernelLog => CompositionSource::KernelLog,
+            observed::Source::MemoryStat => CompositionSource::MemoryStat,
+            observed::Source::Meminfo => CompositionSource::Meminfo,
+        },
+        kernel_log: match kernel_log {
+            observed::KernelLog::Report { seq } => KernelLogUse {
+                state: KernelLogState::Report,
+                seq: Some(*seq),
+                reason: None,
+            },
+            observed::KernelLog::NoReport => KernelLogUse {
+                state: KernelLogState::NoReport,
+                seq: None,
+                reason: Some(
+                    "the kernel printed no report for this kill: it prints at most 10 every 5 s"
+                        .to_owned(),
+                ),
+            },
+            observed::KernelLog::Unreadable(why) => KernelLogUse {
+                state: KernelLogState::Unreadable,
+                seq: None,
+                reason: Some(why.clone()),
+            },
+        },
+        usage_bytes: *usage_bytes,
+        limit_bytes: *limit_bytes,
+        anon_bytes: anon,
+        file: file.map(|bytes| FileMemory {
+            bytes,
+            active_bytes: file_active,
+            inactive_bytes: file_inactive,
+            dirty_bytes: file_dirty,
+            writeback_bytes: file_writeback,
+            mapped_bytes: file_mapped,
+        }),
+        shmem_bytes: shmem,
+        unevictable_bytes: unevictable,
+        kernel: kernel.map(|bytes| KernelMemory {
+            bytes,
+            slab_reclaimable_bytes: slab_reclaimable,
+            slab_unreclaimable_bytes: slab_unreclaimable,
+            stack_bytes: kernel_stack,
+            page_tables_bytes: page_tables,
+            sock_bytes: sock,
+            percpu_bytes: percpu,
+            vmalloc_bytes: vmalloc,
+        }),
+        swap_bytes: swap,
+        reaped: reaped.map(
+            |observed::Reaped {
+                 anon_bytes,
+                 page_tables_bytes,
+             }| Reaped {
+                anon_bytes,
+                page_tables_bytes,
+            },
+        ),
+        processes: processes.map(
+            |observed::Processes {
+                 count,
+                 resident_bytes,
+                 shmem_bytes,
+             }| ProcessesMemory {
+                count,
+                resident_bytes,
+                shmem_bytes,
+            },
+        ),
+        in_processes_bytes: composition.in_processes(),
+        not_in_processes: NotInProcesses {
+            bytes: not_in_processes.total(),
+            shmem_bytes: not_in_processes.shmem,
+            page_cache_bytes: not_in_processes.page_cache,
+            kernel_bytes: not_in_processes.kernel,
+        },
+        tmpfs,
+        tmpfs_unknown: tmpfs_unknown.clone(),
+    }
+}
+
+/// A tmpfs mount of `domain.composition`, its owner named.
+pub fn tmpfs_mount(
+    mount: &crate::observe::tmpfs::TmpfsMount,
+    owner: Option<crate::attribute::Attribution>,
+) -> record_composition::TmpfsMount {
+    use crate::observe::tmpfs::TmpfsKind as Observed;
+    use record_composition::TmpfsKind;
+    let crate::observe::tmpfs::TmpfsMount {
+        mount_point,
+        kind,
+        host_path,
+        volume,
+        used_bytes,
+        size_bytes,
+        outlives_container,
+        owner: _,
+    } = mount;
+    record_composition::TmpfsMount {
+        mount_point: mount_point.clone(),
+        kind: match kind {
+            Observed::Shm => TmpfsKind::Shm,
+            Observed::ContainerTmpfs => TmpfsKind::ContainerTmpfs,
+            Observed::EmptyDir => TmpfsKind::EmptyDir,
+            Observed::Host => TmpfsKind::Host,
+        },
+        host_path: host_path.clone(),
+        volume: volume.clone(),
+        used_bytes: *used_bytes,
+        size_bytes: *size_bytes,
+        outlives_container: *outlives_container,
+        names: names(owner.as_ref(), None),
+    }
+}
+
+fn resolved_domain(
+    domain: &ResolvedDomain,
+    at_the_moment: Option<&DomainMemoryRead>,
+    composition: Option<record_composition::Composition>,
+) -> Domain {
     let ResolvedDomain {
         kind,
         cgroup,
@@ -493,6 +673,7 @@ fn resolved_domain(domain: &ResolvedDomain, at_the_moment: Option<&DomainMemoryR
             crate::attribute::Basis::Counters => Basis::Counters,
             crate::attribute::Basis::ContainerLimit => Basis::ContainerLimit,
             crate::attribute::Basis::None => Basis::None,
+            crate::attribute::Basis::KernelLog => Basis::KernelLog,
         }),
         cgroup: cgroup.as_ref().map(|cgroup| DomainCgroup {
             id: cgroup.id,
@@ -509,6 +690,7 @@ fn resolved_domain(domain: &ResolvedDomain, at_the_moment: Option<&DomainMemoryR
             ),
             _ => None,
         },
+        composition,
         names: names(attribution.as_ref(), None),
     }
 }

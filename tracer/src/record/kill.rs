@@ -112,6 +112,9 @@ pub struct Domain {
     /// `memory.oom_control` and `memory.failcnt`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_events: Option<BTreeMap<String, u64>>,
+    /// What filled it at the kill.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub composition: Option<super::composition::Composition>,
     #[serde(flatten)]
     pub names: Names,
 }
@@ -129,7 +132,8 @@ pub enum Basis {
     ContainerLimit,
     /// Nothing to go on.
     None,
-    /// The kernel log's own words, for a recovered kill.
+    /// The kernel log's own words: its OOM report of this kill (`oom_memcg`, or a host-wide
+    /// report), or of a kill recovered from it.
     KernelLog,
 }
 

@@ -40,6 +40,7 @@
 
 pub mod agent;
 pub mod build;
+pub mod composition;
 pub mod kill;
 pub mod party;
 pub mod pressure;

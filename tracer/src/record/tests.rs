@@ -238,6 +238,70 @@ fn oom_kill_golden() {
     golden("oom_kill", &full_tier_kill());
 }
 
+/// The same kill where the container's `/dev/shm` held most of its limit, as the kernel's
+/// report of the kill said.
+#[test]
+fn oom_kill_with_its_composition_golden() {
+    use crate::observe::composition as observed;
+    use crate::observe::tmpfs;
+    const MIB: u64 = 1 << 20;
+    let composition = observed::Composition {
+        source: observed::Source::KernelLog,
+        kernel_log: observed::KernelLog::Report { seq: 13_913 },
+        cgroup: Some(crate::attribute::fixtures::container_path()),
+        usage_bytes: Some(48 * MIB),
+        limit_bytes: Some(48 * MIB),
+        parts: observed::Parts {
+            anon: Some(13 * MIB),
+            file: Some(MIB),
+            file_active: Some(MIB / 2),
+            file_inactive: Some(MIB / 2),
+            file_dirty: Some(0),
+            file_writeback: Some(0),
+            file_mapped: Some(MIB),
+            shmem: Some(33 * MIB),
+            unevictable: Some(0),
+            kernel: Some(MIB),
+            slab_reclaimable: Some(MIB / 4),
+            slab_unreclaimable: Some(MIB / 2),
+            kernel_stack: Some(MIB / 8),
+            page_tables: Some(MIB / 8),
+            sock: Some(0),
+            percpu: Some(0),
+            vmalloc: Some(0),
+            swap: Some(0),
+        },
+        processes: Some(observed::Processes {
+            count: 2,
+            resident_bytes: 14 * MIB,
+            shmem_bytes: Some(0),
+        }),
+        reaped: None,
+        victim_shmem_bytes: Some(0),
+        tmpfs: Vec::new(),
+        tmpfs_unknown: None,
+    };
+    let shm = tmpfs::TmpfsMount {
+        mount_point: "/dev/shm".into(),
+        kind: tmpfs::TmpfsKind::Shm,
+        host_path: Some(format!(
+            "/var/lib/containers/storage/overlay-containers/{}/userdata/shm",
+            crate::attribute::fixtures::ID
+        )),
+        volume: None,
+        used_bytes: Some(33 * MIB),
+        size_bytes: Some(64 * MIB),
+        outlives_container: false,
+        owner: Some(crate::attribute::fixtures::container_path()),
+    };
+    let tmpfs = vec![build::tmpfs_mount(&shm, Some(web(Source::Cache)))];
+    let record = build::with_composition(
+        full_tier_kill(),
+        Some(build::composition(&composition, tmpfs)),
+    );
+    golden("oom_kill_tmpfs", &record);
+}
+
 /// A Kubernetes container's main process killed at its pod's limit, named by the CRI: the
 /// `k8s.*` names, the container's restart count, and a domain that is the pod itself.
 #[test]

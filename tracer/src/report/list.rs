@@ -177,6 +177,16 @@ pub(crate) mod tests {
         event(7, serde_json::from_str(&text).unwrap())
     }
 
+    /// The golden kill whose container's `/dev/shm` held most of its limit.
+    pub(crate) fn kill_filled_by_tmpfs() -> StoredEvent {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/records/oom_kill_tmpfs.json"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        event(8, serde_json::from_str(&text).unwrap())
+    }
+
     #[test]
     fn a_kill_in_a_pod_shows_its_namespace_pod_and_container_and_the_pods_limit() {
         let lines = table(&[kill_in_a_pod()], &style(false));

@@ -1,6 +1,7 @@
 //! `oomtrace history`, `show` and `stats`: the stored kills, read back for people (or as JSON).
 //! They open the history read-only and need no privileges beyond reading its file.
 
+mod composition;
 mod lead_up;
 mod list;
 mod parties;

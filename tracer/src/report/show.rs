@@ -119,6 +119,15 @@ fn oom_kill(
         .as_ref()
         .map_or_else(|| "unknown".to_owned(), domain);
     lines.push(labelled("Limit hit", limit));
+    if let Some(composition) = record
+        .domain
+        .as_ref()
+        .and_then(|domain| domain.composition.as_ref())
+    {
+        let (heading, picture) = super::composition::lines(composition, &" ".repeat(LABEL + 1));
+        lines.push(labelled("Filled by", heading));
+        lines.extend(picture);
+    }
     if let Some(explanation) = &record.explanation {
         snapshot(explanation, lines);
         if let Some(timeline) = &explanation.timeline {
@@ -353,6 +362,67 @@ mod tests {
                  /kubepods/"
             ),
             "{lines:#?}"
+        );
+    }
+
+    #[test]
+    fn what_filled_the_limit_is_drawn_and_told_by_kind() {
+        let lines = text(
+            &crate::report::list::tests::kill_filled_by_tmpfs(),
+            &[],
+            &style(false),
+        );
+        println!("{}", lines.join("\n"));
+        let at = lines
+            .iter()
+            .position(|line| line.starts_with("Filled by"))
+            .unwrap_or_else(|| panic!("no Filled by line: {lines:#?}"));
+        assert_eq!(
+            lines[at],
+            "Filled by   48.0 MiB of 48.0 MiB, from the kernel's report of the kill:"
+        );
+        // 14 MiB held by processes, 33 of shared memory, 1 of the kernel's, in 50 cells.
+        assert_eq!(
+            lines[at + 1],
+            format!(
+                "            [{}{}{}]",
+                "█".repeat(14),
+                "▓".repeat(34),
+                "░".repeat(2)
+            )
+        );
+        assert_eq!(
+            lines[at + 2],
+            "            █ processes     14.0 MiB  29 %  anon 13.0 MiB, mapped files 1.0 MiB, 2 \
+             processes"
+        );
+        assert!(
+            lines[at + 3].starts_with(
+                "            ▓ tmpfs/shmem   33.0 MiB  68 %  /dev/shm of container web 33.0 MiB"
+            ),
+            "{lines:#?}"
+        );
+        assert_eq!(lines[at + 4], "            ▒ page cache       0 KiB   0 %");
+        assert_eq!(
+            lines[at + 5],
+            "            ░ kernel         1.0 MiB   2 %  slab 768 KiB, page tables 128 KiB, \
+             stacks 128 KiB"
+        );
+        // The kill's own log line says it too.
+        let crate::record::Body::OomKill(kill) =
+            record(&crate::report::list::tests::kill_filled_by_tmpfs())
+                .unwrap()
+                .body
+        else {
+            panic!("the fixture is an oom_kill");
+        };
+        let line = crate::sink::text::line(&kill, false);
+        assert!(
+            line.contains(
+                "(48.0 MiB) was hit (inferred), filled by 33.0 MiB of tmpfs/shared memory no \
+                 process maps; badness"
+            ),
+            "{line}"
         );
     }
 

@@ -111,5 +111,10 @@ fn kill_facts(kill: &OomKillRecord) -> KillFacts {
             .explanation
             .as_ref()
             .is_some_and(|explanation| explanation.restart_loop.is_some()),
+        filled_by: kill
+            .domain
+            .as_ref()
+            .and_then(|domain| domain.composition.as_ref())
+            .and_then(crate::explain::filled::leading_label),
     }
 }

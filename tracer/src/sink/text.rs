@@ -159,6 +159,14 @@ pub fn line(kill: &OomKillRecord, marked_without_kill: bool) -> String {
     }
     if let Some(domain) = domain {
         line.push_str(&domain_text(domain));
+        // What filled it, where no process holds most of it: what the kill does not free.
+        if let Some(filled) = domain
+            .composition
+            .as_ref()
+            .and_then(crate::explain::filled::in_brief)
+        {
+            let _ = write!(line, ", filled by {filled}");
+        }
     }
     if let Some(badness) = &victim.badness {
         let _ = write!(

@@ -9,6 +9,8 @@ use crate::cgroup_path;
 use crate::decode::Task;
 use crate::decode::mark_victim::MarkVictimFields;
 use crate::incident::{OomKill, Parts, Trigger, Victim};
+use crate::observe::composition as observed;
+use crate::record::composition::{Composition, TmpfsKind, TmpfsMount};
 
 const DB: &str = "1111111111111111111111111111111111111111111111111111111111111111";
 const BUILDER: &str = "2222222222222222222222222222222222222222222222222222222222222222";
@@ -126,6 +128,7 @@ fn top() -> Top {
         ],
         processes: vec![("cc1plus (pid 77) in builder".to_owned(), 5 << 30)],
         lead_up: None,
+        filled: None,
     }
 }
 
@@ -351,4 +354,272 @@ fn ordinals() {
             "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "101st", "111th"
         ]
     );
+}
+
+const MIB: u64 = 1 << 20;
+
+/// What the kernel reported of a 128 MiB domain, its tmpfs mounts named.
+fn filled(parts: observed::Parts, mounts: Vec<TmpfsMount>) -> Composition {
+    let observed = observed::Composition {
+        source: observed::Source::KernelLog,
+        kernel_log: observed::KernelLog::Report { seq: 7 },
+        cgroup: Some(path(DB)),
+        usage_bytes: Some(128 * MIB),
+        limit_bytes: Some(128 * MIB),
+        parts,
+        processes: None,
+        reaped: None,
+        victim_shmem_bytes: Some(0),
+        tmpfs: Vec::new(),
+        tmpfs_unknown: None,
+    };
+    crate::record::build::composition(&observed, mounts)
+}
+
+fn shm_of_web(used: u64) -> TmpfsMount {
+    TmpfsMount {
+        mount_point: "/dev/shm".to_owned(),
+        kind: TmpfsKind::Shm,
+        host_path: Some(format!("/var/lib/docker/containers/{DB}/mounts/shm")),
+        volume: None,
+        used_bytes: Some(used),
+        size_bytes: Some(256 * MIB),
+        outlives_container: false,
+        names: crate::record::build::names(Some(&container(DB, "web", Some(128 * MIB))), None),
+    }
+}
+
+/// A container at its 128 MiB limit, its process holding 27.5 MiB of its own.
+fn small_victim() -> AttributedKill {
+    let web = container(DB, "web", Some(128 * MIB));
+    AttributedKill {
+        kill: oom((42, "python3", 28_160), (42, "python3")),
+        victim: Some(web.clone()),
+        trigger: Some(web.clone()),
+        main_process: Some(false),
+        domain: domain(
+            DomainKind::Cgroup,
+            Basis::KernelLog,
+            Some(web),
+            Some(128 * MIB),
+        ),
+    }
+}
+
+#[test]
+fn tmpfs_files_no_process_maps_lead_the_verdict_with_their_mount() {
+    let parts = observed::Parts {
+        anon: Some(28_160 * 1024),
+        file: Some(300 * 1024),
+        file_mapped: Some(300 * 1024),
+        shmem: Some(100 * MIB),
+        kernel: Some(128 * MIB - 28_160 * 1024 - 300 * 1024 - 100 * MIB),
+        ..observed::Parts::default()
+    };
+    let top = Top {
+        filled: Some(filled(parts, vec![shm_of_web(100 * MIB)])),
+        ..Top::default()
+    };
+    let text = verdict(&small_victim(), &top, Flags::default(), HOURS_6);
+    assert_eq!(
+        text,
+        "The limit of 128.0 MiB was filled by 100.0 MiB of tmpfs files and shared memory that \
+         no process maps (in /dev/shm of container web, 100.0 MiB used); processes held \
+         27.8 MiB (the killed one 27.5 MiB of its own). Killing a process does not free such \
+         files. Container web was killed by the OOM killer: pid 42 (python3), 27.5 MiB \
+         resident. It was not the container's main process: the container keeps running, and \
+         its runtime will not report OOMKilled. It hit its own memory limit of 128.0 MiB. Its \
+         own allocation tipped it over."
+    );
+}
+
+#[test]
+fn a_mount_whose_use_cannot_be_read_is_named_and_said_so() {
+    let parts = observed::Parts {
+        anon: Some(28 * MIB),
+        shmem: Some(100 * MIB),
+        ..observed::Parts::default()
+    };
+    let mut scratch = shm_of_web(0);
+    scratch.mount_point = "/scratch".to_owned();
+    scratch.kind = TmpfsKind::ContainerTmpfs;
+    scratch.host_path = None;
+    scratch.used_bytes = None;
+    let top = Top {
+        filled: Some(filled(parts, vec![scratch, shm_of_web(0)])),
+        ..Top::default()
+    };
+    let text = verdict(&small_victim(), &top, Flags::default(), HOURS_6);
+    assert!(
+        text.starts_with(
+            "The limit of 128.0 MiB was filled by 100.0 MiB of tmpfs files and shared memory \
+             that no process maps (in /scratch of container web, whose use cannot be read from \
+             outside the container); processes held 28.0 MiB (the killed one 27.5 MiB of its \
+             own)"
+        ),
+        "{text}"
+    );
+    // An empty /dev/shm is not where they are.
+    assert!(!text.contains("/dev/shm"), "{text}");
+
+    // Docker's own: neither mount can be measured from the host.
+    let mut unmeasured_shm = shm_of_web(0);
+    unmeasured_shm.used_bytes = None;
+    let mut scratch = unmeasured_shm.clone();
+    scratch.mount_point = "/scratch".to_owned();
+    scratch.kind = TmpfsKind::ContainerTmpfs;
+    let both = Top {
+        filled: Some(filled(parts, vec![unmeasured_shm.clone(), scratch])),
+        ..Top::default()
+    };
+    let text = verdict(&small_victim(), &both, Flags::default(), HOURS_6);
+    assert!(
+        text.contains(
+            "(in /dev/shm or /scratch of container web, whose use cannot be read from outside \
+             the container)"
+        ),
+        "{text}"
+    );
+    let alone = Top {
+        filled: Some(filled(parts, vec![unmeasured_shm])),
+        ..Top::default()
+    };
+    let text = verdict(&small_victim(), &alone, Flags::default(), HOURS_6);
+    assert!(
+        text.contains(
+            "(in /dev/shm of container web, its only tmpfs mount, whose use cannot be read from \
+             outside the container)"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_pods_volume_outlives_its_container_and_a_restart_loop_is_explained() {
+    let pod_uid = "7d3e1c1a-2b4f-4a8e-9c1d-5e6f7a8b9c0d";
+    let pod_path = format!("/kubepods/burstable/pod{pod_uid}");
+    let pod = Attribution {
+        path: pod_path.clone(),
+        identity: cgroup_path::parse(&pod_path),
+        container: None,
+        source: Source::Path,
+        warning: None,
+    };
+    let parts = observed::Parts {
+        anon: Some(20 * MIB),
+        shmem: Some(100 * MIB),
+        ..observed::Parts::default()
+    };
+    let volume = TmpfsMount {
+        mount_point: "/cache".to_owned(),
+        kind: TmpfsKind::EmptyDir,
+        host_path: Some(format!(
+            "/var/lib/kubelet/pods/{pod_uid}/volumes/kubernetes.io~empty-dir/cache"
+        )),
+        volume: Some("cache".to_owned()),
+        used_bytes: Some(100 * MIB),
+        size_bytes: None,
+        outlives_container: true,
+        names: crate::record::build::names(Some(&pod), None),
+    };
+    let top = Top {
+        filled: Some(filled(parts, vec![volume])),
+        ..Top::default()
+    };
+    let flags = Flags {
+        restart_loop: Some(3),
+        recurring_trigger: None,
+        restarts: None,
+    };
+    let text = verdict(&small_victim(), &top, flags, HOURS_6);
+    assert!(
+        text.contains(&format!(
+            "(in emptyDir volume cache of pod {pod_uid} (burstable), 100.0 MiB used)"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(&format!(
+            "Restarting the container will not free them: emptyDir volume cache of pod \
+             {pod_uid} (burstable) belongs to the pod, not to the container, and keeps its \
+             files until the pod is deleted. Each restart starts with them already charged, \
+             which is why it is killed again."
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn page_cache_the_kernel_could_not_reclaim_leads_with_why() {
+    let parts = observed::Parts {
+        anon: Some(30 * MIB),
+        file: Some(96 * MIB),
+        file_dirty: Some(80 * MIB),
+        file_writeback: Some(4 * MIB),
+        file_mapped: Some(2 * MIB),
+        shmem: Some(0),
+        unevictable: Some(10 * MIB),
+        kernel: Some(2 * MIB),
+        ..observed::Parts::default()
+    };
+    let top = Top {
+        filled: Some(filled(parts, Vec::new())),
+        ..Top::default()
+    };
+    let text = verdict(&small_victim(), &top, Flags::default(), HOURS_6);
+    assert!(
+        text.starts_with(
+            "The limit of 128.0 MiB was filled by 94.0 MiB of page cache the kernel could not \
+             reclaim (84.0 MiB dirty or being written back, 10.0 MiB unevictable (mlocked or \
+             ramfs)); processes held 32.0 MiB (the killed one 27.5 MiB of its own). Killing a \
+             process does not free it."
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn kernel_memory_leads_with_its_slab() {
+    let parts = observed::Parts {
+        anon: Some(10 * MIB),
+        file: Some(0),
+        shmem: Some(0),
+        kernel: Some(118 * MIB),
+        slab_reclaimable: Some(90 * MIB),
+        slab_unreclaimable: Some(20 * MIB),
+        page_tables: Some(MIB),
+        sock: Some(0),
+        ..observed::Parts::default()
+    };
+    let top = Top {
+        filled: Some(filled(parts, Vec::new())),
+        ..Top::default()
+    };
+    let text = verdict(&small_victim(), &top, Flags::default(), HOURS_6);
+    assert!(
+        text.starts_with(
+            "The limit of 128.0 MiB was filled by 118.0 MiB of the kernel's own memory \
+             (110.0 MiB slab: dentries, inodes and other kernel objects, 90.0 MiB of it \
+             reclaimable); processes held 10.0 MiB"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_limit_filled_by_processes_gets_no_such_sentence() {
+    let parts = observed::Parts {
+        anon: Some(120 * MIB),
+        file: Some(4 * MIB),
+        file_mapped: Some(4 * MIB),
+        shmem: Some(MIB),
+        kernel: Some(3 * MIB),
+        ..observed::Parts::default()
+    };
+    let top = Top {
+        filled: Some(filled(parts, Vec::new())),
+        ..Top::default()
+    };
+    let text = verdict(&own_limit(), &top, Flags::default(), HOURS_6);
+    assert!(text.starts_with("Container web was killed"), "{text}");
 }

@@ -1,0 +1,95 @@
+//! Memory no process maps: a tmpfs of the test's own, filled from inside a memory cgroup by a
+//! process that then exits. Its pages stay charged to the cgroup (field notes §4e).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::MemoryCgroup;
+
+/// A tmpfs mounted for the test; unmounted (which frees its pages) and removed when dropped.
+pub struct ScratchTmpfs {
+    dir: PathBuf,
+    mounted: bool,
+}
+
+impl ScratchTmpfs {
+    /// A tmpfs of `size` (`mount`'s `size=`, e.g. `256m`) on a fresh directory under `/tmp`.
+    pub fn mount(size: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("oomtrace-tmpfs-{}", std::process::id()));
+        Self::mount_at(dir, size)
+    }
+
+    /// A tmpfs of `size` on `dir`, made if missing (removed when dropped if empty).
+    pub fn mount_at(dir: PathBuf, size: &str) -> Self {
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|err| panic!("creating {}: {err}", dir.display()));
+        let mut tmpfs = ScratchTmpfs {
+            dir,
+            mounted: false,
+        };
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&tmpfs.dir)
+            .status()
+            .expect("running mount");
+        assert!(
+            status.success(),
+            "mounting a tmpfs on {}",
+            tmpfs.dir.display()
+        );
+        tmpfs.mounted = true;
+        tmpfs
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes `mib` MiB to `name` in it by a `dd` in `cgroup`, which has exited on return: the
+    /// pages are charged to the cgroup and stay charged.
+    pub fn fill_from(&self, cgroup: &MemoryCgroup, name: &str, mib: u64) {
+        let file = self.dir.join(name);
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "read go && exec dd if=/dev/zero of='{}' bs=1M count={mib} status=none",
+                file.display()
+            ))
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("spawning dd");
+        cgroup.add(child.id());
+        child
+            .stdin
+            .take()
+            .expect("dd's stdin")
+            .write_all(b"go\n")
+            .expect("releasing dd");
+        let status = child.wait().expect("waiting for dd");
+        assert!(
+            status.success(),
+            "dd of {mib} MiB into {}: {status}",
+            file.display()
+        );
+    }
+}
+
+impl Drop for ScratchTmpfs {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// `100.0 MiB`, as the agent writes sizes.
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+}
+
+/// Whether `bytes` is within 10 % of `expected`.
+pub fn within_ten_percent(bytes: u64, expected: u64) -> bool {
+    bytes.abs_diff(expected) * 10 <= expected
+}

@@ -1,0 +1,123 @@
+//! A Kubernetes pod's `emptyDir` with `medium: Memory` (a tmpfs the kubelet mounts on the host
+//! and the runtime binds into the container) filled by the container, which is then OOM-killed
+//! and restarted: the tmpfs pages stay charged to the pod, so the restarted container is killed
+//! again at the pod's limit, small as it is. The verdict names the volume and its pod, and says
+//! that a restart will not free them.
+
+use oomtrace::record::composition::TmpfsKind;
+use oomtrace_tests::cri::{Containerd, CriContainerSpec, PodSpec};
+use oomtrace_tests::{ContainerSpec, ScratchTmpfs, mib, pretty, require_root, within_ten_percent};
+
+const MIB: u64 = 1 << 20;
+const LIMIT_BYTES: u64 = 128 * MIB;
+const WRITTEN_MIB: u64 = 100;
+
+#[test]
+fn a_memory_backed_empty_dir_outlives_the_restarted_container() {
+    require_root();
+    let containerd = Containerd::start();
+    let mut agent = containerd.start_agent();
+    agent.wait_for_log(
+        "following containerd's event stream",
+        std::time::Duration::from_secs(10),
+    );
+
+    let pod = containerd.run_pod(PodSpec::new("shop", "web-0"));
+    pod.set_memory_limit(LIMIT_BYTES);
+    let volume = ScratchTmpfs::mount_at(pod.empty_dir("cache"), "256m");
+
+    // The first run fills the volume, then allocates until killed.
+    let first = pod.run(
+        CriContainerSpec::new(
+            "web",
+            ContainerSpec::shell(
+                LIMIT_BYTES,
+                &format!(
+                    "dd if=/dev/zero of=/cache/fill bs=1M count={WRITTEN_MIB} 2>/dev/null; exec {}",
+                    ContainerSpec::hog_command(LIMIT_BYTES)
+                ),
+            ),
+        )
+        .volume(volume.dir(), "/cache"),
+    );
+    let first_kill = first.kill_record(&mut agent);
+    // The kubelet's restart: the same container, attempt 1, its volume as it was.
+    let second = pod.run(
+        CriContainerSpec::new("web", ContainerSpec::hog(LIMIT_BYTES))
+            .restarted(1)
+            .volume(volume.dir(), "/cache"),
+    );
+    let kill = second.kill_record(&mut agent);
+    let context = pretty(&kill);
+    let Some(composition) = kill.domain.as_ref().and_then(|d| d.composition.as_ref()) else {
+        panic!("no composition in {context}");
+    };
+    let written = WRITTEN_MIB * MIB;
+    let not_in = composition.not_in_processes;
+    assert!(
+        within_ten_percent(not_in.shmem_bytes, written),
+        "the restarted container met the first one's {written} bytes of tmpfs files: shared \
+         memory no process maps is {}, in {context}",
+        not_in.shmem_bytes
+    );
+    let Some(mount) = composition
+        .tmpfs
+        .iter()
+        .find(|mount| mount.kind == TmpfsKind::EmptyDir)
+    else {
+        panic!("no emptyDir volume named in {context}");
+    };
+    assert_eq!(mount.volume.as_deref(), Some("cache"), "{context}");
+    assert!(mount.outlives_container, "{context}");
+    assert_eq!(
+        mount.names.pod().and_then(|p| p.uid.as_deref()),
+        Some(pod.uid()),
+        "the volume's pod, in {context}"
+    );
+    let used = mount
+        .used_bytes
+        .unwrap_or_else(|| panic!("no use of the volume in {context}"));
+    assert!(
+        within_ten_percent(used, written),
+        "volume used {used}, in {context}"
+    );
+
+    let verdict = &kill
+        .explanation
+        .as_ref()
+        .unwrap_or_else(|| panic!("no explanation in {context}"))
+        .verdict;
+    println!(
+        "first kill: {}",
+        first_kill
+            .explanation
+            .as_ref()
+            .map(|e| e.verdict.as_str())
+            .unwrap_or_default()
+    );
+    println!("verdict after the restart: {verdict}");
+    println!("composition after the restart: {}", pretty(composition));
+    let lead = format!(
+        "The limit of {} was filled by {} of tmpfs files",
+        mib(LIMIT_BYTES),
+        mib(not_in.shmem_bytes)
+    );
+    assert!(
+        verdict.starts_with(&lead),
+        "verdict does not start with {lead:?}: {verdict}"
+    );
+    for said in [
+        "emptyDir volume cache of pod shop/web-0",
+        "Restarting the container will not free them",
+    ] {
+        assert!(
+            verdict.contains(said),
+            "verdict does not say {said:?}: {verdict}"
+        );
+    }
+
+    drop(second);
+    drop(first);
+    drop(volume);
+    drop(pod);
+}

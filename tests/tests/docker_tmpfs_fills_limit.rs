@@ -1,0 +1,98 @@
+//! A Docker container (`--memory 128m --tmpfs /scratch:size=256m`) whose limit is filled by
+//! 100 MiB of files in its `--tmpfs` mount, written by a `dd` that has exited; then a small
+//! process in it is killed. The mount exists only in the container's mount namespace: the
+//! record names it with its size and says its use cannot be read from outside, and the verdict
+//! leads with the tmpfs files and names the mount.
+
+use oomtrace::record::composition::TmpfsKind;
+use oomtrace_tests::{ContainerSpec, Dockerd, mib, pretty, require_root, within_ten_percent};
+
+const MIB: u64 = 1 << 20;
+const LIMIT_BYTES: u64 = 128 * MIB;
+const WRITTEN_MIB: u64 = 100;
+
+#[test]
+fn a_containers_tmpfs_mount_filling_its_limit_is_named_in_the_verdict() {
+    require_root();
+    let docker = Dockerd::start();
+    let mut agent = docker.start_agent();
+    // The shell stays PID 1, so the container (and its tmpfs) outlives the killed hog.
+    let container = docker.run(
+        ContainerSpec::shell(
+            LIMIT_BYTES,
+            &format!(
+                "dd if=/dev/zero of=/scratch/fill bs=1M count={WRITTEN_MIB} 2>/dev/null; {}; \
+                 sleep 3600",
+                ContainerSpec::hog_command(LIMIT_BYTES)
+            ),
+        )
+        .run_flag("--tmpfs=/scratch:size=256m"),
+    );
+    let kill = container.kill_record(&mut agent);
+    let context = pretty(&kill);
+    let Some(composition) = kill.domain.as_ref().and_then(|d| d.composition.as_ref()) else {
+        panic!("no composition in {context}");
+    };
+    let not_in = composition.not_in_processes;
+    assert!(
+        within_ten_percent(not_in.shmem_bytes, WRITTEN_MIB * MIB),
+        "shared memory no process maps {}, in {context}",
+        not_in.shmem_bytes
+    );
+    let Some(scratch) = composition
+        .tmpfs
+        .iter()
+        .find(|mount| mount.mount_point == "/scratch")
+    else {
+        panic!("the container's /scratch is not named in {context}");
+    };
+    assert_eq!(scratch.kind, TmpfsKind::ContainerTmpfs, "{context}");
+    assert_eq!(scratch.host_path, None, "{context}");
+    assert_eq!(scratch.used_bytes, None, "{context}");
+    assert_eq!(scratch.size_bytes, Some(256 * MIB), "{context}");
+    assert_eq!(
+        scratch.names.container_name(),
+        Some(container.name()),
+        "the mount's owner, in {context}"
+    );
+    let unknown = composition.tmpfs_unknown.as_deref().unwrap_or_default();
+    assert!(
+        unknown.contains("/scratch"),
+        "tmpfs_unknown {unknown:?}, in {context}"
+    );
+
+    let verdict = &kill
+        .explanation
+        .as_ref()
+        .unwrap_or_else(|| panic!("no explanation in {context}"))
+        .verdict;
+    println!("verdict: {verdict}");
+    let lead = format!(
+        "The limit of {} was filled by {} of tmpfs files",
+        mib(LIMIT_BYTES),
+        mib(not_in.shmem_bytes)
+    );
+    assert!(
+        verdict.starts_with(&lead),
+        "verdict does not start with {lead:?}: {verdict}"
+    );
+    for said in [
+        "/scratch".to_owned(),
+        format!("of container {}", container.name()),
+        "whose use cannot be read from outside the container".to_owned(),
+    ] {
+        assert!(
+            verdict.contains(&said),
+            "verdict does not say {said:?}: {verdict}"
+        );
+    }
+
+    drop(container);
+    let stopped = agent.stop();
+    assert_eq!(
+        stopped.kills().count(),
+        1,
+        "one kill: {}",
+        pretty(&stopped.records)
+    );
+}

@@ -1,0 +1,125 @@
+//! A memory cgroup filled by tmpfs files no process maps: 100 MiB written to a tmpfs by a `dd`
+//! that has exited, then a small process killed at the 128 MiB limit. The record says what
+//! filled the limit (shared memory, within 10 % of what was written), names the tmpfs with its
+//! use, and the verdict leads with it and accounts for the numbers it shows.
+
+use std::time::Duration;
+
+use oomtrace::record::composition::{CompositionSource, KernelLogState, TmpfsKind};
+use oomtrace_tests::{
+    Agent, Hog, MemoryCgroup, ScratchTmpfs, mib, pretty, require_root, within_ten_percent,
+};
+
+const HOG: &str = env!("CARGO_BIN_EXE_oomtrace-hog");
+const MIB: u64 = 1 << 20;
+const LIMIT_BYTES: u64 = 128 * MIB;
+const WRITTEN_MIB: u64 = 100;
+
+#[test]
+fn tmpfs_files_no_process_maps_lead_the_verdict() {
+    require_root();
+    let cgroup = MemoryCgroup::create(LIMIT_BYTES);
+    let tmpfs = ScratchTmpfs::mount("256m");
+    let mut agent = Agent::start();
+
+    tmpfs.fill_from(&cgroup, "fill", WRITTEN_MIB);
+    let hog_pid = Hog::spawn_in(HOG, &cgroup).wait_oom_killed(Duration::from_secs(30));
+    let kills = agent.wait_for_kills(&[hog_pid], Duration::from_secs(30));
+    let [kill] = kills.as_slice() else {
+        panic!(
+            "expected one kill of the hog (pid {hog_pid}): {}",
+            pretty(&kills)
+        );
+    };
+    let context = pretty(kill);
+    let Some(composition) = kill.domain.as_ref().and_then(|d| d.composition.as_ref()) else {
+        panic!("no composition in {context}");
+    };
+    let written = WRITTEN_MIB * MIB;
+
+    // From the kernel's own report, unless the kernel printed none for this kill (it prints
+    // at most 10 every 5 s, and other OOM kills on the host count too): then memory.stat.
+    match (composition.source, composition.kernel_log.state) {
+        (CompositionSource::KernelLog, KernelLogState::Report) => {}
+        (CompositionSource::MemoryStat, KernelLogState::NoReport) => {
+            println!("the kernel printed no report for this kill: read from memory.stat");
+        }
+        other => panic!("composition source and kernel log {other:?} in {context}"),
+    }
+    assert_eq!(composition.limit_bytes, Some(LIMIT_BYTES), "{context}");
+    let shmem = composition
+        .shmem_bytes
+        .unwrap_or_else(|| panic!("no shmem in {context}"));
+    assert!(
+        within_ten_percent(shmem, written),
+        "shmem {shmem} is not within 10 % of the {written} bytes written, in {context}"
+    );
+    let not_in = composition.not_in_processes;
+    assert!(
+        within_ten_percent(not_in.shmem_bytes, written),
+        "shared memory no process maps {} not within 10 % of {written}, in {context}",
+        not_in.shmem_bytes
+    );
+    // What processes held and what none holds add up to the limit the kill was at.
+    let held = composition
+        .in_processes_bytes
+        .unwrap_or_else(|| panic!("no in_processes_bytes in {context}"));
+    let usage = composition.usage_bytes.unwrap_or(LIMIT_BYTES);
+    assert!(
+        within_ten_percent(held + not_in.bytes, usage),
+        "held {held} + not in processes {} is not the usage {usage}, in {context}",
+        not_in.bytes
+    );
+
+    // The tmpfs is named, with its use.
+    let mount_point = tmpfs.dir().display().to_string();
+    let Some(mount) = composition
+        .tmpfs
+        .iter()
+        .find(|mount| mount.mount_point == mount_point)
+    else {
+        panic!("the tmpfs {mount_point} is not named in {context}");
+    };
+    assert_eq!(mount.kind, TmpfsKind::Host, "{context}");
+    let used = mount
+        .used_bytes
+        .unwrap_or_else(|| panic!("no use of {mount_point} in {context}"));
+    assert!(
+        within_ten_percent(used, written),
+        "{mount_point} used {used}, in {context}"
+    );
+    assert_eq!(mount.size_bytes, Some(256 * MIB), "{context}");
+
+    // The verdict leads with it, in the numbers the record carries.
+    let verdict = &kill
+        .explanation
+        .as_ref()
+        .unwrap_or_else(|| panic!("no explanation in {context}"))
+        .verdict;
+    println!("verdict: {verdict}");
+    let lead = format!(
+        "The limit of {} was filled by {}",
+        mib(LIMIT_BYTES),
+        mib(not_in.shmem_bytes)
+    );
+    assert!(
+        verdict.starts_with(&lead),
+        "verdict does not start with {lead:?}: {verdict}"
+    );
+    for said in [
+        "tmpfs files".to_owned(),
+        mount_point.clone(),
+        format!("processes held {}", mib(held)),
+        "Killing a process does not free such files".to_owned(),
+    ] {
+        assert!(
+            verdict.contains(&said),
+            "verdict does not say {said:?}: {verdict}"
+        );
+    }
+
+    let stopped = agent.stop();
+    assert_eq!(stopped.kills_of(hog_pid).len(), 1, "one record of the kill");
+    drop(tmpfs);
+    drop(cgroup);
+}
