@@ -191,23 +191,25 @@ impl MemoryCgroup {
         self.cgroup2_id
     }
 
-    /// Sets a new memory limit (with no swap, as [`create`](Self::create) does).
+    /// Sets a new memory limit (and no swap), as `docker update --memory` does: lowered, the
+    /// memory limit first (v1's memory+swap limit may not be below it), raised, that one first.
     pub fn set_limit(&mut self, limit_bytes: u64) {
         let value = limit_bytes.to_string();
-        if self.is_v2() {
-            write_file(&self.memcg_dir.join("memory.max"), &value);
+        let max = self.memcg_dir.join("memory.max");
+        if max.exists() {
+            write_file(&max, &value);
         } else {
-            // memsw may not go below the memory limit, nor the memory limit above memsw.
+            let memory = self.memcg_dir.join("memory.limit_in_bytes");
             let memsw = self.memcg_dir.join("memory.memsw.limit_in_bytes");
-            let limit = self.memcg_dir.join("memory.limit_in_bytes");
-            if !memsw.exists() {
-                write_file(&limit, &value);
-            } else if limit_bytes > self.limit_bytes {
-                write_file(&memsw, &value);
-                write_file(&limit, &value);
+            let order = if limit_bytes < self.limit_bytes {
+                [&memory, &memsw]
             } else {
-                write_file(&limit, &value);
-                write_file(&memsw, &value);
+                [&memsw, &memory]
+            };
+            for file in order {
+                if file.exists() {
+                    write_file(file, &value);
+                }
             }
         }
         self.limit_bytes = limit_bytes;

@@ -67,6 +67,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         history_retention,
         history_max_rows,
         timeline,
+        timeline_max_cgroups,
         warn_pressure,
         warn_usage,
         warn_stall,
@@ -183,6 +184,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut observer = Observer::new(
         MemoryHierarchy::find(),
         timeline_window,
+        timeline_max_cgroups,
         timeline_prepared,
         warnings,
         kernel_log,
@@ -193,10 +195,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::time::sleep(STARTUP_SETTLES).await;
         release_idle_memory();
     });
+    let timeline_coverage = observer.timeline_coverage();
     output.write_to_sinks(&build::agent_started(
         plan,
         jiff::Timestamp::now(),
         AgentInfo::this(),
+        timeline_coverage
+            .as_ref()
+            .map(|(coverage, window)| (coverage, *window)),
     ));
     let (events, mut joined) = mpsc::channel::<(Event, Instant, Stages)>(EVENT_QUEUE);
     // Capture → decode → join on one side of the queue; attribute → sinks on the other, so a

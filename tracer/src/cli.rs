@@ -131,6 +131,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "60s")]
     pub timeline: crate::observe::timeline::Window,
 
+    /// The most cgroups the memory timeline samples: every cgroup with a memory limit (the
+    /// fullest first) with its biggest members, and the host's biggest entries. Its memory
+    /// grows linearly up to this; a kill in a cgroup past it says so in its timeline.
+    #[arg(long, value_name = "N", default_value_t = crate::observe::timeline::DEFAULT_MAX_CGROUPS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub timeline_max_cgroups: usize,
+
     /// Write a `memory_pressure` record (log line and JSON) when a cgroup with a memory limit
     /// (a container, a pod, a Compose parent) comes near it, before any kill: its working set
     /// at `--warn-usage` of the limit, or (cgroup v2) its tasks stalled on memory

@@ -96,6 +96,19 @@ pub fn lead_up(timeline: &Timeline) -> Option<String> {
         }
         text.push_str(&stall);
     }
+    // No lead-up to tell: say why, rather than nothing.
+    if timeline.cgroups.is_empty()
+        && let Some(missing) = timeline.not_covered.first()
+    {
+        if !text.is_empty() {
+            text.push(' ');
+        }
+        text.push_str(&format!(
+            "The memory timeline has no samples of cgroup {}: {}.",
+            printable(&missing.cgroup.path),
+            missing.detail
+        ));
+    }
     (!text.is_empty()).then_some(text)
 }
 
@@ -259,7 +272,30 @@ mod tests {
             pressure_source: None,
             pressure,
             cgroups,
+            not_covered: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_timeline_without_samples_says_why() {
+        let mut empty = timeline(Vec::new(), Vec::new());
+        assert_eq!(lead_up(&empty), None);
+        empty.not_covered.push(crate::record::timeline::NotCovered {
+            cgroup: crate::record::kill::CgroupPath {
+                path: "/kubepods/pod9".into(),
+            },
+            reason: crate::record::timeline::NotCoveredReason::CgroupBound,
+            detail: "the recorder samples at most 100 cgroups (--timeline-max-cgroups), the \
+                     fullest limits first"
+                .into(),
+        });
+        assert_eq!(
+            lead_up(&empty).as_deref(),
+            Some(
+                "The memory timeline has no samples of cgroup /kubepods/pod9: the recorder \
+                 samples at most 100 cgroups (--timeline-max-cgroups), the fullest limits first."
+            )
+        );
     }
 
     #[test]

@@ -22,7 +22,10 @@ use crate::record::kill::{
     CgroupPath, CgroupUsage, Count, Explanation, ProcessUsage, Snapshot, Usage, UsingProcess,
 };
 use crate::record::party::Executable;
-use crate::record::timeline::{CgroupTimeline, LimitEvents, Percent, Stall, Timeline, UsageSample};
+use crate::record::timeline::{
+    CgroupTimeline, LimitEvents, NotCovered, NotCoveredReason, Percent, Stall, Timeline,
+    UsageSample,
+};
 
 pub struct Explainer {
     patterns: Patterns,
@@ -192,6 +195,7 @@ fn timeline_record(timeline: &timeline::Timeline, attributor: &Attributor) -> Ti
         window,
         pressure,
         cgroups,
+        not_covered,
     } = timeline;
     Timeline {
         window_s: window.as_secs(),
@@ -234,6 +238,20 @@ fn timeline_record(timeline: &timeline::Timeline, attributor: &Attributor) -> Ti
                         })
                         .collect(),
                 }
+            })
+            .collect(),
+        not_covered: not_covered
+            .iter()
+            .map(|(path, why)| NotCovered {
+                cgroup: CgroupPath { path: path.clone() },
+                reason: match why {
+                    timeline::NotCovered::CgroupBound { .. } => NotCoveredReason::CgroupBound,
+                    timeline::NotCovered::WalkBound => NotCoveredReason::WalkBound,
+                    timeline::NotCovered::Descriptors => NotCoveredReason::Descriptors,
+                    timeline::NotCovered::Unreadable(_) => NotCoveredReason::Unreadable,
+                    timeline::NotCovered::NotSeenYet => NotCoveredReason::NotSeenYet,
+                },
+                detail: why.describe(),
             })
             .collect(),
     }

@@ -130,11 +130,13 @@ pub struct Observer {
 }
 
 impl Observer {
-    /// Starts the memory timeline's recorder over `window` (opened beforehand in `prepared`,
-    /// while the agent held its privileges), unless there is none; it sends `warnings` too.
+    /// Starts the memory timeline's recorder over `window`, sampling at most `max_cgroups`
+    /// (opened beforehand in `prepared`, while the agent held its privileges), unless there is
+    /// none; it sends `warnings` too.
     pub fn new(
         memory: Option<MemoryHierarchy>,
         window: Duration,
+        max_cgroups: usize,
         prepared: Option<Prepared>,
         warnings: Option<Warnings>,
         kernel_log: Result<follow::KernelLog, String>,
@@ -156,7 +158,7 @@ impl Observer {
                 None
             }
             (Some(memory), Some(prepared)) => {
-                match Recorder::start(prepared, memory.clone(), window, warnings) {
+                match Recorder::start(prepared, memory.clone(), window, max_cgroups, warnings) {
                     Ok(recorder) => Some(recorder),
                     Err(err) => {
                         log::error!("memory timeline: off, the recorder did not start: {err}");
@@ -174,6 +176,12 @@ impl Observer {
             recorder,
             kernel_log,
         }
+    }
+
+    /// How the memory timeline's recorder runs, and over what window; `None` when it is off.
+    pub fn timeline_coverage(&self) -> Option<(timeline::Coverage, Duration)> {
+        let recorder = self.recorder.as_ref()?;
+        Some((recorder.coverage(), recorder.window()))
     }
 
     /// Reads what the kill's explanation needs from the running system, now: its moment, the

@@ -3,8 +3,9 @@
 //! until it is written, or deliberately left out.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use super::agent::{AgentInfo, AgentStarted, AgentStopped, CaptureInfo, Totals};
+use super::agent::{AgentInfo, AgentStarted, AgentStopped, CaptureInfo, TimelineInfo, Totals};
 use super::composition as record_composition;
 use super::kill::{
     Basis, CapturePart, CgroupPath, Domain, DomainCgroup, DomainMemory, Explanation, Incident,
@@ -29,9 +30,10 @@ use crate::clock::KernelClock;
 use crate::decode::mark_victim::MarkVictimFields;
 use crate::decode::{CgroupRef, ContextPart, SigkillPart, Task};
 use crate::incident::{IncidentContext, OomIncident, OomKill, Parts, Sigkill, Trigger, Victim};
-use crate::observe::cgroupfs::CgroupMemory;
+use crate::observe::cgroupfs::{CgroupMemory, CgroupVersion};
 use crate::observe::composition as observed;
 use crate::observe::snapshot::{DomainMemory as DomainMemoryRead, HostMemory};
+use crate::observe::timeline::Coverage;
 use crate::observe::timeline::warning::{
     Grower, Growth, PressureWarning, Reason, StallShare, Thresholds,
 };
@@ -59,7 +61,12 @@ impl Context<'_> {
 }
 
 /// `agent_started`, written once the programs are attached.
-pub fn agent_started(plan: &CapturePlan, time: jiff::Timestamp, agent: AgentInfo) -> Record {
+pub fn agent_started(
+    plan: &CapturePlan,
+    time: jiff::Timestamp,
+    agent: AgentInfo,
+    timeline: Option<(&Coverage, Duration)>,
+) -> Record {
     let CapturePlan {
         tier,
         reason,
@@ -88,7 +95,52 @@ pub fn agent_started(plan: &CapturePlan, time: jiff::Timestamp, agent: AgentInfo
             sigkill_task_hook: signal_task_hook.map(task_hook_name),
         },
         agent,
+        timeline: timeline.map(|(coverage, window)| timeline_info(coverage, window)),
     }))
+}
+
+fn timeline_info(coverage: &Coverage, window: Duration) -> TimelineInfo {
+    let Coverage {
+        limits,
+        domains,
+        watched,
+        bound,
+        not_covered,
+        first_not_covered: _,
+        beyond: _,
+        host_trigger,
+        cgroup_triggers,
+        armed: _,
+        triggers: _,
+        thresholds: _,
+        events,
+        inotify,
+        version,
+    } = coverage;
+    let mut wake_ups = Vec::new();
+    if host_trigger.is_ok() {
+        wake_ups.push("host_pressure_trigger");
+    }
+    if cgroup_triggers.as_ref().is_some_and(Result::is_ok) {
+        wake_ups.push("cgroup_pressure_triggers");
+    }
+    if *version == Some(CgroupVersion::V1) {
+        wake_ups.push("usage_thresholds");
+    }
+    if *events > 0 {
+        wake_ups.push("memory_events");
+    }
+    wake_ups.push("growth");
+    TimelineInfo {
+        window_s: window.as_secs(),
+        limits: *limits as u64,
+        limits_sampled: *domains as u64,
+        cgroups_sampled: *watched as u64,
+        max_cgroups: *bound as u64,
+        not_covered: *not_covered as u64,
+        wake_ups: wake_ups.into_iter().map(str::to_owned).collect(),
+        follows: if inotify.is_ok() { "inotify" } else { "walk" }.to_owned(),
+    }
 }
 
 /// `agent_stopped`, after everything captured was written.

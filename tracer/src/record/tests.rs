@@ -13,7 +13,10 @@ use super::kill::{
     CgroupPath, CgroupUsage, Count, Explanation, ProcessUsage, Snapshot, Usage, UsingProcess,
 };
 use super::party::Executable;
-use super::timeline::{CgroupTimeline, LimitEvents, Percent, Stall, Timeline, UsageSample};
+use super::timeline::{
+    CgroupTimeline, LimitEvents, NotCovered, NotCoveredReason, Percent, Stall, Timeline,
+    UsageSample,
+};
 use super::{Body, Record};
 use crate::attribute::fixtures::{ID, in_web, web};
 use crate::attribute::runtime::ComposeNames;
@@ -215,6 +218,15 @@ fn full_tier_kill() -> Record {
                     high: 0,
                     max: 4,
                 }],
+            }],
+            not_covered: vec![NotCovered {
+                cgroup: CgroupPath {
+                    path: "/docker/sidecar".into(),
+                },
+                reason: NotCoveredReason::CgroupBound,
+                detail: "the recorder samples at most 4096 cgroups (--timeline-max-cgroups), \
+                         the fullest limits first"
+                    .into(),
             }],
         }),
         restart_loop: Some(Count {
@@ -449,9 +461,31 @@ fn agent_started_golden() {
         version: "0.1.0".into(),
         pid: 4321,
     };
+    let coverage = crate::observe::timeline::Coverage {
+        limits: 312,
+        domains: 312,
+        watched: 320,
+        bound: 4096,
+        not_covered: 0,
+        first_not_covered: None,
+        beyond: None,
+        host_trigger: Ok(()),
+        cgroup_triggers: Some(Err("refused".into())),
+        armed: 3,
+        triggers: 0,
+        thresholds: 3,
+        events: 0,
+        inotify: Ok(()),
+        version: Some(crate::observe::cgroupfs::CgroupVersion::V1),
+    };
     golden(
         "agent_started",
-        &build::agent_started(&plan, clock().wall_time(5), agent),
+        &build::agent_started(
+            &plan,
+            clock().wall_time(5),
+            agent,
+            Some((&coverage, std::time::Duration::from_secs(60))),
+        ),
     );
 }
 

@@ -17,6 +17,34 @@ pub struct Timeline {
     pub pressure: Vec<Stall>,
     /// The domain itself (when a cgroup) first, then its biggest members.
     pub cgroups: Vec<CgroupTimeline>,
+    /// Cgroups of the domain the recorder has no samples of, and why: the domain itself
+    /// always, when it has none. Absent when every one was sampled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_covered: Vec<NotCovered>,
+}
+
+/// A cgroup the recorder did not sample.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotCovered {
+    pub cgroup: CgroupPath,
+    pub reason: NotCoveredReason,
+    /// The reason in words, with the bound or the error.
+    pub detail: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotCoveredReason {
+    /// Past `--timeline-max-cgroups`.
+    CgroupBound,
+    /// Past the directories or the depth the recorder walks.
+    WalkBound,
+    /// The agent had no file descriptor left.
+    Descriptors,
+    /// Its usage file could not be read.
+    Unreadable,
+    /// Made, or given its limit, too shortly before the kill to be sampled.
+    NotSeenYet,
 }
 
 /// One interval between two samples, ending at `offset_ms`.

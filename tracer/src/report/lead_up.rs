@@ -24,6 +24,7 @@ pub fn lines(timeline: &Timeline, indent: &str) -> Vec<String> {
         .collect();
     let mut out = Vec::new();
     if cgroups.is_empty() {
+        out.extend(not_covered(timeline, indent));
         return out;
     }
     // One scale for all, from zero: the lines compare in size as well as in shape.
@@ -61,6 +62,31 @@ pub fn lines(timeline: &Timeline, indent: &str) -> Vec<String> {
     }
     if let Some(worst) = worst_stall(timeline) {
         out.push(format!("{indent}{worst}"));
+    }
+    out.extend(not_covered(timeline, indent));
+    out
+}
+
+/// What the recorder did not sample, and why: the first few.
+fn not_covered(timeline: &Timeline, indent: &str) -> Vec<String> {
+    const SHOWN: usize = 3;
+    let mut out: Vec<String> = timeline
+        .not_covered
+        .iter()
+        .take(SHOWN)
+        .map(|missing| {
+            format!(
+                "{indent}not sampled: {}, as {}",
+                printable(&missing.cgroup.path),
+                missing.detail
+            )
+        })
+        .collect();
+    if timeline.not_covered.len() > SHOWN {
+        out.push(format!(
+            "{indent}and {} more not sampled",
+            timeline.not_covered.len() - SHOWN
+        ));
     }
     out
 }
@@ -136,12 +162,25 @@ mod tests {
         assert!(drawn[0].ends_with("100.0 MiB → 2.80 GiB"), "{}", drawn[0]);
         assert!(drawn[1].starts_with("  /pod/db "), "{}", drawn[1]);
         assert!(drawn[2].contains("34.0 %") && drawn[2].contains("2 s before"));
-        let empty = Timeline {
+        let mut empty = Timeline {
             window_s: 60,
             pressure_source: None,
             pressure: Vec::new(),
             cgroups: Vec::new(),
+            not_covered: Vec::new(),
         };
         assert!(lines(&empty, "").is_empty());
+        // Nothing sampled is said, with why.
+        empty.not_covered.push(crate::record::timeline::NotCovered {
+            cgroup: crate::record::kill::CgroupPath {
+                path: "/pod/new".into(),
+            },
+            reason: crate::record::timeline::NotCoveredReason::NotSeenYet,
+            detail: "it was made too shortly before the kill to be sampled".into(),
+        });
+        assert_eq!(
+            lines(&empty, "  "),
+            ["  not sampled: /pod/new, as it was made too shortly before the kill to be sampled"]
+        );
     }
 }

@@ -1,28 +1,46 @@
 //! The memory timeline: what memory looked like in the minute before a kill. The cause of an
 //! OOM kill is usually growth ("a build job spiked"), which the snapshot taken at the kill
-//! cannot show. A recorder samples, before any kill happens, the cgroups a kill's domain would
-//! be: usage of each domain's biggest members, the domain's pressure stalls and its limit
-//! events. Slowly (once a second) while nothing happens; fast (ten a second) once the kernel
-//! says memory runs short: a pressure trigger, a usage threshold near a limit, a limit event,
-//! or fast growth. A kill takes the part of the recording that concerns its domain.
+//! cannot show. A recorder samples, before any kill happens, every cgroup a kill's domain may
+//! be: each cgroup with a memory limit with its biggest members, and the host's biggest
+//! entries; usage of each, the domains' pressure stalls and limit events. Slowly (once a
+//! second) while nothing happens; a domain fast (ten a second) once the kernel says it runs
+//! short: a pressure trigger, a usage threshold near its limit, a limit event, or fast growth.
+//! A kill takes the part of the recording that concerns its domain.
+//!
+//! - [`tree`] keeps the hierarchy (walked once, then followed with inotify) and [`plan`]
+//!   decides from it what to sample, within `--timeline-max-cgroups`;
+//! - the recorder's thread ([`recorder`]) reads the files ([`sampler`]) and adds what it read
+//!   to the [`recording`], which a kill asks ([`query`]).
 
-pub mod discover;
+mod arming;
 mod files;
+mod plan;
 pub mod psi;
 mod query;
 mod recorder;
+mod recording;
+mod sampler;
 mod samples;
 pub mod series;
+mod tree;
 pub mod warning;
-mod watch;
 
 use std::str::FromStr;
 use std::time::Duration;
 
 pub use recorder::{Prepared, Recorder, Warnings};
+pub use sampler::Coverage;
 
 /// The longest window `--timeline` takes: the recorder's memory grows with it.
 pub const MAX_WINDOW: Duration = Duration::from_secs(600);
+
+/// `--timeline-max-cgroups`: cgroups sampled at most. A node's pods and containers, or a Docker
+/// host's hundreds of containers, fit well; the recorder's memory grows linearly up to it.
+pub const DEFAULT_MAX_CGROUPS: usize = 4096;
+
+/// Cgroups no longer sampled (removed, or out of the plan) are kept for a window, for kills
+/// reported late, up to this share of the bound (or 64).
+pub(crate) const MAX_RETIRED_SHARE: usize = 8;
 
 /// `--timeline`: how far back before a kill the recording goes; `0` turns the recorder off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +72,49 @@ pub struct Timeline {
     pub pressure: Option<Pressure>,
     /// The domain itself first (when it is a cgroup), then its biggest members.
     pub cgroups: Vec<CgroupTimeline>,
+    /// Cgroups of the domain the recorder has no samples of, and why; the domain itself
+    /// always, when it has none.
+    pub not_covered: Vec<(String, NotCovered)>,
+}
+
+/// Why the recorder has no samples of a cgroup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NotCovered {
+    /// It samples at most `max` cgroups (`--timeline-max-cgroups`), the fullest limits first.
+    CgroupBound { max: usize },
+    /// The hierarchy has more directories, or deeper ones, than the recorder walks.
+    WalkBound,
+    /// The agent had no file descriptor left (its RLIMIT_NOFILE).
+    Descriptors,
+    /// Its usage file could not be opened.
+    Unreadable(String),
+    /// Not seen before the kill: made, or given its limit, within the last moment.
+    NotSeenYet,
+}
+
+impl NotCovered {
+    /// In words, for the log and the record.
+    pub fn describe(&self) -> String {
+        match self {
+            NotCovered::CgroupBound { max } => format!(
+                "the recorder samples at most {max} cgroups (--timeline-max-cgroups), the \
+                 fullest limits first"
+            ),
+            NotCovered::WalkBound => format!(
+                "the hierarchy has more cgroups, or deeper ones (past {} levels), than the \
+                 recorder walks",
+                tree::MAX_DEPTH
+            ),
+            NotCovered::Descriptors => {
+                "the agent had no file descriptor left (raise its RLIMIT_NOFILE)".to_owned()
+            }
+            NotCovered::Unreadable(err) => format!("its usage could not be read: {err}"),
+            NotCovered::NotSeenYet => {
+                "it was made, or given its limit, too shortly before the kill to be sampled"
+                    .to_owned()
+            }
+        }
+    }
 }
 
 /// Memory stalls between consecutive samples.

@@ -33,15 +33,18 @@ impl<T> Default for Series<T> {
 }
 
 impl<T: Timed> Series<T> {
-    /// Adds a sample taken now (`sample.at_ns()`), forgetting what is older than `window`.
+    /// Adds a sample taken now (`sample.at_ns()`), forgetting what is older than `window`
+    /// but the last sample before it.
     pub fn push(&mut self, sample: T, window: Duration) {
         let now_ns = sample.at_ns();
         self.samples.push_back(sample);
         let window_start = now_ns.saturating_sub(window.as_nanos() as u64);
+        // One sample at or before the window's start is kept: the value there (a flat stretch
+        // that began earlier still begins with the window).
         while self
             .samples
-            .front()
-            .is_some_and(|oldest| oldest.at_ns() < window_start)
+            .get(1)
+            .is_some_and(|second| second.at_ns() <= window_start)
         {
             self.samples.pop_front();
             self.thinned = self.thinned.saturating_sub(1);
@@ -59,6 +62,26 @@ impl<T: Timed> Series<T> {
                 self.thinned += 1;
             }
         }
+    }
+
+    /// Adds a sample as [`push`](Self::push) does, except where it is the same as the two
+    /// before it (`same`): then it only moves the end of their flat stretch, which a reader
+    /// draws the same, so a cgroup that does not change holds two samples, not sixty.
+    pub fn push_merging(&mut self, sample: T, window: Duration, same: impl Fn(&T, &T) -> bool) {
+        let len = self.samples.len();
+        if len >= 2
+            && same(&self.samples[len - 1], &sample)
+            && same(&self.samples[len - 2], &sample)
+        {
+            self.samples.pop_back();
+            self.thinned = self.thinned.min(self.samples.len());
+        }
+        self.push(sample, window);
+    }
+
+    /// Bytes held, as allocated.
+    pub fn heap_bytes(&self) -> usize {
+        self.samples.capacity() * std::mem::size_of::<T>()
     }
 
     /// The samples taken at or before `until_ns`, oldest first.
@@ -79,6 +102,11 @@ impl<T: Timed> Series<T> {
             .rev()
             .find(|sample| sample.at_ns() <= at_ns)
             .or(self.samples.front())
+    }
+
+    /// The oldest sample taken after `at_ns`.
+    pub fn after(&self, at_ns: u64) -> Option<&T> {
+        self.samples.iter().find(|sample| sample.at_ns() > at_ns)
     }
 
     #[cfg(test)]
@@ -144,6 +172,16 @@ mod tests {
         assert!((54..=56).contains(&coarse.len()), "{}", coarse.len());
         assert!(coarse[0] >= now - 60_000);
         assert!(series.len() <= Series::<At>::capacity_for(WINDOW, Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn a_flat_stretch_older_than_the_window_keeps_its_start() {
+        let mut series = Series::default();
+        for second in 0..=100 {
+            series.push_merging(At(second * 1000 * MS), WINDOW, |_, _| true);
+        }
+        // The stretch began at 0, before the window (40 s on): that start stays.
+        assert_eq!(times(&series), [0, 100_000]);
     }
 
     #[test]

@@ -201,7 +201,14 @@ impl Warner {
 /// Growth of `usage` from the sample at or before `now_ns - GROWTH_SPAN` (or the oldest) to the
 /// newest.
 pub fn growth<T: Timed>(series: &Series<T>, usage: impl Fn(&T) -> u64) -> Option<Growth> {
-    let (oldest, newest, over_ns) = ends(series, GROWTH_SPAN)?;
+    let (oldest, newest, mut over_ns) = ends(series, GROWTH_SPAN)?;
+    // Where the span starts inside a flat stretch (only its ends are kept), the usage at its
+    // start is the stretch's: the growth came after, within the span.
+    if let Some(next) = series.after(oldest.at_ns())
+        && usage(next) == usage(oldest)
+    {
+        over_ns = over_ns.min(GROWTH_SPAN.as_nanos() as u64);
+    }
     let grown = usage(newest) as i128 - usage(oldest) as i128;
     Some(Growth {
         bytes_per_second: (grown * 1_000_000_000 / over_ns as i128) as i64,
@@ -366,6 +373,24 @@ mod tests {
         let grown = growth(&series, |u: &Usage| u.1).expect("a rate");
         assert_eq!(grown.over_ms, 10_000);
         assert_eq!(grown.bytes_per_second, 2 * MIB as i64);
+    }
+
+    #[test]
+    fn growth_after_a_long_flat_stretch_is_over_the_span() {
+        let window = Duration::from_secs(60);
+        let mut series = Series::default();
+        for second in 0..=50 {
+            series.push_merging(Usage(second * SECOND, 5 * MIB), window, |a, b| a.1 == b.1);
+        }
+        series.push_merging(Usage(55 * SECOND, 25 * MIB), window, |a, b| a.1 == b.1);
+        assert_eq!(series.len(), 3, "the stretch's two ends and the new sample");
+        assert_eq!(
+            growth(&series, |u: &Usage| u.1),
+            Some(Growth {
+                bytes_per_second: 2 * MIB as i64,
+                over_ms: 10_000
+            })
+        );
     }
 
     #[test]
