@@ -30,7 +30,7 @@ fn store() -> &'static Mutex<Store> {
             std::env::temp_dir().join(format!("oomtrace-fuzz-history-{}.db", std::process::id()));
         let _ = std::fs::remove_file(&path);
         let retention = Retention::new(Duration::from_secs(100 * 365 * 86_400), 1_000_000);
-        Mutex::new(Store::open(&path, retention).expect("a history in the temp dir"))
+        Mutex::new(Store::open(&path, retention, None).expect("a history in the temp dir"))
     })
 }
 

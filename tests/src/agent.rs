@@ -250,13 +250,18 @@ impl Agent {
 
     /// Stops the agent with SIGTERM, which must make it drain and exit 0, and returns every
     /// record it printed.
-    pub fn stop(mut self) -> Stopped {
-        send_signal(self.child.id(), libc::SIGTERM).expect("sending SIGTERM to the agent");
+    pub fn stop(self) -> Stopped {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// As [`Agent::stop`], with `signal` (SIGTERM or SIGINT, Ctrl-C).
+    pub fn stop_with(mut self, signal: libc::c_int) -> Stopped {
+        send_signal(self.child.id(), signal).expect("signalling the agent");
         let Some(status) = wait_timeout(&mut self.child, STOP_TIMEOUT) else {
             let _ = self.child.kill();
             let _ = self.child.wait();
             panic!(
-                "the agent did not exit within {STOP_TIMEOUT:?} of SIGTERM; its stderr:\n{}",
+                "the agent did not exit within {STOP_TIMEOUT:?} of signal {signal}; its stderr:\n{}",
                 self.stderr()
             );
         };
@@ -271,7 +276,7 @@ impl Agent {
         }
         assert!(
             status.success(),
-            "the agent should exit 0 after SIGTERM, it exited with {status}; its stderr:\n{}",
+            "the agent should exit 0 after signal {signal}, it exited with {status}; its stderr:\n{}",
             self.stderr()
         );
         Stopped {

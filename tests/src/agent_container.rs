@@ -35,7 +35,8 @@ pub fn static_agent_binary() -> PathBuf {
 }
 
 /// The agent's image, built as `cargo xtask image` builds it (deploy/Containerfile, a context
-/// holding only the static agent) under a tag of the test's own; the tag is removed on drop.
+/// holding only the static agent and the journal's catalog) under a tag of the test's own; the
+/// tag is removed on drop.
 pub struct AgentImage {
     tag: String,
 }
@@ -51,6 +52,9 @@ impl AgentImage {
         let agent = static_agent_binary();
         fs::copy(&agent, context.join("oomtrace"))
             .unwrap_or_else(|err| panic!("copying {} into the context: {err}", agent.display()));
+        let catalog = Path::new(WORKSPACE).join("deploy/oomtrace.catalog");
+        fs::copy(&catalog, context.join("oomtrace.catalog"))
+            .unwrap_or_else(|err| panic!("copying {} into the context: {err}", catalog.display()));
         // From here on Drop removes the tag, also if the build half-succeeded.
         let image = Self { tag };
         let output = output(

@@ -84,9 +84,16 @@ impl Drop for ScratchTmpfs {
     }
 }
 
-/// `100.0 MiB`, as the agent writes sizes.
+/// `100 MiB`, `5.4 MiB`: a size in MiB as the verdict says it (whole from 10 up, one decimal
+/// below, no trailing zero).
 pub fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+    let value = bytes as f64 / (1 << 20) as f64;
+    let text = if value >= 9.95 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.1}")
+    };
+    format!("{} MiB", text.strip_suffix(".0").unwrap_or(&text))
 }
 
 /// Whether `bytes` is within 10 % of `expected`.

@@ -8,17 +8,21 @@
 //! the same wherever the tier allows them. Which tier each should run in comes from a look at
 //! the kernel ([`KernelLook`]), not from the agent. On this project's CI host only the last
 //! two differ from the first in name (it allows no function tracing: the kprobe test skips);
-//! the kernel matrix's guests (`cargo xtask vm`) run all three in full.
+//! the kernel matrix's guests (`cargo xtask vm`) run all three in full. Before each agent
+//! starts, `oomtrace check` with the same options must say it can trace and name, to the
+//! letter, the capture `run` then reports.
 
+use std::process::Command;
 use std::time::Duration;
 
 use oomtrace::capture::Tier;
+use oomtrace::record::agent::CaptureInfo;
 use oomtrace::record::party::Memory;
 use oomtrace::record::{Body, OomKillRecord};
 use oomtrace_tests::capabilities::{expected_after_attach, of_every_thread};
 use oomtrace_tests::{
-    Agent, ExpectedCapture, Hog, Hook, KernelLook, Kmsg, MemoryCgroup, hog_binary, pretty,
-    require_root, skip,
+    Agent, ExpectedCapture, Hog, Hook, KernelLook, Kmsg, MemoryCgroup, agent_binary, hog_binary,
+    pretty, require_root, skip,
 };
 
 const LIMIT_BYTES: u64 = 64 << 20;
@@ -73,8 +77,15 @@ fn memcg_oom_kill_is_reported_the_same_without_function_tracing() {
 fn memcg_oom(kernel: &KernelLook, agent_args: &[&str], expected: ExpectedCapture) {
     let cgroup = MemoryCgroup::create(LIMIT_BYTES);
     let mut kmsg = Kmsg::open_at_end();
+    let checked = check_capture(agent_args);
     let mut agent = Agent::start_with(agent_args);
     let started = agent.agent_started().clone();
+    assert_eq!(
+        checked,
+        started.capture,
+        "`oomtrace check {}` should name the capture `run` then reports",
+        agent_args.join(" ")
+    );
     println!(
         "linux {}: expected tier {} ({}), the agent says {} ({}): {}",
         kernel.release,
@@ -360,6 +371,29 @@ fn assert_full_tier_answers(
         .map(|victim| victim.process.pid)
         .collect();
     assert_eq!(victims, [hog_pid], "{}", pretty(&incident_record));
+}
+
+/// What `oomtrace check --format json`, run with the agent's options before anything is
+/// attached, says the capture will be: it must say it can trace, and name what `run` reports.
+fn check_capture(agent_args: &[&str]) -> CaptureInfo {
+    let output = Command::new(agent_binary())
+        .args(["check", "--format", "json"])
+        .args(agent_args)
+        .output()
+        .expect("running oomtrace check");
+    let json = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "oomtrace check {agent_args:?} exited with {}: {json}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: oomtrace::check::Report = serde_json::from_str(&json)
+        .unwrap_or_else(|err| panic!("check's JSON reads as a report ({err}): {json}"));
+    assert!(report.can_trace, "check says it cannot trace: {report:#?}");
+    report
+        .capture
+        .unwrap_or_else(|| panic!("check names no capture: {json}"))
 }
 
 /// Once attached the agent gives up every capability it does not need to read its maps, the

@@ -150,7 +150,7 @@ fn a_limit_lowered_among_300_is_seen_within_a_second_and_the_kill_has_its_minute
         "the samples should show the approach to the new limit: {samples:?}"
     );
     assert!(
-        verdict.contains("Before the kill") && verdict.contains("grew from"),
+        verdict.contains("before the kill") && verdict.contains("grew from"),
         "the verdict should tell the growth before the kill: {verdict}"
     );
 

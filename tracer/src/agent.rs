@@ -13,7 +13,7 @@ use tokio::{
     sync::mpsc,
 };
 
-use crate::attribute::{ATTRIBUTION_BUDGET, AttributionOptions, Attributor};
+use crate::attribute::{ATTRIBUTION_BUDGET, Attributor};
 use crate::capture::{Capture, CaptureOptions, CapturePlan, privileges, ringbuf};
 use crate::cli::{Format, RunArgs};
 use crate::clock::KernelClock;
@@ -29,6 +29,7 @@ use crate::observe::timeline::warning::{PressureWarning, Thresholds};
 use crate::observe::timeline::{Prepared, Warnings};
 use crate::record::agent::AgentInfo;
 use crate::record::{Body, Context, Record, Totals, build};
+use crate::sink::journald::JournaldSink;
 use crate::sink::{Sink, json::JsonSink, metrics::MetricsSink, text::LogSink};
 use crate::stages::{self, Stages};
 use crate::{badness, decode};
@@ -48,22 +49,26 @@ const BURST_SETTLES: Duration = Duration::from_secs(5);
 const PRESSURE_QUEUE: usize = 64;
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let attribution = args.attribution();
     let RunArgs {
         format,
+        log_target,
         max_tier,
         function_hook,
-        runtime_sockets,
-        cri_sockets,
-        kubelet_log_dir,
-        no_kubelet_logs,
-        runtime_state,
-        runtime_state_only,
-        tombstone_ttl,
+        // In `attribution`.
+        runtime_sockets: _,
+        cri_sockets: _,
+        kubelet_log_dir: _,
+        no_kubelet_logs: _,
+        runtime_state: _,
+        runtime_state_only: _,
+        tombstone_ttl: _,
         restart_loop_window,
         oom_score_adj,
         ringbuf_size,
         history,
         no_history,
+        history_group,
         history_retention,
         history_max_rows,
         timeline,
@@ -79,6 +84,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
              warns of; --timeline 0 turns it off"
         );
     }
+    // Before attaching: a journal asked for and not there stops the agent at once.
+    let journal = JournaldSink::for_target(log_target)?;
     let clock = KernelClock::now();
     let mut capture = Capture::attach(CaptureOptions {
         max_tier,
@@ -103,6 +110,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // The memory timeline's pressure trigger may need privileges on older kernels.
     let timeline_window = timeline.0;
     let timeline_prepared = (!timeline_window.is_zero()).then(Prepared::new);
+    // Joined while CAP_SETGID is held: the history's group, so the file can be given to it.
+    if let Some(gid) = history_group.filter(|_| !no_history) {
+        crate::history::join_group(gid)
+            .with_context(|| format!("joining group {gid} for --history-group"))?;
+    }
     // Attached: from here on nothing needs the capabilities loading did. Before any thread
     // starts, since each thread keeps its own.
     let retained = privileges::drop_after_attach(|| drops.try_read())?;
@@ -111,26 +123,32 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut records = ringbuf::RecordDrain::start(records)?;
     let plan = &capture.plan;
 
-    let attributor = Attributor::start(AttributionOptions {
-        sockets: runtime_sockets,
-        cri_sockets,
-        kubelet_logs: (!no_kubelet_logs).then_some(kubelet_log_dir),
-        state_dirs: runtime_state,
-        state_only: runtime_state_only,
-        tombstone_ttl: tombstone_ttl.into(),
-    });
+    let attributor = Attributor::start(attribution);
     // Started once the programs are attached: an agent that cannot attach creates no file.
     let mut history = if no_history {
         None
     } else {
         let retention = Retention::new(history_retention.into(), history_max_rows);
-        Some(History::start(history, retention).context("starting the history writer")?)
+        Some(
+            History::start(history, retention, history_group)
+                .context("starting the history writer")?,
+        )
     };
     let history_errors = history.as_ref().map(History::error_counter);
     if let (Some(history), Some(earlier)) = (history.as_mut(), earlier_kills) {
         backfill(history, &earlier, attached_ktime_ns, &clock).await;
     }
-    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(LogSink)];
+    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(LogSink {
+        events: journal.is_none(),
+    })];
+    if let Some(journal) = journal {
+        log::info!(
+            "kills, SIGKILLs and pressure warnings go to the journal as entries of their own: \
+             journalctl SYSLOG_IDENTIFIER={} -x (OOMTRACE_CONTAINER=…, OOMTRACE_POD=… select)",
+            crate::sink::journald::entry::IDENTIFIER
+        );
+        sinks.push(Box::new(journal));
+    }
     if format == Format::Json {
         sinks.push(Box::new(JsonSink::new(std::io::stdout().lock())));
     }
@@ -308,7 +326,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     build::sigkill(&sigkill, &output.context(drops.total()))
                 }
             };
-            output.write(&record, &mut stages).await;
+            output.write(record, &mut stages).await;
             if let Some(pid) = killed
                 && Stages::enabled()
             {
@@ -514,13 +532,14 @@ impl<'a> Output<'a> {
         }
     }
 
-    async fn write(&mut self, record: &Record, stages: &mut Stages) {
-        let kept = self.flood.admit(record, Instant::now());
+    async fn write(&mut self, mut record: Record, stages: &mut Stages) {
+        let kept = self.flood.admit(&record, Instant::now());
         // Stored first: a kill that was logged is never lost by the agent dying right after.
+        // Every output then says where it is stored.
         if let Some(history) = &mut self.history
             && kept
         {
-            history.record(record).await;
+            record.history = history.record(&record).await;
             stages.mark("history");
         }
         match &record.body {
@@ -533,12 +552,12 @@ impl<'a> Output<'a> {
             | Body::AgentStopped(_) => {}
         }
         if kept {
-            self.write_to_sinks(record);
+            self.write_to_sinks(&record);
         } else {
             for sink in &mut self.sinks {
                 if sink.is_aggregate() {
                     sink.sigkill_rate_limited();
-                } else if let Err(err) = sink.write(record) {
+                } else if let Err(err) = sink.write(&record) {
                     log::error!("writing the {} record: {err}", record.kind());
                 }
             }

@@ -225,9 +225,58 @@ pub fn human_bytes(bytes: u64) -> String {
     human_kb(bytes / 1024)
 }
 
+/// Bytes as people say them in a sentence: whole numbers from 10 up, one decimal below, no
+/// trailing zero (`64 MiB`, `61 MiB`, `259 MiB`, `5.4 MiB`, `2.8 GiB`, `1 GiB`). The log line
+/// keeps [`human_bytes`]'s fixed precision; the verdict speaks, and the JSON has every byte.
+pub fn spoken_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while unit + 1 < UNITS.len() && value >= 1024.0 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        return format!("{bytes} bytes");
+    }
+    let decimals = if value >= 9.95 { 0 } else { 1 };
+    let mut text = format!("{value:.decimals$}");
+    // Rounding up may reach the next unit: 1023.7 MiB is 1 GiB.
+    if text == "1024" && unit + 1 < UNITS.len() {
+        return format!("1 {}", UNITS[unit + 1]);
+    }
+    if text.contains('.') {
+        text = text.trim_end_matches('0').trim_end_matches('.').to_owned();
+    }
+    format!("{text} {}", UNITS[unit])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_are_spoken_as_people_say_them() {
+        let mib = 1u64 << 20;
+        for (bytes, spoken) in [
+            (0, "0 bytes"),
+            (900, "900 bytes"),
+            (12 << 10, "12 KiB"),
+            (48 * mib, "48 MiB"),
+            (128 * mib, "128 MiB"),
+            (63 * mib + mib / 2, "64 MiB"),
+            (70 * mib + (50 << 10), "70 MiB"),
+            (258_900 << 10, "253 MiB"),
+            (5 * mib + (400 << 10), "5.4 MiB"),
+            (9 * mib + (990 << 10), "10 MiB"),
+            ((28 << 30) / 10, "2.8 GiB"),
+            (1 << 30, "1 GiB"),
+            (1023 * mib + (900 << 10), "1 GiB"),
+            ((15 << 30) / 2, "7.5 GiB"),
+        ] {
+            assert_eq!(spoken_bytes(bytes), spoken, "{bytes}");
+        }
+    }
 
     #[test]
     fn sizes_read_as_people_write_them() {

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerInspectResponse, ContainerSummary, EventMessage};
-use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
+use bollard::query_parameters::ListContainersOptionsBuilder;
 use bollard::{API_DEFAULT_VERSION, ClientVersion, Docker};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, BoxStream, StreamExt as _};
@@ -49,9 +49,7 @@ impl DockerApi {
 
     /// A ping: milliseconds, so a kill waiting for the connection does not wait long.
     async fn try_connect(&self) -> RuntimeResult<()> {
-        let client =
-            Docker::connect_with_unix(&self.socket, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
-                .map_err(classify)?;
+        let client = unix_client(&self.socket, API_DEFAULT_VERSION)?;
         client.ping().await.map_err(classify)?;
         // Until `/version` says, the socket's name is the best guess at the engine.
         let engine = if self.socket.contains("podman") {
@@ -76,15 +74,13 @@ impl DockerApi {
         let engine = if podman { "podman" } else { "docker" };
         // Speak the server's version when it is older than bollard's: Docker refuses newer ones.
         let client = match version.api_version.as_deref().and_then(parse_api_version) {
-            Some(server) if server < (1, 53) => Docker::connect_with_unix(
+            Some(server) if server < (1, 53) => unix_client(
                 &self.socket,
-                REQUEST_TIMEOUT_SECS,
                 &ClientVersion {
                     major_version: server.0,
                     minor_version: server.1,
                 },
-            )
-            .map_err(classify)?,
+            )?,
             _ => client,
         };
         self.set(Connected { client, engine });
@@ -97,6 +93,17 @@ impl DockerApi {
             .lock()
             .unwrap_or_else(|poison| poison.into_inner()) = Some(connected);
     }
+}
+
+/// A client of the socket at `socket`, through the bounded transport ([`super::docker_socket`]).
+fn unix_client(socket: &str, version: &ClientVersion) -> RuntimeResult<Docker> {
+    Docker::connect_with_custom_transport(
+        super::docker_socket::transport(socket),
+        Some("http://localhost"),
+        REQUEST_TIMEOUT_SECS,
+        version,
+    )
+    .map_err(classify)
 }
 
 /// `1.41` → (1, 41).
@@ -188,22 +195,15 @@ impl ContainerRuntime for DockerApi {
             Ok(connected) => connected,
             Err(err) => return stream::once(async { Err(err) }).boxed(),
         };
-        let filters = HashMap::from([("type", vec!["container"])]);
         let since = since
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_secs())
-            .to_string();
-        let options = EventsOptionsBuilder::default()
-            .since(&since)
-            .filters(&filters)
-            .build();
-        // The stream borrows nothing from `client`'s caller: it owns a clone.
-        let events = client.events(Some(options));
-        events
+            .map_or(0, |since| since.as_secs());
+        // Read line by line here, each bounded: bollard's reader would keep an endless line.
+        super::docker_socket::events(&self.socket, &client.client_version(), since)
             .filter_map(move |message| async move {
                 match message {
                     Ok(message) => from_event(message, engine).map(Ok),
-                    Err(err) => Some(Err(classify(err))),
+                    Err(why) => Some(Err(RuntimeError::Unavailable(why))),
                 }
             })
             .boxed()
@@ -222,8 +222,31 @@ fn classify(err: BollardError) -> RuntimeError {
         BollardError::RequestTimeoutError => {
             RuntimeError::Unavailable(format!("no answer within {REQUEST_TIMEOUT_SECS} s"))
         }
-        err => RuntimeError::Unavailable(err.to_string()),
+        // The socket file of a daemon that is not running: as absent as no file at all.
+        BollardError::IOError { err } if err.kind() == std::io::ErrorKind::ConnectionRefused => {
+            RuntimeError::Absent(format!("nothing listens: {err}"))
+        }
+        err if refused(&err) => RuntimeError::Absent(format!(
+            "nothing listens: {}",
+            super::docker_socket::chain(&err)
+        )),
+        // hyper's message alone does not say what the connection's reader reported.
+        err => RuntimeError::Unavailable(super::docker_socket::chain(&err)),
     }
+}
+
+/// Whether the error comes down to a connection refused.
+fn refused(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(err) = cause {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
 }
 
 pub fn from_summary(summary: ContainerSummary, engine: &'static str) -> Option<ContainerMetadata> {
@@ -310,6 +333,21 @@ pub const LOOKUP_TIMEOUT: Duration = Duration::from_millis(400);
 mod tests {
     use super::*;
     use bollard::models::EventActor;
+
+    /// A socket file nobody listens at any more, as a stopped daemon leaves it, and none at all.
+    #[tokio::test]
+    async fn a_stale_socket_is_absent_like_a_missing_one() {
+        let dir = crate::history::tests::temp_dir();
+        let stale = dir.join("docker.sock");
+        drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+        for socket in [stale, dir.join("none.sock")] {
+            let api = DockerApi::new(socket.to_str().unwrap());
+            match api.try_connect().await {
+                Err(RuntimeError::Absent(_)) => {}
+                other => panic!("{}: {other:?}", socket.display()),
+            }
+        }
+    }
 
     fn event(action: &str, attributes: &[(&str, &str)]) -> EventMessage {
         EventMessage {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use futures_util::StreamExt as _;
 use tokio::sync::Notify;
 
+use super::Asked;
 use super::cache::MetadataCache;
 use super::docker::LOOKUP_TIMEOUT;
 use super::runtime::{ContainerRuntime, Role, RuntimeError, RuntimeEvent};
@@ -24,6 +25,8 @@ pub struct Shared {
     /// Runtimes being connected right now, or reconnected after a recent loss: a kill may wait
     /// for them to answer.
     pub connecting: AtomicUsize,
+    /// The first attempt of each runtime, for the one line that says which were not found.
+    census: std::sync::Mutex<Census>,
 }
 
 impl Shared {
@@ -33,7 +36,19 @@ impl Shared {
             updated: Notify::new(),
             connected: AtomicUsize::new(0),
             connecting: AtomicUsize::new(0),
+            census: std::sync::Mutex::new(Census::default()),
         }
+    }
+
+    /// How many runtimes report a first attempt before the census is told.
+    pub fn expect_runtimes(&self, count: usize) {
+        self.census().expected = count;
+    }
+
+    fn census(&self) -> std::sync::MutexGuard<'_, Census> {
+        self.census
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// Reads the cache; wakes nobody.
@@ -68,8 +83,10 @@ const QUICK_RETRIES_FOR: Duration = Duration::from_secs(10);
 /// agent was attaching, or in the second it takes podman to answer `/version`.
 const REPLAY_AT_START: Duration = Duration::from_secs(10);
 
-/// Runs until the agent stops.
-pub async fn watch(runtime: Arc<dyn ContainerRuntime>, shared: Arc<Shared>) {
+/// Runs until the agent stops. A runtime the user named (`asked`) is warned of when it cannot
+/// be reached, and so is any runtime that answered once and then stopped; one only looked for at
+/// its usual place and not there is said once, with the others, in the startup's census.
+pub async fn watch(runtime: Arc<dyn ContainerRuntime>, shared: Arc<Shared>, asked: Asked) {
     let mut retry = FIRST_RETRY;
     // Events are replayed from here on each (re)connection, so none is lost in between.
     let mut since = SystemTime::now()
@@ -78,6 +95,7 @@ pub async fn watch(runtime: Arc<dyn ContainerRuntime>, shared: Arc<Shared>) {
     // Said once per outage, not once per attempt.
     let mut last_problem: Option<String> = None;
     let mut lost_at: Option<Instant> = None;
+    let mut first_attempt = true;
     loop {
         shared.connecting.fetch_add(1, Ordering::SeqCst);
         let connected = runtime.connect().await;
@@ -86,14 +104,24 @@ pub async fn watch(runtime: Arc<dyn ContainerRuntime>, shared: Arc<Shared>) {
         shared.updated.notify_waiters();
         if let Err(err) = connected {
             let problem = problem_kind(&err);
-            if last_problem.as_deref() != Some(problem.as_str()) {
-                log::warn!(
+            let said_once = last_problem.as_deref() == Some(problem.as_str());
+            let absent = matches!(err, RuntimeError::Absent(_));
+            if first_attempt {
+                let not_found = (absent && asked == Asked::Default).then(|| runtime.describe());
+                census_reports(&shared, not_found);
+            }
+            match (said_once, failure_level(asked, lost_at.is_some(), &err)) {
+                (true, _) => {}
+                (false, Some(level)) => log::log!(
+                    level,
                     "container runtime {}: {err}; containers are named from cgroup paths only \
                      until it answers (retrying)",
                     runtime.describe()
-                );
-                last_problem = Some(problem);
+                ),
+                (false, None) => log::debug!("container runtime {}: {err}", runtime.describe()),
             }
+            first_attempt = false;
+            last_problem = Some(problem);
             // A daemon that just went away is usually restarting: retry quickly, and let kills
             // wait for it meanwhile, as they do for a first connection.
             let restarting = lost_at.is_some_and(|at| at.elapsed() < QUICK_RETRIES_FOR);
@@ -106,6 +134,10 @@ pub async fn watch(runtime: Arc<dyn ContainerRuntime>, shared: Arc<Shared>) {
                 retry = (retry * 2).min(LAST_RETRY);
             }
             continue;
+        }
+        if first_attempt {
+            census_reports(&shared, None);
+            first_attempt = false;
         }
         retry = FIRST_RETRY;
         last_problem = None;
@@ -126,6 +158,58 @@ pub async fn watch(runtime: Arc<dyn ContainerRuntime>, shared: Arc<Shared>) {
         shared.connected.fetch_sub(1, Ordering::SeqCst);
         shared.updated.notify_waiters();
     }
+}
+
+/// How loudly a failed connection is logged, `None` for not at all (only at debug level): a
+/// runtime nobody named and that never answered is simply not on this host, unless something
+/// is there that fails in another way (a socket that refuses, a directory it cannot read).
+fn failure_level(asked: Asked, answered_before: bool, err: &RuntimeError) -> Option<log::Level> {
+    let absent = matches!(err, RuntimeError::Absent(_));
+    (asked == Asked::Named || answered_before || !absent).then_some(log::Level::Warn)
+}
+
+/// Counts a runtime's first attempt (`not_found`: its description, if it was looked for at its
+/// usual place and is not there); the last to report logs the census.
+fn census_reports(shared: &Shared, not_found: Option<String>) {
+    let line = shared.census().first_attempt(not_found);
+    if let Some(line) = line {
+        log::info!("{line}");
+    }
+}
+
+/// The first attempts of the runtimes, until all have reported.
+#[derive(Debug, Default)]
+struct Census {
+    expected: usize,
+    reported: usize,
+    not_found: Vec<String>,
+}
+
+impl Census {
+    /// Returns the census line once every runtime has reported, if any was not found.
+    fn first_attempt(&mut self, not_found: Option<String>) -> Option<String> {
+        self.reported += 1;
+        self.not_found.extend(not_found);
+        if self.reported != self.expected || self.not_found.is_empty() {
+            return None;
+        }
+        Some(census_line(&self.not_found, self.expected))
+    }
+}
+
+/// `container runtimes not found at their usual places: …`: one line, whatever the count.
+fn census_line(not_found: &[String], of: usize) -> String {
+    let consequence = if not_found.len() == of {
+        "containers are named from their cgroup paths"
+    } else {
+        "the others name containers"
+    };
+    format!(
+        "container runtimes not found at their usual places (none was named on the command \
+         line): {}; {consequence}, and these are looked for again every {} s",
+        not_found.join(", "),
+        LAST_RETRY.as_secs()
+    )
 }
 
 /// Lists, then follows events until the stream ends or fails.
@@ -204,5 +288,67 @@ fn problem_kind(err: &RuntimeError) -> String {
         RuntimeError::Absent(_) => "absent".to_owned(),
         RuntimeError::Garbage(_) => "garbage".to_owned(),
         RuntimeError::Unavailable(_) => "unavailable".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_named_runtime_or_one_that_stopped_answering_warns() {
+        let absent = || RuntimeError::Absent("no socket at /var/run/docker.sock".into());
+        let refused = || RuntimeError::Unavailable("permission denied".into());
+        assert_eq!(failure_level(Asked::Default, false, &absent()), None);
+        assert_eq!(
+            failure_level(Asked::Named, false, &absent()),
+            Some(log::Level::Warn)
+        );
+        assert_eq!(
+            failure_level(Asked::Default, true, &absent()),
+            Some(log::Level::Warn),
+            "it answered before and stopped"
+        );
+        assert_eq!(
+            failure_level(Asked::Default, false, &refused()),
+            Some(log::Level::Warn),
+            "something is there, and fails"
+        );
+    }
+
+    #[test]
+    fn the_census_is_one_line_once_every_runtime_tried() {
+        let mut census = Census {
+            expected: 3,
+            ..Census::default()
+        };
+        assert_eq!(
+            census.first_attempt(Some("the Docker API at /a".into())),
+            None
+        );
+        assert_eq!(census.first_attempt(None), None);
+        assert_eq!(
+            census.first_attempt(Some("state at /b".into())).as_deref(),
+            Some(
+                "container runtimes not found at their usual places (none was named on the \
+                 command line): the Docker API at /a, state at /b; the others name containers, \
+                 and these are looked for again every 30 s"
+            )
+        );
+        let mut none_found = Census {
+            expected: 2,
+            ..Census::default()
+        };
+        none_found.first_attempt(Some("a".into()));
+        let line = none_found.first_attempt(Some("b".into())).unwrap();
+        assert!(
+            line.contains("a, b; containers are named from their cgroup paths"),
+            "{line}"
+        );
+        let mut all_found = Census {
+            expected: 1,
+            ..Census::default()
+        };
+        assert_eq!(all_found.first_attempt(None), None, "nothing to say");
     }
 }

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::names::{human_bytes, printable, short_name};
+use crate::names::{human_bytes, printable, short_name, spoken_bytes};
 use crate::record::composition::{Composition, TmpfsKind, TmpfsMount};
 
 /// A kind leads the verdict from this share of the domain.
@@ -33,21 +33,21 @@ pub fn lead(
     let mut text = if host {
         format!(
             "The host's {} of memory were filled by {}",
-            human_bytes(whole),
+            spoken_bytes(whole),
             join(&named)
         )
     } else {
         format!(
             "The limit of {} was filled by {}",
-            human_bytes(whole),
+            spoken_bytes(whole),
             join(&named)
         )
     };
     if let Some(held) = composition.in_processes_bytes {
-        let _ = write!(text, "; processes held {}", human_bytes(held));
+        let _ = write!(text, "; processes held {}", spoken_bytes(held));
         // Its own is part of what processes held; a later reading may not agree.
         if let Some(own) = victim_own_bytes.filter(|&own| own <= held) {
-            let _ = write!(text, " (the killed one {} of its own)", human_bytes(own));
+            let _ = write!(text, " (the killed one {} of its own)", spoken_bytes(own));
         }
     }
     text.push('.');
@@ -134,7 +134,7 @@ enum Kind {
 }
 
 fn describe(kind: Kind, bytes: u64, composition: &Composition) -> String {
-    let amount = human_bytes(bytes);
+    let amount = spoken_bytes(bytes);
     match kind {
         Kind::Shmem => {
             let mut text =
@@ -150,7 +150,7 @@ fn describe(kind: Kind, bytes: u64, composition: &Composition) -> String {
                     format!(
                         "{}, {} used",
                         mount_name(mount),
-                        human_bytes(mount.used_bytes.unwrap_or(0))
+                        spoken_bytes(mount.used_bytes.unwrap_or(0))
                     )
                 })
                 .collect();
@@ -179,14 +179,14 @@ fn describe(kind: Kind, bytes: u64, composition: &Composition) -> String {
                 if pending > 0 {
                     parts.push(format!(
                         "{} dirty or being written back",
-                        human_bytes(pending)
+                        spoken_bytes(pending)
                     ));
                 }
             }
             if let Some(unevictable) = composition.unevictable_bytes.filter(|&b| b > 0) {
                 parts.push(format!(
                     "{} unevictable (mlocked or ramfs)",
-                    human_bytes(unevictable)
+                    spoken_bytes(unevictable)
                 ));
             }
             let mut text = format!("{amount} of page cache the kernel could not reclaim");
@@ -203,13 +203,13 @@ fn describe(kind: Kind, bytes: u64, composition: &Composition) -> String {
                 if slab > 0 {
                     let mut slab_text = format!(
                         "{} slab: dentries, inodes and other kernel objects",
-                        human_bytes(slab)
+                        spoken_bytes(slab)
                     );
                     if let Some(reclaimable) = kernel.slab_reclaimable_bytes.filter(|&b| b > 0) {
                         let _ = write!(
                             slab_text,
                             ", {} of it reclaimable",
-                            human_bytes(reclaimable)
+                            spoken_bytes(reclaimable)
                         );
                     }
                     parts.push(slab_text);
@@ -224,7 +224,7 @@ fn describe(kind: Kind, bytes: u64, composition: &Composition) -> String {
                     if let Some(bytes) =
                         bytes.filter(|&b| b.saturating_mul(10) >= kernel.bytes.max(1))
                     {
-                        parts.push(format!("{} {what}", human_bytes(bytes)));
+                        parts.push(format!("{} {what}", spoken_bytes(bytes)));
                     }
                 }
             }

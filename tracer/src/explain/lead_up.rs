@@ -1,8 +1,8 @@
 //! The lead-up in words: how the domain's biggest cgroups moved in the minute before the kill
-//! ("builder grew from 100.0 MiB to 2.80 GiB in the 40 s before; db was flat at 1.90 GiB"), and
+//! ("builder grew from 100 MiB to 2.8 GiB over the last 40 s; db was flat at 1.9 GiB"), and
 //! how much tasks stalled on memory.
 
-use crate::names::{human_bytes, printable, short_name};
+use crate::names::{printable, short_name, spoken_bytes};
 use crate::record::timeline::{CgroupTimeline, Timeline, UsageSample as UsageAt};
 
 /// How many cgroups the sentence names; the JSON has them all.
@@ -80,7 +80,10 @@ pub fn lead_up(timeline: &Timeline) -> Option<String> {
         .collect();
     let mut text = String::new();
     if let Some((first, rest)) = phrases.split_first() {
-        text = format!("Before the kill, {first}");
+        text = format!(
+            "In the {} before the kill, {first}",
+            window_words(timeline.window_s)
+        );
         for phrase in rest {
             text.push_str("; ");
             text.push_str(phrase);
@@ -177,17 +180,19 @@ fn trend(samples: &[UsageAt]) -> Option<Trend> {
 }
 
 /// A domain whose last sample is well below its limit filled the rest between that sample and
-/// the kill, faster than it was sampled: `, and filled its 48.0 MiB limit within the last 0.4 s`.
+/// the kill, faster than it was sampled: `, and filled its 48 MiB limit in the last 0.4 s`.
 fn unsampled_rise(domain: &CgroupTimeline) -> Option<String> {
     let limit = domain.limit_bytes?;
     let last = domain.samples.last()?;
-    (last.usage_bytes < limit / 10 * 9).then(|| {
-        format!(
-            ", and filled its {} limit within the last {:.1} s",
-            human_bytes(limit),
-            last.offset_ms.unsigned_abs() as f64 / 1000.0
-        )
-    })
+    let since_ms = last.offset_ms.unsigned_abs();
+    // A tenth of a second is the fastest the recorder samples: under that, say so, not `0.0 s`.
+    let when = if since_ms < 100 {
+        "in the last tenth of a second".to_owned()
+    } else {
+        format!("in the last {:.1} s", since_ms as f64 / 1000.0)
+    };
+    (last.usage_bytes < limit / 10 * 9)
+        .then(|| format!(", and filled its {} limit {when}", spoken_bytes(limit)))
 }
 
 fn amount(trend: Trend) -> u64 {
@@ -201,23 +206,43 @@ fn amount(trend: Trend) -> u64 {
 fn phrase(name: &str, trend: Trend) -> String {
     match trend {
         Trend::Grew { from, to, seconds } => format!(
-            "{name} grew from {} to {} in the {seconds} s before",
-            human_bytes(from),
-            human_bytes(to)
+            "{name} grew from {} to {} over the last {}",
+            spoken_bytes(from),
+            spoken_bytes(to),
+            seconds_words(seconds)
         ),
         Trend::Fell { from, to, seconds } => format!(
-            "{name} fell from {} ({seconds} s before) to {}",
-            human_bytes(from),
-            human_bytes(to)
+            "{name} fell from {} to {} over the last {}",
+            spoken_bytes(from),
+            spoken_bytes(to),
+            seconds_words(seconds)
         ),
-        Trend::Flat { at, seconds: None } => format!("{name} was flat at {}", human_bytes(at)),
+        Trend::Flat { at, seconds: None } => format!("{name} was flat at {}", spoken_bytes(at)),
         Trend::Flat {
             at,
             seconds: Some(seconds),
         } => format!(
-            "{name} was flat at {} for the {seconds} s before",
-            human_bytes(at)
+            "{name} was flat at {} for the last {}",
+            spoken_bytes(at),
+            seconds_words(seconds)
         ),
+    }
+}
+
+/// After "the last": `second`, `12 s`.
+fn seconds_words(seconds: u64) -> String {
+    match seconds {
+        0 | 1 => "second".to_owned(),
+        seconds => format!("{seconds} s"),
+    }
+}
+
+/// `minute`, `2 minutes`, `30 s`: the window, after "In the".
+fn window_words(seconds: u64) -> String {
+    match seconds {
+        60 => "minute".to_owned(),
+        s if s > 60 && s % 60 == 0 => format!("{} minutes", s / 60),
+        s => format!("{s} s"),
     }
 }
 
@@ -229,10 +254,12 @@ fn stall_phrase(timeline: &Timeline) -> Option<String> {
         .max_by(|a, b| a.some_pct.0.total_cmp(&b.some_pct.0))?;
     let percent = worst.some_pct.0;
     (percent >= NOTABLE_STALL_PERCENT).then(|| {
-        format!(
-            "Tasks stalled on memory {percent:.0} % of the time {} s before the kill.",
-            (worst.offset_ms.unsigned_abs() + 500) / 1000
-        )
+        // Measured at the kill itself: not `0 s before`.
+        let when = match (worst.offset_ms.unsigned_abs() + 500) / 1000 {
+            0 => "Just before the kill".to_owned(),
+            seconds => format!("{seconds} s before the kill"),
+        };
+        format!("{when}, tasks were stalled on memory {percent:.0} % of the time.")
     })
 }
 
@@ -320,8 +347,8 @@ mod tests {
         assert_eq!(
             lead_up(&timeline).as_deref(),
             Some(
-                "Before the kill, cgroup /pod/builder grew from 100.0 MiB to 2.80 GiB in the 40 s \
-                 before; cgroup /pod/db was flat at 1.90 GiB."
+                "In the minute before the kill, cgroup /pod/builder grew from 100 MiB to 2.8 GiB \
+                 over the last 40 s; cgroup /pod/db was flat at 1.9 GiB."
             )
         );
     }
@@ -344,9 +371,19 @@ mod tests {
         assert_eq!(
             lead_up(&timeline).as_deref(),
             Some(
-                "Before the kill, cgroup /box grew from 2.0 MiB to 47.0 MiB in the 12 s before. \
-                 Tasks stalled on memory 34 % of the time 2 s before the kill."
+                "In the minute before the kill, cgroup /box grew from 2 MiB to 47 MiB over the \
+                 last 12 s. 2 s before the kill, tasks were stalled on memory 34 % of the time."
             )
+        );
+        // The worst stall in the interval that ends at the kill: not `0 s before`.
+        let timeline = super::tests::timeline(
+            vec![stall(-1000, 20.0), stall(-300, 100.0)],
+            vec![cgroup("/box", Some(48 * MIB), &[(-6_000, 20), (-200, 47)])],
+        );
+        let said = lead_up(&timeline).unwrap_or_default();
+        assert!(
+            said.ends_with("Just before the kill, tasks were stalled on memory 100 % of the time."),
+            "{said}"
         );
     }
 
@@ -354,13 +391,25 @@ mod tests {
     fn a_limit_filled_faster_than_sampled_is_said_so() {
         let timeline = timeline(
             Vec::new(),
-            vec![cgroup("/box", Some(16 * MIB), &[(-30_000, 0), (-400, 0)])],
+            vec![cgroup("/box", Some(16 * MIB), &[(-30_000, 1), (-400, 1)])],
         );
         assert_eq!(
             lead_up(&timeline).as_deref(),
             Some(
-                "Before the kill, cgroup /box was flat at 0 KiB, and filled its 16.0 MiB limit \
-                 within the last 0.4 s."
+                "In the minute before the kill, cgroup /box was flat at 1 MiB, and filled its \
+                 16 MiB limit in the last 0.4 s."
+            )
+        );
+        // Sampled at the very moment: not `0.0 s`.
+        let timeline = super::tests::timeline(
+            Vec::new(),
+            vec![cgroup("/box", Some(128 * MIB), &[(-30_000, 1), (-20, 1)])],
+        );
+        assert_eq!(
+            lead_up(&timeline).as_deref(),
+            Some(
+                "In the minute before the kill, cgroup /box was flat at 1 MiB, and filled its \
+                 128 MiB limit in the last tenth of a second."
             )
         );
     }

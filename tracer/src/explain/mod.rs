@@ -10,7 +10,7 @@ pub mod verdict;
 use std::time::{Duration, Instant};
 
 use self::patterns::{Flags, Patterns, Seen};
-use self::verdict::Top;
+use self::verdict::{Top, TopProcess};
 use crate::attribute::{AttributedKill, Attributor, DomainKind};
 use crate::names::{printable, short_name};
 use crate::observe::composition as observed;
@@ -120,11 +120,12 @@ impl Explainer {
                         executable,
                         memory,
                     } = &usage.process;
-                    let mut name = format!("{} (pid {pid})", printable(&executable.name));
-                    if let Some(container) = usage.names.container_name() {
-                        name = format!("{name} in {}", printable(container));
+                    TopProcess {
+                        comm: printable(&executable.name),
+                        pid: *pid,
+                        container: usage.names.container_name().map(printable),
+                        bytes: memory.usage_bytes,
                     }
-                    (name, memory.usage_bytes)
                 })
                 .collect(),
             lead_up,

@@ -22,10 +22,32 @@ use std::sync::atomic::AtomicU64;
 use self::row::{EventRow, Source};
 use self::store::Retention;
 use self::writer::HistoryWriter;
-use crate::record::Record;
+use crate::record::{HistoryRef, Record};
 
 /// Where the agent keeps its history unless told otherwise.
 pub const DEFAULT_PATH: &str = "/var/lib/oomtrace/oomtrace.db";
+
+/// Makes the agent a member of group `gid` (`--history-group`), so that it can give the history
+/// file to that group without `CAP_CHOWN`, and SQLite its `-wal` and `-shm` files. Done before
+/// the capabilities are dropped and before any thread starts (each thread keeps its own groups).
+pub fn join_group(gid: u32) -> std::io::Result<()> {
+    // SAFETY: a null list of size 0 asks only for the count.
+    let count = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+    let mut groups = vec![0; usize::try_from(count).map_err(|_| std::io::Error::last_os_error())?];
+    // SAFETY: `groups` holds `count` entries.
+    let count = unsafe { libc::getgroups(count, groups.as_mut_ptr()) };
+    groups.truncate(usize::try_from(count).map_err(|_| std::io::Error::last_os_error())?);
+    // SAFETY: getegid has no preconditions.
+    if groups.contains(&gid) || unsafe { libc::getegid() } == gid {
+        return Ok(());
+    }
+    groups.push(gid);
+    // SAFETY: `groups` is a valid list of its length.
+    if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
 
 /// The agent's history: the writer, and this boot's id for every row.
 pub struct History {
@@ -34,9 +56,10 @@ pub struct History {
 }
 
 impl History {
-    pub fn start(path: PathBuf, retention: Retention) -> std::io::Result<Self> {
+    /// Starts the writer of the history at `path`; the file is `group`'s too when given.
+    pub fn start(path: PathBuf, retention: Retention, group: Option<u32>) -> std::io::Result<Self> {
         Ok(History {
-            writer: HistoryWriter::start(path, retention)?,
+            writer: HistoryWriter::start(path, retention, group)?,
             boot_id: boot_id(),
         })
     }
@@ -47,14 +70,21 @@ impl History {
     }
 
     /// Stores `record` if the history keeps its kind (kills), and returns once it is committed
-    /// (or after [`writer::COMMIT_WAIT`]).
-    pub async fn record(&mut self, record: &Record) {
+    /// (or after [`writer::COMMIT_WAIT`]): where it is in the history, if it is by then.
+    pub async fn record(&mut self, record: &Record) -> Option<HistoryRef> {
         if !EventRow::keeps(record) {
-            return;
+            return None;
         }
         match EventRow::from_record(record, Source::Live, &self.boot_id) {
-            Ok(row) => self.writer.write(row).await,
-            Err(err) => log::error!("history: a record cannot be stored: {err:#}"),
+            Ok(row) => self.writer.write(row).await.map(|id| HistoryRef {
+                id,
+                source: Source::Live.as_str().to_owned(),
+                boot_id: self.boot_id.clone(),
+            }),
+            Err(err) => {
+                log::error!("history: a record cannot be stored: {err:#}");
+                None
+            }
         }
     }
 

@@ -128,16 +128,8 @@ pub enum Stored {
     },
 }
 
-/// Where a listed record is in the history.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HistoryRef {
-    /// What `oomtrace show` takes.
-    pub id: i64,
-    /// `live`, or `kmsg` for a kill recovered from the kernel log.
-    pub source: String,
-    /// The boot the record's pids and `ktime_ns` belong to.
-    pub boot_id: String,
-}
+/// Where a listed record is in the history: the same as a live record carries once stored.
+pub use crate::record::HistoryRef;
 
 /// The events `filter` matches, newest first.
 pub fn events(conn: &Connection, filter: &Filter) -> rusqlite::Result<Vec<StoredEvent>> {
@@ -304,6 +296,7 @@ mod tests {
                 std::time::Duration::from_secs(100 * 365 * 86_400),
                 1_000_000,
             ),
+            None,
         )
         .unwrap();
         for n in 0..EVENTS {
@@ -498,6 +491,7 @@ mod tests {
         let mut store = Store::open(
             &path,
             Retention::new(std::time::Duration::from_secs(100 * 365 * 86_400), 100),
+            None,
         )
         .unwrap();
         let mut ids = Vec::new();

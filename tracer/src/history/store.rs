@@ -52,9 +52,10 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating and migrating) the history at `path` and applies the retention.
-    pub fn open(path: &Path, retention: Retention) -> anyhow::Result<Self> {
-        let conn = schema::open_read_write(path)?;
+    /// Opens (creating and migrating) the history at `path` and applies the retention; the
+    /// file is `group`'s too when given (`--history-group`).
+    pub fn open(path: &Path, retention: Retention, group: Option<u32>) -> anyhow::Result<Self> {
+        let conn = schema::open_read_write(path, group)?;
         let mut store = Store {
             conn,
             retention,
@@ -233,7 +234,7 @@ mod tests {
 
     fn store(retention: Retention) -> (TempDir, Store) {
         let dir = temp_dir();
-        let store = Store::open(&dir.join("store.db"), retention).unwrap();
+        let store = Store::open(&dir.join("store.db"), retention, None).unwrap();
         (dir, store)
     }
 

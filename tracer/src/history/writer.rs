@@ -37,10 +37,11 @@ const RETRY_POLL: Duration = Duration::from_millis(100);
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 enum Job {
-    /// An event the agent traced; `committed` is told once it is stored (or failed).
+    /// An event the agent traced; `committed` is told its id once it is stored (`None` if it
+    /// could not be, or was already).
     Live {
         row: Box<EventRow>,
-        committed: oneshot::Sender<()>,
+        committed: oneshot::Sender<Option<i64>>,
     },
     /// A burst is over: give back the page cache's memory.
     ReleaseMemory,
@@ -67,18 +68,18 @@ pub struct HistoryWriter {
     errors: Arc<AtomicU64>,
     slow: RateLimitedLog,
     /// The commit that took longer than [`COMMIT_WAIT`], while it is still pending.
-    overdue: Option<oneshot::Receiver<()>>,
+    overdue: Option<oneshot::Receiver<Option<i64>>>,
 }
 
 impl HistoryWriter {
     /// Starts the writer thread, which opens (creating) the history at `path`. A history that
     /// cannot be opened is logged, and retried now and then; tracing goes on either way.
-    pub fn start(path: PathBuf, retention: Retention) -> std::io::Result<Self> {
+    pub fn start(path: PathBuf, retention: Retention, group: Option<u32>) -> std::io::Result<Self> {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let errors = Arc::new(AtomicU64::new(0));
         let thread = std::thread::Builder::new().name("history".into()).spawn({
             let errors = Arc::clone(&errors);
-            move || write_loop(&path, retention, queue, &errors)
+            move || write_loop(&path, retention, group, queue, &errors)
         })?;
         Ok(HistoryWriter {
             jobs: Some(jobs),
@@ -94,11 +95,12 @@ impl HistoryWriter {
         Arc::clone(&self.errors)
     }
 
-    /// Stores `row` and waits, at most [`COMMIT_WAIT`], until it is committed (or failed).
-    /// While an earlier commit is overdue, it queues without waiting: a stalled disk costs
-    /// the output one wait, not one per event.
-    pub async fn write(&mut self, row: EventRow) {
-        let Some(jobs) = &self.jobs else { return };
+    /// Stores `row` and waits, at most [`COMMIT_WAIT`], until it is committed (or failed);
+    /// returns its id in the history if it was stored by then. While an earlier commit is
+    /// overdue, it queues without waiting: a stalled disk costs the output one wait, not one
+    /// per event.
+    pub async fn write(&mut self, row: EventRow) -> Option<i64> {
+        let Some(jobs) = &self.jobs else { return None };
         let (committed, done) = oneshot::channel();
         let job = Job::Live {
             row: Box::new(row),
@@ -116,30 +118,38 @@ impl HistoryWriter {
                 )),
                 Err(mpsc::error::TrySendError::Closed(_)) => self.writer_gone(),
             }
-            return;
+            return None;
         }
         self.overdue = None;
         let started = Instant::now();
         match tokio::time::timeout(COMMIT_WAIT, jobs.send(job)).await {
             Ok(Ok(())) => {}
-            Ok(Err(_)) => return self.writer_gone(),
+            Ok(Err(_)) => {
+                self.writer_gone();
+                return None;
+            }
             Err(_) => {
-                return self.lost(format!(
+                self.lost(format!(
                     "history: the disk has not taken a write for over {COMMIT_WAIT:?} and \
                      {QUEUE} events wait; kills are not stored until it does"
                 ));
+                return None;
             }
         }
         let mut done = done;
         let left = COMMIT_WAIT.saturating_sub(started.elapsed());
-        if tokio::time::timeout(left, &mut done).await.is_err() {
-            self.slow.log(|| {
-                format!(
-                    "history: a write took over {COMMIT_WAIT:?}; kills are written out before \
-                     they are stored until the disk catches up"
-                )
-            });
-            self.overdue = Some(done);
+        match tokio::time::timeout(left, &mut done).await {
+            Ok(id) => id.ok().flatten(),
+            Err(_) => {
+                self.slow.log(|| {
+                    format!(
+                        "history: a write took over {COMMIT_WAIT:?}; kills are written out \
+                         before they are stored until the disk catches up"
+                    )
+                });
+                self.overdue = Some(done);
+                None
+            }
         }
     }
 
@@ -198,11 +208,12 @@ impl HistoryWriter {
 fn write_loop(
     path: &std::path::Path,
     retention: Retention,
+    group: Option<u32>,
     mut queue: mpsc::Receiver<Job>,
     errors: &AtomicU64,
 ) {
     let mut failures = RateLimitedLog::default();
-    let open = |failures: &mut RateLimitedLog| match Store::open(path, retention) {
+    let open = |failures: &mut RateLimitedLog| match Store::open(path, retention, group) {
         Ok(store) => {
             log::info!("history: storing kills in {}", path.display());
             Some(store)
@@ -245,10 +256,15 @@ fn write_loop(
             None => {}
             Some(Job::Live { row, committed }) => {
                 unstored.push(row, errors);
-                // Stored in order: the ones waiting first.
-                unstored.store(store.as_mut(), path, &mut failures);
+                // Stored in order: the ones waiting first. The row just queued is last, so it
+                // was stored if nothing is left waiting.
+                let last = unstored.store(store.as_mut(), path, &mut failures);
+                let id = match last {
+                    Some(Inserted::New(id)) if unstored.rows.is_empty() => Some(id),
+                    Some(_) | None => None,
+                };
                 // The output side may have stopped waiting: nothing to tell then.
-                let _ = committed.send(());
+                let _ = committed.send(id);
                 continue;
             }
             Some(Job::ReleaseMemory) => {
@@ -317,21 +333,21 @@ impl Unstored {
                 .is_none_or(|at| at.elapsed() >= RETRY_INTERVAL)
     }
 
-    /// Stores what waits, oldest first, until one fails.
+    /// Stores what waits, oldest first, until one fails; returns how the last one stored went.
     fn store(
         &mut self,
         store: Option<&mut Store>,
         path: &std::path::Path,
         log: &mut RateLimitedLog,
-    ) {
+    ) -> Option<Inserted> {
         let waited = self.rows.len() > 1 || self.last_try.is_some();
         self.last_try = Some(Instant::now());
-        let Some(store) = store else {
-            return;
-        };
+        let store = store?;
+        let mut last = None;
         while let Some(row) = self.rows.front() {
             match store.insert(row) {
-                Ok(_) => {
+                Ok(inserted) => {
+                    last = Some(inserted);
                     self.rows.pop_front();
                     if waited {
                         self.late += 1;
@@ -348,7 +364,7 @@ impl Unstored {
                             path.display()
                         )
                     });
-                    return;
+                    return last;
                 }
             }
         }
@@ -360,6 +376,7 @@ impl Unstored {
                 path.display()
             );
         }
+        last
     }
 }
 
@@ -426,19 +443,19 @@ mod tests {
     async fn an_event_is_committed_before_write_returns() {
         let dir = temp_dir();
         let path = dir.join("writer.db");
-        let mut writer = HistoryWriter::start(path.clone(), retention()).unwrap();
+        let mut writer = HistoryWriter::start(path.clone(), retention(), None).unwrap();
         let now = jiff::Timestamp::now().as_nanosecond() as i64;
-        writer.write(synthetic_row(5, now)).await;
-        // Another connection sees it before the writer is closed.
+        let id = writer.write(synthetic_row(5, now)).await;
+        // Another connection sees it before the writer is closed, under the id returned.
         let reader = crate::history::schema::open_read_only(&path).unwrap();
         let stored: i64 = reader
-            .query_row(
-                "SELECT count(*) FROM events WHERE victim_pid = 5",
-                [],
-                |row| row.get(0),
-            )
+            .query_row("SELECT id FROM events WHERE victim_pid = 5", [], |row| {
+                row.get(0)
+            })
             .unwrap();
-        assert_eq!(stored, 1);
+        assert_eq!(id, Some(stored));
+        // The same event again is not stored twice, and has no id of its own.
+        assert_eq!(writer.write(synthetic_row(5, now)).await, None);
         let errors = writer.error_counter();
         writer.close();
         assert_eq!(errors.load(Ordering::Relaxed), 0);
@@ -448,7 +465,7 @@ mod tests {
     async fn a_stalled_disk_costs_the_output_one_wait_not_one_per_event() {
         let dir = temp_dir();
         let path = dir.join("stalled.db");
-        let mut writer = HistoryWriter::start(path.clone(), retention()).unwrap();
+        let mut writer = HistoryWriter::start(path.clone(), retention(), None).unwrap();
         let now = jiff::Timestamp::now().as_nanosecond() as i64;
         writer.write(synthetic_row(1, now)).await;
         // Another process holds the write lock for 1.5 s: each insert waits for it.
@@ -485,7 +502,7 @@ mod tests {
     #[tokio::test]
     async fn a_backfill_stores_only_the_kills_not_known() {
         let dir = temp_dir();
-        let mut writer = HistoryWriter::start(dir.join("backfill.db"), retention()).unwrap();
+        let mut writer = HistoryWriter::start(dir.join("backfill.db"), retention(), None).unwrap();
         let now = jiff::Timestamp::now().as_nanosecond() as i64;
         let live = synthetic_row(5, now);
         writer.write(live.clone()).await;
@@ -525,7 +542,8 @@ mod tests {
         // A path under a regular file cannot be created, even by root.
         let dir = temp_dir();
         std::fs::write(dir.join("file"), b"").unwrap();
-        let mut writer = HistoryWriter::start(dir.join("file/oomtrace.db"), retention()).unwrap();
+        let mut writer =
+            HistoryWriter::start(dir.join("file/oomtrace.db"), retention(), None).unwrap();
         let errors = writer.error_counter();
         let now = jiff::Timestamp::now().as_nanosecond() as i64;
         let started = Instant::now();
@@ -543,7 +561,7 @@ mod tests {
     async fn kills_the_disk_refused_are_stored_once_it_takes_writes_again() {
         let dir = temp_dir();
         let path = dir.join("full.db");
-        let mut writer = HistoryWriter::start(path.clone(), retention()).unwrap();
+        let mut writer = HistoryWriter::start(path.clone(), retention(), None).unwrap();
         let errors = writer.error_counter();
         let now = jiff::Timestamp::now().as_nanosecond() as i64;
         writer.write(synthetic_row(1, now)).await;

@@ -9,6 +9,11 @@ use std::path::{Path, PathBuf};
 /// How close to its limit a v1 cgroup's high-water mark must be to count as having hit it: a
 /// failed charge leaves usage at most one charge batch (64 pages) below the limit.
 const WATERMARK_SLACK_BYTES: u64 = 1 << 20;
+/// The most children of one cgroup looked at: a delegated tree lets a container make as many as
+/// it likes, and a kill's snapshot is read while the kill waits.
+const MAX_CHILDREN: usize = 4096;
+/// The most read of one cgroup file: `cgroup.procs` of a cgroup of 32,768 processes.
+const MAX_FILE_BYTES: u64 = 256 << 10;
 
 /// Where the memory controller's hierarchy is mounted, and which version it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,13 +51,13 @@ impl MemoryHierarchy {
                     if options.is_some_and(|o| o.split(',').any(|o| o == "memory")) =>
                 {
                     return Some(MemoryHierarchy {
-                        root: PathBuf::from(unescape(point)),
+                        root: PathBuf::from(unescape_mountinfo(point)),
                         version: CgroupVersion::V1,
                     });
                 }
                 (Some("cgroup2"), Some(point)) if v2.is_none() => {
                     v2 = Some(MemoryHierarchy {
-                        root: PathBuf::from(unescape(point)),
+                        root: PathBuf::from(unescape_mountinfo(point)),
                         version: CgroupVersion::V2,
                     });
                 }
@@ -129,6 +134,7 @@ impl MemoryHierarchy {
         entries
             .filter_map(Result::ok)
             .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
+            .take(MAX_CHILDREN)
             .filter_map(|entry| entry.file_name().into_string().ok())
             .map(|name| format!("{parent}/{name}"))
             .collect()
@@ -137,7 +143,7 @@ impl MemoryHierarchy {
     /// The processes directly in the cgroup at `cgroup_path` (not in its children); empty once
     /// it is gone.
     pub fn procs(&self, cgroup_path: &str) -> Vec<u32> {
-        fs::read_to_string(self.dir(cgroup_path).join("cgroup.procs"))
+        read_bounded(&self.dir(cgroup_path).join("cgroup.procs"))
             .unwrap_or_default()
             .lines()
             .filter_map(|line| line.trim().parse().ok())
@@ -234,7 +240,8 @@ pub fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
     mountinfo.lines().find_map(|line| {
         let (mount, filesystem) = line.split_once(" - ")?;
         let point = mount.split(' ').nth(4)?;
-        (filesystem.split(' ').next() == Some("cgroup2")).then(|| PathBuf::from(unescape(point)))
+        (filesystem.split(' ').next() == Some("cgroup2"))
+            .then(|| PathBuf::from(unescape_mountinfo(point)))
     })
 }
 
@@ -272,9 +279,13 @@ fn ancestry(path: &str) -> impl Iterator<Item = &str> {
 }
 
 fn read_trimmed(path: &Path) -> Option<String> {
-    fs::read_to_string(path)
-        .ok()
-        .map(|text| text.trim().to_owned())
+    read_bounded(path).map(|text| text.trim().to_owned())
+}
+
+/// A cgroup file's text, at most [`MAX_FILE_BYTES`] of it.
+fn read_bounded(path: &Path) -> Option<String> {
+    let bytes = crate::procfs::read_at_most(path, MAX_FILE_BYTES).ok()?;
+    String::from_utf8(bytes).ok()
 }
 
 /// v1 writes "unlimited" as the page counter's maximum, rounded down to a page.
@@ -313,7 +324,7 @@ fn flat_keyed(text: Option<String>) -> Vec<(String, u64)> {
 }
 
 /// mountinfo escapes spaces and a few others as `\040`-style octal.
-fn unescape(field: &str) -> String {
+pub(crate) fn unescape_mountinfo(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -428,8 +439,8 @@ mod tests {
 
     #[test]
     fn mount_points_are_unescaped() {
-        assert_eq!(unescape(r"/mnt/my\040cgroups"), "/mnt/my cgroups");
-        assert_eq!(unescape(r"/trailing\04"), r"/trailing\04");
+        assert_eq!(unescape_mountinfo(r"/mnt/my\040cgroups"), "/mnt/my cgroups");
+        assert_eq!(unescape_mountinfo(r"/trailing\04"), r"/trailing\04");
     }
 
     #[test]

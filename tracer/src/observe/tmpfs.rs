@@ -90,7 +90,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountLine> {
             Some(MountLine {
                 mount_id: fields.first()?.parse().ok()?,
                 device: (*fields.get(2)?).to_owned(),
-                mount_point: unescape_octal(fields.get(4)?),
+                mount_point: super::cgroupfs::unescape_mountinfo(fields.get(4)?),
                 read_only: options.split(',').any(|option| option == "ro"),
                 fstype,
                 size_bytes: super_options
@@ -510,30 +510,6 @@ fn usage(path: &Path) -> (Option<u64>, Option<u64>) {
         .saturating_sub(stat.f_bfree)
         .saturating_mul(block);
     (Some(used), Some(size))
-}
-
-/// mountinfo escapes spaces and a few others as `\040`-style octal.
-fn unescape_octal(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).and_then(|digits| {
-            let digits = std::str::from_utf8(digits).ok()?;
-            u8::from_str_radix(digits, 8).ok()
-        });
-        match (bytes[i], octal) {
-            (b'\\', Some(byte)) => {
-                out.push(byte);
-                i += 4;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

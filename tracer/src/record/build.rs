@@ -67,6 +67,17 @@ pub fn agent_started(
     agent: AgentInfo,
     timeline: Option<(&Coverage, Duration)>,
 ) -> Record {
+    Record::new(Body::AgentStarted(AgentStarted {
+        time: time.to_string(),
+        capture: capture_info(plan),
+        agent,
+        timeline: timeline.map(|(coverage, window)| timeline_info(coverage, window)),
+    }))
+}
+
+/// What was attached, and why that much: in `agent_started`, and in `oomtrace check`'s answer
+/// of what `run` would attach.
+pub fn capture_info(plan: &CapturePlan) -> CaptureInfo {
     let CapturePlan {
         tier,
         reason,
@@ -78,25 +89,20 @@ pub fn agent_started(
         signal_layout,
         signal_task_hook,
     } = plan;
-    Record::new(Body::AgentStarted(AgentStarted {
-        time: time.to_string(),
-        capture: CaptureInfo {
-            tier: *tier,
-            reason: reason.clone(),
-            mark_victim_argument: mark_victim_arg.as_ref().map(|arg| arg.kind().to_owned()),
-            task_hook: task_hook.map(task_hook_name),
-            function_hook: function_hook.map(|hook| hook.as_str().to_owned()),
-            tracepoint_fields: layout
-                .fields_present()
-                .into_iter()
-                .map(str::to_owned)
-                .collect(),
-            sigkill: signal_layout.is_some(),
-            sigkill_task_hook: signal_task_hook.map(task_hook_name),
-        },
-        agent,
-        timeline: timeline.map(|(coverage, window)| timeline_info(coverage, window)),
-    }))
+    CaptureInfo {
+        tier: *tier,
+        reason: reason.clone(),
+        mark_victim_argument: mark_victim_arg.as_ref().map(|arg| arg.kind().to_owned()),
+        task_hook: task_hook.map(task_hook_name),
+        function_hook: function_hook.map(|hook| hook.as_str().to_owned()),
+        tracepoint_fields: layout
+            .fields_present()
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+        sigkill: signal_layout.is_some(),
+        sigkill_task_hook: signal_task_hook.map(task_hook_name),
+    }
 }
 
 fn timeline_info(coverage: &Coverage, window: Duration) -> TimelineInfo {

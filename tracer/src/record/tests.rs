@@ -525,6 +525,25 @@ fn the_schema_version_is_written_first_and_kind_second() {
     );
 }
 
+/// A stored record's line says where it is stored, last; the stored record itself does not.
+#[test]
+fn a_stored_records_line_ends_with_its_place_in_the_history() {
+    let mut record = full_tier_kill();
+    let stored = serde_json::to_string(&record).unwrap();
+    assert!(!stored.contains("\"history\""), "{stored}");
+    record.history = Some(crate::record::HistoryRef {
+        id: 7,
+        source: "live".to_owned(),
+        boot_id: "b".to_owned(),
+    });
+    let text = serde_json::to_string(&record).unwrap();
+    assert!(
+        text.ends_with(r#","history":{"id":7,"source":"live","boot_id":"b"}}"#),
+        "{text}"
+    );
+    assert_eq!(serde_json::from_str::<Record>(&text).unwrap(), record);
+}
+
 #[test]
 fn a_record_with_fields_from_a_later_version_still_reads() {
     let mut value = written(&full_tier_kill());

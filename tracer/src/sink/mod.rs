@@ -5,6 +5,7 @@
 //! the kinds it cares about: the rest default to doing nothing) and one line in the agent that
 //! adds it to the list.
 
+pub mod journald;
 pub mod json;
 pub mod metrics;
 pub mod text;

@@ -17,7 +17,11 @@ use crate::record::{
 };
 
 /// Writes through `log` (env_logger on stderr).
-pub struct LogSink;
+pub struct LogSink {
+    /// Whether kills, SIGKILLs and warnings are logged: not when the journal holds them as
+    /// entries of their own (the agent's other lines are logged either way).
+    pub events: bool,
+}
 
 impl Sink for LogSink {
     fn agent_started(&mut self, started: &AgentStarted) -> std::io::Result<()> {
@@ -40,18 +44,27 @@ impl Sink for LogSink {
     }
 
     fn oom_kill(&mut self, kill: &OomKillRecord) -> std::io::Result<()> {
+        if !self.events {
+            return Ok(());
+        }
         log::warn!("{}", line(kill, false));
         why(kill);
         Ok(())
     }
 
     fn oom_mark_exiting(&mut self, marked: &OomKillRecord) -> std::io::Result<()> {
+        if !self.events {
+            return Ok(());
+        }
         log::warn!("{}", line(marked, true));
         why(marked);
         Ok(())
     }
 
     fn oom_incident(&mut self, incident: &OomIncidentRecord) -> std::io::Result<()> {
+        if !self.events {
+            return Ok(());
+        }
         let OomIncidentRecord {
             incident,
             victims,
@@ -76,11 +89,17 @@ impl Sink for LogSink {
     }
 
     fn sigkill(&mut self, sigkill: &SigkillRecord) -> std::io::Result<()> {
+        if !self.events {
+            return Ok(());
+        }
         log::warn!("{}", sigkill_line(sigkill));
         Ok(())
     }
 
     fn memory_pressure(&mut self, pressure: &MemoryPressureRecord) -> std::io::Result<()> {
+        if !self.events {
+            return Ok(());
+        }
         log::warn!("{}", pressure_line(pressure));
         Ok(())
     }
@@ -97,13 +116,24 @@ impl Sink for LogSink {
             sigkills_rate_limited,
         } = stopped.totals;
         log::info!(
-            "stopped: {oom_kills} OOM kills and {sigkills} other SIGKILLs from {records} records, \
-             {decode_errors} undecodable, \
+            "stopped: {} and {} from {}, {decode_errors} undecodable, \
              {ringbuf_dropped_total} lost in the kernel (ring buffer full), \
              {history_write_errors} not stored in the history, \
-             {sigkills_rate_limited} SIGKILLs of flooding senders only logged"
+             {} of flooding senders only logged",
+            counted(oom_kills, "OOM kill"),
+            counted(sigkills, "other SIGKILL"),
+            counted(records, "record"),
+            counted(sigkills_rate_limited, "SIGKILL"),
         );
         Ok(())
+    }
+}
+
+/// `1 record`, `0 records`, `2 records`.
+fn counted(count: u64, one: &str) -> String {
+    match count {
+        1 => format!("1 {one}"),
+        count => format!("{count} {one}s"),
     }
 }
 
@@ -482,6 +512,14 @@ mod tests {
             [crate::incident::Event::Kill(kill)] => (**kill).clone(),
             other => panic!("expected one kill, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn counts_are_said_in_the_singular_for_one() {
+        use super::counted;
+        assert_eq!(counted(1, "OOM kill"), "1 OOM kill");
+        assert_eq!(counted(0, "OOM kill"), "0 OOM kills");
+        assert_eq!(counted(4, "record"), "4 records");
     }
 
     #[test]

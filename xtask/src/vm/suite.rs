@@ -3,6 +3,8 @@
 //! host's apt sources would offer its packages upgrades from them. Each kernel family gets its
 //! own `sources.list`, lists and cache under `target/vm/apt/<name>/`, passed to `apt-get` and
 //! `apt-cache` as options; `/etc/apt` is only read (for proxies and the like), never written.
+//! The Debian archive is the one the host's apt is configured with (a host behind its own
+//! mirror or proxy gets its kernels there too), as apt itself reads its sources.
 
 use std::{
     ffi::OsString,
@@ -15,8 +17,8 @@ use anyhow::{Context as _, bail};
 
 use crate::setup::{is_root, run};
 
-const MIRROR: &str = "http://deb.debian.org/debian";
-const SECURITY_MIRROR: &str = "http://deb.debian.org/debian-security";
+/// Debian's own archive, where the host's apt names no Debian archive (not a Debian host).
+const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 /// Debian's archive keys, the current suites' and their predecessors' (package
 /// `debian-archive-keyring`).
 pub const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
@@ -40,7 +42,7 @@ impl SuiteApt {
             fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
         }
         let sources = dir.join("sources.list");
-        let wanted = sources_list(suites);
+        let wanted = sources_list(suites, &Mirrors::configured());
         if fs::read_to_string(&sources).ok().as_deref() != Some(wanted.as_str()) {
             fs::write(&sources, wanted)
                 .with_context(|| format!("writing {}", sources.display()))?;
@@ -151,17 +153,88 @@ impl SuiteApt {
     }
 }
 
+/// Where Debian's archive and its security archive are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Mirrors {
+    archive: String,
+    security: String,
+}
+
+impl Mirrors {
+    /// The Debian archives the host's apt sources name, as apt reads them (one-line and deb822
+    /// files alike): `apt-get indextargets`. Debian's own when there are none.
+    fn configured() -> Self {
+        let output = Command::new("apt-get")
+            .args(["indextargets", "--no-release-info", "--format"])
+            .arg("$(TARGET_OF) $(REPO_URI) $(RELEASE)")
+            .output();
+        let targets = match output {
+            Ok(output) if output.status.success() => {
+                String::from_utf8_lossy(&output.stdout).into_owned()
+            }
+            _ => String::new(),
+        };
+        let codename = fs::read_to_string("/etc/os-release")
+            .ok()
+            .and_then(|release| os_release_codename(&release));
+        Self::from_targets(&targets, codename.as_deref()).unwrap_or_else(|| {
+            eprintln!(
+                "xtask: the host's apt sources name no Debian archive; the guest kernels come \
+                 from {DEFAULT_MIRROR}"
+            );
+            Self::beside(DEFAULT_MIRROR, None)
+        })
+    }
+
+    /// From `deb <uri> <suite>` lines: the archive that serves the host's own release
+    /// (`codename`), and the one serving its `-security` suite, where there is one; else the
+    /// security archive where Debian's mirrors keep it, beside the archive.
+    fn from_targets(targets: &str, codename: Option<&str>) -> Option<Self> {
+        let repos: Vec<(&str, &str)> = targets
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split_whitespace();
+                (fields.next()? == "deb").then_some(())?;
+                Some((fields.next()?.trim_end_matches('/'), fields.next()?))
+            })
+            .collect();
+        let codename = codename?;
+        let archive = repos.iter().find(|(_, suite)| *suite == codename)?.0;
+        let security = repos
+            .iter()
+            .find(|(_, suite)| *suite == format!("{codename}-security"))
+            .map(|(uri, _)| *uri);
+        Some(Self::beside(archive, security))
+    }
+
+    fn beside(archive: &str, security: Option<&str>) -> Self {
+        Mirrors {
+            archive: archive.to_owned(),
+            security: security.map_or_else(|| format!("{archive}-security"), str::to_owned),
+        }
+    }
+}
+
+/// `VERSION_CODENAME=bookworm` of `/etc/os-release`.
+fn os_release_codename(release: &str) -> Option<String> {
+    release
+        .lines()
+        .find_map(|line| line.strip_prefix("VERSION_CODENAME="))
+        .map(|name| name.trim_matches('"').to_owned())
+        .filter(|name| !name.is_empty())
+}
+
 /// Package indices only (no translations, no AppStream metadata) of `main` of each suite.
-fn sources_list(suites: &[&str]) -> String {
+fn sources_list(suites: &[&str], mirrors: &Mirrors) -> String {
     let options = format!("[signed-by={KEYRING} target=Packages]");
     let mut list =
         "# Written by `cargo xtask vm` for the guest kernels; the host's apt never reads it.\n"
             .to_owned();
     for suite in suites {
         let mirror = if suite.ends_with("-security") {
-            SECURITY_MIRROR
+            &mirrors.security
         } else {
-            MIRROR
+            &mirrors.archive
         };
         list.push_str(&format!("deb {options} {mirror} {suite} main\n"));
     }
@@ -172,17 +245,56 @@ fn sources_list(suites: &[&str]) -> String {
 mod tests {
     use super::*;
 
+    fn mirrors(archive: &str, security: &str) -> Mirrors {
+        Mirrors {
+            archive: archive.to_owned(),
+            security: security.to_owned(),
+        }
+    }
+
     #[test]
     fn security_suites_come_from_the_security_archive() {
-        let list = sources_list(&["bullseye", "bullseye-security"]);
-        assert!(
-            list.contains(" http://deb.debian.org/debian bullseye main\n"),
-            "{list}"
+        let list = sources_list(
+            &["bullseye", "bullseye-security"],
+            &mirrors("http://m/debian", "http://s/debian-security"),
         );
+        assert!(list.contains(" http://m/debian bullseye main\n"), "{list}");
         assert!(
-            list.contains(" http://deb.debian.org/debian-security bullseye-security main\n"),
+            list.contains(" http://s/debian-security bullseye-security main\n"),
             "{list}"
         );
         assert_eq!(list.matches("target=Packages").count(), 2, "{list}");
+    }
+
+    /// What `apt-get indextargets` says on a host behind a proxy that serves its own
+    /// release, and on one whose sources name no security archive.
+    #[test]
+    fn the_mirrors_are_the_hosts_own() {
+        let targets = "deb http://proxy:3142/debian-security/ bookworm-security\n\
+                       deb http://proxy:3142/debian/ bookworm\n\
+                       deb http://proxy:3142/debian/ bookworm-updates\n\
+                       deb-src http://elsewhere/debian/ bookworm\n\
+                       deb https://deb.nodesource.com/node_20.x/ nodistro\n";
+        assert_eq!(
+            Mirrors::from_targets(targets, Some("bookworm")),
+            Some(mirrors(
+                "http://proxy:3142/debian",
+                "http://proxy:3142/debian-security"
+            ))
+        );
+        let no_security = "deb http://mirror.example/debian/ trixie\n";
+        assert_eq!(
+            Mirrors::from_targets(no_security, Some("trixie")),
+            Some(mirrors(
+                "http://mirror.example/debian",
+                "http://mirror.example/debian-security"
+            ))
+        );
+        assert_eq!(Mirrors::from_targets(no_security, Some("jammy")), None);
+        assert_eq!(Mirrors::from_targets(targets, None), None);
+        assert_eq!(
+            os_release_codename("NAME=\"Debian\"\nVERSION_CODENAME=bookworm\n").as_deref(),
+            Some("bookworm")
+        );
     }
 }

@@ -14,6 +14,7 @@
 
 mod arming;
 mod files;
+mod mechanisms;
 mod plan;
 pub mod psi;
 mod query;
@@ -28,6 +29,7 @@ pub mod warning;
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use mechanisms::mechanisms;
 pub use recorder::{Prepared, Recorder, Warnings};
 pub use sampler::Coverage;
 
