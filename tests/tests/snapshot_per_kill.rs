@@ -48,15 +48,16 @@ fn two_kills_each_carry_their_own_snapshot(agent_args: &[&str], max_tier: Option
     let second_cgroup = parent.child("second");
     let mut agent = Agent::start_with(agent_args);
 
-    // Both started before the first allocates, so that the gap between the kills is the
-    // pause and the time to fill the limit, not also the second one's start (slow under the
-    // guests' emulation).
+    // Both started before the first allocates, and released the gap apart, so that the gap
+    // between the kills is the pause, not also the second one's start or the time the test
+    // takes to see the first one's end (both slow under the guests' emulation). The first,
+    // the bigger, is the first victim; the second fills the limit after it.
     let mut first = Hog::spawn_held_in(hog_binary(), &first_cgroup);
     let mut second = Hog::spawn_held_in(hog_binary(), &second_cgroup);
     first.release();
-    let first = first.wait_oom_killed(Duration::from_secs(30));
     std::thread::sleep(GAP);
     second.release();
+    let first = first.wait_oom_killed(Duration::from_secs(30));
     let second = second.wait_oom_killed(Duration::from_secs(30));
     let kills = agent.wait_for_kills(&[first, second], Duration::from_secs(30));
     let (first_kill, second_kill) = (kill_of(&kills, first), kill_of(&kills, second));

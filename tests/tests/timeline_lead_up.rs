@@ -39,14 +39,17 @@ fn a_growing_cgroups_timeline_rises_while_its_steady_neighbour_stays_flat() {
     let parent = MemoryCgroup::create(LIMIT_BYTES);
     let steady_cgroup = parent.child("steady");
     let grower_cgroup = parent.child("grower");
-    let mut agent = Agent::start();
-
+    // The neighbour holds its memory before the agent starts, so that it is flat all through
+    // the recording: under the guests' emulation filling it takes seconds, which the minute
+    // before the kill would show as growth.
     let mut steady = Hog::spawn_with(
         hog_binary(),
         &steady_cgroup,
         &["--hold", "--max-mib", &STEADY_MIB.to_string()],
     );
     steady.wait_holding();
+    let mut agent = Agent::start();
+
     // The steady neighbour's level is recorded for a while before the growth starts.
     std::thread::sleep(Duration::from_secs(3));
     let grower = Hog::spawn_with(

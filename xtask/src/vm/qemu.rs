@@ -109,10 +109,11 @@ impl Boot<'_> {
         qemu
     }
 
-    /// `panic=-1` with `-no-reboot` makes a kernel panic end qemu at once; `oomtrace.*` is read
-    /// by the guest's /init.
+    /// `panic=-1` with `-no-reboot` makes a kernel panic end qemu at once; `no_timer_check`
+    /// skips the IO-APIC timer check, which an emulated CPU on a busy host can fail ("IO-APIC +
+    /// timer doesn't work!", a panic at boot); `oomtrace.*` is read by the guest's /init.
     fn kernel_command_line(&self) -> String {
-        let mut line = "console=ttyS0 quiet panic=-1".to_owned();
+        let mut line = "console=ttyS0 quiet panic=-1 no_timer_check".to_owned();
         for arg in self.args {
             line.push(' ');
             line.push_str(arg);
