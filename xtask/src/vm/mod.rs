@@ -49,9 +49,14 @@ pub const GUEST_TESTS: &[&str] = &[
     "oom_burst",
     "snapshot_per_kill",
     "timeline_lead_up",
+    "tmpfs_fills_memcg",
+    "timeline_many_cgroups",
     // Last: it exhausts the guest's memory.
     "host_oom",
 ];
+/// What the matrix's tests are told about the guest: a busy node's cgroups, as many as its
+/// memory holds with their processes.
+const GUEST_ENV: &[(&str, &str)] = &[("OOMTRACE_MANY_CGROUPS", "50")];
 /// Each test binary's time limit in the guest, unless a boot asks for longer.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(300);
 /// How many lines of a failed test's output the summary shows (the console log has all).
@@ -104,12 +109,16 @@ fn run_suite(suite: &Suite, options: Options) -> anyhow::Result<()> {
         started.elapsed().as_secs()
     );
 
+    let env: Vec<(String, String)> = GUEST_ENV
+        .iter()
+        .map(|&(key, value)| (key.to_owned(), value.to_owned()))
+        .collect();
     let mut results = Vec::new();
     for kernel in &kernels {
         let run_dir = work_dir.join("runs").join(&kernel.version);
         let boot = GuestRun {
             tests: &tests,
-            env: &[],
+            env: &env,
             memory_mib: qemu::MEMORY_MIB,
             timeout: TEST_TIMEOUT,
         };
