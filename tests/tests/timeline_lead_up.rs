@@ -15,6 +15,11 @@ const STEADY_MIB: u64 = 48;
 /// The grower reaches the limit in about 4.5 s.
 const GROWER_MIB_PER_SECOND: &str = "32";
 const MIB: u64 = 1 << 20;
+/// How far a cgroup whose process holds its memory still moves: khugepaged collapsing 512 of
+/// its pages into a huge page charges the 2 MiB page before it frees the small ones (seen in the
+/// guests: +2 MiB for a sample), and the kernel charges and uncharges in per-CPU batches of 64
+/// pages (two CPUs here).
+const FLAT_SPREAD_BYTES: u64 = 2 * MIB + 2 * 64 * 4096;
 
 /// `(offset_ms, usage_bytes)` of a timeline cgroup.
 fn samples(entry: &CgroupTimeline) -> Vec<(i64, u64)> {
@@ -136,7 +141,7 @@ fn a_growing_cgroups_timeline_rises_while_its_steady_neighbour_stays_flat() {
         "the neighbour's recording should span the growth ({growth_started} ms on): {held:?}"
     );
     assert!(
-        high - low <= 2 * MIB && low >= (STEADY_MIB - 1) * MIB,
+        high - low <= FLAT_SPREAD_BYTES && low >= (STEADY_MIB - 1) * MIB,
         "the steady neighbour should stay at its {STEADY_MIB} MiB, it went from {low} to \
          {high} bytes: {held:?}"
     );
