@@ -329,9 +329,9 @@ fn build_binaries(env: &Env, options: &Options) -> anyhow::Result<Binaries> {
     let (agent, hog) = build_agent_and_hog(env, options)?;
     Ok(Binaries {
         agent,
-        static_agent: xtask::vm::build_static_agent(env)?,
+        static_agent: xtask::suite::build_static_agent(env)?,
         hog,
-        static_hog: xtask::vm::build_static_hog(env)?,
+        static_hog: xtask::suite::build_static_hog(env)?,
     })
 }
 

@@ -545,9 +545,7 @@ fn peers_markdown(out: &mut String, bursts: &super::burst::Bursts) {
     );
 }
 
-fn peer_figure(
-    run: &super::burst::PeerBurstRun,
-) -> Option<&xtask::vm::scenario::oom_burst::PeerFigures> {
+fn peer_figure(run: &super::burst::PeerBurstRun) -> Option<&oomtrace_tests::burst::PeerFigures> {
     run.figures.peer.as_ref()
 }
 
@@ -932,7 +930,7 @@ mod tests {
 
     use super::*;
     use crate::burst::{Bursts, PeerBurstRun};
-    use xtask::vm::scenario::oom_burst::{BurstFigures, PeerFigures};
+    use oomtrace_tests::burst::{BurstFigures, PeerFigures};
 
     const STATUS: &str = "VmHWM:\t  112888 kB\nVmRSS:\t  112640 kB\nRssAnon:\t   42576 kB\nRssFile:\t       8 kB\nRssShmem:\t   70056 kB\n";
 

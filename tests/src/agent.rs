@@ -255,13 +255,19 @@ impl Agent {
     }
 
     /// As [`Agent::stop`], with `signal` (SIGTERM or SIGINT, Ctrl-C).
-    pub fn stop_with(mut self, signal: libc::c_int) -> Stopped {
+    pub fn stop_with(self, signal: libc::c_int) -> Stopped {
+        self.stop_within(signal, STOP_TIMEOUT)
+    }
+
+    /// As [`Agent::stop_with`], given `timeout` to exit: an agent that still has a burst of a
+    /// thousand kills to write under the guests' emulation needs longer than the usual.
+    pub fn stop_within(mut self, signal: libc::c_int, timeout: Duration) -> Stopped {
         send_signal(self.child.id(), signal).expect("signalling the agent");
-        let Some(status) = wait_timeout(&mut self.child, STOP_TIMEOUT) else {
+        let Some(status) = wait_timeout(&mut self.child, timeout) else {
             let _ = self.child.kill();
             let _ = self.child.wait();
             panic!(
-                "the agent did not exit within {STOP_TIMEOUT:?} of signal {signal}; its stderr:\n{}",
+                "the agent did not exit within {timeout:?} of signal {signal}; its stderr:\n{}",
                 self.stderr()
             );
         };

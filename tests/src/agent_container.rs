@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use oomtrace::record::Record;
 
 use crate::podman::ulimit_args;
+use crate::tracefs::TRACEFS;
 
 const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 /// Where podman keeps the state the agent names its containers from, mounted as it is.
@@ -166,7 +167,12 @@ impl AgentContainer {
                         "the deployment guide's run line mounts a runtime socket, which is root on the \
                          host: {spec}"
                     );
-                    let spec = if spec.starts_with(STATE_DIR) {
+                    let spec = if spec.starts_with(&format!("{TRACEFS}:")) {
+                        // The container only bind-mounts the host's tracefs, which the guide
+                        // says the host mounts (the agent on the host mounts it itself).
+                        crate::tracefs::ensure_mounted();
+                        spec.clone()
+                    } else if spec.starts_with(STATE_DIR) {
                         assert!(
                             spec.ends_with(":ro"),
                             "podman's state is mounted read-only: {spec}"

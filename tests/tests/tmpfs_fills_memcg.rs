@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use oomtrace::record::composition::{CompositionSource, KernelLogState, TmpfsKind};
 use oomtrace_tests::{
-    Agent, Hog, MemoryCgroup, ScratchTmpfs, mib, pretty, require_root, within_ten_percent,
+    Agent, Hog, MemoryCgroup, ScratchTmpfs, hog_binary, mib, pretty, require_root,
+    within_ten_percent,
 };
 
-const HOG: &str = env!("CARGO_BIN_EXE_oomtrace-hog");
 const MIB: u64 = 1 << 20;
 const LIMIT_BYTES: u64 = 128 * MIB;
 const WRITTEN_MIB: u64 = 100;
@@ -23,7 +23,7 @@ fn tmpfs_files_no_process_maps_lead_the_verdict() {
     let mut agent = Agent::start();
 
     tmpfs.fill_from(&cgroup, "fill", WRITTEN_MIB);
-    let hog_pid = Hog::spawn_in(HOG, &cgroup).wait_oom_killed(Duration::from_secs(30));
+    let hog_pid = Hog::spawn_in(hog_binary(), &cgroup).wait_oom_killed(Duration::from_secs(30));
     let kills = agent.wait_for_kills(&[hog_pid], Duration::from_secs(30));
     let [kill] = kills.as_slice() else {
         panic!(

@@ -21,7 +21,7 @@ pub fn tag() -> String {
 
 pub fn image(env: &Env) -> anyhow::Result<()> {
     install_test_tools(&mut Apt::default())?;
-    let agent = crate::vm::build_static_agent(env)?;
+    let agent = crate::suite::build_static_agent(env)?;
     let tag = tag();
     build(&agent, &tag)?;
     println!("image: {tag}");
