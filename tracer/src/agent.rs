@@ -513,7 +513,7 @@ async fn backfill(
     );
 }
 
-/// Records to the history, then to every sink.
+/// Records to every sink, then to the history.
 struct Output<'a> {
     plan: &'a CapturePlan,
     history: Option<History>,
@@ -534,13 +534,10 @@ impl<'a> Output<'a> {
 
     async fn write(&mut self, mut record: Record, stages: &mut Stages) {
         let kept = self.flood.admit(&record, Instant::now());
-        // Stored first: a kill that was logged is never lost by the agent dying right after.
-        // Every output then says where it is stored.
-        if let Some(history) = &mut self.history
-            && kept
-        {
-            record.history = history.record(&record).await;
-            stages.mark("history");
+        // Where it will be stored is known now: every output says it, and none waits for the
+        // disk. The history's writer takes the record once it is written out.
+        if let Some(history) = self.history.as_mut().filter(|_| kept) {
+            record.history = history.place(&record);
         }
         match &record.body {
             Body::OomKill(_) => self.totals.oom_kills += 1,
@@ -563,6 +560,10 @@ impl<'a> Output<'a> {
             }
         }
         stages.mark("write");
+        if let Some(history) = self.history.as_mut().filter(|_| kept) {
+            history.store(record).await;
+            stages.mark("history");
+        }
     }
 
     fn write_to_sinks(&mut self, record: &Record) {
