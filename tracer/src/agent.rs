@@ -199,7 +199,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         (None, None)
     };
-    let mut observer = Observer::new(
+    let observer = Observer::new(
         MemoryHierarchy::find(),
         timeline_window,
         timeline_max_cgroups,
@@ -214,6 +214,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         release_idle_memory();
     });
     let timeline_coverage = observer.timeline_coverage();
+    // Taken by each kill's reads, which run off the runtime's thread, and given back.
+    let mut observer = Some(observer);
     output.write_to_sinks(&build::agent_started(
         plan,
         jiff::Timestamp::now(),
@@ -298,7 +300,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 Event::Kill(kill) => {
                     killed = Some(kill.victim.pid);
                     // Read what changes first; then name, which may wait; then explain.
-                    let (moment, snapshot, timeline, composition) = observer.observe(&kill);
+                    let (kill, (moment, snapshot, timeline, composition)) =
+                        observe(&mut observer, kill).await;
                     stages.mark("observe");
                     let kill = attributor.kill(kill, moment, deadline).await;
                     stages.mark("attribute");
@@ -511,6 +514,39 @@ async fn backfill(
         done.stored,
         done.known
     );
+}
+
+/// What [`Observer::observe`] read of a kill.
+type Observed = (
+    crate::observe::Moment,
+    crate::observe::snapshot::Snapshot,
+    Option<Arc<crate::observe::timeline::Timeline>>,
+    Option<Arc<crate::observe::composition::Composition>>,
+);
+
+/// Reads what `kill`'s explanation needs from /proc and cgroupfs on a blocking thread, never on
+/// the runtime's own: however long the reads take, the capture side goes on reading the ring
+/// buffer meanwhile. The output side waits for them, so records keep their order.
+async fn observe(
+    observer: &mut Option<Observer>,
+    kill: Box<crate::incident::OomKill>,
+) -> (Box<crate::incident::OomKill>, Observed) {
+    let mut taken = observer
+        .take()
+        .expect("the observer is given back after each kill");
+    let read = tokio::task::spawn_blocking(move || {
+        let observed = taken.observe(&kill);
+        (taken, kill, observed)
+    });
+    match read.await {
+        Ok((taken, kill, observed)) => {
+            *observer = Some(taken);
+            (kill, observed)
+        }
+        // A panic in the reads is the agent's, as it was when they ran on this thread.
+        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+        Err(err) => panic!("a kill's reads did not finish: {err}"),
+    }
 }
 
 /// Records to every sink, then to the history.
