@@ -2,8 +2,8 @@
 //! ("builder grew from 100 MiB to 2.8 GiB over the last 40 s; db was flat at 1.9 GiB"), and
 //! how much tasks stalled on memory.
 
-use crate::names::{printable, short_name, spoken_bytes};
 use crate::record::timeline::{CgroupTimeline, Timeline, UsageSample as UsageAt};
+use crate::wording::{printable, short_name, spoken_bytes};
 
 /// How many cgroups the sentence names; the JSON has them all.
 const NAMED: usize = 3;
@@ -35,7 +35,7 @@ enum Trend {
 }
 
 /// One or two sentences, `None` when the timeline holds too little to say anything.
-pub fn lead_up(timeline: &Timeline) -> Option<String> {
+pub(crate) fn lead_up(timeline: &Timeline) -> Option<String> {
     let names: Vec<String> = timeline
         .cgroups
         .iter()

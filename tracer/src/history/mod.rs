@@ -12,15 +12,15 @@
 
 pub mod query;
 pub mod row;
-pub mod schema;
+pub(crate) mod schema;
 pub mod store;
-pub mod writer;
+pub(crate) mod writer;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use self::row::{EventRow, Source};
+use self::row::{EventRow, Origin};
 use self::store::Retention;
 use self::writer::HistoryWriter;
 use crate::record::{HistoryRef, Record};
@@ -78,7 +78,7 @@ impl History {
         let id = self.writer.reserve(key)?;
         Some(HistoryRef {
             id,
-            source: Source::Live.as_str().to_owned(),
+            source: Origin::Live.as_str().to_owned(),
             boot_id: self.boot_id.clone(),
         })
     }
@@ -91,7 +91,7 @@ impl History {
             return;
         }
         let id = record.history.take().map(|place| place.id);
-        match EventRow::from_record(&record, Source::Live, &self.boot_id) {
+        match EventRow::from_record(&record, Origin::Live, &self.boot_id) {
             Ok(row) => self.writer.send(row, id).await,
             Err(err) => log::error!("history: a record cannot be stored: {err:#}"),
         }
@@ -107,7 +107,7 @@ impl History {
     ) -> anyhow::Result<writer::Backfilled> {
         let rows = records
             .iter()
-            .map(|record| EventRow::from_record(record, Source::Kmsg, &self.boot_id))
+            .map(|record| EventRow::from_record(record, Origin::Kmsg, &self.boot_id))
             .collect::<anyhow::Result<Vec<_>>>()?;
         self.writer.backfill(rows, tolerance).await
     }
@@ -140,7 +140,7 @@ pub mod tests {
     use std::path::{Path, PathBuf};
     use std::sync::atomic::{AtomicU32, Ordering};
 
-    use super::row::{EventKind, EventRow, Source};
+    use super::row::{EventKind, EventRow, Origin};
 
     /// A directory removed when dropped.
     pub struct TempDir(PathBuf);
@@ -179,7 +179,7 @@ pub mod tests {
             "trigger": {"process": {"pid": pid, "executable": {"name": "hog"}}},
             "domain": {"kind": "cgroup"}
         }));
-        let row = EventRow::from_record(&record, Source::Live, "boot").unwrap();
+        let row = EventRow::from_record(&record, Origin::Live, "boot").unwrap();
         assert_eq!(row.kind, EventKind::OomKill);
         row
     }

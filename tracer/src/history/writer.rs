@@ -20,7 +20,7 @@ use super::store::{Ids, Inserted, Retention, Store};
 const QUEUE: usize = 256;
 
 /// How long the output side waits for room in a full queue before it gives an event up.
-pub const COMMIT_WAIT: Duration = Duration::from_secs(1);
+pub(crate) const COMMIT_WAIT: Duration = Duration::from_secs(1);
 
 /// After the history could not be opened, how long before trying again.
 const REOPEN_INTERVAL: Duration = Duration::from_secs(30);
@@ -63,7 +63,7 @@ pub struct Backfilled {
 }
 
 /// The handle the output side holds.
-pub struct HistoryWriter {
+pub(crate) struct HistoryWriter {
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
     errors: Arc<AtomicU64>,
@@ -79,7 +79,11 @@ impl HistoryWriter {
     /// Starts the writer thread, which opens (creating) the history at `path`, and waits (at
     /// most [`COMMIT_WAIT`]) for that, so the first kill already has its id. A history that
     /// cannot be opened is logged, and retried now and then; tracing goes on either way.
-    pub fn start(path: PathBuf, retention: Retention, group: Option<u32>) -> std::io::Result<Self> {
+    pub(crate) fn start(
+        path: PathBuf,
+        retention: Retention,
+        group: Option<u32>,
+    ) -> std::io::Result<Self> {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let errors = Arc::new(AtomicU64::new(0));
         let ids = Arc::new(Ids::default());
@@ -102,14 +106,14 @@ impl HistoryWriter {
     }
 
     /// Events that could not be stored, for `agent_stopped` and metrics.
-    pub fn error_counter(&self) -> Arc<AtomicU64> {
+    pub(crate) fn error_counter(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.errors)
     }
 
     /// The id the event `key` will be stored under, decided now without waiting for the disk:
     /// `None` while the history takes no writes (the row, handed over all the same, is stored
     /// later under an id of its own), or for an event handed an id already.
-    pub fn reserve(&mut self, key: EventKey) -> Option<i64> {
+    pub(crate) fn reserve(&mut self, key: EventKey) -> Option<i64> {
         if self.jobs.is_none() || self.recent.contains(&key) {
             return None;
         }
@@ -122,7 +126,7 @@ impl HistoryWriter {
 
     /// Hands `row` to the writer thread under `id` (from [`HistoryWriter::reserve`]); waits
     /// only while the queue is full, at most [`COMMIT_WAIT`] once per stall.
-    pub async fn send(&mut self, row: EventRow, id: Option<i64>) {
+    pub(crate) async fn send(&mut self, row: EventRow, id: Option<i64>) {
         let Some(jobs) = &self.jobs else { return };
         let job = Job::Live {
             row: Box::new(row),
@@ -151,15 +155,16 @@ impl HistoryWriter {
 
     /// [`HistoryWriter::reserve`], then [`HistoryWriter::send`]: the id `row` will be stored
     /// under, if it is known now.
-    pub async fn write(&mut self, row: EventRow) -> Option<i64> {
+    #[cfg(test)]
+    pub(crate) async fn write(&mut self, row: EventRow) -> Option<i64> {
         let id = self.reserve(row.key());
         self.send(row, id).await;
         id
     }
 
-    /// Stores kills recovered from the kernel log (`Source::Kmsg` rows), skipping each one
+    /// Stores kills recovered from the kernel log (`Origin::Kmsg` rows), skipping each one
     /// already known within `tolerance` of its kernel time; waits until all are stored.
-    pub async fn backfill(
+    pub(crate) async fn backfill(
         &mut self,
         rows: Vec<EventRow>,
         tolerance: Duration,
@@ -182,7 +187,7 @@ impl HistoryWriter {
     }
 
     /// Asks the writer to give back its page cache; never waits for a busy disk.
-    pub async fn release_memory(&mut self) {
+    pub(crate) async fn release_memory(&mut self) {
         if let Some(jobs) = &self.jobs {
             let _ = jobs.try_send(Job::ReleaseMemory);
         }
@@ -199,7 +204,7 @@ impl HistoryWriter {
     }
 
     /// Waits for the queued events to be stored and closes the history.
-    pub fn close(mut self) {
+    pub(crate) fn close(mut self) {
         self.jobs = None;
         if let Some(thread) = self.thread.take()
             && thread.join().is_err()
@@ -569,7 +574,7 @@ mod tests {
         let live = synthetic_row(5, now);
         writer.write(live.clone()).await;
         let from_kmsg = |pid: u32, ktime_ns: u64| EventRow {
-            source: crate::history::row::Source::Kmsg,
+            source: crate::history::row::Origin::Kmsg,
             ktime_ns,
             ..synthetic_row(pid, now)
         };
