@@ -49,7 +49,6 @@ const BURST_SETTLES: Duration = Duration::from_secs(5);
 const PRESSURE_QUEUE: usize = 64;
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    one_heap();
     let attribution = args.attribution();
     let RunArgs {
         format,
@@ -650,19 +649,6 @@ fn release_idle_memory() {
         // SAFETY: whole mappings of the executable that cannot be written and hold nothing but
         // the file's pages: MADV_DONTNEED only drops this process's references to them.
         unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) };
-    }
-}
-
-/// glibc gives each thread that allocates an arena of its own (up to eight per core), and what
-/// one thread freed stays in its arena: the ring buffer's, the recorder's, the history's and the
-/// kills' reading threads would each keep a burst's worth. The agent's threads seldom allocate
-/// at once; one heap for all of them costs no waiting worth measuring and keeps the memory a
-/// burst took in one place, where [`release_heap`] gives it back. Set before any thread starts.
-fn one_heap() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only changes how glibc's allocator chooses arenas from now on.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
 
