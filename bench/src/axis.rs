@@ -38,8 +38,8 @@ const STAGES: [&str; 11] = [
     "observe",
     "attribute",
     "explain",
-    "history",
     "write",
+    "history",
 ];
 
 /// One count of the axis.
@@ -430,9 +430,11 @@ pub fn markdown(points: &[AxisPoint], idle: Option<&RecorderIdle>, gap: Duration
              the one before: `wake` from the kernel's capture time (`ktime_ns`) until the \
              ring-buffer thread, woken by the kernel, copies the record out; `handover` that \
              thread's hand-over to the capture side, which decodes it; `proc` the `/proc` read of a victim's pid namespace; `queue` the hand-over \
-             to the output side; `observe` the snapshot and timeline; `history` the SQLite \
-             commit; `write` the log line and the JSON line. The JSON line is read by the bench \
-             a little after `write` ends.\n"
+             to the output side; `observe` the snapshot and timeline (read on a blocking \
+             thread); `write` the log line and the JSON line; `history` the hand-over of the row \
+             to the history's thread, after the JSON line and not part of kill-to-JSON (before \
+             2026-12-07 it came before `write` and waited for the SQLite commit). The JSON line \
+             is read by the bench a little after `write` ends.\n"
         );
         if let Some(console) = kernel_console() {
             let _ = writeln!(out, "{console}\n");

@@ -200,7 +200,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         (None, None)
     };
-    let mut observer = Observer::new(
+    let observer = Observer::new(
         MemoryHierarchy::find(),
         timeline_window,
         timeline_max_cgroups,
@@ -215,6 +215,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         release_idle_memory();
     });
     let timeline_coverage = observer.timeline_coverage();
+    // Taken by each kill's reads, which run off the runtime's thread, and given back.
+    let mut observer = Some(observer);
     output.write_to_sinks(&build::agent_started(
         plan,
         jiff::Timestamp::now(),
@@ -299,7 +301,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 Event::Kill(kill) => {
                     killed = Some(kill.victim.pid);
                     // Read what changes first; then name, which may wait; then explain.
-                    let (moment, snapshot, timeline, composition) = observer.observe(&kill);
+                    let (kill, (moment, snapshot, timeline, composition)) =
+                        observe(&mut observer, kill).await;
                     stages.mark("observe");
                     let kill = attributor.kill(kill, moment, deadline).await;
                     stages.mark("attribute");
@@ -514,7 +517,40 @@ async fn backfill(
     );
 }
 
-/// Records to the history, then to every sink.
+/// What [`Observer::observe`] read of a kill.
+type Observed = (
+    crate::observe::Moment,
+    crate::observe::snapshot::Snapshot,
+    Option<Arc<crate::observe::timeline::Timeline>>,
+    Option<Arc<crate::observe::composition::Composition>>,
+);
+
+/// Reads what `kill`'s explanation needs from /proc and cgroupfs on a blocking thread, never on
+/// the runtime's own: however long the reads take, the capture side goes on reading the ring
+/// buffer meanwhile. The output side waits for them, so records keep their order.
+async fn observe(
+    observer: &mut Option<Observer>,
+    kill: Box<crate::incident::OomKill>,
+) -> (Box<crate::incident::OomKill>, Observed) {
+    let mut taken = observer
+        .take()
+        .expect("the observer is given back after each kill");
+    let read = tokio::task::spawn_blocking(move || {
+        let observed = taken.observe(&kill);
+        (taken, kill, observed)
+    });
+    match read.await {
+        Ok((taken, kill, observed)) => {
+            *observer = Some(taken);
+            (kill, observed)
+        }
+        // A panic in the reads is the agent's, as it was when they ran on this thread.
+        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+        Err(err) => panic!("a kill's reads did not finish: {err}"),
+    }
+}
+
+/// Records to every sink, then to the history.
 struct Output<'a> {
     plan: &'a CapturePlan,
     history: Option<History>,
@@ -535,13 +571,10 @@ impl<'a> Output<'a> {
 
     async fn write(&mut self, mut record: Record, stages: &mut Stages) {
         let kept = self.flood.admit(&record, Instant::now());
-        // Stored first: a kill that was logged is never lost by the agent dying right after.
-        // Every output then says where it is stored.
-        if let Some(history) = &mut self.history
-            && kept
-        {
-            record.history = history.record(&record).await;
-            stages.mark("history");
+        // Where it will be stored is known now: every output says it, and none waits for the
+        // disk. The history's writer takes the record once it is written out.
+        if let Some(history) = self.history.as_mut().filter(|_| kept) {
+            record.history = history.place(&record);
         }
         match &record.body {
             Body::OomKill(_) => self.totals.oom_kills += 1,
@@ -564,6 +597,10 @@ impl<'a> Output<'a> {
             }
         }
         stages.mark("write");
+        if let Some(history) = self.history.as_mut().filter(|_| kept) {
+            history.store(record).await;
+            stages.mark("history");
+        }
     }
 
     fn write_to_sinks(&mut self, record: &Record) {

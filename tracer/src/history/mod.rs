@@ -1,12 +1,13 @@
 //! The durable history: every `oom_kill` and `sigkill` the agent reports, stored in an embedded
-//! SQLite database (WAL mode) before it is written anywhere else, and read back by
-//! `oomtrace history`, `show` and `stats` (see `crate::report`).
+//! SQLite database (WAL mode) as it is written out, under an id its outputs name, and read back
+//! by `oomtrace history`, `show` and `stats` (see `crate::report`).
 //!
 //! - [`schema`]: the table, its migrations, opening the file read-write or read-only.
 //! - [`row`]: an event's row: its record, as JSON, and the columns queries filter on.
 //! - [`store`]: inserting (each event once), matching a backfilled kill, retention.
 //! - [`writer`]: the agent's writer thread behind a bounded queue; live events and kernel-log
-//!   backfills both go through it, so one connection writes the file.
+//!   backfills both go through it, so one connection writes the file, and each row's id is
+//!   known before it is stored.
 //! - [`query`]: what the report commands ask.
 
 pub mod query;
@@ -69,22 +70,30 @@ impl History {
         self.writer.error_counter()
     }
 
-    /// Stores `record` if the history keeps its kind (kills), and returns once it is committed
-    /// (or after [`writer::COMMIT_WAIT`]): where it is in the history, if it is by then.
-    pub async fn record(&mut self, record: &Record) -> Option<HistoryRef> {
-        if !EventRow::keeps(record) {
-            return None;
+    /// Where `record` will be stored, if the history keeps its kind (kills), decided now
+    /// without waiting for the disk; `None` too while the history takes no writes (it is stored
+    /// later all the same). The record then goes to [`History::store`].
+    pub fn place(&mut self, record: &Record) -> Option<HistoryRef> {
+        let key = EventRow::key_of(record)?;
+        let id = self.writer.reserve(key)?;
+        Some(HistoryRef {
+            id,
+            source: Origin::Live.as_str().to_owned(),
+            boot_id: self.boot_id.clone(),
+        })
+    }
+
+    /// Hands `record` to the history's writer, under the id [`History::place`] put in it (its
+    /// `history`, which the stored record leaves out: the row's columns say it), if the history
+    /// keeps its kind. Waits only while the writer's queue is full.
+    pub async fn store(&mut self, mut record: Record) {
+        if !EventRow::keeps(&record) {
+            return;
         }
-        match EventRow::from_record(record, Origin::Live, &self.boot_id) {
-            Ok(row) => self.writer.write(row).await.map(|id| HistoryRef {
-                id,
-                source: Origin::Live.as_str().to_owned(),
-                boot_id: self.boot_id.clone(),
-            }),
-            Err(err) => {
-                log::error!("history: a record cannot be stored: {err:#}");
-                None
-            }
+        let id = record.history.take().map(|place| place.id);
+        match EventRow::from_record(&record, Origin::Live, &self.boot_id) {
+            Ok(row) => self.writer.send(row, id).await,
+            Err(err) => log::error!("history: a record cannot be stored: {err:#}"),
         }
     }
 

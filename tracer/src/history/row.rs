@@ -41,6 +41,9 @@ impl Origin {
     }
 }
 
+/// What makes an event one within a boot: its kind, its victim's pid and its kernel time.
+pub type EventKey = (EventKind, u32, u64);
+
 /// A row of the `events` table, before it has an id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventRow {
@@ -80,6 +83,31 @@ impl EventRow {
             // A warning is the live signal; the kill it warned of is what is stored.
             | Body::MemoryPressure(_)
             | Body::AgentStopped(_) => false,
+        }
+    }
+
+    /// The event a row is of.
+    pub fn key(&self) -> EventKey {
+        (self.kind, self.victim_pid, self.ktime_ns)
+    }
+
+    /// The event `record` is, if the history keeps it: what its row's [`EventRow::key`] will
+    /// be, without rendering the row.
+    pub fn key_of(record: &Record) -> Option<EventKey> {
+        match &record.body {
+            Body::OomKill(kill) => {
+                Some((EventKind::OomKill, kill.victim.process.pid?, kill.ktime_ns))
+            }
+            Body::Sigkill(sigkill) => Some((
+                EventKind::Sigkill,
+                sigkill.target.process.pid?,
+                sigkill.ktime_ns,
+            )),
+            Body::AgentStarted(_)
+            | Body::OomMarkExiting(_)
+            | Body::OomIncident(_)
+            | Body::MemoryPressure(_)
+            | Body::AgentStopped(_) => None,
         }
     }
 
