@@ -91,7 +91,7 @@ fn a_memory_backed_empty_dir_outlives_the_restarted_container() {
             .map(|e| e.verdict.as_str())
             .unwrap_or_default()
     );
-    println!("composition after the restart: {}", pretty(composition));
+    println!("the record after the restart: {context}");
     assert_tmpfs_leads(
         &kill,
         LIMIT_BYTES,

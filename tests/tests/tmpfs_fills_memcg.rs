@@ -24,6 +24,9 @@ fn tmpfs_files_no_process_maps_lead_the_verdict() {
     let mut agent = Agent::start();
 
     tmpfs.fill_from(&cgroup, "fill", WRITTEN_MIB);
+    // As users meet it, the files were written a while before the kill: long enough for the
+    // recorder, which reads a domain's composition at most once a second, to see them.
+    std::thread::sleep(Duration::from_secs(2));
     let hog_pid = Hog::spawn_in(HOG, &cgroup).wait_oom_killed(Duration::from_secs(30));
     let kills = agent.wait_for_kills(&[hog_pid], Duration::from_secs(30));
     let [kill] = kills.as_slice() else {
