@@ -10,13 +10,15 @@
 //! tests and `xtask` use its parsers directly. Built without the default `ebpf` feature, the
 //! library carries no eBPF programs (nothing to attach), and needs no eBPF toolchain to build.
 
+#![warn(unreachable_pub)]
+
 pub mod agent;
 pub mod attribute;
 pub mod capture;
 pub mod cgroup_path;
 pub mod check;
 pub mod cli;
-pub mod confined;
+mod confined;
 pub mod decode;
 pub mod escape;
 pub mod history;
@@ -32,11 +34,11 @@ mod clock;
 mod explain;
 mod flood;
 mod incident;
-mod names;
 mod observe;
 mod protect;
 mod sink;
 mod stages;
+mod wording;
 
 /// Whether stderr is the journal's stream (a systemd service): the log then takes the
 /// journal's priority prefixes, and kills become entries of their own.

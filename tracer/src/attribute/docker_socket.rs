@@ -29,18 +29,18 @@ use tokio::time::Sleep;
 
 /// The most one answer (a listing, an inspection) may be: a node's listing of a thousand
 /// containers is a few MiB.
-pub const MAX_ANSWER_BYTES: u64 = 32 << 20;
+pub(super) const MAX_ANSWER_BYTES: u64 = 32 << 20;
 /// The most one event (one line of the stream) may be: a container's event is well under a KiB,
 /// even with all its labels.
-pub const MAX_EVENT_BYTES: usize = 1 << 20;
+pub(super) const MAX_EVENT_BYTES: usize = 1 << 20;
 /// How long one answer, headers and body, may take. The event stream has no end.
-pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What bollard's custom transport returns for a request.
 type Answer = Pin<Box<dyn Future<Output = Result<http::Response<Incoming>, BollardError>> + Send>>;
 
 /// bollard's custom transport for the socket at `socket`.
-pub fn transport(socket: &str) -> impl Fn(BollardRequest) -> Answer + Send + Sync + 'static {
+pub(super) fn transport(socket: &str) -> impl Fn(BollardRequest) -> Answer + Send + Sync + 'static {
     let socket = PathBuf::from(socket);
     move |request| Box::pin(send(socket.clone(), request))
 }
@@ -99,7 +99,7 @@ fn origin_form(request: BollardRequest) -> Result<BollardRequest, BollardError> 
 
 /// An error and its causes, on one line: hyper's own message does not say what the
 /// connection's reader reported.
-pub fn chain(err: &dyn std::error::Error) -> String {
+pub(super) fn chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
@@ -113,7 +113,7 @@ pub fn chain(err: &dyn std::error::Error) -> String {
 /// The Engine API's container events since `since` (whole seconds since the epoch), API
 /// version `version`, from the socket at `socket`: each line parsed as it ends, none longer
 /// than [`MAX_EVENT_BYTES`]. Errors say what went wrong, never what was read.
-pub fn events(
+pub(super) fn events(
     socket: &str,
     version: &bollard::ClientVersion,
     since: u64,

@@ -12,7 +12,7 @@ mod cache;
 pub mod cri;
 pub mod docker;
 mod docker_socket;
-pub mod kubelet_logs;
+pub(crate) mod kubelet_logs;
 pub mod runtime;
 pub mod state;
 mod watch;
@@ -520,7 +520,7 @@ impl Attributor {
     }
 
     #[cfg(test)]
-    pub fn shared(&self) -> &Arc<Shared> {
+    fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
 

@@ -15,7 +15,7 @@ use super::docker::LOOKUP_TIMEOUT;
 use super::runtime::{ContainerRuntime, Role, RuntimeError, RuntimeEvent};
 
 /// The cache and its change signal, shared by the watchers (writers) and the resolver (reader).
-pub struct Shared {
+pub(super) struct Shared {
     pub cache: std::sync::Mutex<MetadataCache>,
     /// Woken on every cache change: a kill waiting for a container it has not heard of yet
     /// looks again.
@@ -30,7 +30,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(cache: MetadataCache) -> Self {
+    pub(super) fn new(cache: MetadataCache) -> Self {
         Shared {
             cache: std::sync::Mutex::new(cache),
             updated: Notify::new(),
@@ -41,7 +41,7 @@ impl Shared {
     }
 
     /// How many runtimes report a first attempt before the census is told.
-    pub fn expect_runtimes(&self, count: usize) {
+    pub(super) fn expect_runtimes(&self, count: usize) {
         self.census().expected = count;
     }
 
@@ -52,7 +52,7 @@ impl Shared {
     }
 
     /// Reads the cache; wakes nobody.
-    pub fn with_cache_quietly<T>(&self, f: impl FnOnce(&MetadataCache) -> T) -> T {
+    pub(super) fn with_cache_quietly<T>(&self, f: impl FnOnce(&MetadataCache) -> T) -> T {
         let cache = self
             .cache
             .lock()
@@ -60,7 +60,7 @@ impl Shared {
         f(&cache)
     }
 
-    pub fn with_cache<T>(&self, f: impl FnOnce(&mut MetadataCache) -> T) -> T {
+    pub(super) fn with_cache<T>(&self, f: impl FnOnce(&mut MetadataCache) -> T) -> T {
         let mut cache = self
             .cache
             .lock()
@@ -86,7 +86,7 @@ const REPLAY_AT_START: Duration = Duration::from_secs(10);
 /// Runs until the agent stops. A runtime the user named (`asked`) is warned of when it cannot
 /// be reached, and so is any runtime that answered once and then stopped; one only looked for at
 /// its usual place and not there is said once, with the others, in the startup's census.
-pub async fn watch(runtime: Arc<dyn ContainerRuntime>, shared: Arc<Shared>, asked: Asked) {
+pub(super) async fn watch(runtime: Arc<dyn ContainerRuntime>, shared: Arc<Shared>, asked: Asked) {
     let mut retry = FIRST_RETRY;
     // Events are replayed from here on each (re)connection, so none is lost in between.
     let mut since = SystemTime::now()

@@ -7,9 +7,9 @@
 pub mod btf;
 mod fentry_probe;
 pub mod offsets;
-pub mod privileges;
-pub mod prototype;
-pub mod ringbuf;
+pub(crate) mod privileges;
+pub(crate) mod prototype;
+pub(crate) mod ringbuf;
 pub mod tracefs;
 
 use std::fmt;

@@ -35,7 +35,7 @@ const READERS: usize = 2;
 /// A record copied out of the ring, and when: CLOCK_MONOTONIC nanoseconds (the kernel's
 /// `ktime`) at the wakeup that found it, so a kill's time can be split between the kernel's
 /// wakeup of a reader and the hand-over to the capture side.
-pub struct Drained {
+pub(crate) struct Drained {
     pub record: Bytes,
     pub at_ns: u64,
 }
@@ -54,7 +54,7 @@ impl AsRawFd for RingFd {
 }
 
 /// The ring buffer read on threads of their own into a bounded queue.
-pub struct RecordDrain {
+pub(crate) struct RecordDrain {
     queue: mpsc::Receiver<Drained>,
     stops: Vec<oneshot::Sender<()>>,
     threads: Vec<JoinHandle<anyhow::Result<()>>>,
@@ -63,7 +63,7 @@ pub struct RecordDrain {
 impl RecordDrain {
     /// Starts the readers. Start them after the capabilities are dropped: each thread inherits
     /// the current thread's sets.
-    pub fn start(map: Map) -> anyhow::Result<Self> {
+    pub(crate) fn start(map: Map) -> anyhow::Result<Self> {
         let ring: SharedRing = Arc::new(Mutex::new(RingBuf::try_from(map)?));
         let cpus = reader_cpus(&allowed_cpus());
         let (sender, queue) = mpsc::channel(QUEUE_RECORDS);
@@ -105,7 +105,7 @@ impl RecordDrain {
 
     /// Waits for records, then moves what has arrived (one at least) into `out`. Fails once
     /// the threads have ended, saying why.
-    pub async fn read(&mut self, out: &mut Vec<Drained>) -> anyhow::Result<()> {
+    pub(crate) async fn read(&mut self, out: &mut Vec<Drained>) -> anyhow::Result<()> {
         let Some(record) = self.queue.recv().await else {
             return Err(self.ended());
         };
@@ -121,7 +121,7 @@ impl RecordDrain {
 
     /// Stops the threads after a last read of the ring, and moves every record still queued
     /// into `out`.
-    pub async fn finish(&mut self, out: &mut Vec<Drained>) -> anyhow::Result<()> {
+    pub(crate) async fn finish(&mut self, out: &mut Vec<Drained>) -> anyhow::Result<()> {
         for stop in self.stops.drain(..) {
             let _ = stop.send(());
         }
@@ -239,7 +239,7 @@ fn pin_to(cpu: usize) {
 }
 
 /// Registers a ring buffer (ours, or aya-log's) with tokio for readability.
-pub fn readable<T: AsRawFd>(ring: T) -> std::io::Result<AsyncFd<T>> {
+pub(crate) fn readable<T: AsRawFd>(ring: T) -> std::io::Result<AsyncFd<T>> {
     // SAFETY: `ring` owns its descriptor, or borrows one that outlives it, and keeps it open
     // until it is dropped, which happens only after the AsyncFd has deregistered it.
     unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }

@@ -34,7 +34,7 @@ const WANTED: [(Capability, &str); 4] = [
 ];
 
 /// The capabilities held; whether they are enough to load the programs.
-pub fn privileges(checks: &mut Vec<Check>) -> bool {
+pub(super) fn privileges(checks: &mut Vec<Check>) -> bool {
     let effective = std::fs::read_to_string("/proc/self/status")
         .ok()
         .as_deref()
@@ -95,7 +95,7 @@ pub fn privileges(checks: &mut Vec<Check>) -> bool {
 }
 
 /// tracefs, the tracepoints' formats, the kernel's BTF.
-pub fn kernel_facts(facts: &KernelFacts, checks: &mut Vec<Check>) {
+pub(super) fn kernel_facts(facts: &KernelFacts, checks: &mut Vec<Check>) {
     let tracepoint = "tracepoint oom:mark_victim";
     checks.push(match &facts.mark_victim {
         Ok((tracefs, layout)) => {
@@ -152,7 +152,7 @@ pub fn kernel_facts(facts: &KernelFacts, checks: &mut Vec<Check>) {
 }
 
 /// What loading the programs gave.
-pub fn capture(capture: &CaptureInfo, checks: &mut Vec<Check>) {
+pub(super) fn capture(capture: &CaptureInfo, checks: &mut Vec<Check>) {
     let name = "oom_kill_process";
     checks.push(match &capture.function_hook {
         Some(hook) => Check::new(name, name, Status::Ok, format!("hooked by {hook}")),
@@ -191,7 +191,7 @@ pub fn capture(capture: &CaptureInfo, checks: &mut Vec<Check>) {
 }
 
 /// `/dev/kmsg`, as the agent reads it at startup.
-pub fn kernel_log(checks: &mut Vec<Check>) {
+pub(super) fn kernel_log(checks: &mut Vec<Check>) {
     let name = "kernel log (/dev/kmsg)";
     checks.push(match crate::kmsg::read_since_boot() {
         Ok(found) => Check::new(
@@ -218,7 +218,7 @@ pub fn kernel_log(checks: &mut Vec<Check>) {
 }
 
 /// Which cgroup hierarchies hold the memory controller.
-pub fn cgroups(checks: &mut Vec<Check>) {
+pub(super) fn cgroups(checks: &mut Vec<Check>) {
     let cgroup2 = cgroupfs::find_cgroup2();
     checks.push(match (MemoryHierarchy::find(), cgroup2) {
         (Some(memory), cgroup2) => {
@@ -249,7 +249,7 @@ pub fn cgroups(checks: &mut Vec<Check>) {
 }
 
 /// What wakes the memory timeline's recorder here, and whether `run` would refuse its options.
-pub fn timeline(args: &RunArgs, checks: &mut Vec<Check>) {
+pub(super) fn timeline(args: &RunArgs, checks: &mut Vec<Check>) {
     let name = "memory timeline";
     if args.timeline.0.is_zero() {
         checks.push(if args.warn_pressure {
@@ -279,7 +279,7 @@ pub fn timeline(args: &RunArgs, checks: &mut Vec<Check>) {
 }
 
 /// Each runtime `run` would watch, connected once.
-pub async fn runtimes(args: &RunArgs, checks: &mut Vec<Check>) {
+pub(super) async fn runtimes(args: &RunArgs, checks: &mut Vec<Check>) {
     for ConfiguredRuntime { runtime, asked } in args.attribution().runtimes() {
         let connected = tokio::time::timeout(RUNTIME_TIMEOUT, runtime.connect())
             .await
@@ -316,7 +316,7 @@ pub async fn runtimes(args: &RunArgs, checks: &mut Vec<Check>) {
 }
 
 /// Whether the history file can be written, without creating it.
-pub fn history(args: &RunArgs, checks: &mut Vec<Check>) {
+pub(super) fn history(args: &RunArgs, checks: &mut Vec<Check>) {
     let name = "history";
     if args.no_history {
         checks.push(Check::new(
@@ -399,7 +399,7 @@ fn access_writable(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Where kills are logged: entries in the journal, or lines on stderr.
-pub fn log_target(args: &RunArgs, checks: &mut Vec<Check>) {
+pub(super) fn log_target(args: &RunArgs, checks: &mut Vec<Check>) {
     use crate::sink::journald::{JournaldSink, socket::SOCKET};
     let name = "the journal";
     checks.push(match JournaldSink::for_target(args.log_target) {
@@ -420,7 +420,7 @@ pub fn log_target(args: &RunArgs, checks: &mut Vec<Check>) {
 }
 
 /// Whether `--metrics-addr` can be bound; `run` stops if it cannot.
-pub fn metrics(args: &RunArgs, checks: &mut Vec<Check>) {
+pub(super) fn metrics(args: &RunArgs, checks: &mut Vec<Check>) {
     let Some(addr) = args.metrics_addr else {
         return;
     };

@@ -2,8 +2,8 @@
 //! found and what follows, wrapped to the report width.
 
 use super::{Report, Status, tier_words};
-use crate::names::printable;
 use crate::report::style::{self, Paint, Style};
+use crate::wording::printable;
 
 /// The status column's width: the longest status word and a space.
 const STATUS_WIDTH: usize = 8;

@@ -4,8 +4,8 @@
 
 use std::fmt::Write as _;
 
-use crate::names::{human_bytes, pod_name, printable, short_name, spoken_bytes};
 use crate::record::composition::{Composition, TmpfsKind, TmpfsMount};
+use crate::wording::{human_bytes, pod_name, printable, short_name, spoken_bytes};
 
 /// A kind leads the verdict from this share of the domain.
 const LEADS_FROM_PERCENT: u64 = 25;
@@ -18,7 +18,7 @@ const MOUNTS_NAMED: usize = 3;
 
 /// The sentence the verdict starts with, where memory no process holds filled much of the
 /// domain; `victim_own_bytes`: the killed process's anonymous memory, what its kill frees.
-pub fn lead(
+pub(crate) fn lead(
     composition: &Composition,
     host: bool,
     victim_own_bytes: Option<u64>,
@@ -61,7 +61,7 @@ pub fn lead(
 
 /// Where tmpfs pages that fill a container's limit outlive the container: a restart will not
 /// free them, and the restarted container meets them again.
-pub fn outlives(composition: &Composition, restart_loop: bool) -> Option<String> {
+pub(crate) fn outlives(composition: &Composition, restart_loop: bool) -> Option<String> {
     let whole = composition.limit_bytes.or(composition.usage_bytes)?;
     let shmem = composition.not_in_processes.shmem_bytes;
     if shmem.saturating_mul(100) / whole.max(1) < LEADS_FROM_PERCENT {
@@ -119,7 +119,7 @@ fn ranked(composition: &Composition) -> Option<(u64, [(u64, Kind); 3])> {
 
 /// For the log line, where it leads the verdict: `100.0 MiB of tmpfs/shared memory no
 /// process maps`.
-pub fn in_brief(composition: &Composition) -> Option<String> {
+pub(crate) fn in_brief(composition: &Composition) -> Option<String> {
     let (_, kinds) = ranked(composition)?;
     let (bytes, kind) = kinds[0];
     Some(format!(
@@ -134,7 +134,7 @@ pub fn in_brief(composition: &Composition) -> Option<String> {
 }
 
 /// For the metrics, where it leads the verdict: `tmpfs`, `page_cache` or `kernel`.
-pub fn leading_label(composition: &Composition) -> Option<&'static str> {
+pub(crate) fn leading_label(composition: &Composition) -> Option<&'static str> {
     let (_, kinds) = ranked(composition)?;
     Some(match kinds[0].1 {
         Kind::Shmem => "tmpfs",
@@ -300,7 +300,7 @@ fn volume_pod(mount: &TmpfsMount) -> Option<String> {
 }
 
 /// `/dev/shm of container web`, `emptyDir volume cache of pod shop/web-0`, `tmpfs /mnt/x`.
-pub fn mount_name(mount: &TmpfsMount) -> String {
+pub(crate) fn mount_name(mount: &TmpfsMount) -> String {
     let owner = match mount.kind {
         TmpfsKind::EmptyDir => volume_pod(mount),
         _ => short_name(&mount.names),

@@ -3,10 +3,10 @@
 //! kind of the domain's memory grew ("within the limit, tmpfs/shared memory grew from 4 MiB to
 //! 100 MiB"), and how much tasks stalled on memory.
 
-use crate::names::{printable, short_name, spoken_bytes};
 use crate::record::timeline::{
     CgroupTimeline, CompositionKind, CompositionSample, Timeline, UsageSample as UsageAt,
 };
+use crate::wording::{printable, short_name, spoken_bytes};
 
 /// How many cgroups the sentence names; the JSON has them all.
 const NAMED: usize = 3;
@@ -38,7 +38,7 @@ enum Trend {
 }
 
 /// One or two sentences, `None` when the timeline holds too little to say anything.
-pub fn lead_up(timeline: &Timeline) -> Option<String> {
+pub(crate) fn lead_up(timeline: &Timeline) -> Option<String> {
     let names: Vec<String> = timeline
         .cgroups
         .iter()

@@ -2,17 +2,16 @@
 //! else held memory, whether the runtime will say OOMKilled), and kills are watched for the
 //! patterns one kill alone does not show.
 
-pub mod filled;
-pub mod lead_up;
-pub mod patterns;
-pub mod verdict;
+pub(crate) mod filled;
+pub(crate) mod lead_up;
+pub(crate) mod patterns;
+pub(crate) mod verdict;
 
 use std::time::{Duration, Instant};
 
 use self::patterns::{Flags, Patterns, Seen};
 use self::verdict::{Top, TopProcess};
 use crate::attribute::{AttributedKill, Attributor, DomainKind};
-use crate::names::{printable, short_name};
 use crate::observe::composition as observed;
 use crate::observe::snapshot::{self, DomainMemory, ProcessScan, Scope};
 use crate::observe::timeline;
@@ -26,13 +25,14 @@ use crate::record::timeline::{
     CgroupTimeline, CompositionSample, LimitEvents, NotCovered, NotCoveredReason, Percent, Stall,
     Timeline, UsageSample,
 };
+use crate::wording::{printable, short_name};
 
-pub struct Explainer {
+pub(crate) struct Explainer {
     patterns: Patterns,
 }
 
 impl Explainer {
-    pub fn new(window: Duration) -> Self {
+    pub(crate) fn new(window: Duration) -> Self {
         Explainer {
             patterns: Patterns::new(window),
         }
@@ -41,7 +41,7 @@ impl Explainer {
     /// Explains `kill` with the `snapshot` taken at its moment and the `timeline` recorded
     /// before it: the record's `explanation`, and the domain's memory as the snapshot read it
     /// (the record's `domain.memory`).
-    pub fn explain(
+    pub(crate) fn explain(
         &mut self,
         kill: &AttributedKill,
         snapshot: snapshot::Snapshot,

@@ -7,13 +7,13 @@ use std::time::Duration;
 use super::filled;
 use super::patterns::Flags;
 use crate::attribute::{AttributedKill, Attribution, DomainKind};
-use crate::names::{printable, spoken_bytes};
 use crate::record::build::names;
 use crate::record::composition::Composition;
+use crate::wording::{printable, spoken_bytes};
 
 /// The snapshot's biggest users, already named: cgroups as `(name, bytes)`, biggest first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Top {
+pub(crate) struct Top {
     pub cgroups: Vec<(String, u64)>,
     pub processes: Vec<TopProcess>,
     /// How they moved in the minute before, in words (from the memory timeline).
@@ -24,7 +24,7 @@ pub struct Top {
 
 /// One of the snapshot's biggest processes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TopProcess {
+pub(crate) struct TopProcess {
     /// Escaped.
     pub comm: String,
     pub pid: u32,
@@ -36,7 +36,7 @@ pub struct TopProcess {
 /// How many of each the paragraph names; the JSON has them all.
 const NAMED: usize = 3;
 
-pub fn verdict(kill: &AttributedKill, top: &Top, flags: Flags, window: Duration) -> String {
+pub(crate) fn verdict(kill: &AttributedKill, top: &Top, flags: Flags, window: Duration) -> String {
     let AttributedKill {
         kill: oom,
         victim,
@@ -412,7 +412,7 @@ fn human_span(span: Duration) -> String {
 
 /// `container web`, else the longer name, as the record will name the party.
 fn short_name(party: &Attribution) -> Option<String> {
-    crate::names::short_name(&names(Some(party), None))
+    crate::wording::short_name(&names(Some(party), None))
 }
 
 fn cgroup_of(party: &Attribution) -> String {

@@ -11,15 +11,15 @@
 
 pub mod query;
 pub mod row;
-pub mod schema;
+pub(crate) mod schema;
 pub mod store;
-pub mod writer;
+pub(crate) mod writer;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use self::row::{EventRow, Source};
+use self::row::{EventRow, Origin};
 use self::store::Retention;
 use self::writer::HistoryWriter;
 use crate::record::{HistoryRef, Record};
@@ -75,10 +75,10 @@ impl History {
         if !EventRow::keeps(record) {
             return None;
         }
-        match EventRow::from_record(record, Source::Live, &self.boot_id) {
+        match EventRow::from_record(record, Origin::Live, &self.boot_id) {
             Ok(row) => self.writer.write(row).await.map(|id| HistoryRef {
                 id,
-                source: Source::Live.as_str().to_owned(),
+                source: Origin::Live.as_str().to_owned(),
                 boot_id: self.boot_id.clone(),
             }),
             Err(err) => {
@@ -98,7 +98,7 @@ impl History {
     ) -> anyhow::Result<writer::Backfilled> {
         let rows = records
             .iter()
-            .map(|record| EventRow::from_record(record, Source::Kmsg, &self.boot_id))
+            .map(|record| EventRow::from_record(record, Origin::Kmsg, &self.boot_id))
             .collect::<anyhow::Result<Vec<_>>>()?;
         self.writer.backfill(rows, tolerance).await
     }
@@ -131,7 +131,7 @@ pub mod tests {
     use std::path::{Path, PathBuf};
     use std::sync::atomic::{AtomicU32, Ordering};
 
-    use super::row::{EventKind, EventRow, Source};
+    use super::row::{EventKind, EventRow, Origin};
 
     /// A directory removed when dropped.
     pub struct TempDir(PathBuf);
@@ -170,7 +170,7 @@ pub mod tests {
             "trigger": {"process": {"pid": pid, "executable": {"name": "hog"}}},
             "domain": {"kind": "cgroup"}
         }));
-        let row = EventRow::from_record(&record, Source::Live, "boot").unwrap();
+        let row = EventRow::from_record(&record, Origin::Live, "boot").unwrap();
         assert_eq!(row.kind, EventKind::OomKill);
         row
     }

@@ -241,7 +241,7 @@ pub fn incident_victims(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::row::{EventRow, Source};
+    use crate::history::row::{EventRow, Origin};
     use crate::history::store::{Retention, Store};
     use crate::history::tests::{TempDir, temp_dir};
     use crate::record::tests::from_value;
@@ -300,7 +300,7 @@ mod tests {
         )
         .unwrap();
         for n in 0..EVENTS {
-            let row = EventRow::from_record(&from_value(record(n)), Source::Live, "boot").unwrap();
+            let row = EventRow::from_record(&from_value(record(n)), Origin::Live, "boot").unwrap();
             store.insert(&row).unwrap();
         }
         drop(store);
@@ -499,7 +499,7 @@ mod tests {
             let mut record = record(pid);
             record["incident"] = serde_json::json!({"id": "99-1"});
             record["ktime_ns"] = u64::from(pid).into();
-            let row = EventRow::from_record(&from_value(record), Source::Live, "boot").unwrap();
+            let row = EventRow::from_record(&from_value(record), Origin::Live, "boot").unwrap();
             ids.push(store.insert(&row).unwrap());
         }
         let conn = crate::history::schema::open_read_only(&path).unwrap();

@@ -11,7 +11,7 @@ use rusqlite::{Connection, OpenFlags};
 
 /// Each entry moves the schema one version up; `PRAGMA user_version` is the number applied.
 /// Never edit an entry once released: add one.
-pub const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     // 1: one row per event, the full JSON record plus the columns queries filter on.
     "CREATE TABLE events (
         id INTEGER PRIMARY KEY,
@@ -40,16 +40,16 @@ pub const MIGRATIONS: &[&str] = &[
 
 /// `PRAGMA application_id` of an oomtrace history ("oomT"), in the file's header: what says a
 /// SQLite file is oomtrace's before anything is written to it.
-pub const APPLICATION_ID: i32 = 0x6f6f_6d54;
+pub(crate) const APPLICATION_ID: i32 = 0x6f6f_6d54;
 
 /// The history's mode: kills name users, commands and containers, for root's eyes only. SQLite
 /// gives its `-wal` and `-shm` files the same.
-pub const FILE_MODE: u32 = 0o600;
+pub(crate) const FILE_MODE: u32 = 0o600;
 /// Its mode with a group the operator named (`--history-group`): readable to that group too.
-pub const GROUP_FILE_MODE: u32 = 0o640;
+pub(crate) const GROUP_FILE_MODE: u32 = 0o640;
 
 /// The history file's mode: [`FILE_MODE`], or [`GROUP_FILE_MODE`] with a group.
-pub fn file_mode(group: Option<u32>) -> u32 {
+pub(crate) fn file_mode(group: Option<u32>) -> u32 {
     match group {
         Some(_) => GROUP_FILE_MODE,
         None => FILE_MODE,
@@ -57,7 +57,7 @@ pub fn file_mode(group: Option<u32>) -> u32 {
 }
 
 /// The schema version this oomtrace writes and reads.
-pub fn current_version() -> i64 {
+pub(crate) fn current_version() -> i64 {
     MIGRATIONS.len() as i64
 }
 
@@ -66,7 +66,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Opens (creating it and its directory if needed) the history at `path` for the agent, in WAL
 /// mode, migrated to the current schema; mode 0600, or 0640 and owned by `group` when given.
-pub fn open_read_write(path: &Path, group: Option<u32>) -> anyhow::Result<Connection> {
+pub(crate) fn open_read_write(path: &Path, group: Option<u32>) -> anyhow::Result<Connection> {
     let file_mode = file_mode(group);
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
@@ -246,7 +246,7 @@ fn check_writable(conn: &Connection, path: &Path) -> anyhow::Result<()> {
 }
 
 /// Brings the schema up to date, one migration per transaction.
-pub fn migrate(conn: &mut Connection, path: &Path) -> anyhow::Result<()> {
+pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> anyhow::Result<()> {
     check_writable(conn, path)?;
     let version = user_version(conn, path)?;
     for (applied, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
@@ -263,7 +263,7 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> anyhow::Result<()> {
 
 /// Opens the history at `path` for a query: read-only, creating nothing, so that a user who may
 /// only read the file can query it. Says clearly what is wrong when it cannot.
-pub fn open_read_only(path: &Path) -> anyhow::Result<Connection> {
+pub(crate) fn open_read_only(path: &Path) -> anyhow::Result<Connection> {
     match std::fs::metadata(path) {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => bail!(
             "no history at {}: is the agent running with --history?",

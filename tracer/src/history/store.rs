@@ -227,7 +227,7 @@ fn ktime_i64(ktime_ns: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::row::Source;
+    use crate::history::row::Origin;
     use crate::history::tests::{TempDir, synthetic_row, temp_dir};
 
     const DAY_NS: i64 = 86_400 * 1_000_000_000;
@@ -290,7 +290,7 @@ mod tests {
         );
         assert_eq!(store.known_kill("other", 7, near, tolerance).unwrap(), None);
         let backfilled = EventRow {
-            source: Source::Kmsg,
+            source: Origin::Kmsg,
             ktime_ns: near,
             ..live.clone()
         };

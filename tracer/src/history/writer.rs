@@ -19,7 +19,7 @@ const QUEUE: usize = 256;
 
 /// How long the output side waits for an event's commit before writing it out anyway. The
 /// event stays queued and is stored when the disk catches up.
-pub const COMMIT_WAIT: Duration = Duration::from_secs(1);
+pub(crate) const COMMIT_WAIT: Duration = Duration::from_secs(1);
 
 /// After the history could not be opened, how long before trying again.
 const REOPEN_INTERVAL: Duration = Duration::from_secs(30);
@@ -62,7 +62,7 @@ pub struct Backfilled {
 }
 
 /// The handle the output side holds.
-pub struct HistoryWriter {
+pub(crate) struct HistoryWriter {
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
     errors: Arc<AtomicU64>,
@@ -74,7 +74,11 @@ pub struct HistoryWriter {
 impl HistoryWriter {
     /// Starts the writer thread, which opens (creating) the history at `path`. A history that
     /// cannot be opened is logged, and retried now and then; tracing goes on either way.
-    pub fn start(path: PathBuf, retention: Retention, group: Option<u32>) -> std::io::Result<Self> {
+    pub(crate) fn start(
+        path: PathBuf,
+        retention: Retention,
+        group: Option<u32>,
+    ) -> std::io::Result<Self> {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let errors = Arc::new(AtomicU64::new(0));
         let thread = std::thread::Builder::new().name("history".into()).spawn({
@@ -91,7 +95,7 @@ impl HistoryWriter {
     }
 
     /// Events that could not be stored, for `agent_stopped` and metrics.
-    pub fn error_counter(&self) -> Arc<AtomicU64> {
+    pub(crate) fn error_counter(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.errors)
     }
 
@@ -99,7 +103,7 @@ impl HistoryWriter {
     /// returns its id in the history if it was stored by then. While an earlier commit is
     /// overdue, it queues without waiting: a stalled disk costs the output one wait, not one
     /// per event.
-    pub async fn write(&mut self, row: EventRow) -> Option<i64> {
+    pub(crate) async fn write(&mut self, row: EventRow) -> Option<i64> {
         let Some(jobs) = &self.jobs else { return None };
         let (committed, done) = oneshot::channel();
         let job = Job::Live {
@@ -153,9 +157,9 @@ impl HistoryWriter {
         }
     }
 
-    /// Stores kills recovered from the kernel log (`Source::Kmsg` rows), skipping each one
+    /// Stores kills recovered from the kernel log (`Origin::Kmsg` rows), skipping each one
     /// already known within `tolerance` of its kernel time; waits until all are stored.
-    pub async fn backfill(
+    pub(crate) async fn backfill(
         &mut self,
         rows: Vec<EventRow>,
         tolerance: Duration,
@@ -178,7 +182,7 @@ impl HistoryWriter {
     }
 
     /// Asks the writer to give back its page cache; never waits for a busy disk.
-    pub async fn release_memory(&mut self) {
+    pub(crate) async fn release_memory(&mut self) {
         if let Some(jobs) = &self.jobs {
             let _ = jobs.try_send(Job::ReleaseMemory);
         }
@@ -195,7 +199,7 @@ impl HistoryWriter {
     }
 
     /// Waits for the queued events to be stored and closes the history.
-    pub fn close(mut self) {
+    pub(crate) fn close(mut self) {
         self.jobs = None;
         if let Some(thread) = self.thread.take()
             && thread.join().is_err()
@@ -507,7 +511,7 @@ mod tests {
         let live = synthetic_row(5, now);
         writer.write(live.clone()).await;
         let from_kmsg = |pid: u32, ktime_ns: u64| EventRow {
-            source: crate::history::row::Source::Kmsg,
+            source: crate::history::row::Origin::Kmsg,
             ktime_ns,
             ..synthetic_row(pid, now)
         };

@@ -36,15 +36,15 @@ use crate::decode::{
 
 /// How long a part waits for its partner. They are submitted microseconds apart, so this only
 /// matters when one was lost.
-pub const PARTNER_TIMEOUT: Duration = Duration::from_millis(100);
+pub(crate) const PARTNER_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// How long an incident stays open past its last victim without its end record (lost to a
 /// full ring buffer). Counted from the last victim, not the start: killing a
 /// `memory.oom.group` of 1,000 takes the kernel seconds on a slow machine.
-pub const INCIDENT_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const INCIDENT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Pairs parts into kills, and kills into incidents.
-pub struct Joiner {
+pub(crate) struct Joiner {
     /// Whether a task program is attached, so a tracepoint part should wait for its partner.
     expect_task_parts: bool,
     /// Whether `oom_kill_process` is hooked, so kills belong to incidents.
@@ -87,7 +87,7 @@ struct OpenIncident {
 }
 
 impl Joiner {
-    pub fn new(expect_task_parts: bool, expect_incidents: bool) -> Self {
+    pub(crate) fn new(expect_task_parts: bool, expect_incidents: bool) -> Self {
         Joiner {
             expect_task_parts,
             expect_incidents,
@@ -102,7 +102,7 @@ impl Joiner {
     }
 
     /// Sets what an estimated badness is relative to when no incident says.
-    pub fn with_host_memory(mut self, totalpages: u64, page_kb: u64) -> Self {
+    pub(crate) fn with_host_memory(mut self, totalpages: u64, page_kb: u64) -> Self {
         self.host_totalpages = totalpages;
         self.page_kb = page_kb;
         self
@@ -110,13 +110,13 @@ impl Joiner {
 
     /// Takes one part; returns what it completes.
     #[cfg(test)]
-    pub fn push(&mut self, part: Part, now: Instant) -> Vec<Event> {
+    pub(crate) fn push(&mut self, part: Part, now: Instant) -> Vec<Event> {
         self.push_with(part, None, now)
     }
 
     /// As [`push`](Self::push); `target_proc` is what /proc says of the target of a SIGKILL
     /// or of a SIGKILL's target part, whichever it was asked for.
-    pub fn push_with(
+    pub(crate) fn push_with(
         &mut self,
         part: Part,
         target_proc: Option<TargetProc>,
@@ -251,7 +251,7 @@ impl Joiner {
     }
 
     /// How many SIGKILLs were found to be part of an OOM kill, and so not reported.
-    pub fn oom_sigkills(&self) -> u64 {
+    pub(crate) fn oom_sigkills(&self) -> u64 {
         self.oom_sigkills
     }
 
@@ -331,7 +331,7 @@ impl Joiner {
     }
 
     /// When the oldest waiting part or incident gives up on its partner or end.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let parts = self.pending.iter().map(|p| p.since + PARTNER_TIMEOUT);
         let incidents = self.open.iter().map(|open| open.since + INCIDENT_TIMEOUT);
         let sigkills = self.held.iter().map(|held| held.since + PARTNER_TIMEOUT);
@@ -343,7 +343,7 @@ impl Joiner {
     }
 
     /// Reports the parts and incidents that waited too long on their own.
-    pub fn expire(&mut self, now: Instant) -> Vec<Event> {
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<Event> {
         let (expired, waiting): (Vec<_>, _) = std::mem::take(&mut self.pending)
             .into_iter()
             .partition(|p| now >= p.since + PARTNER_TIMEOUT);
@@ -377,7 +377,7 @@ impl Joiner {
     }
 
     /// Reports everything waiting: on shutdown, nothing is kept back.
-    pub fn flush(&mut self) -> Vec<Event> {
+    pub(crate) fn flush(&mut self) -> Vec<Event> {
         let pending = std::mem::take(&mut self.pending);
         let mut events: Vec<Event> = pending
             .into_iter()

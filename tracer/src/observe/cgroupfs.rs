@@ -17,13 +17,13 @@ const MAX_FILE_BYTES: u64 = 256 << 10;
 
 /// Where the memory controller's hierarchy is mounted, and which version it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MemoryHierarchy {
+pub(crate) struct MemoryHierarchy {
     pub root: PathBuf,
     pub version: CgroupVersion,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CgroupVersion {
+pub(crate) enum CgroupVersion {
     V1,
     V2,
 }
@@ -31,12 +31,12 @@ pub enum CgroupVersion {
 impl MemoryHierarchy {
     /// From `/proc/self/mountinfo`: a v1 hierarchy with the memory controller wins (on a hybrid
     /// host that is where memory is accounted), else the cgroup2 mount.
-    pub fn find() -> Option<Self> {
+    pub(crate) fn find() -> Option<Self> {
         let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
         Self::from_mountinfo(&mountinfo)
     }
 
-    pub fn from_mountinfo(mountinfo: &str) -> Option<Self> {
+    pub(crate) fn from_mountinfo(mountinfo: &str) -> Option<Self> {
         let mut v2 = None;
         for line in mountinfo.lines() {
             // `36 25 0:31 / /sys/fs/cgroup/memory rw,… shared:15 - cgroup cgroup rw,memory`
@@ -67,12 +67,12 @@ impl MemoryHierarchy {
         v2
     }
 
-    pub fn dir(&self, cgroup_path: &str) -> PathBuf {
+    pub(crate) fn dir(&self, cgroup_path: &str) -> PathBuf {
         self.root.join(cgroup_path.trim_start_matches('/'))
     }
 
     /// Memory charged to the cgroup at `cgroup_path` now, its descendants included.
-    pub fn usage_bytes(&self, cgroup_path: &str) -> Option<u64> {
+    pub(crate) fn usage_bytes(&self, cgroup_path: &str) -> Option<u64> {
         let file = match self.version {
             CgroupVersion::V1 => "memory.usage_in_bytes",
             CgroupVersion::V2 => "memory.current",
@@ -81,7 +81,7 @@ impl MemoryHierarchy {
     }
 
     /// What the memory controller says of the cgroup at `cgroup_path` now.
-    pub fn stats(&self, cgroup_path: &str) -> CgroupMemory {
+    pub(crate) fn stats(&self, cgroup_path: &str) -> CgroupMemory {
         let dir = self.dir(cgroup_path);
         let number = |file: &str| read_trimmed(&dir.join(file)).and_then(|t| t.parse().ok());
         match self.version {
@@ -112,7 +112,7 @@ impl MemoryHierarchy {
 
     /// Usage less the inactive file pages the kernel reclaims before it kills: the working set,
     /// as the kubelet's eviction counts it. `None` when either is unreadable.
-    pub fn working_set_bytes(&self, cgroup_path: &str) -> Option<u64> {
+    pub(crate) fn working_set_bytes(&self, cgroup_path: &str) -> Option<u64> {
         let dir = self.dir(cgroup_path);
         let (usage_file, inactive_key) = match self.version {
             CgroupVersion::V1 => ("memory.usage_in_bytes", "total_inactive_file"),
@@ -126,7 +126,7 @@ impl MemoryHierarchy {
     }
 
     /// The child cgroups of `cgroup_path`, as paths from the hierarchy root.
-    pub fn children(&self, cgroup_path: &str) -> Vec<String> {
+    pub(crate) fn children(&self, cgroup_path: &str) -> Vec<String> {
         let Ok(entries) = fs::read_dir(self.dir(cgroup_path)) else {
             return Vec::new();
         };
@@ -142,7 +142,7 @@ impl MemoryHierarchy {
 
     /// The processes directly in the cgroup at `cgroup_path` (not in its children); empty once
     /// it is gone.
-    pub fn procs(&self, cgroup_path: &str) -> Vec<u32> {
+    pub(crate) fn procs(&self, cgroup_path: &str) -> Vec<u32> {
         read_bounded(&self.dir(cgroup_path).join("cgroup.procs"))
             .unwrap_or_default()
             .lines()
@@ -151,7 +151,7 @@ impl MemoryHierarchy {
     }
 
     /// The limit of the cgroup at `cgroup_path`, `None` when unlimited or unreadable.
-    pub fn limit_bytes(&self, cgroup_path: &str) -> Option<u64> {
+    pub(crate) fn limit_bytes(&self, cgroup_path: &str) -> Option<u64> {
         let dir = self.dir(cgroup_path);
         match self.version {
             CgroupVersion::V1 => read_trimmed(&dir.join("memory.limit_in_bytes"))
@@ -204,7 +204,7 @@ impl MemoryHierarchy {
     }
 
     /// Infers the domain of a kill from the victim's memory cgroup path.
-    pub fn infer(&self, victim_memcg: &str) -> Inference {
+    pub(crate) fn infer(&self, victim_memcg: &str) -> Inference {
         if victim_memcg.starts_with('…') {
             return Inference::Unreadable;
         }
@@ -232,11 +232,11 @@ impl MemoryHierarchy {
 /// `/sys/fs/cgroup/unified` (or wherever) on a hybrid one. Its cgroups have `memory.pressure`
 /// whether or not it holds the memory controller: stalls are accounted to a task's cgroup2
 /// cgroup.
-pub fn find_cgroup2() -> Option<PathBuf> {
+pub(crate) fn find_cgroup2() -> Option<PathBuf> {
     cgroup2_mount(&fs::read_to_string("/proc/self/mountinfo").ok()?)
 }
 
-pub fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+pub(crate) fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
     mountinfo.lines().find_map(|line| {
         let (mount, filesystem) = line.split_once(" - ")?;
         let point = mount.split(' ').nth(4)?;
@@ -247,7 +247,7 @@ pub fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
 
 /// A cgroup's memory at one moment; each part `None` when unlimited or unreadable.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CgroupMemory {
+pub(crate) struct CgroupMemory {
     pub usage_bytes: Option<u64>,
     pub limit_bytes: Option<u64>,
     /// v2 `memory.swap.max`.

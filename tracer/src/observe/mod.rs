@@ -3,12 +3,12 @@
 //! process that spiked frees its memory a second later. Everything here is synchronous and
 //! bounded; the attribute stage, which may wait for a runtime, comes after.
 
-pub mod cgroupfs;
-pub mod composition;
-pub mod invocation;
-pub mod snapshot;
-pub mod timeline;
-pub mod tmpfs;
+pub(crate) mod cgroupfs;
+pub(crate) mod composition;
+pub(crate) mod invocation;
+pub(crate) mod snapshot;
+pub(crate) mod timeline;
+pub(crate) mod tmpfs;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,7 +118,7 @@ fn reported_victim(kill: &OomKill) -> Option<ReportedProcess> {
 /// What was seen of one invocation of the OOM killer, which its kills share.
 type Seen = (Snapshot, Option<Arc<Timeline>>, Option<Arc<Composition>>);
 
-pub struct Observer {
+pub(crate) struct Observer {
     memory: Option<MemoryHierarchy>,
     /// One snapshot (and timeline, and composition) per invocation of the OOM killer: a
     /// `memory.oom.group` kill marks hundreds of victims within a millisecond, and they share
@@ -133,7 +133,7 @@ impl Observer {
     /// Starts the memory timeline's recorder over `window`, sampling at most `max_cgroups`
     /// (opened beforehand in `prepared`, while the agent held its privileges), unless there is
     /// none; it sends `warnings` too.
-    pub fn new(
+    pub(crate) fn new(
         memory: Option<MemoryHierarchy>,
         window: Duration,
         max_cgroups: usize,
@@ -179,7 +179,7 @@ impl Observer {
     }
 
     /// How the memory timeline's recorder runs, and over what window; `None` when it is off.
-    pub fn timeline_coverage(&self) -> Option<(timeline::Coverage, Duration)> {
+    pub(crate) fn timeline_coverage(&self) -> Option<(timeline::Coverage, Duration)> {
         let recorder = self.recorder.as_ref()?;
         Some((recorder.coverage(), recorder.window()))
     }
@@ -187,7 +187,7 @@ impl Observer {
     /// Reads what the kill's explanation needs from the running system, now: its moment, the
     /// snapshot of its invocation, the recording of its domain's lead-up, and what filled the
     /// domain.
-    pub fn observe(
+    pub(crate) fn observe(
         &mut self,
         kill: &OomKill,
     ) -> (

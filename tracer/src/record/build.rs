@@ -61,7 +61,7 @@ impl Context<'_> {
 }
 
 /// `agent_started`, written once the programs are attached.
-pub fn agent_started(
+pub(crate) fn agent_started(
     plan: &CapturePlan,
     time: jiff::Timestamp,
     agent: AgentInfo,
@@ -77,7 +77,7 @@ pub fn agent_started(
 
 /// What was attached, and why that much: in `agent_started`, and in `oomtrace check`'s answer
 /// of what `run` would attach.
-pub fn capture_info(plan: &CapturePlan) -> CaptureInfo {
+pub(crate) fn capture_info(plan: &CapturePlan) -> CaptureInfo {
     let CapturePlan {
         tier,
         reason,
@@ -150,7 +150,7 @@ fn timeline_info(coverage: &Coverage, window: Duration) -> TimelineInfo {
 }
 
 /// `agent_stopped`, after everything captured was written.
-pub fn agent_stopped(totals: Totals, time: jiff::Timestamp) -> Record {
+pub(crate) fn agent_stopped(totals: Totals, time: jiff::Timestamp) -> Record {
     Record::new(Body::AgentStopped(AgentStopped {
         time: time.to_string(),
         totals,
@@ -167,7 +167,7 @@ fn task_hook_name(hook: TaskHook) -> String {
 
 /// The `oom_kill` record of a kill (`oom_mark_exiting` when nothing was killed), with what the
 /// explain stage said of it and the domain's memory as the observe stage read it.
-pub fn oom_kill(
+pub(crate) fn oom_kill(
     kill: &AttributedKill,
     explanation: Option<Explanation>,
     domain_memory: Option<&DomainMemoryRead>,
@@ -236,7 +236,7 @@ pub fn oom_kill(
 }
 
 /// What filled the domain, into the `oom_kill` (or `oom_mark_exiting`) record of the kill.
-pub fn with_composition(
+pub(crate) fn with_composition(
     mut record: Record,
     composition: Option<record_composition::Composition>,
 ) -> Record {
@@ -249,7 +249,7 @@ pub fn with_composition(
 }
 
 /// The `oom_incident` record: the end of one `oom_kill_process` invocation.
-pub fn oom_incident(incident: &OomIncident, context: &Context<'_>) -> Record {
+pub(crate) fn oom_incident(incident: &OomIncident, context: &Context<'_>) -> Record {
     let OomIncident {
         context: incident_context,
         victims,
@@ -273,7 +273,7 @@ pub fn oom_incident(incident: &OomIncident, context: &Context<'_>) -> Record {
 }
 
 /// The `sigkill` record.
-pub fn sigkill(sigkill: &AttributedSigkill, context: &Context<'_>) -> Record {
+pub(crate) fn sigkill(sigkill: &AttributedSigkill, context: &Context<'_>) -> Record {
     let AttributedSigkill {
         sigkill,
         target: target_names,
@@ -343,7 +343,7 @@ pub fn sigkill(sigkill: &AttributedSigkill, context: &Context<'_>) -> Record {
 }
 
 /// `memory_pressure`, from the recorder's warning and the names of the domain and the grower.
-pub fn memory_pressure(
+pub(crate) fn memory_pressure(
     warning: &PressureWarning,
     domain_names: Option<&crate::attribute::Attribution>,
     grower_names: Option<&crate::attribute::Attribution>,
@@ -418,7 +418,7 @@ pub fn memory_pressure(
 }
 
 /// Who owns a cgroup, as the attribute stage found it; `main_process` is the victim's.
-pub fn names(
+pub(crate) fn names(
     attribution: Option<&crate::attribute::Attribution>,
     main_process: Option<bool>,
 ) -> Names {
@@ -459,7 +459,7 @@ pub fn names(
 
 /// What the cgroup path alone says: for a kill recovered from the kernel log, whose runtime is
 /// not asked (such a container is usually long gone).
-pub fn names_from_path(path: &str) -> Names {
+pub(crate) fn names_from_path(path: &str) -> Names {
     names(Some(&crate::attribute::Attribution::from_path(path)), None)
 }
 
@@ -551,7 +551,7 @@ fn k8s(from_path: Option<&PodRef>, labels: Option<&K8sNames>) -> Option<K8s> {
 /// The top-level `domain` of an `oom_kill`; `at_the_moment` is what the observe stage read of
 /// it.
 /// `domain.composition`, with the tmpfs mounts named by the explain stage.
-pub fn composition(
+pub(crate) fn composition(
     composition: &observed::Composition,
     tmpfs: Vec<record_composition::TmpfsMount>,
 ) -> record_composition::Composition {
@@ -678,7 +678,7 @@ pub fn composition(
 }
 
 /// A tmpfs mount of `domain.composition`, its owner named.
-pub fn tmpfs_mount(
+pub(crate) fn tmpfs_mount(
     mount: &crate::observe::tmpfs::TmpfsMount,
     owner: Option<crate::attribute::Attribution>,
 ) -> record_composition::TmpfsMount {
@@ -927,7 +927,7 @@ fn knows_memory(fields: &MarkVictimFields) -> bool {
 
 /// The victim's memory as the kernel reports it in kB (the tracepoint, or the kernel log's
 /// `Killed process` line), in bytes; resident memory is their sum where all three are known.
-pub fn memory(
+pub(crate) fn memory(
     total_vm_kb: Option<u64>,
     anon_rss_kb: Option<u64>,
     file_rss_kb: Option<u64>,

@@ -39,7 +39,7 @@
 //! and the report.
 
 pub mod agent;
-pub mod build;
+pub(crate) mod build;
 pub mod composition;
 pub mod kill;
 pub mod party;

@@ -35,7 +35,7 @@ use crate::sink::Sink as _;
 use crate::sink::json::JsonSink;
 
 /// A record from its JSON, or a panic that says why not.
-pub fn from_value(value: Value) -> Record {
+pub(crate) fn from_value(value: Value) -> Record {
     serde_json::from_value(value.clone())
         .unwrap_or_else(|err| panic!("not a record ({err}): {value:#}"))
 }
@@ -420,7 +420,7 @@ fn sigkill_golden() {
 }
 
 /// A Compose parent at 93 % of its 256 MiB, its `builder` child growing fastest.
-pub fn pressure_warning() -> crate::observe::timeline::warning::PressureWarning {
+pub(crate) fn pressure_warning() -> crate::observe::timeline::warning::PressureWarning {
     use crate::observe::timeline::warning::{
         Grower, Growth, Percent, PressureWarning, Reason, StallShare, Thresholds,
     };

@@ -5,12 +5,12 @@ use std::io::Write;
 use super::Sink;
 use crate::record::Record;
 
-pub struct JsonSink<W: Write> {
+pub(crate) struct JsonSink<W: Write> {
     out: W,
 }
 
 impl<W: Write> JsonSink<W> {
-    pub fn new(out: W) -> Self {
+    pub(crate) fn new(out: W) -> Self {
         JsonSink { out }
     }
 }

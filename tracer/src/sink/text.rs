@@ -6,7 +6,6 @@ use super::Sink;
 use crate::attribute::DomainKind;
 use crate::cgroup_path::PathKind;
 use crate::incident::SenderKind;
-use crate::names::{human_bytes, human_kb, limit_words, name, printable};
 use crate::record::kill::Domain;
 use crate::record::party::{Cgroup, Party};
 use crate::record::pressure::{GrowthRate, PressureReason};
@@ -15,9 +14,10 @@ use crate::record::{
     AgentStarted, AgentStopped, MemoryPressureRecord, OomIncidentRecord, OomKillRecord,
     SigkillRecord,
 };
+use crate::wording::{human_bytes, human_kb, limit_words, name, printable};
 
 /// Writes through `log` (env_logger on stderr).
-pub struct LogSink {
+pub(crate) struct LogSink {
     /// Whether kills, SIGKILLs and warnings are logged: not when the journal holds them as
     /// entries of their own (the agent's other lines are logged either way).
     pub events: bool,
@@ -146,7 +146,7 @@ fn why(kill: &OomKillRecord) {
 /// One line per kill, e.g. `OOM kill: pid 4242 (hog) anon-rss 63.9 MiB … in container web
 /// (podman, localhost/web:1); the limit of container web (48.0 MiB) was hit; triggered by itself`.
 /// `marked_without_kill`: the `oom_mark_exiting` record of an exiting task given reserves.
-pub fn line(kill: &OomKillRecord, marked_without_kill: bool) -> String {
+pub(crate) fn line(kill: &OomKillRecord, marked_without_kill: bool) -> String {
     let OomKillRecord {
         victim,
         trigger,
@@ -239,7 +239,7 @@ pub fn line(kill: &OomKillRecord, marked_without_kill: bool) -> String {
 
 /// One line per SIGKILL, e.g. `SIGKILL: pid 123 (postgres) in container db (podman), sent by
 /// pid 456 (bash) on the host (kill from a process)`.
-pub fn sigkill_line(sigkill: &SigkillRecord) -> String {
+pub(crate) fn sigkill_line(sigkill: &SigkillRecord) -> String {
     let SigkillRecord { target, sender, .. } = sigkill;
     let Sender {
         kind,
@@ -290,7 +290,7 @@ pub fn sigkill_line(sigkill: &SigkillRecord) -> String {
 
 /// `memory pressure: the limit of container web (96.0 MiB) is 92.4 % used (working set
 /// 88.7 MiB), growing 4.1 MiB/s over 10 s; fastest grower: …; no kill yet`.
-pub fn pressure_line(pressure: &MemoryPressureRecord) -> String {
+pub(crate) fn pressure_line(pressure: &MemoryPressureRecord) -> String {
     let MemoryPressureRecord {
         reason,
         thresholds,
@@ -329,7 +329,7 @@ pub fn pressure_line(pressure: &MemoryPressureRecord) -> String {
         );
     }
     if let Some(grower) = grower {
-        let who = crate::names::short_name(&grower.names)
+        let who = crate::wording::short_name(&grower.names)
             .unwrap_or_else(|| format!("cgroup {}", printable(&grower.cgroup.path)));
         let _ = write!(
             line,

@@ -9,9 +9,9 @@
 //! [`Origin::State`](super::runtime::Origin::State), and the API's word, where there is one,
 //! wins.
 
-pub mod bolt;
+pub(crate) mod bolt;
 pub mod docker;
-pub mod inotify;
+pub(crate) mod inotify;
 pub mod podman;
 
 use std::fmt;

@@ -12,7 +12,7 @@ use std::time::Duration;
 /// A cgroupfs or procfs file read through one descriptor with `pread` at offset 0, which makes
 /// the kernel generate its text afresh: one system call per sample instead of three.
 #[derive(Debug)]
-pub struct Reread {
+pub(super) struct Reread {
     file: File,
 }
 
@@ -22,7 +22,7 @@ const BUFFER: usize = 512;
 impl Reread {
     /// Never through a symlink and never waiting: cgroupfs and procfs hold neither symlinks
     /// nor FIFOs where the recorder reads, so one there is refused rather than followed.
-    pub fn open(path: &Path) -> io::Result<Self> {
+    pub(super) fn open(path: &Path) -> io::Result<Self> {
         let file = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
@@ -34,7 +34,7 @@ impl Reread {
     /// microseconds), which makes it poll `EPOLLPRI` when stalls pass the threshold; the same
     /// descriptor still reads the totals. Where the kernel refuses the trigger (before 6.5
     /// without CAP_SYS_RESOURCE), the file is opened for reading only, and `false` says so.
-    pub fn open_pressure(
+    pub(super) fn open_pressure(
         path: &Path,
         stall: Duration,
         window: Duration,
@@ -55,16 +55,16 @@ impl Reread {
         }
     }
 
-    pub fn file(&self) -> &File {
+    pub(super) fn file(&self) -> &File {
         &self.file
     }
 
-    pub fn into_file(self) -> File {
+    pub(super) fn into_file(self) -> File {
         self.file
     }
 
     /// The file's text now; an error once its cgroup is gone (ENODEV).
-    pub fn read<T>(&self, parse: impl FnOnce(&str) -> Option<T>) -> io::Result<Option<T>> {
+    pub(super) fn read<T>(&self, parse: impl FnOnce(&str) -> Option<T>) -> io::Result<Option<T>> {
         let mut buffer = [0u8; BUFFER];
         let length = self.file.read_at(&mut buffer, 0)?;
         let text = std::str::from_utf8(&buffer[..length]).unwrap_or_default();
@@ -72,13 +72,13 @@ impl Reread {
     }
 
     /// The file's one number.
-    pub fn number(&self) -> io::Result<Option<u64>> {
+    pub(super) fn number(&self) -> io::Result<Option<u64>> {
         self.read(|text| text.trim().parse().ok())
     }
 }
 
 /// A file's one number, read once (open, read, close): for files read rarely.
-pub fn read_number(path: &Path) -> Option<u64> {
+pub(super) fn read_number(path: &Path) -> Option<u64> {
     Reread::open(path).ok()?.number().ok()?
 }
 
@@ -87,7 +87,7 @@ const TEXT_LIMIT: usize = 16 * 1024;
 
 /// A file's text, read once (open, read, close) and bounded: for `memory.stat`, read only when
 /// its cgroup's usage moved.
-pub fn read_text(path: &Path) -> Option<String> {
+pub(super) fn read_text(path: &Path) -> Option<String> {
     let file = Reread::open(path).ok()?.into_file();
     let mut buffer = vec![0u8; TEXT_LIMIT];
     let mut length = 0;
@@ -110,7 +110,7 @@ pub fn read_text(path: &Path) -> Option<String> {
 }
 
 /// A non-blocking eventfd.
-pub fn eventfd() -> io::Result<File> {
+pub(super) fn eventfd() -> io::Result<File> {
     // SAFETY: eventfd has no memory-safety preconditions.
     let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
     if fd < 0 {
@@ -121,7 +121,7 @@ pub fn eventfd() -> io::Result<File> {
 }
 
 /// Adds one to an eventfd's counter: wakes its poller.
-pub fn signal(eventfd: &File) {
+pub(super) fn signal(eventfd: &File) {
     let one = 1u64.to_ne_bytes();
     // SAFETY: writes the 8 bytes of `one`. A full counter (never, in practice) is no loss.
     unsafe {
@@ -130,7 +130,7 @@ pub fn signal(eventfd: &File) {
 }
 
 /// Empties a non-blocking eventfd; whether anything was there.
-pub fn drain(file: &File) -> bool {
+pub(super) fn drain(file: &File) -> bool {
     let mut buffer = [0u8; 64];
     let mut any = false;
     // SAFETY: reads into a buffer of the length given.
@@ -142,7 +142,7 @@ pub fn drain(file: &File) -> bool {
 
 /// What the recorder learns from inotify about one directory it watches.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DirEvent {
+pub(super) enum DirEvent {
     /// A directory appeared in it (`mkdir`, or moved in): a new cgroup.
     Created { wd: i32, name: Vec<u8> },
     /// A directory in it went away (`rmdir`, or moved out).
@@ -159,12 +159,12 @@ pub enum DirEvent {
 /// writes to their files (`mkdir`, `rmdir` and `write(2)` in cgroupfs go through the VFS, which
 /// notifies like any file system's).
 #[derive(Debug)]
-pub struct Inotify {
+pub(super) struct Inotify {
     file: File,
 }
 
 impl Inotify {
-    pub fn new() -> io::Result<Self> {
+    pub(super) fn new() -> io::Result<Self> {
         // SAFETY: inotify_init1 has no memory-safety preconditions.
         let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
         if fd < 0 {
@@ -175,14 +175,14 @@ impl Inotify {
         Ok(Inotify { file })
     }
 
-    pub fn file(&self) -> &File {
+    pub(super) fn file(&self) -> &File {
         &self.file
     }
 
     /// Watches the directory at `path` for children made and removed; its watch descriptor.
     /// Not for writes to its files: a directory watched for those makes every read of a file in
     /// it (each sample) take the kernel's slower notification path.
-    pub fn watch_dir(&self, path: &Path) -> io::Result<i32> {
+    pub(super) fn watch_dir(&self, path: &Path) -> io::Result<i32> {
         let mask = libc::IN_CREATE
             | libc::IN_DELETE
             | libc::IN_MOVED_FROM
@@ -193,7 +193,7 @@ impl Inotify {
     }
 
     /// Watches the file at `path` for writes; its watch descriptor.
-    pub fn watch_writes(&self, path: &Path) -> io::Result<i32> {
+    pub(super) fn watch_writes(&self, path: &Path) -> io::Result<i32> {
         self.watch(path, libc::IN_MODIFY | libc::IN_DONT_FOLLOW)
     }
 
@@ -209,7 +209,7 @@ impl Inotify {
     }
 
     /// Everything queued now.
-    pub fn read(&self) -> Vec<DirEvent> {
+    pub(super) fn read(&self) -> Vec<DirEvent> {
         let mut events = Vec::new();
         // Aligned for the kernel's `struct inotify_event`.
         let mut buffer = vec![0u64; 1024];
@@ -271,12 +271,12 @@ fn parse_events(mut bytes: &[u8], events: &mut Vec<DirEvent>) {
 /// wait does not grow with the number of sources (a thousand limited cgroups have a thousand
 /// triggers).
 #[derive(Debug)]
-pub struct Epoll {
+pub(super) struct Epoll {
     file: File,
 }
 
 impl Epoll {
-    pub fn new() -> io::Result<Self> {
+    pub(super) fn new() -> io::Result<Self> {
         // SAFETY: epoll_create1 has no memory-safety preconditions.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if fd < 0 {
@@ -289,7 +289,7 @@ impl Epoll {
 
     /// Wakes on `events` (`EPOLLIN`, `EPOLLPRI`) of `file`, saying `token`. A closed descriptor
     /// leaves the set by itself.
-    pub fn add(&self, file: &File, events: libc::c_int, token: u64) -> io::Result<()> {
+    pub(super) fn add(&self, file: &File, events: libc::c_int, token: u64) -> io::Result<()> {
         let mut event = libc::epoll_event {
             events: events as u32,
             u64: token,
@@ -310,7 +310,7 @@ impl Epoll {
     }
 
     /// Waits up to `timeout_ms`; the tokens and events of what is ready.
-    pub fn wait(&self, ready: &mut Vec<(u64, u32)>, timeout_ms: i32) -> io::Result<()> {
+    pub(super) fn wait(&self, ready: &mut Vec<(u64, u32)>, timeout_ms: i32) -> io::Result<()> {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
         // SAFETY: `events` holds 64 entries for the kernel to fill.
         let count = unsafe {

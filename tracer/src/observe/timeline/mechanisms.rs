@@ -9,7 +9,7 @@ use super::sampler::{
 };
 use crate::observe::cgroupfs::{CgroupVersion, MemoryHierarchy};
 
-pub struct Mechanisms {
+pub(crate) struct Mechanisms {
     /// A trigger on the host's memory pressure: what wakes the recorder when memory runs short.
     pub pressure_trigger: Result<(), String>,
     /// The memory controller's version, and whether its limits notify.
@@ -19,7 +19,7 @@ pub struct Mechanisms {
 }
 
 /// Opens what the recorder would, and closes it.
-pub fn mechanisms(memory: Option<&MemoryHierarchy>) -> Mechanisms {
+pub(crate) fn mechanisms(memory: Option<&MemoryHierarchy>) -> Mechanisms {
     let pressure_trigger = psi::trigger(Path::new(HOST_PRESSURE))
         .map(drop)
         .map_err(|err| format!("no {HOST_PRESSURE} trigger: {err}"));
@@ -43,7 +43,7 @@ pub fn mechanisms(memory: Option<&MemoryHierarchy>) -> Mechanisms {
 
 impl Mechanisms {
     /// `sampled every 1 s, every 100 ms after a wake-up by: …`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut wakes = Vec::new();
         match &self.pressure_trigger {
             Ok(()) => wakes.push(format!("memory pressure ({HOST_PRESSURE} trigger)")),

@@ -16,29 +16,29 @@ mod arming;
 mod files;
 mod mechanisms;
 mod plan;
-pub mod psi;
+pub(crate) mod psi;
 mod query;
 mod recorder;
 mod recording;
 mod sampler;
 mod samples;
-pub mod series;
+pub(crate) mod series;
 mod tree;
-pub mod warning;
+pub(crate) mod warning;
 
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use mechanisms::mechanisms;
-pub use recorder::{Prepared, Recorder, Warnings};
-pub use sampler::Coverage;
+pub(crate) use mechanisms::mechanisms;
+pub(crate) use recorder::{Prepared, Recorder, Warnings};
+pub(crate) use sampler::Coverage;
 
 /// The longest window `--timeline` takes: the recorder's memory grows with it.
-pub const MAX_WINDOW: Duration = Duration::from_secs(600);
+pub(crate) const MAX_WINDOW: Duration = Duration::from_secs(600);
 
 /// `--timeline-max-cgroups`: cgroups sampled at most. A node's pods and containers, or a Docker
 /// host's hundreds of containers, fit well; the recorder's memory grows linearly up to it.
-pub const DEFAULT_MAX_CGROUPS: usize = 4096;
+pub(crate) const DEFAULT_MAX_CGROUPS: usize = 4096;
 
 /// Cgroups no longer sampled (removed, or out of the plan) are kept for a window, for kills
 /// reported late, up to this share of the bound (or 64).
@@ -69,7 +69,7 @@ impl FromStr for Window {
 /// The recording of one domain over the window before a kill. Offsets are milliseconds
 /// relative to the kill's capture time: negative, before it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Timeline {
+pub(crate) struct Timeline {
     pub window: Duration,
     pub pressure: Option<Pressure>,
     /// The domain itself first (when it is a cgroup), then its biggest members.
@@ -81,7 +81,7 @@ pub struct Timeline {
 
 /// Why the recorder has no samples of a cgroup.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum NotCovered {
+pub(crate) enum NotCovered {
     /// It samples at most `max` cgroups (`--timeline-max-cgroups`), the fullest limits first.
     CgroupBound { max: usize },
     /// The hierarchy has more directories, or deeper ones, than the recorder walks.
@@ -96,7 +96,7 @@ pub enum NotCovered {
 
 impl NotCovered {
     /// In words, for the log and the record.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             NotCovered::CgroupBound { max } => format!(
                 "the recorder samples at most {max} cgroups (--timeline-max-cgroups), the \
@@ -121,7 +121,7 @@ impl NotCovered {
 
 /// Memory stalls between consecutive samples.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Pressure {
+pub(crate) struct Pressure {
     /// `/proc/pressure/memory`, or the cgroup whose `memory.pressure` it is.
     pub source: String,
     pub intervals: Vec<Stall>,
@@ -129,7 +129,7 @@ pub struct Pressure {
 
 /// One interval, ending at `offset_ms`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stall {
+pub(crate) struct Stall {
     pub offset_ms: i64,
     pub interval_us: u64,
     /// Time during which some task stalled on memory.
@@ -140,7 +140,7 @@ pub struct Stall {
 
 impl Stall {
     /// A stall time as a percentage of the interval, to a tenth.
-    pub fn percent(&self, stalled_us: u64) -> f64 {
+    pub(crate) fn percent(&self, stalled_us: u64) -> f64 {
         if self.interval_us == 0 {
             return 0.0;
         }
@@ -150,7 +150,7 @@ impl Stall {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CgroupTimeline {
+pub(crate) struct CgroupTimeline {
     pub path: String,
     pub limit_bytes: Option<u64>,
     pub samples: Vec<UsageAt>,
@@ -162,21 +162,21 @@ pub struct CgroupTimeline {
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct UsageAt {
+pub(crate) struct UsageAt {
     pub offset_ms: i64,
     pub usage_bytes: u64,
 }
 
 /// A domain's memory by kind at one time, from its `memory.stat`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CompositionAt {
+pub(crate) struct CompositionAt {
     pub offset_ms: i64,
     pub parts: Parts,
 }
 
 /// The kinds of memory a composition sample tells apart: what the lead-up compares.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Parts {
+pub(crate) struct Parts {
     /// Anonymous memory (v1 `rss`, v2 `anon`).
     pub anon_bytes: u64,
     /// The page cache without shared memory (v1 `cache` less `shmem`, v2 `file` less `shmem`).
@@ -189,7 +189,7 @@ pub struct Parts {
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct EventsAt {
+pub(crate) struct EventsAt {
     pub offset_ms: i64,
     pub high: u64,
     pub max: u64,

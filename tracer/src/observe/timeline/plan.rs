@@ -11,13 +11,13 @@ use super::tree::{CgroupId, Ranked, Tree};
 use crate::observe::snapshot::{Scope, walk};
 
 /// Cgroups sampled per domain, the domain itself included: what a kill's timeline shows.
-pub const PER_DOMAIN: usize = 8;
+pub(super) const PER_DOMAIN: usize = 8;
 /// The host's biggest entries sampled for a host-wide OOM.
-pub const HOST_MEMBERS: usize = 8;
+pub(super) const HOST_MEMBERS: usize = 8;
 
 /// What to sample.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Plan {
+pub(super) struct Plan {
     /// The host's biggest entries.
     pub host: Vec<CgroupId>,
     /// Every cgroup with a limit, fullest first: the likeliest to be the next kill's domain.
@@ -30,7 +30,7 @@ pub struct Plan {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DomainPlan {
+pub(super) struct DomainPlan {
     pub path: CgroupId,
     pub limit_bytes: u64,
     /// The domain itself, then its biggest entries.
@@ -38,7 +38,7 @@ pub struct DomainPlan {
 }
 
 /// The plan for `tree`, with each cgroup's `usage` now, watching at most `bound` cgroups.
-pub fn plan(tree: &Tree, usage: &HashMap<CgroupId, u64>, bound: usize) -> Plan {
+pub(super) fn plan(tree: &Tree, usage: &HashMap<CgroupId, u64>, bound: usize) -> Plan {
     let ranked = Ranked { tree, usage };
     let biggest = |scope: &Scope, count: usize| -> Vec<CgroupId> {
         walk(&ranked, scope)

@@ -29,13 +29,13 @@ const MAX_WAKEUPS_PER_SECOND: u32 = 100;
 
 /// What only a process with all its privileges may open: the host's pressure trigger (kernels
 /// before 6.5 want CAP_SYS_RESOURCE for any trigger).
-pub struct Prepared {
+pub(crate) struct Prepared {
     host_trigger: io::Result<File>,
 }
 
 impl Prepared {
     /// Call it before the capabilities are dropped.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Prepared {
             host_trigger: psi::trigger(Path::new(HOST_PRESSURE)),
         }
@@ -43,7 +43,7 @@ impl Prepared {
 }
 
 /// `--warn-pressure`: when to warn, and where the warnings go.
-pub struct Warnings {
+pub(crate) struct Warnings {
     pub thresholds: Thresholds,
     pub sender: tokio::sync::mpsc::Sender<PressureWarning>,
 }
@@ -56,7 +56,7 @@ struct WarningsState {
 }
 
 /// The recorder; stops its thread when dropped.
-pub struct Recorder {
+pub(crate) struct Recorder {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
     window: Duration,
@@ -74,7 +74,7 @@ struct Shared {
 impl Recorder {
     /// Walks the hierarchy once, samples it once, says how the recorder runs, and starts its
     /// thread. At most `max_cgroups` cgroups are sampled.
-    pub fn start(
+    pub(crate) fn start(
         prepared: Prepared,
         memory: MemoryHierarchy,
         window: Duration,
@@ -131,7 +131,7 @@ impl Recorder {
     /// The recording of `scope`'s domain up to a kill captured at `kill_ns`. The kill also
     /// makes the domain's sampling fast for a while (a restart loop kills again soon), and a
     /// domain not sampled yet is looked for.
-    pub fn timeline(&self, scope: &Scope, kill_ns: u64) -> Timeline {
+    pub(crate) fn timeline(&self, scope: &Scope, kill_ns: u64) -> Timeline {
         let mut recording = self.shared.lock();
         let timeline = recording.timeline(scope, kill_ns);
         recording.requests.push(match scope {
@@ -143,12 +143,12 @@ impl Recorder {
         timeline
     }
 
-    pub fn window(&self) -> Duration {
+    pub(crate) fn window(&self) -> Duration {
         self.window
     }
 
     /// How the recorder runs on this host now: what it covers and what wakes it.
-    pub fn coverage(&self) -> Coverage {
+    pub(crate) fn coverage(&self) -> Coverage {
         self.shared
             .coverage
             .lock()
@@ -361,7 +361,7 @@ fn raise_descriptor_limit() {
 
 /// One paragraph for the startup log: what is recorded, how often, what wakes it, its bounds
 /// and the memory it holds.
-pub fn describe(coverage: &Coverage, window: Duration, held_bytes: usize) -> String {
+pub(super) fn describe(coverage: &Coverage, window: Duration, held_bytes: usize) -> String {
     let Coverage {
         limits,
         domains,

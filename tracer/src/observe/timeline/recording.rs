@@ -254,7 +254,7 @@ fn cap_retired<T>(map: &mut HashMap<CgroupId, T>, max: usize, retired: impl Fn(&
 /// The most bytes one cgroup's series take over `window`: every sample kept (the recorder fast
 /// for the whole window), in the powers of two a series grows in, for a domain with its
 /// pressure, events and composition (read at most once a COMPOSITION_INTERVAL).
-pub fn max_bytes_per_cgroup(window: Duration) -> usize {
+pub(super) fn max_bytes_per_cgroup(window: Duration) -> usize {
     let samples = Series::<UsageSample>::capacity_for(window, super::sampler::FAST_INTERVAL)
         .next_power_of_two();
     let compositions =

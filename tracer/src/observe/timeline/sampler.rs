@@ -29,39 +29,39 @@ use super::{MAX_RETIRED_SHARE, NotCovered};
 use crate::observe::cgroupfs::{CgroupVersion, MemoryHierarchy};
 
 /// Between samples while nothing happens.
-pub const SLOW_INTERVAL: Duration = Duration::from_secs(1);
+pub(super) const SLOW_INTERVAL: Duration = Duration::from_secs(1);
 /// Between samples of a domain after a wake-up.
-pub const FAST_INTERVAL: Duration = Duration::from_millis(100);
+pub(super) const FAST_INTERVAL: Duration = Duration::from_millis(100);
 /// How long one wake-up keeps a domain's sampling fast.
-pub const FAST_HOLD: Duration = Duration::from_secs(10);
+pub(super) const FAST_HOLD: Duration = Duration::from_secs(10);
 /// A new ranking of each domain's biggest members at least this often.
-pub const REPLAN_INTERVAL: Duration = Duration::from_secs(30);
+pub(super) const REPLAN_INTERVAL: Duration = Duration::from_secs(30);
 /// After cgroups come or go, the ranking waits this long for their siblings.
-pub const REPLAN_DEBOUNCE: Duration = Duration::from_millis(100);
+pub(super) const REPLAN_DEBOUNCE: Duration = Duration::from_millis(100);
 /// And never comes sooner than this after the last one: container churn costs little.
-pub const REPLAN_MIN_GAP: Duration = Duration::from_secs(1);
+pub(super) const REPLAN_MIN_GAP: Duration = Duration::from_secs(1);
 /// Where some directory could not be watched, the hierarchy is walked again this often.
-pub const REWALK_INTERVAL: Duration = Duration::from_secs(30);
+pub(super) const REWALK_INTERVAL: Duration = Duration::from_secs(30);
 /// Usage thresholds registered on an armed v1 limit, as percentages of it: crossing one wakes
 /// the recorder.
-pub const THRESHOLDS_PERCENT: [u64; 2] = [75, 90];
+pub(super) const THRESHOLDS_PERCENT: [u64; 2] = [75, 90];
 /// From this share of its limit on, a domain's pressure and events are read at every sample,
 /// and it is armed with a pressure trigger (and v1 usage thresholds).
-pub const WARM_PERCENT: u64 = 50;
+pub(super) const WARM_PERCENT: u64 = 50;
 /// Below this share of its limit, an armed domain is disarmed.
-pub const DISARM_PERCENT: u64 = 25;
+pub(super) const DISARM_PERCENT: u64 = 25;
 /// A cgroup whose usage was the same this many samples running is steady: read every
 /// STEADY_INTERVAL instead of every second, until it changes (or the kernel wakes the recorder
 /// for its domain). Its flat stretch is recorded as its two ends either way.
-pub const STEADY_AFTER: u32 = 5;
-pub const STEADY_INTERVAL: Duration = Duration::from_secs(5);
+pub(super) const STEADY_AFTER: u32 = 5;
+pub(super) const STEADY_INTERVAL: Duration = Duration::from_secs(5);
 /// A cold domain's pressure is read this often.
-pub const COLD_PRESSURE_INTERVAL: Duration = Duration::from_secs(10);
+pub(super) const COLD_PRESSURE_INTERVAL: Duration = Duration::from_secs(10);
 /// Growth between two samples that makes a domain fast: this fraction of its limit, or
 /// GROWTH_UNLIMITED for a cgroup no limit covers.
-pub const GROWTH_FRACTION: u64 = 16;
-pub const GROWTH_UNLIMITED: u64 = 64 << 20;
-pub const HOST_PRESSURE: &str = "/proc/pressure/memory";
+pub(super) const GROWTH_FRACTION: u64 = 16;
+pub(super) const GROWTH_UNLIMITED: u64 = 64 << 20;
+pub(super) const HOST_PRESSURE: &str = "/proc/pressure/memory";
 /// A domain's composition (its `memory.stat`, and v1's `memory.kmem.usage_in_bytes`) is read
 /// far less often than its usage: generating `memory.stat` costs the kernel a walk of every
 /// counter, which at 500 limits a second would cost more than the rest of the recorder. So it
@@ -71,9 +71,9 @@ pub const HOST_PRESSURE: &str = "/proc/pressure/memory";
 /// COMPOSITION_INTERVAL, however fast the domain is sampled. A steady domain, full or not, is
 /// never read again; the usage sample stays as it is. The members are not read: the lead-up
 /// says which kind of the domain's memory grew, and its usage series say which member did.
-pub const COMPOSITION_STEP_FRACTION: u64 = 32;
-pub const COMPOSITION_MIN_STEP: u64 = 1 << 20;
-pub const COMPOSITION_INTERVAL: Duration = Duration::from_secs(1);
+pub(super) const COMPOSITION_STEP_FRACTION: u64 = 32;
+pub(super) const COMPOSITION_MIN_STEP: u64 = 1 << 20;
+pub(super) const COMPOSITION_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Epoll tokens: the fixed sources, then three per domain.
 const TOKEN_WAKE: u64 = 0;
@@ -189,7 +189,7 @@ impl Schedule {
 
 /// How the recorder runs on this host, for the startup log and `agent_started`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Coverage {
+pub(crate) struct Coverage {
     /// Cgroups with a memory limit known.
     pub limits: usize,
     /// Of them, sampled.

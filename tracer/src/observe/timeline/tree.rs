@@ -14,10 +14,10 @@ use crate::observe::snapshot::CgroupTree;
 
 /// How deep below the root the recorder looks: Kubernetes' deepest layout (a container under
 /// a pod under a QoS class under `kubepods`) is 4.
-pub const MAX_DEPTH: usize = 8;
+pub(super) const MAX_DEPTH: usize = 8;
 
 /// A cgroup path from the hierarchy's root (`/docker/3f…`); the root is `""`.
-pub type CgroupId = Arc<str>;
+pub(super) type CgroupId = Arc<str>;
 
 #[derive(Debug)]
 struct Node {
@@ -28,7 +28,7 @@ struct Node {
 
 /// What an update changed.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Changes {
+pub(super) struct Changes {
     /// Cgroups whose limit was set, changed or lifted, and new cgroups with a limit.
     pub limits: Vec<CgroupId>,
     /// Cgroups gone, each subtree's root and everything below it.
@@ -39,21 +39,21 @@ pub struct Changes {
 
 impl Changes {
     #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.limits.is_empty() && self.removed.is_empty() && !self.structure
     }
 }
 
 /// Why part of the hierarchy is not known.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Beyond {
+pub(super) enum Beyond {
     /// More directories than the tree holds.
     Directories { max: usize },
     /// Deeper than [`MAX_DEPTH`].
     Depth,
 }
 
-pub struct Tree {
+pub(super) struct Tree {
     memory: MemoryHierarchy,
     nodes: HashMap<CgroupId, Node>,
     /// Directory watches, and the watches of their limit files.
@@ -70,7 +70,7 @@ pub struct Tree {
 
 impl Tree {
     /// Walks the hierarchy under `memory`'s root, watching each directory as it goes.
-    pub fn walk(memory: MemoryHierarchy, max_dirs: usize) -> Tree {
+    pub(super) fn walk(memory: MemoryHierarchy, max_dirs: usize) -> Tree {
         let inotify = Inotify::new();
         let mut tree = Tree {
             memory,
@@ -89,39 +89,39 @@ impl Tree {
         tree
     }
 
-    pub fn inotify(&self) -> Option<&Inotify> {
+    pub(super) fn inotify(&self) -> Option<&Inotify> {
         self.inotify.as_ref()
     }
 
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.nodes.len()
     }
 
     #[cfg(test)]
-    pub fn contains(&self, path: &str) -> bool {
+    pub(super) fn contains(&self, path: &str) -> bool {
         self.nodes.contains_key(path)
     }
 
     /// The limit of a known cgroup.
-    pub fn limit_bytes(&self, path: &str) -> Option<u64> {
+    pub(super) fn limit_bytes(&self, path: &str) -> Option<u64> {
         self.nodes.get(path)?.limit_bytes
     }
 
     /// Every known cgroup with a limit.
-    pub fn limited(&self) -> impl Iterator<Item = (&CgroupId, u64)> {
+    pub(super) fn limited(&self) -> impl Iterator<Item = (&CgroupId, u64)> {
         self.nodes
             .iter()
             .filter_map(|(path, node)| Some((path, node.limit_bytes?)))
     }
 
     /// Every known cgroup, the root (`""`) included.
-    pub fn paths(&self) -> impl Iterator<Item = &CgroupId> {
+    pub(super) fn paths(&self) -> impl Iterator<Item = &CgroupId> {
         self.nodes.keys()
     }
 
     /// The known children of `path` (`""` or `/` for the root).
-    pub fn children_of(&self, path: &str) -> &[CgroupId] {
+    pub(super) fn children_of(&self, path: &str) -> &[CgroupId] {
         let key = if path == "/" { "" } else { path };
         self.nodes
             .get(key)
@@ -129,12 +129,12 @@ impl Tree {
     }
 
     /// The shared form of a known path, so that the recorder's tables hold one copy of it.
-    pub fn id(&self, path: &str) -> Option<CgroupId> {
+    pub(super) fn id(&self, path: &str) -> Option<CgroupId> {
         self.nodes.get_key_value(path).map(|(id, _)| Arc::clone(id))
     }
 
     /// Applies what inotify says happened since the last call.
-    pub fn update(&mut self) -> Changes {
+    pub(super) fn update(&mut self) -> Changes {
         let events = match &self.inotify {
             Some(inotify) => inotify.read(),
             None => return Changes::default(),
@@ -199,7 +199,7 @@ impl Tree {
 
     /// Walks the whole hierarchy again (inotify lost events, or could not watch some
     /// directory), and says what differs.
-    pub fn rewalk(&mut self) -> Changes {
+    pub(super) fn rewalk(&mut self) -> Changes {
         let old: HashMap<CgroupId, Option<u64>> = self
             .nodes
             .iter()
@@ -330,7 +330,7 @@ impl Tree {
     }
 
     #[cfg(test)]
-    pub fn memory(&self) -> &MemoryHierarchy {
+    pub(super) fn memory(&self) -> &MemoryHierarchy {
         &self.memory
     }
 }
@@ -349,7 +349,7 @@ fn child_dirs(dir: &std::path::Path, parent: &str) -> Vec<CgroupId> {
         .collect()
 }
 
-pub fn limit_file(version: CgroupVersion) -> &'static str {
+pub(super) fn limit_file(version: CgroupVersion) -> &'static str {
     match version {
         CgroupVersion::V1 => "memory.limit_in_bytes",
         CgroupVersion::V2 => "memory.max",
@@ -361,7 +361,7 @@ fn read_limit(memory: &MemoryHierarchy, path: &str) -> Option<u64> {
 }
 
 /// The tree with each cgroup's usage, for ranking: what a snapshot's walk would list.
-pub struct Ranked<'a> {
+pub(super) struct Ranked<'a> {
     pub tree: &'a Tree,
     pub usage: &'a HashMap<CgroupId, u64>,
 }
@@ -383,16 +383,16 @@ impl CgroupTree for Ranked<'_> {
 /// A throw-away hierarchy of plain directories and files, shaped like a v1 memory hierarchy,
 /// for the recorder's tests: limits, usage and new cgroups as a test writes them.
 #[cfg(test)]
-pub mod fake {
+pub(super) mod fake {
     use super::*;
     use std::path::PathBuf;
 
-    pub struct FakeHierarchy {
+    pub(crate) struct FakeHierarchy {
         pub root: PathBuf,
     }
 
     impl FakeHierarchy {
-        pub fn new(name: &str) -> Self {
+        pub(crate) fn new(name: &str) -> Self {
             let root = std::env::temp_dir().join(format!(
                 "oomtrace-fake-cgroups-{name}-{}",
                 std::process::id()
@@ -404,7 +404,7 @@ pub mod fake {
             fake
         }
 
-        pub fn memory(&self) -> MemoryHierarchy {
+        pub(crate) fn memory(&self) -> MemoryHierarchy {
             MemoryHierarchy {
                 root: self.root.clone(),
                 version: CgroupVersion::V1,
@@ -413,7 +413,7 @@ pub mod fake {
 
         /// Makes a cgroup with a usage and, if given, a limit. Its files are there when its
         /// directory appears, as in cgroupfs: made aside, then moved in.
-        pub fn cgroup(&self, path: &str, usage: u64, limit: Option<u64>) {
+        pub(crate) fn cgroup(&self, path: &str, usage: u64, limit: Option<u64>) {
             let dir = self.dir(path);
             std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
             let aside = self
@@ -432,7 +432,7 @@ pub mod fake {
             std::fs::rename(&aside, &dir).unwrap();
         }
 
-        pub fn set_usage(&self, path: &str, usage: u64) {
+        pub(crate) fn set_usage(&self, path: &str, usage: u64) {
             std::fs::write(
                 self.dir(path).join("memory.usage_in_bytes"),
                 format!("{usage}\n"),
@@ -441,16 +441,16 @@ pub mod fake {
         }
 
         /// `None`: v1's "unlimited".
-        pub fn set_limit(&self, path: &str, limit: Option<u64>) {
+        pub(crate) fn set_limit(&self, path: &str, limit: Option<u64>) {
             let text = limit.unwrap_or(9_223_372_036_854_771_712).to_string();
             std::fs::write(self.dir(path).join("memory.limit_in_bytes"), text + "\n").unwrap();
         }
 
-        pub fn remove(&self, path: &str) {
+        pub(crate) fn remove(&self, path: &str) {
             std::fs::remove_dir_all(self.dir(path)).unwrap();
         }
 
-        pub fn dir(&self, path: &str) -> PathBuf {
+        pub(crate) fn dir(&self, path: &str) -> PathBuf {
             self.root.join(path.trim_start_matches('/'))
         }
     }

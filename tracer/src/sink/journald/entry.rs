@@ -9,17 +9,17 @@
 use super::socket::Field;
 use crate::attribute::DomainKind;
 use crate::incident::SenderKind;
-use crate::names::limit_words;
 use crate::record::party::{Cgroup, Names, Party};
 use crate::record::{HistoryRef, MemoryPressureRecord, OomKillRecord, SigkillRecord};
 use crate::sink::text;
+use crate::wording::limit_words;
 
 /// `journalctl MESSAGE_ID=…`: one per kind, never changed once released (the catalog and
 /// people's queries know them).
-pub const OOM_KILL: &str = "377b4ba9a5e44d82badfb510c999ebd9";
-pub const OOM_MARK_EXITING: &str = "19e23f40ddfb48e1b286d63eae76cb4f";
-pub const SIGKILL: &str = "e62f475421974aa4b6210344ca2e7023";
-pub const MEMORY_PRESSURE: &str = "e36ee4f7e1cc4f7f956903a882b5366f";
+pub(crate) const OOM_KILL: &str = "377b4ba9a5e44d82badfb510c999ebd9";
+pub(crate) const OOM_MARK_EXITING: &str = "19e23f40ddfb48e1b286d63eae76cb4f";
+pub(crate) const SIGKILL: &str = "e62f475421974aa4b6210344ca2e7023";
+pub(crate) const MEMORY_PRESSURE: &str = "e36ee4f7e1cc4f7f956903a882b5366f";
 
 /// syslog's priorities, as journald keeps them.
 const ERR: u8 = 3;
@@ -27,7 +27,7 @@ const WARNING: u8 = 4;
 const NOTICE: u8 = 5;
 
 /// What a person selects entries by.
-pub const IDENTIFIER: &str = "oomtrace";
+pub(crate) const IDENTIFIER: &str = "oomtrace";
 
 /// The fields common to every entry.
 fn head(message: &str, message_id: &'static str, priority: u8, kind: &str) -> Vec<Field> {
@@ -42,7 +42,7 @@ fn head(message: &str, message_id: &'static str, priority: u8, kind: &str) -> Ve
 
 /// An `oom_kill` (or, `marked_without_kill`, an `oom_mark_exiting`): the kernel logs its own
 /// OOM kills at `err`; an exiting task given reserves killed nothing.
-pub fn oom_kill(
+pub(crate) fn oom_kill(
     kill: &OomKillRecord,
     marked_without_kill: bool,
     history: Option<&HistoryRef>,
@@ -114,7 +114,7 @@ pub fn oom_kill(
 }
 
 /// A SIGKILL other than the OOM killer's: its target is the subject, and who sent it.
-pub fn sigkill(sigkill: &SigkillRecord, history: Option<&HistoryRef>) -> Vec<Field> {
+pub(crate) fn sigkill(sigkill: &SigkillRecord, history: Option<&HistoryRef>) -> Vec<Field> {
     let mut fields = head(&text::sigkill_line(sigkill), SIGKILL, WARNING, "sigkill");
     fields.extend(party(&sigkill.target, Role::Subject));
     fields.extend(party(&sigkill.sender.party, Role::Sender));
@@ -132,7 +132,7 @@ pub fn sigkill(sigkill: &SigkillRecord, history: Option<&HistoryRef>) -> Vec<Fie
 }
 
 /// A limit near (`--warn-pressure`): its owner is the subject.
-pub fn memory_pressure(pressure: &MemoryPressureRecord) -> Vec<Field> {
+pub(crate) fn memory_pressure(pressure: &MemoryPressureRecord) -> Vec<Field> {
     let mut fields = head(
         &text::pressure_line(pressure),
         MEMORY_PRESSURE,

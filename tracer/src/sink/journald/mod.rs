@@ -4,8 +4,8 @@
 //! the journal (a systemd service), or when asked (`--log-target journald`); the log's other
 //! lines still go to stderr.
 
-pub mod entry;
-pub mod socket;
+pub(crate) mod entry;
+pub(crate) mod socket;
 
 use std::os::fd::AsFd as _;
 
@@ -20,12 +20,12 @@ use crate::escape::escape;
 use crate::record::{Body, Record};
 
 /// Writes the entries of kills, SIGKILLs and pressure warnings to journald.
-pub struct JournaldSink {
+pub(crate) struct JournaldSink {
     socket: JournalSocket,
 }
 
 impl JournaldSink {
-    pub fn connect(path: &str) -> std::io::Result<Self> {
+    pub(crate) fn connect(path: &str) -> std::io::Result<Self> {
         Ok(JournaldSink {
             socket: JournalSocket::connect(path)?,
         })
@@ -33,7 +33,7 @@ impl JournaldSink {
 
     /// The sink `--log-target` asks for, if any: `journald` fails without a journal; `auto`
     /// takes it when stderr is the journal, and says so when it cannot.
-    pub fn for_target(target: LogTarget) -> anyhow::Result<Option<Self>> {
+    pub(crate) fn for_target(target: LogTarget) -> anyhow::Result<Option<Self>> {
         match target {
             LogTarget::Stderr => Ok(None),
             LogTarget::Journald => Self::connect(socket::SOCKET)
@@ -69,7 +69,7 @@ impl Sink for JournaldSink {
 }
 
 /// A record's entry, if it has one, every value escaped.
-pub fn entry_of(record: &Record) -> Option<Vec<Field>> {
+pub(crate) fn entry_of(record: &Record) -> Option<Vec<Field>> {
     let history = record.history.as_ref();
     let fields = match &record.body {
         Body::OomKill(kill) => entry::oom_kill(kill, false, history),
@@ -88,7 +88,7 @@ pub fn entry_of(record: &Record) -> Option<Vec<Field>> {
 /// the docs point to) prints a field's newlines and bidi controls raw (systemd 252: a newline
 /// in a value forges a field line), and `-o cat --output-fields` prints any value raw. A name is
 /// selected as it is printed: `journalctl 'OOMTRACE_COMM=evil\x1b'`.
-pub fn escaped(fields: Vec<Field>) -> Vec<Field> {
+pub(crate) fn escaped(fields: Vec<Field>) -> Vec<Field> {
     fields
         .into_iter()
         .map(|(name, value)| match escape(&value) {

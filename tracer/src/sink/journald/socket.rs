@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Where journald listens for native entries.
-pub const SOCKET: &str = "/run/systemd/journal/socket";
+pub(crate) const SOCKET: &str = "/run/systemd/journal/socket";
 
 /// How long a send may wait for journald's queue to have room: a stuck journal delays one
 /// entry this much, and the entry is then logged on stderr instead.
@@ -20,10 +20,10 @@ const SEND_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// A field of an entry: a name journald accepts (upper-case letters, digits and `_`, not
 /// starting with `_`, at most 64 bytes) and its value.
-pub type Field = (&'static str, String);
+pub(crate) type Field = (&'static str, String);
 
 /// An unbound datagram socket that sends to the journal.
-pub struct JournalSocket {
+pub(crate) struct JournalSocket {
     socket: UnixDatagram,
     path: PathBuf,
     /// Entries longer than this go in a memfd without trying a datagram first (tests set it
@@ -33,7 +33,7 @@ pub struct JournalSocket {
 
 impl JournalSocket {
     /// Fails, saying so, when nothing is there to receive: no journal on this host.
-    pub fn connect(path: impl AsRef<Path>) -> io::Result<Self> {
+    pub(crate) fn connect(path: impl AsRef<Path>) -> io::Result<Self> {
         let path = path.as_ref().to_owned();
         let socket = UnixDatagram::unbound()?;
         socket.set_write_timeout(Some(SEND_TIMEOUT))?;
@@ -52,7 +52,7 @@ impl JournalSocket {
     }
 
     /// Sends one entry.
-    pub fn send(&self, fields: &[Field]) -> io::Result<()> {
+    pub(crate) fn send(&self, fields: &[Field]) -> io::Result<()> {
         let entry = serialize(fields);
         if entry.len() <= self.datagram_limit {
             match self.socket.send(&entry) {
@@ -79,7 +79,7 @@ impl JournalSocket {
 }
 
 /// The wire form of an entry.
-pub fn serialize(fields: &[Field]) -> Vec<u8> {
+pub(crate) fn serialize(fields: &[Field]) -> Vec<u8> {
     let mut entry = Vec::new();
     for (name, value) in fields {
         debug_assert!(is_field_name(name), "not a journal field name: {name}");
@@ -98,7 +98,7 @@ pub fn serialize(fields: &[Field]) -> Vec<u8> {
 }
 
 /// What journald accepts from a client as a field name.
-pub fn is_field_name(name: &str) -> bool {
+pub(crate) fn is_field_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('_')

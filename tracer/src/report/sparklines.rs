@@ -4,8 +4,8 @@
 
 use super::parties::owner_short;
 use super::style::truncate;
-use crate::names::{human_bytes, printable};
 use crate::record::timeline::{CgroupTimeline, CompositionKind, CompositionSample, Timeline};
+use crate::wording::{human_bytes, printable};
 
 /// Characters per sparkline: one per two seconds of a one-minute window.
 const WIDTH: usize = 30;
@@ -14,7 +14,7 @@ const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█']
 const NAME: usize = 24;
 
 /// Lines for `timeline`, each starting with `indent`; none when it holds no samples.
-pub fn lines(timeline: &Timeline, indent: &str) -> Vec<String> {
+pub(super) fn lines(timeline: &Timeline, indent: &str) -> Vec<String> {
     let window_ms = i64::try_from(timeline.window_s.max(1))
         .unwrap_or(60)
         .saturating_mul(1000);
@@ -146,7 +146,7 @@ fn not_covered(timeline: &Timeline, indent: &str) -> Vec<String> {
 
 /// The usage over `[-window_ms, 0]` in WIDTH steps: each step shows the last sample at or
 /// before its end, blank before the first sample.
-pub fn sparkline(samples: &[(i64, u64)], window_ms: i64, top: u64) -> String {
+pub(super) fn sparkline(samples: &[(i64, u64)], window_ms: i64, top: u64) -> String {
     (1..=WIDTH as i64)
         .map(|step| {
             let end = -window_ms + window_ms * step / WIDTH as i64;

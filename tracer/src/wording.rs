@@ -9,7 +9,7 @@ use crate::cgroup_path::{self, KubeLevel, PathKind};
 use crate::record::party::{Container, Names};
 
 /// What a person calls the owner of a cgroup, if anything better than its path.
-pub fn name(names: &Names) -> Option<String> {
+pub(crate) fn name(names: &Names) -> Option<String> {
     let Names {
         container,
         k8s: _,
@@ -97,7 +97,7 @@ pub fn name(names: &Names) -> Option<String> {
 
 /// `service db of project shop` for a Compose service's container, `pod shop/web-0 container
 /// api` for a Kubernetes one, else `container web`, `pod shop/web-0`, else the longer [`name`].
-pub fn short_name(names: &Names) -> Option<String> {
+pub(crate) fn short_name(names: &Names) -> Option<String> {
     compose_service(names)
         .or_else(|| pod_container(names))
         .or_else(|| {
@@ -110,14 +110,14 @@ pub fn short_name(names: &Names) -> Option<String> {
 }
 
 /// `pod shop/web-0`, from the pod's names.
-pub fn pod_name(names: &Names) -> Option<String> {
+pub(crate) fn pod_name(names: &Names) -> Option<String> {
     let namespace = names.namespace()?;
     let pod = names.pod()?.name.as_deref()?;
     Some(format!("pod {}/{}", printable(namespace), printable(pod)))
 }
 
 /// `pod shop/web-0 container api`: a container as the kubelet's user knows it.
-pub fn pod_container(names: &Names) -> Option<String> {
+pub(crate) fn pod_container(names: &Names) -> Option<String> {
     let pod = pod_name(names)?;
     let container = names.k8s_container()?;
     Some(format!("{pod} container {}", printable(&container.name)))
@@ -126,7 +126,7 @@ pub fn pod_container(names: &Names) -> Option<String> {
 /// Whose memory a Kubernetes cgroup limits, when that is more than its owner's name: the
 /// pod's own cgroup, or the kubelet's above the pods.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum KubeLimit {
+pub(crate) enum KubeLimit {
     /// The pod's limit (the sum of its containers'), with the pod's name.
     Pod(String),
     Node(KubeLevel),
@@ -134,7 +134,7 @@ pub enum KubeLimit {
 
 impl KubeLimit {
     /// The limit of the cgroup at `path`, owned by `names`, when it is a pod's or the node's.
-    pub fn of(names: &Names, path: &str) -> Option<KubeLimit> {
+    pub(crate) fn of(names: &Names, path: &str) -> Option<KubeLimit> {
         if cgroup_path::parse(path).kind == PathKind::Pod {
             return pod_name(names).or_else(|| name(names)).map(KubeLimit::Pod);
         }
@@ -143,7 +143,7 @@ impl KubeLimit {
 
     /// `the pod's limit (pod shop/web-0, 256.0 MiB)`, `the node's allocatable memory for pods
     /// (7.50 GiB)`, `the limit of the node's burstable pods`.
-    pub fn words(&self, limit_bytes: Option<u64>) -> String {
+    pub(crate) fn words(&self, limit_bytes: Option<u64>) -> String {
         let size = limit_bytes.map(human_bytes);
         match self {
             KubeLimit::Pod(pod) => {
@@ -167,7 +167,11 @@ impl KubeLimit {
 /// Whose limit a domain cgroup is, and how big, in words: `the limit of container web
 /// (48.0 MiB)`, `the pod's limit (pod shop/web-0, 256.0 MiB)`, `the node's allocatable memory
 /// for pods (7.50 GiB)`; `path` is the cgroup's.
-pub fn limit_words(names: &Names, path: Option<&str>, limit_bytes: Option<u64>) -> Option<String> {
+pub(crate) fn limit_words(
+    names: &Names,
+    path: Option<&str>,
+    limit_bytes: Option<u64>,
+) -> Option<String> {
     let path = path.or(names.attribution.as_ref().map(|a| a.path.as_str()));
     if let Some(kube) = path.and_then(|path| KubeLimit::of(names, path)) {
         return Some(kube.words(limit_bytes));
@@ -179,7 +183,7 @@ pub fn limit_words(names: &Names, path: Option<&str>, limit_bytes: Option<u64>) 
 }
 
 /// The kubelet's cgroups above the pods: their limits are the node's.
-pub fn kube_level_name(level: KubeLevel) -> String {
+pub(crate) fn kube_level_name(level: KubeLevel) -> String {
     match level {
         KubeLevel::Node => "the node's allocatable memory for pods".to_owned(),
         KubeLevel::Qos(qos) => format!("the node's {} pods", qos.as_str()),
@@ -187,12 +191,12 @@ pub fn kube_level_name(level: KubeLevel) -> String {
 }
 
 /// The start of a container id, as `docker ps` shows it.
-pub fn short_id(id: &str) -> &str {
+pub(crate) fn short_id(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }
 
 /// `service db of project shop`, as Compose users think of a container, when its labels say.
-pub fn compose_service(names: &Names) -> Option<String> {
+pub(crate) fn compose_service(names: &Names) -> Option<String> {
     let compose = names.container.as_ref()?.compose.as_ref()?;
     let (Some(service), Some(project)) = (&compose.service, &compose.project) else {
         return None;
@@ -207,12 +211,12 @@ pub fn compose_service(names: &Names) -> Option<String> {
 /// Names come from containers' owners and processes: never let them drive the terminal. The
 /// output's own writers apply the same rule ([`crate::escape`]); this is for a name measured or
 /// cut before it is written (a table's cell).
-pub fn printable(text: &str) -> String {
+pub(crate) fn printable(text: &str) -> String {
     crate::escape::escape(text).into_owned()
 }
 
 /// Kibibytes as people write them: `12 KiB`, `1.5 MiB`, `3.00 GiB`.
-pub fn human_kb(kb: u64) -> String {
+pub(crate) fn human_kb(kb: u64) -> String {
     match kb {
         0..1024 => format!("{kb} KiB"),
         1024..1_048_576 => format!("{:.1} MiB", kb as f64 / 1024.0),
@@ -221,14 +225,14 @@ pub fn human_kb(kb: u64) -> String {
 }
 
 /// Bytes as people write them.
-pub fn human_bytes(bytes: u64) -> String {
+pub(crate) fn human_bytes(bytes: u64) -> String {
     human_kb(bytes / 1024)
 }
 
 /// Bytes as people say them in a sentence: whole numbers from 10 up, one decimal below, no
 /// trailing zero (`64 MiB`, `61 MiB`, `259 MiB`, `5.4 MiB`, `2.8 GiB`, `1 GiB`). The log line
 /// keeps [`human_bytes`]'s fixed precision; the verdict speaks, and the JSON has every byte.
-pub fn spoken_bytes(bytes: u64) -> String {
+pub(crate) fn spoken_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
