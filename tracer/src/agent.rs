@@ -177,6 +177,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut joiner = {
         let (host_totalpages, page_kb) = badness::host_totalpages();
         Joiner::new(plan.task_hook.is_some(), plan.function_hook.is_some())
+            .with_sigkill_targets(plan.signal_task_hook.is_some())
             .with_host_memory(host_totalpages, page_kb)
     };
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
@@ -352,7 +353,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     output.totals.history_write_errors =
         history_errors.map_or(0, |errors| errors.load(Ordering::Relaxed));
-    output.totals.ringbuf_dropped_total = drops.total();
+    output.totals.ringbuf_dropped_total = drops.read_now();
     output.totals.sigkills_rate_limited = output.flood.limited;
     output.write_to_sinks(&build::agent_stopped(output.totals, jiff::Timestamp::now()));
     Ok(())

@@ -18,6 +18,9 @@ fn main() -> ExitCode {
     };
     let mut logger =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level));
+    // bollard logs each answer of the Docker API whole at debug level: whoever listens at the
+    // socket writes it, and no line of the agent quotes what a runtime answered.
+    logger.filter_module("bollard", log::LevelFilter::Info);
     // Names in messages come from containers and users: one escaping rule for every line.
     if oomtrace::stderr_is_journal() {
         // The journal stamps each line itself, and reads its priority from a `<N>` prefix.

@@ -50,7 +50,10 @@ impl DockerApi {
     /// A ping: milliseconds, so a kill waiting for the connection does not wait long.
     async fn try_connect(&self) -> RuntimeResult<()> {
         let client = unix_client(&self.socket, API_DEFAULT_VERSION)?;
-        client.ping().await.map_err(classify)?;
+        client
+            .ping()
+            .await
+            .map_err(|err| classify(PING_PATH, err))?;
         // Until `/version` says, the socket's name is the best guess at the engine.
         let engine = if self.socket.contains("podman") {
             "podman"
@@ -65,7 +68,10 @@ impl DockerApi {
     /// answer it, so it comes after the connection is in use.
     async fn try_identify(&self) -> RuntimeResult<()> {
         let Connected { client, .. } = self.connected()?;
-        let version = client.version().await.map_err(classify)?;
+        let version = client
+            .version()
+            .await
+            .map_err(|err| classify(VERSION_PATH, err))?;
         let podman = version
             .components
             .unwrap_or_default()
@@ -103,7 +109,7 @@ fn unix_client(socket: &str, version: &ClientVersion) -> RuntimeResult<Docker> {
         REQUEST_TIMEOUT_SECS,
         version,
     )
-    .map_err(classify)
+    .map_err(|err| classify("the client", err))
 }
 
 /// `1.41` → (1, 41).
@@ -146,7 +152,7 @@ impl ContainerRuntime for DockerApi {
             let summaries = client
                 .list_containers(Some(options))
                 .await
-                .map_err(classify)?;
+                .map_err(|err| classify(LIST_PATH, err))?;
             Ok(summaries
                 .into_iter()
                 .filter_map(|summary| from_summary(summary, engine))
@@ -167,7 +173,7 @@ impl ContainerRuntime for DockerApi {
                 }) => Ok(None),
                 // podman 4 says `"Status": "stopped"`, which the API does not define: the
                 // listing still names the container, without its pid and limit.
-                Err(err) => match classify(err) {
+                Err(err) => match classify(&inspect_path(id), err) {
                     RuntimeError::Garbage(why) => {
                         log::debug!("inspecting container {id}: {why}; listing it instead");
                         let filters = HashMap::from([("id", vec![id])]);
@@ -178,7 +184,7 @@ impl ContainerRuntime for DockerApi {
                         let listed = client
                             .list_containers(Some(options))
                             .await
-                            .map_err(classify)?;
+                            .map_err(|err| classify(LIST_PATH, err))?;
                         Ok(listed
                             .into_iter()
                             .filter_map(|summary| from_summary(summary, engine))
@@ -210,28 +216,58 @@ impl ContainerRuntime for DockerApi {
     }
 }
 
-fn classify(err: BollardError) -> RuntimeError {
+/// The Engine API's paths the agent asks, for messages.
+const PING_PATH: &str = "GET /_ping";
+const VERSION_PATH: &str = "GET /version";
+const LIST_PATH: &str = "GET /containers/json";
+
+fn inspect_path(id: &str) -> String {
+    format!("GET /containers/{}/json", super::short(id))
+}
+
+/// What went wrong with the request to `path`, in the agent's own words: the kind of error and
+/// the path, never what was answered. Whoever listens at the socket chooses the daemon's error
+/// text (bollard's `message`) and the bytes that failed to parse, and both would otherwise reach
+/// the log, the record's attribution warning and the history.
+fn classify(path: &str, err: BollardError) -> RuntimeError {
     match err {
-        BollardError::SocketNotFoundError(path) => {
-            RuntimeError::Absent(format!("no socket at {path}"))
+        // The socket's path is the operator's, not the daemon's.
+        BollardError::SocketNotFoundError(socket) => {
+            RuntimeError::Absent(format!("no socket at {socket}"))
         }
-        BollardError::JsonDataError { .. }
-        | BollardError::JsonSerdeError { .. }
-        | BollardError::APIVersionParseError {}
-        | BollardError::StrParseError { .. } => RuntimeError::Garbage(err.to_string()),
+        BollardError::DockerResponseServerError { status_code, .. } => {
+            RuntimeError::Unavailable(format!("{path}: refused with HTTP status {status_code}"))
+        }
+        BollardError::JsonDataError { column, .. } => RuntimeError::Garbage(format!(
+            "{path}: an answer that is not the Engine API's (at column {column})"
+        )),
+        BollardError::JsonSerdeError { err } => RuntimeError::Garbage(format!(
+            "{path}: an answer that is not the Engine API's ({:?} error at line {}, column {})",
+            err.classify(),
+            err.line(),
+            err.column()
+        )),
+        BollardError::APIVersionParseError {} => {
+            RuntimeError::Garbage(format!("{path}: an API version that is not one"))
+        }
+        BollardError::StrParseError { .. } => {
+            RuntimeError::Garbage(format!("{path}: an answer that is not UTF-8"))
+        }
+        BollardError::DockerStreamError { .. } | BollardError::DockerContainerWaitError { .. } => {
+            RuntimeError::Unavailable(format!("{path}: the daemon reported an error"))
+        }
         BollardError::RequestTimeoutError => {
-            RuntimeError::Unavailable(format!("no answer within {REQUEST_TIMEOUT_SECS} s"))
+            RuntimeError::Unavailable(format!("{path}: no answer within {REQUEST_TIMEOUT_SECS} s"))
         }
         // The socket file of a daemon that is not running: as absent as no file at all.
         BollardError::IOError { err } if err.kind() == std::io::ErrorKind::ConnectionRefused => {
-            RuntimeError::Absent(format!("nothing listens: {err}"))
+            RuntimeError::Absent("nothing listens at the socket".to_owned())
         }
-        err if refused(&err) => RuntimeError::Absent(format!(
-            "nothing listens: {}",
-            super::docker_socket::chain(&err)
-        )),
-        // hyper's message alone does not say what the connection's reader reported.
-        err => RuntimeError::Unavailable(super::docker_socket::chain(&err)),
+        err if refused(&err) => RuntimeError::Absent("nothing listens at the socket".to_owned()),
+        // The transport's and hyper's own words (a connection reset, an answer past its bound,
+        // a malformed header), which name no content; hyper's message alone does not say what
+        // the connection's reader reported.
+        err => RuntimeError::Unavailable(format!("{path}: {}", super::docker_socket::chain(&err))),
     }
 }
 

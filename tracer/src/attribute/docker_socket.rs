@@ -303,6 +303,13 @@ mod tests {
     fn serve(
         answer: impl Fn(UnixStream) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + 'static,
     ) -> (crate::history::tests::TempDir, String) {
+        serve_requests(move |stream, _| answer(stream))
+    }
+
+    /// As [`serve`]; `answer` also gets the request's head.
+    fn serve_requests(
+        answer: impl Fn(UnixStream, String) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + 'static,
+    ) -> (crate::history::tests::TempDir, String) {
         let dir = crate::history::tests::temp_dir();
         let path = dir.join("docker.sock");
         let listener = UnixListener::bind(&path).expect("binding the fake socket");
@@ -316,7 +323,10 @@ mod tests {
                         Ok(n) => request.extend_from_slice(&buf[..n]),
                     }
                 }
-                tokio::spawn(answer(stream));
+                tokio::spawn(answer(
+                    stream,
+                    String::from_utf8_lossy(&request).into_owned(),
+                ));
             }
         });
         (dir, path.display().to_string())
@@ -448,6 +458,88 @@ mod tests {
         };
         assert!(why.contains("an event longer than"), "{why}");
         assert!(started.elapsed() < Duration::from_secs(30));
+    }
+
+    /// What the daemon says, its error text and what fails to parse alike, is never quoted:
+    /// errors name the kind and the path.
+    #[tokio::test]
+    async fn a_hostile_answer_is_not_quoted_in_errors() {
+        fn answer(status: &str, body: &str) -> Vec<u8> {
+            format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+        }
+        let (_dir, socket) = serve_requests(|mut stream, request| {
+            let line = request.lines().next().unwrap_or_default().to_owned();
+            let reply = if line.contains("/_ping") {
+                PING.to_vec()
+            } else if line.contains("/version") {
+                // The Engine API's error shape, with a terminal escape in it.
+                answer(
+                    "400 Bad Request",
+                    r#"{"message":"SECRET-version \u001b]0;owned\u0007"}"#,
+                )
+            } else if line.contains("/containers/json") {
+                // Well-formed JSON whose field has the wrong type: serde's message quotes it.
+                answer("200 OK", r#"[{"Id":"c0ffee","Created":"SECRET-listing"}]"#)
+            } else {
+                // Not JSON at all: bollard keeps the whole body as the daemon's message.
+                answer(
+                    "500 Internal Server Error",
+                    "SECRET-inspect: /etc/shadow says …",
+                )
+            };
+            Box::pin(async move {
+                let _ = stream.write_all(&reply).await;
+            })
+        });
+        let api = connected(&socket).await;
+        let identified = api.identify().await.expect_err("a refused /version");
+        let listed = api.list().await.expect_err("a listing of the wrong shape");
+        let inspected = api
+            .inspect("c0ffee")
+            .await
+            .expect_err("a failed inspection");
+        for (err, path) in [
+            (&identified, "GET /version"),
+            (&listed, "GET /containers/json"),
+            (&inspected, "GET /containers/c0ffee/json"),
+        ] {
+            let text = err.to_string();
+            assert!(!text.contains("SECRET"), "quotes the answer: {text}");
+            assert!(!text.contains('\u{1b}'), "quotes the answer: {text:?}");
+            assert!(text.contains(path), "names no path: {text}");
+        }
+        assert_eq!(
+            identified.to_string(),
+            "unavailable: GET /version: refused with HTTP status 400"
+        );
+        assert!(
+            matches!(&listed, RuntimeError::Garbage(why) if why.contains("not the Engine API's")),
+            "{listed:?}"
+        );
+        assert_eq!(
+            inspected.to_string(),
+            "unavailable: GET /containers/c0ffee/json: refused with HTTP status 500"
+        );
+
+        // A /_ping answered with an error: the connection fails, just as wordlessly.
+        let (_dir, socket) = serve(|mut stream| {
+            Box::pin(async move {
+                let reply = answer("500 Internal Server Error", r#"{"message":"SECRET-ping"}"#);
+                let _ = stream.write_all(&reply).await;
+            })
+        });
+        let err = DockerApi::new(&socket)
+            .connect()
+            .await
+            .expect_err("a failing /_ping");
+        assert_eq!(
+            err.to_string(),
+            "unavailable: GET /_ping: refused with HTTP status 500"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub(crate) mod ringbuf;
 pub mod tracefs;
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context as _, anyhow};
 use aya::{
@@ -400,7 +401,11 @@ impl Capture {
             .ebpf
             .take_map("DROPPED")
             .context("eBPF object has no DROPPED map")?;
-        Ok(DropCounter(PerCpuArray::try_from(map)?))
+        Ok(DropCounter {
+            map: PerCpuArray::try_from(map)?,
+            last: AtomicU64::new(0),
+            read_at_ns: AtomicU64::new(0),
+        })
     }
 }
 
@@ -428,11 +433,37 @@ fn decide_tier(
 }
 
 /// Records lost in the kernel because the ring buffer was full.
-pub struct DropCounter(PerCpuArray<MapData, u64>);
+/// Records the kernel could not put in the ring (it was full), summed over the CPUs. Every
+/// record carries the count, and reading it is a system call: a read is reused for
+/// [`REREAD_AFTER_NS`], so that a flood of records does not pay one each.
+pub struct DropCounter {
+    map: PerCpuArray<MapData, u64>,
+    last: AtomicU64,
+    /// CLOCK_MONOTONIC nanoseconds of the last read; 0 before the first.
+    read_at_ns: AtomicU64,
+}
+
+/// How long a read of the drop counter is reused: a record is written milliseconds after the
+/// kernel captured it anyway, so its count is as of about then.
+const REREAD_AFTER_NS: u64 = 10_000_000;
 
 impl DropCounter {
+    /// The count, read at most [`REREAD_AFTER_NS`] ago.
     pub fn total(&self) -> u64 {
-        self.0
+        let now = crate::clock::monotonic_ns();
+        let read_at = self.read_at_ns.load(Ordering::Acquire);
+        if read_at != 0 && now.saturating_sub(read_at) < REREAD_AFTER_NS {
+            return self.last.load(Ordering::Acquire);
+        }
+        let total = self.read_now();
+        self.last.store(total, Ordering::Release);
+        self.read_at_ns.store(now.max(1), Ordering::Release);
+        total
+    }
+
+    /// The count as the kernel has it now: for the totals the agent stops with.
+    pub fn read_now(&self) -> u64 {
+        self.map
             .get(&0, 0)
             .map(|per_cpu| per_cpu.iter().sum())
             .unwrap_or_else(|err| {
@@ -444,7 +475,7 @@ impl DropCounter {
     /// One read of the counter, with the kernel's own error: to find out whether reading it
     /// needs a capability (see [`privileges::drop_after_attach`]).
     pub fn try_read(&self) -> std::io::Result<()> {
-        match self.0.get(&0, 0) {
+        match self.map.get(&0, 0) {
             Ok(_) => Ok(()),
             Err(aya::maps::MapError::SyscallError(err)) => Err(err.io_error),
             Err(other) => Err(std::io::Error::other(other)),

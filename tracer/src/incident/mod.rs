@@ -179,12 +179,13 @@ pub(crate) mod fixtures {
             tgid: Some(123),
             cgroups: None,
         };
-        joiner.push_with(
+        let mut events = joiner.push_with(
             crate::decode::tests::sigkill(123, 456, SI_USER),
             Some(proc),
             std::time::Instant::now(),
         );
-        let [Event::Sigkill(sigkill)]: [Event; 1] = joiner.flush().try_into().unwrap() else {
+        events.extend(joiner.flush());
+        let [Event::Sigkill(sigkill)]: [Event; 1] = events.try_into().unwrap() else {
             panic!("one SIGKILL");
         };
         sigkill
