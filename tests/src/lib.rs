@@ -61,7 +61,9 @@ pub use crate::kernel::{ExpectedCapture, Hook, KernelLook};
 pub use crate::kmsg::{KernelReport, KilledProcess, Kmsg, parse_killed_process};
 pub use crate::podman::{Container, IMAGE, Podman};
 pub use crate::prometheus::Prometheus;
-pub use crate::tmpfs::{ScratchTmpfs, mib, within_ten_percent};
+pub use crate::tmpfs::{
+    ScratchTmpfs, assert_tmpfs_leads, composition_of, mib, verdict_of, within_ten_percent,
+};
 
 /// How often helpers look again at something they wait for.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use crate::record::composition::{Composition, TmpfsKind, TmpfsMount};
-use crate::wording::{human_bytes, printable, short_name, spoken_bytes};
+use crate::wording::{human_bytes, pod_name, printable, short_name, spoken_bytes};
 
 /// A kind leads the verdict from this share of the domain.
 const LEADS_FROM_PERCENT: u64 = 25;
@@ -70,11 +70,28 @@ pub(crate) fn outlives(composition: &Composition, restart_loop: bool) -> Option<
     let mount = named_mounts(composition)
         .into_iter()
         .find(|mount| mount.outlives_container)?;
-    let mut text = format!(
-        " Restarting the container will not free them: {} belongs to the pod, not to the \
-         container, and keeps its files until the pod is deleted.",
-        mount_name(mount)
-    );
+    let mut text = match (mount.kind, &mount.volume) {
+        // The volume is the pod's: named by it, apart from the container it was found in.
+        (TmpfsKind::EmptyDir, Some(volume)) => {
+            let pod = volume_pod(mount).unwrap_or_else(|| "the pod".to_owned());
+            let container = mount
+                .names
+                .k8s_container()
+                .map_or("the container".to_owned(), |container| {
+                    format!("container {}", printable(&container.name))
+                });
+            format!(
+                " Restarting the container will not free them: emptyDir volume {} belongs to \
+                 {pod}, not to {container}, and keeps its files until the pod is deleted.",
+                printable(volume)
+            )
+        }
+        _ => format!(
+            " Restarting the container will not free them: {} belongs to the pod, not to the \
+             container, and keeps its files until the pod is deleted.",
+            mount_name(mount)
+        ),
+    };
     if restart_loop {
         text.push_str(
             " Each restart starts with them already charged, which is why it is killed again.",
@@ -276,9 +293,18 @@ fn named_mounts(composition: &Composition) -> Vec<&TmpfsMount> {
         .collect()
 }
 
+/// The pod an `emptyDir` volume belongs to: `pod shop/web-0`, though it was found in one of its
+/// containers (whose names the mount carries).
+fn volume_pod(mount: &TmpfsMount) -> Option<String> {
+    pod_name(&mount.names).or_else(|| short_name(&mount.names))
+}
+
 /// `/dev/shm of container web`, `emptyDir volume cache of pod shop/web-0`, `tmpfs /mnt/x`.
 pub(crate) fn mount_name(mount: &TmpfsMount) -> String {
-    let owner = short_name(&mount.names);
+    let owner = match mount.kind {
+        TmpfsKind::EmptyDir => volume_pod(mount),
+        _ => short_name(&mount.names),
+    };
     let point = printable(&mount.mount_point);
     match (mount.kind, &mount.volume, owner) {
         (TmpfsKind::EmptyDir, Some(volume), Some(owner)) => {

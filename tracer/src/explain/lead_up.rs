@@ -1,8 +1,11 @@
 //! The lead-up in words: how the domain's biggest cgroups moved in the minute before the kill
-//! ("builder grew from 100 MiB to 2.8 GiB over the last 40 s; db was flat at 1.9 GiB"), and
-//! how much tasks stalled on memory.
+//! ("builder grew from 100 MiB to 2.8 GiB over the last 40 s; db was flat at 1.9 GiB"), which
+//! kind of the domain's memory grew ("within the limit, tmpfs/shared memory grew from 4 MiB to
+//! 100 MiB"), and how much tasks stalled on memory.
 
-use crate::record::timeline::{CgroupTimeline, Timeline, UsageSample as UsageAt};
+use crate::record::timeline::{
+    CgroupTimeline, CompositionKind, CompositionSample, Timeline, UsageSample as UsageAt,
+};
 use crate::wording::{printable, short_name, spoken_bytes};
 
 /// How many cgroups the sentence names; the JSON has them all.
@@ -93,6 +96,21 @@ pub(crate) fn lead_up(timeline: &Timeline) -> Option<String> {
         }
         text.push('.');
     }
+    if let Some(grew) = timeline
+        .cgroups
+        .first()
+        .filter(|domain| domain.limit_bytes.is_some())
+        .and_then(|domain| composition_phrase(&domain.composition))
+    {
+        if text.is_empty() {
+            text = format!(
+                "In the {} before the kill, within the limit, {grew}.",
+                window_words(timeline.window_s)
+            );
+        } else {
+            text.push_str(&format!(" Within the limit, {grew}."));
+        }
+    }
     if let Some(stall) = stall_phrase(timeline) {
         if !text.is_empty() {
             text.push(' ');
@@ -113,6 +131,56 @@ pub(crate) fn lead_up(timeline: &Timeline) -> Option<String> {
         ));
     }
     (!text.is_empty()).then_some(text)
+}
+
+/// Which kinds of the domain's memory grew, biggest growth first: `tmpfs/shared memory grew
+/// from 4 MiB to 100 MiB over the last 20 s, and anonymous memory from 2 MiB to 20 MiB`. Each
+/// from its lowest to the last reading; moves smaller than a tenth of the domain (at least
+/// MIN_MOVE_BYTES) go unsaid.
+fn composition_phrase(samples: &[CompositionSample]) -> Option<String> {
+    let last = samples.last()?;
+    let total = |sample: &CompositionSample| sample.by_kind().iter().flatten().sum::<u64>();
+    let threshold = (samples.iter().map(total).max()? / 10).max(MIN_MOVE_BYTES);
+    let kinds = CompositionKind::ALL.map(|kind| {
+        let what = match kind {
+            CompositionKind::Anon => "anonymous memory",
+            CompositionKind::File => "page cache",
+            CompositionKind::Shmem => "tmpfs/shared memory",
+            CompositionKind::Kernel => "kernel memory",
+        };
+        (what, kind)
+    });
+    // (growth, what, from, to, seconds before the kill it grew from)
+    let mut grown: Vec<(u64, &str, u64, u64, u64)> = kinds
+        .iter()
+        .filter_map(|&(what, kind)| {
+            let to = kind.of(last)?;
+            // The lowest reading, the latest of equals.
+            let (low_at, from) = samples
+                .iter()
+                .filter_map(|sample| Some((sample.offset_ms, kind.of(sample)?)))
+                .rev()
+                .min_by_key(|&(_, bytes)| bytes)?;
+            let growth = to.checked_sub(from).filter(|&g| g >= threshold)?;
+            Some((growth, what, from, to, (low_at.unsigned_abs() + 500) / 1000))
+        })
+        .collect();
+    grown.sort_by_key(|&(growth, ..)| std::cmp::Reverse(growth));
+    let &(_, what, from, to, seconds) = grown.first()?;
+    let mut text = format!(
+        "{what} grew from {} to {} over the last {}",
+        spoken_bytes(from),
+        spoken_bytes(to),
+        seconds_words(seconds)
+    );
+    if let Some(&(_, what, from, to, _)) = grown.get(1) {
+        text.push_str(&format!(
+            ", and {what} from {} to {}",
+            spoken_bytes(from),
+            spoken_bytes(to)
+        ));
+    }
+    Some(text)
 }
 
 fn trend(samples: &[UsageAt]) -> Option<Trend> {
@@ -290,6 +358,7 @@ mod tests {
             limit_bytes: limit,
             samples: series(points),
             events: Vec::new(),
+            composition: Vec::new(),
         }
     }
 
@@ -410,6 +479,70 @@ mod tests {
             Some(
                 "In the minute before the kill, cgroup /box was flat at 1 MiB, and filled its \
                  128 MiB limit in the last tenth of a second."
+            )
+        );
+    }
+
+    /// `(offset ms, anon, file, shmem, kernel)` in MiB.
+    fn composition(points: &[(i64, u64, u64, u64, Option<u64>)]) -> Vec<CompositionSample> {
+        points
+            .iter()
+            .map(
+                |&(offset_ms, anon, file, shmem, kernel)| CompositionSample {
+                    offset_ms,
+                    anon_bytes: anon * MIB,
+                    file_bytes: file * MIB,
+                    shmem_bytes: shmem * MIB,
+                    kernel_bytes: kernel.map(|kernel| kernel * MIB),
+                },
+            )
+            .collect()
+    }
+
+    #[test]
+    fn the_kind_of_memory_that_grew_is_named() {
+        let mut domain = cgroup(
+            "/box",
+            Some(128 * MIB),
+            &[(-30_000, 6), (-20_000, 60), (-300, 127)],
+        );
+        domain.composition = composition(&[
+            (-60_000, 1, 1, 4, Some(1)),
+            (-20_000, 1, 1, 58, Some(1)),
+            (-2_000, 20, 1, 100, Some(2)),
+        ]);
+        assert_eq!(
+            lead_up(&timeline(Vec::new(), vec![domain.clone()])).as_deref(),
+            Some(
+                "In the minute before the kill, cgroup /box grew from 6 MiB to 127 MiB over the \
+                 last 30 s. Within the limit, tmpfs/shared memory grew from 4 MiB to 100 MiB \
+                 over the last 60 s, and anonymous memory from 1 MiB to 20 MiB."
+            )
+        );
+        // Kernel memory, where v1 without kmem accounting says nothing of it.
+        domain.composition = composition(&[
+            (-40_000, 2, 1, 0, Some(3)),
+            (-12_000, 2, 1, 0, Some(3)),
+            (-1_000, 3, 1, 0, Some(110)),
+        ]);
+        let said = lead_up(&timeline(Vec::new(), vec![domain.clone()])).unwrap_or_default();
+        assert!(
+            said.ends_with(
+                "Within the limit, kernel memory grew from 3 MiB to 110 MiB over the last 12 s."
+            ),
+            "{said}"
+        );
+        domain.composition = composition(&[(-40_000, 2, 1, 0, None), (-1_000, 3, 1, 0, None)]);
+        let said = lead_up(&timeline(Vec::new(), vec![domain.clone()])).unwrap_or_default();
+        assert!(!said.contains("Within the limit"), "{said}");
+        // Nothing else to say: the kind alone.
+        domain.samples.truncate(1);
+        domain.composition = composition(&[(-9_000, 2, 1, 0, None), (-1_000, 2, 90, 0, None)]);
+        assert_eq!(
+            lead_up(&timeline(Vec::new(), vec![domain])).as_deref(),
+            Some(
+                "In the minute before the kill, within the limit, page cache grew from 1 MiB to \
+                 90 MiB over the last 9 s."
             )
         );
     }

@@ -22,8 +22,8 @@ use crate::record::kill::{
 };
 use crate::record::party::Executable;
 use crate::record::timeline::{
-    CgroupTimeline, LimitEvents, NotCovered, NotCoveredReason, Percent, Stall, Timeline,
-    UsageSample,
+    CgroupTimeline, CompositionSample, LimitEvents, NotCovered, NotCoveredReason, Percent, Stall,
+    Timeline, UsageSample,
 };
 use crate::wording::{printable, short_name};
 
@@ -218,6 +218,7 @@ fn timeline_record(timeline: &timeline::Timeline, attributor: &Attributor) -> Ti
                     limit_bytes,
                     samples,
                     events,
+                    composition,
                 } = cgroup;
                 CgroupTimeline {
                     cgroup: CgroupPath { path: path.clone() },
@@ -236,6 +237,24 @@ fn timeline_record(timeline: &timeline::Timeline, attributor: &Attributor) -> Ti
                             offset_ms: events.offset_ms,
                             high: events.high,
                             max: events.max,
+                        })
+                        .collect(),
+                    composition: composition
+                        .iter()
+                        .map(|sample| {
+                            let timeline::Parts {
+                                anon_bytes,
+                                file_bytes,
+                                shmem_bytes,
+                                kernel_bytes,
+                            } = sample.parts;
+                            CompositionSample {
+                                offset_ms: sample.offset_ms,
+                                anon_bytes,
+                                file_bytes,
+                                shmem_bytes,
+                                kernel_bytes,
+                            }
                         })
                         .collect(),
                 }

@@ -14,8 +14,8 @@ use super::kill::{
 };
 use super::party::Executable;
 use super::timeline::{
-    CgroupTimeline, LimitEvents, NotCovered, NotCoveredReason, Percent, Stall, Timeline,
-    UsageSample,
+    CgroupTimeline, CompositionSample, LimitEvents, NotCovered, NotCoveredReason, Percent, Stall,
+    Timeline, UsageSample,
 };
 use super::{Body, Record};
 use crate::attribute::fixtures::{ID, in_web, web};
@@ -218,6 +218,22 @@ fn full_tier_kill() -> Record {
                     high: 0,
                     max: 4,
                 }],
+                composition: vec![
+                    CompositionSample {
+                        offset_ms: -12_000,
+                        anon_bytes: 1_000_000,
+                        file_bytes: 500_000,
+                        shmem_bytes: 300_000,
+                        kernel_bytes: Some(200_000),
+                    },
+                    CompositionSample {
+                        offset_ms: -1_100,
+                        anon_bytes: 12_000_000,
+                        file_bytes: 900_000,
+                        shmem_bytes: 16_000_000,
+                        kernel_bytes: Some(1_100_000),
+                    },
+                ],
             }],
             not_covered: vec![NotCovered {
                 cgroup: CgroupPath {

@@ -1,9 +1,10 @@
 //! The stored timeline of a kill's domain, drawn for `oomtrace show`: a sparkline per cgroup
-//! over the window before the kill, and the worst pressure stall.
+//! over the window before the kill, under the domain's one per kind of its memory (where it was
+//! read), and the worst pressure stall.
 
 use super::parties::owner_short;
 use super::style::truncate;
-use crate::record::timeline::{CgroupTimeline, Timeline};
+use crate::record::timeline::{CgroupTimeline, CompositionKind, CompositionSample, Timeline};
 use crate::wording::{human_bytes, printable};
 
 /// Characters per sparkline: one per two seconds of a one-minute window.
@@ -59,12 +60,64 @@ pub(super) fn lines(timeline: &Timeline, indent: &str) -> Vec<String> {
             human_bytes(first),
             human_bytes(last),
         ));
+        out.extend(composition_lines(
+            &cgroup.composition,
+            window_ms,
+            top,
+            indent,
+        ));
     }
     if let Some(worst) = worst_stall(timeline) {
         out.push(format!("{indent}{worst}"));
     }
     out.extend(not_covered(timeline, indent));
     out
+}
+
+/// A kind is drawn from this share of the scale's top, or where it moved by as much.
+const KIND_DRAWN_FROM_PERCENT: u64 = 5;
+
+/// The domain's memory by kind, on the same scale as the cgroups: `  tmpfs/shmem ▁▁▂▅█ 4.0 MiB
+/// → 100.0 MiB`, for the kinds big enough to see.
+fn composition_lines(
+    samples: &[CompositionSample],
+    window_ms: i64,
+    top: u64,
+    indent: &str,
+) -> Vec<String> {
+    let kinds = CompositionKind::ALL.map(|kind| {
+        let what = match kind {
+            CompositionKind::Anon => "anonymous",
+            CompositionKind::File => "page cache",
+            CompositionKind::Shmem => "tmpfs/shmem",
+            CompositionKind::Kernel => "kernel",
+        };
+        (what, kind)
+    });
+    let seen = top / 100 * KIND_DRAWN_FROM_PERCENT;
+    kinds
+        .iter()
+        .filter_map(|(what, kind)| {
+            let points: Vec<(i64, u64)> = samples
+                .iter()
+                .filter_map(|sample| Some((sample.offset_ms, kind.of(sample)?)))
+                .collect();
+            let (high, low) = points.iter().fold((0, u64::MAX), |(high, low), &(_, b)| {
+                (high.max(b), low.min(b))
+            });
+            if points.is_empty() || high < seen.max(1) && high - low < seen {
+                return None;
+            }
+            Some(format!(
+                "{indent}  {:width$} {} {} → {}",
+                what,
+                sparkline(&points, window_ms, top),
+                human_bytes(points[0].1),
+                human_bytes(points[points.len() - 1].1),
+                width = NAME - 2,
+            ))
+        })
+        .collect()
 }
 
 /// What the recorder did not sample, and why: the first few.
@@ -141,6 +194,34 @@ mod tests {
     }
 
     #[test]
+    fn the_domains_memory_is_drawn_by_kind_under_it() {
+        let timeline: Timeline = serde_json::from_value(serde_json::json!({
+        "window_s": 60,
+        "pressure": [],
+        "cgroups": [
+            {"cgroup": {"path": "/box"}, "limit_bytes": 134217728u64,
+             "samples": [{"offset_ms": -30000, "usage_bytes": 6291456},
+                         {"offset_ms": -100, "usage_bytes": 133169152}],
+             "composition": [
+                {"offset_ms": -30000, "anon_bytes": 1048576, "file_bytes": 1048576,
+                 "shmem_bytes": 4194304, "kernel_bytes": 65536},
+                {"offset_ms": -1000, "anon_bytes": 20971520, "file_bytes": 1048576,
+                 "shmem_bytes": 104857600, "kernel_bytes": 131072}]}
+        ]}))
+        .expect("a timeline as the record writes it");
+        let drawn = lines(&timeline, "  ");
+        assert_eq!(drawn.len(), 3, "{drawn:#?}");
+        assert!(drawn[0].starts_with("  /box "), "{}", drawn[0]);
+        assert!(drawn[1].starts_with("    anonymous "), "{}", drawn[1]);
+        assert!(drawn[1].ends_with("1.0 MiB → 20.0 MiB"), "{}", drawn[1]);
+        assert!(drawn[2].starts_with("    tmpfs/shmem "), "{}", drawn[2]);
+        assert!(drawn[2].ends_with("4.0 MiB → 100.0 MiB"), "{}", drawn[2]);
+        // The sparklines line up with the cgroup's.
+        let column = |line: &str| line.chars().position(|c| BARS.contains(&c));
+        assert_eq!(column(&drawn[0]), column(&drawn[2]), "{drawn:#?}");
+    }
+
+    #[test]
     fn the_timeline_of_a_record_is_drawn() {
         let timeline: Timeline = serde_json::from_value(serde_json::json!({
         "window_s": 60,
@@ -158,6 +239,10 @@ mod tests {
         .expect("a timeline as the record writes it");
         let drawn = lines(&timeline, "  ");
         assert_eq!(drawn.len(), 3, "{drawn:#?}");
+        assert!(
+            drawn.iter().all(|line| !line.contains("tmpfs")),
+            "{drawn:#?}"
+        );
         assert!(drawn[0].starts_with("  container builder "), "{}", drawn[0]);
         assert!(drawn[0].ends_with("100.0 MiB → 2.80 GiB"), "{}", drawn[0]);
         assert!(drawn[1].starts_with("  /pod/db "), "{}", drawn[1]);

@@ -551,11 +551,53 @@ fn a_pods_volume_outlives_its_container_and_a_restart_loop_is_explained() {
     );
     assert!(
         text.ends_with(&format!(
-            "Restarting the container will not free them: emptyDir volume cache of pod \
-             {pod_uid} (burstable) belongs to the pod, not to the container, and keeps its \
-             files until the pod is deleted. Each restart starts with them already charged, \
-             which is why it is killed again."
+            "Restarting the container will not free them: emptyDir volume cache belongs to \
+             pod {pod_uid} (burstable), not to the container, and keeps its files until the pod \
+             is deleted. Each restart starts with them already charged, which is why it is \
+             killed again."
         )),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_volume_found_in_a_pods_container_is_named_as_the_pods() {
+    // The kubelet's emptyDir, found mounted in the worker container of pod
+    // pay-prod/ledger-api-7f9c: it belongs to the pod, and outlives the container.
+    let worker = crate::attribute::fixtures::worker();
+    let pod_uid = "7d3e1c1a-2b4f-4a8e-9c1d-5e6f7a8b9c0d";
+    let volume = TmpfsMount {
+        mount_point: "/cache".to_owned(),
+        kind: TmpfsKind::EmptyDir,
+        host_path: Some(format!(
+            "/var/lib/kubelet/pods/{pod_uid}/volumes/kubernetes.io~empty-dir/cache"
+        )),
+        volume: Some("cache".to_owned()),
+        used_bytes: Some(100 * MIB),
+        size_bytes: None,
+        outlives_container: true,
+        names: crate::record::build::names(Some(&worker), None),
+    };
+    let parts = observed::Parts {
+        anon: Some(20 * MIB),
+        shmem: Some(100 * MIB),
+        ..observed::Parts::default()
+    };
+    let top = Top {
+        filled: Some(filled(parts, vec![volume])),
+        ..Top::default()
+    };
+    let text = verdict(&small_victim(), &top, Flags::default(), HOURS_6);
+    assert!(
+        text.contains("(in emptyDir volume cache of pod pay-prod/ledger-api-7f9c, 100 MiB used)"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(
+            "Restarting the container will not free them: emptyDir volume cache belongs to pod \
+             pay-prod/ledger-api-7f9c, not to container worker, and keeps its files until the \
+             pod is deleted."
+        ),
         "{text}"
     );
 }

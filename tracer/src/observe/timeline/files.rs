@@ -82,6 +82,33 @@ pub(super) fn read_number(path: &Path) -> Option<u64> {
     Reread::open(path).ok()?.number().ok()?
 }
 
+/// Bytes of a flat-keyed file read at most: `memory.stat` holds about 50 short lines.
+const TEXT_LIMIT: usize = 16 * 1024;
+
+/// A file's text, read once (open, read, close) and bounded: for `memory.stat`, read only when
+/// its cgroup's usage moved.
+pub(super) fn read_text(path: &Path) -> Option<String> {
+    let file = Reread::open(path).ok()?.into_file();
+    let mut buffer = vec![0u8; TEXT_LIMIT];
+    let mut length = 0;
+    while length < buffer.len() {
+        match file.read_at(&mut buffer[length..], length as u64) {
+            Ok(0) => break,
+            Ok(read) => length += read,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    // A line cut by the bound is left out.
+    let text = String::from_utf8_lossy(&buffer[..length]);
+    let whole = if length == buffer.len() {
+        text.rsplit_once('\n').map_or("", |(whole, _)| whole)
+    } else {
+        &text
+    };
+    Some(whole.to_owned())
+}
+
 /// A non-blocking eventfd.
 pub(super) fn eventfd() -> io::Result<File> {
     // SAFETY: eventfd has no memory-safety preconditions.

@@ -157,12 +157,35 @@ pub(crate) struct CgroupTimeline {
     /// The domain's limit events between samples, where any happened: v2 `memory.events`
     /// `high` and `max`, v1 `memory.failcnt` (as `max`).
     pub events: Vec<EventsAt>,
+    /// The domain's memory by kind, where it was read ([`sampler`] says when).
+    pub composition: Vec<CompositionAt>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct UsageAt {
     pub offset_ms: i64,
     pub usage_bytes: u64,
+}
+
+/// A domain's memory by kind at one time, from its `memory.stat`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct CompositionAt {
+    pub offset_ms: i64,
+    pub parts: Parts,
+}
+
+/// The kinds of memory a composition sample tells apart: what the lead-up compares.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Parts {
+    /// Anonymous memory (v1 `rss`, v2 `anon`).
+    pub anon_bytes: u64,
+    /// The page cache without shared memory (v1 `cache` less `shmem`, v2 `file` less `shmem`).
+    pub file_bytes: u64,
+    /// tmpfs, `/dev/shm`, memfd, SysV and shared anonymous memory.
+    pub shmem_bytes: u64,
+    /// The kernel's own memory charged to the domain (v2 `kernel`, or its parts, and `sock`;
+    /// v1 `memory.kmem.usage_in_bytes`); `None` where the kernel does not say.
+    pub kernel_bytes: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 
 use super::plan::PER_DOMAIN;
 use super::recording::Recording;
-use super::samples::EventsSample;
+use super::samples::{CompositionSample, EventsSample};
 use super::tree::CgroupId;
 use super::{CgroupTimeline, NotCovered, Timeline, UsageAt};
 use crate::observe::snapshot::Scope;
@@ -73,6 +73,9 @@ impl Recording {
                 samples,
                 events: own
                     .map(|domain| EventsSample::deltas(&domain.events, kill_ns))
+                    .unwrap_or_default(),
+                composition: own
+                    .map(|domain| CompositionSample::until(&domain.composition, kill_ns, window_ms))
                     .unwrap_or_default(),
             });
         }

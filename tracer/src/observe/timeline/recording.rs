@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use super::NotCovered;
 use super::sampler::{Edit, Reading};
-use super::samples::{EventsSample, PressureSample, PressureSeries, UsageSample};
+use super::samples::{
+    CompositionSample, EventsSample, PressureSample, PressureSeries, UsageSample,
+};
 use super::series::Series;
 use super::tree::CgroupId;
 
@@ -42,6 +44,7 @@ pub(super) struct DomainRecord {
     pub(super) members: Vec<CgroupId>,
     pub(super) pressure: Option<PressureSeries>,
     pub(super) events: Series<EventsSample>,
+    pub(super) composition: Series<CompositionSample>,
     pub(super) retired_at_ns: Option<u64>,
 }
 
@@ -110,6 +113,15 @@ impl Recording {
                 EventsSample::push(&mut domain.events, sample, window);
             }
         }
+        for (path, parts) in &reading.compositions {
+            if let Some(domain) = self.domains.get_mut(path) {
+                let sample = CompositionSample {
+                    at_ns,
+                    parts: *parts,
+                };
+                CompositionSample::push(&mut domain.composition, sample, window);
+            }
+        }
         if let (Some(host), Some(totals)) = (&mut self.host_pressure, reading.host_pressure) {
             host.push(PressureSample { at_ns, totals }, window);
         }
@@ -145,6 +157,7 @@ impl Recording {
                         members: Vec::new(),
                         pressure: None,
                         events: Series::default(),
+                        composition: Series::default(),
                         retired_at_ns: None,
                     });
                     domain.limit_bytes = limit_bytes;
@@ -208,6 +221,7 @@ impl Recording {
             .values()
             .map(|domain| {
                 domain.events.heap_bytes()
+                    + domain.composition.heap_bytes()
                     + domain
                         .pressure
                         .as_ref()
@@ -239,19 +253,24 @@ fn cap_retired<T>(map: &mut HashMap<CgroupId, T>, max: usize, retired: impl Fn(&
 
 /// The most bytes one cgroup's series take over `window`: every sample kept (the recorder fast
 /// for the whole window), in the powers of two a series grows in, for a domain with its
-/// pressure and events.
+/// pressure, events and composition (read at most once a COMPOSITION_INTERVAL).
 pub(super) fn max_bytes_per_cgroup(window: Duration) -> usize {
     let samples = Series::<UsageSample>::capacity_for(window, super::sampler::FAST_INTERVAL)
         .next_power_of_two();
+    let compositions =
+        Series::<CompositionSample>::capacity_for(window, super::sampler::COMPOSITION_INTERVAL)
+            .next_power_of_two();
     samples
         * (std::mem::size_of::<UsageSample>()
             + std::mem::size_of::<PressureSample>()
             + std::mem::size_of::<EventsSample>())
+        + compositions * std::mem::size_of::<CompositionSample>()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observe::timeline::Parts;
     use crate::observe::timeline::psi::Totals;
 
     const SECOND: u64 = 1_000_000_000;
@@ -308,6 +327,10 @@ mod tests {
             usage: vec![(id("/a"), 42), (id("/unknown"), 7)],
             pressure: vec![(id("/a"), totals)],
             events: vec![(id("/a"), 0, 3)],
+            compositions: vec![
+                (id("/a"), Parts::default()),
+                (id("/unknown"), Parts::default()),
+            ],
             host_pressure: Some(totals),
             domains: vec![id("/a")],
             rearmed: false,
@@ -315,6 +338,7 @@ mod tests {
         assert_eq!(recording.cgroups["/a"].series.len(), 1);
         let domain = &recording.domains["/a"];
         assert_eq!(domain.events.len(), 1);
+        assert_eq!(domain.composition.len(), 1);
         assert_eq!(domain.pressure.as_ref().unwrap().series.len(), 1);
         assert_eq!(recording.host_pressure.as_ref().unwrap().series.len(), 1);
         assert!(recording.heap_bytes() > 0);

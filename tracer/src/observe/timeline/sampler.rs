@@ -3,7 +3,8 @@
 //! whole [`Reading`], or the [`Edit`]s a new plan or a change in the hierarchy makes.
 //!
 //! Each watched cgroup's usage is read once a second through a descriptor kept open (one
-//! `pread`); a domain's pressure and limit events only while it is warm (half full or more) or
+//! `pread`); a domain's composition (`memory.stat`) only when its usage moved (see
+//! [`COMPOSITION_STEP_FRACTION`]); a domain's pressure and limit events only while it is warm (half full or more) or
 //! fast, else its pressure every ten seconds and its v2 events on the kernel's notification.
 //! A domain the kernel says is short of memory (its pressure trigger, a v1 usage threshold, a
 //! v2 `memory.events` notification), or that grows fast, or that a kill hit, is read ten times
@@ -17,11 +18,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::Parts;
 use super::arming::Arming;
 use super::files::{self, Epoll, Reread};
 use super::plan::{self, Plan};
 use super::psi::{self, Totals};
-use super::samples::EventsSample;
+use super::samples::{CompositionSample, EventsSample};
 use super::tree::{Beyond, CgroupId, Changes, Tree};
 use super::{MAX_RETIRED_SHARE, NotCovered};
 use crate::observe::cgroupfs::{CgroupVersion, MemoryHierarchy};
@@ -60,6 +62,18 @@ pub(super) const COLD_PRESSURE_INTERVAL: Duration = Duration::from_secs(10);
 pub(super) const GROWTH_FRACTION: u64 = 16;
 pub(super) const GROWTH_UNLIMITED: u64 = 64 << 20;
 pub(super) const HOST_PRESSURE: &str = "/proc/pressure/memory";
+/// A domain's composition (its `memory.stat`, and v1's `memory.kmem.usage_in_bytes`) is read
+/// far less often than its usage: generating `memory.stat` costs the kernel a walk of every
+/// counter, which at 500 limits a second would cost more than the rest of the recorder. So it
+/// is read once when the domain is first sampled (the baseline a lead-up compares with), then
+/// only when its usage moved since the last read by this fraction of its limit (at least
+/// COMPOSITION_MIN_STEP), or at all while it is half full or more; at most once every
+/// COMPOSITION_INTERVAL, however fast the domain is sampled. A steady domain, full or not, is
+/// never read again; the usage sample stays as it is. The members are not read: the lead-up
+/// says which kind of the domain's memory grew, and its usage series say which member did.
+pub(super) const COMPOSITION_STEP_FRACTION: u64 = 32;
+pub(super) const COMPOSITION_MIN_STEP: u64 = 1 << 20;
+pub(super) const COMPOSITION_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Epoll tokens: the fixed sources, then three per domain.
 const TOKEN_WAKE: u64 = 0;
@@ -76,6 +90,7 @@ pub(super) struct Reading {
     pub(super) usage: Vec<(CgroupId, u64)>,
     pub(super) pressure: Vec<(CgroupId, Totals)>,
     pub(super) events: Vec<(CgroupId, u64, u64)>,
+    pub(super) compositions: Vec<(CgroupId, Parts)>,
     pub(super) host_pressure: Option<Totals>,
     /// Domains whose own cgroup was read: what a warning looks at.
     pub(super) domains: Vec<CgroupId>,
@@ -143,6 +158,8 @@ struct DomainFiles {
     next_pressure_ns: u64,
     /// Its events are read at the next sample: new, or the kernel notified.
     read_events: bool,
+    /// When its composition was last read, and its usage then; `None`: not yet.
+    composition_read: Option<(u64, u64)>,
 }
 
 /// When things are due, CLOCK_MONOTONIC nanoseconds.
@@ -507,6 +524,23 @@ impl Sampler {
             if let Some((high, max)) = events {
                 reading.events.push((path.clone(), high, max));
             }
+            if let Some(usage) = usage
+                && composition_due(domain.composition_read, usage, domain.limit_bytes, now_ns)
+            {
+                domain.composition_read = Some((now_ns, usage));
+                let dir = self.memory.dir(path);
+                let kmem = match version {
+                    CgroupVersion::V1 => {
+                        files::read_number(&dir.join("memory.kmem.usage_in_bytes"))
+                    }
+                    CgroupVersion::V2 => None,
+                };
+                if let Some(parts) = files::read_text(&dir.join("memory.stat"))
+                    .and_then(|text| CompositionSample::parse(&text, version, kmem))
+                {
+                    reading.compositions.push((path.clone(), parts));
+                }
+            }
         }
         if (slow || self.host_fast_until_ns > now_ns)
             && let Some(host) = &self.host_pressure
@@ -787,6 +821,7 @@ impl Sampler {
             fast_until_ns: 0,
             next_pressure_ns: 0,
             read_events: true,
+            composition_read: None,
         };
         // The first sample reads its events and pressure for a baseline.
         domain.pressure = self
@@ -1002,6 +1037,21 @@ impl Sampler {
     }
 }
 
+/// Whether a domain's composition is read now, by the rule at COMPOSITION_STEP_FRACTION:
+/// `last`, when it was last read and its usage then.
+fn composition_due(last: Option<(u64, u64)>, usage: u64, limit: u64, now_ns: u64) -> bool {
+    let Some((read_ns, read_usage)) = last else {
+        return true;
+    };
+    if now_ns < read_ns.saturating_add(COMPOSITION_INTERVAL.as_nanos() as u64) {
+        return false;
+    }
+    let moved = usage.abs_diff(read_usage);
+    let step = (limit / COMPOSITION_STEP_FRACTION).max(COMPOSITION_MIN_STEP);
+    let half_full = usage >= limit / 100 * WARM_PERCENT;
+    moved >= step || half_full && moved > 0
+}
+
 /// Directories the tree holds at most: four per cgroup watched, so that a hierarchy full of
 /// unlimited cgroups (slices, sandboxes) does not keep a limited one from being found.
 fn max_dirs(bound: usize) -> usize {
@@ -1022,5 +1072,39 @@ fn log_bound(not_covered: &HashMap<CgroupId, NotCovered>, bound: usize) {
             "memory timeline: {past_bound} cgroups left out, past its bound of {bound} \
              (--timeline-max-cgroups): a kill there says so in its timeline"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+    const SECOND: u64 = 1_000_000_000;
+
+    #[test]
+    fn a_composition_is_read_when_usage_moved_at_most_once_a_second() {
+        let limit = 128 * MIB;
+        // The first sample of a domain: its baseline.
+        assert!(composition_due(None, 3 * MIB, limit, 0));
+        let read = Some((10 * SECOND, 10 * MIB));
+        // Below half full: only a move of a 32nd of the limit (4 MiB), either way.
+        assert!(!composition_due(read, 13 * MIB, limit, 20 * SECOND));
+        assert!(composition_due(read, 14 * MIB, limit, 20 * SECOND));
+        assert!(composition_due(read, 6 * MIB, limit, 20 * SECOND));
+        // Half full: any move, but not within a second of the last read, and a steady domain
+        // never again.
+        let full = Some((10 * SECOND, 100 * MIB));
+        assert!(composition_due(full, 100 * MIB + 4096, limit, 11 * SECOND));
+        assert!(!composition_due(
+            full,
+            120 * MIB,
+            limit,
+            10 * SECOND + SECOND / 2
+        ));
+        assert!(!composition_due(full, 100 * MIB, limit, 100 * SECOND));
+        // A small limit still needs a MiB.
+        let small = Some((0, MIB));
+        assert!(!composition_due(small, MIB + MIB / 2, 8 * MIB, 5 * SECOND));
     }
 }

@@ -11,7 +11,9 @@ use std::time::Duration;
 use super::psi::Totals;
 use super::query::offset_ms;
 use super::series::{Series, Timed};
-use super::{EventsAt, Pressure, Stall};
+use super::{CompositionAt, EventsAt, Parts, Pressure, Stall};
+use crate::observe::cgroupfs::CgroupVersion;
+use crate::observe::composition::stat_parts;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct UsageSample {
@@ -31,6 +33,66 @@ pub(super) struct EventsSample {
     pub(super) at_ns: u64,
     pub(super) high: u64,
     pub(super) max: u64,
+}
+
+/// A domain's memory by kind, from its `memory.stat`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct CompositionSample {
+    pub(super) at_ns: u64,
+    pub(super) parts: Parts,
+}
+
+impl Timed for CompositionSample {
+    fn at_ns(&self) -> u64 {
+        self.at_ns
+    }
+}
+
+impl CompositionSample {
+    pub(super) fn push(series: &mut Series<Self>, sample: Self, window: Duration) {
+        series.push_merging(sample, window, |a, b| a.parts == b.parts);
+    }
+
+    /// The parts of a `memory.stat` (v1: `rss`, `cache`, `shmem`, with `kmem`, v1's
+    /// `memory.kmem.usage_in_bytes`, for the kernel's; v2: `anon`, `file`, `shmem`, `kernel` or
+    /// its parts, and `sock`), as the composition at a kill reads them.
+    pub(super) fn parse(text: &str, version: CgroupVersion, kmem: Option<u64>) -> Option<Parts> {
+        let stats: Vec<(String, u64)> = text
+            .lines()
+            .filter_map(|line| {
+                let (key, value) = line.split_once(' ')?;
+                Some((key.to_owned(), value.trim().parse().ok()?))
+            })
+            .collect();
+        let parts = stat_parts(&stats, kmem.filter(|_| version == CgroupVersion::V1));
+        Some(Parts {
+            anon_bytes: parts.anon?,
+            file_bytes: parts.file?,
+            shmem_bytes: parts.shmem.unwrap_or(0),
+            kernel_bytes: parts.kernel,
+        })
+    }
+
+    /// The samples up to the kill, offsets relative to it; the last one from before the window
+    /// stands for its start (the domain's memory was read again only once usage moved).
+    pub(super) fn until(series: &Series<Self>, kill_ns: u64, window_ms: i64) -> Vec<CompositionAt> {
+        let mut samples: Vec<CompositionAt> = series
+            .until(kill_ns)
+            .map(|sample| CompositionAt {
+                offset_ms: offset_ms(sample.at_ns, kill_ns),
+                parts: sample.parts,
+            })
+            .collect();
+        let before = samples
+            .iter()
+            .take_while(|sample| sample.offset_ms <= -window_ms)
+            .count();
+        if before > 0 {
+            samples.drain(..before - 1);
+            samples[0].offset_ms = samples[0].offset_ms.max(-window_ms);
+        }
+        samples
+    }
 }
 
 impl Timed for UsageSample {
@@ -188,6 +250,80 @@ mod tests {
                 full_us: 0
             }]
         );
+    }
+
+    /// A v2 `memory.stat` of 6.x, shortened.
+    const STAT_V2: &str = "anon 20971520\nfile 109051904\nkernel 2097152\nkernel_stack 65536\n\
+        pagetables 131072\nsec_pagetables 0\npercpu 0\nsock 4096\nvmalloc 0\nshmem 104857600\n\
+        file_mapped 0\nfile_dirty 0\nslab_reclaimable 1000000\nslab_unreclaimable 800000\n";
+    /// A v1 `memory.stat`, shortened: the cgroup's own, then the hierarchy's totals.
+    const STAT_V1: &str = "cache 4096\nrss 4096\nshmem 0\nmapped_file 0\n\
+        total_cache 109051904\ntotal_rss 20971520\ntotal_shmem 104857600\n\
+        total_mapped_file 8192\ntotal_swap 0\n";
+
+    #[test]
+    fn a_memory_stat_is_read_in_either_versions_keys() {
+        const MIB: u64 = 1 << 20;
+        assert_eq!(
+            CompositionSample::parse(STAT_V2, CgroupVersion::V2, None),
+            Some(Parts {
+                anon_bytes: 20 * MIB,
+                file_bytes: 4 * MIB,
+                shmem_bytes: 100 * MIB,
+                kernel_bytes: Some(2 * MIB + 4096),
+            })
+        );
+        // v1's kernel memory is in memory.kmem.usage_in_bytes, not in memory.stat.
+        assert_eq!(
+            CompositionSample::parse(STAT_V1, CgroupVersion::V1, Some(3 * MIB)),
+            Some(Parts {
+                anon_bytes: 20 * MIB,
+                file_bytes: 4 * MIB,
+                shmem_bytes: 100 * MIB,
+                kernel_bytes: Some(3 * MIB),
+            })
+        );
+        let v1 = CompositionSample::parse(STAT_V1, CgroupVersion::V1, None);
+        assert_eq!(v1.map(|parts| parts.kernel_bytes), Some(None));
+        // v2 before 5.18: no `kernel` line, its parts summed.
+        let old = STAT_V2.replace("kernel 2097152\n", "");
+        let parts = CompositionSample::parse(&old, CgroupVersion::V2, None);
+        assert_eq!(
+            parts.and_then(|parts| parts.kernel_bytes),
+            Some(65536 + 131072 + 1_000_000 + 800_000 + 4096)
+        );
+        assert_eq!(
+            CompositionSample::parse("garbage\n", CgroupVersion::V2, None),
+            None
+        );
+        assert_eq!(CompositionSample::parse("", CgroupVersion::V1, None), None);
+    }
+
+    #[test]
+    fn compositions_before_the_window_stand_for_its_start() {
+        let mut series = Series::default();
+        let parts = |shmem_bytes| Parts {
+            shmem_bytes,
+            ..Parts::default()
+        };
+        // Read at 0 s and 10 s, then only when usage moved: at 75 s and 79 s.
+        for (second, shmem) in [(0, 1), (10, 4), (75, 50), (79, 100)] {
+            let sample = CompositionSample {
+                at_ns: second * 1000 * MS,
+                parts: parts(shmem),
+            };
+            CompositionSample::push(&mut series, sample, WINDOW);
+        }
+        let kept: Vec<(i64, u64)> = CompositionSample::until(&series, 80_000 * MS, 60_000)
+            .iter()
+            .map(|sample| (sample.offset_ms, sample.parts.shmem_bytes))
+            .collect();
+        assert_eq!(kept, [(-60_000, 4), (-5_000, 50), (-1_000, 100)]);
+        let before_the_last: Vec<i64> = CompositionSample::until(&series, 78_000 * MS, 60_000)
+            .iter()
+            .map(|sample| sample.offset_ms)
+            .collect();
+        assert_eq!(before_the_last, [-60_000, -3_000]);
     }
 
     #[test]

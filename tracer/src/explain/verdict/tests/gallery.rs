@@ -108,6 +108,7 @@ fn timeline_of(cgroups: Vec<Recorded<'_>>, owners: &[&Attribution]) -> Timeline 
                 limit_bytes: limit,
                 samples: samples(points),
                 events: Vec::new(),
+                composition: Vec::new(),
             })
             .collect(),
     }
