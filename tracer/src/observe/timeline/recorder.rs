@@ -564,6 +564,41 @@ mod tests {
     }
 
     #[test]
+    fn a_steady_neighbour_is_read_up_to_the_kill_while_its_domain_fills() {
+        let fake = FakeHierarchy::new("neighbour");
+        fake.cgroup("/parent", 48 * MIB, Some(192 * MIB));
+        fake.cgroup("/parent/steady", 48 * MIB, None);
+        fake.cgroup("/parent/grower", 0, None);
+        let recorder = Recorder::start(
+            Prepared::without_trigger(),
+            fake.memory(),
+            Duration::from_secs(60),
+            4096,
+            None,
+        )
+        .unwrap();
+        // Long enough for both children to count as steady (read every 5 s only).
+        std::thread::sleep(Duration::from_secs(7));
+        // Then the grower fills the domain in 3 s: the domain and all its members go fast.
+        for step in 1..=28u64 {
+            fake.set_usage("/parent/grower", step * 5 * MIB);
+            fake.set_usage("/parent", 48 * MIB + step * 5 * MIB);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let timeline = recorder.timeline(&Scope::Cgroup("/parent".to_owned()), monotonic_ns());
+        let steady = timeline
+            .cgroups
+            .iter()
+            .find(|cgroup| cgroup.path == "/parent/steady")
+            .unwrap_or_else(|| panic!("no neighbour: {timeline:?}"));
+        let last = steady.samples.last().expect("a sample").offset_ms;
+        assert!(
+            last >= -1500,
+            "last neighbour sample at {last} ms: {timeline:#?}"
+        );
+    }
+
+    #[test]
     fn past_its_bound_a_kill_is_told_why_there_is_no_timeline() {
         let fake = FakeHierarchy::new("bound");
         for pod in 0..50 {
