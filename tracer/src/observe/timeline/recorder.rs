@@ -580,6 +580,8 @@ mod tests {
         // Long enough for both children to count as steady (read every 5 s only).
         std::thread::sleep(Duration::from_secs(7));
         // Then the grower fills the domain in 3 s: the domain and all its members go fast.
+        // A new cgroup beside them makes the plan rank the domain's members again.
+        fake.cgroup("/parent/late", 0, None);
         for step in 1..=28u64 {
             fake.set_usage("/parent/grower", step * 5 * MIB);
             fake.set_usage("/parent", 48 * MIB + step * 5 * MIB);
