@@ -21,7 +21,7 @@ use anyhow::{Context as _, bail};
 
 use super::{
     ATTACH_TIMEOUT, OUTPUT_TIMEOUT, agent_kill, json_kind,
-    kills::MemoryCgroup,
+    kills::{MemoryCgroup, oom_kill_in},
     stats::percentile,
     sys,
     watched::{Line, Stream, Watched},
@@ -38,8 +38,8 @@ const STAGES: [&str; 11] = [
     "observe",
     "attribute",
     "explain",
-    "history",
     "write",
+    "history",
 ];
 
 /// One count of the axis.
@@ -149,14 +149,15 @@ pub fn measure(
     Ok(points)
 }
 
-fn history_dir() -> anyhow::Result<PathBuf> {
+pub fn history_dir() -> anyhow::Result<PathBuf> {
     let dir = xtask::run::target_dir().join(format!("bench-axis-history-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("making {}", dir.display()))?;
     Ok(dir)
 }
 
-fn spawn_agent(agent: &Path, args: &[&str]) -> anyhow::Result<Watched> {
+/// The agent with `--format json ARGS` and its stage lines, and its `agent_started` line.
+pub fn spawn_agent(agent: &Path, args: &[&str]) -> anyhow::Result<(Watched, Line)> {
     let mut watched = Watched::spawn(
         "oomtrace",
         Command::new(agent)
@@ -164,10 +165,10 @@ fn spawn_agent(agent: &Path, args: &[&str]) -> anyhow::Result<Watched> {
             .args(args)
             .env("RUST_LOG", "info,oomtrace::stages=debug"),
     )?;
-    watched.wait_for("agent_started line", ATTACH_TIMEOUT, |line| {
+    let started = watched.wait_for("agent_started line", ATTACH_TIMEOUT, |line| {
         json_kind(line).is_some_and(|(kind, _)| kind == "agent_started")
     })?;
-    Ok(watched)
+    Ok((watched, started))
 }
 
 fn kills_with(
@@ -180,18 +181,54 @@ fn kills_with(
 ) -> anyhow::Result<AxisPoint> {
     let history_file = history.join("oomtrace.db");
     let history_arg = history_file.to_string_lossy();
-    let mut watched = spawn_agent(agent, &["--history", &history_arg])?;
-    let mut point = AxisPoint {
+    let (mut watched, _) = spawn_agent(agent, &["--history", &history_arg])?;
+    let series = kill_series(
+        &mut watched,
+        hog,
+        &[cgroup.dir().to_owned()],
+        kills,
+        gap,
+        |_, _| {},
+    )?;
+    watched.stop()?;
+    Ok(AxisPoint {
         processes: 0,
         kills,
-        latencies_ns: Vec::new(),
-        stages_us: BTreeMap::new(),
-        snapshot_us: Vec::new(),
+        latencies_ns: series.latencies_ns,
+        stages_us: series.stages_us,
+        snapshot_us: series.snapshot_us,
         spawn_time: Duration::ZERO,
-    };
-    for _ in 0..kills {
+    })
+}
+
+/// What a series of kills measured.
+#[derive(Default)]
+pub struct KillSeries {
+    /// Kill-to-JSON, per kill written.
+    pub latencies_ns: Vec<u64>,
+    /// Per stage, microseconds per kill.
+    pub stages_us: BTreeMap<&'static str, Vec<u64>>,
+    /// `explanation.snapshot.took_us` per kill.
+    pub snapshot_us: Vec<u64>,
+}
+
+/// `kills` OOM kills `gap` apart by the running `agent`, the n-th in the memory cgroup
+/// `dirs[n % dirs.len()]`; `each` is shown every kill's victim pid and JSON line.
+pub fn kill_series(
+    watched: &mut Watched,
+    hog: &Path,
+    dirs: &[PathBuf],
+    kills: usize,
+    gap: Duration,
+    mut each: impl FnMut(u32, &Line),
+) -> anyhow::Result<KillSeries> {
+    let mut series = KillSeries::default();
+    for (index, dir) in dirs.iter().cycle().take(kills).enumerate() {
+        if index % 50 == 49 {
+            println!("xtask bench:   {} of {kills} kills", index + 1);
+        }
         let due = Instant::now() + gap;
-        let victim = cgroup.oom_kill_one(hog)?;
+        let victim = oom_kill_in(dir, hog)?;
         let mut stage_lines = Vec::new();
         let found = watched.wait_for("the kill's JSON line", OUTPUT_TIMEOUT, |line| {
             if line.stream == Stream::Stderr {
@@ -201,7 +238,8 @@ fn kills_with(
             agent_kill(line).is_some_and(|(pid, _)| pid == victim)
         });
         if let Ok(line) = found {
-            record_kill(&mut point, &line);
+            record_kill(&mut series, &line);
+            each(victim, &line);
         }
         // The kill's stage line follows its JSON line, on the other pipe: it may have been read
         // already, while the bench waited for the JSON line.
@@ -216,20 +254,19 @@ fn kills_with(
         };
         if let Some((_, spans)) = stage_text.as_deref().and_then(stage_of) {
             for (name, us) in spans {
-                point.stages_us.entry(name).or_default().push(us);
+                series.stages_us.entry(name).or_default().push(us);
             }
         }
         sys::sleep(due.saturating_duration_since(Instant::now()))?;
     }
-    watched.stop()?;
-    Ok(point)
+    Ok(series)
 }
 
-fn record_kill(point: &mut AxisPoint, line: &Line) {
+fn record_kill(series: &mut KillSeries, line: &Line) {
     let Some((_, ktime_ns)) = agent_kill(line) else {
         return;
     };
-    point
+    series
         .latencies_ns
         .push(line.read_at_ns.saturating_sub(ktime_ns));
     if let Some((_, value)) = json_kind(line)
@@ -237,7 +274,7 @@ fn record_kill(point: &mut AxisPoint, line: &Line) {
             .pointer("/explanation/snapshot/took_us")
             .and_then(serde_json::Value::as_u64)
     {
-        point.snapshot_us.push(took);
+        series.snapshot_us.push(took);
     }
 }
 
@@ -382,39 +419,22 @@ pub fn markdown(points: &[AxisPoint], idle: Option<&RecorderIdle>, gap: Duration
              their number should not show.\n",
             gap.as_millis()
         );
-        let _ = write!(
-            out,
-            "### Where a kill's time goes (µs, p50 / p99 per stage)\n\n| stage |"
-        );
-        for point in points {
-            let _ = write!(out, " {} processes |", point.processes);
-        }
-        let _ = write!(out, "\n| --- |");
-        for _ in points {
-            out.push_str(" --- |");
-        }
-        out.push('\n');
-        for stage in STAGES {
-            let _ = write!(out, "| {stage} |");
-            for point in points {
-                let spans = point.stages_us.get(stage).map_or(&[][..], Vec::as_slice);
-                let cell = match (percentile(spans, 50.0), percentile(spans, 99.0)) {
-                    (Some(p50), Some(p99)) => format!("{p50} / {p99}"),
-                    _ => "—".to_owned(),
-                };
-                let _ = write!(out, " {cell} |");
-            }
-            out.push('\n');
-        }
+        let columns: Vec<(String, &BTreeMap<&'static str, Vec<u64>>)> = points
+            .iter()
+            .map(|point| (format!("{} processes", point.processes), &point.stages_us))
+            .collect();
+        out.push_str(&stage_table(&columns));
         let _ = writeln!(
             out,
             "\nFrom the agent's `oomtrace::stages` debug line per kill, each span from the end of \
              the one before: `wake` from the kernel's capture time (`ktime_ns`) until the \
              ring-buffer thread, woken by the kernel, copies the record out; `handover` that \
              thread's hand-over to the capture side, which decodes it; `proc` the `/proc` read of a victim's pid namespace; `queue` the hand-over \
-             to the output side; `observe` the snapshot and timeline; `history` the SQLite \
-             commit; `write` the log line and the JSON line. The JSON line is read by the bench \
-             a little after `write` ends.\n"
+             to the output side; `observe` the snapshot and timeline (read on a blocking \
+             thread); `write` the log line and the JSON line; `history` the hand-over of the row \
+             to the history's thread, after the JSON line and not part of kill-to-JSON (before \
+             2026-12-07 it came before `write` and waited for the SQLite commit). The JSON line \
+             is read by the bench a little after `write` ends.\n"
         );
         if let Some(console) = kernel_console() {
             let _ = writeln!(out, "{console}\n");
@@ -442,6 +462,33 @@ pub fn markdown(points: &[AxisPoint], idle: Option<&RecorderIdle>, gap: Duration
         }
     }
     out.push_str(&targets(points, idle));
+    out
+}
+
+/// Where a kill's time goes, one column per point of an axis: p50 / p99 per stage.
+pub fn stage_table(columns: &[(String, &BTreeMap<&'static str, Vec<u64>>)]) -> String {
+    let mut out =
+        String::from("### Where a kill's time goes (µs, p50 / p99 per stage)\n\n| stage |");
+    for (name, _) in columns {
+        let _ = write!(out, " {name} |");
+    }
+    out.push_str("\n| --- |");
+    for _ in columns {
+        out.push_str(" --- |");
+    }
+    out.push('\n');
+    for stage in STAGES {
+        let _ = write!(out, "| {stage} |");
+        for (_, stages) in columns {
+            let spans = stages.get(stage).map_or(&[][..], Vec::as_slice);
+            let cell = match (percentile(spans, 50.0), percentile(spans, 99.0)) {
+                (Some(p50), Some(p99)) => format!("{p50} / {p99}"),
+                _ => "—".to_owned(),
+            };
+            let _ = write!(out, " {cell} |");
+        }
+        out.push('\n');
+    }
     out
 }
 

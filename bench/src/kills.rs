@@ -82,13 +82,7 @@ impl MemoryCgroup {
     /// Starts a hog, moves it here, then releases it; returns its pid once the OOM killer has
     /// ended it (an error if it ended any other way).
     pub fn oom_kill_one(&self, hog_binary: &Path) -> anyhow::Result<u32> {
-        check_interrupted()?;
-        let mut hog = Hog::spawn(hog_binary)?;
-        // Into the cgroup before it allocates anything, so that its memory is charged here.
-        self.write("cgroup.procs", &hog.pid().to_string())?;
-        hog.release()?;
-        hog.wait_oom_killed()?;
-        Ok(hog.pid())
+        oom_kill_in(&self.dir, hog_binary)
     }
 
     fn write(&self, file: &str, value: &str) -> anyhow::Result<()> {
@@ -119,6 +113,19 @@ impl Drop for MemoryCgroup {
             eprintln!("xtask bench: {err:#}");
         }
     }
+}
+
+/// Starts a hog, moves it into the memory cgroup at `dir` (whose limit must be small), then
+/// releases it; returns its pid once the OOM killer has ended it (an error if it ended any other
+/// way).
+pub fn oom_kill_in(dir: &Path, hog_binary: &Path) -> anyhow::Result<u32> {
+    check_interrupted()?;
+    let mut hog = Hog::spawn(hog_binary)?;
+    // Into the cgroup before it allocates anything, so that its memory is charged here.
+    write_file(&dir.join("cgroup.procs"), &hog.pid().to_string())?;
+    hog.release()?;
+    hog.wait_oom_killed()?;
+    Ok(hog.pid())
 }
 
 /// A running `oomtrace-hog`; killed and reaped on drop if still running.

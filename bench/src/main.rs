@@ -6,7 +6,9 @@
 mod axis;
 mod bpf_stats;
 mod burst;
+mod cgroup_axis;
 mod containers;
+mod guest_peers;
 mod kills;
 mod peer;
 mod report;
@@ -100,7 +102,7 @@ pub struct Options {
     #[arg(long, value_delimiter = ',', default_value = "0,1000,10000")]
     process_counts: Vec<usize>,
     /// OOM kills at each process count (0: no axis).
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 200)]
     axis_kills: usize,
     /// Between the axis's kills: more than a second, so that each is its own invocation.
     #[arg(long, default_value_t = 1200)]
@@ -108,10 +110,22 @@ pub struct Options {
     /// How long the agent sits idle with the memory timeline's recorder on (0: not measured).
     #[arg(long, default_value_t = 600)]
     recorder_idle_seconds: u64,
-    /// Only the process-count axis and the recorder's idle cost; written to a results file of
-    /// their own (`…-axis.md`).
+    /// Memory cgroups with a limit (and an idle process each) for the cgroup-count axis.
+    #[arg(long, value_delimiter = ',', default_value = "0,100,500,1000")]
+    cgroup_counts: Vec<usize>,
+    /// OOM kills at each cgroup count, each in another of the cgroups (0: no axis).
+    #[arg(long, default_value_t = 200)]
+    cgroup_kills: usize,
+    /// How long the agent sits idle at each cgroup count while its CPU time is measured.
+    #[arg(long, default_value_t = 60)]
+    cgroup_idle_seconds: u64,
+    /// Only the process-count and cgroup-count axes and the recorder's idle cost; written to a
+    /// results file of their own (`…-axis.md`).
     #[arg(long)]
     axis_only: bool,
+    /// Measure this agent binary instead of building one: an earlier build, to compare.
+    #[arg(long, value_name = "PATH")]
+    agent: Option<PathBuf>,
     /// Only the SIGKILL flood (CPU per 1,000 SIGKILLs, history on), this many runs; printed, no
     /// results file.
     #[arg(long, value_name = "RUNS")]
@@ -168,28 +182,35 @@ pub fn bench(env: &Env, options: Options) -> anyhow::Result<()> {
     }
     if let Some(runs) = options.flood_only {
         // The release agent only: no static builds, no tools.
-        build(env)?;
-        let agent = agent_binary();
+        let agent = match &options.agent {
+            Some(agent) => agent.clone(),
+            None => {
+                build(env)?;
+                agent_binary()
+            }
+        };
         let floods = (0..runs.max(1))
             .map(|_| measure_flood(&options, &agent))
             .collect::<anyhow::Result<Vec<_>>>()?;
         println!("\n{}", signals::flood_markdown(&floods));
         return Ok(());
     }
-    let binaries = build_binaries(env)?;
     if options.axis_only {
-        let (points, idle) = measure_axis(&options, &binaries)?;
+        let (agent, hog) = build_agent_and_hog(env, &options)?;
+        let (points, idle, cgroup_points) = measure_axis(&options, &agent, &hog)?;
         let load = report::Load {
             at_start: load_at_start,
             at_end: sys::load_average()?,
         };
         let markdown = report::axis_only_markdown(&options, &load, started.elapsed())?
-            + &axis::markdown(&points, idle.as_ref(), options.axis_gap());
+            + &axis::markdown(&points, idle.as_ref(), options.axis_gap())
+            + &cgroup_axis::markdown(&cgroup_points, options.axis_gap());
         println!("\n{markdown}");
         let path = write_results(&markdown, "-axis")?;
         println!("xtask bench: written to {}", path.display());
         return Ok(());
     }
+    let binaries = build_binaries(env, &options)?;
     install_tools()?;
     let podman = match containers::Podman::start(&binaries.static_hog) {
         Ok(podman) => Some(podman),
@@ -203,7 +224,8 @@ pub fn bench(env: &Env, options: Options) -> anyhow::Result<()> {
     let mut runs = measure_runs(&options, &binaries, &cgroup, podman.as_ref())?;
     drop(cgroup);
     drop(podman);
-    (runs.axis, runs.recorder_idle) = measure_axis(&options, &binaries)?;
+    (runs.axis, runs.recorder_idle, runs.cgroup_axis) =
+        measure_axis(&options, &binaries.agent, &binaries.hog)?;
     if options.burst_runs > 0 {
         runs.bursts = Some(burst::measure(
             env,
@@ -230,15 +252,20 @@ impl Options {
     }
 }
 
-/// The process-count axis and the recorder's idle cost, as the options ask.
+/// The process-count and cgroup-count axes and the recorder's idle cost, as the options ask.
 fn measure_axis(
     options: &Options,
-    binaries: &Binaries,
-) -> anyhow::Result<(Vec<axis::AxisPoint>, Option<axis::RecorderIdle>)> {
+    agent: &Path,
+    hog: &Path,
+) -> anyhow::Result<(
+    Vec<axis::AxisPoint>,
+    Option<axis::RecorderIdle>,
+    Vec<cgroup_axis::CgroupPoint>,
+)> {
     let points = if options.axis_kills > 0 {
         axis::measure(
-            &binaries.agent,
-            &binaries.hog,
+            agent,
+            hog,
             &options.process_counts,
             options.axis_kills,
             options.axis_gap(),
@@ -251,14 +278,23 @@ fn measure_axis(
             "xtask bench: the agent idle for {} s with the memory timeline on",
             options.recorder_idle_seconds
         );
-        Some(axis::recorder_idle(
-            &binaries.agent,
-            options.recorder_idle_seconds,
-        )?)
+        Some(axis::recorder_idle(agent, options.recorder_idle_seconds)?)
     } else {
         None
     };
-    Ok((points, idle))
+    let cgroup_points = if options.cgroup_kills > 0 {
+        cgroup_axis::measure(
+            agent,
+            hog,
+            &options.cgroup_counts,
+            options.cgroup_kills,
+            Duration::from_secs(options.cgroup_idle_seconds),
+            options.axis_gap(),
+        )?
+    } else {
+        Vec::new()
+    };
+    Ok((points, idle, cgroup_points))
 }
 
 struct Binaries {
@@ -270,8 +306,15 @@ struct Binaries {
     static_hog: PathBuf,
 }
 
-fn build_binaries(env: &Env) -> anyhow::Result<Binaries> {
-    build(env)?;
+/// The agent (built, or `--agent`) and the hog: all that the axes need.
+fn build_agent_and_hog(env: &Env, options: &Options) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let agent = match &options.agent {
+        Some(agent) => agent.clone(),
+        None => {
+            build(env)?;
+            agent_binary()
+        }
+    };
     run_command(env.cargo().args([
         "build",
         "--release",
@@ -280,11 +323,16 @@ fn build_binaries(env: &Env) -> anyhow::Result<Binaries> {
         "--bin",
         "oomtrace-hog",
     ]))?;
+    Ok((agent, target_dir().join("release/oomtrace-hog")))
+}
+
+fn build_binaries(env: &Env, options: &Options) -> anyhow::Result<Binaries> {
+    let (agent, hog) = build_agent_and_hog(env, options)?;
     Ok(Binaries {
-        agent: agent_binary(),
-        static_agent: xtask::vm::build_static_agent(env)?,
-        hog: target_dir().join("release/oomtrace-hog"),
-        static_hog: xtask::vm::build_static_hog(env)?,
+        agent,
+        static_agent: xtask::suite::build_static_agent(env)?,
+        hog,
+        static_hog: xtask::suite::build_static_hog(env)?,
     })
 }
 
@@ -361,6 +409,7 @@ pub struct Runs {
     pub bursts: Option<burst::Bursts>,
     pub axis: Vec<axis::AxisPoint>,
     pub recorder_idle: Option<axis::RecorderIdle>,
+    pub cgroup_axis: Vec<cgroup_axis::CgroupPoint>,
 }
 
 fn measure_runs(
@@ -425,6 +474,7 @@ fn measure_runs(
         bursts: None,
         axis: Vec::new(),
         recorder_idle: None,
+        cgroup_axis: Vec::new(),
     })
 }
 

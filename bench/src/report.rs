@@ -47,6 +47,10 @@ pub fn markdown(
         runs.recorder_idle.as_ref(),
         options.axis_gap(),
     ));
+    out.push_str(&super::cgroup_axis::markdown(
+        &runs.cgroup_axis,
+        options.axis_gap(),
+    ));
     Ok(out)
 }
 
@@ -64,14 +68,15 @@ pub fn axis_only_markdown(
         .collect();
     let secs = elapsed.as_secs();
     Ok(format!(
-        "# oomtrace benchmarks: process-count axis and the memory timeline\n\n\
+        "# oomtrace benchmarks: the process-count and cgroup-count axes, the memory timeline\n\n\
          - machine: {} CPUs, MemTotal {}\n\
          - kernel: {}\n\
          - load average (1, 5, 15 min): {} at start, {} at end\n\
          - agent: release build\n\
          - date: {} (UTC)\n\
          - command: `cargo xtask bench --axis-only --process-counts {} --axis-kills {} \
-         --axis-gap-ms {} --recorder-idle-seconds {}`; bench time {}m{:02}s\n\n",
+         --axis-gap-ms {} --recorder-idle-seconds {} --cgroup-counts {} --cgroup-kills {} \
+         --cgroup-idle-seconds {}`; bench time {}m{:02}s\n\n",
         machine.cpus,
         machine.mem_total,
         machine.kernel,
@@ -82,6 +87,14 @@ pub fn axis_only_markdown(
         options.axis_kills,
         options.axis_gap_ms,
         options.recorder_idle_seconds,
+        options
+            .cgroup_counts
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        options.cgroup_kills,
+        options.cgroup_idle_seconds,
         secs / 60,
         secs % 60
     ))
@@ -532,9 +545,7 @@ fn peers_markdown(out: &mut String, bursts: &super::burst::Bursts) {
     );
 }
 
-fn peer_figure(
-    run: &super::burst::PeerBurstRun,
-) -> Option<&xtask::vm::scenario::oom_burst::PeerFigures> {
+fn peer_figure(run: &super::burst::PeerBurstRun) -> Option<&oomtrace_tests::burst::PeerFigures> {
     run.figures.peer.as_ref()
 }
 
@@ -919,7 +930,7 @@ mod tests {
 
     use super::*;
     use crate::burst::{Bursts, PeerBurstRun};
-    use xtask::vm::scenario::oom_burst::{BurstFigures, PeerFigures};
+    use oomtrace_tests::burst::{BurstFigures, PeerFigures};
 
     const STATUS: &str = "VmHWM:\t  112888 kB\nVmRSS:\t  112640 kB\nRssAnon:\t   42576 kB\nRssFile:\t       8 kB\nRssShmem:\t   70056 kB\n";
 

@@ -103,6 +103,10 @@ pub struct FloodRun {
     pub agent_cpu_ms: f64,
     /// The agent's resident memory before the flood, right after it, and once it settled.
     pub rss_kib: [u64; 3],
+    /// Of which anonymous (the heap, stacks): what a burst could leave behind. The rest is
+    /// mostly the executable's pages, which the agent gives back after a burst and maps back as
+    /// its idle work runs.
+    pub anon_kib: [u64; 3],
 }
 
 impl FloodRun {
@@ -115,7 +119,9 @@ impl FloodRun {
 /// `sleep 3600 & kill -9 $!`, [`FLOOD_SIGKILLS`] times, as one process: what any user can do.
 /// Measures the agent's CPU until it has handled them (its CPU time stops growing).
 pub fn measure_flood(agent_pid: u32) -> anyhow::Result<FloodRun> {
-    let rss_before = super::sys::memory(agent_pid)?.rss_kib;
+    // Idle: the agent gives back what starting touched 2 s after attach, and maps back the
+    // code its idle work runs over the next seconds; compared once that stands still.
+    let before = memory_standing_still(agent_pid)?;
     let cpu_before = super::sys::cpu_ms(agent_pid)?;
     let started = Instant::now();
     for sent in 0..FLOOD_SIGKILLS {
@@ -138,16 +144,35 @@ pub fn measure_flood(agent_pid: u32) -> anyhow::Result<FloodRun> {
         }
         last = now;
     }
-    let rss_after = super::sys::memory(agent_pid)?.rss_kib;
-    // The agent gives a burst's memory back 5 s after its last event.
-    std::thread::sleep(Duration::from_secs(8));
-    let rss_settled = super::sys::memory(agent_pid)?.rss_kib;
+    let after = super::sys::memory(agent_pid)?;
+    // The agent gives a burst's memory back 5 s after its last event; then as idle.
+    std::thread::sleep(Duration::from_secs(6));
+    let settled = memory_standing_still(agent_pid)?;
     Ok(FloodRun {
         sigkills: FLOOD_SIGKILLS,
         elapsed,
         agent_cpu_ms: last - cpu_before,
-        rss_kib: [rss_before, rss_after, rss_settled],
+        rss_kib: [before.rss_kib, after.rss_kib, settled.rss_kib],
+        anon_kib: [before.anon_kib, after.anon_kib, settled.anon_kib],
     })
+}
+
+/// The agent's memory once its VmRSS read the same three seconds in a row (at most 30 s).
+fn memory_standing_still(agent_pid: u32) -> anyhow::Result<super::sys::Memory> {
+    let mut last = super::sys::memory(agent_pid)?;
+    let mut same = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while same < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = super::sys::memory(agent_pid)?;
+        same = if now.rss_kib == last.rss_kib {
+            same + 1
+        } else {
+            0
+        };
+        last = now;
+    }
+    Ok(last)
 }
 
 /// The flood's figures, as a results section.
@@ -160,14 +185,14 @@ pub fn flood_markdown(runs: &[FloodRun]) -> String {
     );
     let _ = writeln!(
         out,
-        "| run | sent in (ms) | agent CPU (ms) | CPU per 1,000 SIGKILLs (ms, budget 136) | VmRSS before / after / settled (MiB) |"
+        "| run | sent in (ms) | agent CPU (ms) | CPU per 1,000 SIGKILLs (ms, budget 136) | VmRSS before / after / settled (MiB) | of which anonymous (MiB) |"
     );
-    let _ = writeln!(out, "| --- | --- | --- | --- | --- |");
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- |");
     for (index, run) in runs.iter().enumerate() {
         let mib = |kib: u64| kib as f64 / 1024.0;
         let _ = writeln!(
             out,
-            "| {} | {:.0} | {:.0} | {:.1} | {:.1} / {:.1} / {:.1} |",
+            "| {} | {:.0} | {:.0} | {:.1} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} |",
             index + 1,
             run.elapsed.as_secs_f64() * 1e3,
             run.agent_cpu_ms,
@@ -175,6 +200,9 @@ pub fn flood_markdown(runs: &[FloodRun]) -> String {
             mib(run.rss_kib[0]),
             mib(run.rss_kib[1]),
             mib(run.rss_kib[2]),
+            mib(run.anon_kib[0]),
+            mib(run.anon_kib[1]),
+            mib(run.anon_kib[2]),
         );
     }
     let _ = writeln!(
@@ -183,8 +211,10 @@ pub fn flood_markdown(runs: &[FloodRun]) -> String {
          kill -9 $!` in a shell loop); the agent runs as the bench starts it, its history on. Its \
          utime + stime (/proc/<pid>/stat) from before the first SIGKILL until it stands still for \
          a second. Every SIGKILL is logged; each sender's beyond 100 at once and 10 a second is \
-         neither stored nor counted in the metrics (`sigkills_rate_limited`). VmRSS settled: 8 s \
-         after, once the agent gave the burst's memory back.\n"
+         neither stored nor counted in the metrics (`sigkills_rate_limited`). VmRSS before: once it \
+         read the same three seconds in a row (the agent maps back the code its idle work runs \
+         in the seconds after it gave startup's back); settled: likewise, from 6 s after the \
+         flood (the agent gives a burst's memory back 5 s after its last event).\n"
     );
     out
 }

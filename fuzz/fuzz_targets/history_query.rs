@@ -16,7 +16,7 @@ use libfuzzer_sys::fuzz_target;
 
 use oomtrace::deps::jiff;
 use oomtrace::history::query::{self, Filter, StoredEvent};
-use oomtrace::history::row::{EventKind, EventRow, Source};
+use oomtrace::history::row::{EventKind, EventRow, Origin};
 use oomtrace::history::store::{Retention, Store};
 use oomtrace::units::TimeBound;
 
@@ -30,7 +30,7 @@ fn store() -> &'static Mutex<Store> {
             std::env::temp_dir().join(format!("oomtrace-fuzz-history-{}.db", std::process::id()));
         let _ = std::fs::remove_file(&path);
         let retention = Retention::new(Duration::from_secs(100 * 365 * 86_400), 1_000_000);
-        Mutex::new(Store::open(&path, retention).expect("a history in the temp dir"))
+        Mutex::new(Store::open(&path, retention, None).expect("a history in the temp dir"))
     })
 }
 
@@ -50,7 +50,7 @@ fn row(pid: u32, time_ns: i64, names: [Option<String>; 6], domain: &str) -> Even
     EventRow {
         time_ns,
         kind: EventKind::OomKill,
-        source: Source::Live,
+        source: Origin::Live,
         boot_id: "fuzz".to_owned(),
         ktime_ns: u64::from(pid),
         victim_pid: pid,

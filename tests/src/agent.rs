@@ -250,13 +250,24 @@ impl Agent {
 
     /// Stops the agent with SIGTERM, which must make it drain and exit 0, and returns every
     /// record it printed.
-    pub fn stop(mut self) -> Stopped {
-        send_signal(self.child.id(), libc::SIGTERM).expect("sending SIGTERM to the agent");
-        let Some(status) = wait_timeout(&mut self.child, STOP_TIMEOUT) else {
+    pub fn stop(self) -> Stopped {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// As [`Agent::stop`], with `signal` (SIGTERM or SIGINT, Ctrl-C).
+    pub fn stop_with(self, signal: libc::c_int) -> Stopped {
+        self.stop_within(signal, STOP_TIMEOUT)
+    }
+
+    /// As [`Agent::stop_with`], given `timeout` to exit: an agent that still has a burst of a
+    /// thousand kills to write under the guests' emulation needs longer than the usual.
+    pub fn stop_within(mut self, signal: libc::c_int, timeout: Duration) -> Stopped {
+        send_signal(self.child.id(), signal).expect("signalling the agent");
+        let Some(status) = wait_timeout(&mut self.child, timeout) else {
             let _ = self.child.kill();
             let _ = self.child.wait();
             panic!(
-                "the agent did not exit within {STOP_TIMEOUT:?} of SIGTERM; its stderr:\n{}",
+                "the agent did not exit within {timeout:?} of signal {signal}; its stderr:\n{}",
                 self.stderr()
             );
         };
@@ -271,7 +282,7 @@ impl Agent {
         }
         assert!(
             status.success(),
-            "the agent should exit 0 after SIGTERM, it exited with {status}; its stderr:\n{}",
+            "the agent should exit 0 after signal {signal}, it exited with {status}; its stderr:\n{}",
             self.stderr()
         );
         Stopped {

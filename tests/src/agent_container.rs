@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use oomtrace::record::Record;
 
 use crate::podman::ulimit_args;
+use crate::tracefs::TRACEFS;
 
 const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 /// Where podman keeps the state the agent names its containers from, mounted as it is.
@@ -34,7 +35,8 @@ pub fn static_agent_binary() -> PathBuf {
 }
 
 /// The agent's image, built as `cargo xtask image` builds it (deploy/Containerfile, a context
-/// holding only the static agent) under a tag of the test's own; the tag is removed on drop.
+/// holding only the static agent and the journal's catalog) under a tag of the test's own; the
+/// tag is removed on drop.
 pub struct AgentImage {
     tag: String,
 }
@@ -50,6 +52,9 @@ impl AgentImage {
         let agent = static_agent_binary();
         fs::copy(&agent, context.join("oomtrace"))
             .unwrap_or_else(|err| panic!("copying {} into the context: {err}", agent.display()));
+        let catalog = Path::new(WORKSPACE).join("deploy/oomtrace.catalog");
+        fs::copy(&catalog, context.join("oomtrace.catalog"))
+            .unwrap_or_else(|err| panic!("copying {} into the context: {err}", catalog.display()));
         // From here on Drop removes the tag, also if the build half-succeeded.
         let image = Self { tag };
         let output = output(
@@ -162,7 +167,12 @@ impl AgentContainer {
                         "the deployment guide's run line mounts a runtime socket, which is root on the \
                          host: {spec}"
                     );
-                    let spec = if spec.starts_with(STATE_DIR) {
+                    let spec = if spec.starts_with(&format!("{TRACEFS}:")) {
+                        // The container only bind-mounts the host's tracefs, which the guide
+                        // says the host mounts (the agent on the host mounts it itself).
+                        crate::tracefs::ensure_mounted();
+                        spec.clone()
+                    } else if spec.starts_with(STATE_DIR) {
                         assert!(
                             spec.ends_with(":ro"),
                             "podman's state is mounted read-only: {spec}"

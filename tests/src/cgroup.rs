@@ -39,8 +39,7 @@ impl MemoryCgroup {
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
         let root = Path::new(CGROUP_ROOT);
-        let pure_v2 = fs::read_to_string(root.join("cgroup.controllers"))
-            .is_ok_and(|controllers| controllers.split_whitespace().any(|c| c == "memory"));
+        let pure_v2 = memory_controller_is_v2();
         let memcg_dir = if pure_v2 {
             root.join(&name)
         } else {
@@ -96,6 +95,14 @@ impl MemoryCgroup {
             }
         }
         cgroup.cgroup2_id = cgroup.cgroup2_dir.as_deref().map(inode);
+        cgroup
+    }
+
+    /// As [`create`](Self::create), with no memory limit of its own (`max`): what it holds
+    /// counts against the host's memory only.
+    pub fn unlimited() -> Self {
+        let mut cgroup = Self::create(LIMIT_MAX);
+        cgroup.limit_bytes = u64::MAX;
         cgroup
     }
 
@@ -182,6 +189,84 @@ impl MemoryCgroup {
     /// The cgroup2 cgroup's id (what `bpf_get_current_cgroup_id` returns for its processes).
     pub fn cgroup2_id(&self) -> Option<u64> {
         self.cgroup2_id
+    }
+
+    /// Sets a new memory limit (and no swap), as `docker update --memory` does: lowered, the
+    /// memory limit first (v1's memory+swap limit may not be below it), raised, that one first.
+    pub fn set_limit(&mut self, limit_bytes: u64) {
+        let value = limit_bytes.to_string();
+        let max = self.memcg_dir.join("memory.max");
+        if max.exists() {
+            write_file(&max, &value);
+        } else {
+            let memory = self.memcg_dir.join("memory.limit_in_bytes");
+            let memsw = self.memcg_dir.join("memory.memsw.limit_in_bytes");
+            let order = if limit_bytes < self.limit_bytes {
+                [&memory, &memsw]
+            } else {
+                [&memsw, &memory]
+            };
+            for file in order {
+                if file.exists() {
+                    write_file(file, &value);
+                }
+            }
+        }
+        self.limit_bytes = limit_bytes;
+    }
+
+    /// `memory.oom.group`: an OOM kill in this cgroup kills all of its processes. cgroup v2
+    /// only: panics on a v1 memory cgroup (ask [`memory_controller_is_v2`] first).
+    pub fn set_oom_group(&self) {
+        assert!(
+            self.is_v2(),
+            "memory.oom.group needs the v2 memory controller"
+        );
+        write_file(&self.memcg_dir.join("memory.oom.group"), "1");
+    }
+
+    /// What the memory cgroup holds now, in bytes (`memory.current`, or v1's
+    /// `memory.usage_in_bytes`).
+    pub fn usage_bytes(&self) -> u64 {
+        let file = if self.is_v2() {
+            "memory.current"
+        } else {
+            "memory.usage_in_bytes"
+        };
+        read_number(&self.memcg_dir.join(file))
+    }
+
+    /// A key of `memory.stat` (v2: `anon`; v1: `rss`), `None` if it has no such key.
+    pub fn stat(&self, key: &str) -> Option<u64> {
+        keyed_value(&self.memcg_dir.join("memory.stat"), key)
+    }
+
+    /// A counter of `memory.events` (v2 only: `oom`, `oom_kill`, …).
+    pub fn event_count(&self, key: &str) -> Option<u64> {
+        keyed_value(&self.memcg_dir.join("memory.events"), key)
+    }
+
+    /// The processes in the memory cgroup now.
+    pub fn procs(&self) -> Vec<u32> {
+        let path = self.memcg_dir.join("cgroup.procs");
+        fs::read_to_string(&path)
+            .unwrap_or_else(|err| panic!("reading {}: {err}", path.display()))
+            .lines()
+            .filter_map(|line| line.trim().parse().ok())
+            .collect()
+    }
+
+    /// The `cgroup.procs` files a process joins, so that a child can put itself in before it
+    /// runs anything (see [`Hog::spawn_started_in`](crate::Hog::spawn_started_in)).
+    pub(crate) fn procs_files(&self) -> Vec<PathBuf> {
+        self.live_dirs
+            .iter()
+            .map(|dir| dir.join("cgroup.procs"))
+            .collect()
+    }
+
+    fn is_v2(&self) -> bool {
+        self.cgroup2_dir.as_deref() == Some(self.memcg_dir.as_path())
     }
 
     /// Moves process `pid` into the memory cgroup and the cgroup2 cgroup.
@@ -301,6 +386,32 @@ fn empty_and_remove(dir: &Path) -> Result<(), String> {
             Err(err) => return Err(format!("rmdir {}: {err}", dir.display())),
         }
     }
+}
+
+/// Whether the memory controller is on cgroup v2 (`/sys/fs/cgroup` is cgroup2 with `memory`),
+/// as on the kernel matrix's guests and current distributions; not on a v1 or hybrid host.
+pub fn memory_controller_is_v2() -> bool {
+    fs::read_to_string(Path::new(CGROUP_ROOT).join("cgroup.controllers"))
+        .is_ok_and(|controllers| controllers.split_whitespace().any(|c| c == "memory"))
+}
+
+/// `memory.max` and v1's `memory.limit_in_bytes` both read "no limit" for this.
+const LIMIT_MAX: u64 = i64::MAX as u64;
+
+fn read_number(path: &Path) -> u64 {
+    let text =
+        fs::read_to_string(path).unwrap_or_else(|err| panic!("reading {}: {err}", path.display()));
+    text.trim()
+        .parse()
+        .unwrap_or_else(|err| panic!("{} holds {text:?}: {err}", path.display()))
+}
+
+/// The value of `key` in a `key value` file (`memory.stat`, `memory.events`).
+fn keyed_value(path: &Path, key: &str) -> Option<u64> {
+    fs::read_to_string(path).ok()?.lines().find_map(|line| {
+        let (name, value) = line.split_once(' ')?;
+        (name == key).then(|| value.trim().parse().ok())?
+    })
 }
 
 fn write_file(path: &Path, value: &str) {

@@ -1,14 +1,40 @@
 //! The memory hog (`src/bin/oomtrace-hog.rs`), run in a cgroup.
 
-use std::io::Write as _;
-use std::os::unix::process::ExitStatusExt as _;
-use std::path::Path;
+use std::ffi::CString;
+use std::io::{self, Write as _};
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use crate::{MemoryCgroup, wait_timeout};
 
 const MIB: u64 = 1 << 20;
+
+/// The hog: `$OOMTRACE_HOG` (the guests' runner sets it), else the one cargo built next to the
+/// running test binary (`target/…/deps/<test>` → `target/…/oomtrace-hog`). A test that also
+/// runs in the kernel matrix's guests must find it here: `env!("CARGO_BIN_EXE_oomtrace-hog")`
+/// is a path on the machine that built it.
+pub fn hog_binary() -> PathBuf {
+    let binary = match std::env::var_os("OOMTRACE_HOG") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            let test = std::env::current_exe().expect("the path of the running test binary");
+            let profile_dir = test
+                .parent()
+                .and_then(Path::parent)
+                .expect("a test binary in target/…/deps/");
+            profile_dir.join("oomtrace-hog")
+        }
+    };
+    assert!(
+        binary.is_file(),
+        "the hog {} does not exist: cargo builds it with the tests; elsewhere set OOMTRACE_HOG",
+        binary.display()
+    );
+    binary
+}
 
 /// A running `oomtrace-hog`, which allocates until the OOM killer ends it.
 pub struct Hog {
@@ -46,7 +72,7 @@ impl Hog {
         options: &[&str],
     ) -> Self {
         // Well past the limit, so reaching it means the limit did not work; yet bounded.
-        let max_mib = (4 * cgroup.limit_bytes() / MIB).max(16);
+        let max_mib = (cgroup.limit_bytes().saturating_mul(4) / MIB).max(16);
         let binary = binary.as_ref();
         let mut child = Command::new(binary)
             .args(["--max-mib", &max_mib.to_string()])
@@ -59,6 +85,46 @@ impl Hog {
         let hog = Self { child, start };
         cgroup.add(hog.pid());
         hog
+    }
+
+    /// A hog that joins `cgroup` before it runs (so nothing it touches is charged elsewhere)
+    /// and allocates at once (`--no-wait`), with `options` (e.g. `["--max-mib", "1",
+    /// "--hold"]`); its output goes nowhere. For many members of one cgroup at once: no pipes.
+    pub fn spawn_started_in(
+        binary: impl AsRef<Path>,
+        cgroup: &MemoryCgroup,
+        options: &[&str],
+    ) -> Self {
+        let binary = binary.as_ref();
+        let procs_files: Vec<CString> = cgroup
+            .procs_files()
+            .iter()
+            .map(|path| CString::new(path.as_os_str().as_bytes()).expect("a path without NUL"))
+            .collect();
+        let mut command = Command::new(binary);
+        command
+            .arg("--no-wait")
+            .args(options)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        // SAFETY: between fork and exec the closure only makes system calls (open, write,
+        // close) on memory prepared before the fork: nothing allocates or takes a lock.
+        unsafe {
+            command.pre_exec(move || {
+                for path in &procs_files {
+                    join_cgroup(path)?;
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().unwrap_or_else(|err| {
+            panic!(
+                "spawning the hog {} in {}: {err}",
+                binary.display(),
+                cgroup.path()
+            )
+        });
+        Self { child, start: None }
     }
 
     /// Makes the OOM killer pick this hog first (1000) or never (-1000).
@@ -130,4 +196,24 @@ impl Drop for Hog {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Moves the calling process into the cgroup of `procs_file` ("0" is the writer itself).
+/// Called between fork and exec: system calls only.
+fn join_cgroup(procs_file: &CString) -> io::Result<()> {
+    // SAFETY: a NUL-terminated path that outlives the call.
+    let fd = unsafe { libc::open(procs_file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: writes one byte from a static buffer to the descriptor just opened.
+    let written = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
+    let result = if written == 1 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    };
+    // SAFETY: closes the descriptor opened above, once.
+    unsafe { libc::close(fd) };
+    result
 }

@@ -16,6 +16,7 @@
 
 mod agent;
 pub mod agent_container;
+pub mod burst;
 pub mod capabilities;
 mod cgroup;
 mod compose;
@@ -28,11 +29,14 @@ mod history;
 mod hog;
 pub mod http;
 mod image;
+mod journald;
+mod kernel;
 mod kmsg;
 mod podman;
 pub mod prometheus;
 mod slice;
 mod tmpfs;
+pub mod tracefs;
 
 use std::fs;
 use std::io::{self, Read as _, Write as _};
@@ -46,18 +50,22 @@ use oomtrace::record::OomKillRecord;
 use serde::Serialize;
 
 pub use crate::agent::{Agent, Stopped};
-pub use crate::cgroup::MemoryCgroup;
+pub use crate::cgroup::{MemoryCgroup, memory_controller_is_v2};
 pub use crate::compose::ComposeProject;
 pub use crate::container_spec::ContainerSpec;
 pub use crate::docker::{DockerContainer, Dockerd};
 pub use crate::history::{HistoryFile, ReadOnlyDir, history_dir, victim_pid};
-pub use crate::hog::Hog;
+pub use crate::hog::{Hog, hog_binary};
 pub use crate::image::HOG_IN_IMAGE;
+pub use crate::journald::Journald;
+pub use crate::kernel::{ExpectedCapture, Hook, KernelLook};
 pub use crate::kmsg::{KernelReport, KilledProcess, Kmsg, parse_killed_process};
 pub use crate::podman::{Container, IMAGE, Podman};
 pub use crate::prometheus::Prometheus;
 pub use crate::slice::SystemdSlice;
-pub use crate::tmpfs::{ScratchTmpfs, mib, within_ten_percent};
+pub use crate::tmpfs::{
+    ScratchTmpfs, assert_tmpfs_leads, composition_of, mib, verdict_of, within_ten_percent,
+};
 
 /// How often helpers look again at something they wait for.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -71,6 +79,20 @@ pub fn require_root() {
         euid == 0,
         "privileged tests must run as root (use `cargo xtask test`); euid is {euid}"
     );
+}
+
+/// Says why this test does not run here, on a line of its own that the suite's runners show
+/// in their summary (`SKIPPED: reason`); the test then returns. Only for what this kernel or
+/// machine truly lacks, never to hide a failure.
+pub fn skip(reason: &str) {
+    println!("SKIPPED: {reason}");
+}
+
+/// Whether this machine may run out of memory as a whole: a scenario that exhausts it (a
+/// host-wide OOM) runs only where the runner says so with `OOMTRACE_DISPOSABLE_MACHINE=1`, as
+/// the kernel matrix's guests do; on a developer's or CI's host it would take the machine down.
+pub fn disposable_machine() -> bool {
+    std::env::var_os("OOMTRACE_DISPOSABLE_MACHINE").is_some_and(|value| value == "1")
 }
 
 /// The agent under test: `$OOMTRACE_BIN`, else the workspace's release build.
@@ -88,19 +110,20 @@ pub fn agent_binary() -> PathBuf {
 }
 
 /// The hog linked statically, for the container tests' image, which has no libc:
-/// `$OOMTRACE_STATIC_HOG` (`cargo xtask test` builds it and sets it), else where xtask builds it.
+/// `$OOMTRACE_STATIC_HOG` (`cargo xtask test` builds the whole suite statically and sets it),
+/// else where xtask builds it.
 pub fn static_hog_binary() -> PathBuf {
     let binary = match std::env::var_os("OOMTRACE_STATIC_HOG") {
         Some(path) => PathBuf::from(path),
         None => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/x86_64-unknown-linux-gnu/release/oomtrace-hog"),
+            .join("../target/x86_64-unknown-linux-gnu/debug/oomtrace-hog"),
     };
     assert!(
         binary.is_file(),
         "the static hog {} does not exist: run `cargo xtask test`, which builds it and sets \
          OOMTRACE_STATIC_HOG, or build it with `RUSTFLAGS='-C target-feature=+crt-static' cargo \
-         build --release -p oomtrace-tests --bin oomtrace-hog --target x86_64-unknown-linux-gnu` \
-         and point OOMTRACE_STATIC_HOG at it",
+         build -p oomtrace-tests --bin oomtrace-hog --target x86_64-unknown-linux-gnu` and point \
+         OOMTRACE_STATIC_HOG at it",
         binary.display()
     );
     binary

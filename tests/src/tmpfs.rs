@@ -5,7 +5,10 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::MemoryCgroup;
+use oomtrace::record::OomKillRecord;
+use oomtrace::record::composition::Composition;
+
+use crate::{MemoryCgroup, pretty};
 
 /// A tmpfs mounted for the test; unmounted (which frees its pages) and removed when dropped.
 pub struct ScratchTmpfs {
@@ -84,12 +87,61 @@ impl Drop for ScratchTmpfs {
     }
 }
 
-/// `100.0 MiB`, as the agent writes sizes.
+/// `100 MiB`, `5.4 MiB`: a size in MiB as the verdict says it (whole from 10 up, one decimal
+/// below, no trailing zero).
 pub fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+    let value = bytes as f64 / (1 << 20) as f64;
+    let text = if value >= 9.95 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.1}")
+    };
+    format!("{} MiB", text.strip_suffix(".0").unwrap_or(&text))
 }
 
 /// Whether `bytes` is within 10 % of `expected`.
 pub fn within_ten_percent(bytes: u64, expected: u64) -> bool {
     bytes.abs_diff(expected) * 10 <= expected
+}
+
+/// The composition of the kill's domain; a panic showing the record without one.
+pub fn composition_of(kill: &OomKillRecord) -> &Composition {
+    kill.domain
+        .as_ref()
+        .and_then(|domain| domain.composition.as_ref())
+        .unwrap_or_else(|| panic!("no composition in {}", pretty(kill)))
+}
+
+/// The kill's verdict; a panic showing the record without one.
+pub fn verdict_of(kill: &OomKillRecord) -> &str {
+    &kill
+        .explanation
+        .as_ref()
+        .unwrap_or_else(|| panic!("no explanation in {}", pretty(kill)))
+        .verdict
+}
+
+/// Asserts that the verdict leads with the tmpfs files no process maps that filled the limit of
+/// `limit_bytes`, in the record's own figure (`The limit of 128 MiB was filled by 100 MiB of
+/// tmpfs files`), and says each of `said`; prints it and returns it.
+pub fn assert_tmpfs_leads<'a>(kill: &'a OomKillRecord, limit_bytes: u64, said: &[&str]) -> &'a str {
+    let not_in = composition_of(kill).not_in_processes;
+    let verdict = verdict_of(kill);
+    println!("verdict: {verdict}");
+    let lead = format!(
+        "The limit of {} was filled by {} of tmpfs files",
+        mib(limit_bytes),
+        mib(not_in.shmem_bytes)
+    );
+    assert!(
+        verdict.starts_with(&lead),
+        "verdict does not start with {lead:?}: {verdict}"
+    );
+    for said in said {
+        assert!(
+            verdict.contains(said),
+            "verdict does not say {said:?}: {verdict}"
+        );
+    }
+    verdict
 }

@@ -323,7 +323,8 @@ services:
         for expected in [
             "Service db of project shop was killed by the OOM killer",
             &format!(
-                "The limit hit was that of cgroup {parent_path} of 100.0 MiB, not the victim's own"
+                "The limit hit was not the victim's own but the 100 MiB limit of cgroup \
+                 {parent_path}"
             ),
             &format!(
                 "The allocation that tipped it over came from pid {trigger_pid} (oomtrace-hog) in \
@@ -389,7 +390,7 @@ services:
     );
     let verdict = verdict_of(third);
     assert!(
-        verdict.contains("Docker restarted it 2 times"),
+        verdict.contains("Docker restarted it twice"),
         "the verdict should give Docker's restart count: {verdict}"
     );
     assert_eq!(db.restart_count(), KILLS as u64, "Docker's RestartCount");

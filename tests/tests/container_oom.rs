@@ -85,7 +85,7 @@ fn container_oom_kill_names_the_container() {
             container.name()
         ),
         "It was the container's main process",
-        "It hit its own memory limit of 48.0 MiB",
+        "It hit its own memory limit of 48 MiB",
     ] {
         assert!(
             verdict.contains(expected),

@@ -6,7 +6,10 @@
 
 use oomtrace::record::composition::TmpfsKind;
 use oomtrace_tests::cri::{Containerd, CriContainerSpec, PodSpec};
-use oomtrace_tests::{ContainerSpec, ScratchTmpfs, mib, pretty, require_root, within_ten_percent};
+use oomtrace_tests::{
+    ContainerSpec, ScratchTmpfs, assert_tmpfs_leads, composition_of, pretty, require_root,
+    within_ten_percent,
+};
 
 const MIB: u64 = 1 << 20;
 const LIMIT_BYTES: u64 = 128 * MIB;
@@ -49,9 +52,7 @@ fn a_memory_backed_empty_dir_outlives_the_restarted_container() {
     );
     let kill = second.kill_record(&mut agent);
     let context = pretty(&kill);
-    let Some(composition) = kill.domain.as_ref().and_then(|d| d.composition.as_ref()) else {
-        panic!("no composition in {context}");
-    };
+    let composition = composition_of(&kill);
     let written = WRITTEN_MIB * MIB;
     let not_in = composition.not_in_processes;
     assert!(
@@ -82,11 +83,6 @@ fn a_memory_backed_empty_dir_outlives_the_restarted_container() {
         "volume used {used}, in {context}"
     );
 
-    let verdict = &kill
-        .explanation
-        .as_ref()
-        .unwrap_or_else(|| panic!("no explanation in {context}"))
-        .verdict;
     println!(
         "first kill: {}",
         first_kill
@@ -95,26 +91,15 @@ fn a_memory_backed_empty_dir_outlives_the_restarted_container() {
             .map(|e| e.verdict.as_str())
             .unwrap_or_default()
     );
-    println!("verdict after the restart: {verdict}");
-    println!("composition after the restart: {}", pretty(composition));
-    let lead = format!(
-        "The limit of {} was filled by {} of tmpfs files",
-        mib(LIMIT_BYTES),
-        mib(not_in.shmem_bytes)
+    println!("the record after the restart: {context}");
+    assert_tmpfs_leads(
+        &kill,
+        LIMIT_BYTES,
+        &[
+            "emptyDir volume cache of pod shop/web-0",
+            "Restarting the container will not free them",
+        ],
     );
-    assert!(
-        verdict.starts_with(&lead),
-        "verdict does not start with {lead:?}: {verdict}"
-    );
-    for said in [
-        "emptyDir volume cache of pod shop/web-0",
-        "Restarting the container will not free them",
-    ] {
-        assert!(
-            verdict.contains(said),
-            "verdict does not say {said:?}: {verdict}"
-        );
-    }
 
     drop(second);
     drop(first);

@@ -8,7 +8,10 @@
 //! is read.
 
 use oomtrace::record::composition::TmpfsKind;
-use oomtrace_tests::{ContainerSpec, Dockerd, mib, pretty, require_root, within_ten_percent};
+use oomtrace_tests::{
+    ContainerSpec, Dockerd, assert_tmpfs_leads, composition_of, mib, pretty, require_root,
+    within_ten_percent,
+};
 
 const MIB: u64 = 1 << 20;
 const LIMIT_BYTES: u64 = 128 * MIB;
@@ -33,9 +36,7 @@ fn a_containers_dev_shm_filling_its_limit_is_named_in_the_verdict() {
     );
     let kill = container.kill_record(&mut agent);
     let context = pretty(&kill);
-    let Some(composition) = kill.domain.as_ref().and_then(|d| d.composition.as_ref()) else {
-        panic!("no composition in {context}");
-    };
+    let composition = composition_of(&kill);
     let written = WRITTEN_MIB * MIB;
     let not_in = composition.not_in_processes;
     assert!(
@@ -115,25 +116,7 @@ fn a_containers_dev_shm_filling_its_limit_is_named_in_the_verdict() {
         other => panic!("Docker's IPC mode {other:?}: this test knows private and shareable"),
     };
 
-    let verdict = &kill
-        .explanation
-        .as_ref()
-        .unwrap_or_else(|| panic!("no explanation in {context}"))
-        .verdict;
-    println!("verdict: {verdict}");
-    let lead = format!(
-        "The limit of {} was filled by {} of tmpfs files",
-        mib(LIMIT_BYTES),
-        mib(not_in.shmem_bytes)
-    );
-    assert!(
-        verdict.starts_with(&lead),
-        "verdict does not start with {lead:?}: {verdict}"
-    );
-    assert!(
-        verdict.contains(&place),
-        "verdict does not say {place:?}: {verdict}"
-    );
+    let verdict = assert_tmpfs_leads(&kill, LIMIT_BYTES, &[&place]);
     assert!(
         !verdict.contains("Restarting the container will not free them"),
         "a container's own /dev/shm goes with it: {verdict}"

@@ -5,7 +5,10 @@
 //! leads with the tmpfs files and names the mount.
 
 use oomtrace::record::composition::TmpfsKind;
-use oomtrace_tests::{ContainerSpec, Dockerd, mib, pretty, require_root, within_ten_percent};
+use oomtrace_tests::{
+    ContainerSpec, Dockerd, assert_tmpfs_leads, composition_of, pretty, require_root,
+    within_ten_percent,
+};
 
 const MIB: u64 = 1 << 20;
 const LIMIT_BYTES: u64 = 128 * MIB;
@@ -30,9 +33,7 @@ fn a_containers_tmpfs_mount_filling_its_limit_is_named_in_the_verdict() {
     );
     let kill = container.kill_record(&mut agent);
     let context = pretty(&kill);
-    let Some(composition) = kill.domain.as_ref().and_then(|d| d.composition.as_ref()) else {
-        panic!("no composition in {context}");
-    };
+    let composition = composition_of(&kill);
     let not_in = composition.not_in_processes;
     assert!(
         within_ten_percent(not_in.shmem_bytes, WRITTEN_MIB * MIB),
@@ -61,31 +62,15 @@ fn a_containers_tmpfs_mount_filling_its_limit_is_named_in_the_verdict() {
         "tmpfs_unknown {unknown:?}, in {context}"
     );
 
-    let verdict = &kill
-        .explanation
-        .as_ref()
-        .unwrap_or_else(|| panic!("no explanation in {context}"))
-        .verdict;
-    println!("verdict: {verdict}");
-    let lead = format!(
-        "The limit of {} was filled by {} of tmpfs files",
-        mib(LIMIT_BYTES),
-        mib(not_in.shmem_bytes)
+    assert_tmpfs_leads(
+        &kill,
+        LIMIT_BYTES,
+        &[
+            "/scratch",
+            &format!("of container {}", container.name()),
+            "whose use cannot be read from outside the container",
+        ],
     );
-    assert!(
-        verdict.starts_with(&lead),
-        "verdict does not start with {lead:?}: {verdict}"
-    );
-    for said in [
-        "/scratch".to_owned(),
-        format!("of container {}", container.name()),
-        "whose use cannot be read from outside the container".to_owned(),
-    ] {
-        assert!(
-            verdict.contains(&said),
-            "verdict does not say {said:?}: {verdict}"
-        );
-    }
 
     drop(container);
     let stopped = agent.stop();

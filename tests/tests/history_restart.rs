@@ -28,7 +28,20 @@ fn a_logged_kill_is_in_the_history_once_after_the_agent_is_killed() {
         "the agent reported the hog's kill: {}",
         pretty(&kills)
     );
-    // The JSON line comes after the log line: the kill was logged. Kill the agent at once.
+    // The JSON line comes after the log line: the kill was logged. Its row is committed while
+    // the outputs go out, not before them: once it is listed, kill the agent at once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !history
+        .records(&[])
+        .iter()
+        .any(|listed| victim_pid(listed) == Some(hog_pid))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the kill of {hog_pid} was not in the history 5 s after it was written out"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let log = agent.kill();
     assert!(
         log.contains(&format!("OOM kill: pid {hog_pid} ")),

@@ -5,11 +5,15 @@
 
 use std::time::Duration;
 
+use oomtrace::capture::Tier;
 use oomtrace::record::OomKillRecord;
-use oomtrace_tests::{Agent, Hog, MemoryCgroup, pretty, require_root};
-
-const HOG: &str = env!("CARGO_BIN_EXE_oomtrace-hog");
+use oomtrace_tests::{
+    Agent, Hog, Hook, KernelLook, MemoryCgroup, hog_binary, pretty, require_root,
+};
 const LIMIT_BYTES: u64 = 64 << 20;
+/// The restart loop's limit: small, so that a hog fills it in a fraction of the gap also under
+/// the kernel matrix's emulation (where a hog fills 64 MiB in about a second).
+const RESTART_LIMIT_BYTES: u64 = 16 << 20;
 const GAP: Duration = Duration::from_millis(400);
 
 fn snapshot_pids(kill: &OomKillRecord) -> Vec<u32> {
@@ -36,16 +40,25 @@ fn kill_of(kills: &[OomKillRecord], pid: u32) -> &OomKillRecord {
         .unwrap_or_else(|| panic!("no kill of {pid} in {}", pretty(kills)))
 }
 
-fn two_kills_each_carry_their_own_snapshot(agent_args: &[&str]) {
+fn two_kills_each_carry_their_own_snapshot(agent_args: &[&str], max_tier: Option<Tier>) {
     require_root();
-    let parent = MemoryCgroup::create(LIMIT_BYTES);
+    let expected = KernelLook::now().expected(max_tier, Hook::Auto);
+    let parent = MemoryCgroup::create(RESTART_LIMIT_BYTES);
     let first_cgroup = parent.child("first");
     let second_cgroup = parent.child("second");
     let mut agent = Agent::start_with(agent_args);
 
-    let first = Hog::spawn_in(HOG, &first_cgroup).wait_oom_killed(Duration::from_secs(30));
+    // Both started before the first allocates, and released the gap apart, so that the gap
+    // between the kills is the pause, not also the second one's start or the time the test
+    // takes to see the first one's end (both slow under the guests' emulation). The first,
+    // the bigger, is the first victim; the second fills the limit after it.
+    let mut first = Hog::spawn_held_in(hog_binary(), &first_cgroup);
+    let mut second = Hog::spawn_held_in(hog_binary(), &second_cgroup);
+    first.release();
     std::thread::sleep(GAP);
-    let second = Hog::spawn_in(HOG, &second_cgroup).wait_oom_killed(Duration::from_secs(30));
+    second.release();
+    let first = first.wait_oom_killed(Duration::from_secs(30));
+    let second = second.wait_oom_killed(Duration::from_secs(30));
     let kills = agent.wait_for_kills(&[first, second], Duration::from_secs(30));
     let (first_kill, second_kill) = (kill_of(&kills, first), kill_of(&kills, second));
     for (pid, kill) in [(first, first_kill), (second, second_kill)] {
@@ -73,6 +86,15 @@ fn two_kills_each_carry_their_own_snapshot(agent_args: &[&str]) {
         "the second kill's snapshot should not list the first victim, gone by then:\n{}",
         pretty(second_kill)
     );
+    if expected.tier == Tier::Full {
+        // `oom_kill_process` was entered twice: the kernel's own two incidents.
+        let id = |kill: &OomKillRecord| kill.incident.as_ref().and_then(|i| i.id.clone());
+        assert!(
+            id(first_kill).is_some() && id(first_kill) != id(second_kill),
+            "two invocations, two incidents:\n{}",
+            pretty(&[first_kill, second_kill])
+        );
+    }
     agent.stop();
 }
 
@@ -86,7 +108,7 @@ fn one_trigger_killing_twice_gets_two_snapshots() {
     let builder = parent.child("builder");
     let mut agent = Agent::start();
     let holder = |mib: &str| {
-        let mut hog = Hog::spawn_held_with(HOG, &victims, &["--hold", "--max-mib", mib]);
+        let mut hog = Hog::spawn_held_with(hog_binary(), &victims, &["--hold", "--max-mib", mib]);
         // Chosen before the builder, whatever their sizes.
         hog.set_oom_score_adj(1000);
         hog.release();
@@ -94,12 +116,15 @@ fn one_trigger_killing_twice_gets_two_snapshots() {
         hog
     };
 
-    // 40 MiB held; the builder reaches the limit at about 24 MiB, in 2.4 s.
-    let first = holder("40");
-    let trigger = Hog::spawn_with(HOG, &builder, &["--mib-per-second", "10"]);
+    // Two neighbours hold 6 and 4 MiB, the bigger chosen first. The builder grows at 16 MiB/s
+    // until the limit (about 3.3 s): the 6 MiB one is killed; the builder takes those 6 MiB
+    // back in about 0.4 s, and the 4 MiB one is killed too. The gap is the builder's pace,
+    // not the machine's speed.
+    let first = holder("6");
+    let second = holder("4");
+    let trigger = Hog::spawn_with(hog_binary(), &builder, &["--mib-per-second", "16"]);
     let first = first.wait_oom_killed(Duration::from_secs(30));
-    // 34 MiB more: the builder, at about 24 MiB, needs 6 MiB more (0.6 s) to kill it too.
-    let second = holder("34").wait_oom_killed(Duration::from_secs(30));
+    let second = second.wait_oom_killed(Duration::from_secs(30));
     let kills = agent.wait_for_kills(&[first, second], Duration::from_secs(30));
     drop(trigger);
     let (first_kill, second_kill) = (kill_of(&kills, first), kill_of(&kills, second));
@@ -132,10 +157,13 @@ fn one_trigger_killing_twice_gets_two_snapshots() {
 
 #[test]
 fn two_kills_0_4_s_apart_each_carry_their_own_snapshot() {
-    two_kills_each_carry_their_own_snapshot(&[]);
+    two_kills_each_carry_their_own_snapshot(&[], None);
 }
 
 #[test]
 fn two_kills_0_4_s_apart_each_carry_their_own_snapshot_tracepoint_only() {
-    two_kills_each_carry_their_own_snapshot(&["--max-tier", "tracepoint-only"]);
+    two_kills_each_carry_their_own_snapshot(
+        &["--max-tier", "tracepoint-only"],
+        Some(Tier::TracepointOnly),
+    );
 }

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use oomtrace::record::composition::{CompositionSource, KernelLogState, TmpfsKind};
 use oomtrace_tests::{
-    Agent, Hog, MemoryCgroup, ScratchTmpfs, mib, pretty, require_root, within_ten_percent,
+    Agent, Hog, MemoryCgroup, ScratchTmpfs, assert_tmpfs_leads, composition_of, hog_binary, mib,
+    pretty, require_root, within_ten_percent,
 };
 
-const HOG: &str = env!("CARGO_BIN_EXE_oomtrace-hog");
 const MIB: u64 = 1 << 20;
 const LIMIT_BYTES: u64 = 128 * MIB;
 const WRITTEN_MIB: u64 = 100;
@@ -23,7 +23,10 @@ fn tmpfs_files_no_process_maps_lead_the_verdict() {
     let mut agent = Agent::start();
 
     tmpfs.fill_from(&cgroup, "fill", WRITTEN_MIB);
-    let hog_pid = Hog::spawn_in(HOG, &cgroup).wait_oom_killed(Duration::from_secs(30));
+    // As users meet it, the files were written a while before the kill: long enough for the
+    // recorder, which reads a domain's composition at most once a second, to see them.
+    std::thread::sleep(Duration::from_secs(2));
+    let hog_pid = Hog::spawn_in(hog_binary(), &cgroup).wait_oom_killed(Duration::from_secs(30));
     let kills = agent.wait_for_kills(&[hog_pid], Duration::from_secs(30));
     let [kill] = kills.as_slice() else {
         panic!(
@@ -32,9 +35,7 @@ fn tmpfs_files_no_process_maps_lead_the_verdict() {
         );
     };
     let context = pretty(kill);
-    let Some(composition) = kill.domain.as_ref().and_then(|d| d.composition.as_ref()) else {
-        panic!("no composition in {context}");
-    };
+    let composition = composition_of(kill);
     let written = WRITTEN_MIB * MIB;
 
     // From the kernel's own report, unless the kernel printed none for this kill (it prints
@@ -91,32 +92,49 @@ fn tmpfs_files_no_process_maps_lead_the_verdict() {
     assert_eq!(mount.size_bytes, Some(256 * MIB), "{context}");
 
     // The verdict leads with it, in the numbers the record carries.
-    let verdict = &kill
+    let verdict = assert_tmpfs_leads(
+        kill,
+        LIMIT_BYTES,
+        &[
+            &mount_point,
+            &format!("processes held {}", mib(held)),
+            "Killing a process does not free such files",
+        ],
+    );
+
+    // The timeline read the domain's memory by kind as it filled, before the kill: its shared
+    // memory went from what the empty cgroup held to what was written, and the lead-up says so.
+    let timeline = kill
         .explanation
         .as_ref()
-        .unwrap_or_else(|| panic!("no explanation in {context}"))
-        .verdict;
-    println!("verdict: {verdict}");
-    let lead = format!(
-        "The limit of {} was filled by {}",
-        mib(LIMIT_BYTES),
-        mib(not_in.shmem_bytes)
+        .and_then(|explanation| explanation.timeline.as_ref())
+        .unwrap_or_else(|| panic!("no timeline in {context}"));
+    let domain = timeline
+        .cgroups
+        .iter()
+        .find(|entry| entry.cgroup.path == cgroup.path())
+        .unwrap_or_else(|| panic!("no timeline of the domain in {context}"));
+    let shmem: Vec<u64> = domain.composition.iter().map(|s| s.shmem_bytes).collect();
+    println!("the domain's shared memory in the timeline: {shmem:?}");
+    assert!(
+        shmem.first().is_some_and(|&first| first < 8 * MIB),
+        "the timeline's first composition is not of the empty cgroup, in {context}"
     );
     assert!(
-        verdict.starts_with(&lead),
-        "verdict does not start with {lead:?}: {verdict}"
+        shmem
+            .last()
+            .is_some_and(|&last| within_ten_percent(last, written)),
+        "the timeline's last composition does not hold the {written} bytes written, in {context}"
     );
-    for said in [
-        "tmpfs files".to_owned(),
-        mount_point.clone(),
-        format!("processes held {}", mib(held)),
-        "Killing a process does not free such files".to_owned(),
-    ] {
-        assert!(
-            verdict.contains(&said),
-            "verdict does not say {said:?}: {verdict}"
-        );
-    }
+    assert!(
+        domain.composition.iter().all(|s| s.offset_ms < 0),
+        "compositions from before the kill only, in {context}"
+    );
+    let grew = "Within the limit, tmpfs/shared memory grew from";
+    assert!(
+        verdict.contains(grew),
+        "verdict does not say {grew:?}: {verdict}"
+    );
 
     let stopped = agent.stop();
     assert_eq!(stopped.kills_of(hog_pid).len(), 1, "one record of the kill");

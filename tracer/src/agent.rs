@@ -13,7 +13,7 @@ use tokio::{
     sync::mpsc,
 };
 
-use crate::attribute::{ATTRIBUTION_BUDGET, AttributionOptions, Attributor};
+use crate::attribute::{ATTRIBUTION_BUDGET, Attributor};
 use crate::capture::{Capture, CaptureOptions, CapturePlan, privileges, ringbuf};
 use crate::cli::{Format, RunArgs};
 use crate::clock::KernelClock;
@@ -29,6 +29,7 @@ use crate::observe::timeline::warning::{PressureWarning, Thresholds};
 use crate::observe::timeline::{Prepared, Warnings};
 use crate::record::agent::AgentInfo;
 use crate::record::{Body, Context, Record, Totals, build};
+use crate::sink::journald::JournaldSink;
 use crate::sink::{Sink, json::JsonSink, metrics::MetricsSink, text::LogSink};
 use crate::stages::{self, Stages};
 use crate::{badness, decode};
@@ -48,25 +49,30 @@ const BURST_SETTLES: Duration = Duration::from_secs(5);
 const PRESSURE_QUEUE: usize = 64;
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let attribution = args.attribution();
     let RunArgs {
         format,
+        log_target,
         max_tier,
         function_hook,
-        runtime_sockets,
-        cri_sockets,
-        kubelet_log_dir,
-        no_kubelet_logs,
-        runtime_state,
-        runtime_state_only,
-        tombstone_ttl,
+        // In `attribution`.
+        runtime_sockets: _,
+        cri_sockets: _,
+        kubelet_log_dir: _,
+        no_kubelet_logs: _,
+        runtime_state: _,
+        runtime_state_only: _,
+        tombstone_ttl: _,
         restart_loop_window,
         oom_score_adj,
         ringbuf_size,
         history,
         no_history,
+        history_group,
         history_retention,
         history_max_rows,
         timeline,
+        timeline_max_cgroups,
         warn_pressure,
         warn_usage,
         warn_stall,
@@ -78,6 +84,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
              warns of; --timeline 0 turns it off"
         );
     }
+    // Before attaching: a journal asked for and not there stops the agent at once.
+    let journal = JournaldSink::for_target(log_target)?;
     let clock = KernelClock::now();
     let mut capture = Capture::attach(CaptureOptions {
         max_tier,
@@ -102,6 +110,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // The memory timeline's pressure trigger may need privileges on older kernels.
     let timeline_window = timeline.0;
     let timeline_prepared = (!timeline_window.is_zero()).then(Prepared::new);
+    // Joined while CAP_SETGID is held: the history's group, so the file can be given to it.
+    if let Some(gid) = history_group.filter(|_| !no_history) {
+        crate::history::join_group(gid)
+            .with_context(|| format!("joining group {gid} for --history-group"))?;
+    }
     // Attached: from here on nothing needs the capabilities loading did. Before any thread
     // starts, since each thread keeps its own.
     let retained = privileges::drop_after_attach(|| drops.try_read())?;
@@ -110,26 +123,32 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut records = ringbuf::RecordDrain::start(records)?;
     let plan = &capture.plan;
 
-    let attributor = Attributor::start(AttributionOptions {
-        sockets: runtime_sockets,
-        cri_sockets,
-        kubelet_logs: (!no_kubelet_logs).then_some(kubelet_log_dir),
-        state_dirs: runtime_state,
-        state_only: runtime_state_only,
-        tombstone_ttl: tombstone_ttl.into(),
-    });
+    let attributor = Attributor::start(attribution);
     // Started once the programs are attached: an agent that cannot attach creates no file.
     let mut history = if no_history {
         None
     } else {
         let retention = Retention::new(history_retention.into(), history_max_rows);
-        Some(History::start(history, retention).context("starting the history writer")?)
+        Some(
+            History::start(history, retention, history_group)
+                .context("starting the history writer")?,
+        )
     };
     let history_errors = history.as_ref().map(History::error_counter);
     if let (Some(history), Some(earlier)) = (history.as_mut(), earlier_kills) {
         backfill(history, &earlier, attached_ktime_ns, &clock).await;
     }
-    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(LogSink)];
+    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(LogSink {
+        events: journal.is_none(),
+    })];
+    if let Some(journal) = journal {
+        log::info!(
+            "kills, SIGKILLs and pressure warnings go to the journal as entries of their own: \
+             journalctl SYSLOG_IDENTIFIER={} -x (OOMTRACE_CONTAINER=…, OOMTRACE_POD=… select)",
+            crate::sink::journald::entry::IDENTIFIER
+        );
+        sinks.push(Box::new(journal));
+    }
     if format == Format::Json {
         sinks.push(Box::new(JsonSink::new(std::io::stdout().lock())));
     }
@@ -158,6 +177,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut joiner = {
         let (host_totalpages, page_kb) = badness::host_totalpages();
         Joiner::new(plan.task_hook.is_some(), plan.function_hook.is_some())
+            .with_sigkill_targets(plan.signal_task_hook.is_some())
             .with_host_memory(host_totalpages, page_kb)
     };
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
@@ -180,9 +200,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         (None, None)
     };
-    let mut observer = Observer::new(
+    let observer = Observer::new(
         MemoryHierarchy::find(),
         timeline_window,
+        timeline_max_cgroups,
         timeline_prepared,
         warnings,
         kernel_log,
@@ -193,10 +214,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::time::sleep(STARTUP_SETTLES).await;
         release_idle_memory();
     });
+    let timeline_coverage = observer.timeline_coverage();
+    // Taken by each kill's reads, which run off the runtime's thread, and given back.
+    let mut observer = Some(observer);
     output.write_to_sinks(&build::agent_started(
         plan,
         jiff::Timestamp::now(),
         AgentInfo::this(),
+        timeline_coverage
+            .as_ref()
+            .map(|(coverage, window)| (coverage, *window)),
     ));
     let (events, mut joined) = mpsc::channel::<(Event, Instant, Stages)>(EVENT_QUEUE);
     // Capture → decode → join on one side of the queue; attribute → sinks on the other, so a
@@ -274,7 +301,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 Event::Kill(kill) => {
                     killed = Some(kill.victim.pid);
                     // Read what changes first; then name, which may wait; then explain.
-                    let (moment, snapshot, timeline, composition) = observer.observe(&kill);
+                    let (kill, (moment, snapshot, timeline, composition)) =
+                        observe(&mut observer, kill).await;
                     stages.mark("observe");
                     let kill = attributor.kill(kill, moment, deadline).await;
                     stages.mark("attribute");
@@ -302,7 +330,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     build::sigkill(&sigkill, &output.context(drops.total()))
                 }
             };
-            output.write(&record, &mut stages).await;
+            output.write(record, &mut stages).await;
             if let Some(pid) = killed
                 && Stages::enabled()
             {
@@ -328,7 +356,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     output.totals.history_write_errors =
         history_errors.map_or(0, |errors| errors.load(Ordering::Relaxed));
-    output.totals.ringbuf_dropped_total = drops.total();
+    output.totals.ringbuf_dropped_total = drops.read_now();
     output.totals.sigkills_rate_limited = output.flood.limited;
     output.write_to_sinks(&build::agent_stopped(output.totals, jiff::Timestamp::now()));
     Ok(())
@@ -489,7 +517,40 @@ async fn backfill(
     );
 }
 
-/// Records to the history, then to every sink.
+/// What [`Observer::observe`] read of a kill.
+type Observed = (
+    crate::observe::Moment,
+    crate::observe::snapshot::Snapshot,
+    Option<Arc<crate::observe::timeline::Timeline>>,
+    Option<Arc<crate::observe::composition::Composition>>,
+);
+
+/// Reads what `kill`'s explanation needs from /proc and cgroupfs on a blocking thread, never on
+/// the runtime's own: however long the reads take, the capture side goes on reading the ring
+/// buffer meanwhile. The output side waits for them, so records keep their order.
+async fn observe(
+    observer: &mut Option<Observer>,
+    kill: Box<crate::incident::OomKill>,
+) -> (Box<crate::incident::OomKill>, Observed) {
+    let mut taken = observer
+        .take()
+        .expect("the observer is given back after each kill");
+    let read = tokio::task::spawn_blocking(move || {
+        let observed = taken.observe(&kill);
+        (taken, kill, observed)
+    });
+    match read.await {
+        Ok((taken, kill, observed)) => {
+            *observer = Some(taken);
+            (kill, observed)
+        }
+        // A panic in the reads is the agent's, as it was when they ran on this thread.
+        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+        Err(err) => panic!("a kill's reads did not finish: {err}"),
+    }
+}
+
+/// Records to every sink, then to the history.
 struct Output<'a> {
     plan: &'a CapturePlan,
     history: Option<History>,
@@ -508,14 +569,12 @@ impl<'a> Output<'a> {
         }
     }
 
-    async fn write(&mut self, record: &Record, stages: &mut Stages) {
-        let kept = self.flood.admit(record, Instant::now());
-        // Stored first: a kill that was logged is never lost by the agent dying right after.
-        if let Some(history) = &mut self.history
-            && kept
-        {
-            history.record(record).await;
-            stages.mark("history");
+    async fn write(&mut self, mut record: Record, stages: &mut Stages) {
+        let kept = self.flood.admit(&record, Instant::now());
+        // Where it will be stored is known now: every output says it, and none waits for the
+        // disk. The history's writer takes the record once it is written out.
+        if let Some(history) = self.history.as_mut().filter(|_| kept) {
+            record.history = history.place(&record);
         }
         match &record.body {
             Body::OomKill(_) => self.totals.oom_kills += 1,
@@ -527,17 +586,21 @@ impl<'a> Output<'a> {
             | Body::AgentStopped(_) => {}
         }
         if kept {
-            self.write_to_sinks(record);
+            self.write_to_sinks(&record);
         } else {
             for sink in &mut self.sinks {
                 if sink.is_aggregate() {
                     sink.sigkill_rate_limited();
-                } else if let Err(err) = sink.write(record) {
+                } else if let Err(err) = sink.write(&record) {
                     log::error!("writing the {} record: {err}", record.kind());
                 }
             }
         }
         stages.mark("write");
+        if let Some(history) = self.history.as_mut().filter(|_| kept) {
+            history.store(record).await;
+            stages.mark("history");
+        }
     }
 
     fn write_to_sinks(&mut self, record: &Record) {

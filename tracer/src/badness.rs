@@ -54,7 +54,7 @@ impl Badness {
 }
 
 /// RAM + swap in pages, the denominator of a host-wide OOM, and the page size in kB.
-pub fn host_totalpages() -> (u64, u64) {
+pub(crate) fn host_totalpages() -> (u64, u64) {
     // SAFETY: sysconf has no preconditions.
     let page_bytes = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
     let page_kb = (page_bytes / 1024).max(1);

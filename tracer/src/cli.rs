@@ -24,6 +24,10 @@ pub struct Cli {
 pub enum Command {
     /// Trace OOM kills live until SIGINT or SIGTERM (needs root or CAP_BPF + CAP_PERFMON).
     Run(RunArgs),
+    /// Say what this host gives oomtrace and what follows, attaching nothing: the capture tier
+    /// `run` with the same options would get and why, tracefs, BTF, the kernel log, cgroups,
+    /// the runtimes, the history. Exits 0 when `run` would trace, 1 when it would not.
+    Check(RunArgs),
     /// List the kills in the history, newest first (needs only read access to the file).
     History(HistoryArgs),
     /// One kill from the history in full: verdict, parties, memory snapshot, incident.
@@ -38,6 +42,13 @@ pub struct RunArgs {
     /// (schema: docs/json-schema.md).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+
+    /// Where kills, SIGKILLs and pressure warnings are logged. `journald`: as structured
+    /// entries in the host's journal (`journalctl OOMTRACE_CONTAINER=web`, `journalctl -x`
+    /// explains them); `stderr`: as log lines; `auto`: the journal when stderr is one (a
+    /// systemd service), else stderr. The agent's other log lines go to stderr either way.
+    #[arg(long, value_enum, default_value_t = LogTarget::Auto)]
+    pub log_target: LogTarget,
 
     /// Capture no more than this tier, even where the kernel allows more (to compare tiers, or
     /// to avoid a program that misbehaves on some kernel).
@@ -61,8 +72,9 @@ pub struct RunArgs {
 
     /// Where the kubelet's `pods` and `containers` log directories are: their names name pods
     /// and containers where no CRI socket is reachable (read-only; inotify, no polling).
-    #[arg(long, value_name = "DIR", default_value = crate::attribute::kubelet_logs::DEFAULT_ROOT)]
-    pub kubelet_log_dir: PathBuf,
+    /// When none is given: /var/log.
+    #[arg(long, value_name = "DIR")]
+    pub kubelet_log_dir: Option<PathBuf>,
 
     /// Do not read the kubelet's log directories.
     #[arg(long, conflicts_with = "kubelet_log_dir")]
@@ -114,6 +126,12 @@ pub struct RunArgs {
     #[arg(long, conflicts_with = "history")]
     pub no_history: bool,
 
+    /// The history file (and its `-wal` and `-shm`) is created mode 0640 and given to this
+    /// group (a name or a number), so that its members can run `oomtrace history` without root.
+    /// Without it, the file is mode 0600, root's alone.
+    #[arg(long, value_name = "GROUP", value_parser = group_id, conflicts_with = "no_history")]
+    pub history_group: Option<u32>,
+
     /// Kills older than this are deleted from the history, e.g. `30d`, `12h`.
     #[arg(long, value_name = "DURATION", default_value = "30d")]
     pub history_retention: HumanDuration,
@@ -130,6 +148,13 @@ pub struct RunArgs {
     /// second and ten times a second once memory runs short. `0` turns the recorder off.
     #[arg(long, value_name = "DURATION", default_value = "60s")]
     pub timeline: crate::observe::timeline::Window,
+
+    /// The most cgroups the memory timeline samples: every cgroup with a memory limit (the
+    /// fullest first) with its biggest members, and the host's biggest entries. Its memory
+    /// grows linearly up to this; a kill in a cgroup past it says so in its timeline.
+    #[arg(long, value_name = "N", default_value_t = crate::observe::timeline::DEFAULT_MAX_CGROUPS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub timeline_max_cgroups: usize,
 
     /// Write a `memory_pressure` record (log line and JSON) when a cgroup with a memory limit
     /// (a container, a pod, a Compose parent) comes near it, before any kill: its working set
@@ -167,12 +192,63 @@ pub struct RunArgs {
     pub metrics_addr: Option<SocketAddr>,
 }
 
+impl RunArgs {
+    /// The runtimes to name containers by, as these options ask for them.
+    pub fn attribution(&self) -> crate::attribute::AttributionOptions {
+        use crate::attribute::KubeletLogRoot;
+        crate::attribute::AttributionOptions {
+            sockets: self.runtime_sockets.clone(),
+            cri_sockets: self.cri_sockets.clone(),
+            kubelet_logs: match (self.no_kubelet_logs, &self.kubelet_log_dir) {
+                (true, _) => KubeletLogRoot::Off,
+                (false, Some(root)) => KubeletLogRoot::Named(root.clone()),
+                (false, None) => KubeletLogRoot::Default,
+            },
+            state_dirs: self.runtime_state.clone(),
+            state_only: self.runtime_state_only,
+            tombstone_ttl: self.tombstone_ttl.into(),
+        }
+    }
+}
+
 /// The history file a report reads.
 #[derive(Debug, clap::Args)]
 pub struct HistoryFile {
     /// The agent's `--history`.
     #[arg(long = "history", value_name = "PATH", default_value = crate::history::DEFAULT_PATH)]
     pub path: PathBuf,
+}
+
+/// A group's id, from its name (the system's group database) or its number.
+fn group_id(text: &str) -> Result<u32, String> {
+    if let Ok(gid) = text.parse::<u32>() {
+        return Ok(gid);
+    }
+    let name = std::ffi::CString::new(text).map_err(|_| "a group name has no NUL".to_owned())?;
+    let mut group = std::mem::MaybeUninit::<libc::group>::uninit();
+    let mut buf = vec![0 as libc::c_char; 16 << 10];
+    let mut found = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; `buf` outlives it and is not read after.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            name.as_ptr(),
+            group.as_mut_ptr(),
+            buf.as_mut_ptr(),
+            buf.len(),
+            &raw mut found,
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "looking the group up: {}",
+            std::io::Error::from_raw_os_error(rc)
+        ));
+    }
+    if found.is_null() {
+        return Err("no such group".to_owned());
+    }
+    // SAFETY: getgrnam_r filled `group` and pointed `found` at it.
+    Ok(unsafe { group.assume_init() }.gr_gid)
 }
 
 /// A filter's value: an empty one would match every kill, which is never what was meant.
@@ -301,6 +377,13 @@ pub enum ShowFormat {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogTarget {
+    Auto,
+    Stderr,
+    Journald,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Text,
     Json,
@@ -343,5 +426,32 @@ mod tests {
             panic!("history");
         };
         assert!(args.until.is_some());
+    }
+
+    #[test]
+    fn the_history_group_is_a_name_or_a_number() {
+        let group = |args: &[&str]| match Cli::try_parse_from(args).map(|cli| cli.command) {
+            Ok(Command::Run(run)) => Ok(run.history_group),
+            Ok(_) => panic!("not run"),
+            Err(err) => Err(err.to_string()),
+        };
+        assert_eq!(group(&["oomtrace", "run"]), Ok(None));
+        assert_eq!(
+            group(&["oomtrace", "run", "--history-group", "root"]),
+            Ok(Some(0))
+        );
+        assert_eq!(
+            group(&["oomtrace", "run", "--history-group", "4242"]),
+            Ok(Some(4242))
+        );
+        let err = group(&[
+            "oomtrace",
+            "run",
+            "--history-group",
+            "no-such-group-oomtrace",
+        ])
+        .expect_err("an unknown group");
+        assert!(err.contains("no such group"), "{err}");
+        assert!(group(&["oomtrace", "run", "--no-history", "--history-group", "root"]).is_err());
     }
 }

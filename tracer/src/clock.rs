@@ -32,7 +32,7 @@ impl KernelClock {
 }
 
 /// CLOCK_MONOTONIC now: the clock of `bpf_ktime_get_ns`.
-pub fn monotonic_ns() -> u64 {
+pub(crate) fn monotonic_ns() -> u64 {
     u64::try_from(clock_ns(libc::CLOCK_MONOTONIC)).unwrap_or(0)
 }
 

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Why a file under a root was not read. Says what kind of file or error, never its content.
 #[derive(Debug)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// Nothing at that path.
     NotFound,
     /// A symlink on the way, or the path leaves the root.
@@ -58,12 +58,12 @@ impl From<io::Error> for Refused {
 }
 
 /// The whole of `relative` under `root`, at most `limit` bytes.
-pub fn read(root: &Path, relative: &Path, limit: u64) -> Result<Vec<u8>, Refused> {
+pub(crate) fn read(root: &Path, relative: &Path, limit: u64) -> Result<Vec<u8>, Refused> {
     read_open(open(root, relative)?, limit)
 }
 
 /// The rest of an open file, at most `limit` bytes.
-pub fn read_open(file: File, limit: u64) -> Result<Vec<u8>, Refused> {
+pub(crate) fn read_open(file: File, limit: u64) -> Result<Vec<u8>, Refused> {
     let mut data = Vec::new();
     file.take(limit + 1).read_to_end(&mut data)?;
     if data.len() as u64 > limit {
@@ -73,7 +73,7 @@ pub fn read_open(file: File, limit: u64) -> Result<Vec<u8>, Refused> {
 }
 
 /// `relative` under `root`, opened for reading if it is a regular file.
-pub fn open(root: &Path, relative: &Path) -> Result<File, Refused> {
+pub(crate) fn open(root: &Path, relative: &Path) -> Result<File, Refused> {
     if relative.is_absolute()
         || relative
             .components()

@@ -24,9 +24,15 @@ pub fn is_unsafe(c: char) -> bool {
         )
 }
 
+/// Whether `text` is printable ASCII only, so nothing in it needs a look character by character:
+/// almost every name, and a quick test (a SIGKILL flood escapes every line it logs).
+fn is_plain_ascii(text: &str) -> bool {
+    text.bytes().all(|byte| (b' '..=b'~').contains(&byte))
+}
+
 /// `text` with every unsafe character written as an escape: `\x1b`, `\n`, `\u{202e}`.
 pub fn escape(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(is_unsafe) {
+    if is_plain_ascii(text) || !text.chars().any(is_unsafe) {
         return Cow::Borrowed(text);
     }
     let mut escaped = String::with_capacity(text.len() + 8);
@@ -163,6 +169,9 @@ impl<F: serde_json::ser::Formatter> serde_json::ser::Formatter for JsonEscapes<F
         writer: &mut W,
         fragment: &str,
     ) -> io::Result<()> {
+        if is_plain_ascii(fragment) {
+            return writer.write_all(fragment.as_bytes());
+        }
         let mut rest = fragment;
         while let Some(at) = rest.find(is_unsafe) {
             writer.write_all(&rest.as_bytes()[..at])?;

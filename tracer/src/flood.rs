@@ -42,7 +42,7 @@ struct Bucket {
 
 /// Decides which SIGKILLs are stored and counted.
 #[derive(Default)]
-pub struct SigkillFlood {
+pub(crate) struct SigkillFlood {
     senders: HashMap<SenderKey, Bucket>,
     /// SIGKILLs neither stored nor counted, since the agent started.
     pub limited: u64,
@@ -51,7 +51,7 @@ pub struct SigkillFlood {
 impl SigkillFlood {
     /// Whether `record` is kept by the history and the metrics: anything but a SIGKILL is; a
     /// SIGKILL while its sender is within its rate.
-    pub fn admit(&mut self, record: &Record, now: Instant) -> bool {
+    pub(crate) fn admit(&mut self, record: &Record, now: Instant) -> bool {
         let Body::Sigkill(sigkill) = &record.body else {
             return true;
         };

@@ -2,6 +2,8 @@
 //! kernel), whether it is a container's PID 1, and how big processes are. Read as soon as the
 //! kill arrives; a victim may already be gone.
 
+use std::path::Path;
+
 /// The process's cgroup in the unified hierarchy and in the memory controller's.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProcCgroups {
@@ -18,8 +20,27 @@ pub fn cgroups(pid: u32) -> Option<ProcCgroups> {
 /// A `/proc/<pid>` file as text; `None` once the process is gone. Lossy, because a cgroup
 /// or a comm is any bytes the owner chose, not necessarily UTF-8.
 fn read_lossy(pid: u32, file: &str) -> Option<String> {
-    let bytes = std::fs::read(format!("/proc/{pid}/{file}")).ok()?;
+    let bytes = read_at_most(
+        Path::new(&format!("/proc/{pid}/{file}")),
+        MAX_PROC_FILE_BYTES,
+    )
+    .ok()?;
     Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The most read of one `/proc/<pid>` file: `status` and `cgroup` are a few KiB; whatever a
+/// process can make them hold past that is not read.
+const MAX_PROC_FILE_BYTES: u64 = 256 << 10;
+
+/// The first `limit` bytes of the file at `path`: kernel files the agent reads as a kill
+/// arrives (`/proc`, cgroupfs) cost a bounded time and memory however much they hold.
+pub fn read_at_most(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Every process id, from the names of `/proc`'s directories.
@@ -280,6 +301,16 @@ Anonymous:             0 kB
         });
         let comm = handle.join().expect("the naming thread");
         assert_eq!(comm.trim_end(), "bad\u{fffd}name");
+    }
+
+    #[test]
+    fn a_file_is_read_up_to_its_bound() {
+        let dir = crate::history::tests::temp_dir();
+        let path = dir.join("big");
+        std::fs::write(&path, vec![b'x'; 10_000]).unwrap();
+        assert_eq!(read_at_most(&path, 4096).unwrap().len(), 4096);
+        assert_eq!(read_at_most(&path, 1 << 20).unwrap().len(), 10_000);
+        assert!(read_at_most(&dir.join("absent"), 16).is_err());
     }
 
     #[test]

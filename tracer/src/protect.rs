@@ -4,7 +4,7 @@ use std::io::ErrorKind;
 
 /// Sets this process's `oom_score_adj`. -1000 (the default) means the OOM killer never picks
 /// the agent. Lowering it needs CAP_SYS_RESOURCE; without it the agent still runs, and says so.
-pub fn set_oom_score_adj(adj: i16) {
+pub(crate) fn set_oom_score_adj(adj: i16) {
     match std::fs::write("/proc/self/oom_score_adj", adj.to_string()) {
         Ok(()) => log::debug!("oom_score_adj set to {adj}"),
         Err(err) if err.kind() == ErrorKind::PermissionDenied => log::warn!(

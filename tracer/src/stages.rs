@@ -7,11 +7,11 @@
 
 use std::fmt::Write as _;
 
-pub const LOG_TARGET: &str = "oomtrace::stages";
+pub(crate) const LOG_TARGET: &str = "oomtrace::stages";
 
 /// The spans of one event, each measured from the end of the one before.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Stages {
+pub(crate) struct Stages {
     /// When the last span ended, CLOCK_MONOTONIC nanoseconds (the kernel's `ktime`).
     last_ns: u64,
     spans: Vec<(&'static str, u64)>,
@@ -19,7 +19,7 @@ pub struct Stages {
 
 impl Stages {
     /// Starts at `ktime_ns`, the kernel's capture time (or any earlier moment on its clock).
-    pub fn since(ktime_ns: u64) -> Self {
+    pub(crate) fn since(ktime_ns: u64) -> Self {
         Stages {
             last_ns: ktime_ns,
             spans: Vec::with_capacity(11),
@@ -27,17 +27,17 @@ impl Stages {
     }
 
     /// Ends the span `name` now.
-    pub fn mark(&mut self, name: &'static str) {
+    pub(crate) fn mark(&mut self, name: &'static str) {
         self.mark_at(name, crate::clock::monotonic_ns());
     }
 
-    pub fn mark_at(&mut self, name: &'static str, now_ns: u64) {
+    pub(crate) fn mark_at(&mut self, name: &'static str, now_ns: u64) {
         self.spans.push((name, now_ns.saturating_sub(self.last_ns)));
         self.last_ns = self.last_ns.max(now_ns);
     }
 
     /// `read=812us decode=3us … total=1662us`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut text = String::new();
         for (name, ns) in &self.spans {
             let _ = write!(text, "{name}={}us ", ns / 1000);
@@ -47,7 +47,7 @@ impl Stages {
         text
     }
 
-    pub fn enabled() -> bool {
+    pub(crate) fn enabled() -> bool {
         log::log_enabled!(target: LOG_TARGET, log::Level::Debug)
     }
 }

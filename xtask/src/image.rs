@@ -21,7 +21,7 @@ pub fn tag() -> String {
 
 pub fn image(env: &Env) -> anyhow::Result<()> {
     install_test_tools(&mut Apt::default())?;
-    let agent = crate::vm::build_static_agent(env)?;
+    let agent = crate::suite::build_static_agent(env)?;
     let tag = tag();
     build(&agent, &tag)?;
     println!("image: {tag}");
@@ -29,7 +29,8 @@ pub fn image(env: &Env) -> anyhow::Result<()> {
 }
 
 /// `podman build` of deploy/Containerfile, from a context holding only the static `agent`
-/// (named `oomtrace`): a context of the whole target directory would be copied for nothing.
+/// (named `oomtrace`) and the journal's catalog: a context of the whole target directory would
+/// be copied for nothing.
 pub fn build(agent: &Path, tag: &str) -> anyhow::Result<()> {
     let previous = image_id(tag);
     let context = target_dir().join("image");
@@ -37,6 +38,9 @@ pub fn build(agent: &Path, tag: &str) -> anyhow::Result<()> {
     fs::create_dir_all(&context).with_context(|| format!("creating {}", context.display()))?;
     fs::copy(agent, context.join("oomtrace"))
         .with_context(|| format!("copying {} into the image context", agent.display()))?;
+    let catalog = workspace_root().join("deploy/oomtrace.catalog");
+    fs::copy(&catalog, context.join("oomtrace.catalog"))
+        .with_context(|| format!("copying {} into the image context", catalog.display()))?;
     run(Command::new("podman")
         .args(["build", "--quiet", "--file"])
         .arg(workspace_root().join("deploy/Containerfile"))

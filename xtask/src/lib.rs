@@ -8,5 +8,6 @@ pub mod image;
 pub mod prometheus;
 pub mod run;
 pub mod setup;
+pub mod suite;
 pub mod test;
 pub mod vm;

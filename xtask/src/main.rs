@@ -68,7 +68,10 @@ fn main() -> ExitCode {
             deploy::install_validator(&mut apt).map(drop)
         }),
         Task::Build => setup::setup().and_then(|env| run::build(&env)),
-        Task::Run(options) => setup::setup().and_then(|env| run::run(&env, options)),
+        // stdout is the agent's alone: everything before it goes to stderr.
+        Task::Run(options) => run::StdoutReserved::hold()
+            .map_err(anyhow::Error::from)
+            .and_then(|stdout| setup::setup().and_then(|env| run::run(&env, options, stdout))),
         Task::Test(options) => setup::setup().and_then(|env| test::test(&env, options)),
         Task::Lint => setup::setup().and_then(|env| test::lint(&env)),
         Task::Generate => prometheus::generate(),

@@ -47,7 +47,7 @@ pub fn setup() -> anyhow::Result<Env> {
         Some(version) if version == BPF_LINKER_VERSION => {}
         found => install_bpf_linker(&mut apt, &path, llvm_major, found.as_deref())?,
     }
-    println!(
+    eprintln!(
         "xtask: eBPF toolchain `{toolchain}` (LLVM {llvm_major}), bpf-linker {BPF_LINKER_VERSION}"
     );
     Ok(Env { path })
@@ -136,7 +136,7 @@ fn install_bpf_linker(
     found: Option<&str>,
 ) -> anyhow::Result<()> {
     if let Some(found) = found {
-        println!("xtask: bpf-linker {found} found, {BPF_LINKER_VERSION} wanted: reinstalling");
+        eprintln!("xtask: bpf-linker {found} found, {BPF_LINKER_VERSION} wanted: reinstalling");
     }
     let llvm_dir = PathBuf::from(format!("/usr/lib/llvm-{llvm_major}"));
     if !llvm_dir.join("bin/llvm-config").exists() {

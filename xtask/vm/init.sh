@@ -1,11 +1,10 @@
 #!/bin/busybox sh
-# /init of oomtrace's test VMs (`cargo xtask vm`, xtask/src/vm/). It mounts what the agent
-# needs, runs the scenario named on the kernel command line, prints the files the scenario left
-# in /out as sections between markers for the host to parse (the protocol is described in
-# xtask/src/vm/scenario.rs), and powers off.
+# /init of oomtrace's kernel matrix (`cargo xtask vm`, xtask/src/vm/): mounts what the agent and
+# the tests need, runs the test binaries the kernel command line names with the guest runner
+# (/suite/run-tests.sh), and powers off.
 #
-# Kernel command line: oomtrace.scenario=NAME runs /scenarios/NAME.sh, for at most
-# oomtrace.timeout=SECONDS, so that a hung scenario's sections still come out.
+# Kernel command line: oomtrace.tests=NAME[:FILTER],... for the runner, each binary for at most
+# oomtrace.timeout=SECONDS; every oomtrace.env.KEY=VALUE is exported to the tests.
 
 /bin/busybox --install -s
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
@@ -18,49 +17,23 @@ mount -t tracefs tracefs /sys/kernel/tracing
 mount -t bpf bpf /sys/fs/bpf
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 
-# From here on the console carries sections only: kernel messages (an OOM kill's among them)
-# would land in the middle of one. The scenario's kernel log is collected with dmesg instead.
+# From here on the console carries the runner's output only: kernel messages (an OOM kill's
+# among them) would land in the middle of a test's. The tests read the kernel log themselves.
 dmesg -n 1
 echo "@@OOMTRACE-INIT@@"
 
-scenario=
-timeout=120
+tests=
+timeout=300
 for word in $(cat /proc/cmdline); do
 	case "$word" in
-	oomtrace.scenario=*) scenario="${word#*=}" ;;
-	oomtrace.timeout=*) timeout="${word#*=}" ;;
+	oomtrace.tests=*) tests=$(echo "${word#*=}" | tr , ' ') ;;
+	oomtrace.timeout=*) timeout=${word#*=} ;;
+	oomtrace.env.*=*) export "${word#oomtrace.env.}" ;;
 	esac
 done
 
-export OUT=/out
-mkdir -p "$OUT"
-{
-	echo "kernel=$(uname -r)"
-	echo "scenario=$scenario"
-	echo "uptime_at_init=$(cut -d' ' -f1 /proc/uptime)"
-} >>"$OUT/facts"
-
-if [ -f "/scenarios/$scenario.sh" ]; then
-	(cd "$OUT" && timeout "$timeout" sh "/scenarios/$scenario.sh")
-	status=$?
-else
-	echo "no scenario /scenarios/$scenario.sh" >"$OUT/init-error"
-	status=127
-fi
-
-{
-	echo "scenario_status=$status"
-	echo "uptime_at_end=$(cut -d' ' -f1 /proc/uptime)"
-} >>"$OUT/facts"
-dmesg >"$OUT/kmsg"
-
-for section in "$OUT"/*; do
-	echo "@@OOMTRACE-BEGIN ${section##*/}@@"
-	# awk ends a last line that lacks its newline, so the END marker stays on its own line.
-	awk 1 "$section"
-	echo "@@OOMTRACE-END ${section##*/}@@"
-done
-echo "@@OOMTRACE-DONE@@"
+# shellcheck disable=SC2086 # one word per test
+sh /suite/run-tests.sh /suite "$timeout" $tests
 
 # Let the serial port drain what is still queued for it before the machine goes away.
 sleep 0.5

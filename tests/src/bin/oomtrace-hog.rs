@@ -12,6 +12,10 @@
 //! With `--mib-per-second N`, it grows at that pace instead of at once, like a build job whose
 //! memory climbs over seconds.
 //!
+//! With `--in-pipes` (and `--hold`), it holds its `--max-mib` in pipe buffers instead, 1 MiB a
+//! pipe: memory the kernel charges to the cgroup as its own (kernel memory), in no process's
+//! resident set, like a server's socket and pipe buffers.
+//!
 //! With `--no-wait`, it allocates at once without reading stdin: in a container started with
 //! `podman run -d` the runtime has put it in the container's cgroup already, and stdin is not
 //! the test's to write to.
@@ -27,6 +31,7 @@ fn main() -> ExitCode {
         hold,
         no_wait,
         mib_per_second,
+        in_pipes,
     } = match parse_options(std::env::args().skip(1)) {
         Ok(options) => options,
         Err(message) => {
@@ -40,6 +45,20 @@ fn main() -> ExitCode {
         // The test went away before releasing us: there is nothing to do.
         eprintln!("oomtrace-hog: no start byte on stdin: {err}");
         return ExitCode::from(2);
+    }
+
+    if in_pipes {
+        let pipes = match fill_pipes(max_mib) {
+            Ok(pipes) => pipes,
+            Err(message) => {
+                eprintln!("oomtrace-hog: {message}");
+                return ExitCode::from(4);
+            }
+        };
+        println!("held {max_mib} MiB in {} pipes", pipes.len());
+        loop {
+            std::thread::park();
+        }
     }
 
     let mut chunks: Vec<Vec<u8>> = Vec::with_capacity(max_mib);
@@ -67,11 +86,51 @@ fn main() -> ExitCode {
     ExitCode::from(3)
 }
 
+/// `mib` pipes of 1 MiB (`F_SETPIPE_SZ`), each filled: the pages of their buffers are the
+/// kernel's, charged to the writer's memory cgroup (`__GFP_ACCOUNT`).
+fn fill_pipes(mib: usize) -> Result<Vec<[std::os::fd::OwnedFd; 2]>, String> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    let chunk = vec![0x5au8; 64 * 1024];
+    let mut pipes = Vec::with_capacity(mib);
+    for n in 0..mib {
+        let mut fds = [0i32; 2];
+        // SAFETY: pipe2 writes two descriptors into the array it is given.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
+            return Err(format!("pipe {n}: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: both descriptors were just made and are owned by nothing else.
+        let pipe = unsafe { [OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])] };
+        let write_end = pipe[1].as_raw_fd();
+        // SAFETY: fcntl on a descriptor this function owns.
+        if unsafe { libc::fcntl(write_end, libc::F_SETPIPE_SZ, MIB as libc::c_int) } < 0 {
+            return Err(format!(
+                "F_SETPIPE_SZ of pipe {n}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let mut written = 0;
+        while written < MIB {
+            // SAFETY: writes from a buffer of the length given.
+            let wrote = unsafe { libc::write(write_end, chunk.as_ptr().cast(), chunk.len()) };
+            if wrote <= 0 {
+                return Err(format!(
+                    "filling pipe {n} after {written} bytes: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            written += wrote as usize;
+        }
+        pipes.push(pipe);
+    }
+    Ok(pipes)
+}
+
 struct Options {
     max_mib: usize,
     hold: bool,
     no_wait: bool,
     mib_per_second: Option<u32>,
+    in_pipes: bool,
 }
 
 fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
@@ -79,6 +138,7 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, Stri
     let mut hold = false;
     let mut no_wait = false;
     let mut mib_per_second = None;
+    let mut in_pipes = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--max-mib" => {
@@ -97,17 +157,22 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, Stri
             }
             "--hold" => hold = true,
             "--no-wait" => no_wait = true,
+            "--in-pipes" => in_pipes = true,
             other => {
                 return Err(format!(
-                    "unexpected argument {other:?} (usage: oomtrace-hog [--max-mib N] [--mib-per-second N] [--hold] [--no-wait])"
+                    "unexpected argument {other:?} (usage: oomtrace-hog [--max-mib N] [--mib-per-second N] [--hold [--in-pipes]] [--no-wait])"
                 ));
             }
         }
+    }
+    if in_pipes && !hold {
+        return Err("--in-pipes holds its memory: it needs --hold".to_owned());
     }
     Ok(Options {
         max_mib,
         hold,
         no_wait,
         mib_per_second,
+        in_pipes,
     })
 }

@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 
 use super::runtime::{ComposeNames, ContainerMetadata, K8sNames, Origin, Role};
 
-pub const DEFAULT_CAPACITY: usize = 4096;
+pub(super) const DEFAULT_CAPACITY: usize = 4096;
 /// The CLI's default (`--tombstone-ttl 24h`), for tests.
 #[cfg(test)]
-pub const DEFAULT_TOMBSTONE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+pub(super) const DEFAULT_TOMBSTONE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// How a cached container was found.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Cached {
+pub(super) enum Cached {
     /// The container exists (or existed at the last event).
     Live(Arc<ContainerMetadata>),
     /// The container was removed; this is what it was.
@@ -24,7 +24,7 @@ pub enum Cached {
 
 /// Bounded: at most `capacity` containers, live or removed. Past that, the oldest tombstone
 /// goes first, then the least recently updated container.
-pub struct MetadataCache {
+pub(super) struct MetadataCache {
     entries: HashMap<String, Entry>,
     capacity: usize,
     tombstone_ttl: Duration,
@@ -37,7 +37,7 @@ struct Entry {
 }
 
 impl MetadataCache {
-    pub fn new(capacity: usize, tombstone_ttl: Duration) -> Self {
+    pub(super) fn new(capacity: usize, tombstone_ttl: Duration) -> Self {
         MetadataCache {
             entries: HashMap::new(),
             capacity: capacity.max(1),
@@ -47,7 +47,7 @@ impl MetadataCache {
 
     /// Records what a runtime said. A partial answer (an event's attributes) does not erase
     /// what a fuller one (an inspect) already told: fields it lacks keep their values.
-    pub fn upsert(&mut self, meta: ContainerMetadata, now: Instant) {
+    pub(super) fn upsert(&mut self, meta: ContainerMetadata, now: Instant) {
         let meta = match self.entries.remove(&meta.id) {
             Some(old) => merge(&old.meta, meta),
             None => meta,
@@ -64,7 +64,7 @@ impl MetadataCache {
     }
 
     /// The container was removed: keep it as a tombstone for the configured time.
-    pub fn removed(&mut self, id: &str, now: Instant) {
+    pub(super) fn removed(&mut self, id: &str, now: Instant) {
         if let Some(entry) = self.entries.get_mut(id) {
             entry.removed_at.get_or_insert(now);
             entry.updated_at = now;
@@ -72,7 +72,7 @@ impl MetadataCache {
         self.evict(now);
     }
 
-    pub fn get(&self, id: &str, now: Instant) -> Option<Cached> {
+    pub(super) fn get(&self, id: &str, now: Instant) -> Option<Cached> {
         let entry = self.entries.get(id)?;
         match entry.removed_at {
             None => Some(Cached::Live(Arc::clone(&entry.meta))),
@@ -86,7 +86,7 @@ impl MetadataCache {
     /// The pod with this uid, as its sandbox or the kubelet's log directory names it, else as
     /// any of its containers does: a kill in the pod's own cgroup names the pod. Live entries
     /// first. A scan: pods are looked up only for such kills, and the cache is bounded.
-    pub fn pod(&self, uid: &str, now: Instant) -> Option<Cached> {
+    pub(super) fn pod(&self, uid: &str, now: Instant) -> Option<Cached> {
         let (_, entry) = self
             .entries
             .iter()
@@ -104,7 +104,7 @@ impl MetadataCache {
     }
 
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.entries.len()
     }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerInspectResponse, ContainerSummary, EventMessage};
-use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
+use bollard::query_parameters::ListContainersOptionsBuilder;
 use bollard::{API_DEFAULT_VERSION, ClientVersion, Docker};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, BoxStream, StreamExt as _};
@@ -49,10 +49,11 @@ impl DockerApi {
 
     /// A ping: milliseconds, so a kill waiting for the connection does not wait long.
     async fn try_connect(&self) -> RuntimeResult<()> {
-        let client =
-            Docker::connect_with_unix(&self.socket, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
-                .map_err(classify)?;
-        client.ping().await.map_err(classify)?;
+        let client = unix_client(&self.socket, API_DEFAULT_VERSION)?;
+        client
+            .ping()
+            .await
+            .map_err(|err| classify(PING_PATH, err))?;
         // Until `/version` says, the socket's name is the best guess at the engine.
         let engine = if self.socket.contains("podman") {
             "podman"
@@ -67,7 +68,10 @@ impl DockerApi {
     /// answer it, so it comes after the connection is in use.
     async fn try_identify(&self) -> RuntimeResult<()> {
         let Connected { client, .. } = self.connected()?;
-        let version = client.version().await.map_err(classify)?;
+        let version = client
+            .version()
+            .await
+            .map_err(|err| classify(VERSION_PATH, err))?;
         let podman = version
             .components
             .unwrap_or_default()
@@ -76,15 +80,13 @@ impl DockerApi {
         let engine = if podman { "podman" } else { "docker" };
         // Speak the server's version when it is older than bollard's: Docker refuses newer ones.
         let client = match version.api_version.as_deref().and_then(parse_api_version) {
-            Some(server) if server < (1, 53) => Docker::connect_with_unix(
+            Some(server) if server < (1, 53) => unix_client(
                 &self.socket,
-                REQUEST_TIMEOUT_SECS,
                 &ClientVersion {
                     major_version: server.0,
                     minor_version: server.1,
                 },
-            )
-            .map_err(classify)?,
+            )?,
             _ => client,
         };
         self.set(Connected { client, engine });
@@ -97,6 +99,17 @@ impl DockerApi {
             .lock()
             .unwrap_or_else(|poison| poison.into_inner()) = Some(connected);
     }
+}
+
+/// A client of the socket at `socket`, through the bounded transport ([`super::docker_socket`]).
+fn unix_client(socket: &str, version: &ClientVersion) -> RuntimeResult<Docker> {
+    Docker::connect_with_custom_transport(
+        super::docker_socket::transport(socket),
+        Some("http://localhost"),
+        REQUEST_TIMEOUT_SECS,
+        version,
+    )
+    .map_err(|err| classify("the client", err))
 }
 
 /// `1.41` → (1, 41).
@@ -139,7 +152,7 @@ impl ContainerRuntime for DockerApi {
             let summaries = client
                 .list_containers(Some(options))
                 .await
-                .map_err(classify)?;
+                .map_err(|err| classify(LIST_PATH, err))?;
             Ok(summaries
                 .into_iter()
                 .filter_map(|summary| from_summary(summary, engine))
@@ -160,7 +173,7 @@ impl ContainerRuntime for DockerApi {
                 }) => Ok(None),
                 // podman 4 says `"Status": "stopped"`, which the API does not define: the
                 // listing still names the container, without its pid and limit.
-                Err(err) => match classify(err) {
+                Err(err) => match classify(&inspect_path(id), err) {
                     RuntimeError::Garbage(why) => {
                         log::debug!("inspecting container {id}: {why}; listing it instead");
                         let filters = HashMap::from([("id", vec![id])]);
@@ -171,7 +184,7 @@ impl ContainerRuntime for DockerApi {
                         let listed = client
                             .list_containers(Some(options))
                             .await
-                            .map_err(classify)?;
+                            .map_err(|err| classify(LIST_PATH, err))?;
                         Ok(listed
                             .into_iter()
                             .filter_map(|summary| from_summary(summary, engine))
@@ -188,42 +201,88 @@ impl ContainerRuntime for DockerApi {
             Ok(connected) => connected,
             Err(err) => return stream::once(async { Err(err) }).boxed(),
         };
-        let filters = HashMap::from([("type", vec!["container"])]);
         let since = since
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_secs())
-            .to_string();
-        let options = EventsOptionsBuilder::default()
-            .since(&since)
-            .filters(&filters)
-            .build();
-        // The stream borrows nothing from `client`'s caller: it owns a clone.
-        let events = client.events(Some(options));
-        events
+            .map_or(0, |since| since.as_secs());
+        // Read line by line here, each bounded: bollard's reader would keep an endless line.
+        super::docker_socket::events(&self.socket, &client.client_version(), since)
             .filter_map(move |message| async move {
                 match message {
                     Ok(message) => from_event(message, engine).map(Ok),
-                    Err(err) => Some(Err(classify(err))),
+                    Err(why) => Some(Err(RuntimeError::Unavailable(why))),
                 }
             })
             .boxed()
     }
 }
 
-fn classify(err: BollardError) -> RuntimeError {
+/// The Engine API's paths the agent asks, for messages.
+const PING_PATH: &str = "GET /_ping";
+const VERSION_PATH: &str = "GET /version";
+const LIST_PATH: &str = "GET /containers/json";
+
+fn inspect_path(id: &str) -> String {
+    format!("GET /containers/{}/json", super::short(id))
+}
+
+/// What went wrong with the request to `path`, in the agent's own words: the kind of error and
+/// the path, never what was answered. Whoever listens at the socket chooses the daemon's error
+/// text (bollard's `message`) and the bytes that failed to parse, and both would otherwise reach
+/// the log, the record's attribution warning and the history.
+fn classify(path: &str, err: BollardError) -> RuntimeError {
     match err {
-        BollardError::SocketNotFoundError(path) => {
-            RuntimeError::Absent(format!("no socket at {path}"))
+        // The socket's path is the operator's, not the daemon's.
+        BollardError::SocketNotFoundError(socket) => {
+            RuntimeError::Absent(format!("no socket at {socket}"))
         }
-        BollardError::JsonDataError { .. }
-        | BollardError::JsonSerdeError { .. }
-        | BollardError::APIVersionParseError {}
-        | BollardError::StrParseError { .. } => RuntimeError::Garbage(err.to_string()),
+        BollardError::DockerResponseServerError { status_code, .. } => {
+            RuntimeError::Unavailable(format!("{path}: refused with HTTP status {status_code}"))
+        }
+        BollardError::JsonDataError { column, .. } => RuntimeError::Garbage(format!(
+            "{path}: an answer that is not the Engine API's (at column {column})"
+        )),
+        BollardError::JsonSerdeError { err } => RuntimeError::Garbage(format!(
+            "{path}: an answer that is not the Engine API's ({:?} error at line {}, column {})",
+            err.classify(),
+            err.line(),
+            err.column()
+        )),
+        BollardError::APIVersionParseError {} => {
+            RuntimeError::Garbage(format!("{path}: an API version that is not one"))
+        }
+        BollardError::StrParseError { .. } => {
+            RuntimeError::Garbage(format!("{path}: an answer that is not UTF-8"))
+        }
+        BollardError::DockerStreamError { .. } | BollardError::DockerContainerWaitError { .. } => {
+            RuntimeError::Unavailable(format!("{path}: the daemon reported an error"))
+        }
         BollardError::RequestTimeoutError => {
-            RuntimeError::Unavailable(format!("no answer within {REQUEST_TIMEOUT_SECS} s"))
+            RuntimeError::Unavailable(format!("{path}: no answer within {REQUEST_TIMEOUT_SECS} s"))
         }
-        err => RuntimeError::Unavailable(err.to_string()),
+        // The socket file of a daemon that is not running: as absent as no file at all.
+        BollardError::IOError { err } if err.kind() == std::io::ErrorKind::ConnectionRefused => {
+            RuntimeError::Absent("nothing listens at the socket".to_owned())
+        }
+        err if refused(&err) => RuntimeError::Absent("nothing listens at the socket".to_owned()),
+        // The transport's and hyper's own words (a connection reset, an answer past its bound,
+        // a malformed header), which name no content; hyper's message alone does not say what
+        // the connection's reader reported.
+        err => RuntimeError::Unavailable(format!("{path}: {}", super::docker_socket::chain(&err))),
     }
+}
+
+/// Whether the error comes down to a connection refused.
+fn refused(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(err) = cause {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
 }
 
 pub fn from_summary(summary: ContainerSummary, engine: &'static str) -> Option<ContainerMetadata> {
@@ -310,6 +369,21 @@ pub const LOOKUP_TIMEOUT: Duration = Duration::from_millis(400);
 mod tests {
     use super::*;
     use bollard::models::EventActor;
+
+    /// A socket file nobody listens at any more, as a stopped daemon leaves it, and none at all.
+    #[tokio::test]
+    async fn a_stale_socket_is_absent_like_a_missing_one() {
+        let dir = crate::history::tests::temp_dir();
+        let stale = dir.join("docker.sock");
+        drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+        for socket in [stale, dir.join("none.sock")] {
+            let api = DockerApi::new(socket.to_str().unwrap());
+            match api.try_connect().await {
+                Err(RuntimeError::Absent(_)) => {}
+                other => panic!("{}: {other:?}", socket.display()),
+            }
+        }
+    }
 
     fn event(action: &str, attributes: &[(&str, &str)]) -> EventMessage {
         EventMessage {

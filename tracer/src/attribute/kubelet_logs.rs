@@ -28,10 +28,10 @@ use super::runtime::{
 };
 
 /// Where the kubelet writes them, unless `--kubelet-log-dir` says otherwise.
-pub const DEFAULT_ROOT: &str = "/var/log";
+pub(crate) const DEFAULT_ROOT: &str = "/var/log";
 const RUNTIME: &str = "kubelet";
 
-pub struct KubeletLogs {
+pub(crate) struct KubeletLogs {
     pods: PathBuf,
     containers: PathBuf,
     connected: AtomicBool,
@@ -48,7 +48,7 @@ struct Watching {
 
 impl KubeletLogs {
     /// `root` holds `pods` and `containers`, e.g. `/var/log`.
-    pub fn new(root: impl AsRef<Path>) -> Self {
+    pub(crate) fn new(root: impl AsRef<Path>) -> Self {
         let root = root.as_ref();
         KubeletLogs {
             pods: root.join("pods"),
@@ -237,7 +237,7 @@ fn pod_event(mask: u32, name: &str) -> Option<RuntimeEvent> {
 }
 
 /// `<namespace>_<pod>_<uid>`: the pod, keyed by the directory's name.
-pub fn pod_dir(name: &str) -> Option<ContainerMetadata> {
+pub(crate) fn pod_dir(name: &str) -> Option<ContainerMetadata> {
     let mut parts = name.split('_');
     let (namespace, pod, uid) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() || [namespace, pod, uid].iter().any(|part| part.is_empty()) {
@@ -264,7 +264,7 @@ fn split_link(name: &str) -> Option<(&str, &str)> {
 /// A container's link, and its target when it could be read: the names, and from the target
 /// (`…/<namespace>_<pod>_<uid>/<container>/<restart count>.log`) the pod's uid and the restart
 /// count. A link whose name was cut (a very long pod name) names its pod from the target.
-pub fn container_link(name: &str, target: Option<&Path>) -> Option<ContainerMetadata> {
+pub(crate) fn container_link(name: &str, target: Option<&Path>) -> Option<ContainerMetadata> {
     let from_target = target.and_then(|target| {
         let restarts = target.file_stem()?.to_str()?.parse::<u32>().ok();
         let container = target.parent()?;

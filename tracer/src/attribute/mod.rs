@@ -11,7 +11,8 @@
 mod cache;
 pub mod cri;
 pub mod docker;
-pub mod kubelet_logs;
+mod docker_socket;
+pub(crate) mod kubelet_logs;
 pub mod runtime;
 pub mod state;
 mod watch;
@@ -376,14 +377,103 @@ pub struct AttributionOptions {
     pub sockets: Vec<String>,
     /// CRI sockets (containerd's, CRI-O's); none: [`cri::DEFAULT_SOCKETS`].
     pub cri_sockets: Vec<String>,
-    /// Where the kubelet's `pods` and `containers` log directories are, if read at all.
-    pub kubelet_logs: Option<PathBuf>,
+    /// The kubelet's log directories: read at [`kubelet_logs::DEFAULT_ROOT`], at a root the
+    /// user named, or not at all.
+    pub kubelet_logs: KubeletLogRoot,
     /// Runtime state directories (Docker's data root, podman's storage root); none:
     /// [`state::DEFAULT_DIRS`].
     pub state_dirs: Vec<PathBuf>,
     /// No sockets at all, not even the default ones.
     pub state_only: bool,
     pub tombstone_ttl: Duration,
+}
+
+/// Where the kubelet's `pods` and `containers` log directories are looked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KubeletLogRoot {
+    Default,
+    Named(PathBuf),
+    Off,
+}
+
+/// Whether the user named a runtime, or it is only looked for where runtimes usually are. A
+/// host without Docker is no fault: only a runtime that was named, or that answered and then
+/// stopped, is warned of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Asked {
+    /// On the command line.
+    Named,
+    /// One of the usual places.
+    Default,
+}
+
+/// One runtime the options call for.
+pub struct ConfiguredRuntime {
+    pub runtime: Arc<dyn ContainerRuntime>,
+    pub asked: Asked,
+}
+
+impl AttributionOptions {
+    /// Every runtime to ask, in the order their answers count: the sockets first, so that
+    /// where a socket and a state directory both know a container, the API's answer is used.
+    /// `oomtrace check` asks the very same ones.
+    pub fn runtimes(&self) -> Vec<ConfiguredRuntime> {
+        let AttributionOptions {
+            sockets,
+            cri_sockets,
+            kubelet_logs,
+            state_dirs,
+            state_only,
+            tombstone_ttl: _,
+        } = self;
+        /// The named ones, else the defaults.
+        fn or_defaults<T: Clone>(named: &[T], defaults: Vec<T>) -> Vec<(T, Asked)> {
+            if named.is_empty() {
+                defaults
+                    .into_iter()
+                    .map(|it| (it, Asked::Default))
+                    .collect()
+            } else {
+                named.iter().map(|it| (it.clone(), Asked::Named)).collect()
+            }
+        }
+        let (sockets, cri_sockets) = if *state_only {
+            (Vec::new(), Vec::new())
+        } else {
+            (
+                or_defaults(sockets, DEFAULT_SOCKETS.map(str::to_owned).to_vec()),
+                or_defaults(
+                    cri_sockets,
+                    cri::DEFAULT_SOCKETS.map(str::to_owned).to_vec(),
+                ),
+            )
+        };
+        let state_dirs = or_defaults(state_dirs, state::DEFAULT_DIRS.map(PathBuf::from).to_vec());
+        let kubelet_logs = match kubelet_logs {
+            KubeletLogRoot::Default => {
+                Some((PathBuf::from(kubelet_logs::DEFAULT_ROOT), Asked::Default))
+            }
+            KubeletLogRoot::Named(root) => Some((root.clone(), Asked::Named)),
+            KubeletLogRoot::Off => None,
+        };
+        let configured =
+            |runtime: Arc<dyn ContainerRuntime>, asked| ConfiguredRuntime { runtime, asked };
+        let apis = sockets
+            .into_iter()
+            .map(|(socket, asked)| configured(Arc::new(DockerApi::new(socket)), asked));
+        let cri = cri_sockets
+            .into_iter()
+            .map(|(socket, asked)| configured(Arc::new(CriRuntime::new(socket)), asked));
+        let states = state_dirs.into_iter().map(|(dir, asked)| {
+            configured(
+                Arc::new(RuntimeState::new(dir, cache::DEFAULT_CAPACITY)),
+                asked,
+            )
+        });
+        let logs =
+            kubelet_logs.map(|(root, asked)| configured(Arc::new(KubeletLogs::new(root)), asked));
+        apis.chain(cri).chain(states).chain(logs).collect()
+    }
 }
 
 pub struct Attributor {
@@ -396,50 +486,20 @@ pub struct Attributor {
 const WARNED_PATHS_KEPT: usize = 64;
 
 impl Attributor {
-    /// Starts a watcher per socket and per state directory on the current tokio runtime. The
-    /// sockets come first: where both know a container, the API's answer is the one used.
+    /// Starts a watcher per runtime (socket, state directory, log directories) on the current
+    /// tokio runtime.
     pub fn start(options: AttributionOptions) -> Self {
-        let AttributionOptions {
-            mut sockets,
-            mut cri_sockets,
-            kubelet_logs,
-            mut state_dirs,
-            state_only,
-            tombstone_ttl,
-        } = options;
-        if state_only {
-            sockets.clear();
-            cri_sockets.clear();
-        } else {
-            if sockets.is_empty() {
-                sockets = DEFAULT_SOCKETS.map(str::to_owned).to_vec();
-            }
-            if cri_sockets.is_empty() {
-                cri_sockets = cri::DEFAULT_SOCKETS.map(str::to_owned).to_vec();
-            }
-        }
-        if state_dirs.is_empty() {
-            state_dirs = state::DEFAULT_DIRS.map(PathBuf::from).to_vec();
-        }
-        let apis = sockets
-            .into_iter()
-            .map(|socket| Arc::new(DockerApi::new(socket)) as Arc<dyn ContainerRuntime>);
-        let cri = cri_sockets
-            .into_iter()
-            .map(|socket| Arc::new(CriRuntime::new(socket)) as Arc<dyn ContainerRuntime>);
-        let states = state_dirs.into_iter().map(|dir| {
-            Arc::new(RuntimeState::new(dir, cache::DEFAULT_CAPACITY)) as Arc<dyn ContainerRuntime>
-        });
-        let logs =
-            kubelet_logs.map(|root| Arc::new(KubeletLogs::new(root)) as Arc<dyn ContainerRuntime>);
-        let runtimes: Vec<Arc<dyn ContainerRuntime>> =
-            apis.chain(cri).chain(states).chain(logs).collect();
-        let attributor = Self::with_runtimes(runtimes, tombstone_ttl);
-        for runtime in &attributor.runtimes {
-            tokio::spawn(watch::watch(
-                Arc::clone(runtime),
-                Arc::clone(&attributor.shared),
-            ));
+        let configured = options.runtimes();
+        let attributor = Self::with_runtimes(
+            configured
+                .iter()
+                .map(|configured| Arc::clone(&configured.runtime))
+                .collect(),
+            options.tombstone_ttl,
+        );
+        attributor.shared.expect_runtimes(configured.len());
+        for ConfiguredRuntime { runtime, asked } in configured {
+            tokio::spawn(watch::watch(runtime, Arc::clone(&attributor.shared), asked));
         }
         attributor
     }
@@ -460,7 +520,7 @@ impl Attributor {
     }
 
     #[cfg(test)]
-    pub fn shared(&self) -> &Arc<Shared> {
+    fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
 

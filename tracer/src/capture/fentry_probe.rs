@@ -26,7 +26,7 @@ const RETURN_ZERO: [[u8; 8]; 2] = [
 const LICENSE: &[u8] = b"GPL\0";
 
 /// What the kernel says to an fentry program at the function with BTF type `func_id`.
-pub enum Answer {
+pub(super) enum Answer {
     /// The kernel would load it: go on with the real program.
     Loads,
     /// The kernel denies it to this process (EPERM or EACCES): the real program would be
@@ -37,7 +37,7 @@ pub enum Answer {
     Undecided(io::Error),
 }
 
-pub fn ask(func_id: u32) -> Answer {
+pub(super) fn ask(func_id: u32) -> Answer {
     // SAFETY: bpf_attr is plain data; all zeros is the kernel's "not given" for every field.
     let mut attr: bpf_attr = unsafe { mem::zeroed() };
     // SAFETY: writing fields of the BPF_PROG_LOAD member of a zeroed union.

@@ -7,12 +7,13 @@
 pub mod btf;
 mod fentry_probe;
 pub mod offsets;
-pub mod privileges;
-pub mod prototype;
-pub mod ringbuf;
+pub(crate) mod privileges;
+pub(crate) mod prototype;
+pub(crate) mod ringbuf;
 pub mod tracefs;
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context as _, anyhow};
 use aya::{
@@ -152,6 +153,81 @@ impl CapturePlan {
     }
 }
 
+/// Whether the programs are attached, or only loaded: `oomtrace check` loads each program the
+/// way `run` would, to hear the kernel's answer, and attaches none. The decision of the tier is
+/// one, either way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Attach,
+    LoadOnly,
+}
+
+/// What the running kernel offers, read before anything is loaded: the tracepoints' formats in
+/// tracefs and its BTF. Needs no capability but tracefs's (root's, mode 0700).
+pub struct KernelFacts {
+    /// Where tracefs is, and how to decode `oom:mark_victim` here: without it there is nothing
+    /// to trace.
+    pub mark_victim: Result<(std::path::PathBuf, MarkVictimLayout), String>,
+    /// How to decode `signal:signal_generate`, for SIGKILLs.
+    pub signal_layout: Result<SignalLayout, String>,
+    kernel_btf: Result<KernelBtf, String>,
+}
+
+/// What the kernel's BTF says, for `oomtrace check`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BtfFacts {
+    /// `task`, or `int` (the pid) before 6.9.
+    pub mark_victim_arg: TracepointArg,
+    pub missing_for_memory: Vec<String>,
+    pub missing_for_oom_context: Vec<String>,
+}
+
+impl KernelFacts {
+    /// Reads tracefs (mounting it where run would) and, unless `max_tier` needs none, BTF.
+    pub fn read(max_tier: Tier) -> Self {
+        let mark_victim = tracefs::tracefs_root()
+            .and_then(|tracefs| {
+                let format = tracefs::read_format(&tracefs, TRACEPOINT_CATEGORY, TRACEPOINT_NAME)?;
+                let layout = MarkVictimLayout::from_format(&format).map_err(|err| {
+                    anyhow!(
+                        "cannot decode tracepoint {TRACEPOINT_CATEGORY}:{TRACEPOINT_NAME}: {err}"
+                    )
+                })?;
+                Ok((tracefs, layout))
+            })
+            .map_err(|err| format!("{err:#}"));
+        let signal_layout = match &mark_victim {
+            Ok((tracefs, _)) => tracefs::read_format(tracefs, SIGNAL_CATEGORY, SIGNAL_NAME)
+                .and_then(|format| Ok(SignalLayout::from_format(&format)?))
+                .map_err(|err| format!("{err:#}")),
+            Err(_) => Err("tracefs is not readable".to_owned()),
+        };
+        // Without BTF the task programs cannot know where anything is in `task_struct`.
+        let kernel_btf = if max_tier < Tier::NoFunctionTracing {
+            Err(format!("capped at {max_tier} by --max-tier"))
+        } else {
+            KernelBtf::read()
+        };
+        KernelFacts {
+            mark_victim,
+            signal_layout,
+            kernel_btf,
+        }
+    }
+
+    /// What BTF gives, or why there is none to use.
+    pub fn btf(&self) -> Result<BtfFacts, &str> {
+        match &self.kernel_btf {
+            Ok(btf) => Ok(BtfFacts {
+                mark_victim_arg: btf.mark_victim_arg.clone(),
+                missing_for_memory: btf.resolved.missing_for_memory.clone(),
+                missing_for_oom_context: btf.resolved.missing_for_oom_context.clone(),
+            }),
+            Err(why) => Err(why),
+        }
+    }
+}
+
 /// The loaded, attached programs. Dropping it detaches them.
 pub struct Capture {
     ebpf: Ebpf,
@@ -161,6 +237,14 @@ pub struct Capture {
 impl Capture {
     /// Loads and attaches everything the running kernel allows, up to `max_tier`.
     pub fn attach(options: CaptureOptions) -> anyhow::Result<Self> {
+        privileges::check()?;
+        privileges::raise_memlock_limit();
+        Self::load(KernelFacts::read(options.max_tier), options, Mode::Attach)
+    }
+
+    /// Loads, and in [`Mode::Attach`] attaches, everything the kernel allows, up to `max_tier`:
+    /// the plan says which tier that is, and why. Call [`privileges::check`] first.
+    pub fn load(facts: KernelFacts, options: CaptureOptions, mode: Mode) -> anyhow::Result<Self> {
         let CaptureOptions {
             max_tier,
             function_hook,
@@ -169,24 +253,15 @@ impl Capture {
         if EBPF_OBJECT.is_empty() {
             anyhow::bail!("this oomtrace was built without its eBPF programs (the `ebpf` feature)");
         }
-        privileges::check()?;
-        privileges::raise_memlock_limit();
-
-        let tracefs = tracefs::tracefs_root()?;
-        let format = tracefs::read_format(&tracefs, TRACEPOINT_CATEGORY, TRACEPOINT_NAME)?;
-        let layout = MarkVictimLayout::from_format(&format).map_err(|err| {
-            anyhow!("cannot decode tracepoint {TRACEPOINT_CATEGORY}:{TRACEPOINT_NAME}: {err}")
-        })?;
+        let KernelFacts {
+            mark_victim,
+            signal_layout,
+            kernel_btf,
+        } = facts;
+        let (_, layout) = mark_victim.map_err(|err| anyhow!(err))?;
         for skipped in layout.skipped() {
             log::warn!("{TRACEPOINT_CATEGORY}:{TRACEPOINT_NAME}: {skipped}");
         }
-
-        // Without BTF the task programs cannot know where anything is in `task_struct`.
-        let kernel_btf = if max_tier < Tier::NoFunctionTracing {
-            Err(format!("capped at {max_tier} by --max-tier"))
-        } else {
-            KernelBtf::read()
-        };
         if let Ok(btf) = &kernel_btf
             && !btf.resolved.missing_for_memory.is_empty()
         {
@@ -200,9 +275,6 @@ impl Capture {
             .as_ref()
             .map_or(KernelOffsets::ABSENT, |btf| btf.resolved.offsets);
         // SIGKILLs are an addition: without the tracepoint, OOM kills are still traced.
-        let signal_layout = tracefs::read_format(&tracefs, SIGNAL_CATEGORY, SIGNAL_NAME)
-            .and_then(|format| Ok(SignalLayout::from_format(&format)?))
-            .map_err(|err| format!("{err:#}"));
         let sig_offset = signal_layout
             .as_ref()
             .map_or(OFFSET_ABSENT, SignalLayout::sig_offset);
@@ -223,25 +295,28 @@ impl Capture {
                 }
             })?;
 
-        attach_tracepoint(&mut ebpf)?;
+        attach_tracepoint(&mut ebpf, mode)?;
         let signal_layout = signal_layout
             .and_then(|layout| {
-                attach_signal_tracepoint(&mut ebpf)
+                attach_signal_tracepoint(&mut ebpf, mode)
                     .map(|()| layout)
                     .map_err(|err| format!("{err:#}"))
             })
             .inspect_err(|err| {
                 log::warn!("SIGKILLs other than the OOM killer's are not traced: {err}")
-            })
-            .ok();
+            });
 
         // The program that reads arg0 as the victim's task only where the kernel passes one.
         let task_hook = match &kernel_btf {
             Ok(btf) => match &btf.mark_victim_arg {
-                TracepointArg::Task => {
-                    attach_task_hook(&mut ebpf, btf.mark_victim, TRACEPOINT_NAME, "mark_victim")
-                        .map_err(|err| format!("{err:#}"))
-                }
+                TracepointArg::Task => attach_task_hook(
+                    &mut ebpf,
+                    btf.mark_victim,
+                    TRACEPOINT_NAME,
+                    "mark_victim",
+                    mode,
+                )
+                .map_err(|err| format!("{err:#}")),
                 other => Err(format!(
                     "mark_victim's BTF prototype passes {other}, not the victim's task_struct"
                 )),
@@ -251,7 +326,7 @@ impl Capture {
         let hooked_function = match &kernel_btf {
             Ok(_) if max_tier < Tier::Full => Err(format!("capped at {max_tier} by --max-tier")),
             Ok(btf) => match btf.resolved.missing_for_oom_context.as_slice() {
-                [] => attach_function_hooks(&mut ebpf, btf.oom_kill_process, function_hook),
+                [] => attach_function_hooks(&mut ebpf, btf.oom_kill_process, function_hook, mode),
                 missing => Err(format!("kernel BTF lacks {}", missing.join(", "))),
             },
             Err(reason) => Err(reason.clone()),
@@ -259,12 +334,13 @@ impl Capture {
         // The target's memory and cgroups, read before it can be reaped: where BTF gives the
         // offsets and the tracepoint passes the target's task.
         let signal_task_hook = match (&signal_layout, &kernel_btf) {
-            (Some(_), Ok(btf)) => match &btf.signal_target_arg {
+            (Ok(_), Ok(btf)) => match &btf.signal_target_arg {
                 TracepointArg::Task => attach_task_hook(
                     &mut ebpf,
                     btf.signal_generate,
                     SIGNAL_NAME,
                     "signal_generate",
+                    mode,
                 )
                 .map_err(|err| format!("{err:#}")),
                 other => Err(format!(
@@ -277,23 +353,15 @@ impl Capture {
                     "{err}; a SIGKILL's target is located from /proc, which misses processes \
                      reaped at once"
                 )
-            })
-            .ok(),
-            _ => None,
+            }),
+            (Err(why), _) => Err(why.clone()),
+            (_, Err(why)) => Err(why.clone()),
         };
-        let (tier, reason) = match (&hooked_function, &task_hook, signal_task_hook) {
-            (Ok((_, how)), _, _) => (Tier::Full, how.clone()),
-            (Err(why), Ok(_), _) => (Tier::NoFunctionTracing, format!("oom_kill_process: {why}")),
-            // The OOM killer's SIGKILL to its victim names it as well.
-            (Err(why), Err(task_why), Some(_)) => (
-                Tier::NoFunctionTracing,
-                format!(
-                    "oom_kill_process: {why}; mark_victim: {task_why}; the victim's task is read \
-                     from the OOM killer's SIGKILL"
-                ),
-            ),
-            (_, Err(why), None) => (Tier::TracepointOnly, why.clone()),
-        };
+        let (tier, reason) = decide_tier(
+            hooked_function.as_ref().map(|(_, how)| how.as_str()),
+            task_hook.as_ref().map(|_| ()),
+            signal_task_hook.is_ok(),
+        );
         let (mark_victim_arg, constraint_names) = match kernel_btf {
             Ok(btf) => (Some(btf.mark_victim_arg), btf.constraint_names),
             Err(_) => (None, Vec::new()),
@@ -306,8 +374,8 @@ impl Capture {
             function_hook: hooked_function.ok().map(|(hook, _)| hook),
             layout,
             constraint_names,
-            signal_layout,
-            signal_task_hook,
+            signal_layout: signal_layout.ok(),
+            signal_task_hook: signal_task_hook.ok(),
         };
         Ok(Capture { ebpf, plan })
     }
@@ -333,16 +401,69 @@ impl Capture {
             .ebpf
             .take_map("DROPPED")
             .context("eBPF object has no DROPPED map")?;
-        Ok(DropCounter(PerCpuArray::try_from(map)?))
+        Ok(DropCounter {
+            map: PerCpuArray::try_from(map)?,
+            last: AtomicU64::new(0),
+            read_at_ns: AtomicU64::new(0),
+        })
+    }
+}
+
+/// The tier, and one sentence on why not a higher one, from what each program's load (and
+/// attach) said: `oom_kill_process`'s hooks (how, or why not), the task program at
+/// `mark_victim` (why not), and whether the SIGKILL's task program loaded.
+fn decide_tier(
+    function_hooks: Result<&str, &String>,
+    mark_victim_task: Result<(), &String>,
+    sigkill_task: bool,
+) -> (Tier, String) {
+    match (function_hooks, mark_victim_task, sigkill_task) {
+        (Ok(how), _, _) => (Tier::Full, how.to_owned()),
+        (Err(why), Ok(()), _) => (Tier::NoFunctionTracing, format!("oom_kill_process: {why}")),
+        // The OOM killer's SIGKILL to its victim names it as well.
+        (Err(why), Err(task_why), true) => (
+            Tier::NoFunctionTracing,
+            format!(
+                "oom_kill_process: {why}; mark_victim: {task_why}; the victim's task is read \
+                 from the OOM killer's SIGKILL"
+            ),
+        ),
+        (_, Err(why), false) => (Tier::TracepointOnly, why.clone()),
     }
 }
 
 /// Records lost in the kernel because the ring buffer was full.
-pub struct DropCounter(PerCpuArray<MapData, u64>);
+/// Records the kernel could not put in the ring (it was full), summed over the CPUs. Every
+/// record carries the count, and reading it is a system call: a read is reused for
+/// [`REREAD_AFTER_NS`], so that a flood of records does not pay one each.
+pub struct DropCounter {
+    map: PerCpuArray<MapData, u64>,
+    last: AtomicU64,
+    /// CLOCK_MONOTONIC nanoseconds of the last read; 0 before the first.
+    read_at_ns: AtomicU64,
+}
+
+/// How long a read of the drop counter is reused: a record is written milliseconds after the
+/// kernel captured it anyway, so its count is as of about then.
+const REREAD_AFTER_NS: u64 = 10_000_000;
 
 impl DropCounter {
+    /// The count, read at most [`REREAD_AFTER_NS`] ago.
     pub fn total(&self) -> u64 {
-        self.0
+        let now = crate::clock::monotonic_ns();
+        let read_at = self.read_at_ns.load(Ordering::Acquire);
+        if read_at != 0 && now.saturating_sub(read_at) < REREAD_AFTER_NS {
+            return self.last.load(Ordering::Acquire);
+        }
+        let total = self.read_now();
+        self.last.store(total, Ordering::Release);
+        self.read_at_ns.store(now.max(1), Ordering::Release);
+        total
+    }
+
+    /// The count as the kernel has it now: for the totals the agent stops with.
+    pub fn read_now(&self) -> u64 {
+        self.map
             .get(&0, 0)
             .map(|per_cpu| per_cpu.iter().sum())
             .unwrap_or_else(|err| {
@@ -354,7 +475,7 @@ impl DropCounter {
     /// One read of the counter, with the kernel's own error: to find out whether reading it
     /// needs a capability (see [`privileges::drop_after_attach`]).
     pub fn try_read(&self) -> std::io::Result<()> {
-        match self.0.get(&0, 0) {
+        match self.map.get(&0, 0) {
             Ok(_) => Ok(()),
             Err(aya::maps::MapError::SyscallError(err)) => Err(err.io_error),
             Err(other) => Err(std::io::Error::other(other)),
@@ -426,24 +547,28 @@ fn known_id(name: &str, id: Option<u32>) -> anyhow::Result<u32> {
 }
 
 /// The classic tracepoint is the floor: without it there is nothing to report.
-fn attach_tracepoint(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+fn attach_tracepoint(ebpf: &mut Ebpf, mode: Mode) -> anyhow::Result<()> {
     let program: &mut TracePoint = program(ebpf, "mark_victim")?;
     let what = format!("mark_victim (tracepoint {TRACEPOINT_CATEGORY}:{TRACEPOINT_NAME})");
     program.load().map_err(|err| rejected(&what, err))?;
-    program
-        .attach(TRACEPOINT_CATEGORY, TRACEPOINT_NAME)
-        .map_err(|err| rejected(&what, err))?;
+    if mode == Mode::Attach {
+        program
+            .attach(TRACEPOINT_CATEGORY, TRACEPOINT_NAME)
+            .map_err(|err| rejected(&what, err))?;
+    }
     Ok(())
 }
 
 /// `signal:signal_generate`, filtered to SIGKILL in the kernel.
-fn attach_signal_tracepoint(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+fn attach_signal_tracepoint(ebpf: &mut Ebpf, mode: Mode) -> anyhow::Result<()> {
     let program: &mut TracePoint = program(ebpf, "signal_generate")?;
     let what = format!("signal_generate (tracepoint {SIGNAL_CATEGORY}:{SIGNAL_NAME})");
     program.load().map_err(|err| rejected(&what, err))?;
-    program
-        .attach(SIGNAL_CATEGORY, SIGNAL_NAME)
-        .map_err(|err| rejected(&what, err))?;
+    if mode == Mode::Attach {
+        program
+            .attach(SIGNAL_CATEGORY, SIGNAL_NAME)
+            .map_err(|err| rejected(&what, err))?;
+    }
     Ok(())
 }
 
@@ -455,6 +580,7 @@ fn attach_task_hook(
     attach_id: Option<u32>,
     tracepoint: &str,
     program_prefix: &str,
+    mode: Mode,
 ) -> anyhow::Result<TaskHook> {
     let tp_btf = (|| {
         let name = format!("{program_prefix}_btf");
@@ -468,7 +594,9 @@ fn attach_task_hook(
         program
             .load(tracepoint, &btf)
             .map_err(|err| rejected(&what, err))?;
-        program.attach().map_err(|err| rejected(&what, err))?;
+        if mode == Mode::Attach {
+            program.attach().map_err(|err| rejected(&what, err))?;
+        }
         anyhow::Ok(())
     })();
     let tp_btf_error = match tp_btf {
@@ -480,9 +608,11 @@ fn attach_task_hook(
     let what = format!("{name} (raw_tp {tracepoint})");
     let program: &mut RawTracePoint = program(ebpf, &name)?;
     program.load().map_err(|err| rejected(&what, err))?;
-    program
-        .attach(tracepoint)
-        .map_err(|err| rejected(&what, err))?;
+    if mode == Mode::Attach {
+        program
+            .attach(tracepoint)
+            .map_err(|err| rejected(&what, err))?;
+    }
     Ok(TaskHook::RawTp)
 }
 
@@ -491,8 +621,9 @@ fn attach_function_hooks(
     ebpf: &mut Ebpf,
     attach_id: Option<u32>,
     choice: FunctionHook,
+    mode: Mode,
 ) -> Result<(FunctionHook, String), String> {
-    let mut fentry = || attach_fentry_pair(ebpf, attach_id).map_err(|err| format!("{err:#}"));
+    let mut fentry = || attach_fentry_pair(ebpf, attach_id, mode).map_err(|err| format!("{err:#}"));
     match choice {
         FunctionHook::Fentry => fentry().map(|()| {
             (
@@ -500,7 +631,7 @@ fn attach_function_hooks(
                 "oom_kill_process hooked by fentry/fexit".into(),
             )
         }),
-        FunctionHook::Kprobe => attach_kprobe_pair(ebpf)
+        FunctionHook::Kprobe => attach_kprobe_pair(ebpf, mode)
             .map(|()| {
                 (
                     FunctionHook::Kprobe,
@@ -513,7 +644,7 @@ fn attach_function_hooks(
                 FunctionHook::Fentry,
                 "oom_kill_process hooked by fentry/fexit".into(),
             )),
-            Err(fentry_error) => match attach_kprobe_pair(ebpf) {
+            Err(fentry_error) => match attach_kprobe_pair(ebpf, mode) {
                 Ok(()) => Ok((
                     FunctionHook::Kprobe,
                     format!("oom_kill_process hooked by kprobe/kretprobe; fentry: {fentry_error}"),
@@ -529,7 +660,7 @@ fn attach_function_hooks(
 const OOM_KILL_PROCESS: &str = "oom_kill_process";
 
 /// fentry and fexit, both or neither: without the exit, incidents would never end.
-fn attach_fentry_pair(ebpf: &mut Ebpf, attach_id: Option<u32>) -> anyhow::Result<()> {
+fn attach_fentry_pair(ebpf: &mut Ebpf, attach_id: Option<u32>, mode: Mode) -> anyhow::Result<()> {
     match fentry_probe::ask(known_id(OOM_KILL_PROCESS, attach_id)?) {
         fentry_probe::Answer::Loads => {}
         fentry_probe::Answer::Denied(err) => {
@@ -545,13 +676,17 @@ fn attach_fentry_pair(ebpf: &mut Ebpf, attach_id: Option<u32>) -> anyhow::Result
     entry
         .load(OOM_KILL_PROCESS, btf)
         .map_err(|err| rejected(what, err))?;
-    entry.attach().map_err(|err| rejected(what, err))?;
+    if mode == Mode::Attach {
+        entry.attach().map_err(|err| rejected(what, err))?;
+    }
     let exit = (|| {
         let what = "oom_kill_process_fexit (fexit oom_kill_process)";
         let exit: &mut FExit = program(ebpf, "oom_kill_process_fexit")?;
         exit.load(OOM_KILL_PROCESS, btf)
             .map_err(|err| rejected(what, err))?;
-        exit.attach().map_err(|err| rejected(what, err))?;
+        if mode == Mode::Attach {
+            exit.attach().map_err(|err| rejected(what, err))?;
+        }
         anyhow::Ok(())
     })();
     if exit.is_err() {
@@ -562,7 +697,7 @@ fn attach_fentry_pair(ebpf: &mut Ebpf, attach_id: Option<u32>) -> anyhow::Result
 }
 
 /// kprobe and kretprobe, both or neither.
-fn attach_kprobe_pair(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+fn attach_kprobe_pair(ebpf: &mut Ebpf, mode: Mode) -> anyhow::Result<()> {
     // aya creates kprobes through the perf PMU, or tracefs on kernels before 4.17.
     let pmu = std::path::Path::new("/sys/bus/event_source/devices/kprobe");
     let tracefs_events = std::path::Path::new("/sys/kernel/tracing/kprobe_events");
@@ -576,15 +711,19 @@ fn attach_kprobe_pair(ebpf: &mut Ebpf) -> anyhow::Result<()> {
     let what = "oom_kill_process_kprobe (kprobe oom_kill_process)";
     let entry: &mut KProbe = program(ebpf, "oom_kill_process_kprobe")?;
     entry.load().map_err(|err| rejected(what, err))?;
-    entry
-        .attach(OOM_KILL_PROCESS, 0)
-        .map_err(|err| rejected(what, err))?;
+    if mode == Mode::Attach {
+        entry
+            .attach(OOM_KILL_PROCESS, 0)
+            .map_err(|err| rejected(what, err))?;
+    }
     let exit = (|| {
         let what = "oom_kill_process_kretprobe (kretprobe oom_kill_process)";
         let exit: &mut KProbe = program(ebpf, "oom_kill_process_kretprobe")?;
         exit.load().map_err(|err| rejected(what, err))?;
-        exit.attach(OOM_KILL_PROCESS, 0)
-            .map_err(|err| rejected(what, err))?;
+        if mode == Mode::Attach {
+            exit.attach(OOM_KILL_PROCESS, 0)
+                .map_err(|err| rejected(what, err))?;
+        }
         anyhow::Ok(())
     })();
     if exit.is_err() {
@@ -662,7 +801,32 @@ mod tests {
     use aya::programs::ProgramError;
     use aya_obj::VerifierLog;
 
-    use super::{rejected, rejected_under};
+    use super::{Tier, decide_tier, rejected, rejected_under};
+
+    /// One decision for `run` and `check`: what each program's load said makes the tier.
+    #[test]
+    fn the_tier_follows_what_the_kernel_accepted() {
+        let denied = "fentry: denied; kprobe: none".to_owned();
+        let no_task = "no usable kernel BTF".to_owned();
+        assert_eq!(
+            decide_tier(Ok("hooked by fentry"), Err(&no_task), false),
+            (Tier::Full, "hooked by fentry".to_owned())
+        );
+        assert_eq!(
+            decide_tier(Err(&denied), Ok(()), true),
+            (
+                Tier::NoFunctionTracing,
+                "oom_kill_process: fentry: denied; kprobe: none".to_owned()
+            )
+        );
+        let (tier, reason) = decide_tier(Err(&denied), Err(&no_task), true);
+        assert_eq!(tier, Tier::NoFunctionTracing);
+        assert!(reason.ends_with("the victim's task is read from the OOM killer's SIGKILL"));
+        assert_eq!(
+            decide_tier(Err(&denied), Err(&no_task), false),
+            (Tier::TracepointOnly, no_task.clone())
+        );
+    }
 
     #[test]
     fn a_rejection_names_the_program_and_the_kernels_reason() {

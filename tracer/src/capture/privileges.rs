@@ -14,7 +14,7 @@ use caps::{CapSet, Capability, CapsHashSet};
 
 /// Fails unless the effective capabilities allow loading tracing programs, naming what is
 /// missing.
-pub fn check() -> anyhow::Result<()> {
+pub(crate) fn check() -> anyhow::Result<()> {
     let status =
         std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     let effective = effective_capabilities(&status).context("no CapEff in /proc/self/status")?;
@@ -26,7 +26,7 @@ pub fn check() -> anyhow::Result<()> {
 }
 
 /// The `CapEff` bit set from the text of `/proc/<pid>/status`.
-pub fn effective_capabilities(status: &str) -> Option<u64> {
+pub(crate) fn effective_capabilities(status: &str) -> Option<u64> {
     let hex = status
         .lines()
         .find_map(|line| line.strip_prefix("CapEff:"))?;
@@ -36,7 +36,7 @@ pub fn effective_capabilities(status: &str) -> Option<u64> {
 /// Ok if `effective` may load and attach tracing programs; else the capabilities to add. A
 /// kernel without CAP_BPF (before 5.8) accepts only CAP_SYS_ADMIN; a newer one also CAP_BPF with
 /// CAP_PERFMON, which is what oomtrace asks for.
-pub fn missing_for_tracing(
+pub(crate) fn missing_for_tracing(
     effective: u64,
     kernel_has_cap_bpf: bool,
 ) -> Result<(), Vec<Capability>> {
@@ -79,7 +79,7 @@ fn missing_message(missing: &[Capability], kernel_has_cap_bpf: bool) -> String {
 /// Why the kernel refused the programs despite the capabilities, when a seccomp filter is the
 /// likely cause: the default profiles of podman and Docker allow bpf() and perf_event_open()
 /// only with CAP_SYS_ADMIN. `error` is the loader's error text.
-pub fn seccomp_hint(error: &str) -> Option<&'static str> {
+pub(crate) fn seccomp_hint(error: &str) -> Option<&'static str> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let filtered = status
         .lines()
@@ -100,7 +100,7 @@ fn names(caps: impl Iterator<Item = Capability>) -> String {
 }
 
 /// Raises RLIMIT_MEMLOCK: kernels before 5.11 charge BPF maps against it.
-pub fn raise_memlock_limit() {
+pub(crate) fn raise_memlock_limit() {
     let unlimited = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
         rlim_max: libc::RLIM_INFINITY,
@@ -118,12 +118,12 @@ pub fn raise_memlock_limit() {
 /// free descriptor, which is what the next `open` would get. Dropping it restores the limit.
 /// For a library call that reads a file it has no use for (see `loader_without_kernel_btf`);
 /// only while one thread runs, or another thread's `open` would fail too.
-pub struct NoNewFiles {
+pub(crate) struct NoNewFiles {
     saved: Option<libc::rlimit>,
 }
 
 impl NoNewFiles {
-    pub fn hold() -> Self {
+    pub(crate) fn hold() -> Self {
         let mut saved = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
@@ -158,7 +158,7 @@ impl Drop for NoNewFiles {
 
 /// What [`drop_after_attach`] left this process.
 #[derive(Debug)]
-pub struct Retained {
+pub(crate) struct Retained {
     /// Still effective and permitted, each with why.
     pub kept: Vec<(Capability, &'static str)>,
     /// Given up from the effective and permitted sets.
@@ -169,7 +169,7 @@ pub struct Retained {
 
 impl Retained {
     /// One sentence for the startup log.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let Retained {
             kept,
             dropped,
@@ -218,7 +218,7 @@ const MAP_READS_NEED_IT: &str = "this kernel checks it on every bpf() call, read
 /// with `kernel.unprivileged_bpf_disabled` set checks CAP_BPF (CAP_SYS_ADMIN before 5.8) on
 /// every bpf() call, map reads included; so the read is tried without any capability first,
 /// and the capability is kept only if the kernel refuses it.
-pub fn drop_after_attach(read_map: impl Fn() -> io::Result<()>) -> anyhow::Result<Retained> {
+pub(crate) fn drop_after_attach(read_map: impl Fn() -> io::Result<()>) -> anyhow::Result<Retained> {
     let threads = std::fs::read_dir("/proc/self/task").map_or(0, Iterator::count);
     if threads > 1 {
         bail!(

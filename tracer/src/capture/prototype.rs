@@ -46,7 +46,7 @@ impl fmt::Display for TracepointArg {
 }
 
 /// Argument `index` (0 is the first of `TP_PROTO`) of tracepoint `name`.
-pub fn tracepoint_arg(btf: &Btf, name: &str, index: usize) -> TracepointArg {
+pub(crate) fn tracepoint_arg(btf: &Btf, name: &str, index: usize) -> TracepointArg {
     // The first parameter of `btf_trace_<name>` is the probe's own `void *` data.
     let Some(params) = btf.function_pointer_params(&format!("btf_trace_{name}")) else {
         return TracepointArg::Missing;

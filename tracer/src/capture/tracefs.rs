@@ -234,13 +234,13 @@ pub fn read_format(root: &Path, category: &str, name: &str) -> anyhow::Result<Tr
 #[cfg(test)]
 pub(crate) mod fixtures {
     /// The live file of a 6.18 kernel.
-    pub const LIVE_6_18: &str =
+    pub(crate) const LIVE_6_18: &str =
         include_str!("../../tests/fixtures/tracefs/mark_victim-6.18.format");
     /// Kernels before 6.9: `pid` only.
-    pub const PID_ONLY: &str =
+    pub(crate) const PID_ONLY: &str =
         include_str!("../../tests/fixtures/tracefs/mark_victim-pid-only.format");
     /// Synthetic: `comm` as a fixed array and 4-byte longs, every offset moved.
-    pub const FIXED_COMM: &str =
+    pub(crate) const FIXED_COMM: &str =
         include_str!("../../tests/fixtures/tracefs/mark_victim-fixed-comm.format");
 }
 

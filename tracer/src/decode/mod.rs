@@ -2,7 +2,7 @@
 //!
 //! Nothing here touches the kernel, so every function is tested on hand-made bytes.
 
-pub mod cgroup_path;
+pub mod captured_cgroup;
 pub mod mark_victim;
 pub mod signal;
 
@@ -14,7 +14,7 @@ use tracer_common::{
     oom_flags, record_kind,
 };
 
-pub use self::cgroup_path::CgroupRef;
+pub use self::captured_cgroup::CgroupRef;
 use self::mark_victim::{MarkVictimFields, MarkVictimLayout};
 use self::signal::{SignalFields, SignalLayout};
 

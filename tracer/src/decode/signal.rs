@@ -185,7 +185,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// The live `signal_generate` format of this project's 6.18 test machine.
-    pub const LIVE_6_18: &str =
+    pub(crate) const LIVE_6_18: &str =
         include_str!("../../tests/fixtures/tracefs/signal_generate-6.18.format");
 
     pub(crate) fn layout_6_18() -> SignalLayout {

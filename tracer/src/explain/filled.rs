@@ -4,8 +4,8 @@
 
 use std::fmt::Write as _;
 
-use crate::names::{human_bytes, printable, short_name};
 use crate::record::composition::{Composition, TmpfsKind, TmpfsMount};
+use crate::wording::{human_bytes, pod_name, printable, short_name, spoken_bytes};
 
 /// A kind leads the verdict from this share of the domain.
 const LEADS_FROM_PERCENT: u64 = 25;
@@ -18,7 +18,7 @@ const MOUNTS_NAMED: usize = 3;
 
 /// The sentence the verdict starts with, where memory no process holds filled much of the
 /// domain; `victim_own_bytes`: the killed process's anonymous memory, what its kill frees.
-pub fn lead(
+pub(crate) fn lead(
     composition: &Composition,
     host: bool,
     victim_own_bytes: Option<u64>,
@@ -33,21 +33,21 @@ pub fn lead(
     let mut text = if host {
         format!(
             "The host's {} of memory were filled by {}",
-            human_bytes(whole),
+            spoken_bytes(whole),
             join(&named)
         )
     } else {
         format!(
             "The limit of {} was filled by {}",
-            human_bytes(whole),
+            spoken_bytes(whole),
             join(&named)
         )
     };
     if let Some(held) = composition.in_processes_bytes {
-        let _ = write!(text, "; processes held {}", human_bytes(held));
+        let _ = write!(text, "; processes held {}", spoken_bytes(held));
         // Its own is part of what processes held; a later reading may not agree.
         if let Some(own) = victim_own_bytes.filter(|&own| own <= held) {
-            let _ = write!(text, " (the killed one {} of its own)", human_bytes(own));
+            let _ = write!(text, " (the killed one {} of its own)", spoken_bytes(own));
         }
     }
     text.push('.');
@@ -61,7 +61,7 @@ pub fn lead(
 
 /// Where tmpfs pages that fill a container's limit outlive the container: a restart will not
 /// free them, and the restarted container meets them again.
-pub fn outlives(composition: &Composition, restart_loop: bool) -> Option<String> {
+pub(crate) fn outlives(composition: &Composition, restart_loop: bool) -> Option<String> {
     let whole = composition.limit_bytes.or(composition.usage_bytes)?;
     let shmem = composition.not_in_processes.shmem_bytes;
     if shmem.saturating_mul(100) / whole.max(1) < LEADS_FROM_PERCENT {
@@ -70,11 +70,28 @@ pub fn outlives(composition: &Composition, restart_loop: bool) -> Option<String>
     let mount = named_mounts(composition)
         .into_iter()
         .find(|mount| mount.outlives_container)?;
-    let mut text = format!(
-        " Restarting the container will not free them: {} belongs to the pod, not to the \
-         container, and keeps its files until the pod is deleted.",
-        mount_name(mount)
-    );
+    let mut text = match (mount.kind, &mount.volume) {
+        // The volume is the pod's: named by it, apart from the container it was found in.
+        (TmpfsKind::EmptyDir, Some(volume)) => {
+            let pod = volume_pod(mount).unwrap_or_else(|| "the pod".to_owned());
+            let container = mount
+                .names
+                .k8s_container()
+                .map_or("the container".to_owned(), |container| {
+                    format!("container {}", printable(&container.name))
+                });
+            format!(
+                " Restarting the container will not free them: emptyDir volume {} belongs to \
+                 {pod}, not to {container}, and keeps its files until the pod is deleted.",
+                printable(volume)
+            )
+        }
+        _ => format!(
+            " Restarting the container will not free them: {} belongs to the pod, not to the \
+             container, and keeps its files until the pod is deleted.",
+            mount_name(mount)
+        ),
+    };
     if restart_loop {
         text.push_str(
             " Each restart starts with them already charged, which is why it is killed again.",
@@ -102,7 +119,7 @@ fn ranked(composition: &Composition) -> Option<(u64, [(u64, Kind); 3])> {
 
 /// For the log line, where it leads the verdict: `100.0 MiB of tmpfs/shared memory no
 /// process maps`.
-pub fn in_brief(composition: &Composition) -> Option<String> {
+pub(crate) fn in_brief(composition: &Composition) -> Option<String> {
     let (_, kinds) = ranked(composition)?;
     let (bytes, kind) = kinds[0];
     Some(format!(
@@ -117,7 +134,7 @@ pub fn in_brief(composition: &Composition) -> Option<String> {
 }
 
 /// For the metrics, where it leads the verdict: `tmpfs`, `page_cache` or `kernel`.
-pub fn leading_label(composition: &Composition) -> Option<&'static str> {
+pub(crate) fn leading_label(composition: &Composition) -> Option<&'static str> {
     let (_, kinds) = ranked(composition)?;
     Some(match kinds[0].1 {
         Kind::Shmem => "tmpfs",
@@ -134,7 +151,7 @@ enum Kind {
 }
 
 fn describe(kind: Kind, bytes: u64, composition: &Composition) -> String {
-    let amount = human_bytes(bytes);
+    let amount = spoken_bytes(bytes);
     match kind {
         Kind::Shmem => {
             let mut text =
@@ -150,7 +167,7 @@ fn describe(kind: Kind, bytes: u64, composition: &Composition) -> String {
                     format!(
                         "{}, {} used",
                         mount_name(mount),
-                        human_bytes(mount.used_bytes.unwrap_or(0))
+                        spoken_bytes(mount.used_bytes.unwrap_or(0))
                     )
                 })
                 .collect();
@@ -179,14 +196,14 @@ fn describe(kind: Kind, bytes: u64, composition: &Composition) -> String {
                 if pending > 0 {
                     parts.push(format!(
                         "{} dirty or being written back",
-                        human_bytes(pending)
+                        spoken_bytes(pending)
                     ));
                 }
             }
             if let Some(unevictable) = composition.unevictable_bytes.filter(|&b| b > 0) {
                 parts.push(format!(
                     "{} unevictable (mlocked or ramfs)",
-                    human_bytes(unevictable)
+                    spoken_bytes(unevictable)
                 ));
             }
             let mut text = format!("{amount} of page cache the kernel could not reclaim");
@@ -203,13 +220,13 @@ fn describe(kind: Kind, bytes: u64, composition: &Composition) -> String {
                 if slab > 0 {
                     let mut slab_text = format!(
                         "{} slab: dentries, inodes and other kernel objects",
-                        human_bytes(slab)
+                        spoken_bytes(slab)
                     );
                     if let Some(reclaimable) = kernel.slab_reclaimable_bytes.filter(|&b| b > 0) {
                         let _ = write!(
                             slab_text,
                             ", {} of it reclaimable",
-                            human_bytes(reclaimable)
+                            spoken_bytes(reclaimable)
                         );
                     }
                     parts.push(slab_text);
@@ -224,7 +241,7 @@ fn describe(kind: Kind, bytes: u64, composition: &Composition) -> String {
                     if let Some(bytes) =
                         bytes.filter(|&b| b.saturating_mul(10) >= kernel.bytes.max(1))
                     {
-                        parts.push(format!("{} {what}", human_bytes(bytes)));
+                        parts.push(format!("{} {what}", spoken_bytes(bytes)));
                     }
                 }
             }
@@ -276,9 +293,18 @@ fn named_mounts(composition: &Composition) -> Vec<&TmpfsMount> {
         .collect()
 }
 
+/// The pod an `emptyDir` volume belongs to: `pod shop/web-0`, though it was found in one of its
+/// containers (whose names the mount carries).
+fn volume_pod(mount: &TmpfsMount) -> Option<String> {
+    pod_name(&mount.names).or_else(|| short_name(&mount.names))
+}
+
 /// `/dev/shm of container web`, `emptyDir volume cache of pod shop/web-0`, `tmpfs /mnt/x`.
-pub fn mount_name(mount: &TmpfsMount) -> String {
-    let owner = short_name(&mount.names);
+pub(crate) fn mount_name(mount: &TmpfsMount) -> String {
+    let owner = match mount.kind {
+        TmpfsKind::EmptyDir => volume_pod(mount),
+        _ => short_name(&mount.names),
+    };
     let point = printable(&mount.mount_point);
     match (mount.kind, &mount.volume, owner) {
         (TmpfsKind::EmptyDir, Some(volume), Some(owner)) => {

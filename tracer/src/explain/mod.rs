@@ -2,17 +2,16 @@
 //! else held memory, whether the runtime will say OOMKilled), and kills are watched for the
 //! patterns one kill alone does not show.
 
-pub mod filled;
-pub mod lead_up;
-pub mod patterns;
-pub mod verdict;
+pub(crate) mod filled;
+pub(crate) mod lead_up;
+pub(crate) mod patterns;
+pub(crate) mod verdict;
 
 use std::time::{Duration, Instant};
 
 use self::patterns::{Flags, Patterns, Seen};
-use self::verdict::Top;
+use self::verdict::{Top, TopProcess};
 use crate::attribute::{AttributedKill, Attributor, DomainKind};
-use crate::names::{printable, short_name};
 use crate::observe::composition as observed;
 use crate::observe::snapshot::{self, DomainMemory, ProcessScan, Scope};
 use crate::observe::timeline;
@@ -22,14 +21,18 @@ use crate::record::kill::{
     CgroupPath, CgroupUsage, Count, Explanation, ProcessUsage, Snapshot, Usage, UsingProcess,
 };
 use crate::record::party::Executable;
-use crate::record::timeline::{CgroupTimeline, LimitEvents, Percent, Stall, Timeline, UsageSample};
+use crate::record::timeline::{
+    CgroupTimeline, CompositionSample, LimitEvents, NotCovered, NotCoveredReason, Percent, Stall,
+    Timeline, UsageSample,
+};
+use crate::wording::{printable, short_name};
 
-pub struct Explainer {
+pub(crate) struct Explainer {
     patterns: Patterns,
 }
 
 impl Explainer {
-    pub fn new(window: Duration) -> Self {
+    pub(crate) fn new(window: Duration) -> Self {
         Explainer {
             patterns: Patterns::new(window),
         }
@@ -38,7 +41,7 @@ impl Explainer {
     /// Explains `kill` with the `snapshot` taken at its moment and the `timeline` recorded
     /// before it: the record's `explanation`, and the domain's memory as the snapshot read it
     /// (the record's `domain.memory`).
-    pub fn explain(
+    pub(crate) fn explain(
         &mut self,
         kill: &AttributedKill,
         snapshot: snapshot::Snapshot,
@@ -117,11 +120,12 @@ impl Explainer {
                         executable,
                         memory,
                     } = &usage.process;
-                    let mut name = format!("{} (pid {pid})", printable(&executable.name));
-                    if let Some(container) = usage.names.container_name() {
-                        name = format!("{name} in {}", printable(container));
+                    TopProcess {
+                        comm: printable(&executable.name),
+                        pid: *pid,
+                        container: usage.names.container_name().map(printable),
+                        bytes: memory.usage_bytes,
                     }
-                    (name, memory.usage_bytes)
                 })
                 .collect(),
             lead_up,
@@ -192,6 +196,7 @@ fn timeline_record(timeline: &timeline::Timeline, attributor: &Attributor) -> Ti
         window,
         pressure,
         cgroups,
+        not_covered,
     } = timeline;
     Timeline {
         window_s: window.as_secs(),
@@ -213,6 +218,7 @@ fn timeline_record(timeline: &timeline::Timeline, attributor: &Attributor) -> Ti
                     limit_bytes,
                     samples,
                     events,
+                    composition,
                 } = cgroup;
                 CgroupTimeline {
                     cgroup: CgroupPath { path: path.clone() },
@@ -233,7 +239,39 @@ fn timeline_record(timeline: &timeline::Timeline, attributor: &Attributor) -> Ti
                             max: events.max,
                         })
                         .collect(),
+                    composition: composition
+                        .iter()
+                        .map(|sample| {
+                            let timeline::Parts {
+                                anon_bytes,
+                                file_bytes,
+                                shmem_bytes,
+                                kernel_bytes,
+                            } = sample.parts;
+                            CompositionSample {
+                                offset_ms: sample.offset_ms,
+                                anon_bytes,
+                                file_bytes,
+                                shmem_bytes,
+                                kernel_bytes,
+                            }
+                        })
+                        .collect(),
                 }
+            })
+            .collect(),
+        not_covered: not_covered
+            .iter()
+            .map(|(path, why)| NotCovered {
+                cgroup: CgroupPath { path: path.clone() },
+                reason: match why {
+                    timeline::NotCovered::CgroupBound { .. } => NotCoveredReason::CgroupBound,
+                    timeline::NotCovered::WalkBound => NotCoveredReason::WalkBound,
+                    timeline::NotCovered::Descriptors => NotCoveredReason::Descriptors,
+                    timeline::NotCovered::Unreadable(_) => NotCoveredReason::Unreadable,
+                    timeline::NotCovered::NotSeenYet => NotCoveredReason::NotSeenYet,
+                },
+                detail: why.describe(),
             })
             .collect(),
     }

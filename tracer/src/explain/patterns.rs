@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 /// Kills remembered, whatever the window: memory stays bounded.
 const MAX_REMEMBERED: usize = 4096;
 /// A container killed this often within the window is in a restart loop.
-pub const RESTART_LOOP_KILLS: u32 = 3;
+pub(crate) const RESTART_LOOP_KILLS: u32 = 3;
 
 /// What one kill adds to the history.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Seen {
+pub(crate) struct Seen {
     /// The victim's container, by name: a restarted container gets a new id, not a new name.
     pub victim_container: Option<String>,
     /// The victim as a person would name it (container, else comm).
@@ -24,7 +24,7 @@ pub struct Seen {
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Flags {
+pub(crate) struct Flags {
     /// Kills of the same container within the window, this one included, when at least
     /// [`RESTART_LOOP_KILLS`].
     pub restart_loop: Option<u32>,
@@ -39,30 +39,30 @@ pub struct Flags {
 
 /// The runtime's restarts of a container between two of its kills.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Restarts {
+pub(crate) struct Restarts {
     pub count: u32,
     pub over: Duration,
 }
 
-pub struct Patterns {
+pub(crate) struct Patterns {
     window: Duration,
     history: VecDeque<(Instant, Seen)>,
 }
 
 impl Patterns {
-    pub fn new(window: Duration) -> Self {
+    pub(crate) fn new(window: Duration) -> Self {
         Patterns {
             window,
             history: VecDeque::new(),
         }
     }
 
-    pub fn window(&self) -> Duration {
+    pub(crate) fn window(&self) -> Duration {
         self.window
     }
 
     /// Remembers `seen` and says which patterns it completes.
-    pub fn record(&mut self, seen: Seen, now: Instant) -> Flags {
+    pub(crate) fn record(&mut self, seen: Seen, now: Instant) -> Flags {
         while let Some((at, _)) = self.history.front() {
             if now.duration_since(*at) > self.window || self.history.len() >= MAX_REMEMBERED {
                 self.history.pop_front();

@@ -7,25 +7,36 @@ use std::time::Duration;
 use super::filled;
 use super::patterns::Flags;
 use crate::attribute::{AttributedKill, Attribution, DomainKind};
-use crate::names::{human_bytes, human_kb, printable};
 use crate::record::build::names;
 use crate::record::composition::Composition;
+use crate::wording::{printable, spoken_bytes};
 
-/// The snapshot's biggest users, already named: `(name, bytes)`.
+/// The snapshot's biggest users, already named: cgroups as `(name, bytes)`, biggest first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Top {
+pub(crate) struct Top {
     pub cgroups: Vec<(String, u64)>,
-    pub processes: Vec<(String, u64)>,
+    pub processes: Vec<TopProcess>,
     /// How they moved in the minute before, in words (from the memory timeline).
     pub lead_up: Option<String>,
     /// What filled the domain at the kill, its tmpfs mounts named.
     pub filled: Option<Composition>,
 }
 
+/// One of the snapshot's biggest processes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TopProcess {
+    /// Escaped.
+    pub comm: String,
+    pub pid: u32,
+    /// Its container's name, escaped, where it has one.
+    pub container: Option<String>,
+    pub bytes: u64,
+}
+
 /// How many of each the paragraph names; the JSON has them all.
 const NAMED: usize = 3;
 
-pub fn verdict(kill: &AttributedKill, top: &Top, flags: Flags, window: Duration) -> String {
+pub(crate) fn verdict(kill: &AttributedKill, top: &Top, flags: Flags, window: Duration) -> String {
     let AttributedKill {
         kill: oom,
         victim,
@@ -69,31 +80,49 @@ pub fn verdict(kill: &AttributedKill, top: &Top, flags: Flags, window: Duration)
                 .into_iter()
                 .sum::<Option<u64>>()
         })
-        .map(|kb| format!(", {} resident", human_kb(kb)))
+        .map(|kb| format!(", {} resident", spoken_bytes(kb << 10)))
         .unwrap_or_default();
-    let killed = if oom.marked_without_kill {
-        "was given memory reserves to exit (nothing was killed)"
-    } else {
-        "was killed by the OOM killer"
-    };
-    match &victim_name {
-        Some(name) => {
+    match &victim_place {
+        // An exiting task given reserves: the task is the subject, not its container.
+        Some(place) if oom.marked_without_kill => {
+            let _ = write!(
+                text,
+                "Nothing was killed: pid {pid} ({comm}) in {place}{size}, was already exiting, \
+                 and was given memory reserves to finish."
+            );
+        }
+        None if oom.marked_without_kill => {
+            let _ = write!(
+                text,
+                "Nothing was killed: pid {pid} ({comm}){size}, was already exiting, and was given \
+                 memory reserves to finish."
+            );
+        }
+        _ => {}
+    }
+    let killed = "was killed by the OOM killer";
+    match (&victim_name, main_process) {
+        _ if oom.marked_without_kill => {}
+        // Its main process: the container itself dies.
+        (Some(name), Some(true)) => {
             let _ = write!(
                 text,
                 "{} {killed}: pid {pid} ({comm}){size}.",
                 capitalise(name)
             );
         }
-        None => {
-            let place = victim.as_ref().map(|v| format!(" in {}", cgroup_of(v)));
-            let _ = write!(
-                text,
-                "Pid {pid} ({comm}){} {killed}{size}.",
-                place.unwrap_or_default()
-            );
+        // A process in it, which the container may well outlive.
+        (_, _) => {
+            let place = victim_place
+                .as_ref()
+                .map(|place| format!(" in {place}"))
+                .unwrap_or_default();
+            let _ = write!(text, "Pid {pid} ({comm}){place} {killed}{size}.");
         }
     }
     match main_process {
+        // Nothing was killed: nothing exits for it.
+        Some(_) if oom.marked_without_kill => {}
         Some(true) => text.push_str(
             " It was the container's main process, so the container exited with code 137.",
         ),
@@ -125,10 +154,6 @@ pub fn verdict(kill: &AttributedKill, top: &Top, flags: Flags, window: Duration)
             }
         }
         DomainKind::Cgroup => {
-            let limit = domain
-                .limit_bytes
-                .map(|bytes| format!(" of {}", human_bytes(bytes)))
-                .unwrap_or_default();
             let own = domain
                 .attribution
                 .as_ref()
@@ -141,6 +166,10 @@ pub fn verdict(kill: &AttributedKill, top: &Top, flags: Flags, window: Duration)
                         )
                 });
             if own {
+                let limit = domain
+                    .limit_bytes
+                    .map(|bytes| format!(" of {}", spoken_bytes(bytes)))
+                    .unwrap_or_default();
                 let _ = write!(text, " It hit its own memory limit{limit}{inferred}.");
             } else {
                 let whose = domain
@@ -154,10 +183,18 @@ pub fn verdict(kill: &AttributedKill, top: &Top, flags: Flags, window: Duration)
                             .map(|c| format!("cgroup {}", printable(&c.path)))
                     })
                     .unwrap_or_else(|| "a cgroup".to_owned());
-                let _ = write!(
-                    text,
-                    " The limit hit was that of {whose}{limit}, not the victim's own{inferred}."
-                );
+                let _ = match domain.limit_bytes {
+                    Some(bytes) => write!(
+                        text,
+                        " The limit hit was not the victim's own but the {} limit of \
+                         {whose}{inferred}.",
+                        spoken_bytes(bytes)
+                    ),
+                    None => write!(
+                        text,
+                        " The limit hit was not the victim's own but that of {whose}{inferred}."
+                    ),
+                };
             }
         }
         DomainKind::Unknown => text.push_str(" Whose memory limit was hit is unknown."),
@@ -190,32 +227,9 @@ pub fn verdict(kill: &AttributedKill, top: &Top, flags: Flags, window: Duration)
     }
 
     // Who held the memory.
-    if !top.cgroups.is_empty() || !top.processes.is_empty() {
-        text.push_str(" At that moment the biggest users were");
-        let list = |items: &[(String, u64)]| {
-            items
-                .iter()
-                .take(NAMED)
-                .map(|(name, bytes)| format!("{name} {}", human_bytes(*bytes)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        match (top.cgroups.is_empty(), top.processes.is_empty()) {
-            (false, false) => {
-                let _ = write!(
-                    text,
-                    " {}; the biggest processes {}.",
-                    list(&top.cgroups),
-                    list(&top.processes)
-                );
-            }
-            (false, true) => {
-                let _ = write!(text, " {}.", list(&top.cgroups));
-            }
-            (true, _) => {
-                let _ = write!(text, " the processes {}.", list(&top.processes));
-            }
-        }
+    if let Some(sentence) = biggest_users(top, pid) {
+        text.push(' ');
+        text.push_str(&sentence);
     }
 
     // How it came to that.
@@ -225,7 +239,7 @@ pub fn verdict(kill: &AttributedKill, top: &Top, flags: Flags, window: Duration)
     }
 
     // Patterns.
-    let hours = window.as_secs_f64() / 3600.0;
+    let within = span_words(window);
     if let (Some(count), Some(name)) = (flags.restart_loop, &victim_name) {
         let container = victim
             .as_ref()
@@ -243,18 +257,18 @@ pub fn verdict(kill: &AttributedKill, top: &Top, flags: Flags, window: Duration)
                     .unwrap_or_default();
                 let _ = write!(
                     text,
-                    " This is the {} OOM kill of {name} in {hours:.0} h; {runtime} restarted it \
-                     {} times in {}: its restart policy{policy} is hiding a loop.",
+                    " This is the {} OOM kill of {name} in {within}; {runtime} restarted it \
+                     {} in {}: its restart policy{policy} is hiding a loop.",
                     ordinal(count),
-                    restarts.count,
+                    times(restarts.count),
                     human_span(restarts.over),
                 );
             }
             _ => {
                 let _ = write!(
                     text,
-                    " This is the {} OOM kill of {name} in {hours:.0} h: a restart policy is \
-                     hiding a loop.",
+                    " This is the {} OOM kill of {name} in {within}: a restart policy is hiding \
+                     a loop.",
                     ordinal(count)
                 );
             }
@@ -275,11 +289,113 @@ pub fn verdict(kill: &AttributedKill, top: &Top, flags: Flags, window: Duration)
         let _ = write!(
             text,
             " {} has now set off {count} host-wide OOMs that killed different victims in \
-             {hours:.0} h.",
+             {within}.",
             capitalise(&who)
         );
     }
     text
+}
+
+/// `At that moment the biggest users were A (2 GiB) and B (8 MiB); the biggest process was c
+/// (pid 7, 1.9 GiB).` One process, the victim itself: it was alone there.
+fn biggest_users(top: &Top, victim_pid: u32) -> Option<String> {
+    // One cgroup is the domain alone: as the biggest user, it says nothing.
+    let cgroups = if top.cgroups.len() > 1 {
+        top.cgroups.as_slice()
+    } else {
+        &[]
+    };
+    let cgroups: Vec<String> = cgroups
+        .iter()
+        .take(NAMED)
+        .map(|(name, bytes)| format!("{name} ({})", spoken_bytes(*bytes)))
+        .collect();
+    let processes: Vec<String> = top
+        .processes
+        .iter()
+        .take(NAMED)
+        .map(|process| {
+            let place = process
+                .container
+                .as_ref()
+                .map(|container| format!(", in {container}"))
+                .unwrap_or_default();
+            format!(
+                "{} (pid {}{place}, {})",
+                process.comm,
+                process.pid,
+                spoken_bytes(process.bytes)
+            )
+        })
+        .collect();
+    let were = |count: usize, one: &str, many: &str| {
+        if count == 1 {
+            format!("the biggest {one} was")
+        } else {
+            format!("the biggest {many} were")
+        }
+    };
+    match (cgroups.is_empty(), top.processes.as_slice()) {
+        (true, []) => None,
+        (true, [only]) if only.pid == victim_pid => {
+            Some("It was the only process there.".to_owned())
+        }
+        (true, _) => Some(format!(
+            "At that moment {} {}.",
+            were(processes.len(), "user", "users"),
+            and_list(&processes)
+        )),
+        (false, _) => {
+            let mut sentence = format!(
+                "At that moment {} {}",
+                were(cgroups.len(), "user", "users"),
+                and_list(&cgroups)
+            );
+            if !processes.is_empty() {
+                let _ = write!(
+                    sentence,
+                    "; {} {}",
+                    were(processes.len(), "process", "processes"),
+                    and_list(&processes)
+                );
+            }
+            sentence.push('.');
+            Some(sentence)
+        }
+    }
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn and_list(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [only] => only.clone(),
+        [first @ .., last] => format!("{} and {last}", first.join(", ")),
+    }
+}
+
+/// `once`, `twice`, `3 times`.
+fn times(count: u32) -> String {
+    match count {
+        1 => "once".to_owned(),
+        2 => "twice".to_owned(),
+        n => format!("{n} times"),
+    }
+}
+
+/// A window in words: `6 hours`, `1 hour`, `30 minutes`, `90 seconds`.
+fn span_words(window: Duration) -> String {
+    let seconds = window.as_secs();
+    let (count, unit) = match seconds {
+        s if s >= 3600 && s % 3600 == 0 => (s / 3600, "hour"),
+        s if s >= 60 && s % 60 == 0 => (s / 60, "minute"),
+        s => (s, "second"),
+    };
+    if count == 1 {
+        format!("1 {unit}")
+    } else {
+        format!("{count} {unit}s")
+    }
 }
 
 /// `1.7 s`, `12 min`, `3.2 h`.
@@ -296,10 +412,13 @@ fn human_span(span: Duration) -> String {
 
 /// `container web`, else the longer name, as the record will name the party.
 fn short_name(party: &Attribution) -> Option<String> {
-    crate::names::short_name(&names(Some(party), None))
+    crate::wording::short_name(&names(Some(party), None))
 }
 
 fn cgroup_of(party: &Attribution) -> String {
+    if party.path == "/" {
+        return "the root cgroup".to_owned();
+    }
     format!("cgroup {}", printable(&party.path))
 }
 

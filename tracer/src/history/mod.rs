@@ -1,31 +1,54 @@
 //! The durable history: every `oom_kill` and `sigkill` the agent reports, stored in an embedded
-//! SQLite database (WAL mode) before it is written anywhere else, and read back by
-//! `oomtrace history`, `show` and `stats` (see `crate::report`).
+//! SQLite database (WAL mode) as it is written out, under an id its outputs name, and read back
+//! by `oomtrace history`, `show` and `stats` (see `crate::report`).
 //!
 //! - [`schema`]: the table, its migrations, opening the file read-write or read-only.
 //! - [`row`]: an event's row: its record, as JSON, and the columns queries filter on.
 //! - [`store`]: inserting (each event once), matching a backfilled kill, retention.
 //! - [`writer`]: the agent's writer thread behind a bounded queue; live events and kernel-log
-//!   backfills both go through it, so one connection writes the file.
+//!   backfills both go through it, so one connection writes the file, and each row's id is
+//!   known before it is stored.
 //! - [`query`]: what the report commands ask.
 
 pub mod query;
 pub mod row;
-pub mod schema;
+pub(crate) mod schema;
 pub mod store;
-pub mod writer;
+pub(crate) mod writer;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use self::row::{EventRow, Source};
+use self::row::{EventRow, Origin};
 use self::store::Retention;
 use self::writer::HistoryWriter;
-use crate::record::Record;
+use crate::record::{HistoryRef, Record};
 
 /// Where the agent keeps its history unless told otherwise.
 pub const DEFAULT_PATH: &str = "/var/lib/oomtrace/oomtrace.db";
+
+/// Makes the agent a member of group `gid` (`--history-group`), so that it can give the history
+/// file to that group without `CAP_CHOWN`, and SQLite its `-wal` and `-shm` files. Done before
+/// the capabilities are dropped and before any thread starts (each thread keeps its own groups).
+pub fn join_group(gid: u32) -> std::io::Result<()> {
+    // SAFETY: a null list of size 0 asks only for the count.
+    let count = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+    let mut groups = vec![0; usize::try_from(count).map_err(|_| std::io::Error::last_os_error())?];
+    // SAFETY: `groups` holds `count` entries.
+    let count = unsafe { libc::getgroups(count, groups.as_mut_ptr()) };
+    groups.truncate(usize::try_from(count).map_err(|_| std::io::Error::last_os_error())?);
+    // SAFETY: getegid has no preconditions.
+    if groups.contains(&gid) || unsafe { libc::getegid() } == gid {
+        return Ok(());
+    }
+    groups.push(gid);
+    // SAFETY: `groups` is a valid list of its length.
+    if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
 
 /// The agent's history: the writer, and this boot's id for every row.
 pub struct History {
@@ -34,9 +57,10 @@ pub struct History {
 }
 
 impl History {
-    pub fn start(path: PathBuf, retention: Retention) -> std::io::Result<Self> {
+    /// Starts the writer of the history at `path`; the file is `group`'s too when given.
+    pub fn start(path: PathBuf, retention: Retention, group: Option<u32>) -> std::io::Result<Self> {
         Ok(History {
-            writer: HistoryWriter::start(path, retention)?,
+            writer: HistoryWriter::start(path, retention, group)?,
             boot_id: boot_id(),
         })
     }
@@ -46,14 +70,29 @@ impl History {
         self.writer.error_counter()
     }
 
-    /// Stores `record` if the history keeps its kind (kills), and returns once it is committed
-    /// (or after [`writer::COMMIT_WAIT`]).
-    pub async fn record(&mut self, record: &Record) {
-        if !EventRow::keeps(record) {
+    /// Where `record` will be stored, if the history keeps its kind (kills), decided now
+    /// without waiting for the disk; `None` too while the history takes no writes (it is stored
+    /// later all the same). The record then goes to [`History::store`].
+    pub fn place(&mut self, record: &Record) -> Option<HistoryRef> {
+        let key = EventRow::key_of(record)?;
+        let id = self.writer.reserve(key)?;
+        Some(HistoryRef {
+            id,
+            source: Origin::Live.as_str().to_owned(),
+            boot_id: self.boot_id.clone(),
+        })
+    }
+
+    /// Hands `record` to the history's writer, under the id [`History::place`] put in it (its
+    /// `history`, which the stored record leaves out: the row's columns say it), if the history
+    /// keeps its kind. Waits only while the writer's queue is full.
+    pub async fn store(&mut self, mut record: Record) {
+        if !EventRow::keeps(&record) {
             return;
         }
-        match EventRow::from_record(record, Source::Live, &self.boot_id) {
-            Ok(row) => self.writer.write(row).await,
+        let id = record.history.take().map(|place| place.id);
+        match EventRow::from_record(&record, Origin::Live, &self.boot_id) {
+            Ok(row) => self.writer.send(row, id).await,
             Err(err) => log::error!("history: a record cannot be stored: {err:#}"),
         }
     }
@@ -68,7 +107,7 @@ impl History {
     ) -> anyhow::Result<writer::Backfilled> {
         let rows = records
             .iter()
-            .map(|record| EventRow::from_record(record, Source::Kmsg, &self.boot_id))
+            .map(|record| EventRow::from_record(record, Origin::Kmsg, &self.boot_id))
             .collect::<anyhow::Result<Vec<_>>>()?;
         self.writer.backfill(rows, tolerance).await
     }
@@ -101,7 +140,7 @@ pub mod tests {
     use std::path::{Path, PathBuf};
     use std::sync::atomic::{AtomicU32, Ordering};
 
-    use super::row::{EventKind, EventRow, Source};
+    use super::row::{EventKind, EventRow, Origin};
 
     /// A directory removed when dropped.
     pub struct TempDir(PathBuf);
@@ -140,7 +179,7 @@ pub mod tests {
             "trigger": {"process": {"pid": pid, "executable": {"name": "hog"}}},
             "domain": {"kind": "cgroup"}
         }));
-        let row = EventRow::from_record(&record, Source::Live, "boot").unwrap();
+        let row = EventRow::from_record(&record, Origin::Live, "boot").unwrap();
         assert_eq!(row.kind, EventKind::OomKill);
         row
     }

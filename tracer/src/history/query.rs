@@ -128,16 +128,8 @@ pub enum Stored {
     },
 }
 
-/// Where a listed record is in the history.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HistoryRef {
-    /// What `oomtrace show` takes.
-    pub id: i64,
-    /// `live`, or `kmsg` for a kill recovered from the kernel log.
-    pub source: String,
-    /// The boot the record's pids and `ktime_ns` belong to.
-    pub boot_id: String,
-}
+/// Where a listed record is in the history: the same as a live record carries once stored.
+pub use crate::record::HistoryRef;
 
 /// The events `filter` matches, newest first.
 pub fn events(conn: &Connection, filter: &Filter) -> rusqlite::Result<Vec<StoredEvent>> {
@@ -249,7 +241,7 @@ pub fn incident_victims(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::row::{EventRow, Source};
+    use crate::history::row::{EventRow, Origin};
     use crate::history::store::{Retention, Store};
     use crate::history::tests::{TempDir, temp_dir};
     use crate::record::tests::from_value;
@@ -304,10 +296,11 @@ mod tests {
                 std::time::Duration::from_secs(100 * 365 * 86_400),
                 1_000_000,
             ),
+            None,
         )
         .unwrap();
         for n in 0..EVENTS {
-            let row = EventRow::from_record(&from_value(record(n)), Source::Live, "boot").unwrap();
+            let row = EventRow::from_record(&from_value(record(n)), Origin::Live, "boot").unwrap();
             store.insert(&row).unwrap();
         }
         drop(store);
@@ -498,6 +491,7 @@ mod tests {
         let mut store = Store::open(
             &path,
             Retention::new(std::time::Duration::from_secs(100 * 365 * 86_400), 100),
+            None,
         )
         .unwrap();
         let mut ids = Vec::new();
@@ -505,7 +499,7 @@ mod tests {
             let mut record = record(pid);
             record["incident"] = serde_json::json!({"id": "99-1"});
             record["ktime_ns"] = u64::from(pid).into();
-            let row = EventRow::from_record(&from_value(record), Source::Live, "boot").unwrap();
+            let row = EventRow::from_record(&from_value(record), Origin::Live, "boot").unwrap();
             ids.push(store.insert(&row).unwrap());
         }
         let conn = crate::history::schema::open_read_only(&path).unwrap();

@@ -25,21 +25,24 @@ impl EventKind {
 
 /// How the history learnt of an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Source {
+pub enum Origin {
     /// Traced as it happened.
     Live,
     /// Recovered from the kernel log after the agent was down.
     Kmsg,
 }
 
-impl Source {
+impl Origin {
     pub fn as_str(self) -> &'static str {
         match self {
-            Source::Live => "live",
-            Source::Kmsg => "kmsg",
+            Origin::Live => "live",
+            Origin::Kmsg => "kmsg",
         }
     }
 }
+
+/// What makes an event one within a boot: its kind, its victim's pid and its kernel time.
+pub type EventKey = (EventKind, u32, u64);
 
 /// A row of the `events` table, before it has an id.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,7 +50,7 @@ pub struct EventRow {
     /// Nanoseconds since the Unix epoch: the record's `time`.
     pub time_ns: i64,
     pub kind: EventKind,
-    pub source: Source,
+    pub source: Origin,
     /// `/proc/sys/kernel/random/boot_id`: pids and `ktime_ns` mean something within one boot.
     pub boot_id: String,
     pub ktime_ns: u64,
@@ -83,8 +86,33 @@ impl EventRow {
         }
     }
 
+    /// The event a row is of.
+    pub fn key(&self) -> EventKey {
+        (self.kind, self.victim_pid, self.ktime_ns)
+    }
+
+    /// The event `record` is, if the history keeps it: what its row's [`EventRow::key`] will
+    /// be, without rendering the row.
+    pub fn key_of(record: &Record) -> Option<EventKey> {
+        match &record.body {
+            Body::OomKill(kill) => {
+                Some((EventKind::OomKill, kill.victim.process.pid?, kill.ktime_ns))
+            }
+            Body::Sigkill(sigkill) => Some((
+                EventKind::Sigkill,
+                sigkill.target.process.pid?,
+                sigkill.ktime_ns,
+            )),
+            Body::AgentStarted(_)
+            | Body::OomMarkExiting(_)
+            | Body::OomIncident(_)
+            | Body::MemoryPressure(_)
+            | Body::AgentStopped(_) => None,
+        }
+    }
+
     /// The row for an `oom_kill` or `sigkill` record; an error for any other kind.
-    pub fn from_record(record: &Record, source: Source, boot_id: &str) -> anyhow::Result<Self> {
+    pub fn from_record(record: &Record, source: Origin, boot_id: &str) -> anyhow::Result<Self> {
         let (kind, ktime_ns, victim, trigger, domain_kind, incident_id) = match &record.body {
             Body::OomKill(OomKillRecord {
                 ktime_ns,
@@ -184,7 +212,7 @@ mod tests {
             "incident": {"id": "123000-7"}
         });
         let row =
-            EventRow::from_record(&from_value(record.clone()), Source::Live, "boot-1").unwrap();
+            EventRow::from_record(&from_value(record.clone()), Origin::Live, "boot-1").unwrap();
         assert_eq!(row.time_ns, 1_796_032_931_500_000_000);
         assert_eq!(row.kind, EventKind::OomKill);
         assert_eq!(row.ktime_ns, 123_456);
@@ -209,12 +237,12 @@ mod tests {
             "sender": {"kind": "process", "process": {"pid": 3, "executable": {"name": "sh"}}},
             "signal": {}
         });
-        let row = EventRow::from_record(&from_value(record), Source::Kmsg, "b").unwrap();
+        let row = EventRow::from_record(&from_value(record), Origin::Kmsg, "b").unwrap();
         assert_eq!(row.kind, EventKind::Sigkill);
         assert_eq!(row.victim_pid, 9);
         assert_eq!(row.trigger_name.as_deref(), Some("sh"));
         assert_eq!(row.domain_kind, None);
-        assert_eq!(row.source, Source::Kmsg);
+        assert_eq!(row.source, Origin::Kmsg);
     }
 
     #[test]
@@ -235,7 +263,7 @@ mod tests {
         ] {
             let record = from_value(record);
             assert!(
-                EventRow::from_record(&record, Source::Live, "b").is_err(),
+                EventRow::from_record(&record, Origin::Live, "b").is_err(),
                 "{record:?}"
             );
         }

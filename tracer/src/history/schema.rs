@@ -11,7 +11,7 @@ use rusqlite::{Connection, OpenFlags};
 
 /// Each entry moves the schema one version up; `PRAGMA user_version` is the number applied.
 /// Never edit an entry once released: add one.
-pub const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     // 1: one row per event, the full JSON record plus the columns queries filter on.
     "CREATE TABLE events (
         id INTEGER PRIMARY KEY,
@@ -40,14 +40,24 @@ pub const MIGRATIONS: &[&str] = &[
 
 /// `PRAGMA application_id` of an oomtrace history ("oomT"), in the file's header: what says a
 /// SQLite file is oomtrace's before anything is written to it.
-pub const APPLICATION_ID: i32 = 0x6f6f_6d54;
+pub(crate) const APPLICATION_ID: i32 = 0x6f6f_6d54;
 
 /// The history's mode: kills name users, commands and containers, for root's eyes only. SQLite
 /// gives its `-wal` and `-shm` files the same.
-pub const FILE_MODE: u32 = 0o600;
+pub(crate) const FILE_MODE: u32 = 0o600;
+/// Its mode with a group the operator named (`--history-group`): readable to that group too.
+pub(crate) const GROUP_FILE_MODE: u32 = 0o640;
+
+/// The history file's mode: [`FILE_MODE`], or [`GROUP_FILE_MODE`] with a group.
+pub(crate) fn file_mode(group: Option<u32>) -> u32 {
+    match group {
+        Some(_) => GROUP_FILE_MODE,
+        None => FILE_MODE,
+    }
+}
 
 /// The schema version this oomtrace writes and reads.
-pub fn current_version() -> i64 {
+pub(crate) fn current_version() -> i64 {
     MIGRATIONS.len() as i64
 }
 
@@ -55,8 +65,9 @@ pub fn current_version() -> i64 {
 const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Opens (creating it and its directory if needed) the history at `path` for the agent, in WAL
-/// mode, migrated to the current schema.
-pub fn open_read_write(path: &Path) -> anyhow::Result<Connection> {
+/// mode, migrated to the current schema; mode 0600, or 0640 and owned by `group` when given.
+pub(crate) fn open_read_write(path: &Path, group: Option<u32>) -> anyhow::Result<Connection> {
+    let file_mode = file_mode(group);
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the directory {}", dir.display()))?;
@@ -67,7 +78,7 @@ pub fn open_read_write(path: &Path) -> anyhow::Result<Connection> {
         .write(true)
         .create(true)
         .truncate(false)
-        .mode(FILE_MODE)
+        .mode(file_mode)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .context("opening it for writing")?;
@@ -76,7 +87,11 @@ pub fn open_read_write(path: &Path) -> anyhow::Result<Connection> {
         bail!("{} is not a regular file", path.display());
     }
     let new = meta.len() == 0;
-    tighten(&file, &meta, path);
+    if let Some(gid) = group {
+        give_to_group(&file, &meta, gid)
+            .with_context(|| format!("giving it to group {gid} (--history-group)"))?;
+    }
+    tighten(&file, &meta, path, file_mode);
     for suffix in ["-wal", "-shm"] {
         if let Ok(side) = std::fs::OpenOptions::new()
             .read(true)
@@ -85,7 +100,15 @@ pub fn open_read_write(path: &Path) -> anyhow::Result<Connection> {
             && let Ok(side_meta) = side.metadata()
             && side_meta.is_file()
         {
-            tighten(&side, &side_meta, &sibling(path, suffix));
+            if let Some(gid) = group
+                && let Err(err) = give_to_group(&side, &side_meta, gid)
+            {
+                log::warn!(
+                    "history: cannot give {} to group {gid}: {err}",
+                    sibling(path, suffix).display()
+                );
+            }
+            tighten(&side, &side_meta, &sibling(path, suffix), file_mode);
         }
     }
     drop(file);
@@ -114,17 +137,33 @@ pub fn open_read_write(path: &Path) -> anyhow::Result<Connection> {
     Ok(conn)
 }
 
-/// Takes the group's and others' permissions off a history an older oomtrace (or an operator)
-/// left readable to them.
-fn tighten(file: &std::fs::File, meta: &std::fs::Metadata, path: &Path) {
+/// Makes `gid` the file's group. The agent is a member of it ([`super::join_group`]), so this
+/// needs no capability.
+fn give_to_group(file: &std::fs::File, meta: &std::fs::Metadata, gid: u32) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::fs::MetadataExt as _;
+    if meta.gid() == gid {
+        return Ok(());
+    }
+    // SAFETY: an open descriptor; uid -1 leaves the owner as it is.
+    if unsafe { libc::fchown(file.as_raw_fd(), libc::uid_t::MAX, gid) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Gives the history exactly `file_mode`: takes the group's and others' permissions off a
+/// history an older oomtrace (or an operator) left readable to them, and gives the group read
+/// access with `--history-group`.
+fn tighten(file: &std::fs::File, meta: &std::fs::Metadata, path: &Path, file_mode: u32) {
     use std::os::unix::fs::PermissionsExt as _;
     let mode = meta.permissions().mode() & 0o7777;
-    if mode & !FILE_MODE == 0 {
+    if mode == file_mode {
         return;
     }
-    match file.set_permissions(std::fs::Permissions::from_mode(FILE_MODE)) {
+    match file.set_permissions(std::fs::Permissions::from_mode(file_mode)) {
         Ok(()) => log::info!(
-            "history: {} was mode {mode:04o}; now {FILE_MODE:04o}",
+            "history: {} was mode {mode:04o}; now {file_mode:04o}",
             path.display()
         ),
         Err(err) => log::warn!(
@@ -207,7 +246,7 @@ fn check_writable(conn: &Connection, path: &Path) -> anyhow::Result<()> {
 }
 
 /// Brings the schema up to date, one migration per transaction.
-pub fn migrate(conn: &mut Connection, path: &Path) -> anyhow::Result<()> {
+pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> anyhow::Result<()> {
     check_writable(conn, path)?;
     let version = user_version(conn, path)?;
     for (applied, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
@@ -224,7 +263,7 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> anyhow::Result<()> {
 
 /// Opens the history at `path` for a query: read-only, creating nothing, so that a user who may
 /// only read the file can query it. Says clearly what is wrong when it cannot.
-pub fn open_read_only(path: &Path) -> anyhow::Result<Connection> {
+pub(crate) fn open_read_only(path: &Path) -> anyhow::Result<Connection> {
     match std::fs::metadata(path) {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => bail!(
             "no history at {}: is the agent running with --history?",
@@ -353,7 +392,7 @@ mod tests {
         let dir = temp_dir();
         let path = dir.join("empty.db");
         std::fs::write(&path, b"").unwrap();
-        let conn = open_read_write(&path).unwrap();
+        let conn = open_read_write(&path, None).unwrap();
         assert_eq!(user_version(&conn, &path).unwrap(), current_version());
         drop(conn);
         // And the query side reads it.
@@ -364,7 +403,7 @@ mod tests {
     fn a_missing_file_and_directory_are_created_for_the_agent() {
         let dir = temp_dir();
         let path = dir.join("a/b/oomtrace.db");
-        open_read_write(&path).unwrap();
+        open_read_write(&path, None).unwrap();
         assert!(path.is_file());
     }
 
@@ -372,7 +411,7 @@ mod tests {
     fn a_current_file_opens_again_unchanged() {
         let dir = temp_dir();
         let path = dir.join("current.db");
-        let conn = open_read_write(&path).unwrap();
+        let conn = open_read_write(&path, None).unwrap();
         conn.execute(
             "INSERT INTO events (time_ns, kind, source, boot_id, ktime_ns, victim_pid, record)
              VALUES (1, 'oom_kill', 'live', 'b', 2, 3, '{}')",
@@ -380,7 +419,7 @@ mod tests {
         )
         .unwrap();
         drop(conn);
-        let conn = open_read_write(&path).unwrap();
+        let conn = open_read_write(&path, None).unwrap();
         let rows: i64 = conn
             .query_row("SELECT count(*) FROM events", [], |row| row.get(0))
             .unwrap();
@@ -400,7 +439,7 @@ mod tests {
                 .unwrap();
         }
         let before = std::fs::read(&path).unwrap();
-        let err = format!("{:#}", open_read_write(&path).unwrap_err());
+        let err = format!("{:#}", open_read_write(&path, None).unwrap_err());
         assert!(err.contains("newer oomtrace"), "{err}");
         assert!(err.contains("version 99"), "{err}");
         let err = format!("{:#}", open_read_only(&path).unwrap_err());
@@ -420,7 +459,7 @@ mod tests {
             .unwrap()
             .execute_batch("CREATE TABLE customers (name TEXT);")
             .unwrap();
-        let err = format!("{:#}", open_read_write(&path).unwrap_err());
+        let err = format!("{:#}", open_read_write(&path, None).unwrap_err());
         assert!(err.contains("not an oomtrace history"), "{err}");
         let err = format!("{:#}", open_read_only(&path).unwrap_err());
         assert!(err.contains("not an oomtrace history"), "{err}");
@@ -448,7 +487,7 @@ mod tests {
         std::fs::write(&path, vec![0x5a; 8192]).unwrap();
         let err = format!("{:#}", open_read_only(&path).unwrap_err());
         assert!(err.contains("corrupt, or not an oomtrace history"), "{err}");
-        assert!(open_read_write(&path).is_err());
+        assert!(open_read_write(&path, None).is_err());
     }
 
     #[test]
@@ -468,7 +507,7 @@ mod tests {
             .execute_batch("CREATE TABLE events (id INTEGER); PRAGMA user_version = 1;")
             .unwrap();
         let before = std::fs::read(&path).unwrap();
-        let err = format!("{:#}", open_read_write(&path).unwrap_err());
+        let err = format!("{:#}", open_read_write(&path, None).unwrap_err());
         assert!(err.contains("not an oomtrace history"), "{err}");
         let err = format!("{:#}", open_read_only(&path).unwrap_err());
         assert!(err.contains("not an oomtrace history"), "{err}");
@@ -489,7 +528,7 @@ mod tests {
             conn.execute_batch(MIGRATIONS[0]).unwrap();
             conn.pragma_update(None, "user_version", 1).unwrap();
         }
-        let conn = open_read_write(&path).unwrap();
+        let conn = open_read_write(&path, None).unwrap();
         let id: i32 = conn
             .pragma_query_value(None, "application_id", |row| row.get(0))
             .unwrap();
@@ -501,7 +540,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = temp_dir();
         let path = dir.join("mode.db");
-        let conn = open_read_write(&path).unwrap();
+        let conn = open_read_write(&path, None).unwrap();
         conn.execute(
             "INSERT INTO events (time_ns, kind, source, boot_id, ktime_ns, victim_pid, record)
              VALUES (1, 'oom_kill', 'live', 'b', 2, 3, '{}')",
@@ -515,8 +554,42 @@ mod tests {
         drop(conn);
         // One an older oomtrace left readable to all is closed.
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        drop(open_read_write(&path).unwrap());
+        drop(open_read_write(&path, None).unwrap());
         assert_eq!(mode(&path), 0o600);
+    }
+
+    #[test]
+    fn with_a_group_the_history_is_its_members_to_read() {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        // SAFETY: no preconditions.
+        let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        // Root may give it to any group; anyone else to their own.
+        let gid = if euid == 0 { 65534 } else { egid };
+        let dir = temp_dir();
+        let path = dir.join("group.db");
+        // One left 0600 by a run without the option is opened up to the group.
+        drop(open_read_write(&path, None).unwrap());
+        let conn = open_read_write(&path, Some(gid)).unwrap();
+        conn.execute(
+            "INSERT INTO events (time_ns, kind, source, boot_id, ktime_ns, victim_pid, record)
+             VALUES (1, 'oom_kill', 'live', 'b', 2, 3, '{}')",
+            [],
+        )
+        .unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+        assert_eq!(meta.gid(), gid);
+        let wal = std::fs::metadata(sibling(&path, "-wal")).unwrap();
+        assert_eq!(
+            wal.permissions().mode() & 0o777,
+            0o640,
+            "SQLite copies the mode"
+        );
+        drop(conn);
+        // And closed again once the option is gone.
+        drop(open_read_write(&path, None).unwrap());
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     }
 
     #[test]
@@ -526,10 +599,10 @@ mod tests {
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         // SAFETY: a valid C string.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        assert!(open_read_write(&fifo).is_err());
+        assert!(open_read_write(&fifo, None).is_err());
         let link = dir.join("link.db");
         std::os::unix::fs::symlink(dir.join("elsewhere.db"), &link).unwrap();
-        assert!(open_read_write(&link).is_err());
+        assert!(open_read_write(&link, None).is_err());
         assert!(!dir.join("elsewhere.db").exists());
     }
 }

@@ -2,6 +2,8 @@
 //! the file within its retention.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension as _, params};
@@ -45,27 +47,94 @@ pub enum Inserted {
     Known,
 }
 
+/// The ids of the history's rows, handed out before the rows are stored: the agent is the
+/// history's only writer, so the next id is known in memory, and a kill's outputs can say where
+/// it is stored without waiting for the disk. Shared by the writer thread and the output side.
+///
+/// Ids only grow while the agent runs: a row that retention deletes never gives its id to
+/// another. At start the next id is one past the file's highest, as SQLite would choose it. An
+/// id handed out whose row is then given up (a disk that never took writes again) stays unused.
+#[derive(Debug, Default)]
+pub struct Ids {
+    /// The next id; 0 until the history was opened.
+    next: AtomicI64,
+    /// Whether rows are stored as they come: the history is open and none waits to be stored.
+    taking_writes: AtomicBool,
+}
+
+impl Ids {
+    /// An id for a row the writer will store, if the history takes writes now; `None` while it
+    /// is not open, or while earlier rows wait for the disk (those get their id when stored).
+    pub fn reserve(&self) -> Option<i64> {
+        if !self.taking_writes.load(Ordering::Acquire) || self.next.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        Some(self.next.fetch_add(1, Ordering::AcqRel))
+    }
+
+    /// An id for a row stored now; only once the history was opened.
+    fn take(&self) -> i64 {
+        self.next.fetch_add(1, Ordering::AcqRel)
+    }
+
+    /// The history was opened and its highest id is `highest`: never hand out one at or below it.
+    fn opened(&self, highest: i64) {
+        self.next
+            .fetch_max(highest.saturating_add(1), Ordering::AcqRel);
+    }
+
+    /// Whether rows are stored as they come (see [`Ids::reserve`]).
+    pub fn set_taking_writes(&self, taking: bool) {
+        self.taking_writes.store(taking, Ordering::Release);
+    }
+}
+
 pub struct Store {
     conn: Connection,
     retention: Retention,
     inserts_since_retention: u32,
+    ids: Arc<Ids>,
 }
 
 impl Store {
-    /// Opens (creating and migrating) the history at `path` and applies the retention.
-    pub fn open(path: &Path, retention: Retention) -> anyhow::Result<Self> {
-        let conn = schema::open_read_write(path)?;
+    /// Opens (creating and migrating) the history at `path` and applies the retention; the
+    /// file is `group`'s too when given (`--history-group`).
+    pub fn open(path: &Path, retention: Retention, group: Option<u32>) -> anyhow::Result<Self> {
+        Self::open_with(path, retention, group, Arc::default())
+    }
+
+    /// [`Store::open`], its rows numbered by `ids`, which it brings in step with the file.
+    pub fn open_with(
+        path: &Path,
+        retention: Retention,
+        group: Option<u32>,
+        ids: Arc<Ids>,
+    ) -> anyhow::Result<Self> {
+        let conn = schema::open_read_write(path, group)?;
+        let highest: i64 =
+            conn.query_row("SELECT coalesce(max(id), 0) FROM events", [], |row| {
+                row.get(0)
+            })?;
+        ids.opened(highest);
         let mut store = Store {
             conn,
             retention,
             inserts_since_retention: 0,
+            ids,
         };
         store.apply_retention(jiff::Timestamp::now())?;
         Ok(store)
     }
 
-    /// Stores `row` in one committed transaction, unless the same event is stored already.
+    /// Stores `row` under the next id, unless the same event is stored already.
     pub fn insert(&mut self, row: &EventRow) -> anyhow::Result<Inserted> {
+        let id = self.ids.take();
+        self.insert_as(row, id)
+    }
+
+    /// Stores `row` under `id` (handed out by [`Ids::reserve`]) in one committed transaction,
+    /// unless the same event is stored already.
+    pub fn insert_as(&mut self, row: &EventRow, id: i64) -> anyhow::Result<Inserted> {
         let EventRow {
             time_ns,
             kind,
@@ -84,10 +153,12 @@ impl Store {
             record,
         } = row;
         let changed = self.conn.execute(
-            "INSERT OR IGNORE INTO events (time_ns, kind, source, boot_id, ktime_ns, victim_pid,
+            // Only the same event is skipped: an id already taken is an error, never a skip.
+            "INSERT INTO events (time_ns, kind, source, boot_id, ktime_ns, victim_pid,
                  victim_comm, container_name, container_id, pod, namespace, trigger_name,
-                 domain_kind, incident_id, record)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                 domain_kind, incident_id, record, id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+             ON CONFLICT (boot_id, kind, victim_pid, ktime_ns) DO NOTHING",
             params![
                 time_ns,
                 kind.as_str(),
@@ -104,12 +175,12 @@ impl Store {
                 domain_kind,
                 incident_id,
                 record,
+                id,
             ],
         )?;
         if changed == 0 {
             return Ok(Inserted::Known);
         }
-        let id = self.conn.last_insert_rowid();
         self.inserts_since_retention += 1;
         if self.inserts_since_retention >= RETENTION_EVERY {
             self.apply_retention(jiff::Timestamp::now())?;
@@ -226,14 +297,14 @@ fn ktime_i64(ktime_ns: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::row::Source;
+    use crate::history::row::Origin;
     use crate::history::tests::{TempDir, synthetic_row, temp_dir};
 
     const DAY_NS: i64 = 86_400 * 1_000_000_000;
 
     fn store(retention: Retention) -> (TempDir, Store) {
         let dir = temp_dir();
-        let store = Store::open(&dir.join("store.db"), retention).unwrap();
+        let store = Store::open(&dir.join("store.db"), retention, None).unwrap();
         (dir, store)
     }
 
@@ -289,7 +360,7 @@ mod tests {
         );
         assert_eq!(store.known_kill("other", 7, near, tolerance).unwrap(), None);
         let backfilled = EventRow {
-            source: Source::Kmsg,
+            source: Origin::Kmsg,
             ktime_ns: near,
             ..live.clone()
         };

@@ -36,19 +36,22 @@ use crate::decode::{
 
 /// How long a part waits for its partner. They are submitted microseconds apart, so this only
 /// matters when one was lost.
-pub const PARTNER_TIMEOUT: Duration = Duration::from_millis(100);
+pub(crate) const PARTNER_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// How long an incident stays open past its last victim without its end record (lost to a
 /// full ring buffer). Counted from the last victim, not the start: killing a
 /// `memory.oom.group` of 1,000 takes the kernel seconds on a slow machine.
-pub const INCIDENT_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const INCIDENT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Pairs parts into kills, and kills into incidents.
-pub struct Joiner {
+pub(crate) struct Joiner {
     /// Whether a task program is attached, so a tracepoint part should wait for its partner.
     expect_task_parts: bool,
     /// Whether `oom_kill_process` is hooked, so kills belong to incidents.
     expect_incidents: bool,
+    /// Whether a program reads each SIGKILL's target in the kernel, so a SIGKILL waits for its
+    /// target part.
+    expect_sigkill_targets: bool,
     pending: Vec<Pending>,
     open: Vec<OpenIncident>,
     /// SIGKILLs waiting to see whether the OOM killer marks their target.
@@ -87,10 +90,11 @@ struct OpenIncident {
 }
 
 impl Joiner {
-    pub fn new(expect_task_parts: bool, expect_incidents: bool) -> Self {
+    pub(crate) fn new(expect_task_parts: bool, expect_incidents: bool) -> Self {
         Joiner {
             expect_task_parts,
             expect_incidents,
+            expect_sigkill_targets: false,
             pending: Vec::new(),
             open: Vec::new(),
             held: Vec::new(),
@@ -101,8 +105,14 @@ impl Joiner {
         }
     }
 
+    /// Says that each SIGKILL comes with a target part (the signal's task program is attached).
+    pub(crate) fn with_sigkill_targets(mut self, expected: bool) -> Self {
+        self.expect_sigkill_targets = expected;
+        self
+    }
+
     /// Sets what an estimated badness is relative to when no incident says.
-    pub fn with_host_memory(mut self, totalpages: u64, page_kb: u64) -> Self {
+    pub(crate) fn with_host_memory(mut self, totalpages: u64, page_kb: u64) -> Self {
         self.host_totalpages = totalpages;
         self.page_kb = page_kb;
         self
@@ -110,13 +120,13 @@ impl Joiner {
 
     /// Takes one part; returns what it completes.
     #[cfg(test)]
-    pub fn push(&mut self, part: Part, now: Instant) -> Vec<Event> {
+    pub(crate) fn push(&mut self, part: Part, now: Instant) -> Vec<Event> {
         self.push_with(part, None, now)
     }
 
     /// As [`push`](Self::push); `target_proc` is what /proc says of the target of a SIGKILL
     /// or of a SIGKILL's target part, whichever it was asked for.
-    pub fn push_with(
+    pub(crate) fn push_with(
         &mut self,
         part: Part,
         target_proc: Option<TargetProc>,
@@ -138,32 +148,40 @@ impl Joiner {
                         (Some(target), proc)
                     })
                     .unwrap_or_default();
+                let sigkill = Sigkill {
+                    part: *sigkill,
+                    target_task,
+                    target_proc: target_proc.or(target_part_proc),
+                    sender_kind,
+                };
+                if self.is_complete(&sigkill) {
+                    return vec![Event::Sigkill(Box::new(sigkill))];
+                }
                 self.held.push(HeldSigkill {
                     since: now,
-                    sigkill: Sigkill {
-                        part: *sigkill,
-                        target_task,
-                        target_proc: target_proc.or(target_part_proc),
-                        sender_kind,
-                    },
+                    sigkill,
                 });
                 Vec::new()
             }
             Part::SigkillTarget(target) => {
-                let waiting = self.held.iter_mut().find(|held| {
+                let waiting = self.held.iter().position(|held| {
                     let part = &held.sigkill.part;
                     held.sigkill.target_task.is_none()
                         && part.cpu == target.cpu
                         && part.target.pid == target.target.pid
                 });
-                match waiting {
-                    Some(held) => {
-                        held.sigkill.target_task = Some(*target);
-                        if held.sigkill.target_proc.is_none() {
-                            held.sigkill.target_proc = target_proc;
-                        }
-                    }
-                    None => self.targets.push((now, *target, target_proc)),
+                let Some(index) = waiting else {
+                    self.targets.push((now, *target, target_proc));
+                    return Vec::new();
+                };
+                let held = &mut self.held[index];
+                held.sigkill.target_task = Some(*target);
+                if held.sigkill.target_proc.is_none() {
+                    held.sigkill.target_proc = target_proc;
+                }
+                if self.is_complete(&self.held[index].sigkill) {
+                    let held = self.held.remove(index);
+                    return vec![Event::Sigkill(Box::new(held.sigkill))];
                 }
                 Vec::new()
             }
@@ -235,6 +253,16 @@ impl Joiner {
 
     /// The OOM killer marks `pid`: the SIGKILL it sent it just before is part of this kill,
     /// and is returned to join it.
+    /// Whether `sigkill` can be reported at once: a process's (the OOM killer never sends
+    /// one of those, so no kill will claim it) with everything its programs send. The OOM
+    /// killer's, and any whose sender the kernel did not say, wait for the kill that may claim
+    /// them. Not holding a process's saves a wakeup per SIGKILL, which is most of what a
+    /// flood of them costs the agent.
+    fn is_complete(&self, sigkill: &Sigkill) -> bool {
+        sigkill.sender_kind == SenderKind::Process
+            && (sigkill.target_task.is_some() || !self.expect_sigkill_targets)
+    }
+
     fn take_oom_sigkill(&mut self, pid: u32) -> Option<Sigkill> {
         // The OOM killer sends with SEND_SIG_PRIV (SI_KERNEL): a `kill -9` from a process just
         // before is another story (its target may then be marked as exiting, not killed).
@@ -251,7 +279,7 @@ impl Joiner {
     }
 
     /// How many SIGKILLs were found to be part of an OOM kill, and so not reported.
-    pub fn oom_sigkills(&self) -> u64 {
+    pub(crate) fn oom_sigkills(&self) -> u64 {
         self.oom_sigkills
     }
 
@@ -331,7 +359,7 @@ impl Joiner {
     }
 
     /// When the oldest waiting part or incident gives up on its partner or end.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let parts = self.pending.iter().map(|p| p.since + PARTNER_TIMEOUT);
         let incidents = self.open.iter().map(|open| open.since + INCIDENT_TIMEOUT);
         let sigkills = self.held.iter().map(|held| held.since + PARTNER_TIMEOUT);
@@ -343,7 +371,7 @@ impl Joiner {
     }
 
     /// Reports the parts and incidents that waited too long on their own.
-    pub fn expire(&mut self, now: Instant) -> Vec<Event> {
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<Event> {
         let (expired, waiting): (Vec<_>, _) = std::mem::take(&mut self.pending)
             .into_iter()
             .partition(|p| now >= p.since + PARTNER_TIMEOUT);
@@ -377,7 +405,7 @@ impl Joiner {
     }
 
     /// Reports everything waiting: on shutdown, nothing is kept back.
-    pub fn flush(&mut self) -> Vec<Event> {
+    pub(crate) fn flush(&mut self) -> Vec<Event> {
         let pending = std::mem::take(&mut self.pending);
         let mut events: Vec<Event> = pending
             .into_iter()
@@ -748,7 +776,7 @@ mod tests {
     #[test]
     fn a_processs_sigkill_is_kept_even_if_the_target_is_then_marked() {
         let start = Instant::now();
-        let mut joiner = Joiner::new(false, false);
+        let mut joiner = Joiner::new(false, false).with_sigkill_targets(true);
         joiner.push(sigkill(5, 456, SI_USER), start);
         let events = joiner.push(tracepoint(0, 5), start);
         assert_eq!(kills(events).len(), 1);
@@ -756,10 +784,11 @@ mod tests {
         assert_eq!(joiner.oom_sigkills(), 0);
     }
 
+    /// Its target part lost: the SIGKILL is reported without it, once the wait is over.
     #[test]
     fn a_sigkill_alone_is_reported_after_the_timeout() {
         let start = Instant::now();
-        let mut joiner = Joiner::new(true, true);
+        let mut joiner = Joiner::new(true, true).with_sigkill_targets(true);
         assert_eq!(joiner.push(sigkill(4242, 456, SI_USER), start), []);
         assert_eq!(joiner.next_deadline(), Some(start + PARTNER_TIMEOUT));
         assert_eq!(joiner.expire(start + PARTNER_TIMEOUT / 2), []);
@@ -771,26 +800,41 @@ mod tests {
         assert_eq!(sigkill.part.target.pid, 4242);
         assert_eq!(sigkill.part.sender.pid, 456);
         assert_eq!(sigkill.sender_kind, SenderKind::Process);
+        assert!(sigkill.target_task.is_none());
         assert!(joiner.held.is_empty());
+    }
+
+    /// A process's SIGKILL is never the OOM killer's: it goes out as soon as it is whole, with
+    /// no wait (and no wakeup) for a kill that could claim it. The OOM killer's waits.
+    #[test]
+    fn a_processs_sigkill_goes_out_once_whole_the_kernels_waits() {
+        let now = Instant::now();
+        // No program for the target: the SIGKILL's own record is all there is.
+        let mut joiner = Joiner::new(true, false);
+        let [reported] = sigkills(joiner.push(sigkill(4242, 456, SI_USER), now))
+            .try_into()
+            .expect("reported at once");
+        assert_eq!(reported.part.target.pid, 4242);
+        assert_eq!(joiner.next_deadline(), None);
+        // The kernel's may be claimed by a kill of its target.
+        assert_eq!(joiner.push(sigkill(5, 5, SI_KERNEL), now), []);
+        assert_eq!(joiner.next_deadline(), Some(now + PARTNER_TIMEOUT));
+        assert_eq!(sigkills(joiner.expire(now + PARTNER_TIMEOUT)).len(), 1);
     }
 
     #[test]
     fn a_sigkill_takes_its_targets_cgroups_in_either_order() {
         let now = Instant::now();
         for target_first in [false, true] {
-            let mut joiner = Joiner::new(true, false);
-            let parts = [sigkill(4242, 456, SI_USER), sigkill_target(4242)];
-            let parts = if target_first {
-                [parts[1].clone(), parts[0].clone()]
+            let mut joiner = Joiner::new(true, false).with_sigkill_targets(true);
+            let [first, second] = if target_first {
+                [sigkill_target(4242), sigkill(4242, 456, SI_USER)]
             } else {
-                parts
+                [sigkill(4242, 456, SI_USER), sigkill_target(4242)]
             };
-            for part in parts {
-                assert_eq!(joiner.push(part, now), []);
-            }
-            // Another target's part stays out of it and is forgotten.
-            joiner.push(sigkill_target(99), now);
-            let [sigkill] = sigkills(joiner.expire(now + PARTNER_TIMEOUT))
+            assert_eq!(joiner.push(first, now), []);
+            // Whole with its second part: reported then, not at the timeout.
+            let [sigkill] = sigkills(joiner.push(second, now))
                 .try_into()
                 .expect("one SIGKILL");
             let target = sigkill.target_task.expect("paired");
@@ -798,6 +842,9 @@ mod tests {
                 target.target_memcg.unwrap().path,
                 "/libpod_parent/libpod-abc"
             );
+            // Another target's part stays out of it and is forgotten.
+            joiner.push(sigkill_target(99), now);
+            assert_eq!(joiner.expire(now + PARTNER_TIMEOUT), []);
             assert_eq!(joiner.next_deadline(), None);
         }
     }
@@ -810,34 +857,33 @@ mod tests {
             cgroups: None,
         };
         for target_first in [false, true] {
-            let mut joiner = Joiner::new(true, false);
+            let mut joiner = Joiner::new(true, false).with_sigkill_targets(true);
             let parts = [
                 (sigkill(4242, 456, SI_USER), None),
                 (sigkill_target(4242), Some(proc.clone())),
             ];
-            let parts = if target_first {
+            let [(first, first_proc), (second, second_proc)] = if target_first {
                 [parts[1].clone(), parts[0].clone()]
             } else {
                 parts
             };
-            for (part, target_proc) in parts {
-                assert_eq!(joiner.push_with(part, target_proc, now), []);
-            }
-            let [sigkill] = sigkills(joiner.expire(now + PARTNER_TIMEOUT))
+            assert_eq!(joiner.push_with(first, first_proc, now), []);
+            let [sigkill] = sigkills(joiner.push_with(second, second_proc, now))
                 .try_into()
                 .expect("one SIGKILL");
             assert_eq!(sigkill.target_proc.as_ref(), Some(&proc));
             assert!(sigkill.target_task.is_some());
         }
         // What /proc said when the SIGKILL came is kept over a later answer.
-        let mut joiner = Joiner::new(true, false);
+        let mut joiner = Joiner::new(true, false).with_sigkill_targets(true);
         let first = TargetProc {
             tgid: Some(1),
             cgroups: None,
         };
         joiner.push_with(sigkill(4242, 456, SI_USER), Some(first.clone()), now);
-        joiner.push_with(sigkill_target(4242), Some(proc), now);
-        let [sigkill] = sigkills(joiner.flush()).try_into().expect("one SIGKILL");
+        let [sigkill] = sigkills(joiner.push_with(sigkill_target(4242), Some(proc), now))
+            .try_into()
+            .expect("one SIGKILL");
         assert_eq!(sigkill.target_proc, Some(first));
     }
 

@@ -2,11 +2,11 @@
 //! killer is an [`OomKill`], one invocation of the OOM killer an [`OomIncident`], and a SIGKILL
 //! the OOM killer did not send to its victim a [`Sigkill`]. The [`joiner`] builds them.
 
-pub mod joiner;
+pub(crate) mod joiner;
 
 use std::sync::Arc;
 
-pub use self::joiner::Joiner;
+pub(crate) use self::joiner::Joiner;
 use crate::badness::Badness;
 use crate::decode::mark_victim::MarkVictimFields;
 use crate::decode::{CgroupRef, ContextPart, SigkillPart, SigkillTargetPart, Task};
@@ -14,7 +14,7 @@ use crate::procfs::ProcCgroups;
 
 /// What the join stage hands the sinks.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
+pub(crate) enum Event {
     Kill(Box<OomKill>),
     Incident(OomIncident),
     Sigkill(Box<Sigkill>),
@@ -98,7 +98,7 @@ pub struct IncidentContext {
 
 /// An invocation and every victim it marked.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OomIncident {
+pub(crate) struct OomIncident {
     pub context: Arc<IncidentContext>,
     /// Victim pids, in the order they were marked.
     pub victims: Vec<u32>,
@@ -173,18 +173,19 @@ pub(crate) mod fixtures {
 
     /// Pid 456 sends SIGKILL to pid 123 with kill(2), joined as the agent joins it: what the
     /// sinks' tests start from.
-    pub fn user_sigkill() -> Box<Sigkill> {
+    pub(crate) fn user_sigkill() -> Box<Sigkill> {
         let mut joiner = Joiner::new(true, false);
         let proc = TargetProc {
             tgid: Some(123),
             cgroups: None,
         };
-        joiner.push_with(
+        let mut events = joiner.push_with(
             crate::decode::tests::sigkill(123, 456, SI_USER),
             Some(proc),
             std::time::Instant::now(),
         );
-        let [Event::Sigkill(sigkill)]: [Event; 1] = joiner.flush().try_into().unwrap() else {
+        events.extend(joiner.flush());
+        let [Event::Sigkill(sigkill)]: [Event; 1] = events.try_into().unwrap() else {
             panic!("one SIGKILL");
         };
         sigkill

@@ -21,12 +21,12 @@ use crate::record::{Body, OomKillRecord, Record};
 /// records with the scheduler clock, `bpf_ktime_get_ns` reads CLOCK_MONOTONIC: they start
 /// together at boot but are not slewed alike, so the gap grows with uptime (by at most about
 /// 0.1 %, well past what NTP slews).
-pub fn tolerance(kill: &KmsgKill) -> Duration {
+pub(crate) fn tolerance(kill: &KmsgKill) -> Duration {
     Duration::from_secs(2) + Duration::from_micros(kill.usec / 1000)
 }
 
 /// The `oom_kill` record of a kill the kernel logged.
-pub fn record(kill: &KmsgKill, clock: &KernelClock) -> Record {
+pub(crate) fn record(kill: &KmsgKill, clock: &KernelClock) -> Record {
     let KmsgKill {
         seq,
         usec,
@@ -175,7 +175,7 @@ mod tests {
         let record = record(&kill, &KernelClock::now());
         let row = crate::history::row::EventRow::from_record(
             &record,
-            crate::history::row::Source::Kmsg,
+            crate::history::row::Origin::Kmsg,
             "boot",
         )
         .expect("the history takes it");

@@ -58,7 +58,7 @@ pub enum Lookup {
 }
 
 /// The reports read so far from `source`, one record per `read` as `/dev/kmsg` hands them.
-pub struct Followed<R> {
+pub(crate) struct Followed<R> {
     source: R,
     assembler: KillAssembler,
     reports: VecDeque<(Instant, Seen)>,
@@ -70,7 +70,7 @@ pub struct Followed<R> {
 }
 
 impl<R: Read> Followed<R> {
-    pub fn new(source: R) -> Self {
+    pub(crate) fn new(source: R) -> Self {
         Followed {
             source,
             assembler: KillAssembler::new(),
@@ -82,7 +82,7 @@ impl<R: Read> Followed<R> {
     }
 
     /// Reads up to `max` records, until there are none (`EAGAIN`); whether records may remain.
-    pub fn drain(&mut self, max: usize, now: Instant) -> bool {
+    pub(crate) fn drain(&mut self, max: usize, now: Instant) -> bool {
         if self.failed.is_some() {
             return false;
         }
@@ -139,7 +139,7 @@ impl<R: Read> Followed<R> {
     /// The report naming one of `pids` (the victim's pid and its process's), or the
     /// `memory.oom.group` kill of a cgroup holding `memcg` (the victim's), after reading what
     /// the log holds by now.
-    pub fn lookup(&mut self, pids: &[u32], memcg: Option<&str>, now: Instant) -> Lookup {
+    pub(crate) fn lookup(&mut self, pids: &[u32], memcg: Option<&str>, now: Instant) -> Lookup {
         self.drain(RECORDS_PER_LOOKUP, now);
         let recent = || {
             self.reports.iter().rev().take_while(|(read_at, _)| {

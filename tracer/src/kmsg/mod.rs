@@ -4,10 +4,10 @@
 //! [`parse`] turns records into typed kills (pure, fuzzed, shared with the integration tests
 //! and xtask); [`read`] reads every record the kernel still holds.
 
-pub mod backfill;
-pub mod follow;
+pub(crate) mod backfill;
+pub(crate) mod follow;
 pub mod parse;
-pub mod read;
+pub(crate) mod read;
 pub mod report;
 
 pub use self::read::{KernelLogKills, read_since_boot};

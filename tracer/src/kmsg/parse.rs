@@ -300,7 +300,7 @@ fn parse_invoker(comm: &[u8], rest: &[u8]) -> Invoker {
         oom_score_adj: None,
     };
     for part in rest.split(|&b| b == b',') {
-        let part = trim(part);
+        let part = part.trim_ascii();
         let Some(eq) = part.iter().position(|&b| b == b'=') else {
             continue;
         };
@@ -714,20 +714,8 @@ fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         .rposition(|window| window == needle)
 }
 
-fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |end| end + 1);
-    &bytes[start..end.max(start)]
-}
-
 /// Decimal digits only, no sign, no overflow.
-fn number(digits: &[u8]) -> Option<u64> {
+pub(super) fn number(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 20 {
         return None;
     }

@@ -7,10 +7,10 @@ use std::os::unix::fs::OpenOptionsExt as _;
 
 use super::parse::{KillAssembler, KmsgKill};
 
-pub const KMSG: &str = "/dev/kmsg";
+pub(crate) const KMSG: &str = "/dev/kmsg";
 
 /// The kills kept from one read: the newest, when there are more.
-pub const MAX_KILLS: usize = 10_000;
+pub(crate) const MAX_KILLS: usize = 10_000;
 
 /// A bound on the records read in one go, far above what the kernel's buffer holds (a record
 /// takes at least a few dozen bytes of a buffer of at most a few MiB), so that a kernel
@@ -58,7 +58,7 @@ fn open() -> io::Result<File> {
 
 /// Reads records from `source` (one per `read`, as `/dev/kmsg` hands them) until it has no
 /// more (`EAGAIN`), keeping the newest `cap` kills.
-pub fn read_kills(source: &mut impl Read, cap: usize) -> io::Result<KernelLogKills> {
+pub(crate) fn read_kills(source: &mut impl Read, cap: usize) -> io::Result<KernelLogKills> {
     let mut buffer = vec![0u8; RECORD_BUFFER];
     let mut assembler = KillAssembler::new();
     let mut found = KernelLogKills::default();

@@ -13,7 +13,7 @@
 //! lines (`\x0a` in `/dev/kmsg`, a newline in a `dmesg` dump) is split first. Pure, and it must
 //! never panic on any input.
 
-use super::parse::KernelText;
+use super::parse::{KernelText, number};
 
 /// A record this long may have been cut by the kernel's 1 KiB limit on a record's text: its
 /// last line is not trusted.
@@ -198,7 +198,7 @@ impl ReportReader {
     }
 
     fn line(&mut self, line: &[u8]) {
-        let trimmed = trim(line);
+        let trimmed = line.trim_ascii();
         if let Some(rest) = trimmed.strip_prefix(b"Memory cgroup stats for ") {
             self.stats_header(rest);
             return;
@@ -389,7 +389,7 @@ impl ReportReader {
         let Some(close) = rest.iter().position(|&b| b == b']') else {
             return false;
         };
-        if number(trim(&rest[..close])).is_none() {
+        if number(rest[..close].trim_ascii()).is_none() {
             return false;
         }
         let mut numbers = Vec::with_capacity(columns.numbers);
@@ -467,7 +467,7 @@ fn page_counter(line: &[u8]) -> Option<(&[u8], PageCounter)> {
     let mut usage = None;
     let mut limit = None;
     for part in line[at + 2..].split(|&b| b == b',') {
-        let part = trim(part);
+        let part = part.trim_ascii();
         let Some(space) = part.iter().position(|&b| b == b' ') else {
             continue;
         };
@@ -500,8 +500,8 @@ fn stat_line(line: &[u8]) -> Option<(&[u8], u64)> {
 
 /// `  = NkB` (after `Free swap` or `Total swap`).
 fn kb_after_equals(rest: &[u8]) -> Option<u64> {
-    let rest = trim(rest).strip_prefix(b"=")?;
-    number(trim(rest).strip_suffix(b"kB")?)
+    let rest = rest.trim_ascii().strip_prefix(b"=")?;
+    number(rest.trim_ascii().strip_suffix(b"kB")?)
 }
 
 fn split_on<'a>(bytes: &'a [u8], separator: &[u8]) -> Vec<&'a [u8]> {
@@ -522,31 +522,6 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack
         .windows(needle.len())
         .position(|window| window == needle)
-}
-
-fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |end| end + 1);
-    &bytes[start..end.max(start)]
-}
-
-/// Decimal digits only, no sign, no overflow.
-fn number(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 20 {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |value, &digit| {
-        if !digit.is_ascii_digit() {
-            return None;
-        }
-        value.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
-    })
 }
 
 #[cfg(test)]

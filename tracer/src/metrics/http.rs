@@ -26,7 +26,7 @@ use super::{CONTENT_TYPE, Metrics};
 
 /// How long a client may take to send a request's head, and how many connections it may hold.
 #[derive(Clone, Copy, Debug)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// To send a request's line and headers, from when the connection opened or its last
     /// answer was sent.
     pub header_timeout: Duration,
@@ -48,7 +48,7 @@ impl Default for Limits {
 
 /// Binds `addr`, only that address (the user chooses loopback or the network), and serves
 /// the metrics there from the current runtime.
-pub async fn start(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+pub(crate) async fn start(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening for metrics scrapes on {addr}"))?;
@@ -61,7 +61,7 @@ pub async fn start(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()
 }
 
 /// Serves scrapes until the runtime stops.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, limits: Limits) {
+pub(crate) async fn serve(listener: TcpListener, metrics: Arc<Metrics>, limits: Limits) {
     let open = Arc::new(Mutex::new(OpenConnections::default()));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -195,7 +195,7 @@ fn lock(open: &Mutex<OpenConnections>) -> std::sync::MutexGuard<'_, OpenConnecti
 }
 
 /// What to answer a request: the metrics for `GET /metrics`, else an error.
-pub fn respond<B>(request: &Request<B>, metrics: &Metrics) -> Response<Full<Bytes>> {
+pub(crate) fn respond<B>(request: &Request<B>, metrics: &Metrics) -> Response<Full<Bytes>> {
     if request.uri().path() != "/metrics" {
         return error(StatusCode::NOT_FOUND);
     }

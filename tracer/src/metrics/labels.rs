@@ -13,17 +13,17 @@ use prometheus_client::encoding::EncodeLabelSet;
 use crate::record::party;
 
 /// Distinct label sets kept per family before new names fold into `other`.
-pub const MAX_LABEL_SETS: usize = 1000;
+pub(crate) const MAX_LABEL_SETS: usize = 1000;
 
 /// A label value's length at most, in bytes.
-pub const MAX_LABEL_BYTES: usize = 128;
+pub(crate) const MAX_LABEL_BYTES: usize = 128;
 
 /// The container a label set is folded into past the cap.
-pub const OTHER: &str = "other";
+pub(crate) const OTHER: &str = "other";
 
 /// `oomtrace_oom_kills_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KillLabels {
+pub(crate) struct KillLabels {
     /// The victim's.
     #[prometheus(flatten)]
     pub names: Names,
@@ -39,7 +39,7 @@ pub struct KillLabels {
 /// `oomtrace_oom_kills_filled_by_total`: the victim's names, and what no process holds that
 /// filled its limit.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct FilledLabels {
+pub(crate) struct FilledLabels {
     #[prometheus(flatten)]
     pub names: Names,
     /// `tmpfs`, `page_cache` or `kernel`.
@@ -59,7 +59,7 @@ pub struct TriggerLabels {
 
 /// `oomtrace_sigkills_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SigkillLabels {
+pub(crate) struct SigkillLabels {
     /// The target's.
     #[prometheus(flatten)]
     pub names: Names,
@@ -69,13 +69,13 @@ pub struct SigkillLabels {
 
 /// `oomtrace_attribution_failures_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct FailureLabels {
+pub(crate) struct FailureLabels {
     pub reason: &'static str,
 }
 
 /// `oomtrace_build_info`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BuildLabels {
+pub(crate) struct BuildLabels {
     pub version: &'static str,
     pub tier: &'static str,
 }
@@ -153,7 +153,7 @@ impl TriggerLabels {
     }
 }
 
-pub fn main_process(main_process: Option<bool>) -> &'static str {
+pub(crate) fn main_process(main_process: Option<bool>) -> &'static str {
     match main_process {
         Some(true) => "true",
         Some(false) => "false",
@@ -163,7 +163,7 @@ pub fn main_process(main_process: Option<bool>) -> &'static str {
 
 /// Names come from containers' owners: control characters become `_`, and the value is cut
 /// at a character boundary to [`MAX_LABEL_BYTES`].
-pub fn label_value(text: &str) -> String {
+pub(crate) fn label_value(text: &str) -> String {
     let mut value = String::with_capacity(text.len().min(MAX_LABEL_BYTES));
     for c in text.chars() {
         let c = if c.is_control() { '_' } else { c };
@@ -177,7 +177,7 @@ pub fn label_value(text: &str) -> String {
 
 /// The label sets a family has seen, up to [`MAX_LABEL_SETS`].
 #[derive(Debug)]
-pub struct LabelBudget<K> {
+pub(crate) struct LabelBudget<K> {
     seen: HashSet<K>,
     limit: usize,
     /// Label sets folded into `other` so far.
@@ -185,7 +185,7 @@ pub struct LabelBudget<K> {
 }
 
 impl<K: Hash + Eq + Clone> LabelBudget<K> {
-    pub fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         LabelBudget {
             seen: HashSet::new(),
             limit,
@@ -195,7 +195,7 @@ impl<K: Hash + Eq + Clone> LabelBudget<K> {
 
     /// `labels` while there is room or they were seen before; else `other()`, the same label
     /// set with its names replaced by `other`.
-    pub fn admit(&mut self, labels: K, other: impl FnOnce() -> K) -> K {
+    pub(crate) fn admit(&mut self, labels: K, other: impl FnOnce() -> K) -> K {
         if self.seen.contains(&labels) {
             return labels;
         }

@@ -7,8 +7,8 @@
 //! Prometheus text format. Fleet-wide collection is the cluster's Prometheus's job: each agent
 //! only exposes its own host.
 
-pub mod http;
-pub mod labels;
+pub(crate) mod http;
+pub(crate) mod labels;
 mod restart_loops;
 
 use std::collections::BTreeSet;

@@ -13,14 +13,14 @@ use super::labels::Names;
 
 /// The containers flagged so far, by their (bounded) label set, with their last kill.
 #[derive(Debug)]
-pub struct RestartLoops {
+pub(super) struct RestartLoops {
     /// The agent's `--restart-loop-window`.
     window: Duration,
     last_kills: HashMap<Names, Instant>,
 }
 
 impl RestartLoops {
-    pub fn new(window: Duration) -> Self {
+    pub(super) fn new(window: Duration) -> Self {
         RestartLoops {
             window,
             last_kills: HashMap::new(),
@@ -33,7 +33,7 @@ impl RestartLoops {
 
     /// An OOM kill of `names` at `now`; `flagged` when the explain stage flagged it as part of
     /// a restart loop.
-    pub fn kill(&mut self, names: &Names, flagged: bool, now: Instant) {
+    pub(super) fn kill(&mut self, names: &Names, flagged: bool, now: Instant) {
         let on = self
             .last_kills
             .get(names)
@@ -44,7 +44,7 @@ impl RestartLoops {
     }
 
     /// Every container ever flagged, with 1 while its loop is on and 0 once it ended.
-    pub fn states(&self, now: Instant) -> impl Iterator<Item = (&Names, i64)> {
+    pub(super) fn states(&self, now: Instant) -> impl Iterator<Item = (&Names, i64)> {
         self.last_kills
             .iter()
             .map(move |(names, last_kill)| (names, i64::from(self.is_on(*last_kill, now))))

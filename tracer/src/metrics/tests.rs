@@ -414,6 +414,7 @@ fn the_exposition_has_every_metric_from_the_start() {
         &fed.plan,
         jiff::Timestamp::now(),
         AgentInfo::this(),
+        None,
     ))
     .unwrap();
     // Both are read at the scrape, not when an event passed.

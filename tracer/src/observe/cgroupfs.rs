@@ -9,16 +9,21 @@ use std::path::{Path, PathBuf};
 /// How close to its limit a v1 cgroup's high-water mark must be to count as having hit it: a
 /// failed charge leaves usage at most one charge batch (64 pages) below the limit.
 const WATERMARK_SLACK_BYTES: u64 = 1 << 20;
+/// The most children of one cgroup looked at: a delegated tree lets a container make as many as
+/// it likes, and a kill's snapshot is read while the kill waits.
+const MAX_CHILDREN: usize = 4096;
+/// The most read of one cgroup file: `cgroup.procs` of a cgroup of 32,768 processes.
+const MAX_FILE_BYTES: u64 = 256 << 10;
 
 /// Where the memory controller's hierarchy is mounted, and which version it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MemoryHierarchy {
+pub(crate) struct MemoryHierarchy {
     pub root: PathBuf,
     pub version: CgroupVersion,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CgroupVersion {
+pub(crate) enum CgroupVersion {
     V1,
     V2,
 }
@@ -26,12 +31,12 @@ pub enum CgroupVersion {
 impl MemoryHierarchy {
     /// From `/proc/self/mountinfo`: a v1 hierarchy with the memory controller wins (on a hybrid
     /// host that is where memory is accounted), else the cgroup2 mount.
-    pub fn find() -> Option<Self> {
+    pub(crate) fn find() -> Option<Self> {
         let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
         Self::from_mountinfo(&mountinfo)
     }
 
-    pub fn from_mountinfo(mountinfo: &str) -> Option<Self> {
+    pub(crate) fn from_mountinfo(mountinfo: &str) -> Option<Self> {
         let mut v2 = None;
         for line in mountinfo.lines() {
             // `36 25 0:31 / /sys/fs/cgroup/memory rw,… shared:15 - cgroup cgroup rw,memory`
@@ -46,13 +51,13 @@ impl MemoryHierarchy {
                     if options.is_some_and(|o| o.split(',').any(|o| o == "memory")) =>
                 {
                     return Some(MemoryHierarchy {
-                        root: PathBuf::from(unescape(point)),
+                        root: PathBuf::from(unescape_mountinfo(point)),
                         version: CgroupVersion::V1,
                     });
                 }
                 (Some("cgroup2"), Some(point)) if v2.is_none() => {
                     v2 = Some(MemoryHierarchy {
-                        root: PathBuf::from(unescape(point)),
+                        root: PathBuf::from(unescape_mountinfo(point)),
                         version: CgroupVersion::V2,
                     });
                 }
@@ -62,12 +67,12 @@ impl MemoryHierarchy {
         v2
     }
 
-    pub fn dir(&self, cgroup_path: &str) -> PathBuf {
+    pub(crate) fn dir(&self, cgroup_path: &str) -> PathBuf {
         self.root.join(cgroup_path.trim_start_matches('/'))
     }
 
     /// Memory charged to the cgroup at `cgroup_path` now, its descendants included.
-    pub fn usage_bytes(&self, cgroup_path: &str) -> Option<u64> {
+    pub(crate) fn usage_bytes(&self, cgroup_path: &str) -> Option<u64> {
         let file = match self.version {
             CgroupVersion::V1 => "memory.usage_in_bytes",
             CgroupVersion::V2 => "memory.current",
@@ -76,7 +81,7 @@ impl MemoryHierarchy {
     }
 
     /// What the memory controller says of the cgroup at `cgroup_path` now.
-    pub fn stats(&self, cgroup_path: &str) -> CgroupMemory {
+    pub(crate) fn stats(&self, cgroup_path: &str) -> CgroupMemory {
         let dir = self.dir(cgroup_path);
         let number = |file: &str| read_trimmed(&dir.join(file)).and_then(|t| t.parse().ok());
         match self.version {
@@ -107,7 +112,7 @@ impl MemoryHierarchy {
 
     /// Usage less the inactive file pages the kernel reclaims before it kills: the working set,
     /// as the kubelet's eviction counts it. `None` when either is unreadable.
-    pub fn working_set_bytes(&self, cgroup_path: &str) -> Option<u64> {
+    pub(crate) fn working_set_bytes(&self, cgroup_path: &str) -> Option<u64> {
         let dir = self.dir(cgroup_path);
         let (usage_file, inactive_key) = match self.version {
             CgroupVersion::V1 => ("memory.usage_in_bytes", "total_inactive_file"),
@@ -121,7 +126,7 @@ impl MemoryHierarchy {
     }
 
     /// The child cgroups of `cgroup_path`, as paths from the hierarchy root.
-    pub fn children(&self, cgroup_path: &str) -> Vec<String> {
+    pub(crate) fn children(&self, cgroup_path: &str) -> Vec<String> {
         let Ok(entries) = fs::read_dir(self.dir(cgroup_path)) else {
             return Vec::new();
         };
@@ -129,6 +134,7 @@ impl MemoryHierarchy {
         entries
             .filter_map(Result::ok)
             .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
+            .take(MAX_CHILDREN)
             .filter_map(|entry| entry.file_name().into_string().ok())
             .map(|name| format!("{parent}/{name}"))
             .collect()
@@ -136,8 +142,8 @@ impl MemoryHierarchy {
 
     /// The processes directly in the cgroup at `cgroup_path` (not in its children); empty once
     /// it is gone.
-    pub fn procs(&self, cgroup_path: &str) -> Vec<u32> {
-        fs::read_to_string(self.dir(cgroup_path).join("cgroup.procs"))
+    pub(crate) fn procs(&self, cgroup_path: &str) -> Vec<u32> {
+        read_bounded(&self.dir(cgroup_path).join("cgroup.procs"))
             .unwrap_or_default()
             .lines()
             .filter_map(|line| line.trim().parse().ok())
@@ -145,7 +151,7 @@ impl MemoryHierarchy {
     }
 
     /// The limit of the cgroup at `cgroup_path`, `None` when unlimited or unreadable.
-    pub fn limit_bytes(&self, cgroup_path: &str) -> Option<u64> {
+    pub(crate) fn limit_bytes(&self, cgroup_path: &str) -> Option<u64> {
         let dir = self.dir(cgroup_path);
         match self.version {
             CgroupVersion::V1 => read_trimmed(&dir.join("memory.limit_in_bytes"))
@@ -198,7 +204,7 @@ impl MemoryHierarchy {
     }
 
     /// Infers the domain of a kill from the victim's memory cgroup path.
-    pub fn infer(&self, victim_memcg: &str) -> Inference {
+    pub(crate) fn infer(&self, victim_memcg: &str) -> Inference {
         if victim_memcg.starts_with('…') {
             return Inference::Unreadable;
         }
@@ -226,21 +232,22 @@ impl MemoryHierarchy {
 /// `/sys/fs/cgroup/unified` (or wherever) on a hybrid one. Its cgroups have `memory.pressure`
 /// whether or not it holds the memory controller: stalls are accounted to a task's cgroup2
 /// cgroup.
-pub fn find_cgroup2() -> Option<PathBuf> {
+pub(crate) fn find_cgroup2() -> Option<PathBuf> {
     cgroup2_mount(&fs::read_to_string("/proc/self/mountinfo").ok()?)
 }
 
-pub fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+pub(crate) fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
     mountinfo.lines().find_map(|line| {
         let (mount, filesystem) = line.split_once(" - ")?;
         let point = mount.split(' ').nth(4)?;
-        (filesystem.split(' ').next() == Some("cgroup2")).then(|| PathBuf::from(unescape(point)))
+        (filesystem.split(' ').next() == Some("cgroup2"))
+            .then(|| PathBuf::from(unescape_mountinfo(point)))
     })
 }
 
 /// A cgroup's memory at one moment; each part `None` when unlimited or unreadable.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CgroupMemory {
+pub(crate) struct CgroupMemory {
     pub usage_bytes: Option<u64>,
     pub limit_bytes: Option<u64>,
     /// v2 `memory.swap.max`.
@@ -272,9 +279,13 @@ fn ancestry(path: &str) -> impl Iterator<Item = &str> {
 }
 
 fn read_trimmed(path: &Path) -> Option<String> {
-    fs::read_to_string(path)
-        .ok()
-        .map(|text| text.trim().to_owned())
+    read_bounded(path).map(|text| text.trim().to_owned())
+}
+
+/// A cgroup file's text, at most [`MAX_FILE_BYTES`] of it.
+fn read_bounded(path: &Path) -> Option<String> {
+    let bytes = crate::procfs::read_at_most(path, MAX_FILE_BYTES).ok()?;
+    String::from_utf8(bytes).ok()
 }
 
 /// v1 writes "unlimited" as the page counter's maximum, rounded down to a page.
@@ -313,7 +324,7 @@ fn flat_keyed(text: Option<String>) -> Vec<(String, u64)> {
 }
 
 /// mountinfo escapes spaces and a few others as `\040`-style octal.
-fn unescape(field: &str) -> String {
+pub(crate) fn unescape_mountinfo(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -428,8 +439,8 @@ mod tests {
 
     #[test]
     fn mount_points_are_unescaped() {
-        assert_eq!(unescape(r"/mnt/my\040cgroups"), "/mnt/my cgroups");
-        assert_eq!(unescape(r"/trailing\04"), r"/trailing\04");
+        assert_eq!(unescape_mountinfo(r"/mnt/my\040cgroups"), "/mnt/my cgroups");
+        assert_eq!(unescape_mountinfo(r"/trailing\04"), r"/trailing\04");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::observe::tmpfs::{self, TmpfsMount};
 
 /// Where the figures come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     /// The kernel's OOM report: the domain's `memory.stat` or `Mem-Info` at the kill.
     KernelLog,
     /// The cgroup's `memory.stat`, read as the kill arrived.
@@ -27,7 +27,7 @@ pub enum Source {
 
 /// How the kernel log served this kill.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum KernelLog {
+pub(crate) enum KernelLog {
     /// Its report was used: the record's sequence number of the summary line.
     Report { seq: u64 },
     /// The log was read, and the kernel printed no report for this kill: it prints at most 10
@@ -39,7 +39,7 @@ pub enum KernelLog {
 
 /// Bytes by kind, each as far as the source tells it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Parts {
+pub(crate) struct Parts {
     /// Anonymous memory mapped by processes (and its swap cache on v1).
     pub anon: Option<u64>,
     /// The page cache without shared memory: files' pages.
@@ -68,7 +68,7 @@ pub struct Parts {
 
 /// The processes' share, as the task dump (or `/proc`) told it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Processes {
+pub(crate) struct Processes {
     pub count: u64,
     /// Their resident memory summed: pages two processes share count twice.
     pub resident_bytes: u64,
@@ -78,14 +78,14 @@ pub struct Processes {
 
 /// What was added back to a late reading: the victim's memory that was freed before it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Reaped {
+pub(crate) struct Reaped {
     pub anon_bytes: u64,
     pub page_tables_bytes: u64,
 }
 
 /// The domain's memory at one kill.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Composition {
+pub(crate) struct Composition {
     pub source: Source,
     pub kernel_log: KernelLog,
     /// The cgroup the figures are of; `None` host-wide.
@@ -107,7 +107,7 @@ pub struct Composition {
 
 /// Memory no process holds: what killing a process does not free.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NotInProcesses {
+pub(crate) struct NotInProcesses {
     /// tmpfs and other shared memory no process maps.
     pub shmem: u64,
     /// File pages no process maps.
@@ -116,7 +116,7 @@ pub struct NotInProcesses {
 }
 
 impl NotInProcesses {
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.shmem + self.page_cache + self.kernel
     }
 }
@@ -125,7 +125,7 @@ impl Composition {
     /// The domain's memory less what processes map, by kind. Mapped pages are counted once by
     /// the kernel (`file_mapped`), whoever maps them; of those, the shared memory processes are
     /// known to map (the task dump's, else the victim's) is taken as mapped shared memory.
-    pub fn not_in_processes(&self) -> NotInProcesses {
+    pub(crate) fn not_in_processes(&self) -> NotInProcesses {
         let Parts {
             file,
             file_mapped,
@@ -155,14 +155,14 @@ impl Composition {
     }
 
     /// Whether shared memory no process maps is enough of the domain to say where it is.
-    pub fn shmem_worth_placing(&self) -> bool {
+    pub(crate) fn shmem_worth_placing(&self) -> bool {
         let whole = self.limit_bytes.or(self.usage_bytes).unwrap_or(0).max(1);
         let shmem = self.not_in_processes().shmem;
         shmem >= 1 << 20 && shmem.saturating_mul(100) / whole >= TMPFS_SEARCHED_FROM_PERCENT
     }
 
     /// Looks for the tmpfs mounts holding the shared memory, where it is worth it.
-    pub fn place_shmem(&mut self, memory: Option<&MemoryHierarchy>) {
+    pub(crate) fn place_shmem(&mut self, memory: Option<&MemoryHierarchy>) {
         if !self.shmem_worth_placing() {
             return;
         }
@@ -172,7 +172,7 @@ impl Composition {
     }
 
     /// What processes hold: anonymous memory and the pages they map.
-    pub fn in_processes(&self) -> Option<u64> {
+    pub(crate) fn in_processes(&self) -> Option<u64> {
         Some(
             self.parts
                 .anon?
@@ -181,7 +181,7 @@ impl Composition {
     }
 
     /// From the kernel's report of a kill, if it told the domain's memory.
-    pub fn from_report(report: &ReportedMemory, seq: u64, page_bytes: u64) -> Option<Self> {
+    pub(crate) fn from_report(report: &ReportedMemory, seq: u64, page_bytes: u64) -> Option<Self> {
         let processes = report.tasks.map(|tasks| Processes {
             count: tasks.tasks,
             resident_bytes: tasks.rss_pages.saturating_mul(page_bytes),
@@ -237,7 +237,7 @@ impl Composition {
     }
 
     /// From the cgroup's files, read now; `None` once the cgroup is gone.
-    pub fn read_cgroup(
+    pub(crate) fn read_cgroup(
         memory: &MemoryHierarchy,
         path: &str,
         kernel_log: KernelLog,
@@ -280,7 +280,7 @@ impl Composition {
     }
 
     /// From `/proc/meminfo`, read now.
-    pub fn read_host(kernel_log: KernelLog) -> Self {
+    pub(crate) fn read_host(kernel_log: KernelLog) -> Self {
         Self::from_meminfo(
             &confined::read(Path::new("/proc"), Path::new("meminfo"), STAT_LIMIT)
                 .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
@@ -289,7 +289,7 @@ impl Composition {
         )
     }
 
-    pub fn from_meminfo(meminfo: &str, kernel_log: KernelLog) -> Self {
+    pub(crate) fn from_meminfo(meminfo: &str, kernel_log: KernelLog) -> Self {
         let kb = |name: &str| {
             meminfo.lines().find_map(|line| {
                 let value = line.strip_prefix(name)?.strip_prefix(':')?;
@@ -344,7 +344,7 @@ impl Composition {
     /// In a cgroup the kernel found usage at the limit, so what is missing up to the limit is
     /// what was freed since, at most the victim's anonymous memory and page tables; host-wide
     /// the victim's, once it is gone. Its mapped pages count as mapped again.
-    pub fn add_back(&mut self, victim: &VictimMemory, victim_gone: bool) {
+    pub(crate) fn add_back(&mut self, victim: &VictimMemory, victim_gone: bool) {
         let held = victim.anon_bytes.saturating_add(victim.page_tables_bytes);
         let freed = match (self.cgroup.is_some(), self.limit_bytes, self.usage_bytes) {
             (true, Some(limit), Some(usage)) => held.min(limit.saturating_sub(usage)),
@@ -385,7 +385,7 @@ impl Composition {
 
 /// What the kernel reported of the victim at its kill.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct VictimMemory {
+pub(crate) struct VictimMemory {
     pub anon_bytes: u64,
     pub file_bytes: u64,
     pub shmem_bytes: u64,
@@ -400,7 +400,7 @@ const V1_UNLIMITED_FROM: u64 = 1 << 62;
 
 /// The parts of a `memory.stat`, in either version's keys (5.x kernels print v2's for v1 in
 /// their OOM reports too). `kmem`: v1's kernel memory, which its `memory.stat` leaves out.
-pub fn stat_parts(stats: &[(String, u64)], kmem: Option<u64>) -> Parts {
+pub(crate) fn stat_parts(stats: &[(String, u64)], kmem: Option<u64>) -> Parts {
     let get = |key: &str| {
         stats
             .iter()

@@ -17,14 +17,14 @@ use super::snapshot::Scope;
 /// are marked microseconds apart (tens of milliseconds where each kill's kernel log line goes
 /// to a slow serial console); a new invocation by the same thread needs its earlier victim to
 /// have exited first.
-pub const GROUP_GAP: Duration = Duration::from_millis(50);
+pub(crate) const GROUP_GAP: Duration = Duration::from_millis(50);
 
 /// How many invocations are remembered: kills of invocations running at once on several CPUs
 /// (in different domains) may arrive interleaved.
 const REMEMBERED: usize = 4;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum InvocationKey {
+pub(crate) enum InvocationKey {
     /// The kernel's own: the id of the `oom_kill_process` call.
     Incident(String),
     /// Inferred: the trigger's thread and the domain.
@@ -32,7 +32,7 @@ pub enum InvocationKey {
 }
 
 /// The recent invocations, each with what the first of its kills left (its snapshot).
-pub struct Invocations<T> {
+pub(crate) struct Invocations<T> {
     recent: Vec<Recent<T>>,
 }
 
@@ -44,13 +44,13 @@ struct Recent<T> {
 }
 
 impl<T: Clone> Invocations<T> {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Invocations { recent: Vec::new() }
     }
 
     /// What the invocation of a kill (`key`, captured at `ktime_ns`) already has, if the kill
     /// continues one; `None` when it starts a new invocation.
-    pub fn continued(&mut self, key: &InvocationKey, ktime_ns: u64) -> Option<T> {
+    pub(crate) fn continued(&mut self, key: &InvocationKey, ktime_ns: u64) -> Option<T> {
         let index = self.recent.iter().position(|recent| {
             recent.key == *key
                 && match key {
@@ -66,7 +66,7 @@ impl<T: Clone> Invocations<T> {
     }
 
     /// Records the start of a new invocation, forgetting the oldest past [`REMEMBERED`].
-    pub fn started(&mut self, key: InvocationKey, ktime_ns: u64, value: T) {
+    pub(crate) fn started(&mut self, key: InvocationKey, ktime_ns: u64, value: T) {
         // A key seen again after its gap is a new invocation: the old one is over.
         self.recent.retain(|recent| recent.key != key);
         if self.recent.len() == REMEMBERED {

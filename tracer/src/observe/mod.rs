@@ -3,12 +3,12 @@
 //! process that spiked frees its memory a second later. Everything here is synchronous and
 //! bounded; the attribute stage, which may wait for a runtime, comes after.
 
-pub mod cgroupfs;
-pub mod composition;
-pub mod invocation;
-pub mod snapshot;
-pub mod timeline;
-pub mod tmpfs;
+pub(crate) mod cgroupfs;
+pub(crate) mod composition;
+pub(crate) mod invocation;
+pub(crate) mod snapshot;
+pub(crate) mod timeline;
+pub(crate) mod tmpfs;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,7 +118,7 @@ fn reported_victim(kill: &OomKill) -> Option<ReportedProcess> {
 /// What was seen of one invocation of the OOM killer, which its kills share.
 type Seen = (Snapshot, Option<Arc<Timeline>>, Option<Arc<Composition>>);
 
-pub struct Observer {
+pub(crate) struct Observer {
     memory: Option<MemoryHierarchy>,
     /// One snapshot (and timeline, and composition) per invocation of the OOM killer: a
     /// `memory.oom.group` kill marks hundreds of victims within a millisecond, and they share
@@ -130,11 +130,13 @@ pub struct Observer {
 }
 
 impl Observer {
-    /// Starts the memory timeline's recorder over `window` (opened beforehand in `prepared`,
-    /// while the agent held its privileges), unless there is none; it sends `warnings` too.
-    pub fn new(
+    /// Starts the memory timeline's recorder over `window`, sampling at most `max_cgroups`
+    /// (opened beforehand in `prepared`, while the agent held its privileges), unless there is
+    /// none; it sends `warnings` too.
+    pub(crate) fn new(
         memory: Option<MemoryHierarchy>,
         window: Duration,
+        max_cgroups: usize,
         prepared: Option<Prepared>,
         warnings: Option<Warnings>,
         kernel_log: Result<follow::KernelLog, String>,
@@ -156,7 +158,7 @@ impl Observer {
                 None
             }
             (Some(memory), Some(prepared)) => {
-                match Recorder::start(prepared, memory.clone(), window, warnings) {
+                match Recorder::start(prepared, memory.clone(), window, max_cgroups, warnings) {
                     Ok(recorder) => Some(recorder),
                     Err(err) => {
                         log::error!("memory timeline: off, the recorder did not start: {err}");
@@ -176,10 +178,16 @@ impl Observer {
         }
     }
 
+    /// How the memory timeline's recorder runs, and over what window; `None` when it is off.
+    pub(crate) fn timeline_coverage(&self) -> Option<(timeline::Coverage, Duration)> {
+        let recorder = self.recorder.as_ref()?;
+        Some((recorder.coverage(), recorder.window()))
+    }
+
     /// Reads what the kill's explanation needs from the running system, now: its moment, the
     /// snapshot of its invocation, the recording of its domain's lead-up, and what filled the
     /// domain.
-    pub fn observe(
+    pub(crate) fn observe(
         &mut self,
         kill: &OomKill,
     ) -> (

@@ -9,7 +9,7 @@ use crate::cgroup_path::{self, PathKind};
 use crate::procfs;
 
 /// How many of each kind are kept.
-pub const TOP: usize = 5;
+pub(crate) const TOP: usize = 5;
 /// How many cgroup directories one snapshot may visit, and how deep below its scope: a host
 /// with thousands of cgroups costs no more than this.
 const MAX_CGROUPS_VISITED: usize = 2048;
@@ -17,10 +17,10 @@ const MAX_DEPTH: usize = 4;
 /// How many processes one snapshot reads the size of (`/proc/<pid>/statm`). They are found in
 /// the `cgroup.procs` of the biggest cgroups first, so a host with ten thousand processes costs
 /// no more than one with a few hundred.
-pub const MAX_PROCESSES_READ: usize = 256;
+pub(crate) const MAX_PROCESSES_READ: usize = 256;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Scope {
+pub(crate) enum Scope {
     /// A host-wide OOM, or one whose domain is unknown: the whole host.
     Host,
     /// The cgroup whose limit was hit.
@@ -28,7 +28,7 @@ pub enum Scope {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub scope: Scope,
     /// The domain itself: the cgroup's usage, limits and event counters, or the host's memory.
     pub domain: DomainMemory,
@@ -47,7 +47,7 @@ pub struct Snapshot {
 /// How many processes a snapshot looked at: all those in the scope's cgroups, unless there
 /// were more than [`MAX_PROCESSES_READ`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ProcessScan {
+pub(crate) struct ProcessScan {
     /// Processes whose size was read.
     pub read: usize,
     /// Processes listed in the scope's cgroups and left unread past the budget: those in the
@@ -58,7 +58,7 @@ pub struct ProcessScan {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DomainMemory {
+pub(crate) enum DomainMemory {
     Cgroup(CgroupMemory),
     Host(HostMemory),
     Unknown,
@@ -66,7 +66,7 @@ pub enum DomainMemory {
 
 /// `/proc/meminfo`, in bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct HostMemory {
+pub(crate) struct HostMemory {
     pub total_bytes: Option<u64>,
     pub available_bytes: Option<u64>,
     pub swap_total_bytes: Option<u64>,
@@ -74,7 +74,7 @@ pub struct HostMemory {
 }
 
 impl HostMemory {
-    pub fn read() -> Self {
+    pub(crate) fn read() -> Self {
         Self::parse(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default())
     }
 
@@ -96,13 +96,13 @@ impl HostMemory {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CgroupUsage {
+pub(crate) struct CgroupUsage {
     pub path: String,
     pub usage_bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProcessUsage {
+pub(crate) struct ProcessUsage {
     pub pid: u32,
     pub comm: String,
     pub rss_bytes: u64,
@@ -114,7 +114,7 @@ pub struct ProcessUsage {
 /// not read: the OOM killer holds its task lock until the `Killed process` line is printed
 /// (milliseconds on a serial console), and `statm` waits for that lock.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReportedProcess {
+pub(crate) struct ReportedProcess {
     /// The process (thread group) id, as `cgroup.procs` lists it.
     pub pid: u32,
     pub comm: Option<String>,
@@ -122,7 +122,7 @@ pub struct ReportedProcess {
 }
 
 /// The snapshot of `scope`; `reported` is taken as it is instead of read from `/proc`.
-pub fn take(
+pub(crate) fn take(
     memory: Option<&MemoryHierarchy>,
     scope: Scope,
     reported: Option<ReportedProcess>,
@@ -164,7 +164,7 @@ pub fn take(
 
 /// The cgroups below a scope that count as one entry each, and the groupings walked through.
 #[derive(Debug, Default)]
-pub struct Walk {
+pub(crate) struct Walk {
     /// Every entry found, biggest first.
     pub entries: Vec<CgroupUsage>,
     /// The groupings (slices, `/docker`, pods) whose entries are listed instead of them.
@@ -173,7 +173,7 @@ pub struct Walk {
 
 /// Where a walk finds cgroups: the memory hierarchy itself, or the timeline recorder's copy of
 /// its tree.
-pub trait CgroupTree {
+pub(crate) trait CgroupTree {
     /// The child cgroups of `path`, as paths from the hierarchy's root.
     fn children(&self, path: &str) -> Vec<String>;
     fn usage_bytes(&self, path: &str) -> Option<u64>;
@@ -192,7 +192,7 @@ impl CgroupTree for MemoryHierarchy {
 /// Below a domain: its children and the containers under it. Host-wide: the first level, with
 /// the runtimes' grouping cgroups (`/docker`, `/libpod_parent`, `/kubepods`, slices) replaced
 /// by the containers inside them.
-pub fn walk(memory: &impl CgroupTree, scope: &Scope) -> Walk {
+pub(crate) fn walk(memory: &impl CgroupTree, scope: &Scope) -> Walk {
     let root = match scope {
         Scope::Host => "",
         Scope::Cgroup(path) => path.as_str(),

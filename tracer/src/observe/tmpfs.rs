@@ -31,7 +31,7 @@ const MAX_MOUNTS: usize = 16;
 const HOST_MOUNT_FROM_BYTES: u64 = 1 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TmpfsKind {
+pub(crate) enum TmpfsKind {
     /// A container's `/dev/shm`, or its pod sandbox's.
     Shm,
     /// A container's own tmpfs mount.
@@ -43,7 +43,7 @@ pub enum TmpfsKind {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TmpfsMount {
+pub(crate) struct TmpfsMount {
     /// As its container sees it, else as the host does.
     pub mount_point: String,
     pub kind: TmpfsKind,
@@ -59,14 +59,14 @@ pub struct TmpfsMount {
 
 /// The mounts found, and why some may be missing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Found {
+pub(crate) struct Found {
     pub mounts: Vec<TmpfsMount>,
     pub unknown: Option<String>,
 }
 
 /// One line of a `mountinfo`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MountLine {
+pub(crate) struct MountLine {
     pub mount_id: u64,
     /// `major:minor`: the superblock, the same in every namespace that mounts it.
     pub device: String,
@@ -78,7 +78,7 @@ pub struct MountLine {
 }
 
 /// `36 25 0:31 / /sys/fs/cgroup/memory rw,nosuid shared:15 - cgroup cgroup rw,memory`.
-pub fn parse_mountinfo(text: &str) -> Vec<MountLine> {
+pub(crate) fn parse_mountinfo(text: &str) -> Vec<MountLine> {
     text.lines()
         .filter_map(|line| {
             let (mount, filesystem) = line.split_once(" - ")?;
@@ -90,7 +90,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountLine> {
             Some(MountLine {
                 mount_id: fields.first()?.parse().ok()?,
                 device: (*fields.get(2)?).to_owned(),
-                mount_point: unescape_octal(fields.get(4)?),
+                mount_point: super::cgroupfs::unescape_mountinfo(fields.get(4)?),
                 read_only: options.split(',').any(|option| option == "ro"),
                 fstype,
                 size_bytes: super_options
@@ -122,7 +122,7 @@ fn tmpfs_size(text: &str) -> Option<u64> {
 
 /// What a host path says a tmpfs belongs to.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum HostTmpfs {
+pub(crate) enum HostTmpfs {
     /// `…/containers/<id>/mounts/shm` (Docker), `…/overlay-containers/<id>/userdata/shm`
     /// (podman, CRI-O).
     ContainerShm {
@@ -140,7 +140,7 @@ pub enum HostTmpfs {
     Other,
 }
 
-pub fn classify(path: &str) -> HostTmpfs {
+pub(crate) fn classify(path: &str) -> HostTmpfs {
     let parts: Vec<&str> = path.split('/').collect();
     let hex64 = |part: &str| part.len() == 64 && part.bytes().all(|b| b.is_ascii_hexdigit());
     for window in parts.windows(4) {
@@ -257,7 +257,7 @@ fn pod_cgroup(path: &str, uid: &str) -> Option<String> {
 }
 
 /// What the finder reads of the running system.
-pub trait Mounts {
+pub(crate) trait Mounts {
     /// The agent's own `mountinfo`: the host's mount namespace, where it runs on the host.
     fn own(&self) -> String;
     /// A process's `mountinfo`, its mount namespace's.
@@ -270,7 +270,7 @@ pub trait Mounts {
 const MOUNTINFO_LIMIT: u64 = 4 << 20;
 
 /// `/proc` and `statvfs`.
-pub struct Live;
+pub(crate) struct Live;
 
 impl Mounts for Live {
     fn own(&self) -> String {
@@ -290,11 +290,11 @@ impl Mounts for Live {
 }
 
 /// Whose tmpfs mounts may hold the shared memory of the cgroup at `domain` (`None`: the host).
-pub fn find(memory: Option<&MemoryHierarchy>, domain: Option<&str>) -> Found {
+pub(crate) fn find(memory: Option<&MemoryHierarchy>, domain: Option<&str>) -> Found {
     find_in(&Live, memory, domain)
 }
 
-pub fn find_in(
+pub(crate) fn find_in(
     system: &impl Mounts,
     memory: Option<&MemoryHierarchy>,
     domain: Option<&str>,
@@ -510,30 +510,6 @@ fn usage(path: &Path) -> (Option<u64>, Option<u64>) {
         .saturating_sub(stat.f_bfree)
         .saturating_mul(block);
     (Some(used), Some(size))
-}
-
-/// mountinfo escapes spaces and a few others as `\040`-style octal.
-fn unescape_octal(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).and_then(|digits| {
-            let digits = std::str::from_utf8(digits).ok()?;
-            u8::from_str_radix(digits, 8).ok()
-        });
-        match (bytes[i], octal) {
-            (b'\\', Some(byte)) => {
-                out.push(byte);
-                i += 4;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

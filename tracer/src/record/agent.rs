@@ -10,6 +10,31 @@ pub struct AgentStarted {
     pub time: String,
     pub capture: CaptureInfo,
     pub agent: AgentInfo,
+    /// The memory timeline's recorder as it started; absent when it is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<TimelineInfo>,
+}
+
+/// What the memory timeline covers on this host, and what makes it look closer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineInfo {
+    pub window_s: u64,
+    /// Cgroups with a memory limit found.
+    pub limits: u64,
+    /// Of them, sampled.
+    pub limits_sampled: u64,
+    /// Cgroups sampled in all: the limited ones, their biggest members, the host's entries.
+    pub cgroups_sampled: u64,
+    /// `--timeline-max-cgroups`.
+    pub max_cgroups: u64,
+    /// Cgroups it would sample and does not (past the bound, unreadable, out of descriptors).
+    pub not_covered: u64,
+    /// What makes a domain sampled ten times a second: `host_pressure_trigger`,
+    /// `cgroup_pressure_triggers`, `usage_thresholds` (cgroup v1), `memory_events` (cgroup
+    /// v2), `growth`.
+    pub wake_ups: Vec<String>,
+    /// How new cgroups and changed limits are found: `inotify`, or `walk` (every 30 s).
+    pub follows: String,
 }
 
 /// What was attached, and why that much.

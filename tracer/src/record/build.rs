@@ -3,8 +3,9 @@
 //! until it is written, or deliberately left out.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use super::agent::{AgentInfo, AgentStarted, AgentStopped, CaptureInfo, Totals};
+use super::agent::{AgentInfo, AgentStarted, AgentStopped, CaptureInfo, TimelineInfo, Totals};
 use super::composition as record_composition;
 use super::kill::{
     Basis, CapturePart, CgroupPath, Domain, DomainCgroup, DomainMemory, Explanation, Incident,
@@ -29,9 +30,10 @@ use crate::clock::KernelClock;
 use crate::decode::mark_victim::MarkVictimFields;
 use crate::decode::{CgroupRef, ContextPart, SigkillPart, Task};
 use crate::incident::{IncidentContext, OomIncident, OomKill, Parts, Sigkill, Trigger, Victim};
-use crate::observe::cgroupfs::CgroupMemory;
+use crate::observe::cgroupfs::{CgroupMemory, CgroupVersion};
 use crate::observe::composition as observed;
 use crate::observe::snapshot::{DomainMemory as DomainMemoryRead, HostMemory};
+use crate::observe::timeline::Coverage;
 use crate::observe::timeline::warning::{
     Grower, Growth, PressureWarning, Reason, StallShare, Thresholds,
 };
@@ -59,7 +61,23 @@ impl Context<'_> {
 }
 
 /// `agent_started`, written once the programs are attached.
-pub fn agent_started(plan: &CapturePlan, time: jiff::Timestamp, agent: AgentInfo) -> Record {
+pub(crate) fn agent_started(
+    plan: &CapturePlan,
+    time: jiff::Timestamp,
+    agent: AgentInfo,
+    timeline: Option<(&Coverage, Duration)>,
+) -> Record {
+    Record::new(Body::AgentStarted(AgentStarted {
+        time: time.to_string(),
+        capture: capture_info(plan),
+        agent,
+        timeline: timeline.map(|(coverage, window)| timeline_info(coverage, window)),
+    }))
+}
+
+/// What was attached, and why that much: in `agent_started`, and in `oomtrace check`'s answer
+/// of what `run` would attach.
+pub(crate) fn capture_info(plan: &CapturePlan) -> CaptureInfo {
     let CapturePlan {
         tier,
         reason,
@@ -71,28 +89,68 @@ pub fn agent_started(plan: &CapturePlan, time: jiff::Timestamp, agent: AgentInfo
         signal_layout,
         signal_task_hook,
     } = plan;
-    Record::new(Body::AgentStarted(AgentStarted {
-        time: time.to_string(),
-        capture: CaptureInfo {
-            tier: *tier,
-            reason: reason.clone(),
-            mark_victim_argument: mark_victim_arg.as_ref().map(|arg| arg.kind().to_owned()),
-            task_hook: task_hook.map(task_hook_name),
-            function_hook: function_hook.map(|hook| hook.as_str().to_owned()),
-            tracepoint_fields: layout
-                .fields_present()
-                .into_iter()
-                .map(str::to_owned)
-                .collect(),
-            sigkill: signal_layout.is_some(),
-            sigkill_task_hook: signal_task_hook.map(task_hook_name),
-        },
-        agent,
-    }))
+    CaptureInfo {
+        tier: *tier,
+        reason: reason.clone(),
+        mark_victim_argument: mark_victim_arg.as_ref().map(|arg| arg.kind().to_owned()),
+        task_hook: task_hook.map(task_hook_name),
+        function_hook: function_hook.map(|hook| hook.as_str().to_owned()),
+        tracepoint_fields: layout
+            .fields_present()
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+        sigkill: signal_layout.is_some(),
+        sigkill_task_hook: signal_task_hook.map(task_hook_name),
+    }
+}
+
+fn timeline_info(coverage: &Coverage, window: Duration) -> TimelineInfo {
+    let Coverage {
+        limits,
+        domains,
+        watched,
+        bound,
+        not_covered,
+        first_not_covered: _,
+        beyond: _,
+        host_trigger,
+        cgroup_triggers,
+        armed: _,
+        triggers: _,
+        thresholds: _,
+        events,
+        inotify,
+        version,
+    } = coverage;
+    let mut wake_ups = Vec::new();
+    if host_trigger.is_ok() {
+        wake_ups.push("host_pressure_trigger");
+    }
+    if cgroup_triggers.as_ref().is_some_and(Result::is_ok) {
+        wake_ups.push("cgroup_pressure_triggers");
+    }
+    if *version == Some(CgroupVersion::V1) {
+        wake_ups.push("usage_thresholds");
+    }
+    if *events > 0 {
+        wake_ups.push("memory_events");
+    }
+    wake_ups.push("growth");
+    TimelineInfo {
+        window_s: window.as_secs(),
+        limits: *limits as u64,
+        limits_sampled: *domains as u64,
+        cgroups_sampled: *watched as u64,
+        max_cgroups: *bound as u64,
+        not_covered: *not_covered as u64,
+        wake_ups: wake_ups.into_iter().map(str::to_owned).collect(),
+        follows: if inotify.is_ok() { "inotify" } else { "walk" }.to_owned(),
+    }
 }
 
 /// `agent_stopped`, after everything captured was written.
-pub fn agent_stopped(totals: Totals, time: jiff::Timestamp) -> Record {
+pub(crate) fn agent_stopped(totals: Totals, time: jiff::Timestamp) -> Record {
     Record::new(Body::AgentStopped(AgentStopped {
         time: time.to_string(),
         totals,
@@ -109,7 +167,7 @@ fn task_hook_name(hook: TaskHook) -> String {
 
 /// The `oom_kill` record of a kill (`oom_mark_exiting` when nothing was killed), with what the
 /// explain stage said of it and the domain's memory as the observe stage read it.
-pub fn oom_kill(
+pub(crate) fn oom_kill(
     kill: &AttributedKill,
     explanation: Option<Explanation>,
     domain_memory: Option<&DomainMemoryRead>,
@@ -178,7 +236,7 @@ pub fn oom_kill(
 }
 
 /// What filled the domain, into the `oom_kill` (or `oom_mark_exiting`) record of the kill.
-pub fn with_composition(
+pub(crate) fn with_composition(
     mut record: Record,
     composition: Option<record_composition::Composition>,
 ) -> Record {
@@ -191,7 +249,7 @@ pub fn with_composition(
 }
 
 /// The `oom_incident` record: the end of one `oom_kill_process` invocation.
-pub fn oom_incident(incident: &OomIncident, context: &Context<'_>) -> Record {
+pub(crate) fn oom_incident(incident: &OomIncident, context: &Context<'_>) -> Record {
     let OomIncident {
         context: incident_context,
         victims,
@@ -215,7 +273,7 @@ pub fn oom_incident(incident: &OomIncident, context: &Context<'_>) -> Record {
 }
 
 /// The `sigkill` record.
-pub fn sigkill(sigkill: &AttributedSigkill, context: &Context<'_>) -> Record {
+pub(crate) fn sigkill(sigkill: &AttributedSigkill, context: &Context<'_>) -> Record {
     let AttributedSigkill {
         sigkill,
         target: target_names,
@@ -285,7 +343,7 @@ pub fn sigkill(sigkill: &AttributedSigkill, context: &Context<'_>) -> Record {
 }
 
 /// `memory_pressure`, from the recorder's warning and the names of the domain and the grower.
-pub fn memory_pressure(
+pub(crate) fn memory_pressure(
     warning: &PressureWarning,
     domain_names: Option<&crate::attribute::Attribution>,
     grower_names: Option<&crate::attribute::Attribution>,
@@ -360,7 +418,7 @@ pub fn memory_pressure(
 }
 
 /// Who owns a cgroup, as the attribute stage found it; `main_process` is the victim's.
-pub fn names(
+pub(crate) fn names(
     attribution: Option<&crate::attribute::Attribution>,
     main_process: Option<bool>,
 ) -> Names {
@@ -401,7 +459,7 @@ pub fn names(
 
 /// What the cgroup path alone says: for a kill recovered from the kernel log, whose runtime is
 /// not asked (such a container is usually long gone).
-pub fn names_from_path(path: &str) -> Names {
+pub(crate) fn names_from_path(path: &str) -> Names {
     names(Some(&crate::attribute::Attribution::from_path(path)), None)
 }
 
@@ -493,7 +551,7 @@ fn k8s(from_path: Option<&PodRef>, labels: Option<&K8sNames>) -> Option<K8s> {
 /// The top-level `domain` of an `oom_kill`; `at_the_moment` is what the observe stage read of
 /// it.
 /// `domain.composition`, with the tmpfs mounts named by the explain stage.
-pub fn composition(
+pub(crate) fn composition(
     composition: &observed::Composition,
     tmpfs: Vec<record_composition::TmpfsMount>,
 ) -> record_composition::Composition {
@@ -620,7 +678,7 @@ pub fn composition(
 }
 
 /// A tmpfs mount of `domain.composition`, its owner named.
-pub fn tmpfs_mount(
+pub(crate) fn tmpfs_mount(
     mount: &crate::observe::tmpfs::TmpfsMount,
     owner: Option<crate::attribute::Attribution>,
 ) -> record_composition::TmpfsMount {
@@ -869,7 +927,7 @@ fn knows_memory(fields: &MarkVictimFields) -> bool {
 
 /// The victim's memory as the kernel reports it in kB (the tracepoint, or the kernel log's
 /// `Killed process` line), in bytes; resident memory is their sum where all three are known.
-pub fn memory(
+pub(crate) fn memory(
     total_vm_kb: Option<u64>,
     anon_rss_kb: Option<u64>,
     file_rss_kb: Option<u64>,

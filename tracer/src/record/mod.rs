@@ -39,7 +39,7 @@
 //! and the report.
 
 pub mod agent;
-pub mod build;
+pub(crate) mod build;
 pub mod composition;
 pub mod kill;
 pub mod party;
@@ -68,6 +68,21 @@ pub struct Record {
     /// `kind` and the kind's own fields, `time` first.
     #[serde(flatten)]
     pub body: Body,
+    /// Where the record is in the history, once it is stored there: `oomtrace show ID`. The
+    /// stored record itself is written before its id exists, without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<HistoryRef>,
+}
+
+/// A record's place in the history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryRef {
+    /// For `oomtrace show ID`.
+    pub id: i64,
+    /// `live`: traced as it happened; `kmsg`: recovered from the kernel log at startup.
+    pub source: String,
+    /// The boot the event happened in: pids and `ktime_ns` mean something within one boot.
+    pub boot_id: String,
 }
 
 /// The kinds of record; `kind` on the wire.
@@ -96,6 +111,7 @@ impl Record {
         Record {
             schema_version: SCHEMA_VERSION,
             body,
+            history: None,
         }
     }
 

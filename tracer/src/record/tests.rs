@@ -13,7 +13,10 @@ use super::kill::{
     CgroupPath, CgroupUsage, Count, Explanation, ProcessUsage, Snapshot, Usage, UsingProcess,
 };
 use super::party::Executable;
-use super::timeline::{CgroupTimeline, LimitEvents, Percent, Stall, Timeline, UsageSample};
+use super::timeline::{
+    CgroupTimeline, CompositionSample, LimitEvents, NotCovered, NotCoveredReason, Percent, Stall,
+    Timeline, UsageSample,
+};
 use super::{Body, Record};
 use crate::attribute::fixtures::{ID, in_web, web};
 use crate::attribute::runtime::ComposeNames;
@@ -32,7 +35,7 @@ use crate::sink::Sink as _;
 use crate::sink::json::JsonSink;
 
 /// A record from its JSON, or a panic that says why not.
-pub fn from_value(value: Value) -> Record {
+pub(crate) fn from_value(value: Value) -> Record {
     serde_json::from_value(value.clone())
         .unwrap_or_else(|err| panic!("not a record ({err}): {value:#}"))
 }
@@ -215,6 +218,31 @@ fn full_tier_kill() -> Record {
                     high: 0,
                     max: 4,
                 }],
+                composition: vec![
+                    CompositionSample {
+                        offset_ms: -12_000,
+                        anon_bytes: 1_000_000,
+                        file_bytes: 500_000,
+                        shmem_bytes: 300_000,
+                        kernel_bytes: Some(200_000),
+                    },
+                    CompositionSample {
+                        offset_ms: -1_100,
+                        anon_bytes: 12_000_000,
+                        file_bytes: 900_000,
+                        shmem_bytes: 16_000_000,
+                        kernel_bytes: Some(1_100_000),
+                    },
+                ],
+            }],
+            not_covered: vec![NotCovered {
+                cgroup: CgroupPath {
+                    path: "/docker/sidecar".into(),
+                },
+                reason: NotCoveredReason::CgroupBound,
+                detail: "the recorder samples at most 4096 cgroups (--timeline-max-cgroups), \
+                         the fullest limits first"
+                    .into(),
             }],
         }),
         restart_loop: Some(Count {
@@ -392,7 +420,7 @@ fn sigkill_golden() {
 }
 
 /// A Compose parent at 93 % of its 256 MiB, its `builder` child growing fastest.
-pub fn pressure_warning() -> crate::observe::timeline::warning::PressureWarning {
+pub(crate) fn pressure_warning() -> crate::observe::timeline::warning::PressureWarning {
     use crate::observe::timeline::warning::{
         Grower, Growth, Percent, PressureWarning, Reason, StallShare, Thresholds,
     };
@@ -449,9 +477,31 @@ fn agent_started_golden() {
         version: "0.1.0".into(),
         pid: 4321,
     };
+    let coverage = crate::observe::timeline::Coverage {
+        limits: 312,
+        domains: 312,
+        watched: 320,
+        bound: 4096,
+        not_covered: 0,
+        first_not_covered: None,
+        beyond: None,
+        host_trigger: Ok(()),
+        cgroup_triggers: Some(Err("refused".into())),
+        armed: 3,
+        triggers: 0,
+        thresholds: 3,
+        events: 0,
+        inotify: Ok(()),
+        version: Some(crate::observe::cgroupfs::CgroupVersion::V1),
+    };
     golden(
         "agent_started",
-        &build::agent_started(&plan, clock().wall_time(5), agent),
+        &build::agent_started(
+            &plan,
+            clock().wall_time(5),
+            agent,
+            Some((&coverage, std::time::Duration::from_secs(60))),
+        ),
     );
 }
 
@@ -489,6 +539,25 @@ fn the_schema_version_is_written_first_and_kind_second() {
         text.starts_with(r#"{"schema_version":1,"kind":"oom_kill","time":""#),
         "{text}"
     );
+}
+
+/// A stored record's line says where it is stored, last; the stored record itself does not.
+#[test]
+fn a_stored_records_line_ends_with_its_place_in_the_history() {
+    let mut record = full_tier_kill();
+    let stored = serde_json::to_string(&record).unwrap();
+    assert!(!stored.contains("\"history\""), "{stored}");
+    record.history = Some(crate::record::HistoryRef {
+        id: 7,
+        source: "live".to_owned(),
+        boot_id: "b".to_owned(),
+    });
+    let text = serde_json::to_string(&record).unwrap();
+    assert!(
+        text.ends_with(r#","history":{"id":7,"source":"live","boot_id":"b"}}"#),
+        "{text}"
+    );
+    assert_eq!(serde_json::from_str::<Record>(&text).unwrap(), record);
 }
 
 #[test]

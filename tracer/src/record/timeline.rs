@@ -17,6 +17,34 @@ pub struct Timeline {
     pub pressure: Vec<Stall>,
     /// The domain itself (when a cgroup) first, then its biggest members.
     pub cgroups: Vec<CgroupTimeline>,
+    /// Cgroups of the domain the recorder has no samples of, and why: the domain itself
+    /// always, when it has none. Absent when every one was sampled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_covered: Vec<NotCovered>,
+}
+
+/// A cgroup the recorder did not sample.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotCovered {
+    pub cgroup: CgroupPath,
+    pub reason: NotCoveredReason,
+    /// The reason in words, with the bound or the error.
+    pub detail: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotCoveredReason {
+    /// Past `--timeline-max-cgroups`.
+    CgroupBound,
+    /// Past the directories or the depth the recorder walks.
+    WalkBound,
+    /// The agent had no file descriptor left.
+    Descriptors,
+    /// Its usage file could not be read.
+    Unreadable,
+    /// Made, or given its limit, too shortly before the kill to be sampled.
+    NotSeenYet,
 }
 
 /// One interval between two samples, ending at `offset_ms`.
@@ -54,6 +82,24 @@ pub struct CgroupTimeline {
     /// On the domain's entry, the intervals in which its limit events grew.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<LimitEvents>,
+    /// On the domain's entry, its memory by kind, read when its usage moved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub composition: Vec<CompositionSample>,
+}
+
+/// A domain's memory by kind at `offset_ms`, from its `memory.stat`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompositionSample {
+    pub offset_ms: i64,
+    /// Anonymous memory: the processes' heaps and stacks.
+    pub anon_bytes: u64,
+    /// The page cache without shared memory.
+    pub file_bytes: u64,
+    /// tmpfs, `/dev/shm`, memfd, SysV and shared anonymous memory.
+    pub shmem_bytes: u64,
+    /// The kernel's own memory charged to the domain; absent where the kernel does not say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_bytes: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +110,41 @@ pub struct UsageSample {
 
 /// How much v2 `memory.events` `high` and `max` (v1 `memory.failcnt`, as `max`) grew in the
 /// interval ending at `offset_ms`.
+impl CompositionSample {
+    /// Each kind's bytes, in the order of [`CompositionKind::ALL`].
+    pub fn by_kind(&self) -> [Option<u64>; 4] {
+        [
+            Some(self.anon_bytes),
+            Some(self.file_bytes),
+            Some(self.shmem_bytes),
+            self.kernel_bytes,
+        ]
+    }
+}
+
+/// The kinds a composition sample tells apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompositionKind {
+    Anon,
+    File,
+    Shmem,
+    Kernel,
+}
+
+impl CompositionKind {
+    pub const ALL: [CompositionKind; 4] = [
+        CompositionKind::Anon,
+        CompositionKind::File,
+        CompositionKind::Shmem,
+        CompositionKind::Kernel,
+    ];
+
+    /// Its bytes in `sample`, where the sample tells them.
+    pub fn of(self, sample: &CompositionSample) -> Option<u64> {
+        sample.by_kind()[self as usize]
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LimitEvents {
     pub offset_ms: i64,

@@ -3,14 +3,14 @@
 //! then a line per kind with its size and what it is made of.
 
 use crate::explain::filled::mount_name;
-use crate::names::{human_bytes, printable};
 use crate::record::composition::{Composition, CompositionSource, KernelLogState};
+use crate::wording::{human_bytes, printable};
 
 /// The bar's width, in characters.
 const BAR: usize = 50;
 
 /// The heading's value, then the lines under it (each starting with `indent`).
-pub fn lines(composition: &Composition, indent: &str) -> (String, Vec<String>) {
+pub(super) fn lines(composition: &Composition, indent: &str) -> (String, Vec<String>) {
     let whole = composition
         .limit_bytes
         .or(composition.usage_bytes)

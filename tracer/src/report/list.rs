@@ -4,7 +4,7 @@ use super::parties::{container_cell, limit_cell, record, trigger_cell};
 use super::style::{Paint, Style};
 use super::table::{Cell, Column, render};
 use crate::history::query::StoredEvent;
-use crate::names::printable;
+use crate::wording::printable;
 
 const COLUMNS: [Column; 7] = [
     Column {
@@ -44,7 +44,7 @@ const COLUMNS: [Column; 7] = [
     },
 ];
 
-pub fn table(events: &[StoredEvent], style: &Style) -> Vec<String> {
+pub(super) fn table(events: &[StoredEvent], style: &Style) -> Vec<String> {
     let rows: Vec<Vec<Cell>> = events
         .iter()
         .map(|event| {
@@ -87,7 +87,7 @@ pub(crate) mod tests {
     pub(crate) fn event(id: i64, record: serde_json::Value) -> StoredEvent {
         let row = crate::history::row::EventRow::from_record(
             &crate::record::tests::from_value(record),
-            crate::history::row::Source::Live,
+            crate::history::row::Origin::Live,
             "boot",
         )
         .unwrap();

@@ -2,10 +2,10 @@
 //! They open the history read-only and need no privileges beyond reading its file.
 
 mod composition;
-mod lead_up;
 mod list;
 mod parties;
 mod show;
+mod sparklines;
 mod stats;
 pub mod style;
 mod table;

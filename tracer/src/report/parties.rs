@@ -4,18 +4,18 @@
 use crate::attribute::Source;
 use crate::cgroup_path::kube_level;
 use crate::history::query::StoredEvent;
-use crate::names::{self, printable};
 use crate::record::party::{Names, Party};
 use crate::record::{Body, Record};
+use crate::wording::{self, printable};
 
 /// The stored record, read back; `None` if it cannot be (then only the columns are shown).
-pub fn record(event: &StoredEvent) -> Option<Record> {
+pub(super) fn record(event: &StoredEvent) -> Option<Record> {
     serde_json::from_str(&event.record).ok()
 }
 
 /// The victim's (a sigkill's target's) container for a table cell: `container (namespace/pod)`
 /// in a Kubernetes pod, else its name, else the start of its id, else its pod.
-pub fn container_cell(event: &StoredEvent, record: Option<&Record>) -> String {
+pub(super) fn container_cell(event: &StoredEvent, record: Option<&Record>) -> String {
     let in_pod = record
         .and_then(victim)
         .and_then(|party| party.names.k8s_container());
@@ -36,7 +36,7 @@ pub fn container_cell(event: &StoredEvent, record: Option<&Record>) -> String {
         return printable(name);
     }
     if let Some(id) = &event.container_id {
-        return printable(names::short_id(id));
+        return printable(wording::short_id(id));
     }
     match (&event.namespace, &event.pod) {
         (Some(namespace), Some(pod)) => format!("pod {}/{}", printable(namespace), printable(pod)),
@@ -55,7 +55,7 @@ fn victim(record: &Record) -> Option<&Party> {
 }
 
 /// The victim's (a sigkill's target's) Compose service, `project/service`, if it ran in one.
-pub fn compose_service_cell(record: Option<&Record>) -> Option<String> {
+pub(super) fn compose_service_cell(record: Option<&Record>) -> Option<String> {
     let party = victim(record?)?;
     let compose = party.names.container.as_ref()?.compose.as_ref()?;
     let service = printable(compose.service.as_deref()?);
@@ -66,7 +66,7 @@ pub fn compose_service_cell(record: Option<&Record>) -> Option<String> {
 }
 
 /// Whose limit was hit, in a few words: `host`, `web` (a container), a cgroup path.
-pub fn limit_cell(event: &StoredEvent, record: Option<&Record>) -> String {
+pub(super) fn limit_cell(event: &StoredEvent, record: Option<&Record>) -> String {
     if event.kind != "oom_kill" {
         return "-".to_owned();
     }
@@ -90,7 +90,7 @@ pub fn limit_cell(event: &StoredEvent, record: Option<&Record>) -> String {
 
 /// The trigger of an OOM kill (`itself` when the victim's own allocation set it off), or the
 /// sender of a SIGKILL.
-pub fn trigger_cell(event: &StoredEvent, record: Option<&Record>) -> String {
+pub(super) fn trigger_cell(event: &StoredEvent, record: Option<&Record>) -> String {
     if let Some(Body::OomKill(kill)) = record.map(|record| &record.body)
         && kill.triggered_by_victim()
     {
@@ -104,8 +104,8 @@ pub fn trigger_cell(event: &StoredEvent, record: Option<&Record>) -> String {
 
 /// `container web`, `pod shop/web-0 container api`, `pod shop/web-0`, `unit nginx.service`:
 /// who owns a cgroup, briefly.
-pub fn owner_short(names: &Names) -> Option<String> {
-    if let Some(in_pod) = names::pod_container(names) {
+pub(super) fn owner_short(names: &Names) -> Option<String> {
+    if let Some(in_pod) = wording::pod_container(names) {
         return Some(in_pod);
     }
     if let Some(name) = names.container_name() {
@@ -114,10 +114,10 @@ pub fn owner_short(names: &Names) -> Option<String> {
     if let Some(container) = &names.container {
         return Some(format!(
             "container {}",
-            printable(names::short_id(&container.id))
+            printable(wording::short_id(&container.id))
         ));
     }
-    if let Some(pod) = names::pod_name(names) {
+    if let Some(pod) = wording::pod_name(names) {
         return Some(pod);
     }
     if let Some(pod) = names
@@ -131,7 +131,7 @@ pub fn owner_short(names: &Names) -> Option<String> {
         .as_ref()
         .and_then(|attribution| kube_level(&attribution.path))
     {
-        return Some(names::kube_level_name(level));
+        return Some(wording::kube_level_name(level));
     }
     names
         .systemd
@@ -142,7 +142,7 @@ pub fn owner_short(names: &Names) -> Option<String> {
 /// Who owns a cgroup, in full: `container web (podman, localhost/web:1, pod shop/web-0)`,
 /// `pod shop/web-0 container api (containerd, registry/api:2, restart 3)`, else
 /// `cgroup <path>`: the `path` given, else the one the names were resolved from.
-pub fn owner(names: &Names, path: Option<&str>) -> Option<String> {
+pub(super) fn owner(names: &Names, path: Option<&str>) -> Option<String> {
     let Some(short) = owner_short(names) else {
         let path = path.or(names
             .attribution
@@ -152,17 +152,17 @@ pub fn owner(names: &Names, path: Option<&str>) -> Option<String> {
     };
     let mut about = Vec::new();
     if let Some(container) = &names.container {
-        about.extend(names::compose_service(names));
+        about.extend(wording::compose_service(names));
         about.extend(container.runtime.as_deref().map(printable));
         about.extend(container.image.as_ref().map(|image| printable(&image.name)));
-        match (names::pod_container(names), names.k8s_container()) {
+        match (wording::pod_container(names), names.k8s_container()) {
             (Some(_), Some(in_pod)) => about.extend(
                 in_pod
                     .restart_count
                     .filter(|&count| count > 0)
                     .map(|count| format!("restart {count}")),
             ),
-            _ => about.extend(names::pod_name(names)),
+            _ => about.extend(wording::pod_name(names)),
         }
     }
     if names
@@ -180,7 +180,7 @@ pub fn owner(names: &Names, path: Option<&str>) -> Option<String> {
 }
 
 /// `pid 42 (java) in container web (podman, …)`.
-pub fn party(party: &Party) -> String {
+pub(super) fn party(party: &Party) -> String {
     let pid = party
         .process
         .pid

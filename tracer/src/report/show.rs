@@ -5,14 +5,14 @@ use super::style::{Paint, Style, WIDTH, truncate, wrap};
 use crate::attribute::DomainKind;
 use crate::history::query::StoredEvent;
 use crate::incident::SenderKind;
-use crate::names::{KubeLimit, human_bytes, kube_level_name, printable};
 use crate::record::kill::{Count, Domain, Explanation};
 use crate::record::{Body, OomKillRecord, SigkillRecord};
+use crate::wording::{KubeLimit, human_bytes, kube_level_name, printable};
 
 /// Labels are this wide, so values line up.
 const LABEL: usize = 11;
 
-pub fn text(event: &StoredEvent, incident: &[StoredEvent], style: &Style) -> Vec<String> {
+pub(super) fn text(event: &StoredEvent, incident: &[StoredEvent], style: &Style) -> Vec<String> {
     let record = record(event);
     let mut lines = Vec::new();
     let title = match event.kind.as_str() {
@@ -131,7 +131,7 @@ fn oom_kill(
     if let Some(explanation) = &record.explanation {
         snapshot(explanation, lines);
         if let Some(timeline) = &explanation.timeline {
-            let lead_up = super::lead_up::lines(timeline, &" ".repeat(LABEL + 1));
+            let lead_up = super::sparklines::lines(timeline, &" ".repeat(LABEL + 1));
             if !lead_up.is_empty() {
                 lines.push(labelled(
                     "Before",

@@ -31,7 +31,7 @@ impl Counts {
 }
 
 /// `events` are newest first, all since `since_ns`.
-pub fn text(
+pub(super) fn text(
     events: &[StoredEvent],
     since_ns: i64,
     loop_window: Duration,

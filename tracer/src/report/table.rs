@@ -3,7 +3,7 @@
 
 use super::style::{Paint, Style, WIDTH, fit, width};
 
-pub struct Column {
+pub(super) struct Column {
     pub header: &'static str,
     /// Whether the column shrinks to make the table fit.
     pub flexible: bool,
@@ -12,7 +12,7 @@ pub struct Column {
 }
 
 /// A cell: its text (already printable) and its color.
-pub struct Cell {
+pub(super) struct Cell {
     pub text: String,
     pub paint: Option<Paint>,
 }
@@ -27,7 +27,7 @@ impl From<String> for Cell {
 const MIN_FLEXIBLE: usize = 6;
 
 /// The table's lines, header first, each at most [`WIDTH`] columns.
-pub fn render(columns: &[Column], rows: &[Vec<Cell>], style: &Style) -> Vec<String> {
+pub(super) fn render(columns: &[Column], rows: &[Vec<Cell>], style: &Style) -> Vec<String> {
     let mut widths: Vec<usize> = columns
         .iter()
         .enumerate()

@@ -12,12 +12,12 @@ use crate::metrics::{KillFacts, Metrics, unix_seconds};
 use crate::record::party;
 use crate::record::{AgentStarted, OomKillRecord, SigkillRecord};
 
-pub struct MetricsSink {
+pub(crate) struct MetricsSink {
     metrics: Arc<Metrics>,
 }
 
 impl MetricsSink {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
         MetricsSink { metrics }
     }
 

@@ -5,16 +5,17 @@
 //! the kinds it cares about: the rest default to doing nothing) and one line in the agent that
 //! adds it to the list.
 
-pub mod json;
-pub mod metrics;
-pub mod text;
+pub(crate) mod journald;
+pub(crate) mod json;
+pub(crate) mod metrics;
+pub(crate) mod text;
 
 use crate::record::{
     AgentStarted, AgentStopped, Body, MemoryPressureRecord, OomIncidentRecord, OomKillRecord,
     Record, SigkillRecord,
 };
 
-pub trait Sink {
+pub(crate) trait Sink {
     /// Every record, in order. By default each kind goes to its own method below; a sink that
     /// writes any record the same way (JSON Lines) overrides this instead.
     fn write(&mut self, record: &Record) -> std::io::Result<()> {

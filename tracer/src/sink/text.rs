@@ -6,7 +6,6 @@ use super::Sink;
 use crate::attribute::DomainKind;
 use crate::cgroup_path::PathKind;
 use crate::incident::SenderKind;
-use crate::names::{human_bytes, human_kb, limit_words, name, printable};
 use crate::record::kill::Domain;
 use crate::record::party::{Cgroup, Party};
 use crate::record::pressure::{GrowthRate, PressureReason};
@@ -15,9 +14,14 @@ use crate::record::{
     AgentStarted, AgentStopped, MemoryPressureRecord, OomIncidentRecord, OomKillRecord,
     SigkillRecord,
 };
+use crate::wording::{human_bytes, human_kb, limit_words, name, printable};
 
 /// Writes through `log` (env_logger on stderr).
-pub struct LogSink;
+pub(crate) struct LogSink {
+    /// Whether kills, SIGKILLs and warnings are logged: not when the journal holds them as
+    /// entries of their own (the agent's other lines are logged either way).
+    pub events: bool,
+}
 
 impl Sink for LogSink {
     fn agent_started(&mut self, started: &AgentStarted) -> std::io::Result<()> {
@@ -40,18 +44,27 @@ impl Sink for LogSink {
     }
 
     fn oom_kill(&mut self, kill: &OomKillRecord) -> std::io::Result<()> {
+        if !self.events {
+            return Ok(());
+        }
         log::warn!("{}", line(kill, false));
         why(kill);
         Ok(())
     }
 
     fn oom_mark_exiting(&mut self, marked: &OomKillRecord) -> std::io::Result<()> {
+        if !self.events {
+            return Ok(());
+        }
         log::warn!("{}", line(marked, true));
         why(marked);
         Ok(())
     }
 
     fn oom_incident(&mut self, incident: &OomIncidentRecord) -> std::io::Result<()> {
+        if !self.events {
+            return Ok(());
+        }
         let OomIncidentRecord {
             incident,
             victims,
@@ -76,11 +89,17 @@ impl Sink for LogSink {
     }
 
     fn sigkill(&mut self, sigkill: &SigkillRecord) -> std::io::Result<()> {
+        if !self.events {
+            return Ok(());
+        }
         log::warn!("{}", sigkill_line(sigkill));
         Ok(())
     }
 
     fn memory_pressure(&mut self, pressure: &MemoryPressureRecord) -> std::io::Result<()> {
+        if !self.events {
+            return Ok(());
+        }
         log::warn!("{}", pressure_line(pressure));
         Ok(())
     }
@@ -97,13 +116,24 @@ impl Sink for LogSink {
             sigkills_rate_limited,
         } = stopped.totals;
         log::info!(
-            "stopped: {oom_kills} OOM kills and {sigkills} other SIGKILLs from {records} records, \
-             {decode_errors} undecodable, \
+            "stopped: {} and {} from {}, {decode_errors} undecodable, \
              {ringbuf_dropped_total} lost in the kernel (ring buffer full), \
              {history_write_errors} not stored in the history, \
-             {sigkills_rate_limited} SIGKILLs of flooding senders only logged"
+             {} of flooding senders only logged",
+            counted(oom_kills, "OOM kill"),
+            counted(sigkills, "other SIGKILL"),
+            counted(records, "record"),
+            counted(sigkills_rate_limited, "SIGKILL"),
         );
         Ok(())
+    }
+}
+
+/// `1 record`, `0 records`, `2 records`.
+fn counted(count: u64, one: &str) -> String {
+    match count {
+        1 => format!("1 {one}"),
+        count => format!("{count} {one}s"),
     }
 }
 
@@ -116,7 +146,7 @@ fn why(kill: &OomKillRecord) {
 /// One line per kill, e.g. `OOM kill: pid 4242 (hog) anon-rss 63.9 MiB … in container web
 /// (podman, localhost/web:1); the limit of container web (48.0 MiB) was hit; triggered by itself`.
 /// `marked_without_kill`: the `oom_mark_exiting` record of an exiting task given reserves.
-pub fn line(kill: &OomKillRecord, marked_without_kill: bool) -> String {
+pub(crate) fn line(kill: &OomKillRecord, marked_without_kill: bool) -> String {
     let OomKillRecord {
         victim,
         trigger,
@@ -209,7 +239,7 @@ pub fn line(kill: &OomKillRecord, marked_without_kill: bool) -> String {
 
 /// One line per SIGKILL, e.g. `SIGKILL: pid 123 (postgres) in container db (podman), sent by
 /// pid 456 (bash) on the host (kill from a process)`.
-pub fn sigkill_line(sigkill: &SigkillRecord) -> String {
+pub(crate) fn sigkill_line(sigkill: &SigkillRecord) -> String {
     let SigkillRecord { target, sender, .. } = sigkill;
     let Sender {
         kind,
@@ -260,7 +290,7 @@ pub fn sigkill_line(sigkill: &SigkillRecord) -> String {
 
 /// `memory pressure: the limit of container web (96.0 MiB) is 92.4 % used (working set
 /// 88.7 MiB), growing 4.1 MiB/s over 10 s; fastest grower: …; no kill yet`.
-pub fn pressure_line(pressure: &MemoryPressureRecord) -> String {
+pub(crate) fn pressure_line(pressure: &MemoryPressureRecord) -> String {
     let MemoryPressureRecord {
         reason,
         thresholds,
@@ -299,7 +329,7 @@ pub fn pressure_line(pressure: &MemoryPressureRecord) -> String {
         );
     }
     if let Some(grower) = grower {
-        let who = crate::names::short_name(&grower.names)
+        let who = crate::wording::short_name(&grower.names)
             .unwrap_or_else(|| format!("cgroup {}", printable(&grower.cgroup.path)));
         let _ = write!(
             line,
@@ -482,6 +512,14 @@ mod tests {
             [crate::incident::Event::Kill(kill)] => (**kill).clone(),
             other => panic!("expected one kill, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn counts_are_said_in_the_singular_for_one() {
+        use super::counted;
+        assert_eq!(counted(1, "OOM kill"), "1 OOM kill");
+        assert_eq!(counted(0, "OOM kill"), "0 OOM kills");
+        assert_eq!(counted(4, "record"), "4 records");
     }
 
     #[test]

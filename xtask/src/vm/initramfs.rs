@@ -11,13 +11,18 @@ use std::{
 
 use anyhow::Context as _;
 
-use super::{guest::Binaries, scenario::Scenario};
+use super::runner;
+use crate::suite::{Suite, TestBinary};
 
-/// Mounts, runs the scenario named on the kernel command line, prints its sections, powers off.
+/// Mounts, runs the tests named on the kernel command line with the guest runner, powers off.
 const INIT: &str = include_str!("../../vm/init.sh");
+/// Debian's busybox-static.
+const BUSYBOX: &str = "/bin/busybox";
+/// The guest runner's suite directory.
+pub const SUITE_DIR: &str = "suite";
 
-/// Mount points and the directories `busybox --install -s` fills.
-const DIRECTORIES: [&str; 10] = [
+/// Mount points, the directories `busybox --install -s` fills, and the suite directory's.
+const DIRECTORIES: [&str; 12] = [
     "bin",
     "sbin",
     "usr",
@@ -27,19 +32,13 @@ const DIRECTORIES: [&str; 10] = [
     "proc",
     "sys",
     "tmp",
-    "scenarios",
+    SUITE_DIR,
+    "suite/bin",
+    "suite/tests",
 ];
 
-pub fn write(
-    binaries: &Binaries,
-    scenarios: &[Scenario],
-    work_dir: &Path,
-) -> anyhow::Result<PathBuf> {
-    write_with_extras(binaries, scenarios, &[], &work_dir.join("initramfs.cpio"))
-}
-
 /// A file or symbolic link beyond the standard contents, e.g. a peer tool's dynamic libraries
-/// (xtask/src/vm/peers.rs). Their parent directories are made as needed.
+/// (bench/src/guest_peers.rs). Their parent directories are made as needed.
 pub enum Extra {
     /// `guest` (relative to /) gets the contents of `host`, symbolic links followed.
     File {
@@ -52,16 +51,17 @@ pub enum Extra {
     },
 }
 
-/// The standard contents plus `extras`, written to `path`.
-pub fn write_with_extras(
-    binaries: &Binaries,
-    scenarios: &[Scenario],
+/// The standard contents (busybox, `/init`, the suite directory with `tests`) plus `extras`,
+/// written to `path`.
+pub fn write(
+    suite: &Suite,
+    tests: &[&TestBinary],
     extras: &[Extra],
     path: &Path,
 ) -> anyhow::Result<PathBuf> {
     let file = fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut archive = Cpio::new(BufWriter::new(file));
-    append_contents(&mut archive, binaries, scenarios)
+    append_contents(&mut archive, suite, tests)
         .and_then(|()| append_extras(&mut archive, extras))
         .and_then(|()| archive.finish())
         .with_context(|| format!("writing {}", path.display()))?;
@@ -111,8 +111,8 @@ fn executable_or_not(host: &Path) -> u32 {
 
 fn append_contents(
     archive: &mut Cpio<BufWriter<fs::File>>,
-    binaries: &Binaries,
-    scenarios: &[Scenario],
+    suite: &Suite,
+    tests: &[&TestBinary],
 ) -> anyhow::Result<()> {
     for directory in DIRECTORIES {
         archive.directory(directory)?;
@@ -120,24 +120,44 @@ fn append_contents(
     // The kernel opens it for init's stdio before any devtmpfs is mounted.
     archive.char_device("dev/console", 5, 1)?;
     archive.file("init", 0o755, INIT.as_bytes())?;
-    for (name, binary) in [
-        ("bin/busybox", &binaries.busybox),
-        ("bin/oomtrace", &binaries.agent),
-        ("bin/oomtrace-hog", &binaries.hog),
-    ] {
-        let contents = fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
-        archive.file(name, 0o755, &contents)?;
-    }
+    let busybox = fs::read(BUSYBOX).with_context(|| format!("reading {BUSYBOX}"))?;
+    archive.file("bin/busybox", 0o755, &busybox)?;
     archive.file(
-        "scenarios/lib.sh",
-        0o644,
-        super::scenario::LIB_SCRIPT.as_bytes(),
+        &format!("{SUITE_DIR}/run-tests.sh"),
+        0o755,
+        runner::RUNNER.as_bytes(),
     )?;
-    for scenario in scenarios {
-        let name = format!("scenarios/{}.sh", scenario.name);
-        archive.file(&name, 0o644, scenario.script.as_bytes())?;
+    for (name, binary) in runner::suite_files(suite, tests) {
+        let contents = without_debug_info(&binary)?;
+        archive.file(&format!("{SUITE_DIR}/{name}"), 0o755, &contents)?;
     }
     Ok(())
+}
+
+/// The binary's contents without its debug sections (`strip --strip-debug`: the same code,
+/// its symbols kept for backtraces): a test binary's line tables are two thirds of its 22 MB,
+/// and the guest holds the initramfs in its memory. Unstripped if `strip` fails.
+fn without_debug_info(binary: &Path) -> anyhow::Result<Vec<u8>> {
+    let stripped =
+        std::env::temp_dir().join(format!("oomtrace-vm-stripped-{}", std::process::id()));
+    let status = std::process::Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(&stripped)
+        .arg(binary)
+        .status();
+    let contents = match status {
+        Ok(status) if status.success() => fs::read(&stripped),
+        _ => {
+            eprintln!(
+                "vm: warning: `strip --strip-debug {}` failed; the guest gets it whole",
+                binary.display()
+            );
+            fs::read(binary)
+        }
+    };
+    let _ = fs::remove_file(&stripped);
+    contents.with_context(|| format!("reading {}", binary.display()))
 }
 
 /// A `newc` ("070701") cpio writer: what the kernel's initramfs unpacker reads.

@@ -1,38 +1,41 @@
 #!/bin/bash
-# The runner of the whole-system guest (`cargo xtask vm --system`, xtask/src/vm/system/): the
-# image's oomtrace-guest-run.service mounts the payload disk and runs this from it, as root,
-# once systemd, Docker, containerd and podman are up.
+# The whole-system guest's part of a test boot (`cargo xtask vm --system`,
+# xtask/src/vm/system/): the image's oomtrace-guest-run.service mounts the payload disk and runs
+# this from it, as root, once systemd, Docker, containerd and podman are up.
 #
 # It deploys the agent as the payload's `plan` says (the systemd unit from deploy/, or the
-# container image), runs the test binaries the plan names, and writes what happened to the
-# second serial port in the section protocol of the initramfs guests (xtask/src/vm/scenario.rs):
-# every file left in $OUT becomes a section, `facts` holds key=value lines, and
-# `@@OOMTRACE-DONE@@` ends the report. The unit powers the machine off when this ends.
+# container image), then hands over to the suite's runner (suite/run-tests.sh, the same as the
+# kernel matrix's guests run), whose output goes to the second serial port. Around it, what the
+# host checks of the system itself, as `@@OOMTRACE-FACT key=value@@` lines, and for whoever
+# reads a failed boot's report the agent's log and the kernel's, between
+# `@@OOMTRACE-SECTION-BEGIN name@@` and `@@OOMTRACE-SECTION-END name@@`.
+# `@@OOMTRACE-SYSTEM-DONE@@` ends the report; the unit powers the machine off when this ends.
 
 set -u
 PAYLOAD=$(dirname "$(readlink -f "$0")")
 REPORT=/dev/ttyS1
-export OUT=/run/oomtrace-out
-mkdir -p "$OUT"
+exec 3>"$REPORT"
 
-# The kernel's OOM reports would land on the console in the middle of the boot log; they are
-# collected with dmesg instead.
+# The kernel's OOM reports would land on the console in the middle of the boot log; they go
+# into the report's kmsg section instead.
 dmesg -n 1
 
-fact() { echo "$1=$2" >>"$OUT/facts"; }
+fact() { echo "@@OOMTRACE-FACT $1=$2@@" >&3; }
 uptime_now() { cut -d' ' -f1 /proc/uptime; }
+section() {
+	echo "@@OOMTRACE-SECTION-BEGIN $1@@"
+	# awk ends a last line that lacks its newline, so the END marker stays on its own line.
+	awk 1
+	echo "@@OOMTRACE-SECTION-END $1@@"
+} >&3
 
-# The plan: DEPLOYMENT (unit or image), IMAGE (the agent's image tag), TESTS (test binaries in
-# tests/), TEST_TIMEOUT (seconds per binary), PROGRAM_LINKS (`programs/N:PATH`: the crate's
-# programs, which the tests start by the path they were built at), and the tests' environment.
+# The plan: DEPLOYMENT (unit or image), IMAGE (the agent's image tag) and run_tests (the suite
+# runner's command line).
 # shellcheck source=/dev/null
 . "$PAYLOAD/plan"
 
-fact kernel "$(uname -r)"
-fact scenario "system-$DEPLOYMENT"
 fact uptime_at_init "$(uptime_now)"
 fact cgroup_fs "$(stat -f -c %T /sys/fs/cgroup)"
-fact perf_event_paranoid "$(cat /proc/sys/kernel/perf_event_paranoid)"
 fact systemd_state "$(systemctl is-system-running)"
 # When userspace began and each runtime was up, in seconds since the kernel started.
 seconds() { awk -v us="$1" 'BEGIN { printf "%.2f", us / 1000000 }'; }
@@ -50,20 +53,23 @@ deploy_unit() {
 	# mainline default, under which the unit's CAP_PERFMON suffices (deploy/oomtrace.service).
 	echo 'kernel.perf_event_paranoid = 2' >/etc/sysctl.d/60-oomtrace.conf
 	sysctl --quiet --load /etc/sysctl.d/60-oomtrace.conf
-	install -m 0755 "$PAYLOAD/bin/oomtrace" /usr/local/bin/oomtrace
+	install -m 0755 "$PAYLOAD/suite/bin/oomtrace" /usr/local/bin/oomtrace
 	install -m 0644 "$PAYLOAD/deploy/oomtrace.service" /etc/systemd/system/oomtrace.service
+	install -m 0644 "$PAYLOAD/deploy/oomtrace.catalog" /usr/lib/systemd/catalog/oomtrace.catalog
+	journalctl --update-catalog
 	systemctl daemon-reload
 	systemctl enable --now oomtrace.service
 }
 
 deploy_image() {
-	docker load --input "$PAYLOAD/image.tar" >"$OUT/image-load" 2>&1 || return
+	docker load --input "$PAYLOAD/image.tar" || return
 	# Docker 20.10 knows neither CAP_BPF nor CAP_PERFMON: CAP_SYS_ADMIN in their place, as
 	# docs/deploy.md says.
 	local bpf_caps="--cap-add=BPF --cap-add=PERFMON"
 	case "$(docker version --format '{{.Server.Version}}')" in
 	20.*) bpf_caps="--cap-add=SYS_ADMIN" ;;
 	esac
+	# shellcheck disable=SC2086 # two options or one
 	docker run --detach --name oomtrace --restart=on-failure \
 		--pid=host --cgroupns=host --read-only --security-opt=no-new-privileges \
 		--security-opt=seccomp="$PAYLOAD/deploy/seccomp.json" \
@@ -76,7 +82,7 @@ deploy_image() {
 		"$IMAGE" run --format json --runtime-state-only
 }
 
-# Whether the agent said it attached: its log line, in the journal or the container's log.
+# The agent's own log, in the journal or the container's log.
 agent_log() {
 	case "$DEPLOYMENT" in
 	unit) journalctl --unit oomtrace.service --output cat --no-pager ;;
@@ -85,16 +91,16 @@ agent_log() {
 }
 
 case "$DEPLOYMENT" in
-unit) deploy_unit >"$OUT/deploy" 2>&1 ;;
-image) deploy_image >"$OUT/deploy" 2>&1 ;;
-*) echo "unknown deployment $DEPLOYMENT" >"$OUT/deploy" && false ;;
+unit) deploy_unit >/run/oomtrace-deploy.log 2>&1 ;;
+image) deploy_image >/run/oomtrace-deploy.log 2>&1 ;;
+*) echo "unknown deployment $DEPLOYMENT" >/run/oomtrace-deploy.log && false ;;
 esac
 deploy_status=$?
 fact deploy_status $deploy_status
-fact deployed_after "$(uptime_now)"
+section deploy </run/oomtrace-deploy.log
 
-# Ready once it logged that it attached (its programs see every kill from then on), for at
-# most a minute: each look at the journal takes a while under emulation.
+# Ready once it said it attached (its programs see every kill from then on), for at most a
+# minute: each look at the journal takes a while under emulation.
 ready=no
 ready_by=$((SECONDS + 60))
 while [ "$deploy_status" = 0 ] && [ $SECONDS -lt $ready_by ]; do
@@ -107,48 +113,18 @@ done
 fact agent_ready "$ready"
 fact agent_ready_at "$(uptime_now)"
 
-for link in $PROGRAM_LINKS; do
-	mkdir -p "$(dirname "${link#*:}")"
-	ln -sf "$PAYLOAD/${link%%:*}" "${link#*:}"
-done
+# The suite, as every guest runs it; the deployed agent runs beside the tests' own.
+run_tests >&3 2>&1
 
-# Each test binary in a directory of its own, with the plan's environment and a time limit.
-for test in $TESTS; do
-	dir=/var/tmp/oomtrace-tests/$test
-	mkdir -p "$dir"
-	(cd "$dir" && timeout "$TEST_TIMEOUT" "$PAYLOAD/tests/$test" --show-output --test-threads=1) \
-		>"$OUT/test-$test" 2>&1
-	fact "test.$test.status" $?
-done
-
-# The agent as the user sees it: the unit's state and journal, or the container's.
+# The agent as the user sees it at the end: the unit's state, or the container's.
 case "$DEPLOYMENT" in
-unit)
-	fact agent_state "$(systemctl is-active oomtrace.service)"
-	systemctl status --no-pager --lines 0 oomtrace.service >"$OUT/agent-status" 2>&1
-	;;
-image)
-	fact agent_state "$(docker inspect --format '{{.State.Status}}' oomtrace 2>/dev/null || echo absent)"
-	;;
+unit) fact agent_state "$(systemctl is-active oomtrace.service)" ;;
+image) fact agent_state "$(docker inspect --format '{{.State.Status}}' oomtrace 2>/dev/null || echo absent)" ;;
 esac
-agent_log >"$OUT/agent-log"
-
 fact uptime_at_end "$(uptime_now)"
-# `scenario_status`, as the initramfs guests report it: whether every step above succeeded.
-status=0
-grep -q '^deploy_status=0$' "$OUT/facts" || status=1
-grep '^test\..*\.status=' "$OUT/facts" | grep -qv '=0$' && status=1
-fact scenario_status "$status"
-dmesg >"$OUT/kmsg"
-
-{
-	for section in "$OUT"/*; do
-		echo "@@OOMTRACE-BEGIN ${section##*/}@@"
-		# awk ends a last line that lacks its newline, so the END marker stays on its own line.
-		awk 1 "$section"
-		echo "@@OOMTRACE-END ${section##*/}@@"
-	done
-	echo "@@OOMTRACE-DONE@@"
-} >"$REPORT"
+agent_log | section agent-log
+dmesg | section kmsg
+echo "@@OOMTRACE-SYSTEM-DONE@@" >&3
 # Closing a serial port waits for what it still holds to go out; the unit powers off next.
-echo "oomtrace-guest-run: report written (scenario_status=$status); powering off"
+exec 3>&-
+echo "oomtrace-guest-run: report written; powering off"

@@ -10,7 +10,7 @@ use crate::attribute::runtime::{ContainerMetadata, K8S_RESTART_COUNT, K8sNames, 
 
 /// A pod's sandbox: it names the pod (its name, namespace and uid are always in the sandbox's
 /// metadata, whoever created it).
-pub fn sandbox(
+pub(super) fn sandbox(
     id: &str,
     metadata: Option<&cri::PodSandboxMetadata>,
     labels: HashMap<String, String>,
@@ -23,7 +23,7 @@ pub fn sandbox(
 }
 
 /// A container from `ListContainers`, with its sandbox's metadata when known.
-pub fn listed(
+pub(super) fn listed(
     container: cri::Container,
     pod: Option<&cri::PodSandboxMetadata>,
     runtime: &'static str,
@@ -51,7 +51,7 @@ pub fn listed(
 }
 
 /// A container from `ContainerStatus` (verbose): also its main pid and memory limit.
-pub fn status(
+pub(super) fn status(
     response: cri::ContainerStatusResponse,
     runtime: &'static str,
 ) -> Option<(ContainerMetadata, Option<String>)> {
@@ -66,7 +66,10 @@ pub fn status(
 }
 
 /// A container's status as an event or a status answer carries it.
-pub fn from_status(status: cri::ContainerStatus, runtime: &'static str) -> ContainerMetadata {
+pub(super) fn from_status(
+    status: cri::ContainerStatus,
+    runtime: &'static str,
+) -> ContainerMetadata {
     let cri::ContainerStatus {
         id,
         metadata,

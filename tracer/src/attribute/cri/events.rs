@@ -15,7 +15,7 @@ use crate::attribute::runtime::RuntimeEvent;
 
 /// Which stream follows the runtime, said at startup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventSource {
+pub(super) enum EventSource {
     Cri,
     Containerd,
 }
@@ -33,18 +33,18 @@ impl fmt::Display for EventSource {
 }
 
 /// The Kubernetes namespace of containerd, where the CRI plugin keeps its containers.
-pub const CONTAINERD_K8S_NAMESPACE: &str = "k8s.io";
+pub(super) const CONTAINERD_K8S_NAMESPACE: &str = "k8s.io";
 
 /// containerd's filters (any matches): container creation, update and removal, and task starts
 /// (the main pid). Exits and OOM events are left out: the kernel already said.
-pub fn containerd_filters() -> Vec<String> {
+pub(super) fn containerd_filters() -> Vec<String> {
     ["topic~=\"^/containers/\"", "topic==\"/tasks/start\""]
         .map(|topic| format!("namespace=={CONTAINERD_K8S_NAMESPACE},{topic}"))
         .to_vec()
 }
 
 /// A CRI event as what the agent needs to do.
-pub fn from_cri(event: cri::ContainerEventResponse, runtime: &'static str) -> RuntimeEvent {
+pub(super) fn from_cri(event: cri::ContainerEventResponse, runtime: &'static str) -> RuntimeEvent {
     let cri::ContainerEventResponse {
         container_id,
         container_event_type,
@@ -88,7 +88,7 @@ pub fn from_cri(event: cri::ContainerEventResponse, runtime: &'static str) -> Ru
 }
 
 /// A containerd event as what the agent needs to do; `None` for the ones that change nothing.
-pub fn from_containerd(envelope: containerd::Envelope) -> Option<RuntimeEvent> {
+pub(super) fn from_containerd(envelope: containerd::Envelope) -> Option<RuntimeEvent> {
     if envelope.namespace != CONTAINERD_K8S_NAMESPACE {
         return None;
     }

@@ -12,7 +12,7 @@ pub mod proto;
 mod transport;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
@@ -376,18 +376,56 @@ async fn call_status<T>(
 ) -> Result<T, Status> {
     match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
         Ok(result) => result.map(tonic::Response::into_inner),
-        Err(_) => Err(Status::deadline_exceeded(format!(
-            "no answer within {REQUEST_TIMEOUT:?}"
-        ))),
+        Err(_) => {
+            let why = format!("no answer within {REQUEST_TIMEOUT:?}");
+            let mut status = Status::deadline_exceeded(why.clone());
+            // Ours, not the runtime's: `classify` may quote it.
+            status.set_source(Arc::new(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                why,
+            )));
+            Err(status)
+        }
     }
 }
 
+/// A status as an error that names its code. Its message is quoted only where this side made
+/// it (a transport failure, a timeout: the status has a source); a message the runtime sent
+/// is its own text, which may carry anything, so it is left out.
 fn classify(status: Status) -> RuntimeError {
-    let why = format!("{:?}: {}", status.code(), status.message());
+    let why = if std::error::Error::source(&status).is_some() {
+        format!("{:?}: {}", status.code(), status.message())
+    } else {
+        format!("{:?} (the runtime's message is not quoted)", status.code())
+    };
     match status.code() {
         Code::Unimplemented | Code::InvalidArgument | Code::DataLoss | Code::Internal => {
             RuntimeError::Garbage(why)
         }
         _ => RuntimeError::Unavailable(why),
+    }
+}
+
+#[cfg(test)]
+mod classify_tests {
+    use super::*;
+
+    #[test]
+    fn a_runtime_message_is_not_quoted() {
+        let status = Status::internal("secret-token \u{1b}]0;title\u{7}");
+        let said = classify(status).to_string();
+        assert!(said.contains("Internal"), "{said}");
+        assert!(!said.contains("secret-token"), "{said}");
+        assert!(!said.contains('\u{1b}'), "{said}");
+    }
+
+    #[test]
+    fn a_failure_of_this_side_is_quoted() {
+        let mut status = Status::unavailable("transport error");
+        status.set_source(Arc::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
+        let said = classify(status).to_string();
+        assert!(said.contains("transport error"), "{said}");
     }
 }

@@ -31,7 +31,7 @@ const PAGE_SIZES: [usize; 4] = [4096, 8192, 16384, 65536];
 const MAX_DEPTH: usize = 32;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BoltError(String);
+pub(crate) struct BoltError(String);
 
 impl fmt::Display for BoltError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -47,7 +47,7 @@ fn error<T>(message: impl Into<String>) -> Result<T, BoltError> {
 
 /// A BoltDB file's bytes, opened at its newest committed transaction.
 #[derive(Clone, Copy, Debug)]
-pub struct Bolt<'a> {
+pub(crate) struct Bolt<'a> {
     data: &'a [u8],
     page_size: usize,
     root: u64,
@@ -55,7 +55,7 @@ pub struct Bolt<'a> {
 
 /// A bucket: its root page, or its one page stored inline in its parent.
 #[derive(Clone, Copy, Debug)]
-pub struct Bucket<'a> {
+pub(crate) struct Bucket<'a> {
     db: Bolt<'a>,
     root: Root<'a>,
 }
@@ -68,14 +68,14 @@ enum Root<'a> {
 
 /// What a key holds.
 #[derive(Clone, Copy, Debug)]
-pub enum Item<'a> {
+pub(crate) enum Item<'a> {
     Value(&'a [u8]),
     Bucket(Bucket<'a>),
 }
 
 impl<'a> Bolt<'a> {
     /// Finds the newest valid meta page.
-    pub fn open(data: &'a [u8]) -> Result<Self, BoltError> {
+    pub(crate) fn open(data: &'a [u8]) -> Result<Self, BoltError> {
         let first = meta(data, 0);
         let page_size = match &first {
             Ok(meta) => vec![meta.page_size],
@@ -105,7 +105,7 @@ impl<'a> Bolt<'a> {
     }
 
     /// The top-level bucket, whose keys are the database's buckets.
-    pub fn root(&self) -> Bucket<'a> {
+    pub(crate) fn root(&self) -> Bucket<'a> {
         Bucket {
             db: *self,
             root: Root::Page(self.root),
@@ -133,7 +133,7 @@ impl<'a> Bolt<'a> {
 
 impl<'a> Bucket<'a> {
     /// What `key` holds, if anything.
-    pub fn get(&self, key: &[u8]) -> Result<Option<Item<'a>>, BoltError> {
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Item<'a>>, BoltError> {
         let mut found = None;
         self.walk(&mut |k, item| {
             if k == key {
@@ -147,7 +147,7 @@ impl<'a> Bucket<'a> {
     }
 
     /// The nested bucket at `key`; an error if `key` holds a plain value.
-    pub fn bucket(&self, key: &[u8]) -> Result<Option<Bucket<'a>>, BoltError> {
+    pub(crate) fn bucket(&self, key: &[u8]) -> Result<Option<Bucket<'a>>, BoltError> {
         match self.get(key)? {
             Some(Item::Bucket(bucket)) => Ok(Some(bucket)),
             Some(Item::Value(_)) => error(format!(
@@ -159,7 +159,7 @@ impl<'a> Bucket<'a> {
     }
 
     /// The plain value at `key`; an error if `key` holds a bucket.
-    pub fn value(&self, key: &[u8]) -> Result<Option<&'a [u8]>, BoltError> {
+    pub(crate) fn value(&self, key: &[u8]) -> Result<Option<&'a [u8]>, BoltError> {
         match self.get(key)? {
             Some(Item::Value(value)) => Ok(Some(value)),
             Some(Item::Bucket(_)) => error(format!(
@@ -171,7 +171,10 @@ impl<'a> Bucket<'a> {
     }
 
     /// Calls `visit` with each key and what it holds, in key order, until it returns false.
-    pub fn walk(&self, visit: &mut dyn FnMut(&'a [u8], Item<'a>) -> bool) -> Result<(), BoltError> {
+    pub(crate) fn walk(
+        &self,
+        visit: &mut dyn FnMut(&'a [u8], Item<'a>) -> bool,
+    ) -> Result<(), BoltError> {
         // A tree visits each page once: more visits than the file has pages means a damaged
         // file whose pages point at each other.
         let mut budget = self.db.data.len() / self.db.page_size + 1;

@@ -12,24 +12,24 @@ use tokio::io::unix::AsyncFd;
 
 /// A watch's handle, as `inotify_add_watch` returned it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Watch(i32);
+pub(crate) struct Watch(i32);
 
 /// One event: which watch, what happened (`IN_*` bits), and to which entry of a watched
 /// directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Event {
+pub(crate) struct Event {
     pub watch: Watch,
     pub mask: u32,
     pub name: Option<OsString>,
 }
 
 impl Event {
-    pub fn is(&self, bits: u32) -> bool {
+    pub(crate) fn is(&self, bits: u32) -> bool {
         self.mask & bits != 0
     }
 }
 
-pub struct Inotify {
+pub(crate) struct Inotify {
     fd: AsyncFd<OwnedFd>,
     pending: VecDeque<Event>,
 }
@@ -39,7 +39,7 @@ const BUFFER: usize = 16 * 1024;
 
 impl Inotify {
     /// Needs a tokio runtime with IO enabled.
-    pub fn new() -> io::Result<Self> {
+    pub(crate) fn new() -> io::Result<Self> {
         // SAFETY: no pointers; the result is checked.
         let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
         if fd < 0 {
@@ -56,7 +56,7 @@ impl Inotify {
         })
     }
 
-    pub fn add(&self, path: &Path, mask: u32) -> io::Result<Watch> {
+    pub(crate) fn add(&self, path: &Path, mask: u32) -> io::Result<Watch> {
         let path = CString::new(path.as_os_str().as_bytes())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in the path"))?;
         // SAFETY: `path` is NUL-terminated and outlives the call.
@@ -68,13 +68,13 @@ impl Inotify {
     }
 
     /// Stops a watch; one the kernel dropped already (its inode is gone) is no error.
-    pub fn remove(&self, watch: Watch) {
+    pub(crate) fn remove(&self, watch: Watch) {
         // SAFETY: no pointers.
         unsafe { libc::inotify_rm_watch(self.fd.as_raw_fd(), watch.0) };
     }
 
     /// The next event, waiting for one.
-    pub async fn next(&mut self) -> io::Result<Event> {
+    pub(crate) async fn next(&mut self) -> io::Result<Event> {
         loop {
             if let Some(event) = self.pending.pop_front() {
                 return Ok(event);
@@ -84,7 +84,7 @@ impl Inotify {
     }
 
     /// The next event if one is already there: for draining a burst without waiting.
-    pub fn next_ready(&mut self) -> io::Result<Option<Event>> {
+    pub(crate) fn next_ready(&mut self) -> io::Result<Option<Event>> {
         if self.pending.is_empty() {
             let mut buffer = vec![0u8; BUFFER];
             match read(self.fd.get_ref(), &mut buffer) {
@@ -145,7 +145,7 @@ fn parse(mut bytes: &[u8]) -> Vec<Event> {
 }
 
 /// An event's entry name as UTF-8, if it is.
-pub fn name_str(event: &Event) -> Option<&str> {
+pub(crate) fn name_str(event: &Event) -> Option<&str> {
     event.name.as_deref().and_then(OsStr::to_str)
 }
 

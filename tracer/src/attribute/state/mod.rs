@@ -9,9 +9,9 @@
 //! [`Origin::State`](super::runtime::Origin::State), and the API's word, where there is one,
 //! wins.
 
-pub mod bolt;
+pub(crate) mod bolt;
 pub mod docker;
-pub mod inotify;
+pub(crate) mod inotify;
 pub mod podman;
 
 use std::fmt;
@@ -125,13 +125,18 @@ impl ContainerRuntime for RuntimeState {
                 Layout::Docker
             } else if podman::is_podman_root(&self.dir) {
                 Layout::Podman
-            } else if self.dir.exists() {
-                return Err(RuntimeError::Absent(format!(
-                    "{} holds neither Docker's nor podman's state",
-                    self.dir.display()
-                )));
             } else {
-                return Err(RuntimeError::Absent(format!("no {}", self.dir.display())));
+                return Err(match std::fs::metadata(&self.dir) {
+                    Ok(_) => RuntimeError::Absent(format!(
+                        "{} holds neither Docker's nor podman's state",
+                        self.dir.display()
+                    )),
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                        RuntimeError::Absent(format!("no {}", self.dir.display()))
+                    }
+                    // There, but not for this process to read: not the same as absent.
+                    Err(err) => RuntimeError::Unavailable(format!("{}: {err}", self.dir.display())),
+                });
             };
             self.set_layout(Some(layout));
             Ok(())

@@ -1,4 +1,6 @@
-//! The verdict on recorded kills, one branch each.
+//! The verdict on recorded kills, one branch each; [`gallery`] has one of each kind of kill.
+
+mod gallery;
 
 use std::sync::Arc;
 
@@ -126,7 +128,12 @@ fn top() -> Top {
             ("cgroup /system.slice/sshd.service".to_owned(), 8 << 20),
             ("cgroup /user.slice".to_owned(), 4 << 20),
         ],
-        processes: vec![("cc1plus (pid 77) in builder".to_owned(), 5 << 30)],
+        processes: vec![TopProcess {
+            comm: "cc1plus".to_owned(),
+            pid: 77,
+            container: Some("builder".to_owned()),
+            bytes: 5 << 30,
+        }],
         lead_up: None,
         filled: None,
     }
@@ -135,12 +142,14 @@ fn top() -> Top {
 #[test]
 fn the_lead_up_follows_the_biggest_users() {
     let top = Top {
-        lead_up: Some("Before the kill, builder grew from 100 MiB to 6.00 GiB.".to_owned()),
+        lead_up: Some(
+            "In the minute before the kill, builder grew from 100 MiB to 6 GiB.".to_owned(),
+        ),
         ..top()
     };
     let text = verdict(&own_limit(), &top, Flags::default(), HOURS_6);
     let biggest = text.find("At that moment").expect(&text);
-    let lead_up = text.find("Before the kill, builder grew").expect(&text);
+    let lead_up = text.find("before the kill, builder grew").expect(&text);
     assert!(biggest < lead_up, "{text}");
 }
 
@@ -149,9 +158,9 @@ fn a_container_at_its_own_limit() {
     let text = verdict(&own_limit(), &Top::default(), Flags::default(), HOURS_6);
     assert_eq!(
         text,
-        "Container web was killed by the OOM killer: pid 42 (postgres), 47.0 MiB resident. It \
+        "Container web was killed by the OOM killer: pid 42 (postgres), 47 MiB resident. It \
          was the container's main process, so the container exited with code 137. It hit its \
-         own memory limit of 48.0 MiB. Its own allocation tipped it over."
+         own memory limit of 48 MiB. Its own allocation tipped it over."
     );
 }
 
@@ -164,7 +173,7 @@ fn a_child_keeps_the_container_running() {
     assert!(
         text.contains(
             "It was not the container's main process: the container keeps running, and its \
-             runtime will not report OOMKilled. It hit its own memory limit of 48.0 MiB \
+             runtime will not report OOMKilled. It hit its own memory limit of 48 MiB \
              (inferred)."
         ),
         "{text}"
@@ -176,14 +185,14 @@ fn a_host_wide_oom_names_the_trigger_its_container_and_the_top_users() {
     let text = verdict(&host_wide(), &top(), Flags::default(), HOURS_6);
     assert_eq!(
         text,
-        "Container db was killed by the OOM killer: pid 42 (postgres), 2.00 GiB resident. It was \
+        "Container db was killed by the OOM killer: pid 42 (postgres), 2 GiB resident. It was \
          the container's main process, so the container exited with code 137. The whole host \
          ran out of memory; no cgroup limit was hit. Container db has no memory limit of its \
          own: its limit is the host's memory, as `docker stats` shows. The allocation that \
          tipped it over came from pid 77 (cc1plus) in container builder, not in container db. \
-         At that moment the biggest users were container builder 6.00 GiB, container db \
-         2.00 GiB, cgroup /system.slice/sshd.service 8.0 MiB; the biggest processes cc1plus \
-         (pid 77) in builder 5.00 GiB."
+         At that moment the biggest users were container builder (6 GiB), container db (2 GiB) \
+         and cgroup /system.slice/sshd.service (8 MiB); the biggest process was cc1plus (pid \
+         77, in builder, 5 GiB)."
     );
 }
 
@@ -215,8 +224,8 @@ fn a_pod_limit_is_not_the_victims_own() {
     let text = verdict(&kill, &Top::default(), Flags::default(), HOURS_6);
     assert!(
         text.contains(
-            "The limit hit was that of pod 7d3e1c1a-2b4f-4a8e-9c1d-5e6f7a8b9c0d (burstable) of \
-             1.00 GiB, not the victim's own (inferred)."
+            "The limit hit was not the victim's own but the 1 GiB limit of pod \
+             7d3e1c1a-2b4f-4a8e-9c1d-5e6f7a8b9c0d (burstable) (inferred)."
         ),
         "{text}"
     );
@@ -228,7 +237,7 @@ fn nothing_known_still_says_who_died() {
     let text = verdict(&kill, &Top::default(), Flags::default(), HOURS_6);
     assert_eq!(
         text,
-        "Pid 9 (hog) was killed by the OOM killer, 1.0 MiB resident. Whose memory limit was \
+        "Pid 9 (hog) was killed by the OOM killer, 1 MiB resident. Whose memory limit was \
          hit is unknown. Its own allocation tipped it over."
     );
 }
@@ -252,7 +261,7 @@ fn cgroups_nobody_owns_are_named_by_their_paths() {
     let text = verdict(&kill, &Top::default(), Flags::default(), HOURS_6);
     assert_eq!(
         text,
-        "Pid 152 (db) in cgroup /db was killed by the OOM killer, 1.0 MiB resident. The whole \
+        "Pid 152 (db) in cgroup /db was killed by the OOM killer, 1 MiB resident. The whole \
          host ran out of memory; no cgroup limit was hit. The allocation that tipped it over \
          came from pid 293 (builder) in cgroup /builder, not in cgroup /db."
     );
@@ -268,14 +277,15 @@ fn a_restart_loop_and_a_recurring_trigger_are_called_out() {
     let text = verdict(&host_wide(), &Top::default(), flags, HOURS_6);
     assert!(
         text.contains(
-            "This is the 3rd OOM kill of container db in 6 h: a restart policy is hiding a loop."
+            "This is the 3rd OOM kill of container db in 6 hours: a restart policy is hiding a \
+             loop."
         ),
         "{text}"
     );
     assert!(
         text.contains(
             "Container builder has now set off 2 host-wide OOMs that killed different victims \
-             in 6 h."
+             in 6 hours."
         ),
         "{text}"
     );
@@ -317,8 +327,8 @@ fn a_compose_loop_says_what_the_runtime_did() {
     );
     assert!(
         text.ends_with(
-            "This is the 3rd OOM kill of service db of project shop in 6 h; Docker restarted it \
-             2 times in 1.7 s: its restart policy (always) is hiding a loop."
+            "This is the 3rd OOM kill of service db of project shop in 6 hours; Docker restarted \
+             it twice in 1.7 s: its restart policy (always) is hiding a loop."
         ),
         "{text}"
     );
@@ -329,9 +339,11 @@ fn an_exiting_task_given_reserves_is_not_called_a_kill() {
     let mut kill = own_limit();
     kill.kill.marked_without_kill = true;
     let text = verdict(&kill, &Top::default(), Flags::default(), HOURS_6);
-    assert!(
-        text.starts_with("Container web was given memory reserves to exit (nothing was killed)"),
-        "{text}"
+    assert_eq!(
+        text,
+        "Nothing was killed: pid 42 (postgres) in container web, 47 MiB resident, was already \
+         exiting, and was given memory reserves to finish. It hit its own memory limit of 48 \
+         MiB. Its own allocation tipped it over."
     );
 }
 
@@ -423,13 +435,13 @@ fn tmpfs_files_no_process_maps_lead_the_verdict_with_their_mount() {
     let text = verdict(&small_victim(), &top, Flags::default(), HOURS_6);
     assert_eq!(
         text,
-        "The limit of 128.0 MiB was filled by 100.0 MiB of tmpfs files and shared memory that \
-         no process maps (in /dev/shm of container web, 100.0 MiB used); processes held \
-         27.8 MiB (the killed one 27.5 MiB of its own). Killing a process does not free such \
-         files. Container web was killed by the OOM killer: pid 42 (python3), 27.5 MiB \
-         resident. It was not the container's main process: the container keeps running, and \
-         its runtime will not report OOMKilled. It hit its own memory limit of 128.0 MiB. Its \
-         own allocation tipped it over."
+        "The limit of 128 MiB was filled by 100 MiB of tmpfs files and shared memory that no \
+         process maps (in /dev/shm of container web, 100 MiB used); processes held 28 MiB (the \
+         killed one 28 MiB of its own). Killing a process does not free such files. Pid 42 \
+         (python3) in container web was killed by the OOM killer, 28 MiB resident. It was not \
+         the container's main process: the container keeps running, and its runtime will not \
+         report OOMKilled. It hit its own memory limit of 128 MiB. Its own allocation tipped it \
+         over."
     );
 }
 
@@ -452,10 +464,9 @@ fn a_mount_whose_use_cannot_be_read_is_named_and_said_so() {
     let text = verdict(&small_victim(), &top, Flags::default(), HOURS_6);
     assert!(
         text.starts_with(
-            "The limit of 128.0 MiB was filled by 100.0 MiB of tmpfs files and shared memory \
-             that no process maps (in /scratch of container web, whose use cannot be read from \
-             outside the container); processes held 28.0 MiB (the killed one 27.5 MiB of its \
-             own)"
+            "The limit of 128 MiB was filled by 100 MiB of tmpfs files and shared memory that \
+             no process maps (in /scratch of container web, whose use cannot be read from \
+             outside the container); processes held 28 MiB (the killed one 28 MiB of its own)"
         ),
         "{text}"
     );
@@ -534,17 +545,59 @@ fn a_pods_volume_outlives_its_container_and_a_restart_loop_is_explained() {
     let text = verdict(&small_victim(), &top, flags, HOURS_6);
     assert!(
         text.contains(&format!(
-            "(in emptyDir volume cache of pod {pod_uid} (burstable), 100.0 MiB used)"
+            "(in emptyDir volume cache of pod {pod_uid} (burstable), 100 MiB used)"
         )),
         "{text}"
     );
     assert!(
         text.ends_with(&format!(
-            "Restarting the container will not free them: emptyDir volume cache of pod \
-             {pod_uid} (burstable) belongs to the pod, not to the container, and keeps its \
-             files until the pod is deleted. Each restart starts with them already charged, \
-             which is why it is killed again."
+            "Restarting the container will not free them: emptyDir volume cache belongs to \
+             pod {pod_uid} (burstable), not to the container, and keeps its files until the pod \
+             is deleted. Each restart starts with them already charged, which is why it is \
+             killed again."
         )),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_volume_found_in_a_pods_container_is_named_as_the_pods() {
+    // The kubelet's emptyDir, found mounted in the worker container of pod
+    // pay-prod/ledger-api-7f9c: it belongs to the pod, and outlives the container.
+    let worker = crate::attribute::fixtures::worker();
+    let pod_uid = "7d3e1c1a-2b4f-4a8e-9c1d-5e6f7a8b9c0d";
+    let volume = TmpfsMount {
+        mount_point: "/cache".to_owned(),
+        kind: TmpfsKind::EmptyDir,
+        host_path: Some(format!(
+            "/var/lib/kubelet/pods/{pod_uid}/volumes/kubernetes.io~empty-dir/cache"
+        )),
+        volume: Some("cache".to_owned()),
+        used_bytes: Some(100 * MIB),
+        size_bytes: None,
+        outlives_container: true,
+        names: crate::record::build::names(Some(&worker), None),
+    };
+    let parts = observed::Parts {
+        anon: Some(20 * MIB),
+        shmem: Some(100 * MIB),
+        ..observed::Parts::default()
+    };
+    let top = Top {
+        filled: Some(filled(parts, vec![volume])),
+        ..Top::default()
+    };
+    let text = verdict(&small_victim(), &top, Flags::default(), HOURS_6);
+    assert!(
+        text.contains("(in emptyDir volume cache of pod pay-prod/ledger-api-7f9c, 100 MiB used)"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(
+            "Restarting the container will not free them: emptyDir volume cache belongs to pod \
+             pay-prod/ledger-api-7f9c, not to container worker, and keeps its files until the \
+             pod is deleted."
+        ),
         "{text}"
     );
 }
@@ -569,9 +622,9 @@ fn page_cache_the_kernel_could_not_reclaim_leads_with_why() {
     let text = verdict(&small_victim(), &top, Flags::default(), HOURS_6);
     assert!(
         text.starts_with(
-            "The limit of 128.0 MiB was filled by 94.0 MiB of page cache the kernel could not \
-             reclaim (84.0 MiB dirty or being written back, 10.0 MiB unevictable (mlocked or \
-             ramfs)); processes held 32.0 MiB (the killed one 27.5 MiB of its own). Killing a \
+            "The limit of 128 MiB was filled by 94 MiB of page cache the kernel could not \
+             reclaim (84 MiB dirty or being written back, 10 MiB unevictable (mlocked or \
+             ramfs)); processes held 32 MiB (the killed one 28 MiB of its own). Killing a \
              process does not free it."
         ),
         "{text}"
@@ -598,9 +651,9 @@ fn kernel_memory_leads_with_its_slab() {
     let text = verdict(&small_victim(), &top, Flags::default(), HOURS_6);
     assert!(
         text.starts_with(
-            "The limit of 128.0 MiB was filled by 118.0 MiB of the kernel's own memory \
-             (110.0 MiB slab: dentries, inodes and other kernel objects, 90.0 MiB of it \
-             reclaimable); processes held 10.0 MiB"
+            "The limit of 128 MiB was filled by 118 MiB of the kernel's own memory (110 MiB \
+             slab: dentries, inodes and other kernel objects, 90 MiB of it reclaimable); \
+             processes held 10 MiB"
         ),
         "{text}"
     );

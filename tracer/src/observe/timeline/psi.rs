@@ -12,20 +12,20 @@ use std::time::Duration;
 
 /// The trigger's window. Kernels since 6.5 let processes without CAP_SYS_RESOURCE (the agent,
 /// once attached) create triggers whose window is a multiple of 2 s.
-pub const TRIGGER_WINDOW: Duration = Duration::from_secs(2);
+pub(crate) const TRIGGER_WINDOW: Duration = Duration::from_secs(2);
 /// Stalls within the window that wake the recorder: 5 % of the time.
-pub const TRIGGER_STALL: Duration = Duration::from_millis(100);
+pub(crate) const TRIGGER_STALL: Duration = Duration::from_millis(100);
 
 /// The cumulative stall totals of one pressure file.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Totals {
+pub(crate) struct Totals {
     pub some_us: u64,
     pub full_us: u64,
 }
 
 /// `some avg10=0.00 avg60=0.00 avg300=0.00 total=479` and the same for `full`. `full` is
 /// absent from the host's CPU file only; a missing line counts as 0.
-pub fn parse(text: &str) -> Option<Totals> {
+pub(crate) fn parse(text: &str) -> Option<Totals> {
     let mut totals = None::<Totals>;
     for line in text.lines() {
         let mut fields = line.split_whitespace();
@@ -47,7 +47,7 @@ pub fn parse(text: &str) -> Option<Totals> {
 }
 
 /// Opens `path` with a trigger on it; the file then polls `POLLPRI` when the trigger fires.
-pub fn trigger(path: &Path) -> std::io::Result<File> {
+pub(crate) fn trigger(path: &Path) -> std::io::Result<File> {
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)

@@ -1,75 +1,98 @@
-//! A kill's question to the recorder: the recording of its domain up to the kill, with
-//! offsets relative to it. And the startup log's account of how the recorder runs.
+//! A kill's question to the recording: the recording of its domain up to the kill, with
+//! offsets relative to it, and what of it the recorder could not cover, and why.
 
-use super::discover;
-use super::psi;
-use super::recorder::{
-    FAST_HOLD, FAST_INTERVAL, GROWTH_FRACTION, GROWTH_UNLIMITED, HOST_PRESSURE,
-    MAX_RETIRED_CGROUPS, MAX_RETIRED_DOMAINS, SLOW_INTERVAL, State, THRESHOLDS_PERCENT,
-};
-use super::samples::{Domain, EventsSample, PressureSample, UsageSample};
-use super::series::Series;
-use super::{CgroupTimeline, Timeline, UsageAt};
-use crate::observe::cgroupfs::CgroupVersion;
+use super::plan::PER_DOMAIN;
+use super::recording::Recording;
+use super::samples::{CompositionSample, EventsSample};
+use super::tree::CgroupId;
+use super::{CgroupTimeline, NotCovered, Timeline, UsageAt};
 use crate::observe::snapshot::Scope;
-use std::time::Duration;
 
-impl State {
+impl Recording {
     pub(super) fn timeline(&self, scope: &Scope, kill_ns: u64) -> Timeline {
         let domain = match scope {
-            Scope::Cgroup(path) => self.domains.iter().find(|domain| domain.path == *path),
+            Scope::Cgroup(path) => self.domains.get(path.as_str()),
             Scope::Host => None,
         };
-        let members: Vec<String> = match (scope, domain) {
-            (Scope::Host, _) => self.host_members.clone(),
+        let members: Vec<CgroupId> = match (scope, domain) {
+            (Scope::Host, _) => self.host.clone(),
             (Scope::Cgroup(_), Some(domain)) => domain.members.clone(),
-            // Not a watched domain: whatever is recorded at or below it.
+            // Not a sampled domain: whatever is recorded at or below it.
             (Scope::Cgroup(path), None) => {
-                let mut below: Vec<(&String, u64)> = self
+                let mut below: Vec<(&CgroupId, u64)> = self
                     .cgroups
                     .iter()
-                    .filter(|(watched, _)| is_at_or_below(watched, path))
-                    .map(|(watched, cgroup)| {
-                        (watched, cgroup.series.last().map_or(0, |s| s.usage_bytes))
+                    .filter(|(recorded, _)| is_at_or_below(recorded, path))
+                    .map(|(recorded, cgroup)| {
+                        (recorded, cgroup.series.last().map_or(0, |s| s.usage_bytes))
                     })
                     .collect();
-                below.sort_by_key(|&(watched, usage)| (watched != path, std::cmp::Reverse(usage)));
+                below.sort_by_key(|&(recorded, usage)| {
+                    (**recorded != **path, std::cmp::Reverse(usage))
+                });
                 below
                     .into_iter()
-                    .take(discover::PER_DOMAIN)
-                    .map(|(watched, _)| watched.clone())
+                    .take(PER_DOMAIN)
+                    .map(|(recorded, _)| recorded.clone())
                     .collect()
             }
         };
-        let cgroups = members
-            .iter()
-            .filter_map(|path| {
-                let watched = self.cgroups.get(path)?;
-                let samples = without_repeats(
-                    watched
-                        .series
-                        .until(kill_ns)
-                        .map(|sample| UsageAt {
-                            offset_ms: offset_ms(sample.at_ns, kill_ns),
-                            usage_bytes: sample.usage_bytes,
-                        })
-                        .collect(),
-                );
-                if samples.is_empty() {
-                    return None;
-                }
-                let own = domain.filter(|domain| domain.path == *path);
-                Some(CgroupTimeline {
-                    path: path.clone(),
-                    limit_bytes: own.map(|domain| domain.limit_bytes),
-                    samples,
-                    events: own
-                        .and_then(|domain| domain.events.as_ref())
-                        .map(|events| events.deltas(kill_ns))
-                        .unwrap_or_default(),
+        let mut not_covered: Vec<(String, NotCovered)> = Vec::new();
+        let mut cgroups = Vec::new();
+        let window_ms = i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX);
+        for path in &members {
+            let samples = self
+                .cgroups
+                .get(path)
+                .map(|cgroup| {
+                    within_window(
+                        without_repeats(
+                            cgroup
+                                .series
+                                .until(kill_ns)
+                                .map(|sample| UsageAt {
+                                    offset_ms: offset_ms(sample.at_ns, kill_ns),
+                                    usage_bytes: sample.usage_bytes,
+                                })
+                                .collect(),
+                        ),
+                        window_ms,
+                    )
                 })
-            })
-            .collect();
+                .unwrap_or_default();
+            if samples.is_empty() {
+                if let Some(why) = self.not_covered.get(path) {
+                    not_covered.push((path.to_string(), why.clone()));
+                }
+                continue;
+            }
+            let own = domain.filter(|_| Some(&**path) == scope_path(scope));
+            cgroups.push(CgroupTimeline {
+                path: path.to_string(),
+                limit_bytes: own.map(|domain| domain.limit_bytes),
+                samples,
+                events: own
+                    .map(|domain| EventsSample::deltas(&domain.events, kill_ns))
+                    .unwrap_or_default(),
+                composition: own
+                    .map(|domain| CompositionSample::until(&domain.composition, kill_ns, window_ms))
+                    .unwrap_or_default(),
+            });
+        }
+        // The domain itself is never left out without a word.
+        if let Some(path) = scope_path(scope)
+            && !cgroups.iter().any(|cgroup| cgroup.path == path)
+            && !not_covered.iter().any(|(uncovered, _)| uncovered == path)
+        {
+            let why = match self.not_covered.get(path) {
+                Some(why) => why.clone(),
+                None if domain.is_none() && !self.cgroups.contains_key(path) => {
+                    self.beyond.clone().unwrap_or(NotCovered::NotSeenYet)
+                }
+                None => NotCovered::NotSeenYet,
+            };
+            not_covered.insert(0, (path.to_owned(), why));
+        }
         let pressure = domain
             .and_then(|domain| domain.pressure.as_ref())
             .or(self.host_pressure.as_ref())
@@ -78,65 +101,15 @@ impl State {
             window: self.window,
             pressure,
             cgroups,
+            not_covered,
         }
     }
+}
 
-    /// One paragraph for the startup log: what is recorded, how often, what wakes it, and the
-    /// most memory it holds.
-    pub(super) fn describe(&self) -> String {
-        let active: Vec<&Domain> = self.domains.iter().filter(|d| d.active).collect();
-        let mut wakes = Vec::new();
-        match &self.host_trigger {
-            Ok(_) => wakes.push(format!(
-                "memory pressure ({HOST_PRESSURE} trigger: some {} ms in {} s)",
-                psi::TRIGGER_STALL.as_millis(),
-                psi::TRIGGER_WINDOW.as_secs()
-            )),
-            Err(err) => log::warn!(
-                "memory timeline: no {HOST_PRESSURE} trigger ({err}): host-wide pressure does \
-                 not wake the recorder"
-            ),
-        }
-        let triggers = active.iter().filter(|d| d.trigger.is_some()).count();
-        if triggers > 0 {
-            wakes.push(format!(
-                "per-cgroup memory.pressure triggers ({triggers} of {} limits)",
-                active.len()
-            ));
-        }
-        match self.memory.version {
-            CgroupVersion::V1 => {
-                let thresholds = active.iter().filter(|d| d.thresholds.is_some()).count();
-                wakes.push(format!(
-                    "usage thresholds at {} % of each limit (cgroup v1 cgroup.event_control; \
-                     {thresholds} of {} limits)",
-                    THRESHOLDS_PERCENT.map(|p| p.to_string()).join("/"),
-                    active.len()
-                ));
-            }
-            CgroupVersion::V2 => wakes.push("memory.events notifications".to_owned()),
-        }
-        wakes.push(format!(
-            "growth of 1/{GROWTH_FRACTION} of a limit (or {} MiB) between samples",
-            GROWTH_UNLIMITED >> 20
-        ));
-        if self.inotify.is_some() {
-            wakes.push("new cgroups (inotify)".to_owned());
-        }
-        format!(
-            "memory timeline: the {} s before each kill, for the host's and each limit's \
-             biggest cgroups (watching {} cgroups under {} limits now; at most {}); sampled \
-             every {} s, every {} ms for {} s after a wake-up by {}; holds at most {} KiB",
-            self.window.as_secs(),
-            self.cgroups.values().filter(|c| c.usage.is_some()).count(),
-            active.len(),
-            discover::MAX_WATCHED,
-            SLOW_INTERVAL.as_secs(),
-            FAST_INTERVAL.as_millis(),
-            FAST_HOLD.as_secs(),
-            wakes.join(", "),
-            max_memory_bytes(self.window) >> 10
-        )
+fn scope_path(scope: &Scope) -> Option<&str> {
+    match scope {
+        Scope::Cgroup(path) => Some(path),
+        Scope::Host => None,
     }
 }
 
@@ -155,6 +128,25 @@ fn without_repeats(samples: Vec<UsageAt>) -> Vec<UsageAt> {
         .collect()
 }
 
+/// The samples of the window: the one from before it that a series keeps starts the window
+/// where the next is the same (a flat stretch that began earlier), and is left out otherwise.
+fn within_window(mut samples: Vec<UsageAt>, window_ms: i64) -> Vec<UsageAt> {
+    if samples
+        .first()
+        .is_some_and(|first| first.offset_ms < -window_ms)
+    {
+        match samples.get(1) {
+            Some(next) if next.usage_bytes == samples[0].usage_bytes => {
+                samples[0].offset_ms = -window_ms;
+            }
+            _ => {
+                samples.remove(0);
+            }
+        }
+    }
+    samples
+}
+
 pub(super) fn offset_ms(at_ns: u64, kill_ns: u64) -> i64 {
     (at_ns as i128 - kill_ns as i128).div_euclid(1_000_000) as i64
 }
@@ -167,21 +159,18 @@ fn is_at_or_below(path: &str, ancestor: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
-/// The most the recorder's samples take: every series full, in the powers of two a
-/// `VecDeque` grows in.
-pub fn max_memory_bytes(window: Duration) -> usize {
-    let samples = Series::<UsageSample>::capacity_for(window, FAST_INTERVAL).next_power_of_two();
-    let cgroups = discover::MAX_WATCHED + MAX_RETIRED_CGROUPS;
-    let domains = discover::MAX_DOMAINS + MAX_RETIRED_DOMAINS;
-    samples
-        * (cgroups * std::mem::size_of::<UsageSample>()
-            + (domains + 1) * std::mem::size_of::<PressureSample>()
-            + domains * std::mem::size_of::<EventsSample>())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observe::timeline::sampler::{Edit, Reading};
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    const SECOND: u64 = 1_000_000_000;
+
+    fn id(path: &str) -> CgroupId {
+        CgroupId::from(path)
+    }
 
     #[test]
     fn offsets_are_negative_before_the_kill() {
@@ -208,15 +197,90 @@ mod tests {
     }
 
     #[test]
+    fn a_stretch_begun_before_the_window_begins_with_it() {
+        let at = |offset_ms, usage_bytes| UsageAt {
+            offset_ms,
+            usage_bytes,
+        };
+        assert_eq!(
+            within_window(vec![at(-75_000, 5), at(-2_000, 5), at(-1_000, 9)], 60_000),
+            [at(-60_000, 5), at(-2_000, 5), at(-1_000, 9)]
+        );
+        assert_eq!(
+            within_window(vec![at(-60_500, 5), at(-59_500, 7)], 60_000),
+            [at(-59_500, 7)]
+        );
+    }
+
+    #[test]
     fn at_or_below_means_the_path_or_under_it() {
         assert!(is_at_or_below("/a/b", "/a"));
         assert!(is_at_or_below("/a", "/a"));
         assert!(!is_at_or_below("/ab", "/a"));
     }
 
+    fn recording() -> Recording {
+        let mut recording = Recording::new(Duration::from_secs(60), false, 8);
+        recording.apply(
+            vec![
+                Edit::Cgroup(id("/pod")),
+                Edit::Cgroup(id("/pod/c1")),
+                Edit::Domain {
+                    path: id("/pod"),
+                    limit_bytes: 1000,
+                    members: vec![id("/pod"), id("/pod/c1"), id("/pod/c2")],
+                    pressure: None,
+                },
+                Edit::NotCovered(HashMap::from([
+                    (id("/pod/c2"), NotCovered::CgroupBound { max: 2 }),
+                    (id("/other"), NotCovered::CgroupBound { max: 2 }),
+                ])),
+            ],
+            0,
+        );
+        for second in 1..=5 {
+            recording.push(&Reading {
+                at_ns: second * SECOND,
+                usage: vec![(id("/pod"), second * 100), (id("/pod/c1"), second * 90)],
+                ..Reading::default()
+            });
+        }
+        recording
+    }
+
     #[test]
-    fn the_memory_held_is_bounded() {
-        // A minute: well under a mebibyte, whatever the host.
-        assert!(max_memory_bytes(Duration::from_secs(60)) < 1 << 20);
+    fn a_domains_timeline_has_its_members_and_names_those_left_out() {
+        let recording = recording();
+        let timeline = recording.timeline(&Scope::Cgroup("/pod".to_owned()), 4 * SECOND + 1);
+        let paths: Vec<&str> = timeline.cgroups.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(paths, ["/pod", "/pod/c1"]);
+        assert_eq!(timeline.cgroups[0].limit_bytes, Some(1000));
+        assert_eq!(timeline.cgroups[1].limit_bytes, None);
+        // Only samples from before the kill.
+        assert_eq!(timeline.cgroups[0].samples.len(), 4);
+        assert_eq!(
+            timeline.not_covered,
+            [("/pod/c2".to_owned(), NotCovered::CgroupBound { max: 2 })]
+        );
+    }
+
+    #[test]
+    fn a_domain_not_sampled_says_why() {
+        let recording = recording();
+        let past_bound = recording.timeline(&Scope::Cgroup("/other".to_owned()), 5 * SECOND);
+        assert!(past_bound.cgroups.is_empty());
+        assert_eq!(
+            past_bound.not_covered,
+            [("/other".to_owned(), NotCovered::CgroupBound { max: 2 })]
+        );
+        let unseen = recording.timeline(&Scope::Cgroup("/new".to_owned()), 5 * SECOND);
+        assert_eq!(
+            unseen.not_covered,
+            [("/new".to_owned(), NotCovered::NotSeenYet)]
+        );
+        // Below a sampled cgroup, what is recorded there stands in.
+        let below = recording.timeline(&Scope::Cgroup("/pod/c1".to_owned()), 5 * SECOND);
+        assert_eq!(below.cgroups.len(), 1);
+        assert!(below.not_covered.is_empty());
     }
 }

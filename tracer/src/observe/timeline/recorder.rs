@@ -1,64 +1,41 @@
-//! The recorder's thread: it sleeps in `poll(2)` on the kernel's wake-ups (pressure triggers,
-//! usage thresholds, limit events, new cgroups) with the next sample's time as the timeout,
-//! and never polls in a loop. Its state sits behind a mutex that a kill's query takes briefly.
+//! The recorder's thread: it sleeps in `epoll_wait` on the kernel's wake-ups (pressure
+//! triggers, usage thresholds, limit events, new cgroups and limits) with the next sample's
+//! time as the timeout, and never polls in a loop. It reads its files on its own, and takes the
+//! recording's lock only to add what it read, so a kill's question waits microseconds.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::Timeline;
-use super::files::{self, Reread};
-use super::psi;
-use super::samples::{Domain, EventsFile, PressureFile, UsageSample};
-use super::series::Series;
+use super::recording::{Recording, Request, max_bytes_per_cgroup};
+use super::sampler::{
+    Coverage, FAST_HOLD, FAST_INTERVAL, GROWTH_FRACTION, GROWTH_UNLIMITED, HOST_PRESSURE,
+    SLOW_INTERVAL, STEADY_INTERVAL, Sampler, THRESHOLDS_PERCENT,
+};
+use super::tree::CgroupId;
 use super::warning::{self, DomainReading, Grower, PressureWarning, Thresholds, Warner};
+use super::{Timeline, files, psi};
 use crate::clock::monotonic_ns;
 use crate::observe::cgroupfs::{CgroupVersion, MemoryHierarchy};
 use crate::observe::snapshot::Scope;
 
-/// Between samples while nothing happens.
-pub const SLOW_INTERVAL: Duration = Duration::from_secs(1);
-/// Between samples after a wake-up.
-pub const FAST_INTERVAL: Duration = Duration::from_millis(100);
-/// How long one wake-up keeps the sampling fast.
-pub const FAST_HOLD: Duration = Duration::from_secs(10);
-/// A new look at the hierarchy at least this often: limits change, the biggest members too.
-pub(super) const DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
-/// After a new cgroup appears, the look waits this long for its siblings and limit.
-pub(super) const DISCOVERY_DEBOUNCE: Duration = Duration::from_millis(100);
-/// And never comes sooner than this after the last one: container churn costs little.
-pub(super) const DISCOVERY_MIN_GAP: Duration = Duration::from_secs(1);
-/// Usage thresholds registered on a v1 limit, as fractions of it: crossing one wakes the
-/// recorder.
-pub(super) const THRESHOLDS_PERCENT: [u64; 3] = [50, 75, 90];
-/// Growth between two samples that makes the sampling fast: this fraction of the domain's
-/// limit, or GROWTH_UNLIMITED for a cgroup no watched limit covers.
-pub(super) const GROWTH_FRACTION: u64 = 16;
-pub(super) const GROWTH_UNLIMITED: u64 = 64 << 20;
-/// Cgroups and domains kept after they left the plan (removed, or no longer the biggest), so
-/// that a kill reported a moment later still finds its lead-up.
-pub(super) const MAX_RETIRED_CGROUPS: usize = 16;
-pub(super) const MAX_RETIRED_DOMAINS: usize = 8;
 /// More wake-ups than this in a second mean a descriptor misbehaves: the thread then waits a
-/// fast interval between polls rather than spin.
-pub(super) const MAX_WAKEUPS_PER_SECOND: u32 = 100;
-pub(super) const HOST_PRESSURE: &str = "/proc/pressure/memory";
+/// fast interval between waits rather than spin.
+const MAX_WAKEUPS_PER_SECOND: u32 = 100;
 
 /// What only a process with all its privileges may open: the host's pressure trigger (kernels
 /// before 6.5 want CAP_SYS_RESOURCE for any trigger).
-pub struct Prepared {
+pub(crate) struct Prepared {
     host_trigger: io::Result<File>,
 }
 
 impl Prepared {
     /// Call it before the capabilities are dropped.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Prepared {
             host_trigger: psi::trigger(Path::new(HOST_PRESSURE)),
         }
@@ -66,99 +43,117 @@ impl Prepared {
 }
 
 /// `--warn-pressure`: when to warn, and where the warnings go.
-pub struct Warnings {
+pub(crate) struct Warnings {
     pub thresholds: Thresholds,
     pub sender: tokio::sync::mpsc::Sender<PressureWarning>,
 }
 
+struct WarningsState {
+    warner: Warner,
+    sender: tokio::sync::mpsc::Sender<PressureWarning>,
+    /// Warnings the agent had no room for.
+    dropped: u64,
+}
+
 /// The recorder; stops its thread when dropped.
-pub struct Recorder {
+pub(crate) struct Recorder {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    window: Duration,
 }
 
 struct Shared {
-    state: Mutex<State>,
+    recording: Mutex<Recording>,
+    /// How it runs, as of the last plan.
+    coverage: Mutex<Coverage>,
     /// Wakes the thread: a kill's request, or stopping.
     wake: File,
     stop: AtomicBool,
 }
 
 impl Recorder {
-    /// Looks at the hierarchy once, says how the recorder runs, and starts its thread.
-    pub fn start(
+    /// Walks the hierarchy once, samples it once, says how the recorder runs, and starts its
+    /// thread. At most `max_cgroups` cgroups are sampled.
+    pub(crate) fn start(
         prepared: Prepared,
         memory: MemoryHierarchy,
         window: Duration,
+        max_cgroups: usize,
         warnings: Option<Warnings>,
     ) -> io::Result<Recorder> {
+        raise_descriptor_limit();
         let now_ns = monotonic_ns();
-        let host_pressure = Reread::open(Path::new(HOST_PRESSURE))
-            .ok()
-            .map(|file| PressureFile {
-                source: HOST_PRESSURE.to_owned(),
-                file,
-                series: Series::default(),
-            });
-        let mut state = State {
+        let mut sampler = Sampler::new(memory, max_cgroups, prepared.host_trigger, now_ns)?;
+        let mut recording = Recording::new(
             window,
-            cgroup2: crate::observe::cgroupfs::find_cgroup2(),
-            memory,
-            host_trigger: prepared.host_trigger,
-            host_pressure,
-            cgroups: HashMap::new(),
-            domains: Vec::new(),
-            host_members: Vec::new(),
-            inotify: None,
-            fast_until_ns: 0,
-            discover_at_ns: now_ns,
-            last_discovery_ns: 0,
-            next_sample_ns: now_ns,
-            wakeups: (now_ns, 0),
-            warnings: warnings.map(|Warnings { thresholds, sender }| WarningsState {
-                warner: Warner::new(thresholds),
-                sender,
-                dropped: 0,
-            }),
-        };
-        state.discover(now_ns);
-        state.sample(now_ns);
-        log::info!("{}", state.describe());
-        state.warn(now_ns);
+            Path::new(HOST_PRESSURE).exists(),
+            sampler.max_retired(),
+        );
+        let edits = sampler.replan(now_ns);
+        recording.apply(edits, now_ns);
+        let reading = sampler.sample(now_ns);
+        recording.push(&reading);
+        let coverage = sampler.coverage();
+        log::info!("{}", describe(&coverage, window, recording.heap_bytes()));
+        let mut warnings = warnings.map(|Warnings { thresholds, sender }| WarningsState {
+            warner: Warner::new(thresholds),
+            sender,
+            dropped: 0,
+        });
+        if let Some(warnings) = &mut warnings {
+            warn(
+                warnings,
+                &recording,
+                &reading.domains,
+                &sampler.memory,
+                now_ns,
+            );
+        }
         let shared = Arc::new(Shared {
-            state: Mutex::new(state),
-            wake: files::eventfd()?,
+            recording: Mutex::new(recording),
+            coverage: Mutex::new(coverage),
+            wake: sampler.wake.try_clone()?,
             stop: AtomicBool::new(false),
         });
         let thread = std::thread::Builder::new()
             .name("oomtrace-timeline".to_owned())
             .spawn({
                 let shared = Arc::clone(&shared);
-                move || run(&shared)
+                move || run(&shared, sampler, warnings)
             })?;
         Ok(Recorder {
             shared,
             thread: Some(thread),
+            window,
         })
     }
 
     /// The recording of `scope`'s domain up to a kill captured at `kill_ns`. The kill also
-    /// makes the sampling fast for a while (a restart loop kills again soon), and a domain not
-    /// watched yet is looked for.
-    pub fn timeline(&self, scope: &Scope, kill_ns: u64) -> Timeline {
-        let mut state = self.shared.lock();
-        let timeline = state.timeline(scope, kill_ns);
-        let now_ns = monotonic_ns();
-        state.fast_until_ns = now_ns + FAST_HOLD.as_nanos() as u64;
-        state.next_sample_ns = state.next_sample_ns.min(now_ns);
-        if let Scope::Cgroup(path) = scope
-            && !state.domains.iter().any(|domain| domain.path == *path)
-        {
-            state.discover_soon(now_ns);
-        }
-        drop(state);
+    /// makes the domain's sampling fast for a while (a restart loop kills again soon), and a
+    /// domain not sampled yet is looked for.
+    pub(crate) fn timeline(&self, scope: &Scope, kill_ns: u64) -> Timeline {
+        let mut recording = self.shared.lock();
+        let timeline = recording.timeline(scope, kill_ns);
+        recording.requests.push(match scope {
+            Scope::Cgroup(path) => Request::Fast(path.clone()),
+            Scope::Host => Request::HostFast,
+        });
+        drop(recording);
         files::signal(&self.shared.wake);
         timeline
+    }
+
+    pub(crate) fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// How the recorder runs on this host now: what it covers and what wakes it.
+    pub(crate) fn coverage(&self) -> Coverage {
+        self.shared
+            .coverage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -175,365 +170,463 @@ impl Drop for Recorder {
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, Recording> {
         // A panic while sampling leaves plain data behind: go on with it.
-        self.state
+        self.recording
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
-/// What woke the thread.
-#[derive(Clone, Copy, Debug)]
-enum Source {
-    Wake,
-    NewCgroup,
-    HostTrigger,
-    DomainTrigger(usize),
-    Threshold(usize),
-    Events(usize),
-}
-
-fn run(shared: &Shared) {
+fn run(shared: &Shared, mut sampler: Sampler, mut warnings: Option<WarningsState>) {
+    let mut ready = Vec::new();
+    let mut wakeups = (monotonic_ns(), 0u32);
     loop {
-        let (mut fds, sources, timeout_ms) = {
-            let state = shared.lock();
-            let (fds, sources) = state.poll_set(&shared.wake);
-            let next = state.next_due_ns();
-            let timeout_ns = next.saturating_sub(monotonic_ns());
-            (
-                fds,
-                sources,
-                timeout_ns.div_ceil(1_000_000).min(60_000) as i32,
-            )
-        };
-        // SAFETY: `fds` is a valid array of `fds.len()` pollfds for the whole call.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        let timeout_ns = sampler
+            .schedule
+            .next_due_ns()
+            .saturating_sub(monotonic_ns());
+        let timeout_ms = timeout_ns.div_ceil(1_000_000).min(60_000) as i32;
+        ready.clear();
+        if let Err(err) = sampler.epoll.wait(&mut ready, timeout_ms) {
+            log::error!("memory timeline: epoll_wait failed, recording stops: {err}");
+            return;
+        }
         if shared.stop.load(Ordering::Relaxed) {
             return;
         }
-        if ready < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                log::error!("memory timeline: poll failed, recording stops: {err}");
-                return;
-            }
-        }
-        let mut state = shared.lock();
         let now_ns = monotonic_ns();
-        if state.too_many_wakeups(now_ns) {
-            drop(state);
+        if too_many_wakeups(&mut wakeups, now_ns) {
             std::thread::sleep(FAST_INTERVAL);
             continue;
         }
-        for (fd, source) in fds.iter().zip(&sources) {
-            if fd.revents != 0 {
-                state.woken(*source, fd.revents, &shared.wake, now_ns);
+        let woken = sampler.woken(&ready, now_ns);
+        let mut edits = Vec::new();
+        if woken.wake {
+            let requests = std::mem::take(&mut shared.lock().requests);
+            for request in requests {
+                match request {
+                    Request::Fast(path) if sampler.is_domain(&path) => sampler.fast(&path, now_ns),
+                    Request::Fast(_) => sampler.replan_soon(now_ns),
+                    Request::HostFast => sampler.host_fast(now_ns),
+                }
             }
         }
-        if now_ns >= state.discover_at_ns {
-            state.discover(now_ns);
+        if woken.inotify {
+            edits.extend(sampler.update(now_ns));
         }
-        if now_ns >= state.next_sample_ns {
-            state.sample(now_ns);
-            state.warn(now_ns);
+        if sampler.schedule.rewalk_at_ns.is_some_and(|at| now_ns >= at) {
+            edits.extend(sampler.rewalk(now_ns));
+        }
+        if now_ns >= sampler.schedule.replan_at_ns {
+            edits.extend(sampler.replan(now_ns));
+        }
+        let mut covered_anew = !edits.is_empty();
+        if covered_anew {
+            shared.lock().apply(edits, now_ns);
+        }
+        let due = sampler
+            .schedule
+            .next_slow_ns
+            .min(sampler.schedule.next_fast_ns.unwrap_or(u64::MAX));
+        if now_ns >= due {
+            let reading = sampler.sample(now_ns);
+            let mut recording = shared.lock();
+            recording.push(&reading);
+            if let Some(warnings) = &mut warnings {
+                warn(
+                    warnings,
+                    &recording,
+                    &reading.domains,
+                    &sampler.memory,
+                    now_ns,
+                );
+            }
+            recording.purge(now_ns);
+            covered_anew |= reading.rearmed;
+        }
+        if covered_anew {
+            let coverage = sampler.coverage();
+            *shared
+                .coverage
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = coverage;
         }
     }
 }
 
-pub(super) struct State {
-    pub(super) window: Duration,
-    pub(super) memory: MemoryHierarchy,
-    /// Where per-cgroup `memory.pressure` is.
-    pub(super) cgroup2: Option<PathBuf>,
-    pub(super) host_trigger: io::Result<File>,
-    pub(super) host_pressure: Option<PressureFile>,
-    pub(super) cgroups: HashMap<String, Watched>,
-    pub(super) domains: Vec<Domain>,
-    pub(super) host_members: Vec<String>,
-    pub(super) inotify: Option<File>,
-    pub(super) fast_until_ns: u64,
-    pub(super) discover_at_ns: u64,
-    pub(super) last_discovery_ns: u64,
-    pub(super) next_sample_ns: u64,
-    /// The second being counted, and the wake-ups in it.
-    pub(super) wakeups: (u64, u32),
-    pub(super) warnings: Option<WarningsState>,
+fn too_many_wakeups((second, count): &mut (u64, u32), now_ns: u64) -> bool {
+    if now_ns >= *second + 1_000_000_000 {
+        (*second, *count) = (now_ns, 0);
+        return false;
+    }
+    *count += 1;
+    if *count == MAX_WAKEUPS_PER_SECOND {
+        log::warn!(
+            "memory timeline: over {MAX_WAKEUPS_PER_SECOND} wake-ups in a second; slowing down"
+        );
+    }
+    *count >= MAX_WAKEUPS_PER_SECOND
 }
 
-pub(super) struct WarningsState {
-    pub(super) warner: Warner,
-    sender: tokio::sync::mpsc::Sender<PressureWarning>,
-    /// Warnings the agent had no room for.
-    dropped: u64,
-}
-
-pub(super) struct Watched {
-    /// Open while the cgroup is in the plan and exists.
-    pub(super) usage: Option<Reread>,
-    pub(super) series: Series<UsageSample>,
-    /// Growth between samples that makes the sampling fast.
-    pub(super) growth_step: u64,
-}
-
-impl State {
-    fn fast(&self, now_ns: u64) -> bool {
-        now_ns < self.fast_until_ns
-    }
-
-    pub(super) fn wake_fast(&mut self, now_ns: u64) {
-        self.fast_until_ns = now_ns + FAST_HOLD.as_nanos() as u64;
-        self.next_sample_ns = self
-            .next_sample_ns
-            .min(now_ns + FAST_INTERVAL.as_nanos() as u64);
-    }
-
-    pub(super) fn discover_soon(&mut self, now_ns: u64) {
-        let earliest = (now_ns + DISCOVERY_DEBOUNCE.as_nanos() as u64)
-            .max(self.last_discovery_ns + DISCOVERY_MIN_GAP.as_nanos() as u64);
-        self.discover_at_ns = self.discover_at_ns.min(earliest);
-    }
-
-    fn next_due_ns(&self) -> u64 {
-        self.next_sample_ns.min(self.discover_at_ns)
-    }
-
-    fn too_many_wakeups(&mut self, now_ns: u64) -> bool {
-        let (second, count) = &mut self.wakeups;
-        if now_ns >= *second + 1_000_000_000 {
-            (*second, *count) = (now_ns, 0);
-            return false;
-        }
-        *count += 1;
-        if *count == MAX_WAKEUPS_PER_SECOND {
-            log::warn!(
-                "memory timeline: over {MAX_WAKEUPS_PER_SECOND} wake-ups in a second; slowing \
-                 down"
-            );
-        }
-        *count >= MAX_WAKEUPS_PER_SECOND
-    }
-
-    fn poll_set(&self, wake: &File) -> (Vec<libc::pollfd>, Vec<Source>) {
-        let mut fds = Vec::new();
-        let mut sources = Vec::new();
-        let mut add = |file: &File, events: libc::c_short, source: Source| {
-            fds.push(libc::pollfd {
-                fd: file.as_raw_fd(),
-                events,
-                revents: 0,
-            });
-            sources.push(source);
-        };
-        add(wake, libc::POLLIN, Source::Wake);
-        if let Some(inotify) = &self.inotify {
-            add(inotify, libc::POLLIN, Source::NewCgroup);
-        }
-        if let Ok(trigger) = &self.host_trigger {
-            add(trigger, libc::POLLPRI, Source::HostTrigger);
-        }
-        for (index, domain) in self.domains.iter().enumerate() {
-            if let Some(trigger) = &domain.trigger {
-                add(trigger, libc::POLLPRI, Source::DomainTrigger(index));
-            }
-            if let Some(thresholds) = &domain.thresholds {
-                add(thresholds, libc::POLLIN, Source::Threshold(index));
-            }
-            if let Some(EventsFile {
-                file: Some(file),
-                version: CgroupVersion::V2,
-                ..
-            }) = &domain.events
-            {
-                add(file.file(), libc::POLLPRI, Source::Events(index));
-            }
-        }
-        (fds, sources)
-    }
-
-    fn woken(&mut self, source: Source, revents: libc::c_short, wake: &File, now_ns: u64) {
-        let failed = revents & (libc::POLLERR | libc::POLLNVAL | libc::POLLHUP) != 0;
-        match source {
-            Source::Wake => {
-                files::drain(wake);
-            }
-            Source::NewCgroup => {
-                if let Some(inotify) = &self.inotify {
-                    files::drain(inotify);
-                }
-                self.discover_soon(now_ns);
-            }
-            Source::HostTrigger => {
-                if failed {
-                    log::warn!("memory timeline: {HOST_PRESSURE} trigger failed; dropped");
-                    self.host_trigger = Err(io::Error::other("the trigger failed"));
-                } else {
-                    self.wake_fast(now_ns);
-                }
-            }
-            Source::DomainTrigger(index) => {
-                // A removed cgroup's file reports an error forever: let it go.
-                if failed {
-                    self.domains[index].trigger = None;
-                    self.discover_soon(now_ns);
-                } else {
-                    self.wake_fast(now_ns);
-                }
-            }
-            Source::Threshold(index) => {
-                if let Some(thresholds) = &self.domains[index].thresholds {
-                    files::drain(thresholds);
-                }
-                self.wake_fast(now_ns);
-            }
-            Source::Events(index) => {
-                // A kernfs notification polls as an error until the file is read again.
-                let domain = &mut self.domains[index];
-                if let Some(events) = &mut domain.events
-                    && !events.sample(now_ns, self.window)
-                {
-                    events.file = None;
-                    self.discover_soon(now_ns);
-                }
-                self.wake_fast(now_ns);
-            }
-        }
-    }
-
-    /// `--warn-pressure`: each limited cgroup sampled just now, against the thresholds.
-    fn warn(&mut self, now_ns: u64) {
-        let State {
-            warnings: Some(warnings),
-            domains,
-            cgroups,
-            memory,
-            ..
-        } = self
+/// `--warn-pressure`: each domain sampled just now, against the thresholds.
+fn warn(
+    warnings: &mut WarningsState,
+    recording: &Recording,
+    sampled: &[CgroupId],
+    memory: &MemoryHierarchy,
+    now_ns: u64,
+) {
+    for path in sampled {
+        let (Some(domain), Some(own)) = (recording.domains.get(path), recording.cgroups.get(path))
         else {
-            return;
+            continue;
         };
-        for domain in domains.iter().filter(|domain| domain.active) {
-            let Some(watched) = cgroups.get(&domain.path) else {
-                continue;
-            };
-            let Some(newest) = watched
-                .series
-                .last()
-                .filter(|sample| sample.at_ns == now_ns)
-            else {
-                continue;
-            };
-            let reading = DomainReading {
-                path: &domain.path,
-                limit_bytes: domain.limit_bytes,
-                usage_bytes: newest.usage_bytes,
-                growth: warning::growth(&watched.series, |sample| sample.usage_bytes),
-                stall: domain.pressure.as_ref().and_then(|pressure| {
-                    warning::stall_share(&pressure.series, |sample| {
-                        (sample.totals.some_us, sample.totals.full_us)
-                    })
-                }),
-            };
-            let Some((reason, working_set_bytes)) = warnings
-                .warner
-                .check(&reading, now_ns, || memory.working_set_bytes(&domain.path))
-            else {
-                continue;
-            };
-            // The member below the domain that grew fastest: who is taking the memory.
-            let grower = domain
-                .members
-                .iter()
-                .filter(|member| **member != domain.path)
-                .filter_map(|member| {
-                    let series = &cgroups.get(member)?.series;
-                    let growth = warning::growth(series, |sample| sample.usage_bytes)?;
-                    Some(Grower {
-                        path: member.clone(),
-                        usage_bytes: series.last()?.usage_bytes,
-                        growth,
-                    })
+        let Some(newest) = own.series.last().filter(|sample| sample.at_ns == now_ns) else {
+            continue;
+        };
+        let reading = DomainReading {
+            path,
+            limit_bytes: domain.limit_bytes,
+            usage_bytes: newest.usage_bytes,
+            growth: warning::growth(&own.series, |sample| sample.usage_bytes),
+            stall: domain.pressure.as_ref().and_then(|pressure| {
+                warning::stall_share(&pressure.series, |sample| {
+                    (sample.totals.some_us, sample.totals.full_us)
                 })
-                .filter(|grower| grower.growth.bytes_per_second > 0)
-                .max_by_key(|grower| grower.growth.bytes_per_second);
-            let warning = PressureWarning {
-                at_ns: now_ns,
-                reason,
-                thresholds: warnings.warner.thresholds(),
-                domain: domain.path.clone(),
-                limit_bytes: domain.limit_bytes,
-                usage_bytes: reading.usage_bytes,
-                working_set_bytes,
-                growth: reading.growth,
-                stall: reading.stall,
-                grower,
-            };
-            if warnings.sender.try_send(warning).is_err() {
-                warnings.dropped += 1;
-                if warnings.dropped.is_power_of_two() {
-                    log::warn!(
-                        "memory pressure: {} warnings dropped, the agent was busy or stopping",
-                        warnings.dropped
-                    );
-                }
+            }),
+        };
+        let Some((reason, working_set_bytes)) = warnings
+            .warner
+            .check(&reading, now_ns, || memory.working_set_bytes(path))
+        else {
+            continue;
+        };
+        // The member below the domain that grew fastest: who is taking the memory.
+        let grower = domain
+            .members
+            .iter()
+            .filter(|member| *member != path)
+            .filter_map(|member| {
+                let series = &recording.cgroups.get(member)?.series;
+                let growth = warning::growth(series, |sample| sample.usage_bytes)?;
+                Some(Grower {
+                    path: member.to_string(),
+                    usage_bytes: series.last()?.usage_bytes,
+                    growth,
+                })
+            })
+            .filter(|grower| grower.growth.bytes_per_second > 0)
+            .max_by_key(|grower| grower.growth.bytes_per_second);
+        let warning = PressureWarning {
+            at_ns: now_ns,
+            reason,
+            thresholds: warnings.warner.thresholds(),
+            domain: path.to_string(),
+            limit_bytes: domain.limit_bytes,
+            usage_bytes: reading.usage_bytes,
+            working_set_bytes,
+            growth: reading.growth,
+            stall: reading.stall,
+            grower,
+        };
+        if warnings.sender.try_send(warning).is_err() {
+            warnings.dropped += 1;
+            if warnings.dropped.is_power_of_two() {
+                log::warn!(
+                    "memory pressure: {} warnings dropped, the agent was busy or stopping",
+                    warnings.dropped
+                );
+            }
+        }
+    }
+}
+
+/// The recorder keeps a descriptor or three open per cgroup it samples: raise the soft limit on
+/// open files to the hard one, which any process may (systemd's default soft limit is 1,024).
+fn raise_descriptor_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// One paragraph for the startup log: what is recorded, how often, what wakes it, its bounds
+/// and the memory it holds.
+pub(super) fn describe(coverage: &Coverage, window: Duration, held_bytes: usize) -> String {
+    let Coverage {
+        limits,
+        domains,
+        watched,
+        bound,
+        not_covered,
+        first_not_covered,
+        beyond,
+        host_trigger,
+        cgroup_triggers,
+        armed: _,
+        triggers: _,
+        thresholds: _,
+        events,
+        inotify,
+        version,
+    } = coverage;
+    let mut wakes = Vec::new();
+    match host_trigger {
+        Ok(()) => wakes.push(format!(
+            "host-wide memory pressure ({HOST_PRESSURE} trigger: some {} ms in {} s)",
+            psi::TRIGGER_STALL.as_millis(),
+            psi::TRIGGER_WINDOW.as_secs()
+        )),
+        Err(err) => wakes.push(format!(
+            "not host-wide pressure (no {HOST_PRESSURE} trigger: {err})"
+        )),
+    }
+    let mut armed = Vec::new();
+    match cgroup_triggers {
+        Some(Ok(())) => armed.push("a memory.pressure trigger".to_owned()),
+        Some(Err(err)) => wakes.push(format!("not a cgroup's pressure ({err})")),
+        None => {}
+    }
+    if *version == Some(CgroupVersion::V1) {
+        armed.push(format!(
+            "usage thresholds at {} % of its limit (cgroup.event_control)",
+            THRESHOLDS_PERCENT.map(|p| p.to_string()).join("/")
+        ));
+    }
+    if !armed.is_empty() {
+        wakes.push(format!(
+            "once a domain is half full, {}",
+            armed.join(" and ")
+        ));
+    }
+    if *version == Some(CgroupVersion::V2) {
+        wakes.push(format!(
+            "memory.events notifications ({events} of {domains} limits)"
+        ));
+    }
+    wakes.push(format!(
+        "growth of 1/{GROWTH_FRACTION} of a limit (or {} MiB) between samples",
+        GROWTH_UNLIMITED >> 20
+    ));
+    let found = match inotify {
+        Ok(()) => "new cgroups and changed limits are seen at once (inotify)".to_owned(),
+        Err(err) => {
+            format!("new cgroups and changed limits are seen by a walk every 30 s (inotify: {err})")
+        }
+    };
+    let per_cgroup = max_bytes_per_cgroup(window);
+    let mut text = format!(
+        "memory timeline: the {} s before each kill, for every cgroup with a memory limit and \
+         the host's biggest entries: {domains} of {limits} limits, {watched} cgroups sampled \
+         (at most {bound}, --timeline-max-cgroups); each read every {} s (every {} s while it \
+         does not change), a domain every {} ms for {} s after a wake-up by {}; {found}; holds \
+         {} KiB now, at most {:.1} KiB per cgroup ({} MiB at the bound)",
+        window.as_secs(),
+        SLOW_INTERVAL.as_secs(),
+        STEADY_INTERVAL.as_secs(),
+        FAST_INTERVAL.as_millis(),
+        FAST_HOLD.as_secs(),
+        wakes.join(", "),
+        held_bytes >> 10,
+        per_cgroup as f64 / 1024.0,
+        per_cgroup.saturating_mul(*bound) >> 20,
+    );
+    if *not_covered > 0 {
+        text.push_str(&format!("; {not_covered} cgroups not covered"));
+        if let Some((path, why)) = first_not_covered {
+            text.push_str(&format!(" (such as {path}: {})", why.describe()));
+        }
+    }
+    if let Some(beyond) = beyond {
+        text.push_str(&format!("; not walked: {beyond}"));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::timeline::NotCovered;
+    use crate::observe::timeline::tree::fake::FakeHierarchy;
+    use std::time::Instant;
+
+    const MIB: u64 = 1 << 20;
+
+    impl Prepared {
+        fn without_trigger() -> Self {
+            Prepared {
+                host_trigger: Err(io::Error::other("not in a unit test")),
             }
         }
     }
 
-    pub(super) fn sample(&mut self, now_ns: u64) {
-        let window = self.window;
-        if let Some(pressure) = &mut self.host_pressure {
-            pressure.sample(now_ns, window);
+    fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(8);
+        while !done() {
+            assert!(Instant::now() < deadline, "not within 8 s: {what}");
+            std::thread::sleep(Duration::from_millis(50));
         }
-        let mut grew = false;
-        let mut gone = false;
-        for watched in self.cgroups.values_mut() {
-            let Some(usage) = &watched.usage else {
-                continue;
-            };
-            match usage.number() {
-                Ok(Some(usage_bytes)) => {
-                    grew |= watched.series.last().is_some_and(|last| {
-                        usage_bytes >= last.usage_bytes.saturating_add(watched.growth_step)
-                    });
-                    watched.series.push(
-                        UsageSample {
-                            at_ns: now_ns,
-                            usage_bytes,
-                        },
-                        window,
-                    );
-                }
-                Ok(None) => {}
-                Err(_) => {
-                    watched.usage = None;
-                    gone = true;
-                }
-            }
+    }
+
+    fn own(timeline: &Timeline, path: &str) -> Option<(Option<u64>, usize)> {
+        timeline
+            .cgroups
+            .iter()
+            .find(|cgroup| cgroup.path == path)
+            .map(|cgroup| (cgroup.limit_bytes, cgroup.samples.len()))
+    }
+
+    #[test]
+    fn hundreds_of_limits_are_all_sampled_and_new_ones_and_changes_seen_at_once() {
+        let fake = FakeHierarchy::new("recorder");
+        for pod in 0..300 {
+            fake.cgroup(&format!("/pods/p{pod}"), 1000 + pod, Some(64 * MIB));
         }
-        for domain in self.domains.iter_mut().filter(|domain| domain.active) {
-            if let Some(pressure) = &mut domain.pressure
-                && !pressure.sample(now_ns, window)
-            {
-                domain.pressure = None;
-            }
-            if let Some(events) = &mut domain.events
-                && !events.sample(now_ns, window)
-            {
-                events.file = None;
-            }
+        let recorder = Recorder::start(
+            Prepared::without_trigger(),
+            fake.memory(),
+            Duration::from_secs(60),
+            4096,
+            None,
+        )
+        .unwrap();
+        let coverage = recorder.coverage();
+        assert_eq!((coverage.limits, coverage.domains), (300, 300));
+        assert_eq!(coverage.not_covered, 0);
+        assert!(coverage.inotify.is_ok(), "{coverage:?}");
+
+        // A container made after startup, then limited, then growing.
+        fake.cgroup("/pods/new", 10, None);
+        fake.set_limit("/pods/new", Some(32 * MIB));
+        eventually("the new limit is a domain", || {
+            recorder.coverage().domains == 301
+        });
+        let started = Instant::now();
+        for step in 1..=4 {
+            fake.set_usage("/pods/new", step * MIB);
+            std::thread::sleep(Duration::from_millis(1100));
         }
-        if gone {
-            self.discover_soon(now_ns);
+        let kill_ns = monotonic_ns();
+        let timeline = recorder.timeline(&Scope::Cgroup("/pods/new".to_owned()), kill_ns);
+        let (limit, samples) = own(&timeline, "/pods/new").expect("the new cgroup's samples");
+        assert_eq!(limit, Some(32 * MIB));
+        assert!(
+            samples >= 4,
+            "{samples} samples over {:?}: {timeline:?}",
+            started.elapsed()
+        );
+        assert!(timeline.not_covered.is_empty(), "{timeline:?}");
+
+        // A limit lowered after startup is the domain's limit within a second.
+        fake.set_limit("/pods/p5", Some(16 * MIB));
+        let lowered = Instant::now();
+        eventually("the lowered limit", || {
+            let timeline = recorder.timeline(&Scope::Cgroup("/pods/p5".to_owned()), monotonic_ns());
+            own(&timeline, "/pods/p5").is_some_and(|(limit, _)| limit == Some(16 * MIB))
+        });
+        assert!(
+            lowered.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            lowered.elapsed()
+        );
+
+        // Half full: armed with usage thresholds (registered by the arming thread), which
+        // wake the recorder; a quarter full no more: disarmed.
+        fake.set_usage("/pods/p3", 40 * MIB);
+        eventually("the half-full domain is armed", || {
+            recorder.coverage().armed == 1
+        });
+        let control = fake.dir("/pods/p3").join("cgroup.event_control");
+        eventually("its thresholds are registered", || {
+            std::fs::read_to_string(&control).is_ok_and(|line| line.ends_with(" 60397920"))
+        });
+        fake.set_usage("/pods/p3", MIB);
+        eventually("the emptied domain is disarmed", || {
+            recorder.coverage().armed == 0
+        });
+
+        // Gone: its recording stays for kills reported late.
+        fake.remove("/pods/p7");
+        eventually("the removed cgroup is let go", || {
+            recorder.coverage().domains == 300
+        });
+        let late = recorder.timeline(&Scope::Cgroup("/pods/p7".to_owned()), monotonic_ns());
+        assert!(own(&late, "/pods/p7").is_some(), "{late:?}");
+    }
+
+    #[test]
+    fn a_steady_neighbour_is_read_up_to_the_kill_while_its_domain_fills() {
+        let fake = FakeHierarchy::new("neighbour");
+        fake.cgroup("/parent", 48 * MIB, Some(192 * MIB));
+        fake.cgroup("/parent/steady", 48 * MIB, None);
+        fake.cgroup("/parent/grower", 0, None);
+        let recorder = Recorder::start(
+            Prepared::without_trigger(),
+            fake.memory(),
+            Duration::from_secs(60),
+            4096,
+            None,
+        )
+        .unwrap();
+        // Long enough for both children to count as steady (read every 5 s only).
+        std::thread::sleep(Duration::from_secs(7));
+        // Then the grower fills the domain in 3 s: the domain and all its members go fast.
+        // A new cgroup beside them makes the plan rank the domain's members again.
+        fake.cgroup("/parent/late", 0, None);
+        for step in 1..=28u64 {
+            fake.set_usage("/parent/grower", step * 5 * MIB);
+            fake.set_usage("/parent", 48 * MIB + step * 5 * MIB);
+            std::thread::sleep(Duration::from_millis(100));
         }
-        if grew {
-            self.wake_fast(now_ns);
+        let timeline = recorder.timeline(&Scope::Cgroup("/parent".to_owned()), monotonic_ns());
+        let steady = timeline
+            .cgroups
+            .iter()
+            .find(|cgroup| cgroup.path == "/parent/steady")
+            .unwrap_or_else(|| panic!("no neighbour: {timeline:?}"));
+        let last = steady.samples.last().expect("a sample").offset_ms;
+        assert!(
+            last >= -1500,
+            "last neighbour sample at {last} ms: {timeline:#?}"
+        );
+    }
+
+    #[test]
+    fn past_its_bound_a_kill_is_told_why_there_is_no_timeline() {
+        let fake = FakeHierarchy::new("bound");
+        for pod in 0..50 {
+            // The higher the number, the fuller.
+            fake.cgroup(&format!("/p{pod:02}"), pod * MIB, Some(64 * MIB));
         }
-        let interval = if self.fast(now_ns) {
-            FAST_INTERVAL
-        } else {
-            SLOW_INTERVAL
-        };
-        self.next_sample_ns = now_ns + interval.as_nanos() as u64;
+        let recorder = Recorder::start(
+            Prepared::without_trigger(),
+            fake.memory(),
+            Duration::from_secs(60),
+            20,
+            None,
+        )
+        .unwrap();
+        let coverage = recorder.coverage();
+        assert_eq!((coverage.limits, coverage.watched), (50, 20));
+        assert_eq!(coverage.not_covered, 30);
+        let line = describe(&coverage, Duration::from_secs(60), 0);
+        assert!(line.contains("30 cgroups not covered"), "{line}");
+        let fullest = recorder.timeline(&Scope::Cgroup("/p49".to_owned()), monotonic_ns());
+        assert!(own(&fullest, "/p49").is_some());
+        let emptiest = recorder.timeline(&Scope::Cgroup("/p00".to_owned()), monotonic_ns());
+        assert!(emptiest.cgroups.is_empty());
+        assert_eq!(
+            emptiest.not_covered,
+            [("/p00".to_owned(), NotCovered::CgroupBound { max: 20 })]
+        );
     }
 }

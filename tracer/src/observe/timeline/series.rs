@@ -7,17 +7,17 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 /// Samples younger than this are all kept.
-pub const FINE_SPAN: Duration = Duration::from_secs(5);
+pub(crate) const FINE_SPAN: Duration = Duration::from_secs(5);
 /// Older samples are thinned to one per this.
-pub const COARSE_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const COARSE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Something sampled at a CLOCK_MONOTONIC time.
-pub trait Timed {
+pub(crate) trait Timed {
     fn at_ns(&self) -> u64;
 }
 
 #[derive(Clone, Debug)]
-pub struct Series<T> {
+pub(crate) struct Series<T> {
     samples: VecDeque<T>,
     /// How many of the oldest samples are past FINE_SPAN and thinned already.
     thinned: usize,
@@ -33,15 +33,18 @@ impl<T> Default for Series<T> {
 }
 
 impl<T: Timed> Series<T> {
-    /// Adds a sample taken now (`sample.at_ns()`), forgetting what is older than `window`.
-    pub fn push(&mut self, sample: T, window: Duration) {
+    /// Adds a sample taken now (`sample.at_ns()`), forgetting what is older than `window`
+    /// but the last sample before it.
+    pub(crate) fn push(&mut self, sample: T, window: Duration) {
         let now_ns = sample.at_ns();
         self.samples.push_back(sample);
         let window_start = now_ns.saturating_sub(window.as_nanos() as u64);
+        // One sample at or before the window's start is kept: the value there (a flat stretch
+        // that began earlier still begins with the window).
         while self
             .samples
-            .front()
-            .is_some_and(|oldest| oldest.at_ns() < window_start)
+            .get(1)
+            .is_some_and(|second| second.at_ns() <= window_start)
         {
             self.samples.pop_front();
             self.thinned = self.thinned.saturating_sub(1);
@@ -61,19 +64,44 @@ impl<T: Timed> Series<T> {
         }
     }
 
+    /// Adds a sample as [`push`](Self::push) does, except where it is the same as the two
+    /// before it (`same`): then it only moves the end of their flat stretch, which a reader
+    /// draws the same, so a cgroup that does not change holds two samples, not sixty.
+    pub(crate) fn push_merging(
+        &mut self,
+        sample: T,
+        window: Duration,
+        same: impl Fn(&T, &T) -> bool,
+    ) {
+        let len = self.samples.len();
+        if len >= 2
+            && same(&self.samples[len - 1], &sample)
+            && same(&self.samples[len - 2], &sample)
+        {
+            self.samples.pop_back();
+            self.thinned = self.thinned.min(self.samples.len());
+        }
+        self.push(sample, window);
+    }
+
+    /// Bytes held, as allocated.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.samples.capacity() * std::mem::size_of::<T>()
+    }
+
     /// The samples taken at or before `until_ns`, oldest first.
-    pub fn until(&self, until_ns: u64) -> impl Iterator<Item = &T> {
+    pub(crate) fn until(&self, until_ns: u64) -> impl Iterator<Item = &T> {
         self.samples
             .iter()
             .take_while(move |sample| sample.at_ns() <= until_ns)
     }
 
-    pub fn last(&self) -> Option<&T> {
+    pub(crate) fn last(&self) -> Option<&T> {
         self.samples.back()
     }
 
     /// The newest sample taken at or before `at_ns`, else the oldest there is.
-    pub fn at_or_before(&self, at_ns: u64) -> Option<&T> {
+    pub(crate) fn at_or_before(&self, at_ns: u64) -> Option<&T> {
         self.samples
             .iter()
             .rev()
@@ -81,13 +109,18 @@ impl<T: Timed> Series<T> {
             .or(self.samples.front())
     }
 
+    /// The oldest sample taken after `at_ns`.
+    pub(crate) fn after(&self, at_ns: u64) -> Option<&T> {
+        self.samples.iter().find(|sample| sample.at_ns() > at_ns)
+    }
+
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.samples.len()
     }
 
     /// The most samples one series holds over `window`: bounds the recorder's memory.
-    pub fn capacity_for(window: Duration, fastest: Duration) -> usize {
+    pub(crate) fn capacity_for(window: Duration, fastest: Duration) -> usize {
         let fine = FINE_SPAN.min(window).as_millis() / fastest.as_millis().max(1);
         let coarse = window.saturating_sub(FINE_SPAN).as_millis() / COARSE_INTERVAL.as_millis();
         (fine + coarse) as usize + 2
@@ -144,6 +177,16 @@ mod tests {
         assert!((54..=56).contains(&coarse.len()), "{}", coarse.len());
         assert!(coarse[0] >= now - 60_000);
         assert!(series.len() <= Series::<At>::capacity_for(WINDOW, Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn a_flat_stretch_older_than_the_window_keeps_its_start() {
+        let mut series = Series::default();
+        for second in 0..=100 {
+            series.push_merging(At(second * 1000 * MS), WINDOW, |_, _| true);
+        }
+        // The stretch began at 0, before the window (40 s on): that start stays.
+        assert_eq!(times(&series), [0, 100_000]);
     }
 
     #[test]

@@ -16,13 +16,13 @@ use super::Stall;
 use super::series::{Series, Timed};
 
 /// How far back a growth rate is measured.
-pub const GROWTH_SPAN: Duration = Duration::from_secs(10);
+pub(crate) const GROWTH_SPAN: Duration = Duration::from_secs(10);
 /// How far back the share of time stalled is measured.
-pub const STALL_SPAN: Duration = Duration::from_secs(1);
+pub(crate) const STALL_SPAN: Duration = Duration::from_secs(1);
 /// Below the usage threshold by this many points re-arms a domain's warning.
-pub const REARM_MARGIN_PERCENT: u8 = 5;
+pub(crate) const REARM_MARGIN_PERCENT: u8 = 5;
 /// Between two warnings of one domain, at least: a restart loop warns once, not every cycle.
-pub const MIN_GAP: Duration = Duration::from_secs(30);
+pub(crate) const MIN_GAP: Duration = Duration::from_secs(30);
 /// Domains whose warning state is kept, at most (the recorder watches fewer).
 const MAX_TRACKED: usize = 256;
 
@@ -44,7 +44,7 @@ impl FromStr for Percent {
 
 /// When to warn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Thresholds {
+pub(crate) struct Thresholds {
     /// Of the limit, by the working set.
     pub usage: Percent,
     /// Of the last second, during which some task in the cgroup stalled on memory.
@@ -53,7 +53,7 @@ pub struct Thresholds {
 
 /// A domain near its limit, as the recorder saw it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct PressureWarning {
+pub(crate) struct PressureWarning {
     /// CLOCK_MONOTONIC nanoseconds of the sample that crossed.
     pub at_ns: u64,
     pub reason: Reason,
@@ -73,34 +73,34 @@ pub struct PressureWarning {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reason {
+pub(crate) enum Reason {
     Usage,
     Stall,
 }
 
 /// Growth between two samples; negative when it shrank.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Growth {
+pub(crate) struct Growth {
     pub bytes_per_second: i64,
     pub over_ms: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct StallShare {
+pub(crate) struct StallShare {
     pub some_percent: f64,
     pub full_percent: f64,
     pub over_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Grower {
+pub(crate) struct Grower {
     pub path: String,
     pub usage_bytes: u64,
     pub growth: Growth,
 }
 
 /// One domain as a sample found it: what [`Warner::check`] decides on.
-pub struct DomainReading<'a> {
+pub(crate) struct DomainReading<'a> {
     pub path: &'a str,
     pub limit_bytes: u64,
     pub usage_bytes: u64,
@@ -110,7 +110,7 @@ pub struct DomainReading<'a> {
 
 /// Which domains were warned of, and when.
 #[derive(Debug)]
-pub struct Warner {
+pub(crate) struct Warner {
     thresholds: Thresholds,
     states: HashMap<String, State>,
 }
@@ -122,20 +122,20 @@ struct State {
 }
 
 impl Warner {
-    pub fn new(thresholds: Thresholds) -> Self {
+    pub(crate) fn new(thresholds: Thresholds) -> Self {
         Warner {
             thresholds,
             states: HashMap::new(),
         }
     }
 
-    pub fn thresholds(&self) -> Thresholds {
+    pub(crate) fn thresholds(&self) -> Thresholds {
         self.thresholds
     }
 
     /// Whether `reading` calls for a warning now. `working_set` is asked only when the usage
     /// alone crosses (it costs a read of `memory.stat`); it returns the working set in bytes.
-    pub fn check(
+    pub(crate) fn check(
         &mut self,
         reading: &DomainReading<'_>,
         now_ns: u64,
@@ -200,8 +200,15 @@ impl Warner {
 
 /// Growth of `usage` from the sample at or before `now_ns - GROWTH_SPAN` (or the oldest) to the
 /// newest.
-pub fn growth<T: Timed>(series: &Series<T>, usage: impl Fn(&T) -> u64) -> Option<Growth> {
-    let (oldest, newest, over_ns) = ends(series, GROWTH_SPAN)?;
+pub(crate) fn growth<T: Timed>(series: &Series<T>, usage: impl Fn(&T) -> u64) -> Option<Growth> {
+    let (oldest, newest, mut over_ns) = ends(series, GROWTH_SPAN)?;
+    // Where the span starts inside a flat stretch (only its ends are kept), the usage at its
+    // start is the stretch's: the growth came after, within the span.
+    if let Some(next) = series.after(oldest.at_ns())
+        && usage(next) == usage(oldest)
+    {
+        over_ns = over_ns.min(GROWTH_SPAN.as_nanos() as u64);
+    }
     let grown = usage(newest) as i128 - usage(oldest) as i128;
     Some(Growth {
         bytes_per_second: (grown * 1_000_000_000 / over_ns as i128) as i64,
@@ -211,7 +218,7 @@ pub fn growth<T: Timed>(series: &Series<T>, usage: impl Fn(&T) -> u64) -> Option
 
 /// The share of the last [`STALL_SPAN`] (or the longest span the series has, if shorter) that
 /// tasks stalled, from cumulative `(some_us, full_us)` totals.
-pub fn stall_share<T: Timed>(
+pub(crate) fn stall_share<T: Timed>(
     series: &Series<T>,
     totals: impl Fn(&T) -> (u64, u64),
 ) -> Option<StallShare> {
@@ -366,6 +373,24 @@ mod tests {
         let grown = growth(&series, |u: &Usage| u.1).expect("a rate");
         assert_eq!(grown.over_ms, 10_000);
         assert_eq!(grown.bytes_per_second, 2 * MIB as i64);
+    }
+
+    #[test]
+    fn growth_after_a_long_flat_stretch_is_over_the_span() {
+        let window = Duration::from_secs(60);
+        let mut series = Series::default();
+        for second in 0..=50 {
+            series.push_merging(Usage(second * SECOND, 5 * MIB), window, |a, b| a.1 == b.1);
+        }
+        series.push_merging(Usage(55 * SECOND, 25 * MIB), window, |a, b| a.1 == b.1);
+        assert_eq!(series.len(), 3, "the stretch's two ends and the new sample");
+        assert_eq!(
+            growth(&series, |u: &Usage| u.1),
+            Some(Growth {
+                bytes_per_second: 2 * MIB as i64,
+                over_ms: 10_000
+            })
+        );
     }
 
     #[test]

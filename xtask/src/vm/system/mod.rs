@@ -2,17 +2,17 @@
 //! initramfs, this boots Debian 12 from a disk, as users' Docker hosts and Kubernetes nodes run
 //! it: systemd as PID 1 on cgroup v2, Docker Engine and Compose, containerd's CRI with the
 //! systemd cgroup driver, podman. The agent is deployed in it as users deploy it (deploy/'s
-//! systemd unit, or the container image of `cargo xtask image`), and the test binaries of the
-//! `tests` crate run against it.
+//! systemd unit, or the container image of `cargo xtask image`); then the suite's runner
+//! ([`super::runner`]) runs the suite's test binaries in it, as in every guest. No scenario
+//! lives here: only the system, the deployment and the boot.
 //!
 //! - [`image`]: the disk image, built once from Debian's packages and cached by recipe.
-//! - [`payload`]: what one boot runs, on a second disk: runner, plan, agent, tests.
+//! - [`payload`]: what one boot runs, on a second disk: the suite directory, deploy/, a plan.
 //! - [`boot`]: qemu, an overlay per boot, the console and the report.
-//!
-//! The report is the initramfs guests' section protocol ([`super::scenario::Report`]), written
-//! by `xtask/vm/system/run.sh` in the guest.
+//! - [`facts`]: what the guest says of itself besides the tests (xtask/vm/system/run.sh).
 
 mod boot;
+mod facts;
 mod image;
 mod payload;
 
@@ -23,12 +23,13 @@ use std::{
 };
 
 use anyhow::{Context as _, bail, ensure};
-use oomtrace::record::{Body, Record};
 
-use super::{guest, host, scenario::Report};
+use self::facts::Facts;
+use super::{host, runner};
 use crate::{
     run::target_dir,
-    setup::{Apt, Env, run},
+    setup::{Apt, run},
+    suite::Suite,
 };
 
 /// How the agent runs in the guest.
@@ -36,7 +37,7 @@ use crate::{
 pub enum Deployment {
     /// deploy/oomtrace.service, installed as its comments say.
     Unit,
-    /// The container image (deploy/Containerfile), run by Docker as the README says.
+    /// The container image (deploy/Containerfile), run by Docker as docs/deploy.md says.
     Image,
 }
 
@@ -70,20 +71,23 @@ const TESTS: &[&str] = &[
     "cri_pod_oom_group",
     "container_oom",
 ];
-/// Each test binary's time limit in the guest: the Compose test takes about 6 minutes under
-/// emulation (its own dockerd and image import, then three kills).
-const TEST_TIMEOUT: Duration = Duration::from_secs(600);
+/// Each test binary's time limit in the guest: the Compose test took 5 to 6 minutes under
+/// emulation before it failed (its own dockerd and image import, the project up, three kills).
+const TEST_TIMEOUT: Duration = Duration::from_secs(900);
 /// The boot up to the runner, deploying the agent, and the shutdown (about 40 s under
 /// emulation on two cores), with room for a busy machine.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+/// How many lines of a failed test's output the summary shows (the report has all).
+const FAILURE_TAIL_LINES: usize = 80;
 
 pub struct Options {
     pub deployment: Option<Deployment>,
+    /// `NAME[:FILTER]`; none: [`TESTS`].
     pub tests: Vec<String>,
     pub keep: bool,
 }
 
-pub fn run_system(env: &Env, options: Options) -> anyhow::Result<()> {
+pub fn run_system(suite: &Suite, options: Options) -> anyhow::Result<()> {
     let Options {
         deployment,
         tests,
@@ -96,14 +100,12 @@ pub fn run_system(env: &Env, options: Options) -> anyhow::Result<()> {
     host::install_tools(&mut Apt::default())?;
     let image = image::prepare(&system_dir)?;
 
-    let agent = guest::build_static_agent(env)?;
-    let hog = guest::build_static_hog(env)?;
-    let names: Vec<&str> = if tests.is_empty() {
-        TESTS.to_vec()
+    let tests: Vec<String> = if tests.is_empty() {
+        TESTS.iter().map(|&name| name.to_owned()).collect()
     } else {
-        tests.iter().map(String::as_str).collect()
+        tests
     };
-    let test_build = payload::build_tests(env, &names)?;
+    let binaries = super::binaries_of(suite, &tests)?;
     let deployments = match deployment {
         Some(deployment) => vec![deployment],
         None => Deployment::ALL.to_vec(),
@@ -111,13 +113,13 @@ pub fn run_system(env: &Env, options: Options) -> anyhow::Result<()> {
     let image_tag = crate::image::tag();
     let image_archive = system_dir.join("oomtrace-image.tar");
     if deployments.contains(&Deployment::Image) {
-        crate::image::build(&agent, &image_tag)?;
+        crate::image::build(&suite.agent, &image_tag)?;
         save_image(&image_tag, &image_archive)?;
     }
     println!(
-        "vm: system guest ready to boot in {} s (image, binaries, {} test binaries)",
+        "vm: system guest ready to boot in {} s (image, {} test binaries)",
         started.elapsed().as_secs(),
-        test_build.tests.len()
+        binaries.len()
     );
 
     let mut failed = Vec::new();
@@ -125,52 +127,38 @@ pub fn run_system(env: &Env, options: Options) -> anyhow::Result<()> {
         let run_dir = system_dir.join("runs").join(deployment.name());
         let contents = payload::Contents {
             deployment,
-            agent: &agent,
-            hog: &hog,
+            suite,
+            binaries: &binaries,
+            tests: &tests,
+            test_timeout_secs: TEST_TIMEOUT.as_secs(),
             image_archive: (deployment == Deployment::Image).then_some(image_archive.as_path()),
             image_tag: &image_tag,
-            tests: &test_build,
-            test_timeout_secs: TEST_TIMEOUT.as_secs(),
         };
+        let count = u32::try_from(tests.len()).unwrap_or(u32::MAX);
         let result = payload::write(&contents, &run_dir).and_then(|payload_disk| {
-            let boot = boot::Boot {
+            boot::Boot {
                 image: &image,
                 payload: &payload_disk,
                 run_dir: &run_dir,
-                timeout: BOOT_TIMEOUT + TEST_TIMEOUT * u32::try_from(names.len())?,
-            };
-            let output = boot.run()?;
-            let report = Report::parse(&output.report)?;
-            match check(&report, deployment, &image.kernel_version) {
-                Ok(()) => Ok((report, output)),
-                Err(err) => bail!(
-                    "{err:#}\n{}\n(the console: {})",
-                    report.dump(),
-                    output.console_path.display()
-                ),
+                timeout: BOOT_TIMEOUT + TEST_TIMEOUT.saturating_mul(count),
             }
+            .run()
         });
-        match result {
-            Ok((report, output)) => {
-                println!(
-                    "vm: system guest, agent as {}: ok ({} s; {})",
-                    deployment.name(),
-                    output.took.as_secs(),
-                    timings(&report)
-                );
-                if !keep {
-                    let _ = std::fs::remove_dir_all(&run_dir);
-                }
-            }
+        let label = format!("system guest, agent as {}", deployment.name());
+        let ok = match result {
+            Ok(output) => judge(&output, deployment, &image.kernel_version, &tests, &label),
             Err(err) => {
-                println!(
-                    "vm: system guest, agent as {}: FAILED (logs in {})",
-                    deployment.name(),
-                    run_dir.display()
-                );
-                eprintln!("vm: {err:#}");
-                failed.push(deployment.name());
+                println!("vm: {label}: FAILED, the boot failed: {err:#}");
+                false
             }
+        };
+        if ok && !keep {
+            let _ = std::fs::remove_dir_all(&run_dir);
+        } else {
+            println!("vm: {label}: the boot's logs are in {}", run_dir.display());
+        }
+        if !ok {
+            failed.push(deployment.name());
         }
     }
     println!("vm: system guest: {} s in all", started.elapsed().as_secs());
@@ -181,6 +169,64 @@ pub fn run_system(env: &Env, options: Options) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Says how each test went and whether the system was what it claims; true if all is well.
+fn judge(
+    output: &boot::Output,
+    deployment: Deployment,
+    kernel_version: &str,
+    tests: &[String],
+    label: &str,
+) -> bool {
+    let report = runner::parse(&output.report);
+    let facts = Facts::parse(&output.report);
+    let mut ok = true;
+    if let Some(why) = &output.incomplete {
+        println!("vm: {label}: FAILED, {why}");
+        ok = false;
+    }
+    if let Err(err) = check_system(&report, &facts, deployment, kernel_version) {
+        println!("vm: {label}: FAILED, {err:#}");
+        ok = false;
+    }
+    for test in tests {
+        let name = test.split(':').next().unwrap_or(test);
+        let Some(run) = report.runs.iter().find(|run| run.name == name) else {
+            println!("vm: {label} {test}: FAILED, did not run");
+            ok = false;
+            continue;
+        };
+        let took = run
+            .seconds
+            .map_or_else(|| "? s".to_owned(), |seconds| format!("{seconds:.0} s"));
+        match run.failure() {
+            None => {
+                let skipped = run.skipped();
+                let skipped = if skipped.is_empty() {
+                    String::new()
+                } else {
+                    format!("; skipped: {}", skipped.join("; "))
+                };
+                println!("vm: {label} {test}: ok ({took}{skipped})");
+            }
+            Some(why) => {
+                println!("vm: {label} {test}: FAILED, {why} ({took})");
+                eprintln!(
+                    "--- the last {FAILURE_TAIL_LINES} lines of {test} ---\n{}",
+                    run.output_tail(FAILURE_TAIL_LINES)
+                );
+                ok = false;
+            }
+        }
+    }
+    println!(
+        "vm: {label}: {} ({} s; {})",
+        if ok { "ok" } else { "FAILED" },
+        output.took.as_secs(),
+        facts.timings()
+    );
+    ok
 }
 
 /// `docker save` format, which `docker load` in the guest reads.
@@ -194,57 +240,27 @@ fn save_image(tag: &str, archive: &Path) -> anyhow::Result<()> {
 }
 
 /// What a boot must show besides the tests' own verdicts: the guest is the system it claims to
-/// be, and the agent runs in it as deployed.
-fn check(report: &Report, deployment: Deployment, kernel_version: &str) -> anyhow::Result<()> {
-    report.check_common(kernel_version)?;
-    let cgroup_fs: String = report.fact("cgroup_fs")?;
+/// be, and the agent ran in it as deployed, from before the tests to after them.
+fn check_system(
+    report: &runner::Report,
+    facts: &Facts,
+    deployment: Deployment,
+    kernel_version: &str,
+) -> anyhow::Result<()> {
     ensure!(
-        cgroup_fs == "cgroup2fs",
-        "/sys/fs/cgroup is {cgroup_fs}, not cgroup v2"
+        report.kernel.as_deref() == Some(kernel_version),
+        "the guest runs kernel {:?}, not the image's {kernel_version}",
+        report.kernel
     );
+    facts.expect("cgroup_fs", "cgroup2fs")?;
     for unit in ["docker.service", "containerd.service", "podman.socket"] {
-        let state: String = report.fact(&format!("unit.{unit}"))?;
-        ensure!(state == "active", "{unit} is {state}");
+        facts.expect(&format!("unit.{unit}"), "active")?;
     }
-    let state: String = report.fact("agent_state")?;
-    ensure!(
-        state == deployment.running_state(),
-        "the agent ({}) is {state} at the end",
-        deployment.name()
-    );
-    let log = report.section("agent-log")?;
-    match deployment {
-        // The unit logs as a person reads it: the line that says it attached.
-        Deployment::Unit => ensure!(
-            log.contains("attached; capture tier"),
-            "the unit's journal does not say the agent attached"
-        ),
-        // The image writes JSON Lines: its agent_started record.
-        Deployment::Image => {
-            let started = log
-                .lines()
-                .filter(|line| line.starts_with('{'))
-                .filter_map(|line| serde_json::from_str::<Record>(line).ok())
-                .any(|record| matches!(record.body, Body::AgentStarted(_)));
-            ensure!(started, "the container's log has no agent_started record");
-        }
-    }
+    facts.expect("deploy_status", "0")?;
+    // The unit logs as a person reads it ("attached; capture tier …"), the image JSON Lines
+    // (its agent_started record): the script looked for either.
+    facts.expect("agent_ready", "yes")?;
+    facts.expect("agent_state", deployment.running_state())?;
+    ensure!(report.done, "the suite's runner did not finish");
     Ok(())
-}
-
-/// From the guest's clock: the boot up to the runner, the agent's deployment, the tests.
-fn timings(report: &Report) -> String {
-    let fact = |key: &str| report.fact::<f64>(key).ok();
-    let span = |from: Option<f64>, to: Option<f64>| match (from, to) {
-        (Some(from), Some(to)) => format!("{:.1} s", to - from),
-        _ => "? s".to_owned(),
-    };
-    let init = fact("uptime_at_init");
-    let ready = fact("agent_ready_at");
-    format!(
-        "runner started {} after boot, agent ready {} later, tests {}",
-        span(Some(0.0), init),
-        span(init, ready),
-        span(ready, fact("uptime_at_end"))
-    )
 }

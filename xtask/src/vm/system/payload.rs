@@ -1,8 +1,9 @@
 //! What one boot of the whole-system guest runs, on a second disk (label `oomtrace-payload`,
-//! read-only): the guest runner (`xtask/vm/system/run.sh`), its `plan`, the static agent and
-//! hog, deploy/'s unit and seccomp profile, the agent's image when it is deployed as a
-//! container, and the test binaries, statically linked. The image stays as it was built; this
-//! disk is written again for every boot, in a few seconds.
+//! read-only, mounted at [`MOUNT`]): this guest's own script (`xtask/vm/system/run.sh`, which
+//! deploys the agent and then calls the suite's runner) and its `plan`; the suite directory of
+//! the guest runner ([`runner::suite_files`], under `suite/`); deploy/'s unit, catalog and
+//! seccomp profile; and the agent's image when it is deployed as a container. The image stays
+//! as it was built; this disk is written again for every boot, in a few seconds.
 
 use std::{
     fmt::Write as _,
@@ -11,115 +12,37 @@ use std::{
     process::Command,
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 
 use super::Deployment;
 use crate::{
     run::workspace_root,
-    setup::{Env, run},
+    setup::run,
+    suite::{Suite, TestBinary},
+    vm::runner,
 };
 
-pub const LABEL: &str = "oomtrace-payload";
-const RUNNER: &str = include_str!("../../../vm/system/run.sh");
-/// deploy/ files the runner uses.
-const DEPLOY_FILES: [&str; 2] = ["oomtrace.service", "seccomp.json"];
-/// The guests are x86-64, whatever the host's default target.
-const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
-
-/// A test binary of the `tests` crate, linked statically.
-pub struct TestBinary {
-    /// The test's name (its file in tests/tests/).
-    pub name: String,
-    pub path: PathBuf,
-}
-
-/// The test binaries named, and the crate's programs they start by the path cargo compiled
-/// into them (`CARGO_BIN_EXE_oomtrace-hog`): both built statically for the guest.
-pub struct TestBuild {
-    pub tests: Vec<TestBinary>,
-    /// Programs the guest must find where the host built them.
-    pub programs: Vec<PathBuf>,
-}
-
-/// `cargo test --no-run` of the named tests, statically linked (as the static agent is: the
-/// build scripts stay host programs); their paths from cargo's JSON messages.
-pub fn build_tests(env: &Env, names: &[&str]) -> anyhow::Result<TestBuild> {
-    let mut command = env.cargo();
-    command
-        .args([
-            "test",
-            "--no-run",
-            "--message-format=json-render-diagnostics",
-        ])
-        .args(["--package", "oomtrace-tests", "--target", GUEST_TARGET])
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env("RUSTFLAGS", "-C target-feature=+crt-static");
-    for name in names {
-        command.args(["--test", name]);
-    }
-    let output = command
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .with_context(|| format!("starting {command:?}"))?;
-    if !output.status.success() {
-        bail!("building the tests for the guest failed: {}", output.status);
-    }
-    let build = artifacts(&String::from_utf8_lossy(&output.stdout))?;
-    for name in names {
-        if !build.tests.iter().any(|test| test.name == *name) {
-            bail!("cargo built no test binary `{name}`");
-        }
-    }
-    Ok(build)
-}
-
-/// Executables of `compiler-artifact` messages: tests by their target's name, binaries as
-/// programs.
-fn artifacts(messages: &str) -> anyhow::Result<TestBuild> {
-    let mut build = TestBuild {
-        tests: Vec::new(),
-        programs: Vec::new(),
-    };
-    for line in messages.lines().filter(|line| line.starts_with('{')) {
-        let message: serde_json::Value =
-            serde_json::from_str(line).with_context(|| format!("cargo message {line:?}"))?;
-        if message["reason"] != "compiler-artifact" {
-            continue;
-        }
-        let Some(executable) = message["executable"].as_str() else {
-            continue;
-        };
-        let kinds = &message["target"]["kind"];
-        let is = |kind: &str| {
-            kinds
-                .as_array()
-                .is_some_and(|kinds| kinds.iter().any(|k| k == kind))
-        };
-        if is("test") {
-            let name = message["target"]["name"]
-                .as_str()
-                .context("a test artifact without a name")?;
-            build.tests.push(TestBinary {
-                name: name.to_owned(),
-                path: PathBuf::from(executable),
-            });
-        } else if is("bin") {
-            build.programs.push(PathBuf::from(executable));
-        }
-    }
-    Ok(build)
-}
+/// Where the image's oomtrace-guest-run script mounts the disk (xtask/vm/system/rootfs/).
+const MOUNT: &str = "/run/oomtrace-payload";
+/// The label it mounts it by.
+const LABEL: &str = "oomtrace-payload";
+const SUITE_DIR: &str = "suite";
+const SCRIPT: &str = include_str!("../../../vm/system/run.sh");
+/// deploy/ files the script installs or passes to Docker.
+const DEPLOY_FILES: [&str; 3] = ["oomtrace.service", "oomtrace.catalog", "seccomp.json"];
 
 /// Everything one boot needs besides the image.
 pub struct Contents<'a> {
     pub deployment: Deployment,
-    pub agent: &'a Path,
-    pub hog: &'a Path,
+    pub suite: &'a Suite,
+    /// The binaries of `tests`.
+    pub binaries: &'a [&'a TestBinary],
+    /// `NAME[:FILTER]`, in the order they run.
+    pub tests: &'a [String],
+    pub test_timeout_secs: u64,
     /// `docker save` of the agent's image, for [`Deployment::Image`].
     pub image_archive: Option<&'a Path>,
     pub image_tag: &'a str,
-    pub tests: &'a TestBuild,
-    pub test_timeout_secs: u64,
 }
 
 /// Stages the contents in `dir/payload` and writes them to `dir/payload.img`.
@@ -129,32 +52,31 @@ pub fn write(contents: &Contents, dir: &Path) -> anyhow::Result<PathBuf> {
         fs::remove_dir_all(&staging).with_context(|| format!("removing {}", staging.display()))?;
     }
     let root = workspace_root();
-    let mut files: Vec<(PathBuf, String)> = vec![
-        (contents.agent.to_owned(), "bin/oomtrace".to_owned()),
-        (contents.hog.to_owned(), "bin/oomtrace-hog".to_owned()),
-    ];
+    let mut files: Vec<(String, PathBuf)> = runner::suite_files(contents.suite, contents.binaries)
+        .into_iter()
+        .map(|(path, file)| (format!("{SUITE_DIR}/{path}"), file))
+        .collect();
     for file in DEPLOY_FILES {
-        files.push((root.join("deploy").join(file), format!("deploy/{file}")));
+        files.push((format!("deploy/{file}"), root.join("deploy").join(file)));
     }
     if let Some(archive) = contents.image_archive {
-        files.push((archive.to_owned(), "image.tar".to_owned()));
-    }
-    for test in &contents.tests.tests {
-        files.push((test.path.clone(), format!("tests/{}", test.name)));
-    }
-    for (index, program) in contents.tests.programs.iter().enumerate() {
-        files.push((program.clone(), format!("programs/{index}")));
+        files.push(("image.tar".to_owned(), archive.to_owned()));
     }
     let mut bytes = 0;
-    for (from, to) in &files {
+    for (to, from) in &files {
         bytes += place(from, &staging.join(to))?;
     }
-    write_text(&staging.join("run"), 0o755, RUNNER)?;
+    write_text(
+        &staging.join(SUITE_DIR).join("run-tests.sh"),
+        0o755,
+        runner::RUNNER,
+    )?;
+    write_text(&staging.join("run"), 0o755, SCRIPT)?;
     write_text(&staging.join("plan"), 0o644, &plan(contents))?;
 
     let image = dir.join("payload.img");
     let _ = fs::remove_file(&image);
-    // ext4's metadata and the runner's own files on top of the binaries.
+    // ext4's metadata and the scripts on top of the binaries.
     let size_mib = bytes / (1 << 20) * 11 / 10 + 64;
     run(Command::new("truncate")
         .arg(format!("--size={size_mib}M"))
@@ -168,36 +90,19 @@ pub fn write(contents: &Contents, dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(image)
 }
 
-/// The runner's plan: shell variable assignments it sources.
+/// The script's plan: shell it sources.
 fn plan(contents: &Contents) -> String {
     let mut plan =
         String::from("# Written by `cargo xtask vm --system` for xtask/vm/system/run.sh.\n");
     let _ = writeln!(plan, "DEPLOYMENT={}", contents.deployment.name());
     let _ = writeln!(plan, "IMAGE={}", shell_word(contents.image_tag));
-    let names: Vec<&str> = contents
-        .tests
-        .tests
-        .iter()
-        .map(|test| test.name.as_str())
-        .collect();
-    let _ = writeln!(plan, "TESTS={}", shell_word(&names.join(" ")));
-    let _ = writeln!(plan, "TEST_TIMEOUT={}", contents.test_timeout_secs);
-    // Where the host built the crate's programs, which the tests start by that path.
-    let links: Vec<String> = contents
-        .tests
-        .programs
-        .iter()
-        .enumerate()
-        .map(|(index, program)| format!("programs/{index}:{}", program.display()))
-        .collect();
-    let _ = writeln!(plan, "PROGRAM_LINKS={}", shell_word(&links.join(" ")));
-    // The tests' environment, as `cargo xtask test` sets it on the host.
-    plan.push_str(
-        "export OOMTRACE_BIN=$PAYLOAD/bin/oomtrace\n\
-         export OOMTRACE_STATIC_BIN=$PAYLOAD/bin/oomtrace\n\
-         export OOMTRACE_STATIC_HOG=$PAYLOAD/bin/oomtrace-hog\n\
-         export OOMTRACE_HISTORY_DIR=/var/tmp/oomtrace-test-history\n",
-    );
+    let dir = format!("{MOUNT}/{SUITE_DIR}");
+    let command: Vec<String> =
+        runner::runner_args(&dir, contents.test_timeout_secs, contents.tests)
+            .iter()
+            .map(|word| shell_word(word))
+            .collect();
+    let _ = writeln!(plan, "run_tests() {{ {}; }}", command.join(" "));
     plan
 }
 
@@ -223,6 +128,9 @@ fn place(from: &Path, to: &Path) -> anyhow::Result<u64> {
 
 fn write_text(path: &Path, mode: u32, contents: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
     fs::write(path, contents).with_context(|| format!("writing {}", path.display()))?;
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
         .with_context(|| format!("setting the mode of {}", path.display()))
@@ -233,19 +141,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tests_and_programs_come_out_of_cargos_messages() {
-        let messages = r#"{"reason":"compiler-artifact","target":{"kind":["lib"],"name":"oomtrace_tests"},"executable":null}
-{"reason":"compiler-artifact","target":{"kind":["bin"],"name":"oomtrace-hog"},"executable":"/t/debug/oomtrace-hog"}
-{"reason":"compiler-artifact","target":{"kind":["test"],"name":"memcg_oom"},"executable":"/t/debug/deps/memcg_oom-0123"}
-{"reason":"build-finished","success":true}"#;
-        let build = artifacts(messages).unwrap();
-        let tests: Vec<_> = build
-            .tests
-            .iter()
-            .map(|test| (test.name.as_str(), test.path.to_str().unwrap()))
-            .collect();
-        assert_eq!(tests, [("memcg_oom", "/t/debug/deps/memcg_oom-0123")]);
-        assert_eq!(build.programs, [PathBuf::from("/t/debug/oomtrace-hog")]);
+    fn the_plan_calls_the_suites_runner_on_the_payload_disk() {
+        let suite = Suite {
+            agent: PathBuf::from("/t/oomtrace"),
+            hog: PathBuf::from("/t/oomtrace-hog"),
+            tests: Vec::new(),
+        };
+        let tests = ["docker_oom".to_owned(), "memcg_oom:kprobes".to_owned()];
+        let plan = plan(&Contents {
+            deployment: Deployment::Unit,
+            suite: &suite,
+            binaries: &[],
+            tests: &tests,
+            test_timeout_secs: 600,
+            image_archive: None,
+            image_tag: "localhost/oomtrace:0.1.0",
+        });
+        assert!(plan.contains("DEPLOYMENT=unit\n"), "{plan}");
+        assert!(
+            plan.contains("IMAGE='localhost/oomtrace:0.1.0'\n"),
+            "{plan}"
+        );
+        assert!(
+            plan.contains(
+                "run_tests() { 'sh' '/run/oomtrace-payload/suite/run-tests.sh' \
+                 '/run/oomtrace-payload/suite' '600' 'docker_oom' 'memcg_oom:kprobes'; }\n"
+            ),
+            "{plan}"
+        );
     }
 
     #[test]
