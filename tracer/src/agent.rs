@@ -304,6 +304,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     let (kill, (moment, snapshot, timeline, composition)) =
                         observe(&mut observer, kill).await;
                     stages.mark("observe");
+                    let kmsg_oom_group = moment.kmsg_oom_group.clone();
                     let kill = attributor.kill(kill, moment, deadline).await;
                     stages.mark("attribute");
                     let (explanation, domain_memory, composition) = explainer.explain(
@@ -315,9 +316,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                         Instant::now(),
                     );
                     let context = output.context(drops.total());
-                    let record = build::with_composition(
-                        build::oom_kill(&kill, Some(explanation), Some(&domain_memory), &context),
-                        composition,
+                    let record = build::with_oom_group(
+                        build::with_composition(
+                            build::oom_kill(
+                                &kill,
+                                Some(explanation),
+                                Some(&domain_memory),
+                                &context,
+                            ),
+                            composition,
+                        ),
+                        kmsg_oom_group,
                     );
                     stages.mark("explain");
                     record

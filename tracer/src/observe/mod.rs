@@ -33,6 +33,8 @@ pub struct Moment {
     /// Whether the victim was PID 1 of its pid namespace (a container's main process), while
     /// it could still be asked.
     pub victim_is_pid_one: Option<bool>,
+    /// The cgroup of a `memory.oom.group` kill, as the kernel's report of it says.
+    pub kmsg_oom_group: Option<String>,
 }
 
 /// The domain as far as the moment tells.
@@ -213,6 +215,7 @@ impl Observer {
             Ok(log) => log.lookup(&[kill.victim.pid, victim_tgid], victim.memcg.as_deref()),
             Err(why) => Lookup::Unreadable(why.clone()),
         };
+        let kmsg_oom_group = kernel_log_group(&lookup);
         let domain = match (&kill.incident, &self.memory, &victim.memcg) {
             (None, _, _) if let Some(domain) = kernel_log_domain(&lookup) => domain,
             (Some(incident), memory, _) => {
@@ -288,6 +291,7 @@ impl Observer {
             trigger,
             domain,
             victim_is_pid_one,
+            kmsg_oom_group,
         };
         (moment, snapshot, timeline, composition)
     }
@@ -356,6 +360,15 @@ fn kernel_log_domain(lookup: &Lookup) -> Option<DomainSeen> {
     }
 }
 
+/// The cgroup whose every task the kernel's report kills (`memory.oom.group`), if it says so.
+fn kernel_log_group(lookup: &Lookup) -> Option<String> {
+    let Lookup::Report(seen) = lookup else {
+        return None;
+    };
+    let group = seen.group.as_ref()?;
+    Some(String::from_utf8_lossy(&group.0).into_owned())
+}
+
 /// What the kernel reported of the victim with its kill, in bytes.
 fn victim_memory(kill: &OomKill) -> Option<VictimMemory> {
     let fields = kill.victim.fields.as_ref()?;
@@ -365,4 +378,32 @@ fn victim_memory(kill: &OomKill) -> Option<VictimMemory> {
         shmem_bytes: fields.shmem_rss_kb.unwrap_or(0) * 1024,
         page_tables_bytes: fields.pgtables_kb.unwrap_or(0) * 1024,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::{Lookup, kernel_log_group};
+    use crate::kmsg::follow::Seen;
+    use crate::kmsg::parse::KernelText;
+
+    /// Each victim of a `memory.oom.group` kill carries the group the kernel named: the pod's
+    /// container whose `memory.oom.group` the kubelet set, as the whole-system guest shows it.
+    #[test]
+    fn the_group_of_the_kernels_report_is_the_kills() {
+        let group = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podc6292756_85cc_b4e2_1981_e10c5d015a64.slice/cri-containerd-f8c41ddba4b0.scope";
+        let seen = |group: Option<&str>| {
+            Lookup::Report(Seen {
+                pid: 1666,
+                seq: 7,
+                oom_memcg: Some(KernelText(group.unwrap_or("/a").as_bytes().to_vec())),
+                group: group.map(|group| KernelText(group.as_bytes().to_vec())),
+                report: Arc::default(),
+            })
+        };
+        assert_eq!(kernel_log_group(&seen(Some(group))).as_deref(), Some(group));
+        assert_eq!(kernel_log_group(&seen(None)), None);
+        assert_eq!(kernel_log_group(&Lookup::NoReport), None);
+    }
 }
