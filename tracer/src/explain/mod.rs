@@ -76,6 +76,7 @@ impl Explainer {
                 cgroup: CgroupPath { path: cgroup.path },
                 memory: Usage {
                     usage_bytes: cgroup.usage_bytes,
+                    read_after_kill_bytes: cgroup.read_after_kill_bytes,
                 },
             })
             .collect();
@@ -87,6 +88,7 @@ impl Explainer {
                     comm,
                     rss_bytes,
                     cgroup,
+                    read_after_kill_bytes,
                 } = process;
                 let named = cgroup.map(|path| attributor.named_from_cache(&path));
                 ProcessUsage {
@@ -95,6 +97,7 @@ impl Explainer {
                         executable: Executable { name: comm },
                         memory: Usage {
                             usage_bytes: rss_bytes,
+                            read_after_kill_bytes,
                         },
                     },
                     names: names(named.as_ref(), None),

@@ -104,14 +104,15 @@ impl PartyPaths {
 }
 
 /// The victim's size as the kernel reported it (resident: anonymous, file and shared memory,
-/// as `statm` counts it), where it did.
-fn reported_victim(kill: &OomKill) -> Option<ReportedProcess> {
+/// as `statm` counts it), where it did; in its memory cgroup `memcg`.
+fn reported_victim(kill: &OomKill, memcg: Option<&str>) -> Option<ReportedProcess> {
     let fields = kill.victim.fields.as_ref()?;
     let kb = fields.anon_rss_kb? + fields.file_rss_kb? + fields.shmem_rss_kb?;
     Some(ReportedProcess {
         pid: kill.victim.tgid.unwrap_or(kill.victim.pid),
         comm: kill.victim.comm.clone().or_else(|| fields.comm.clone()),
         rss_bytes: kb.saturating_mul(1024),
+        memcg: memcg.map(str::to_owned),
     })
 }
 
@@ -266,8 +267,8 @@ impl Observer {
                     // Before the snapshot: its reads take a while, and a late reading of the
                     // domain's files finds less of what the victim held.
                     let composition = self.composition(kill, &scope, &victim, lookup);
-                    let snapshot =
-                        snapshot::take(self.memory.as_ref(), scope, reported_victim(kill));
+                    let reported = reported_victim(kill, victim.memcg.as_deref());
+                    let snapshot = snapshot::take(self.memory.as_ref(), scope, reported);
                     let composition = composition.map(|mut composition| {
                         if composition.processes.is_none() {
                             composition.processes = Some(Processes {

@@ -251,6 +251,12 @@ pub struct CgroupUsage {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub usage_bytes: u64,
+    /// Only on a row that holds the victim and was read after the victim's memory was freed
+    /// (by the OOM reaper, or as it exited): what the read found (0: the victim was gone).
+    /// `usage_bytes` is then what the victim alone held at the kill, as the kernel reported it:
+    /// a lower bound of the row's usage at the kill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_after_kill_bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
