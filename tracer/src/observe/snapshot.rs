@@ -407,16 +407,23 @@ impl ProcessReader {
     }
 
     fn finish(mut self) -> (Vec<ProcessUsage>, ProcessScan) {
-        // The victim, gone by the read (it exited, or the reaper let it): it was there at the
-        // kill, with the size the kernel reported. Its pid is not asked about again: it may
-        // have been reused already.
+        // The victim, not listed in what was read: gone by the read (it exited, or the reaper
+        // let it), or left unread past the budget (its cgroup, emptied by the reaper, is read
+        // last). It was there at the kill, with the size the kernel reported. Its pid is not
+        // asked about again: it may have been reused already.
         let gone = match &self.reported {
             Some(reported) if !self.reported_listed && reported.rss_bytes > 0 => {
                 let (rss, pid) = (reported.rss_bytes, reported.pid);
                 let memcg = reported.memcg.clone();
-                self.scan.read += 1;
+                let before = self.scan.resident_bytes;
                 self.keep(rss, pid, memcg.as_deref());
-                Some(pid)
+                if self.scan.unread == 0 {
+                    self.scan.read += 1;
+                } else {
+                    // Perhaps counted among the unread: not counted twice.
+                    self.scan.resident_bytes = before;
+                }
+                (self.scan.unread == 0).then_some(pid)
             }
             _ => None,
         };
@@ -774,6 +781,33 @@ mod tests {
         assert_eq!((scan.read, scan.unread), (MAX_PROCESSES_READ, 44));
         assert_eq!(snapshot.processes.len(), 1);
         assert_eq!(snapshot.processes[0].pid, own);
+        fs::remove_dir_all(&memory.root).unwrap();
+    }
+
+    /// Past the budget, a victim not listed may be among the unread: it is listed at its size at
+    /// the kill, not said to be gone, and not counted twice.
+    #[test]
+    fn a_victim_past_the_budget_is_listed_and_not_said_gone() {
+        let memory = hierarchy(&[("/crowded", 1000)]);
+        let pids: Vec<u32> = (0..MAX_PROCESSES_READ as u32 + 3)
+            .map(|i| NO_SUCH_PID + i)
+            .collect();
+        write_procs(&memory, "/crowded", &pids);
+        let victim = ReportedProcess {
+            pid: 4_999_999,
+            memcg: Some("/crowded".to_owned()),
+            ..victim_of_web(0)
+        };
+        let snapshot = take(Some(&memory), Scope::Host, Some(victim));
+        let scan = snapshot.process_scan;
+        assert_eq!(
+            (scan.read, scan.unread, scan.resident_bytes),
+            (MAX_PROCESSES_READ, 3, 0)
+        );
+        assert_eq!(snapshot.processes.len(), 1, "{snapshot:?}");
+        assert_eq!(snapshot.processes[0].pid, 4_999_999);
+        assert_eq!(snapshot.processes[0].rss_bytes, 28 * MIB);
+        assert_eq!(snapshot.processes[0].read_after_kill_bytes, None);
         fs::remove_dir_all(&memory.root).unwrap();
     }
 
