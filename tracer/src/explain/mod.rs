@@ -64,6 +64,7 @@ impl Explainer {
                 },
             taken_ns,
             took,
+            charged_to_scope_bytes,
         } = snapshot;
         let composition = composition.map(|composition| {
             build::composition(composition, tmpfs_named(composition, attributor))
@@ -133,6 +134,7 @@ impl Explainer {
                 .collect(),
             lead_up,
             filled: composition.clone(),
+            charged_to_domain: charged_to_scope_bytes.map(|bytes| (scope_owner(&scope), bytes)),
         };
         let flags = if kill.kill.marked_without_kill {
             Flags::default()
@@ -162,6 +164,7 @@ impl Explainer {
                 processes,
                 processes_read: Some(read as u64),
                 processes_unread: Some(unread as u64),
+                charged_to_scope_bytes,
                 ktime_ns: Some(taken_ns),
                 took_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
             },
@@ -170,6 +173,19 @@ impl Explainer {
             recurring_trigger: recurring_trigger.map(count),
         };
         (explanation, domain, composition)
+    }
+}
+
+/// Who a domain's own charge belongs to, in words: `the pod`, `cgroup /x`.
+fn scope_owner(scope: &Scope) -> String {
+    match scope {
+        Scope::Cgroup(path)
+            if crate::cgroup_path::parse(path).kind == crate::cgroup_path::PathKind::Pod =>
+        {
+            "the pod".to_owned()
+        }
+        Scope::Cgroup(path) => format!("cgroup {}", printable(path)),
+        Scope::Host => "the host".to_owned(),
     }
 }
 

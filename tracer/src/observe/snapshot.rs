@@ -38,6 +38,10 @@ pub(crate) struct Snapshot {
     pub processes: Vec<ProcessUsage>,
     /// How the processes were found.
     pub process_scan: ProcessScan,
+    /// A domain's usage less all its members' (`cgroups` before the top were kept), as read:
+    /// memory charged to the domain's cgroup itself, such as the tmpfs pages of a removed
+    /// container, which the kernel moves to its parent. `None` host-wide, or with no members.
+    pub charged_to_scope_bytes: Option<u64>,
     /// When it was taken: CLOCK_MONOTONIC nanoseconds, the clock of a kill's `ktime_ns`.
     pub taken_ns: u64,
     /// What taking it cost.
@@ -152,21 +156,32 @@ pub(crate) fn take(
             (Vec::new(), processes, scan)
         }
     };
-    if let Some(victim) = &reported {
-        hold_victim(victim, &mut cgroups);
-    }
-    cgroups.truncate(TOP);
     let domain = match (&scope, memory) {
         (Scope::Host, _) => DomainMemory::Host(HostMemory::read()),
         (Scope::Cgroup(path), Some(memory)) => DomainMemory::Cgroup(memory.stats(path)),
         (Scope::Cgroup(_), None) => DomainMemory::Unknown,
     };
+    // Before the victim's rows are raised: both figures as read, within a millisecond.
+    let charged_to_scope_bytes = match &domain {
+        DomainMemory::Cgroup(memory) if !cgroups.is_empty() => {
+            let members: u64 = cgroups.iter().map(|cgroup| cgroup.usage_bytes).sum();
+            memory
+                .usage_bytes
+                .map(|usage| usage.saturating_sub(members))
+        }
+        _ => None,
+    };
+    if let Some(victim) = &reported {
+        hold_victim(victim, &mut cgroups);
+    }
+    cgroups.truncate(TOP);
     Snapshot {
         scope,
         domain,
         cgroups,
         processes,
         process_scan,
+        charged_to_scope_bytes,
         taken_ns,
         took: started.elapsed(),
     }
@@ -704,6 +719,11 @@ mod tests {
         assert_eq!(victim.cgroup.as_deref(), Some("/pod/web/inner"));
         let scan = snapshot.process_scan;
         assert_eq!(scan.read, 2, "{snapshot:?}");
+        // As read: 40 MiB less 30 MiB, 5 MiB and 212 KiB, the victim's row before it was raised.
+        assert_eq!(
+            snapshot.charged_to_scope_bytes,
+            Some(40 * MIB - 30 * MIB - 5 * MIB - (212 << 10))
+        );
         let own_rss = snapshot
             .processes
             .iter()
@@ -766,6 +786,8 @@ mod tests {
         assert_eq!(snapshot.processes[0].read_after_kill_bytes, None);
         assert_eq!(snapshot.process_scan.read, 1);
         assert_eq!(snapshot.cgroups[0].read_after_kill_bytes, None);
+        // All of the domain is its member's.
+        assert_eq!(snapshot.charged_to_scope_bytes, Some(0));
         fs::remove_dir_all(&memory.root).unwrap();
     }
 
@@ -808,6 +830,8 @@ mod tests {
         assert_eq!(snapshot.processes[0].pid, 4_999_999);
         assert_eq!(snapshot.processes[0].rss_bytes, 28 * MIB);
         assert_eq!(snapshot.processes[0].read_after_kill_bytes, None);
+        // Host-wide, nothing is charged to a domain's cgroup.
+        assert_eq!(snapshot.charged_to_scope_bytes, None);
         fs::remove_dir_all(&memory.root).unwrap();
     }
 

@@ -234,6 +234,10 @@ pub struct Snapshot {
     /// Processes listed in the scope's cgroups but left unread past that budget.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub processes_unread: Option<u64>,
+    /// A domain's usage less all its members' (not only those listed), as read: memory charged
+    /// to the domain's cgroup itself, such as the tmpfs pages of a removed container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charged_to_scope_bytes: Option<u64>,
     /// When it was taken, on the clock of the record's `ktime_ns`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ktime_ns: Option<u64>,

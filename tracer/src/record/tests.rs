@@ -185,6 +185,7 @@ fn full_tier_kill() -> Record {
             }],
             processes_read: Some(3),
             processes_unread: Some(0),
+            charged_to_scope_bytes: None,
             ktime_ns: Some(201_001),
             took_us: 180,
         },

@@ -314,6 +314,15 @@ fn snapshot(explanation: &Explanation, lines: &mut Vec<String>) {
             &indent,
         ));
     }
+    if let Some(charged) = snapshot.charged_to_scope_bytes.filter(|&bytes| bytes > 0) {
+        lines.extend(wrap(
+            &format!(
+                "charged to {scope} itself, to none of those: {}",
+                human_bytes(charged)
+            ),
+            &indent,
+        ));
+    }
     if !processes.is_empty() {
         lines.extend(wrap(
             &format!("biggest processes: {}", processes.join(", ")),
