@@ -5,7 +5,7 @@
 //! `Killed process` lines the kernel log still holds afterwards.
 //!
 //! Then the same bursts with a kprobe peer next to the agent (`OOMTRACE_BURST_PEER`), each in
-//! its own boot of a larger initramfs (xtask/src/vm/peers.rs): bcc's `oomkill` and bpftrace's
+//! its own boot of a larger initramfs (bench/src/guest_peers.rs): bcc's `oomkill` and bpftrace's
 //! `oomkill.bt`, whose kprobe on `oom_kill_process` this VM's kernel has and the bench
 //! machine's may not.
 
@@ -106,7 +106,17 @@ pub fn measure(
     let mut peer_initrd = None;
     if peer_runs_per_size > 0 {
         let started = Instant::now();
-        let written = guest.add_peers().map_err(|err| format!("{err:#}"));
+        let version = guest.kernel_version().to_owned();
+        let (suite_apt, work_dir) = guest.suite_apt();
+        let work_dir = work_dir.to_owned();
+        let written = crate::guest_peers::extras(
+            &mut xtask::setup::Apt::default(),
+            suite_apt,
+            &version,
+            &work_dir,
+        )
+        .and_then(|extras| guest.add_peers(&extras))
+        .map_err(|err| format!("{err:#}"));
         println!(
             "xtask bench: the peers' initramfs: {} ({} s)",
             match &written {

@@ -8,6 +8,7 @@ mod bpf_stats;
 mod burst;
 mod cgroup_axis;
 mod containers;
+mod guest_peers;
 mod kills;
 mod peer;
 mod report;

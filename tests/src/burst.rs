@@ -4,7 +4,7 @@
 //! guest with larger bursts and reads that line back ([`BurstFigures::from_output`]).
 //!
 //! For the bench the burst can also run next to a kprobe peer, bcc's `oomkill` or bpftrace's
-//! `oomkill.bt` ([`Peer`]), when the guest's initramfs holds them (xtask/src/vm/peers.rs).
+//! `oomkill.bt` ([`Peer`]), when the guest's initramfs holds them (bench/src/guest_peers.rs).
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -38,7 +38,7 @@ const DIRECTORIES: [&str; 12] = [
 ];
 
 /// A file or symbolic link beyond the standard contents, e.g. a peer tool's dynamic libraries
-/// (xtask/src/vm/peers.rs). Their parent directories are made as needed.
+/// (bench/src/guest_peers.rs). Their parent directories are made as needed.
 pub enum Extra {
     /// `guest` (relative to /) gets the contents of `host`, symbolic links followed.
     File {

@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::suite::SuiteApt;
+use super::apt::SuiteApt;
 use crate::setup::run;
 
 /// A family of kernel packages; the newest package in its suite's lists is tested.

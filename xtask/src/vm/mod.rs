@@ -11,13 +11,12 @@
 //! TCG, not KVM: `/dev/kvm` exists on the CI machines but hangs, and emulation is fast enough for
 //! a boot to `/init` in a few seconds.
 
+mod apt;
 mod host;
 mod initramfs;
 mod kernel;
-mod peers;
 mod qemu;
 pub mod runner;
-mod suite;
 
 use std::{
     path::{Path, PathBuf},
@@ -32,11 +31,10 @@ use crate::{
     suite::{Suite, TestBinary},
 };
 
-pub use self::qemu::MEMORY_MIB;
+pub use self::{apt::SuiteApt, initramfs::Extra, kernel::fetch_headers, qemu::MEMORY_MIB};
 use self::{
     kernel::{Kernel, KernelPackage},
     qemu::Boot,
-    suite::SuiteApt,
 };
 
 /// The test binaries the kernel matrix runs, in this order: the scenarios whose answers depend
@@ -390,19 +388,13 @@ impl Guest {
         })
     }
 
-    /// Writes the initramfs for boots `with_peers`: the standard one plus the peers and all
-    /// they load (xtask/src/vm/peers.rs); returns its size in bytes.
-    pub fn add_peers(&mut self) -> anyhow::Result<u64> {
-        let extras = peers::extras(
-            &mut Apt::default(),
-            &mut self.suite_apt,
-            &self.kernel.version,
-            &self.work_dir,
-        )?;
+    /// Writes the initramfs for boots `with_peers`: the standard one plus `extras` (the bench's
+    /// peers and all they load); returns its size in bytes.
+    pub fn add_peers(&mut self, extras: &[Extra]) -> anyhow::Result<u64> {
         let path = initramfs::write(
             &self.suite,
             &binaries_of(&self.suite, &self.tests)?,
-            &extras,
+            extras,
             &self.work_dir.join("initramfs-peers.cpio"),
         )?;
         let size = std::fs::metadata(&path)
@@ -410,6 +402,12 @@ impl Guest {
             .len();
         self.peers_initrd = Some(path);
         Ok(size)
+    }
+
+    /// The guest kernel's Debian suite (its headers come from there), and where the guest's
+    /// downloads are kept.
+    pub fn suite_apt(&mut self) -> (&mut SuiteApt, &Path) {
+        (&mut self.suite_apt, &self.work_dir)
     }
 
     pub fn kernel_version(&self) -> &str {

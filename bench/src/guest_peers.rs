@@ -16,8 +16,8 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::{initramfs::Extra, kernel, suite::SuiteApt};
-use crate::setup::Apt;
+use xtask::setup::Apt;
+use xtask::vm::{Extra, SuiteApt, fetch_headers};
 
 pub const PACKAGES: [&str; 2] = ["bpfcc-tools", "bpftrace"];
 pub const BCC_OOMKILL: &str = "/usr/sbin/oomkill-bpfcc";
@@ -45,7 +45,7 @@ const STDLIB_SKIPPED: [&str; 9] = [
 ];
 
 /// Everything the two peers need in the guest, beyond the standard initramfs.
-pub fn extras(
+pub(crate) fn extras(
     apt: &mut Apt,
     suite_apt: &mut SuiteApt,
     kernel_version: &str,
@@ -115,7 +115,7 @@ fn file(host: impl AsRef<Path>) -> anyhow::Result<Extra> {
 
 /// `/lib/x86_64-linux-gnu/libc.so.6` → `usr/lib/x86_64-linux-gnu/libc.so.6`: the guest's
 /// `lib` and `lib64` are symbolic links into `usr`, so nothing may be put under them directly.
-pub fn guest_path(host: &str) -> String {
+pub(crate) fn guest_path(host: &str) -> String {
     let relative = host.trim_start_matches('/');
     let first = relative.split('/').next().unwrap_or_default();
     if first == "lib" || first == "lib64" {
@@ -184,7 +184,7 @@ fn closure(elves: &[PathBuf]) -> anyhow::Result<BTreeSet<String>> {
 }
 
 /// The paths in `ldd` output; the vDSO has none, and a library not found is an error.
-pub fn parse_ldd(output: &str) -> anyhow::Result<Vec<String>> {
+pub(crate) fn parse_ldd(output: &str) -> anyhow::Result<Vec<String>> {
     let mut paths = Vec::new();
     for line in output
         .lines()
@@ -218,7 +218,7 @@ fn headers(
     work_dir: &Path,
     extras: &mut Vec<Extra>,
 ) -> anyhow::Result<()> {
-    let root = kernel::fetch_headers(apt, kernel_version, &work_dir.join("headers"))?;
+    let root = fetch_headers(apt, kernel_version, &work_dir.join("headers"))?;
     let src = root.join("usr/src");
     for entry in fs::read_dir(&src).with_context(|| format!("reading {}", src.display()))? {
         let dir = entry?.path();
