@@ -214,6 +214,15 @@ impl Observer {
             Ok(log) => log.lookup(&[kill.victim.pid, victim_tgid], victim.memcg.as_deref()),
             Err(why) => Lookup::Unreadable(why.clone()),
         };
+        // Where the victim was: as captured, else as the kernel's report says (a victim gone
+        // before the tracepoint-only tier could ask /proc).
+        let victim_memcg = victim.memcg.clone().or_else(|| match &lookup {
+            Lookup::Report(seen) => seen
+                .task_memcg
+                .as_ref()
+                .map(|path| String::from_utf8_lossy(&path.0).into_owned()),
+            _ => None,
+        });
         let domain = match (&kill.incident, &self.memory, &victim.memcg) {
             (None, _, _) if let Some(domain) = kernel_log_domain(&lookup) => domain,
             (Some(incident), memory, _) => {
@@ -267,7 +276,7 @@ impl Observer {
                     // Before the snapshot: its reads take a while, and a late reading of the
                     // domain's files finds less of what the victim held.
                     let composition = self.composition(kill, &scope, &victim, lookup);
-                    let reported = reported_victim(kill, victim.memcg.as_deref());
+                    let reported = reported_victim(kill, victim_memcg.as_deref());
                     let snapshot = snapshot::take(self.memory.as_ref(), scope, reported);
                     let composition = composition.map(|mut composition| {
                         if composition.processes.is_none() {
