@@ -29,6 +29,8 @@ pub struct DockerApi {
 struct Connected {
     client: Docker,
     engine: &'static str,
+    /// `/version` answered on this connection: the client speaks the server's API version.
+    identified: bool,
 }
 
 impl DockerApi {
@@ -60,7 +62,11 @@ impl DockerApi {
         } else {
             "docker"
         };
-        self.set(Connected { client, engine });
+        self.set(Connected {
+            client,
+            engine,
+            identified: false,
+        });
         Ok(())
     }
 
@@ -89,7 +95,11 @@ impl DockerApi {
             )?,
             _ => client,
         };
-        self.set(Connected { client, engine });
+        self.set(Connected {
+            client,
+            engine,
+            identified: true,
+        });
         Ok(())
     }
 
@@ -147,7 +157,7 @@ impl ContainerRuntime for DockerApi {
 
     fn list(&self) -> BoxFuture<'_, RuntimeResult<Vec<ContainerMetadata>>> {
         Box::pin(async move {
-            let Connected { client, engine } = self.connected()?;
+            let Connected { client, engine, .. } = self.connected()?;
             let options = ListContainersOptionsBuilder::default().all(true).build();
             let summaries = client
                 .list_containers(Some(options))
@@ -165,7 +175,7 @@ impl ContainerRuntime for DockerApi {
         id: &'a str,
     ) -> BoxFuture<'a, RuntimeResult<Option<ContainerMetadata>>> {
         Box::pin(async move {
-            let Connected { client, engine } = self.connected()?;
+            let Connected { client, engine, .. } = self.connected()?;
             match client.inspect_container(id, None).await {
                 Ok(response) => from_inspect(response, engine).map(Some),
                 Err(BollardError::DockerResponseServerError {
@@ -197,20 +207,40 @@ impl ContainerRuntime for DockerApi {
     }
 
     fn events(&self, since: SystemTime) -> BoxStream<'_, RuntimeResult<RuntimeEvent>> {
-        let Connected { client, engine } = match self.connected() {
-            Ok(connected) => connected,
-            Err(err) => return stream::once(async { Err(err) }).boxed(),
-        };
         let since = since
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_secs());
-        // Read line by line here, each bounded: bollard's reader would keep an endless line.
-        super::docker_socket::events(&self.socket, &client.client_version(), since)
-            .filter_map(move |message| async move {
-                match message {
-                    Ok(message) => from_event(message, engine).map(Ok),
-                    Err(why) => Some(Err(RuntimeError::Unavailable(why))),
+        // Docker refuses an API version newer than its own (400 to the whole stream), and
+        // bollard's is newer than most daemons': the stream is asked in the server's version,
+        // which `/version` says, milliseconds on Docker. podman (slow to answer `/version`)
+        // takes bollard's, so its events are followed at once.
+        let connected = async move {
+            if let Ok(Connected {
+                engine: "docker",
+                identified: false,
+                ..
+            }) = self.connected()
+                && let Err(err) = self.try_identify().await
+            {
+                log::debug!("container runtime {}: /version: {err}", self.socket);
+            }
+            self.connected()
+        };
+        stream::once(connected)
+            .flat_map(move |connected| match connected {
+                // Read line by line here, each bounded: bollard's reader would keep an endless
+                // line.
+                Ok(Connected { client, engine, .. }) => {
+                    super::docker_socket::events(&self.socket, &client.client_version(), since)
+                        .filter_map(move |message| async move {
+                            match message {
+                                Ok(message) => from_event(message, engine).map(Ok),
+                                Err(why) => Some(Err(RuntimeError::Unavailable(why))),
+                            }
+                        })
+                        .boxed()
                 }
+                Err(err) => stream::once(async { Err(err) }).boxed(),
             })
             .boxed()
     }

@@ -294,7 +294,7 @@ impl AsyncWrite for Bounded {
 mod tests {
     use super::*;
     use crate::attribute::docker::DockerApi;
-    use crate::attribute::runtime::{ContainerRuntime as _, RuntimeError};
+    use crate::attribute::runtime::{ContainerRuntime as _, RuntimeError, RuntimeEvent};
     use std::time::Instant;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     use tokio::net::UnixListener;
@@ -458,6 +458,50 @@ mod tests {
         };
         assert!(why.contains("an event longer than"), "{why}");
         assert!(started.elapsed() < Duration::from_secs(30));
+    }
+
+    /// Docker refuses a client newer than itself, the event stream included: the stream is
+    /// asked in the version `/version` gave, also when it is asked before the agent's own
+    /// `/version` call (which runs beside it) has answered.
+    #[tokio::test]
+    async fn the_event_stream_speaks_the_daemons_older_api_version() {
+        fn answer(status: &str, body: &str) -> Vec<u8> {
+            format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+        }
+        let (_dir, socket) = serve_requests(|mut stream, request| {
+            let line = request.lines().next().unwrap_or_default().to_owned();
+            Box::pin(async move {
+                if line.contains("/_ping") {
+                    let _ = stream.write_all(PING).await;
+                } else if line.contains("/version") {
+                    let body = r#"{"Version":"20.10.24","ApiVersion":"1.41"}"#;
+                    let _ = stream.write_all(&answer("200 OK", body)).await;
+                } else if line.contains("/v1.41/events") {
+                    let event = r#"{"Type":"container","Action":"start","Actor":{"ID":"c0ffee","Attributes":{"name":"web"}},"time":1}"#;
+                    let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+                    let chunk = format!("{:x}\r\n{event}\n\r\n", event.len() + 1);
+                    let _ = stream.write_all(head.as_bytes()).await;
+                    let _ = stream.write_all(chunk.as_bytes()).await;
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                } else {
+                    let body = r#"{"message":"client version 1.53 is too new"}"#;
+                    let _ = stream.write_all(&answer("400 Bad Request", body)).await;
+                }
+            })
+        });
+        let api = connected(&socket).await;
+        let mut events = api.events(std::time::SystemTime::now());
+        let first = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("an event within 10 s");
+        assert!(
+            matches!(first, Some(Ok(RuntimeEvent::Changed { ref id, .. })) if id == "c0ffee"),
+            "{first:?}"
+        );
     }
 
     /// What the daemon says, its error text and what fails to parse alike, is never quoted:
