@@ -34,6 +34,7 @@ mod kernel;
 mod kmsg;
 mod podman;
 pub mod prometheus;
+mod snapshot;
 mod tmpfs;
 pub mod tracefs;
 
@@ -61,6 +62,7 @@ pub use crate::kernel::{ExpectedCapture, Hook, KernelLook};
 pub use crate::kmsg::{KernelReport, KilledProcess, Kmsg, parse_killed_process};
 pub use crate::podman::{Container, IMAGE, Podman};
 pub use crate::prometheus::Prometheus;
+pub use crate::snapshot::assert_snapshot_holds_victim;
 pub use crate::tmpfs::{
     ScratchTmpfs, assert_tmpfs_leads, composition_of, mib, verdict_of, within_ten_percent,
 };

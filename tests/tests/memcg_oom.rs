@@ -21,8 +21,8 @@ use oomtrace::record::party::Memory;
 use oomtrace::record::{Body, OomKillRecord};
 use oomtrace_tests::capabilities::{expected_after_attach, of_every_thread};
 use oomtrace_tests::{
-    Agent, ExpectedCapture, Hog, Hook, KernelLook, Kmsg, MemoryCgroup, agent_binary, hog_binary,
-    pretty, require_root, skip,
+    Agent, ExpectedCapture, Hog, Hook, KernelLook, Kmsg, MemoryCgroup, agent_binary,
+    assert_snapshot_holds_victim, hog_binary, pretty, require_root, skip,
 };
 
 const LIMIT_BYTES: u64 = 64 << 20;
@@ -133,6 +133,7 @@ fn memcg_oom(kernel: &KernelLook, agent_args: &[&str], expected: ExpectedCapture
     };
     let context = pretty(kill);
     let victim = &kill.victim;
+    assert_snapshot_holds_victim(kill);
 
     // Who was killed, and how big it was: as the kernel's `Killed process` line says.
     assert_eq!(victim.process.pid, Some(hog_pid), "victim pid in {context}");
