@@ -415,13 +415,13 @@ impl Stopped {
         assert_eq!(
             agent_stopped.totals.oom_kills,
             self.kills().count() as u64,
-            "{}",
+            "oom_kills should count the printed oom_kill records: {}",
             pretty(agent_stopped)
         );
         assert_eq!(
             agent_stopped.totals.ringbuf_dropped_total,
             0,
-            "{}",
+            "records dropped, per {}",
             pretty(agent_stopped)
         );
     }

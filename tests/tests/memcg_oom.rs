@@ -248,19 +248,7 @@ fn memcg_oom(kernel: &KernelLook, agent_args: &[&str], expected: ExpectedCapture
         "exactly one oom_kill record for the hog (pid {hog_pid}), got {}",
         pretty(&hog_kills)
     );
-    let agent_stopped = stopped.agent_stopped();
-    assert_eq!(
-        agent_stopped.totals.oom_kills,
-        stopped.kills().count() as u64,
-        "oom_kills should count the printed oom_kill records: {}",
-        pretty(agent_stopped)
-    );
-    assert_eq!(
-        agent_stopped.totals.ringbuf_dropped_total,
-        0,
-        "records dropped, per {}",
-        pretty(agent_stopped)
-    );
+    stopped.assert_every_kill_counted_and_none_dropped();
 }
 
 /// Whose limit (this cgroup's, as `oom_control` says), the domain's figures read as the kill
