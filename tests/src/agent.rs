@@ -407,6 +407,24 @@ impl Stopped {
         };
         stopped
     }
+
+    /// `agent_stopped` counts every `oom_kill` the agent printed, and the ring buffer dropped
+    /// nothing.
+    pub fn assert_every_kill_counted_and_none_dropped(&self) {
+        let agent_stopped = self.agent_stopped();
+        assert_eq!(
+            agent_stopped.totals.oom_kills,
+            self.kills().count() as u64,
+            "oom_kills should count the printed oom_kill records: {}",
+            pretty(agent_stopped)
+        );
+        assert_eq!(
+            agent_stopped.totals.ringbuf_dropped_total,
+            0,
+            "records dropped, per {}",
+            pretty(agent_stopped)
+        );
+    }
 }
 
 /// The `agent_started` record among `records`: [`Agent::start`] waited for it.

@@ -35,6 +35,7 @@ mod kmsg;
 mod podman;
 pub mod prometheus;
 mod slice;
+mod snapshot;
 mod tmpfs;
 pub mod tracefs;
 
@@ -63,6 +64,7 @@ pub use crate::kmsg::{KernelReport, KilledProcess, Kmsg, parse_killed_process};
 pub use crate::podman::{Container, IMAGE, Podman};
 pub use crate::prometheus::Prometheus;
 pub use crate::slice::SystemdSlice;
+pub use crate::snapshot::assert_snapshot_holds_victim;
 pub use crate::tmpfs::{
     ScratchTmpfs, assert_tmpfs_leads, composition_of, mib, verdict_of, within_ten_percent,
 };

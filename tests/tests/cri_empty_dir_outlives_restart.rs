@@ -7,8 +7,8 @@
 use oomtrace::record::composition::TmpfsKind;
 use oomtrace_tests::cri::{Containerd, CriContainerSpec, PodSpec};
 use oomtrace_tests::{
-    ContainerSpec, ScratchTmpfs, assert_tmpfs_leads, composition_of, pretty, require_root,
-    within_ten_percent,
+    ContainerSpec, ScratchTmpfs, assert_snapshot_holds_victim, assert_tmpfs_leads, composition_of,
+    pretty, require_root, verdict_of, within_ten_percent,
 };
 
 const MIB: u64 = 1 << 20;
@@ -52,6 +52,21 @@ fn a_memory_backed_empty_dir_outlives_the_restarted_container() {
     );
     let kill = second.kill_record(&mut agent);
     let context = pretty(&kill);
+    for kill in [&first_kill, &kill] {
+        // The snapshot, read after the reaper, still shows the victim at its size at the kill;
+        // the pod's sandbox is never listed as the pod (whose limit is full).
+        assert!(
+            assert_snapshot_holds_victim(kill).is_some(),
+            "the kernel reported the victim's size: {}",
+            pretty(kill)
+        );
+        let verdict = verdict_of(kill).replace("the sandbox of pod shop/web-0", "");
+        assert!(
+            !verdict.contains("pod shop/web-0 ("),
+            "the sandbox is named like the pod: {}",
+            verdict_of(kill)
+        );
+    }
     let composition = composition_of(&kill);
     let written = WRITTEN_MIB * MIB;
     let not_in = composition.not_in_processes;

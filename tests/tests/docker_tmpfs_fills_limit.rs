@@ -6,8 +6,8 @@
 
 use oomtrace::record::composition::TmpfsKind;
 use oomtrace_tests::{
-    ContainerSpec, Dockerd, assert_tmpfs_leads, composition_of, pretty, require_root,
-    within_ten_percent,
+    ContainerSpec, Dockerd, assert_snapshot_holds_victim, assert_tmpfs_leads, composition_of,
+    pretty, require_root, within_ten_percent,
 };
 
 const MIB: u64 = 1 << 20;
@@ -32,6 +32,11 @@ fn a_containers_tmpfs_mount_filling_its_limit_is_named_in_the_verdict() {
         .run_flag("--tmpfs=/scratch:size=256m"),
     );
     let kill = container.kill_record(&mut agent);
+    assert!(
+        assert_snapshot_holds_victim(&kill).is_some(),
+        "the kernel reported the victim's size: {}",
+        pretty(&kill)
+    );
     let context = pretty(&kill);
     let composition = composition_of(&kill);
     let not_in = composition.not_in_processes;

@@ -176,19 +176,7 @@ fn a_host_wide_oom_names_the_host_and_the_trigger_in_another_cgroup() {
 
     let stopped = agent.stop();
     assert_eq!(stopped.kills_of(db_pid).len(), 1);
-    let agent_stopped = stopped.agent_stopped();
-    assert_eq!(
-        agent_stopped.totals.oom_kills,
-        stopped.kills().count() as u64,
-        "{}",
-        pretty(agent_stopped)
-    );
-    assert_eq!(
-        agent_stopped.totals.ringbuf_dropped_total,
-        0,
-        "{}",
-        pretty(agent_stopped)
-    );
+    stopped.assert_every_kill_counted_and_none_dropped();
 }
 
 fn mem_available_kib() -> u64 {

@@ -21,8 +21,8 @@ use oomtrace::record::party::Memory;
 use oomtrace::record::{Body, OomKillRecord};
 use oomtrace_tests::capabilities::{expected_after_attach, of_every_thread};
 use oomtrace_tests::{
-    Agent, ExpectedCapture, Hog, Hook, KernelLook, Kmsg, MemoryCgroup, agent_binary, hog_binary,
-    pretty, require_root, skip,
+    Agent, ExpectedCapture, Hog, Hook, KernelLook, Kmsg, MemoryCgroup, agent_binary,
+    assert_snapshot_holds_victim, hog_binary, pretty, require_root, skip,
 };
 
 const LIMIT_BYTES: u64 = 64 << 20;
@@ -133,6 +133,7 @@ fn memcg_oom(kernel: &KernelLook, agent_args: &[&str], expected: ExpectedCapture
     };
     let context = pretty(kill);
     let victim = &kill.victim;
+    assert_snapshot_holds_victim(kill);
 
     // Who was killed, and how big it was: as the kernel's `Killed process` line says.
     assert_eq!(victim.process.pid, Some(hog_pid), "victim pid in {context}");
@@ -247,19 +248,7 @@ fn memcg_oom(kernel: &KernelLook, agent_args: &[&str], expected: ExpectedCapture
         "exactly one oom_kill record for the hog (pid {hog_pid}), got {}",
         pretty(&hog_kills)
     );
-    let agent_stopped = stopped.agent_stopped();
-    assert_eq!(
-        agent_stopped.totals.oom_kills,
-        stopped.kills().count() as u64,
-        "oom_kills should count the printed oom_kill records: {}",
-        pretty(agent_stopped)
-    );
-    assert_eq!(
-        agent_stopped.totals.ringbuf_dropped_total,
-        0,
-        "records dropped, per {}",
-        pretty(agent_stopped)
-    );
+    stopped.assert_every_kill_counted_and_none_dropped();
 }
 
 /// Whose limit (this cgroup's, as `oom_control` says), the domain's figures read as the kill

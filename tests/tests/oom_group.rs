@@ -181,17 +181,5 @@ fn a_group_kill_is_one_incident_with_every_member_named() {
         usize::from(expected.tier == Tier::Full),
         "oom_incident records for the group"
     );
-    let agent_stopped = stopped.agent_stopped();
-    assert_eq!(
-        agent_stopped.totals.oom_kills,
-        stopped.kills().count() as u64,
-        "{}",
-        pretty(agent_stopped)
-    );
-    assert_eq!(
-        agent_stopped.totals.ringbuf_dropped_total,
-        0,
-        "{}",
-        pretty(agent_stopped)
-    );
+    stopped.assert_every_kill_counted_and_none_dropped();
 }

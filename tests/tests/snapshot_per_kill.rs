@@ -8,7 +8,8 @@ use std::time::Duration;
 use oomtrace::capture::Tier;
 use oomtrace::record::OomKillRecord;
 use oomtrace_tests::{
-    Agent, Hog, Hook, KernelLook, MemoryCgroup, hog_binary, pretty, require_root,
+    Agent, Hog, Hook, KernelLook, MemoryCgroup, assert_snapshot_holds_victim, hog_binary, pretty,
+    require_root,
 };
 const LIMIT_BYTES: u64 = 64 << 20;
 /// The restart loop's limit: small, so that a hog fills it in a fraction of the gap also under
@@ -75,6 +76,7 @@ fn two_kills_each_carry_their_own_snapshot(agent_args: &[&str], max_tier: Option
         "the kills should come within a second of each other, as in a restart loop: {apart_ns} ns"
     );
     for kill in [first_kill, second_kill] {
+        assert_snapshot_holds_victim(kill);
         assert!(
             snapshot_ns(kill) >= kill.ktime_ns,
             "each kill's snapshot is taken after that kill, not before it:\n{}",
@@ -146,6 +148,7 @@ fn one_trigger_killing_twice_gets_two_snapshots() {
     println!("the same trigger killed twice, {apart_ns} ns apart");
     assert!(apart_ns < 1_000_000_000, "{apart_ns} ns apart");
     for kill in [first_kill, second_kill] {
+        assert_snapshot_holds_victim(kill);
         assert!(
             snapshot_ns(kill) >= kill.ktime_ns,
             "each kill's snapshot is taken after that kill, not before it:\n{}",

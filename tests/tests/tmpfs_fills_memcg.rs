@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use oomtrace::record::composition::{CompositionSource, KernelLogState, TmpfsKind};
 use oomtrace_tests::{
-    Agent, Hog, MemoryCgroup, ScratchTmpfs, assert_tmpfs_leads, composition_of, hog_binary, mib,
-    pretty, require_root, within_ten_percent,
+    Agent, Hog, MemoryCgroup, ScratchTmpfs, assert_snapshot_holds_victim, assert_tmpfs_leads,
+    composition_of, hog_binary, mib, pretty, require_root, within_ten_percent,
 };
 
 const MIB: u64 = 1 << 20;
@@ -37,6 +37,11 @@ fn tmpfs_files_no_process_maps_lead_the_verdict() {
     let context = pretty(kill);
     let composition = composition_of(kill);
     let written = WRITTEN_MIB * MIB;
+    // The snapshot, read after the reaper, still shows the victim at its size at the kill.
+    assert!(
+        assert_snapshot_holds_victim(kill).is_some(),
+        "the kernel reported the victim's size: {context}"
+    );
 
     // From the kernel's own report, unless the kernel printed none for this kill (it prints
     // at most 10 every 5 s, and other OOM kills on the host count too): then memory.stat.

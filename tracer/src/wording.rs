@@ -75,7 +75,13 @@ pub(crate) fn name(names: &Names) -> Option<String> {
             printable(short_id(&container.id))
         ));
     }
-    // A pod by its names (its sandbox, or its own cgroup: never a "pause" container).
+    // The pod's sandbox: named as such, or its few KiB read as the whole pod's usage.
+    if let Some(sandbox) = sandbox_name(names) {
+        let qos = names.pod().and_then(|pod| pod.qos_class);
+        let about = qos.map(|qos| format!(" ({})", qos.as_str()));
+        return Some(format!("{sandbox}{}", about.unwrap_or_default()));
+    }
+    // A pod by its own cgroup's names (never a "pause" container).
     if let Some(pod) = pod_name(names) {
         let qos = names.pod().and_then(|pod| pod.qos_class);
         let about = qos.map(|qos| format!(" ({})", qos.as_str()));
@@ -105,8 +111,28 @@ pub(crate) fn short_name(names: &Names) -> Option<String> {
                 .container_name()
                 .map(|name| format!("container {}", printable(name)))
         })
+        .or_else(|| sandbox_name(names))
         .or_else(|| names.container.is_none().then(|| pod_name(names)).flatten())
         .or_else(|| name(names))
+}
+
+/// `the sandbox of pod shop/web-0`: the cgroup of a pod's sandbox ("pause") container, which its
+/// runtime names by the pod alone. It holds a few hundred KiB; named like the pod, it would
+/// read as the whole pod's usage while the pod's limit is full. Told from the pod's own cgroup
+/// by its path, a container's (containerd's and CRI-O's, cgroupfs and systemd drivers alike).
+pub(crate) fn sandbox_name(names: &Names) -> Option<String> {
+    if names.container.is_some() || names.k8s_container().is_some() {
+        return None;
+    }
+    let path = &names.attribution.as_ref()?.path;
+    if cgroup_path::parse(path).kind != PathKind::Container {
+        return None;
+    }
+    let pod = pod_name(names).or_else(|| {
+        let uid = names.pod()?.uid.as_deref()?;
+        Some(format!("pod {}", printable(uid)))
+    })?;
+    Some(format!("the sandbox of {pod}"))
 }
 
 /// `pod shop/web-0`, from the pod's names.
@@ -289,7 +315,7 @@ mod tests {
         assert_eq!(human_kb(3 * 1_048_576), "3.00 GiB");
     }
 
-    use crate::attribute::fixtures::{CRI_ID, in_pod, pod_path, worker};
+    use crate::attribute::fixtures::{CRI_ID, POD_UID, in_pod, pod_path, worker};
     use crate::record::build::{names, names_from_path};
 
     #[test]
@@ -343,20 +369,29 @@ mod tests {
     }
 
     #[test]
-    fn a_pods_sandbox_and_cgroup_name_the_pod() {
+    fn a_pods_sandbox_is_named_as_its_sandbox_and_its_cgroup_as_the_pod() {
         let sandbox = names(
             Some(&in_pod(&format!("{}/{CRI_ID}", pod_path()), None)),
             None,
         );
         assert_eq!(
             name(&sandbox).as_deref(),
-            Some("pod pay-prod/ledger-api-7f9c (burstable)")
+            Some("the sandbox of pod pay-prod/ledger-api-7f9c (burstable)")
         );
         assert_eq!(
             short_name(&sandbox).as_deref(),
-            Some("pod pay-prod/ledger-api-7f9c")
+            Some("the sandbox of pod pay-prod/ledger-api-7f9c")
         );
         let pod = names(Some(&in_pod(&pod_path(), None)), None);
+        assert_eq!(
+            name(&pod).as_deref(),
+            Some("pod pay-prod/ledger-api-7f9c (burstable)")
+        );
+        assert_eq!(
+            short_name(&pod).as_deref(),
+            Some("pod pay-prod/ledger-api-7f9c")
+        );
+        assert_eq!(sandbox_name(&pod), None);
         assert_eq!(
             limit_words(&pod, None, Some(256 << 20)).as_deref(),
             Some("the pod's limit (pod pay-prod/ledger-api-7f9c, 256.0 MiB)")
@@ -368,6 +403,55 @@ mod tests {
             limit_words(&unknown, None, None).as_deref(),
             Some(format!("the pod's limit (pod {uid} (guaranteed))").as_str())
         );
+    }
+
+    /// The sandbox's cgroup as each runtime and cgroup driver makes it, beside the pod's own.
+    #[test]
+    fn a_sandbox_is_told_from_its_pod_on_every_runtime_and_driver() {
+        let uid = POD_UID.replace('-', "_");
+        for (pod, sandbox) in [
+            // containerd, cgroupfs driver.
+            (pod_path(), format!("{}/{CRI_ID}", pod_path())),
+            // containerd, systemd driver.
+            (
+                format!(
+                    "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid}.slice"
+                ),
+                format!(
+                    "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid}.slice/\
+                     cri-containerd-{CRI_ID}.scope"
+                ),
+            ),
+            // CRI-O, systemd driver.
+            (
+                format!(
+                    "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid}.slice"
+                ),
+                format!(
+                    "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid}.slice/\
+                     crio-{CRI_ID}.scope"
+                ),
+            ),
+            // CRI-O, cgroupfs driver.
+            (pod_path(), format!("{}/crio-{CRI_ID}", pod_path())),
+        ] {
+            let named = names(Some(&in_pod(&sandbox, None)), None);
+            assert_eq!(
+                short_name(&named).as_deref(),
+                Some("the sandbox of pod pay-prod/ledger-api-7f9c"),
+                "{sandbox}"
+            );
+            let own = names(Some(&in_pod(&pod, None)), None);
+            assert_eq!(
+                short_name(&own).as_deref(),
+                Some("pod pay-prod/ledger-api-7f9c"),
+                "{pod}"
+            );
+        }
+        // A container of the pod the runtime has not named yet is a container, by its id.
+        let unnamed = names_from_path(&format!("{}/{CRI_ID}", pod_path()));
+        assert_eq!(sandbox_name(&unnamed), None);
+        assert_eq!(sandbox_name(&names(Some(&worker()), None)), None);
     }
 
     #[test]

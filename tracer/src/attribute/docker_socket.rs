@@ -332,6 +332,15 @@ mod tests {
         (dir, path.display().to_string())
     }
 
+    /// A whole HTTP answer with a JSON body.
+    fn answer(status: &str, body: &str) -> Vec<u8> {
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+
     const PING: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nApi-Version: 1.43\r\n\r\nOK";
 
     async fn endless_chunks(mut stream: UnixStream, with_newlines: bool) {
@@ -465,13 +474,6 @@ mod tests {
     /// `/version` call (which runs beside it) has answered.
     #[tokio::test]
     async fn the_event_stream_speaks_the_daemons_older_api_version() {
-        fn answer(status: &str, body: &str) -> Vec<u8> {
-            format!(
-                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
-            .into_bytes()
-        }
         let (_dir, socket) = serve_requests(|mut stream, request| {
             let line = request.lines().next().unwrap_or_default().to_owned();
             Box::pin(async move {
@@ -508,13 +510,6 @@ mod tests {
     /// errors name the kind and the path.
     #[tokio::test]
     async fn a_hostile_answer_is_not_quoted_in_errors() {
-        fn answer(status: &str, body: &str) -> Vec<u8> {
-            format!(
-                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
-            .into_bytes()
-        }
         let (_dir, socket) = serve_requests(|mut stream, request| {
             let line = request.lines().next().unwrap_or_default().to_owned();
             let reply = if line.contains("/_ping") {

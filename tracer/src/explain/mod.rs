@@ -64,6 +64,7 @@ impl Explainer {
                 },
             taken_ns,
             took,
+            charged_to_scope_bytes,
         } = snapshot;
         let composition = composition.map(|composition| {
             build::composition(composition, tmpfs_named(composition, attributor))
@@ -76,6 +77,7 @@ impl Explainer {
                 cgroup: CgroupPath { path: cgroup.path },
                 memory: Usage {
                     usage_bytes: cgroup.usage_bytes,
+                    read_after_kill_bytes: cgroup.read_after_kill_bytes,
                 },
             })
             .collect();
@@ -87,6 +89,7 @@ impl Explainer {
                     comm,
                     rss_bytes,
                     cgroup,
+                    read_after_kill_bytes,
                 } = process;
                 let named = cgroup.map(|path| attributor.named_from_cache(&path));
                 ProcessUsage {
@@ -95,6 +98,7 @@ impl Explainer {
                         executable: Executable { name: comm },
                         memory: Usage {
                             usage_bytes: rss_bytes,
+                            read_after_kill_bytes,
                         },
                     },
                     names: names(named.as_ref(), None),
@@ -130,6 +134,7 @@ impl Explainer {
                 .collect(),
             lead_up,
             filled: composition.clone(),
+            charged_to_domain: charged_to_scope_bytes.map(|bytes| (scope_owner(&scope), bytes)),
         };
         let flags = if kill.kill.marked_without_kill {
             Flags::default()
@@ -159,6 +164,7 @@ impl Explainer {
                 processes,
                 processes_read: Some(read as u64),
                 processes_unread: Some(unread as u64),
+                charged_to_scope_bytes,
                 ktime_ns: Some(taken_ns),
                 took_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
             },
@@ -167,6 +173,19 @@ impl Explainer {
             recurring_trigger: recurring_trigger.map(count),
         };
         (explanation, domain, composition)
+    }
+}
+
+/// Who a domain's own charge belongs to, in words: `the pod`, `cgroup /x`.
+fn scope_owner(scope: &Scope) -> String {
+    match scope {
+        Scope::Cgroup(path)
+            if crate::cgroup_path::parse(path).kind == crate::cgroup_path::PathKind::Pod =>
+        {
+            "the pod".to_owned()
+        }
+        Scope::Cgroup(path) => format!("cgroup {}", printable(path)),
+        Scope::Host => "the host".to_owned(),
     }
 }
 

@@ -20,6 +20,9 @@ pub(crate) struct Top {
     pub lead_up: Option<String>,
     /// What filled the domain at the kill, its tmpfs mounts named.
     pub filled: Option<Composition>,
+    /// Who the domain is (`the pod`, `cgroup /x`), and the memory charged to its cgroup itself,
+    /// to none of its members.
+    pub charged_to_domain: Option<(String, u64)>,
 }
 
 /// One of the snapshot's biggest processes.
@@ -231,6 +234,10 @@ pub(crate) fn verdict(kill: &AttributedKill, top: &Top, flags: Flags, window: Du
         text.push(' ');
         text.push_str(&sentence);
     }
+    if let Some(sentence) = charged_to_domain(top) {
+        text.push(' ');
+        text.push_str(&sentence);
+    }
 
     // How it came to that.
     if let Some(lead_up) = &top.lead_up {
@@ -363,6 +370,33 @@ fn biggest_users(top: &Top, victim_pid: u32) -> Option<String> {
             Some(sentence)
         }
     }
+}
+
+/// The domain's own charge is told from this share of its usage (and this size) up: below it, it
+/// is the cgroup's own kernel objects and rounding between reads.
+const CHARGED_TO_DOMAIN_FROM_PERCENT: u64 = 10;
+const CHARGED_TO_DOMAIN_FROM_BYTES: u64 = 1 << 20;
+
+/// `34 MiB was charged to the pod itself, to none of its containers.`: memory its members do
+/// not show, such as the tmpfs pages of a removed container, which the kernel moves to the
+/// parent. Told where it is a large share of the domain's usage at the kill.
+fn charged_to_domain(top: &Top) -> Option<String> {
+    let (owner, bytes) = top.charged_to_domain.as_ref()?;
+    let usage = top.filled.as_ref().and_then(|filled| filled.usage_bytes)?;
+    let large = *bytes >= CHARGED_TO_DOMAIN_FROM_BYTES
+        && bytes.saturating_mul(100) >= usage.saturating_mul(CHARGED_TO_DOMAIN_FROM_PERCENT);
+    if !large {
+        return None;
+    }
+    let members = if owner == "the pod" {
+        "its containers"
+    } else {
+        "the cgroups below it"
+    };
+    Some(format!(
+        "{} was charged to {owner} itself, to none of {members}.",
+        capitalise(&spoken_bytes(*bytes))
+    ))
 }
 
 /// `a`, `a and b`, `a, b and c`.

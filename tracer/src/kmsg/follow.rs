@@ -42,6 +42,8 @@ pub struct Seen {
     pub seq: u64,
     /// The memory cgroup whose limit was hit (memcg OOMs).
     pub oom_memcg: Option<KernelText>,
+    /// The victim's memory cgroup.
+    pub task_memcg: Option<KernelText>,
     /// A `memory.oom.group` kill's cgroup, whose every task the report kills.
     pub group: Option<KernelText>,
     pub report: Arc<ReportedMemory>,
@@ -107,6 +109,7 @@ impl<R: Read> Followed<R> {
                 Pushed::Summary {
                     pid,
                     oom_memcg,
+                    task_memcg,
                     report,
                 } => {
                     let seq = super::parse::parse_record(&self.buffer[..len]).map_or(0, |r| r.seq);
@@ -119,6 +122,7 @@ impl<R: Read> Followed<R> {
                             pid,
                             seq,
                             oom_memcg,
+                            task_memcg,
                             group: None,
                             report,
                         },

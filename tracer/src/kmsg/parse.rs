@@ -523,6 +523,8 @@ pub enum Pushed {
     Summary {
         pid: u32,
         oom_memcg: Option<KernelText>,
+        /// The victim's memory cgroup.
+        task_memcg: Option<KernelText>,
         report: Arc<ReportedMemory>,
     },
     /// `Tasks in /x are going to be killed due to memory.oom.group set`: the report's other
@@ -588,11 +590,13 @@ impl KillAssembler {
             OomLine::Constraint(constraint) => {
                 let pid = constraint.pid;
                 let oom_memcg = constraint.oom_memcg.clone();
+                let task_memcg = constraint.task_memcg.clone();
                 self.constraint = Some(constraint);
                 match self.report() {
                     Some(report) if self.open => Pushed::Summary {
                         pid,
                         oom_memcg,
+                        task_memcg,
                         report,
                     },
                     _ => Pushed::Nothing,

@@ -271,6 +271,7 @@ fn a_kill_the_explain_stage_flags_starts_a_restart_loop() {
                 processes: Vec::new(),
                 processes_read: None,
                 processes_unread: None,
+                charged_to_scope_bytes: None,
                 ktime_ns: None,
                 took_us: 0,
             },

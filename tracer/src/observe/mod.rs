@@ -106,14 +106,15 @@ impl PartyPaths {
 }
 
 /// The victim's size as the kernel reported it (resident: anonymous, file and shared memory,
-/// as `statm` counts it), where it did.
-fn reported_victim(kill: &OomKill) -> Option<ReportedProcess> {
+/// as `statm` counts it), where it did; in its memory cgroup `memcg`.
+fn reported_victim(kill: &OomKill, memcg: Option<&str>) -> Option<ReportedProcess> {
     let fields = kill.victim.fields.as_ref()?;
     let kb = fields.anon_rss_kb? + fields.file_rss_kb? + fields.shmem_rss_kb?;
     Some(ReportedProcess {
         pid: kill.victim.tgid.unwrap_or(kill.victim.pid),
         comm: kill.victim.comm.clone().or_else(|| fields.comm.clone()),
         rss_bytes: kb.saturating_mul(1024),
+        memcg: memcg.map(str::to_owned),
     })
 }
 
@@ -216,6 +217,15 @@ impl Observer {
             Err(why) => Lookup::Unreadable(why.clone()),
         };
         let kmsg_oom_group = kernel_log_group(&lookup);
+        // Where the victim was: as captured, else as the kernel's report says (a victim gone
+        // before the tracepoint-only tier could ask /proc).
+        let victim_memcg = victim.memcg.clone().or_else(|| match &lookup {
+            Lookup::Report(seen) => seen
+                .task_memcg
+                .as_ref()
+                .map(|path| String::from_utf8_lossy(&path.0).into_owned()),
+            _ => None,
+        });
         let domain = match (&kill.incident, &self.memory, &victim.memcg) {
             (None, _, _) if let Some(domain) = kernel_log_domain(&lookup) => domain,
             (Some(incident), memory, _) => {
@@ -269,8 +279,8 @@ impl Observer {
                     // Before the snapshot: its reads take a while, and a late reading of the
                     // domain's files finds less of what the victim held.
                     let composition = self.composition(kill, &scope, &victim, lookup);
-                    let snapshot =
-                        snapshot::take(self.memory.as_ref(), scope, reported_victim(kill));
+                    let reported = reported_victim(kill, victim_memcg.as_deref());
+                    let snapshot = snapshot::take(self.memory.as_ref(), scope, reported);
                     let composition = composition.map(|mut composition| {
                         if composition.processes.is_none() {
                             composition.processes = Some(Processes {

@@ -38,6 +38,10 @@ pub(crate) struct Snapshot {
     pub processes: Vec<ProcessUsage>,
     /// How the processes were found.
     pub process_scan: ProcessScan,
+    /// A domain's usage less all its members' (`cgroups` before the top were kept), as read:
+    /// memory charged to the domain's cgroup itself, such as the tmpfs pages of a removed
+    /// container, which the kernel moves to its parent. `None` host-wide, or with no members.
+    pub charged_to_scope_bytes: Option<u64>,
     /// When it was taken: CLOCK_MONOTONIC nanoseconds, the clock of a kill's `ktime_ns`.
     pub taken_ns: u64,
     /// What taking it cost.
@@ -99,6 +103,9 @@ impl HostMemory {
 pub(crate) struct CgroupUsage {
     pub path: String,
     pub usage_bytes: u64,
+    /// Where the read came after the victim's memory was freed: what it found. `usage_bytes`
+    /// is then what the victim held at the kill (see [`hold_victim`]).
+    pub read_after_kill_bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,6 +115,9 @@ pub(crate) struct ProcessUsage {
     pub rss_bytes: u64,
     /// Its memory cgroup, to name its container.
     pub cgroup: Option<String>,
+    /// The victim, gone from its cgroup by the read: 0, what the read found of it. `rss_bytes`
+    /// is then its size at the kill, as the kernel reported it.
+    pub read_after_kill_bytes: Option<u64>,
 }
 
 /// A process whose size the kernel reported with the kill: the victim. Its `/proc` files are
@@ -119,6 +129,8 @@ pub(crate) struct ReportedProcess {
     pub pid: u32,
     pub comm: Option<String>,
     pub rss_bytes: u64,
+    /// Its memory cgroup: the snapshot's rows that hold it.
+    pub memcg: Option<String>,
 }
 
 /// The snapshot of `scope`; `reported` is taken as it is instead of read from `/proc`.
@@ -130,16 +142,14 @@ pub(crate) fn take(
     let started = Instant::now();
     let taken_ns = crate::clock::monotonic_ns();
     let reader = ProcessReader {
-        reported,
+        reported: reported.clone(),
         ..ProcessReader::default()
     };
-    let (cgroups, processes, process_scan) = match memory {
+    let (mut cgroups, processes, process_scan) = match memory {
         Some(memory) => {
             let walk = walk(memory, &scope);
             let (processes, scan) = processes_in_cgroups(reader, memory, &scope, &walk);
-            let mut cgroups = walk.entries;
-            cgroups.truncate(TOP);
-            (cgroups, processes, scan)
+            (walk.entries, processes, scan)
         }
         None => {
             let (processes, scan) = processes_anywhere(reader);
@@ -151,14 +161,65 @@ pub(crate) fn take(
         (Scope::Cgroup(path), Some(memory)) => DomainMemory::Cgroup(memory.stats(path)),
         (Scope::Cgroup(_), None) => DomainMemory::Unknown,
     };
+    // Before the victim's rows are raised: both figures as read, within a millisecond.
+    let charged_to_scope_bytes = match &domain {
+        DomainMemory::Cgroup(memory) if !cgroups.is_empty() => {
+            let members: u64 = cgroups.iter().map(|cgroup| cgroup.usage_bytes).sum();
+            memory
+                .usage_bytes
+                .map(|usage| usage.saturating_sub(members))
+        }
+        _ => None,
+    };
+    if let Some(victim) = &reported {
+        hold_victim(victim, &mut cgroups);
+    }
+    cgroups.truncate(TOP);
     Snapshot {
         scope,
         domain,
         cgroups,
         processes,
         process_scan,
+        charged_to_scope_bytes,
         taken_ns,
         took: started.elapsed(),
+    }
+}
+
+/// Makes the rows that hold the victim say what they held at the kill, where they were read
+/// after its memory was freed: a snapshot is read after the kill, by which time the OOM reaper
+/// has usually freed the victim's anonymous memory (or the victim has exited), and a row that
+/// read "212 KiB" beside a kill of a 28 MiB process contradicts the record.
+///
+/// The rule: a row that holds the victim held at least the victim's resident memory at the
+/// kill (the kernel's anon, file and shmem RSS of it), since those pages are charged to its
+/// memory cgroup and to every cgroup above it. A cgroup row holds it when the victim's memory
+/// cgroup is the row's or below it; the process row when it is the victim's. A row read below
+/// that is raised to it and keeps what was read (`read_after_kill_bytes`); a row read at or
+/// above it is left as read. The raised figure is a lower bound: the row's other memory freed
+/// since (little, beside the victim's) is not added back. A victim gone from the `cgroup.procs`
+/// read is listed with its size at the kill, and counted among the processes read (see
+/// [`ProcessReader::finish`]).
+pub(crate) fn hold_victim(victim: &ReportedProcess, cgroups: &mut [CgroupUsage]) {
+    let held = victim.rss_bytes;
+    if held == 0 {
+        return;
+    }
+    if let Some(memcg) = &victim.memcg {
+        let holds = |path: &str| {
+            memcg == path
+                || memcg
+                    .strip_prefix(path)
+                    .is_some_and(|below| below.starts_with('/'))
+        };
+        for row in cgroups.iter_mut() {
+            if holds(&row.path) && row.usage_bytes < held {
+                row.read_after_kill_bytes = Some(row.usage_bytes);
+                row.usage_bytes = held;
+            }
+        }
+        cgroups.sort_by_key(|cgroup| std::cmp::Reverse(cgroup.usage_bytes));
     }
 }
 
@@ -205,7 +266,11 @@ pub(crate) fn walk(memory: &impl CgroupTree, scope: &Scope) -> Walk {
         .into_iter()
         .filter_map(|path| {
             let usage_bytes = memory.usage_bytes(&path)?;
-            Some(CgroupUsage { path, usage_bytes })
+            Some(CgroupUsage {
+                path,
+                usage_bytes,
+                read_after_kill_bytes: None,
+            })
         })
         .collect();
     entries.sort_by_key(|cgroup| std::cmp::Reverse(cgroup.usage_bytes));
@@ -291,6 +356,8 @@ struct ProcessReader {
     top: Vec<(u64, u32, Option<String>)>,
     scan: ProcessScan,
     reported: Option<ReportedProcess>,
+    /// Whether the reported process was listed in a `cgroup.procs` read.
+    reported_listed: bool,
 }
 
 impl ProcessReader {
@@ -331,12 +398,20 @@ impl ProcessReader {
         }
         self.scan.read += 1;
         let rss = match &self.reported {
-            Some(reported) if reported.pid == pid => Some(reported.rss_bytes),
+            Some(reported) if reported.pid == pid => {
+                self.reported_listed = true;
+                Some(reported.rss_bytes)
+            }
             _ => procfs::rss_bytes(pid),
         };
         let Some(rss) = rss.filter(|&rss| rss > 0) else {
             return;
         };
+        self.keep(rss, pid, cgroup);
+    }
+
+    /// Counts a process of `rss` bytes, and keeps it if it is among the biggest.
+    fn keep(&mut self, rss: u64, pid: u32, cgroup: Option<&str>) {
         self.scan.resident_bytes = self.scan.resident_bytes.saturating_add(rss);
         if self.top.len() == TOP && self.top.last().is_some_and(|&(least, _, _)| least >= rss) {
             return;
@@ -346,11 +421,32 @@ impl ProcessReader {
         self.top.truncate(TOP);
     }
 
-    fn finish(self) -> (Vec<ProcessUsage>, ProcessScan) {
+    fn finish(mut self) -> (Vec<ProcessUsage>, ProcessScan) {
+        // The victim, not listed in what was read: gone by the read (it exited, or the reaper
+        // let it), or left unread past the budget (its cgroup, emptied by the reaper, is read
+        // last). It was there at the kill, with the size the kernel reported. Its pid is not
+        // asked about again: it may have been reused already.
+        let gone = match &self.reported {
+            Some(reported) if !self.reported_listed && reported.rss_bytes > 0 => {
+                let (rss, pid) = (reported.rss_bytes, reported.pid);
+                let memcg = reported.memcg.clone();
+                let before = self.scan.resident_bytes;
+                self.keep(rss, pid, memcg.as_deref());
+                if self.scan.unread == 0 {
+                    self.scan.read += 1;
+                } else {
+                    // Perhaps counted among the unread: not counted twice.
+                    self.scan.resident_bytes = before;
+                }
+                (self.scan.unread == 0).then_some(pid)
+            }
+            _ => None,
+        };
         let ProcessReader {
             top,
             scan,
             reported,
+            reported_listed: _,
         } = self;
         let reported_comm = |pid| {
             reported
@@ -360,14 +456,25 @@ impl ProcessReader {
         };
         let processes = top
             .into_iter()
-            .map(|(rss_bytes, pid, cgroup)| ProcessUsage {
-                pid,
-                comm: reported_comm(pid)
-                    .or_else(|| procfs::comm(pid))
-                    .unwrap_or_else(|| "?".to_owned()),
-                rss_bytes,
-                // Where it was listed; from /proc when it was found there.
-                cgroup: cgroup.or_else(|| procfs::cgroups(pid).and_then(|paths| paths.memory)),
+            .map(|(rss_bytes, pid, cgroup)| {
+                let gone = gone == Some(pid);
+                let comm = match reported_comm(pid) {
+                    Some(comm) => Some(comm),
+                    None if gone => None,
+                    None => procfs::comm(pid),
+                };
+                ProcessUsage {
+                    pid,
+                    comm: comm.unwrap_or_else(|| "?".to_owned()),
+                    rss_bytes,
+                    // Where it was listed; from /proc when it was found there.
+                    cgroup: match cgroup {
+                        Some(cgroup) => Some(cgroup),
+                        None if gone => None,
+                        None => procfs::cgroups(pid).and_then(|paths| paths.memory),
+                    },
+                    read_after_kill_bytes: gone.then_some(0),
+                }
             })
             .collect();
         (processes, scan)
@@ -530,6 +637,7 @@ mod tests {
             pid: NO_SUCH_PID,
             comm: Some("victim".to_owned()),
             rss_bytes: u64::MAX / 2,
+            memcg: Some("/domain".to_owned()),
         };
         let snapshot = take(
             Some(&memory),
@@ -553,6 +661,136 @@ mod tests {
         fs::remove_dir_all(&memory.root).unwrap();
     }
 
+    const MIB: u64 = 1 << 20;
+
+    /// The victim of a kill in container web, 28 MiB at the kill as the kernel reported it.
+    fn victim_of_web(pid: u32) -> ReportedProcess {
+        ReportedProcess {
+            pid,
+            comm: Some("hog".to_owned()),
+            rss_bytes: 28 * MIB,
+            memcg: Some("/pod/web/inner".to_owned()),
+        }
+    }
+
+    /// A CRI run: the container's cgroup read after the reaper freed the victim (212 KiB), the
+    /// victim gone from `cgroup.procs`, a neighbour bigger than that, and a sibling whose name
+    /// starts like the victim's cgroup.
+    #[test]
+    fn rows_read_after_the_reaper_carry_what_the_victim_held_at_the_kill() {
+        let memory = hierarchy(&[
+            ("/pod", 40 * MIB),
+            ("/pod/web", 212 << 10),
+            ("/pod/web/inner", 100 << 10),
+            ("/pod/webcache", 5 * MIB),
+            ("/pod/sidecar", 30 * MIB),
+        ]);
+        let own = std::process::id();
+        write_procs(&memory, "/pod/sidecar", &[own]);
+        write_procs(&memory, "/pod/web", &[]);
+        let snapshot = take(
+            Some(&memory),
+            Scope::Cgroup("/pod".to_owned()),
+            Some(victim_of_web(NO_SUCH_PID)),
+        );
+        let rows: Vec<(&str, u64, Option<u64>)> = snapshot
+            .cgroups
+            .iter()
+            .map(|c| (c.path.as_str(), c.usage_bytes, c.read_after_kill_bytes))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("/pod/sidecar", 30 * MIB, None),
+                ("/pod/web", 28 * MIB, Some(212 << 10)),
+                ("/pod/webcache", 5 * MIB, None),
+            ],
+            "{snapshot:?}"
+        );
+        // The victim is listed with its size at the kill, its pid not asked about again.
+        let victim = snapshot
+            .processes
+            .iter()
+            .find(|p| p.pid == NO_SUCH_PID)
+            .expect("the victim is listed");
+        assert_eq!(victim.rss_bytes, 28 * MIB, "{snapshot:?}");
+        assert_eq!(victim.read_after_kill_bytes, Some(0));
+        assert_eq!(victim.comm, "hog");
+        assert_eq!(victim.cgroup.as_deref(), Some("/pod/web/inner"));
+        let scan = snapshot.process_scan;
+        assert_eq!(scan.read, 2, "{snapshot:?}");
+        // As read: 40 MiB less 30 MiB, 5 MiB and 212 KiB, the victim's row before it was raised.
+        assert_eq!(
+            snapshot.charged_to_scope_bytes,
+            Some(40 * MIB - 30 * MIB - 5 * MIB - (212 << 10))
+        );
+        let own_rss = snapshot
+            .processes
+            .iter()
+            .find(|p| p.pid == own)
+            .map(|p| p.rss_bytes);
+        assert_eq!(scan.resident_bytes, 28 * MIB + own_rss.unwrap_or(0));
+        fs::remove_dir_all(&memory.root).unwrap();
+    }
+
+    #[test]
+    fn rows_read_at_or_above_what_the_victim_held_are_left_as_read() {
+        let mut cgroups = vec![
+            CgroupUsage {
+                path: "/pod/web".to_owned(),
+                usage_bytes: 100 * MIB,
+                read_after_kill_bytes: None,
+            },
+            CgroupUsage {
+                path: "/pod/other".to_owned(),
+                usage_bytes: MIB,
+                read_after_kill_bytes: None,
+            },
+        ];
+        let before = cgroups.clone();
+        hold_victim(&victim_of_web(1), &mut cgroups);
+        assert_eq!(cgroups, before);
+        // A victim whose cgroup is not known holds no row; nor does one the kernel gave no size.
+        cgroups[0].usage_bytes = MIB / 2;
+        let before = cgroups.clone();
+        let unplaced = ReportedProcess {
+            memcg: None,
+            ..victim_of_web(1)
+        };
+        hold_victim(&unplaced, &mut cgroups);
+        let sizeless = ReportedProcess {
+            rss_bytes: 0,
+            ..victim_of_web(1)
+        };
+        hold_victim(&sizeless, &mut cgroups);
+        assert_eq!(cgroups, before);
+    }
+
+    /// A victim still listed was read as the kernel reported it, and is not listed twice.
+    #[test]
+    fn a_victim_still_listed_is_not_added_again() {
+        let memory = hierarchy(&[("/domain", 30 * MIB), ("/domain/c", 30 * MIB)]);
+        let own = std::process::id();
+        write_procs(&memory, "/domain/c", &[own]);
+        let victim = ReportedProcess {
+            memcg: Some("/domain/c".to_owned()),
+            ..victim_of_web(own)
+        };
+        let snapshot = take(
+            Some(&memory),
+            Scope::Cgroup("/domain".to_owned()),
+            Some(victim),
+        );
+        assert_eq!(snapshot.processes.len(), 1, "{snapshot:?}");
+        assert_eq!(snapshot.processes[0].rss_bytes, 28 * MIB);
+        assert_eq!(snapshot.processes[0].read_after_kill_bytes, None);
+        assert_eq!(snapshot.process_scan.read, 1);
+        assert_eq!(snapshot.cgroups[0].read_after_kill_bytes, None);
+        // All of the domain is its member's.
+        assert_eq!(snapshot.charged_to_scope_bytes, Some(0));
+        fs::remove_dir_all(&memory.root).unwrap();
+    }
+
     #[test]
     fn at_most_the_budget_of_processes_is_read() {
         let memory = hierarchy(&[("/crowded", 1000)]);
@@ -565,6 +803,35 @@ mod tests {
         assert_eq!((scan.read, scan.unread), (MAX_PROCESSES_READ, 44));
         assert_eq!(snapshot.processes.len(), 1);
         assert_eq!(snapshot.processes[0].pid, own);
+        fs::remove_dir_all(&memory.root).unwrap();
+    }
+
+    /// Past the budget, a victim not listed may be among the unread: it is listed at its size at
+    /// the kill, not said to be gone, and not counted twice.
+    #[test]
+    fn a_victim_past_the_budget_is_listed_and_not_said_gone() {
+        let memory = hierarchy(&[("/crowded", 1000)]);
+        let pids: Vec<u32> = (0..MAX_PROCESSES_READ as u32 + 3)
+            .map(|i| NO_SUCH_PID + i)
+            .collect();
+        write_procs(&memory, "/crowded", &pids);
+        let victim = ReportedProcess {
+            pid: 4_999_999,
+            memcg: Some("/crowded".to_owned()),
+            ..victim_of_web(0)
+        };
+        let snapshot = take(Some(&memory), Scope::Host, Some(victim));
+        let scan = snapshot.process_scan;
+        assert_eq!(
+            (scan.read, scan.unread, scan.resident_bytes),
+            (MAX_PROCESSES_READ, 3, 0)
+        );
+        assert_eq!(snapshot.processes.len(), 1, "{snapshot:?}");
+        assert_eq!(snapshot.processes[0].pid, 4_999_999);
+        assert_eq!(snapshot.processes[0].rss_bytes, 28 * MIB);
+        assert_eq!(snapshot.processes[0].read_after_kill_bytes, None);
+        // Host-wide, nothing is charged to a domain's cgroup.
+        assert_eq!(snapshot.charged_to_scope_bytes, None);
         fs::remove_dir_all(&memory.root).unwrap();
     }
 

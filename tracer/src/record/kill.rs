@@ -234,6 +234,10 @@ pub struct Snapshot {
     /// Processes listed in the scope's cgroups but left unread past that budget.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub processes_unread: Option<u64>,
+    /// A domain's usage less all its members' (not only those listed), as read: memory charged
+    /// to the domain's cgroup itself, such as the tmpfs pages of a removed container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charged_to_scope_bytes: Option<u64>,
     /// When it was taken, on the clock of the record's `ktime_ns`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ktime_ns: Option<u64>,
@@ -251,6 +255,12 @@ pub struct CgroupUsage {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub usage_bytes: u64,
+    /// Only on a row that holds the victim and was read after the victim's memory was freed
+    /// (by the OOM reaper, or as it exited): what the read found (0: the victim was gone).
+    /// `usage_bytes` is then what the victim alone held at the kill, as the kernel reported it:
+    /// a lower bound of the row's usage at the kill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_after_kill_bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

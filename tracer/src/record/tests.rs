@@ -167,6 +167,7 @@ fn full_tier_kill() -> Record {
                 },
                 memory: Usage {
                     usage_bytes: 50_000_000,
+                    read_after_kill_bytes: None,
                 },
                 names: build::names(Some(&web(Source::Cache)), None),
             }],
@@ -174,14 +175,17 @@ fn full_tier_kill() -> Record {
                 process: UsingProcess {
                     pid: 42,
                     executable: Executable { name: "hog".into() },
+                    // Gone by the read: its size at the kill, from the kernel.
                     memory: Usage {
                         usage_bytes: 48_000_000,
+                        read_after_kill_bytes: Some(0),
                     },
                 },
                 names: build::names(Some(&web(Source::Cache)), None),
             }],
             processes_read: Some(3),
             processes_unread: Some(0),
+            charged_to_scope_bytes: None,
             ktime_ns: Some(201_001),
             took_us: 180,
         },

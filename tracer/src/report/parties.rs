@@ -117,6 +117,9 @@ pub(super) fn owner_short(names: &Names) -> Option<String> {
             printable(wording::short_id(&container.id))
         ));
     }
+    if let Some(sandbox) = wording::sandbox_name(names) {
+        return Some(sandbox);
+    }
     if let Some(pod) = wording::pod_name(names) {
         return Some(pod);
     }

@@ -5,7 +5,7 @@ use super::style::{Paint, Style, WIDTH, truncate, wrap};
 use crate::attribute::DomainKind;
 use crate::history::query::StoredEvent;
 use crate::incident::SenderKind;
-use crate::record::kill::{Count, Domain, Explanation};
+use crate::record::kill::{Count, Domain, Explanation, Usage};
 use crate::record::{Body, OomKillRecord, SigkillRecord};
 use crate::wording::{KubeLimit, human_bytes, kube_level_name, printable};
 
@@ -257,6 +257,19 @@ fn domain(domain: &Domain) -> String {
     out
 }
 
+/// ` (the victim's at the kill; 212 KiB when read)`: a row read after the victim's memory was
+/// freed, which shows what the victim held instead.
+fn read_after_kill(usage: &Usage) -> String {
+    match usage.read_after_kill_bytes {
+        None => String::new(),
+        Some(0) => " (at the kill; gone when read)".to_owned(),
+        Some(read) => format!(
+            " (the victim's at the kill; {} when read)",
+            human_bytes(read)
+        ),
+    }
+}
+
 fn snapshot(explanation: &Explanation, lines: &mut Vec<String>) {
     let snapshot = &explanation.snapshot;
     let scope = printable(&snapshot.scope);
@@ -265,7 +278,11 @@ fn snapshot(explanation: &Explanation, lines: &mut Vec<String>) {
         .iter()
         .map(|entry| {
             let name = owner_short(&entry.names).unwrap_or_else(|| printable(&entry.cgroup.path));
-            format!("{name} {}", human_bytes(entry.memory.usage_bytes))
+            format!(
+                "{name} {}{}",
+                human_bytes(entry.memory.usage_bytes),
+                read_after_kill(&entry.memory)
+            )
         })
         .collect();
     let processes: Vec<String> = snapshot
@@ -274,10 +291,11 @@ fn snapshot(explanation: &Explanation, lines: &mut Vec<String>) {
         .map(|entry| {
             let process = &entry.process;
             format!(
-                "{} (pid {}) {}",
+                "{} (pid {}) {}{}",
                 printable(&process.executable.name),
                 process.pid,
-                human_bytes(process.memory.usage_bytes)
+                human_bytes(process.memory.usage_bytes),
+                read_after_kill(&process.memory)
             )
         })
         .collect();
@@ -293,6 +311,15 @@ fn snapshot(explanation: &Explanation, lines: &mut Vec<String>) {
     if !cgroups.is_empty() {
         lines.extend(wrap(
             &format!("biggest cgroups: {}", cgroups.join(", ")),
+            &indent,
+        ));
+    }
+    if let Some(charged) = snapshot.charged_to_scope_bytes.filter(|&bytes| bytes > 0) {
+        lines.extend(wrap(
+            &format!(
+                "charged to {scope} itself, to none of those: {}",
+                human_bytes(charged)
+            ),
             &indent,
         ));
     }
@@ -361,6 +388,23 @@ mod tests {
                 "Limit hit   the pod's limit: pod pay-prod/ledger-api-7f9c, limit 256.0 MiB; cgroup \
                  /kubepods/"
             ),
+            "{lines:#?}"
+        );
+    }
+
+    /// The golden victim was gone when the snapshot was read: its row says it is its size at the
+    /// kill.
+    #[test]
+    fn a_row_read_after_the_kill_says_so() {
+        let lines = text(
+            &crate::report::list::tests::kill_filled_by_tmpfs(),
+            &[],
+            &style(false),
+        );
+        let joined = lines.join("\n");
+        println!("{joined}");
+        assert!(
+            joined.contains("hog (pid 42) 45.8 MiB (at the kill; gone when read)"),
             "{lines:#?}"
         );
     }

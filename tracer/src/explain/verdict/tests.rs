@@ -122,6 +122,7 @@ fn host_wide() -> AttributedKill {
 
 fn top() -> Top {
     Top {
+        charged_to_domain: None,
         cgroups: vec![
             ("container builder".to_owned(), 6 << 30),
             ("container db".to_owned(), 2 << 30),
@@ -675,4 +676,57 @@ fn a_limit_filled_by_processes_gets_no_such_sentence() {
     };
     let text = verdict(&own_limit(), &top, Flags::default(), HOURS_6);
     assert!(text.starts_with("Container web was killed"), "{text}");
+}
+
+/// A pod whose removed container left its tmpfs pages behind: the kernel moved them to the
+/// pod's cgroup, where no container shows them.
+#[test]
+fn memory_charged_to_the_pod_itself_is_told_when_it_is_a_large_share() {
+    let parts = observed::Parts {
+        anon: Some(28 * MIB),
+        shmem: Some(100 * MIB),
+        ..observed::Parts::default()
+    };
+    let charged = |bytes: u64| Top {
+        cgroups: vec![
+            ("pod shop/web-0 container web".to_owned(), 28 * MIB),
+            ("the sandbox of pod shop/web-0".to_owned(), 176 << 10),
+        ],
+        filled: Some(filled(parts, Vec::new())),
+        charged_to_domain: Some(("the pod".to_owned(), bytes)),
+        ..Top::default()
+    };
+    let text = verdict(
+        &small_victim(),
+        &charged(100 * MIB),
+        Flags::default(),
+        HOURS_6,
+    );
+    assert!(
+        text.contains(
+            "At that moment the biggest users were pod shop/web-0 container web (28 MiB) and the \
+             sandbox of pod shop/web-0 (176 KiB). 100 MiB was charged to the pod itself, to \
+             none of its containers."
+        ),
+        "{text}"
+    );
+    // The pod's own few KiB of kernel objects are no news.
+    let text = verdict(
+        &small_victim(),
+        &charged(2 * MIB),
+        Flags::default(),
+        HOURS_6,
+    );
+    assert!(!text.contains("charged to"), "{text}");
+    let other = Top {
+        charged_to_domain: Some(("cgroup /jobs".to_owned(), 100 * MIB)),
+        ..charged(0)
+    };
+    let text = verdict(&small_victim(), &other, Flags::default(), HOURS_6);
+    assert!(
+        text.contains(
+            "100 MiB was charged to cgroup /jobs itself, to none of the cgroups below it."
+        ),
+        "{text}"
+    );
 }

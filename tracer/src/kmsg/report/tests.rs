@@ -66,16 +66,18 @@ fn the_summary_line_completes_the_report_before_the_kill_line_comes() {
             other => pushed.push(other),
         }
     }
-    let summaries: Vec<(u32, Option<String>, u64)> = pushed
+    let summaries: Vec<(u32, Option<String>, Option<String>, u64)> = pushed
         .iter()
         .filter_map(|pushed| match pushed {
             Pushed::Summary {
                 pid,
                 oom_memcg,
+                task_memcg,
                 report,
             } => Some((
                 *pid,
                 oom_memcg.as_ref().map(ToString::to_string),
+                task_memcg.as_ref().map(ToString::to_string),
                 report.stat("rss").unwrap(),
             )),
             _ => None,
@@ -84,8 +86,18 @@ fn the_summary_line_completes_the_report_before_the_kill_line_comes() {
     assert_eq!(
         summaries,
         [
-            (6707, Some("/kmsgfix".to_owned()), 33_402_880),
-            (6716, Some("/kmsgfix".to_owned()), 33_390_592)
+            (
+                6707,
+                Some("/kmsgfix".to_owned()),
+                Some("/kmsgfix".to_owned()),
+                33_402_880
+            ),
+            (
+                6716,
+                Some("/kmsgfix".to_owned()),
+                Some("/kmsgfix".to_owned()),
+                33_390_592
+            )
         ]
     );
     // The kill shares the very report its summary handed out.

@@ -469,6 +469,18 @@ mod tests {
         }
     }
 
+    /// A recorder of the minute before each kill over `fake`, sampling at most `bound` cgroups.
+    fn recording(fake: &FakeHierarchy, bound: usize) -> Recorder {
+        Recorder::start(
+            Prepared::without_trigger(),
+            fake.memory(),
+            Duration::from_secs(60),
+            bound,
+            None,
+        )
+        .unwrap()
+    }
+
     fn eventually(what: &str, mut done: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(8);
         while !done() {
@@ -491,14 +503,7 @@ mod tests {
         for pod in 0..300 {
             fake.cgroup(&format!("/pods/p{pod}"), 1000 + pod, Some(64 * MIB));
         }
-        let recorder = Recorder::start(
-            Prepared::without_trigger(),
-            fake.memory(),
-            Duration::from_secs(60),
-            4096,
-            None,
-        )
-        .unwrap();
+        let recorder = recording(&fake, 4096);
         let coverage = recorder.coverage();
         assert_eq!((coverage.limits, coverage.domains), (300, 300));
         assert_eq!(coverage.not_covered, 0);
@@ -569,14 +574,7 @@ mod tests {
         fake.cgroup("/parent", 48 * MIB, Some(192 * MIB));
         fake.cgroup("/parent/steady", 48 * MIB, None);
         fake.cgroup("/parent/grower", 0, None);
-        let recorder = Recorder::start(
-            Prepared::without_trigger(),
-            fake.memory(),
-            Duration::from_secs(60),
-            4096,
-            None,
-        )
-        .unwrap();
+        let recorder = recording(&fake, 4096);
         // Long enough for both children to count as steady (read every 5 s only).
         std::thread::sleep(Duration::from_secs(7));
         // Then the grower fills the domain in 3 s: the domain and all its members go fast.
@@ -607,14 +605,7 @@ mod tests {
             // The higher the number, the fuller.
             fake.cgroup(&format!("/p{pod:02}"), pod * MIB, Some(64 * MIB));
         }
-        let recorder = Recorder::start(
-            Prepared::without_trigger(),
-            fake.memory(),
-            Duration::from_secs(60),
-            20,
-            None,
-        )
-        .unwrap();
+        let recorder = recording(&fake, 20);
         let coverage = recorder.coverage();
         assert_eq!((coverage.limits, coverage.watched), (50, 20));
         assert_eq!(coverage.not_covered, 30);

@@ -178,6 +178,7 @@ fn scenarios() -> Vec<Scenario> {
                 ),
             },
             top: Top {
+                charged_to_domain: None,
                 filled: None,
                 cgroups: vec![("container web".to_owned(), 48 * MIB)],
                 processes: vec![process("oomtrace-hog", 21403, Some("web"), 49 * MIB)],
@@ -206,6 +207,7 @@ fn scenarios() -> Vec<Scenario> {
                 ),
             },
             top: Top {
+                charged_to_domain: None,
                 filled: None,
                 cgroups: vec![("container web".to_owned(), 48 * MIB)],
                 processes: vec![
@@ -238,6 +240,7 @@ fn scenarios() -> Vec<Scenario> {
                 ),
             },
             top: Top {
+                charged_to_domain: None,
                 filled: None,
                 cgroups: vec![
                     ("service db of project shop".to_owned(), 60_700 * KIB),
@@ -371,6 +374,7 @@ fn scenarios() -> Vec<Scenario> {
                 ),
             },
             top: Top {
+                charged_to_domain: None,
                 filled: None,
                 cgroups: (0..5)
                     .map(|member| (format!("cgroup /group/member-{member}"), 12 * MIB))
@@ -430,6 +434,7 @@ fn scenarios() -> Vec<Scenario> {
                 domain: domain(DomainKind::Host, Basis::Kernel, None, None),
             },
             top: Top {
+                charged_to_domain: None,
                 filled: None,
                 cgroups: vec![
                     ("cgroup /db".to_owned(), 265_114 * KIB),
@@ -477,6 +482,7 @@ fn scenarios() -> Vec<Scenario> {
                 ),
             },
             top: Top {
+                charged_to_domain: None,
                 filled: None,
                 cgroups: vec![
                     ("cgroup /pod/builder".to_owned(), 2_900 * MIB),
