@@ -409,6 +409,7 @@ mod tests {
                 seq: 7,
                 oom_memcg: Some(KernelText(group.unwrap_or("/a").as_bytes().to_vec())),
                 group: group.map(|group| KernelText(group.as_bytes().to_vec())),
+                task_memcg: None,
                 report: Arc::default(),
             })
         };
