@@ -51,6 +51,14 @@ impl Deployment {
         }
     }
 
+    /// The test binaries a boot runs unless told which.
+    fn default_tests(self) -> &'static [&'static str] {
+        match self {
+            Deployment::Unit => TESTS,
+            Deployment::Image => IMAGE_TESTS,
+        }
+    }
+
     /// What `systemctl is-active` or `docker inspect` says of a running agent.
     fn running_state(self) -> &'static str {
         match self {
@@ -60,9 +68,12 @@ impl Deployment {
     }
 }
 
-/// The test binaries of tests/ that run in the guest: the runtimes users run, on the systemd
-/// cgroup driver and cgroup v2.
+/// The test binaries of tests/ that run in the guest with the agent as the unit: the runtimes
+/// users run, on the systemd cgroup driver and cgroup v2.
 const TESTS: &[&str] = &[
+    // The deployed agent's own output (the unit's journal entries, or the image's records):
+    // first, while it is short.
+    "deployed_agent",
     "memcg_oom",
     "docker_oom",
     "docker_child",
@@ -70,7 +81,14 @@ const TESTS: &[&str] = &[
     "cri_container_oom",
     "cri_pod_oom_group",
     "container_oom",
+    // `--warn-pressure` on cgroup v2: a cgroup's memory.pressure, a podman container by name.
+    "pressure_warning",
+    "pressure_warning_container",
 ];
+/// With the agent as the image, by default: its own output, and the runtime it runs under.
+/// The scenarios' names are checked in the unit's boot; this boot checks the image as users
+/// run it, and costs a fraction of the other.
+const IMAGE_TESTS: &[&str] = &["deployed_agent", "docker_oom"];
 /// Each test binary's time limit in the guest: the Compose test took 5 to 6 minutes under
 /// emulation before it failed (its own dockerd and image import, the project up, three kills).
 const TEST_TIMEOUT: Duration = Duration::from_secs(900);
@@ -100,16 +118,30 @@ pub fn run_system(suite: &Suite, options: Options) -> anyhow::Result<()> {
     host::install_tools(&mut Apt::default())?;
     let image = image::prepare(&system_dir)?;
 
-    let tests: Vec<String> = if tests.is_empty() {
-        TESTS.iter().map(|&name| name.to_owned()).collect()
-    } else {
-        tests
-    };
-    let binaries = super::binaries_of(suite, &tests)?;
     let deployments = match deployment {
         Some(deployment) => vec![deployment],
         None => Deployment::ALL.to_vec(),
     };
+    // What each boot runs: the tests asked for, else its deployment's own list.
+    let plans: Vec<(Deployment, Vec<String>)> = deployments
+        .iter()
+        .map(|&deployment| {
+            let tests = if tests.is_empty() {
+                deployment
+                    .default_tests()
+                    .iter()
+                    .map(|&name| name.to_owned())
+                    .collect()
+            } else {
+                tests.clone()
+            };
+            (deployment, tests)
+        })
+        .collect();
+    let mut all_tests: Vec<String> = plans.iter().flat_map(|(_, tests)| tests.clone()).collect();
+    all_tests.sort();
+    all_tests.dedup();
+    let binaries = super::binaries_of(suite, &all_tests)?;
     let image_tag = crate::image::tag();
     let image_archive = system_dir.join("oomtrace-image.tar");
     if deployments.contains(&Deployment::Image) {
@@ -123,7 +155,8 @@ pub fn run_system(suite: &Suite, options: Options) -> anyhow::Result<()> {
     );
 
     let mut failed = Vec::new();
-    for deployment in deployments {
+    for (deployment, tests) in plans {
+        let binaries = super::binaries_of(suite, &tests)?;
         let run_dir = system_dir.join("runs").join(deployment.name());
         let contents = payload::Contents {
             deployment,
