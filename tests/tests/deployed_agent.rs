@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use oomtrace::record::composition::KernelLogState;
 use oomtrace::record::{Body, OomKillRecord, Record};
 use oomtrace_tests::{
     HistoryFile, Journald, KilledProcess, Kmsg, TransientService, pretty, require_root, skip,
@@ -65,6 +66,23 @@ fn kill_a_service() -> (TransientService, KilledProcess) {
         service.property("Result")
     );
     (service, killed)
+}
+
+/// Panics unless the deployed agent read the kernel's own report of the kill from
+/// `/dev/kmsg` (for what filled the limit; the same access recovers kills from before it
+/// started): a deployment that hides the kernel log loses both.
+fn assert_kernel_report_used(kill: &OomKillRecord, deployment: &str) {
+    let kernel_log = kill
+        .domain
+        .as_ref()
+        .and_then(|domain| domain.composition.as_ref())
+        .map(|composition| &composition.kernel_log);
+    assert_eq!(
+        kernel_log.map(|used| used.state),
+        Some(KernelLogState::Report),
+        "{deployment} should read the kernel's report of the kill from /dev/kmsg: {}",
+        pretty(&kernel_log)
+    );
 }
 
 /// The victim's unit as the record names it.
@@ -193,6 +211,7 @@ fn a_service_killed_at_its_memory_max_is_an_entry_of_the_deployed_unit() {
         "the stored victim's unit: {}",
         pretty(kill)
     );
+    assert_kernel_report_used(kill, DEPLOYED_UNIT);
     let shown = history.run("show", &[&id.to_string()]);
     println!("oomtrace show {id}:\n{shown}");
     assert!(
@@ -276,5 +295,6 @@ fn a_service_killed_at_its_memory_max_is_a_record_of_the_deployed_image() {
         "{context}"
     );
     assert!(kill.triggered_by_victim(), "{context}");
+    assert_kernel_report_used(&kill, DEPLOYED_CONTAINER);
     assert!(history.is_some(), "stored in the history volume: {context}");
 }

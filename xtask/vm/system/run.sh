@@ -74,6 +74,7 @@ deploy_image() {
 		--pid=host --cgroupns=host --read-only --security-opt=no-new-privileges \
 		--security-opt=seccomp="$PAYLOAD/deploy/seccomp.json" \
 		--cap-drop=ALL $bpf_caps --cap-add=SYS_RESOURCE --cap-add=SYSLOG \
+		--device=/dev/kmsg \
 		-v /sys/kernel/btf:/sys/kernel/btf:ro \
 		-v /sys/kernel/tracing:/sys/kernel/tracing:ro \
 		-v /sys/fs/cgroup:/sys/fs/cgroup:ro \
