@@ -6,7 +6,7 @@ use crate::attribute::DomainKind;
 use crate::history::query::StoredEvent;
 use crate::incident::SenderKind;
 use crate::record::kill::{Count, Domain, Explanation, Usage};
-use crate::record::{Body, OomKillRecord, SigkillRecord};
+use crate::record::{Body, Cut, OomKillRecord, SigkillRecord};
 use crate::wording::{KubeLimit, human_bytes, kube_level_name, printable};
 
 /// Labels are this wide, so values line up.
@@ -199,6 +199,15 @@ fn oom_kill(
             lines.extend(wrap(&text, &" ".repeat(LABEL + 1)));
         }
     }
+    unread(record.cut.as_ref(), lines);
+}
+
+/// What the record went out without, and why.
+fn unread(cut: Option<&Cut>, lines: &mut Vec<String>) {
+    if let Some(cut) = cut {
+        lines.push(labelled("Unread", cut.parts_text()));
+        lines.extend(wrap(&cut.why(), &" ".repeat(LABEL + 1)));
+    }
 }
 
 /// Who set the OOM killer off. A process that ran out of memory itself is not named twice.
@@ -344,6 +353,7 @@ fn sigkill(record: &SigkillRecord, lines: &mut Vec<String>) {
     if let Some(result) = record.signal.result {
         lines.push(labelled("Signal", result.as_str().to_owned()));
     }
+    unread(record.cut.as_ref(), lines);
 }
 
 fn hours(seconds: u64) -> String {
