@@ -477,6 +477,11 @@ fn timed(events: Vec<Event>, name: &'static str) -> Vec<(Event, Stages)> {
 /// Queues joined events for the output side. Every kill passes here (joined, expired or
 /// flushed), still on the capture side: where the kernel could not say whether the victim is a
 /// container's main process, `/proc` is asked now, before its runtime reaps it.
+///
+/// This read, like `sigkill_target_proc`'s, stays here rather than on the observer's bounded
+/// reads thread: it must come before the reaping, and `/proc/<pid>/status` and `cgroup` are the
+/// kernel's own text (never a FIFO or a symlink), written without waiting on the process's
+/// memory, unlike `cmdline` or `maps` (which this agent never reads).
 async fn send(queue: &mpsc::Sender<(Event, Instant, Stages)>, mut events: Vec<(Event, Stages)>) {
     for (event, stages) in &mut events {
         if let Event::Kill(kill) = event
