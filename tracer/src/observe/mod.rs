@@ -449,10 +449,13 @@ impl Sources {
             (None, _, _) if let Some(domain) = kernel_log_domain(&lookup) => domain,
             (Some(incident), memory, _) => {
                 let domain = incident.entry.domain.clone();
+                // The kernel's report, where the cgroup is gone already (a service's, removed
+                // by systemd as its main process died).
                 let limit_bytes = match (&domain, memory) {
                     (Domain::Cgroup(cgroup), Some(memory)) => memory.limit_bytes(&cgroup.path),
                     _ => None,
-                };
+                }
+                .or_else(|| reported_limit(&lookup, &domain));
                 DomainSeen::Kernel {
                     domain,
                     limit_bytes,
@@ -606,6 +609,20 @@ fn kernel_log_domain(lookup: &Lookup) -> Option<DomainSeen> {
             limit_bytes: None,
         }),
         (None, None) => None,
+    }
+}
+
+/// The limit of `domain` as the kernel's report printed it, where the report is of that cgroup.
+fn reported_limit(lookup: &Lookup, domain: &Domain) -> Option<u64> {
+    let Domain::Cgroup(cgroup) = domain else {
+        return None;
+    };
+    match kernel_log_domain(lookup)? {
+        DomainSeen::KernelLog {
+            cgroup: Some(path),
+            limit_bytes,
+        } if path == cgroup.path => limit_bytes,
+        _ => None,
     }
 }
 

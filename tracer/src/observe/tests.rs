@@ -327,3 +327,43 @@ fn the_group_of_the_kernels_report_is_the_kills() {
     assert_eq!(kernel_log_group(&seen(None)), None);
     assert_eq!(kernel_log_group(&Lookup::NoReport), None);
 }
+
+/// A service killed at its `MemoryMax=` on a systemd host: systemd removes its cgroup as its
+/// main process dies, before the limit can be read from it; the kernel's report of the kill
+/// printed it (`memory: usage 49152kB, limit 49152kB`, the whole-system guest's 48 MiB unit).
+#[test]
+fn a_removed_cgroups_limit_is_the_one_the_kernel_reported() {
+    use crate::kmsg::follow::Seen;
+    use crate::kmsg::parse::KernelText;
+    use crate::kmsg::report::{PageCounter, ReportedMemory};
+
+    let path = "/system.slice/oomtrace-test-545-0.service";
+    let report = |oom_memcg: &str| {
+        Lookup::Report(Seen {
+            pid: 562,
+            seq: 9,
+            oom_memcg: Some(KernelText(oom_memcg.as_bytes().to_vec())),
+            group: None,
+            task_memcg: Some(KernelText(path.as_bytes().to_vec())),
+            report: Arc::new(ReportedMemory {
+                memory: Some(PageCounter {
+                    usage_kb: 49152,
+                    limit_kb: 49152,
+                    failcnt: Some(40),
+                }),
+                ..ReportedMemory::default()
+            }),
+        })
+    };
+    let domain = Domain::Cgroup(CgroupRef {
+        id: 2101,
+        path: path.to_owned(),
+        truncated: false,
+        incomplete: false,
+    });
+    assert_eq!(reported_limit(&report(path), &domain), Some(48 << 20));
+    // Another cgroup's report, no report, or the host: nothing to take.
+    assert_eq!(reported_limit(&report("/system.slice"), &domain), None);
+    assert_eq!(reported_limit(&Lookup::NoReport, &domain), None);
+    assert_eq!(reported_limit(&report(path), &Domain::Host), None);
+}
