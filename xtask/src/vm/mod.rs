@@ -46,9 +46,7 @@ pub const GUEST_TESTS: &[&str] = &[
     "oom_group",
     "oom_burst",
     "snapshot_per_kill",
-    // Not `timeline_lead_up` until the recorder's fault is fixed: in about 5 of 12 guest runs
-    // the steady neighbour is read once at the start and never again while its domain is
-    // sampled every 100 ms, so the lead-up misses it (issue 24). It runs on the host.
+    "timeline_lead_up",
     "tmpfs_fills_memcg",
     "timeline_many_cgroups",
     // Last: it exhausts the guest's memory.
