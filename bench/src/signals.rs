@@ -121,7 +121,7 @@ impl FloodRun {
 pub fn measure_flood(agent_pid: u32) -> anyhow::Result<FloodRun> {
     // Idle: the agent gives back what starting touched 2 s after attach, and maps back the
     // code its idle work runs over the next seconds; compared once that stands still.
-    let before = memory_standing_still(agent_pid)?;
+    let before = super::sys::memory_standing_still(agent_pid)?;
     let cpu_before = super::sys::cpu_ms(agent_pid)?;
     let started = Instant::now();
     for sent in 0..FLOOD_SIGKILLS {
@@ -147,7 +147,7 @@ pub fn measure_flood(agent_pid: u32) -> anyhow::Result<FloodRun> {
     let after = super::sys::memory(agent_pid)?;
     // The agent gives a burst's memory back 5 s after its last event; then as idle.
     std::thread::sleep(Duration::from_secs(6));
-    let settled = memory_standing_still(agent_pid)?;
+    let settled = super::sys::memory_standing_still(agent_pid)?;
     Ok(FloodRun {
         sigkills: FLOOD_SIGKILLS,
         elapsed,
@@ -155,24 +155,6 @@ pub fn measure_flood(agent_pid: u32) -> anyhow::Result<FloodRun> {
         rss_kib: [before.rss_kib, after.rss_kib, settled.rss_kib],
         anon_kib: [before.anon_kib, after.anon_kib, settled.anon_kib],
     })
-}
-
-/// The agent's memory once its VmRSS read the same three seconds in a row (at most 30 s).
-fn memory_standing_still(agent_pid: u32) -> anyhow::Result<super::sys::Memory> {
-    let mut last = super::sys::memory(agent_pid)?;
-    let mut same = 0;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while same < 3 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_secs(1));
-        let now = super::sys::memory(agent_pid)?;
-        same = if now.rss_kib == last.rss_kib {
-            same + 1
-        } else {
-            0
-        };
-        last = now;
-    }
-    Ok(last)
 }
 
 /// The flood's figures, as a results section.

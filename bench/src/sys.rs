@@ -199,6 +199,24 @@ pub fn today_utc() -> String {
     format!("{year:04}-{month:02}-{day:02}")
 }
 
+/// The agent's memory once its VmRSS read the same three seconds in a row (at most 30 s).
+pub fn memory_standing_still(agent_pid: u32) -> anyhow::Result<Memory> {
+    let mut last = memory(agent_pid)?;
+    let mut same = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while same < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = memory(agent_pid)?;
+        same = if now.rss_kib == last.rss_kib {
+            same + 1
+        } else {
+            0
+        };
+        last = now;
+    }
+    Ok(last)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

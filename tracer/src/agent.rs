@@ -200,7 +200,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         (None, None)
     };
-    let observer = Observer::new(
+    let mut observer = Observer::new(
         MemoryHierarchy::find(),
         timeline_window,
         timeline_max_cgroups,
@@ -215,8 +215,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         release_idle_memory();
     });
     let timeline_coverage = observer.timeline_coverage();
-    // Taken by each kill's reads, which run off the runtime's thread, and given back.
-    let mut observer = Some(observer);
     output.write_to_sinks(&build::agent_started(
         plan,
         jiff::Timestamp::now(),
@@ -300,10 +298,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             let record = match event {
                 Event::Kill(kill) => {
                     killed = Some(kill.victim.pid);
-                    // Read what changes first; then name, which may wait; then explain.
-                    let (kill, (moment, snapshot, timeline, composition)) =
-                        observe(&mut observer, kill).await;
+                    // Read what changes first; then name, which may wait; then explain. The
+                    // reads wait at most their budget, so records keep their order.
+                    let (kill, observed) = observer.observe(kill).await;
                     stages.mark("observe");
+                    let crate::observe::Observed {
+                        moment,
+                        snapshot,
+                        timeline,
+                        composition,
+                        cut,
+                    } = observed;
                     let kill = attributor.kill(kill, moment, deadline).await;
                     stages.mark("attribute");
                     let (explanation, domain_memory, composition) = explainer.explain(
@@ -315,9 +320,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                         Instant::now(),
                     );
                     let context = output.context(drops.total());
-                    let record = build::with_composition(
-                        build::oom_kill(&kill, Some(explanation), Some(&domain_memory), &context),
-                        composition,
+                    let record = build::with_cut(
+                        build::with_composition(
+                            build::oom_kill(
+                                &kill,
+                                Some(explanation),
+                                Some(&domain_memory),
+                                &context,
+                            ),
+                            composition,
+                        ),
+                        cut,
                     );
                     stages.mark("explain");
                     record
@@ -326,8 +339,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     build::oom_incident(&incident, &output.context(drops.total()))
                 }
                 Event::Sigkill(sigkill) => {
-                    let sigkill = attributor.sigkill(sigkill, deadline).await;
-                    build::sigkill(&sigkill, &output.context(drops.total()))
+                    let part = &sigkill.part;
+                    let (sender_paths, cut) = observer
+                        .sender_paths(
+                            part.sender_cgroup.as_ref(),
+                            part.sender_memcg.as_ref(),
+                            part.sender.pid,
+                        )
+                        .await;
+                    let sigkill = attributor.sigkill(sigkill, sender_paths, deadline).await;
+                    build::with_cut(
+                        build::sigkill(&sigkill, &output.context(drops.total())),
+                        cut,
+                    )
                 }
             };
             output.write(record, &mut stages).await;
@@ -358,6 +382,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         history_errors.map_or(0, |errors| errors.load(Ordering::Relaxed));
     output.totals.ringbuf_dropped_total = drops.read_now();
     output.totals.sigkills_rate_limited = output.flood.limited;
+    output.totals.observe_reads_given_up = observer.reads_given_up();
     output.write_to_sinks(&build::agent_stopped(output.totals, jiff::Timestamp::now()));
     Ok(())
 }
@@ -452,6 +477,11 @@ fn timed(events: Vec<Event>, name: &'static str) -> Vec<(Event, Stages)> {
 /// Queues joined events for the output side. Every kill passes here (joined, expired or
 /// flushed), still on the capture side: where the kernel could not say whether the victim is a
 /// container's main process, `/proc` is asked now, before its runtime reaps it.
+///
+/// This read, like `sigkill_target_proc`'s, stays here rather than on the observer's bounded
+/// reads thread: it must come before the reaping, and `/proc/<pid>/status` and `cgroup` are the
+/// kernel's own text (never a FIFO or a symlink), written without waiting on the process's
+/// memory, unlike `cmdline` or `maps` (which this agent never reads).
 async fn send(queue: &mpsc::Sender<(Event, Instant, Stages)>, mut events: Vec<(Event, Stages)>) {
     for (event, stages) in &mut events {
         if let Event::Kill(kill) = event
@@ -515,39 +545,6 @@ async fn backfill(
         done.stored,
         done.known
     );
-}
-
-/// What [`Observer::observe`] read of a kill.
-type Observed = (
-    crate::observe::Moment,
-    crate::observe::snapshot::Snapshot,
-    Option<Arc<crate::observe::timeline::Timeline>>,
-    Option<Arc<crate::observe::composition::Composition>>,
-);
-
-/// Reads what `kill`'s explanation needs from /proc and cgroupfs on a blocking thread, never on
-/// the runtime's own: however long the reads take, the capture side goes on reading the ring
-/// buffer meanwhile. The output side waits for them, so records keep their order.
-async fn observe(
-    observer: &mut Option<Observer>,
-    kill: Box<crate::incident::OomKill>,
-) -> (Box<crate::incident::OomKill>, Observed) {
-    let mut taken = observer
-        .take()
-        .expect("the observer is given back after each kill");
-    let read = tokio::task::spawn_blocking(move || {
-        let observed = taken.observe(&kill);
-        (taken, kill, observed)
-    });
-    match read.await {
-        Ok((taken, kill, observed)) => {
-            *observer = Some(taken);
-            (kill, observed)
-        }
-        // A panic in the reads is the agent's, as it was when they ran on this thread.
-        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
-        Err(err) => panic!("a kill's reads did not finish: {err}"),
-    }
 }
 
 /// Records to every sink, then to the history.

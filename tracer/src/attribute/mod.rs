@@ -524,14 +524,14 @@ impl Attributor {
         &self.shared
     }
 
-    /// Names the target's and the sender's containers.
-    pub async fn sigkill(&self, sigkill: Box<Sigkill>, deadline: Instant) -> AttributedSigkill {
-        let part = &sigkill.part;
-        let sender_paths = PartyPaths::of(
-            part.sender_cgroup.as_ref(),
-            part.sender_memcg.as_ref(),
-            part.sender.pid,
-        );
+    /// Names the target's and the sender's containers; the sender's cgroups were read off the
+    /// runtime's threads ([`crate::observe::Observer::sender_paths`]).
+    pub async fn sigkill(
+        &self,
+        sigkill: Box<Sigkill>,
+        sender_paths: PartyPaths,
+        deadline: Instant,
+    ) -> AttributedSigkill {
         // The target's: read in the kernel where BTF allows, else from /proc when the record
         // arrived, before the killed process was (usually) reaped.
         let from_kernel = sigkill.target_task.as_ref().map(|task| PartyPaths {

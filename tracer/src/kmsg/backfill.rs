@@ -149,6 +149,7 @@ pub(crate) fn record(kill: &KmsgKill, clock: &KernelClock) -> Record {
         kmsg_oom_group: oom_group
             .as_ref()
             .map(|group| CgroupPath { path: lossy(group) }),
+        cut: None,
     }))
 }
 

@@ -65,6 +65,14 @@ impl<T: Clone> Invocations<T> {
         Some(recent.value.clone())
     }
 
+    /// Remembers `value` for the invocation `key` (a kill of it captured at `ktime_ns`), unless
+    /// it has a value already.
+    pub(crate) fn keep(&mut self, key: InvocationKey, ktime_ns: u64, value: T) {
+        if self.continued(&key, ktime_ns).is_none() {
+            self.started(key, ktime_ns, value);
+        }
+    }
+
     /// Records the start of a new invocation, forgetting the oldest past [`REMEMBERED`].
     pub(crate) fn started(&mut self, key: InvocationKey, ktime_ns: u64, value: T) {
         // A key seen again after its gap is a new invocation: the old one is over.

@@ -1,8 +1,10 @@
 //! Observe: what must be read the moment a kill arrives, before it changes. The victim's cgroup
 //! is removed within milliseconds when its container goes, the memory counters move, and the
-//! process that spiked frees its memory a second later. Everything here is synchronous and
-//! bounded; the attribute stage, which may wait for a runtime, comes after.
+//! process that spiked frees its memory a second later. The reads run off the runtime's threads
+//! and within a budget (see [`bounded`]); the attribute stage, which may wait for a runtime,
+//! comes after.
 
+pub(crate) mod bounded;
 pub(crate) mod cgroupfs;
 pub(crate) mod composition;
 pub(crate) mod invocation;
@@ -10,8 +12,10 @@ pub(crate) mod snapshot;
 pub(crate) mod timeline;
 pub(crate) mod tmpfs;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+
+use self::bounded::{BoundedReads, Progress};
 
 use self::cgroupfs::{Inference, MemoryHierarchy};
 use self::composition::{Composition, KernelLog, Processes, VictimMemory};
@@ -23,6 +27,7 @@ use crate::decode::{CgroupRef, Domain};
 use crate::incident::OomKill;
 use crate::kmsg::follow::{self, Lookup};
 use crate::procfs;
+use crate::record::{Cut, ObservedPart};
 
 /// What was seen at the moment of one kill.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,22 +71,34 @@ pub struct PartyPaths {
 }
 
 impl PartyPaths {
-    pub fn of(cgroup: Option<&CgroupRef>, memcg: Option<&CgroupRef>, pid: u32) -> Self {
-        let captured = PartyPaths {
-            cgroup: cgroup.map(|c| c.path.clone()),
-            memcg: memcg.map(|c| c.path.clone()),
-        };
+    /// As captured, else read from `/proc` now. The read may wait: not on the runtime's
+    /// threads.
+    pub(crate) fn of(cgroup: Option<&CgroupRef>, memcg: Option<&CgroupRef>, pid: u32) -> Self {
+        let captured = Self::captured(cgroup, memcg);
         if captured.cgroup.is_some() || captured.memcg.is_some() {
             return captured;
         }
         // Nothing captured in the kernel: the process may still be there (the trigger usually
         // is).
+        Self::from_proc(pid)
+    }
+
+    /// What the kernel captured, without reading anything.
+    pub(crate) fn captured(cgroup: Option<&CgroupRef>, memcg: Option<&CgroupRef>) -> Self {
+        PartyPaths {
+            cgroup: cgroup.map(|c| c.path.clone()),
+            memcg: memcg.map(|c| c.path.clone()),
+        }
+    }
+
+    /// `/proc/<pid>/cgroup`; nothing once the process is gone. The read may wait.
+    pub(crate) fn from_proc(pid: u32) -> Self {
         match procfs::cgroups(pid) {
             Some(paths) => PartyPaths {
                 cgroup: paths.unified,
                 memcg: paths.memory,
             },
-            None => captured,
+            None => PartyPaths::default(),
         }
     }
 
@@ -116,18 +133,67 @@ fn reported_victim(kill: &OomKill, memcg: Option<&str>) -> Option<ReportedProces
     })
 }
 
-/// What was seen of one invocation of the OOM killer, which its kills share.
-type Seen = (Snapshot, Option<Arc<Timeline>>, Option<Arc<Composition>>);
+/// What was seen of one invocation of the OOM killer, which its kills share: each part `None`
+/// where its read was cut (see [`bounded`]).
+#[derive(Clone, Default)]
+struct Seen {
+    timeline: Option<Option<Arc<Timeline>>>,
+    composition: Option<Option<Arc<Composition>>>,
+    /// Its cgroups, with the processes once those were read.
+    snapshot: Option<Snapshot>,
+    snapshot_processes: bool,
+}
 
-pub(crate) struct Observer {
+impl Seen {
+    /// The parts cut from it.
+    fn missing(&self, missing: &mut Vec<ObservedPart>) {
+        if self.timeline.is_none() {
+            missing.push(ObservedPart::Timeline);
+        }
+        if self.composition.is_none() {
+            missing.push(ObservedPart::Composition);
+        }
+        if self.snapshot.is_none() {
+            missing.push(ObservedPart::SnapshotCgroups);
+        }
+        if !self.snapshot_processes {
+            missing.push(ObservedPart::SnapshotProcesses);
+        }
+    }
+}
+
+/// What one kill's reads published, in the order they are read.
+#[derive(Default)]
+struct KillRead {
+    paths: Option<(PartyPaths, PartyPaths)>,
+    domain: Option<(DomainSeen, Scope, InvocationKey)>,
+    seen: Seen,
+}
+
+/// What each kill's reads go through, shared with reads still under way (or stuck).
+struct Sources {
     memory: Option<MemoryHierarchy>,
     /// One snapshot (and timeline, and composition) per invocation of the OOM killer: a
     /// `memory.oom.group` kill marks hundreds of victims within a millisecond, and they share
-    /// the moment.
-    invocations: Invocations<Seen>,
+    /// the moment. Never held across a read.
+    invocations: Mutex<Invocations<Seen>>,
     recorder: Option<Recorder>,
     /// The kernel log followed for the OOM reports, or why it is not.
     kernel_log: Result<follow::KernelLog, String>,
+}
+
+/// What [`Observer::observe`] read of a kill, and what its record goes out without.
+pub(crate) struct Observed {
+    pub(crate) moment: Moment,
+    pub(crate) snapshot: Snapshot,
+    pub(crate) timeline: Option<Arc<Timeline>>,
+    pub(crate) composition: Option<Arc<Composition>>,
+    pub(crate) cut: Option<Cut>,
+}
+
+pub(crate) struct Observer {
+    sources: Arc<Sources>,
+    reads: BoundedReads,
 }
 
 impl Observer {
@@ -172,31 +238,175 @@ impl Observer {
             log::warn!("--warn-pressure: no warnings, the memory timeline's recorder is off");
         }
         Observer {
-            memory,
-            invocations: Invocations::new(),
-            recorder,
-            kernel_log,
+            sources: Arc::new(Sources {
+                memory,
+                invocations: Mutex::new(Invocations::new()),
+                recorder,
+                kernel_log,
+            }),
+            reads: BoundedReads::new(bounded::READ_BUDGET),
         }
     }
 
     /// How the memory timeline's recorder runs, and over what window; `None` when it is off.
     pub(crate) fn timeline_coverage(&self) -> Option<(timeline::Coverage, Duration)> {
-        let recorder = self.recorder.as_ref()?;
+        let recorder = self.sources.recorder.as_ref()?;
         Some((recorder.coverage(), recorder.window()))
     }
 
-    /// Reads what the kill's explanation needs from the running system, now: its moment, the
-    /// snapshot of its invocation, the recording of its domain's lead-up, and what filled the
-    /// domain.
-    pub(crate) fn observe(
+    /// Events whose reads were given up after their budget, since the start.
+    pub(crate) fn reads_given_up(&self) -> u64 {
+        self.reads.given_up()
+    }
+
+    /// Reads what the kill's explanation needs from the running system, now, off the
+    /// runtime's threads and within [`bounded::READ_BUDGET`]: its moment, the snapshot of its
+    /// invocation, the recording of its domain's lead-up, and what filled the domain. What did
+    /// not answer in time is left out, and `cut` says so.
+    pub(crate) async fn observe(&mut self, kill: Box<OomKill>) -> (Box<OomKill>, Observed) {
+        let kill: Arc<OomKill> = Arc::from(kill);
+        let finished = self
+            .reads
+            .run({
+                let sources = Arc::clone(&self.sources);
+                let kill = Arc::clone(&kill);
+                move |progress: &Progress<KillRead>| sources.read(&kill, progress)
+            })
+            .await;
+        let KillRead {
+            paths,
+            domain,
+            seen,
+        } = &finished.published;
+        let mut missing = Vec::new();
+        let (victim, trigger) = match paths {
+            Some(paths) => paths.clone(),
+            None => {
+                missing.push(ObservedPart::PartyCgroups);
+                (
+                    PartyPaths::captured(kill.victim.cgroup.as_ref(), kill.victim.memcg.as_ref()),
+                    PartyPaths::captured(kill.trigger.cgroup.as_ref(), kill.trigger.memcg.as_ref()),
+                )
+            }
+        };
+        let (domain, scope) = match domain {
+            Some((domain, scope, key)) => {
+                if finished.stopped.is_some() {
+                    // Later kills of its invocation take what was read, rather than wait on
+                    // the same reads.
+                    self.sources
+                        .lock_invocations()
+                        .keep(key.clone(), kill.ktime_ns, seen.clone());
+                }
+                (domain.clone(), scope.clone())
+            }
+            None => {
+                missing.push(ObservedPart::Domain);
+                unread_domain(&kill)
+            }
+        };
+        seen.missing(&mut missing);
+        let cut = finished.cut(self.reads.budget(), missing);
+        if let Some(cut) = &cut {
+            log::warn!(
+                "the OOM kill of pid {} is written {}",
+                kill.victim.pid,
+                cut.describe()
+            );
+        }
+        let snapshot = seen
+            .snapshot
+            .clone()
+            .unwrap_or_else(|| Snapshot::unread(scope));
+        let observed = Observed {
+            moment: Moment {
+                victim,
+                trigger,
+                domain,
+                // Read on the capture side (kernel, else /proc): a second read here would
+                // find less.
+                victim_is_pid_one: kill.namespace_init,
+            },
+            snapshot,
+            timeline: seen.timeline.clone().flatten(),
+            composition: seen.composition.clone().flatten(),
+            cut,
+        };
+        drop(finished);
+        let kill = Arc::try_unwrap(kill).unwrap_or_else(|shared| (*shared).clone());
+        (Box::new(kill), observed)
+    }
+
+    /// A SIGKILL sender's cgroups: as the kernel captured them, else from `/proc` within
+    /// [`bounded::READ_BUDGET`], off the runtime's threads.
+    pub(crate) async fn sender_paths(
         &mut self,
-        kill: &OomKill,
-    ) -> (
-        Moment,
-        Snapshot,
-        Option<Arc<Timeline>>,
-        Option<Arc<Composition>>,
-    ) {
+        cgroup: Option<&CgroupRef>,
+        memcg: Option<&CgroupRef>,
+        pid: u32,
+    ) -> (PartyPaths, Option<Cut>) {
+        let captured = PartyPaths::captured(cgroup, memcg);
+        if captured.cgroup.is_some() || captured.memcg.is_some() {
+            return (captured, None);
+        }
+        let finished = self
+            .reads
+            .run(move |progress: &Progress<Option<PartyPaths>>| {
+                if progress.reading(ObservedPart::PartyCgroups) {
+                    let paths = PartyPaths::from_proc(pid);
+                    progress.publish(|published| *published = Some(paths));
+                }
+            })
+            .await;
+        match &finished.published {
+            Some(paths) => (paths.clone(), None),
+            None => {
+                let cut = finished.cut(self.reads.budget(), vec![ObservedPart::PartyCgroups]);
+                if let Some(cut) = &cut {
+                    log::warn!(
+                        "the SIGKILL sent by pid {pid} is written {}",
+                        cut.describe()
+                    );
+                }
+                (captured, cut)
+            }
+        }
+    }
+}
+
+/// The domain as far as the kill itself tells, without reading anything.
+fn unread_domain(kill: &OomKill) -> (DomainSeen, Scope) {
+    match &kill.incident {
+        Some(incident) => {
+            let domain = incident.entry.domain.clone();
+            let scope = match &domain {
+                Domain::Cgroup(cgroup) => Scope::Cgroup(cgroup.path.clone()),
+                _ => Scope::Host,
+            };
+            (
+                DomainSeen::Kernel {
+                    domain,
+                    limit_bytes: None,
+                },
+                scope,
+            )
+        }
+        None => (DomainSeen::Unknown, Scope::Host),
+    }
+}
+
+impl Sources {
+    fn lock_invocations(&self) -> MutexGuard<'_, Invocations<Seen>> {
+        self.invocations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The reads of one kill, on the reads' thread: each part published as soon as it is read.
+    fn read(&self, kill: &OomKill, progress: &Progress<KillRead>) {
+        if !progress.reading(ObservedPart::PartyCgroups) {
+            return;
+        }
         let victim = PartyPaths::of(
             kill.victim.cgroup.as_ref(),
             kill.victim.memcg.as_ref(),
@@ -207,6 +417,10 @@ impl Observer {
             kill.trigger.memcg.as_ref(),
             kill.trigger.task.pid,
         );
+        progress.publish(|read| read.paths = Some((victim.clone(), trigger)));
+        if !progress.reading(ObservedPart::Domain) {
+            return;
+        }
         // The kernel printed its report before it marked the victim: it is in the log now,
         // unless the kernel left it out (rate-limited).
         let victim_tgid = kill.victim.tgid.unwrap_or(kill.victim.pid);
@@ -242,8 +456,6 @@ impl Observer {
             },
             (None, _, _) => DomainSeen::Unknown,
         };
-        // Read on the capture side (kernel, else /proc): a second read here would find less.
-        let victim_is_pid_one = kill.namespace_init;
         let scope = match &domain {
             DomainSeen::Kernel {
                 domain: Domain::Cgroup(cgroup),
@@ -265,41 +477,64 @@ impl Observer {
                 scope: scope.clone(),
             },
         };
-        let (snapshot, timeline, composition) =
-            match self.invocations.continued(&key, kill.ktime_ns) {
-                Some(seen) => seen,
-                None => {
-                    let timeline = self
-                        .recorder
-                        .as_ref()
-                        .map(|recorder| Arc::new(recorder.timeline(&scope, kill.ktime_ns)));
-                    // Before the snapshot: its reads take a while, and a late reading of the
-                    // domain's files finds less of what the victim held.
-                    let composition = self.composition(kill, &scope, &victim, lookup);
-                    let reported = reported_victim(kill, victim_memcg.as_deref());
-                    let snapshot = snapshot::take(self.memory.as_ref(), scope, reported);
-                    let composition = composition.map(|mut composition| {
-                        if composition.processes.is_none() {
-                            composition.processes = Some(Processes {
-                                count: snapshot.process_scan.read as u64,
-                                resident_bytes: snapshot.process_scan.resident_bytes,
-                                shmem_bytes: None,
-                            });
-                        }
-                        Arc::new(composition)
-                    });
-                    let seen = (snapshot, timeline, composition);
-                    self.invocations.started(key, kill.ktime_ns, seen.clone());
-                    seen
-                }
-            };
-        let moment = Moment {
-            victim,
-            trigger,
-            domain,
-            victim_is_pid_one,
+        progress.publish(|read| read.domain = Some((domain, scope.clone(), key.clone())));
+        let continued = self.lock_invocations().continued(&key, kill.ktime_ns);
+        if let Some(seen) = continued {
+            progress.publish(|read| read.seen = seen);
+            return;
+        }
+        if !progress.reading(ObservedPart::Timeline) {
+            return;
+        }
+        let timeline = self
+            .recorder
+            .as_ref()
+            .map(|recorder| Arc::new(recorder.timeline(&scope, kill.ktime_ns)));
+        progress.publish(|read| read.seen.timeline = Some(timeline.clone()));
+        // Before the snapshot: its reads take a while, and a late reading of the domain's
+        // files finds less of what the victim held.
+        if !progress.reading(ObservedPart::Composition) {
+            return;
+        }
+        let composition = self.composition(kill, &scope, &victim, lookup);
+        progress.publish(|read| {
+            read.seen.composition = Some(composition.clone().map(Arc::new));
+        });
+        if !progress.reading(ObservedPart::SnapshotCgroups) {
+            return;
+        }
+        let reported = reported_victim(kill, victim_memcg.as_deref());
+        let snapshot = snapshot::take_within(
+            self.memory.as_ref(),
+            scope,
+            reported,
+            progress.deadline(),
+            |cgroups: &Snapshot| {
+                progress.publish(|read| read.seen.snapshot = Some(cgroups.clone()));
+                progress.reading(ObservedPart::SnapshotProcesses)
+            },
+        );
+        let Some(snapshot) = snapshot else {
+            return;
         };
-        (moment, snapshot, timeline, composition)
+        let composition = composition.map(|mut composition| {
+            if composition.processes.is_none() {
+                composition.processes = Some(Processes {
+                    count: snapshot.process_scan.read as u64,
+                    resident_bytes: snapshot.process_scan.resident_bytes,
+                    shmem_bytes: None,
+                });
+            }
+            Arc::new(composition)
+        });
+        let seen = Seen {
+            timeline: Some(timeline),
+            composition: Some(composition),
+            snapshot: Some(snapshot),
+            snapshot_processes: true,
+        };
+        progress.publish(|read| read.seen = seen.clone());
+        self.lock_invocations().started(key, kill.ktime_ns, seen);
     }
 
     /// What filled the domain: as the kernel reported it, else read now and corrected for what
@@ -376,3 +611,6 @@ fn victim_memory(kill: &OomKill) -> Option<VictimMemory> {
         page_tables_bytes: fields.pgtables_kb.unwrap_or(0) * 1024,
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -134,34 +134,39 @@ pub(crate) struct ReportedProcess {
 }
 
 /// The snapshot of `scope`; `reported` is taken as it is instead of read from `/proc`.
+#[cfg(test)]
 pub(crate) fn take(
     memory: Option<&MemoryHierarchy>,
     scope: Scope,
     reported: Option<ReportedProcess>,
 ) -> Snapshot {
+    let far = Instant::now() + Duration::from_secs(3600);
+    take_within(memory, scope, reported, far, |_| true).expect("the processes are read")
+}
+
+/// The snapshot of `scope`, its cgroups first: `cgroups_read` is given the snapshot without
+/// processes, and says whether to read them (`None` when it says no). No process is read past
+/// `deadline`: those left are counted unread.
+pub(crate) fn take_within(
+    memory: Option<&MemoryHierarchy>,
+    scope: Scope,
+    reported: Option<ReportedProcess>,
+    deadline: Instant,
+    cgroups_read: impl FnOnce(&Snapshot) -> bool,
+) -> Option<Snapshot> {
     let started = Instant::now();
     let taken_ns = crate::clock::monotonic_ns();
-    let reader = ProcessReader {
-        reported: reported.clone(),
-        ..ProcessReader::default()
-    };
-    let (mut cgroups, processes, process_scan) = match memory {
-        Some(memory) => {
-            let walk = walk(memory, &scope);
-            let (processes, scan) = processes_in_cgroups(reader, memory, &scope, &walk);
-            (walk.entries, processes, scan)
-        }
-        None => {
-            let (processes, scan) = processes_anywhere(reader);
-            (Vec::new(), processes, scan)
-        }
-    };
+    let walk = memory.map(|memory| walk(memory, &scope));
     let domain = match (&scope, memory) {
         (Scope::Host, _) => DomainMemory::Host(HostMemory::read()),
         (Scope::Cgroup(path), Some(memory)) => DomainMemory::Cgroup(memory.stats(path)),
         (Scope::Cgroup(_), None) => DomainMemory::Unknown,
     };
-    // Before the victim's rows are raised: both figures as read, within a millisecond.
+    let mut cgroups = walk
+        .as_ref()
+        .map(|walk| walk.entries.clone())
+        .unwrap_or_default();
+    // Before the victim's rows are raised: both figures as read, right after each other.
     let charged_to_scope_bytes = match &domain {
         DomainMemory::Cgroup(memory) if !cgroups.is_empty() => {
             let members: u64 = cgroups.iter().map(|cgroup| cgroup.usage_bytes).sum();
@@ -175,15 +180,47 @@ pub(crate) fn take(
         hold_victim(victim, &mut cgroups);
     }
     cgroups.truncate(TOP);
-    Snapshot {
+    let mut snapshot = Snapshot {
         scope,
         domain,
         cgroups,
-        processes,
-        process_scan,
+        processes: Vec::new(),
+        process_scan: ProcessScan::default(),
         charged_to_scope_bytes,
         taken_ns,
         took: started.elapsed(),
+    };
+    if !cgroups_read(&snapshot) {
+        return None;
+    }
+    let reader = ProcessReader {
+        reported,
+        deadline: Some(deadline),
+        ..ProcessReader::default()
+    };
+    let (processes, process_scan) = match (memory, &walk) {
+        (Some(memory), Some(walk)) => processes_in_cgroups(reader, memory, &snapshot.scope, walk),
+        _ => processes_anywhere(reader),
+    };
+    snapshot.processes = processes;
+    snapshot.process_scan = process_scan;
+    snapshot.took = started.elapsed();
+    Some(snapshot)
+}
+
+impl Snapshot {
+    /// The snapshot of a kill whose reads did not answer in time: nothing read.
+    pub(crate) fn unread(scope: Scope) -> Self {
+        Snapshot {
+            scope,
+            domain: DomainMemory::Unknown,
+            cgroups: Vec::new(),
+            processes: Vec::new(),
+            process_scan: ProcessScan::default(),
+            charged_to_scope_bytes: None,
+            taken_ns: crate::clock::monotonic_ns(),
+            took: Duration::ZERO,
+        }
     }
 }
 
@@ -358,6 +395,8 @@ struct ProcessReader {
     reported: Option<ReportedProcess>,
     /// Whether the reported process was listed in a `cgroup.procs` read.
     reported_listed: bool,
+    /// Past it, processes are counted unread.
+    deadline: Option<Instant>,
 }
 
 impl ProcessReader {
@@ -388,7 +427,11 @@ impl ProcessReader {
     }
 
     fn read(&mut self, pid: u32, cgroup: Option<&str>) {
-        if self.scan.read == MAX_PROCESSES_READ {
+        if self.scan.read == MAX_PROCESSES_READ
+            || self
+                .deadline
+                .is_some_and(|deadline| Instant::now() >= deadline)
+        {
             self.scan.unread += 1;
             return;
         }
@@ -447,6 +490,7 @@ impl ProcessReader {
             scan,
             reported,
             reported_listed: _,
+            deadline: _,
         } = self;
         let reported_comm = |pid| {
             reported

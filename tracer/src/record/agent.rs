@@ -126,4 +126,8 @@ pub struct Totals {
     /// SIGKILLs logged but, their sender flooding, neither stored nor counted in the metrics.
     #[serde(default)]
     pub sigkills_rate_limited: u64,
+    /// Reads of `/proc` and cgroupfs given up after their budget (records written without
+    /// them, their `cut` says); each left a thread waiting, at most a few at once.
+    #[serde(default)]
+    pub observe_reads_given_up: u64,
 }

@@ -226,6 +226,7 @@ pub(crate) fn oom_kill(
             .as_deref()
             .map(|incident| incident_record(incident, context.plan)),
         kmsg_oom_group: None,
+        cut: None,
     };
     // The same shape either way; the kind tells a consumer not to count it as a kill.
     Record::new(if *marked_without_kill {
@@ -339,7 +340,22 @@ pub(crate) fn sigkill(sigkill: &AttributedSigkill, context: &Context<'_>) -> Rec
             group: target.group.map(|group| group != 0),
             result: target.result.map(SignalResult::from_kernel),
         },
+        cut: None,
     }))
+}
+
+/// What the record went out without (reads that did not answer in time), into an `oom_kill`,
+/// `oom_mark_exiting` or `sigkill` record.
+pub(crate) fn with_cut(mut record: Record, cut: Option<crate::record::Cut>) -> Record {
+    match &mut record.body {
+        Body::OomKill(kill) | Body::OomMarkExiting(kill) => kill.cut = cut,
+        Body::Sigkill(sigkill) => sigkill.cut = cut,
+        Body::AgentStarted(_)
+        | Body::OomIncident(_)
+        | Body::MemoryPressure(_)
+        | Body::AgentStopped(_) => {}
+    }
+    record
 }
 
 /// `memory_pressure`, from the recorder's warning and the names of the domain and the grower.

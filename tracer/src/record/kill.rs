@@ -35,6 +35,10 @@ pub struct OomKillRecord {
     /// The kernel log's `oom_memcg` of a `memory.oom.group` kill.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kmsg_oom_group: Option<CgroupPath>,
+    /// What the record went out without: reads of `/proc` and cgroupfs that did not answer in
+    /// time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut: Option<super::cut::Cut>,
 }
 
 impl OomKillRecord {

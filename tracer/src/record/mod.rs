@@ -41,6 +41,7 @@
 pub mod agent;
 pub(crate) mod build;
 pub mod composition;
+pub mod cut;
 pub mod kill;
 pub mod party;
 pub mod pressure;
@@ -53,6 +54,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::agent::{AgentStarted, AgentStopped, Totals};
 pub use self::build::Context;
+pub use self::cut::{Cut, CutReason, ObservedPart};
 pub use self::kill::{OomIncidentRecord, OomKillRecord};
 pub use self::pressure::MemoryPressureRecord;
 pub use self::sigkill::SigkillRecord;

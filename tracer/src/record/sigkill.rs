@@ -17,6 +17,10 @@ pub struct SigkillRecord {
     pub sender: Sender,
     #[serde(default)]
     pub signal: Signal,
+    /// What the record went out without: the sender's `/proc` read, when it did not answer in
+    /// time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut: Option<super::cut::Cut>,
 }
 
 /// The current task when the signal was generated.

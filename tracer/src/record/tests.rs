@@ -423,6 +423,32 @@ fn sigkill_golden() {
     golden("sigkill", &build::sigkill(&attributed, &context(&plan)));
 }
 
+/// A SIGKILL whose sender's `/proc/<pid>/cgroup` did not answer in time: written without its
+/// sender's cgroups, and saying so.
+#[test]
+fn sigkill_cut_golden() {
+    let plan = plan(Tier::TracepointOnly);
+    let attributed = AttributedSigkill {
+        sigkill: crate::incident::fixtures::user_sigkill(),
+        target: Some(web(Source::Cache)),
+        sender: None,
+    };
+    let cut = crate::record::Cut {
+        reason: crate::record::CutReason::NoAnswer,
+        parts: vec![crate::record::ObservedPart::PartyCgroups],
+        waiting_on: Some(crate::record::ObservedPart::PartyCgroups),
+        budget_ms: 1000,
+    };
+    assert_eq!(
+        cut.describe(),
+        "without party_cgroups: its party_cgroups read did not answer within 1000 ms"
+    );
+    golden(
+        "sigkill_cut",
+        &build::with_cut(build::sigkill(&attributed, &context(&plan)), Some(cut)),
+    );
+}
+
 /// A Compose parent at 93 % of its 256 MiB, its `builder` child growing fastest.
 pub(crate) fn pressure_warning() -> crate::observe::timeline::warning::PressureWarning {
     use crate::observe::timeline::warning::{
@@ -520,6 +546,7 @@ fn agent_stopped_golden() {
         ringbuf_dropped_total: 0,
         history_write_errors: 0,
         sigkills_rate_limited: 40,
+        observe_reads_given_up: 1,
     };
     golden(
         "agent_stopped",

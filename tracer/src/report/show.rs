@@ -6,7 +6,7 @@ use crate::attribute::DomainKind;
 use crate::history::query::StoredEvent;
 use crate::incident::SenderKind;
 use crate::record::kill::{Count, Domain, Explanation, Usage};
-use crate::record::{Body, OomKillRecord, SigkillRecord};
+use crate::record::{Body, Cut, OomKillRecord, SigkillRecord};
 use crate::wording::{KubeLimit, human_bytes, kube_level_name, printable};
 
 /// Labels are this wide, so values line up.
@@ -199,6 +199,15 @@ fn oom_kill(
             lines.extend(wrap(&text, &" ".repeat(LABEL + 1)));
         }
     }
+    unread(record.cut.as_ref(), lines);
+}
+
+/// What the record went out without, and why.
+fn unread(cut: Option<&Cut>, lines: &mut Vec<String>) {
+    if let Some(cut) = cut {
+        lines.push(labelled("Unread", cut.parts_text()));
+        lines.extend(wrap(&cut.why(), &" ".repeat(LABEL + 1)));
+    }
 }
 
 /// Who set the OOM killer off. A process that ran out of memory itself is not named twice.
@@ -344,6 +353,7 @@ fn sigkill(record: &SigkillRecord, lines: &mut Vec<String>) {
     if let Some(result) = record.signal.result {
         lines.push(labelled("Signal", result.as_str().to_owned()));
     }
+    unread(record.cut.as_ref(), lines);
 }
 
 fn hours(seconds: u64) -> String {
@@ -390,6 +400,38 @@ mod tests {
             ),
             "{lines:#?}"
         );
+    }
+
+    /// A kill written without its snapshot's processes says so, and why, after everything else.
+    #[test]
+    fn what_a_kill_was_written_without_is_told_last() {
+        let mut event = kill_in_a_pod();
+        let mut stored: crate::record::Record = serde_json::from_str(&event.record).unwrap();
+        let Body::OomKill(kill) = &mut stored.body else {
+            panic!("an oom_kill");
+        };
+        kill.cut = Some(Cut {
+            reason: crate::record::CutReason::NoAnswer,
+            parts: vec![crate::record::ObservedPart::SnapshotProcesses],
+            waiting_on: Some(crate::record::ObservedPart::SnapshotProcesses),
+            budget_ms: 1000,
+        });
+        event.record = serde_json::to_string(&stored).unwrap();
+        let lines = text(&event, &[], &style(false));
+        println!("{}", lines.join("\n"));
+        let at = lines
+            .iter()
+            .position(|line| line.starts_with("Unread"))
+            .unwrap_or_else(|| panic!("no Unread line: {lines:#?}"));
+        assert_eq!(lines[at], "Unread      snapshot_processes");
+        assert_eq!(
+            lines[at + 1],
+            "            its snapshot_processes read did not answer within 1000 ms"
+        );
+        assert_eq!(at + 2, lines.len(), "{lines:#?}");
+        // Without a cut, no such line.
+        let lines = text(&kill_in_a_pod(), &[], &style(false));
+        assert!(!lines.iter().any(|line| line.starts_with("Unread")));
     }
 
     /// The golden victim was gone when the snapshot was read: its row says it is its size at the

@@ -114,12 +114,21 @@ impl Sink for LogSink {
             ringbuf_dropped_total,
             history_write_errors,
             sigkills_rate_limited,
+            observe_reads_given_up,
         } = stopped.totals;
+        // Only where it happened: a read that never answers is rare, and says much of the host.
+        let given_up = match observe_reads_given_up {
+            0 => String::new(),
+            given_up => format!(
+                ", reads of /proc and cgroupfs given up for {} (no answer within their budget)",
+                counted(given_up, "event")
+            ),
+        };
         log::info!(
             "stopped: {} and {} from {}, {decode_errors} undecodable, \
              {ringbuf_dropped_total} lost in the kernel (ring buffer full), \
              {history_write_errors} not stored in the history, \
-             {} of flooding senders only logged",
+             {} of flooding senders only logged{given_up}",
             counted(oom_kills, "OOM kill"),
             counted(sigkills, "other SIGKILL"),
             counted(records, "record"),
