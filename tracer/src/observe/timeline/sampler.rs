@@ -316,6 +316,7 @@ impl Sampler {
     /// Handles what epoll reported.
     pub(super) fn woken(&mut self, ready: &[(u64, u32)], now_ns: u64) -> Woken {
         let mut woken = Woken::default();
+        log::trace!("memory timeline: woken by {ready:?}");
         for &(token, events) in ready {
             // A trigger polls an error once its cgroup is gone; a kernfs notification polls
             // one with every event.
@@ -469,11 +470,21 @@ impl Sampler {
                     watched.read_at_ns = now_ns;
                     reading.usage.push((path.clone(), usage_bytes));
                 }
-                Ok(None) => {}
+                Ok(None) => log::debug!("memory timeline: {path}'s usage is not a number"),
                 // Gone: inotify says so too, and the plan lets it go.
-                Err(_) => watched.usage = None,
+                Err(err) => {
+                    log::debug!(
+                        "memory timeline: {path}'s usage unreadable, no longer read: {err}"
+                    );
+                    watched.usage = None;
+                }
             }
         }
+        log::trace!(
+            "memory timeline: sample ({}): {:?}",
+            if slow { "slow" } else { "fast" },
+            reading.usage
+        );
         let version = self.memory.version;
         let mut rearm: Vec<CgroupId> = Vec::new();
         for (path, domain) in &mut self.domains {
@@ -621,6 +632,10 @@ impl Sampler {
             removed,
             structure,
         } = changes;
+        log::debug!(
+            "memory timeline: hierarchy changed: limits {limits:?}, removed {removed:?}, \
+             structure {structure}"
+        );
         let mut edits = Vec::new();
         let mut coverage_changed = false;
         for path in &removed {
@@ -705,6 +720,7 @@ impl Sampler {
             .cloned()
             .collect();
         for path in dropped {
+            log::debug!("memory timeline: {path} no longer sampled (out of the plan)");
             self.cgroups.remove(&path);
             edits.push(Edit::RetireCgroup(path));
         }
@@ -714,6 +730,7 @@ impl Sampler {
             }
             match self.open_cgroup(path) {
                 Ok(cgroup) => {
+                    log::debug!("memory timeline: {path} sampled from now on");
                     self.cgroups.insert(path.clone(), cgroup);
                     edits.push(Edit::Cgroup(path.clone()));
                 }
@@ -792,6 +809,7 @@ impl Sampler {
             if !limit_changed && domain.members == members {
                 return None;
             }
+            log::debug!("memory timeline: domain {path}: limit {limit_bytes}, members {members:?}");
             domain.limit_bytes = limit_bytes;
             domain.members = members.clone();
             if limit_changed && domain.armed {
@@ -807,6 +825,7 @@ impl Sampler {
                 pressure,
             });
         }
+        log::debug!("memory timeline: new domain {path}: limit {limit_bytes}, members {members:?}");
         let id = self.next_id;
         self.next_id += 1;
         let mut domain = DomainFiles {
