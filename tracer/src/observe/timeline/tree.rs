@@ -66,6 +66,9 @@ pub(super) struct Tree {
     /// Why some directory could not be watched: its new children are then found only by the
     /// next full walk.
     pub unwatched: Option<io::Error>,
+    /// Tests: the next `update` reads an overflowed queue.
+    #[cfg(test)]
+    pub(super) overflow_next: bool,
 }
 
 impl Tree {
@@ -82,6 +85,8 @@ impl Tree {
                 .err()
                 .map(|err| io::Error::new(err.kind(), err.to_string())),
             inotify: inotify.ok(),
+            #[cfg(test)]
+            overflow_next: false,
             max_dirs,
             beyond: None,
         };
@@ -135,6 +140,10 @@ impl Tree {
 
     /// Applies what inotify says happened since the last call.
     pub(super) fn update(&mut self) -> Changes {
+        #[cfg(test)]
+        if std::mem::take(&mut self.overflow_next) {
+            return self.rewalk();
+        }
         let events = match &self.inotify {
             Some(inotify) => inotify.read(),
             None => return Changes::default(),
