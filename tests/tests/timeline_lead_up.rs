@@ -79,11 +79,12 @@ fn a_growing_cgroups_timeline_rises_while_its_steady_neighbour_stays_flat() {
     let recorder = agent
         .log()
         .lines()
-        .find(|line| line.contains("memory timeline:"))
+        // The startup line; with RUST_LOG=debug the recorder says more before it.
+        .find(|line| line.contains("memory timeline: the "))
         .map(str::to_owned)
         .unwrap_or_else(|| {
             panic!(
-                "the agent logged no `memory timeline:` line:\n{}",
+                "the agent logged no `memory timeline: the …` line:\n{}",
                 agent.log()
             )
         });

@@ -48,9 +48,7 @@ pub const GUEST_TESTS: &[&str] = &[
     "oom_group",
     "oom_burst",
     "snapshot_per_kill",
-    // Not `timeline_lead_up` until the recorder's fault is fixed: in about 5 of 12 guest runs
-    // the steady neighbour is read once at the start and never again while its domain is
-    // sampled every 100 ms, so the lead-up misses it (issue 24). It runs on the host.
+    "timeline_lead_up",
     "tmpfs_fills_memcg",
     "timeline_many_cgroups",
     // Last: it exhausts the guest's memory.
@@ -85,6 +83,10 @@ pub struct Options {
     /// With --system: deploy the agent only this way (by default, one boot for each).
     #[arg(long, value_enum, requires = "system")]
     deployment: Option<system::Deployment>,
+    /// Run the tests this many times over in each boot, e.g. to count how often a flaky one
+    /// fails.
+    #[arg(long, value_name = "N", default_value_t = 1, conflicts_with = "system")]
+    repeat: usize,
 }
 
 /// Every kernel with every test of the matrix, on a suite already built: for `cargo xtask test`.
@@ -104,6 +106,7 @@ fn run_suite(suite: &Suite, options: Options) -> anyhow::Result<()> {
         keep,
         system,
         deployment,
+        repeat,
     } = options;
     if system {
         return system::run_system(
@@ -117,12 +120,16 @@ fn run_suite(suite: &Suite, options: Options) -> anyhow::Result<()> {
     }
     let started = Instant::now();
     let packages = kernel::select(kernel_filter.as_deref())?;
-    let tests: Vec<String> = if tests.is_empty() {
+    let once: Vec<String> = if tests.is_empty() {
         GUEST_TESTS.iter().map(|&name| name.to_owned()).collect()
     } else {
         tests
     };
-    let binaries = binaries_of(suite, &tests)?;
+    let binaries = binaries_of(suite, &once)?;
+    let tests: Vec<String> = std::iter::repeat_n(&once, repeat.max(1))
+        .flatten()
+        .cloned()
+        .collect();
     let work_dir = work_dir()?;
     host::install_tools(&mut Apt::default())?;
     let kernels = fetch_kernels(&packages, &work_dir)?;
@@ -132,10 +139,7 @@ fn run_suite(suite: &Suite, options: Options) -> anyhow::Result<()> {
         started.elapsed().as_secs()
     );
 
-    let env: Vec<(String, String)> = GUEST_ENV
-        .iter()
-        .map(|&(key, value)| (key.to_owned(), value.to_owned()))
-        .collect();
+    let env = guest_env();
     let mut results = Vec::new();
     for kernel in &kernels {
         let run_dir = work_dir.join("runs").join(&kernel.version);
@@ -155,6 +159,32 @@ fn run_suite(suite: &Suite, options: Options) -> anyhow::Result<()> {
         results.push((kernel, report));
     }
     summarize(&results, &tests, started.elapsed())
+}
+
+/// [`GUEST_ENV`], and the caller's `RUST_LOG` for the agents the tests start (e.g.
+/// `RUST_LOG=oomtrace::observe::timeline=trace cargo xtask vm …`): the host's environment does
+/// not reach the guest otherwise.
+fn guest_env() -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = GUEST_ENV
+        .iter()
+        .map(|&(key, value)| (key.to_owned(), value.to_owned()))
+        .collect();
+    match std::env::var("RUST_LOG") {
+        Ok(filter)
+            if !filter.is_empty()
+                && filter
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_:=,.-".contains(c)) =>
+        {
+            env.push(("RUST_LOG".to_owned(), filter));
+        }
+        Ok(filter) => eprintln!(
+            "vm: RUST_LOG={filter:?} stays on the host: only letters, digits and `_:=,.-` travel \
+             on the guest's kernel command line"
+        ),
+        Err(_) => {}
+    }
+    env
 }
 
 /// The test binaries for `tests` (`NAME` or `NAME:FILTER`).
@@ -325,10 +355,15 @@ fn summarize(
                 continue;
             }
         };
-        for test in tests {
+        for (index, test) in tests.iter().enumerate() {
             count += 1;
             let name = test.split(':').next().unwrap_or(test);
-            match report.runs.iter().find(|run| run.name == name) {
+            // The same test may run more than once in a boot (`--repeat`): its nth run.
+            let nth = tests[..index]
+                .iter()
+                .filter(|earlier| earlier.split(':').next() == Some(name))
+                .count();
+            match report.runs.iter().filter(|run| run.name == name).nth(nth) {
                 Some(run) if run.passed() => {
                     let skipped = run.skipped();
                     let skipped = if skipped.is_empty() {

@@ -3,7 +3,8 @@
 
 use super::plan::PER_DOMAIN;
 use super::recording::Recording;
-use super::samples::{CompositionSample, EventsSample};
+use super::samples::{CompositionSample, EventsSample, UsageSample};
+use super::series::Series;
 use super::tree::CgroupId;
 use super::{CgroupTimeline, NotCovered, Timeline, UsageAt};
 use crate::observe::snapshot::Scope;
@@ -46,16 +47,7 @@ impl Recording {
                 .get(path)
                 .map(|cgroup| {
                     within_window(
-                        without_repeats(
-                            cgroup
-                                .series
-                                .until(kill_ns)
-                                .map(|sample| UsageAt {
-                                    offset_ms: offset_ms(sample.at_ns, kill_ns),
-                                    usage_bytes: sample.usage_bytes,
-                                })
-                                .collect(),
-                        ),
+                        without_repeats(usage_until(&cgroup.series, kill_ns)),
                         window_ms,
                     )
                 })
@@ -111,6 +103,32 @@ fn scope_path(scope: &Scope) -> Option<&str> {
         Scope::Cgroup(path) => Some(path),
         Scope::Host => None,
     }
+}
+
+/// A cgroup's usage samples up to the kill, offsets relative to it. A flat stretch that runs
+/// past the kill ends at the kill: a series keeps only a flat stretch's two ends, and a kill is
+/// asked about a while after the kernel captured it, by when the stretch's end has moved past
+/// the kill, so the samples up to the kill would stop at the stretch's start. Every read in
+/// between found the same usage, the ones just before and after the kill too (a series keeps
+/// every sample of its last seconds, see [`super::series::FINE_SPAN`]).
+fn usage_until(series: &Series<UsageSample>, kill_ns: u64) -> Vec<UsageAt> {
+    let mut samples: Vec<UsageAt> = series
+        .until(kill_ns)
+        .map(|sample| UsageAt {
+            offset_ms: offset_ms(sample.at_ns, kill_ns),
+            usage_bytes: sample.usage_bytes,
+        })
+        .collect();
+    if let (Some(last), Some(next)) = (samples.last(), series.after(kill_ns))
+        && last.offset_ms < 0
+        && last.usage_bytes == next.usage_bytes
+    {
+        samples.push(UsageAt {
+            offset_ms: 0,
+            usage_bytes: next.usage_bytes,
+        });
+    }
+    samples
 }
 
 /// Leaves out each sample equal to the ones before and after it: a flat stretch keeps its
@@ -262,6 +280,50 @@ mod tests {
             timeline.not_covered,
             [("/pod/c2".to_owned(), NotCovered::CgroupBound { max: 2 })]
         );
+    }
+
+    #[test]
+    fn a_flat_stretch_past_the_kill_ends_at_the_kill() {
+        let window = Duration::from_secs(60);
+        let mut flat = Series::default();
+        let mut grown = Series::default();
+        // Read every 100 ms from 1 s to 5 s; the kill at 3.55 s is asked about at 5 s.
+        for tenth in 10..=50 {
+            let at_ns = tenth * SECOND / 10;
+            UsageSample::push(
+                &mut flat,
+                UsageSample {
+                    at_ns,
+                    usage_bytes: 48,
+                },
+                window,
+            );
+            let usage_bytes = tenth * 10;
+            UsageSample::push(&mut grown, UsageSample { at_ns, usage_bytes }, window);
+        }
+        let kill_ns = 3_550 * SECOND / 1000;
+        let offsets = |samples: Vec<UsageAt>| -> Vec<(i64, u64)> {
+            samples
+                .iter()
+                .map(|sample| (sample.offset_ms, sample.usage_bytes))
+                .collect()
+        };
+        assert_eq!(offsets(usage_until(&flat, kill_ns)), [(-2550, 48), (0, 48)]);
+        // A series that moved keeps its samples up to the kill, and no more.
+        let moved = offsets(usage_until(&grown, kill_ns));
+        assert_eq!(moved.len(), 26);
+        assert_eq!(moved.last(), Some(&(-50, 350)));
+        // Nothing after the kill yet: nothing added.
+        let mut early = Series::default();
+        UsageSample::push(
+            &mut early,
+            UsageSample {
+                at_ns: SECOND,
+                usage_bytes: 48,
+            },
+            window,
+        );
+        assert_eq!(offsets(usage_until(&early, kill_ns)), [(-2550, 48)]);
     }
 
     #[test]

@@ -573,11 +573,19 @@ mod tests {
 
     #[test]
     fn a_steady_neighbour_is_read_up_to_the_kill_while_its_domain_fills() {
-        let fake = FakeHierarchy::new("neighbour");
+        a_steady_neighbour_is_read_up_to_the_kill(&FakeHierarchy::new("neighbour"));
+    }
+
+    #[test]
+    fn a_steady_neighbour_is_read_up_to_the_kill_while_its_domain_fills_on_cgroup2() {
+        a_steady_neighbour_is_read_up_to_the_kill(&FakeHierarchy::v2("neighbour-v2"));
+    }
+
+    fn a_steady_neighbour_is_read_up_to_the_kill(fake: &FakeHierarchy) {
         fake.cgroup("/parent", 48 * MIB, Some(192 * MIB));
         fake.cgroup("/parent/steady", 48 * MIB, None);
         fake.cgroup("/parent/grower", 0, None);
-        let recorder = recording(&fake, 4096);
+        let recorder = recording(fake, 4096);
         // Long enough for both children to count as steady (read every 5 s only).
         std::thread::sleep(Duration::from_secs(7));
         // Then the grower fills the domain in 3 s: the domain and all its members go fast.
@@ -588,7 +596,11 @@ mod tests {
             fake.set_usage("/parent", 48 * MIB + step * 5 * MIB);
             std::thread::sleep(Duration::from_millis(100));
         }
-        let timeline = recorder.timeline(&Scope::Cgroup("/parent".to_owned()), monotonic_ns());
+        // The agent asks for the kill's timeline a while after the kernel captured it (the
+        // kill is read, joined with its report, attributed); the recorder samples on meanwhile.
+        let kill_ns = monotonic_ns();
+        std::thread::sleep(Duration::from_millis(500));
+        let timeline = recorder.timeline(&Scope::Cgroup("/parent".to_owned()), kill_ns);
         let steady = timeline
             .cgroups
             .iter()

@@ -15,6 +15,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
+use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -316,6 +317,7 @@ impl Sampler {
     /// Handles what epoll reported.
     pub(super) fn woken(&mut self, ready: &[(u64, u32)], now_ns: u64) -> Woken {
         let mut woken = Woken::default();
+        log::trace!("memory timeline: woken by {ready:?}");
         for &(token, events) in ready {
             // A trigger polls an error once its cgroup is gone; a kernfs notification polls
             // one with every event.
@@ -469,11 +471,21 @@ impl Sampler {
                     watched.read_at_ns = now_ns;
                     reading.usage.push((path.clone(), usage_bytes));
                 }
-                Ok(None) => {}
+                Ok(None) => log::debug!("memory timeline: {path}'s usage is not a number"),
                 // Gone: inotify says so too, and the plan lets it go.
-                Err(_) => watched.usage = None,
+                Err(err) => {
+                    log::debug!(
+                        "memory timeline: {path}'s usage unreadable, no longer read: {err}"
+                    );
+                    watched.usage = None;
+                }
             }
         }
+        log::trace!(
+            "memory timeline: sample ({}): {:?}",
+            if slow { "slow" } else { "fast" },
+            reading.usage
+        );
         let version = self.memory.version;
         let mut rearm: Vec<CgroupId> = Vec::new();
         for (path, domain) in &mut self.domains {
@@ -591,6 +603,12 @@ impl Sampler {
     /// Walks the whole hierarchy again.
     pub(super) fn rewalk(&mut self, now_ns: u64) -> Vec<Edit> {
         let changes = self.tree.rewalk();
+        self.walked_again(changes, now_ns)
+    }
+
+    /// After the tree walked again: its new inotify descriptor joins epoll (the old one left
+    /// it when it was closed), and the plan follows what the walk found.
+    fn walked_again(&mut self, changes: Changes, now_ns: u64) -> Vec<Edit> {
         if let Some(inotify) = self.tree.inotify() {
             let _ = self.epoll.add(inotify.file(), libc::EPOLLIN, TOKEN_INOTIFY);
         }
@@ -607,12 +625,24 @@ impl Sampler {
     /// Applies what inotify said changed in the hierarchy: a new limit is sampled at once, a
     /// removed cgroup let go; members are ranked again soon.
     pub(super) fn update(&mut self, now_ns: u64) -> Vec<Edit> {
+        let watching = self
+            .tree
+            .inotify()
+            .map(|inotify| inotify.file().as_raw_fd());
         let changes = self.tree.update();
-        if self.tree.inotify().is_none() {
-            // The queue overflowed and the tree walked again with a new descriptor.
-            return self.rewalk(now_ns);
+        match self
+            .tree
+            .inotify()
+            .map(|inotify| inotify.file().as_raw_fd())
+        {
+            // Could not watch at all: walked again later, on the rewalk schedule.
+            None => self.rewalk(now_ns),
+            // The queue overflowed, and the tree walked again with a new descriptor, opened
+            // before the old one was closed (so never the same number), that epoll does not
+            // know yet: without it no creation or limit change would wake the recorder again.
+            fd if fd != watching => self.walked_again(changes, now_ns),
+            _ => self.changed(changes, now_ns),
         }
-        self.changed(changes, now_ns)
     }
 
     /// Applies the limits of cgroups whose limit file appeared after they did, with no event
@@ -631,6 +661,12 @@ impl Sampler {
             removed,
             structure,
         } = changes;
+        if structure || !limits.is_empty() || !removed.is_empty() {
+            log::debug!(
+                "memory timeline: hierarchy changed: limits {limits:?}, removed {removed:?}, \
+                 structure {structure}"
+            );
+        }
         let mut edits = Vec::new();
         let mut coverage_changed = false;
         for path in &removed {
@@ -715,6 +751,7 @@ impl Sampler {
             .cloned()
             .collect();
         for path in dropped {
+            log::debug!("memory timeline: {path} no longer sampled (out of the plan)");
             self.cgroups.remove(&path);
             edits.push(Edit::RetireCgroup(path));
         }
@@ -724,6 +761,7 @@ impl Sampler {
             }
             match self.open_cgroup(path) {
                 Ok(cgroup) => {
+                    log::debug!("memory timeline: {path} sampled from now on");
                     self.cgroups.insert(path.clone(), cgroup);
                     edits.push(Edit::Cgroup(path.clone()));
                 }
@@ -802,6 +840,7 @@ impl Sampler {
             if !limit_changed && domain.members == members {
                 return None;
             }
+            log::debug!("memory timeline: domain {path}: limit {limit_bytes}, members {members:?}");
             domain.limit_bytes = limit_bytes;
             domain.members = members.clone();
             if limit_changed && domain.armed {
@@ -817,6 +856,7 @@ impl Sampler {
                 pressure,
             });
         }
+        log::debug!("memory timeline: new domain {path}: limit {limit_bytes}, members {members:?}");
         let id = self.next_id;
         self.next_id += 1;
         let mut domain = DomainFiles {
@@ -1091,6 +1131,28 @@ mod tests {
 
     const MIB: u64 = 1 << 20;
     const SECOND: u64 = 1_000_000_000;
+
+    /// After inotify's queue overflowed, the tree's new descriptor is in epoll: a cgroup made
+    /// afterwards still wakes the recorder.
+    #[test]
+    fn after_an_inotify_overflow_a_new_cgroup_still_wakes_the_recorder() {
+        use crate::observe::timeline::tree::fake::FakeHierarchy;
+        let fake = FakeHierarchy::new("overflow");
+        fake.cgroup("/a", MIB, Some(64 * MIB));
+        let mut sampler =
+            Sampler::new(fake.memory(), 64, Err(io::Error::other("no trigger")), 0).unwrap();
+        sampler.tree.overflow_next = true;
+        sampler.update(0);
+        fake.cgroup("/b", MIB, Some(64 * MIB));
+        let mut ready = Vec::new();
+        sampler.epoll.wait(&mut ready, 2000).unwrap();
+        assert!(
+            ready.iter().any(|&(token, _)| token == TOKEN_INOTIFY),
+            "no inotify wake-up after the overflow: {ready:?}"
+        );
+        let edits = sampler.update(SECOND);
+        assert!(sampler.tree.contains("/b"), "{edits:?}");
+    }
 
     #[test]
     fn a_composition_is_read_when_usage_moved_at_most_once_a_second() {

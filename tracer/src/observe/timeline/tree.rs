@@ -74,6 +74,9 @@ pub(super) struct Tree {
     /// Why some directory could not be watched: its new children are then found only by the
     /// next full walk.
     pub unwatched: Option<io::Error>,
+    /// Tests: the next `update` reads an overflowed queue.
+    #[cfg(test)]
+    pub(super) overflow_next: bool,
 }
 
 impl Tree {
@@ -91,6 +94,8 @@ impl Tree {
                 .err()
                 .map(|err| io::Error::new(err.kind(), err.to_string())),
             inotify: inotify.ok(),
+            #[cfg(test)]
+            overflow_next: false,
             max_dirs,
             beyond: None,
         };
@@ -144,6 +149,10 @@ impl Tree {
 
     /// Applies what inotify says happened since the last call.
     pub(super) fn update(&mut self) -> Changes {
+        #[cfg(test)]
+        if std::mem::take(&mut self.overflow_next) {
+            return self.rewalk();
+        }
         let events = match &self.inotify {
             Some(inotify) => inotify.read(),
             None => return Changes::default(),
@@ -434,26 +443,40 @@ impl CgroupTree for Ranked<'_> {
     }
 }
 
-/// A throw-away hierarchy of plain directories and files, shaped like a v1 memory hierarchy,
-/// for the recorder's tests: limits, usage and new cgroups as a test writes them.
+/// A throw-away hierarchy of plain directories and files, shaped like a v1 or a v2 memory
+/// hierarchy, for the recorder's tests: limits, usage and new cgroups as a test writes them.
 #[cfg(test)]
 pub(super) mod fake {
     use super::*;
     use std::path::PathBuf;
 
+    /// v1's "unlimited".
+    const V1_UNLIMITED: u64 = 9_223_372_036_854_771_712;
+
     pub(crate) struct FakeHierarchy {
         pub root: PathBuf,
+        version: CgroupVersion,
     }
 
     impl FakeHierarchy {
+        /// A v1 memory hierarchy (`memory.usage_in_bytes`, `memory.limit_in_bytes`).
         pub(crate) fn new(name: &str) -> Self {
+            Self::of(name, CgroupVersion::V1)
+        }
+
+        /// A cgroup2 hierarchy (`memory.current`, `memory.max`, `memory.events`).
+        pub(crate) fn v2(name: &str) -> Self {
+            Self::of(name, CgroupVersion::V2)
+        }
+
+        fn of(name: &str, version: CgroupVersion) -> Self {
             let root = std::env::temp_dir().join(format!(
                 "oomtrace-fake-cgroups-{name}-{}",
                 std::process::id()
             ));
             let _ = std::fs::remove_dir_all(&root);
             std::fs::create_dir_all(&root).unwrap();
-            let fake = FakeHierarchy { root };
+            let fake = FakeHierarchy { root, version };
             fake.set_usage("", 0);
             fake
         }
@@ -461,7 +484,22 @@ pub(super) mod fake {
         pub(crate) fn memory(&self) -> MemoryHierarchy {
             MemoryHierarchy {
                 root: self.root.clone(),
-                version: CgroupVersion::V1,
+                version: self.version,
+            }
+        }
+
+        fn usage_file(&self) -> &'static str {
+            match self.version {
+                CgroupVersion::V1 => "memory.usage_in_bytes",
+                CgroupVersion::V2 => "memory.current",
+            }
+        }
+
+        fn limit_text(&self, limit: Option<u64>) -> String {
+            match (self.version, limit) {
+                (_, Some(limit)) => limit.to_string(),
+                (CgroupVersion::V1, None) => V1_UNLIMITED.to_string(),
+                (CgroupVersion::V2, None) => "max".to_owned(),
             }
         }
 
@@ -477,27 +515,29 @@ pub(super) mod fake {
             let write = |name: &str, value: String| {
                 std::fs::write(aside.join(name), value + "\n").unwrap();
             };
-            write("memory.usage_in_bytes", usage.to_string());
-            write(
-                "memory.limit_in_bytes",
-                limit.unwrap_or(9_223_372_036_854_771_712).to_string(),
-            );
-            write("memory.failcnt", "0".to_owned());
+            write(self.usage_file(), usage.to_string());
+            write(limit_file(self.version), self.limit_text(limit));
+            match self.version {
+                CgroupVersion::V1 => write("memory.failcnt", "0".to_owned()),
+                CgroupVersion::V2 => write(
+                    "memory.events",
+                    "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0".to_owned(),
+                ),
+            }
             std::fs::rename(&aside, &dir).unwrap();
         }
 
         pub(crate) fn set_usage(&self, path: &str, usage: u64) {
-            std::fs::write(
-                self.dir(path).join("memory.usage_in_bytes"),
-                format!("{usage}\n"),
-            )
-            .unwrap();
+            std::fs::write(self.dir(path).join(self.usage_file()), format!("{usage}\n")).unwrap();
         }
 
-        /// `None`: v1's "unlimited".
+        /// `None`: no limit.
         pub(crate) fn set_limit(&self, path: &str, limit: Option<u64>) {
-            let text = limit.unwrap_or(9_223_372_036_854_771_712).to_string();
-            std::fs::write(self.dir(path).join("memory.limit_in_bytes"), text + "\n").unwrap();
+            std::fs::write(
+                self.dir(path).join(limit_file(self.version)),
+                self.limit_text(limit) + "\n",
+            )
+            .unwrap();
         }
 
         pub(crate) fn remove(&self, path: &str) {
