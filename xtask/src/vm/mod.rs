@@ -51,6 +51,7 @@ pub const GUEST_TESTS: &[&str] = &[
     "timeline_lead_up",
     "tmpfs_fills_memcg",
     "timeline_many_cgroups",
+    "timeline_bound",
     // Last: it exhausts the guest's memory.
     "host_oom",
 ];
