@@ -6,8 +6,15 @@ use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
 
+use crate::command_output;
 use crate::docker::{DockerContainer, Dockerd, unix_seconds};
-use crate::{command_output, run_checked};
+
+/// Compose gives up on a Docker API call after 60 s by default. Creating and starting a
+/// container on the systemd driver takes longer than that under emulation (the whole-system
+/// guest); a host where it does is slow, not broken, and the test is about what follows.
+const HTTP_TIMEOUT_SECS: &str = "600";
+/// How much of the daemon's log a failed `up` shows.
+const DAEMON_LOG_LINES: usize = 40;
 
 /// A Compose project that is up; taken down (containers and networks removed) on drop.
 pub struct ComposeProject<'d> {
@@ -31,7 +38,16 @@ impl<'d> ComposeProject<'d> {
             dir,
             since: unix_seconds() - 1,
         };
-        run_checked(project.compose().args(["up", "--detach", "--no-build"]));
+        let mut up = project.compose();
+        up.args(["up", "--detach", "--no-build"]);
+        let output = command_output(&mut up);
+        assert!(
+            output.status.success(),
+            "{up:?} failed ({}): {}\n--- the daemon's log ---\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim(),
+            tail(&docker.log(), DAEMON_LOG_LINES)
+        );
         project
     }
 
@@ -59,11 +75,18 @@ impl<'d> ComposeProject<'d> {
             .arg(self.dir.join("docker-compose.yml"))
             .current_dir(&self.dir)
             .env("DOCKER_HOST", self.docker.host())
+            .env("COMPOSE_HTTP_TIMEOUT", HTTP_TIMEOUT_SECS)
             // Nothing from the caller's environment decides what runs.
             .env_remove("COMPOSE_FILE")
             .env_remove("COMPOSE_PROJECT_NAME");
         command
     }
+}
+
+/// The last `lines` lines of `text`.
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 impl Drop for ComposeProject<'_> {

@@ -55,11 +55,15 @@ impl ContainerSpec {
     /// freeze the agent) between the container's start and its OOM kill, which otherwise
     /// follows within a tenth of a second.
     pub fn held_hog(memory_bytes: u64) -> Self {
-        let script = format!(
+        Self::shell(memory_bytes, &Self::held_hog_script(memory_bytes))
+    }
+
+    /// [`held_hog`](Self::held_hog)'s script, for a shell that starts other processes first.
+    pub fn held_hog_script(memory_bytes: u64) -> String {
+        format!(
             "until [ -e {RELEASE_DIR_IN_CONTAINER}/{RELEASE_FILE} ]; do sleep 0.05; done; exec {}",
             Self::hog_command(memory_bytes)
-        );
-        Self::shell(memory_bytes, &script)
+        )
     }
 
     /// The hog's command line in a container limited to `memory_bytes`, for shell scripts.

@@ -1,7 +1,13 @@
 //! Kubernetes' runtime without a kubelet: a private containerd serving the CRI, and pods and
 //! containers created over the CRI the way the kubelet creates them (its labels, annotations,
-//! sandbox metadata, cgroup parent `/kubepods/<qos>/pod<uid>`, log directory and log path),
-//! driven through the agent's own generated CRI client.
+//! sandbox metadata, cgroup parent, log directory and log path), driven through the agent's own
+//! generated CRI client.
+//!
+//! The cgroup layout is the kubelet's for the host: on systemd with cgroup v2 (kubeadm's
+//! default, the systemd cgroup driver) pods are slices,
+//! `kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid>.slice`, and
+//! containers scopes in them, `cri-containerd-<id>.scope`; elsewhere (cgroupfs)
+//! `/kubepods/burstable/pod<uid>/<id>`.
 //!
 //! Each [`Containerd`] lives in a directory of its own (`/tmp/oomtrace-cri-<pid>-<n>`: root,
 //! state, socket, runc's root, the pods' logs), never in /run/containerd, and is stopped by its
@@ -28,6 +34,7 @@ use oomtrace::record::OomKillRecord;
 
 use crate::container_spec::{RELEASE_DIR_IN_CONTAINER, release};
 use crate::image::{RootfsTarball, oci_archive};
+use crate::slice::SystemdSlice;
 use crate::{Agent, ContainerSpec, command_output, run_checked, send_signal, wait_timeout};
 
 /// The sandbox ("pause") image: sleeps.
@@ -137,7 +144,10 @@ impl Containerd {
             name,
             namespace,
             log_directory,
+            memory_limit_bytes,
         } = spec;
+        // The pod's limit, set before the sandbox starts in it, as the kubelet does.
+        let slice = memory_limit_bytes.and_then(|limit| set_pod_limit(&uid, limit));
         let labels = HashMap::from([
             ("io.kubernetes.pod.name".to_owned(), name.clone()),
             ("io.kubernetes.pod.namespace".to_owned(), namespace.clone()),
@@ -164,7 +174,7 @@ impl Containerd {
             labels,
             annotations: HashMap::new(),
             linux: Some(cri::LinuxPodSandboxConfig {
-                cgroup_parent: format!("/kubepods/burstable/pod{uid}"),
+                cgroup_parent: pod_cgroup_parent(&uid),
                 security_context: Some(cri::LinuxSandboxSecurityContext {
                     namespace_options: Some(node_network()),
                     ..Default::default()
@@ -189,6 +199,7 @@ impl Containerd {
             config,
             log_directory,
             removed: false,
+            slice,
         }
     }
 
@@ -373,6 +384,7 @@ pub struct PodSpec {
     name: String,
     namespace: String,
     log_directory: bool,
+    memory_limit_bytes: Option<u64>,
 }
 
 impl PodSpec {
@@ -381,7 +393,15 @@ impl PodSpec {
             name: name.to_owned(),
             namespace: namespace.to_owned(),
             log_directory: true,
+            memory_limit_bytes: None,
         }
+    }
+
+    /// A pod-level memory limit (the sum of its containers' limits, for the kubelet): the pod
+    /// slice's `MemoryMax=` under systemd, the pod cgroup's limit file under cgroupfs.
+    pub fn with_memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit_bytes = Some(bytes);
+        self
     }
 
     /// No log directory: where the name is too long for one.
@@ -401,6 +421,8 @@ pub struct Pod<'a> {
     config: cri::PodSandboxConfig,
     log_directory: Option<PathBuf>,
     removed: bool,
+    /// The pod's slice unit with its limit, under systemd; stopped after the sandbox.
+    slice: Option<SystemdSlice>,
 }
 
 impl Pod<'_> {
@@ -416,9 +438,28 @@ impl Pod<'_> {
         &self.namespace
     }
 
+    /// The pod's cgroup path as the kernel shows it.
+    pub fn cgroup_path(&self) -> String {
+        format!("/{}", pod_cgroup_relative(&self.uid))
+    }
+
+    /// A container's cgroup path in this pod, as the kernel shows it: runc's scope
+    /// `cri-containerd-<id>.scope` under systemd, `<id>` under cgroupfs.
+    pub fn container_cgroup_path(&self, container: &CriContainer) -> String {
+        if systemd_layout() {
+            format!(
+                "{}/cri-containerd-{}.scope",
+                self.cgroup_path(),
+                container.id
+            )
+        } else {
+            format!("{}/{}", self.cgroup_path(), container.id)
+        }
+    }
+
     /// The pod's memory cgroup directory (v1 on a hybrid host, else cgroup2).
     pub fn memcg_dir(&self) -> PathBuf {
-        let relative = format!("kubepods/burstable/pod{}", self.uid);
+        let relative = pod_cgroup_relative(&self.uid);
         let v1 = Path::new("/sys/fs/cgroup/memory").join(&relative);
         if Path::new("/sys/fs/cgroup/memory").is_dir() {
             v1
@@ -463,6 +504,7 @@ impl Pod<'_> {
             name,
             spec,
             restart_count,
+            oom_group,
             volumes,
         } = spec;
         let labels = HashMap::from([
@@ -520,6 +562,13 @@ impl Pod<'_> {
                 resources: Some(cri::LinuxContainerResources {
                     memory_limit_in_bytes: i64::try_from(spec.memory_bytes())
                         .expect("a limit within i64"),
+                    // As the kubelet (1.28 and later, cgroup v2) asks: the whole container is
+                    // killed when one of its processes is.
+                    unified: if oom_group {
+                        HashMap::from([("memory.oom.group".to_owned(), "1".to_owned())])
+                    } else {
+                        HashMap::new()
+                    },
                     ..Default::default()
                 }),
                 security_context: Some(cri::LinuxContainerSecurityContext {
@@ -567,6 +616,9 @@ impl Pod<'_> {
     pub fn remove(mut self) {
         remove_sandbox(self.containerd, &self.id);
         self.removed = true;
+        if let Some(slice) = self.slice.take() {
+            drop(slice);
+        }
         remove_pod_cgroups(&self.uid);
         let prefix = format!("{}_{}_", self.name, self.namespace);
         if let Ok(entries) = fs::read_dir(self.containerd.log_root().join("containers")) {
@@ -593,6 +645,7 @@ pub struct CriContainerSpec {
     name: String,
     spec: ContainerSpec,
     restart_count: u32,
+    oom_group: bool,
     /// `(host path, container path)` bind mounts, as the kubelet passes a pod's volumes.
     volumes: Vec<(PathBuf, String)>,
 }
@@ -603,8 +656,16 @@ impl CriContainerSpec {
             name: name.to_owned(),
             spec,
             restart_count: 0,
+            oom_group: false,
             volumes: Vec::new(),
         }
+    }
+
+    /// `memory.oom.group` set on the container's cgroup (cgroup v2 only), as the kubelet sets
+    /// it.
+    pub fn oom_group(mut self) -> Self {
+        self.oom_group = true;
+        self
     }
 
     /// A pod's volume at `host_path` mounted at `container_path`, as the kubelet mounts an
@@ -723,11 +784,65 @@ fn cgroup_roots() -> Vec<PathBuf> {
     roots
 }
 
+/// Whether pods get the systemd driver's layout: systemd runs the host on cgroup v2.
+fn systemd_layout() -> bool {
+    SystemdSlice::host_has_systemd_on_cgroup2()
+}
+
+/// The pod's slice unit, under systemd: the kubelet writes the uid's dashes as underscores.
+fn pod_slice(uid: &str) -> String {
+    format!("kubepods-burstable-pod{}.slice", uid.replace('-', "_"))
+}
+
+/// What the kubelet gives the CRI as the sandbox's cgroup parent.
+fn pod_cgroup_parent(uid: &str) -> String {
+    if systemd_layout() {
+        pod_slice(uid)
+    } else {
+        format!("/kubepods/burstable/pod{uid}")
+    }
+}
+
+/// The pod's cgroup below the hierarchy's root.
+fn pod_cgroup_relative(uid: &str) -> String {
+    if systemd_layout() {
+        crate::slice::slice_path(&pod_slice(uid))
+            .trim_start_matches('/')
+            .to_owned()
+    } else {
+        format!("kubepods/burstable/pod{uid}")
+    }
+}
+
+/// Sets the pod's limit before its sandbox starts: a slice unit under systemd (returned, to be
+/// stopped with the pod), else the limit file of a pod cgroup made for it.
+fn set_pod_limit(uid: &str, limit_bytes: u64) -> Option<SystemdSlice> {
+    if systemd_layout() {
+        return Some(SystemdSlice::named(&pod_slice(uid), limit_bytes));
+    }
+    let relative = pod_cgroup_relative(uid);
+    let v1 = Path::new("/sys/fs/cgroup/memory");
+    let (dir, file) = if v1.is_dir() {
+        (v1.join(&relative), "memory.limit_in_bytes")
+    } else {
+        (Path::new("/sys/fs/cgroup").join(&relative), "memory.max")
+    };
+    fs::create_dir_all(&dir).unwrap_or_else(|err| panic!("making {}: {err}", dir.display()));
+    fs::write(dir.join(file), limit_bytes.to_string())
+        .unwrap_or_else(|err| panic!("setting {}/{file}: {err}", dir.display()));
+    None
+}
+
 /// The pod's cgroup in every hierarchy, as the kubelet removes it once the pod is gone (runc
 /// removes only its containers').
 fn remove_pod_cgroups(uid: &str) {
+    if systemd_layout() {
+        let _ = Command::new("systemctl")
+            .args(["stop", &pod_slice(uid)])
+            .output();
+    }
     for root in cgroup_roots() {
-        remove_cgroup_tree(&root.join(format!("kubepods/burstable/pod{uid}")));
+        remove_cgroup_tree(&root.join(pod_cgroup_relative(uid)));
     }
 }
 
@@ -831,8 +946,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
         runtime_type = "io.containerd.runc.v2"
         [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-          SystemdCgroup = false
+          SystemdCgroup = {systemd}
           Root = "{dir}/runc"
-"#
+"#,
+        systemd = systemd_layout(),
     )
 }

@@ -147,6 +147,22 @@ impl Dockerd {
         command
     }
 
+    /// The daemon's cgroup driver, as `docker info` says: `cgroupfs`, or `systemd` (Docker's
+    /// default on cgroup v2 under systemd), where `cgroup_parent` must name a slice and each
+    /// container is a scope, `docker-<id>.scope`.
+    pub fn cgroup_driver(&self) -> String {
+        let output = command_output(
+            self.command()
+                .args(["info", "--format", "{{.CgroupDriver}}"]),
+        );
+        assert!(
+            output.status.success(),
+            "docker info failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
     /// Stops the daemon and starts it again with the same state, as a package upgrade or a
     /// crash and restart would; returns once the new one answers. Its running containers stop
     /// with it (no `--live-restore`), as on most hosts.

@@ -34,6 +34,8 @@ pub fn victim_pid(listed: &Listed) -> Option<u32> {
 /// A history file of this test's own, removed (with its -wal and -shm) when dropped.
 pub struct HistoryFile {
     path: PathBuf,
+    /// Made for the test, and removed with it; a deployed agent's file is left alone.
+    owned: bool,
 }
 
 impl HistoryFile {
@@ -45,9 +47,17 @@ impl HistoryFile {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
-        let file = Self { path };
+        let file = Self { path, owned: true };
         file.remove();
         file
+    }
+
+    /// The history a deployed agent keeps at `path`, read and never removed.
+    pub fn deployed(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            owned: false,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -123,7 +133,9 @@ impl Default for HistoryFile {
 
 impl Drop for HistoryFile {
     fn drop(&mut self) {
-        self.remove();
+        if self.owned {
+            self.remove();
+        }
     }
 }
 

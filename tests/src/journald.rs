@@ -193,6 +193,23 @@ impl Journald {
         String::from_utf8_lossy(&shown.stdout).into_owned()
     }
 
+    /// `journalctl -x MATCHES` with the catalogs installed on this host, as an operator of a
+    /// deployed agent sees it.
+    pub fn explained_as_installed(&self, matches: &[String]) -> String {
+        let shown = command_output(
+            Command::new("journalctl")
+                .args(["-x", "--no-pager"])
+                .args(matches),
+        );
+        assert!(
+            shown.status.success(),
+            "journalctl -x {matches:?} failed ({}): {}",
+            shown.status,
+            String::from_utf8_lossy(&shown.stderr).trim()
+        );
+        String::from_utf8_lossy(&shown.stdout).into_owned()
+    }
+
     fn log(&self) -> String {
         fs::read_to_string(&self.log_path).unwrap_or_default()
     }

@@ -34,6 +34,8 @@ mod kernel;
 mod kmsg;
 mod podman;
 pub mod prometheus;
+mod service;
+mod slice;
 mod snapshot;
 mod tmpfs;
 pub mod tracefs;
@@ -62,6 +64,8 @@ pub use crate::kernel::{ExpectedCapture, Hook, KernelLook};
 pub use crate::kmsg::{KernelReport, KilledProcess, Kmsg, parse_killed_process};
 pub use crate::podman::{Container, IMAGE, Podman};
 pub use crate::prometheus::Prometheus;
+pub use crate::service::TransientService;
+pub use crate::slice::SystemdSlice;
 pub use crate::snapshot::assert_snapshot_holds_victim;
 pub use crate::tmpfs::{
     ScratchTmpfs, assert_tmpfs_leads, composition_of, mib, verdict_of, within_ten_percent,

@@ -13,8 +13,8 @@ use oomtrace::attribute::DomainKind;
 use oomtrace::record::party::{Compose, Container, Party};
 use oomtrace::record::{Body, OomKillRecord};
 use oomtrace_tests::{
-    ComposeProject, Dockerd, HOG_IN_IMAGE, HistoryFile, IMAGE, Kmsg, MemoryCgroup, or_dash, pretty,
-    require_root,
+    ComposeProject, Dockerd, HOG_IN_IMAGE, HistoryFile, IMAGE, Kmsg, MemoryCgroup, SystemdSlice,
+    or_dash, pretty, require_root,
 };
 
 const MIB: u64 = 1 << 20;
@@ -30,13 +30,55 @@ const BUILD_STEP_MIB: u64 = 45;
 const KILLS: usize = 3;
 const PROJECT: &str = "shop";
 
+/// The project's `cgroup_parent`, as a host of the daemon's cgroup driver has it: a cgroup
+/// with `memory.max` (cgroupfs), or a slice with `MemoryMax=` (systemd, the default of Docker on
+/// cgroup v2 under systemd), whose containers are scopes below it.
+enum Parent {
+    Cgroup(MemoryCgroup),
+    Slice(SystemdSlice),
+}
+
+impl Parent {
+    fn for_driver(driver: &str) -> Self {
+        match driver {
+            "systemd" => Self::Slice(SystemdSlice::create(PARENT_LIMIT_BYTES)),
+            "cgroupfs" => Self::Cgroup(MemoryCgroup::for_containers(PARENT_LIMIT_BYTES)),
+            other => panic!("Docker's cgroup driver {other:?} is neither cgroupfs nor systemd"),
+        }
+    }
+
+    /// What Compose's `cgroup_parent` names.
+    fn compose_name(&self) -> String {
+        match self {
+            Self::Cgroup(cgroup) => cgroup.path(),
+            Self::Slice(slice) => slice.unit().to_owned(),
+        }
+    }
+
+    /// The cgroup path, as the kernel shows it.
+    fn path(&self) -> String {
+        match self {
+            Self::Cgroup(cgroup) => cgroup.path(),
+            Self::Slice(slice) => slice.path(),
+        }
+    }
+
+    /// A container's cgroup below it.
+    fn container_cgroup(&self, id: &str) -> String {
+        match self {
+            Self::Cgroup(cgroup) => format!("{}/{id}", cgroup.path()),
+            Self::Slice(slice) => format!("{}/docker-{id}.scope", slice.path()),
+        }
+    }
+}
+
 #[test]
 fn a_compose_builder_spiking_under_a_shared_limit_kills_the_db_again_and_again() {
     require_root();
     let docker = Dockerd::start();
     let history = HistoryFile::new();
     let mut agent = docker.start_agent_with(&history.agent_args());
-    let parent = MemoryCgroup::for_containers(PARENT_LIMIT_BYTES);
+    let parent = Parent::for_driver(&docker.cgroup_driver());
     let release_dir = docker.scratch_dir("builder-release");
 
     // The builder runs one build step per file the test creates, so each step starts once the
@@ -67,7 +109,7 @@ services:
     volumes:
       - {release}:/release:ro
 "#,
-        parent = parent.path(),
+        parent = parent.compose_name(),
         release = release_dir.display(),
     );
     let mut kmsg = Kmsg::open_at_end();
@@ -109,7 +151,7 @@ services:
     );
 
     let parent_path = parent.path();
-    let db_memcg = format!("{parent_path}/{}", db.id());
+    let db_memcg = parent.container_cgroup(db.id());
     for (i, (kill, kernel)) in kills.iter().zip(&reports).enumerate() {
         let victim = kill.victim.names.container.as_ref();
         let domain = kill.domain.as_ref();

@@ -54,7 +54,12 @@ fn docker_container_oom_kill_names_the_container() {
     assert!(oom_killed, "Docker should say OOMKilled=true");
 
     // The kernel's view, which the record must match.
-    let memcg = format!("/docker/{}", container.id());
+    // Where the daemon's cgroup driver puts the container: `/docker/<id>` (cgroupfs), or the
+    // scope `/system.slice/docker-<id>.scope` (systemd, Docker's default on cgroup v2).
+    let memcg = match docker.cgroup_driver().as_str() {
+        "systemd" => format!("/system.slice/docker-{}.scope", container.id()),
+        _ => format!("/docker/{}", container.id()),
+    };
     assert_eq!(kernel.killed.comm, "oomtrace-hog");
     assert_eq!(kernel.task_memcg.as_deref(), Some(memcg.as_str()));
     assert_eq!(kernel.oom_memcg.as_deref(), Some(memcg.as_str()));

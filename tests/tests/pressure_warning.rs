@@ -1,15 +1,17 @@
 //! `--warn-pressure` before a kill: in one parent limit a grower climbs towards it while, in a
 //! limit of its own, a steady neighbour sits well below. The agent writes a `memory_pressure`
 //! record for the parent (its working set past 90 % of the limit, growing, the grower named
-//! as the fastest) before the OOM kill that follows, and none for the neighbour.
+//! as the fastest) before the OOM kill that follows, and none for the neighbour. On cgroup v2
+//! the warning also says how long the parent's tasks stalled, from its `memory.pressure`.
 
 use std::time::Duration;
 
 use oomtrace::record::pressure::PressureReason;
 use oomtrace::record::{Body, MemoryPressureRecord, Record};
-use oomtrace_tests::{Agent, Hog, MemoryCgroup, pretty, require_root};
+use oomtrace_tests::{
+    Agent, Hog, MemoryCgroup, hog_binary, memory_controller_is_v2, pretty, require_root,
+};
 
-const HOG: &str = env!("CARGO_BIN_EXE_oomtrace-hog");
 const LIMIT_BYTES: u64 = 128 << 20;
 const STEADY_MIB: &str = "32";
 /// The grower passes 90 % of the limit after about 7 s.
@@ -32,10 +34,14 @@ fn a_limit_about_to_be_hit_is_warned_of_before_the_kill() {
     let neighbour = MemoryCgroup::create(LIMIT_BYTES);
     let mut agent = Agent::start_with(&["--warn-pressure"]);
 
-    let mut steady = Hog::spawn_with(HOG, &neighbour, &["--hold", "--max-mib", STEADY_MIB]);
+    let mut steady = Hog::spawn_with(
+        hog_binary(),
+        &neighbour,
+        &["--hold", "--max-mib", STEADY_MIB],
+    );
     steady.wait_holding();
     let grower = Hog::spawn_with(
-        HOG,
+        hog_binary(),
         &grower_cgroup,
         &["--mib-per-second", &GROWER_MIB_PER_SECOND.to_string()],
     );
@@ -99,6 +105,17 @@ fn a_limit_about_to_be_hit_is_warned_of_before_the_kill() {
         );
     }
     assert_eq!(grower.cgroup.path, grower_cgroup.path(), "{context}");
+    // Cgroup v2: the parent's memory.pressure over the last second, as its stall threshold
+    // reads it.
+    if memory_controller_is_v2() {
+        let Some(stall) = warning.domain.stall else {
+            panic!("no stall from the parent's memory.pressure in {context}");
+        };
+        for percent in [stall.some_percent, stall.full_percent] {
+            assert!((0.0..=100.0).contains(&percent), "{context}");
+        }
+        assert!(stall.full_percent <= stall.some_percent, "{context}");
+    }
 
     // Said in the log too, once.
     let stopped = agent.stop();

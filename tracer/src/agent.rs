@@ -309,6 +309,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                         composition,
                         cut,
                     } = observed;
+                    let kmsg_oom_group = moment.kmsg_oom_group.clone();
                     let kill = attributor.kill(kill, moment, deadline).await;
                     stages.mark("attribute");
                     let (explanation, domain_memory, composition) = explainer.explain(
@@ -320,17 +321,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                         Instant::now(),
                     );
                     let context = output.context(drops.total());
-                    let record = build::with_cut(
-                        build::with_composition(
-                            build::oom_kill(
-                                &kill,
-                                Some(explanation),
-                                Some(&domain_memory),
-                                &context,
+                    let record = build::with_oom_group(
+                        build::with_cut(
+                            build::with_composition(
+                                build::oom_kill(
+                                    &kill,
+                                    Some(explanation),
+                                    Some(&domain_memory),
+                                    &context,
+                                ),
+                                composition,
                             ),
-                            composition,
+                            cut,
                         ),
-                        cut,
+                        kmsg_oom_group,
                     );
                     stages.mark("explain");
                     record

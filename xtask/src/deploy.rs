@@ -151,7 +151,7 @@ fn check_systemd_unit() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn verify(unit: &Path) -> anyhow::Result<Output> {
+pub fn verify(unit: &Path) -> anyhow::Result<Output> {
     Command::new("systemd-analyze")
         .arg("verify")
         .arg(unit)

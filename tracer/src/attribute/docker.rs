@@ -23,6 +23,10 @@ const REQUEST_TIMEOUT_SECS: u64 = 5;
 pub struct DockerApi {
     socket: String,
     state: Mutex<Option<Connected>>,
+    /// The server's API version, once `/version` said it is older than bollard's: every
+    /// reconnection speaks it from its first request. Docker refuses a newer client's every
+    /// request (400), its event stream among them, and Debian 12's Docker 20.10 speaks 1.41.
+    server_version: Mutex<Option<ClientVersion>>,
 }
 
 #[derive(Clone)]
@@ -38,6 +42,7 @@ impl DockerApi {
         DockerApi {
             socket: socket.into(),
             state: Mutex::new(None),
+            server_version: Mutex::new(None),
         }
     }
 
@@ -51,7 +56,11 @@ impl DockerApi {
 
     /// A ping: milliseconds, so a kill waiting for the connection does not wait long.
     async fn try_connect(&self) -> RuntimeResult<()> {
-        let client = unix_client(&self.socket, API_DEFAULT_VERSION)?;
+        let known = *self
+            .server_version
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let client = unix_client(&self.socket, known.as_ref().unwrap_or(API_DEFAULT_VERSION))?;
         client
             .ping()
             .await
@@ -86,13 +95,17 @@ impl DockerApi {
         let engine = if podman { "podman" } else { "docker" };
         // Speak the server's version when it is older than bollard's: Docker refuses newer ones.
         let client = match version.api_version.as_deref().and_then(parse_api_version) {
-            Some(server) if server < (1, 53) => unix_client(
-                &self.socket,
-                &ClientVersion {
+            Some(server) if server < (1, 53) => {
+                let server = ClientVersion {
                     major_version: server.0,
                     minor_version: server.1,
-                },
-            )?,
+                };
+                *self
+                    .server_version
+                    .lock()
+                    .unwrap_or_else(|poison| poison.into_inner()) = Some(server);
+                unix_client(&self.socket, &server)?
+            }
             _ => client,
         };
         self.set(Connected {
@@ -413,6 +426,49 @@ mod tests {
                 other => panic!("{}: {other:?}", socket.display()),
             }
         }
+    }
+
+    /// Docker 20.10 (API 1.41) refuses bollard's newer version on every path: once `/version`
+    /// told, a reconnection (after its event stream was refused, say) speaks 1.41 from the start.
+    #[tokio::test]
+    async fn a_reconnection_speaks_the_version_the_server_told() {
+        let dir = crate::history::tests::temp_dir();
+        let socket = dir.join("docker.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut request = vec![0; 4096];
+                let read = stream.read(&mut request).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&request[..read]).into_owned();
+                let body = if request.contains("/version ") {
+                    r#"{"ApiVersion":"1.41","Version":"20.10.24"}"#
+                } else {
+                    "OK"
+                };
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            }
+        });
+        let api = DockerApi::new(socket.to_str().unwrap());
+        let version = |api: &DockerApi| api.connected().unwrap().client.client_version();
+        api.try_connect().await.unwrap();
+        assert_eq!(version(&api), *API_DEFAULT_VERSION);
+        api.try_identify().await.unwrap();
+        let server = ClientVersion {
+            major_version: 1,
+            minor_version: 41,
+        };
+        assert_eq!(version(&api), server);
+        api.disconnect();
+        api.try_connect().await.unwrap();
+        assert_eq!(version(&api), server);
     }
 
     fn event(action: &str, attributes: &[(&str, &str)]) -> EventMessage {

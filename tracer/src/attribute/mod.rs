@@ -577,6 +577,8 @@ impl Attributor {
             trigger: trigger_paths,
             domain,
             victim_is_pid_one,
+            // Not a name: the record takes it as the kernel said it (`build::with_oom_group`).
+            kmsg_oom_group: _,
         } = moment;
         let victim = match victim_paths.best() {
             Some(path) => Some(self.resolve(path, deadline).await),

@@ -111,6 +111,7 @@ fn moment(kill: &OomKill, domain: DomainSeen) -> Moment {
         trigger: paths(&kill.trigger.cgroup, &kill.trigger.memcg),
         domain,
         victim_is_pid_one: None,
+        kmsg_oom_group: None,
     }
 }
 

@@ -745,6 +745,36 @@ where
 
 /// Names the program and gives the kernel's reason: the errno and the verifier's last words.
 fn rejected(what: &str, err: ProgramError) -> anyhow::Error {
+    rejected_under(what, err, perf_event_paranoid())
+}
+
+/// `kernel.perf_event_paranoid`, if it reads as a number.
+fn perf_event_paranoid() -> Option<i32> {
+    let path = std::path::Path::new("/proc/sys/kernel");
+    let bytes =
+        crate::confined::read(path, std::path::Path::new("perf_event_paranoid"), 64).ok()?;
+    String::from_utf8_lossy(&bytes).trim().parse().ok()
+}
+
+/// As [`rejected`], given `kernel.perf_event_paranoid`: Debian's and Ubuntu's kernels default
+/// it to 3, where their own patch refuses `perf_event_open` to a process without
+/// CAP_SYS_ADMIN, CAP_PERFMON or not (checked on Debian 12's 6.1 kernel). Attaching a
+/// tracepoint opens a perf event, so a least-privileged agent fails there; the bare EACCES
+/// would not say why.
+fn rejected_under(what: &str, err: ProgramError, paranoid: Option<i32>) -> anyhow::Error {
+    if let ProgramError::SyscallError(aya::sys::SyscallError { call, io_error }) = &err
+        && call.starts_with("perf_event_open")
+        && io_error.raw_os_error() == Some(libc::EACCES)
+        && let Some(level @ 3..) = paranoid
+    {
+        return anyhow!(
+            "attaching program {what} failed: perf_event_open: {io_error}: \
+             kernel.perf_event_paranoid is {level}, at which this kernel lets only CAP_SYS_ADMIN \
+             open perf events, and attaching a tracepoint opens one; set \
+             kernel.perf_event_paranoid=2 (the mainline default, where CAP_PERFMON suffices) or \
+             grant CAP_SYS_ADMIN (see deploy/oomtrace.service)"
+        );
+    }
     match err {
         ProgramError::LoadError {
             io_error,
@@ -771,7 +801,7 @@ mod tests {
     use aya::programs::ProgramError;
     use aya_obj::VerifierLog;
 
-    use super::{Tier, decide_tier, rejected};
+    use super::{Tier, decide_tier, rejected, rejected_under};
 
     /// One decision for `run` and `check`: what each program's load said makes the tier.
     #[test]
@@ -817,6 +847,44 @@ mod tests {
         assert!(message.starts_with("the kernel rejected program mark_victim_btf"));
         assert!(message.contains("Permission denied"), "{message}");
         assert!(message.contains("invalid bpf_context access"), "{message}");
+    }
+
+    #[test]
+    fn a_perf_event_refused_at_paranoid_3_says_what_to_change() {
+        let refused = || {
+            ProgramError::SyscallError(aya::sys::SyscallError {
+                call: "perf_event_open_trace_point",
+                io_error: std::io::Error::from_raw_os_error(libc::EACCES),
+            })
+        };
+        // As the unit of deploy/ failed on Debian 12 (6.1.0-57-cloud-amd64, paranoid 3).
+        let message = format!(
+            "{:#}",
+            rejected_under(
+                "mark_victim (tracepoint oom:mark_victim)",
+                refused(),
+                Some(3)
+            )
+        );
+        assert!(
+            message
+                .starts_with("attaching program mark_victim (tracepoint oom:mark_victim) failed"),
+            "{message}"
+        );
+        assert!(message.contains("Permission denied"), "{message}");
+        assert!(
+            message.contains("kernel.perf_event_paranoid is 3"),
+            "{message}"
+        );
+        assert!(
+            message.contains("kernel.perf_event_paranoid=2"),
+            "{message}"
+        );
+        // At the mainline levels the kernel's reason is another: no hint.
+        let message = format!("{:#}", rejected_under("mark_victim", refused(), Some(2)));
+        assert!(!message.contains("paranoid"), "{message}");
+        let message = format!("{:#}", rejected_under("mark_victim", refused(), None));
+        assert!(!message.contains("paranoid"), "{message}");
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct Moment {
     /// Whether the victim was PID 1 of its pid namespace (a container's main process), while
     /// it could still be asked.
     pub victim_is_pid_one: Option<bool>,
+    /// The cgroup of a `memory.oom.group` kill, as the kernel's report of it says.
+    pub kmsg_oom_group: Option<String>,
 }
 
 /// The domain as far as the moment tells.
@@ -167,6 +169,8 @@ impl Seen {
 struct KillRead {
     paths: Option<(PartyPaths, PartyPaths)>,
     domain: Option<(DomainSeen, Scope, InvocationKey)>,
+    /// The `memory.oom.group` cgroup the kernel's report names.
+    kmsg_oom_group: Option<String>,
     seen: Seen,
 }
 
@@ -276,6 +280,7 @@ impl Observer {
         let KillRead {
             paths,
             domain,
+            kmsg_oom_group,
             seen,
         } = &finished.published;
         let mut missing = Vec::new();
@@ -326,6 +331,7 @@ impl Observer {
                 // Read on the capture side (kernel, else /proc): a second read here would
                 // find less.
                 victim_is_pid_one: kill.namespace_init,
+                kmsg_oom_group: kmsg_oom_group.clone(),
             },
             snapshot,
             timeline: seen.timeline.clone().flatten(),
@@ -428,6 +434,8 @@ impl Sources {
             Ok(log) => log.lookup(&[kill.victim.pid, victim_tgid], victim.memcg.as_deref()),
             Err(why) => Lookup::Unreadable(why.clone()),
         };
+        let kmsg_oom_group = kernel_log_group(&lookup);
+        progress.publish(|read| read.kmsg_oom_group = kmsg_oom_group);
         // Where the victim was: as captured, else as the kernel's report says (a victim gone
         // before the tracepoint-only tier could ask /proc).
         let victim_memcg = victim.memcg.clone().or_else(|| match &lookup {
@@ -441,10 +449,13 @@ impl Sources {
             (None, _, _) if let Some(domain) = kernel_log_domain(&lookup) => domain,
             (Some(incident), memory, _) => {
                 let domain = incident.entry.domain.clone();
+                // The kernel's report, where the cgroup is gone already (a service's, removed
+                // by systemd as its main process died).
                 let limit_bytes = match (&domain, memory) {
                     (Domain::Cgroup(cgroup), Some(memory)) => memory.limit_bytes(&cgroup.path),
                     _ => None,
-                };
+                }
+                .or_else(|| reported_limit(&lookup, &domain));
                 DomainSeen::Kernel {
                     domain,
                     limit_bytes,
@@ -599,6 +610,29 @@ fn kernel_log_domain(lookup: &Lookup) -> Option<DomainSeen> {
         }),
         (None, None) => None,
     }
+}
+
+/// The limit of `domain` as the kernel's report printed it, where the report is of that cgroup.
+fn reported_limit(lookup: &Lookup, domain: &Domain) -> Option<u64> {
+    let Domain::Cgroup(cgroup) = domain else {
+        return None;
+    };
+    match kernel_log_domain(lookup)? {
+        DomainSeen::KernelLog {
+            cgroup: Some(path),
+            limit_bytes,
+        } if path == cgroup.path => limit_bytes,
+        _ => None,
+    }
+}
+
+/// The cgroup whose every task the kernel's report kills (`memory.oom.group`), if it says so.
+fn kernel_log_group(lookup: &Lookup) -> Option<String> {
+    let Lookup::Report(seen) = lookup else {
+        return None;
+    };
+    let group = seen.group.as_ref()?;
+    Some(String::from_utf8_lossy(&group.0).into_owned())
 }
 
 /// What the kernel reported of the victim with its kill, in bytes.

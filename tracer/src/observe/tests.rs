@@ -304,3 +304,66 @@ async fn a_senders_cgroups_are_read_from_proc_where_the_kernel_did_not_capture_t
     assert_eq!(paths.cgroup, own.unified);
     assert_eq!(paths.memcg, own.memory);
 }
+
+/// Each victim of a `memory.oom.group` kill carries the group the kernel named: the pod's
+/// container whose `memory.oom.group` the kubelet set, as the whole-system guest shows it.
+#[test]
+fn the_group_of_the_kernels_report_is_the_kills() {
+    use crate::kmsg::follow::Seen;
+    use crate::kmsg::parse::KernelText;
+
+    let group = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podc6292756_85cc_b4e2_1981_e10c5d015a64.slice/cri-containerd-f8c41ddba4b0.scope";
+    let seen = |group: Option<&str>| {
+        Lookup::Report(Seen {
+            pid: 1666,
+            seq: 7,
+            oom_memcg: Some(KernelText(group.unwrap_or("/a").as_bytes().to_vec())),
+            group: group.map(|group| KernelText(group.as_bytes().to_vec())),
+            task_memcg: None,
+            report: Arc::default(),
+        })
+    };
+    assert_eq!(kernel_log_group(&seen(Some(group))).as_deref(), Some(group));
+    assert_eq!(kernel_log_group(&seen(None)), None);
+    assert_eq!(kernel_log_group(&Lookup::NoReport), None);
+}
+
+/// A service killed at its `MemoryMax=` on a systemd host: systemd removes its cgroup as its
+/// main process dies, before the limit can be read from it; the kernel's report of the kill
+/// printed it (`memory: usage 49152kB, limit 49152kB`, the whole-system guest's 48 MiB unit).
+#[test]
+fn a_removed_cgroups_limit_is_the_one_the_kernel_reported() {
+    use crate::kmsg::follow::Seen;
+    use crate::kmsg::parse::KernelText;
+    use crate::kmsg::report::{PageCounter, ReportedMemory};
+
+    let path = "/system.slice/oomtrace-test-545-0.service";
+    let report = |oom_memcg: &str| {
+        Lookup::Report(Seen {
+            pid: 562,
+            seq: 9,
+            oom_memcg: Some(KernelText(oom_memcg.as_bytes().to_vec())),
+            group: None,
+            task_memcg: Some(KernelText(path.as_bytes().to_vec())),
+            report: Arc::new(ReportedMemory {
+                memory: Some(PageCounter {
+                    usage_kb: 49152,
+                    limit_kb: 49152,
+                    failcnt: Some(40),
+                }),
+                ..ReportedMemory::default()
+            }),
+        })
+    };
+    let domain = Domain::Cgroup(CgroupRef {
+        id: 2101,
+        path: path.to_owned(),
+        truncated: false,
+        incomplete: false,
+    });
+    assert_eq!(reported_limit(&report(path), &domain), Some(48 << 20));
+    // Another cgroup's report, no report, or the host: nothing to take.
+    assert_eq!(reported_limit(&report("/system.slice"), &domain), None);
+    assert_eq!(reported_limit(&Lookup::NoReport, &domain), None);
+    assert_eq!(reported_limit(&report(path), &Domain::Host), None);
+}

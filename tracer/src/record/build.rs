@@ -249,6 +249,15 @@ pub(crate) fn with_composition(
     record
 }
 
+/// The cgroup the kernel's report says a `memory.oom.group` kill empties, into the `oom_kill`
+/// (or `oom_mark_exiting`) record of each of its victims.
+pub(crate) fn with_oom_group(mut record: Record, kmsg_oom_group: Option<String>) -> Record {
+    if let Body::OomKill(kill) | Body::OomMarkExiting(kill) = &mut record.body {
+        kill.kmsg_oom_group = kmsg_oom_group.map(|path| CgroupPath { path });
+    }
+    record
+}
+
 /// The `oom_incident` record: the end of one `oom_kill_process` invocation.
 pub(crate) fn oom_incident(incident: &OomIncident, context: &Context<'_>) -> Record {
     let OomIncident {

@@ -15,8 +15,10 @@ mod apt;
 mod host;
 mod initramfs;
 mod kernel;
+mod mirror;
 mod qemu;
 pub mod runner;
+mod system;
 
 use std::{
     path::{Path, PathBuf},
@@ -67,16 +69,24 @@ pub struct Options {
     #[arg(long, value_name = "PATTERN")]
     kernel: Option<String>,
     /// Only this test binary (a file of tests/tests/, e.g. `memcg_oom`), with a libtest filter
-    /// after a colon for some of its tests (`memcg_oom:kprobes`). Any test binary can run,
-    /// also one not in the matrix's list.
+    /// after a colon for some of its tests (`memcg_oom:kprobes`); repeatable. Any test binary
+    /// can run, also one not in the list of the matrix (or of the whole-system guest).
     #[arg(long, alias = "scenario", value_name = "NAME[:FILTER]")]
-    test: Option<String>,
+    test: Vec<String>,
     /// Keep every boot's console log under target/vm/runs, also of boots that pass.
     #[arg(long)]
     keep: bool,
+    /// The whole-system guest instead of the kernel matrix: Debian 12 with systemd, Docker,
+    /// Compose, containerd's CRI and podman on cgroup v2, booted from a disk image that is
+    /// built once (target/vm/system), the agent deployed in it, the suite's tests run in it.
+    #[arg(long, conflicts_with = "kernel")]
+    system: bool,
+    /// With --system: deploy the agent only this way (by default, one boot for each).
+    #[arg(long, value_enum, requires = "system")]
+    deployment: Option<system::Deployment>,
     /// Run the tests this many times over in each boot, e.g. to count how often a flaky one
     /// fails.
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = 1, conflicts_with = "system")]
     repeat: usize,
 }
 
@@ -93,15 +103,28 @@ pub fn vm(env: &Env, options: Options) -> anyhow::Result<()> {
 fn run_suite(suite: &Suite, options: Options) -> anyhow::Result<()> {
     let Options {
         kernel: kernel_filter,
-        test,
+        test: tests,
         keep,
+        system,
+        deployment,
         repeat,
     } = options;
+    if system {
+        return system::run_system(
+            suite,
+            system::Options {
+                deployment,
+                tests,
+                keep,
+            },
+        );
+    }
     let started = Instant::now();
     let packages = kernel::select(kernel_filter.as_deref())?;
-    let once: Vec<String> = match test {
-        Some(test) => vec![test],
-        None => GUEST_TESTS.iter().map(|&name| name.to_owned()).collect(),
+    let once: Vec<String> = if tests.is_empty() {
+        GUEST_TESTS.iter().map(|&name| name.to_owned()).collect()
+    } else {
+        tests
     };
     let binaries = binaries_of(suite, &once)?;
     let tests: Vec<String> = std::iter::repeat_n(&once, repeat.max(1))

@@ -218,6 +218,9 @@ fn run(shared: &Shared, mut sampler: Sampler, mut warnings: Option<WarningsState
         if sampler.schedule.rewalk_at_ns.is_some_and(|at| now_ns >= at) {
             edits.extend(sampler.rewalk(now_ns));
         }
+        if now_ns >= sampler.schedule.next_slow_ns {
+            edits.extend(sampler.look_again(now_ns));
+        }
         if now_ns >= sampler.schedule.replan_at_ns {
             edits.extend(sampler.replan(now_ns));
         }

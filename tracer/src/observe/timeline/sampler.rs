@@ -645,6 +645,16 @@ impl Sampler {
         }
     }
 
+    /// Applies the limits of cgroups whose limit file appeared after they did, with no event
+    /// to say so (`Tree::look_again`).
+    pub(super) fn look_again(&mut self, now_ns: u64) -> Vec<Edit> {
+        let changes = self.tree.look_again();
+        if changes.limits.is_empty() {
+            return Vec::new();
+        }
+        self.changed(changes, now_ns)
+    }
+
     fn changed(&mut self, changes: Changes, now_ns: u64) -> Vec<Edit> {
         let Changes {
             limits,

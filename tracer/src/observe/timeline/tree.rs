@@ -4,7 +4,7 @@
 //! a host with thousands of cgroups is not walked again and again. Bounded in directories and
 //! depth; what lies beyond a bound is counted, and said.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::Arc;
 
@@ -15,6 +15,8 @@ use crate::observe::snapshot::CgroupTree;
 /// How deep below the root the recorder looks: Kubernetes' deepest layout (a container under
 /// a pod under a QoS class under `kubepods`) is 4.
 pub(super) const MAX_DEPTH: usize = 8;
+/// Directories looked at again for a limit file that was missing, at most.
+const MAX_AWAITING_LIMIT_FILE: usize = 1024;
 
 /// A cgroup path from the hierarchy's root (`/docker/3f…`); the root is `""`.
 pub(super) type CgroupId = Arc<str>;
@@ -59,6 +61,12 @@ pub(super) struct Tree {
     /// Directory watches, and the watches of their limit files.
     watches: HashMap<i32, CgroupId>,
     limit_watches: HashMap<i32, CgroupId>,
+    /// Directories whose limit file was missing when they were added. On cgroup v2 a runtime
+    /// may make a container's cgroup first and enable the memory controller above it after
+    /// (crun under systemd: `libpod-<id>.scope/container`); its `memory.*` files then appear,
+    /// and its limit is written, with no inotify event the tree could see. Looked at again by
+    /// [`Tree::look_again`] until the file is there.
+    awaiting_limit_file: HashSet<CgroupId>,
     inotify: Option<Inotify>,
     max_dirs: usize,
     /// Directories left out by a bound, and the first bound met.
@@ -80,6 +88,7 @@ impl Tree {
             nodes: HashMap::new(),
             watches: HashMap::new(),
             limit_watches: HashMap::new(),
+            awaiting_limit_file: HashSet::new(),
             unwatched: inotify
                 .as_ref()
                 .err()
@@ -274,7 +283,11 @@ impl Tree {
                         Ok(wd) => {
                             self.limit_watches.insert(wd, path.clone());
                         }
-                        Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {}
+                        Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {
+                            if self.awaiting_limit_file.len() < MAX_AWAITING_LIMIT_FILE {
+                                self.awaiting_limit_file.insert(path.clone());
+                            }
+                        }
                         Err(err) => {
                             self.unwatched.get_or_insert(err);
                         }
@@ -307,6 +320,46 @@ impl Tree {
         }
     }
 
+    /// Looks again at the directories that had no limit file (see `awaiting_limit_file`):
+    /// watches the file of each that has one now, and says which have a limit.
+    pub(super) fn look_again(&mut self) -> Changes {
+        let mut changes = Changes::default();
+        let Some(inotify) = &self.inotify else {
+            return changes;
+        };
+        let name = limit_file(self.memory.version);
+        let mut settled = Vec::new();
+        for path in &self.awaiting_limit_file {
+            if !self.nodes.contains_key(path) {
+                settled.push(path.clone());
+                continue;
+            }
+            match inotify.watch_writes(&self.memory.dir(path).join(name)) {
+                Ok(wd) => {
+                    self.limit_watches.insert(wd, path.clone());
+                    settled.push(path.clone());
+                    let limit_bytes = read_limit(&self.memory, path);
+                    if let Some(node) = self.nodes.get_mut(path)
+                        && node.limit_bytes != limit_bytes
+                    {
+                        node.limit_bytes = limit_bytes;
+                        changes.limits.push(path.clone());
+                    }
+                }
+                Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(err) => {
+                    settled.push(path.clone());
+                    self.unwatched.get_or_insert(err);
+                }
+            }
+        }
+        for path in settled {
+            self.awaiting_limit_file.remove(&path);
+        }
+        changes.limits.sort();
+        changes
+    }
+
     fn left_out(&mut self, why: Beyond, count: usize) {
         match &mut self.beyond {
             Some((_, total)) => *total += count,
@@ -317,6 +370,7 @@ impl Tree {
     fn remove_subtree(&mut self, root: &CgroupId, removed: &mut Vec<CgroupId>) {
         let mut stack = vec![root.clone()];
         while let Some(path) = stack.pop() {
+            self.awaiting_limit_file.remove(&path);
             if let Some(node) = self.nodes.remove(&path) {
                 stack.extend(node.children);
                 removed.push(path);
@@ -559,6 +613,41 @@ mod tests {
         assert!(removed.contains(&"/pod/c2") && removed.contains(&"/pod/c2/inner"));
         assert!(!tree.contains("/pod/c2/inner"));
         assert_eq!(tree.children_of("/pod").len(), 1);
+    }
+
+    #[test]
+    fn a_limit_file_that_appears_after_its_directory_is_found_by_looking_again() {
+        // crun under systemd on cgroup v2: `libpod-<id>.scope/container` is made before the
+        // memory controller is enabled above it; its memory files appear with no inotify
+        // event cgroupfs would send, then its limit is written.
+        let fake = FakeHierarchy::new("late-limit-file");
+        fake.cgroup("/machine.slice", 10, None);
+        let mut tree = Tree::walk(fake.memory(), 100);
+        std::fs::create_dir_all(fake.dir("/machine.slice/libpod-1.scope/container")).unwrap();
+        let changes = tree.update();
+        assert!(
+            tree.contains("/machine.slice/libpod-1.scope/container"),
+            "{changes:?}"
+        );
+        assert!(changes.limits.is_empty(), "{changes:?}");
+        assert!(tree.look_again().is_empty());
+
+        fake.set_limit("/machine.slice/libpod-1.scope/container", Some(96 << 20));
+        let changes = tree.look_again();
+        let container = tree.id("/machine.slice/libpod-1.scope/container").unwrap();
+        assert_eq!(changes.limits, [container]);
+        assert_eq!(
+            tree.limit_bytes("/machine.slice/libpod-1.scope/container"),
+            Some(96 << 20)
+        );
+        // From then on its file is watched like any other.
+        assert!(tree.look_again().is_empty());
+        fake.set_limit("/machine.slice/libpod-1.scope/container", Some(64 << 20));
+        assert_eq!(tree.update().limits.len(), 1);
+        assert_eq!(
+            tree.limit_bytes("/machine.slice/libpod-1.scope/container"),
+            Some(64 << 20)
+        );
     }
 
     #[test]
