@@ -843,10 +843,24 @@ impl Attributor {
                 },
                 ..ContainerMetadata::default()
             },
-            // The pod's own cgroup: the pod.
+            // The pod's own cgroup: the pod, by its sandbox; known only by one of its
+            // containers, by the pod's names alone (that container is not the pod's cgroup).
             (None, None) => {
                 attribution.source = source;
-                attribution.container = Some(pod);
+                attribution.container = Some(match pod.role {
+                    runtime::Role::Workload => Arc::new(ContainerMetadata {
+                        id: uid.to_owned(),
+                        runtime: pod.runtime,
+                        role: runtime::Role::Pod,
+                        k8s: runtime::K8sNames {
+                            container_name: None,
+                            restart_count: None,
+                            ..pod.k8s.clone()
+                        },
+                        ..ContainerMetadata::default()
+                    }),
+                    runtime::Role::PodSandbox | runtime::Role::Pod => pod,
+                });
                 return;
             }
         };

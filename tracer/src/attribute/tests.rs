@@ -432,6 +432,34 @@ async fn a_kill_in_a_pods_own_cgroup_names_the_pod() {
     assert_eq!(named.source, Source::Cache);
 }
 
+/// On a node whose runtime listed the pod's containers but not its sandbox (the whole-system
+/// guest's containerd), the pod's own cgroup is named by the pod, not by one of them.
+#[tokio::test]
+async fn a_pods_own_cgroup_known_only_by_a_container_is_named_by_the_pod_alone() {
+    let attributor = attributor(vec![FakeRuntime::new(|_| panic!("looked up in the cache"))]);
+    let mut reindex = pod_entry(ID, runtime::Role::Workload);
+    reindex.name = "reindex".to_owned();
+    reindex.k8s.container_name = Some("reindex".to_owned());
+    reindex.k8s.restart_count = Some(2);
+    attributor
+        .shared()
+        .with_cache(|cache| cache.upsert(reindex, Instant::now()));
+    let path = format!("/kubepods/burstable/pod{UID}");
+    let named = attributor.resolve(&path, deadline()).await;
+    let pod = named.container.as_deref().expect("the pod");
+    assert_eq!(pod.role, runtime::Role::Pod);
+    assert_eq!(pod.k8s.pod_name.as_deref(), Some("ledger-api"));
+    assert_eq!(pod.k8s.namespace.as_deref(), Some("pay-prod"));
+    assert_eq!(pod.k8s.container_name, None);
+    let names = crate::record::build::names(Some(&named), None);
+    assert_eq!(names.container, None, "{names:?}");
+    assert_eq!(names.k8s_container(), None, "{names:?}");
+    assert_eq!(
+        names.pod().and_then(|pod| pod.name.as_deref()),
+        Some("ledger-api")
+    );
+}
+
 #[tokio::test]
 async fn a_container_nobody_knows_in_a_known_pod_gets_the_pods_names() {
     let attributor = attributor(vec![FakeRuntime::new(|_| Ok(None))]);
