@@ -12,13 +12,12 @@
 //! a boot to `/init` in a few seconds.
 
 mod apt;
-mod host;
+pub mod host;
 mod initramfs;
 mod kernel;
-mod mirror;
-mod qemu;
+pub mod mirror;
+pub mod qemu;
 pub mod runner;
-mod system;
 
 use std::{
     path::{Path, PathBuf},
@@ -81,9 +80,10 @@ pub struct Options {
     /// built once (target/vm/system), the agent deployed in it, the suite's tests run in it.
     #[arg(long, conflicts_with = "kernel")]
     system: bool,
-    /// With --system: deploy the agent only this way (by default, one boot for each).
-    #[arg(long, value_enum, requires = "system")]
-    deployment: Option<system::Deployment>,
+    /// With --system: deploy the agent only this way, `unit` or `image` (by default, one boot
+    /// for each).
+    #[arg(long, value_name = "unit|image", requires = "system")]
+    deployment: Option<String>,
     /// Run the tests this many times over in each boot, e.g. to count how often a flaky one
     /// fails.
     #[arg(long, value_name = "N", default_value_t = 1, conflicts_with = "system")]
@@ -96,8 +96,36 @@ pub fn run_all(suite: &Suite) -> anyhow::Result<()> {
 }
 
 pub fn vm(env: &Env, options: Options) -> anyhow::Result<()> {
+    if options.system {
+        return system_guest(env, options);
+    }
     let suite = crate::suite::build(env)?;
     run_suite(&suite, options)
+}
+
+/// `--system`: the whole-system guest, a crate of its own (`system-guest/`), run with the
+/// options that concern it.
+fn system_guest(env: &Env, options: Options) -> anyhow::Result<()> {
+    let Options {
+        kernel: _,
+        test: tests,
+        keep,
+        system: _,
+        deployment,
+        repeat: _,
+    } = options;
+    let mut cargo = env.cargo();
+    cargo.args(["run", "--quiet", "--package", "oomtrace-system-guest", "--"]);
+    if let Some(deployment) = deployment {
+        cargo.args(["--deployment", &deployment]);
+    }
+    for test in tests {
+        cargo.args(["--test", &test]);
+    }
+    if keep {
+        cargo.arg("--keep");
+    }
+    crate::setup::run(&mut cargo)
 }
 
 fn run_suite(suite: &Suite, options: Options) -> anyhow::Result<()> {
@@ -106,18 +134,11 @@ fn run_suite(suite: &Suite, options: Options) -> anyhow::Result<()> {
         test: tests,
         keep,
         system,
-        deployment,
+        deployment: _,
         repeat,
     } = options;
     if system {
-        return system::run_system(
-            suite,
-            system::Options {
-                deployment,
-                tests,
-                keep,
-            },
-        );
+        anyhow::bail!("the whole-system guest runs from `cargo xtask vm --system`");
     }
     let started = Instant::now();
     let packages = kernel::select(kernel_filter.as_deref())?;
@@ -189,7 +210,7 @@ fn guest_env() -> Vec<(String, String)> {
 }
 
 /// The test binaries for `tests` (`NAME` or `NAME:FILTER`).
-fn binaries_of<'a>(suite: &'a Suite, tests: &[String]) -> anyhow::Result<Vec<&'a TestBinary>> {
+pub fn binaries_of<'a>(suite: &'a Suite, tests: &[String]) -> anyhow::Result<Vec<&'a TestBinary>> {
     let names: Vec<&str> = tests
         .iter()
         .map(|test| test.split(':').next().unwrap_or(test))

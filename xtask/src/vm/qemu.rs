@@ -150,7 +150,7 @@ fn wait(
 }
 
 /// qemu must not outlive an error return (Ctrl-C reaches it directly: same process group).
-pub(super) struct KillOnDrop(pub(super) Child);
+pub struct KillOnDrop(pub Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -162,12 +162,13 @@ impl Drop for KillOnDrop {
 }
 
 /// The console may carry bytes that are not UTF-8 (a garbled boot); they should not hide the rest.
-pub(super) fn read_lossy(path: &Path) -> anyhow::Result<String> {
+pub fn read_lossy(path: &Path) -> anyhow::Result<String> {
     let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-pub(super) fn tail(console: &str) -> String {
+/// The console's last lines, for a message about a boot that went wrong.
+pub fn tail(console: &str) -> String {
     let lines: Vec<&str> = console.lines().collect();
     let start = lines.len().saturating_sub(CONSOLE_TAIL_LINES);
     let mut text = format!("--- last {} lines of the console ---", lines.len() - start);

@@ -1,5 +1,5 @@
 //! What one boot of the whole-system guest runs, on a second disk (label `oomtrace-payload`,
-//! read-only, mounted at [`MOUNT`]): this guest's own script (`xtask/vm/system/run.sh`, which
+//! read-only, mounted at [`MOUNT`]): this guest's own script (`system-guest/guest/run.sh`, which
 //! deploys the agent and then calls the suite's runner) and its `plan`; the suite directory of
 //! the guest runner ([`runner::suite_files`], under `suite/`); deploy/'s unit, catalog and
 //! seccomp profile; and the agent's image when it is deployed as a container. The image stays
@@ -14,20 +14,20 @@ use std::{
 
 use anyhow::Context as _;
 
-use super::Deployment;
-use crate::{
+use crate::Deployment;
+use xtask::{
     run::workspace_root,
     setup::run,
     suite::{Suite, TestBinary},
     vm::runner,
 };
 
-/// Where the image's oomtrace-guest-run script mounts the disk (xtask/vm/system/rootfs/).
+/// Where the image's oomtrace-guest-run script mounts the disk (system-guest/guest/rootfs/).
 const MOUNT: &str = "/run/oomtrace-payload";
 /// The label it mounts it by.
 const LABEL: &str = "oomtrace-payload";
 const SUITE_DIR: &str = "suite";
-const SCRIPT: &str = include_str!("../../../vm/system/run.sh");
+const SCRIPT: &str = include_str!("../guest/run.sh");
 /// deploy/ files the script installs or passes to Docker.
 const DEPLOY_FILES: [&str; 3] = ["oomtrace.service", "oomtrace.catalog", "seccomp.json"];
 
@@ -93,7 +93,7 @@ pub fn write(contents: &Contents, dir: &Path) -> anyhow::Result<PathBuf> {
 /// The script's plan: shell it sources.
 fn plan(contents: &Contents) -> String {
     let mut plan =
-        String::from("# Written by `cargo xtask vm --system` for xtask/vm/system/run.sh.\n");
+        String::from("# Written by `cargo xtask vm --system` for system-guest/guest/run.sh.\n");
     let _ = writeln!(plan, "DEPLOYMENT={}", contents.deployment.name());
     let _ = writeln!(plan, "IMAGE={}", shell_word(contents.image_tag));
     let dir = format!("{MOUNT}/{SUITE_DIR}");

@@ -6,7 +6,7 @@
 //! Built from Debian's packages with debootstrap and apt in a chroot, then written into an ext4
 //! file system by `mkfs.ext4 -d` (no loop device). It is kept under
 //! `target/vm/system/image-<recipe hash>/` and rebuilt only when the recipe changes: this file
-//! and the files under `xtask/vm/system/rootfs/`, which are hashed. Boots never write to it:
+//! and the files under `system-guest/guest/rootfs/`, which are hashed. Boots never write to it:
 //! each gets a copy-on-write overlay.
 
 use std::{
@@ -18,8 +18,8 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 
-use super::super::mirror::{self, Mirrors};
-use crate::setup::{Apt, is_root, run};
+use xtask::setup::{Apt, is_root, run};
+use xtask::vm::mirror::{self, Mirrors};
 
 /// Debian 12, as most Docker hosts on Debian run it.
 const SUITE: &str = "bookworm";
@@ -63,27 +63,27 @@ const ROOTFS_FILES: &[(&str, u32, &str)] = &[
     (
         "etc/fstab",
         0o644,
-        include_str!("../../../vm/system/rootfs/etc/fstab"),
+        include_str!("../guest/rootfs/etc/fstab"),
     ),
     (
         "etc/hostname",
         0o644,
-        include_str!("../../../vm/system/rootfs/etc/hostname"),
+        include_str!("../guest/rootfs/etc/hostname"),
     ),
     (
         "etc/containerd/config.toml",
         0o644,
-        include_str!("../../../vm/system/rootfs/etc/containerd/config.toml"),
+        include_str!("../guest/rootfs/etc/containerd/config.toml"),
     ),
     (
         "etc/systemd/system/oomtrace-guest-run.service",
         0o644,
-        include_str!("../../../vm/system/rootfs/etc/systemd/system/oomtrace-guest-run.service"),
+        include_str!("../guest/rootfs/etc/systemd/system/oomtrace-guest-run.service"),
     ),
     (
         "usr/local/sbin/oomtrace-guest-run",
         0o755,
-        include_str!("../../../vm/system/rootfs/usr/local/sbin/oomtrace-guest-run"),
+        include_str!("../guest/rootfs/usr/local/sbin/oomtrace-guest-run"),
     ),
 ];
 
@@ -173,12 +173,12 @@ fn verify_units(scratch: &Path) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join("\n");
         write_file(&copy, 0o644, &checkable)?;
-        let output = crate::deploy::verify(&copy)?;
+        let output = xtask::deploy::verify(&copy)?;
         let _ = fs::remove_dir_all(scratch);
         if !output.status.success() || !output.stdout.is_empty() || !output.stderr.is_empty() {
             bail!(
-                "systemd-analyze verify xtask/vm/system/rootfs/{path}: {}",
-                crate::deploy::describe(&output)
+                "systemd-analyze verify system-guest/guest/rootfs/{path}: {}",
+                xtask::deploy::describe(&output)
             );
         }
     }

@@ -1,15 +1,15 @@
-//! `vm --system`: the whole-system guest. Where the kernel matrix boots bare kernels with an
+//! `cargo xtask vm --system`: the whole-system guest. Where the kernel matrix boots bare kernels with an
 //! initramfs, this boots Debian 12 from a disk, as users' Docker hosts and Kubernetes nodes run
 //! it: systemd as PID 1 on cgroup v2, Docker Engine and Compose, containerd's CRI with the
 //! systemd cgroup driver, podman. The agent is deployed in it as users deploy it (deploy/'s
 //! systemd unit, or the container image of `cargo xtask image`); then the suite's runner
-//! ([`super::runner`]) runs the suite's test binaries in it, as in every guest. No scenario
+//! ([`xtask::vm::runner`]) runs the suite's test binaries in it, as in every guest. No scenario
 //! lives here: only the system, the deployment and the boot.
 //!
 //! - [`image`]: the disk image, built once from Debian's packages and cached by recipe.
 //! - [`payload`]: what one boot runs, on a second disk: the suite directory, deploy/, a plan.
 //! - [`boot`]: qemu, an overlay per boot, the console and the report.
-//! - [`facts`]: what the guest says of itself besides the tests (xtask/vm/system/run.sh).
+//! - [`facts`]: what the guest says of itself besides the tests (system-guest/guest/run.sh).
 
 mod boot;
 mod facts;
@@ -18,18 +18,18 @@ mod payload;
 
 use std::{
     path::Path,
-    process::Command,
+    process::{Command, ExitCode},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail, ensure};
 
 use self::facts::Facts;
-use super::{host, runner};
-use crate::{
+use xtask::{
     run::target_dir,
     setup::{Apt, run},
     suite::Suite,
+    vm::{binaries_of, host, runner},
 };
 
 /// How the agent runs in the guest.
@@ -98,14 +98,35 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 /// How many lines of a failed test's output the summary shows (the report has all).
 const FAILURE_TAIL_LINES: usize = 80;
 
-pub struct Options {
-    pub deployment: Option<Deployment>,
-    /// `NAME[:FILTER]`; none: [`TESTS`].
-    pub tests: Vec<String>,
-    pub keep: bool,
+/// `cargo xtask vm --system`'s options, which it passes on.
+#[derive(clap::Parser)]
+struct Options {
+    /// Deploy the agent only this way (by default, one boot for each).
+    #[arg(long, value_enum)]
+    deployment: Option<Deployment>,
+    /// Only this test binary (`NAME[:FILTER]`), repeatable; none: the deployment's list.
+    #[arg(long = "test", value_name = "NAME[:FILTER]")]
+    tests: Vec<String>,
+    /// Keep every boot's logs, also of boots that pass.
+    #[arg(long)]
+    keep: bool,
 }
 
-pub fn run_system(suite: &Suite, options: Options) -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    let options = <Options as clap::Parser>::parse();
+    let result = xtask::setup::setup()
+        .and_then(|env| xtask::suite::build(&env))
+        .and_then(|suite| run_system(&suite, options));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("vm: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_system(suite: &Suite, options: Options) -> anyhow::Result<()> {
     let Options {
         deployment,
         tests,
@@ -141,11 +162,11 @@ pub fn run_system(suite: &Suite, options: Options) -> anyhow::Result<()> {
     let mut all_tests: Vec<String> = plans.iter().flat_map(|(_, tests)| tests.clone()).collect();
     all_tests.sort();
     all_tests.dedup();
-    let binaries = super::binaries_of(suite, &all_tests)?;
-    let image_tag = crate::image::tag();
+    let binaries = binaries_of(suite, &all_tests)?;
+    let image_tag = xtask::image::tag();
     let image_archive = system_dir.join("oomtrace-image.tar");
     if deployments.contains(&Deployment::Image) {
-        crate::image::build(&suite.agent, &image_tag)?;
+        xtask::image::build(&suite.agent, &image_tag)?;
         save_image(&image_tag, &image_archive)?;
     }
     println!(
@@ -156,7 +177,7 @@ pub fn run_system(suite: &Suite, options: Options) -> anyhow::Result<()> {
 
     let mut failed = Vec::new();
     for (deployment, tests) in plans {
-        let binaries = super::binaries_of(suite, &tests)?;
+        let binaries = binaries_of(suite, &tests)?;
         let run_dir = system_dir.join("runs").join(deployment.name());
         let contents = payload::Contents {
             deployment,

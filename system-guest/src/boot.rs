@@ -16,9 +16,9 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use super::image::Image;
-use crate::{setup::run, vm::qemu};
+use xtask::{setup::run, vm::qemu};
 
-/// The last line of the report (xtask/vm/system/run.sh).
+/// The last line of the report (system-guest/guest/run.sh).
 pub const DONE_MARKER: &str = "@@OOMTRACE-SYSTEM-DONE@@";
 
 /// systemd, dockerd, containerd and the tests' containers, with room to spare.

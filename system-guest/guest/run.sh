@@ -1,6 +1,6 @@
 #!/bin/bash
 # The whole-system guest's part of a test boot (`cargo xtask vm --system`,
-# xtask/src/vm/system/): the image's oomtrace-guest-run.service mounts the payload disk and runs
+# system-guest/src/): the image's oomtrace-guest-run.service mounts the payload disk and runs
 # this from it, as root, once systemd, Docker, containerd and podman are up.
 #
 # It deploys the agent as the payload's `plan` says (the systemd unit from deploy/, or the

@@ -1,5 +1,5 @@
 //! What the whole-system guest says of itself besides the tests: `@@OOMTRACE-FACT key=value@@`
-//! lines of xtask/vm/system/run.sh in its report (the suite runner's own markers pass by).
+//! lines of system-guest/guest/run.sh in its report (the suite runner's own markers pass by).
 
 use std::collections::BTreeMap;
 
@@ -72,7 +72,7 @@ impl Facts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::runner;
+    use xtask::vm::runner;
 
     #[test]
     fn facts_are_read_beside_the_runners_markers() {
