@@ -119,6 +119,17 @@ impl Containerd {
         agent
     }
 
+    /// [`Containerd::start_agent`], returned once the agent follows containerd's event stream
+    /// too, so that a container started next is known by its events, not only by a lookup.
+    pub fn start_agent_following_events(&self) -> Agent {
+        let agent = self.start_agent();
+        agent.wait_for_log(
+            "following containerd's event stream",
+            Duration::from_secs(10),
+        );
+        agent
+    }
+
     /// Stops containerd and starts it again on the same socket and state, as an upgrade or a
     /// crash and restart would; its pods keep running (their shims are not containerd).
     pub fn restart(&mut self) {

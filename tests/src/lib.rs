@@ -17,6 +17,7 @@
 mod agent;
 pub mod agent_container;
 pub mod burst;
+mod busy_node;
 pub mod capabilities;
 mod cgroup;
 mod compose;
@@ -52,6 +53,7 @@ use oomtrace::record::OomKillRecord;
 use serde::Serialize;
 
 pub use crate::agent::{Agent, Stopped};
+pub use crate::busy_node::BusyNode;
 pub use crate::cgroup::{MemoryCgroup, memory_controller_is_v2};
 pub use crate::compose::ComposeProject;
 pub use crate::container_spec::ContainerSpec;
@@ -68,7 +70,8 @@ pub use crate::service::TransientService;
 pub use crate::slice::SystemdSlice;
 pub use crate::snapshot::assert_snapshot_holds_victim;
 pub use crate::tmpfs::{
-    ScratchTmpfs, assert_tmpfs_leads, composition_of, mib, verdict_of, within_ten_percent,
+    ScratchTmpfs, assert_container_tmpfs, assert_tmpfs_leads, composition_of, mib, verdict_of,
+    within_ten_percent,
 };
 
 /// How often helpers look again at something they wait for.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use oomtrace::record::OomKillRecord;
-use oomtrace::record::composition::Composition;
+use oomtrace::record::composition::{Composition, TmpfsKind, TmpfsMount};
 
 use crate::{MemoryCgroup, pretty};
 
@@ -119,6 +119,41 @@ pub fn verdict_of(kill: &OomKillRecord) -> &str {
         .as_ref()
         .unwrap_or_else(|| panic!("no explanation in {}", pretty(kill)))
         .verdict
+}
+
+/// Asserts that `written` bytes of shared memory no process maps filled the kill's domain, and
+/// that the container's `--tmpfs` (or Compose `tmpfs:`) mount at `mount_point`, of `size_bytes`,
+/// is named as the container's (`owner`); returns the mount.
+pub fn assert_container_tmpfs<'a>(
+    kill: &'a OomKillRecord,
+    written: u64,
+    mount_point: &str,
+    size_bytes: u64,
+    owner: &str,
+) -> &'a TmpfsMount {
+    let context = pretty(kill);
+    let composition = composition_of(kill);
+    let not_in = composition.not_in_processes;
+    assert!(
+        within_ten_percent(not_in.shmem_bytes, written),
+        "shared memory no process maps {}, not the {written} bytes written, in {context}",
+        not_in.shmem_bytes
+    );
+    let Some(mount) = composition
+        .tmpfs
+        .iter()
+        .find(|mount| mount.mount_point == mount_point)
+    else {
+        panic!("the container's {mount_point} is not named in {context}");
+    };
+    assert_eq!(mount.kind, TmpfsKind::ContainerTmpfs, "{context}");
+    assert_eq!(mount.size_bytes, Some(size_bytes), "{context}");
+    assert_eq!(
+        mount.names.container_name(),
+        Some(owner),
+        "the mount's owner, in {context}"
+    );
+    mount
 }
 
 /// Asserts that the verdict leads with the tmpfs files no process maps that filled the limit of

@@ -3,11 +3,10 @@
 //! process in it is killed. The verdict leads with the tmpfs files and names the mount as the
 //! service's, as the user wrote it in `docker-compose.yml`.
 
-use oomtrace::record::composition::TmpfsKind;
 use oomtrace::record::party::Compose;
 use oomtrace_tests::{
-    ComposeProject, ContainerSpec, Dockerd, IMAGE, assert_tmpfs_leads, composition_of, pretty,
-    require_root, within_ten_percent,
+    ComposeProject, ContainerSpec, Dockerd, IMAGE, assert_container_tmpfs, assert_tmpfs_leads,
+    pretty, require_root,
 };
 
 const MIB: u64 = 1 << 20;
@@ -44,28 +43,14 @@ services:
     let kill = render.kill_record(&mut agent);
     let context = pretty(&kill);
 
-    let composition = composition_of(&kill);
-    let not_in = composition.not_in_processes;
-    assert!(
-        within_ten_percent(not_in.shmem_bytes, WRITTEN_MIB * MIB),
-        "shared memory no process maps {}, in {context}",
-        not_in.shmem_bytes
+    let scratch = assert_container_tmpfs(
+        &kill,
+        WRITTEN_MIB * MIB,
+        "/scratch",
+        256 * MIB,
+        render.name(),
     );
-    let Some(scratch) = composition
-        .tmpfs
-        .iter()
-        .find(|mount| mount.mount_point == "/scratch")
-    else {
-        panic!("the service's /scratch is not named in {context}");
-    };
     // Compose's `tmpfs:` is the engine's `--tmpfs`: the same mount, named by its service.
-    assert_eq!(scratch.kind, TmpfsKind::ContainerTmpfs, "{context}");
-    assert_eq!(scratch.size_bytes, Some(256 * MIB), "{context}");
-    assert_eq!(
-        scratch.names.container_name(),
-        Some(render.name()),
-        "the mount's owner, in {context}"
-    );
     let Some(Compose {
         project: named_project,
         service: named_service,

@@ -13,11 +13,7 @@ const LIMIT_BYTES: u64 = 48 << 20;
 fn a_container_killed_at_its_limit_is_named_with_its_pod() {
     require_root();
     let containerd = Containerd::start();
-    let mut agent = containerd.start_agent();
-    agent.wait_for_log(
-        "following containerd's event stream",
-        std::time::Duration::from_secs(10),
-    );
+    let mut agent = containerd.start_agent_following_events();
 
     let pod = containerd.run_pod(PodSpec::new("pay-prod", "ledger-api-7f9c"));
     let container =

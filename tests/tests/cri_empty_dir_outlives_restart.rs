@@ -19,11 +19,7 @@ const WRITTEN_MIB: u64 = 100;
 fn a_memory_backed_empty_dir_outlives_the_restarted_container() {
     require_root();
     let containerd = Containerd::start();
-    let mut agent = containerd.start_agent();
-    agent.wait_for_log(
-        "following containerd's event stream",
-        std::time::Duration::from_secs(10),
-    );
+    let mut agent = containerd.start_agent_following_events();
 
     let pod = containerd.run_pod(PodSpec::new("shop", "web-0"));
     pod.set_memory_limit(LIMIT_BYTES);

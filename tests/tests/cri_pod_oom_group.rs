@@ -32,11 +32,7 @@ fn a_pods_container_with_oom_group_is_killed_whole_and_named() {
         return;
     }
     let containerd = Containerd::start();
-    let mut agent = containerd.start_agent();
-    agent.wait_for_log(
-        "following containerd's event stream",
-        Duration::from_secs(10),
-    );
+    let mut agent = containerd.start_agent_following_events();
 
     let pod = containerd
         .run_pod(PodSpec::new("shop-prod", "checkout-6d4b").with_memory_limit(POD_LIMIT_BYTES));
@@ -248,11 +244,7 @@ fn a_pod_limit_hit_is_told_from_a_container_limit() {
     const POD_MIB: u64 = 96;
     const HELD_MIB: u64 = 60;
     let containerd = Containerd::start();
-    let mut agent = containerd.start_agent();
-    agent.wait_for_log(
-        "following containerd's event stream",
-        Duration::from_secs(10),
-    );
+    let mut agent = containerd.start_agent_following_events();
     let pod = containerd
         .run_pod(PodSpec::new("shop-prod", "search-5c8f").with_memory_limit(POD_MIB * MIB));
     let held = format!(

@@ -4,10 +4,9 @@
 //! record names it with its size and says its use cannot be read from outside, and the verdict
 //! leads with the tmpfs files and names the mount.
 
-use oomtrace::record::composition::TmpfsKind;
 use oomtrace_tests::{
-    ContainerSpec, Dockerd, assert_snapshot_holds_victim, assert_tmpfs_leads, composition_of,
-    pretty, require_root, within_ten_percent,
+    ContainerSpec, Dockerd, assert_container_tmpfs, assert_snapshot_holds_victim,
+    assert_tmpfs_leads, composition_of, pretty, require_root,
 };
 
 const MIB: u64 = 1 << 20;
@@ -38,30 +37,19 @@ fn a_containers_tmpfs_mount_filling_its_limit_is_named_in_the_verdict() {
         pretty(&kill)
     );
     let context = pretty(&kill);
-    let composition = composition_of(&kill);
-    let not_in = composition.not_in_processes;
-    assert!(
-        within_ten_percent(not_in.shmem_bytes, WRITTEN_MIB * MIB),
-        "shared memory no process maps {}, in {context}",
-        not_in.shmem_bytes
+    let scratch = assert_container_tmpfs(
+        &kill,
+        WRITTEN_MIB * MIB,
+        "/scratch",
+        256 * MIB,
+        container.name(),
     );
-    let Some(scratch) = composition
-        .tmpfs
-        .iter()
-        .find(|mount| mount.mount_point == "/scratch")
-    else {
-        panic!("the container's /scratch is not named in {context}");
-    };
-    assert_eq!(scratch.kind, TmpfsKind::ContainerTmpfs, "{context}");
     assert_eq!(scratch.host_path, None, "{context}");
     assert_eq!(scratch.used_bytes, None, "{context}");
-    assert_eq!(scratch.size_bytes, Some(256 * MIB), "{context}");
-    assert_eq!(
-        scratch.names.container_name(),
-        Some(container.name()),
-        "the mount's owner, in {context}"
-    );
-    let unknown = composition.tmpfs_unknown.as_deref().unwrap_or_default();
+    let unknown = composition_of(&kill)
+        .tmpfs_unknown
+        .as_deref()
+        .unwrap_or_default();
     assert!(
         unknown.contains("/scratch"),
         "tmpfs_unknown {unknown:?}, in {context}"

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use oomtrace::record::timeline::NotCoveredReason;
-use oomtrace_tests::{Agent, Hog, MemoryCgroup, hog_binary, pretty, require_root};
+use oomtrace_tests::{Agent, BusyNode, pretty, require_root};
 
 const MIB: u64 = 1 << 20;
 const CGROUPS: usize = 20;
@@ -21,23 +21,10 @@ const GROWER_MIB_PER_SECOND: &str = "32";
 #[test]
 fn a_kill_past_the_timeline_bound_says_its_cgroup_was_not_covered_and_why() {
     require_root();
-    let hog_binary = hog_binary();
-    let cgroups: Vec<MemoryCgroup> = (0..CGROUPS)
-        .map(|_| MemoryCgroup::create(LIMIT_BYTES))
-        .collect();
-    let mut small = Vec::with_capacity(CGROUPS - 1);
-    for cgroup in &cgroups[1..] {
-        let mut hog = Hog::spawn_with(&hog_binary, cgroup, &["--hold", "--max-mib", SMALL_MIB]);
-        hog.wait_holding();
-        small.push(hog);
-    }
-    // The emptiest limit of all, so the last the recorder would take.
-    let chosen_path = cgroups[0].path();
-    let mut grower = Hog::spawn_held_with(
-        &hog_binary,
-        &cgroups[0],
-        &["--mib-per-second", GROWER_MIB_PER_SECOND],
-    );
+    // The chosen cgroup is the emptiest limit of all, so the last the recorder would take.
+    let (node, mut grower) =
+        BusyNode::start(CGROUPS, LIMIT_BYTES, SMALL_MIB, GROWER_MIB_PER_SECOND);
+    let chosen_path = node.chosen_path();
 
     let bound = BOUND.to_string();
     let mut agent = Agent::start_with(&["--timeline-max-cgroups", &bound]);
@@ -129,9 +116,6 @@ fn a_kill_past_the_timeline_bound_says_its_cgroup_was_not_covered_and_why() {
         "the verdict should say why there is no lead-up: {verdict}"
     );
 
-    drop(small);
     agent.stop();
-    for mut cgroup in cgroups {
-        cgroup.remove();
-    }
+    node.remove();
 }

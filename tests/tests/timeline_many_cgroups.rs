@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use oomtrace::record::timeline::{CgroupTimeline, Timeline};
-use oomtrace_tests::{Agent, Hog, MemoryCgroup, hog_binary, pretty, require_root};
+use oomtrace_tests::{Agent, BusyNode, pretty, require_root};
 
 const MIB: u64 = 1 << 20;
 /// As on a busy node; the kernel matrix's guests, with 768 MiB, ask for fewer
@@ -50,24 +50,11 @@ fn a_limit_lowered_among_hundreds_is_seen_within_a_second_and_the_kill_has_its_m
     require_root();
     let count = cgroup_count();
     println!("{count} limited cgroups");
-    let hog_binary = hog_binary();
-    let mut cgroups: Vec<MemoryCgroup> = (0..count)
-        .map(|_| MemoryCgroup::create(LIMIT_BYTES))
-        .collect();
     // The others hold a little each; the chosen one's process waits to grow, so its cgroup is
     // among the emptiest.
-    let mut small = Vec::with_capacity(count - 1);
-    for cgroup in &cgroups[1..] {
-        let mut hog = Hog::spawn_with(&hog_binary, cgroup, &["--hold", "--max-mib", SMALL_MIB]);
-        hog.wait_holding();
-        small.push(hog);
-    }
-    let chosen_path = cgroups[0].path();
-    let mut grower = Hog::spawn_held_with(
-        &hog_binary,
-        &cgroups[0],
-        &["--mib-per-second", GROWER_MIB_PER_SECOND],
-    );
+    let (mut node, mut grower) =
+        BusyNode::start(count, LIMIT_BYTES, SMALL_MIB, GROWER_MIB_PER_SECOND);
+    let chosen_path = node.chosen_path();
 
     let mut agent = Agent::start();
     let started = agent.agent_started().clone();
@@ -84,7 +71,7 @@ fn a_limit_lowered_among_hundreds_is_seen_within_a_second_and_the_kill_has_its_m
     // The chosen cgroup's level is recorded for a while first.
     std::thread::sleep(Duration::from_secs(3));
 
-    cgroups[0].set_limit(LOWERED_BYTES);
+    node.cgroups[0].set_limit(LOWERED_BYTES);
     let lowered = Instant::now();
     std::thread::sleep(PICK_UP);
     grower.release();
@@ -172,9 +159,6 @@ fn a_limit_lowered_among_hundreds_is_seen_within_a_second_and_the_kill_has_its_m
         "the verdict should tell the growth before the kill: {verdict}"
     );
 
-    drop(small);
     agent.stop();
-    for mut cgroup in cgroups {
-        cgroup.remove();
-    }
+    node.remove();
 }
