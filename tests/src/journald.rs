@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::command_output;
 use crate::daemon::Daemon;
+use crate::{command_output, run_checked};
 
 const JOURNALD: &str = "/lib/systemd/systemd-journald";
 const RUNTIME_DIR: &str = "/run/systemd/journal";
@@ -87,16 +87,10 @@ impl Journald {
 
     /// `journalctl MATCHES -o json`: the entries that match every `FIELD=value`.
     pub fn entries(&self, matches: &[String]) -> Vec<Entry> {
-        let output = command_output(
+        let output = run_checked(
             Command::new("journalctl")
                 .args(["--no-pager", "--output", "json"])
                 .args(matches),
-        );
-        assert!(
-            output.status.success(),
-            "journalctl {matches:?} failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
         );
         String::from_utf8_lossy(&output.stdout)
             .lines()
@@ -196,16 +190,10 @@ impl Journald {
     /// `journalctl -x MATCHES` with the catalogs installed on this host, as an operator of a
     /// deployed agent sees it.
     pub fn explained_as_installed(&self, matches: &[String]) -> String {
-        let shown = command_output(
+        let shown = run_checked(
             Command::new("journalctl")
                 .args(["-x", "--no-pager"])
                 .args(matches),
-        );
-        assert!(
-            shown.status.success(),
-            "journalctl -x {matches:?} failed ({}): {}",
-            shown.status,
-            String::from_utf8_lossy(&shown.stderr).trim()
         );
         String::from_utf8_lossy(&shown.stdout).into_owned()
     }

@@ -214,8 +214,8 @@ fn command_output(command: &mut Command) -> Output {
         .unwrap_or_else(|err| panic!("running {command:?}: {err}"))
 }
 
-/// Runs a command to completion; panics with its stderr unless it succeeds.
-fn run_checked(command: &mut Command) {
+/// Runs a command to completion; panics with its stderr unless it succeeds; its output.
+fn run_checked(command: &mut Command) -> Output {
     let output = command_output(command);
     assert!(
         output.status.success(),
@@ -223,6 +223,7 @@ fn run_checked(command: &mut Command) {
         output.status,
         String::from_utf8_lossy(&output.stderr).trim()
     );
+    output
 }
 
 /// `GET /_ping` on a Docker Engine API socket (Docker's or podman's): Ok once it answers 200.
