@@ -342,15 +342,17 @@ mod tests {
         // Once the stuck read answers, its thread is no longer counted, and what it read late
         // is not taken into a record already written.
         release.send(()).unwrap();
+        until_none_stuck(&reads, "the answered read is still counted").await;
+        assert_eq!(reads.given_up(), 1);
+    }
+
+    /// Waits (at most 5 s) until no read thread is counted as stuck; `still` says what failed.
+    async fn until_none_stuck(reads: &BoundedReads, still: &str) {
         let deadline = Instant::now() + Duration::from_secs(5);
         while reads.stuck.load(Ordering::Acquire) != 0 {
-            assert!(
-                Instant::now() < deadline,
-                "the answered read is still counted"
-            );
+            assert!(Instant::now() < deadline, "{still}");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert_eq!(reads.given_up(), 1);
     }
 
     #[tokio::test]
@@ -397,14 +399,7 @@ mod tests {
         for _ in 0..MAX_STUCK_THREADS {
             release.send(()).unwrap();
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while reads.stuck.load(Ordering::Acquire) != 0 {
-            assert!(
-                Instant::now() < deadline,
-                "answered reads are still counted"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        until_none_stuck(&reads, "answered reads are still counted").await;
         let finished = reads
             .run(|progress: &Progress<Parts>| {
                 progress.reading(ObservedPart::Domain);
